@@ -1,0 +1,332 @@
+//! The `weir` command line: argument parsing, reading files, printing, exit codes. The only
+//! module of the engine that touches the terminal or the file system; all decisions are made
+//! by the pure modules it calls.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::diag::{Diagnostic, Renderer};
+use crate::graph::{self, Format};
+use crate::plan::{self, Plan, Resolved};
+use crate::spec::{self, Limits, Pipeline};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success (the files are valid)
+  1  invalid: a pipeline file or a parameter has problems, printed on stderr
+  2  usage error: unknown option or missing argument";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weir",
+    version,
+    about = "weir: workflow orchestration for machine-learning pipelines",
+    long_about = "weir: workflow orchestration for machine-learning pipelines.\n\n\
+                  A pipeline is a YAML file declaring a DAG of steps. These commands read, check and \
+                  plan pipeline files without running anything. Logs go to stderr, filtered by RUST_LOG.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check pipeline files and print every problem with its file:line:column.
+    #[command(after_help = EXIT_CODES)]
+    Validate {
+        /// Pipeline files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Show the steps a run would execute, in order, with resolved commands (a dry run).
+    #[command(after_help = EXIT_CODES)]
+    Plan {
+        /// The pipeline file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        params: ParamArgs,
+        /// The run id that `{{ run.id }}` renders to.
+        #[arg(long, default_value = "dry-run", value_name = "ID")]
+        run_id: String,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Print the planned DAG as a Mermaid flowchart or a Graphviz digraph, grouped by stage.
+    #[command(after_help = EXIT_CODES)]
+    Graph {
+        /// The pipeline file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: Format,
+        #[command(flatten)]
+        params: ParamArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Print the JSON Schema of pipeline files, for editors (yaml-language-server).
+    Schema,
+}
+
+#[derive(Args, Debug)]
+struct ParamArgs {
+    /// Set a parameter: `-p rows=500`. Checked against the declared type; repeatable.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// Largest pipeline file accepted (bytes, or like `4Mi`).
+    #[arg(long, value_name = "SIZE", default_value = "1Mi", value_parser = parse_size, env = "WEIR_MAX_FILE_SIZE")]
+    max_file_size: u64,
+    /// Most instances a matrix step may expand to.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_matrix, env = "WEIR_MAX_MATRIX")]
+    max_matrix: usize,
+    /// Most step instances in a pipeline after matrix expansion.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_steps, env = "WEIR_MAX_STEPS")]
+    max_steps: usize,
+    /// Most dependencies between step instances after matrix expansion.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_edges, env = "WEIR_MAX_EDGES")]
+    max_edges: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        let max_file_bytes = usize::try_from(self.max_file_size).unwrap_or(usize::MAX);
+        // A larger file may hold proportionally more YAML nodes.
+        let scale = (max_file_bytes / Limits::default().max_file_bytes).max(1) as u64;
+        Limits {
+            max_file_bytes,
+            max_yaml_nodes: Limits::default().max_yaml_nodes.saturating_mul(scale),
+            max_matrix: self.max_matrix,
+            max_steps: self.max_steps,
+            max_edges: self.max_edges,
+            ..Limits::default()
+        }
+    }
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got `{s}`")),
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    spec::units::parse_memory(s)
+}
+
+/// Entry point of the `weir` binary.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { files, limits } => validate(&files, &limits.limits()),
+        Command::Plan { file, params, run_id, json, limits } => {
+            show_plan(&file, &params.params, &run_id, json, &limits.limits())
+        }
+        Command::Graph { file, format, params, limits } => show_graph(&file, &params.params, format, &limits.limits()),
+        Command::Schema => {
+            let text = serde_json::to_string_pretty(&crate::schema::json_schema()).unwrap_or_default();
+            print_out(&format!("{text}\n"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Invalid) => ExitCode::from(1),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Why a command failed; the details were already printed.
+enum Failure {
+    Invalid,
+}
+
+fn print_out(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`weir plan x | head`) is not an error worth a message.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    Ok(())
+}
+
+fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn report(path: &Path, source: &str, diags: &[Diagnostic]) {
+    let path = path.display().to_string();
+    let text = Renderer { path: &path, source, color: color() }.render_all(diags);
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// Reads and validates one file, printing its problems.
+fn load(path: &Path, limits: &Limits) -> Result<(String, Pipeline), Failure> {
+    let source = match spec::read_source(path, limits) {
+        Ok(s) => s,
+        Err(d) => {
+            report(path, "", &[d]);
+            return Err(Failure::Invalid);
+        }
+    };
+    tracing::debug!(path = %path.display(), bytes = source.len(), "read pipeline file");
+    match spec::load(&source, limits) {
+        Ok(p) => Ok((source, p)),
+        Err(diags) => {
+            report(path, &source, &diags);
+            Err(Failure::Invalid)
+        }
+    }
+}
+
+fn validate(files: &[PathBuf], limits: &Limits) -> Result<(), Failure> {
+    let mut failed = 0usize;
+    for file in files {
+        match load(file, limits) {
+            Ok((_, p)) => {
+                let steps = p.steps().len();
+                let instances = p.instance_count();
+                let expanded =
+                    if instances == steps { String::new() } else { format!(", {instances} after matrix expansion") };
+                print_out(&format!(
+                    "ok: {} (pipeline `{}`: {steps} step{}{expanded})\n",
+                    file.display(),
+                    p.name(),
+                    if steps == 1 { "" } else { "s" }
+                ))?;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    if failed > 0 {
+        if files.len() > 1 {
+            eprintln!("{failed} of {} files invalid", files.len());
+        }
+        return Err(Failure::Invalid);
+    }
+    Ok(())
+}
+
+fn planned(
+    file: &Path,
+    overrides: &[(String, String)],
+    run_id: &str,
+    limits: &Limits,
+) -> Result<(Pipeline, Plan), Failure> {
+    let (source, pipeline) = load(file, limits)?;
+    let params = match plan::resolve_params(&pipeline, overrides) {
+        Ok(p) => p,
+        Err(diags) => {
+            report(file, &source, &diags);
+            return Err(Failure::Invalid);
+        }
+    };
+    let plan = plan::plan(&pipeline, &params, run_id);
+    Ok((pipeline, plan))
+}
+
+fn show_plan(
+    file: &Path,
+    overrides: &[(String, String)],
+    run_id: &str,
+    json: bool,
+    limits: &Limits,
+) -> Result<(), Failure> {
+    let (pipeline, plan) = planned(file, overrides, run_id, limits)?;
+    if json {
+        let text = serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default();
+        return print_out(&format!("{text}\n"));
+    }
+    print_out(&render_plan(&pipeline, &plan))
+}
+
+/// The human view of a plan: a header, then each instance with what it needs and runs.
+pub fn render_plan(pipeline: &Pipeline, plan: &Plan) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pipeline {} (hash {}), run {}",
+        plan.pipeline,
+        &plan.pipeline_hash[..12.min(plan.pipeline_hash.len())],
+        plan.run_id
+    );
+    if plan.params.iter().next().is_some() {
+        let params: Vec<String> = plan.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "params: {}", params.join(" "));
+    }
+    let _ = writeln!(out, "{} step instances in order:", plan.order.len());
+    let width = plan.order.len().to_string().len();
+    for (i, &n) in plan.order.iter().enumerate() {
+        let inst = &plan.graph[n];
+        let step = &pipeline.steps()[inst.step];
+        let mut line = format!("\n{:>width$}. {}", i + 1, inst.name);
+        if let Some(stage) = &step.stage {
+            let _ = write!(line, "  [{stage}]");
+        }
+        let _ = writeln!(out, "{line}");
+        let pad = " ".repeat(width + 2);
+        if !step.needs_idx.is_empty() {
+            let needs: Vec<String> = step
+                .needs_idx
+                .iter()
+                .map(|&d| {
+                    let dep = &pipeline.steps()[d];
+                    if dep.is_matrix() {
+                        format!("{}[*] ({} instances)", dep.name, dep.instance_count())
+                    } else {
+                        dep.name.clone()
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "{pad}needs: {}", needs.join(", "));
+        }
+        match &inst.action {
+            Resolved::Run(script) => {
+                let mut lines = script.trim_end().lines();
+                let _ = writeln!(out, "{pad}run: {}", lines.next().unwrap_or(""));
+                for l in lines {
+                    let _ = writeln!(out, "{pad}     {l}");
+                }
+            }
+            Resolved::Command(argv) => {
+                let shown: Vec<String> = argv.iter().map(|a| crate::template::shell_quote(a)).collect();
+                let _ = writeln!(out, "{pad}command: {}", shown.join(" "));
+            }
+        }
+        for (k, v) in &inst.env {
+            let _ = writeln!(out, "{pad}env: {k}={v}");
+        }
+        if let Some(image) = &inst.image {
+            if step.runtime == crate::spec::Runtime::Docker {
+                let _ = writeln!(out, "{pad}image: {image}");
+            }
+        }
+    }
+    out
+}
+
+fn show_graph(file: &Path, overrides: &[(String, String)], format: Format, limits: &Limits) -> Result<(), Failure> {
+    let (pipeline, plan) = planned(file, overrides, "graph", limits)?;
+    print_out(&graph::render(&pipeline, &plan, format))
+}

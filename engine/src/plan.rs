@@ -1,0 +1,263 @@
+//! Planning: a validated [`Pipeline`] plus parameter values becomes a petgraph DAG of step
+//! instances. Matrix steps expand to one instance per combination (`train[lr=0.01,epochs=50]`),
+//! a step that needs a matrix step waits for all its instances, templates render (shell-quoted
+//! in `run:`, whole argv items in `command:`), and the order is topological and stable: among
+//! ready instances, the one declared first comes first. Pure: the run id comes in as an
+//! argument; no clock, no I/O.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::spec::{Action, Pipeline, Value};
+use crate::template::Ref;
+
+/// Parameter values for one run: every declared param, in declaration order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Params(Vec<(String, Value)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    }
+}
+
+/// Resolves `name=value` overrides against the declared params: unknown names, values of the
+/// wrong type, values outside `enum`/`min`/`max`/`pattern` and missing required params are
+/// all reported, each pointing at the param's declaration where there is one.
+pub fn resolve_params(pipeline: &Pipeline, overrides: &[(String, String)]) -> Result<Params, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut given: HashMap<&str, Value> = HashMap::new();
+    for (name, text) in overrides {
+        match pipeline.param(name) {
+            None => {
+                let d = Diagnostic::error(format!("unknown param `{name}`"));
+                let d = match did_you_mean(name, pipeline.params().iter().map(|p| p.name.as_str())) {
+                    Some(h) => d.help(h),
+                    None if pipeline.params().is_empty() => {
+                        d.note(format!("pipeline `{}` declares no params", pipeline.name()))
+                    }
+                    None => {
+                        let names: Vec<&str> = pipeline.params().iter().map(|p| p.name.as_str()).collect();
+                        d.note(format!("declared params: {}", names.join(", ")))
+                    }
+                };
+                errors.push(d);
+            }
+            Some(p) => match p.parse_value(text) {
+                Ok(v) => {
+                    given.insert(name.as_str(), v);
+                }
+                Err(e) => {
+                    errors.push(Diagnostic::error(e).at(p.span, format!("`{}` is declared here as {}", p.name, p.kind)))
+                }
+            },
+        }
+    }
+    let mut values = Vec::with_capacity(pipeline.params().len());
+    for p in pipeline.params() {
+        match given.remove(p.name.as_str()).or_else(|| p.default.clone()) {
+            Some(v) => values.push((p.name.clone(), v)),
+            None => errors.push(
+                Diagnostic::error(format!("param `{}` is required", p.name))
+                    .at(p.span, "declared here without a default")
+                    .help(format!("pass it with `-p {}=VALUE`", p.name)),
+            ),
+        }
+    }
+    if errors.is_empty() { Ok(Params(values)) } else { Err(errors) }
+}
+
+/// What an instance runs, with every template rendered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolved {
+    /// A script for `sh -c`.
+    Run(String),
+    /// An argv, run without a shell.
+    Command(Vec<String>),
+}
+
+/// One schedulable unit: a plain step, or one combination of a matrix step.
+#[derive(Clone, Debug, Serialize)]
+pub struct Instance {
+    /// `ingest`, or `train[lr=0.01,epochs=50]` for a matrix instance.
+    pub name: String,
+    /// Index of the step in [`Pipeline::steps`].
+    #[serde(skip)]
+    pub step: usize,
+    /// The matrix values of this instance, in key order.
+    pub matrix: Vec<(String, String)>,
+    pub action: Resolved,
+    /// The step's own environment (rendered); the run-wide `WEIR_PARAM_*` are in [`Plan::env`].
+    pub env: Vec<(String, String)>,
+    pub image: Option<String>,
+}
+
+/// The planned DAG of one run. Edges point from a dependency to its dependent.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub pipeline: String,
+    pub pipeline_hash: String,
+    pub run_id: String,
+    pub params: Params,
+    /// `WEIR_PARAM_<NAME>` for every param, the same for every instance.
+    pub env: Vec<(String, String)>,
+    pub graph: DiGraph<Instance, ()>,
+    /// Every instance, dependencies first; ties broken by declaration order.
+    pub order: Vec<NodeIndex>,
+}
+
+impl Plan {
+    /// The instances an instance waits for.
+    pub fn needs(&self, node: NodeIndex) -> impl Iterator<Item = &Instance> {
+        let mut deps: Vec<NodeIndex> = self.graph.neighbors_directed(node, Direction::Incoming).collect();
+        deps.sort_unstable();
+        deps.into_iter().map(move |n| &self.graph[n])
+    }
+
+    /// A JSON view for programs: the plan in order, with each instance's needs.
+    pub fn to_json(&self) -> serde_json::Value {
+        let steps: Vec<serde_json::Value> = self
+            .order
+            .iter()
+            .map(|&n| {
+                let mut v = serde_json::to_value(&self.graph[n]).unwrap_or_default();
+                let needs: Vec<&str> = self.needs(n).map(|i| i.name.as_str()).collect();
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("needs".into(), needs.into());
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "pipeline": self.pipeline,
+            "hash": self.pipeline_hash,
+            "run_id": self.run_id,
+            "params": self.params,
+            "env": self.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "steps": steps,
+        })
+    }
+}
+
+/// Expands and renders `pipeline` for one run. Infallible: validation already proved that
+/// every reference resolves and that the expansion fits the limits.
+pub fn plan(pipeline: &Pipeline, params: &Params, run_id: &str) -> Plan {
+    let param_text: HashMap<&str, String> = params.iter().map(|(n, v)| (n, v.to_string())).collect();
+    let env = pipeline
+        .params()
+        .iter()
+        .filter_map(|p| param_text.get(p.name.as_str()).map(|v| (p.env_name(), v.clone())))
+        .collect();
+
+    let total = pipeline.instance_count();
+    let mut graph: DiGraph<Instance, ()> = DiGraph::with_capacity(total, total);
+    // Instances of each step, as a range of node indices (nodes are added in step order).
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::with_capacity(pipeline.steps().len());
+    let empty = String::new();
+    for (si, step) in pipeline.steps().iter().enumerate() {
+        let start = graph.node_count();
+        for combo in combinations(step) {
+            let name = instance_name(&step.name, &combo);
+            let lookup = |r: &Ref| -> &str {
+                match r {
+                    Ref::Param(p) => param_text.get(p.as_str()).map_or(empty.as_str(), String::as_str),
+                    Ref::Matrix(k) => combo.iter().find(|(key, _)| key == k).map_or(empty.as_str(), |(_, v)| *v),
+                    Ref::RunId => run_id,
+                    Ref::StepName => name.as_str(),
+                }
+            };
+            let action = match &step.action {
+                Action::Run(t) => Resolved::Run(t.render_shell(&lookup)),
+                Action::Command(argv) => Resolved::Command(argv.iter().map(|t| t.render_raw(&lookup)).collect()),
+            };
+            let env = step.env.iter().map(|(k, t)| (k.clone(), t.render_raw(&lookup))).collect();
+            let image = step.image.as_ref().map(|t| t.render_raw(&lookup));
+            let matrix = combo.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            graph.add_node(Instance { name, step: si, matrix, action, env, image });
+        }
+        ranges.push(start..graph.node_count());
+    }
+    for (si, step) in pipeline.steps().iter().enumerate() {
+        for &dep in &step.needs_idx {
+            for from in ranges[dep].clone() {
+                for to in ranges[si].clone() {
+                    graph.add_edge(NodeIndex::new(from), NodeIndex::new(to), ());
+                }
+            }
+        }
+    }
+    let order = stable_topo(&graph);
+    Plan {
+        pipeline: pipeline.name().to_string(),
+        pipeline_hash: pipeline.hash().to_string(),
+        run_id: run_id.to_string(),
+        params: params.clone(),
+        env,
+        graph,
+        order,
+    }
+}
+
+/// Kahn's algorithm with a min-heap on node index: dependencies first, then file order.
+fn stable_topo(graph: &DiGraph<Instance, ()>) -> Vec<NodeIndex> {
+    let mut indegree: Vec<usize> =
+        graph.node_indices().map(|n| graph.neighbors_directed(n, Direction::Incoming).count()).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        indegree.iter().enumerate().filter(|(_, d)| **d == 0).map(|(i, _)| Reverse(i)).collect();
+    let mut order = Vec::with_capacity(graph.node_count());
+    while let Some(Reverse(i)) = ready.pop() {
+        let node = NodeIndex::new(i);
+        order.push(node);
+        for next in graph.neighbors_directed(node, Direction::Outgoing) {
+            let d = &mut indegree[next.index()];
+            *d -= 1;
+            if *d == 0 {
+                ready.push(Reverse(next.index()));
+            }
+        }
+    }
+    order
+}
+
+/// Every combination of a step's matrix, first key slowest; one empty combination for a
+/// plain step.
+fn combinations(step: &crate::spec::Step) -> Vec<Vec<(&str, &str)>> {
+    let mut out: Vec<Vec<(&str, &str)>> = vec![Vec::new()];
+    for axis in &step.matrix {
+        let mut next = Vec::with_capacity(out.len() * axis.values.len());
+        for combo in &out {
+            for v in &axis.values {
+                let mut c = combo.clone();
+                c.push((axis.key.as_str(), v.text.as_str()));
+                next.push(c);
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+/// `train[lr=0.01,epochs=50]`; a value holding `[],=`, quotes or spaces is written in quotes.
+pub fn instance_name(step: &str, combo: &[(&str, &str)]) -> String {
+    if combo.is_empty() {
+        return step.to_string();
+    }
+    let parts: Vec<String> = combo
+        .iter()
+        .map(|(k, v)| {
+            let plain =
+                !v.is_empty() && !v.chars().any(|c| "[],=\"'".contains(c) || c.is_whitespace() || c.is_control());
+            if plain { format!("{k}={v}") } else { format!("{k}={v:?}") }
+        })
+        .collect();
+    format!("{step}[{}]", parts.join(","))
+}

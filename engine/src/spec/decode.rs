@@ -1,0 +1,235 @@
+//! Typed reads from the spanned YAML tree that record a diagnostic instead of failing, so one
+//! pass over a file finds every problem. Each read names the field by its path
+//! (`steps.train.timeout`), says what was expected and what was found.
+
+use crate::diag::{Diagnostic, Span, did_you_mean};
+use crate::spec::yaml::{Doc, Kind, NodeId, Scalar};
+
+pub(crate) struct Cx<'a> {
+    pub doc: &'a Doc,
+    pub source: &'a str,
+    pub diags: Vec<Diagnostic>,
+}
+
+/// The entries of a mapping after the unknown-key check, in file order.
+pub(crate) struct Fields<'a> {
+    pub entries: Vec<(&'a str, NodeId, NodeId)>,
+    pub span: Span,
+}
+
+impl<'a> Fields<'a> {
+    pub fn get(&self, name: &str) -> Option<NodeId> {
+        self.entries.iter().find(|(k, _, _)| *k == name).map(|(_, _, v)| *v)
+    }
+
+    pub fn key_span(&self, cx: &Cx<'_>, name: &str) -> Option<Span> {
+        self.entries.iter().find(|(k, _, _)| *k == name).map(|(_, k, _)| cx.span(*k))
+    }
+}
+
+impl<'a> Cx<'a> {
+    pub fn span(&self, id: NodeId) -> Span {
+        self.doc.node(id).span
+    }
+
+    pub fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    /// "`path` must be X" at the node, labelled with what was found.
+    pub fn expected(&mut self, id: NodeId, path: &str, expected: &str) {
+        let found = self.doc.describe(id);
+        self.diags.push(
+            Diagnostic::error(format!("`{path}` must be {expected}")).at(self.span(id), format!("found {found}")),
+        );
+    }
+
+    pub fn map(&mut self, id: NodeId, path: &str) -> Option<&'a [(NodeId, NodeId)]> {
+        let doc: &'a Doc = self.doc;
+        match &doc.node(id).kind {
+            Kind::Map(entries) => Some(entries),
+            _ => {
+                self.expected(id, path, "a mapping");
+                None
+            }
+        }
+    }
+
+    /// A mapping whose keys must come from `allowed`; unknown keys are reported with a
+    /// "did you mean". `what` names the kind of object ("step", "param").
+    pub fn fields(&mut self, id: NodeId, path: &str, what: &str, allowed: &[&str]) -> Option<Fields<'a>> {
+        let entries = self.map(id, path)?;
+        let mut out = Fields { entries: Vec::with_capacity(entries.len()), span: self.span(id) };
+        for &(k, v) in entries {
+            let doc: &'a Doc = self.doc;
+            let key = doc.text(k).unwrap_or("");
+            if allowed.contains(&key) {
+                out.entries.push((key, k, v));
+                continue;
+            }
+            let mut d = Diagnostic::error(format!("unknown field `{key}` in `{path}`"))
+                .at(self.span(k), format!("not a {what} field"));
+            d = match (key, did_you_mean(key, allowed.iter().copied())) {
+                ("on", _) if allowed.contains(&"runs_on") => {
+                    d.help("use `runs_on:` for worker labels (YAML 1.1 readers take `on` for a boolean)")
+                }
+                (_, Some(help)) => d.help(help),
+                (_, None) => d.note(format!("expected one of: {}", allowed.join(", "))),
+            };
+            self.push(d);
+        }
+        Some(out)
+    }
+
+    /// A required field; reports it missing at the mapping.
+    pub fn require(&mut self, fields: &Fields<'_>, name: &str, path: &str, expected: &str) -> Option<NodeId> {
+        let found = fields.get(name);
+        if found.is_none() {
+            self.push(
+                Diagnostic::error(format!("missing field `{name}` in `{path}`"))
+                    .at(fields.span, format!("`{name}` is required here"))
+                    .help(format!("add `{name}:` with {expected}")),
+            );
+        }
+        found
+    }
+
+    pub fn string(&mut self, id: NodeId, path: &str) -> Option<&'a str> {
+        let doc: &'a Doc = self.doc;
+        match doc.scalar(id) {
+            Some(Scalar::Str(s)) => Some(s),
+            _ => {
+                self.expected(id, path, "a string");
+                None
+            }
+        }
+    }
+
+    /// A scalar taken as text whatever its type (`3` -> "3"); null and collections are errors.
+    pub fn text(&mut self, id: NodeId, path: &str) -> Option<&'a str> {
+        let doc: &'a Doc = self.doc;
+        match doc.scalar(id) {
+            Some(Scalar::Null) | None => {
+                self.expected(id, path, "a value");
+                None
+            }
+            Some(_) => doc.text(id),
+        }
+    }
+
+    pub fn bool(&mut self, id: NodeId, path: &str) -> Option<bool> {
+        match self.doc.scalar(id) {
+            Some(Scalar::Bool(b)) => Some(b),
+            _ => {
+                self.expected(id, path, "`true` or `false`");
+                None
+            }
+        }
+    }
+
+    pub fn int(&mut self, id: NodeId, path: &str) -> Option<i64> {
+        match self.doc.scalar(id) {
+            Some(Scalar::Int(i)) => Some(i),
+            _ => {
+                self.expected(id, path, "an integer");
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`.
+    pub fn int_in(&mut self, id: NodeId, path: &str, min: i64, max: i64) -> Option<i64> {
+        let v = self.int(id, path)?;
+        if v < min || v > max {
+            self.push(
+                Diagnostic::error(format!("`{path}` must be between {min} and {max}"))
+                    .at(self.span(id), format!("found {v}")),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
+    pub fn number(&mut self, id: NodeId, path: &str) -> Option<f64> {
+        match self.doc.scalar(id) {
+            Some(Scalar::Int(i)) => Some(i as f64),
+            Some(Scalar::Float(f)) if f.is_finite() => Some(f),
+            _ => {
+                self.expected(id, path, "a finite number");
+                None
+            }
+        }
+    }
+
+    pub fn seq(&mut self, id: NodeId, path: &str) -> Option<&'a [NodeId]> {
+        let doc: &'a Doc = self.doc;
+        match &doc.node(id).kind {
+            Kind::Seq(items) => Some(items),
+            _ => {
+                self.expected(id, path, "a list");
+                None
+            }
+        }
+    }
+
+    /// A value parsed by `parse` from its text, reported with `help` when it fails.
+    pub fn parsed<T>(
+        &mut self,
+        id: NodeId,
+        path: &str,
+        what: &str,
+        help: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.text(id, path)?;
+        match parse(text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(
+                    Diagnostic::error(format!("`{path}` must be {what}")).at(self.span(id), e).help(help.to_string()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Span of `len` characters at `offset` inside the scalar at `id`.
+    pub fn sub_span(&self, id: NodeId, offset: usize, len: usize, needle: &str) -> Span {
+        self.doc.sub_span(self.source, id, offset, len, needle)
+    }
+}
+
+/// Names of steps and pipelines: `[a-z0-9_-]`, 1 to 63 characters.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a name cannot be empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("`{name}` is longer than 63 characters"));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+    {
+        return Err(format!("`{bad}` is not allowed: use lowercase letters, digits, `_` and `-`"));
+    }
+    Ok(())
+}
+
+/// Identifiers of params and matrix keys: `[A-Za-z_][A-Za-z0-9_]*`.
+pub(crate) fn is_ident(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A suggested lowercase name for a step name that breaks the rules.
+pub(crate) fn suggest_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' { c } else { '-' }
+        })
+        .collect();
+    out.truncate(63);
+    out
+}

@@ -1,0 +1,399 @@
+//! The validated pipeline model. A [`Pipeline`] can only be built by [`crate::spec::load`], so
+//! holding one means every check passed: names are valid and unique, `needs` resolve and form
+//! no cycle, templates and expressions refer only to things that exist, and limits hold.
+//! Code past validation never sees YAML.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::diag::Span;
+use crate::expr::Expr;
+use crate::template::Template;
+
+/// A validated pipeline. Fields are private: the invariants above hold for its whole life.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pipeline {
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) params: Vec<Param>,
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) steps: Vec<Step>,
+    #[serde(skip)]
+    pub(crate) hash: String,
+}
+
+impl Pipeline {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+    pub fn param(&self, name: &str) -> Option<&Param> {
+        self.params.iter().find(|p| p.name == name)
+    }
+    pub fn schedule(&self) -> Option<&Schedule> {
+        self.schedule.as_ref()
+    }
+    /// Steps in file order.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+    /// BLAKE3 of the canonical JSON form of the validated model: comments, key order inside
+    /// mappings and formatting do not change it; any change of meaning does.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+    /// Number of step instances after matrix expansion.
+    pub fn instance_count(&self) -> usize {
+        self.steps.iter().map(Step::instance_count).sum()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    Int,
+    Float,
+    Bool,
+    String,
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParamType::Int => "int",
+            ParamType::Float => "float",
+            ParamType::Bool => "bool",
+            ParamType::String => "string",
+        })
+    }
+}
+
+/// A parameter value, already checked against its declaration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    String(String),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v:?}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::String(v) => f.write_str(v),
+        }
+    }
+}
+
+impl Value {
+    pub fn to_expr(&self) -> crate::expr::Value {
+        match self {
+            Value::Int(v) => crate::expr::Value::Int(*v),
+            Value::Float(v) => crate::expr::Value::Float(*v),
+            Value::Bool(v) => crate::expr::Value::Bool(*v),
+            Value::String(v) => crate::expr::Value::Str(v.clone()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Param {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    pub default: Option<Value>,
+    pub description: Option<String>,
+    #[serde(rename = "enum", skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<Value>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    #[serde(serialize_with = "ser_regex")]
+    pub pattern: Option<regex::Regex>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+fn ser_regex<S: serde::Serializer>(re: &Option<regex::Regex>, s: S) -> Result<S::Ok, S::Error> {
+    match re {
+        Some(re) => s.serialize_some(re.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+impl Param {
+    /// The environment variable that carries this param into every step.
+    pub fn env_name(&self) -> String {
+        format!("WEIR_PARAM_{}", self.name.to_ascii_uppercase())
+    }
+
+    /// Checks a typed value against `enum`, `min`, `max` and `pattern`.
+    pub fn check(&self, value: &Value) -> Result<(), String> {
+        if !self.choices.is_empty() && !self.choices.contains(value) {
+            let list: Vec<String> = self.choices.iter().map(|c| format!("`{c}`")).collect();
+            return Err(format!("`{value}` is not one of {}", list.join(", ")));
+        }
+        let number = match value {
+            Value::Int(v) => Some(*v as f64),
+            Value::Float(v) => Some(*v),
+            _ => None,
+        };
+        if let Some(n) = number {
+            if n.is_nan() {
+                return Err("NaN is not a valid value".into());
+            }
+            if let Some(min) = self.min.filter(|min| n < *min) {
+                return Err(format!("`{value}` is below the minimum {min}"));
+            }
+            if let Some(max) = self.max.filter(|max| n > *max) {
+                return Err(format!("`{value}` is above the maximum {max}"));
+            }
+        }
+        if let (Some(re), Value::String(s)) = (&self.pattern, value) {
+            if !re.is_match(s) {
+                return Err(format!("`{s}` does not match the pattern `{}`", re.as_str()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses a `-p name=text` override by the declared type.
+    pub fn parse_value(&self, text: &str) -> Result<Value, String> {
+        let value = match self.kind {
+            ParamType::Int => Value::Int(
+                text.trim().parse().map_err(|_| format!("param `{}` expects an int, got `{text}`", self.name))?,
+            ),
+            ParamType::Float => {
+                let f: f64 =
+                    text.trim().parse().map_err(|_| format!("param `{}` expects a float, got `{text}`", self.name))?;
+                if !f.is_finite() {
+                    return Err(format!("param `{}` expects a finite float, got `{text}`", self.name));
+                }
+                Value::Float(f)
+            }
+            ParamType::Bool => match text.trim() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => return Err(format!("param `{}` expects `true` or `false`, got `{text}`", self.name)),
+            },
+            ParamType::String => Value::String(text.to_string()),
+        };
+        self.check(&value).map_err(|e| format!("param `{}`: {e}", self.name))?;
+        Ok(value)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Concurrency {
+    Allow,
+    Forbid,
+    Replace,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Schedule {
+    pub cron: String,
+    #[serde(serialize_with = "ser_display")]
+    pub timezone: chrono_tz::Tz,
+    pub catchup: bool,
+    pub concurrency: Concurrency,
+    pub params: BTreeMap<String, Value>,
+    #[serde(skip)]
+    pub parsed: croner::Cron,
+}
+
+fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn ser_source<S: serde::Serializer>(t: &Template, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.source())
+}
+
+fn ser_sources<S: serde::Serializer>(t: &[Template], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(t.iter().map(Template::source))
+}
+
+fn ser_env<S: serde::Serializer>(env: &[(String, Template)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(env.iter().map(|(k, v)| (k, v.source())))
+}
+
+fn ser_expr<S: serde::Serializer>(e: &Option<Expr>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.serialize_some(e.source()),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&crate::spec::units::format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+/// What a step runs.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// `run:` a script for `sh -c`.
+    Run(#[serde(serialize_with = "ser_source")] Template),
+    /// `command:` an argv, no shell.
+    Command(#[serde(serialize_with = "ser_sources")] Vec<Template>),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    #[default]
+    Process,
+    Docker,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    /// Millicores; `None` means no request.
+    pub cpus_milli: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub gpus: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Retries {
+    pub limit: u32,
+    #[serde(serialize_with = "ser_duration_plain")]
+    pub backoff: Duration,
+    #[serde(serialize_with = "ser_duration_plain")]
+    pub max_backoff: Duration,
+}
+
+fn ser_duration_plain<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::spec::units::format_duration(*d))
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries { limit: 0, backoff: Duration::from_secs(10), max_backoff: Duration::from_secs(600) }
+    }
+}
+
+impl Retries {
+    /// The wait before attempt `attempt + 1` (attempt 1 is the first run): `backoff`
+    /// doubled per earlier retry, capped at `max_backoff`.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(32);
+        self.backoff.saturating_mul(1u32 << doublings.min(31)).min(self.max_backoff)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Cache {
+    pub enabled: bool,
+    #[serde(serialize_with = "ser_duration")]
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Register {
+    pub model: String,
+    pub file: String,
+    pub alias: Option<String>,
+}
+
+/// One matrix axis: a key and its values as written (`0.01` stays `0.01`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Axis {
+    pub key: String,
+    pub values: Vec<MatrixValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MatrixValue {
+    pub text: String,
+    #[serde(skip)]
+    pub kind: MatrixKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatrixKind {
+    Int,
+    Float,
+    Bool,
+    String,
+}
+
+impl MatrixValue {
+    pub fn to_expr(&self) -> crate::expr::Value {
+        use crate::expr::Value as V;
+        match self.kind {
+            MatrixKind::Int => self.text.parse().map(V::Int).unwrap_or_else(|_| V::Str(self.text.clone())),
+            MatrixKind::Float => self.text.parse().map(V::Float).unwrap_or_else(|_| V::Str(self.text.clone())),
+            MatrixKind::Bool => V::Bool(self.text == "true"),
+            MatrixKind::String => V::Str(self.text.clone()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub stage: Option<String>,
+    pub needs: Vec<String>,
+    /// Indices into [`Pipeline::steps`], parallel to `needs`.
+    #[serde(skip)]
+    pub needs_idx: Vec<usize>,
+    pub action: Action,
+    #[serde(serialize_with = "ser_env")]
+    pub env: Vec<(String, Template)>,
+    pub outputs: Vec<String>,
+    pub matrix: Vec<Axis>,
+    pub cache: Cache,
+    pub resources: Resources,
+    pub runtime: Runtime,
+    #[serde(serialize_with = "ser_opt_source")]
+    pub image: Option<Template>,
+    pub retries: Retries,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(serialize_with = "ser_expr", rename = "when")]
+    pub when: Option<Expr>,
+    #[serde(serialize_with = "ser_expr")]
+    pub gate: Option<Expr>,
+    pub register: Option<Register>,
+    pub runs_on: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+fn ser_opt_source<S: serde::Serializer>(t: &Option<Template>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(t.source()),
+        None => s.serialize_none(),
+    }
+}
+
+impl Step {
+    /// 1 for a plain step, the product of the axis lengths for a matrix step.
+    pub fn instance_count(&self) -> usize {
+        self.matrix.iter().map(|a| a.values.len()).product()
+    }
+
+    pub fn is_matrix(&self) -> bool {
+        !self.matrix.is_empty()
+    }
+}

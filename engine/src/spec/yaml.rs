@@ -1,0 +1,365 @@
+//! A spanned YAML tree built from saphyr-parser's event stream, under explicit budgets.
+//!
+//! This is the only place that touches the YAML parser. It keeps every node's position, rejects
+//! duplicate keys, several documents and non-scalar keys, and enforces the nesting-depth and
+//! alias-expansion budgets while events arrive, so a billion-laughs file or 100k nested `[`
+//! stop early and in constant stack. Aliases share the anchored node (no copy is made); the
+//! expanded size is computed arithmetically. No I/O: it takes text.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
+
+use crate::diag::{Diagnostic, Span};
+use crate::spec::Limits;
+
+pub type NodeId = usize;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// A scalar and whether it was quoted or a block scalar (then it is always a string).
+    Scalar {
+        text: String,
+        plain: bool,
+    },
+    Seq(Vec<NodeId>),
+    /// Entries in file order: (key node, value node); keys are scalars.
+    Map(Vec<(NodeId, NodeId)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub span: Span,
+    pub kind: Kind,
+    /// The style of a scalar: quoted scalars map positions one to one after the quote.
+    pub style: Style,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    SingleQuoted,
+    DoubleQuoted,
+    Block,
+    Collection,
+}
+
+/// A parsed YAML document: an arena of nodes and its root.
+#[derive(Debug)]
+pub struct Doc {
+    pub nodes: Vec<Node>,
+    pub root: NodeId,
+}
+
+/// What a plain scalar means under the YAML 1.2 core schema.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+}
+
+impl Scalar<'_> {
+    /// "an integer", "a string", ... for "expected X, found Y" messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Scalar::Null => "nothing (null)",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Int(_) => "an integer",
+            Scalar::Float(_) => "a number",
+            Scalar::Str(_) => "a string",
+        }
+    }
+}
+
+impl Doc {
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id]
+    }
+
+    /// The scalar at `id` resolved by the YAML 1.2 core schema; `None` for collections.
+    pub fn scalar(&self, id: NodeId) -> Option<Scalar<'_>> {
+        match &self.nodes[id].kind {
+            Kind::Scalar { text, plain: true } => Some(resolve_plain(text)),
+            Kind::Scalar { text, plain: false } => Some(Scalar::Str(text)),
+            _ => None,
+        }
+    }
+
+    /// The raw text of a scalar, whatever its type.
+    pub fn text(&self, id: NodeId) -> Option<&str> {
+        match &self.nodes[id].kind {
+            Kind::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// "a mapping", "a list", "a string", ... for messages.
+    pub fn describe(&self, id: NodeId) -> String {
+        match &self.nodes[id].kind {
+            Kind::Map(_) => "a mapping".into(),
+            Kind::Seq(_) => "a list".into(),
+            Kind::Scalar { .. } => match self.scalar(id) {
+                Some(Scalar::Str(s)) => format!("the string `{}`", ellipsis(s, 40)),
+                Some(Scalar::Null) | None => "nothing".into(),
+                Some(other) => format!("{} `{}`", other.describe(), self.text(id).unwrap_or("")),
+            },
+        }
+    }
+
+    /// The span of `len` characters at character `offset` inside the scalar at `id`, when the
+    /// source maps one to one (plain and quoted single-line scalars without escapes); otherwise
+    /// the first occurrence of `needle` inside the scalar's source; otherwise the whole scalar.
+    pub fn sub_span(&self, source: &str, id: NodeId, offset: usize, len: usize, needle: &str) -> Span {
+        let node = &self.nodes[id];
+        let span = node.span;
+        let Kind::Scalar { text, .. } = &node.kind else { return span };
+        let line_text = source.lines().nth(span.line.saturating_sub(1) as usize).unwrap_or("");
+        let skip = match node.style {
+            Style::SingleQuoted | Style::DoubleQuoted => 1,
+            _ => 0,
+        };
+        if span.line == span.end_line && !text.contains('\n') {
+            let raw: String = line_text.chars().skip(span.col as usize + skip).take(text.chars().count()).collect();
+            if raw == *text {
+                let col = span.col + (skip + offset) as u32;
+                return Span::on_line(span.line, col, len.max(1) as u32);
+            }
+        }
+        if !needle.is_empty() {
+            for (i, line) in source.lines().enumerate().skip(span.line.saturating_sub(1) as usize) {
+                let number = i as u32 + 1;
+                if number > span.end_line.max(span.line) {
+                    break;
+                }
+                if let Some(byte) = line.find(needle) {
+                    let col = line[..byte].chars().count() as u32;
+                    if number == span.line && col < span.col {
+                        continue;
+                    }
+                    return Span::on_line(number, col, needle.chars().count() as u32);
+                }
+            }
+        }
+        span
+    }
+}
+
+fn ellipsis(s: &str, max: usize) -> String {
+    let s = s.lines().next().unwrap_or("");
+    if s.chars().count() > max {
+        let cut: String = s.chars().take(max).collect();
+        format!("{cut}...")
+    } else {
+        s.to_string()
+    }
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar.
+pub fn resolve_plain(text: &str) -> Scalar<'_> {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Scalar::Null,
+        "true" | "True" | "TRUE" => return Scalar::Bool(true),
+        "false" | "False" | "FALSE" => return Scalar::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Scalar::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Scalar::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Scalar::Float(f64::NAN),
+        _ => {}
+    }
+    let bytes = text.as_bytes();
+    let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
+    if let Some(hex) = text.strip_prefix("0x") {
+        if digits(hex, 16) {
+            return i64::from_str_radix(hex, 16).map_or(Scalar::Str(text), Scalar::Int);
+        }
+    }
+    if let Some(oct) = text.strip_prefix("0o") {
+        if digits(oct, 8) {
+            return i64::from_str_radix(oct, 8).map_or(Scalar::Str(text), Scalar::Int);
+        }
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits(unsigned, 10) {
+        // Too large for i64: keep it as a float rather than a string.
+        return text
+            .parse::<i64>()
+            .map(Scalar::Int)
+            .unwrap_or_else(|_| text.parse::<f64>().map_or(Scalar::Str(text), Scalar::Float));
+    }
+    // Core-schema float: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+    let looks_float = !unsigned.is_empty()
+        && unsigned.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && unsigned.as_bytes()[0] != b'e'
+        && unsigned.as_bytes()[0] != b'E'
+        && bytes.iter().any(u8::is_ascii_digit);
+    if looks_float {
+        if let Ok(f) = text.parse::<f64>() {
+            return Scalar::Float(f);
+        }
+    }
+    Scalar::Str(text)
+}
+
+/// What went wrong while reading the YAML itself; always one diagnostic.
+fn scan_error(e: &ScanError) -> Diagnostic {
+    let m = e.marker();
+    let span = Span::on_line(m.line() as u32, m.col() as u32, 1);
+    Diagnostic::error(format!("invalid YAML: {}", e.info())).at(span, "here")
+}
+
+enum Pending {
+    /// A mapping waits for its next key (or a sequence for its next item).
+    Nothing,
+    /// A mapping got a key and waits for its value.
+    Key(NodeId),
+    /// A mapping got a duplicate or complex key: its value is dropped.
+    Discard,
+}
+
+struct Open {
+    id: NodeId,
+    anchor: usize,
+    pending: Pending,
+    /// Keys seen so far in a mapping, to reject duplicates in O(1).
+    keys: HashMap<String, NodeId>,
+    /// Expanded size (nodes after alias expansion) of the children so far.
+    size: u64,
+}
+
+/// Parses `source` into a tree. Problems that leave the tree usable (duplicate keys, complex
+/// keys) come back beside it; the error is the one problem that stopped reading.
+pub fn parse(source: &str, limits: &Limits) -> Result<(Doc, Vec<Diagnostic>), Diagnostic> {
+    let mut parser = Parser::new_from_str(source);
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut sizes: Vec<u64> = Vec::new();
+    let mut anchors: HashMap<usize, NodeId> = HashMap::new();
+    let mut stack: Vec<Open> = Vec::new();
+    let mut root: Option<NodeId> = None;
+    let mut documents = 0usize;
+    let mut problems = Vec::new();
+
+    while let Some(next) = parser.next_event() {
+        let (event, espan) = next.map_err(|e| scan_error(&e))?;
+        let span = Span::new(
+            espan.start.line() as u32,
+            espan.start.col() as u32,
+            espan.end.line() as u32,
+            espan.end.col() as u32,
+        );
+        // A new node (or a shared one, for an alias) to attach to the open parent.
+        let (id, size) = match event {
+            Event::StreamStart | Event::Nothing | Event::DocumentEnd => continue,
+            Event::StreamEnd => break,
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(Diagnostic::error("a pipeline file holds one YAML document")
+                        .at(span, "a second document starts here")
+                        .help("split the documents into separate files"));
+                }
+                continue;
+            }
+            Event::Alias(anchor) => match anchors.get(&anchor) {
+                Some(&target) => (target, sizes[target]),
+                None => {
+                    return Err(Diagnostic::error(
+                        "alias refers to an anchor that is not defined before it, or to itself",
+                    )
+                    .at(span, "unknown or recursive alias"));
+                }
+            },
+            Event::Scalar(text, style, anchor, _tag) => {
+                let (plain, style) = match style {
+                    ScalarStyle::Plain => (true, Style::Plain),
+                    ScalarStyle::SingleQuoted => (false, Style::SingleQuoted),
+                    ScalarStyle::DoubleQuoted => (false, Style::DoubleQuoted),
+                    _ => (false, Style::Block),
+                };
+                let id = nodes.len();
+                nodes.push(Node { span, kind: Kind::Scalar { text: text.into_owned(), plain }, style });
+                sizes.push(1);
+                if anchor > 0 {
+                    anchors.insert(anchor, id);
+                }
+                (id, 1)
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if stack.len() >= limits.max_depth {
+                    return Err(Diagnostic::error(format!("YAML nesting is deeper than {} levels", limits.max_depth))
+                        .at(span, "too deep")
+                        .note("a pipeline needs only a few levels; this limit protects the parser"));
+                }
+                let kind = if matches!(event, Event::SequenceStart(..)) {
+                    Kind::Seq(Vec::new())
+                } else {
+                    Kind::Map(Vec::new())
+                };
+                let id = nodes.len();
+                nodes.push(Node { span, kind, style: Style::Collection });
+                sizes.push(1);
+                stack.push(Open { id, anchor, pending: Pending::Nothing, keys: HashMap::new(), size: 1 });
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(open) = stack.pop() else { continue };
+                sizes[open.id] = open.size;
+                nodes[open.id].span.end_line = span.end_line;
+                nodes[open.id].span.end_col = span.end_col;
+                if open.anchor > 0 {
+                    anchors.insert(open.anchor, open.id);
+                }
+                (open.id, open.size)
+            }
+        };
+
+        let Some(parent) = stack.last_mut() else {
+            root = Some(id);
+            continue;
+        };
+        parent.size = parent.size.saturating_add(size);
+        if parent.size > limits.max_yaml_nodes {
+            return Err(Diagnostic::error(format!(
+                "YAML expands to more than {} nodes (aliases included)",
+                limits.max_yaml_nodes
+            ))
+            .at(span, "the budget runs out here")
+            .note("aliases that nest other aliases grow exponentially (a \"billion laughs\" file)"));
+        }
+        match &mut nodes[parent.id].kind {
+            Kind::Seq(items) => items.push(id),
+            Kind::Map(entries) => match std::mem::replace(&mut parent.pending, Pending::Nothing) {
+                Pending::Key(key) => entries.push((key, id)),
+                Pending::Discard => {}
+                Pending::Nothing => {
+                    let Kind::Scalar { text, .. } = &nodes[id].kind else {
+                        problems.push(
+                            Diagnostic::error("mapping keys must be strings").at(nodes[id].span, "a complex key"),
+                        );
+                        parent.pending = Pending::Discard;
+                        continue;
+                    };
+                    if let Some(&first) = parent.keys.get(text) {
+                        problems.push(
+                            Diagnostic::error(format!("duplicate key `{text}`"))
+                                .at(nodes[id].span, "defined again here")
+                                .related(nodes[first].span, "first defined here")
+                                .help("a key may appear once in a mapping; remove or rename one"),
+                        );
+                        parent.pending = Pending::Discard;
+                    } else {
+                        parent.keys.insert(text.clone(), id);
+                        parent.pending = Pending::Key(id);
+                    }
+                }
+            },
+            Kind::Scalar { .. } => {}
+        }
+    }
+    match root {
+        Some(root) => Ok((Doc { nodes, root }, problems)),
+        None => Err(Diagnostic::error("the file is empty")
+            .at(Span::on_line(1, 0, 1), "expected a pipeline: a mapping with `name` and `steps`")),
+    }
+}
