@@ -317,10 +317,16 @@ pub fn render_plan(pipeline: &Pipeline, plan: &Plan) -> String {
         for (k, v) in &inst.env {
             let _ = writeln!(out, "{pad}env: {k}={v}");
         }
-        if let Some(image) = &inst.image {
-            if step.runtime == crate::spec::Runtime::Docker {
-                let _ = writeln!(out, "{pad}image: {image}");
-            }
+        if let Some(when) = &step.when {
+            let _ = writeln!(out, "{pad}when: {}", when.source());
+        }
+        if let Some(gate) = &step.gate {
+            let _ = writeln!(out, "{pad}gate: {}", gate.source());
+        }
+        if let Some(image) = &inst.image
+            && step.runtime == crate::spec::Runtime::Docker
+        {
+            let _ = writeln!(out, "{pad}image: {image}");
         }
     }
     out

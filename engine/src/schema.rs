@@ -140,9 +140,9 @@ fn definitions() -> Value {
             "not": {"pattern": PARENT_SEGMENT_PATTERN},
         },
         "stringMap": {
-            "description": "A map of strings.",
+            "description": "A map of strings (numbers and booleans are taken as their text).",
             "type": "object",
-            "additionalProperties": {"type": "string"},
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
         },
         "param": {
             "description": "A run parameter: a shorthand default value, or its declaration.",
@@ -288,13 +288,13 @@ fn step_properties() -> Value {
             "description": "An argv, run without a shell.",
             "type": "array",
             "minItems": 1,
-            "items": {"type": "string"},
+            "items": {"type": ["string", "number", "boolean"]},
         },
         "env": {
             "description": "Extra environment variables; `WEIR_` names are reserved.",
             "type": "object",
             "propertyNames": {"$ref": "#/definitions/envName"},
-            "additionalProperties": {"type": "string"},
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
         },
         "outputs": {
             "description": "Files (or `dir/`) collected on success: relative paths, no `..`.",
@@ -746,7 +746,7 @@ mod tests {
             ["retries typo", "/steps/a/retries", {"limt": 2}],
             ["bad ttl", "/steps/a/cache", {"ttl": "soon"}],
             ["register without file", "/steps/a/register", {"model": "m"}],
-            ["env value int", "/steps/a/env", {"A": 1}],
+            ["env value list", "/steps/a/env", {"A": [1]}],
             ["defaults with run", "/defaults", {"run": "true"}],
             ["param name", "/params", {"1rows": 5}],
             ["param type", "/params", {"r": {"type": "decimal"}}],

@@ -120,17 +120,17 @@ pub(crate) fn steps(cx: &mut Cx<'_>, drafts: Vec<StepDraft>, params: &[Param], l
                     .help("add `image:` to the step or to `defaults`"),
             );
         }
-        if let (Some(r), Some(node)) = (&d.step.register, d.register_node) {
-            if !d.step.outputs.iter().any(|o| *o == r.file) {
-                cx.push(
-                    Diagnostic::error(format!(
-                        "step `{}` registers `{}`, which is not one of its outputs",
-                        d.step.name, r.file
-                    ))
-                    .at(cx.span(node), "`register.file` must name an output")
-                    .help_opt(did_you_mean(&r.file, d.step.outputs.iter().map(String::as_str))),
-                );
-            }
+        if let (Some(r), Some(node)) = (&d.step.register, d.register_node)
+            && !d.step.outputs.contains(&r.file)
+        {
+            cx.push(
+                Diagnostic::error(format!(
+                    "step `{}` registers `{}`, which is not one of its outputs",
+                    d.step.name, r.file
+                ))
+                .at(cx.span(node), "`register.file` must name an output")
+                .help_opt(did_you_mean(&r.file, d.step.outputs.iter().map(String::as_str))),
+            );
         }
     }
 

@@ -14,34 +14,11 @@ use crate::spec::yaml::{Kind, NodeId, Scalar};
 use crate::spec::{Limits, check, cron};
 use crate::template::{self, Template};
 
-pub const TOP_LEVEL_FIELDS: &[&str] = &["version", "name", "description", "params", "defaults", "schedule", "steps"];
-pub const STEP_FIELDS: &[&str] = &[
-    "stage",
-    "needs",
-    "run",
-    "command",
-    "env",
-    "outputs",
-    "matrix",
-    "cache",
-    "resources",
-    "runtime",
-    "image",
-    "retries",
-    "timeout",
-    "when",
-    "gate",
-    "register",
-    "runs_on",
-];
-pub const DEFAULTS_FIELDS: &[&str] =
-    &["runtime", "image", "retries", "timeout", "resources", "runs_on", "env", "cache"];
-pub const PARAM_FIELDS: &[&str] = &["type", "default", "description", "enum", "min", "max", "pattern"];
-pub const SCHEDULE_FIELDS: &[&str] = &["cron", "timezone", "catchup", "concurrency", "params"];
-pub const RETRY_FIELDS: &[&str] = &["limit", "backoff", "max_backoff"];
-pub const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "gpus"];
-pub const REGISTER_FIELDS: &[&str] = &["model", "file", "alias"];
-pub const CACHE_FIELDS: &[&str] = &["ttl"];
+// The field lists live beside the JSON Schema, so the schema and the parser cannot drift.
+use crate::schema::{
+    CACHE_FIELDS, DEFAULTS_FIELDS, PARAM_FIELDS, REGISTER_FIELDS, RESOURCE_FIELDS, RETRY_FIELDS, SCHEDULE_FIELDS,
+    STEP_FIELDS, TOP_LEVEL_FIELDS,
+};
 
 /// What `defaults:` may set; each field is `None` when not given.
 #[derive(Default)]
@@ -77,19 +54,16 @@ pub(crate) struct StepDraft {
 
 pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     let root = cx.doc.root;
-    let Some(fields) = cx.fields_with_extensions(root, "the pipeline", TOP_LEVEL_FIELDS) else {
-        return None;
-    };
-    if let Some(v) = fields.get("version") {
-        if let Some(n) = cx.int(v, "version") {
-            if n != 1 {
-                cx.push(
-                    Diagnostic::error(format!("unsupported pipeline format version {n}"))
-                        .at(cx.span(v), "this weir reads version 1")
-                        .help("write `version: 1` or leave it out"),
-                );
-            }
-        }
+    let fields = cx.fields_with_extensions(root, "the pipeline", TOP_LEVEL_FIELDS)?;
+    if let Some(v) = fields.get("version")
+        && let Some(n) = cx.int(v, "version")
+        && n != 1
+    {
+        cx.push(
+            Diagnostic::error(format!("unsupported pipeline format version {n}"))
+                .at(cx.span(v), "this weir reads version 1")
+                .help("write `version: 1` or leave it out"),
+        );
     }
     let name = cx.require(&fields, "name", "the pipeline", "the pipeline's name, like `churn-retrain`");
     let name = name.and_then(|n| {
@@ -112,20 +86,20 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     let schedule = fields.get("schedule").and_then(|s| schedule(cx, s, &params));
     let steps_node = cx.require(&fields, "steps", "the pipeline", "a mapping of step names to steps");
     let mut drafts = Vec::new();
-    if let Some(steps_node) = steps_node {
-        if let Some(entries) = cx.map(steps_node, "steps") {
-            if entries.is_empty() {
-                cx.push(Diagnostic::error("`steps` is empty").at(cx.span(steps_node), "expected at least one step"));
-            }
-            for &(k, v) in entries {
-                if let Some(d) = step(cx, k, v, &defaults, limits) {
-                    drafts.push(d);
-                }
+    if let Some(steps_node) = steps_node
+        && let Some(entries) = cx.map(steps_node, "steps")
+    {
+        if entries.is_empty() {
+            cx.push(Diagnostic::error("`steps` is empty").at(cx.span(steps_node), "expected at least one step"));
+        }
+        for &(k, v) in entries {
+            if let Some(d) = step(cx, k, v, &defaults, limits) {
+                drafts.push(d);
             }
         }
     }
-    let name = name?;
-    let steps = check::steps(cx, drafts, &params, limits)?;
+    let steps = check::steps(cx, drafts, &params, limits);
+    let (name, steps) = (name?, steps?);
     let mut pipeline = Pipeline { name, description, params, schedule, steps, hash: String::new() };
     let canonical = serde_json::to_vec(&pipeline).unwrap_or_default();
     pipeline.hash = blake3::hash(&canonical).to_hex().to_string();
@@ -318,15 +292,15 @@ fn param(cx: &mut Cx<'_>, name: String, key: NodeId, v: NodeId) -> Option<Param>
             }
         }
     }
-    if let (Some(min), Some(max)) = (p.min, p.max) {
-        if min > max {
-            let span = fields.key_span(cx, "min").unwrap_or(fields.span);
-            cx.push(
-                Diagnostic::error(format!("param `{}` has min {min} above max {max}", p.name))
-                    .at(span, "min is larger than max"),
-            );
-            ok = false;
-        }
+    if let (Some(min), Some(max)) = (p.min, p.max)
+        && min > max
+    {
+        let span = fields.key_span(cx, "min").unwrap_or(fields.span);
+        cx.push(
+            Diagnostic::error(format!("param `{}` has min {min} above max {max}", p.name))
+                .at(span, "min is larger than max"),
+        );
+        ok = false;
     }
     if let Some(pat) = fields.get("pattern") {
         if p.kind != ParamType::String {
@@ -349,25 +323,23 @@ fn param(cx: &mut Cx<'_>, name: String, key: NodeId, v: NodeId) -> Option<Param>
             }
         }
     }
-    if let Some(e) = fields.get("enum") {
-        if let Some(items) = cx.seq(e, &format!("{path}.enum")) {
-            if items.is_empty() {
-                cx.push(
-                    Diagnostic::error(format!("`{path}.enum` is empty")).at(cx.span(e), "expected at least one value"),
-                );
-                ok = false;
-            }
-            for &item in items {
-                match typed_value(cx, item, &p, &format!("{path}.enum")) {
-                    Some(v) if p.choices.contains(&v) => {
-                        cx.push(
-                            Diagnostic::error(format!("`{v}` is listed twice in `{path}.enum`"))
-                                .at(cx.span(item), "duplicate"),
-                        );
-                    }
-                    Some(v) => p.choices.push(v),
-                    None => ok = false,
+    if let Some(e) = fields.get("enum")
+        && let Some(items) = cx.seq(e, &format!("{path}.enum"))
+    {
+        if items.is_empty() {
+            cx.push(Diagnostic::error(format!("`{path}.enum` is empty")).at(cx.span(e), "expected at least one value"));
+            ok = false;
+        }
+        for &item in items {
+            match typed_value(cx, item, &p, &format!("{path}.enum")) {
+                Some(v) if p.choices.contains(&v) => {
+                    cx.push(
+                        Diagnostic::error(format!("`{v}` is listed twice in `{path}.enum`"))
+                            .at(cx.span(item), "duplicate"),
+                    );
                 }
+                Some(v) => p.choices.push(v),
+                None => ok = false,
             }
         }
     }
@@ -468,32 +440,32 @@ fn schedule(cx: &mut Cx<'_>, id: NodeId, params: &[Param]) -> Option<Schedule> {
     });
     let mut values = BTreeMap::new();
     let mut ok = true;
-    if let Some(n) = fields.get("params") {
-        if let Some(entries) = cx.map(n, "schedule.params") {
-            for &(k, v) in entries {
-                let name = cx.doc.text(k).unwrap_or("");
-                match params.iter().find(|p| p.name == name) {
-                    Some(p) => match typed_value(cx, v, p, &format!("schedule.params.{name}")) {
-                        Some(value) => {
-                            if let Err(e) = p.check(&value) {
-                                cx.push(
-                                    Diagnostic::error(format!("scheduled value for param `{name}` is not allowed"))
-                                        .at(cx.span(v), e),
-                                );
-                                ok = false;
-                            }
-                            values.insert(name.to_string(), value);
+    if let Some(n) = fields.get("params")
+        && let Some(entries) = cx.map(n, "schedule.params")
+    {
+        for &(k, v) in entries {
+            let name = cx.doc.text(k).unwrap_or("");
+            match params.iter().find(|p| p.name == name) {
+                Some(p) => match typed_value(cx, v, p, &format!("schedule.params.{name}")) {
+                    Some(value) => {
+                        if let Err(e) = p.check(&value) {
+                            cx.push(
+                                Diagnostic::error(format!("scheduled value for param `{name}` is not allowed"))
+                                    .at(cx.span(v), e),
+                            );
+                            ok = false;
                         }
-                        None => ok = false,
-                    },
-                    None => {
-                        cx.push(
-                            Diagnostic::error(format!("unknown param `{name}` in `schedule.params`"))
-                                .at(cx.span(k), "not a declared param")
-                                .help_opt(did_you_mean(name, params.iter().map(|p| p.name.as_str()))),
-                        );
-                        ok = false;
+                        values.insert(name.to_string(), value);
                     }
+                    None => ok = false,
+                },
+                None => {
+                    cx.push(
+                        Diagnostic::error(format!("unknown param `{name}` in `schedule.params`"))
+                            .at(cx.span(k), "not a declared param")
+                            .help_opt(did_you_mean(name, params.iter().map(|p| p.name.as_str()))),
+                    );
+                    ok = false;
                 }
             }
         }
@@ -939,7 +911,10 @@ fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults, limits: &L
         draft.templates.push((t.clone(), n));
         draft.step.env.push((k, t));
     }
-    ok.then_some(draft)
+    // A step with problems still takes part in the cross-checks (its name resolves `needs`,
+    // its templates are checked); the problems already recorded make the load fail.
+    let _ = ok;
+    Some(draft)
 }
 
 fn outputs(cx: &mut Cx<'_>, id: NodeId, path: &str, out: &mut Vec<String>) -> bool {

@@ -86,6 +86,15 @@ pub fn load(text: &str, limits: &Limits) -> Result<Pipeline, Vec<Diagnostic>> {
     }
 }
 
+/// Any YAML text as JSON (YAML 1.2 core schema), under the same budgets as [`load`].
+pub fn yaml_to_json(text: &str, limits: &Limits) -> Result<serde_json::Value, Diagnostic> {
+    let (doc, mut problems) = yaml::parse(text, limits)?;
+    if !problems.is_empty() {
+        return Err(problems.swap_remove(0));
+    }
+    Ok(doc.to_json(doc.root))
+}
+
 fn too_large(len: u64, limits: &Limits) -> Diagnostic {
     Diagnostic::error(format!("the file is {len} bytes, more than the limit of {} bytes", limits.max_file_bytes))
         .help("raise the limit with `--max-file-size` if the file is really meant to be this large")

@@ -163,10 +163,10 @@ impl Param {
                 return Err(format!("`{value}` is above the maximum {max}"));
             }
         }
-        if let (Some(re), Value::String(s)) = (&self.pattern, value) {
-            if !re.is_match(s) {
-                return Err(format!("`{s}` does not match the pattern `{}`", re.as_str()));
-            }
+        if let (Some(re), Value::String(s)) = (&self.pattern, value)
+            && !re.is_match(s)
+        {
+            return Err(format!("`{s}` does not match the pattern `{}`", re.as_str()));
         }
         Ok(())
     }

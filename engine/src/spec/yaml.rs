@@ -96,6 +96,25 @@ impl Doc {
         }
     }
 
+    /// The node as JSON under the YAML 1.2 core schema (for checking files against the JSON
+    /// Schema). Aliases are expanded, so call it only on a tree that passed the budgets.
+    pub fn to_json(&self, id: NodeId) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.nodes[id].kind {
+            Kind::Seq(items) => J::Array(items.iter().map(|&i| self.to_json(i)).collect()),
+            Kind::Map(entries) => J::Object(
+                entries.iter().map(|&(k, v)| (self.text(k).unwrap_or("").to_string(), self.to_json(v))).collect(),
+            ),
+            Kind::Scalar { .. } => match self.scalar(id) {
+                Some(Scalar::Null) | None => J::Null,
+                Some(Scalar::Bool(b)) => J::Bool(b),
+                Some(Scalar::Int(i)) => J::from(i),
+                Some(Scalar::Float(f)) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+                Some(Scalar::Str(s)) => J::String(s.to_string()),
+            },
+        }
+    }
+
     /// "a mapping", "a list", "a string", ... for messages.
     pub fn describe(&self, id: NodeId) -> String {
         match &self.nodes[id].kind {
@@ -170,15 +189,15 @@ pub fn resolve_plain(text: &str) -> Scalar<'_> {
     }
     let bytes = text.as_bytes();
     let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
-    if let Some(hex) = text.strip_prefix("0x") {
-        if digits(hex, 16) {
-            return i64::from_str_radix(hex, 16).map_or(Scalar::Str(text), Scalar::Int);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && digits(hex, 16)
+    {
+        return i64::from_str_radix(hex, 16).map_or(Scalar::Str(text), Scalar::Int);
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if digits(oct, 8) {
-            return i64::from_str_radix(oct, 8).map_or(Scalar::Str(text), Scalar::Int);
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && digits(oct, 8)
+    {
+        return i64::from_str_radix(oct, 8).map_or(Scalar::Str(text), Scalar::Int);
     }
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     if digits(unsigned, 10) {
@@ -194,10 +213,8 @@ pub fn resolve_plain(text: &str) -> Scalar<'_> {
         && unsigned.as_bytes()[0] != b'e'
         && unsigned.as_bytes()[0] != b'E'
         && bytes.iter().any(u8::is_ascii_digit);
-    if looks_float {
-        if let Ok(f) = text.parse::<f64>() {
-            return Scalar::Float(f);
-        }
+    if looks_float && let Ok(f) = text.parse::<f64>() {
+        return Scalar::Float(f);
     }
     Scalar::Str(text)
 }
