@@ -180,6 +180,13 @@ fn report(path: &Path, source: &str, diags: &[Diagnostic]) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
+fn report_params(path: &Path, source: &str, diags: &[Diagnostic]) {
+    let path = path.display().to_string();
+    let renderer = Renderer { path: &path, source, color: color() };
+    let text = renderer.render_all_as(diags, &format!("parameters for `{path}` are invalid"));
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
 /// Reads and validates one file, printing its problems.
 fn load(path: &Path, limits: &Limits) -> Result<(String, Pipeline), Failure> {
     let source = match spec::read_source(path, limits) {
@@ -237,7 +244,7 @@ fn planned(
     let params = match plan::resolve_params(&pipeline, overrides) {
         Ok(p) => p,
         Err(diags) => {
-            report(file, &source, &diags);
+            report_params(file, &source, &diags);
             return Err(Failure::Invalid);
         }
     };

@@ -105,7 +105,8 @@ pub fn closest<'a>(got: &str, candidates: impl IntoIterator<Item = &'a str>) -> 
         if c.eq_ignore_ascii_case(got) {
             return Some(c);
         }
-        let distance = strsim::levenshtein(&got_lower, &c.to_ascii_lowercase());
+        // Optimal string alignment: a swap of two letters (`trian`) counts as one edit.
+        let distance = strsim::osa_distance(&got_lower, &c.to_ascii_lowercase());
         let allowed = (c.chars().count().max(got.chars().count()) / 3).max(1);
         if distance > allowed {
             continue;
@@ -129,8 +130,14 @@ pub struct Renderer<'a> {
 pub const MAX_SHOWN: usize = 50;
 
 impl Renderer<'_> {
-    /// Renders every diagnostic (up to [`MAX_SHOWN`]), separated by blank lines, then a summary line.
+    /// Renders every diagnostic (up to [`MAX_SHOWN`]), separated by blank lines, then a
+    /// summary line saying the file is invalid.
     pub fn render_all(&self, diags: &[Diagnostic]) -> String {
+        self.render_all_as(diags, &format!("`{}` is invalid", self.path))
+    }
+
+    /// Like [`Self::render_all`] with the summary's subject given: "parameters for `p.yaml` are invalid".
+    pub fn render_all_as(&self, diags: &[Diagnostic], subject: &str) -> String {
         let mut out = String::new();
         for d in diags.iter().take(MAX_SHOWN) {
             out.push_str(&self.render(d));
@@ -142,8 +149,7 @@ impl Renderer<'_> {
         }
         if errors > 0 {
             let plural = if errors == 1 { "" } else { "s" };
-            let _ =
-                writeln!(out, "{}: `{}` is invalid: {errors} error{plural}", self.paint("error", "1;31"), self.path);
+            let _ = writeln!(out, "{}: {subject}: {errors} error{plural}", self.paint("error", "1;31"));
         }
         out
     }
@@ -193,14 +199,25 @@ impl Renderer<'_> {
 
     fn snippet(&self, out: &mut String, pad: &str, span: Span, label: &str, mark: char, code: &str) {
         let bar = self.paint("|", "1;34");
-        let Some(text) = self.source.lines().nth(span.line.saturating_sub(1) as usize) else {
-            return;
-        };
+        let text = self.source.lines().nth(span.line.saturating_sub(1) as usize).unwrap_or("");
         // Tabs would misplace the caret; show them as one space each.
-        let text: String = text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+        let mut text: String = text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
         let chars = text.chars().count() as u32;
-        let start = span.col.min(chars);
-        let end = if span.end_line == span.line { span.end_col.min(chars) } else { chars };
+        let mut start = span.col.min(chars);
+        let mut end = if span.end_line == span.line { span.end_col.min(chars) } else { chars };
+        // A very long line is shown as a window around the caret.
+        const WINDOW: u32 = 100;
+        if chars > WINDOW + 20 {
+            let from = start.saturating_sub(WINDOW / 2);
+            let to = (from + WINDOW).min(chars);
+            let cut: String = text.chars().skip(from as usize).take((to - from) as usize).collect();
+            let prefix = if from > 0 { "..." } else { "" };
+            let suffix = if to < chars { "..." } else { "" };
+            text = format!("{prefix}{cut}{suffix}");
+            let shift = prefix.len() as u32;
+            start = start - from + shift;
+            end = end.clamp(from, to) - from + shift;
+        }
         let len = end.saturating_sub(start).max(1);
         let _ = writeln!(out, "{pad} {bar}");
         let number = format!("{:>w$}", span.line, w = pad.len());

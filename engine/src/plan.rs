@@ -261,3 +261,122 @@ pub fn instance_name(step: &str, combo: &[(&str, &str)]) -> String {
         .collect();
     format!("{step}[{}]", parts.join(","))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Limits, load};
+
+    fn planned(yaml: &str, overrides: &[(&str, &str)]) -> Plan {
+        let pipeline = load(yaml, &Limits::default()).unwrap_or_else(|d| panic!("{d:#?}"));
+        let overrides: Vec<(String, String)> = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let params = resolve_params(&pipeline, &overrides).unwrap_or_else(|d| panic!("{d:#?}"));
+        plan(&pipeline, &params, "run-1")
+    }
+
+    fn order(p: &Plan) -> Vec<&str> {
+        p.order.iter().map(|&n| p.graph[n].name.as_str()).collect()
+    }
+
+    #[test]
+    fn matrix_expands_first_key_slowest_and_fans_in() {
+        let p = planned(
+            "name: m\nsteps:\n  prep:\n    run: 'true'\n  train:\n    needs: [prep]\n    matrix: {lr: [0.01, 0.1], epochs: [50, 200]}\n    command: [t, '--lr={{ matrix.lr }}', '{{ step.name }}']\n  pick:\n    needs: [train]\n    run: 'true'\n",
+            &[],
+        );
+        assert_eq!(
+            order(&p),
+            [
+                "prep",
+                "train[lr=0.01,epochs=50]",
+                "train[lr=0.01,epochs=200]",
+                "train[lr=0.1,epochs=50]",
+                "train[lr=0.1,epochs=200]",
+                "pick"
+            ]
+        );
+        let pick = p.order[5];
+        assert_eq!(p.needs(pick).count(), 4, "fan-in waits for every instance");
+        let first = &p.graph[p.order[1]];
+        assert_eq!(
+            first.action,
+            Resolved::Command(vec!["t".into(), "--lr=0.01".into(), "train[lr=0.01,epochs=50]".into()])
+        );
+        assert_eq!(
+            first.matrix,
+            vec![("lr".to_string(), "0.01".to_string()), ("epochs".to_string(), "50".to_string())]
+        );
+    }
+
+    #[test]
+    fn order_is_topological_then_declaration_order() {
+        // d is declared first but needs c; b and c are independent.
+        let p = planned(
+            "name: o\nsteps:\n  d:\n    needs: [c]\n    run: 'true'\n  a:\n    run: 'true'\n  c:\n    needs: [a]\n    run: 'true'\n  b:\n    needs: [a]\n    run: 'true'\n",
+            &[],
+        );
+        assert_eq!(order(&p), ["a", "c", "d", "b"]);
+        let again = planned(
+            "name: o\nsteps:\n  d:\n    needs: [c]\n    run: 'true'\n  a:\n    run: 'true'\n  c:\n    needs: [a]\n    run: 'true'\n  b:\n    needs: [a]\n    run: 'true'\n",
+            &[],
+        );
+        assert_eq!(order(&p), order(&again), "the same input plans the same way");
+    }
+
+    #[test]
+    fn params_render_and_become_environment() {
+        let p = planned(
+            "name: e\nparams:\n  rows: 10\n  ratio: 0.5\n  tag: {type: string, default: a b}\n  on_: true\nsteps:\n  s:\n    env: {ROWS: '{{ params.rows }}', ID: '{{ run.id }}'}\n    run: echo {{ params.tag }} {{ params.ratio }} {{ params.on_ }}\n",
+            &[("rows", "500")],
+        );
+        let s = &p.graph[p.order[0]];
+        assert_eq!(s.action, Resolved::Run("echo 'a b' 0.5 true".into()));
+        assert_eq!(s.env, vec![("ROWS".to_string(), "500".to_string()), ("ID".to_string(), "run-1".to_string())]);
+        assert_eq!(
+            p.env,
+            [
+                ("WEIR_PARAM_ROWS", "500"),
+                ("WEIR_PARAM_RATIO", "0.5"),
+                ("WEIR_PARAM_TAG", "a b"),
+                ("WEIR_PARAM_ON_", "true")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn overrides_are_checked_against_declarations() {
+        let pipeline = load(
+            "name: c\nparams:\n  n: {type: int, default: 1, min: 0, max: 10}\n  f: 0.5\n  b: false\n  s: {type: string, default: x, enum: [x, y]}\n  req: {type: string}\nsteps:\n  a:\n    run: 'true'\n",
+            &Limits::default(),
+        )
+        .unwrap();
+        let check = |overrides: &[(&str, &str)]| -> Result<Params, Vec<String>> {
+            let o: Vec<(String, String)> = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            resolve_params(&pipeline, &o).map_err(|d| d.into_iter().map(|d| d.message).collect())
+        };
+        let ok = check(&[("req", "r"), ("n", "10"), ("f", "2"), ("b", "true"), ("s", "y")]).unwrap();
+        assert_eq!(ok.get("f"), Some(&Value::Float(2.0)));
+        assert_eq!(ok.get("n"), Some(&Value::Int(10)));
+        let cases: [(&[(&str, &str)], &str); 7] = [
+            (&[("req", "r"), ("n", "x")], "param `n` expects an int, got `x`"),
+            (&[("req", "r"), ("n", "11")], "param `n`: `11` is above the maximum 10"),
+            (&[("req", "r"), ("f", "nan")], "param `f` expects a finite float, got `nan`"),
+            (&[("req", "r"), ("b", "yes")], "param `b` expects `true` or `false`, got `yes`"),
+            (&[("req", "r"), ("s", "z")], "param `s`: `z` is not one of `x`, `y`"),
+            (&[("req", "r"), ("nn", "1")], "unknown param `nn`"),
+            (&[], "param `req` is required"),
+        ];
+        for (overrides, expected) in cases {
+            let errors = check(overrides).unwrap_err();
+            assert_eq!(errors, vec![expected.to_string()], "{overrides:?}");
+        }
+    }
+
+    #[test]
+    fn instance_names_quote_awkward_values() {
+        assert_eq!(instance_name("s", &[]), "s");
+        assert_eq!(instance_name("s", &[("a", "1"), ("b", "x y")]), "s[a=1,b=\"x y\"]");
+        assert_eq!(instance_name("s", &[("a", "p,q=r]")]), "s[a=\"p,q=r]\"]");
+    }
+}

@@ -17,7 +17,13 @@ use crate::spec::model::*;
 use crate::spec::yaml::NodeId;
 use crate::template::Ref;
 
-pub(crate) fn steps(cx: &mut Cx<'_>, drafts: Vec<StepDraft>, params: &[Param], limits: &Limits) -> Option<Vec<Step>> {
+pub(crate) fn steps(
+    cx: &mut Cx<'_>,
+    drafts: Vec<StepDraft>,
+    params: &[Param],
+    declared: &[String],
+    limits: &Limits,
+) -> Option<Vec<Step>> {
     let before = cx.diags.len();
     let index: HashMap<&str, usize> = drafts.iter().enumerate().map(|(i, d)| (d.step.name.as_str(), i)).collect();
     let names: Vec<&str> = drafts.iter().map(|d| d.step.name.as_str()).collect();
@@ -97,22 +103,22 @@ pub(crate) fn steps(cx: &mut Cx<'_>, drafts: Vec<StepDraft>, params: &[Param], l
             let all: Vec<&str> = scc.iter().map(|&i| names[i]).collect();
             diag = diag.note(format!("these steps all wait on each other: {}", all.join(", ")));
         }
-        cx.push(diag.help("remove one of the `needs` entries in the cycle"));
+        cx.push(diag.note("`a -> b` reads \"a needs b\"").help("remove one of the `needs` entries in the cycle"));
     }
 
     // templates, expressions, per-step rules
     let by_name: HashMap<&str, &StepDraft> = drafts.iter().map(|d| (d.step.name.as_str(), d)).collect();
     let upstream = if cyclic { None } else { Some(ancestors(&needs_idx)) };
     for (i, d) in drafts.iter().enumerate() {
-        check_templates(cx, d, params);
+        check_templates(cx, d, declared);
         let ups = upstream.as_ref().map(|u| &u[i]);
         if let (Some(e), Some(node)) = (&d.step.when, d.when_node) {
-            check_expr(cx, d, e, node, "when", params, &by_name, ups, &names);
+            check_expr(cx, d, e, node, "when", (params, declared), &by_name, ups, &names);
         }
         if let (Some(e), Some(node)) = (&d.step.gate, d.gate_node) {
-            check_expr(cx, d, e, node, "gate", params, &by_name, ups, &names);
+            check_expr(cx, d, e, node, "gate", (params, declared), &by_name, ups, &names);
         }
-        if d.step.runtime == Runtime::Docker && d.step.image.is_none() {
+        if d.step.runtime == Runtime::Docker && d.step.image.is_none() && !d.image_given {
             let span = d.runtime_node.map(|n| cx.span(n)).unwrap_or(d.step.span);
             cx.push(
                 Diagnostic::error(format!("step `{}` runs in docker but names no image", d.step.name))
@@ -123,6 +129,7 @@ pub(crate) fn steps(cx: &mut Cx<'_>, drafts: Vec<StepDraft>, params: &[Param], l
         if let (Some(r), Some(node)) = (&d.step.register, d.register_node)
             && !d.step.outputs.contains(&r.file)
         {
+            let node = field_value(cx, node, "file").unwrap_or(node);
             cx.push(
                 Diagnostic::error(format!(
                     "step `{}` registers `{}`, which is not one of its outputs",
@@ -135,16 +142,23 @@ pub(crate) fn steps(cx: &mut Cx<'_>, drafts: Vec<StepDraft>, params: &[Param], l
     }
 
     // limits after expansion
-    let counts: Vec<usize> = drafts.iter().map(|d| d.step.instance_count()).collect();
+    // A rejected matrix was reported already; count it as one instance, not again here.
+    let counts: Vec<usize> =
+        drafts.iter().map(|d| if d.matrix_rejected { 1 } else { d.step.instance_count() }).collect();
     let total: usize = counts.iter().fold(0usize, |a, c| a.saturating_add(*c));
+    // The step that contributes most is where a reader should look first.
+    let biggest = |weight: &dyn Fn(usize) -> usize| (0..drafts.len()).max_by_key(|&i| (weight(i), usize::MAX - i));
     if total > limits.max_steps {
-        cx.push(
-            Diagnostic::error(format!(
-                "the pipeline expands to {total} step instances, more than the limit of {}",
-                limits.max_steps
-            ))
-            .help("split the pipeline, or raise the limit with `--max-steps`"),
-        );
+        let mut d = Diagnostic::error(format!(
+            "the pipeline expands to {total} step instances, more than the limit of {}",
+            limits.max_steps
+        ))
+        .help("split the pipeline, or raise the limit with `--max-steps`");
+        if let Some(i) = biggest(&|i| counts[i]) {
+            d = d
+                .at(drafts[i].step.span, format!("`{}` alone expands to {} instances", drafts[i].step.name, counts[i]));
+        }
+        cx.push(d);
     }
     let edges = needs_idx
         .iter()
@@ -154,14 +168,22 @@ pub(crate) fn steps(cx: &mut Cx<'_>, drafts: Vec<StepDraft>, params: &[Param], l
         })
         .fold(0usize, usize::saturating_add);
     if edges > limits.max_edges {
-        cx.push(
-            Diagnostic::error(format!(
-                "the expanded pipeline has {edges} dependencies between instances, more than the limit of {}",
-                limits.max_edges
-            ))
-            .note("a matrix step that needs another matrix step waits for every one of its instances")
-            .help("put a plain step between two large matrix steps, or raise the limit with `--max-edges`"),
-        );
+        let mut d = Diagnostic::error(format!(
+            "the expanded pipeline has {edges} dependencies between instances, more than the limit of {}",
+            limits.max_edges
+        ))
+        .note("a matrix step that needs another matrix step waits for every one of its instances")
+        .help("put a plain step between two large matrix steps, or raise the limit with `--max-edges`");
+        let incoming = |i: usize| {
+            needs_idx[i].iter().fold(0usize, |acc, &n| acc.saturating_add(counts[n].saturating_mul(counts[i])))
+        };
+        if let Some(i) = biggest(&incoming) {
+            d = d.at(
+                drafts[i].step.span,
+                format!("`{}` alone waits on {} dependencies", drafts[i].step.name, incoming(i)),
+            );
+        }
+        cx.push(d);
     }
 
     if cx.diags.len() > before {
@@ -245,14 +267,33 @@ impl Ancestors<'_> {
     }
 }
 
-fn check_templates(cx: &mut Cx<'_>, d: &StepDraft, params: &[Param]) {
+/// The value node of `key` in the mapping at `map`.
+fn field_value(cx: &Cx<'_>, map: NodeId, key: &str) -> Option<NodeId> {
+    match &cx.doc.node(map).kind {
+        crate::spec::yaml::Kind::Map(entries) => {
+            entries.iter().find(|(k, _)| cx.doc.text(*k) == Some(key)).map(|(_, v)| *v)
+        }
+        _ => None,
+    }
+}
+
+fn check_templates(cx: &mut Cx<'_>, d: &StepDraft, declared: &[String]) {
     for (t, node) in &d.templates {
+        let inherited = d.inherited.contains(node);
         for r in t.refs() {
             let problem = match r.reference {
-                Ref::Param(name) if !params.iter().any(|p| p.name == *name) => Some((
+                Ref::Param(name) if !declared.iter().any(|p| p == name) => Some((
                     format!("unknown param `{name}`"),
-                    did_you_mean(name, params.iter().map(|p| p.name.as_str())),
+                    did_you_mean(name, declared.iter().map(String::as_str)),
                     "not declared under `params`",
+                )),
+                Ref::Matrix(key) if inherited && !d.step.matrix.iter().any(|a| a.key == *key) => Some((
+                    format!(
+                        "`matrix.{key}` in `defaults` reaches step `{}`, which has no matrix key `{key}`",
+                        d.step.name
+                    ),
+                    Some("move it into the matrix steps that define it".into()),
+                    "inherited from `defaults`",
                 )),
                 Ref::Matrix(key) if !d.step.is_matrix() => Some((
                     format!("`matrix.{key}` used in step `{}`, which has no matrix", d.step.name),
@@ -282,7 +323,7 @@ fn check_expr(
     e: &expr::Expr,
     node: NodeId,
     field: &str,
-    params: &[Param],
+    (params, declared): (&[Param], &[String]),
     steps: &HashMap<&str, &StepDraft>,
     upstream: Option<&Ancestors<'_>>,
     names: &[&str],
@@ -295,11 +336,8 @@ fn check_expr(
         let needle: String = source.chars().skip(u.offset).take(u.len).collect();
         let span = cx.sub_span(node, u.offset, u.len, &needle);
         let problem: Option<(String, Option<String>)> = match &u.reference {
-            expr::Ref::Param(name) => (!params.iter().any(|p| p.name == *name)).then(|| {
-                (
-                    format!("unknown param `{name}` in `{path}`"),
-                    did_you_mean(name, params.iter().map(|p| p.name.as_str())),
-                )
+            expr::Ref::Param(name) => (!declared.iter().any(|p| p == name)).then(|| {
+                (format!("unknown param `{name}` in `{path}`"), did_you_mean(name, declared.iter().map(String::as_str)))
             }),
             expr::Ref::Matrix(key) => {
                 if !d.step.is_matrix() {
@@ -362,12 +400,15 @@ fn check_expr(
     }
     let types = |r: &expr::Ref| -> Option<Type> {
         match r {
-            expr::Ref::Param(name) => params.iter().find(|p| p.name == *name).map(|p| match p.kind {
-                ParamType::Int => Type::Int,
-                ParamType::Float => Type::Float,
-                ParamType::Bool => Type::Bool,
-                ParamType::String => Type::Str,
-            }),
+            // A declared param with problems of its own types as anything: no second error.
+            expr::Ref::Param(name) => {
+                Some(params.iter().find(|p| p.name == *name).map_or(Type::Any, |p| match p.kind {
+                    ParamType::Int => Type::Int,
+                    ParamType::Float => Type::Float,
+                    ParamType::Bool => Type::Bool,
+                    ParamType::String => Type::Str,
+                }))
+            }
             expr::Ref::Matrix(key) => d.step.matrix.iter().find(|a| a.key == *key).map(|a| {
                 let kinds: Vec<MatrixKind> = a.values.iter().map(|v| v.kind).collect();
                 match kinds.first() {

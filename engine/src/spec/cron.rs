@@ -7,7 +7,7 @@
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-pub const CRON_HELP: &str = "write 5 fields `minute hour day-of-month month day-of-week` (e.g. `0 3 * * 1-5`), 6 with seconds first, or @hourly, @daily, @weekly, @monthly, @yearly";
+pub const CRON_HELP: &str = "write 5 fields `minute(0-59) hour(0-23) day-of-month(1-31) month(1-12) day-of-week(0-7, 0 and 7 = Sunday)` (e.g. `0 3 * * 1-5`), 6 with seconds first, or @hourly, @daily, @weekly, @monthly, @yearly";
 
 /// Parses an expression; the error says what is wrong in words.
 pub fn parse_cron(expr: &str) -> Result<Cron, String> {

@@ -39,9 +39,16 @@ impl<'a> Cx<'a> {
     /// "`path` must be X" at the node, labelled with what was found.
     pub fn expected(&mut self, id: NodeId, path: &str, expected: &str) {
         let found = self.doc.describe(id);
-        self.diags.push(
-            Diagnostic::error(format!("`{path}` must be {expected}")).at(self.span(id), format!("found {found}")),
-        );
+        let mut d = Diagnostic::error(format!("{} must be {expected}", quote_path(path)))
+            .at(self.span(id), format!("found {found}"));
+        if let Some(text) = self.doc.text(id) {
+            let yaml11 = ["yes", "no", "on", "off", "y", "n", "Yes", "No", "On", "Off", "YES", "NO", "ON", "OFF"];
+            if expected.contains("`true`") && yaml11.contains(&text) {
+                let word = if ["yes", "on", "y", "Yes", "On", "YES", "ON"].contains(&text) { "true" } else { "false" };
+                d = d.help(format!("YAML 1.2 reads `{text}` as a string: write `{word}`"));
+            }
+        }
+        self.diags.push(d);
     }
 
     pub fn map(&mut self, id: NodeId, path: &str) -> Option<&'a [(NodeId, NodeId)]> {
@@ -67,11 +74,14 @@ impl<'a> Cx<'a> {
                 out.entries.push((key, k, v));
                 continue;
             }
-            let mut d = Diagnostic::error(format!("unknown field `{key}` in `{path}`"))
+            let mut d = Diagnostic::error(format!("unknown field `{key}` in {}", quote_path(path)))
                 .at(self.span(k), format!("not a {what} field"));
             d = match (key, did_you_mean(key, allowed.iter().copied())) {
                 ("on", _) if allowed.contains(&"runs_on") => {
                     d.help("use `runs_on:` for worker labels (YAML 1.1 readers take `on` for a boolean)")
+                }
+                ("<<", _) => {
+                    d.note("merge keys (`<<`) are YAML 1.1, not YAML 1.2; use `defaults:` for values shared by steps")
                 }
                 (_, Some(help)) => d.help(help),
                 (_, None) => d.note(format!("expected one of: {}", allowed.join(", "))),
@@ -81,13 +91,13 @@ impl<'a> Cx<'a> {
         Some(out)
     }
 
-    /// A required field; reports it missing at the mapping.
-    pub fn require(&mut self, fields: &Fields<'_>, name: &str, path: &str, expected: &str) -> Option<NodeId> {
+    /// A required field; reports it missing at `at` (the key of the mapping that lacks it).
+    pub fn require(&mut self, fields: &Fields<'_>, name: &str, path: &str, expected: &str, at: Span) -> Option<NodeId> {
         let found = fields.get(name);
         if found.is_none() {
             self.push(
-                Diagnostic::error(format!("missing field `{name}` in `{path}`"))
-                    .at(fields.span, format!("`{name}` is required here"))
+                Diagnostic::error(format!("missing field `{name}` in {}", quote_path(path)))
+                    .at(at, format!("`{name}` is required here"))
                     .help(format!("add `{name}:` with {expected}")),
             );
         }
@@ -110,7 +120,7 @@ impl<'a> Cx<'a> {
         let doc: &'a Doc = self.doc;
         match doc.scalar(id) {
             Some(Scalar::Null) | None => {
-                self.expected(id, path, "a value");
+                self.expected(id, path, "a string");
                 None
             }
             Some(_) => doc.text(id),
@@ -197,6 +207,11 @@ impl<'a> Cx<'a> {
     pub fn sub_span(&self, id: NodeId, offset: usize, len: usize, needle: &str) -> Span {
         self.doc.sub_span(self.source, id, offset, len, needle)
     }
+}
+
+/// `steps.a.timeout` in backticks; prose such as "the pipeline" as is.
+pub(crate) fn quote_path(path: &str) -> String {
+    if path.contains(' ') { path.to_string() } else { format!("`{path}`") }
 }
 
 /// Names of steps and pipelines: `[a-z0-9_-]`, 1 to 63 characters.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::diag::{Diagnostic, did_you_mean};
+use crate::diag::{Diagnostic, Span, did_you_mean};
 use crate::expr::{self, Expr};
 use crate::spec::decode::{Cx, check_name, is_ident, suggest_name};
 use crate::spec::model::*;
@@ -25,6 +25,7 @@ use crate::schema::{
 pub(crate) struct Defaults {
     runtime: Option<Runtime>,
     image: Option<(Template, NodeId)>,
+    image_given: bool,
     retries: Option<Retries>,
     timeout: Option<Duration>,
     resources: Option<PartialResources>,
@@ -50,6 +51,12 @@ pub(crate) struct StepDraft {
     pub gate_node: Option<NodeId>,
     pub register_node: Option<NodeId>,
     pub runtime_node: Option<NodeId>,
+    /// The matrix had problems (reported); its keys are kept but it counts as one instance.
+    pub matrix_rejected: bool,
+    /// The step (or defaults) names an image, even an invalid one.
+    pub image_given: bool,
+    /// Templates inherited from `defaults` (reported once, not per step).
+    pub inherited: Vec<NodeId>,
 }
 
 pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
@@ -65,9 +72,10 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
                 .help("write `version: 1` or leave it out"),
         );
     }
-    let name = cx.require(&fields, "name", "the pipeline", "the pipeline's name, like `churn-retrain`");
+    let top = Span::on_line(1, 0, 1);
+    let name = cx.require(&fields, "name", "the pipeline", "the pipeline's name, like `churn-retrain`", top);
     let name = name.and_then(|n| {
-        let text = cx.string(n, "name")?;
+        let text = cx.text(n, "name")?;
         match check_name(text) {
             Ok(()) => Some(text.to_string()),
             Err(e) => {
@@ -81,10 +89,11 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
         }
     });
     let description = fields.get("description").and_then(|d| cx.string(d, "description").map(str::to_string));
-    let params = fields.get("params").map(|p| params(cx, p)).unwrap_or_default();
+    let (params, declared) = fields.get("params").map(|p| params(cx, p)).unwrap_or_default();
     let defaults = fields.get("defaults").map(|d| defaults(cx, d)).unwrap_or_default();
-    let schedule = fields.get("schedule").and_then(|s| schedule(cx, s, &params));
-    let steps_node = cx.require(&fields, "steps", "the pipeline", "a mapping of step names to steps");
+    let schedule_key = fields.key_span(cx, "schedule").unwrap_or(top);
+    let schedule = fields.get("schedule").and_then(|s| schedule(cx, s, schedule_key, &params, &declared));
+    let steps_node = cx.require(&fields, "steps", "the pipeline", "a mapping of step names to steps", top);
     let mut drafts = Vec::new();
     if let Some(steps_node) = steps_node
         && let Some(entries) = cx.map(steps_node, "steps")
@@ -98,7 +107,7 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
             }
         }
     }
-    let steps = check::steps(cx, drafts, &params, limits);
+    let steps = check::steps(cx, drafts, &params, &declared, limits);
     let (name, steps) = (name?, steps?);
     let mut pipeline = Pipeline { name, description, params, schedule, steps, hash: String::new() };
     let canonical = serde_json::to_vec(&pipeline).unwrap_or_default();
@@ -146,9 +155,12 @@ impl Cx<'_> {
 
 // ---- params ------------------------------------------------------------------------------
 
-fn params(cx: &mut Cx<'_>, id: NodeId) -> Vec<Param> {
-    let Some(entries) = cx.map(id, "params") else { return Vec::new() };
+/// The valid params, and the names of all declared ones (a param with a problem is still
+/// declared: references to it are not reported again as unknown).
+fn params(cx: &mut Cx<'_>, id: NodeId) -> (Vec<Param>, Vec<String>) {
+    let Some(entries) = cx.map(id, "params") else { return (Vec::new(), Vec::new()) };
     let mut out: Vec<Param> = Vec::new();
+    let mut declared: Vec<String> = Vec::new();
     let mut env_names: HashMap<String, NodeId> = HashMap::new();
     for &(k, v) in entries {
         let name = cx.doc.text(k).unwrap_or("").to_string();
@@ -170,11 +182,12 @@ fn params(cx: &mut Cx<'_>, id: NodeId) -> Vec<Param> {
             continue;
         }
         env_names.insert(upper, k);
+        declared.push(name.clone());
         if let Some(p) = param(cx, name, k, v) {
             out.push(p);
         }
     }
-    out
+    (out, declared)
 }
 
 fn param(cx: &mut Cx<'_>, name: String, key: NodeId, v: NodeId) -> Option<Param> {
@@ -388,9 +401,9 @@ pub(crate) fn typed_value(cx: &mut Cx<'_>, id: NodeId, param: &Param, path: &str
 
 // ---- schedule ----------------------------------------------------------------------------
 
-fn schedule(cx: &mut Cx<'_>, id: NodeId, params: &[Param]) -> Option<Schedule> {
+fn schedule(cx: &mut Cx<'_>, id: NodeId, key: Span, params: &[Param], declared: &[String]) -> Option<Schedule> {
     let fields = cx.fields(id, "schedule", "schedule", SCHEDULE_FIELDS)?;
-    let cron_node = cx.require(&fields, "cron", "schedule", "a cron expression like \"0 3 * * *\"");
+    let cron_node = cx.require(&fields, "cron", "schedule", "a cron expression like \"0 3 * * *\"", key);
     let parsed = cron_node.and_then(|n| {
         let text = cx.string(n, "schedule.cron")?;
         match cron::parse_cron(text) {
@@ -459,6 +472,7 @@ fn schedule(cx: &mut Cx<'_>, id: NodeId, params: &[Param]) -> Option<Schedule> {
                     }
                     None => ok = false,
                 },
+                None if declared.iter().any(|d| d == name) => ok = false,
                 None => {
                     cx.push(
                         Diagnostic::error(format!("unknown param `{name}` in `schedule.params`"))
@@ -507,6 +521,10 @@ fn duration(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Duration> {
 fn retries(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Retries> {
     let mut r = Retries::default();
     if let Kind::Scalar { .. } = cx.doc.node(id).kind {
+        if !matches!(cx.doc.scalar(id), Some(Scalar::Int(_))) {
+            cx.expected(id, path, "a retry count or a mapping with `limit`, `backoff`, `max_backoff`");
+            return None;
+        }
         r.limit = cx.int_in(id, path, 0, 100)? as u32;
         return Some(r);
     }
@@ -559,6 +577,10 @@ fn resources(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<PartialResources
 
 fn cache(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Cache> {
     if let Kind::Scalar { .. } = cx.doc.node(id).kind {
+        if !matches!(cx.doc.scalar(id), Some(Scalar::Bool(_))) {
+            cx.expected(id, path, "`true`, `false` or a mapping with `ttl`");
+            return None;
+        }
         return cx.bool(id, path).map(|enabled| Cache { enabled, ttl: None });
     }
     let fields = cx.fields(id, path, "cache", CACHE_FIELDS)?;
@@ -653,7 +675,7 @@ fn env(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Vec<(String, Template,
 
 fn image(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<(Template, NodeId)> {
     let text = cx.string(id, path)?;
-    if text.trim().is_empty() || text.chars().any(char::is_whitespace) && !text.contains("{{") {
+    if text.trim().is_empty() || (text.chars().any(char::is_whitespace) && !text.contains("{{")) {
         cx.push(
             Diagnostic::error(format!("`{path}` is not an image reference"))
                 .at(cx.span(id), "expected a name like `python:3.12-slim`"),
@@ -670,7 +692,10 @@ fn defaults(cx: &mut Cx<'_>, id: NodeId) -> Defaults {
         let path = format!("defaults.{name}");
         match name {
             "runtime" => d.runtime = runtime(cx, v, &path),
-            "image" => d.image = image(cx, v, &path),
+            "image" => {
+                d.image_given = true;
+                d.image = image(cx, v, &path);
+            }
             "retries" => d.retries = retries(cx, v, &path),
             "timeout" => d.timeout = duration(cx, v, &path),
             "resources" => d.resources = resources(cx, v, &path),
@@ -714,11 +739,9 @@ fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults, limits: &L
     let name = cx.doc.text(key).unwrap_or("").to_string();
     let mut ok = true;
     if let Err(e) = check_name(&name) {
-        cx.push(
-            Diagnostic::error(format!("invalid step name `{name}`"))
-                .at(cx.span(key), e)
-                .help(format!("try `{}`", suggest_name(&name))),
-        );
+        let suggestion = suggest_name(&name);
+        let d = Diagnostic::error(format!("invalid step name `{name}`")).at(cx.span(key), e);
+        cx.push(if suggestion.is_empty() { d } else { d.help(format!("try `{suggestion}`")) });
         ok = false;
     }
     let path = format!("steps.{name}");
@@ -752,12 +775,17 @@ fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults, limits: &L
         gate_node: None,
         register_node: None,
         runtime_node: None,
+        matrix_rejected: false,
+        image_given: defaults.image_given,
+        inherited: Vec::new(),
     };
     if let Some((t, n)) = &defaults.image {
         draft.templates.push((t.clone(), *n));
     }
+    draft.image_given |= fields.get("image").is_some();
     let mut res = defaults.resources.unwrap_or_default();
     let mut env_vars: Vec<(String, Template, NodeId)> = defaults.env.clone();
+    draft.inherited = defaults.env.iter().map(|(_, _, n)| *n).chain(defaults.image.as_ref().map(|(_, n)| *n)).collect();
 
     match (fields.get("run"), fields.get("command")) {
         (Some(_), Some(c)) => {
@@ -860,7 +888,14 @@ fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults, limits: &L
                 None => false,
             },
             "outputs" => outputs(cx, v, &path, &mut draft.step.outputs),
-            "matrix" => matrix(cx, v, &path, limits).map(|m| draft.step.matrix = m).is_some(),
+            "matrix" => {
+                // Keep the keys even when the matrix has problems, so templates that use them
+                // are not reported again as unknown.
+                let (axes, good) = matrix(cx, v, &path, limits);
+                draft.step.matrix = axes;
+                draft.matrix_rejected = !good;
+                good
+            }
             "cache" => cache(cx, v, &path).map(|c| draft.step.cache = c).is_some(),
             "resources" => resources(cx, v, &path)
                 .map(|r| {
@@ -946,8 +981,9 @@ fn outputs(cx: &mut Cx<'_>, id: NodeId, path: &str, out: &mut Vec<String>) -> bo
     ok
 }
 
-fn matrix(cx: &mut Cx<'_>, id: NodeId, path: &str, limits: &Limits) -> Option<Vec<Axis>> {
-    let entries = cx.map(id, path)?;
+/// The axes read (problems recorded, keys kept) and whether the matrix is valid.
+fn matrix(cx: &mut Cx<'_>, id: NodeId, path: &str, limits: &Limits) -> (Vec<Axis>, bool) {
+    let Some(entries) = cx.map(id, path) else { return (Vec::new(), false) };
     let mut axes = Vec::new();
     let mut ok = true;
     if entries.is_empty() {
@@ -955,7 +991,7 @@ fn matrix(cx: &mut Cx<'_>, id: NodeId, path: &str, limits: &Limits) -> Option<Ve
             Diagnostic::error(format!("`{path}` is empty"))
                 .at(cx.span(id), "expected at least one key with a list of values"),
         );
-        return None;
+        return (Vec::new(), false);
     }
     for &(k, v) in entries {
         let key = cx.doc.text(k).unwrap_or("").to_string();
@@ -1027,7 +1063,7 @@ fn matrix(cx: &mut Cx<'_>, id: NodeId, path: &str, limits: &Limits) -> Option<Ve
             ok = false;
         }
     }
-    ok.then_some(axes)
+    (axes, ok)
 }
 
 fn expression(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Expr> {
@@ -1058,8 +1094,9 @@ fn expression(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Expr> {
 
 fn register(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Register> {
     let fields = cx.fields(id, path, "register", REGISTER_FIELDS)?;
-    let model = cx.require(&fields, "model", path, "the model's name");
-    let file = cx.require(&fields, "file", path, "one of the step's outputs");
+    let at = cx.span(id);
+    let model = cx.require(&fields, "model", path, "the model's name", at);
+    let file = cx.require(&fields, "file", path, "one of the step's outputs", at);
     let named = |cx: &mut Cx<'_>, n: NodeId, field: &str| -> Option<String> {
         let text = cx.string(n, &format!("{path}.{field}"))?;
         match check_name(text) {

@@ -81,6 +81,8 @@ pub fn load(text: &str, limits: &Limits) -> Result<Pipeline, Vec<Diagnostic>> {
                 diags.push(Diagnostic::error("the pipeline is invalid"));
             }
             diags.sort_by_key(|d| d.span.map(|s| (s.line, s.col)).unwrap_or((u32::MAX, 0)));
+            // A problem inherited by several steps (e.g. from `defaults`) is reported once.
+            diags.dedup_by(|a, b| a.span == b.span && a.message == b.message);
             Err(diags)
         }
     }
@@ -117,4 +119,119 @@ pub fn read_source(path: &Path, limits: &Limits) -> Result<String, Diagnostic> {
         let col = text.rsplit('\n').next().unwrap_or("").chars().count() as u32;
         Diagnostic::error("the file is not valid UTF-8").at(Span::on_line(line, col, 1), "invalid byte here")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(yaml: &str) -> Pipeline {
+        load(yaml, &Limits::default()).unwrap_or_else(|d| panic!("{d:#?}"))
+    }
+
+    #[test]
+    fn hash_ignores_formatting_but_not_meaning() {
+        let a = ok("name: h\nsteps:\n  a:\n    run: 'true'\n    timeout: 90s\n");
+        let b = ok("# a comment\nname: h\nsteps:\n  a: {timeout: 1m30s, run: \"true\"}\n");
+        let c = ok("name: h\nsteps:\n  a:\n    run: 'true'\n    timeout: 91s\n");
+        assert_eq!(a.hash(), b.hash());
+        assert_ne!(a.hash(), c.hash());
+        assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn defaults_apply_and_merge_per_field() {
+        let p = ok("name: d
+defaults:
+  runtime: docker
+  image: py:3
+  retries: {limit: 2, backoff: 1s}
+  timeout: 30m
+  resources: {cpus: 1, memory: 1Gi}
+  env: {A: a, B: b}
+  runs_on: {pool: cpu}
+  cache: true
+steps:
+  one:
+    run: 'true'
+  two:
+    run: 'true'
+    runtime: process
+    retries: 0
+    timeout: 1m
+    resources: {memory: 2Gi, gpus: 1}
+    env: {B: override, C: c}
+    runs_on: {zone: eu}
+    cache: false
+");
+        let one = p.step("one").unwrap();
+        assert_eq!(one.runtime, Runtime::Docker);
+        assert_eq!(one.image.as_ref().map(|t| t.source()), Some("py:3"));
+        assert_eq!(one.retries.limit, 2);
+        assert_eq!(one.retries.delay_after(1), std::time::Duration::from_secs(1));
+        assert_eq!(one.retries.delay_after(3), std::time::Duration::from_secs(4));
+        assert_eq!(one.resources, Resources { cpus_milli: Some(1000), memory_bytes: Some(1 << 30), gpus: 0 });
+        assert!(one.cache.enabled);
+        let two = p.step("two").unwrap();
+        assert_eq!(two.runtime, Runtime::Process);
+        assert_eq!(two.retries.limit, 0);
+        assert_eq!(two.timeout, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(two.resources, Resources { cpus_milli: Some(1000), memory_bytes: Some(2 << 30), gpus: 1 });
+        let env: Vec<(&str, &str)> = two.env.iter().map(|(k, v)| (k.as_str(), v.source())).collect();
+        assert_eq!(env, [("A", "a"), ("B", "override"), ("C", "c")]);
+        assert_eq!(two.runs_on.len(), 2);
+        assert!(!two.cache.enabled);
+    }
+
+    #[test]
+    fn every_field_of_the_format_is_read() {
+        let p = ok(r#"version: 1
+name: full
+description: all of it
+x-anchors:
+  common: &common {cpus: 2}
+params:
+  rows: 10
+  model: {type: string, default: linear, enum: [linear, tree], description: which}
+  lr: {type: float, default: 0.1, min: 0, max: 1}
+  tag: {type: string, default: v1, pattern: "^v[0-9]+$"}
+schedule:
+  cron: "0 3 * * 1-5"
+  timezone: Europe/Berlin
+  catchup: true
+  concurrency: replace
+  params: {rows: 20}
+steps:
+  train:
+    stage: training
+    matrix: {lr: [0.01, 0.1]}
+    command: [python3, train.py, "{{ matrix.lr }}"]
+    outputs: [model.json, metrics.json, plots/]
+    cache: {ttl: 7d}
+    resources: *common
+    runtime: docker
+    image: "trainer:{{ params.tag }}"
+    retries: {limit: 3, backoff: 2s, max_backoff: 1m}
+    timeout: 1h30m
+    when: "params.model == 'linear' && matrix.lr < 0.5"
+    gate: "metrics.rmse < params.lr"
+    register: {model: churn, file: model.json, alias: staging}
+    runs_on: {gpu: h200, count: 2}
+"#);
+        assert_eq!(p.description(), Some("all of it"));
+        let s = p.schedule().unwrap();
+        assert_eq!(
+            (s.cron.as_str(), s.timezone.name(), s.catchup, s.concurrency),
+            ("0 3 * * 1-5", "Europe/Berlin", true, Concurrency::Replace)
+        );
+        assert_eq!(s.params.get("rows"), Some(&Value::Int(20)));
+        let t = p.step("train").unwrap();
+        assert_eq!(t.instance_count(), 2);
+        assert_eq!(t.cache.ttl, Some(std::time::Duration::from_secs(7 * 86_400)));
+        assert_eq!(t.resources.cpus_milli, Some(2000));
+        assert_eq!(t.register.as_ref().map(|r| r.alias.as_deref()), Some(Some("staging")));
+        assert_eq!(t.runs_on.get("count").map(String::as_str), Some("2"));
+        assert_eq!(p.param("lr").unwrap().max, Some(1.0));
+        assert!(p.param("tag").unwrap().pattern.is_some());
+    }
 }

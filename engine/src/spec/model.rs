@@ -55,7 +55,7 @@ impl Pipeline {
     }
     /// Number of step instances after matrix expansion.
     pub fn instance_count(&self) -> usize {
-        self.steps.iter().map(Step::instance_count).sum()
+        self.steps.iter().fold(0usize, |n, s| n.saturating_add(s.instance_count()))
     }
 }
 
@@ -390,7 +390,7 @@ fn ser_opt_source<S: serde::Serializer>(t: &Option<Template>, s: S) -> Result<S:
 impl Step {
     /// 1 for a plain step, the product of the axis lengths for a matrix step.
     pub fn instance_count(&self) -> usize {
-        self.matrix.iter().map(|a| a.values.len()).product()
+        self.matrix.iter().fold(1usize, |n, a| n.saturating_mul(a.values.len()))
     }
 
     pub fn is_matrix(&self) -> bool {

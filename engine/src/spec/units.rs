@@ -26,6 +26,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("`{s}` is not a duration: expected a number at `{rest}`"));
         }
+        if rest[digits..].starts_with('.') {
+            return Err(format!("`{s}` has a fraction: write whole units, like `1h30m` for `1.5h`"));
+        }
         let number: u128 = rest[..digits].parse().map_err(|_| format!("`{s}` is too long a duration"))?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
@@ -96,7 +99,10 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         }
         other => return Err(format!("unknown memory suffix `{other}` in `{s}`")),
     };
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') || number.matches('.').count() > 1 {
+    if number.is_empty() {
+        return Err(format!("`{s}` is not a memory quantity"));
+    }
+    if number.starts_with('.') || number.ends_with('.') || number.matches('.').count() > 1 {
         return Err(format!("`{s}` is not a memory quantity"));
     }
     let (whole, frac) = number.split_once('.').unwrap_or((number, ""));

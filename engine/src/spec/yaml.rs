@@ -148,17 +148,25 @@ impl Doc {
             }
         }
         if !needle.is_empty() {
+            // The needle may occur several times: take the occurrence with the same rank in
+            // the source as the one at `offset` has in the value.
+            let byte = text.char_indices().nth(offset).map_or(text.len(), |(b, _)| b);
+            let rank = text[..byte].matches(needle).count();
+            let mut seen = 0usize;
             for (i, line) in source.lines().enumerate().skip(span.line.saturating_sub(1) as usize) {
                 let number = i as u32 + 1;
                 if number > span.end_line.max(span.line) {
                     break;
                 }
-                if let Some(byte) = line.find(needle) {
+                for (byte, _) in line.match_indices(needle) {
                     let col = line[..byte].chars().count() as u32;
                     if number == span.line && col < span.col {
                         continue;
                     }
-                    return Span::on_line(number, col, needle.chars().count() as u32);
+                    if seen == rank {
+                        return Span::on_line(number, col, needle.chars().count() as u32);
+                    }
+                    seen += 1;
                 }
             }
         }
@@ -219,11 +227,41 @@ pub fn resolve_plain(text: &str) -> Scalar<'_> {
     Scalar::Str(text)
 }
 
-/// What went wrong while reading the YAML itself; always one diagnostic.
-fn scan_error(e: &ScanError) -> Diagnostic {
+/// What went wrong while reading the YAML itself; always one diagnostic. The parser's own
+/// wording is replaced where ours says more.
+fn scan_error(e: &ScanError, source: &str, limits: &Limits) -> Diagnostic {
     let m = e.marker();
     let span = Span::on_line(m.line() as u32, m.col() as u32, 1);
-    Diagnostic::error(format!("invalid YAML: {}", e.info())).at(span, "here")
+    let info = e.info();
+    if info.contains("recursion limit exceeded") {
+        return depth_error(span, limits);
+    }
+    if info.contains("unknown anchor") {
+        // Underline the whole `*name`.
+        let line = source.lines().nth(span.line.saturating_sub(1) as usize).unwrap_or("");
+        let rest: String = line.chars().skip(span.col as usize).collect();
+        let len = rest.chars().take_while(|c| !c.is_whitespace() && !",]}".contains(*c)).count().max(1);
+        let name: String = rest.chars().take(len).collect();
+        return Diagnostic::error(format!("alias `{name}` refers to no anchor defined before it"))
+            .at(Span::on_line(span.line, span.col, len as u32), "unknown alias")
+            .help(format!("define `&{}` on an earlier node, or remove the alias", name.trim_start_matches('*')));
+    }
+    let line = source.lines().nth(span.line.saturating_sub(1) as usize).unwrap_or("");
+    let mut d = Diagnostic::error(format!("invalid YAML: {info}")).at(span, "here");
+    if line.chars().take(span.col as usize + 1).any(|c| c == '\t') && line.trim_start_matches(' ').starts_with('\t') {
+        d = d.help("YAML indentation must use spaces, not tabs");
+    } else if info.contains("did not find expected key") || info.contains("mapping values are not allowed") {
+        d = d.help("check the indentation of this line against the lines above it");
+    } else if info.contains("did not find expected ',' or ']'") || info.contains("did not find expected ',' or '}'") {
+        d = d.help("a `[` or `{` above is not closed");
+    }
+    d
+}
+
+fn depth_error(span: Span, limits: &Limits) -> Diagnostic {
+    Diagnostic::error(format!("YAML nesting is deeper than {} levels", limits.max_depth))
+        .at(span, "too deep")
+        .note("a pipeline needs only a few levels; this limit protects the parser")
 }
 
 enum Pending {
@@ -258,7 +296,7 @@ pub fn parse(source: &str, limits: &Limits) -> Result<(Doc, Vec<Diagnostic>), Di
     let mut problems = Vec::new();
 
     while let Some(next) = parser.next_event() {
-        let (event, espan) = next.map_err(|e| scan_error(&e))?;
+        let (event, espan) = next.map_err(|e| scan_error(&e, source, limits))?;
         let span = Span::new(
             espan.start.line() as u32,
             espan.start.col() as u32,
@@ -304,9 +342,7 @@ pub fn parse(source: &str, limits: &Limits) -> Result<(Doc, Vec<Diagnostic>), Di
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if stack.len() >= limits.max_depth {
-                    return Err(Diagnostic::error(format!("YAML nesting is deeper than {} levels", limits.max_depth))
-                        .at(span, "too deep")
-                        .note("a pipeline needs only a few levels; this limit protects the parser"));
+                    return Err(depth_error(span, limits));
                 }
                 let kind = if matches!(event, Event::SequenceStart(..)) {
                     Kind::Seq(Vec::new())
@@ -378,5 +414,68 @@ pub fn parse(source: &str, limits: &Limits) -> Result<(Doc, Vec<Diagnostic>), Di
         Some(root) => Ok((Doc { nodes, root }, problems)),
         None => Err(Diagnostic::error("the file is empty")
             .at(Span::on_line(1, 0, 1), "expected a pipeline: a mapping with `name` and `steps`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_scalars_follow_the_yaml_1_2_core_schema() {
+        let cases = [
+            ("", Scalar::Null),
+            ("~", Scalar::Null),
+            ("true", Scalar::Bool(true)),
+            ("False", Scalar::Bool(false)),
+            ("on", Scalar::Str("on")),
+            ("yes", Scalar::Str("yes")),
+            ("42", Scalar::Int(42)),
+            ("-7", Scalar::Int(-7)),
+            ("0x1f", Scalar::Int(31)),
+            ("0o17", Scalar::Int(15)),
+            ("0.5", Scalar::Float(0.5)),
+            ("1e-3", Scalar::Float(0.001)),
+            (".inf", Scalar::Float(f64::INFINITY)),
+            ("1.2.3", Scalar::Str("1.2.3")),
+            ("e5", Scalar::Str("e5")),
+            ("2Gi", Scalar::Str("2Gi")),
+            ("90s", Scalar::Str("90s")),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(resolve_plain(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn tree_keeps_positions_and_reports_duplicates_without_stopping() {
+        let text = "a: 1\nb:\n  - x\n  - 'y'\na: 2\nc: {d: *no}\n";
+        let err = parse(text, &Limits::default()).unwrap_err();
+        assert!(err.message.contains("alias"), "{err:?}");
+        let (doc, problems) = parse("a: 1\nb:\n  - x\n  - 'y'\na: 2\n", &Limits::default()).unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].message, "duplicate key `a`");
+        assert_eq!(problems[0].span, Some(Span::new(5, 0, 5, 1)));
+        let Kind::Map(entries) = &doc.node(doc.root).kind else { panic!("root is a map") };
+        assert_eq!(entries.len(), 2, "the duplicate's value is dropped");
+        let Kind::Seq(items) = &doc.node(entries[1].1).kind else { panic!("b is a list") };
+        assert_eq!(doc.node(items[1]).span.line, 4);
+        assert_eq!(doc.node(items[1]).style, Style::SingleQuoted);
+    }
+
+    #[test]
+    fn budgets_stop_bombs_and_deep_nesting() {
+        let limits = Limits::default();
+        let deep = "[".repeat(100_000);
+        assert!(parse(&deep, &limits).unwrap_err().message.contains("nesting is deeper than 64"));
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in
+            ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        assert!(parse(&bomb, &limits).unwrap_err().message.contains("expands to more than"));
+        assert!(parse("a: 1\n---\nb: 2\n", &limits).unwrap_err().message.contains("one YAML document"));
     }
 }
