@@ -103,7 +103,10 @@ pub(crate) fn steps(
             let all: Vec<&str> = scc.iter().map(|&i| names[i]).collect();
             diag = diag.note(format!("these steps all wait on each other: {}", all.join(", ")));
         }
-        cx.push(diag.note("`a -> b` reads \"a needs b\"").help("remove one of the `needs` entries in the cycle"));
+        cx.push(
+            diag.note(format!("`{0} -> {1}` reads \"{0} needs {1}\"", names[first], names[next]))
+                .help("remove one of the `needs` entries in the cycle"),
+        );
     }
 
     // templates, expressions, per-step rules

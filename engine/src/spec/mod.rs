@@ -88,7 +88,7 @@ pub fn load(text: &str, limits: &Limits) -> Result<Pipeline, Vec<Diagnostic>> {
     }
 }
 
-/// Any YAML text as JSON (YAML 1.2 core schema), under the same budgets as [`load`].
+/// Any YAML text as JSON (YAML 1.2 core schema), under the same budgets as [`load()`].
 pub fn yaml_to_json(text: &str, limits: &Limits) -> Result<serde_json::Value, Diagnostic> {
     let (doc, mut problems) = yaml::parse(text, limits)?;
     if !problems.is_empty() {

@@ -248,6 +248,11 @@ fn scan_error(e: &ScanError, source: &str, limits: &Limits) -> Diagnostic {
     }
     let line = source.lines().nth(span.line.saturating_sub(1) as usize).unwrap_or("");
     let mut d = Diagnostic::error(format!("invalid YAML: {info}")).at(span, "here");
+    if let Some((open, bracket)) = unclosed_flow(source, span) {
+        return d
+            .related(open, format!("this `{bracket}` is never closed"))
+            .help(format!("close it with `{}` before this point", if bracket == '[' { ']' } else { '}' }));
+    }
     if line.chars().take(span.col as usize + 1).any(|c| c == '\t') && line.trim_start_matches(' ').starts_with('\t') {
         d = d.help("YAML indentation must use spaces, not tabs");
     } else if info.contains("did not find expected key") || info.contains("mapping values are not allowed") {
@@ -256,6 +261,38 @@ fn scan_error(e: &ScanError, source: &str, limits: &Limits) -> Diagnostic {
         d = d.help("a `[` or `{` above is not closed");
     }
     d
+}
+
+/// The innermost `[` or `{` still open at `at`, scanning the source before it (quotes and
+/// comments skipped), when the error sits on a later line than that bracket.
+fn unclosed_flow(source: &str, at: Span) -> Option<(Span, char)> {
+    let mut open: Vec<(Span, char)> = Vec::new();
+    for (i, line) in source.lines().enumerate() {
+        let number = i as u32 + 1;
+        if number > at.line {
+            break;
+        }
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        for (col, c) in line.chars().enumerate() {
+            if number == at.line && col as u32 >= at.col {
+                break;
+            }
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '#') if prev == ' ' => break,
+                (None, '[' | '{') => open.push((Span::on_line(number, col as u32, 1), c)),
+                (None, ']' | '}') => {
+                    open.pop();
+                }
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    open.pop().filter(|(s, _)| s.line < at.line)
 }
 
 fn depth_error(span: Span, limits: &Limits) -> Diagnostic {
