@@ -367,3 +367,35 @@ fn read_source_reports_a_missing_file() {
     let d = spec::read_source(&path, &Limits::default()).expect_err("missing");
     assert!(d.message.starts_with("cannot read `"), "{}", d.message);
 }
+
+/// A long chain, acyclic and then closed into one big cycle, on a 2 MiB thread (the size of a
+/// spawned or tokio worker thread): no graph algorithm on the way may recurse per step.
+#[test]
+fn a_long_chain_does_not_exhaust_the_stack() {
+    const N: usize = 50_000;
+    let mut chain = String::from("name: c\nsteps:\n  s0:\n    run: 'true'\n");
+    for i in 1..N {
+        chain.push_str(&format!("  s{i}:\n    needs: [s{}]\n    run: 'true'\n", i - 1));
+    }
+    let cyclic =
+        chain.replacen("  s0:\n    run: 'true'\n", &format!("  s0:\n    needs: [s{}]\n    run: 'true'\n", N - 1), 1);
+    let outcome = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let pipeline = spec::load(&chain, &Limits::generous()).expect("a chain is valid");
+            let params = weir_engine::plan::resolve_params(&pipeline, &[]).expect("no params");
+            let planned = weir_engine::plan::plan(&pipeline, &params, "r").order.len();
+            let errors = spec::load(&cyclic, &Limits::generous()).expect_err("a cycle is invalid");
+            (planned, errors.into_iter().map(|d| d.message).collect::<Vec<_>>())
+        })
+        .expect("spawn")
+        .join()
+        .expect("no stack overflow");
+    assert_eq!(outcome.0, N);
+    assert_eq!(outcome.1.len(), 1);
+    assert!(
+        outcome.1[0].starts_with("steps form a cycle of 50000 steps: s0 -> s49999 -> s49998"),
+        "{}",
+        &outcome.1[0][..80]
+    );
+}

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diagnostic, did_you_mean};
@@ -33,8 +33,14 @@ pub(crate) fn steps(
     for d in &drafts {
         let mut resolved = Vec::with_capacity(d.step.needs.len());
         let mut seen: HashMap<&str, NodeId> = HashMap::new();
-        for (need, &node) in d.step.needs.iter().zip(&d.needs_nodes) {
-            if let Some(&first) = seen.get(need.as_str()) {
+        for (i, (need, &node)) in d.step.needs.iter().zip(&d.needs_nodes).enumerate() {
+            // Short lists (nearly all) are scanned; long fan-in lists are hashed.
+            let first = if d.step.needs.len() <= 16 {
+                d.step.needs[..i].iter().position(|n| n == need).map(|j| d.needs_nodes[j])
+            } else {
+                seen.get(need.as_str()).copied()
+            };
+            if let Some(first) = first {
                 cx.push(
                     Diagnostic::error(format!("step `{}` lists `{need}` twice in `needs`", d.step.name))
                         .at(cx.span(node), "duplicate")
@@ -42,7 +48,9 @@ pub(crate) fn steps(
                 );
                 continue;
             }
-            seen.insert(need, node);
+            if d.step.needs.len() > 16 {
+                seen.insert(need, node);
+            }
             if *need == d.step.name {
                 cx.push(
                     Diagnostic::error(format!("step `{need}` needs itself"))
@@ -71,7 +79,7 @@ pub(crate) fn steps(
         }
     }
     let mut cyclic = false;
-    let mut sccs: Vec<Vec<usize>> = tarjan_scc(&graph)
+    let mut sccs: Vec<Vec<usize>> = kosaraju_scc(&graph)
         .into_iter()
         .filter(|c| c.len() > 1)
         .map(|c| {
@@ -84,7 +92,16 @@ pub(crate) fn steps(
     for scc in sccs {
         cyclic = true;
         let chain = cycle_in(&scc, &needs_idx);
-        let text: Vec<&str> = chain.iter().map(|&i| names[i]).collect();
+        // A long cycle is shown by its ends; the count says how long it is.
+        let steps = chain.len() - 1;
+        const SHOWN: usize = 40;
+        let text: Vec<&str> = if steps > SHOWN {
+            let head = chain[..10].iter().map(|&i| names[i]);
+            head.chain(["..."]).chain(chain[chain.len() - 5..].iter().map(|&i| names[i])).collect()
+        } else {
+            chain.iter().map(|&i| names[i]).collect()
+        };
+        let of = if steps > SHOWN { format!(" of {steps} steps") } else { String::new() };
         // Point at the first step's `needs` entry that leads along the cycle.
         let first = chain[0];
         let next = chain[1];
@@ -97,7 +114,7 @@ pub(crate) fn steps(
             .find(|(n, _)| index.get(n.as_str()) == Some(&next))
             .map(|(_, &node)| cx.span(node))
             .unwrap_or(d.step.span);
-        let mut diag = Diagnostic::error(format!("steps form a cycle: {}", text.join(" -> ")))
+        let mut diag = Diagnostic::error(format!("steps form a cycle{of}: {}", text.join(" -> ")))
             .at(at, format!("`{}` needs `{}` here", names[first], names[next]));
         if scc.len() > chain.len() - 1 {
             let all: Vec<&str> = scc.iter().map(|&i| names[i]).collect();

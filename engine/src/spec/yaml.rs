@@ -74,6 +74,17 @@ impl Scalar<'_> {
     }
 }
 
+impl Kind {
+    /// Number of items or entries of a collection.
+    pub fn items(&self) -> Option<usize> {
+        match self {
+            Kind::Seq(items) => Some(items.len()),
+            Kind::Map(entries) => Some(entries.len()),
+            Kind::Scalar { .. } => None,
+        }
+    }
+}
+
 impl Doc {
     pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id]
@@ -314,8 +325,9 @@ struct Open {
     id: NodeId,
     anchor: usize,
     pending: Pending,
-    /// Keys seen so far in a mapping, to reject duplicates in O(1).
-    keys: HashMap<String, NodeId>,
+    /// Keys of a large mapping, to reject duplicates in O(1); small mappings (most of them)
+    /// are scanned instead, which is cheaper than hashing and allocating.
+    keys: Option<HashMap<String, NodeId>>,
     /// Expanded size (nodes after alias expansion) of the children so far.
     size: u64,
 }
@@ -389,7 +401,7 @@ pub fn parse(source: &str, limits: &Limits) -> Result<(Doc, Vec<Diagnostic>), Di
                 let id = nodes.len();
                 nodes.push(Node { span, kind, style: Style::Collection });
                 sizes.push(1);
-                stack.push(Open { id, anchor, pending: Pending::Nothing, keys: HashMap::new(), size: 1 });
+                stack.push(Open { id, anchor, pending: Pending::Nothing, keys: None, size: 1 });
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -417,34 +429,59 @@ pub fn parse(source: &str, limits: &Limits) -> Result<(Doc, Vec<Diagnostic>), Di
             .at(span, "the budget runs out here")
             .note("aliases that nest other aliases grow exponentially (a \"billion laughs\" file)"));
         }
-        match &mut nodes[parent.id].kind {
-            Kind::Seq(items) => items.push(id),
-            Kind::Map(entries) => match std::mem::replace(&mut parent.pending, Pending::Nothing) {
-                Pending::Key(key) => entries.push((key, id)),
-                Pending::Discard => {}
-                Pending::Nothing => {
-                    let Kind::Scalar { text, .. } = &nodes[id].kind else {
-                        problems.push(
-                            Diagnostic::error("mapping keys must be strings").at(nodes[id].span, "a complex key"),
-                        );
-                        parent.pending = Pending::Discard;
-                        continue;
-                    };
-                    if let Some(&first) = parent.keys.get(text) {
-                        problems.push(
-                            Diagnostic::error(format!("duplicate key `{text}`"))
-                                .at(nodes[id].span, "defined again here")
-                                .related(nodes[first].span, "first defined here")
-                                .help("a key may appear once in a mapping; remove or rename one"),
-                        );
-                        parent.pending = Pending::Discard;
-                    } else {
-                        parent.keys.insert(text.clone(), id);
-                        parent.pending = Pending::Key(id);
-                    }
+        let pid = parent.id;
+        if let Kind::Seq(items) = &mut nodes[pid].kind {
+            items.push(id);
+            continue;
+        }
+        match std::mem::replace(&mut parent.pending, Pending::Nothing) {
+            Pending::Key(key) => {
+                if let Kind::Map(entries) = &mut nodes[pid].kind {
+                    entries.push((key, id));
                 }
-            },
-            Kind::Scalar { .. } => {}
+            }
+            Pending::Discard => {}
+            Pending::Nothing => {
+                let (Kind::Scalar { text, .. }, Kind::Map(entries)) = (&nodes[id].kind, &nodes[pid].kind) else {
+                    problems
+                        .push(Diagnostic::error("mapping keys must be strings").at(nodes[id].span, "a complex key"));
+                    parent.pending = Pending::Discard;
+                    continue;
+                };
+                // Small mappings (nearly all) are scanned; large ones get a hash index.
+                const SCAN: usize = 16;
+                let first = match &parent.keys {
+                    Some(keys) => keys.get(text).copied(),
+                    None => entries
+                        .iter()
+                        .map(|&(k, _)| k)
+                        .find(|&k| matches!(&nodes[k].kind, Kind::Scalar { text: t, .. } if t == text)),
+                };
+                if let Some(first) = first {
+                    problems.push(
+                        Diagnostic::error(format!("duplicate key `{text}`"))
+                            .at(nodes[id].span, "defined again here")
+                            .related(nodes[first].span, "first defined here")
+                            .help("a key may appear once in a mapping; remove or rename one"),
+                    );
+                    parent.pending = Pending::Discard;
+                    continue;
+                }
+                if let Some(keys) = &mut parent.keys {
+                    keys.insert(text.clone(), id);
+                } else if entries.len() >= SCAN {
+                    let mut keys: HashMap<String, NodeId> = entries
+                        .iter()
+                        .filter_map(|&(k, _)| match &nodes[k].kind {
+                            Kind::Scalar { text, .. } => Some((text.clone(), k)),
+                            _ => None,
+                        })
+                        .collect();
+                    keys.insert(text.clone(), id);
+                    parent.keys = Some(keys);
+                }
+                parent.pending = Pending::Key(id);
+            }
         }
     }
     match root {

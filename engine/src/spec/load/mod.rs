@@ -103,7 +103,7 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     let schedule_key = fields.key_span(cx, "schedule").unwrap_or(top);
     let schedule = fields.get("schedule").and_then(|s| schedule(cx, s, schedule_key, &params, &declared));
     let steps_node = cx.require(&fields, "steps", "the pipeline", "a mapping of step names to steps", top);
-    let mut drafts = Vec::new();
+    let mut drafts = Vec::with_capacity(steps_node.and_then(|n| cx.doc.node(n).kind.items()).unwrap_or(0));
     if let Some(steps_node) = steps_node
         && let Some(entries) = cx.map(steps_node, "steps")
     {
@@ -119,8 +119,10 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     let steps = check::steps(cx, drafts, &params, &declared, limits);
     let (name, steps) = (name?, steps?);
     let mut pipeline = Pipeline { name, description, params, schedule, steps, hash: String::new() };
-    let canonical = serde_json::to_vec(&pipeline).unwrap_or_default();
-    pipeline.hash = blake3::hash(&canonical).to_hex().to_string();
+    // Stream the canonical JSON into the hasher: no copy of the whole model in memory.
+    let mut hasher = blake3::Hasher::new();
+    let _ = serde_json::to_writer(&mut hasher, &pipeline);
+    pipeline.hash = hasher.finalize().to_hex().to_string();
     Some(pipeline)
 }
 
