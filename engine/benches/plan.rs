@@ -28,6 +28,11 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use saphyr_parser::Parser;
 use weir_engine::plan;
+
+// The allocator the `weir` binary ships with, so the figures are what users get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use weir_engine::spec::{self, Limits};
 
 #[path = "common/shapes.rs"]
@@ -112,15 +117,4 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 
-/// `criterion_main!`, but on a thread with a large stack: `spec::load` checks for cycles with
-/// petgraph's recursive `tarjan_scc`, one stack frame per step along a chain, which overflows the
-/// 8 MiB main-thread stack on `chain/100000` (see BENCHMARKS.md). Remove this once it is iterative.
-fn main() {
-    let worker = std::thread::Builder::new().name("bench".into()).stack_size(STACK_BYTES).spawn(|| {
-        benches();
-        Criterion::default().configure_from_args().final_summary();
-    });
-    worker.expect("spawn the bench thread").join().expect("the benchmarks panicked");
-}
-
-const STACK_BYTES: usize = 512 << 20;
+criterion::criterion_main!(benches);

@@ -19,6 +19,11 @@
 use std::process::ExitCode;
 
 use weir_engine::plan;
+
+// The allocator the `weir` binary ships with, so the figures are what users get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use weir_engine::spec::{self, Limits};
 
 #[path = "../benches/common/shapes.rs"]
@@ -67,18 +72,8 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Stack for the thread that loads: `spec::load` finds cycles with petgraph's recursive
-/// `tarjan_scc`, one frame per step along a chain, which overflows the 8 MiB main-thread stack
-/// on a 100k chain (see BENCHMARKS.md). Only the pages touched count towards the peak RSS.
-const STACK_BYTES: usize = 512 << 20;
-
 fn main() -> ExitCode {
-    let worker = std::thread::Builder::new().stack_size(STACK_BYTES).spawn(run);
-    let result = match worker {
-        Ok(handle) => handle.join().unwrap_or_else(|_| Err("the measurement panicked".into())),
-        Err(e) => Err(format!("cannot spawn the measuring thread: {e}")),
-    };
-    match result {
+    match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("plan_memory: {e}");

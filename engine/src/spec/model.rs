@@ -352,29 +352,35 @@ impl MatrixValue {
 #[derive(Clone, Debug, Serialize)]
 pub struct Step {
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
     /// Indices into [`Pipeline::steps`], parallel to `needs`.
     #[serde(skip)]
     pub needs_idx: Vec<usize>,
     pub action: Action,
-    #[serde(serialize_with = "ser_env")]
+    #[serde(serialize_with = "ser_env", skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<(String, Template)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub matrix: Vec<Axis>,
     pub cache: Cache,
     pub resources: Resources,
     pub runtime: Runtime,
-    #[serde(serialize_with = "ser_opt_source")]
+    #[serde(serialize_with = "ser_opt_source", skip_serializing_if = "Option::is_none")]
     pub image: Option<Template>,
     pub retries: Retries,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "ser_duration", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    #[serde(serialize_with = "ser_expr", rename = "when")]
+    #[serde(serialize_with = "ser_expr", skip_serializing_if = "Option::is_none")]
     pub when: Option<Expr>,
-    #[serde(serialize_with = "ser_expr")]
+    #[serde(serialize_with = "ser_expr", skip_serializing_if = "Option::is_none")]
     pub gate: Option<Expr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<Register>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub runs_on: BTreeMap<String, String>,
     #[serde(skip)]
     pub span: Span,

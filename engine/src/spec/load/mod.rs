@@ -120,8 +120,13 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     let (name, steps) = (name?, steps?);
     let mut pipeline = Pipeline { name, description, params, schedule, steps, hash: String::new() };
     // Stream the canonical JSON into the hasher: no copy of the whole model in memory.
+    // (buffered: the serializer's many tiny writes would each pay the hasher's call overhead).
     let mut hasher = blake3::Hasher::new();
-    let _ = serde_json::to_writer(&mut hasher, &pipeline);
+    {
+        let mut buffered = std::io::BufWriter::with_capacity(64 << 10, &mut hasher);
+        let _ = serde_json::to_writer(&mut buffered, &pipeline);
+        let _ = std::io::Write::flush(&mut buffered);
+    }
     pipeline.hash = hasher.finalize().to_hex().to_string();
     Some(pipeline)
 }
