@@ -91,6 +91,20 @@ impl<'a> Cx<'a> {
         Some(out)
     }
 
+    /// The mapping key at `k` when it is an identifier (`[A-Za-z_][A-Za-z0-9_]*`); otherwise
+    /// reports "invalid {what} `key`" and gives `None`.
+    pub fn ident_key(&mut self, k: NodeId, what: &str) -> Option<String> {
+        let key = self.doc.text(k).unwrap_or("");
+        if is_ident(key) {
+            return Some(key.to_string());
+        }
+        self.push(
+            Diagnostic::error(format!("invalid {what} `{key}`"))
+                .at(self.span(k), "expected letters, digits and `_`, not starting with a digit"),
+        );
+        None
+    }
+
     /// A required field; reports it missing at `at` (the key of the mapping that lacks it).
     pub fn require(&mut self, fields: &Fields<'_>, name: &str, path: &str, expected: &str, at: Span) -> Option<NodeId> {
         let found = fields.get(name);

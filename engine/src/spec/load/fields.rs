@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{Defaults, PartialResources};
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::schema::{CACHE_FIELDS, DEFAULTS_FIELDS, RESOURCE_FIELDS, RETRY_FIELDS};
-use crate::spec::decode::{Cx, is_ident};
+use crate::spec::decode::Cx;
 use crate::spec::model::*;
 use crate::spec::units::{self, CPUS_HELP, DURATION_HELP, MEMORY_HELP};
 use crate::spec::yaml::{Kind, NodeId, Scalar};
@@ -165,15 +165,10 @@ pub(super) fn env(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Vec<(String
     let mut out = Vec::new();
     let mut ok = true;
     for &(k, v) in entries {
-        let key = cx.doc.text(k).unwrap_or("").to_string();
-        if !is_ident(&key) {
-            cx.push(
-                Diagnostic::error(format!("invalid environment variable name `{key}`"))
-                    .at(cx.span(k), "expected letters, digits and `_`, not starting with a digit"),
-            );
+        let Some(key) = cx.ident_key(k, "environment variable name") else {
             ok = false;
             continue;
-        }
+        };
         if key.to_ascii_uppercase().starts_with("WEIR_") {
             cx.push(
                 Diagnostic::error(format!("`{key}` is reserved"))

@@ -11,7 +11,7 @@ use crate::diag::Diagnostic;
 use crate::expr::{self, Expr};
 use crate::schema::{REGISTER_FIELDS, STEP_FIELDS};
 use crate::spec::Limits;
-use crate::spec::decode::{Cx, check_name, is_ident, suggest_name};
+use crate::spec::decode::{Cx, check_name, suggest_name};
 use crate::spec::model::*;
 use crate::spec::yaml::{Kind, NodeId, Scalar};
 use crate::template::Template;
@@ -300,15 +300,10 @@ fn matrix(cx: &mut Cx<'_>, id: NodeId, path: &str, limits: &Limits) -> (Vec<Axis
         return (Vec::new(), false);
     }
     for &(k, v) in entries {
-        let key = cx.doc.text(k).unwrap_or("").to_string();
-        if !is_ident(&key) {
-            cx.push(
-                Diagnostic::error(format!("invalid matrix key `{key}`"))
-                    .at(cx.span(k), "expected letters, digits and `_`, not starting with a digit"),
-            );
+        let Some(key) = cx.ident_key(k, "matrix key") else {
             ok = false;
             continue;
-        }
+        };
         let Some(items) = cx.seq(v, &format!("{path}.{key}")) else {
             ok = false;
             continue;
