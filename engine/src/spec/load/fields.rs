@@ -124,7 +124,7 @@ pub(super) fn label_map(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<BTree
         if !valid {
             cx.push(
                 Diagnostic::error(format!("invalid label `{key}` in `{path}`"))
-                    .at(cx.span(k), "expected letters, digits, `_`, `.`, `-` or `/`, at most 63"),
+                    .at(cx.span(k), "expected letters, digits, `_`, `.`, `-` or `/`, at most 63 characters"),
             );
             ok = false;
             continue;
