@@ -39,7 +39,7 @@ pub const DEFAULTS_FIELDS: &[&str] =
 pub const PARAM_FIELDS: &[&str] = &["type", "default", "description", "enum", "min", "max", "pattern"];
 
 /// Keys of `schedule`.
-pub const SCHEDULE_FIELDS: &[&str] = &["cron", "timezone", "catchup", "concurrency", "params"];
+pub const SCHEDULE_FIELDS: &[&str] = &["cron", "timezone", "catchup", "max_catchup", "concurrency", "params"];
 
 /// Keys of `retries` in its map form.
 pub const RETRY_FIELDS: &[&str] = &["limit", "backoff", "max_backoff"];
@@ -417,6 +417,13 @@ fn schedule_properties() -> Value {
             "description": "After downtime: false (default) runs only the latest missed tick, \
                 true all of them.",
             "type": "boolean",
+        },
+        "max_catchup": {
+            "description": "With catchup: true, at most this many missed ticks run (default 50); \
+                older ones are recorded as skipped.",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 10000,
         },
         "concurrency": {
             "description": "When the previous run still runs: allow, forbid (default), replace.",

@@ -25,11 +25,19 @@ pub fn parse_cron(expr: &str) -> Result<Cron, String> {
         }
     }
     let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
-    parser.parse(trimmed).map_err(|e| {
+    let cron = parser.parse(trimmed).map_err(|e| {
         let text = e.to_string();
         let text = text.trim_end_matches('.');
         format!("invalid cron expression `{trimmed}`: {}", lowercase_first(text))
-    })
+    })?;
+    // An expression like `0 0 30 2 *` parses but can never fire. Every valid day-of-month and
+    // month combination occurs within 8 years of any date (29 February included), so one
+    // search from a fixed instant decides it without reading the clock.
+    let reference = chrono::DateTime::from_timestamp(946_684_800, 0).unwrap_or_default(); // 2000-01-01
+    match cron.find_next_occurrence(&reference, false) {
+        Ok(next) if next.signed_duration_since(reference).num_days() <= 8 * 366 => Ok(cron),
+        _ => Err(format!("`{trimmed}` never fires: no date matches it")),
+    }
 }
 
 fn lowercase_first(s: &str) -> String {
@@ -61,7 +69,17 @@ mod tests {
 
     #[test]
     fn accepts_seconds_and_aliases() {
-        for ok in ["*/5 * * * *", "30 0 3 * * *", "@daily", "@Hourly", "@yearly", "0 0 * * SUN", "0 9 1 JAN *"] {
+        for ok in [
+            "0 0 29 2 *",
+            "0 12 L * *",
+            "*/5 * * * *",
+            "30 0 3 * * *",
+            "@daily",
+            "@Hourly",
+            "@yearly",
+            "0 0 * * SUN",
+            "0 9 1 JAN *",
+        ] {
             assert!(parse_cron(ok).is_ok(), "{ok}: {:?}", parse_cron(ok).err());
         }
         let t = chrono::Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();

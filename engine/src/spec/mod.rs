@@ -199,6 +199,7 @@ schedule:
   cron: "0 3 * * 1-5"
   timezone: Europe/Berlin
   catchup: true
+  max_catchup: 7
   concurrency: replace
   params: {rows: 20}
 steps:
@@ -225,6 +226,7 @@ steps:
             ("0 3 * * 1-5", "Europe/Berlin", true, Concurrency::Replace)
         );
         assert_eq!(s.params.get("rows"), Some(&Value::Int(20)));
+        assert_eq!(s.max_catchup, 7);
         let t = p.step("train").unwrap();
         assert_eq!(t.instance_count(), 2);
         assert_eq!(t.cache.ttl, Some(std::time::Duration::from_secs(7 * 86_400)));

@@ -211,6 +211,8 @@ pub struct Schedule {
     #[serde(serialize_with = "ser_display")]
     pub timezone: chrono_tz::Tz,
     pub catchup: bool,
+    /// With `catchup`, at most this many missed ticks run after downtime.
+    pub max_catchup: u32,
     pub concurrency: Concurrency,
     pub params: BTreeMap<String, Value>,
     #[serde(skip)]

@@ -53,6 +53,7 @@ pub(super) fn schedule(
         }),
     };
     let catchup = fields.get("catchup").map_or(Some(false), |n| cx.bool(n, "schedule.catchup"));
+    let max_catchup = fields.get("max_catchup").map_or(Some(50), |n| cx.int_in(n, "schedule.max_catchup", 1, 10_000));
     let concurrency = fields.get("concurrency").map_or(Some(Concurrency::Forbid), |n| {
         let text = cx.string(n, "schedule.concurrency")?;
         match text {
@@ -106,5 +107,13 @@ pub(super) fn schedule(
     if !ok {
         return None;
     }
-    Some(Schedule { cron, timezone: timezone?, catchup: catchup?, concurrency: concurrency?, params: values, parsed })
+    Some(Schedule {
+        cron,
+        timezone: timezone?,
+        catchup: catchup?,
+        max_catchup: max_catchup? as u32,
+        concurrency: concurrency?,
+        params: values,
+        parsed,
+    })
 }
