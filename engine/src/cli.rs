@@ -39,7 +39,7 @@ enum Command {
     /// Check pipeline files and print every problem with its file:line:column.
     #[command(after_help = EXIT_CODES)]
     Validate {
-        /// Pipeline files to check.
+        /// Pipeline files to check (a folder means its pipeline.yaml).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -48,7 +48,7 @@ enum Command {
     /// Show the steps a run would execute, in order, with resolved commands (a dry run).
     #[command(after_help = EXIT_CODES)]
     Plan {
-        /// The pipeline file.
+        /// The pipeline file (a folder means its pipeline.yaml).
         #[arg(value_name = "FILE")]
         file: PathBuf,
         #[command(flatten)]
@@ -65,7 +65,7 @@ enum Command {
     /// Print the planned DAG as a Mermaid flowchart or a Graphviz digraph, grouped by stage.
     #[command(after_help = EXIT_CODES)]
     Graph {
-        /// The pipeline file.
+        /// The pipeline file (a folder means its pipeline.yaml).
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Output format.
@@ -188,7 +188,21 @@ fn report_params(path: &Path, source: &str, diags: &[Diagnostic]) {
 }
 
 /// Reads and validates one file, printing its problems.
+/// A pipeline folder stands for the `pipeline.yaml` (or `.yml`) inside it.
+fn pipeline_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        let yml = path.join("pipeline.yml");
+        if yml.is_file() && !path.join("pipeline.yaml").exists() {
+            return yml;
+        }
+        return path.join("pipeline.yaml");
+    }
+    path.to_path_buf()
+}
+
 fn load(path: &Path, limits: &Limits) -> Result<(String, Pipeline), Failure> {
+    let file = pipeline_file(path);
+    let path = file.as_path();
     let source = match spec::read_source(path, limits) {
         Ok(s) => s,
         Err(d) => {
@@ -217,7 +231,7 @@ fn validate(files: &[PathBuf], limits: &Limits) -> Result<(), Failure> {
                     if instances == steps { String::new() } else { format!(", {instances} after matrix expansion") };
                 print_out(&format!(
                     "ok: {} (pipeline `{}`: {steps} step{}{expanded})\n",
-                    file.display(),
+                    pipeline_file(file).display(),
                     p.name(),
                     if steps == 1 { "" } else { "s" }
                 ))?;
@@ -240,6 +254,7 @@ fn planned(
     run_id: &str,
     limits: &Limits,
 ) -> Result<(Pipeline, Plan), Failure> {
+    let file = &pipeline_file(file);
     let (source, pipeline) = load(file, limits)?;
     let params = match plan::resolve_params(&pipeline, overrides) {
         Ok(p) => p,

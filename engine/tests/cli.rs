@@ -47,6 +47,18 @@ fn validate_exit_codes() {
 }
 
 #[test]
+fn a_folder_stands_for_its_pipeline_yaml() {
+    let folder = Path::new(&example()).parent().expect("folder").display().to_string();
+    let out = weir(&["validate", &folder]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("pipeline.yaml"), "{}", text(&out.stdout));
+    let empty = tempfile::tempdir().unwrap();
+    let out = weir(&["plan", &empty.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("pipeline.yaml"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn file_size_limit_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
     let body = format!("name: x\n# {}\nsteps:\n  a:\n    run: 'true'\n", "x".repeat(4000));
