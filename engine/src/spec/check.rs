@@ -116,9 +116,13 @@ pub(crate) fn steps(
             .unwrap_or(d.step.span);
         let mut diag = Diagnostic::error(format!("steps form a cycle{of}: {}", text.join(" -> ")))
             .at(at, format!("`{}` needs `{}` here", names[first], names[next]));
-        if scc.len() > chain.len() - 1 {
-            let all: Vec<&str> = scc.iter().map(|&i| names[i]).collect();
-            diag = diag.note(format!("these steps all wait on each other: {}", all.join(", ")));
+        if scc.len() > steps {
+            diag = diag.note(if scc.len() > SHOWN {
+                format!("{} steps all wait on each other, through more than this cycle", scc.len())
+            } else {
+                let all: Vec<&str> = scc.iter().map(|&i| names[i]).collect();
+                format!("these steps all wait on each other: {}", all.join(", "))
+            });
         }
         cx.push(
             diag.note(format!("`{0} -> {1}` reads \"{0} needs {1}\"", names[first], names[next]))
