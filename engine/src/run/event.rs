@@ -1,0 +1,142 @@
+//! The vocabulary of the run state machine: the [`Event`]s the engine feeds in, the
+//! [`Effect`]s (decisions as data) it gets back, and the [`Rejected`] reasons an event is
+//! refused. Only types live here; what they do is in `machine` and `progress`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{AttemptId, InstanceId, Millis, RunState, StepState};
+
+/// Something that happened to a run, as the engine saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// The run begins: roots become ready.
+    Start,
+    /// A worker took the lease of a ready attempt.
+    Leased { attempt: AttemptId, worker: String },
+    /// The worker started the attempt.
+    Started { attempt: AttemptId },
+    /// The attempt exited successfully; `metrics` are the numbers of its `metrics.json`.
+    /// Accepted from `leased` too, for a step too quick for its start report; so is `Failed`.
+    Succeeded { attempt: AttemptId, metrics: BTreeMap<String, f64> },
+    /// The attempt failed: `reason` is the exit code or message, as the worker said.
+    Failed { attempt: AttemptId, reason: String },
+    /// The worker holding the attempt was lost (silent past its lease timeout).
+    Lost { attempt: AttemptId },
+    /// Time passed: fire every timer due at `now` (backoffs, timeouts).
+    Tick,
+    /// The user cancelled the run.
+    Cancel,
+}
+
+impl Event {
+    /// The event's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Start => "start",
+            Event::Leased { .. } => "leased",
+            Event::Started { .. } => "started",
+            Event::Succeeded { .. } => "succeeded",
+            Event::Failed { .. } => "failed",
+            Event::Lost { .. } => "lost",
+            Event::Tick => "tick",
+            Event::Cancel => "cancel",
+        }
+    }
+
+    /// The attempt an event reports on, if it is a report.
+    pub fn attempt(&self) -> Option<AttemptId> {
+        match self {
+            Event::Leased { attempt, .. }
+            | Event::Started { attempt }
+            | Event::Succeeded { attempt, .. }
+            | Event::Failed { attempt, .. }
+            | Event::Lost { attempt } => Some(*attempt),
+            Event::Start | Event::Tick | Event::Cancel => None,
+        }
+    }
+}
+
+/// A decision for the engine loop to carry out, in the order given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "effect")]
+pub enum Effect {
+    /// Offer this attempt for dispatch; the engine leases it to a worker and reports `Leased`
+    /// with this very attempt id. An offer not yet leased is withdrawn by a `StepChanged` out
+    /// of `ready` (cancel).
+    Ready { attempt: AttemptId },
+    /// Stop a leased or running attempt (timeout, cancel): kill its process group.
+    Stop { attempt: AttemptId, reason: String },
+    /// Send a `Tick` at `at`: the earliest timer changed. A tick with nothing due is harmless.
+    WakeAt { at: Millis },
+    /// An instance changed state; `message` says why when there is more to say (a skip, a
+    /// failure, a retry).
+    StepChanged { instance: InstanceId, state: StepState, message: Option<String> },
+    /// Every instance is terminal, or the run was cancelled.
+    RunFinished { state: RunState },
+}
+
+/// Why an event was refused. The state is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("the run has not started")]
+    NotStarted,
+    #[error("the run has already started")]
+    AlreadyStarted,
+    #[error("the run already finished as {0}")]
+    Finished(RunState),
+    #[error("attempt {0} names no instance of this run")]
+    UnknownInstance(AttemptId),
+    /// The fencing check: the report is not about the instance's live attempt.
+    #[error("attempt {attempt} is stale ({})", LiveDisplay(*live))]
+    StaleAttempt { attempt: AttemptId, live: Option<AttemptId> },
+    /// The attempt is live, but the event does not fit its state (`started` before `leased`).
+    #[error("`{event}` does not apply to attempt {attempt}, which is {state}")]
+    InvalidTransition { attempt: AttemptId, state: StepState, event: &'static str },
+}
+
+struct LiveDisplay(Option<AttemptId>);
+
+impl fmt::Display for LiveDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "the live attempt is {a}"),
+            None => f.write_str("no attempt of that instance is live"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_read_well() {
+        let a = |number| AttemptId { instance: InstanceId(2), number };
+        let cases = [
+            (
+                Rejected::StaleAttempt { attempt: a(1), live: Some(a(2)) },
+                "attempt #2.1 is stale (the live attempt is #2.2)",
+            ),
+            (
+                Rejected::StaleAttempt { attempt: a(2), live: None },
+                "attempt #2.2 is stale (no attempt of that instance is live)",
+            ),
+            (
+                Rejected::InvalidTransition { attempt: a(1), state: StepState::Ready, event: "started" },
+                "`started` does not apply to attempt #2.1, which is ready",
+            ),
+            (Rejected::Finished(RunState::Cancelled), "the run already finished as cancelled"),
+        ];
+        for (rejected, expected) in cases {
+            assert_eq!(rejected.to_string(), expected);
+        }
+        let e = Event::Failed { attempt: a(1), reason: "exit code 2".into() };
+        assert_eq!((e.name(), e.attempt()), ("failed", Some(a(1))));
+        let json = serde_json::to_string(&Effect::WakeAt { at: Millis(5) }).unwrap();
+        assert_eq!(json, r#"{"effect":"wake_at","at":5}"#);
+    }
+}

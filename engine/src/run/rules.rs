@@ -1,0 +1,141 @@
+//! What the run machine copies out of a validated pipeline and plan, so that it owns its data
+//! and can live in a long-running engine loop: per step its retry policy, timeout and `when` /
+//! `gate` expressions, per instance its typed matrix values. Also the evaluation of those
+//! expressions into a [`Check`] whose messages name the expression and every value it read.
+//! Pure: values come in as arguments.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::expr::{Expr, Ref, Value};
+use crate::spec::{Retries, Step};
+
+/// The rules of one step, shared by all its instances.
+#[derive(Clone, Debug)]
+pub(super) struct StepRules {
+    pub name: String,
+    pub retries: Retries,
+    pub timeout: Option<Duration>,
+    pub when: Option<Expr>,
+    pub gate: Option<Expr>,
+    /// The step's instances are `first..first + count` (the planner adds them in step order).
+    pub first: u32,
+    pub count: u32,
+}
+
+impl StepRules {
+    pub fn new(step: &Step) -> StepRules {
+        StepRules {
+            name: step.name.clone(),
+            retries: step.retries,
+            timeout: step.timeout,
+            when: step.when.clone(),
+            gate: step.gate.clone(),
+            first: 0,
+            count: 0,
+        }
+    }
+}
+
+/// The typed value of a matrix cell, as the static check saw it (`0.01` is a float).
+pub(super) fn matrix_values(step: &Step, cells: &[(String, String)]) -> Vec<(String, Value)> {
+    cells
+        .iter()
+        .map(|(key, text)| {
+            let value = step
+                .matrix
+                .iter()
+                .find(|a| a.key == *key)
+                .and_then(|a| a.values.iter().find(|v| v.text == *text))
+                .map_or_else(|| Value::Str(text.clone()), |v| v.to_expr());
+            (key.clone(), value)
+        })
+        .collect()
+}
+
+/// Everything an expression of one instance may read.
+pub(super) struct Scope<'a> {
+    pub params: &'a [(String, Value)],
+    pub matrix: &'a [(String, Value)],
+    /// The instance's own metrics: only while judging its `gate`.
+    pub metrics: Option<&'a BTreeMap<String, f64>>,
+    /// The recorded metrics of an upstream step, by step name.
+    pub upstream: &'a dyn Fn(&str) -> Option<&'a BTreeMap<String, f64>>,
+}
+
+impl Scope<'_> {
+    fn get(&self, r: &Ref) -> Option<Value> {
+        let find = |list: &[(String, Value)], name: &str| list.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        match r {
+            Ref::Param(name) => find(self.params, name),
+            Ref::Matrix(key) => find(self.matrix, key),
+            Ref::Metric(name) => self.metrics?.get(name).copied().map(Value::Float),
+            Ref::StepMetric { step, metric } => (self.upstream)(step)?.get(metric).copied().map(Value::Float),
+        }
+    }
+}
+
+/// The outcome of evaluating a `when` or `gate`.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Check {
+    True,
+    /// ``gate `metrics.rmse < 0.5` is false: metrics.rmse = 0.71``
+    False(String),
+    /// ``when `steps.a.metrics.x > 1` cannot be evaluated: steps.a.metrics.x is not set``
+    Error(String),
+}
+
+/// Evaluates `expr` (the `field` of a step) in `scope`, tracing what it read.
+pub(super) fn evaluate(field: &str, expr: &Expr, scope: &Scope<'_>) -> Check {
+    let (result, trace) = expr.eval_bool_traced(&|r| scope.get(r));
+    match result {
+        Ok(true) => Check::True,
+        Ok(false) if trace.is_empty() => Check::False(format!("{field} `{}` is false", expr.source())),
+        Ok(false) => {
+            let seen: Vec<String> = trace.iter().map(|(r, v)| format!("{r} = {v}")).collect();
+            Check::False(format!("{field} `{}` is false: {}", expr.source(), seen.join(", ")))
+        }
+        Err(e) => Check::Error(format!("{field} `{}` cannot be evaluated: {e}", expr.source())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expr::parse;
+
+    #[test]
+    fn checks_name_the_expression_and_the_values_read() {
+        let params = [("max_rmse".to_string(), Value::Float(0.5)), ("deploy".to_string(), Value::Bool(true))];
+        let matrix = [("lr".to_string(), Value::Float(0.1))];
+        let metrics = BTreeMap::from([("rmse".to_string(), 0.71)]);
+        let up = BTreeMap::from([("acc".to_string(), 0.9)]);
+        let upstream = |step: &str| (step == "eval").then_some(&up);
+        let scope = Scope { params: &params, matrix: &matrix, metrics: Some(&metrics), upstream: &upstream };
+        let false_ = |m: &str| Check::False(m.to_string());
+        let error = |m: &str| Check::Error(m.to_string());
+        let cases = [
+            (
+                "metrics.rmse < params.max_rmse",
+                false_("gate `metrics.rmse < params.max_rmse` is false: metrics.rmse = 0.71, params.max_rmse = 0.5"),
+            ),
+            ("metrics.rmse > params.max_rmse && matrix.lr == 0.1", Check::True),
+            (
+                "steps.eval.metrics.acc > 0.95",
+                false_("gate `steps.eval.metrics.acc > 0.95` is false: steps.eval.metrics.acc = 0.9"),
+            ),
+            ("1 > 2", false_("gate `1 > 2` is false")),
+            ("metrics.f1 > 0.5", error("gate `metrics.f1 > 0.5` cannot be evaluated: metrics.f1 is not set")),
+            (
+                "!params.deploy || steps.x.metrics.y > 1",
+                error(
+                    "gate `!params.deploy || steps.x.metrics.y > 1` cannot be evaluated: steps.x.metrics.y is not set",
+                ),
+            ),
+        ];
+        for (source, expected) in cases {
+            let expr = parse(source).unwrap();
+            assert_eq!(evaluate("gate", &expr, &scope), expected, "{source}");
+        }
+    }
+}
