@@ -1,18 +1,22 @@
-//! weir's engine library. Today: pipeline files (`spec`), the expression language (`expr`),
-//! templates (`template`), planning (`plan`), the run state machine (`run`), graph rendering
-//! (`graph`), the JSON Schema (`schema`), diagnostics (`diag`) and the `weir` command line
-//! (`cli`). The pure core does no I/O; `cli` is the only module that touches files, the
-//! terminal or the process.
+//! weir's engine library. The pure core: pipeline files (`spec`), the expression language
+//! (`expr`), templates (`template`), planning (`plan`), the run state machine (`run`), safe
+//! relative names (`relpath`), graph rendering (`graph`), the JSON Schema (`schema`) and
+//! diagnostics (`diag`); none of them does I/O. The adapters that touch the file system: the
+//! content-addressed artifact store (`artifact`), pipeline bundles (`bundle`) and the `weir`
+//! command line (`cli`, the only one that touches the terminal or the process).
 
 // A `Diagnostic` is ~150 bytes and only ever travels on the error path, where it is built
 // once per problem; boxing it would cost clarity and buy nothing measurable.
 #![allow(clippy::result_large_err)]
 
+pub mod artifact;
+pub mod bundle;
 pub mod cli;
 pub mod diag;
 pub mod expr;
 pub mod graph;
 pub mod plan;
+pub mod relpath;
 pub mod run;
 pub mod schema;
 pub mod spec;

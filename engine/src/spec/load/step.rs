@@ -16,29 +16,17 @@ use crate::spec::model::*;
 use crate::spec::yaml::{Kind, NodeId, Scalar};
 use crate::template::Template;
 
-/// Why an output path is not acceptable, if it is not.
+/// Why an output path is not acceptable, if it is not: the shared rule of [`crate::relpath`],
+/// worded for outputs; a trailing `/` declares a folder.
 fn check_output(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("an output name cannot be empty");
-    }
-    if name.starts_with('/') || name.starts_with('\\') || name.as_bytes().get(1) == Some(&b':') {
-        return Err("absolute paths are not allowed: name a file inside $WEIR_OUTPUTS");
-    }
-    if name.contains('\\') {
-        return Err("use `/` to separate folders");
-    }
-    if name.contains('\0') || name.chars().any(char::is_control) {
-        return Err("control characters are not allowed");
-    }
-    let trimmed = name.strip_suffix('/').unwrap_or(name);
-    for part in trimmed.split('/') {
-        match part {
-            ".." => return Err("`..` would leave the outputs folder"),
-            "." | "" => return Err("empty or `.` path segments are not allowed"),
-            _ => {}
-        }
-    }
-    Ok(())
+    use crate::relpath::Unsafe;
+    let trimmed = name.strip_suffix('/').filter(|t| !t.is_empty()).unwrap_or(name);
+    crate::relpath::check(trimmed).map_err(|why| match why {
+        Unsafe::Empty => "an output name cannot be empty",
+        Unsafe::Absolute => "absolute paths are not allowed: name a file inside $WEIR_OUTPUTS",
+        Unsafe::Parent => "`..` would leave the outputs folder",
+        other => other.describe(),
+    })
 }
 
 pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults, limits: &Limits) -> Option<StepDraft> {
