@@ -1,0 +1,18 @@
+//! weir's gRPC API: the prost messages and tonic clients and servers generated from
+//! `proto/weir/v1/*.proto` (package `weir.v1`), and the encoded descriptor set that server
+//! reflection serves.
+//!
+//! Two services share one port: [`v1::weir_client_server::WeirClient`] for people and programs
+//! (submit pipelines, start, follow and inspect runs) and [`v1::weir_worker_server::WeirWorker`]
+//! for workers (register, lease, heartbeat, report, move logs, artifacts and bundles). This crate
+//! holds generated code only: it must never carry engine logic or convert to engine types; that
+//! mapping lives in the engine and the worker, next to the code that owns the domain types.
+
+/// Package `weir.v1`: messages, and for each service a `*_client` and a `*_server` module.
+pub mod v1 {
+    tonic::include_proto!("weir.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every weir `.proto` file and the well-known types they
+/// import, with comments, for `tonic_reflection::server::Builder::register_encoded_file_descriptor_set`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("weir_descriptor");
