@@ -1,0 +1,255 @@
+//! The append-only streams and grouped writes: [`Batch`] (several records in one transaction
+//! over every tree, flushed once), event appends with a dense per-run seq allocated inside that
+//! transaction, and log chunks. Reads page by seq or [`LogCursor`]. Nothing here acknowledges a
+//! write before `flush` returns, and no transaction closure has a side effect outside sled.
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::db::{Store, TreeId};
+use super::envelope::{decode, encode};
+use super::records::{EventRecord, LogChunk, LogCursor, RunRecord, StepRecord};
+use super::{Error, keys};
+use crate::artifact::Manifest;
+use crate::run::{AttemptId, InstanceId};
+
+enum Op {
+    Put(TreeId, Vec<u8>, Vec<u8>),
+    Event { run: Vec<u8>, prefix: Vec<u8>, value: Vec<u8> },
+}
+
+/// Several writes applied atomically (one sled transaction over every tree) and flushed once.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn put_run(&mut self, run: &RunRecord) -> Result<&mut Batch, Error> {
+        let v = encode(TreeId::Runs.name(), run)?;
+        self.ops.push(Op::Put(TreeId::Runs, keys::run(&run.id)?, v));
+        Ok(self)
+    }
+
+    pub fn put_step(&mut self, run: &str, i: InstanceId, step: &StepRecord) -> Result<&mut Batch, Error> {
+        let v = encode(TreeId::Steps.name(), step)?;
+        self.ops.push(Op::Put(TreeId::Steps, keys::instance(run, i)?, v));
+        Ok(self)
+    }
+
+    pub fn put_artifacts(&mut self, run: &str, i: InstanceId, m: &Manifest) -> Result<&mut Batch, Error> {
+        let v = encode(TreeId::Artifacts.name(), m)?;
+        self.ops.push(Op::Put(TreeId::Artifacts, keys::instance(run, i)?, v));
+        Ok(self)
+    }
+
+    /// Appends an event; its seq is allocated when the batch is written.
+    pub fn append_event(&mut self, run: &str, event: &EventRecord) -> Result<&mut Batch, Error> {
+        let value = encode(TreeId::Events.name(), event)?;
+        self.ops.push(Op::Event { run: keys::run(run)?, prefix: keys::prefix(run)?, value });
+        Ok(self)
+    }
+
+    pub(super) fn put_raw(&mut self, tree: TreeId, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(Op::Put(tree, key, value));
+    }
+}
+
+type Abort = ConflictableTransactionError<Error>;
+
+pub(super) fn abort(e: Error) -> Abort {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Store {
+    /// Appends one event to `run` and returns its seq (1, 2, … per run), once durable.
+    pub fn append_event(&self, run: &str, event: &EventRecord) -> Result<u64, Error> {
+        let mut b = Batch::new();
+        b.append_event(run, event)?;
+        Ok(self.write_batch(b)?.pop().unwrap_or_default())
+    }
+
+    /// The events of `run` with seq greater than `after_seq`, in seq order, read lazily.
+    pub fn events(
+        &self,
+        run: &str,
+        after_seq: u64,
+    ) -> Result<impl Iterator<Item = Result<(u64, EventRecord), Error>> + use<>, Error> {
+        let prefix = keys::prefix(run)?;
+        let iter = match after_seq.checked_add(1) {
+            Some(next) => self.tree(TreeId::Events).range(keys::event(run, next)?..),
+            None => self.tree(TreeId::Events).range(prefix.clone()..prefix.clone()),
+        };
+        Ok(iter.take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))).map(|kv| {
+            let (k, v) = kv?;
+            Ok((keys::tail_u64(&k, 0).unwrap_or_default(), decode(TreeId::Events.name(), &k, &v)?))
+        }))
+    }
+
+    /// Appends one log chunk of `attempt` and returns where it sits, once durable.
+    pub fn append_log(&self, run: &str, attempt: AttemptId, chunk: &LogChunk) -> Result<LogCursor, Error> {
+        let seq = self.db.generate_id()?;
+        self.put(TreeId::Logs, keys::log(run, attempt.instance, attempt.number, seq)?, chunk)?;
+        Ok(LogCursor { attempt: attempt.number, seq })
+    }
+
+    /// Up to `limit` log chunks of one instance (every attempt, in order) after `after`.
+    pub fn logs(
+        &self,
+        run: &str,
+        i: InstanceId,
+        after: Option<LogCursor>,
+        limit: usize,
+    ) -> Result<Vec<(LogCursor, LogChunk)>, Error> {
+        let prefix = keys::instance(run, i)?;
+        let mut start = match after {
+            Some(c) => keys::log(run, i, c.attempt, c.seq)?,
+            None => prefix.clone(),
+        };
+        if after.is_some() {
+            start.push(0); // the least key after the cursor itself
+        }
+        let mut out = Vec::new();
+        for kv in self.tree(TreeId::Logs).range(start..).take(limit) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let cursor = LogCursor {
+                attempt: keys::tail_u32(&k, 8).unwrap_or_default(),
+                seq: keys::tail_u64(&k, 0).unwrap_or_default(),
+            };
+            out.push((cursor, decode(TreeId::Logs.name(), &k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Applies every write of `batch` in one transaction, flushes once, and returns the seqs
+    /// of the events it appended, in order. The closure may run more than once; it has no
+    /// side effects outside the transaction.
+    pub fn write_batch(&self, batch: Batch) -> Result<Vec<u64>, Error> {
+        let seqs = self.trees.as_slice().transaction(|trees: &Vec<TransactionalTree>| {
+            let mut seqs = Vec::new();
+            for op in &batch.ops {
+                match op {
+                    Op::Put(t, k, v) => {
+                        trees[*t as usize].insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Op::Event { run, prefix, value } => {
+                        let counters = &trees[TreeId::EventSeq as usize];
+                        let last: u64 = match counters.get(run)? {
+                            Some(b) => decode(TreeId::EventSeq.name(), run, &b).map_err(abort)?,
+                            None => 0,
+                        };
+                        let seq = last + 1;
+                        counters.insert(run.as_slice(), encode(TreeId::EventSeq.name(), &seq).map_err(abort)?)?;
+                        let mut key = prefix.clone();
+                        key.extend_from_slice(&seq.to_be_bytes());
+                        trees[TreeId::Events as usize].insert(key, value.as_slice())?;
+                        seqs.push(seq);
+                    }
+                }
+            }
+            Ok::<_, Abort>(seqs)
+        })?;
+        self.flush()?;
+        Ok(seqs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Event, Millis, RunState, StepState};
+    use crate::store::{Stream, testkit};
+
+    fn ev(now: u64, event: Event) -> EventRecord {
+        EventRecord { now: Millis(now), event }
+    }
+
+    fn seqs(s: &Store, run: &str, after: u64) -> Vec<u64> {
+        s.events(run, after).unwrap().map(|e| e.unwrap().0).collect()
+    }
+
+    #[test]
+    fn event_seqs_are_dense_per_run_ordered_and_page_after_a_seq() {
+        let (_dir, s) = testkit::store();
+        for n in 1..=300u64 {
+            assert_eq!(s.append_event("r-1", &ev(n, Event::Tick)).unwrap(), n);
+        }
+        assert_eq!(s.append_event("r-10", &ev(1, Event::Start)).unwrap(), 1);
+        assert_eq!(s.append_event("r-1", &ev(301, Event::Cancel)).unwrap(), 301);
+        assert_eq!(seqs(&s, "r-1", 0), (1..=301).collect::<Vec<_>>());
+        assert_eq!(seqs(&s, "r-1", 255), (256..=301).collect::<Vec<_>>());
+        assert_eq!(seqs(&s, "r-1", 301), Vec::<u64>::new());
+        assert_eq!(seqs(&s, "r-1", u64::MAX), Vec::<u64>::new());
+        assert_eq!(seqs(&s, "r-10", 0), [1]);
+        assert_eq!(seqs(&s, "nope", 0), Vec::<u64>::new());
+        let last = s.events("r-1", 300).unwrap().next().unwrap().unwrap();
+        assert_eq!(last, (301, ev(301, Event::Cancel)));
+    }
+
+    #[test]
+    fn a_batch_lands_whole_with_its_event_seqs() {
+        let (_dir, s) = testkit::store();
+        s.append_event("r-1", &ev(1, Event::Start)).unwrap();
+        let mut b = Batch::new();
+        b.put_run(&testkit::run("r-1", "train", RunState::Running))
+            .unwrap()
+            .put_step("r-1", InstanceId(0), &testkit::step("fit", StepState::Running))
+            .unwrap()
+            .put_artifacts("r-1", InstanceId(0), &Manifest::default())
+            .unwrap()
+            .append_event("r-1", &ev(2, Event::Tick))
+            .unwrap()
+            .append_event("r-2", &ev(2, Event::Start))
+            .unwrap()
+            .append_event("r-1", &ev(3, Event::Cancel))
+            .unwrap();
+        assert_eq!(s.write_batch(b).unwrap(), [2, 1, 3]);
+        assert_eq!(seqs(&s, "r-1", 0), [1, 2, 3]);
+        assert_eq!(s.step("r-1", InstanceId(0)).unwrap().unwrap().state, StepState::Running);
+        assert_eq!(s.artifacts("r-1", InstanceId(0)).unwrap(), Some(Manifest::default()));
+        assert!(s.run("r-1").unwrap().is_some());
+        assert!(Batch::new().append_event("a\0b", &ev(1, Event::Tick)).is_err());
+    }
+
+    #[test]
+    fn a_corrupt_event_counter_aborts_the_whole_batch() {
+        let (_dir, s) = testkit::store();
+        s.tree(TreeId::EventSeq).insert("r-1", &b"junk"[..]).unwrap();
+        let mut b = Batch::new();
+        b.put_run(&testkit::run("r-1", "train", RunState::Running))
+            .unwrap()
+            .append_event("r-1", &ev(1, Event::Start))
+            .unwrap();
+        assert!(matches!(s.write_batch(b), Err(Error::Corrupt { tree: "event_seq", .. })));
+        assert_eq!(s.run("r-1").unwrap(), None);
+    }
+
+    #[test]
+    fn logs_page_by_cursor_across_attempts_of_one_instance() {
+        let (_dir, s) = testkit::store();
+        let chunk = |text: &str| LogChunk { stream: Stream::Stdout, at: Millis(1), data: text.as_bytes().to_vec() };
+        let a1 = AttemptId { instance: InstanceId(2), number: 1 };
+        let a2 = AttemptId { instance: InstanceId(2), number: 2 };
+        s.append_log("r-1", a2, &chunk("second attempt")).unwrap();
+        for text in ["a", "b", "c"] {
+            s.append_log("r-1", a1, &chunk(text)).unwrap();
+        }
+        s.append_log("r-1", AttemptId { instance: InstanceId(3), number: 1 }, &chunk("other step")).unwrap();
+        let text = |v: &[(LogCursor, LogChunk)]| {
+            v.iter().map(|(_, c)| String::from_utf8(c.data.clone()).unwrap()).collect::<Vec<_>>()
+        };
+        let first = s.logs("r-1", InstanceId(2), None, 2).unwrap();
+        assert_eq!(text(&first), ["a", "b"]);
+        let rest = s.logs("r-1", InstanceId(2), Some(first[1].0), 10).unwrap();
+        assert_eq!(text(&rest), ["c", "second attempt"]);
+        assert_eq!(rest[1].0.attempt, 2);
+        assert!(s.logs("r-1", InstanceId(2), Some(rest[1].0), 10).unwrap().is_empty());
+    }
+}

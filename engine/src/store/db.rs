@@ -1,0 +1,299 @@
+//! [`Store`]: opening the data folder (and refusing it when another engine holds it), the tree
+//! table, and typed put and get of pipelines, runs, steps, artifact manifests and quarantine
+//! marks. Every public write flushes before it returns, because sled acknowledges writes
+//! before they are durable. Appends and batches live in `append`, listing runs in `list`,
+//! export and import in `export`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::envelope::{decode, encode};
+use super::records::{PipelineIndex, PipelineVersion, RunRecord, StepRecord};
+use super::{Error, keys};
+use crate::artifact::Manifest;
+use crate::run::InstanceId;
+
+/// The trees of the store, in a fixed order (the order of `Store::trees`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TreeId {
+    Pipelines,
+    PipelineVersions,
+    Runs,
+    Steps,
+    Events,
+    EventSeq,
+    Logs,
+    Artifacts,
+    Quarantine,
+}
+
+impl TreeId {
+    pub(super) const ALL: [TreeId; 9] = [
+        TreeId::Pipelines,
+        TreeId::PipelineVersions,
+        TreeId::Runs,
+        TreeId::Steps,
+        TreeId::Events,
+        TreeId::EventSeq,
+        TreeId::Logs,
+        TreeId::Artifacts,
+        TreeId::Quarantine,
+    ];
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            TreeId::Pipelines => "pipelines",
+            TreeId::PipelineVersions => "pipeline_versions",
+            TreeId::Runs => "runs",
+            TreeId::Steps => "steps",
+            TreeId::Events => "events",
+            TreeId::EventSeq => "event_seq",
+            TreeId::Logs => "logs",
+            TreeId::Artifacts => "artifacts",
+            TreeId::Quarantine => "quarantine",
+        }
+    }
+
+    pub(super) fn from_name(name: &str) -> Option<TreeId> {
+        TreeId::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// The engine's database. One per data folder and process: a second open fails with
+/// [`Error::Locked`].
+pub struct Store {
+    pub(super) db: sled::Db,
+    pub(super) trees: Vec<sled::Tree>,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        let db = sled::open(dir).map_err(|e| match e {
+            // sled 0.34 reports a held file lock only as this `Io` message.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                Error::Locked { dir: dir.to_path_buf() }
+            }
+            e => Error::Sled(e),
+        })?;
+        let trees = TreeId::ALL.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>()?;
+        Ok(Store { db, trees, dir: dir.to_path_buf() })
+    }
+
+    /// The folder the database lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn tree(&self, t: TreeId) -> &sled::Tree {
+        &self.trees[t as usize]
+    }
+
+    /// Makes every write so far durable. Public writes call it themselves.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub(super) fn put<T: Serialize>(&self, t: TreeId, key: Vec<u8>, value: &T) -> Result<(), Error> {
+        self.tree(t).insert(key, encode(t.name(), value)?)?;
+        self.flush()
+    }
+
+    pub(super) fn get<T: DeserializeOwned>(&self, t: TreeId, key: &[u8]) -> Result<Option<T>, Error> {
+        self.tree(t).get(key)?.map(|v| decode(t.name(), key, &v)).transpose()
+    }
+
+    /// Records a pipeline version under its content hash and makes it the name's latest.
+    /// Submitting the same version again only moves `latest`.
+    pub fn put_pipeline_version(&self, hash: &str, version: &PipelineVersion) -> Result<(), Error> {
+        let value = encode(TreeId::PipelineVersions.name(), version)?;
+        let (p, v) = (self.tree(TreeId::Pipelines), self.tree(TreeId::PipelineVersions));
+        use sled::Transactional;
+        (p, v).transaction(|(p, v)| {
+            let name = version.name.as_bytes();
+            let mut index: PipelineIndex = match p.get(name)? {
+                Some(bytes) => decode(TreeId::Pipelines.name(), name, &bytes).map_err(super::append::abort)?,
+                None => PipelineIndex::default(),
+            };
+            if !index.versions.iter().any(|h| h == hash) {
+                index.versions.push(hash.to_string());
+            }
+            index.latest = hash.to_string();
+            p.insert(name, encode(TreeId::Pipelines.name(), &index).map_err(super::append::abort)?)?;
+            v.insert(hash.as_bytes(), value.clone())?;
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    pub fn pipeline(&self, name: &str) -> Result<Option<PipelineIndex>, Error> {
+        self.get(TreeId::Pipelines, name.as_bytes())
+    }
+
+    pub fn pipeline_version(&self, hash: &str) -> Result<Option<PipelineVersion>, Error> {
+        self.get(TreeId::PipelineVersions, hash.as_bytes())
+    }
+
+    pub fn put_run(&self, run: &RunRecord) -> Result<(), Error> {
+        self.put(TreeId::Runs, keys::run(&run.id)?, run)
+    }
+
+    /// The run's record; [`Error::Corrupt`] if it does not decode (then [`Store::quarantine`] it).
+    pub fn run(&self, id: &str) -> Result<Option<RunRecord>, Error> {
+        self.get(TreeId::Runs, &keys::run(id)?)
+    }
+
+    pub fn put_step(&self, run: &str, i: InstanceId, step: &StepRecord) -> Result<(), Error> {
+        self.put(TreeId::Steps, keys::instance(run, i)?, step)
+    }
+
+    pub fn step(&self, run: &str, i: InstanceId) -> Result<Option<StepRecord>, Error> {
+        self.get(TreeId::Steps, &keys::instance(run, i)?)
+    }
+
+    /// Up to `limit` step instances of `run` after instance `after`, in instance order.
+    pub fn steps(
+        &self,
+        run: &str,
+        after: Option<InstanceId>,
+        limit: usize,
+    ) -> Result<Vec<(InstanceId, StepRecord)>, Error> {
+        let start = match after {
+            Some(i) => keys::instance(run, InstanceId(i.0.saturating_add(1)))?,
+            None => keys::prefix(run)?,
+        };
+        if after.is_some_and(|i| i.0 == u32::MAX) {
+            return Ok(Vec::new());
+        }
+        let prefix = keys::prefix(run)?;
+        let mut out = Vec::new();
+        for kv in self.tree(TreeId::Steps).range(start..).take(limit) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let i = InstanceId(keys::tail_u32(&k, 0).unwrap_or_default());
+            out.push((i, decode(TreeId::Steps.name(), &k, &v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn put_artifacts(&self, run: &str, i: InstanceId, m: &Manifest) -> Result<(), Error> {
+        self.put(TreeId::Artifacts, keys::instance(run, i)?, m)
+    }
+
+    pub fn artifacts(&self, run: &str, i: InstanceId) -> Result<Option<Manifest>, Error> {
+        self.get(TreeId::Artifacts, &keys::instance(run, i)?)
+    }
+
+    /// Marks `run` quarantined with `reason`, whether or not its record still decodes.
+    pub fn quarantine(&self, run: &str, reason: &str) -> Result<(), Error> {
+        self.put(TreeId::Quarantine, keys::run(run)?, &reason)
+    }
+
+    /// Why `run` was quarantined, if it was.
+    pub fn quarantined(&self, run: &str) -> Result<Option<String>, Error> {
+        self.get(TreeId::Quarantine, &keys::run(run)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::{Digest, Entry};
+    use crate::run::{Millis, RunState, StepState};
+    use crate::store::testkit;
+
+    #[test]
+    fn every_record_kind_round_trips_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let version = PipelineVersion {
+            name: "train".to_string(),
+            yaml: "name: train\n".to_string(),
+            bundle_digest: Some(Digest::of(b"bundle")),
+            submitted_at: Millis(7),
+        };
+        let manifest = Manifest::new(vec![Entry {
+            path: "model.bin".to_string(),
+            digest: Digest::of(b"weights"),
+            size: 7,
+            executable: false,
+        }])
+        .unwrap();
+        let run = testkit::run("r-1", "train", RunState::Running);
+        let step = testkit::step("fit", StepState::Running);
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.dir(), dir.path());
+            s.put_pipeline_version("h1", &version).unwrap();
+            s.put_pipeline_version("h2", &version).unwrap();
+            s.put_pipeline_version("h1", &version).unwrap();
+            s.put_run(&run).unwrap();
+            s.put_step("r-1", InstanceId(4), &step).unwrap();
+            s.put_artifacts("r-1", InstanceId(4), &manifest).unwrap();
+            s.quarantine("r-9", "replay rejected event 3").unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let index = s.pipeline("train").unwrap().unwrap();
+        assert_eq!((index.latest.as_str(), index.versions), ("h1", vec!["h1".to_string(), "h2".to_string()]));
+        assert_eq!(s.pipeline_version("h2").unwrap(), Some(version));
+        assert_eq!(s.run("r-1").unwrap(), Some(run));
+        assert_eq!(s.step("r-1", InstanceId(4)).unwrap(), Some(step));
+        assert_eq!(s.artifacts("r-1", InstanceId(4)).unwrap(), Some(manifest));
+        assert_eq!(s.quarantined("r-9").unwrap().as_deref(), Some("replay rejected event 3"));
+        assert_eq!((s.run("r-2").unwrap(), s.pipeline("other").unwrap()), (None, None));
+        assert_eq!(s.step("r-1", InstanceId(5)).unwrap(), None);
+        assert!(matches!(
+            s.put_step("", InstanceId(0), &testkit::step("x", StepState::Ready)),
+            Err(Error::BadRunId(_))
+        ));
+    }
+
+    #[test]
+    fn steps_are_one_key_each_and_page_in_instance_order() {
+        let (_dir, s) = testkit::store();
+        for i in [2u32, 0, 300, 1] {
+            s.put_step("r-1", InstanceId(i), &testkit::step(&format!("s{i}"), StepState::Pending)).unwrap();
+        }
+        s.put_step("r-10", InstanceId(0), &testkit::step("other run", StepState::Pending)).unwrap();
+        let ids = |v: Vec<(InstanceId, StepRecord)>| v.into_iter().map(|(i, _)| i.0).collect::<Vec<_>>();
+        assert_eq!(ids(s.steps("r-1", None, 3).unwrap()), [0, 1, 2]);
+        assert_eq!(ids(s.steps("r-1", Some(InstanceId(2)), 3).unwrap()), [300]);
+        assert_eq!(ids(s.steps("r-1", Some(InstanceId(300)), 3).unwrap()), Vec::<u32>::new());
+        assert_eq!(ids(s.steps("r-1", Some(InstanceId(u32::MAX)), 3).unwrap()), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_corrupt_run_is_a_typed_error_and_the_others_stay_readable() {
+        let (_dir, s) = testkit::store();
+        s.put_run(&testkit::run("r-1", "train", RunState::Queued)).unwrap();
+        s.put_run(&testkit::run("r-2", "train", RunState::Queued)).unwrap();
+        s.tree(TreeId::Runs).insert("r-1", &b"\x00\x01garbage"[..]).unwrap();
+        s.put_step("r-2", InstanceId(0), &testkit::step("fit", StepState::Ready)).unwrap();
+        s.tree(TreeId::Steps).insert(crate::store::keys::instance("r-2", InstanceId(1)).unwrap(), &b"xx"[..]).unwrap();
+        match s.run("r-1") {
+            Err(Error::Corrupt { tree: "runs", key, reason }) => {
+                assert_eq!((key.as_str(), reason.starts_with("truncated")), ("r-1", true))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(s.steps("r-2", None, 10), Err(Error::Corrupt { tree: "steps", .. })));
+        assert_eq!(s.step("r-2", InstanceId(0)).unwrap().unwrap().name, "fit");
+        s.quarantine("r-1", "run record does not decode").unwrap();
+        assert_eq!(s.run("r-2").unwrap().unwrap().id, "r-2");
+        assert!(s.quarantined("r-1").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_folder_fails_fast_and_says_what_to_do() {
+        let (dir, _first) = testkit::store();
+        let err = Store::open(dir.path()).err().expect("the second open must fail");
+        assert!(matches!(&err, Error::Locked { dir: d } if d == dir.path()), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("another weir engine is using the data folder") && msg.contains("--data-dir"), "{msg}");
+    }
+}

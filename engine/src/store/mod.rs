@@ -1,0 +1,87 @@
+//! The engine's durable state in one embedded sled 0.34.7 database under the data folder:
+//! pipelines and their versions, runs, step instances, events, logs and artifact manifests.
+//! It owns the on-disk layout, the record envelope and the rule that nothing is acknowledged
+//! before it is flushed; it must not decide anything about runs (that is `run`) and holds no
+//! artifact bytes (those live content-addressed in `artifact`). Every function is synchronous:
+//! the engine calls them from `spawn_blocking` or a dedicated thread.
+//!
+//! Every value is an [envelope](envelope): `[format version u16 BE][first 16 bytes of the
+//! BLAKE3 of the payload][payload: serde_json]`, so a torn or rotted value is a typed
+//! [`Error::Corrupt`] naming its tree and key, never a panic or a wrong answer.
+//!
+//! Trees and keys (`run` = the run id's UTF-8 bytes, non-empty and without NUL; `·` = the NUL
+//! separator, so one run's keys never interleave with another's whose id it prefixes; numbers
+//! are big-endian so byte order is numeric order and range scans page naturally):
+//!
+//! | tree                | key                                   | value                        |
+//! |---------------------|---------------------------------------|------------------------------|
+//! | `pipelines`         | name                                  | [`PipelineIndex`]            |
+//! | `pipeline_versions` | version hash (`Pipeline::hash()`)     | [`PipelineVersion`]          |
+//! | `runs`              | run                                   | [`RunRecord`]                |
+//! | `steps`             | run · instance u32                    | [`StepRecord`]               |
+//! | `events`            | run · seq u64 (from 1, dense per run) | [`EventRecord`]              |
+//! | `event_seq`         | run                                   | last seq allocated (u64)     |
+//! | `logs`              | run · instance u32 · attempt u32 · seq u64 | [`LogChunk`]            |
+//! | `artifacts`         | run · instance u32                    | [`Manifest`](crate::artifact::Manifest) |
+//! | `quarantine`        | run                                   | reason (string)              |
+//!
+//! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
+//! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
+//! A run is quarantined in its own tree rather than inside its record, because the record may
+//! be the thing that no longer decodes and its bytes are kept as evidence.
+//!
+//! Durability: every public write flushes before it returns; [`Batch`] groups several records
+//! into one transaction and one flush. Tests here prove durability across a drop and reopen in
+//! one process only; kill -9 tests belong to the engine issue.
+
+mod append;
+mod db;
+pub mod envelope;
+mod export;
+mod keys;
+mod list;
+mod records;
+#[cfg(test)]
+mod testkit;
+
+use std::path::PathBuf;
+
+pub use append::Batch;
+pub use db::Store;
+pub use list::{Listed, RunFilter, RunPage};
+pub use records::{
+    EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord, StepRecord, Stream, Trigger,
+};
+
+/// Everything the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "another weir engine is using the data folder {}: stop it, or start this one with a different --data-dir",
+        dir.display()
+    )]
+    Locked { dir: PathBuf },
+    #[error("corrupt record in tree `{tree}` at key {key}: {reason}")]
+    Corrupt { tree: &'static str, key: String, reason: String },
+    #[error("cannot encode a record for tree `{tree}`: {reason}")]
+    Encode { tree: &'static str, reason: String },
+    #[error("run id {0:?} cannot be stored: it must be non-empty and hold no NUL byte")]
+    BadRunId(String),
+    #[error("page token {0:?} was not issued by this store")]
+    BadPageToken(String),
+    #[error("import line {line}: {reason}")]
+    Import { line: usize, reason: String },
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("export/import: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<sled::transaction::TransactionError<Error>> for Error {
+    fn from(e: sled::transaction::TransactionError<Error>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => Error::Sled(e),
+        }
+    }
+}

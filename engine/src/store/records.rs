@@ -1,0 +1,138 @@
+//! The record kinds the store keeps, as plain serde types. They mirror what the engine knows;
+//! deciding what they should say is the engine's and the run state machine's job, not this
+//! module's. A log chunk keeps its bytes exactly: UTF-8 as text, anything else as hex.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::Digest;
+use crate::run::{Event, Millis, RunState, StepState};
+
+/// `pipelines`: every version of one pipeline name, oldest first, and the latest one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineIndex {
+    pub latest: String,
+    pub versions: Vec<String>,
+}
+
+/// `pipeline_versions`: one submitted version, keyed by its content hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineVersion {
+    pub name: String,
+    pub yaml: String,
+    pub bundle_digest: Option<Digest>,
+    pub submitted_at: Millis,
+}
+
+/// What started a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Trigger {
+    Manual { user: Option<String> },
+    Schedule { schedule: String },
+}
+
+/// `runs`: one run. Its steps, events, logs and artifacts live under their own keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub pipeline: String,
+    /// The pipeline version hash the run was planned from.
+    pub version: String,
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub state: RunState,
+    pub created_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub trigger: Trigger,
+}
+
+/// `steps`: one step instance of a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub state: StepState,
+    pub attempts: u32,
+    pub message: Option<String>,
+}
+
+/// `events`: one event as fed to the run state machine, and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub now: Millis,
+    pub event: Event,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// `logs`: one chunk of one attempt's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "StoredChunk", try_from = "StoredChunk")]
+pub struct LogChunk {
+    pub stream: Stream,
+    pub at: Millis,
+    pub data: Vec<u8>,
+}
+
+/// Where a log read stopped: pass it back as `after` to read on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogCursor {
+    pub attempt: u32,
+    pub seq: u64,
+}
+
+/// A chunk as stored: text when it is UTF-8 (readable in an export), else hex.
+#[derive(Serialize, Deserialize)]
+struct StoredChunk {
+    stream: Stream,
+    at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hex: Option<String>,
+}
+
+impl From<LogChunk> for StoredChunk {
+    fn from(c: LogChunk) -> Self {
+        match String::from_utf8(c.data) {
+            Ok(text) => StoredChunk { stream: c.stream, at: c.at, text: Some(text), hex: None },
+            Err(e) => {
+                StoredChunk { stream: c.stream, at: c.at, text: None, hex: Some(super::keys::to_hex(e.as_bytes())) }
+            }
+        }
+    }
+}
+
+impl TryFrom<StoredChunk> for LogChunk {
+    type Error = String;
+
+    fn try_from(s: StoredChunk) -> Result<Self, String> {
+        let data = match (s.text, s.hex) {
+            (Some(text), None) => text.into_bytes(),
+            (None, Some(hex)) => super::keys::from_hex(&hex).ok_or("log chunk hex is malformed")?,
+            _ => return Err("a log chunk holds exactly one of `text` and `hex`".to_string()),
+        };
+        Ok(LogChunk { stream: s.stream, at: s.at, data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_chunks_keep_their_bytes_whatever_they_are() {
+        for data in [b"hello\n".to_vec(), vec![0xff, 0x00, 0x80], Vec::new()] {
+            let c = LogChunk { stream: Stream::Stderr, at: Millis(5), data };
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(serde_json::from_str::<LogChunk>(&json).unwrap(), c, "{json}");
+        }
+        let both = r#"{"stream":"stdout","at":1,"text":"a","hex":"61"}"#;
+        assert!(serde_json::from_str::<LogChunk>(both).is_err());
+    }
+}
