@@ -1,0 +1,110 @@
+//! The step runtime: one trait for "run this step somewhere and tell me how it ended", with a
+//! process implementation today and a Docker one next (issue 4). A runtime owns only the life of
+//! one step's processes: it streams their output as [`LogLine`]s, enforces the timeout and cancel
+//! with a grace period, and reports an [`Outcome`]. It never talks to the engine, never uploads,
+//! and never decides about retries. Every implementation must pass the shared conformance suite
+//! in `worker/tests/conformance/`.
+
+mod env;
+mod logs;
+mod process;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+pub use tokio_util::sync::CancellationToken;
+
+pub use env::{KEPT_VARS, step_env};
+pub use logs::MAX_LINE;
+pub use process::ProcessRuntime;
+
+/// What a step runs; mirrors the engine's `plan::Resolved`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A script for `sh -c`.
+    Script(String),
+    /// An argv, run without a shell: no word splitting, no quoting rules.
+    Argv(Vec<String>),
+}
+
+/// Everything a runtime needs to run one step attempt.
+#[derive(Clone, Debug)]
+pub struct StepSpec {
+    pub action: Action,
+    /// The caller's environment for the step (`WEIR_RUN_ID`, `WEIR_STEP`, `WEIR_PARAM_*`, the
+    /// step's own `env:`). The runtime adds `WEIR_INPUTS` and `WEIR_OUTPUTS`; see [`step_env`] for
+    /// what else of the worker's environment is kept.
+    pub env: Vec<(String, String)>,
+    /// The working directory: the unpacked pipeline bundle.
+    pub workdir: PathBuf,
+    /// Where the outputs of the steps this one needs are, as `<step>/<name>`.
+    pub inputs_dir: PathBuf,
+    /// Where the step writes its outputs; the caller uploads them when the step succeeds.
+    pub outputs_dir: PathBuf,
+    /// Wall-clock limit from start; `None` means no limit.
+    pub timeout: Option<Duration>,
+    /// How long a stopped step has between SIGTERM (or the runtime's equivalent) and SIGKILL.
+    pub grace: Duration,
+}
+
+/// Which output stream a [`LogLine`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One line of a step's output. Lines of one stream arrive in order; the two streams interleave
+/// only as closely as their timestamps say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: Stream,
+    /// When the runtime read the end of the line.
+    pub at: SystemTime,
+    /// The bytes without the trailing `\n`. A final line without a newline is flushed when the
+    /// stream closes; a line longer than [`MAX_LINE`] arrives as several pieces of at most that size.
+    pub line: Vec<u8>,
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The step exited by itself with this code.
+    Exited(i32),
+    /// The step was killed by this signal (not by us: a stop we asked for is below).
+    Signalled(i32),
+    /// The timeout passed; the step was stopped.
+    TimedOut,
+    /// The cancel token fired; the step was stopped.
+    Cancelled,
+}
+
+/// Why a runtime could not run a step at all. A step that runs and fails is an [`Outcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("step has an empty argv")]
+    EmptyArgv,
+    #[error("cannot start {program:?} in {workdir}: {source}")]
+    Spawn { program: String, workdir: PathBuf, source: std::io::Error },
+    #[error("waiting for the step: {0}")]
+    Wait(std::io::Error),
+}
+
+/// The boxed future a [`Runtime`] returns: boxed so that `Arc<dyn Runtime>` works (the worker
+/// picks the runtime per step at run time), `Send` so that it can be spawned.
+pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send + 'a>>;
+
+/// Runs one step attempt to its end.
+///
+/// Contract, checked by the conformance suite: the step runs in `spec.workdir` with the
+/// environment of [`step_env`]; each output line is sent to `logs` in order per stream (a closed
+/// receiver is not an error: output is then drained and dropped, never left to block the step);
+/// on timeout or cancel the step gets a stop request, `spec.grace` to finish, then a kill; when
+/// `run` returns, none of the step's processes are left running and all of its output has been
+/// sent. Dropping the returned future kills the step too.
+pub trait Runtime: Send + Sync {
+    fn run(&self, spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> RunFuture<'_>;
+}
