@@ -70,6 +70,30 @@ fn file_size_limit_is_configurable() {
 }
 
 #[test]
+fn expansion_limits_are_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "name: m\nsteps:\n  a:\n    matrix: {x: [1, 2, 3], y: [1, 2]}\n    run: 'true'\n  b:\n    run: 'true'\n";
+    let file = write(dir.path(), "m.yaml", body);
+    assert_eq!(weir(&["validate", &file]).status.code(), Some(0));
+    let matrix = weir(&["validate", "--max-matrix", "5", &file]);
+    assert_eq!(matrix.status.code(), Some(1));
+    assert!(
+        text(&matrix.stderr).contains("expands to 6 instances, more than the limit of 5"),
+        "{}",
+        text(&matrix.stderr)
+    );
+    let steps = weir(&["validate", "--max-steps", "6", &file]);
+    assert_eq!(steps.status.code(), Some(1));
+    assert!(text(&steps.stderr).contains("7 step instances, more than the limit of 6"), "{}", text(&steps.stderr));
+    let env = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["validate", &file])
+        .env("WEIR_MAX_MATRIX", "5")
+        .output()
+        .expect("run weir");
+    assert_eq!(env.status.code(), Some(1), "WEIR_MAX_MATRIX is honoured");
+}
+
+#[test]
 fn plan_renders_params_and_checks_overrides() {
     let out = weir(&["plan", &example(), "-p", "rows=500", "--run-id", "r42"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
