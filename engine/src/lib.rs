@@ -12,7 +12,6 @@
 
 pub mod artifact;
 pub mod bundle;
-pub mod cli;
 pub mod diag;
 pub mod expr;
 pub mod graph;

@@ -1,41 +1,26 @@
-//! The `weir` command line: argument parsing, reading files, printing, exit codes. The only
-//! module of the engine that touches the terminal or the file system; all decisions are made
-//! by the pure modules it calls.
+//! The commands that read, check and plan pipeline files without an engine: `validate`,
+//! `plan`, `graph`, `schema`. Reading files, printing and exit codes only; every decision is
+//! made by the engine's pure modules.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 
-use crate::diag::{Diagnostic, Renderer};
-use crate::graph::{self, Format};
-use crate::plan::{self, Plan, Resolved};
-use crate::spec::{self, Limits, Pipeline};
+use weir_engine::diag::{Diagnostic, Renderer};
+use weir_engine::graph::{self, Format};
+use weir_engine::plan::{self, Plan, Resolved};
+use weir_engine::spec::{self, Limits, Pipeline};
 
-const EXIT_CODES: &str = "\
+pub const EXIT_CODES: &str = "\
 Exit status:
   0  success (the files are valid)
   1  invalid: a pipeline file or a parameter has problems, printed on stderr
   2  usage error: unknown option or missing argument";
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "weir",
-    version,
-    about = "weir: workflow orchestration for machine-learning pipelines",
-    long_about = "weir: workflow orchestration for machine-learning pipelines.\n\n\
-                  A pipeline is a YAML file declaring a DAG of steps. These commands read, check and \
-                  plan pipeline files without running anything. Logs go to stderr, filtered by RUST_LOG.",
-    after_help = EXIT_CODES
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(Subcommand, Debug)]
-enum Command {
+pub enum Command {
     /// Check pipeline files and print every problem with its file:line:column.
     #[command(after_help = EXIT_CODES)]
     Validate {
@@ -81,14 +66,14 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
-struct ParamArgs {
+pub struct ParamArgs {
     /// Set a parameter: `-p rows=500`. Checked against the declared type; repeatable.
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
-    params: Vec<(String, String)>,
+    pub params: Vec<(String, String)>,
 }
 
 #[derive(Args, Debug)]
-struct LimitArgs {
+pub struct LimitArgs {
     /// Largest pipeline file accepted (bytes, or like `4Mi`).
     #[arg(long, value_name = "SIZE", default_value = "1Mi", value_parser = parse_size, env = "WEIR_MAX_FILE_SIZE")]
     max_file_size: u64,
@@ -104,7 +89,7 @@ struct LimitArgs {
 }
 
 impl LimitArgs {
-    fn limits(&self) -> Limits {
+    pub fn limits(&self) -> Limits {
         let max_file_bytes = usize::try_from(self.max_file_size).unwrap_or(usize::MAX);
         // A larger file may hold proportionally more YAML nodes.
         let scale = (max_file_bytes / Limits::default().max_file_bytes).max(1) as u64;
@@ -119,7 +104,7 @@ impl LimitArgs {
     }
 }
 
-fn parse_param(s: &str) -> Result<(String, String), String> {
+pub fn parse_param(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("expected NAME=VALUE, got `{s}`")),
@@ -130,18 +115,16 @@ fn parse_size(s: &str) -> Result<u64, String> {
     spec::units::parse_memory(s)
 }
 
-/// Entry point of the `weir` binary.
-pub fn main() -> ExitCode {
-    init_tracing();
-    let cli = Cli::parse();
-    let result = match cli.command {
+/// Runs one of the commands that read pipeline files without an engine.
+pub fn dispatch(command: Command) -> ExitCode {
+    let result = match command {
         Command::Validate { files, limits } => validate(&files, &limits.limits()),
         Command::Plan { file, params, run_id, json, limits } => {
             show_plan(&file, &params.params, &run_id, json, &limits.limits())
         }
         Command::Graph { file, format, params, limits } => show_graph(&file, &params.params, format, &limits.limits()),
         Command::Schema => {
-            let text = serde_json::to_string_pretty(&crate::schema::json_schema()).unwrap_or_default();
+            let text = serde_json::to_string_pretty(&weir_engine::schema::json_schema()).unwrap_or_default();
             print_out(&format!("{text}\n"))
         }
     };
@@ -149,12 +132,6 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid) => ExitCode::from(1),
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Why a command failed; the details were already printed.
@@ -332,7 +309,7 @@ pub fn render_plan(pipeline: &Pipeline, plan: &Plan) -> String {
                 }
             }
             Resolved::Command(argv) => {
-                let shown: Vec<String> = argv.iter().map(|a| crate::template::shell_quote(a)).collect();
+                let shown: Vec<String> = argv.iter().map(|a| weir_engine::template::shell_quote(a)).collect();
                 let _ = writeln!(out, "{pad}command: {}", shown.join(" "));
             }
         }
@@ -346,7 +323,7 @@ pub fn render_plan(pipeline: &Pipeline, plan: &Plan) -> String {
             let _ = writeln!(out, "{pad}gate: {}", gate.source());
         }
         if let Some(image) = &inst.image
-            && step.runtime == crate::spec::Runtime::Docker
+            && step.runtime == weir_engine::spec::Runtime::Docker
         {
             let _ = writeln!(out, "{pad}image: {image}");
         }
