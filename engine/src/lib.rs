@@ -22,3 +22,4 @@ pub mod schema;
 pub mod spec;
 pub mod store;
 pub mod template;
+pub mod wire;
