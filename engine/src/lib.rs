@@ -19,6 +19,7 @@ pub mod plan;
 pub mod relpath;
 pub mod run;
 pub mod schema;
+pub mod server;
 pub mod spec;
 pub mod store;
 pub mod template;

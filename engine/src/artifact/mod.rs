@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 pub use collect::collect_outputs;
 pub use digest::Digest;
-pub use manifest::{Entry, Manifest};
+pub use manifest::{Entry, Manifest, check_name};
 pub use materialize::materialize;
 pub use metrics::{MAX_METRICS_BYTES, Metrics, metrics_from_json};
 pub use store::Store;

@@ -12,7 +12,7 @@ use std::io::{self, BufReader, BufWriter, Seek, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BundleLimits, Error, MAX_LINE, extract, is_digest};
+use super::{BundleLimits, Error, extract, is_digest};
 
 /// Extracted bundles by digest; see the module docs.
 #[derive(Clone, Debug)]
@@ -63,8 +63,7 @@ impl BundleCache {
         let temp = TempFile(self.root.join(format!(".{digest}.fetch-{}-{n}", std::process::id())));
         let file = fs::OpenOptions::new().read(true).write(true).create_new(true).open(&temp.0);
         let file = file.map_err(Error::io(&temp.0))?;
-        let cap =
-            self.limits.max_bytes.saturating_add(self.limits.max_files.saturating_add(1).saturating_mul(MAX_LINE));
+        let cap = self.limits.max_archive_len();
         let mut sink = Capped { inner: BufWriter::new(&file), left: cap };
         let fetched = fetch(&mut sink).and_then(|()| sink.flush());
         drop(sink);

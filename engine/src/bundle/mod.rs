@@ -54,6 +54,13 @@ impl Default for BundleLimits {
     }
 }
 
+impl BundleLimits {
+    /// The longest archive these limits allow: the contents plus one header line per file.
+    pub fn max_archive_len(&self) -> u64 {
+        self.max_bytes.saturating_add(self.max_files.saturating_add(1).saturating_mul(MAX_LINE))
+    }
+}
+
 /// The longest header or entry line a reader accepts, newline included.
 const MAX_LINE: u64 = 32 * 1024;
 /// The longest entry path, in bytes (Linux's `PATH_MAX`).

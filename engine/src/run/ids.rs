@@ -61,10 +61,11 @@ impl fmt::Display for AttemptId {
 }
 
 /// The state of one step instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepState {
     /// Waiting for its needs, or for a retry's backoff to pass.
+    #[default]
     Pending,
     /// Offered for dispatch; no worker holds it yet.
     Ready,

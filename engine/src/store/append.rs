@@ -97,6 +97,18 @@ impl Store {
         Ok(LogCursor { attempt: attempt.number, seq })
     }
 
+    /// Appends several log chunks of `attempt` in order with one flush, once durable.
+    pub fn append_logs(&self, run: &str, attempt: AttemptId, chunks: &[LogChunk]) -> Result<(), Error> {
+        let tree = self.tree(TreeId::Logs);
+        let mut batch = sled::Batch::default();
+        for chunk in chunks {
+            let seq = self.db.generate_id()?;
+            batch.insert(keys::log(run, attempt.instance, attempt.number, seq)?, encode(TreeId::Logs.name(), chunk)?);
+        }
+        tree.apply_batch(batch)?;
+        self.flush()
+    }
+
     /// Up to `limit` log chunks of one instance (every attempt, in order) after `after`.
     pub fn logs(
         &self,
@@ -168,7 +180,7 @@ mod tests {
     use crate::store::{Stream, testkit};
 
     fn ev(now: u64, event: Event) -> EventRecord {
-        EventRecord { now: Millis(now), event }
+        EventRecord { now: Millis(now), event, changes: Vec::new() }
     }
 
     fn seqs(s: &Store, run: &str, after: u64) -> Vec<u64> {

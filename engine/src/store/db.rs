@@ -134,6 +134,17 @@ impl Store {
         self.get(TreeId::Pipelines, name.as_bytes())
     }
 
+    /// Every pipeline name with its index, in name order.
+    pub fn pipelines(&self) -> Result<Vec<(String, PipelineIndex)>, Error> {
+        let tree = self.tree(TreeId::Pipelines);
+        let mut out = Vec::new();
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), decode(TreeId::Pipelines.name(), &k, &v)?));
+        }
+        Ok(out)
+    }
+
     pub fn pipeline_version(&self, hash: &str) -> Result<Option<PipelineVersion>, Error> {
         self.get(TreeId::PipelineVersions, hash.as_bytes())
     }

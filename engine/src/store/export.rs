@@ -97,7 +97,7 @@ mod tests {
         s.put_run(&testkit::run("r-1", "train", RunState::Running)).unwrap();
         s.put_run(&testkit::run("r-2", "train", RunState::Running)).unwrap();
         s.put_step("r-1", InstanceId(0), &testkit::step("fit", StepState::Running)).unwrap();
-        s.append_event("r-1", &EventRecord { now: Millis(1), event: Event::Start }).unwrap();
+        s.append_event("r-1", &EventRecord { now: Millis(1), event: Event::Start, changes: Vec::new() }).unwrap();
         let attempt = AttemptId { instance: InstanceId(0), number: 1 };
         s.append_log("r-1", attempt, &LogChunk { stream: Stream::Stderr, at: Millis(2), data: vec![0xff, b'\n'] })
             .unwrap();
@@ -114,7 +114,12 @@ mod tests {
         assert_eq!(String::from_utf8(again).unwrap(), String::from_utf8(dump).unwrap());
         assert_eq!(fresh.pipeline_version("h1").unwrap(), Some(version));
         assert!(matches!(fresh.run("r-2"), Err(Error::Corrupt { .. })));
-        assert_eq!(fresh.append_event("r-1", &EventRecord { now: Millis(5), event: Event::Tick }).unwrap(), 2);
+        assert_eq!(
+            fresh
+                .append_event("r-1", &EventRecord { now: Millis(5), event: Event::Tick, changes: Vec::new() })
+                .unwrap(),
+            2
+        );
         assert_eq!(fresh.logs("r-1", InstanceId(0), None, 10).unwrap()[0].1.data, [0xff, b'\n']);
     }
 

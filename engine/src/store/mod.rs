@@ -50,7 +50,7 @@ pub use append::Batch;
 pub use db::Store;
 pub use list::{Listed, RunFilter, RunPage};
 pub use records::{
-    EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord, StepRecord, Stream, Trigger,
+    Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord, StepRecord, Stream, Trigger,
 };
 
 /// Everything the store can fail with.

@@ -29,8 +29,16 @@ pub struct PipelineVersion {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Trigger {
-    Manual { user: Option<String> },
-    Schedule { schedule: String },
+    Manual {
+        user: Option<String>,
+    },
+    Schedule {
+        schedule: String,
+    },
+    /// `weir retry`: re-runs what did not succeed in run `of`.
+    Retry {
+        of: String,
+    },
 }
 
 /// `runs`: one run. Its steps, events, logs and artifacts live under their own keys.
@@ -47,20 +55,53 @@ pub struct RunRecord {
     pub trigger: Trigger,
 }
 
-/// `steps`: one step instance of a run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `steps`: one step instance of a run. The fields after `message` were added with the engine
+/// loop; older records read them as unset.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub name: String,
     pub state: StepState,
     pub attempts: u32,
     pub message: Option<String>,
+    /// When the current attempt was leased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Millis>,
+    /// When the instance reached a terminal state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Millis>,
+    /// The worker that holds (or last held) it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The metrics of its successful attempt.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
-/// `events`: one event as fed to the run state machine, and when.
+/// `events`: one event as fed to the run state machine, and when, with the changes it made.
+/// Replay uses only `event` and `now`; `changes` are what watchers are shown, so a watcher
+/// never needs to re-run the machine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     pub now: Millis,
     pub event: Event,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+}
+
+/// A visible consequence of an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "change")]
+pub enum Change {
+    Step {
+        instance: u32,
+        state: StepState,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    Run {
+        state: RunState,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,5 +27,5 @@ pub fn run(id: &str, pipeline: &str, state: RunState) -> RunRecord {
 }
 
 pub fn step(name: &str, state: StepState) -> StepRecord {
-    StepRecord { name: name.to_string(), state, attempts: 1, message: None }
+    StepRecord { name: name.to_string(), state, attempts: 1, ..StepRecord::default() }
 }

@@ -1,0 +1,300 @@
+//! Handing attempts to workers and hearing back: `lease` pops the oldest ready attempt, records
+//! `Leased` (durable) and builds the [`v1::Assignment`]; `heartbeat` keeps a worker alive,
+//! re-adopts attempts it still runs after an engine restart and returns stop orders; `report`
+//! turns a worker's report into a machine event, refused when the attempt is not the live one.
+//! Placement by labels and resources arrives with the Docker issue; today any worker takes any
+//! step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use weir_proto::v1;
+
+use crate::artifact::Manifest;
+use crate::plan::Resolved;
+use crate::run::{AttemptId, Event, StepState};
+use crate::spec::Runtime;
+use crate::wire;
+
+use super::core::{Engine, Live, State};
+use super::error::ApiError;
+
+/// What a worker reported.
+pub(super) enum Report {
+    Started,
+    Succeeded { metrics: BTreeMap<String, f64>, outputs: Manifest },
+    Failed { reason: String },
+    Lost { reason: String },
+}
+
+impl Engine {
+    fn worker_seen<'a>(&self, st: &'a mut State, worker: &str) -> Result<&'a mut super::core::Worker, ApiError> {
+        let w = st.workers.get_mut(worker).ok_or_else(|| {
+            ApiError::NotFound(format!("worker {worker} is not registered (the engine restarted?): register again"))
+        })?;
+        w.last_seen = Instant::now();
+        Ok(w)
+    }
+
+    /// One ready attempt for `worker`, if any is ready now.
+    pub(super) fn try_lease(&self, worker: &str) -> Result<Option<v1::Assignment>, ApiError> {
+        let mut st = self.lock();
+        self.worker_seen(&mut st, worker)?;
+        while let Some((run, attempt)) = st.ready.pop_front() {
+            let Some(live) = st.runs.get(&run) else { continue };
+            let i = attempt.instance;
+            if live.machine.live_attempt(i) != Some(attempt) || live.machine.state(i) != StepState::Ready {
+                continue; // withdrawn (cancelled) or superseded
+            }
+            let assignment = assignment(self, live, &run, attempt)?;
+            self.apply(&mut st, &run, Event::Leased { attempt, worker: worker.to_string() }, None)?;
+            if let Some(w) = st.workers.get_mut(worker) {
+                w.held.insert((run.clone(), attempt), Instant::now());
+            }
+            tracing::debug!(run, %attempt, worker, step = assignment.instance_name, "leased");
+            return Ok(Some(assignment));
+        }
+        Ok(None)
+    }
+
+    /// Long-polls for one attempt, up to `wait`.
+    pub(super) async fn lease(
+        &self,
+        worker: &str,
+        free: u32,
+        wait: Duration,
+    ) -> Result<Option<v1::Assignment>, ApiError> {
+        if free == 0 {
+            let mut st = self.lock();
+            self.worker_seen(&mut st, worker)?;
+            return Ok(None);
+        }
+        let deadline = tokio::time::Instant::now() + wait.min(self.terms.max_wait);
+        loop {
+            let notified = self.ready_signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(a) = self.try_lease(worker)? {
+                return Ok(Some(a));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Keeps `worker` alive; returns the attempts it must stop.
+    pub(super) fn heartbeat(
+        &self,
+        worker: &str,
+        attempts: Vec<(String, AttemptId)>,
+    ) -> Result<Vec<(String, AttemptId, String)>, ApiError> {
+        let mut st = self.lock();
+        self.worker_seen(&mut st, worker)?;
+        let mut stops = std::mem::take(&mut st.workers.get_mut(worker).expect("seen above").stops);
+        let now = Instant::now();
+        let mut claimed = Vec::new();
+        for (run, attempt) in &attempts {
+            let key = (run.clone(), *attempt);
+            if st.workers[worker].held.contains_key(&key) {
+                continue;
+            }
+            let live = st.runs.get(run).and_then(|l| l.machine.live_attempt(attempt.instance));
+            let held = st.runs.get(run).is_some_and(|l| l.machine.state(attempt.instance).is_held());
+            if live == Some(*attempt) && held {
+                // After an engine restart (an orphan), or after this worker re-registered.
+                st.orphans.remove(&key);
+                for w in st.workers.values_mut() {
+                    w.held.remove(&key);
+                }
+                claimed.push(key);
+            } else if !stops.iter().any(|(r, a, _)| r == run && a == attempt) {
+                stops.push((run.clone(), *attempt, "not live on the engine".to_string()));
+            }
+        }
+        let w = st.workers.get_mut(worker).expect("seen above");
+        for key in claimed {
+            tracing::info!(worker, run = key.0, attempt = %key.1, "worker re-adopted a running attempt");
+            w.held.insert(key, now);
+        }
+        // An attempt this worker should hold but does not mention, long after its lease (a
+        // lost lease response), is lost: nothing would ever report on it.
+        let listed: std::collections::HashSet<&(String, AttemptId)> = attempts.iter().collect();
+        let forgotten: Vec<(String, AttemptId)> = w
+            .held
+            .iter()
+            .filter(|(k, at)| !listed.contains(k) && now.duration_since(**at) > self.terms.lease_timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &forgotten {
+            w.held.remove(key);
+        }
+        for key in forgotten {
+            tracing::warn!(worker, run = key.0, attempt = %key.1, "worker no longer mentions a leased attempt: lost");
+            if let Err(e) = self.apply(&mut st, &key.0, Event::Lost { attempt: key.1 }, None) {
+                tracing::debug!(error = %e, "forgotten attempt already ended");
+            }
+        }
+        Ok(stops)
+    }
+
+    /// Applies a worker's report on `attempt` of `run`.
+    pub(super) fn report(&self, worker: &str, run: &str, attempt: AttemptId, report: Report) -> Result<(), ApiError> {
+        let mut st = self.lock();
+        self.worker_seen(&mut st, worker)?;
+        let (event, outputs) = match report {
+            Report::Started => (Event::Started { attempt }, None),
+            Report::Succeeded { metrics, outputs } => {
+                for e in outputs.entries() {
+                    if !self.blobs.contains(&e.digest) {
+                        return Err(ApiError::Precondition(format!(
+                            "output {} ({}) was not uploaded: upload every output before reporting success",
+                            e.path, e.digest
+                        )));
+                    }
+                }
+                (Event::Succeeded { attempt, metrics }, Some(outputs))
+            }
+            Report::Failed { reason } => (Event::Failed { attempt, reason }, None),
+            Report::Lost { reason } => {
+                tracing::warn!(worker, run, %attempt, reason, "worker lost an attempt");
+                (Event::Lost { attempt }, None)
+            }
+        };
+        let terminal = !matches!(event, Event::Started { .. });
+        self.apply(&mut st, run, event, outputs.as_ref())?;
+        let key = (run.to_string(), attempt);
+        if let Some(w) = st.workers.get_mut(worker) {
+            if terminal {
+                w.held.remove(&key);
+            } else {
+                w.held.entry(key).or_insert_with(Instant::now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `attempt` of `run` was dispatched (it may since have ended): logs of any
+    /// dispatched attempt are kept.
+    pub(super) fn check_dispatched(&self, run: &str, attempt: AttemptId) -> Result<(), ApiError> {
+        let st = self.lock();
+        if let Some(live) = st.runs.get(run) {
+            if attempt.instance.index() >= live.machine.len()
+                || attempt.number > live.machine.attempts(attempt.instance)
+            {
+                return Err(ApiError::Precondition(format!("attempt {attempt} of run {run} was never dispatched")));
+            }
+            return Ok(());
+        }
+        drop(st);
+        match self.store.step(run, attempt.instance)? {
+            Some(s) if attempt.number <= s.attempts => Ok(()),
+            Some(_) => Err(ApiError::Precondition(format!("attempt {attempt} of run {run} was never dispatched"))),
+            None => Err(ApiError::NotFound(format!("no run {run} with instance {}", attempt.instance))),
+        }
+    }
+
+    /// Checks that `attempt` is the live attempt of `run` (for output uploads).
+    pub(super) fn check_live(&self, run: &str, attempt: AttemptId) -> Result<(), ApiError> {
+        let st = self.lock();
+        let Some(live) = st.runs.get(run) else {
+            drop(st);
+            return Err(self.not_live(run));
+        };
+        if attempt.instance.index() >= live.machine.len() {
+            return Err(ApiError::NotFound(format!("run {run} has no instance {}", attempt.instance)));
+        }
+        match live.machine.live_attempt(attempt.instance) {
+            Some(a) if a == attempt => Ok(()),
+            live_now => Err(ApiError::Precondition(format!(
+                "attempt {attempt} of run {run} is stale ({})",
+                live_now.map_or("no attempt is live".to_string(), |a| format!("the live attempt is {a}"))
+            ))),
+        }
+    }
+}
+
+/// The folder under `WEIR_INPUTS` for the outputs of instance `name`: the step name, and for a
+/// matrix instance `step/<its matrix values>` with anything outside `[A-Za-z0-9._=,+-]` made `_`.
+pub fn input_dir(name: &str) -> String {
+    match name.split_once('[') {
+        None => name.to_string(),
+        Some((step, rest)) => {
+            let cells = rest.strip_suffix(']').unwrap_or(rest);
+            let safe: String = cells
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || "._=,+-".contains(c) { c } else { '_' })
+                .collect();
+            let safe = if safe.chars().all(|c| c == '.') { format!("_{safe}") } else { safe };
+            format!("{step}/{safe}")
+        }
+    }
+}
+
+fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Result<v1::Assignment, ApiError> {
+    let node = petgraph::graph::NodeIndex::new(attempt.instance.index());
+    let inst = &live.plan.graph[node];
+    let step = &live.pipeline.steps()[inst.step];
+    let action = match &inst.action {
+        Resolved::Run(script) => v1::action::Kind::Script(script.clone()),
+        Resolved::Command(argv) => v1::action::Kind::Command(v1::Argv { args: argv.clone() }),
+    };
+    let mut env: HashMap<String, String> = live.plan.env.iter().cloned().collect();
+    env.extend(inst.env.iter().cloned());
+    env.insert("WEIR_RUN_ID".into(), run.to_string());
+    env.insert("WEIR_PIPELINE".into(), live.pipeline.name().to_string());
+    env.insert("WEIR_STEP".into(), step.name.clone());
+    env.insert("WEIR_INSTANCE".into(), inst.name.clone());
+    env.insert("WEIR_ATTEMPT".into(), attempt.number.to_string());
+    let mut inputs = Vec::new();
+    let mut needs: Vec<_> = live.plan.graph.neighbors_directed(node, petgraph::Direction::Incoming).collect();
+    needs.sort_unstable();
+    for need in needs {
+        let need_id = crate::run::InstanceId(need.index() as u32);
+        if live.machine.state(need_id) != StepState::Succeeded {
+            continue; // skipped by its `when`: no outputs
+        }
+        let manifest = engine.store.artifacts(run, need_id)?.unwrap_or_default();
+        inputs
+            .push(v1::Input { dir: input_dir(&live.plan.graph[need].name), manifest: Some(wire::manifest(&manifest)) });
+    }
+    Ok(v1::Assignment {
+        attempt: Some(wire::attempt_ref(run, attempt)),
+        instance_name: inst.name.clone(),
+        step: step.name.clone(),
+        pipeline: live.pipeline.name().to_string(),
+        action: Some(v1::Action { kind: Some(action) }),
+        env,
+        image: inst.image.clone().unwrap_or_default(),
+        runtime: match step.runtime {
+            Runtime::Process => v1::Runtime::Process,
+            Runtime::Docker => v1::Runtime::Docker,
+        } as i32,
+        timeout: step.timeout.map(wire::duration),
+        inputs,
+        bundle_digest: live.bundle.clone().unwrap_or_default(),
+        outputs: step.outputs.clone(),
+        resources: Some(v1::Resources {
+            cpus_milli: step.resources.cpus_milli.map_or(0, u64::from),
+            memory_bytes: step.resources.memory_bytes.unwrap_or(0),
+            gpus: step.resources.gpus,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::input_dir;
+
+    #[test]
+    fn matrix_instances_get_one_safe_folder_each() {
+        assert_eq!(input_dir("ingest"), "ingest");
+        assert_eq!(input_dir("train[l2=0.0,features=linear]"), "train/l2=0.0,features=linear");
+        assert_eq!(input_dir("t[url=s3://b/k]"), "t/url=s3___b_k");
+        assert_eq!(input_dir("t[..]"), "t/_..");
+        for name in ["t[a=../../x]", "t[/etc]", "t[x y]"] {
+            let dir = input_dir(name);
+            assert!(crate::relpath::check(&dir).is_ok(), "{dir}");
+        }
+    }
+}

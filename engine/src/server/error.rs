@@ -1,0 +1,95 @@
+//! Every error the API can answer with, and its one mapping to a gRPC status: invalid input is
+//! `INVALID_ARGUMENT` (validation diagnostics ride along as `weir.v1.Diagnostics` in the status
+//! details, and rendered in the message), an unknown name `NOT_FOUND`, a stale attempt or a
+//! finished run `FAILED_PRECONDITION`, a storage failure `INTERNAL`. Messages say what to do.
+
+use prost::Message;
+use tonic::{Code, Status};
+use weir_proto::v1;
+
+use crate::diag::{Diagnostic, Renderer, Severity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{message}")]
+    Diagnostics { message: String, diagnostics: Vec<v1::Diagnostic> },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::Error),
+    #[error("artifact store: {0}")]
+    Artifact(#[from] crate::artifact::Error),
+}
+
+impl ApiError {
+    /// Validation problems of `file` (whose text is `source`): rendered as the message, and
+    /// structured in the details.
+    pub fn diagnostics(what: &str, file: &str, source: &str, diags: Vec<Diagnostic>) -> ApiError {
+        let rendered = Renderer { path: file, source, color: false }.render_all(&diags);
+        let diagnostics = diags.iter().map(|d| diagnostic(file, d)).collect();
+        ApiError::Diagnostics { message: format!("{what}:\n{rendered}"), diagnostics }
+    }
+}
+
+fn diagnostic(file: &str, d: &Diagnostic) -> v1::Diagnostic {
+    let span = d.span.unwrap_or_default();
+    v1::Diagnostic {
+        message: d.message.clone(),
+        line: span.line,
+        column: span.col,
+        end_line: span.end_line,
+        end_column: span.end_col,
+        label: d.label.clone(),
+        help: d.help.clone().unwrap_or_default(),
+        notes: d.notes.clone(),
+        severity: match d.severity {
+            Severity::Error => v1::Severity::Error,
+            Severity::Warning => v1::Severity::Warning,
+        } as i32,
+        related: d
+            .related
+            .iter()
+            .map(|r| v1::RelatedSpan {
+                line: r.span.line,
+                column: r.span.col,
+                end_line: r.span.end_line,
+                end_column: r.span.end_col,
+                label: r.label.clone(),
+            })
+            .collect(),
+        file: file.to_string(),
+    }
+}
+
+impl From<crate::wire::BadField> for ApiError {
+    fn from(e: crate::wire::BadField) -> Self {
+        ApiError::Invalid(e.to_string())
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        match e {
+            ApiError::Invalid(m) => Status::invalid_argument(m),
+            ApiError::Diagnostics { message, diagnostics } => {
+                let details = v1::Diagnostics { diagnostics }.encode_to_vec();
+                Status::with_details(Code::InvalidArgument, message, details.into())
+            }
+            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::Precondition(m) => Status::failed_precondition(m),
+            ApiError::Artifact(e @ crate::artifact::Error::UnsafeName { .. }) => {
+                Status::invalid_argument(e.to_string())
+            }
+            e @ (ApiError::Internal(_) | ApiError::Store(_) | ApiError::Artifact(_)) => {
+                tracing::error!(error = %e, "internal error");
+                Status::internal(e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The engine as a gRPC server: the `WeirClient` and `WeirWorker` services over one port, with
+//! standard health checking and server reflection beside them. [`start`] opens the data folder
+//! (sled under `db/`, blobs and bundles under `artifacts/`), resumes unfinished runs, binds and
+//! serves until [`Server::shutdown`]. `weir server` and the embedded `weir run` both come
+//! through here, so the laptop and the team server share every code path.
+//!
+//! Layout: `core` (state, the one place events are applied and made durable, recovery, timers),
+//! `dispatch` (leases, heartbeats, reports), `client_api` / `worker_api` (the two services:
+//! decode, call, encode), `transfer` (streaming blobs), `error` (the one mapping to statuses),
+//! and here configuration and authentication.
+//!
+//! Authentication: bearer tokens, one for clients and one for workers, checked by an
+//! interceptor in constant time; health and reflection are open. Listening on anything but
+//! loopback without both tokens is refused unless `insecure` is set.
+
+mod client_api;
+mod core;
+mod dispatch;
+mod error;
+mod transfer;
+mod worker_api;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::Interceptor;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Status};
+use weir_proto::v1::weir_client_server::WeirClientServer;
+use weir_proto::v1::weir_worker_server::WeirWorkerServer;
+
+pub use self::core::{Engine, Terms};
+pub use dispatch::input_dir;
+pub use error::ApiError;
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Everything durable lives here.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Required from clients (`authorization: Bearer …`) when set.
+    pub client_token: Option<String>,
+    /// Required from workers when set.
+    pub worker_token: Option<String>,
+    /// Allow listening off loopback without tokens.
+    pub insecure: bool,
+    pub terms: Terms,
+    /// How often timers, lost workers and unclaimed attempts are checked.
+    pub tick: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for `data_dir` on `listen`: 30 s lease timeout, 5 s heartbeats.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            listen,
+            client_token: None,
+            worker_token: None,
+            insecure: false,
+            terms: Terms {
+                lease_timeout: Duration::from_secs(30),
+                heartbeat_interval: Duration::from_secs(5),
+                max_wait: Duration::from_secs(30),
+            },
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "refusing to listen on {0} without authentication: give client and worker tokens \
+         (--token-file), listen on 127.0.0.1, or pass --insecure if the network is trusted"
+    )]
+    Unauthenticated(SocketAddr),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("artifact store: {0}")]
+    Artifact(#[from] crate::artifact::Error),
+    #[error("cannot resume runs: {0}")]
+    Recover(ApiError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    stop: watch::Sender<bool>,
+    serve: JoinHandle<Result<(), tonic::transport::Error>>,
+    ticker: JoinHandle<()>,
+}
+
+impl Server {
+    /// The address it listens on (the real port when asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for clients and workers.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops accepting calls, ends open streams and timers, and waits for them. The data
+    /// folder is unlocked once the returned future completes and the last handle is dropped.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.ticker.abort();
+        let _ = self.ticker.await;
+        match tokio::time::timeout(Duration::from_secs(5), self.serve).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("server did not stop within 5s"),
+        }
+    }
+
+    /// Waits until the server stops by itself (it does not, short of an error).
+    pub async fn wait(&mut self) -> Result<(), String> {
+        match (&mut self.serve).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Opens the data folder, resumes unfinished runs and serves on `config.listen`.
+pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
+    let open = config.client_token.is_none() || config.worker_token.is_none();
+    if open && !config.listen.ip().is_loopback() && !config.insecure {
+        return Err(StartError::Unauthenticated(config.listen));
+    }
+    let db_dir = config.data_dir.join("db");
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Store(crate::store::Error::Io(source)))?;
+    let store = crate::store::Store::open(&db_dir)?;
+    let blobs = crate::artifact::Store::open(&config.data_dir.join("artifacts"))?;
+    let engine = Arc::new(Engine::new(store, blobs, config.terms));
+    let resumed = engine.recover().map_err(StartError::Recover)?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed unfinished runs");
+    }
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<WeirClientServer<client_api::ClientApi>>().await;
+    health.set_serving::<WeirWorkerServer<worker_api::WorkerApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Recover(ApiError::Internal(format!("reflection: {e}"))))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| StartError::Recover(ApiError::Internal(format!("reflection: {e}"))))?;
+
+    let client = WeirClientServer::with_interceptor(
+        client_api::ClientApi(engine.clone()),
+        Bearer::new(config.client_token.as_deref(), "client"),
+    );
+    let worker = WeirWorkerServer::with_interceptor(
+        worker_api::WorkerApi(engine.clone()),
+        Bearer::new(config.worker_token.as_deref(), "worker"),
+    );
+    let (stop, mut stopped) = watch::channel(false);
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(client)
+        .add_service(worker);
+    let serve = tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let ticker = {
+        let engine = engine.clone();
+        let every = config.tick;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                engine.tick();
+            }
+        })
+    };
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
+    Ok(Server { addr, engine, stop, serve, ticker })
+}
+
+/// Checks `authorization: Bearer <token>` against one expected token, in constant time.
+#[derive(Clone)]
+struct Bearer {
+    /// BLAKE3 of the expected token: comparing hashes makes the check independent of where
+    /// the first differing byte is and of the token's length (`blake3::Hash` compares in
+    /// constant time).
+    expected: Option<blake3::Hash>,
+    who: &'static str,
+}
+
+impl Bearer {
+    fn new(token: Option<&str>, who: &'static str) -> Bearer {
+        Bearer { expected: token.map(|t| blake3::hash(t.as_bytes())), who }
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = self.expected else { return Ok(req) };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        match given {
+            Some(token) if blake3::hash(token.trim().as_bytes()) == expected => Ok(req),
+            Some(_) => Err(Status::unauthenticated(format!("the {} token is not valid", self.who))),
+            None => Err(Status::unauthenticated(format!(
+                "a {} token is required: send `authorization: Bearer <token>`",
+                self.who
+            ))),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The `WeirWorker` gRPC service: decodes requests, calls the engine, encodes answers. No
+//! decisions here: those are in `dispatch` and `core`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status, Streaming};
+use weir_proto::v1;
+use weir_proto::v1::weir_worker_server::WeirWorker;
+
+use crate::artifact::{Digest, check_name};
+use crate::store::{LogChunk, Stream};
+use crate::wire;
+
+use super::core::Engine;
+use super::dispatch::Report;
+use super::error::ApiError;
+use super::transfer::{self, ChunkStream, Upload};
+
+/// The largest single output file accepted.
+const MAX_ARTIFACT: u64 = 64 << 30;
+
+pub struct WorkerApi(pub Arc<Engine>);
+
+fn digest(s: &str) -> Result<Digest, ApiError> {
+    s.parse().map_err(|e| ApiError::Invalid(format!("digest {s:?}: {e}")))
+}
+
+#[tonic::async_trait]
+impl WeirWorker for WorkerApi {
+    async fn register(&self, req: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        let id = self.0.register(&r.name);
+        tracing::info!(worker = id, capacity = r.capacity, version = r.version, "registered");
+        Ok(Response::new(v1::RegisterResponse {
+            worker_id: id,
+            lease_timeout: Some(wire::duration(self.0.terms.lease_timeout)),
+            heartbeat_interval: Some(wire::duration(self.0.terms.heartbeat_interval)),
+        }))
+    }
+
+    async fn lease(&self, req: Request<v1::LeaseRequest>) -> Result<Response<v1::LeaseResponse>, Status> {
+        let r = req.into_inner();
+        let wait = wire::from_duration(r.wait.as_ref()).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20));
+        let assignment = self.0.lease(&r.worker_id, r.free, wait).await?;
+        Ok(Response::new(v1::LeaseResponse { assignment }))
+    }
+
+    async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let attempts = r
+            .attempts
+            .iter()
+            .map(|a| wire::from_attempt_ref(Some(a)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::from)?;
+        let stops = self.0.heartbeat(&r.worker_id, attempts)?;
+        let stop = stops
+            .into_iter()
+            .map(|(run, a, reason)| v1::StopOrder { attempt: Some(wire::attempt_ref(&run, a)), reason })
+            .collect();
+        Ok(Response::new(v1::HeartbeatResponse { stop }))
+    }
+
+    async fn report(&self, req: Request<v1::ReportRequest>) -> Result<Response<v1::ReportResponse>, Status> {
+        let r = req.into_inner();
+        let (run, attempt) = wire::from_attempt_ref(r.attempt.as_ref()).map_err(ApiError::from)?;
+        let report = match r.outcome {
+            Some(v1::report_request::Outcome::Started(_)) => Report::Started,
+            Some(v1::report_request::Outcome::Succeeded(s)) => Report::Succeeded {
+                metrics: wire::from_metrics(&s.metrics),
+                outputs: wire::from_manifest(s.outputs.as_ref()).map_err(ApiError::from)?,
+            },
+            Some(v1::report_request::Outcome::Failed(f)) => Report::Failed { reason: f.reason },
+            Some(v1::report_request::Outcome::Lost(l)) => Report::Lost { reason: l.reason },
+            None => return Err(ApiError::Invalid("outcome: is required".into()).into()),
+        };
+        self.0.report(&r.worker_id, &run, attempt, report)?;
+        Ok(Response::new(v1::ReportResponse {}))
+    }
+
+    async fn upload_logs(
+        &self,
+        req: Request<Streaming<v1::UploadLogsRequest>>,
+    ) -> Result<Response<v1::UploadLogsResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut stored = 0u64;
+        let mut checked = None;
+        while let Some(msg) = stream.message().await? {
+            let (run, attempt) = wire::from_attempt_ref(msg.attempt.as_ref()).map_err(ApiError::from)?;
+            if checked.as_ref() != Some(&(run.clone(), attempt)) {
+                self.0.check_dispatched(&run, attempt)?;
+                checked = Some((run.clone(), attempt));
+            }
+            let chunks: Vec<LogChunk> = msg
+                .chunks
+                .into_iter()
+                .map(|c| LogChunk {
+                    stream: if c.stream == v1::LogStream::Stderr as i32 { Stream::Stderr } else { Stream::Stdout },
+                    at: wire::from_timestamp(c.time.as_ref()).unwrap_or_else(wire::now),
+                    data: c.data,
+                })
+                .collect();
+            if chunks.is_empty() {
+                continue;
+            }
+            self.0.store.append_logs(&run, attempt, &chunks).map_err(ApiError::from)?;
+            stored += chunks.len() as u64;
+            self.0.logs.send_modify(|n| *n += 1);
+        }
+        Ok(Response::new(v1::UploadLogsResponse { chunks: stored }))
+    }
+
+    async fn upload_artifact(
+        &self,
+        req: Request<Streaming<v1::UploadArtifactRequest>>,
+    ) -> Result<Response<v1::UploadArtifactResponse>, Status> {
+        let mut stream = req.into_inner();
+        let header = match stream.message().await?.and_then(|m| m.part) {
+            Some(v1::upload_artifact_request::Part::Header(h)) => h,
+            _ => return Err(ApiError::Invalid("the first message of an upload must be its header".into()).into()),
+        };
+        let (run, attempt) = wire::from_attempt_ref(header.attempt.as_ref()).map_err(ApiError::from)?;
+        check_name(&header.path).map_err(|e| ApiError::Invalid(format!("path: {e}")))?;
+        self.0.check_live(&run, attempt)?;
+        if header.size > MAX_ARTIFACT {
+            return Err(ApiError::Invalid(format!(
+                "{} is {} bytes; at most {MAX_ARTIFACT} are accepted",
+                header.path, header.size
+            ))
+            .into());
+        }
+        let expected = if header.digest.is_empty() { None } else { Some(digest(&header.digest)?) };
+        let mut upload = Upload::start(&self.0, format!("upload of {} for {run} {attempt}", header.path), header.size);
+        while let Some(msg) = stream.message().await? {
+            match msg.part {
+                Some(v1::upload_artifact_request::Part::Chunk(bytes)) => upload.push(bytes).await?,
+                _ => return Err(ApiError::Invalid("only chunks may follow an upload's header".into()).into()),
+            }
+        }
+        let (got, size) = upload.finish().await?;
+        if size != header.size {
+            return Err(ApiError::Invalid(format!(
+                "{}: {size} bytes arrived, the header said {}",
+                header.path, header.size
+            ))
+            .into());
+        }
+        if expected.is_some_and(|d| d != got) {
+            return Err(ApiError::Invalid(format!(
+                "{}: the bytes hash to {got}, the header said {}",
+                header.path, header.digest
+            ))
+            .into());
+        }
+        Ok(Response::new(v1::UploadArtifactResponse { digest: got.to_string(), size }))
+    }
+
+    type DownloadBlobStream = ChunkStream;
+
+    async fn download_blob(&self, req: Request<v1::DownloadBlobRequest>) -> Result<Response<ChunkStream>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(transfer::download(&self.0, digest(&r.digest)?, r.offset)?))
+    }
+
+    type DownloadBundleStream = ChunkStream;
+
+    async fn download_bundle(&self, req: Request<v1::DownloadBundleRequest>) -> Result<Response<ChunkStream>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(transfer::download(&self.0, digest(&r.digest)?, 0)?))
+    }
+}
