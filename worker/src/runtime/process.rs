@@ -1,21 +1,37 @@
 //! [`ProcessRuntime`]: a step as a local process group. The step leads a new process group, so a
-//! stop reaches everything it started (`killpg`); it gets `PR_SET_PDEATHSIG(SIGKILL)` on Linux so
-//! it dies with the worker; stdin is `/dev/null`. This module owns the life of that group and
-//! nothing else: no uploads, no engine, no retries.
+//! stop reaches everything it started (`killpg`); stdin is `/dev/null`. This module owns the life
+//! of that group and nothing else: no uploads, no engine, no retries.
+//!
+//! A step's processes die with their worker, on Linux, by two means:
+//! - The group leader gets `PR_SET_PDEATHSIG(SIGKILL)`. That covers the leader only: the signal is
+//!   cleared by `fork`, and Linux sends it when the *thread* that spawned the step exits.
+//! - A watchdog guards the whole group. Between `fork` and `exec` the leader double-forks a small
+//!   process (named `weir-watchdog`, never exec'd) that stays in the step's group, ignores every
+//!   signal but SIGKILL, closes every file descriptor but the read end of a pipe whose write end
+//!   only the worker holds, and blocks reading it. That read returns end-of-file once the worker
+//!   process is gone, however it died (the kernel closes its descriptors); the watchdog then
+//!   SIGKILLs the group, itself included. When a step ends normally, the runtime's own final `killpg` ends the
+//!   watchdog with the rest. Being double-forked, it is no child of the step (a step that waits for
+//!   all its children never waits for it); being a member of the group, it keeps the group id
+//!   from being recycled while it lives, so neither its `kill` nor the runtime's can hit a stranger.
 //!
 //! Known limits, stated so the next reader does not rediscover them:
-//! - The parent-death signal is per process and cleared by `fork`: it kills the group leader
-//!   (`sh`, or the argv program) when the worker dies, but a grandchild that outlives its leader
-//!   survives until it next writes to its (now reader-less) stdout/stderr and gets SIGPIPE. Closing
-//!   that gap needs a watchdog process or a cgroup per step.
-//! - Linux delivers the parent-death signal when the *thread* that spawned the step exits. Call
-//!   `run` from a tokio worker thread (they live as long as the runtime), not from
-//!   `spawn_blocking`, whose idle threads exit.
-//! - After the leader is reaped, its group id can only be reused once the whole group is gone, so
-//!   the final `killpg` cannot hit a stranger unless the group emptied in between and the id was
-//!   recycled at once; the window is microseconds.
+//! - A process that leaves the group (`setsid`, `setpgid`) escapes both `killpg` and the watchdog;
+//!   only a cgroup per step would hold it, and cgroups are not writable where the worker runs today.
+//! - The watchdog is a fork of the worker that never execs: until the step ends it shares the
+//!   worker's memory copy-on-write, so pages the worker writes meanwhile are copied (at most the
+//!   worker's own footprint per running step; the worker is small next to the steps it runs).
+//! - A group stopped by SIGSTOP stops its watchdog too; it kills the group once continued.
+//! - Dead watchdogs (and a step's own orphans) are reparented to init or to the nearest subreaper
+//!   and reaped there. A worker that runs as PID 1 or as a subreaper must reap orphans itself (or
+//!   run under an init such as `tini`); this module does not.
+//! - Call `run` from a tokio worker thread (they live as long as the runtime), not from
+//!   `spawn_blocking`, whose idle threads exit and would fire the leader's parent-death signal.
+//! - Outside Linux there is neither parent-death signal nor watchdog: the step outlives a killed
+//!   worker.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -76,16 +92,19 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    set_parent_death_signal(&mut cmd);
-
     let spawn_error = |source| Error::Spawn { program: program.to_string(), workdir: spec.workdir.clone(), source };
-    let mut child = cmd.spawn().map_err(spawn_error)?;
+    let (lifeline, watched) = guard_group(&mut cmd).map_err(spawn_error)?;
+    let spawned = cmd.spawn();
+    // Only the worker and the watchdog may hold the pipe: the leader closed its copy at exec.
+    drop(watched);
+    let mut child = spawned.map_err(spawn_error)?;
     let pgid =
         child.id().and_then(|id| i32::try_from(id).ok()).ok_or_else(|| spawn_error(io::ErrorKind::Other.into()))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut guard = Group {
         pgid,
+        _lifeline: lifeline,
         pumps: vec![
             tokio::spawn(logs::pump(BufReader::new(stdout), Stream::Stdout, logs.clone())),
             tokio::spawn(logs::pump(BufReader::new(stderr), Stream::Stderr, logs)),
@@ -147,6 +166,9 @@ fn exit_outcome(status: ExitStatus) -> Outcome {
 /// aborted), so an abandoned step never runs on unobserved.
 struct Group {
     pgid: i32,
+    /// The write end of the watchdog's pipe, held for the life of the step; dropped after the
+    /// group was killed (the fields drop after `Drop::drop`), when it no longer matters.
+    _lifeline: Option<OwnedFd>,
     pumps: Vec<JoinHandle<()>>,
 }
 
@@ -166,11 +188,40 @@ fn killpg(pgid: i32, signal: i32) {
     }
 }
 
+/// Arms `cmd` so that its group dies with the worker (see the module docs): sets the leader's
+/// parent-death signal and has it start the watchdog before exec. Returns the pipe's write end,
+/// to hold until the step is over, and its read end, to close as soon as `cmd` has spawned.
 #[cfg(target_os = "linux")]
-fn set_parent_death_signal(cmd: &mut Command) {
+fn guard_group(cmd: &mut Command) -> io::Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array, which then belong to us alone.
+    let (read, write) = unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    // A worker started with its stdio closed gets descriptors 0 to 2 here; the child's stdio
+    // would then replace the read end before the watchdog starts (it would kill the step at once).
+    let read = if read.as_raw_fd() > 2 {
+        read
+    } else {
+        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that belongs to us alone.
+        unsafe {
+            match libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) {
+                -1 => return Err(io::Error::last_os_error()),
+                fd => OwnedFd::from_raw_fd(fd),
+            }
+        }
+    };
+    let watched = read.as_raw_fd();
     let parent = std::process::id();
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
-    // (prctl, getppid, _exit); it allocates nothing and takes no lock.
+    // SAFETY: the closure runs between fork and exec, after std made the child a group leader,
+    // and only makes async-signal-safe calls (prctl, getppid, getpid, sigaction, fork, waitpid,
+    // _exit, and in the watchdog chdir, close, read, kill); it allocates nothing and takes no
+    // lock. `fork` in this single-threaded child is safe: glibc reset its own locks after std's fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
@@ -180,12 +231,115 @@ fn set_parent_death_signal(cmd: &mut Command) {
             if libc::getppid() as u32 != parent {
                 libc::_exit(137);
             }
-            Ok(())
+            start_watchdog(watched)
         });
     }
+    Ok((Some(write), Some(read)))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_parent_death_signal(_cmd: &mut Command) {
-    // No parent-death signal outside Linux: the step outlives a killed worker (documented above).
+fn guard_group(_cmd: &mut Command) -> io::Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    // No parent-death signal and no watchdog outside Linux (documented above).
+    Ok((None, None))
+}
+
+/// In the step's leader, before exec: double-forks the watchdog, so that it is no child of the
+/// step, and waits for the middle process. Fails only if a fork failed; the step then never runs.
+///
+/// # Safety
+/// Only between fork and exec, in the leader of a fresh process group.
+#[cfg(target_os = "linux")]
+unsafe fn start_watchdog(watched: i32) -> io::Result<()> {
+    // SAFETY: plain syscalls on our own process; see the caller for the fork context.
+    unsafe {
+        let group = libc::getpid();
+        // The worker's SIGCHLD handler (tokio's) is still installed here; when the middle process
+        // exits it would poke the worker's wakeup pipe. Exec resets it to the default anyway.
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGCHLD, &default, std::ptr::null_mut());
+        let middle = match libc::fork() {
+            -1 => return Err(io::Error::last_os_error()),
+            0 => match libc::fork() {
+                -1 => libc::_exit(1),
+                0 => watchdog(watched, group),
+                _ => libc::_exit(0),
+            },
+            middle => middle,
+        };
+        let mut status = 0;
+        while libc::waitpid(middle, &mut status, 0) == -1 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EINTR) {
+                return Err(error);
+            }
+        }
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(libc::EAGAIN))
+        }
+    }
+}
+
+/// The watchdog's whole life: wait for the end of file on `watched`, then kill `group`.
+///
+/// # Safety
+/// Only in a fresh fork that owns nothing it must clean up: it never returns.
+#[cfg(target_os = "linux")]
+unsafe fn watchdog(watched: i32, group: libc::pid_t) -> ! {
+    // SAFETY: plain syscalls on our own process, with pointers to locals and a static string.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"weir-watchdog".as_ptr() as libc::c_ulong, 0, 0, 0);
+        // Only SIGKILL may end the watchdog before the worker does: a stop's SIGTERM to the group,
+        // or a step's `kill 0`, must not leave the group unguarded. Errors (SIGKILL, SIGSTOP,
+        // numbers past the last signal) are expected.
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        for signal in 1..=64 {
+            libc::sigaction(signal, &ignore, std::ptr::null_mut());
+        }
+        // Hold no directory busy and no descriptor of the worker's: not the step's stdout or
+        // stderr (the log readers wait for their end of file), nor the pipes of other steps.
+        libc::chdir(c"/".as_ptr());
+        let watched_u = watched as libc::c_uint;
+        if watched_u > 0 {
+            close_range(0, watched_u - 1);
+        }
+        close_range(watched_u + 1, libc::c_uint::MAX);
+        let mut byte = 0u8;
+        loop {
+            match libc::read(watched, (&raw mut byte).cast(), 1) {
+                0 => break,
+                -1 if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
+                -1 => break,
+                _ => continue, // nobody writes; ignore anything that comes
+            }
+        }
+        libc::kill(-group, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
+/// Closes the descriptors `first..=last`, by `close_range(2)` or, before Linux 5.9, one by one up
+/// to the descriptor limit. Async-signal-safe.
+///
+/// # Safety
+/// Nothing may use the closed descriptors afterwards.
+#[cfg(target_os = "linux")]
+unsafe fn close_range(first: libc::c_uint, last: libc::c_uint) {
+    // SAFETY: closing descriptors has no memory-safety preconditions; the caller owns them all.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, first, last, 0) == 0 {
+            return;
+        }
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 { limit.rlim_cur } else { 1 << 16 };
+        let end = (libc::rlim_t::from(last) + 1).min(max.min(1 << 20));
+        let mut fd = libc::rlim_t::from(first);
+        while fd < end {
+            libc::close(fd as i32);
+            fd += 1;
+        }
+    }
 }
