@@ -16,8 +16,11 @@
 //!   from being recycled while it lives, so neither its `kill` nor the runtime's can hit a stranger.
 //!
 //! Known limits, stated so the next reader does not rediscover them:
-//! - A process that leaves the group (`setsid`, `setpgid`) escapes both `killpg` and the watchdog;
-//!   only a cgroup per step would hold it, and cgroups are not writable where the worker runs today.
+//! - A process that leaves the group (`setsid`, `setpgid`) escapes both `killpg` and the watchdog.
+//!   Ordinary tools do: GNU `timeout` (without `--foreground`) and shells with job control
+//!   (`set -m`) put their children in new groups. Holding those needs a cgroup per step, killed
+//!   whole by the watchdog (`cgroup.kill`); that takes root or a delegated cgroup, and is not
+//!   done here.
 //! - The watchdog is a fork of the worker that never execs: until the step ends it shares the
 //!   worker's memory copy-on-write, so pages the worker writes meanwhile are copied (at most the
 //!   worker's own footprint per running step; the worker is small next to the steps it runs).
