@@ -1,37 +1,43 @@
-//! [`ProcessRuntime`]: a step as a local process group. The step leads a new process group, so a
-//! stop reaches everything it started (`killpg`); stdin is `/dev/null`. This module owns the life
-//! of that group and nothing else: no uploads, no engine, no retries.
+//! [`ProcessRuntime`]: a step as a local process group and session. On Linux the step leads a new
+//! session (and so a new group); a stop signals the group (`killpg`) and every other process of the
+//! session, which holds the children that moved to groups of their own (GNU `timeout`, shells with
+//! job control). Elsewhere the step leads a new group only. Stdin is `/dev/null`; the step has no
+//! controlling terminal. This module owns the life of those processes and nothing else: no
+//! uploads, no engine, no retries.
 //!
 //! A step's processes die with their worker, on Linux, by two means:
-//! - The group leader gets `PR_SET_PDEATHSIG(SIGKILL)`. That covers the leader only: the signal is
+//! - The leader gets `PR_SET_PDEATHSIG(SIGKILL)`. That covers the leader only: the signal is
 //!   cleared by `fork`, and Linux sends it when the *thread* that spawned the step exits.
-//! - A watchdog guards the whole group. Between `fork` and `exec` the leader double-forks a small
-//!   process (named `weir-watchdog`, never exec'd) that stays in the step's group, ignores every
-//!   signal but SIGKILL, closes every file descriptor but the read end of a pipe whose write end
-//!   only the worker holds, and blocks reading it. That read returns end-of-file once the worker
-//!   process is gone, however it died (the kernel closes its descriptors); the watchdog then
-//!   SIGKILLs the group, itself included. When a step ends normally, the runtime's own final `killpg` ends the
-//!   watchdog with the rest. Being double-forked, it is no child of the step (a step that waits for
-//!   all its children never waits for it); being a member of the group, it keeps the group id
-//!   from being recycled while it lives, so neither its `kill` nor the runtime's can hit a stranger.
+//! - A watchdog guards the whole step. Between `fork` and `exec` the leader double-forks a small
+//!   process (named `weir-watchdog`, never exec'd) that stays in the step's group and session,
+//!   ignores every signal but SIGKILL, closes every file descriptor but the read end of a pipe
+//!   whose write end only the worker holds, and blocks reading it. That read returns end-of-file
+//!   once the worker process is gone, however it died (the kernel closes its descriptors); the
+//!   watchdog then SIGKILLs the session and the group, itself included. When a step ends normally,
+//!   the runtime's own final kill ends the watchdog with the rest. Being double-forked, it is no
+//!   child of the step (a step that waits for all its children never waits for it); being a member,
+//!   it keeps the group and session ids from being recycled while it lives, so neither its kill nor
+//!   the runtime's can hit a stranger.
+//!
+//! A session cannot be signalled as a whole: its members are found by scanning `/proc` (the
+//! watchdog does it with raw syscalls and stack buffers), which costs a few milliseconds per stop.
 //!
 //! Known limits, stated so the next reader does not rediscover them:
-//! - A process that leaves the group (`setsid`, `setpgid`) escapes both `killpg` and the watchdog.
-//!   Ordinary tools do: GNU `timeout` (without `--foreground`) and shells with job control
-//!   (`set -m`) put their children in new groups. Holding those needs a cgroup per step, killed
-//!   whole by the watchdog (`cgroup.kill`); that takes root or a delegated cgroup, and is not
-//!   done here.
+//! - A process that starts a session of its own (`setsid`, daemons) escapes every kill here; so
+//!   does the rest of the session when `/proc` is not mounted. Holding those needs a cgroup per
+//!   step, killed whole by the watchdog (`cgroup.kill`); that takes root or a delegated cgroup,
+//!   and is not done here.
 //! - The watchdog is a fork of the worker that never execs: until the step ends it shares the
 //!   worker's memory copy-on-write, so pages the worker writes meanwhile are copied (at most the
 //!   worker's own footprint per running step; the worker is small next to the steps it runs).
-//! - A group stopped by SIGSTOP stops its watchdog too; it kills the group once continued.
+//! - A step stopped by SIGSTOP to its group stops its watchdog too; it kills once continued.
 //! - Dead watchdogs (and a step's own orphans) are reparented to init or to the nearest subreaper
 //!   and reaped there. A worker that runs as PID 1 or as a subreaper must reap orphans itself (or
 //!   run under an init such as `tini`); this module does not.
 //! - Call `run` from a tokio worker thread (they live as long as the runtime), not from
 //!   `spawn_blocking`, whose idle threads exit and would fire the leader's parent-death signal.
-//! - Outside Linux there is neither parent-death signal nor watchdog: the step outlives a killed
-//!   worker.
+//! - Outside Linux there is neither parent-death signal, nor watchdog, nor session: the step
+//!   outlives a killed worker, and children in other groups outlive a stop.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -46,8 +52,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Action, Error, LogLine, Outcome, RunFuture, Runtime, StepSpec, Stream, logs, step_env};
 
-/// How long `run` waits, after the step's group is gone, for its output pipes to close. A process
-/// that escaped the group (`setsid`) can hold them open forever; its later output is dropped.
+/// How long `run` waits, after the step's processes are killed, for its output pipes to close. A
+/// process that escaped the session (`setsid`) can hold them open forever; its later output is
+/// dropped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs steps as local processes; see the module docs.
@@ -93,8 +100,10 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
         .envs(step_env(std::env::vars(), &spec.env, &spec.inputs_dir, &spec.outputs_dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    // On Linux the leader calls setsid itself (see `guard_group`), which also makes it lead a group.
+    #[cfg(not(target_os = "linux"))]
+    cmd.process_group(0);
     let spawn_error = |source| Error::Spawn { program: program.to_string(), workdir: spec.workdir.clone(), source };
     let (lifeline, watched) = guard_group(&mut cmd).map_err(spawn_error)?;
     let spawned = cmd.spawn();
@@ -128,9 +137,9 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
     let outcome = match stop {
         Err(status) => exit_outcome(status.map_err(Error::Wait)?),
         Ok(stop) => {
-            killpg(pgid, libc::SIGTERM);
+            kill_step(pgid, libc::SIGTERM);
             if tokio::time::timeout(spec.grace, child.wait()).await.is_err() {
-                killpg(pgid, libc::SIGKILL);
+                kill_step(pgid, libc::SIGKILL);
             }
             child.wait().await.map_err(Error::Wait)?;
             match stop {
@@ -140,7 +149,7 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
         }
     };
     // Leftovers (`sleep 100 &`) die with the step; then the pipes close and the pumps finish.
-    killpg(pgid, libc::SIGKILL);
+    kill_step(pgid, libc::SIGKILL);
     let pumps = std::mem::take(&mut guard.pumps);
     let aborts: Vec<_> = pumps.iter().map(JoinHandle::abort_handle).collect();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -178,16 +187,20 @@ struct Group {
 impl Drop for Group {
     fn drop(&mut self) {
         if !self.pumps.is_empty() {
-            killpg(self.pgid, libc::SIGKILL);
+            kill_step(self.pgid, libc::SIGKILL);
             self.pumps.iter().for_each(JoinHandle::abort);
         }
     }
 }
 
-fn killpg(pgid: i32, signal: i32) {
-    // SAFETY: killpg has no memory-safety preconditions; ESRCH (group gone) is expected and ignored.
+/// Signals every process of the step: its group and, on Linux, the rest of its session (which
+/// holds the children that moved to groups of their own). ESRCH (all gone) is expected.
+fn kill_step(pgid: i32, signal: i32) {
+    // SAFETY: killpg has no memory-safety preconditions; kill_session only makes syscalls.
     unsafe {
         libc::killpg(pgid, signal);
+        #[cfg(target_os = "linux")]
+        kill_session(pgid, signal, 0);
     }
 }
 
@@ -221,10 +234,10 @@ fn guard_group(cmd: &mut Command) -> io::Result<(Option<OwnedFd>, Option<OwnedFd
     };
     let watched = read.as_raw_fd();
     let parent = std::process::id();
-    // SAFETY: the closure runs between fork and exec, after std made the child a group leader,
-    // and only makes async-signal-safe calls (prctl, getppid, getpid, sigaction, fork, waitpid,
-    // _exit, and in the watchdog chdir, close, read, kill); it allocates nothing and takes no
-    // lock. `fork` in this single-threaded child is safe: glibc reset its own locks after std's fork.
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (prctl, getppid, setsid, getpid, sigaction, fork, waitpid, _exit, and in the watchdog
+    // chdir, close, open, read, getdents64, kill); it allocates nothing and takes no lock. `fork`
+    // in this single-threaded child is safe: glibc reset its own locks after std's fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
@@ -233,6 +246,10 @@ fn guard_group(cmd: &mut Command) -> io::Result<(Option<OwnedFd>, Option<OwnedFd
             // The worker may have died before prctl: then nobody will send the signal.
             if libc::getppid() as u32 != parent {
                 libc::_exit(137);
+            }
+            // A session of its own: children that move to new groups stay in it.
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
             }
             start_watchdog(watched)
         });
@@ -250,7 +267,7 @@ fn guard_group(_cmd: &mut Command) -> io::Result<(Option<OwnedFd>, Option<OwnedF
 /// step, and waits for the middle process. Fails only if a fork failed; the step then never runs.
 ///
 /// # Safety
-/// Only between fork and exec, in the leader of a fresh process group.
+/// Only between fork and exec, in the leader of a fresh session.
 #[cfg(target_os = "linux")]
 unsafe fn start_watchdog(watched: i32) -> io::Result<()> {
     // SAFETY: plain syscalls on our own process; see the caller for the fork context.
@@ -319,6 +336,7 @@ unsafe fn watchdog(watched: i32, group: libc::pid_t) -> ! {
                 _ => continue, // nobody writes; ignore anything that comes
             }
         }
+        kill_session(group, libc::SIGKILL, libc::getpid());
         libc::kill(-group, libc::SIGKILL);
         libc::_exit(0)
     }
@@ -343,6 +361,124 @@ unsafe fn close_range(first: libc::c_uint, last: libc::c_uint) {
         while fd < end {
             libc::close(fd as i32);
             fd += 1;
+        }
+    }
+}
+
+/// Sends `signal` to every live process of session `sid` but `skip`, found by scanning `/proc`
+/// (a session cannot be signalled as a whole). Scans again while it finds any, since a member may
+/// fork during a scan; bounded, as a SIGKILLed process can show as running for a moment. Without
+/// `/proc` it does nothing. Async-signal-safe: raw syscalls and stack buffers only.
+///
+/// # Safety
+/// None beyond the syscalls'; `unsafe` only because it runs between fork and exec too.
+#[cfg(target_os = "linux")]
+unsafe fn kill_session(sid: libc::pid_t, signal: i32, skip: libc::pid_t) {
+    // SAFETY: every pointer handed to the kernel is to a local buffer of the stated length.
+    unsafe {
+        for _ in 0..16 {
+            let dir = libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+            if dir == -1 {
+                return;
+            }
+            let mut found = false;
+            let mut entries = [0u8; 4096];
+            loop {
+                let n = libc::syscall(libc::SYS_getdents64, dir, entries.as_mut_ptr(), entries.len());
+                if n <= 0 {
+                    break;
+                }
+                // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, NUL-terminated name.
+                let n = n as usize;
+                let mut at = 0;
+                while at + 19 < n {
+                    let len = u16::from_ne_bytes([entries[at + 16], entries[at + 17]]) as usize;
+                    if len < 20 || at + len > n {
+                        break;
+                    }
+                    let name = &entries[at + 19..at + len];
+                    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                    at += len;
+                    let Some(pid) = parse_pid(name) else { continue };
+                    if pid != skip && session_of(name) == Some(sid) {
+                        libc::kill(pid, signal);
+                        found = true;
+                    }
+                }
+            }
+            libc::close(dir);
+            if !found || signal != libc::SIGKILL {
+                return;
+            }
+        }
+    }
+}
+
+/// The session of the live process `/proc/<pid>` (`None` if it is gone or a zombie).
+#[cfg(target_os = "linux")]
+unsafe fn session_of(pid: &[u8]) -> Option<libc::pid_t> {
+    const PREFIX: &[u8] = b"/proc/";
+    const SUFFIX: &[u8] = b"/stat\0";
+    let mut path = [0u8; 64];
+    if PREFIX.len() + pid.len() + SUFFIX.len() > path.len() {
+        return None;
+    }
+    path[..PREFIX.len()].copy_from_slice(PREFIX);
+    path[PREFIX.len()..PREFIX.len() + pid.len()].copy_from_slice(pid);
+    path[PREFIX.len() + pid.len()..PREFIX.len() + pid.len() + SUFFIX.len()].copy_from_slice(SUFFIX);
+    let mut stat = [0u8; 512];
+    // SAFETY: a NUL-terminated path and a buffer of the stated length, both local.
+    let n = unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd == -1 {
+            return None;
+        }
+        let n = libc::read(fd, stat.as_mut_ptr().cast(), stat.len());
+        libc::close(fd);
+        n
+    };
+    parse_session(stat.get(..usize::try_from(n).ok()?)?)
+}
+
+/// The session field of a `/proc/<pid>/stat` line (`pid (comm) state ppid pgrp session ...`), or
+/// `None` for a zombie or a line it cannot read. The command name may hold `)` or spaces, so the
+/// fields are counted from the last `)`.
+#[cfg(target_os = "linux")]
+fn parse_session(stat: &[u8]) -> Option<libc::pid_t> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat[close + 1..].split(u8::is_ascii_whitespace).filter(|f| !f.is_empty());
+    if matches!(fields.next()?, b"Z" | b"X") {
+        return None;
+    }
+    parse_pid(fields.nth(2)?)
+}
+
+/// A positive decimal pid, from bytes.
+#[cfg(target_os = "linux")]
+fn parse_pid(digits: &[u8]) -> Option<libc::pid_t> {
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let pid = digits.iter().fold(0, |n: libc::pid_t, &d| n * 10 + libc::pid_t::from(d - b'0'));
+    (pid > 0).then_some(pid)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_session_of_a_stat_line() {
+        let check = |line: &str, expect: Option<i32>| assert_eq!(parse_session(line.as_bytes()), expect, "{line}");
+        check("4242 (sleep) S 1 4240 4200 0 -1 4194304 95 0", Some(4200));
+        check("4242 (a) b (c)) R 1 4240 4201 0", Some(4201));
+        check("4242 (weir watchdog) S 1 4240 77\n", Some(77));
+        check("4242 (sleep) Z 1 4240 4200 0", None);
+        check("4242 (sleep) S 1 4240", None);
+        check("", None);
+        assert_eq!(parse_pid(b"123"), Some(123));
+        for bad in [&b""[..], b"0", b"self", b"12a", b"9999999999"] {
+            assert_eq!(parse_pid(bad), None);
         }
     }
 }
