@@ -38,6 +38,16 @@ async fn dies_within(pid: i32, bound: Duration) -> bool {
     false
 }
 
+/// Polls until process group `pgid` has no live member, for at most 2 s (a SIGKILLed process may
+/// still show as running for a moment).
+async fn group_empties(pgid: i32) {
+    let start = Instant::now();
+    while !group_members(pgid).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(2), "left in group {pgid}: {:?}", group_members(pgid));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn read_pid(path: &Path) -> i32 {
     std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
 }
@@ -153,7 +163,7 @@ async fn watchdog_guards_the_step_and_goes_with_it() {
     assert_eq!(ran.stdout(), ["finished"]);
     let (pgid, watchdog) = watchdog;
     assert!(dies_within(watchdog, Duration::from_secs(2)).await, "watchdog {watchdog} outlived its step");
-    assert!(group_members(pgid).is_empty(), "left in group {pgid}: {:?}", group_members(pgid));
+    group_empties(pgid).await;
 }
 
 /// The watchdog ignores the SIGTERM of a stop: it guards the group through the grace.
@@ -177,15 +187,39 @@ async fn watchdog_survives_the_stop_request() {
         pgid
     });
     assert_eq!(ran.outcome, Outcome::Cancelled);
-    assert!(group_members(pgid).is_empty(), "left in group {pgid}: {:?}", group_members(pgid));
+    group_empties(pgid).await;
+}
+
+/// A script line that starts `sleep 300` in a group of its own (GNU `timeout` does `setpgid`) and
+/// waits until its pid is in `$WEIR_OUTPUTS/escaped`.
+const ESCAPE: &str = r#"timeout 300 sh -c 'echo $$ > "$WEIR_OUTPUTS/e"
+        mv "$WEIR_OUTPUTS/e" "$WEIR_OUTPUTS/escaped"; exec sleep 300' &
+    while [ ! -e "$WEIR_OUTPUTS/escaped" ]; do sleep 0.01; done"#;
+
+/// The process group of `pid`.
+fn pgrp(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+/// A child that left the step's group (but not its session) is stopped with the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_in_another_group_goes_with_the_step() {
+    let f = Fixture::new();
+    let ran = run_plain(&ProcessRuntime::new(), f.script(&format!("{ESCAPE}\necho $$"))).await;
+    assert_eq!(ran.outcome, Outcome::Exited(0));
+    let step: i32 = ran.stdout()[0].parse().unwrap();
+    let escaped = read_pid(&f.outputs.join("escaped"));
+    assert!(dies_within(escaped, Duration::from_secs(2)).await, "{escaped} outlived its step {step}");
 }
 
 const HELPER_ENV: &str = "WEIR_WORKER_TEST_PDEATH_DIR";
 const HELPER_CLOSE_STDIN: &str = "WEIR_WORKER_TEST_CLOSE_STDIN";
 
 /// Not a test on its own: when re-run by [`worker_dies`] with [`HELPER_ENV`] set, this process is
-/// a mini-worker that starts a long step and waits to be killed. The step's background `sleep`
-/// never writes anything, so no SIGPIPE would ever end it: only the watchdog can. With
+/// a mini-worker that starts a long step and waits to be killed. The step's background `sleep`s
+/// never write anything, so no SIGPIPE would ever end them: only the watchdog can. One of them runs
+/// under `timeout`, which moves it to a group of its own. With
 /// [`HELPER_CLOSE_STDIN`] set, the mini-worker runs with descriptor 0 closed, so the runtime's
 /// next descriptor (the watchdog's pipe) is 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,10 +227,11 @@ async fn pdeath_helper() {
     let Some(dir) = std::env::var_os(HELPER_ENV) else { return };
     let dir = Path::new(&dir);
     let spec = weir_worker::runtime::StepSpec {
-        action: Action::Script(
-            r#"sleep 300 & echo "$$ $!" > "$WEIR_OUTPUTS/pids.tmp"; mv "$WEIR_OUTPUTS/pids.tmp" "$WEIR_OUTPUTS/pids"; wait"#
-                .into(),
-        ),
+        action: Action::Script(format!(
+            "sleep 300 & child=$!\n{ESCAPE}\n{}",
+            r#"echo "$$ $child $(cat "$WEIR_OUTPUTS/escaped")" > "$WEIR_OUTPUTS/pids.tmp"
+                mv "$WEIR_OUTPUTS/pids.tmp" "$WEIR_OUTPUTS/pids"; wait"#
+        )),
         env: vec![],
         workdir: dir.to_path_buf(),
         inputs_dir: dir.to_path_buf(),
@@ -232,16 +267,18 @@ async fn worker_dies(close_stdin: bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pids = std::fs::read_to_string(&pid_file).unwrap();
-    let [step, grandchild] = [0, 1].map(|i| pids.split_whitespace().nth(i).unwrap().parse::<i32>().unwrap());
+    let [step, grandchild, escaped] = [0, 1, 2].map(|i| pids.split_whitespace().nth(i).unwrap().parse().unwrap());
+    assert_ne!(pgrp(escaped), step, "the `timeout` child did not leave the step's group");
     // The step keeps running as long as its worker does.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(alive(step) && alive(grandchild), "the step died while its worker lives");
+    assert!(alive(step) && alive(grandchild) && alive(escaped), "the step died while its worker lives");
     worker.kill().unwrap(); // SIGKILL: the worker gets no chance to clean up
     worker.wait().unwrap();
     assert!(dies_within(step, Duration::from_secs(10)).await, "step {step} outlived its worker");
     assert!(dies_within(grandchild, Duration::from_secs(10)).await, "grandchild {grandchild} outlived its worker");
+    assert!(dies_within(escaped, Duration::from_secs(10)).await, "{escaped}, in another group, outlived its worker");
     // The watchdog went with them (it is in the step's group, which is now empty).
-    assert!(group_members(step).is_empty(), "left in group {step}: {:?}", group_members(step));
+    group_empties(step).await;
 }
 
 #[tokio::test]
