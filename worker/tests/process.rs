@@ -1,6 +1,7 @@
 //! [`ProcessRuntime`] against the shared conformance suite, plus what only a local process
 //! runtime can show: host pids of the step's group, signal deaths, spawn errors, a dropped `run`,
-//! a grandchild that escaped the group, and the step dying with its worker (`PR_SET_PDEATHSIG`).
+//! a grandchild that escaped the group, the watchdog that guards the group, and the step with all
+//! its processes dying with its worker (a re-run of this test binary acts as that worker).
 
 mod conformance;
 
@@ -37,8 +38,42 @@ async fn dies_within(pid: i32, bound: Duration) -> bool {
     false
 }
 
+/// Polls until process group `pgid` has no live member, for at most 2 s (a SIGKILLed process may
+/// still show as running for a moment).
+async fn group_empties(pgid: i32) {
+    let start = Instant::now();
+    while !group_members(pgid).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(2), "left in group {pgid}: {:?}", group_members(pgid));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn read_pid(path: &Path) -> i32 {
     std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+/// A live process as `/proc/<pid>/stat` shows it.
+#[derive(Debug)]
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    name: String,
+}
+
+/// The live (not zombie) members of process group `pgid`.
+fn group_members(pgid: i32) -> Vec<Proc> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let (state, ppid, pgrp) = (fields[0], fields[1].parse().unwrap(), fields[2].parse::<i32>().unwrap());
+        if pgrp == pgid && !matches!(state, "Z" | "X") {
+            members.push(Proc { pid, ppid, name: stat[open + 1..close].to_string() });
+        }
+    }
+    members
 }
 
 #[tokio::test]
@@ -100,19 +135,103 @@ async fn escaped_grandchild_does_not_hang_run() {
     unsafe { libc::kill(read_pid(&f.outputs.join("pid")), libc::SIGKILL) };
 }
 
-const HELPER_ENV: &str = "WEIR_WORKER_TEST_PDEATH_DIR";
+/// While a step runs, one watchdog guards its group: no child of the step, holding no descriptor
+/// but its pipe (so not the step's stdout and stderr); once the step ended normally, neither the
+/// watchdog nor anything else of the group is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_guards_the_step_and_goes_with_it() {
+    let f = Fixture::new();
+    let script = r#"echo $$ > "$WEIR_OUTPUTS/p"; mv "$WEIR_OUTPUTS/p" "$WEIR_OUTPUTS/pid"
+        while [ ! -e "$WEIR_OUTPUTS/go" ]; do sleep 0.02; done; echo finished"#;
+    let rt = ProcessRuntime::new();
+    let (ran, watchdog) = tokio::join!(run_plain(&rt, f.script(script)), async {
+        f.wait_for("pid").await;
+        let pgid = read_pid(&f.outputs.join("pid"));
+        let watchdogs: Vec<Proc> = group_members(pgid).into_iter().filter(|p| p.name == "weir-watchdog").collect();
+        assert_eq!(watchdogs.len(), 1, "group {pgid}: {:?}", group_members(pgid));
+        let watchdog = &watchdogs[0];
+        assert_ne!(watchdog.ppid, pgid, "the watchdog is a child of the step");
+        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", watchdog.pid)).unwrap().flatten().collect();
+        assert_eq!(fds.len(), 1, "the watchdog holds more than its pipe: {fds:?}");
+        let target = std::fs::read_link(fds[0].path()).unwrap();
+        assert!(target.to_string_lossy().starts_with("pipe:"), "{target:?}");
+        assert_eq!(std::fs::read_link(format!("/proc/{}/cwd", watchdog.pid)).unwrap(), Path::new("/"));
+        std::fs::write(f.outputs.join("go"), "").unwrap();
+        (pgid, watchdog.pid)
+    });
+    assert_eq!(ran.outcome, Outcome::Exited(0));
+    assert_eq!(ran.stdout(), ["finished"]);
+    let (pgid, watchdog) = watchdog;
+    assert!(dies_within(watchdog, Duration::from_secs(2)).await, "watchdog {watchdog} outlived its step");
+    group_empties(pgid).await;
+}
 
-/// Not a test on its own: when re-run by [`step_dies_with_its_worker`] with [`HELPER_ENV`] set,
-/// this process is a mini-worker that starts a long step and waits to be killed.
+/// The watchdog ignores the SIGTERM of a stop: it guards the group through the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_survives_the_stop_request() {
+    let f = Fixture::new();
+    let mut spec = f.script(
+        r#"trap '' TERM; echo $$ > "$WEIR_OUTPUTS/p"; mv "$WEIR_OUTPUTS/p" "$WEIR_OUTPUTS/pid"
+        while :; do sleep 0.02; done"#,
+    );
+    spec.grace = Duration::from_millis(800);
+    let cancel = CancellationToken::new();
+    let rt = ProcessRuntime::new();
+    let (ran, pgid) = tokio::join!(conformance::run(&rt, spec, cancel.clone()), async {
+        f.wait_for("pid").await;
+        let pgid = read_pid(&f.outputs.join("pid"));
+        cancel.cancel();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let names: Vec<String> = group_members(pgid).into_iter().map(|p| p.name).collect();
+        assert!(names.iter().any(|n| n == "weir-watchdog"), "no watchdog in the grace: {names:?}");
+        pgid
+    });
+    assert_eq!(ran.outcome, Outcome::Cancelled);
+    group_empties(pgid).await;
+}
+
+/// A script line that starts `sleep 300` in a group of its own (GNU `timeout` does `setpgid`) and
+/// waits until its pid is in `$WEIR_OUTPUTS/escaped`.
+const ESCAPE: &str = r#"timeout 300 sh -c 'echo $$ > "$WEIR_OUTPUTS/e"
+        mv "$WEIR_OUTPUTS/e" "$WEIR_OUTPUTS/escaped"; exec sleep 300' &
+    while [ ! -e "$WEIR_OUTPUTS/escaped" ]; do sleep 0.01; done"#;
+
+/// The process group of `pid`.
+fn pgrp(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+/// A child that left the step's group (but not its session) is stopped with the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_in_another_group_goes_with_the_step() {
+    let f = Fixture::new();
+    let ran = run_plain(&ProcessRuntime::new(), f.script(&format!("{ESCAPE}\necho $$"))).await;
+    assert_eq!(ran.outcome, Outcome::Exited(0));
+    let step: i32 = ran.stdout()[0].parse().unwrap();
+    let escaped = read_pid(&f.outputs.join("escaped"));
+    assert!(dies_within(escaped, Duration::from_secs(2)).await, "{escaped} outlived its step {step}");
+}
+
+const HELPER_ENV: &str = "WEIR_WORKER_TEST_PDEATH_DIR";
+const HELPER_CLOSE_STDIN: &str = "WEIR_WORKER_TEST_CLOSE_STDIN";
+
+/// Not a test on its own: when re-run by [`worker_dies`] with [`HELPER_ENV`] set, this process is
+/// a mini-worker that starts a long step and waits to be killed. The step's background `sleep`s
+/// never write anything, so no SIGPIPE would ever end them: only the watchdog can. One of them runs
+/// under `timeout`, which moves it to a group of its own. With
+/// [`HELPER_CLOSE_STDIN`] set, the mini-worker runs with descriptor 0 closed, so the runtime's
+/// next descriptor (the watchdog's pipe) is 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pdeath_helper() {
     let Some(dir) = std::env::var_os(HELPER_ENV) else { return };
     let dir = Path::new(&dir);
     let spec = weir_worker::runtime::StepSpec {
-        action: Action::Script(
-            r#"echo $$ > "$WEIR_OUTPUTS/pid.tmp"; mv "$WEIR_OUTPUTS/pid.tmp" "$WEIR_OUTPUTS/pid"; exec sleep 30"#
-                .into(),
-        ),
+        action: Action::Script(format!(
+            "sleep 300 & child=$!\n{ESCAPE}\n{}",
+            r#"echo "$$ $child $(cat "$WEIR_OUTPUTS/escaped")" > "$WEIR_OUTPUTS/pids.tmp"
+                mv "$WEIR_OUTPUTS/pids.tmp" "$WEIR_OUTPUTS/pids"; wait"#
+        )),
         env: vec![],
         workdir: dir.to_path_buf(),
         inputs_dir: dir.to_path_buf(),
@@ -121,27 +240,53 @@ async fn pdeath_helper() {
         grace: Duration::from_secs(1),
     };
     let (tx, _rx) = mpsc::channel(8);
+    if std::env::var_os(HELPER_CLOSE_STDIN).is_some() {
+        // SAFETY: nothing in this process reads stdin.
+        unsafe { libc::close(0) };
+    }
     let _ = ProcessRuntime::new().run(spec, tx, CancellationToken::new()).await;
 }
 
-#[tokio::test]
-async fn step_dies_with_its_worker() {
+/// Starts a mini-worker, waits until its step runs, SIGKILLs the worker, and checks that the step,
+/// its background grandchild and the watchdog all die.
+async fn worker_dies(close_stdin: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap());
+    helper
         .args(["pdeath_helper", "--exact", "--nocapture", "--test-threads=1"])
         .env(HELPER_ENV, dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid_file = dir.path().join("pid");
+        .stdout(std::process::Stdio::null());
+    if close_stdin {
+        helper.env(HELPER_CLOSE_STDIN, "1");
+    }
+    let mut worker = helper.spawn().unwrap();
+    let pid_file = dir.path().join("pids");
     let start = Instant::now();
     while !pid_file.exists() {
         assert!(start.elapsed() < Duration::from_secs(10), "the mini-worker never started its step");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let step = read_pid(&pid_file);
-    assert!(alive(step));
+    let pids = std::fs::read_to_string(&pid_file).unwrap();
+    let [step, grandchild, escaped] = [0, 1, 2].map(|i| pids.split_whitespace().nth(i).unwrap().parse().unwrap());
+    assert_ne!(pgrp(escaped), step, "the `timeout` child did not leave the step's group");
+    // The step keeps running as long as its worker does.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(alive(step) && alive(grandchild) && alive(escaped), "the step died while its worker lives");
     worker.kill().unwrap(); // SIGKILL: the worker gets no chance to clean up
     worker.wait().unwrap();
     assert!(dies_within(step, Duration::from_secs(10)).await, "step {step} outlived its worker");
+    assert!(dies_within(grandchild, Duration::from_secs(10)).await, "grandchild {grandchild} outlived its worker");
+    assert!(dies_within(escaped, Duration::from_secs(10)).await, "{escaped}, in another group, outlived its worker");
+    // The watchdog went with them (it is in the step's group, which is now empty).
+    group_empties(step).await;
+}
+
+#[tokio::test]
+async fn step_and_grandchild_die_with_their_worker() {
+    worker_dies(false).await;
+}
+
+#[tokio::test]
+async fn worker_with_closed_stdin_guards_its_step() {
+    worker_dies(true).await;
 }

@@ -1,21 +1,46 @@
-//! [`ProcessRuntime`]: a step as a local process group. The step leads a new process group, so a
-//! stop reaches everything it started (`killpg`); it gets `PR_SET_PDEATHSIG(SIGKILL)` on Linux so
-//! it dies with the worker; stdin is `/dev/null`. This module owns the life of that group and
-//! nothing else: no uploads, no engine, no retries.
+//! [`ProcessRuntime`]: a step as a local process group and session. On Linux the step leads a new
+//! session (and so a new group); a stop signals the group (`killpg`) and every other process of the
+//! session, which holds the children that moved to groups of their own (GNU `timeout`, shells with
+//! job control). Elsewhere the step leads a new group only. Stdin is `/dev/null`; the step has no
+//! controlling terminal. This module owns the life of those processes and nothing else: no
+//! uploads, no engine, no retries.
+//!
+//! A step's processes die with their worker, on Linux, by two means:
+//! - The leader gets `PR_SET_PDEATHSIG(SIGKILL)`. That covers the leader only: the signal is
+//!   cleared by `fork`, and Linux sends it when the *thread* that spawned the step exits.
+//! - A watchdog guards the whole step. Between `fork` and `exec` the leader double-forks a small
+//!   process (named `weir-watchdog`, never exec'd) that stays in the step's group and session,
+//!   ignores every signal but SIGKILL, closes every file descriptor but the read end of a pipe
+//!   whose write end only the worker holds, and blocks reading it. That read returns end-of-file
+//!   once the worker process is gone, however it died (the kernel closes its descriptors); the
+//!   watchdog then SIGKILLs the session and the group, itself included. When a step ends normally,
+//!   the runtime's own final kill ends the watchdog with the rest. Being double-forked, it is no
+//!   child of the step (a step that waits for all its children never waits for it); being a member,
+//!   it keeps the group and session ids from being recycled while it lives, so neither its kill nor
+//!   the runtime's can hit a stranger.
+//!
+//! A session cannot be signalled as a whole: its members are found by scanning `/proc` (the
+//! watchdog does it with raw syscalls and stack buffers), which costs a few milliseconds per stop.
 //!
 //! Known limits, stated so the next reader does not rediscover them:
-//! - The parent-death signal is per process and cleared by `fork`: it kills the group leader
-//!   (`sh`, or the argv program) when the worker dies, but a grandchild that outlives its leader
-//!   survives until it next writes to its (now reader-less) stdout/stderr and gets SIGPIPE. Closing
-//!   that gap needs a watchdog process or a cgroup per step.
-//! - Linux delivers the parent-death signal when the *thread* that spawned the step exits. Call
-//!   `run` from a tokio worker thread (they live as long as the runtime), not from
-//!   `spawn_blocking`, whose idle threads exit.
-//! - After the leader is reaped, its group id can only be reused once the whole group is gone, so
-//!   the final `killpg` cannot hit a stranger unless the group emptied in between and the id was
-//!   recycled at once; the window is microseconds.
+//! - A process that starts a session of its own (`setsid`, daemons) escapes every kill here; so
+//!   does the rest of the session when `/proc` is not mounted. Holding those needs a cgroup per
+//!   step, killed whole by the watchdog (`cgroup.kill`); that takes root or a delegated cgroup,
+//!   and is not done here.
+//! - The watchdog is a fork of the worker that never execs: until the step ends it shares the
+//!   worker's memory copy-on-write, so pages the worker writes meanwhile are copied (at most the
+//!   worker's own footprint per running step; the worker is small next to the steps it runs).
+//! - A step stopped by SIGSTOP to its group stops its watchdog too; it kills once continued.
+//! - Dead watchdogs (and a step's own orphans) are reparented to init or to the nearest subreaper
+//!   and reaped there. A worker that runs as PID 1 or as a subreaper must reap orphans itself (or
+//!   run under an init such as `tini`); this module does not.
+//! - Call `run` from a tokio worker thread (they live as long as the runtime), not from
+//!   `spawn_blocking`, whose idle threads exit and would fire the leader's parent-death signal.
+//! - Outside Linux there is neither parent-death signal, nor watchdog, nor session: the step
+//!   outlives a killed worker, and children in other groups outlive a stop.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -27,8 +52,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Action, Error, LogLine, Outcome, RunFuture, Runtime, StepSpec, Stream, logs, step_env};
 
-/// How long `run` waits, after the step's group is gone, for its output pipes to close. A process
-/// that escaped the group (`setsid`) can hold them open forever; its later output is dropped.
+mod watchdog;
+
+/// How long `run` waits, after the step's processes are killed, for its output pipes to close. A
+/// process that escaped the session (`setsid`) can hold them open forever; its later output is
+/// dropped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs steps as local processes; see the module docs.
@@ -74,18 +102,23 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
         .envs(step_env(std::env::vars(), &spec.env, &spec.inputs_dir, &spec.outputs_dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    set_parent_death_signal(&mut cmd);
-
+        .stderr(Stdio::piped());
+    // On Linux the leader calls setsid itself (see `watchdog::guard_group`), which also makes it lead a group.
+    #[cfg(not(target_os = "linux"))]
+    cmd.process_group(0);
     let spawn_error = |source| Error::Spawn { program: program.to_string(), workdir: spec.workdir.clone(), source };
-    let mut child = cmd.spawn().map_err(spawn_error)?;
+    let (lifeline, watched) = watchdog::guard_group(&mut cmd).map_err(spawn_error)?;
+    let spawned = cmd.spawn();
+    // Only the worker and the watchdog may hold the pipe: the leader closed its copy at exec.
+    drop(watched);
+    let mut child = spawned.map_err(spawn_error)?;
     let pgid =
         child.id().and_then(|id| i32::try_from(id).ok()).ok_or_else(|| spawn_error(io::ErrorKind::Other.into()))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut guard = Group {
         pgid,
+        _lifeline: lifeline,
         pumps: vec![
             tokio::spawn(logs::pump(BufReader::new(stdout), Stream::Stdout, logs.clone())),
             tokio::spawn(logs::pump(BufReader::new(stderr), Stream::Stderr, logs)),
@@ -106,9 +139,9 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
     let outcome = match stop {
         Err(status) => exit_outcome(status.map_err(Error::Wait)?),
         Ok(stop) => {
-            killpg(pgid, libc::SIGTERM);
+            kill_step(pgid, libc::SIGTERM);
             if tokio::time::timeout(spec.grace, child.wait()).await.is_err() {
-                killpg(pgid, libc::SIGKILL);
+                kill_step(pgid, libc::SIGKILL);
             }
             child.wait().await.map_err(Error::Wait)?;
             match stop {
@@ -118,7 +151,7 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
         }
     };
     // Leftovers (`sleep 100 &`) die with the step; then the pipes close and the pumps finish.
-    killpg(pgid, libc::SIGKILL);
+    kill_step(pgid, libc::SIGKILL);
     let pumps = std::mem::take(&mut guard.pumps);
     let aborts: Vec<_> = pumps.iter().map(JoinHandle::abort_handle).collect();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -147,45 +180,28 @@ fn exit_outcome(status: ExitStatus) -> Outcome {
 /// aborted), so an abandoned step never runs on unobserved.
 struct Group {
     pgid: i32,
+    /// The write end of the watchdog's pipe, held for the life of the step; dropped after the
+    /// group was killed (the fields drop after `Drop::drop`), when it no longer matters.
+    _lifeline: Option<OwnedFd>,
     pumps: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
         if !self.pumps.is_empty() {
-            killpg(self.pgid, libc::SIGKILL);
+            kill_step(self.pgid, libc::SIGKILL);
             self.pumps.iter().for_each(JoinHandle::abort);
         }
     }
 }
 
-fn killpg(pgid: i32, signal: i32) {
-    // SAFETY: killpg has no memory-safety preconditions; ESRCH (group gone) is expected and ignored.
+/// Signals every process of the step: its group and, on Linux, the rest of its session (which
+/// holds the children that moved to groups of their own). ESRCH (all gone) is expected.
+fn kill_step(pgid: i32, signal: i32) {
+    // SAFETY: killpg has no memory-safety preconditions; kill_session only makes syscalls.
     unsafe {
         libc::killpg(pgid, signal);
+        #[cfg(target_os = "linux")]
+        watchdog::kill_session(pgid, signal, 0);
     }
-}
-
-#[cfg(target_os = "linux")]
-fn set_parent_death_signal(cmd: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
-    // (prctl, getppid, _exit); it allocates nothing and takes no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The worker may have died before prctl: then nobody will send the signal.
-            if libc::getppid() as u32 != parent {
-                libc::_exit(137);
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_parent_death_signal(_cmd: &mut Command) {
-    // No parent-death signal outside Linux: the step outlives a killed worker (documented above).
 }
