@@ -54,6 +54,8 @@ pub(super) struct Worker {
     pub held: HashMap<(String, AttemptId), Instant>,
     /// Stop orders for its next heartbeat.
     pub stops: Vec<(String, AttemptId, String)>,
+    /// `Lease` long-polls in progress: a worker waiting in one is alive.
+    pub polling: u32,
 }
 
 #[derive(Default)]
@@ -435,7 +437,7 @@ impl Engine {
         let lost: Vec<String> = st
             .workers
             .iter()
-            .filter(|(_, w)| now.duration_since(w.last_seen) > self.terms.lease_timeout)
+            .filter(|(_, w)| w.polling == 0 && now.duration_since(w.last_seen) > self.terms.lease_timeout)
             .map(|(id, _)| id.clone())
             .collect();
         let mut losses = Vec::new();
@@ -485,7 +487,13 @@ impl Engine {
         let id = format!("{}-{:x}", if clean.is_empty() { "worker" } else { &clean }, st.next_worker);
         st.workers.insert(
             id.clone(),
-            Worker { name: name.to_string(), last_seen: Instant::now(), held: HashMap::new(), stops: Vec::new() },
+            Worker {
+                name: name.to_string(),
+                last_seen: Instant::now(),
+                held: HashMap::new(),
+                stops: Vec::new(),
+                polling: 0,
+            },
         );
         tracing::info!(worker = id, "worker registered");
         id

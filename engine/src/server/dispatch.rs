@@ -70,6 +70,7 @@ impl Engine {
             return Ok(None);
         }
         let deadline = tokio::time::Instant::now() + wait.min(self.terms.max_wait);
+        let _polling = Polling::start(self, worker)?;
         loop {
             let notified = self.ready_signal.notified();
             tokio::pin!(notified);
@@ -210,6 +211,30 @@ impl Engine {
                 "attempt {attempt} of run {run} is stale ({})",
                 live_now.map_or("no attempt is live".to_string(), |a| format!("the live attempt is {a}"))
             ))),
+        }
+    }
+}
+
+/// Marks a worker as waiting in a long-poll for as long as it lives.
+struct Polling<'a> {
+    engine: &'a Engine,
+    worker: &'a str,
+}
+
+impl<'a> Polling<'a> {
+    fn start(engine: &'a Engine, worker: &'a str) -> Result<Polling<'a>, ApiError> {
+        let mut st = engine.lock();
+        engine.worker_seen(&mut st, worker)?.polling += 1;
+        Ok(Polling { engine, worker })
+    }
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        let mut st = self.engine.lock();
+        if let Some(w) = st.workers.get_mut(self.worker) {
+            w.polling = w.polling.saturating_sub(1);
+            w.last_seen = Instant::now();
         }
     }
 }

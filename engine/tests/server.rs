@@ -1,0 +1,390 @@
+//! The gRPC server against real loopback connections and a real sled store in a temporary
+//! folder, with the worker side driven by hand through the generated client, so each test can
+//! put a report exactly where it wants it (a stale attempt, a lost worker, a restart between
+//! lease and report). The worker agent's own tests and the end-to-end tests drive real workers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prost::Message;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use weir_engine::server::{self, Server, ServerConfig, Terms};
+use weir_proto::v1;
+use weir_proto::v1::weir_client_client::WeirClientClient;
+use weir_proto::v1::weir_worker_client::WeirWorkerClient;
+
+const TWO_STEPS: &str = "name: two
+params:
+  n: {type: int, default: 3}
+steps:
+  make:
+    run: echo {{ params.n }} > $WEIR_OUTPUTS/n.txt
+    outputs: [n.txt]
+  use:
+    needs: [make]
+    run: cat $WEIR_INPUTS/make/n.txt
+";
+
+fn config(dir: &std::path::Path) -> ServerConfig {
+    let mut c = ServerConfig::new(dir, "127.0.0.1:0".parse().unwrap());
+    c.terms = Terms {
+        lease_timeout: Duration::from_millis(800),
+        heartbeat_interval: Duration::from_millis(200),
+        max_wait: Duration::from_secs(5),
+    };
+    c.tick = Duration::from_millis(20);
+    c
+}
+
+async fn clients(s: &Server) -> (WeirClientClient<Channel>, WeirWorkerClient<Channel>) {
+    let ch = Channel::from_shared(s.url()).unwrap().connect().await.unwrap();
+    (WeirClientClient::new(ch.clone()), WeirWorkerClient::new(ch))
+}
+
+async fn submit(c: &mut WeirClientClient<Channel>, yaml: &str) -> Result<v1::SubmitPipelineResponse, tonic::Status> {
+    let header = v1::SubmitPipelineHeader { yaml: yaml.into(), file_name: "p.yaml".into(), ..Default::default() };
+    let msgs = vec![v1::SubmitPipelineRequest { part: Some(v1::submit_pipeline_request::Part::Header(header)) }];
+    c.submit_pipeline(tokio_stream::iter(msgs)).await.map(|r| r.into_inner())
+}
+
+async fn start(c: &mut WeirClientClient<Channel>, name: &str, params: &[(&str, &str)]) -> String {
+    let params: HashMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let req = v1::StartRunRequest { pipeline: Some(v1::start_run_request::Pipeline::Name(name.into())), params };
+    c.start_run(req).await.unwrap().into_inner().run.unwrap().run_id
+}
+
+async fn register(w: &mut WeirWorkerClient<Channel>) -> String {
+    let req = v1::RegisterRequest { name: "hand".into(), capacity: 4, ..Default::default() };
+    w.register(req).await.unwrap().into_inner().worker_id
+}
+
+async fn lease(w: &mut WeirWorkerClient<Channel>, id: &str) -> Option<v1::Assignment> {
+    let req =
+        v1::LeaseRequest { worker_id: id.into(), free: 1, wait: Some(prost_types::Duration { seconds: 3, nanos: 0 }) };
+    w.lease(req).await.unwrap().into_inner().assignment
+}
+
+fn outcome(o: v1::report_request::Outcome, id: &str, a: &v1::Assignment) -> v1::ReportRequest {
+    v1::ReportRequest { worker_id: id.into(), attempt: a.attempt.clone(), time: None, outcome: Some(o) }
+}
+
+fn ok(metrics: &[(&str, f64)], outputs: Option<v1::Manifest>) -> v1::report_request::Outcome {
+    v1::report_request::Outcome::Succeeded(v1::Succeeded {
+        metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        outputs,
+    })
+}
+
+fn failed(reason: &str) -> v1::report_request::Outcome {
+    v1::report_request::Outcome::Failed(v1::Failed { reason: reason.into(), exit_code: Some(1) })
+}
+
+async fn upload(
+    w: &mut WeirWorkerClient<Channel>,
+    id: &str,
+    a: &v1::Assignment,
+    path: &str,
+    bytes: &[u8],
+) -> Result<v1::UploadArtifactResponse, tonic::Status> {
+    let header = v1::UploadArtifactHeader {
+        worker_id: id.into(),
+        attempt: a.attempt.clone(),
+        path: path.into(),
+        size: bytes.len() as u64,
+        digest: String::new(),
+    };
+    let msgs = vec![
+        v1::UploadArtifactRequest { part: Some(v1::upload_artifact_request::Part::Header(header)) },
+        v1::UploadArtifactRequest { part: Some(v1::upload_artifact_request::Part::Chunk(bytes.to_vec())) },
+    ];
+    w.upload_artifact(tokio_stream::iter(msgs)).await.map(|r| r.into_inner())
+}
+
+async fn run_state(c: &mut WeirClientClient<Channel>, run: &str) -> (v1::RunState, Vec<v1::Step>) {
+    let r = c.get_run(v1::GetRunRequest { run_id: run.into(), ..Default::default() }).await.unwrap().into_inner();
+    (r.run.unwrap().state(), r.steps)
+}
+
+async fn wait_state(c: &mut WeirClientClient<Channel>, run: &str, want: v1::RunState) {
+    for _ in 0..500 {
+        if run_state(c, run).await.0 == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("run {run} never reached {want:?}: {:?}", run_state(c, run).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_flows_through_lease_report_and_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    let sub = submit(&mut c, TWO_STEPS).await.unwrap();
+    assert_eq!((sub.name.as_str(), sub.created), ("two", true));
+    assert!(!submit(&mut c, TWO_STEPS).await.unwrap().created, "same content, same version");
+    let run = start(&mut c, "two", &[("n", "7")]).await;
+    let id = register(&mut w).await;
+
+    let a = lease(&mut w, &id).await.expect("make is ready");
+    assert_eq!(a.instance_name, "make");
+    let v1::action::Kind::Script(script) = a.action.clone().unwrap().kind.unwrap() else { panic!("a script") };
+    assert_eq!(script, "echo 7 > $WEIR_OUTPUTS/n.txt");
+    assert_eq!(a.env["WEIR_RUN_ID"], run);
+    assert_eq!(a.env["WEIR_PARAM_N"], "7");
+    assert_eq!(a.outputs, ["n.txt"]);
+    assert!(lease(&mut w, &id).await.is_none(), "use waits for make");
+
+    // An output name that climbs out of its folder is refused, as is a success whose
+    // outputs were never uploaded.
+    let bad = upload(&mut w, &id, &a, "../../etc/passwd", b"x").await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let up = upload(&mut w, &id, &a, "n.txt", b"7\n").await.unwrap();
+    let entry = v1::ManifestEntry { path: "n.txt".into(), digest: up.digest.clone(), size: 2, executable: false };
+    let mut missing = entry.clone();
+    missing.digest = "0".repeat(64);
+    let refused = w.report(outcome(ok(&[], Some(v1::Manifest { files: vec![missing] })), &id, &a)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &id, &a)).await.unwrap();
+    w.report(outcome(ok(&[("rows", 7.0)], Some(v1::Manifest { files: vec![entry] })), &id, &a)).await.unwrap();
+    let again = w.report(outcome(ok(&[], None), &id, &a)).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "a duplicate success is stale: {again:?}");
+
+    let b = lease(&mut w, &id).await.expect("use is ready");
+    assert_eq!(b.instance_name, "use");
+    assert_eq!(b.inputs.len(), 1);
+    assert_eq!(b.inputs[0].dir, "make");
+    assert_eq!(b.inputs[0].manifest.as_ref().unwrap().files[0].digest, up.digest);
+    w.report(outcome(failed("exit code 1"), &id, &b)).await.unwrap();
+    wait_state(&mut c, &run, v1::RunState::Failed).await;
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!(steps[0].metrics["rows"], 7.0);
+    assert_eq!(steps[0].outputs.as_ref().unwrap().files.len(), 1);
+    assert_eq!(steps[1].message, "exit code 1");
+
+    // Retry reuses `make` and runs `use` again.
+    let retry = c.retry_run(v1::RetryRunRequest { run_id: run.clone() }).await.unwrap().into_inner().run.unwrap();
+    let b2 = lease(&mut w, &id).await.expect("use runs again");
+    assert_eq!(b2.instance_name, "use");
+    assert_eq!(b2.attempt.as_ref().unwrap().run_id, retry.run_id);
+    assert_eq!(b2.inputs[0].manifest.as_ref().unwrap().files[0].digest, up.digest, "reused outputs");
+    w.report(outcome(ok(&[], None), &id, &b2)).await.unwrap();
+    wait_state(&mut c, &retry.run_id, v1::RunState::Succeeded).await;
+    let (_, steps) = run_state(&mut c, &retry.run_id).await;
+    assert!(steps[0].worker_id.starts_with("reused from"), "{:?}", steps[0]);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_is_lost_its_step_redispatched_and_its_late_report_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let run = start(&mut c, "two", &[]).await;
+    let dead = register(&mut w).await;
+    let a1 = lease(&mut w, &dead).await.unwrap();
+    // `dead` never heartbeats again; a second worker keeps polling.
+    let alive = register(&mut w).await;
+    let a2 = loop {
+        w.heartbeat(v1::HeartbeatRequest { worker_id: alive.clone(), ..Default::default() }).await.unwrap();
+        if let Some(a) = lease(&mut w, &alive).await {
+            break a;
+        }
+    };
+    assert_eq!(a2.instance_name, "make");
+    assert_eq!(a2.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2);
+    let late = w.report(outcome(ok(&[], None), &alive, &a1)).await.unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+    assert!(late.message().contains("stale"), "{late:?}");
+    let unknown = w.report(outcome(ok(&[], None), &dead, &a1)).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "the lost worker must register again: {unknown:?}");
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!((steps[0].attempt, steps[0].state()), (2, v1::StepState::Leased));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_runs_and_a_worker_keeps_the_step_it_was_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let run = start(&mut c, "two", &[]).await;
+    let id = register(&mut w).await;
+    let a = lease(&mut w, &id).await.unwrap();
+    w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &id, &a)).await.unwrap();
+
+    // A second engine on the same folder is refused while the first holds it.
+    let locked = server::start(config(dir.path())).await.err().expect("locked");
+    assert!(locked.to_string().contains("another weir engine"), "{locked}");
+    s.shutdown().await;
+
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    let hb = v1::HeartbeatRequest { worker_id: id.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
+    let forgotten = w.heartbeat(hb.clone()).await.unwrap_err();
+    assert_eq!(forgotten.code(), Code::NotFound, "the new engine does not know the old worker id");
+    let id2 = register(&mut w).await;
+    let resp = w.heartbeat(v1::HeartbeatRequest { worker_id: id2.clone(), ..hb }).await.unwrap().into_inner();
+    assert!(resp.stop.is_empty(), "the running attempt is re-adopted, not stopped: {resp:?}");
+    // Past the lease timeout, still heartbeating: no second attempt appears.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let hb = v1::HeartbeatRequest { worker_id: id2.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
+        w.heartbeat(hb).await.unwrap();
+    }
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!((steps[0].state(), steps[0].attempt), (v1::StepState::Running, 1));
+    w.report(outcome(ok(&[], None), &id2, &a)).await.unwrap();
+    let b = lease(&mut w, &id2).await.unwrap();
+    w.report(outcome(ok(&[], None), &id2, &b)).await.unwrap();
+    wait_state(&mut c, &run, v1::RunState::Succeeded).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclaimed_attempt_after_a_restart_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let run = start(&mut c, "two", &[]).await;
+    let id = register(&mut w).await;
+    let a = lease(&mut w, &id).await.unwrap();
+    s.shutdown().await;
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    let id = register(&mut w).await;
+    let again = loop {
+        w.heartbeat(v1::HeartbeatRequest { worker_id: id.clone(), ..Default::default() }).await.unwrap();
+        if let Some(x) = lease(&mut w, &id).await {
+            break x;
+        }
+    };
+    assert_eq!(again.instance_name, "make");
+    assert_eq!(again.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2);
+    assert_eq!(w.report(outcome(ok(&[], None), &id, &a)).await.unwrap_err().code(), Code::FailedPrecondition);
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!(steps[0].attempt, 2);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_required_per_service_and_open_listening_needs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut open = config(dir.path());
+    open.listen = "0.0.0.0:0".parse().unwrap();
+    let refused = server::start(open.clone()).await.err().expect("refused");
+    assert!(refused.to_string().contains("without authentication"), "{refused}");
+    open.insecure = true;
+    server::start(open).await.unwrap().shutdown().await;
+
+    let mut cfg = config(dir.path());
+    cfg.client_token = Some("c-secret".into());
+    cfg.worker_token = Some("w-secret".into());
+    let s = server::start(cfg).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    let no = c.list_runs(v1::ListRunsRequest::default()).await.unwrap_err();
+    assert_eq!(no.code(), Code::Unauthenticated, "{no:?}");
+    let with = |token: &str| {
+        let mut r = Request::new(v1::ListRunsRequest::default());
+        r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    assert_eq!(c.list_runs(with("w-secret")).await.unwrap_err().code(), Code::Unauthenticated);
+    assert!(!c.list_runs(with("w-secret")).await.unwrap_err().message().contains("secret"), "tokens never echo");
+    c.list_runs(with("c-secret")).await.unwrap();
+    let reg = w.register(v1::RegisterRequest::default()).await.unwrap_err();
+    assert_eq!(reg.code(), Code::Unauthenticated);
+    let mut r = Request::new(v1::RegisterRequest::default());
+    r.metadata_mut().insert("authorization", "Bearer w-secret".parse().unwrap());
+    w.register(r).await.unwrap();
+
+    // Health and reflection stay open, so generic tools can probe the server.
+    let ch = Channel::from_shared(s.url()).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let h = health.check(tonic_health::pb::HealthCheckRequest { service: "weir.v1.WeirClient".into() }).await.unwrap();
+    assert_eq!(h.into_inner().status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_built_from_reflection_alone_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let ch = Channel::from_shared(s.url()).unwrap().connect().await.unwrap();
+    let mut r = ServerReflectionClient::new(ch);
+    let ask = |m: MessageRequest| ServerReflectionRequest { host: String::new(), message_request: Some(m) };
+    let reqs = vec![
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol("weir.v1.WeirWorker".into())),
+    ];
+    let mut stream = r.server_reflection_info(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("a service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["weir.v1.WeirClient", "weir.v1.WeirWorker", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("descriptors")
+    };
+    let methods: Vec<String> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|b| prost_types::FileDescriptorProto::decode(b.as_slice()).unwrap())
+        .flat_map(|f| f.service)
+        .filter(|s| s.name() == "WeirWorker")
+        .flat_map(|s| s.method.into_iter().map(|m| m.name().to_string()))
+        .collect();
+    assert!(methods.contains(&"Lease".to_string()) && methods.contains(&"Report".to_string()), "{methods:?}");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_precise_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, _) = clients(&s).await;
+    let bad = submit(&mut c, "name: x\nsteps:\n  a:\n    needs: [nope]\n    run: 'true'\n").await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("p.yaml:4:"), "{}", bad.message());
+    let details = v1::Diagnostics::decode(bad.details()).unwrap();
+    assert_eq!((details.diagnostics[0].line, details.diagnostics[0].file.as_str()), (4, "p.yaml"));
+
+    let missing = c
+        .start_run(v1::StartRunRequest {
+            pipeline: Some(v1::start_run_request::Pipeline::Name("ghost".into())),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert!(missing.message().contains("weir submit"), "{missing:?}");
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let req = v1::StartRunRequest {
+        pipeline: Some(v1::start_run_request::Pipeline::Name("two".into())),
+        params: [("n".to_string(), "many".to_string())].into(),
+    };
+    let bad_param = c.start_run(req).await.unwrap_err();
+    assert_eq!(bad_param.code(), Code::InvalidArgument, "{bad_param:?}");
+    let run = start(&mut c, "two", &[]).await;
+    c.cancel_run(v1::CancelRunRequest { run_id: run.clone(), reason: String::new() }).await.unwrap();
+    let twice = c.cancel_run(v1::CancelRunRequest { run_id: run.clone(), reason: String::new() }).await.unwrap_err();
+    assert_eq!(twice.code(), Code::FailedPrecondition, "{twice:?}");
+    let nope = c.get_run(v1::GetRunRequest { run_id: "nope".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(nope.code(), Code::NotFound);
+    s.shutdown().await;
+}
