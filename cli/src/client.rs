@@ -53,8 +53,8 @@ Exit status:
 pub const WATCH_EXIT_CODES: &str = "\
 Exit status:
   0  success; with --watch, the run succeeded
-  1  refused by the server (no such pipeline or run, invalid params); with --watch, the run
-     failed or was cancelled
+  1  refused by the server (no such pipeline or run, invalid params);
+     with --watch, the run failed or was cancelled
   2  usage error: unknown option, missing argument, bad --server URL or token file
   3  cannot reach the weir server (--server, WEIR_SERVER)
   4  the server refused the token (--token, WEIR_TOKEN, --token-file)
