@@ -26,8 +26,8 @@ use weir_engine::diag::{self, Renderer};
 use weir_engine::spec::{self, Limits};
 use weir_proto::v1::{
     self, GetRunRequest, GetRunResponse, ListPipelinesRequest, ListRunsRequest, RunState, StartRunRequest,
-    StreamLogsRequest, SubmitPipelineHeader, SubmitPipelineRequest, WatchRunRequest, submit_pipeline_request::Part,
-    weir_client_client::WeirClientClient,
+    StreamLogsRequest, SubmitPipelineHeader, SubmitPipelineRequest, WatchRunRequest, run_event::Kind,
+    submit_pipeline_request::Part, weir_client_client::WeirClientClient,
 };
 
 use crate::display::{self, LinePrefixer, Progress};
@@ -736,14 +736,16 @@ async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<()
                 Ok(Some(event)) => {
                     resumes = 0;
                     last_seq = event.seq;
+                    // The server closes the stream after the run ends; no need to wait for it.
+                    let ends = matches!(&event.kind, Some(Kind::Run(r))
+                        if display::run_is_terminal(RunState::try_from(r.state).unwrap_or_default()));
                     let line = progress.apply(&event, color);
                     if tty {
                         print_out(&progress.frame(line.as_slice(), now_ms(), width, color));
                     } else if let Some(line) = line {
                         print_out(&format!("{line}\n"));
                     }
-                    // The server closes the stream after the run ends; no need to wait for it.
-                    if progress.finished() {
+                    if ends {
                         break;
                     }
                 }
