@@ -289,7 +289,6 @@ pub struct Progress {
 
 impl Progress {
     /// Starts from known step states, instance name to state (from a GetRun, say).
-    #[cfg_attr(not(test), expect(dead_code, reason = "for `weir run`, wired to Progress in a later change"))]
     pub fn new(states: impl IntoIterator<Item = (String, StepState)>) -> Progress {
         let mut p = Progress::default();
         for (name, state) in states {
@@ -299,6 +298,7 @@ impl Progress {
     }
 
     /// Starts from a fetched run: its state and every step's state, attempt and start time.
+    #[cfg_attr(not(test), expect(dead_code, reason = "for `weir run`, wired to Progress in a later change"))]
     pub fn from_run(r: &GetRunResponse) -> Progress {
         let mut p = Progress::default();
         for s in &r.steps {

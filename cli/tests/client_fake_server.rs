@@ -557,3 +557,26 @@ fn cancel_and_retry_say_what_next_when_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("weir runs"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn on_a_terminal_watching_redraws_a_live_block() {
+    // `script` (util-linux) gives the binary a pseudo-terminal; without it there is nothing to test.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to run weir on a pseudo-terminal");
+        return;
+    }
+    let server = serve();
+    let out = Command::new("script")
+        .args(["-qec", &format!("{} status r-fail --watch", env!("CARGO_BIN_EXE_weir")), "/dev/null"])
+        .env("WEIR_SERVER", &server.url)
+        .env("WEIR_TOKEN", TOKEN)
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run script");
+    assert_eq!(out.status.code(), Some(1));
+    let screen = text(&out.stdout);
+    assert!(screen.contains("  a \x1b[36mrunning\x1b[0m"), "{screen:?}");
+    assert!(screen.contains("\x1b[2F\x1b[J12:00:02 a \x1b[31mfailed\x1b[0m: exit code 2"), "{screen:?}");
+    assert!(!screen.contains("a \x1b[36mrunning\x1b[0m (attempt 1)"), "running steps belong in the block: {screen:?}");
+    assert!(screen.contains("run r-fail failed in 3.0s"), "{screen:?}");
+}

@@ -155,7 +155,9 @@ const WATCH_RESUMES: u32 = 3;
 /// running steps), then the summary. Ok only when the run succeeded.
 pub(super) async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<(), Failure> {
     let first = get_run(client, conn, run_id).await?;
-    let mut progress = Progress::from_run(&first);
+    // The watch replays every event from the first, so steps start out pending; the fetch
+    // only fixes their order in the live block.
+    let mut progress = Progress::new(first.steps.iter().map(|s| (s.name.clone(), v1::StepState::Pending)));
     let tty = io::stdout().is_terminal();
     let color = color_on(tty);
     let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100usize);
@@ -177,6 +179,9 @@ pub(super) async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -
                         if display::run_is_terminal(RunState::try_from(r.state).unwrap_or_default()));
                     let line = progress.apply(&event, color);
                     if tty {
+                        // On a terminal the live block shows running steps; keep only the rest.
+                        let started = matches!(&event.kind, Some(Kind::Step(c)) if c.state == v1::StepState::Running as i32);
+                        let line = if started { None } else { line };
                         print_out(&progress.frame(line.as_slice(), now_ms(), width, color));
                     } else if let Some(line) = line {
                         print_out(&format!("{line}\n"));
