@@ -34,6 +34,7 @@ struct Seen {
     started: Vec<v1::StartRunRequest>,
     listed_runs: Vec<v1::ListRunsRequest>,
     logs: Vec<v1::StreamLogsRequest>,
+    watched_after: Vec<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -216,7 +217,9 @@ impl WeirClient for Fake {
         self.auth(&request)?;
         use v1::StepState::*;
         let (state, steps) = match request.get_ref().run_id.as_str() {
-            "r-ok" => (v1::RunState::Succeeded, vec![step("a", Succeeded, ""), step("b[x=1]", Succeeded, "")]),
+            "r-ok" | "r-flaky" => {
+                (v1::RunState::Succeeded, vec![step("a", Succeeded, ""), step("b[x=1]", Succeeded, "")])
+            }
             "r-fail" => (v1::RunState::Failed, vec![step("a", Failed, "exit code 2"), step("b[x=1]", Skipped, "")]),
             other => return Err(no_run(other)),
         };
@@ -240,8 +243,10 @@ impl WeirClient for Fake {
     async fn watch_run(&self, request: Request<v1::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
         self.auth(&request)?;
         use v1::StepState::*;
+        let after = request.get_ref().after_seq;
+        self.seen.lock().unwrap().watched_after.push(after);
         let events = match request.get_ref().run_id.as_str() {
-            "r-ok" => vec![
+            "r-ok" | "r-flaky" => vec![
                 step_event(1, 0, "a", Running, ""),
                 step_event(2, 1, "a", Succeeded, ""),
                 step_event(3, 1, "b[x=1]", Running, ""),
@@ -256,6 +261,11 @@ impl WeirClient for Fake {
             ],
             other => return Err(no_run(other)),
         };
+        let mut events: Vec<_> = events.into_iter().filter(|e| e.as_ref().is_ok_and(|e| e.seq > after)).collect();
+        if request.get_ref().run_id == "r-flaky" && after == 0 {
+            events.truncate(2);
+            events.push(Err(Status::unavailable("the engine is restarting")));
+        }
         Ok(Response::new(Box::pin(tokio_stream::iter(events))))
     }
 
@@ -499,6 +509,15 @@ fn watching_prints_a_line_per_change_and_exits_with_the_run() {
     assert!(stdout.contains("12:00:04 run failed: step a failed\n"), "{stdout}");
     assert!(stdout.ends_with("run r-fail failed in 3.0s: step a failed\n"), "{stdout}");
     assert!(text(&out.stderr).contains("weir retry r-fail"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_broken_watch_resumes_after_the_last_event() {
+    let server = serve();
+    let stdout = ok(&server.weir(&["status", "r-flaky", "--watch"]));
+    assert_eq!(stdout.matches(" a succeeded in 1.0s\n").count(), 1, "{stdout}");
+    assert!(stdout.contains("12:00:04 run succeeded\n"), "{stdout}");
+    assert_eq!(server.seen.lock().unwrap().watched_after, [0, 2]);
 }
 
 #[test]

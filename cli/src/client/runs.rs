@@ -148,8 +148,27 @@ pub(super) async fn status(client: &mut Client, conn: &ConnArgs, run_id: &str) -
     Ok(())
 }
 
-/// How many times a broken watch is resumed before giving up.
+/// How many times in a row a broken watch is resumed before giving up.
 const WATCH_RESUMES: u32 = 3;
+
+/// Opens the watch again after `after_seq`, a second apart, while the server is unavailable;
+/// the last error when it stays so.
+async fn resume(
+    client: &mut Client,
+    run_id: &str,
+    after_seq: u64,
+    mut last: tonic::Status,
+) -> Result<tonic::Streaming<v1::RunEvent>, tonic::Status> {
+    for _ in 0..WATCH_RESUMES {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match client.watch_run(WatchRunRequest { run_id: run_id.to_string(), after_seq }).await {
+            Ok(s) => return Ok(s.into_inner()),
+            Err(s) if s.code() == Code::Unavailable => last = s,
+            Err(s) => return Err(s),
+        }
+    }
+    Err(last)
+}
 
 /// Follows a run until it ends: a line per step change (or, on a terminal, a live block of
 /// running steps), then the summary. Ok only when the run succeeded.
@@ -164,7 +183,8 @@ pub(super) async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -
     let request = |after_seq| WatchRunRequest { run_id: run_id.to_string(), after_seq };
     let mut stream = client.watch_run(request(0)).await.map_err(|s| refused(&s, conn, RUN_HINTS))?.into_inner();
     let mut last_seq = 0;
-    let mut resumes = 0;
+    // Breaks in a row without an event in between: a stream that keeps breaking is given up.
+    let mut breaks = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -172,7 +192,7 @@ pub(super) async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -
         tokio::select! {
             message = stream.message() => match message {
                 Ok(Some(event)) => {
-                    resumes = 0;
+                    breaks = 0;
                     last_seq = event.seq;
                     // The server closes the stream after the run ends; no need to wait for it.
                     let ends = matches!(&event.kind, Some(Kind::Run(r))
@@ -191,13 +211,11 @@ pub(super) async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -
                     }
                 }
                 Ok(None) => break,
-                Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown) && resumes < WATCH_RESUMES => {
-                    resumes += 1;
+                Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown) && breaks < WATCH_RESUMES => {
+                    breaks += 1;
                     tracing::debug!(error = %s, after_seq = last_seq, "watch broke; resuming");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    match client.watch_run(request(last_seq)).await {
-                        Ok(s) => stream = s.into_inner(),
-                        Err(s) if resumes < WATCH_RESUMES && s.code() == Code::Unavailable => {}
+                    match resume(client, run_id, last_seq, s).await {
+                        Ok(resumed) => stream = resumed,
                         Err(s) => {
                             print_out(&progress.erase());
                             return Err(refused(&s, conn, RUN_HINTS));
