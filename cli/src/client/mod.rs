@@ -60,7 +60,8 @@ pub struct ConnArgs {
     /// The weir server's URL.
     #[arg(long, global = true, value_name = "URL", env = "WEIR_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,
-    /// Bearer token for the server's client API.
+    /// Bearer token for the server's client API. Other users can see it in `ps`: prefer
+    /// WEIR_TOKEN or --token-file.
     #[arg(long, global = true, value_name = "TOKEN", env = "WEIR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Read the bearer token from a file (surrounding whitespace ignored); wins over --token.
