@@ -58,7 +58,14 @@ Exit status:
 #[derive(Args, Clone)]
 pub struct ConnArgs {
     /// The weir server's URL.
-    #[arg(long, global = true, value_name = "URL", env = "WEIR_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "WEIR_SERVER",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub server: String,
     /// Bearer token for the server's client API. Other users can see it in `ps`: prefer
     /// WEIR_TOKEN or --token-file.
