@@ -7,11 +7,23 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod client;
+mod display;
 mod offline;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success: the files are valid, the request was done; with --watch, the run succeeded
+  1  invalid or refused: a pipeline file or parameter has problems, the server knows no such
+     pipeline or run or refuses the request; with --watch, the run failed or was cancelled
+  2  usage error: unknown option, missing argument, bad --server URL or token file
+  3  cannot reach the weir server (--server, WEIR_SERVER)
+  4  the server refused the token (--token, WEIR_TOKEN, --token-file)
+  130  interrupted (Ctrl-C) while watching a run";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,25 +32,32 @@ use clap::{Parser, Subcommand};
     about = "weir: workflow orchestration for machine-learning pipelines",
     long_about = "weir: workflow orchestration for machine-learning pipelines.\n\n\
                   A pipeline is a YAML file declaring a DAG of steps. `validate`, `plan`, `graph` and \
-                  `schema` read pipeline files without running anything. Logs go to stderr, filtered by \
-                  RUST_LOG.",
-    after_help = offline::EXIT_CODES
+                  `schema` read pipeline files without running anything. `submit`, `pipelines`, `start`, \
+                  `runs`, `status`, `logs`, `cancel` and `retry` talk to a weir server (--server). \
+                  Logs go to stderr, filtered by RUST_LOG.",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    conn: client::ConnArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     #[command(flatten)]
     Offline(offline::Command),
+    #[command(flatten)]
+    Client(client::Command),
 }
 
 fn main() -> ExitCode {
     init_tracing();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
         Command::Offline(c) => offline::dispatch(c),
+        Command::Client(c) => client::dispatch(c, &cli.conn),
     }
 }
 

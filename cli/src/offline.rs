@@ -151,7 +151,7 @@ fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-fn report(path: &Path, source: &str, diags: &[Diagnostic]) {
+pub(crate) fn report(path: &Path, source: &str, diags: &[Diagnostic]) {
     let path = path.display().to_string();
     let text = Renderer { path: &path, source, color: color() }.render_all(diags);
     let _ = std::io::stderr().write_all(text.as_bytes());
@@ -166,7 +166,7 @@ fn report_params(path: &Path, source: &str, diags: &[Diagnostic]) {
 
 /// Reads and validates one file, printing its problems.
 /// A pipeline folder stands for the `pipeline.yaml` (or `.yml`) inside it.
-fn pipeline_file(path: &Path) -> PathBuf {
+pub(crate) fn pipeline_file(path: &Path) -> PathBuf {
     if path.is_dir() {
         let yml = path.join("pipeline.yml");
         if yml.is_file() && !path.join("pipeline.yaml").exists() {

@@ -1,0 +1,155 @@
+//! The connection to a weir server: the endpoint, the bearer token sent on every call (never
+//! printed), and the one place that turns a gRPC status into a message, a next step and an
+//! exit code.
+
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use weir_proto::v1::weir_client_client::WeirClientClient;
+
+use super::{ConnArgs, Failure};
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Client = WeirClientClient<InterceptedService<Channel, Auth>>;
+
+impl ConnArgs {
+    /// The token to send: `--token-file`'s contents, else `--token` or `WEIR_TOKEN`.
+    pub(super) fn auth(&self) -> Result<Auth, Failure> {
+        let token = match &self.token_file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    eprintln!("error: cannot read the token file `{}`: {e}", file.display());
+                    Failure::Usage
+                })?;
+                let token = text.trim().to_string();
+                if token.is_empty() {
+                    eprintln!("error: the token file `{}` is empty", file.display());
+                    return Err(Failure::Usage);
+                }
+                Some(token)
+            }
+            None => self.token.clone().filter(|t| !t.is_empty()),
+        };
+        let Some(token) = token else { return Ok(Auth(None)) };
+        match MetadataValue::try_from(format!("Bearer {token}")) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                Ok(Auth(Some(value)))
+            }
+            Err(_) => {
+                eprintln!("error: the token holds characters that cannot be sent in a header (visible ASCII only)");
+                Err(Failure::Usage)
+            }
+        }
+    }
+}
+
+/// Connects to the server named by `conn`, failing with exit 3 when nothing answers.
+pub async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
+    let auth = conn.auth()?;
+    if let Some(scheme) = conn.server.split_once("://").map(|(s, _)| s) {
+        if scheme == "https" {
+            eprintln!(
+                "error: --server `{}`: this weir is built without TLS; use http:// or a TLS-terminating proxy",
+                conn.server
+            );
+            return Err(Failure::Usage);
+        }
+        if scheme != "http" {
+            eprintln!("error: --server `{}` is not an http:// URL", conn.server);
+            return Err(Failure::Usage);
+        }
+    } else {
+        eprintln!("error: --server `{}` is not a URL; expected like http://127.0.0.1:7070", conn.server);
+        return Err(Failure::Usage);
+    }
+    let endpoint = Endpoint::from_shared(conn.server.clone()).map_err(|e| {
+        eprintln!("error: --server `{}` is not a URL ({e}); expected like http://127.0.0.1:7070", conn.server);
+        Failure::Usage
+    })?;
+    let endpoint = endpoint.connect_timeout(Duration::from_secs(10)).tcp_nodelay(true);
+    let channel = endpoint.connect().await.map_err(|e| unreachable(conn, &e))?;
+    Ok(WeirClientClient::with_interceptor(channel, auth))
+}
+
+/// The error and its causes, one after another, without repeats.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn unreachable(conn: &ConnArgs, e: &dyn std::error::Error) -> Failure {
+    eprintln!(
+        "error: cannot reach the weir server at {}: {}; start one with `weir server` or set --server / WEIR_SERVER",
+        conn.server,
+        chain(e)
+    );
+    Failure::Unreachable
+}
+
+/// What to suggest after a refusal, by status code.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Hints<'a> {
+    pub not_found: &'a str,
+    pub invalid: &'a str,
+    pub precondition: &'a str,
+}
+
+pub(super) const RUN_HINTS: Hints<'static> =
+    Hints { not_found: "run `weir runs` to list run ids", invalid: "", precondition: "" };
+
+/// Prints why the server refused a call and what to do next; returns the exit it means.
+pub(super) fn refused(status: &Status, conn: &ConnArgs, hints: Hints<'_>) -> Failure {
+    let message = if status.message().is_empty() { status.code().description() } else { status.message() };
+    match status.code() {
+        Code::Unauthenticated => {
+            eprintln!("error: the server refused the token: pass --token, WEIR_TOKEN or --token-file ({message})");
+            Failure::Unauthenticated
+        }
+        Code::Unavailable => unreachable(conn, status),
+        Code::Unimplemented => {
+            eprintln!(
+                "error: the server at {} does not serve this call ({message}); is it a weir server of this version?",
+                conn.server
+            );
+            Failure::Refused
+        }
+        code => {
+            eprintln!("error: {message}");
+            let hint = match code {
+                Code::NotFound => hints.not_found,
+                Code::InvalidArgument => hints.invalid,
+                Code::FailedPrecondition => hints.precondition,
+                _ => "",
+            };
+            if !hint.is_empty() {
+                eprintln!("help: {hint}");
+            }
+            Failure::Refused
+        }
+    }
+}

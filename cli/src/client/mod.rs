@@ -1,0 +1,280 @@
+//! The commands that talk to a weir server over its gRPC client API (`weir.v1.WeirClient`):
+//! `submit`, `pipelines`, `start`, `runs`, `status`, `logs`, `cancel`, `retry`. This module owns
+//! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
+//! into exit codes, and prints what the server answers through `display`. It must never decide
+//! anything the server decides: a pipeline is validated locally only to fail fast with exact
+//! positions, and the server's verdict is the one that counts.
+//!
+//! Code map: this file holds the command line (`Command`, `ConnArgs`), exit codes and dispatch;
+//! `conn` the connection, the token and status-to-exit mapping; `submit` the upload;
+//! `runs` everything about pipelines and runs once stored.
+
+mod conn;
+mod runs;
+mod submit;
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand, ValueEnum};
+use weir_proto::v1::RunState;
+
+use conn::connect;
+
+use crate::offline;
+
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  refused: the server knows no such pipeline or run, or refused the request (printed on stderr)
+  2  usage error: unknown option, missing argument, bad --server URL or token file
+  3  cannot reach the weir server (--server, WEIR_SERVER)
+  4  the server refused the token (--token, WEIR_TOKEN, --token-file)";
+
+pub const SUBMIT_EXIT_CODES: &str = "\
+Exit status:
+  0  stored (or already stored: submitting is idempotent)
+  1  invalid: the pipeline file has problems (checked here before connecting, then by the server),
+     or its folder cannot be bundled
+  2  usage error: unknown option, missing argument, bad --server URL or token file
+  3  cannot reach the weir server (--server, WEIR_SERVER)
+  4  the server refused the token (--token, WEIR_TOKEN, --token-file)";
+
+pub const WATCH_EXIT_CODES: &str = "\
+Exit status:
+  0  success; with --watch, the run succeeded
+  1  refused by the server (no such pipeline or run, invalid params);
+     with --watch, the run failed or was cancelled
+  2  usage error: unknown option, missing argument, bad --server URL or token file
+  3  cannot reach the weir server (--server, WEIR_SERVER)
+  4  the server refused the token (--token, WEIR_TOKEN, --token-file)
+  130  interrupted (Ctrl-C) while watching; the run goes on";
+
+/// Where the server is and how to prove who we are. Global: accepted before or after any
+/// subcommand. The token is never printed, not even by `Debug`.
+#[derive(Args, Clone)]
+pub struct ConnArgs {
+    /// The weir server's URL.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "WEIR_SERVER",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub server: String,
+    /// Bearer token for the server's client API. Other users can see it in `ps`: prefer
+    /// WEIR_TOKEN or --token-file.
+    #[arg(long, global = true, value_name = "TOKEN", env = "WEIR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the bearer token from a file (surrounding whitespace ignored); wins over --token.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for ConnArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnArgs")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate a pipeline and store it, with its folder, on the server.
+    #[command(after_help = SUBMIT_EXIT_CODES)]
+    Submit {
+        /// The pipeline file, or its folder (which means the pipeline.yaml inside). The file's
+        /// folder is uploaded as the pipeline's bundle, minus what .weirignore lists.
+        #[arg(value_name = "DIR|FILE")]
+        path: PathBuf,
+    },
+    /// List the pipelines stored on the server.
+    #[command(after_help = EXIT_CODES)]
+    Pipelines,
+    /// Start a run of a stored pipeline and print its id.
+    #[command(after_help = WATCH_EXIT_CODES)]
+    Start {
+        /// The pipeline's name (its latest version), or a version hash as `weir submit` printed it.
+        #[arg(value_name = "NAME")]
+        pipeline: String,
+        #[command(flatten)]
+        params: offline::ParamArgs,
+        /// Follow the run until it ends, like `weir status RUN --watch`.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List runs, newest first.
+    #[command(after_help = EXIT_CODES)]
+    Runs {
+        /// Only runs of this pipeline.
+        #[arg(long, value_name = "NAME")]
+        pipeline: Option<String>,
+        /// Only runs in this state; repeatable.
+        #[arg(long = "state", value_name = "STATE", value_enum)]
+        states: Vec<StateArg>,
+        /// The most runs to list; 0 lists them all.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show a run and its steps.
+    #[command(after_help = WATCH_EXIT_CODES)]
+    Status {
+        /// The run's id, as `weir start` or `weir runs` printed it.
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// Follow the run, a line per step change, until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Print the logs of a run's steps.
+    #[command(after_help = EXIT_CODES)]
+    Logs {
+        /// The run's id.
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// A step instance (`train[lr=0.1]`) or a step name (all its instances); all steps when
+        /// left out. Lines are prefixed with `[instance] ` when more than one step is shown.
+        #[arg(value_name = "STEP")]
+        step: Option<String>,
+        /// Keep printing new output until the steps finish.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only this attempt (from 1); all attempts when left out.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        attempt: Option<u32>,
+    },
+    /// Cancel a run: ready steps are withdrawn, running attempts stopped.
+    #[command(after_help = EXIT_CODES)]
+    Cancel {
+        /// The run's id.
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// Why, recorded with the cancellation.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Run a failed or cancelled run's unfinished steps again, keeping the succeeded ones.
+    #[command(after_help = EXIT_CODES)]
+    Retry {
+        /// The run's id.
+        #[arg(value_name = "RUN")]
+        run: String,
+    },
+}
+
+/// A run state, as `--state` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl StateArg {
+    pub(super) fn wire(self) -> RunState {
+        match self {
+            StateArg::Queued => RunState::Queued,
+            StateArg::Running => RunState::Running,
+            StateArg::Succeeded => RunState::Succeeded,
+            StateArg::Failed => RunState::Failed,
+            StateArg::Cancelled => RunState::Cancelled,
+        }
+    }
+}
+
+/// Why a command did not succeed; the message was already printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The server (or the local check before it) refused: exit 1.
+    Refused,
+    /// A followed run failed or was cancelled: exit 1.
+    RunFailed,
+    /// Bad arguments that clap could not catch (URL, token file): exit 2.
+    Usage,
+    /// No server at the URL: exit 3.
+    Unreachable,
+    /// The server refused the token: exit 4.
+    Unauthenticated,
+    /// Ctrl-C while watching: exit 130.
+    Interrupted,
+}
+
+impl Failure {
+    pub fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            Failure::Refused | Failure::RunFailed => 1,
+            Failure::Usage => 2,
+            Failure::Unreachable => 3,
+            Failure::Unauthenticated => 4,
+            Failure::Interrupted => 130,
+        })
+    }
+}
+
+/// Runs one client command on a runtime of its own.
+pub fn dispatch(command: Command, conn: &ConnArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(command, conn)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.exit_code(),
+    }
+}
+
+async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
+    match command {
+        Command::Submit { path } => submit::submit(conn, &path).await,
+        Command::Pipelines => runs::pipelines(&mut connect(conn).await?, conn).await,
+        Command::Start { pipeline, params, watch } => {
+            let mut client = connect(conn).await?;
+            let run_id = runs::start(&mut client, conn, pipeline, params.params).await?;
+            if watch { runs::follow(&mut client, conn, &run_id).await } else { Ok(()) }
+        }
+        Command::Runs { pipeline, states, limit } => {
+            runs::runs(&mut connect(conn).await?, conn, pipeline, &states, limit).await
+        }
+        Command::Status { run, watch } => {
+            let mut client = connect(conn).await?;
+            if watch {
+                runs::follow(&mut client, conn, &run).await
+            } else {
+                runs::status(&mut client, conn, &run).await
+            }
+        }
+        Command::Logs { run, step, follow, attempt } => {
+            runs::logs(&mut connect(conn).await?, conn, &run, step, follow, attempt.unwrap_or(0)).await
+        }
+        Command::Cancel { run, reason } => runs::cancel(&mut connect(conn).await?, conn, &run, reason).await,
+        Command::Retry { run } => runs::retry(&mut connect(conn).await?, conn, &run).await,
+    }
+}
+
+pub(super) fn print_out(text: &str) {
+    let mut out = io::stdout().lock();
+    // A closed pipe (`weir runs | head`) is not an error worth a message.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+pub(super) fn color_on(tty: bool) -> bool {
+    tty && std::env::var_os("NO_COLOR").is_none()
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,601 @@
+//! The client commands against a fake weir server: an in-process `weir.v1.WeirClient` with
+//! canned answers that records what the client sent. It checks the client's half of the
+//! contract in client.proto (the bearer token on every call, the submit stream, paging, status
+//! codes turned into messages and exit codes); the real server is tested in the engine, and
+//! end-to-end tests against it belong in a file of their own.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use prost::Message as _;
+use tonic::codegen::tokio_stream::{self, Stream};
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status, Streaming};
+use weir_proto::v1::{
+    self,
+    run_event::Kind,
+    start_run_request::Pipeline,
+    submit_pipeline_request::Part,
+    weir_client_server::{WeirClient, WeirClientServer},
+};
+
+const TOKEN: &str = "sekrit";
+const VERSION: &str = "abababababababababababababababababababababababababababababababab";
+const T0: i64 = 1_795_780_801; // 2026-11-27 12:00:01 UTC
+
+#[derive(Default)]
+struct Seen {
+    auth: Vec<String>,
+    submitted: Vec<String>,
+    bundle_files: Vec<(String, String)>,
+    chunk_sizes: Vec<usize>,
+    started: Vec<v1::StartRunRequest>,
+    listed_runs: Vec<v1::ListRunsRequest>,
+    logs: Vec<v1::StreamLogsRequest>,
+    watched_after: Vec<u64>,
+}
+
+#[derive(Clone, Default)]
+struct Fake {
+    seen: Arc<Mutex<Seen>>,
+}
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn ts(offset: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: T0 + offset, nanos: 0 })
+}
+
+fn run(id: &str, state: v1::RunState) -> v1::Run {
+    let done = matches!(state, v1::RunState::Succeeded | v1::RunState::Failed);
+    v1::Run {
+        run_id: id.into(),
+        pipeline: "demo".into(),
+        version: VERSION.into(),
+        state: state as i32,
+        params: [("rows".to_string(), "5".to_string())].into(),
+        created_at: ts(-1),
+        started_at: ts(0),
+        finished_at: if done { ts(3) } else { None },
+        message: if state == v1::RunState::Failed { "step a failed".into() } else { String::new() },
+        trigger: v1::Trigger::Manual as i32,
+        steps_total: 2,
+        steps_done: if done { 2 } else { 0 },
+    }
+}
+
+fn step(name: &str, state: v1::StepState, message: &str) -> v1::Step {
+    v1::Step {
+        name: name.into(),
+        step: name.split('[').next().unwrap_or(name).into(),
+        state: state as i32,
+        attempt: 1,
+        started_at: ts(0),
+        finished_at: ts(1),
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+fn step_event(seq: u64, at: i64, name: &str, state: v1::StepState, message: &str) -> Result<v1::RunEvent, Status> {
+    Ok(v1::RunEvent {
+        seq,
+        time: ts(at),
+        kind: Some(Kind::Step(v1::StepChanged {
+            instance: 0,
+            name: name.into(),
+            state: state as i32,
+            attempt: 1,
+            message: message.into(),
+        })),
+    })
+}
+
+fn run_event(seq: u64, at: i64, state: v1::RunState, message: &str) -> Result<v1::RunEvent, Status> {
+    Ok(v1::RunEvent {
+        seq,
+        time: ts(at),
+        kind: Some(Kind::Run(v1::RunChanged { state: state as i32, message: message.into() })),
+    })
+}
+
+fn no_run(id: &str) -> Status {
+    Status::not_found(format!("no run `{id}`"))
+}
+
+impl Fake {
+    fn auth<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let ok = header == format!("Bearer {TOKEN}");
+        self.seen.lock().unwrap().auth.push(header);
+        if ok { Ok(()) } else { Err(Status::unauthenticated("missing or unknown client token")) }
+    }
+}
+
+#[tonic::async_trait]
+impl WeirClient for Fake {
+    async fn submit_pipeline(
+        &self,
+        request: Request<Streaming<v1::SubmitPipelineRequest>>,
+    ) -> Result<Response<v1::SubmitPipelineResponse>, Status> {
+        self.auth(&request)?;
+        let mut stream = request.into_inner();
+        let Some(Part::Header(header)) = stream.message().await?.and_then(|m| m.part) else {
+            return Err(Status::invalid_argument("the first message must be the header"));
+        };
+        let mut bytes = Vec::new();
+        while let Some(m) = stream.message().await? {
+            let Some(Part::BundleChunk(chunk)) = m.part else {
+                return Err(Status::invalid_argument("a second header"));
+            };
+            self.seen.lock().unwrap().chunk_sizes.push(chunk.len());
+            bytes.extend(chunk);
+        }
+        if bytes.len() as u64 != header.bundle_size {
+            return Err(Status::invalid_argument("bundle_size does not match the stream"));
+        }
+        if header.yaml.contains("refuse me") {
+            let diagnostics = v1::Diagnostics {
+                diagnostics: vec![v1::Diagnostic {
+                    message: "the server dislikes this name".into(),
+                    line: 1,
+                    column: 6,
+                    end_line: 1,
+                    end_column: 10,
+                    label: "this one".into(),
+                    help: "pick another".into(),
+                    severity: v1::Severity::Error as i32,
+                    file: header.file_name.clone(),
+                    ..Default::default()
+                }],
+            };
+            let details = diagnostics.encode_to_vec().into();
+            return Err(Status::with_details(Code::InvalidArgument, "pipeline `demo` is invalid", details));
+        }
+        let dir = tempfile::tempdir().map_err(|e| Status::internal(e.to_string()))?;
+        let dest = dir.path().join("b");
+        weir_engine::bundle::extract(&bytes[..], &header.bundle_digest, &dest, Default::default())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dest).unwrap() {
+            let entry = entry.unwrap();
+            if entry.path().is_file() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                files.push((entry.file_name().to_string_lossy().into_owned(), text));
+            }
+        }
+        files.sort();
+        let mut seen = self.seen.lock().unwrap();
+        let created = !seen.submitted.contains(&header.bundle_digest);
+        seen.submitted.push(header.bundle_digest.clone());
+        seen.bundle_files = files;
+        Ok(Response::new(v1::SubmitPipelineResponse {
+            name: "demo".into(),
+            version: VERSION.into(),
+            created,
+            warnings: Vec::new(),
+        }))
+    }
+
+    async fn list_pipelines(
+        &self,
+        request: Request<v1::ListPipelinesRequest>,
+    ) -> Result<Response<v1::ListPipelinesResponse>, Status> {
+        self.auth(&request)?;
+        let summary = |name: &str, schedule: &str| v1::PipelineSummary {
+            name: name.into(),
+            description: String::new(),
+            latest_version: VERSION.into(),
+            submitted_at: ts(0),
+            version_count: 2,
+            schedule: schedule.into(),
+        };
+        Ok(Response::new(match request.get_ref().page_token.as_str() {
+            "" => v1::ListPipelinesResponse { pipelines: vec![summary("demo", "")], next_page_token: "p2".into() },
+            _ => v1::ListPipelinesResponse {
+                pipelines: vec![summary("nightly", "0 3 * * *")],
+                next_page_token: "".into(),
+            },
+        }))
+    }
+
+    async fn start_run(&self, request: Request<v1::StartRunRequest>) -> Result<Response<v1::StartRunResponse>, Status> {
+        self.auth(&request)?;
+        let r = request.into_inner();
+        self.seen.lock().unwrap().started.push(r.clone());
+        let id = match r.pipeline {
+            Some(Pipeline::Name(n)) if n == "nope" => return Err(Status::not_found("no pipeline `nope`")),
+            Some(Pipeline::Name(n)) if n == "failing" => "r-fail",
+            _ => "r-ok",
+        };
+        Ok(Response::new(v1::StartRunResponse { run: Some(run(id, v1::RunState::Queued)) }))
+    }
+
+    async fn get_run(&self, request: Request<v1::GetRunRequest>) -> Result<Response<v1::GetRunResponse>, Status> {
+        self.auth(&request)?;
+        use v1::StepState::*;
+        let (state, steps) = match request.get_ref().run_id.as_str() {
+            "r-ok" | "r-flaky" => {
+                (v1::RunState::Succeeded, vec![step("a", Succeeded, ""), step("b[x=1]", Succeeded, "")])
+            }
+            "r-fail" => (v1::RunState::Failed, vec![step("a", Failed, "exit code 2"), step("b[x=1]", Skipped, "")]),
+            other => return Err(no_run(other)),
+        };
+        let id = request.get_ref().run_id.clone();
+        Ok(Response::new(v1::GetRunResponse { run: Some(run(&id, state)), steps, next_step_page_token: String::new() }))
+    }
+
+    async fn list_runs(&self, request: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
+        self.auth(&request)?;
+        let r = request.into_inner();
+        let mut seen = self.seen.lock().unwrap();
+        seen.listed_runs.push(r.clone());
+        let n = seen.listed_runs.len();
+        let size = if r.page_size == 0 { 3 } else { r.page_size.min(3) };
+        let runs = (0..size).map(|i| run(&format!("r-{n}-{i}"), v1::RunState::Failed)).collect();
+        Ok(Response::new(v1::ListRunsResponse { runs, next_page_token: format!("t{n}") }))
+    }
+
+    type WatchRunStream = Stream_<v1::RunEvent>;
+
+    async fn watch_run(&self, request: Request<v1::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+        self.auth(&request)?;
+        use v1::StepState::*;
+        let after = request.get_ref().after_seq;
+        self.seen.lock().unwrap().watched_after.push(after);
+        let events = match request.get_ref().run_id.as_str() {
+            "r-ok" | "r-flaky" => vec![
+                step_event(1, 0, "a", Running, ""),
+                step_event(2, 1, "a", Succeeded, ""),
+                step_event(3, 1, "b[x=1]", Running, ""),
+                step_event(4, 3, "b[x=1]", Succeeded, ""),
+                run_event(5, 3, v1::RunState::Succeeded, ""),
+            ],
+            "r-fail" => vec![
+                step_event(1, 0, "a", Running, ""),
+                step_event(2, 1, "a", Failed, "exit code 2"),
+                step_event(3, 1, "b[x=1]", Skipped, "a needed step did not succeed"),
+                run_event(4, 3, v1::RunState::Failed, "step a failed"),
+            ],
+            other => return Err(no_run(other)),
+        };
+        let mut events: Vec<_> = events.into_iter().filter(|e| e.as_ref().is_ok_and(|e| e.seq > after)).collect();
+        if request.get_ref().run_id == "r-flaky" && after == 0 {
+            events.truncate(2);
+            events.push(Err(Status::unavailable("the engine is restarting")));
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(events))))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<v1::CancelRunRequest>,
+    ) -> Result<Response<v1::CancelRunResponse>, Status> {
+        self.auth(&request)?;
+        match request.get_ref().run_id.as_str() {
+            "r-ok" => Err(Status::failed_precondition("run r-ok already finished")),
+            "r-live" => Ok(Response::new(v1::CancelRunResponse { run: Some(run("r-live", v1::RunState::Running)) })),
+            other => Err(no_run(other)),
+        }
+    }
+
+    async fn retry_run(&self, request: Request<v1::RetryRunRequest>) -> Result<Response<v1::RetryRunResponse>, Status> {
+        self.auth(&request)?;
+        match request.get_ref().run_id.as_str() {
+            "r-ok" => Err(Status::failed_precondition("run r-ok succeeded")),
+            "r-fail" => Ok(Response::new(v1::RetryRunResponse { run: Some(run("r-fail", v1::RunState::Running)) })),
+            other => Err(no_run(other)),
+        }
+    }
+
+    type StreamLogsStream = Stream_<v1::LogChunk>;
+
+    async fn stream_logs(
+        &self,
+        request: Request<v1::StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        self.auth(&request)?;
+        let r = request.into_inner();
+        self.seen.lock().unwrap().logs.push(r.clone());
+        let chunk = |name: &str, data: &str| {
+            Ok(v1::LogChunk {
+                time: ts(0),
+                stream: v1::LogStream::Stdout as i32,
+                data: data.as_bytes().to_vec(),
+                instance_name: name.into(),
+                attempt: 1,
+            })
+        };
+        let all = vec![chunk("a", "loading\nrows: "), chunk("b[x=1]", "hello from b\n"), chunk("a", "5\ndone")];
+        let chunks: Vec<_> = all
+            .into_iter()
+            .filter(|c: &Result<v1::LogChunk, Status>| {
+                r.step.is_empty() || c.as_ref().is_ok_and(|c| c.instance_name.starts_with(&r.step))
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    type GetArtifactStream = Stream_<v1::GetArtifactResponse>;
+
+    async fn get_artifact(
+        &self,
+        _request: Request<v1::GetArtifactRequest>,
+    ) -> Result<Response<Self::GetArtifactStream>, Status> {
+        Err(Status::unimplemented("no artifacts in the fake"))
+    }
+}
+
+/// A fake server on a free loopback port, alive as long as this value.
+struct Server {
+    url: String,
+    seen: Arc<Mutex<Seen>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn serve() -> Server {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let fake = Fake::default();
+    let seen = fake.seen.clone();
+    let incoming = runtime.block_on(async { TcpIncoming::bind("127.0.0.1:0".parse().unwrap()) }).unwrap();
+    let url = format!("http://{}", incoming.local_addr().unwrap());
+    runtime.spawn(
+        tonic::transport::Server::builder().add_service(WeirClientServer::new(fake)).serve_with_incoming(incoming),
+    );
+    Server { url, seen, _runtime: runtime }
+}
+
+impl Server {
+    fn weir(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("WEIR_SERVER", &self.url)
+            .env("WEIR_TOKEN", TOKEN)
+            .output()
+            .expect("run weir")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn pipeline_folder(dir: &Path, name_line: &str) {
+    std::fs::write(
+        dir.join("pipeline.yaml"),
+        format!("{name_line}\nsteps:\n  train:\n    command: [python, train.py]\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("train.py"), "print('hi')\n").unwrap();
+}
+
+#[test]
+fn every_call_carries_the_token_and_a_refused_token_exits_4() {
+    let server = serve();
+    ok(&server.weir(&["pipelines"]));
+    let out = server.weir(&["pipelines", "--token", "wrong"]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = text(&out.stderr);
+    assert!(err.contains("the server refused the token: pass --token, WEIR_TOKEN or --token-file"), "{err}");
+    assert!(!err.contains("wrong"), "the token was printed: {err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("  {TOKEN}\n")).unwrap();
+    ok(&server.weir(&["runs", "--token", "wrong", "--token-file", &file.display().to_string()]));
+
+    let auth = server.seen.lock().unwrap().auth.clone();
+    assert_eq!(auth[..3], ["Bearer sekrit", "Bearer sekrit", "Bearer wrong"]);
+    assert!(auth[3..].iter().all(|a| a == "Bearer sekrit"), "{auth:?}");
+}
+
+#[test]
+fn submit_streams_the_folder_and_reports_the_version() {
+    let server = serve();
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_folder(dir.path(), "name: demo");
+    let folder = dir.path().display().to_string();
+    let first = ok(&server.weir(&["submit", &folder]));
+    assert_eq!(first, format!("submitted demo version {VERSION} (new)\n"));
+    let again = ok(&server.weir(&["submit", &dir.path().join("pipeline.yaml").display().to_string()]));
+    assert_eq!(again, format!("submitted demo version {VERSION} (unchanged)\n"));
+    let seen = server.seen.lock().unwrap();
+    let names: Vec<&str> = seen.bundle_files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["pipeline.yaml", "train.py"]);
+    assert_eq!(seen.bundle_files[1].1, "print('hi')\n");
+    assert!(seen.chunk_sizes.iter().all(|&n| n > 0 && n <= 1 << 20), "{:?}", seen.chunk_sizes);
+}
+
+#[test]
+fn big_bundles_go_in_1_mib_chunks() {
+    let server = serve();
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_folder(dir.path(), "name: demo");
+    std::fs::write(dir.path().join("weights.bin"), vec![7u8; 2_500_000]).unwrap();
+    ok(&server.weir(&["submit", &dir.path().display().to_string()]));
+    let sizes = server.seen.lock().unwrap().chunk_sizes.clone();
+    assert_eq!(sizes.len(), 3, "{sizes:?}");
+    assert!(sizes[..2].iter().all(|&n| n == 1 << 20), "{sizes:?}");
+}
+
+#[test]
+fn a_refused_submit_renders_the_servers_diagnostics() {
+    let server = serve();
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_folder(dir.path(), "name: demo\ndescription: refuse me");
+    let out = server.weir(&["submit", &dir.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let file = dir.path().join("pipeline.yaml").display().to_string();
+    assert!(err.contains("pipeline `demo` is invalid"), "{err}");
+    assert!(err.contains(&format!("{file}:1:7")), "{err}");
+    assert!(err.contains("error: the server dislikes this name"), "{err}");
+    assert!(err.contains("1 | name: demo") && err.contains("^^^^ this one"), "{err}");
+    assert!(err.contains("help: pick another"), "{err}");
+}
+
+#[test]
+fn pipelines_and_runs_follow_every_page() {
+    let server = serve();
+    let out = ok(&server.weir(&["pipelines"]));
+    assert_eq!(
+        out,
+        "NAME     VERSION       VERSIONS  SUBMITTED            SCHEDULE\n\
+         demo     abababababab  2         2026-11-27 12:00:01  -\n\
+         nightly  abababababab  2         2026-11-27 12:00:01  0 3 * * *\n"
+    );
+
+    let out =
+        ok(&server.weir(&["runs", "--pipeline", "demo", "--state", "failed", "--state", "cancelled", "--limit", "5"]));
+    assert_eq!(out.lines().count(), 6, "{out}");
+    assert!(out.starts_with("RUN    PIPELINE  STATE   STEPS  CREATED              DURATION\n"), "{out}");
+    assert!(out.contains("r-1-0  demo      failed  2/2    2026-11-27 12:00:00  3.0s\n"), "{out}");
+    let listed = server.seen.lock().unwrap().listed_runs.clone();
+    let pages: Vec<(u32, &str)> = listed.iter().map(|r| (r.page_size, r.page_token.as_str())).collect();
+    assert_eq!(pages, [(5, ""), (2, "t1")]);
+    assert_eq!(listed[0].pipeline, "demo");
+    assert_eq!(listed[0].states, [v1::RunState::Failed as i32, v1::RunState::Cancelled as i32]);
+}
+
+#[test]
+fn start_prints_the_run_id_and_refusals_say_what_next() {
+    let server = serve();
+    assert_eq!(ok(&server.weir(&["start", "demo", "-p", "rows=5", "--param", "lr=0.1"])), "r-ok\n");
+    assert_eq!(ok(&server.weir(&["start", VERSION])), "r-ok\n");
+    let started = server.seen.lock().unwrap().started.clone();
+    assert_eq!(started[0].pipeline, Some(Pipeline::Name("demo".into())));
+    assert_eq!(started[0].params.get("lr").map(String::as_str), Some("0.1"));
+    assert_eq!(started[1].pipeline, Some(Pipeline::Version(VERSION.into())));
+
+    let out = server.weir(&["start", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("error: no pipeline `nope`") && err.contains("`weir pipelines`"), "{err}");
+}
+
+#[test]
+fn watching_prints_a_line_per_change_and_exits_with_the_run() {
+    let server = serve();
+    let out = server.weir(&["start", "demo", "--watch"]);
+    let stdout = ok(&out);
+    assert_eq!(
+        stdout,
+        "r-ok\n\
+         12:00:01 a running (attempt 1)\n\
+         12:00:02 a succeeded in 1.0s\n\
+         12:00:02 b[x=1] running (attempt 1)\n\
+         12:00:04 b[x=1] succeeded in 2.0s\n\
+         12:00:04 run succeeded\n\
+         \n\
+         STEP    STATE      ATTEMPTS  DURATION\n\
+         a       succeeded  1         1.0s\n\
+         b[x=1]  succeeded  1         1.0s\n\
+         run r-ok succeeded in 3.0s\n"
+    );
+
+    let out = server.weir(&["status", "r-fail", "--watch"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("12:00:02 a failed: exit code 2\n"), "{stdout}");
+    assert!(stdout.contains("12:00:02 b[x=1] skipped: a needed step did not succeed\n"), "{stdout}");
+    assert!(stdout.contains("12:00:04 run failed: step a failed\n"), "{stdout}");
+    assert!(stdout.ends_with("run r-fail failed in 3.0s: step a failed\n"), "{stdout}");
+    assert!(text(&out.stderr).contains("weir retry r-fail"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_broken_watch_resumes_after_the_last_event() {
+    let server = serve();
+    let stdout = ok(&server.weir(&["status", "r-flaky", "--watch"]));
+    assert_eq!(stdout.matches(" a succeeded in 1.0s\n").count(), 1, "{stdout}");
+    assert!(stdout.contains("12:00:04 run succeeded\n"), "{stdout}");
+    assert_eq!(server.seen.lock().unwrap().watched_after, [0, 2]);
+}
+
+#[test]
+fn status_shows_the_run_and_its_steps() {
+    let server = serve();
+    let out = ok(&server.weir(&["status", "r-fail"]));
+    assert_eq!(
+        out,
+        "run       r-fail\n\
+         pipeline  demo (version abababababab)\n\
+         state     failed, 2/2 steps done\n\
+         created   2026-11-27 12:00:00\n\
+         duration  3.0s\n\
+         params    rows=5\n\
+         message   step a failed\n\
+         \n\
+         STEP    STATE    ATTEMPT  DURATION  MESSAGE\n\
+         a       failed   1        1.0s      exit code 2\n\
+         b[x=1]  skipped  1        1.0s\n"
+    );
+    let missing = server.weir(&["status", "r-zzz"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = text(&missing.stderr);
+    assert!(err.contains("error: no run `r-zzz`") && err.contains("run `weir runs` to list run ids"), "{err}");
+}
+
+#[test]
+fn logs_prefix_lines_only_when_several_steps_are_shown() {
+    let server = serve();
+    let all = ok(&server.weir(&["logs", "r-ok"]));
+    assert_eq!(all, "[a] loading\n[b[x=1]] hello from b\n[a] rows: 5\n[a] done\n");
+    let one = ok(&server.weir(&["logs", "r-ok", "a", "-f", "--attempt", "1"]));
+    assert_eq!(one, "loading\nrows: 5\ndone");
+    let logs = server.seen.lock().unwrap().logs.clone();
+    assert_eq!((logs[1].step.as_str(), logs[1].follow, logs[1].attempt), ("a", true, 1));
+
+    let typo = server.weir(&["logs", "r-ok", "bb"]);
+    assert_eq!(typo.status.code(), Some(1));
+    let err = text(&typo.stderr);
+    assert!(err.contains("run r-ok has no step `bb`") && err.contains("did you mean `b`?"), "{err}");
+}
+
+#[test]
+fn cancel_and_retry_say_what_next_when_refused() {
+    let server = serve();
+    assert_eq!(ok(&server.weir(&["cancel", "r-live"])), "cancelled run r-live; running attempts are being stopped\n");
+    let out = server.weir(&["cancel", "r-ok", "--reason", "oops"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("already finished; `weir status RUN`"), "{}", text(&out.stderr));
+
+    assert!(ok(&server.weir(&["retry", "r-fail"])).starts_with("retrying run r-fail"));
+    let out = server.weir(&["retry", "r-ok"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("only a failed or cancelled run can be retried"), "{}", text(&out.stderr));
+    let out = server.weir(&["retry", "r-zzz"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("weir runs"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn on_a_terminal_watching_redraws_a_live_block() {
+    // `script` (util-linux) gives the binary a pseudo-terminal; without it there is nothing to test.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to run weir on a pseudo-terminal");
+        return;
+    }
+    let server = serve();
+    let out = Command::new("script")
+        .args(["-qec", &format!("{} status r-fail --watch", env!("CARGO_BIN_EXE_weir")), "/dev/null"])
+        .env("WEIR_SERVER", &server.url)
+        .env("WEIR_TOKEN", TOKEN)
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run script");
+    assert_eq!(out.status.code(), Some(1));
+    let screen = text(&out.stdout);
+    assert!(screen.contains("  a \x1b[36mrunning\x1b[0m"), "{screen:?}");
+    assert!(screen.contains("\x1b[2F\x1b[J12:00:02 a \x1b[31mfailed\x1b[0m: exit code 2"), "{screen:?}");
+    assert!(!screen.contains("a \x1b[36mrunning\x1b[0m (attempt 1)"), "running steps belong in the block: {screen:?}");
+    assert!(screen.contains("run r-fail failed in 3.0s"), "{screen:?}");
+}
