@@ -9,7 +9,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
 mod display;
+mod local;
 mod offline;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -23,7 +25,9 @@ Exit status:
   2  usage error: unknown option, missing argument, bad --server URL or token file
   3  cannot reach the weir server (--server, WEIR_SERVER)
   4  the server refused the token (--token, WEIR_TOKEN, --token-file)
-  130  interrupted (Ctrl-C) while watching a run";
+  130  interrupted (Ctrl-C) while watching a run
+`weir run` differs: 0 succeeded, 1 failed or cancelled, 2 invalid, 3 the engine could not start.
+`weir server`: 0 stopped by a signal, 1 could not start. See each command's --help.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,7 +35,9 @@ Exit status:
     version,
     about = "weir: workflow orchestration for machine-learning pipelines",
     long_about = "weir: workflow orchestration for machine-learning pipelines.\n\n\
-                  A pipeline is a YAML file declaring a DAG of steps. `validate`, `plan`, `graph` and \
+                  A pipeline is a YAML file declaring a DAG of steps. `weir run FILE` runs one here \
+                  (engine, store and workers in one process). `weir server` serves the engine to workers \
+                  (`weir-worker --engine URL`) and clients on other hosts. `validate`, `plan`, `graph` and \
                   `schema` read pipeline files without running anything. `submit`, `pipelines`, `start`, \
                   `runs`, `status`, `logs`, `cancel` and `retry` talk to a weir server (--server). \
                   Logs go to stderr, filtered by RUST_LOG.",
@@ -48,6 +54,12 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Offline(offline::Command),
+    /// Run a pipeline here and now: engine, store and workers in this process.
+    #[command(after_help = local::RUN_EXIT_CODES)]
+    Run(local::RunArgs),
+    /// Serve the engine over gRPC for workers and clients on other hosts.
+    #[command(after_help = serve::SERVER_EXIT_CODES)]
+    Server(serve::ServerArgs),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -57,6 +69,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Offline(c) => offline::dispatch(c),
+        Command::Run(args) => local::run(args),
+        Command::Server(args) => serve::run(args),
         Command::Client(c) => client::dispatch(c, &cli.conn),
     }
 }

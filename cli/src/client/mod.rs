@@ -9,9 +9,9 @@
 //! `conn` the connection, the token and status-to-exit mapping; `submit` the upload;
 //! `runs` everything about pipelines and runs once stored.
 
-mod conn;
-mod runs;
-mod submit;
+pub(crate) mod conn;
+pub(crate) mod runs;
+pub(crate) mod submit;
 
 use std::fmt;
 use std::io::{self, Write};

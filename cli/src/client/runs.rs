@@ -173,6 +173,26 @@ async fn resume(
 /// Follows a run until it ends: a line per step change (or, on a terminal, a live block of
 /// running steps), then the summary. Ok only when the run succeeded.
 pub(super) async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<(), Failure> {
+    follow_run(client, conn, run_id, OnInterrupt::Detach).await
+}
+
+/// What Ctrl-C does while following a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnInterrupt {
+    /// Stop watching; the run goes on (`weir status --watch`).
+    Detach,
+    /// Cancel the run and follow it to its end; a second Ctrl-C detaches (`weir run`).
+    Cancel,
+}
+
+/// Follows a run to its end (see [`follow`]), with a choice of what Ctrl-C does.
+pub async fn follow_run(
+    client: &mut Client,
+    conn: &ConnArgs,
+    run_id: &str,
+    on_interrupt: OnInterrupt,
+) -> Result<(), Failure> {
+    let mut cancelling = false;
     let first = get_run(client, conn, run_id).await?;
     // The watch replays every event from the first, so steps start out pending; the fetch
     // only fixes their order in the live block.
@@ -228,9 +248,25 @@ pub(super) async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -
                 }
             },
             _ = tick.tick(), if tty => print_out(&progress.frame(&[], now_ms(), width, color)),
-            _ = &mut ctrl_c => {
+            _ = &mut ctrl_c, if on_interrupt == OnInterrupt::Detach || !cancelling => {
+                if on_interrupt == OnInterrupt::Cancel {
+                    cancelling = true;
+                    print_out(&progress.erase());
+                    eprintln!("cancelling run {run_id} (Ctrl-C again to stop waiting)...");
+                    let request = weir_proto::v1::CancelRunRequest { run_id: run_id.to_string(), reason: "Ctrl-C".into() };
+                    if let Err(s) = client.cancel_run(request).await {
+                        tracing::debug!(error = %s, "cancel refused (the run may have just ended)");
+                    }
+                    ctrl_c.set(tokio::signal::ctrl_c());
+                    continue;
+                }
                 print_out(&progress.erase());
                 eprintln!("stopped watching; run {run_id} goes on (`weir cancel {run_id}` stops it)");
+                return Err(Failure::Interrupted);
+            }
+            _ = &mut ctrl_c, if cancelling => {
+                print_out(&progress.erase());
+                eprintln!("stopped waiting; run {run_id} is being cancelled");
                 return Err(Failure::Interrupted);
             }
         }

@@ -50,6 +50,18 @@ impl Write for ChunkWriter {
 }
 
 pub(super) async fn submit(conn: &ConnArgs, path: &Path) -> Result<(), Failure> {
+    let response = submit_quietly(conn, path).await?;
+    print_out(&format!(
+        "submitted {} version {} ({})\n",
+        response.name,
+        response.version,
+        if response.created { "new" } else { "unchanged" }
+    ));
+    Ok(())
+}
+
+/// Validates, bundles and submits `path`; the server's answer, printing only problems.
+pub async fn submit_quietly(conn: &ConnArgs, path: &Path) -> Result<v1::SubmitPipelineResponse, Failure> {
     // Validate before connecting: problems get exact positions and need no server.
     let file = offline::pipeline_file(path);
     let limits = Limits::default();
@@ -114,13 +126,7 @@ pub(super) async fn submit(conn: &ConnArgs, path: &Path) -> Result<(), Failure> 
         let warnings: Vec<_> = response.warnings.iter().map(diagnostic).collect();
         report_diagnostics(&file, &folder, &source, &response.warnings, &warnings);
     }
-    print_out(&format!(
-        "submitted {} version {} ({})\n",
-        response.name,
-        response.version,
-        if response.created { "new" } else { "unchanged" }
-    ));
-    Ok(())
+    Ok(response)
 }
 
 /// Renders the diagnostics an `InvalidArgument` status carries, if its details hold them.

@@ -1,0 +1,183 @@
+//! `weir run FILE`: the embedded default. Starts the engine (sled in `./.weir` unless
+//! `--data-dir`) and local workers in this process, talking over loopback gRPC through exactly
+//! the code paths `weir server`, `weir-worker` and the client commands use; submits the
+//! pipeline, starts a run, shows its progress, prints the summary and the logs of failed steps,
+//! and exits 0 (succeeded), 1 (failed or cancelled) or 2 (invalid). Ctrl-C cancels the run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use weir_engine::plan;
+use weir_engine::server::{self, ServerConfig};
+use weir_engine::spec::{self, Limits};
+use weir_proto::v1;
+use weir_worker::agent::{Agent, AgentConfig};
+use weir_worker::runtime::ProcessRuntime;
+
+use crate::client::runs::{OnInterrupt, follow_run};
+use crate::client::{ConnArgs, Failure, conn, submit};
+use crate::offline::{self, ParamArgs};
+
+pub const RUN_EXIT_CODES: &str = "\
+Exit status:
+  0  the run succeeded
+  1  the run failed or was cancelled (the logs of failed steps are printed)
+  2  invalid: the pipeline file or a parameter has problems, or usage error
+  3  the embedded engine could not start (data folder in use by another weir, disk error)
+  130  interrupted twice (Ctrl-C): stopped waiting while the run was being cancelled";
+
+/// How many trailing log lines of each failed step are printed.
+const FAILED_LOG_LINES: usize = 40;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The pipeline file (a folder means its pipeline.yaml).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    #[command(flatten)]
+    params: ParamArgs,
+    /// Folder for the run database, artifacts and the worker's cache; runs accumulate there.
+    #[arg(long, default_value = ".weir", value_name = "DIR", env = "WEIR_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Steps run at once (default: the number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    workers: Option<u32>,
+    /// Seconds a stopped step gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    grace: u64,
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    // Validate before starting anything: problems get exact positions and exit 2.
+    let file = offline::pipeline_file(&args.file);
+    let limits = Limits::default();
+    let source = match spec::read_source(&file, &limits) {
+        Ok(s) => s,
+        Err(d) => {
+            offline::report(&file, "", &[d]);
+            return ExitCode::from(2);
+        }
+    };
+    let pipeline = match spec::load(&source, &limits) {
+        Ok(p) => p,
+        Err(diags) => {
+            offline::report(&file, &source, &diags);
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(diags) = plan::resolve_params(&pipeline, &args.params.params) {
+        offline::report(&file, &source, &diags);
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    rt.block_on(embedded(args, file))
+}
+
+async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
+    let mut config = ServerConfig::new(&args.data_dir, "127.0.0.1:0".parse().expect("a socket address"));
+    // One process: a worker cannot be lost without the engine, so short terms only make
+    // cancel and stop orders quick.
+    config.terms.heartbeat_interval = Duration::from_millis(250);
+    config.terms.lease_timeout = Duration::from_secs(10);
+    let server = match server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot start the embedded engine: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let mut agent_config = AgentConfig::new(server.url(), args.data_dir.join("worker"));
+    if let Some(n) = args.workers {
+        agent_config.capacity = n;
+    }
+    agent_config.name = "local".into();
+    agent_config.grace = Duration::from_secs(args.grace);
+    agent_config.runtime = Arc::new(ProcessRuntime::new());
+    let agent = tokio::spawn(Agent::new(agent_config).run(shutdown.clone()));
+
+    let conn = ConnArgs { server: server.url(), token: None, token_file: None };
+    let result = drive(&conn, &args, &file).await;
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(args.grace + 5), agent).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "local worker ended with an error"),
+        Err(_) => tracing::warn!("local worker did not stop in time"),
+        _ => {}
+    }
+    server.shutdown().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused) => ExitCode::from(2),
+        Err(f) => f.exit_code(),
+    }
+}
+
+/// Submit, start, follow, and on failure print the failed steps' logs.
+async fn drive(conn: &ConnArgs, args: &RunArgs, file: &std::path::Path) -> Result<(), Failure> {
+    let submitted = submit::submit_quietly(conn, file).await?;
+    let mut client = conn::connect(conn).await?;
+    let request = v1::StartRunRequest {
+        pipeline: Some(v1::start_run_request::Pipeline::Version(submitted.version.clone())),
+        params: args.params.params.iter().cloned().collect(),
+    };
+    let run = match client.start_run(request).await {
+        Ok(r) => r.into_inner().run.unwrap_or_default(),
+        Err(s) => {
+            eprintln!("error: {}", s.message());
+            return Err(Failure::Refused);
+        }
+    };
+    eprintln!(
+        "run {} of {} ({} steps) — data in {}",
+        run.run_id,
+        submitted.name,
+        run.steps_total,
+        args.data_dir.display()
+    );
+    let followed = follow_run(&mut client, conn, &run.run_id, OnInterrupt::Cancel).await;
+    if matches!(followed, Err(Failure::RunFailed)) {
+        print_failed_logs(&mut client, &run.run_id).await;
+    }
+    followed
+}
+
+/// The last lines of every failed step's output, on stderr.
+async fn print_failed_logs(client: &mut conn::Client, run_id: &str) {
+    let Ok(got) = client.get_run(v1::GetRunRequest { run_id: run_id.into(), ..Default::default() }).await else {
+        return;
+    };
+    for step in got.into_inner().steps.into_iter().filter(|s| s.state() == v1::StepState::Failed) {
+        let request =
+            v1::StreamLogsRequest { run_id: run_id.into(), step: step.name.clone(), follow: false, attempt: step.attempt };
+        let mut text = Vec::new();
+        if let Ok(stream) = client.stream_logs(request).await {
+            let mut stream = stream.into_inner();
+            while let Ok(Some(chunk)) = stream.message().await {
+                text.extend_from_slice(&chunk.data);
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        let shown = &lines[lines.len().saturating_sub(FAILED_LOG_LINES)..];
+        eprintln!("\n--- {} (attempt {}): {} ---", step.name, step.attempt, step.message);
+        if lines.len() > shown.len() {
+            eprintln!("... {} earlier lines: `weir logs {run_id} {}` with `weir server`", lines.len() - shown.len(), step.name);
+        }
+        if shown.is_empty() {
+            eprintln!("(no output)");
+        }
+        for line in shown {
+            eprintln!("{line}");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `weir server`: the engine as a long-running gRPC server for a team, with workers joining
+//! from other hosts (`weir-worker --engine URL`). Parses flags and the token file, starts
+//! [`weir_engine::server`], and stops cleanly on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use weir_engine::server::{self, ServerConfig};
+
+pub const SERVER_EXIT_CODES: &str = "\
+Exit status:
+  0  stopped by Ctrl-C or SIGTERM
+  1  could not start (data folder in use, address taken, bad token file, unsafe listen address)
+  2  usage error";
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on. Anything but loopback needs tokens (or --insecure).
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR", env = "WEIR_LISTEN")]
+    listen: SocketAddr,
+    /// Folder for the run database, artifacts and bundles.
+    #[arg(long, default_value = ".weir", value_name = "DIR", env = "WEIR_DATA_DIR")]
+    data_dir: PathBuf,
+    /// File with the tokens: one line holding a token for clients and workers alike, or lines
+    /// `client=TOKEN` and `worker=TOKEN`. Clients send it as `authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Listen off loopback without tokens (only on a network you trust).
+    #[arg(long)]
+    insecure: bool,
+    /// A worker silent this long is lost and its steps run again elsewhere (e.g. 30s, 2m).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    lease_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    weir_engine::spec::units::parse_duration(s)
+}
+
+/// Reads `client=`/`worker=` lines, or one token for both.
+pub fn read_tokens(path: &Path) -> Result<(String, String), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let (mut client, mut worker) = (None, None);
+    for line in &lines {
+        match line.split_once('=') {
+            Some(("client", t)) => client = Some(t.trim().to_string()),
+            Some(("worker", t)) => worker = Some(t.trim().to_string()),
+            _ if lines.len() == 1 => {
+                client = Some(line.to_string());
+                worker = Some(line.to_string());
+            }
+            _ => {
+                return Err(format!(
+                    "token file {}: expected one token, or lines `client=TOKEN` and `worker=TOKEN`",
+                    path.display()
+                ));
+            }
+        }
+    }
+    match (client, worker) {
+        (Some(c), Some(w)) if !c.is_empty() && !w.is_empty() => Ok((c, w)),
+        _ => Err(format!("token file {}: both a client and a worker token are needed", path.display())),
+    }
+}
+
+pub fn run(args: ServerArgs) -> ExitCode {
+    let mut config = ServerConfig::new(&args.data_dir, args.listen);
+    config.insecure = args.insecure;
+    config.terms.lease_timeout = args.lease_timeout;
+    config.terms.heartbeat_interval = (args.lease_timeout / 6).max(Duration::from_millis(100));
+    if let Some(path) = &args.token_file {
+        match read_tokens(path) {
+            Ok((c, w)) => {
+                config.client_token = Some(c);
+                config.worker_token = Some(w);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let server = match server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        // Scripts (and the end-to-end tests) read the address from this line.
+        println!("weir server listening on {}", server.url());
+        println!("data folder: {}", args.data_dir.display());
+        if args.token_file.is_none() {
+            println!("no tokens: only this host can connect");
+        }
+        wait_for_signal().await;
+        eprintln!("stopping...");
+        server.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
