@@ -1,6 +1,10 @@
-//! weir's worker: it runs the steps the engine leases to it. Today this crate holds the step
-//! runtimes ([`runtime::Runtime`], implemented by [`runtime::ProcessRuntime`]); the gRPC loop that
-//! registers, leases, heartbeats, uploads outputs and reconnects comes with the engine work and
-//! builds on them. Nothing here knows about the engine, sled or tonic.
+//! weir's worker: it runs the steps the engine leases to it. [`agent`] is the engine loop
+//! (register, lease, heartbeat, report, move logs, inputs, outputs and bundles, reconnect),
+//! embedded by the `weir-worker` binary and by `weir run`; [`runtime`] runs one step
+//! ([`runtime::Runtime`], implemented by [`runtime::ProcessRuntime`]) and knows nothing about
+//! the engine, gRPC or the work folder.
 
+pub mod agent;
 pub mod runtime;
+
+pub use agent::{Agent, AgentConfig, AgentError};

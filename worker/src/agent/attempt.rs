@@ -1,0 +1,267 @@
+//! One leased attempt, from assignment to final report: fetch the bundle, materialize the
+//! inputs under `attempts/<run>/<instance>.<number>/inputs`, report Started, run the step through
+//! the [`Runtime`] while its output is forwarded, then collect and upload the declared outputs,
+//! read `metrics.json`, and report how it ended. Every failure of the step or of its files becomes
+//! a Failed report with a reason; only a refused report or a stopping worker ends an attempt
+//! silently. The attempt's folder is removed afterwards, whatever happened.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weir_engine::artifact::{Manifest, collect_outputs, materialize, metrics_from_json};
+use weir_engine::{relpath, wire};
+use weir_proto::v1;
+use weir_proto::v1::report_request::Outcome as Report;
+
+use super::logs;
+use super::session::{CallError, Key, Session, StopReason};
+use super::transfer::{self, Files, TransferError};
+use crate::runtime::{Action, Outcome, Runtime, StepSpec};
+
+/// What an attempt needs besides its assignment; shared by all attempts of an agent.
+pub(crate) struct Context {
+    pub session: Arc<Session>,
+    pub files: Files,
+    pub runtime: Arc<dyn Runtime>,
+    pub attempts_dir: PathBuf,
+    pub grace: Duration,
+}
+
+/// Why an attempt ended without running to an outcome.
+enum Stop {
+    /// Report this failure.
+    Fail(String),
+    /// Report nothing more (refused, stopped, or the worker is going away).
+    Quiet(CallError),
+}
+
+impl From<TransferError> for Stop {
+    fn from(e: TransferError) -> Stop {
+        match e {
+            TransferError::Call(e) => Stop::Quiet(e),
+            TransferError::Failed(reason) => Stop::Fail(reason),
+        }
+    }
+}
+
+/// Runs `assignment` to its end; `cancel` is the attempt's stop signal (stop order or shutdown).
+pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment, cancel: CancellationToken) {
+    let dir = ctx.attempts_dir.join(&key.run_id).join(format!("{}.{}", key.instance, key.number));
+    tracing::info!(attempt = %key, instance = %assignment.instance_name, "running an attempt");
+    let ended = attempt(&ctx, &key, &assignment, &dir, &cancel).await;
+    let ended = match ended {
+        Ok(report) => Some(report),
+        Err(Stop::Fail(reason)) => Some(failed(reason, None)),
+        Err(Stop::Quiet(CallError::Refused(status))) => {
+            tracing::info!(attempt = %key, code = ?status.code(), message = status.message(), "the engine no longer wants this attempt, dropping it");
+            None
+        }
+        Err(Stop::Quiet(CallError::Abandoned)) => None,
+    };
+    if let Some(report) = ended {
+        match ctx.session.report(&key, SystemTime::now(), report).await {
+            Ok(()) => tracing::info!(attempt = %key, "reported the outcome"),
+            Err(CallError::Refused(status)) => {
+                tracing::info!(attempt = %key, code = ?status.code(), message = status.message(), "the engine refused the outcome, dropping it");
+            }
+            Err(CallError::Abandoned) => tracing::warn!(attempt = %key, "gave up reporting the outcome"),
+        }
+    }
+    let run_dir = dir.parent().map(Path::to_path_buf);
+    let _ = tokio::task::spawn_blocking(move || {
+        remove_tree(&dir);
+        // The run's folder goes too once its last attempt here is gone (fails while others remain).
+        if let Some(run_dir) = run_dir {
+            let _ = std::fs::remove_dir(run_dir);
+        }
+    })
+    .await;
+}
+
+fn failed(reason: String, exit_code: Option<i32>) -> Report {
+    Report::Failed(v1::Failed { reason, exit_code })
+}
+
+async fn attempt(
+    ctx: &Context,
+    key: &Key,
+    a: &v1::Assignment,
+    dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<Report, Stop> {
+    let (spec, outputs_dir) = tokio::select! {
+        prepared = prepare(ctx, key, a, dir) => prepared?,
+        () = cancel.cancelled() => return Ok(stopped(ctx, key)),
+    };
+    ctx.session.report(key, SystemTime::now(), Report::Started(v1::Started {})).await.map_err(Stop::Quiet)?;
+    let timeout = spec.timeout;
+    let (tx, rx) = mpsc::channel(1024);
+    let (outcome, ()) = tokio::join!(ctx.runtime.run(spec, tx, cancel.clone()), logs::forward(&ctx.session, key, rx));
+    let outcome = outcome.map_err(|e| Stop::Fail(e.to_string()))?;
+    tracing::info!(attempt = %key, outcome = ?outcome, "the step ended");
+    match outcome {
+        Outcome::Exited(0) => succeeded(ctx, key, a, &outputs_dir).await,
+        Outcome::Exited(code) => Ok(failed(format!("exit code {code}"), Some(code))),
+        Outcome::Signalled(signal) => Ok(failed(format!("killed by signal {}", signal_name(signal)), None)),
+        Outcome::TimedOut => Ok(failed(format!("timed out after {:?}", timeout.unwrap_or_default()), None)),
+        Outcome::Cancelled => Ok(stopped(ctx, key)),
+    }
+}
+
+/// What to say about an attempt stopped by its cancel token: Failed for the engine's stop order
+/// (which the engine may refuse as stale, harmlessly); Lost when this worker is shutting down,
+/// since the step did nothing wrong and the engine should dispatch it again as for a lost worker.
+fn stopped(ctx: &Context, key: &Key) -> Report {
+    match ctx.session.stop_reason(key) {
+        Some(StopReason::Engine(reason)) => failed(format!("stopped: {reason}"), None),
+        Some(StopReason::Shutdown) | None => {
+            Report::Lost(v1::Lost { reason: "the worker shut down while the step ran".to_string() })
+        }
+    }
+}
+
+/// Fetches the bundle and inputs and makes the attempt's folders; returns the step's spec and
+/// its outputs folder.
+async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Result<(StepSpec, PathBuf), Stop> {
+    if relpath::check(&key.run_id).is_err() || key.run_id.contains('/') {
+        return Err(Stop::Fail(format!("run id {:?} cannot name a folder", key.run_id)));
+    }
+    let action = match a.action.as_ref().and_then(|a| a.kind.as_ref()) {
+        Some(v1::action::Kind::Script(script)) => Action::Script(script.clone()),
+        Some(v1::action::Kind::Command(argv)) => Action::Argv(argv.args.clone()),
+        None => return Err(Stop::Fail("the assignment has no action".to_string())),
+    };
+    match v1::Runtime::try_from(a.runtime) {
+        Ok(v1::Runtime::Unspecified | v1::Runtime::Process) => {}
+        _ => return Err(Stop::Fail(format!("this worker cannot run steps with runtime {}", a.runtime))),
+    }
+    let inputs_dir = dir.join("inputs");
+    let outputs_dir = dir.join("outputs");
+    let empty_dir = dir.join("empty");
+    let make = {
+        let dirs = [inputs_dir.clone(), outputs_dir.clone(), empty_dir.clone()];
+        let dir = dir.to_path_buf();
+        move || {
+            // A leftover of an earlier worker process with the same attempt: start clean.
+            remove_tree(&dir);
+            dirs.iter().try_for_each(std::fs::create_dir_all)
+        }
+    };
+    blocking(make).await?.map_err(|e| Stop::Fail(format!("cannot create the attempt folder: {e}")))?;
+
+    let workdir = if a.bundle_digest.is_empty() {
+        empty_dir
+    } else {
+        transfer::bundle_dir(&ctx.session, &ctx.files, &a.bundle_digest).await?
+    };
+
+    for input in &a.inputs {
+        if let Err(why) = relpath::check(&input.dir) {
+            return Err(Stop::Fail(format!("input folder `{}` is refused: {}", input.dir, why.describe())));
+        }
+        let manifest = wire::from_manifest(input.manifest.as_ref())
+            .map_err(|e| Stop::Fail(format!("input `{}`: {}", input.dir, e.reason)))?;
+        for entry in manifest.entries() {
+            transfer::fetch_blob(&ctx.session, &ctx.files, entry).await?;
+        }
+        let store = ctx.files.store.clone();
+        let dest = inputs_dir.join(&input.dir);
+        let shown = input.dir.clone();
+        blocking(move || materialize(&store, &manifest, &dest))
+            .await?
+            .map_err(|e| Stop::Fail(format!("input `{shown}`: {e}")))?;
+    }
+
+    let timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());
+    let mut env: Vec<(String, String)> = a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.sort();
+    let spec =
+        StepSpec { action, env, workdir, inputs_dir, outputs_dir: outputs_dir.clone(), timeout, grace: ctx.grace };
+    Ok((spec, outputs_dir))
+}
+
+/// Collects and uploads the declared outputs, reads the metrics, and builds the Succeeded report.
+async fn succeeded(ctx: &Context, key: &Key, a: &v1::Assignment, outputs_dir: &Path) -> Result<Report, Stop> {
+    let store = ctx.files.store.clone();
+    let dir = outputs_dir.to_path_buf();
+    let declared = a.outputs.clone();
+    let manifest: Manifest = blocking(move || collect_outputs(&store, &dir, &declared))
+        .await?
+        .map_err(|e| Stop::Fail(format!("collecting outputs: {e}")))?;
+    let mut metrics = std::collections::HashMap::new();
+    if let Some(entry) = manifest.get("metrics.json") {
+        let path = ctx.files.store.path_of(&entry.digest);
+        let bytes = tokio::fs::read(&path).await.map_err(|e| Stop::Fail(format!("cannot read metrics.json: {e}")))?;
+        let parsed = metrics_from_json(&bytes).map_err(|e| Stop::Fail(e.to_string()))?;
+        if !parsed.skipped.is_empty() {
+            tracing::info!(attempt = %key, skipped = ?parsed.skipped, "metrics.json entries that are not numbers were skipped");
+        }
+        metrics.extend(parsed.values);
+    }
+    for entry in manifest.entries() {
+        transfer::upload_artifact(&ctx.session, &ctx.files, key, entry).await?;
+    }
+    Ok(Report::Succeeded(v1::Succeeded { metrics, outputs: Some(wire::manifest(&manifest)) }))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Stop> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Stop::Fail(format!("worker task failed: {e}")))
+}
+
+/// Removes a tree whose files may be read-only (materialized inputs): folders are made writable
+/// first. Errors are ignored: a leftover is swept when the same attempt folder is used again.
+fn remove_tree(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+        return;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755));
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `9 (SIGKILL)` for the signals people meet; the number alone otherwise.
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        _ => return signal.to_string(),
+    };
+    format!("{signal} ({name})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name(9), "9 (SIGKILL)");
+        assert_eq!(signal_name(15), "15 (SIGTERM)");
+        assert_eq!(signal_name(64), "64");
+    }
+}

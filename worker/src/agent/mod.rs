@@ -1,0 +1,297 @@
+//! The worker's engine loop: [`Agent::run`] registers with the engine, long-polls Lease while it
+//! has free slots, runs each assignment in its own task (`attempt`), heartbeats at the interval
+//! the engine set (applying stop orders), and on shutdown stops its steps, reports them, and
+//! returns. The engine may come and go: calls are retried (`session`), a forgotten worker id is
+//! replaced by registering again, and running steps carry on meanwhile. The agent never decides
+//! about retries or scheduling, and never logs the token.
+
+mod attempt;
+mod host;
+mod logs;
+mod session;
+mod transfer;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use weir_proto::v1;
+use weir_proto::v1::weir_worker_client::WeirWorkerClient;
+
+pub use host::{cores, hostname};
+
+use crate::runtime::{ProcessRuntime, Runtime};
+use session::{Auth, CallError, Key, Session};
+
+/// How long shutdown waits, beyond the grace period, for stopped steps to be reported.
+const SHUTDOWN_REPORTS: Duration = Duration::from_secs(15);
+
+/// How an agent joins the engine and where it keeps its files.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The engine's address, `http://127.0.0.1:7070`.
+    pub engine: String,
+    /// Sent as `authorization: Bearer <token>` on every call; never logged.
+    pub token: Option<String>,
+    /// A name for people; [`hostname`] by default.
+    pub name: String,
+    /// What steps' `runs_on` select on.
+    pub labels: BTreeMap<String, String>,
+    /// How many steps run at once.
+    pub capacity: u32,
+    /// `bundles/`, `blobs/`, `tmp/` and `attempts/` live under it.
+    pub work_dir: PathBuf,
+    pub runtime: Arc<dyn Runtime>,
+    /// How long a stopped step has between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+impl AgentConfig {
+    /// A config with the defaults: no token, the host name, no labels, one step per core, the
+    /// process runtime, a 10 s grace period.
+    pub fn new(engine: impl Into<String>, work_dir: impl Into<PathBuf>) -> AgentConfig {
+        AgentConfig {
+            engine: engine.into(),
+            token: None,
+            name: hostname(),
+            labels: BTreeMap::new(),
+            capacity: cores(),
+            work_dir: work_dir.into(),
+            runtime: Arc::new(ProcessRuntime::new()),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("engine", &self.engine)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("capacity", &self.capacity)
+            .field("work_dir", &self.work_dir)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an agent stopped other than by its shutdown signal.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("`{url}` is not an engine address: {source}")]
+    BadEngineUrl {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the token cannot be sent: it must be printable ASCII")]
+    BadToken,
+    #[error("cannot prepare the work folder `{}`: {reason}", path.display())]
+    WorkDir { path: PathBuf, reason: String },
+    /// The engine refused the worker: a wrong or missing token (UNAUTHENTICATED,
+    /// PERMISSION_DENIED), or a registration it will not take.
+    #[error("the engine refused this worker ({code:?}): {message}")]
+    Refused { code: tonic::Code, message: String },
+}
+
+impl AgentError {
+    /// Whether the engine refused the token.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, AgentError::Refused { code: tonic::Code::Unauthenticated | tonic::Code::PermissionDenied, .. })
+    }
+}
+
+/// A worker's engine loop; see the module docs.
+pub struct Agent {
+    config: AgentConfig,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Agent {
+        Agent { config }
+    }
+
+    /// Runs until `shutdown` fires, then stops leasing, cancels the running steps, reports them
+    /// (Lost: the engine dispatches them again), and returns. Returns early with an error when
+    /// the engine refuses the worker.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        let config = self.config;
+        let auth = Auth::new(config.token.as_deref()).ok_or(AgentError::BadToken)?;
+        let endpoint = Endpoint::from_shared(config.engine.clone())
+            .map_err(|source| AgentError::BadEngineUrl { url: config.engine.clone(), source })?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let client = WeirWorkerClient::with_interceptor(endpoint.connect_lazy(), auth);
+
+        let work_dir_error = |reason: String| AgentError::WorkDir { path: config.work_dir.clone(), reason };
+        let attempts_dir = config.work_dir.join("attempts");
+        std::fs::create_dir_all(&attempts_dir).map_err(|e| work_dir_error(e.to_string()))?;
+        let files = transfer::Files::open(&config.work_dir).map_err(work_dir_error)?;
+
+        let capacity = config.capacity.max(1);
+        let register = v1::RegisterRequest {
+            name: config.name.clone(),
+            labels: config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            capacity,
+            cpus_milli: u64::from(cores()) * 1000,
+            memory_bytes: host::memory_bytes(),
+            gpus: Vec::new(),
+            runtimes: vec![v1::Runtime::Process as i32],
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let session = Arc::new(Session::new(client, register));
+        tracing::info!(engine = %config.engine, name = %config.name, capacity, work_dir = %config.work_dir.display(), "worker starting");
+        let registered = tokio::select! {
+            r = session.register() => r,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        match registered {
+            Ok(()) => {}
+            Err(CallError::Refused(status)) => {
+                return Err(AgentError::Refused { code: status.code(), message: status.message().to_string() });
+            }
+            Err(CallError::Abandoned) => return session.take_fatal().map_or(Ok(()), Err),
+        }
+
+        let ctx = Arc::new(attempt::Context {
+            session: session.clone(),
+            files,
+            runtime: config.runtime.clone(),
+            attempts_dir,
+            grace: config.grace,
+        });
+        let stop_beats = CancellationToken::new();
+        let beats = tokio::spawn(heartbeats(session.clone(), stop_beats.clone()));
+        let mut tasks = JoinSet::new();
+        lease_loop(&ctx, capacity, &mut tasks, &shutdown).await;
+
+        tracing::info!(running = session.held_count(), "worker stopping");
+        session.stop_all();
+        let deadline = config.grace + SHUTDOWN_REPORTS;
+        if tokio::time::timeout(deadline, drain(&mut tasks)).await.is_err() {
+            tracing::warn!("stopped steps not reported in time, giving up on them");
+            session.abandon();
+            if tokio::time::timeout(Duration::from_secs(5), drain(&mut tasks)).await.is_err() {
+                tasks.abort_all();
+                drain(&mut tasks).await;
+            }
+        }
+        stop_beats.cancel();
+        let _ = beats.await;
+        match session.take_fatal() {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("worker stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Leases while there are free slots, spawning a task per assignment, until `shutdown` fires
+/// or the session is abandoned (a fatal refusal).
+async fn lease_loop(ctx: &Arc<attempt::Context>, capacity: u32, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+    let session = &ctx.session;
+    let slots = Arc::new(Semaphore::new(capacity as usize));
+    loop {
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "an attempt task failed");
+            }
+        }
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = shutdown.cancelled() => return,
+            () = session.abandoned().cancelled() => return,
+        };
+        let leased = tokio::select! {
+            leased = session.lease(session.free()) => leased,
+            () = shutdown.cancelled() => return,
+            () = session.abandoned().cancelled() => return,
+        };
+        let assignment = match leased {
+            Ok(Some(assignment)) => assignment,
+            Ok(None) => continue,
+            Err(CallError::Refused(status)) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "the engine refused a lease");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            Err(CallError::Abandoned) => return,
+        };
+        let key = match Key::of(assignment.attempt.as_ref()) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an assignment without a valid attempt");
+                continue;
+            }
+        };
+        let Some(cancel) = session.hold(&key) else {
+            tracing::warn!(attempt = %key, "ignoring an assignment for an attempt already running here");
+            continue;
+        };
+        let ctx = ctx.clone();
+        // A plain task, not spawn_blocking: the process runtime's parent-death signal follows
+        // the thread that spawned the step, and tokio's worker threads live as long as the agent.
+        tasks.spawn(async move {
+            let _release = Release { session: ctx.session.clone(), key: key.clone(), _slot: slot };
+            attempt::run(ctx, key, assignment, cancel).await;
+        });
+    }
+}
+
+/// Forgets a held attempt and frees its slot when its task ends, even by a panic.
+struct Release {
+    session: Arc<Session>,
+    key: Key,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.session.release(&self.key);
+    }
+}
+
+async fn drain(tasks: &mut JoinSet<()>) {
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "an attempt task panicked");
+        }
+    }
+}
+
+/// Heartbeats at the interval the engine set until `stop` fires or the session is abandoned.
+async fn heartbeats(session: Arc<Session>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(session.heartbeat_interval()) => {}
+            () = stop.cancelled() => return,
+        }
+        let beat = tokio::select! {
+            beat = session.beat() => beat,
+            () = stop.cancelled() => return,
+        };
+        match beat {
+            Ok(()) => {}
+            Err(CallError::Refused(status)) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "the engine refused a heartbeat");
+            }
+            Err(CallError::Abandoned) => return,
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `weir-worker`: joins an engine and runs the steps it leases, until Ctrl-C or SIGTERM. A thin
+//! shell around [`weir_worker::Agent`]: it parses arguments, sets up logging and signals, and
+//! turns the agent's result into an exit code. All behaviour lives in the library.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use weir_worker::agent::{cores, hostname};
+use weir_worker::runtime::ProcessRuntime;
+use weir_worker::{Agent, AgentConfig};
+
+const AFTER_HELP: &str = "\
+The token comes from --token, the WEIR_WORKER_TOKEN environment variable, or --token-file (the
+file's content, trailing whitespace removed); prefer the last two, since other users can read a
+command line. It is sent on every call and never logged.
+
+Logging goes to stderr; set RUST_LOG to choose what (default `info`, for example
+RUST_LOG=weir_worker=debug).
+
+Ctrl-C or SIGTERM stops the worker: it stops leasing, stops its running steps (SIGTERM, then
+SIGKILL after --grace), reports them to the engine as lost so they run again elsewhere, and
+exits. A second Ctrl-C exits at once with code 1, killing the steps.
+
+Exit codes:
+  0  stopped by Ctrl-C or SIGTERM
+  1  fatal error: the engine refused the token or the worker, or the work folder is unusable
+  2  usage error: bad arguments, unreadable token file";
+
+/// Runs weir pipeline steps leased by a weir engine.
+#[derive(Parser, Debug)]
+#[command(name = "weir-worker", version, after_help = AFTER_HELP)]
+struct Args {
+    /// The engine's address, for example http://127.0.0.1:7070.
+    #[arg(long, value_name = "URL")]
+    engine: String,
+    /// The worker token the engine expects.
+    #[arg(long, env = "WEIR_WORKER_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// Read the worker token from this file.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Labels that steps' `runs_on` select on, as k=v pairs separated by commas; repeatable.
+    #[arg(long = "labels", alias = "label", value_name = "K=V[,K=V]", value_delimiter = ',', value_parser = label)]
+    labels: Vec<(String, String)>,
+    /// How many steps to run at once [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    capacity: Option<u32>,
+    /// A name for people in the engine's listings [default: the host name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Where bundles, input blobs and attempt folders live [default: a folder per worker name
+    /// under the system temporary folder].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Seconds a stopped step has between SIGTERM and SIGKILL.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    grace: u64,
+}
+
+fn label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("`{s}` is not a label: expected key=value")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(content) => Some(content.trim_end().to_string()),
+            Err(e) => {
+                eprintln!("error: cannot read the token file `{}`: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => None,
+    };
+    let name = args.name.clone().unwrap_or_else(hostname);
+    let work_dir = args.work_dir.clone().unwrap_or_else(|| {
+        // SAFETY: getuid cannot fail and has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let safe: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+        std::env::temp_dir().join(format!("weir-worker-{uid}-{safe}"))
+    });
+    let config = AgentConfig {
+        engine: args.engine.clone(),
+        token,
+        name,
+        labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        capacity: args.capacity.unwrap_or_else(cores),
+        work_dir,
+        runtime: Arc::new(ProcessRuntime::new()),
+        grace: Duration::from_secs(args.grace),
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signals(shutdown.clone()));
+        match Agent::new(config).run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                if e.is_auth() {
+                    eprintln!(
+                        "hint: give the worker the token the engine was started with \
+                         (--token-file, or WEIR_WORKER_TOKEN)"
+                    );
+                }
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// Fires `shutdown` on the first Ctrl-C or SIGTERM; exits at once on the second.
+async fn on_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        tracing::warn!("cannot listen for SIGTERM");
+        return;
+    };
+    for n in 0.. {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        if n == 0 {
+            tracing::info!("stopping: stopping running steps and reporting them (again to exit at once)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second stop signal, exiting at once");
+            std::process::exit(1);
+        }
+    }
+}
