@@ -248,8 +248,8 @@ pub async fn follow_run(
                 }
             },
             _ = tick.tick(), if tty => print_out(&progress.frame(&[], now_ms(), width, color)),
-            _ = &mut ctrl_c, if on_interrupt == OnInterrupt::Detach || !cancelling => {
-                if on_interrupt == OnInterrupt::Cancel {
+            _ = &mut ctrl_c => {
+                if on_interrupt == OnInterrupt::Cancel && !cancelling {
                     cancelling = true;
                     print_out(&progress.erase());
                     eprintln!("cancelling run {run_id} (Ctrl-C again to stop waiting)...");
@@ -261,12 +261,11 @@ pub async fn follow_run(
                     continue;
                 }
                 print_out(&progress.erase());
-                eprintln!("stopped watching; run {run_id} goes on (`weir cancel {run_id}` stops it)");
-                return Err(Failure::Interrupted);
-            }
-            _ = &mut ctrl_c, if cancelling => {
-                print_out(&progress.erase());
-                eprintln!("stopped waiting; run {run_id} is being cancelled");
+                if cancelling {
+                    eprintln!("stopped waiting; run {run_id} is being cancelled");
+                } else {
+                    eprintln!("stopped watching; run {run_id} goes on (`weir cancel {run_id}` stops it)");
+                }
                 return Err(Failure::Interrupted);
             }
         }
