@@ -157,8 +157,12 @@ async fn print_failed_logs(client: &mut conn::Client, run_id: &str) {
         return;
     };
     for step in got.into_inner().steps.into_iter().filter(|s| s.state() == v1::StepState::Failed) {
-        let request =
-            v1::StreamLogsRequest { run_id: run_id.into(), step: step.name.clone(), follow: false, attempt: step.attempt };
+        let request = v1::StreamLogsRequest {
+            run_id: run_id.into(),
+            step: step.name.clone(),
+            follow: false,
+            attempt: step.attempt,
+        };
         let mut text = Vec::new();
         if let Ok(stream) = client.stream_logs(request).await {
             let mut stream = stream.into_inner();
@@ -171,7 +175,11 @@ async fn print_failed_logs(client: &mut conn::Client, run_id: &str) {
         let shown = &lines[lines.len().saturating_sub(FAILED_LOG_LINES)..];
         eprintln!("\n--- {} (attempt {}): {} ---", step.name, step.attempt, step.message);
         if lines.len() > shown.len() {
-            eprintln!("... {} earlier lines: `weir logs {run_id} {}` with `weir server`", lines.len() - shown.len(), step.name);
+            eprintln!(
+                "... {} earlier lines: `weir logs {run_id} {}` with `weir server`",
+                lines.len() - shown.len(),
+                step.name
+            );
         }
         if shown.is_empty() {
             eprintln!("(no output)");

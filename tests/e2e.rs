@@ -1,0 +1,217 @@
+//! End to end, in one process: a real engine on 127.0.0.1:0 with a sled store in a temporary
+//! folder, real worker agents running steps as real processes, a real gRPC client. Each test is
+//! a behaviour a user relies on: retries, timeouts, cancel, `when`, upstream failure, refused
+//! outputs, logs, inputs between steps.
+
+use std::time::Duration;
+
+use weir_proto::v1::{RunState, StepState};
+use weir_tests::{Cluster, alive, root, summary, wait_gone};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn state(got: &weir_proto::v1::GetRunResponse) -> RunState {
+    got.run.as_ref().expect("run").state()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_pipeline_runs_with_inputs_outputs_matrix_and_gate() {
+    let mut c = Cluster::start(1, 2).await;
+    let folder = root().join("pipelines/ml-retrain");
+    let yaml = std::fs::read_to_string(folder.join("pipeline.yaml")).unwrap();
+    let version = c.submit(&yaml, Some(&folder)).await;
+    let run = c.start_run(&version, &[("rows", "400")]).await;
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&got), RunState::Succeeded, "{:#?}", got.steps);
+    let deploy = weir_tests::step(&got, "deploy");
+    let files: Vec<&str> = deploy.outputs.as_ref().unwrap().files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(files, ["manifest.json", "model.json"]);
+    let validate = weir_tests::step(&got, "validate");
+    assert!(validate.metrics["rmse"] > 0.0, "{validate:?}");
+    assert!(c.logs(&run, "validate").await.contains("best of 4"));
+
+    // A strict threshold fails the gate with the expression and the values it saw.
+    let run = c.start_run(&version, &[("rows", "400"), ("max_rmse", "0.0001")]).await;
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&got), RunState::Failed);
+    let (s, attempts, message) = summary(&got, "validate");
+    assert_eq!((s, attempts), (StepState::Failed, 1), "a gate never retries");
+    assert!(message.starts_with("gate `metrics.rmse < params.max_rmse` is false: metrics.rmse = "), "{message}");
+    assert!(message.ends_with("params.max_rmse = 0.0001"), "{message}");
+    assert_eq!(summary(&got, "deploy").0, StepState::Skipped);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_step_retries_then_succeeds() {
+    let mut c = Cluster::start(1, 1).await;
+    let counter = c.dir.path().join("tries");
+    let yaml = format!(
+        "name: flaky
+steps:
+  flaky:
+    run: |
+      n=$(cat {f} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {f}
+      echo try $n
+      [ $n -ge 3 ]
+    retries: {{limit: 3, backoff: 100ms}}
+",
+        f = counter.display()
+    );
+    let version = c.submit(&yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&got), RunState::Succeeded);
+    assert_eq!(summary(&got, "flaky").1, 3);
+    let logs = c.logs(&run, "flaky").await;
+    assert!(logs.contains("try 1") && logs.contains("try 2") && logs.contains("try 3"), "{logs}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_past_its_timeout_is_killed_with_its_children() {
+    let mut c = Cluster::start(1, 1).await;
+    let pids = c.dir.path().join("pids");
+    let yaml = format!(
+        "name: slow
+steps:
+  slow:
+    run: |
+      sleep 300 &
+      echo $$ $! > {p}
+      wait
+    timeout: 1s
+",
+        p = pids.display()
+    );
+    let version = c.submit(&yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&got), RunState::Failed);
+    let (s, _, message) = summary(&got, "slow");
+    assert_eq!(s, StepState::Failed);
+    assert!(message.contains("timed out after 1s"), "{message}");
+    let text = std::fs::read_to_string(&pids).unwrap();
+    for pid in text.split_whitespace().map(|p| p.parse::<i32>().unwrap()) {
+        assert!(wait_gone(pid, Duration::from_secs(10)), "process {pid} of the timed-out step survived");
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_step_and_cancels_the_rest() {
+    let mut c = Cluster::start(1, 2).await;
+    let pid_file = c.dir.path().join("pid");
+    let yaml = format!(
+        "name: long
+steps:
+  long:
+    run: echo $$ > {p}; exec sleep 300
+  after:
+    needs: [long]
+    run: 'true'
+",
+        p = pid_file.display()
+    );
+    let version = c.submit(&yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    c.wait_for(&run, MINUTE, |g| g.steps[0].state() == StepState::Running && pid_file.exists()).await;
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(alive(pid));
+    let req = weir_proto::v1::CancelRunRequest { run_id: run.clone(), reason: "test".into() };
+    c.client.cancel_run(req).await.unwrap();
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&got), RunState::Cancelled);
+    assert_eq!(summary(&got, "long").0, StepState::Cancelled);
+    assert_eq!(summary(&got, "after"), (StepState::Cancelled, 0, String::new()));
+    assert!(wait_gone(pid, Duration::from_secs(10)), "the cancelled step's process survived");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_skips_and_an_upstream_failure_skips_only_its_dependents() {
+    let mut c = Cluster::start(1, 4).await;
+    let yaml = "name: branches
+params:
+  extra: false
+steps:
+  broken:
+    run: echo doomed; exit 3
+  middle:
+    needs: [broken]
+    run: 'true'
+  last:
+    needs: [middle]
+    run: 'true'
+  independent:
+    run: sleep 0.5; echo fine > $WEIR_OUTPUTS/ok.txt
+    outputs: [ok.txt]
+  optional:
+    when: params.extra
+    run: 'true'
+  after_optional:
+    needs: [optional, independent]
+    run: cat $WEIR_INPUTS/independent/ok.txt
+";
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&got), RunState::Failed);
+    assert_eq!(summary(&got, "broken"), (StepState::Failed, 1, "exit code 3".into()));
+    assert_eq!(summary(&got, "middle"), (StepState::Skipped, 0, "upstream failed: broken".into()));
+    assert_eq!(summary(&got, "last"), (StepState::Skipped, 0, "upstream failed: broken".into()));
+    assert_eq!(summary(&got, "independent").0, StepState::Succeeded);
+    assert_eq!(
+        summary(&got, "optional"),
+        (StepState::Skipped, 0, "when `params.extra` is false: params.extra = false".into())
+    );
+    assert_eq!(summary(&got, "after_optional").0, StepState::Succeeded, "a when-skip satisfies its dependents");
+    assert_eq!(c.logs(&run, "after_optional").await, "fine\n");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_points_out_of_its_folder_fails_the_step() {
+    let mut c = Cluster::start(1, 1).await;
+    let yaml = "name: escape
+steps:
+  sneaky:
+    run: ln -s /etc/passwd $WEIR_OUTPUTS/out.txt
+    outputs: [out.txt]
+";
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&got), RunState::Failed);
+    let (s, _, message) = summary(&got, "sneaky");
+    assert_eq!(s, StepState::Failed);
+    assert!(message.contains("symlink"), "{message}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_step_finishes_on_another_worker() {
+    // The agent is stopped abruptly (its task aborted mid-step, like a crash of the worker's
+    // engine connection); the engine notices the silence and dispatches attempt 2 elsewhere.
+    let mut c = Cluster::start(0, 1).await;
+    let marker = c.dir.path().join("attempts");
+    let yaml = format!(
+        "name: survive
+steps:
+  work:
+    run: echo $WEIR_ATTEMPT >> {m}; sleep 2; echo done
+",
+        m = marker.display()
+    );
+    let version = c.submit(&yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let first = c.add_worker(1);
+    c.wait_for(&run, MINUTE, |g| g.steps[0].state() == StepState::Running).await;
+    c.kill_worker(first);
+    c.add_worker(1);
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&got), RunState::Succeeded, "{:#?}", got.steps);
+    assert_eq!(summary(&got, "work").1, 2, "attempt 2 ran on the second worker");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().last(), Some("2"));
+    c.stop().await;
+}
