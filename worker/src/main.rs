@@ -15,9 +15,9 @@ use weir_worker::runtime::ProcessRuntime;
 use weir_worker::{Agent, AgentConfig};
 
 const AFTER_HELP: &str = "\
-The token comes from --token, the WEIR_WORKER_TOKEN environment variable, or --token-file (the
-file's content, trailing whitespace removed); prefer the last two, since other users can read a
-command line. It is sent on every call and never logged.
+The token comes from --token, else --token-file (the file's content, trailing whitespace
+removed), else the WEIR_WORKER_TOKEN environment variable; prefer the last two, since other users
+can read a command line. It is sent on every call and never logged; steps never see it.
 
 Logging goes to stderr; set RUST_LOG to choose what (default `info`, for example
 RUST_LOG=weir_worker=debug).
@@ -38,8 +38,8 @@ struct Args {
     /// The engine's address, for example http://127.0.0.1:7070.
     #[arg(long, value_name = "URL")]
     engine: String,
-    /// The worker token the engine expects.
-    #[arg(long, env = "WEIR_WORKER_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    /// The worker token the engine expects [default: $WEIR_WORKER_TOKEN, unless --token-file].
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
     /// Read the worker token from this file.
     #[arg(long, value_name = "FILE")]
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        (None, None) => None,
+        (None, None) => std::env::var("WEIR_WORKER_TOKEN").ok().filter(|t| !t.is_empty()),
     };
     let name = args.name.clone().unwrap_or_else(hostname);
     let work_dir = args.work_dir.clone().unwrap_or_else(|| {

@@ -647,3 +647,52 @@ async fn a_refused_token_stops_the_agent() {
     assert_eq!(fake.state().unauthenticated, 1);
     assert!(fake.state().registrations.is_empty());
 }
+
+/// The `weir-worker` binary against the fake engine: SIGTERM is a clean stop (exit 0), a refused
+/// token exits 1 with a hint, bad arguments exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exit_codes() {
+    let bin = env!("CARGO_BIN_EXE_weir-worker");
+    let fake = Fake::default();
+    let setup = Setup::new(fake.clone());
+    let engine = format!("http://127.0.0.1:{}", setup.port);
+    let token_file = setup.path("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+
+    let mut child = std::process::Command::new(bin)
+        .args(["--engine", &engine, "--labels", "pool=cpu,zone=a", "--capacity", "2", "--name", "bin"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--work-dir")
+        .arg(setup.path("bin-work"))
+        .env_remove("WEIR_WORKER_TOKEN")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the binary to register", || (!fake.state().registrations.is_empty()).then_some(())).await;
+    {
+        let state = fake.state();
+        let r = &state.registrations[0];
+        assert_eq!((r.name.as_str(), r.capacity, r.labels.len()), ("bin", 2, 2));
+    }
+    // SAFETY: kill with a valid pid and signal number has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let out = std::process::Command::new(bin)
+        .args(["--engine", &engine, "--token", "wrong", "--work-dir"])
+        .arg(setup.path("bin-work"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hint: give the worker the token"), "{stderr}");
+    assert!(!stderr.contains("wrong"), "the token is never printed: {stderr}");
+
+    let out = std::process::Command::new(bin).args(["--engine", &engine, "--labels", "novalue"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(bin).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes:"));
+}

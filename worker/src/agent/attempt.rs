@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use weir_engine::artifact::{Manifest, collect_outputs, materialize, metrics_from_json};
+use weir_engine::artifact::{self, Manifest, collect_outputs, materialize, metrics_from_json};
 use weir_engine::{relpath, wire};
 use weir_proto::v1;
 use weir_proto::v1::report_request::Outcome as Report;
@@ -170,9 +170,16 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
         let store = ctx.files.store.clone();
         let dest = inputs_dir.join(&input.dir);
         let shown = input.dir.clone();
-        blocking(move || materialize(&store, &manifest, &dest))
-            .await?
-            .map_err(|e| Stop::Fail(format!("input `{shown}`: {e}")))?;
+        blocking(move || {
+            let made = materialize(&store, &manifest, &dest);
+            if let Err(artifact::Error::Corrupt { digest, .. }) = &made {
+                // Fetched again by the next attempt that needs it, instead of failing it too.
+                let _ = std::fs::remove_file(store.path_of(digest));
+            }
+            made
+        })
+        .await?
+        .map_err(|e| Stop::Fail(format!("input `{shown}`: {e}")))?;
     }
 
     let timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());
