@@ -41,6 +41,10 @@ struct State {
     blobs: HashMap<String, Vec<u8>>,
     bundles: HashMap<String, Vec<u8>>,
     blob_downloads: usize,
+    /// The offset of every DownloadBlob call.
+    blob_offsets: Vec<u64>,
+    /// Break each blob download that starts at 0 after its first chunk.
+    break_blobs: bool,
     bundle_downloads: usize,
     /// Send a stop order for every held attempt that reported Started.
     stop_started: bool,
@@ -215,8 +219,15 @@ impl WeirWorker for Fake {
         self.known(&request.worker_id)?;
         let mut state = self.state();
         state.blob_downloads += 1;
+        state.blob_offsets.push(request.offset);
         let blob = state.blobs.get(&request.digest).ok_or_else(|| Status::not_found("no such blob"))?;
-        Ok(Response::new(chunks(&blob[request.offset as usize..])))
+        let rest = &blob[request.offset as usize..];
+        if state.break_blobs && request.offset == 0 && rest.len() > 1 << 20 {
+            let first = Ok(v1::Chunk { data: rest[..1 << 20].to_vec() });
+            let broken = Err(Status::unavailable("connection lost"));
+            return Ok(Response::new(Box::pin(tokio_stream::iter(vec![first, broken]))));
+        }
+        Ok(Response::new(chunks(rest)))
     }
 
     type DownloadBundleStream = ChunkStream;
@@ -568,6 +579,39 @@ async fn a_stop_order_cancels_the_running_step() {
     let (_, outcome) = until("the stopped step's report", || fake.outcome("r")).await;
     assert_eq!(failed(&outcome).reason, "stopped: cancelled");
     assert_eq!(fake.log("r", v1::LogStream::Stdout), "started\n");
+    setup.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_download_resumes_where_it_stopped() {
+    let fake = Fake::default();
+    let mut setup = Setup::new(fake.clone());
+    let blob: Vec<u8> = (0..(3 << 19)).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of(&blob).to_string();
+    {
+        let mut state = fake.state();
+        state.break_blobs = true;
+        state.blobs.insert(digest.clone(), blob.clone());
+        let mut step = assignment("r", r#"cp "$WEIR_INPUTS/up/big.bin" "$WEIR_OUTPUTS/big.bin""#);
+        step.inputs = vec![v1::Input {
+            dir: "up".into(),
+            manifest: Some(v1::Manifest {
+                files: vec![v1::ManifestEntry {
+                    path: "big.bin".into(),
+                    digest,
+                    size: blob.len() as u64,
+                    executable: false,
+                }],
+            }),
+        }];
+        step.outputs = vec!["big.bin".into()];
+        state.queue.push_back(step);
+    }
+    setup.start_agent();
+    let (_, outcome) = until("the outcome", || fake.outcome("r")).await;
+    succeeded(&outcome);
+    assert_eq!(fake.state().artifacts["big.bin"], blob, "the input arrived whole, and went back up in chunks");
+    assert_eq!(fake.state().blob_offsets, [0, 1 << 20]);
     setup.stop_agent().await;
 }
 
