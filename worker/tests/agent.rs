@@ -50,6 +50,8 @@ struct State {
     stop_started: bool,
     /// Forget every worker id at the next heartbeat.
     forget: bool,
+    /// Output paths whose upload is refused with INVALID_ARGUMENT.
+    refuse_paths: HashSet<String>,
     /// Calls refused for a missing or wrong token.
     unauthenticated: usize,
 }
@@ -196,6 +198,9 @@ impl WeirWorker for Fake {
             return Err(Status::invalid_argument("header first"));
         };
         self.known(&header.worker_id)?;
+        if self.state().refuse_paths.contains(&header.path) {
+            return Err(Status::invalid_argument(format!("path `{}` is refused", header.path)));
+        }
         let mut bytes = Vec::new();
         while let Some(message) = stream.message().await? {
             match message.part {
@@ -537,6 +542,10 @@ async fn failures_are_reported_with_their_reason() {
             kind: Some(v1::action::Kind::Command(v1::Argv { args: vec!["/no/such/program".into()] })),
         });
         state.queue.push_back(argv);
+        state.refuse_paths.insert("refused.txt".into());
+        let mut refused = assignment("refused", r#"echo x > "$WEIR_OUTPUTS/refused.txt""#);
+        refused.outputs = vec!["refused.txt".into()];
+        state.queue.push_back(refused);
         let mut bad_input = assignment("bad-input", "true");
         bad_input.inputs = vec![v1::Input { dir: "../up".into(), manifest: None }];
         state.queue.push_back(bad_input);
@@ -562,6 +571,8 @@ async fn failures_are_reported_with_their_reason() {
     assert_eq!(reason("timeout").await, ("timed out after 200ms".to_string(), None));
     let (why, _) = reason("argv").await;
     assert!(why.starts_with("cannot start \"/no/such/program\""), "{why}");
+    let (why, _) = reason("refused").await;
+    assert_eq!(why, "the engine refused a transfer (InvalidArgument): path `refused.txt` is refused");
     let (why, _) = reason("bad-input").await;
     assert_eq!(why, "input folder `../up` is refused: `..` would leave the folder");
     assert!(fake.state().artifacts.is_empty(), "nothing of a failed step is uploaded");

@@ -39,8 +39,13 @@ enum Stop {
 }
 
 impl From<TransferError> for Stop {
+    /// A transfer the engine refused fails the attempt, unless the refusal says the attempt is
+    /// no longer live (FAILED_PRECONDITION), when there is no one left to tell.
     fn from(e: TransferError) -> Stop {
         match e {
+            TransferError::Call(CallError::Refused(status)) if status.code() != tonic::Code::FailedPrecondition => {
+                Stop::Fail(format!("the engine refused a transfer ({:?}): {}", status.code(), status.message()))
+            }
             TransferError::Call(e) => Stop::Quiet(e),
             TransferError::Failed(reason) => Stop::Fail(reason),
         }
@@ -61,9 +66,17 @@ pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment,
         }
         Err(Stop::Quiet(CallError::Abandoned)) => None,
     };
-    if let Some(report) = ended {
+    let mut ended = ended;
+    while let Some(report) = ended.take() {
+        let success = matches!(report, Report::Succeeded(_));
         match ctx.session.report(&key, SystemTime::now(), report).await {
             Ok(()) => tracing::info!(attempt = %key, "reported the outcome"),
+            // A success the engine will not take (a manifest it refuses) is still an outcome:
+            // report it as a failure, so the attempt does not hang until its lease runs out.
+            Err(CallError::Refused(status)) if success && status.code() != tonic::Code::FailedPrecondition => {
+                tracing::warn!(attempt = %key, code = ?status.code(), message = status.message(), "the engine refused the success");
+                ended = Some(failed(format!("the engine refused the outcome: {}", status.message()), None));
+            }
             Err(CallError::Refused(status)) => {
                 tracing::info!(attempt = %key, code = ?status.code(), message = status.message(), "the engine refused the outcome, dropping it");
             }
