@@ -61,7 +61,7 @@ pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment,
         Ok(report) => Some(report),
         Err(Stop::Fail(reason)) => Some(failed(reason, None)),
         Err(Stop::Quiet(CallError::Refused(status))) => {
-            tracing::info!(attempt = %key, code = ?status.code(), message = status.message(), "the engine no longer wants this attempt, dropping it");
+            tracing::info!(attempt = %key, code = ?status.code(), error = status.message(), "the engine no longer wants this attempt, dropping it");
             None
         }
         Err(Stop::Quiet(CallError::Abandoned)) => None,
@@ -74,11 +74,11 @@ pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment,
             // A success the engine will not take (a manifest it refuses) is still an outcome:
             // report it as a failure, so the attempt does not hang until its lease runs out.
             Err(CallError::Refused(status)) if success && status.code() != tonic::Code::FailedPrecondition => {
-                tracing::warn!(attempt = %key, code = ?status.code(), message = status.message(), "the engine refused the success");
+                tracing::warn!(attempt = %key, code = ?status.code(), error = status.message(), "the engine refused the success");
                 ended = Some(failed(format!("the engine refused the outcome: {}", status.message()), None));
             }
             Err(CallError::Refused(status)) => {
-                tracing::info!(attempt = %key, code = ?status.code(), message = status.message(), "the engine refused the outcome, dropping it");
+                tracing::info!(attempt = %key, code = ?status.code(), error = status.message(), "the engine refused the outcome, dropping it");
             }
             Err(CallError::Abandoned) => tracing::warn!(attempt = %key, "gave up reporting the outcome"),
         }
