@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use weir_worker::agent::{cores, hostname};
 use weir_worker::runtime::ProcessRuntime;
@@ -118,7 +119,16 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        tokio::spawn(on_signals(shutdown.clone()));
+        // Listen before the agent starts, so that an early SIGTERM is never the default (fatal) one.
+        let signals = signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+        let (term, int) = match signals {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("error: cannot listen for SIGTERM and SIGINT: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        tokio::spawn(on_signals(term, int, shutdown.clone()));
         match Agent::new(config).run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -136,15 +146,10 @@ fn main() -> ExitCode {
 }
 
 /// Fires `shutdown` on the first Ctrl-C or SIGTERM; exits at once on the second.
-async fn on_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        tracing::warn!("cannot listen for SIGTERM");
-        return;
-    };
+async fn on_signals(mut term: Signal, mut int: Signal, shutdown: CancellationToken) {
     for n in 0.. {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         if n == 0 {
