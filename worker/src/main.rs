@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use weir_worker::agent::{cores, hostname};
 use weir_worker::runtime::ProcessRuntime;
 use weir_worker::{Agent, AgentConfig};
 
 const AFTER_HELP: &str = "\
-The token comes from --token, the WEIR_WORKER_TOKEN environment variable, or --token-file (the
-file's content, trailing whitespace removed); prefer the last two, since other users can read a
-command line. It is sent on every call and never logged.
+The token comes from --token, else --token-file (the file's content, trailing whitespace
+removed), else the WEIR_WORKER_TOKEN environment variable; prefer the last two, since other users
+can read a command line. It is sent on every call and never logged; steps never see it.
 
 Logging goes to stderr; set RUST_LOG to choose what (default `info`, for example
 RUST_LOG=weir_worker=debug).
@@ -38,8 +39,8 @@ struct Args {
     /// The engine's address, for example http://127.0.0.1:7070.
     #[arg(long, value_name = "URL")]
     engine: String,
-    /// The worker token the engine expects.
-    #[arg(long, env = "WEIR_WORKER_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    /// The worker token the engine expects [default: $WEIR_WORKER_TOKEN, unless --token-file].
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
     /// Read the worker token from this file.
     #[arg(long, value_name = "FILE")]
@@ -88,7 +89,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        (None, None) => None,
+        (None, None) => std::env::var("WEIR_WORKER_TOKEN").ok().filter(|t| !t.is_empty()),
     };
     let name = args.name.clone().unwrap_or_else(hostname);
     let work_dir = args.work_dir.clone().unwrap_or_else(|| {
@@ -118,7 +119,16 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        tokio::spawn(on_signals(shutdown.clone()));
+        // Listen before the agent starts, so that an early SIGTERM is never the default (fatal) one.
+        let signals = signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+        let (term, int) = match signals {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("error: cannot listen for SIGTERM and SIGINT: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        tokio::spawn(on_signals(term, int, shutdown.clone()));
         match Agent::new(config).run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -136,15 +146,10 @@ fn main() -> ExitCode {
 }
 
 /// Fires `shutdown` on the first Ctrl-C or SIGTERM; exits at once on the second.
-async fn on_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        tracing::warn!("cannot listen for SIGTERM");
-        return;
-    };
+async fn on_signals(mut term: Signal, mut int: Signal, shutdown: CancellationToken) {
     for n in 0.. {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         if n == 0 {

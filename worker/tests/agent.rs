@@ -41,11 +41,17 @@ struct State {
     blobs: HashMap<String, Vec<u8>>,
     bundles: HashMap<String, Vec<u8>>,
     blob_downloads: usize,
+    /// The offset of every DownloadBlob call.
+    blob_offsets: Vec<u64>,
+    /// Break each blob download that starts at 0 after its first chunk.
+    break_blobs: bool,
     bundle_downloads: usize,
     /// Send a stop order for every held attempt that reported Started.
     stop_started: bool,
     /// Forget every worker id at the next heartbeat.
     forget: bool,
+    /// Output paths whose upload is refused with INVALID_ARGUMENT.
+    refuse_paths: HashSet<String>,
     /// Calls refused for a missing or wrong token.
     unauthenticated: usize,
 }
@@ -192,6 +198,9 @@ impl WeirWorker for Fake {
             return Err(Status::invalid_argument("header first"));
         };
         self.known(&header.worker_id)?;
+        if self.state().refuse_paths.contains(&header.path) {
+            return Err(Status::invalid_argument(format!("path `{}` is refused", header.path)));
+        }
         let mut bytes = Vec::new();
         while let Some(message) = stream.message().await? {
             match message.part {
@@ -215,8 +224,15 @@ impl WeirWorker for Fake {
         self.known(&request.worker_id)?;
         let mut state = self.state();
         state.blob_downloads += 1;
+        state.blob_offsets.push(request.offset);
         let blob = state.blobs.get(&request.digest).ok_or_else(|| Status::not_found("no such blob"))?;
-        Ok(Response::new(chunks(&blob[request.offset as usize..])))
+        let rest = &blob[request.offset as usize..];
+        if state.break_blobs && request.offset == 0 && rest.len() > 1 << 20 {
+            let first = Ok(v1::Chunk { data: rest[..1 << 20].to_vec() });
+            let broken = Err(Status::unavailable("connection lost"));
+            return Ok(Response::new(Box::pin(tokio_stream::iter(vec![first, broken]))));
+        }
+        Ok(Response::new(chunks(rest)))
     }
 
     type DownloadBundleStream = ChunkStream;
@@ -526,6 +542,10 @@ async fn failures_are_reported_with_their_reason() {
             kind: Some(v1::action::Kind::Command(v1::Argv { args: vec!["/no/such/program".into()] })),
         });
         state.queue.push_back(argv);
+        state.refuse_paths.insert("refused.txt".into());
+        let mut refused = assignment("refused", r#"echo x > "$WEIR_OUTPUTS/refused.txt""#);
+        refused.outputs = vec!["refused.txt".into()];
+        state.queue.push_back(refused);
         let mut bad_input = assignment("bad-input", "true");
         bad_input.inputs = vec![v1::Input { dir: "../up".into(), manifest: None }];
         state.queue.push_back(bad_input);
@@ -551,6 +571,8 @@ async fn failures_are_reported_with_their_reason() {
     assert_eq!(reason("timeout").await, ("timed out after 200ms".to_string(), None));
     let (why, _) = reason("argv").await;
     assert!(why.starts_with("cannot start \"/no/such/program\""), "{why}");
+    let (why, _) = reason("refused").await;
+    assert_eq!(why, "the engine refused a transfer (InvalidArgument): path `refused.txt` is refused");
     let (why, _) = reason("bad-input").await;
     assert_eq!(why, "input folder `../up` is refused: `..` would leave the folder");
     assert!(fake.state().artifacts.is_empty(), "nothing of a failed step is uploaded");
@@ -568,6 +590,39 @@ async fn a_stop_order_cancels_the_running_step() {
     let (_, outcome) = until("the stopped step's report", || fake.outcome("r")).await;
     assert_eq!(failed(&outcome).reason, "stopped: cancelled");
     assert_eq!(fake.log("r", v1::LogStream::Stdout), "started\n");
+    setup.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_download_resumes_where_it_stopped() {
+    let fake = Fake::default();
+    let mut setup = Setup::new(fake.clone());
+    let blob: Vec<u8> = (0..(3 << 19)).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of(&blob).to_string();
+    {
+        let mut state = fake.state();
+        state.break_blobs = true;
+        state.blobs.insert(digest.clone(), blob.clone());
+        let mut step = assignment("r", r#"cp "$WEIR_INPUTS/up/big.bin" "$WEIR_OUTPUTS/big.bin""#);
+        step.inputs = vec![v1::Input {
+            dir: "up".into(),
+            manifest: Some(v1::Manifest {
+                files: vec![v1::ManifestEntry {
+                    path: "big.bin".into(),
+                    digest,
+                    size: blob.len() as u64,
+                    executable: false,
+                }],
+            }),
+        }];
+        step.outputs = vec!["big.bin".into()];
+        state.queue.push_back(step);
+    }
+    setup.start_agent();
+    let (_, outcome) = until("the outcome", || fake.outcome("r")).await;
+    succeeded(&outcome);
+    assert_eq!(fake.state().artifacts["big.bin"], blob, "the input arrived whole, and went back up in chunks");
+    assert_eq!(fake.state().blob_offsets, [0, 1 << 20]);
     setup.stop_agent().await;
 }
 
@@ -646,4 +701,53 @@ async fn a_refused_token_stops_the_agent() {
     assert!(err.is_auth(), "{err}");
     assert_eq!(fake.state().unauthenticated, 1);
     assert!(fake.state().registrations.is_empty());
+}
+
+/// The `weir-worker` binary against the fake engine: SIGTERM is a clean stop (exit 0), a refused
+/// token exits 1 with a hint, bad arguments exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exit_codes() {
+    let bin = env!("CARGO_BIN_EXE_weir-worker");
+    let fake = Fake::default();
+    let setup = Setup::new(fake.clone());
+    let engine = format!("http://127.0.0.1:{}", setup.port);
+    let token_file = setup.path("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+
+    let mut child = std::process::Command::new(bin)
+        .args(["--engine", &engine, "--labels", "pool=cpu,zone=a", "--capacity", "2", "--name", "bin"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--work-dir")
+        .arg(setup.path("bin-work"))
+        .env_remove("WEIR_WORKER_TOKEN")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the binary to register", || (!fake.state().registrations.is_empty()).then_some(())).await;
+    {
+        let state = fake.state();
+        let r = &state.registrations[0];
+        assert_eq!((r.name.as_str(), r.capacity, r.labels.len()), ("bin", 2, 2));
+    }
+    // SAFETY: kill with a valid pid and signal number has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let out = std::process::Command::new(bin)
+        .args(["--engine", &engine, "--token", "wrong", "--work-dir"])
+        .arg(setup.path("bin-work"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hint: give the worker the token"), "{stderr}");
+    assert!(!stderr.contains("wrong"), "the token is never printed: {stderr}");
+
+    let out = std::process::Command::new(bin).args(["--engine", &engine, "--labels", "novalue"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(bin).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes:"));
 }

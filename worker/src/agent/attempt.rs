@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use weir_engine::artifact::{Manifest, collect_outputs, materialize, metrics_from_json};
+use weir_engine::artifact::{self, Manifest, collect_outputs, materialize, metrics_from_json};
 use weir_engine::{relpath, wire};
 use weir_proto::v1;
 use weir_proto::v1::report_request::Outcome as Report;
@@ -39,8 +39,13 @@ enum Stop {
 }
 
 impl From<TransferError> for Stop {
+    /// A transfer the engine refused fails the attempt, unless the refusal says the attempt is
+    /// no longer live (FAILED_PRECONDITION), when there is no one left to tell.
     fn from(e: TransferError) -> Stop {
         match e {
+            TransferError::Call(CallError::Refused(status)) if status.code() != tonic::Code::FailedPrecondition => {
+                Stop::Fail(format!("the engine refused a transfer ({:?}): {}", status.code(), status.message()))
+            }
             TransferError::Call(e) => Stop::Quiet(e),
             TransferError::Failed(reason) => Stop::Fail(reason),
         }
@@ -56,16 +61,24 @@ pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment,
         Ok(report) => Some(report),
         Err(Stop::Fail(reason)) => Some(failed(reason, None)),
         Err(Stop::Quiet(CallError::Refused(status))) => {
-            tracing::info!(attempt = %key, code = ?status.code(), message = status.message(), "the engine no longer wants this attempt, dropping it");
+            tracing::info!(attempt = %key, code = ?status.code(), error = status.message(), "the engine no longer wants this attempt, dropping it");
             None
         }
         Err(Stop::Quiet(CallError::Abandoned)) => None,
     };
-    if let Some(report) = ended {
+    let mut ended = ended;
+    while let Some(report) = ended.take() {
+        let success = matches!(report, Report::Succeeded(_));
         match ctx.session.report(&key, SystemTime::now(), report).await {
             Ok(()) => tracing::info!(attempt = %key, "reported the outcome"),
+            // A success the engine will not take (a manifest it refuses) is still an outcome:
+            // report it as a failure, so the attempt does not hang until its lease runs out.
+            Err(CallError::Refused(status)) if success && status.code() != tonic::Code::FailedPrecondition => {
+                tracing::warn!(attempt = %key, code = ?status.code(), error = status.message(), "the engine refused the success");
+                ended = Some(failed(format!("the engine refused the outcome: {}", status.message()), None));
+            }
             Err(CallError::Refused(status)) => {
-                tracing::info!(attempt = %key, code = ?status.code(), message = status.message(), "the engine refused the outcome, dropping it");
+                tracing::info!(attempt = %key, code = ?status.code(), error = status.message(), "the engine refused the outcome, dropping it");
             }
             Err(CallError::Abandoned) => tracing::warn!(attempt = %key, "gave up reporting the outcome"),
         }
@@ -170,9 +183,16 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
         let store = ctx.files.store.clone();
         let dest = inputs_dir.join(&input.dir);
         let shown = input.dir.clone();
-        blocking(move || materialize(&store, &manifest, &dest))
-            .await?
-            .map_err(|e| Stop::Fail(format!("input `{shown}`: {e}")))?;
+        blocking(move || {
+            let made = materialize(&store, &manifest, &dest);
+            if let Err(artifact::Error::Corrupt { digest, .. }) = &made {
+                // Fetched again by the next attempt that needs it, instead of failing it too.
+                let _ = std::fs::remove_file(store.path_of(digest));
+            }
+            made
+        })
+        .await?
+        .map_err(|e| Stop::Fail(format!("input `{shown}`: {e}")))?;
     }
 
     let timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());

@@ -125,7 +125,7 @@ pub(crate) async fn forward(session: &Session, key: &Key, mut lines: mpsc::Recei
                 match upload(session, key, messages).await {
                     Ok(()) => {}
                     Err(CallError::Refused(status)) => {
-                        tracing::info!(attempt = %key, code = ?status.code(), message = status.message(), "the engine refused the logs, dropping the rest");
+                        tracing::info!(attempt = %key, code = ?status.code(), error = status.message(), "the engine refused the logs, dropping the rest");
                         let mut p = pending.lock().expect("pending lock");
                         p.refused = true;
                         p.chunks.clear();

@@ -223,7 +223,7 @@ async fn lease_loop(ctx: &Arc<attempt::Context>, capacity: u32, tasks: &mut Join
             Ok(Some(assignment)) => assignment,
             Ok(None) => continue,
             Err(CallError::Refused(status)) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "the engine refused a lease");
+                tracing::warn!(code = ?status.code(), error = status.message(), "the engine refused a lease");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     () = shutdown.cancelled() => return,
@@ -289,7 +289,7 @@ async fn heartbeats(session: Arc<Session>, stop: CancellationToken) {
         match beat {
             Ok(()) => {}
             Err(CallError::Refused(status)) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "the engine refused a heartbeat");
+                tracing::warn!(code = ?status.code(), error = status.message(), "the engine refused a heartbeat");
             }
             Err(CallError::Abandoned) => return,
         }

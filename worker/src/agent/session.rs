@@ -228,7 +228,7 @@ impl Session {
     }
 
     fn set_fatal(&self, what: &'static str, status: &Status) {
-        tracing::error!(call = what, code = ?status.code(), message = status.message(), "the engine refused this worker");
+        tracing::error!(call = what, code = ?status.code(), error = status.message(), "the engine refused this worker");
         let mut fatal = self.fatal.lock().expect("fatal lock");
         fatal.get_or_insert_with(|| AgentError::Refused { code: status.code(), message: status.message().to_string() });
         self.abandon.cancel();
@@ -277,9 +277,9 @@ impl Session {
                 }
                 (Verdict::Retry, _) => {
                     if backoff.tries == 0 {
-                        tracing::warn!(call = what, code = ?status.code(), message = status.message(), "engine unreachable, retrying");
+                        tracing::warn!(call = what, code = ?status.code(), error = status.message(), "engine unreachable, retrying");
                     } else {
-                        tracing::debug!(call = what, code = ?status.code(), message = status.message(), "engine still unreachable");
+                        tracing::debug!(call = what, code = ?status.code(), error = status.message(), "engine still unreachable");
                     }
                     backoff.wait(&self.abandon).await?;
                 }
