@@ -1,0 +1,89 @@
+//! `weir run` as a user runs it: the binary, the example pipeline, a data folder, exit codes,
+//! what it prints, and what it leaves in the store (the deploy step's manifest).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use weir_engine::run::{InstanceId, RunState, StepState};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn weir_run(data: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(root().join("pipelines/ml-retrain"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--grace", "2"])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run weir")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn the_example_pipeline_succeeds_and_its_deploy_step_writes_its_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(".weir");
+    let out = weir_run(&data, &["-p", "rows=500"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // Plain progress lines when not a terminal, then the summary table.
+    assert!(stdout.contains("ingest succeeded in"), "{stdout}");
+    assert!(stdout.contains("STEP") && stdout.contains("ATTEMPTS") && stdout.contains("DURATION"), "{stdout}");
+    for step in ["ingest", "preprocess", "train[l2=0.0,features=linear]", "validate", "deploy"] {
+        assert!(stdout.lines().any(|l| l.starts_with(step) && l.contains("succeeded")), "{step} in\n{stdout}");
+    }
+
+    // What the run left behind: the deploy step's manifest, content-addressed in the store.
+    let store = weir_engine::store::Store::open(&data.join("db")).unwrap();
+    let page = store.list_runs(&Default::default(), 10, None).unwrap();
+    let weir_engine::store::Listed::Run(run) = &page.runs[0] else { panic!("a run") };
+    assert_eq!(run.state, RunState::Succeeded);
+    let steps = store.steps(&run.id, None, 100).unwrap();
+    let (deploy, record) = steps.iter().find(|(_, s)| s.name == "deploy").unwrap();
+    assert_eq!(record.state, StepState::Succeeded);
+    let manifest = store.artifacts(&run.id, InstanceId(deploy.0)).unwrap().unwrap();
+    let entry = manifest.get("manifest.json").expect("deploy wrote manifest.json");
+    let blobs = weir_engine::artifact::Store::open(&data.join("artifacts")).unwrap();
+    let json: serde_json::Value = serde_json::from_reader(blobs.open_blob(&entry.digest).unwrap()).unwrap();
+    assert_eq!(json["model_name"], "churn", "{json}");
+    assert_eq!(json["run_id"], run.id.as_str(), "{json}");
+}
+
+#[test]
+fn a_gate_that_fails_fails_the_run_with_its_message_and_the_step_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = weir_run(&dir.path().join("d"), &["-p", "rows=300", "-p", "max_rmse=0.0001"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("gate `metrics.rmse < params.max_rmse` is false: metrics.rmse = "), "{stderr}");
+    assert!(stderr.contains("select: best of 4"), "the failed step's output is shown:\n{stderr}");
+    assert!(stdout.lines().any(|l| l.starts_with("deploy") && l.contains("skipped")), "{stdout}");
+}
+
+#[test]
+fn invalid_params_exit_2_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("never");
+    let out = weir_run(&data, &["-p", "rows=many"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("param `rows` expects an int, got `many`"), "{}", text(&out.stderr));
+    assert!(!data.exists(), "nothing was started");
+}
+
+#[test]
+fn a_second_weir_on_the_same_data_folder_is_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let _held = weir_engine::store::Store::open(&data.join("db")).unwrap();
+    let out = weir_run(&data, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("another weir engine is using the data folder"), "{}", text(&out.stderr));
+}
