@@ -187,7 +187,11 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         .add_service(reflection_alpha)
         .add_service(client)
         .add_service(worker);
-    let serve = tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+    // TCP_NODELAY: without it, Nagle's algorithm meets delayed ACKs on small replies and every
+    // call of a short step waits ~40 ms (measured: 50 ms per `true` step before, BENCHMARKS.md).
+    // Keepalive probes notice a worker host that vanished without closing its connection.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(20)));
+    let serve = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
     let ticker = {
