@@ -43,28 +43,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Reads `client=`/`worker=` lines, or one token for both.
 pub fn read_tokens(path: &Path) -> Result<(String, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    let (mut client, mut worker) = (None, None);
-    for line in &lines {
-        match line.split_once('=') {
-            Some(("client", t)) => client = Some(t.trim().to_string()),
-            Some(("worker", t)) => worker = Some(t.trim().to_string()),
-            _ if lines.len() == 1 => {
-                client = Some(line.to_string());
-                worker = Some(line.to_string());
-            }
-            _ => {
-                return Err(format!(
-                    "token file {}: expected one token, or lines `client=TOKEN` and `worker=TOKEN`",
-                    path.display()
-                ));
-            }
-        }
-    }
-    match (client, worker) {
-        (Some(c), Some(w)) if !c.is_empty() && !w.is_empty() => Ok((c, w)),
-        _ => Err(format!("token file {}: both a client and a worker token are needed", path.display())),
-    }
+    let role = |r| server::token_for(&text, r).map_err(|e| format!("token file {}: {e}", path.display()));
+    Ok((role("client")?, role("worker")?))
 }
 
 pub fn run(args: ServerArgs) -> ExitCode {

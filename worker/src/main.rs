@@ -83,7 +83,13 @@ fn main() -> ExitCode {
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => Some(token.clone()),
         (None, Some(file)) => match std::fs::read_to_string(file) {
-            Ok(content) => Some(content.trim_end().to_string()),
+            Ok(content) => match weir_engine::server::token_for(&content, "worker") {
+                Ok(token) => Some(token),
+                Err(e) => {
+                    eprintln!("error: the token file `{}`: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            },
             Err(e) => {
                 eprintln!("error: cannot read the token file `{}`: {e}", file.display());
                 return ExitCode::from(2);

@@ -37,12 +37,13 @@ impl ConnArgs {
                     eprintln!("error: cannot read the token file `{}`: {e}", file.display());
                     Failure::Usage
                 })?;
-                let token = text.trim().to_string();
-                if token.is_empty() {
-                    eprintln!("error: the token file `{}` is empty", file.display());
-                    return Err(Failure::Usage);
+                match weir_engine::server::token_for(&text, "client") {
+                    Ok(token) => Some(token),
+                    Err(e) => {
+                        eprintln!("error: the token file `{}`: {e}", file.display());
+                        return Err(Failure::Usage);
+                    }
                 }
-                Some(token)
             }
             None => self.token.clone().filter(|t| !t.is_empty()),
         };

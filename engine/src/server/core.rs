@@ -259,8 +259,12 @@ impl Engine {
         if run_changed {
             batch.put_run(&live.record)?;
         }
+        // `started` is advisory: lost in a crash, the machine still accepts the outcome from
+        // `leased`, so it rides along with the next flush instead of paying for its own.
+        let durable = !matches!(event, Event::Started { .. });
         batch.append_event(run_id, &EventRecord { now, event, changes })?;
-        let seq = match self.store.write_batch(batch) {
+        let written = if durable { self.store.write_batch(batch) } else { self.store.write_batch_unflushed(batch) };
+        let seq = match written {
             Ok(seqs) => seqs.last().copied().unwrap_or_default(),
             Err(e) => {
                 tracing::error!(run = run_id, error = %e, "cannot store an event; reloading the run from the store");

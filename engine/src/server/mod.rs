@@ -35,6 +35,21 @@ use weir_proto::v1::weir_client_server::WeirClientServer;
 use weir_proto::v1::weir_worker_server::WeirWorkerServer;
 
 pub use self::core::{Engine, Terms};
+
+#[cfg(test)]
+mod tests {
+    use super::token_for;
+
+    #[test]
+    fn token_files_hold_one_token_or_one_per_role() {
+        assert_eq!(token_for("s3cret\n", "worker"), Ok("s3cret".into()));
+        let both = "# tokens\nclient=abc\nworker = def\n";
+        assert_eq!(token_for(both, "client"), Ok("abc".into()));
+        assert_eq!(token_for(both, "worker"), Ok("def".into()));
+        assert!(token_for("client=abc", "worker").is_err());
+        assert!(token_for("a\nb", "client").is_err());
+    }
+}
 pub use dispatch::input_dir;
 pub use error::ApiError;
 
@@ -208,6 +223,28 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     };
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
     Ok(Server { addr, engine, stop, serve, ticker })
+}
+
+/// The token for `role` (`client` or `worker`) in a token file's text: a single line is the
+/// token for both; otherwise the line `role=TOKEN`. Blank lines and `#` comments are ignored.
+/// The same file can thus serve the server, its workers and its clients.
+pub fn token_for(text: &str, role: &str) -> Result<String, String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    if lines.is_empty() {
+        return Err("the file is empty: put a token in it".to_string());
+    }
+    let keyed = |l: &&str| l.split_once('=').is_some_and(|(k, _)| matches!(k.trim(), "client" | "worker"));
+    if lines.len() == 1 && !keyed(&lines[0]) {
+        return Ok(lines[0].to_string());
+    }
+    for line in &lines {
+        match line.split_once('=') {
+            Some((k, v)) if k.trim() == role && !v.trim().is_empty() => return Ok(v.trim().to_string()),
+            Some((k, _)) if matches!(k.trim(), "client" | "worker") => {}
+            _ => return Err("expected one token, or lines `client=TOKEN` and `worker=TOKEN`".to_string()),
+        }
+    }
+    Err(format!("no `{role}=TOKEN` line"))
 }
 
 /// Checks `authorization: Bearer <token>` against one expected token, in constant time.

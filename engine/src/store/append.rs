@@ -144,6 +144,15 @@ impl Store {
     /// of the events it appended, in order. The closure may run more than once; it has no
     /// side effects outside the transaction.
     pub fn write_batch(&self, batch: Batch) -> Result<Vec<u64>, Error> {
+        let seqs = self.write_batch_unflushed(batch)?;
+        self.flush()?;
+        Ok(seqs)
+    }
+
+    /// [`Store::write_batch`] without the flush: atomic, and durable with the next flush of
+    /// anything. Only for records whose loss in a crash is harmless (the engine's `started`
+    /// reports); never acknowledge anything else written this way.
+    pub fn write_batch_unflushed(&self, batch: Batch) -> Result<Vec<u64>, Error> {
         let seqs = self.trees.as_slice().transaction(|trees: &Vec<TransactionalTree>| {
             let mut seqs = Vec::new();
             for op in &batch.ops {
@@ -168,7 +177,6 @@ impl Store {
             }
             Ok::<_, Abort>(seqs)
         })?;
-        self.flush()?;
         Ok(seqs)
     }
 }

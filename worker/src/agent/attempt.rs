@@ -109,10 +109,14 @@ async fn attempt(
         prepared = prepare(ctx, key, a, dir) => prepared?,
         () = cancel.cancelled() => return Ok(stopped(ctx, key)),
     };
-    ctx.session.report(key, SystemTime::now(), Report::Started(v1::Started {})).await.map_err(Stop::Quiet)?;
     let timeout = spec.timeout;
     let (tx, rx) = mpsc::channel(1024);
-    let (outcome, ()) = tokio::join!(ctx.runtime.run(spec, tx, cancel.clone()), logs::forward(&ctx.session, key, rx));
+    // The start report travels while the step runs (a round trip less per step); it is
+    // awaited before the outcome, so the engine always hears them in order.
+    let started = ctx.session.report(key, SystemTime::now(), Report::Started(v1::Started {}));
+    let (started, outcome, ()) =
+        tokio::join!(started, ctx.runtime.run(spec, tx, cancel.clone()), logs::forward(&ctx.session, key, rx));
+    started.map_err(Stop::Quiet)?;
     let outcome = outcome.map_err(|e| Stop::Fail(e.to_string()))?;
     tracing::info!(attempt = %key, outcome = ?outcome, "the step ended");
     match outcome {
