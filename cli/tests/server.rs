@@ -1,0 +1,86 @@
+//! `weir server` with tokens, driven by the client commands as a team would: a client without
+//! the token is refused (exit 4), the worker token does not open the client API, and with the
+//! right token a submitted pipeline runs to the end on a worker agent and its logs come back.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use weir_worker::{Agent, AgentConfig};
+
+fn weir(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).env("NO_COLOR", "1").output().expect("run weir")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn server(data: &Path, port: u16, tokens: &Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--token-file")
+        .arg(tokens)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    std::thread::spawn(move || for _ in out.lines() {});
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_protected_server_runs_a_submitted_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "client=c-0123456789\nworker=w-9876543210\n").unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut engine = server(&dir.path().join("data"), port, &tokens);
+
+    let refused = weir(&["runs", "--server", &url]);
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused.stderr));
+    let wrong = weir(&["runs", "--server", &url, "--token", "w-9876543210"]);
+    assert_eq!(wrong.status.code(), Some(4), "the worker token does not open the client API");
+    assert!(!text(&wrong.stderr).contains("9876543210"), "tokens are never printed");
+
+    let folder = dir.path().join("hello");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("greet.sh"), "echo \"hello from $WEIR_STEP\"\n").unwrap();
+    std::fs::write(folder.join("pipeline.yaml"), "name: hello\nsteps:\n  greet:\n    run: sh greet.sh\n").unwrap();
+    let tf = tokens.display().to_string();
+    let sub = weir(&["submit", &folder.display().to_string(), "--server", &url, "--token-file", &tf]);
+    assert_eq!(sub.status.code(), Some(0), "{}", text(&sub.stderr));
+    assert!(text(&sub.stdout).contains("submitted hello version"), "{}", text(&sub.stdout));
+
+    let stop = CancellationToken::new();
+    let mut config = AgentConfig::new(url.clone(), dir.path().join("worker"));
+    config.token = Some("w-9876543210".into());
+    let agent = tokio::spawn(Agent::new(config).run(stop.clone()));
+
+    let url2 = url.clone();
+    let tf2 = tf.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        weir(&["start", "hello", "--watch", "--server", &url2, "--token-file", &tf2])
+    })
+    .await
+    .unwrap();
+    assert_eq!(started.status.code(), Some(0), "{}\n{}", text(&started.stdout), text(&started.stderr));
+    let runs = weir(&["runs", "--server", &url, "--token-file", &tf]);
+    let run_id = text(&runs.stdout).lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
+    let logs = weir(&["logs", &run_id, "greet", "--server", &url, "--token-file", &tf]);
+    assert_eq!(text(&logs.stdout), "hello from greet\n", "{}", text(&logs.stderr));
+
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+}
