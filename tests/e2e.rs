@@ -215,3 +215,57 @@ steps:
     assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().last(), Some("2"));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_a_running_step_and_runs_list_by_page_and_filter() {
+    let mut c = Cluster::start(1, 2).await;
+    let yaml = "name: talky
+params:
+  fail: false
+steps:
+  talk:
+    run: |
+      for i in 1 2 3 4 5; do echo line $i; sleep 0.1; done
+      echo oops >&2
+      [ {{ params.fail }} = false ]
+";
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    // Following from the start: every line arrives, then the stream ends with the run.
+    let req = weir_proto::v1::StreamLogsRequest { run_id: run.clone(), step: "talk".into(), follow: true, attempt: 0 };
+    let mut stream = c.client.stream_logs(req).await.unwrap().into_inner();
+    let mut text = String::new();
+    let mut streams = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(MINUTE, stream.message()).await.unwrap().unwrap() {
+        assert_eq!((chunk.instance_name.as_str(), chunk.attempt), ("talk", 1));
+        streams.push(chunk.stream());
+        text.push_str(&String::from_utf8_lossy(&chunk.data));
+    }
+    assert_eq!(text, "line 1\nline 2\nline 3\nline 4\nline 5\noops\n");
+    assert_eq!(streams.last(), Some(&weir_proto::v1::LogStream::Stderr));
+    assert_eq!(state(&c.wait(&run, MINUTE).await), RunState::Succeeded);
+
+    let failed = c.start_run(&version, &[("fail", "true")]).await;
+    assert_eq!(state(&c.wait(&failed, MINUTE).await), RunState::Failed);
+    let third = c.start_run(&version, &[]).await;
+    c.wait(&third, MINUTE).await;
+
+    let list = |page_size, page_token: String, states: Vec<i32>| weir_proto::v1::ListRunsRequest {
+        pipeline: "talky".into(),
+        states,
+        page_size,
+        page_token,
+    };
+    let first = c.client.list_runs(list(2, String::new(), vec![])).await.unwrap().into_inner();
+    assert_eq!(first.runs.len(), 2);
+    assert!(!first.next_page_token.is_empty());
+    let rest = c.client.list_runs(list(2, first.next_page_token, vec![])).await.unwrap().into_inner();
+    assert_eq!(rest.runs.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+    let only_failed =
+        c.client.list_runs(list(10, String::new(), vec![RunState::Failed as i32])).await.unwrap().into_inner();
+    let ids: Vec<&str> = only_failed.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, [failed.as_str()]);
+    assert_eq!(only_failed.runs[0].steps_done, 1);
+    c.stop().await;
+}
