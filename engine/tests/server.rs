@@ -388,3 +388,39 @@ async fn bad_input_gets_precise_statuses() {
     assert_eq!(nope.code(), Code::NotFound);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_records_rot_is_quarantined_and_the_others_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, _) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let bad = start(&mut c, "two", &[]).await;
+    let good = start(&mut c, "two", &[]).await;
+    s.shutdown().await;
+
+    // Rot one byte of the bad run's first event, as a torn write or a bad disk would.
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let events = db.open_tree("events").unwrap();
+        let mut key = bad.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&1u64.to_be_bytes());
+        let mut value = events.get(&key).unwrap().expect("the first event").to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 0x55;
+        events.insert(key, value).unwrap();
+        db.flush().unwrap();
+    }
+
+    let s = server::start(config(dir.path())).await.expect("one bad run does not stop the server");
+    let (mut c, mut w) = clients(&s).await;
+    let listed = c.list_runs(v1::ListRunsRequest::default()).await.unwrap().into_inner();
+    let bad_view = listed.runs.iter().find(|r| r.run_id == bad).expect("still listed");
+    assert!(bad_view.message.starts_with("quarantined: cannot resume"), "{bad_view:?}");
+    let id = register(&mut w).await;
+    let a = lease(&mut w, &id).await.expect("the good run resumed");
+    assert_eq!(a.attempt.as_ref().unwrap().run_id, good);
+    assert!(lease(&mut w, &id).await.is_none(), "nothing of the quarantined run is dispatched");
+    s.shutdown().await;
+}
