@@ -87,3 +87,49 @@ fn a_second_weir_on_the_same_data_folder_is_told_so() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("another weir engine is using the data folder"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn ctrl_c_cancels_the_run_and_its_running_step() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        format!("name: long\nsteps:\n  wait:\n    run: echo $$ > {}; exec sleep 300\n", pid_file.display()),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .args(["--grace", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("wait running") {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("weir run ended early: {seen}\n{err}");
+        }
+        seen.push_str(&line);
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "stdout:\n{seen}{rest}\nstderr:\n{err}");
+    assert!(err.contains("cancelling run"), "{err}");
+    assert!(rest.lines().any(|l| l.starts_with("wait") && l.contains("cancelled")), "{rest}");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the step's process survived");
+}
