@@ -128,7 +128,11 @@ impl Engine {
         let run_id = self.create_run(&mut st, &old.version, &overrides, Trigger::Retry { of: of.to_string() })?;
         let order: Vec<InstanceId> = match st.runs.get(&run_id) {
             Some(live) => live.plan.order.iter().map(|n| InstanceId(n.index() as u32)).collect(),
-            None => return Ok(run_id), // finished at once (nothing to run)
+            None => {
+                drop(st);
+                self.commit()?;
+                return Ok(run_id); // finished at once (nothing to run)
+            }
         };
         let worker = format!("reused from {of}");
         for i in order {
@@ -146,6 +150,8 @@ impl Engine {
             let metrics = old_step.metrics.clone();
             self.apply(&mut st, &run_id, Event::Succeeded { attempt, metrics }, Some(&outputs))?;
         }
+        drop(st);
+        self.commit()?;
         Ok(run_id)
     }
 }
@@ -315,6 +321,7 @@ impl WeirClient for ClientApi {
             let mut st = engine.lock();
             engine.create_run(&mut st, &version, &overrides, Trigger::Manual { user: None })?
         };
+        engine.commit()?;
         let (record, steps, message) = engine.load_run(&run_id)?;
         tracing::info!(run = run_id, "run started");
         Ok(Response::new(v1::StartRunResponse { run: Some(engine.run_view(&record, &steps, message)) }))
@@ -492,6 +499,7 @@ impl WeirClient for ClientApi {
             let mut st = engine.lock();
             engine.apply(&mut st, &r.run_id, Event::Cancel, None)?;
         }
+        engine.commit()?;
         tracing::info!(run = r.run_id, reason = r.reason, "run cancelled");
         let (record, steps, message) = engine.load_run(&r.run_id)?;
         Ok(Response::new(v1::CancelRunResponse { run: Some(engine.run_view(&record, &steps, message)) }))

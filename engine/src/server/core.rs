@@ -1,9 +1,10 @@
 //! The engine loop's state and its one way of changing it: [`Engine::apply`] feeds an event to
 //! a run's [`RunMachine`], writes the event, the step records it changed and the run record in
-//! one flushed [`Batch`], and only then performs the effects (queue a ready attempt, order a
-//! stop) and wakes watchers. A caller acknowledges nothing before `apply` returned, so every
-//! acknowledged change is durable; a failed write reloads the run from the store, so memory
-//! never runs ahead of disk.
+//! one atomic [`Batch`], and performs the effects in memory (queue a ready attempt, order a
+//! stop). [`Engine::commit`], called after the state lock is released and before any answer,
+//! flushes and then wakes watchers: concurrent calls share one fsync (group commit), and every
+//! acknowledged change is durable. A failed write reloads the run from the store, so memory
+//! never runs ahead of what was written.
 //!
 //! On start, [`Engine::recover`] replays every unfinished run's events at their recorded times
 //! (effects discarded), re-queues what was ready and keeps what was held as orphans: a worker
@@ -68,6 +69,9 @@ pub(super) struct State {
     /// Parsed pipelines by version.
     pub pipelines: HashMap<String, Arc<Pipeline>>,
     pub next_worker: u64,
+    /// `(run, seq)` of events written but not yet announced to watchers: they are announced
+    /// by [`Engine::commit`], once durable.
+    pub unannounced: Vec<(String, u64)>,
 }
 
 /// The engine: state, store and the signals between them.
@@ -182,7 +186,10 @@ impl Engine {
         unreachable!("an unbounded range ends only by returning")
     }
 
-    /// Applies `event` to live run `run_id`: durable first, then effects. See the module docs.
+    /// Applies `event` to live run `run_id`: written, then effects performed in memory. Nothing
+    /// may be acknowledged until [`Engine::commit`] made it durable. Effects need no flush
+    /// first: a ready attempt is only handed out by a lease, whose own commit covers this
+    /// write, and sled's log is ordered, so a crash loses a suffix of events, never a middle.
     pub(super) fn apply(
         &self,
         st: &mut State,
@@ -259,12 +266,8 @@ impl Engine {
         if run_changed {
             batch.put_run(&live.record)?;
         }
-        // `started` is advisory: lost in a crash, the machine still accepts the outcome from
-        // `leased`, so it rides along with the next flush instead of paying for its own.
-        let durable = !matches!(event, Event::Started { .. });
         batch.append_event(run_id, &EventRecord { now, event, changes })?;
-        let written = if durable { self.store.write_batch(batch) } else { self.store.write_batch_unflushed(batch) };
-        let seq = match written {
+        let seq = match self.store.write_batch_unflushed(batch) {
             Ok(seqs) => seqs.last().copied().unwrap_or_default(),
             Err(e) => {
                 tracing::error!(run = run_id, error = %e, "cannot store an event; reloading the run from the store");
@@ -274,8 +277,20 @@ impl Engine {
             }
         };
         self.perform(st, run_id, &effects);
-        let _ = self.changes.send((run_id.to_string(), seq));
+        st.unannounced.push((run_id.to_string(), seq));
         Ok(effects)
+    }
+
+    /// Makes every event applied so far durable, then announces them to watchers. Call it after
+    /// releasing the state lock and before acknowledging anything: concurrent callers share
+    /// one flush (group commit), so the lock is never held across an fsync.
+    pub(super) fn commit(&self) -> Result<(), ApiError> {
+        self.store.flush()?;
+        let announced = std::mem::take(&mut self.lock().unannounced);
+        for change in announced {
+            let _ = self.changes.send(change);
+        }
+        Ok(())
     }
 
     /// Carries out effects after their event is durable.
@@ -357,6 +372,8 @@ impl Engine {
                 resumed += 1;
             }
         }
+        drop(st);
+        self.commit()?;
         Ok(resumed)
     }
 
@@ -479,6 +496,11 @@ impl Engine {
             if let Err(e) = self.apply(&mut st, &run, Event::Tick, None) {
                 tracing::error!(run, error = %e, "timer tick failed");
             }
+        }
+        let dirty = !st.unannounced.is_empty();
+        drop(st);
+        if dirty && let Err(e) = self.commit() {
+            tracing::error!(error = %e, "cannot make timer events durable");
         }
     }
 

@@ -52,6 +52,8 @@ impl Engine {
                 w.held.insert((run.clone(), attempt), Instant::now());
             }
             tracing::debug!(run, %attempt, worker, step = assignment.instance_name, "leased");
+            drop(st);
+            self.commit()?;
             return Ok(Some(assignment));
         }
         Ok(None)
@@ -136,6 +138,12 @@ impl Engine {
                 tracing::debug!(error = %e, "forgotten attempt already ended");
             }
         }
+        // Stop orders may follow from events not yet durable (a cancel): commit first.
+        let dirty = !st.unannounced.is_empty() || !stops.is_empty();
+        drop(st);
+        if dirty {
+            self.commit()?;
+        }
         Ok(stops)
     }
 
@@ -171,6 +179,12 @@ impl Engine {
             } else {
                 w.held.entry(key).or_insert_with(Instant::now);
             }
+        }
+        drop(st);
+        // `started` is advisory: lost in a crash, the machine still accepts the outcome from
+        // `leased`, so it rides along with the next commit instead of paying for a flush.
+        if terminal {
+            self.commit()?;
         }
         Ok(())
     }
