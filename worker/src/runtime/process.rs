@@ -13,12 +13,14 @@
 //! cannot be recycled under that kill.
 //!
 //! A step's processes die with their worker by the reaper (see `reaper`): one `sh` per runtime,
-//! started with its first step in a group of its own, holding nothing but the read end of a pipe
-//! whose write end only the worker holds (close-on-exec, so no step inherits it). The runtime
-//! writes `add <sid>` once a step started and `del <sid>` after its final kill. When the worker
-//! process is gone, however it died, the kernel closes the write end; at that end of file the
-//! reaper SIGKILLs each guarded session's group and every other member of those sessions found in
-//! `/proc`, then exits. Dropping the runtime (all its clones) closes the pipe too, and the reaper
+//! started with its first step in a group of its own, in `/`, with stdout and stderr on
+//! `/dev/null` and stdin the read end of a pipe whose write end only the worker holds
+//! (close-on-exec, so no step inherits it; the steps' own pipes are close-on-exec too, so the
+//! reaper never holds them; like every child it does inherit what the worker holds without
+//! close-on-exec, such as a jobserver pipe from cargo). The runtime writes `add <sid>` once a step
+//! started and `del <sid>` after its final kill. When the worker process is gone, however it died,
+//! the kernel closes the write end; at that end of file the reaper SIGKILLs each guarded session's
+//! group and every other member of those sessions found in `/proc`, then exits. Dropping the runtime (all its clones) closes the pipe too, and the reaper
 //! exits. If a write finds the reaper dead or hung, a new one is started and told every session
 //! still running.
 //!
@@ -35,10 +37,12 @@
 //!   leaves the running steps unguarded until the runtime next writes to it (the next step's start
 //!   or end), which starts a new reaper. A SIGSTOPped reaper guards nothing until continued; the
 //!   runtime replaces it when its pipe fills.
-//! - The leader no longer gets a parent-death signal (`posix_spawn` cannot set one): only the
-//!   reaper kills steps after the worker's death.
+//! - A step is registered just after `posix_spawn` returns: a worker killed in those few
+//!   microseconds leaves that one step unguarded.
+//! - The leader gets no parent-death signal (`posix_spawn` cannot set one): only the reaper kills
+//!   steps after the worker's death.
 //! - A step starts with every signal at its default disposition and an empty signal mask, even
-//!   signals the worker itself ignores (SIGPIPE, or SIGINT under `nohup`-like starters).
+//!   signals the worker itself ignores (SIGPIPE; SIGHUP under `nohup`).
 //! - Orphans of a step (and dead reapers) are reparented to init or to the nearest subreaper and
 //!   reaped there. A worker that runs as PID 1 or as a subreaper must reap orphans itself (or run
 //!   under an init such as `tini`); this module does not.
