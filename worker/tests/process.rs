@@ -1,7 +1,7 @@
 //! [`ProcessRuntime`] against the shared conformance suite, plus what only a local process
 //! runtime can show: host pids of the step's group, signal deaths, spawn errors, a dropped `run`,
-//! a grandchild that escaped the group, the watchdog that guards the group, and the step with all
-//! its processes dying with its worker (a re-run of this test binary acts as that worker).
+//! a grandchild that escaped the group, the reaper that guards the steps of a runtime, and the step
+//! with all its processes dying with its worker (a re-run of this test binary acts as that worker).
 
 mod conformance;
 
@@ -52,25 +52,17 @@ fn read_pid(path: &Path) -> i32 {
     std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
 }
 
-/// A live process as `/proc/<pid>/stat` shows it.
-#[derive(Debug)]
-struct Proc {
-    pid: i32,
-    ppid: i32,
-    name: String,
-}
-
-/// The live (not zombie) members of process group `pgid`.
-fn group_members(pgid: i32) -> Vec<Proc> {
+/// The live (not zombie) members of process group `pgid`, as pid and command name.
+fn group_members(pgid: i32) -> Vec<(i32, String)> {
     let mut members = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let (state, ppid, pgrp) = (fields[0], fields[1].parse().unwrap(), fields[2].parse::<i32>().unwrap());
+        let (state, pgrp) = (fields[0], fields[2].parse::<i32>().unwrap());
         if pgrp == pgid && !matches!(state, "Z" | "X") {
-            members.push(Proc { pid, ppid, name: stat[open + 1..close].to_string() });
+            members.push((pid, stat[open + 1..close].to_string()));
         }
     }
     members
@@ -135,59 +127,104 @@ async fn escaped_grandchild_does_not_hang_run() {
     unsafe { libc::kill(read_pid(&f.outputs.join("pid")), libc::SIGKILL) };
 }
 
-/// While a step runs, one watchdog guards its group: no child of the step, holding no descriptor
-/// but its pipe (so not the step's stdout and stderr); once the step ended normally, neither the
-/// watchdog nor anything else of the group is left.
+/// The live descriptors of `pid`, as `/proc/<pid>/fd` links.
+fn fds(pid: u32) -> Vec<(String, std::path::PathBuf)> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    dir.flatten()
+        .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), std::fs::read_link(e.path()).ok()?)))
+        .collect()
+}
+
+/// The `/proc/<pid>/stat` fields after the command name: state, ppid, pgrp, session, ...
+fn stat_fields(pid: i32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 1..].split_whitespace().map(str::to_string).collect()
+}
+
+/// One reaper per runtime, started with its first step and shared by every step (and clone): a
+/// child of the worker in no step's group or session, holding nothing but its pipe (so not the
+/// steps' stdout and stderr) and no directory; it outlives the steps and goes with the runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watchdog_guards_the_step_and_goes_with_it() {
-    let f = Fixture::new();
+async fn one_reaper_per_runtime_goes_with_it() {
+    let [a, b] = [Fixture::new(), Fixture::new()];
     let script = r#"echo $$ > "$WEIR_OUTPUTS/p"; mv "$WEIR_OUTPUTS/p" "$WEIR_OUTPUTS/pid"
         while [ ! -e "$WEIR_OUTPUTS/go" ]; do sleep 0.02; done; echo finished"#;
     let rt = ProcessRuntime::new();
-    let (ran, watchdog) = tokio::join!(run_plain(&rt, f.script(script)), async {
-        f.wait_for("pid").await;
-        let pgid = read_pid(&f.outputs.join("pid"));
-        let watchdogs: Vec<Proc> = group_members(pgid).into_iter().filter(|p| p.name == "weir-watchdog").collect();
-        assert_eq!(watchdogs.len(), 1, "group {pgid}: {:?}", group_members(pgid));
-        let watchdog = &watchdogs[0];
-        assert_ne!(watchdog.ppid, pgid, "the watchdog is a child of the step");
-        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", watchdog.pid)).unwrap().flatten().collect();
-        assert_eq!(fds.len(), 1, "the watchdog holds more than its pipe: {fds:?}");
-        let target = std::fs::read_link(fds[0].path()).unwrap();
-        assert!(target.to_string_lossy().starts_with("pipe:"), "{target:?}");
-        assert_eq!(std::fs::read_link(format!("/proc/{}/cwd", watchdog.pid)).unwrap(), Path::new("/"));
-        std::fs::write(f.outputs.join("go"), "").unwrap();
-        (pgid, watchdog.pid)
-    });
-    assert_eq!(ran.outcome, Outcome::Exited(0));
-    assert_eq!(ran.stdout(), ["finished"]);
-    let (pgid, watchdog) = watchdog;
-    assert!(dies_within(watchdog, Duration::from_secs(2)).await, "watchdog {watchdog} outlived its step");
-    group_empties(pgid).await;
+    assert_eq!(rt.reaper_pid(), None, "a reaper before any step");
+    let clone = rt.clone();
+    let (ran_a, ran_b, reaper) =
+        tokio::join!(run_plain(&rt, a.script(script)), run_plain(&clone, b.script(script)), async {
+            a.wait_for("pid").await;
+            b.wait_for("pid").await;
+            let reaper = rt.reaper_pid().expect("a running step has a reaper");
+            assert_eq!(clone.reaper_pid(), Some(reaper), "clones share one reaper");
+            let reapers: Vec<i32> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+                .filter(|&pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.ends_with(b"weir-reaper\0"))
+                })
+                .filter(|&pid| stat_fields(pid)[1] == std::process::id().to_string())
+                .collect();
+            assert!(reapers.contains(&(reaper as i32)), "reaper {reaper} is no child of the worker: {reapers:?}");
+            for step in [&a, &b] {
+                let sid = read_pid(&step.outputs.join("pid"));
+                let fields = stat_fields(reaper as i32);
+                assert_ne!(fields[2], sid.to_string(), "the reaper is in the step's group");
+                assert_ne!(fields[3], sid.to_string(), "the reaper is in the step's session");
+            }
+            // Descriptors 1 and 2 on /dev/null, and beyond its pipe only what the worker itself
+            // holds without close-on-exec (a test run by cargo inherits its jobserver pipe), so
+            // neither the steps' stdout and stderr nor any pipe of the runtime.
+            let ours = fds(std::process::id());
+            let steps: Vec<_> = [&a, &b].iter().flat_map(|f| fds(read_pid(&f.outputs.join("pid")) as u32)).collect();
+            for (fd, target) in fds(reaper) {
+                assert!(
+                    !steps.iter().any(|(n, t)| (n == "1" || n == "2") && *t == target),
+                    "the reaper holds a step's {target:?}"
+                );
+                match fd.as_str() {
+                    "0" => assert!(target.to_string_lossy().starts_with("pipe:"), "reaper stdin: {target:?}"),
+                    "1" | "2" => assert_eq!(target, Path::new("/dev/null"), "reaper descriptor {fd}"),
+                    _ => assert!(ours.contains(&(fd.clone(), target.clone())), "the reaper holds {fd}: {target:?}"),
+                }
+            }
+            assert_eq!(std::fs::read_link(format!("/proc/{reaper}/cwd")).unwrap(), Path::new("/"));
+            std::fs::write(a.outputs.join("go"), "").unwrap();
+            std::fs::write(b.outputs.join("go"), "").unwrap();
+            reaper
+        });
+    for ran in [ran_a, ran_b] {
+        assert_eq!(ran.outcome, Outcome::Exited(0));
+        assert_eq!(ran.stdout(), ["finished"]);
+    }
+    for f in [&a, &b] {
+        group_empties(read_pid(&f.outputs.join("pid"))).await;
+    }
+    // Between steps the reaper waits; the next step uses it again.
+    assert!(alive(reaper as i32), "the reaper ended with the steps");
+    assert_eq!(run_plain(&rt, a.script("true")).await.outcome, Outcome::Exited(0));
+    assert_eq!(rt.reaper_pid(), Some(reaper));
+    drop((rt, clone));
+    assert!(dies_within(reaper as i32, Duration::from_secs(2)).await, "reaper {reaper} outlived its runtime");
 }
 
-/// The watchdog ignores the SIGTERM of a stop: it guards the group through the grace.
+/// A reaper killed while a step runs is replaced at the next write, and the new one guards the
+/// steps still running (the mini-worker below checks the kill itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watchdog_survives_the_stop_request() {
+async fn dead_reaper_is_replaced() {
     let f = Fixture::new();
-    let mut spec = f.script(
-        r#"trap '' TERM; echo $$ > "$WEIR_OUTPUTS/p"; mv "$WEIR_OUTPUTS/p" "$WEIR_OUTPUTS/pid"
-        while :; do sleep 0.02; done"#,
-    );
-    spec.grace = Duration::from_millis(800);
-    let cancel = CancellationToken::new();
     let rt = ProcessRuntime::new();
-    let (ran, pgid) = tokio::join!(conformance::run(&rt, spec, cancel.clone()), async {
-        f.wait_for("pid").await;
-        let pgid = read_pid(&f.outputs.join("pid"));
-        cancel.cancel();
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let names: Vec<String> = group_members(pgid).into_iter().map(|p| p.name).collect();
-        assert!(names.iter().any(|n| n == "weir-watchdog"), "no watchdog in the grace: {names:?}");
-        pgid
-    });
-    assert_eq!(ran.outcome, Outcome::Cancelled);
-    group_empties(pgid).await;
+    assert_eq!(run_plain(&rt, f.script("true")).await.outcome, Outcome::Exited(0));
+    let first = rt.reaper_pid().unwrap();
+    // SAFETY: kill has no memory-safety preconditions; `first` is our unreaped child.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    assert!(dies_within(first as i32, Duration::from_secs(2)).await);
+    assert_eq!(run_plain(&rt, f.script("echo ok")).await.stdout(), ["ok"]);
+    let second = rt.reaper_pid().unwrap();
+    assert_ne!(second, first);
+    assert!(alive(second as i32));
 }
 
 /// A script line that starts `sleep 300` in a group of its own (GNU `timeout` does `setpgid`) and
@@ -218,10 +255,10 @@ const HELPER_CLOSE_STDIN: &str = "WEIR_WORKER_TEST_CLOSE_STDIN";
 
 /// Not a test on its own: when re-run by [`worker_dies`] with [`HELPER_ENV`] set, this process is
 /// a mini-worker that starts a long step and waits to be killed. The step's background `sleep`s
-/// never write anything, so no SIGPIPE would ever end them: only the watchdog can. One of them runs
-/// under `timeout`, which moves it to a group of its own. With
-/// [`HELPER_CLOSE_STDIN`] set, the mini-worker runs with descriptor 0 closed, so the runtime's
-/// next descriptor (the watchdog's pipe) is 0.
+/// never write anything, so no SIGPIPE would ever end them: only the reaper can. One of them runs
+/// under `timeout`, which moves it to a group of its own. With [`HELPER_CLOSE_STDIN`] set, the
+/// mini-worker runs with descriptor 0 closed, so the runtime's next descriptors (a step's pipes,
+/// the reaper's) start at 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pdeath_helper() {
     let Some(dir) = std::env::var_os(HELPER_ENV) else { return };
@@ -244,11 +281,27 @@ async fn pdeath_helper() {
         // SAFETY: nothing in this process reads stdin.
         unsafe { libc::close(0) };
     }
-    let _ = ProcessRuntime::new().run(spec, tx, CancellationToken::new()).await;
+    let rt = ProcessRuntime::new();
+    let step = rt.run(spec, tx, CancellationToken::new());
+    let reaper = async {
+        let start = Instant::now();
+        while !dir.join("pids").exists() {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid = rt.reaper_pid().expect("a running step has a reaper");
+        std::fs::write(dir.join("reaper.tmp"), pid.to_string()).unwrap();
+        std::fs::rename(dir.join("reaper.tmp"), dir.join("reaper")).unwrap();
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = step => {}
+        () = reaper => {}
+    }
 }
 
 /// Starts a mini-worker, waits until its step runs, SIGKILLs the worker, and checks that the step,
-/// its background grandchild and the watchdog all die.
+/// its background grandchild, its child in another group and the runtime's reaper all die.
 async fn worker_dies(close_stdin: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut helper = std::process::Command::new(std::env::current_exe().unwrap());
@@ -261,24 +314,27 @@ async fn worker_dies(close_stdin: bool) {
     }
     let mut worker = helper.spawn().unwrap();
     let pid_file = dir.path().join("pids");
+    let reaper_file = dir.path().join("reaper");
     let start = Instant::now();
-    while !pid_file.exists() {
+    while !reaper_file.exists() {
         assert!(start.elapsed() < Duration::from_secs(10), "the mini-worker never started its step");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pids = std::fs::read_to_string(&pid_file).unwrap();
     let [step, grandchild, escaped] = [0, 1, 2].map(|i| pids.split_whitespace().nth(i).unwrap().parse().unwrap());
+    let reaper = read_pid(&reaper_file);
     assert_ne!(pgrp(escaped), step, "the `timeout` child did not leave the step's group");
     // The step keeps running as long as its worker does.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(alive(step) && alive(grandchild) && alive(escaped), "the step died while its worker lives");
+    assert!(alive(reaper), "the reaper died while its worker lives");
     worker.kill().unwrap(); // SIGKILL: the worker gets no chance to clean up
     worker.wait().unwrap();
     assert!(dies_within(step, Duration::from_secs(10)).await, "step {step} outlived its worker");
     assert!(dies_within(grandchild, Duration::from_secs(10)).await, "grandchild {grandchild} outlived its worker");
     assert!(dies_within(escaped, Duration::from_secs(10)).await, "{escaped}, in another group, outlived its worker");
-    // The watchdog went with them (it is in the step's group, which is now empty).
     group_empties(step).await;
+    assert!(dies_within(reaper, Duration::from_secs(10)).await, "reaper {reaper} outlived its worker");
 }
 
 #[tokio::test]

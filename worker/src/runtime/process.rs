@@ -1,79 +1,98 @@
-//! [`ProcessRuntime`]: a step as a local process group and session. On Linux the step leads a new
-//! session (and so a new group); a stop signals the group (`killpg`) and every other process of the
+//! [`ProcessRuntime`]: a step as a local process session, on Linux. The step leads a new session
+//! (and so a new group); a stop signals the group (`killpg`) and every other process of the
 //! session, which holds the children that moved to groups of their own (GNU `timeout`, shells with
-//! job control). Elsewhere the step leads a new group only. Stdin is `/dev/null`; the step has no
-//! controlling terminal. This module owns the life of those processes and nothing else: no
-//! uploads, no engine, no retries.
+//! job control). Stdin is `/dev/null`; the step has no controlling terminal. This module owns the
+//! life of those processes and nothing else: no uploads, no engine, no retries.
 //!
-//! A step's processes die with their worker, on Linux, by two means:
-//! - The leader gets `PR_SET_PDEATHSIG(SIGKILL)`. That covers the leader only: the signal is
-//!   cleared by `fork`, and Linux sends it when the *thread* that spawned the step exits.
-//! - A watchdog guards the whole step. Between `fork` and `exec` the leader double-forks a small
-//!   process (named `weir-watchdog`, never exec'd) that stays in the step's group and session,
-//!   ignores every signal but SIGKILL, closes every file descriptor but the read end of a pipe
-//!   whose write end only the worker holds, and blocks reading it. That read returns end-of-file
-//!   once the worker process is gone, however it died (the kernel closes its descriptors); the
-//!   watchdog then SIGKILLs the session and the group, itself included. When a step ends normally,
-//!   the runtime's own final kill ends the watchdog with the rest. Being double-forked, it is no
-//!   child of the step (a step that waits for all its children never waits for it); being a member,
-//!   it keeps the group and session ids from being recycled while it lives, so neither its kill nor
-//!   the runtime's can hit a stranger.
+//! Steps start without `fork`: `posix_spawn` with `POSIX_SPAWN_SETSID` (see `spawn`), whose cost
+//! does not grow with the worker's memory. A `pre_exec` hook, or anything else that must run
+//! between fork and exec, would force `fork` again, which copies the page tables of the whole
+//! worker (tens of milliseconds per step for a worker of 100 MB): keep it that way. `argv[0]` is
+//! looked up in the step's own `PATH`. The leader is waited for on a small thread of its own and
+//! left a zombie until the runtime's last kill of the step, so its pid, group id and session id
+//! cannot be recycled under that kill.
 //!
-//! A session cannot be signalled as a whole: its members are found by scanning `/proc` (the
-//! watchdog does it with raw syscalls and stack buffers), which costs a few milliseconds per stop.
+//! A step's processes die with their worker by the reaper (see `reaper`): one `sh` per runtime,
+//! started with its first step in a group of its own, in `/`, with stdout and stderr on
+//! `/dev/null` and stdin the read end of a pipe whose write end only the worker holds
+//! (close-on-exec, so no step inherits it; the steps' own pipes are close-on-exec too, so the
+//! reaper never holds them; like every child it does inherit what the worker holds without
+//! close-on-exec, such as a jobserver pipe from cargo). The runtime writes `add <sid>` once a step
+//! started and `del <sid>` after its final kill. When the worker process is gone, however it died,
+//! the kernel closes the write end; at that end of file the reaper SIGKILLs each guarded session's
+//! group and every other member of those sessions found in `/proc`, then exits. Dropping the runtime (all its clones) closes the pipe too, and the reaper
+//! exits. If a write finds the reaper dead or hung, a new one is started and told every session
+//! still running.
 //!
 //! Known limits, stated so the next reader does not rediscover them:
 //! - A process that starts a session of its own (`setsid`, daemons) escapes every kill here; so
 //!   does the rest of the session when `/proc` is not mounted. Holding those needs a cgroup per
-//!   step, killed whole by the watchdog (`cgroup.kill`); that takes root or a delegated cgroup,
-//!   and is not done here.
-//! - The watchdog is a fork of the worker that never execs: until the step ends it shares the
-//!   worker's memory copy-on-write, so pages the worker writes meanwhile are copied (at most the
-//!   worker's own footprint per running step; the worker is small next to the steps it runs).
-//! - A step stopped by SIGSTOP to its group stops its watchdog too; it kills once continued.
-//! - Dead watchdogs (and a step's own orphans) are reparented to init or to the nearest subreaper
-//!   and reaped there. A worker that runs as PID 1 or as a subreaper must reap orphans itself (or
-//!   run under an init such as `tini`); this module does not.
-//! - Call `run` from a tokio worker thread (they live as long as the runtime), not from
-//!   `spawn_blocking`, whose idle threads exit and would fire the leader's parent-death signal.
-//! - Outside Linux there is neither parent-death signal, nor watchdog, nor session: the step
-//!   outlives a killed worker, and children in other groups outlive a stop.
+//!   step (`cgroup.kill`); that takes root or a delegated cgroup, and is not done here.
+//! - Between the worker's death and the reaper's kill, a step runs on for a few milliseconds, and
+//!   its leader is reaped by init; if every process of a session is gone by then and its id was
+//!   recycled meanwhile (the pid space wrapped within those milliseconds), the reaper's kill hits
+//!   a stranger. Steps that end while the worker lives never risk it (their leader is reaped only
+//!   after the final kill).
+//! - The reaper is no member of the steps: a SIGKILL sent to the reaper alone (or an OOM kill)
+//!   leaves the running steps unguarded until the runtime next writes to it (the next step's start
+//!   or end), which starts a new reaper. A SIGSTOPped reaper guards nothing until continued; the
+//!   runtime replaces it when its pipe fills.
+//! - A step is registered just after `posix_spawn` returns: a worker killed in those few
+//!   microseconds leaves that one step unguarded.
+//! - The leader gets no parent-death signal (`posix_spawn` cannot set one): only the reaper kills
+//!   steps after the worker's death.
+//! - A step starts with every signal at its default disposition and an empty signal mask, even
+//!   signals the worker itself ignores (SIGPIPE; SIGHUP under `nohup`).
+//! - Orphans of a step (and dead reapers) are reparented to init or to the nearest subreaper and
+//!   reaped there. A worker that runs as PID 1 or as a subreaper must reap orphans itself (or run
+//!   under an init such as `tini`); this module does not.
+//! - Linux only: `POSIX_SPAWN_SETSID`, `posix_spawn_file_actions_addchdir_np` and `/proc`.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("ProcessRuntime needs Linux: POSIX_SPAWN_SETSID, posix_spawn_file_actions_addchdir_np and /proc");
 
 use std::io;
-use std::os::fd::OwnedFd;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::BufReader;
-use tokio::process::Command;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Action, Error, LogLine, Outcome, RunFuture, Runtime, StepSpec, Stream, logs, step_env};
 
-mod watchdog;
+mod reaper;
+mod session;
+mod spawn;
 
 /// How long `run` waits, after the step's processes are killed, for its output pipes to close. A
 /// process that escaped the session (`setsid`) can hold them open forever; its later output is
 /// dropped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs steps as local processes; see the module docs.
+/// Runs steps as local processes; see the module docs. Clones share one reaper.
 #[derive(Clone, Debug, Default)]
 pub struct ProcessRuntime {
-    _private: (),
+    reaper: Arc<reaper::Reaper>,
 }
 
 impl ProcessRuntime {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The pid of this runtime's reaper (see the module docs), once a step has started it. For
+    /// tests and diagnostics.
+    pub fn reaper_pid(&self) -> Option<u32> {
+        self.reaper.pid()
+    }
 }
 
 impl Runtime for ProcessRuntime {
     fn run(&self, spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> RunFuture<'_> {
-        Box::pin(run(spec, logs, cancel))
+        Box::pin(run(&self.reaper, spec, logs, cancel))
     }
 }
 
@@ -84,46 +103,37 @@ enum Stop {
     Cancel,
 }
 
-async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> Result<Outcome, Error> {
-    let (program, args): (&str, &[String]) = match &spec.action {
-        Action::Script(script) => ("sh", std::slice::from_ref(script)),
-        Action::Argv(argv) => match argv.split_first() {
-            Some((program, args)) => (program, args),
-            None => return Err(Error::EmptyArgv),
-        },
+async fn run(
+    reaper: &reaper::Reaper,
+    spec: StepSpec,
+    logs: mpsc::Sender<LogLine>,
+    cancel: CancellationToken,
+) -> Result<Outcome, Error> {
+    let argv: Vec<&str> = match &spec.action {
+        Action::Script(script) => vec!["sh", "-c", script],
+        Action::Argv(argv) if argv.is_empty() => return Err(Error::EmptyArgv),
+        Action::Argv(argv) => argv.iter().map(String::as_str).collect(),
     };
-    let mut cmd = Command::new(program);
-    if matches!(spec.action, Action::Script(_)) {
-        cmd.arg("-c");
+    let spawn_error = |source| Error::Spawn { program: argv[0].to_string(), workdir: spec.workdir.clone(), source };
+    let env = step_env(std::env::vars(), &spec.env, &spec.inputs_dir, &spec.outputs_dir);
+    let child = spawn::spawn(&argv, &env, &spec.workdir).map_err(spawn_error)?;
+    let pgid = child.pid;
+    let stdout = pipe_reader(child.stdout, std::process::ChildStdout::from, tokio::process::ChildStdout::from_std);
+    let stderr = pipe_reader(child.stderr, std::process::ChildStderr::from, tokio::process::ChildStderr::from_std);
+    let mut guard = Group { pgid, reaper, reap: Some(child.reap), pumps: Vec::new(), finished: false };
+    let (stdout, stderr) = match (stdout, stderr) {
+        (Ok(stdout), Ok(stderr)) => (stdout, stderr),
+        (Err(e), _) | (_, Err(e)) => return Err(spawn_error(e)), // `guard` kills the step
+    };
+    guard.pumps = vec![
+        tokio::spawn(logs::pump(BufReader::new(stdout), Stream::Stdout, logs.clone())),
+        tokio::spawn(logs::pump(BufReader::new(stderr), Stream::Stderr, logs)),
+    ];
+    if let Err(error) = reaper.add(pgid) {
+        // Without a reaper the step would outlive a killed worker: do not run it.
+        return Err(spawn_error(error));
     }
-    cmd.args(args)
-        .current_dir(&spec.workdir)
-        .env_clear()
-        .envs(step_env(std::env::vars(), &spec.env, &spec.inputs_dir, &spec.outputs_dir))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // On Linux the leader calls setsid itself (see `watchdog::guard_group`), which also makes it lead a group.
-    #[cfg(not(target_os = "linux"))]
-    cmd.process_group(0);
-    let spawn_error = |source| Error::Spawn { program: program.to_string(), workdir: spec.workdir.clone(), source };
-    let (lifeline, watched) = watchdog::guard_group(&mut cmd).map_err(spawn_error)?;
-    let spawned = cmd.spawn();
-    // Only the worker and the watchdog may hold the pipe: the leader closed its copy at exec.
-    drop(watched);
-    let mut child = spawned.map_err(spawn_error)?;
-    let pgid =
-        child.id().and_then(|id| i32::try_from(id).ok()).ok_or_else(|| spawn_error(io::ErrorKind::Other.into()))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let mut guard = Group {
-        pgid,
-        _lifeline: lifeline,
-        pumps: vec![
-            tokio::spawn(logs::pump(BufReader::new(stdout), Stream::Stdout, logs.clone())),
-            tokio::spawn(logs::pump(BufReader::new(stderr), Stream::Stderr, logs)),
-        ],
-    };
+    let mut exited = child.exited;
 
     let timeout = async {
         match spec.timeout {
@@ -132,18 +142,22 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
         }
     };
     let stop = tokio::select! {
-        status = child.wait() => Err(status),
+        status = &mut exited => Err(status),
         () = timeout => Ok(Stop::Timeout),
         () = cancel.cancelled() => Ok(Stop::Cancel),
     };
     let outcome = match stop {
-        Err(status) => exit_outcome(status.map_err(Error::Wait)?),
+        Err(status) => exit_outcome(exit_status(status)?),
         Ok(stop) => {
             kill_step(pgid, libc::SIGTERM);
-            if tokio::time::timeout(spec.grace, child.wait()).await.is_err() {
-                kill_step(pgid, libc::SIGKILL);
-            }
-            child.wait().await.map_err(Error::Wait)?;
+            let status = match tokio::time::timeout(spec.grace, &mut exited).await {
+                Ok(status) => status,
+                Err(_) => {
+                    kill_step(pgid, libc::SIGKILL);
+                    exited.await
+                }
+            };
+            exit_status(status)?;
             match stop {
                 Stop::Timeout => Outcome::TimedOut,
                 Stop::Cancel => Outcome::Cancelled,
@@ -152,7 +166,9 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
     };
     // Leftovers (`sleep 100 &`) die with the step; then the pipes close and the pumps finish.
     kill_step(pgid, libc::SIGKILL);
+    guard.finished = true;
     let pumps = std::mem::take(&mut guard.pumps);
+    drop(guard); // unregisters the session from the reaper, then reaps the leader
     let aborts: Vec<_> = pumps.iter().map(JoinHandle::abort_handle).collect();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         for pump in pumps {
@@ -166,6 +182,20 @@ async fn run(spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationTo
     Ok(outcome)
 }
 
+/// A pipe's read end as a tokio reader, by way of the std type tokio knows how to register.
+fn pipe_reader<S, T>(
+    fd: std::os::fd::OwnedFd,
+    to_std: impl FnOnce(std::os::fd::OwnedFd) -> S,
+    to_tokio: impl FnOnce(S) -> io::Result<T>,
+) -> io::Result<T> {
+    to_tokio(to_std(fd))
+}
+
+/// The leader's exit status as the waiting thread reported it.
+fn exit_status(status: Result<io::Result<ExitStatus>, oneshot::error::RecvError>) -> Result<ExitStatus, Error> {
+    status.map_err(|_| Error::Wait(io::Error::other("the thread waiting for the step died")))?.map_err(Error::Wait)
+}
+
 fn exit_outcome(status: ExitStatus) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -176,32 +206,34 @@ fn exit_outcome(status: ExitStatus) -> Outcome {
     }
 }
 
-/// Kills the step's group when `run` is dropped before it finished (the worker task was
-/// aborted), so an abandoned step never runs on unobserved.
-struct Group {
+/// The step while it may still have processes: when `run` is dropped before it finished (the
+/// worker task was aborted), kills them, so an abandoned step never runs on unobserved. In every
+/// case, then unregisters the session from the reaper and lets the leader be reaped, in that order
+/// (the leader's zombie holds the session id until then).
+struct Group<'a> {
     pgid: i32,
-    /// The write end of the watchdog's pipe, held for the life of the step; dropped after the
-    /// group was killed (the fields drop after `Drop::drop`), when it no longer matters.
-    _lifeline: Option<OwnedFd>,
+    reaper: &'a reaper::Reaper,
+    reap: Option<std::sync::mpsc::Sender<()>>,
     pumps: Vec<JoinHandle<()>>,
+    /// Set once `run` did the final kill itself.
+    finished: bool,
 }
 
-impl Drop for Group {
+impl Drop for Group<'_> {
     fn drop(&mut self) {
-        if !self.pumps.is_empty() {
+        if !self.finished {
             kill_step(self.pgid, libc::SIGKILL);
             self.pumps.iter().for_each(JoinHandle::abort);
         }
+        self.reaper.del(self.pgid);
+        drop(self.reap.take());
     }
 }
 
-/// Signals every process of the step: its group and, on Linux, the rest of its session (which
-/// holds the children that moved to groups of their own). ESRCH (all gone) is expected.
+/// Signals every process of the step: its group and the rest of its session (which holds the
+/// children that moved to groups of their own). ESRCH (all gone) is expected.
 fn kill_step(pgid: i32, signal: i32) {
-    // SAFETY: killpg has no memory-safety preconditions; kill_session only makes syscalls.
-    unsafe {
-        libc::killpg(pgid, signal);
-        #[cfg(target_os = "linux")]
-        watchdog::kill_session(pgid, signal, 0);
-    }
+    // SAFETY: killpg has no memory-safety preconditions.
+    unsafe { libc::killpg(pgid, signal) };
+    session::kill_session(pgid, signal, 0);
 }

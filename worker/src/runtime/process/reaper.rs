@@ -1,0 +1,143 @@
+//! The reaper: one small `sh` per [`ProcessRuntime`](super::ProcessRuntime) that kills the
+//! sessions of the steps still running when the worker dies, however it died. The design and its
+//! limits are in the docs of the parent module. This module only starts the reaper and tells it
+//! which sessions to guard; it never waits for a step.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+
+/// Reads `add <sid>` and `del <sid>` lines on stdin; at end of file (the worker is gone: the
+/// kernel closed its write end) SIGKILLs each guarded session's group, then every other live
+/// member of those sessions, found in `/proc/<pid>/stat` (field 6, counted after the last `)`,
+/// since a command name may hold spaces and parentheses), rescanning while it finds any (a member
+/// may fork meanwhile), then exits. Only builtins, so it forks nothing; it ignores the signals a
+/// terminal or a stop sends, so that only SIGKILL ends it before the worker does.
+const SCRIPT: &str = r#"trap '' HUP INT QUIT TERM PIPE ALRM USR1 USR2
+cd /
+s=' '
+while read -r op id; do
+  case $id in ''|*[!0-9]*) continue ;; esac
+  case $op in
+    add) s="$s$id " ;;
+    del) case $s in *" $id "*) s="${s%% $id *} ${s#* $id }" ;; esac ;;
+  esac
+done
+[ "$s" = ' ' ] && exit 0
+for id in $s; do kill -s KILL -- "-$id" 2>/dev/null; done
+n=0
+while [ $n -lt 16 ]; do
+  n=$((n + 1)); found=
+  for f in /proc/[0-9]*/stat; do
+    read -r l 2>/dev/null < "$f" || continue
+    set -f; set -- ${l##*)}; set +f
+    case $1 in Z|X) continue ;; esac
+    case $s in *" $4 "*) p=${f#/proc/}; kill -s KILL -- "${p%/stat}" 2>/dev/null && found=1 ;; esac
+  done
+  [ -n "$found" ] || break
+done
+"#;
+
+/// The reaper of one runtime (shared by its clones), started with the first step.
+#[derive(Debug, Default)]
+pub(super) struct Reaper {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    live: Option<Live>,
+    /// The sessions of the steps running now: replayed to a new reaper if the old one died.
+    sids: BTreeSet<libc::pid_t>,
+}
+
+#[derive(Debug)]
+struct Live {
+    child: Child,
+    /// Non-blocking: a reaper that stopped reading (SIGSTOP) must not block a tokio thread.
+    stdin: ChildStdin,
+}
+
+impl Reaper {
+    /// Guards session `sid` from now on, starting the reaper if need be.
+    pub(super) fn add(&self, sid: libc::pid_t) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.sids.insert(sid);
+        state.send(format_args!("add {sid}\n"))
+    }
+
+    /// Stops guarding session `sid` (after the step's final kill, before its leader is reaped).
+    pub(super) fn del(&self, sid: libc::pid_t) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.sids.remove(&sid) {
+            // A failure restarted the reaper without `sid`: nothing is lost.
+            let _ = state.send(format_args!("del {sid}\n"));
+        }
+    }
+
+    /// The reaper's pid, if it runs.
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).live.as_ref().map(|l| l.child.id())
+    }
+}
+
+impl State {
+    /// Sends one line to the reaper; if there is none, or it cannot take the line (it died, or
+    /// stopped reading), starts a new one and tells it every guarded session.
+    fn send(&mut self, line: std::fmt::Arguments<'_>) -> io::Result<()> {
+        if let Some(live) = &mut self.live
+            && live.stdin.write_fmt(line).is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(mut old) = self.live.take() {
+            tracing::warn!(pid = old.child.id(), "the step reaper died or hung; starting a new one");
+            let _ = old.child.kill();
+            let _ = old.child.wait();
+        }
+        let mut live = Live::start()?;
+        let mut all = String::new();
+        for sid in &self.sids {
+            all.push_str(&format!("add {sid}\n"));
+        }
+        live.stdin.write_all(all.as_bytes())?;
+        self.live = Some(live);
+        Ok(())
+    }
+}
+
+impl Live {
+    fn start() -> io::Result<Self> {
+        // No pre_exec and no PATH change: std starts it with posix_spawn too. Its own group keeps
+        // it out of the worker's (a terminal's ^C) and out of every step's.
+        let mut child = Command::new("sh")
+            .args(["-c", SCRIPT, "weir-reaper"])
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let fd = stdin.as_raw_fd();
+        // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK) };
+        Ok(Live { child, stdin })
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // The runtime and its clones are gone, so no step of theirs runs: closing the pipe makes
+        // the reaper exit (having killed whatever leaked). Reap it off this thread, which may be
+        // a tokio one.
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(Live { mut child, stdin }) = state.live.take() {
+            drop(stdin);
+            let _ = std::thread::Builder::new().name("weir-reaper-wait".into()).spawn(move || child.wait());
+        }
+    }
+}
