@@ -269,3 +269,32 @@ steps:
     assert_eq!(only_failed.runs[0].steps_done, 1);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_attempt_folder_never_leaks_one_step_s_files_into_the_next() {
+    // One slot: the second step runs in the folder the first one used.
+    let mut c = Cluster::start(1, 1).await;
+    let yaml = "name: leak
+steps:
+  first:
+    run: echo stale > $WEIR_OUTPUTS/extra.txt; echo kept > $WEIR_OUTPUTS/kept.txt; echo scratch > scratch.txt
+    outputs: [kept.txt]
+  second:
+    needs: [first]
+    run: ls -A $WEIR_OUTPUTS; ls -A .; test ! -e scratch.txt
+    outputs: [extra.txt]
+";
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(summary(&got, "first").0, StepState::Succeeded);
+    let (s, _, message) = summary(&got, "second");
+    assert_eq!(s, StepState::Failed, "extra.txt of the first step must not count for the second");
+    assert!(message.contains("extra.txt"), "{message}");
+    assert_eq!(
+        c.logs(&run, "second").await,
+        "inputs\noutputs\n",
+        "outputs/ starts empty, the folder holds nothing else"
+    );
+    c.stop().await;
+}

@@ -512,9 +512,21 @@ echo "$MY_VAR""#,
     };
     assert_eq!(downloads, (1, 1), "each blob and bundle is fetched once per worker");
 
-    // Attempt folders are removed once reported.
+    // Attempt folders are emptied once reported (and kept for the next attempt): nothing of a
+    // finished step, inputs or outputs, stays behind.
     let attempts = setup.path("work/attempts");
-    until("the attempt folders to go", || std::fs::read_dir(&attempts).unwrap().next().is_none().then_some(())).await;
+    let leftovers = || {
+        let mut left = Vec::new();
+        for slot in std::fs::read_dir(&attempts).unwrap().flatten() {
+            for e in std::fs::read_dir(slot.path()).unwrap().flatten() {
+                if e.file_name() != "outputs" || std::fs::read_dir(e.path()).unwrap().next().is_some() {
+                    left.push(e.path());
+                }
+            }
+        }
+        left
+    };
+    until("the attempt folders to be emptied", || leftovers().is_empty().then_some(())).await;
     setup.stop_agent().await;
 }
 

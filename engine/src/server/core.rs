@@ -22,7 +22,7 @@ use crate::artifact::{self, Manifest};
 use crate::plan::{self, Plan};
 use crate::run::{AttemptId, Effect, Event, InstanceId, Millis, Rejected, RunMachine, RunState, StepState};
 use crate::spec::{Limits, Pipeline};
-use crate::store::{Batch, Change, EventRecord, PipelineVersion, RunRecord, StepRecord, Store, Trigger};
+use crate::store::{Batch, Change, EventRecord, RunRecord, StepRecord, Store, Trigger};
 use crate::wire;
 
 use super::error::ApiError;
@@ -66,8 +66,8 @@ pub(super) struct State {
     pub workers: HashMap<String, Worker>,
     /// Held attempts found on recovery, claimable by a heartbeat until the deadline.
     pub orphans: HashMap<(String, AttemptId), Instant>,
-    /// Parsed pipelines by version.
-    pub pipelines: HashMap<String, Arc<Pipeline>>,
+    /// Parsed pipelines and their bundle digests, by version.
+    pub pipelines: HashMap<String, (Arc<Pipeline>, Option<String>)>,
     pub next_worker: u64,
     /// `(run, seq)` of events written but not yet announced to watchers: they are announced
     /// by [`Engine::commit`], once durable.
@@ -111,24 +111,26 @@ impl Engine {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The parsed pipeline of a stored version.
-    pub(super) fn pipeline(&self, st: &mut State, version: &str) -> Result<(Arc<Pipeline>, PipelineVersion), ApiError> {
+    /// The parsed pipeline of a stored version and its bundle digest, parsed once per version
+    /// (GetRun asks for every step's stage: reading the stored YAML each time cost more than
+    /// the rest of the call).
+    pub(super) fn pipeline(&self, st: &mut State, version: &str) -> Result<(Arc<Pipeline>, Option<String>), ApiError> {
+        if let Some(cached) = st.pipelines.get(version) {
+            return Ok(cached.clone());
+        }
         let stored = self
             .store
             .pipeline_version(version)?
             .ok_or_else(|| ApiError::NotFound(format!("pipeline version {version} is not stored")))?;
-        if let Some(p) = st.pipelines.get(version) {
-            return Ok((p.clone(), stored));
-        }
         let parsed = crate::spec::load(&stored.yaml, &self.limits).map_err(|d| {
             ApiError::Internal(format!(
                 "stored pipeline version {version} no longer validates ({} problems); resubmit it",
                 d.len()
             ))
         })?;
-        let parsed = Arc::new(parsed);
-        st.pipelines.insert(version.to_string(), parsed.clone());
-        Ok((parsed, stored))
+        let entry = (Arc::new(parsed), stored.bundle_digest.map(|d| d.to_string()));
+        st.pipelines.insert(version.to_string(), entry.clone());
+        Ok(entry)
     }
 
     /// Creates a run of `version` with the resolved params `params` (text form) and starts it.
@@ -139,7 +141,7 @@ impl Engine {
         overrides: &[(String, String)],
         trigger: Trigger,
     ) -> Result<String, ApiError> {
-        let (pipeline, stored) = self.pipeline(st, version)?;
+        let (pipeline, bundle) = self.pipeline(st, version)?;
         let params = plan::resolve_params(&pipeline, overrides)
             .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
         let now = wire::now();
@@ -166,7 +168,7 @@ impl Engine {
             batch.put_step(&run_id, InstanceId(i as u32), s)?;
         }
         self.store.write_batch(batch)?;
-        let live = Live { record, machine, plan, pipeline, bundle: stored.bundle_digest.map(|d| d.to_string()), steps };
+        let live = Live { record, machine, plan, pipeline, bundle, steps };
         st.runs.insert(run_id.clone(), live);
         self.apply(st, &run_id, Event::Start, None)?;
         Ok(run_id)
@@ -394,7 +396,7 @@ impl Engine {
 
     fn replay(&self, st: &mut State, run_id: &str) -> Result<(), ApiError> {
         let record = self.store.run(run_id)?.ok_or_else(|| ApiError::NotFound(format!("no run {run_id}")))?;
-        let (pipeline, stored) = self.pipeline(st, &record.version)?;
+        let (pipeline, bundle) = self.pipeline(st, &record.version)?;
         let overrides: Vec<(String, String)> = record
             .params
             .iter()
@@ -435,7 +437,7 @@ impl Engine {
             }
         }
         let finished = machine.run_state().is_terminal();
-        let live = Live { record, machine, plan, pipeline, bundle: stored.bundle_digest.map(|d| d.to_string()), steps };
+        let live = Live { record, machine, plan, pipeline, bundle, steps };
         st.runs.insert(run_id.to_string(), live);
         if !started {
             self.apply(st, run_id, Event::Start, None)?;

@@ -294,6 +294,9 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
             continue; // skipped by its `when`: no outputs
         }
         let manifest = engine.store.artifacts(run, need_id)?.unwrap_or_default();
+        if manifest.entries().is_empty() {
+            continue; // nothing to show: no folder (and no work for the worker)
+        }
         inputs
             .push(v1::Input { dir: input_dir(&live.plan.graph[need].name), manifest: Some(wire::manifest(&manifest)) });
     }

@@ -27,6 +27,9 @@ pub(crate) struct Context {
     pub files: Files,
     pub runtime: Arc<dyn Runtime>,
     pub attempts_dir: PathBuf,
+    /// An empty, read-only folder: `WEIR_INPUTS` of steps that need nothing.
+    pub no_inputs: PathBuf,
+    pub slots: Slots,
     pub grace: Duration,
 }
 
@@ -54,7 +57,7 @@ impl From<TransferError> for Stop {
 
 /// Runs `assignment` to its end; `cancel` is the attempt's stop signal (stop order or shutdown).
 pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment, cancel: CancellationToken) {
-    let dir = ctx.attempts_dir.join(&key.run_id).join(format!("{}.{}", key.instance, key.number));
+    let dir = ctx.slots.take(&ctx.attempts_dir);
     tracing::info!(attempt = %key, instance = %assignment.instance_name, "running an attempt");
     let ended = attempt(&ctx, &key, &assignment, &dir, &cancel).await;
     let ended = match ended {
@@ -83,15 +86,66 @@ pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment,
             Err(CallError::Abandoned) => tracing::warn!(attempt = %key, "gave up reporting the outcome"),
         }
     }
-    let run_dir = dir.parent().map(Path::to_path_buf);
+    let slots = ctx.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        remove_tree(&dir);
-        // The run's folder goes too once its last attempt here is gone (fails while others remain).
-        if let Some(run_dir) = run_dir {
-            let _ = std::fs::remove_dir(run_dir);
+        // Emptied and reused: creating and deleting folders for every step cost a real share
+        // of a short step on ext4 (BENCHMARKS.md). One that cannot be emptied is dropped.
+        if empty_folder(&dir) {
+            slots.slots.give_back(dir);
+        } else {
+            remove_tree(&dir);
         }
     })
     .await;
+}
+
+/// Reusable attempt folders (`attempts/<n>/`), each holding `outputs/` and, when the step has
+/// inputs, `inputs/`. A folder is only handed out empty.
+#[derive(Default)]
+pub(crate) struct Slots {
+    free: std::sync::Mutex<Vec<PathBuf>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Slots {
+    fn take(&self, root: &Path) -> PathBuf {
+        if let Some(dir) = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return dir;
+        }
+        root.join(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string())
+    }
+
+    fn give_back(&self, dir: PathBuf) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
+    }
+}
+
+fn remove_entry(entry: &std::fs::DirEntry) {
+    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+        remove_tree(&entry.path());
+    } else {
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
+/// Removes everything inside `dir` but `dir` and its `outputs/` folder; true when that left
+/// them empty.
+fn empty_folder(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if entry.file_name() == "outputs" && is_dir {
+            let Ok(inner) = std::fs::read_dir(&path) else { return false };
+            for e in inner.flatten() {
+                remove_entry(&e);
+            }
+        } else {
+            remove_entry(&entry);
+        }
+    }
+    std::fs::read_dir(dir.join("outputs")).is_ok_and(|mut d| d.next().is_none())
+        && std::fs::read_dir(dir).is_ok_and(|d| d.count() == 1)
 }
 
 fn failed(reason: String, exit_code: Option<i32>) -> Report {
@@ -155,22 +209,22 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
         Ok(v1::Runtime::Unspecified | v1::Runtime::Process) => {}
         _ => return Err(Stop::Fail(format!("this worker cannot run steps with runtime {}", a.runtime))),
     }
-    let inputs_dir = dir.join("inputs");
+    // Folders cost a few hundred microseconds each on ext4, a real share of a short step: a step
+    // with no inputs gets the agent's shared, read-only empty folder as WEIR_INPUTS, and one
+    // without a bundle runs in its own attempt folder (which holds `outputs/` and nothing else).
+    let inputs_dir = if a.inputs.is_empty() { ctx.no_inputs.clone() } else { dir.join("inputs") };
     let outputs_dir = dir.join("outputs");
-    let empty_dir = dir.join("empty");
     let make = {
-        let dirs = [inputs_dir.clone(), outputs_dir.clone(), empty_dir.clone()];
-        let dir = dir.to_path_buf();
-        move || {
-            // A leftover of an earlier worker process with the same attempt: start clean.
-            remove_tree(&dir);
-            dirs.iter().try_for_each(std::fs::create_dir_all)
+        let mut dirs = vec![outputs_dir.clone()];
+        if !a.inputs.is_empty() {
+            dirs.push(inputs_dir.clone());
         }
+        move || dirs.iter().try_for_each(|d| if d.is_dir() { Ok(()) } else { std::fs::create_dir_all(d) })
     };
     blocking(make).await?.map_err(|e| Stop::Fail(format!("cannot create the attempt folder: {e}")))?;
 
     let workdir = if a.bundle_digest.is_empty() {
-        empty_dir
+        dir.to_path_buf()
     } else {
         transfer::bundle_dir(&ctx.session, &ctx.files, &a.bundle_digest).await?
     };
@@ -237,7 +291,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 /// Removes a tree whose files may be read-only (materialized inputs): folders are made writable
 /// first. Errors are ignored: a leftover is swept when the same attempt folder is used again.
-fn remove_tree(dir: &Path) {
+pub(crate) fn remove_tree(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
         return;

@@ -135,7 +135,17 @@ impl Agent {
 
         let work_dir_error = |reason: String| AgentError::WorkDir { path: config.work_dir.clone(), reason };
         let attempts_dir = config.work_dir.join("attempts");
+        // Attempt folders are reused while the agent runs; whatever an earlier process left is
+        // stale (its outputs must never be collected by a new step).
+        attempt::remove_tree(&attempts_dir);
         std::fs::create_dir_all(&attempts_dir).map_err(|e| work_dir_error(e.to_string()))?;
+        let no_inputs = config.work_dir.join("no-inputs");
+        std::fs::create_dir_all(&no_inputs).map_err(|e| work_dir_error(e.to_string()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&no_inputs, std::fs::Permissions::from_mode(0o555))
+                .map_err(|e| work_dir_error(e.to_string()))?;
+        }
         let files = transfer::Files::open(&config.work_dir).map_err(work_dir_error)?;
 
         let capacity = config.capacity.max(1);
@@ -168,6 +178,8 @@ impl Agent {
             files,
             runtime: config.runtime.clone(),
             attempts_dir,
+            no_inputs,
+            slots: attempt::Slots::default(),
             grace: config.grace,
         });
         let stop_beats = CancellationToken::new();
