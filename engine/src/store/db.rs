@@ -61,6 +61,9 @@ impl TreeId {
     }
 }
 
+/// sled's page cache size.
+const CACHE_BYTES: u64 = 32 << 20;
+
 /// The engine's database. One per data folder and process: a second open fails with
 /// [`Error::Locked`].
 pub struct Store {
@@ -72,7 +75,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Store, Error> {
-        let db = sled::open(dir).map_err(|e| match e {
+        // sled's page cache defaults to 1 GiB and grows with every write; the engine reads
+        // mostly what it just wrote, so a small cache keeps its memory flat on long runs.
+        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open().map_err(|e| match e {
             // sled 0.34 reports a held file lock only as this `Io` message.
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 Error::Locked { dir: dir.to_path_buf() }
