@@ -111,7 +111,7 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// List runs, newest first.
+    /// List runs, by pipeline name and then start time (run ids sort that way).
     #[command(after_help = EXIT_CODES)]
     Runs {
         /// Only runs of this pipeline.
