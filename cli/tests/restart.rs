@@ -6,10 +6,8 @@
 //! acknowledged (the submission, the run) may be lost.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -17,27 +15,11 @@ use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
 use weir_worker::{Agent, AgentConfig};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod common;
+use common::free_port;
 
-/// Starts `weir server` and waits for its "listening" line.
 fn server(data: &Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--lease-timeout", "3s"])
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start weir server");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("listening on"), "{line}");
-    // Keep reading (and dropping) its output so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in out.lines() {});
-    child
+    common::server(data, port, &["--lease-timeout", "3s"])
 }
 
 fn kill9(child: &mut Child) {

@@ -2,10 +2,8 @@
 //! the token is refused (exit 4), the worker token does not open the client API, and with the
 //! right token a submitted pipeline runs to the end on a worker agent and its logs come back.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -19,22 +17,10 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+mod common;
+
 fn server(data: &Path, port: u16, tokens: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--token-file")
-        .arg(tokens)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("listening on"), "{line}");
-    std::thread::spawn(move || for _ in out.lines() {});
-    child
+    common::server(data, port, &["--token-file", &tokens.display().to_string()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +28,7 @@ async fn a_token_protected_server_runs_a_submitted_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "client=c-0123456789\nworker=w-9876543210\n").unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut engine = server(&dir.path().join("data"), port, &tokens);
 
