@@ -46,7 +46,14 @@ impl Engine {
             if live.machine.live_attempt(i) != Some(attempt) || live.machine.state(i) != StepState::Ready {
                 continue; // withdrawn (cancelled) or superseded
             }
-            let assignment = assignment(self, live, &run, attempt)?;
+            let assignment = match assignment(self, live, &run, attempt) {
+                Ok(a) => a,
+                Err(e) => {
+                    // Keep it ready for the next lease rather than losing it from the queue.
+                    st.ready.push_front((run, attempt));
+                    return Err(e);
+                }
+            };
             self.apply(&mut st, &run, Event::Leased { attempt, worker: worker.to_string() }, None)?;
             if let Some(w) = st.workers.get_mut(worker) {
                 w.held.insert((run.clone(), attempt), Instant::now());
