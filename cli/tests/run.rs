@@ -133,3 +133,20 @@ fn ctrl_c_cancels_the_run_and_its_running_step() {
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the step's process survived");
 }
+
+#[test]
+fn the_default_data_folder_is_relative_to_where_weir_runs_and_works() {
+    // The quick start's form: no --data-dir, so `.weir` under the current folder. Steps run
+    // in the bundle's folder, so the worker must not hand them relative paths.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .current_dir(dir.path())
+        .arg("run")
+        .arg(root().join("pipelines/ml-retrain/pipeline.yaml"))
+        .args(["-p", "rows=300", "--grace", "2"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(dir.path().join(".weir/db").is_dir());
+}

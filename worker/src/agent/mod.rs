@@ -123,7 +123,11 @@ impl Agent {
     /// (Lost: the engine dispatches them again), and returns. Returns early with an error when
     /// the engine refuses the worker.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
-        let config = self.config;
+        let mut config = self.config;
+        // Steps run in their bundle's folder: a relative work folder (`weir run`'s default
+        // `.weir`) would put WEIR_OUTPUTS and WEIR_INPUTS somewhere else for them.
+        config.work_dir = std::path::absolute(&config.work_dir)
+            .map_err(|e| AgentError::WorkDir { path: config.work_dir.clone(), reason: e.to_string() })?;
         let auth = Auth::new(config.token.as_deref()).ok_or(AgentError::BadToken)?;
         let endpoint = Endpoint::from_shared(config.engine.clone())
             .map_err(|source| AgentError::BadEngineUrl { url: config.engine.clone(), source })?
