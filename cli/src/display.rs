@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use weir_engine::wire;
 use weir_proto::v1::{self, GetRunResponse, PipelineSummary, Run, RunEvent, RunState, StepState, run_event::Kind};
 
 /// Milliseconds since the Unix epoch of a wire timestamp; `None` when unset or before 1970.
@@ -35,49 +36,18 @@ pub fn clock(ms: u64) -> String {
 
 /// The date and time in UTC: `2026-11-27 12:00:01`.
 pub fn datetime(ms: u64) -> String {
-    let days = (ms / 86_400_000) as i64;
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {}", clock(ms))
-}
-
-/// Year, month and day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map_or_else(|| format!("@{ms}ms"), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
 /// The lowercase name of a step state as the wire carries it (`running`).
 pub fn step_state(s: i32) -> &'static str {
-    match StepState::try_from(s).unwrap_or(StepState::Unspecified) {
-        StepState::Unspecified => "unknown",
-        StepState::Pending => "pending",
-        StepState::Ready => "ready",
-        StepState::Leased => "leased",
-        StepState::Running => "running",
-        StepState::Succeeded => "succeeded",
-        StepState::Failed => "failed",
-        StepState::Skipped => "skipped",
-        StepState::Cancelled => "cancelled",
-    }
+    StepState::try_from(s).ok().and_then(wire::from_step_state).map_or("unknown", |s| s.as_str())
 }
 
 /// The lowercase name of a run state as the wire carries it (`queued`).
 pub fn run_state(s: i32) -> &'static str {
-    match RunState::try_from(s).unwrap_or(RunState::Unspecified) {
-        RunState::Unspecified => "unknown",
-        RunState::Queued => "queued",
-        RunState::Running => "running",
-        RunState::Succeeded => "succeeded",
-        RunState::Failed => "failed",
-        RunState::Cancelled => "cancelled",
-    }
+    RunState::try_from(s).ok().and_then(wire::from_run_state).map_or("unknown", |s| s.as_str())
 }
 
 /// Whether a run in this state is over.

@@ -120,6 +120,20 @@ pub fn step_state(s: StepState) -> v1::StepState {
     }
 }
 
+pub fn from_step_state(s: v1::StepState) -> Option<StepState> {
+    Some(match s {
+        v1::StepState::Unspecified => return None,
+        v1::StepState::Pending => StepState::Pending,
+        v1::StepState::Ready => StepState::Ready,
+        v1::StepState::Leased => StepState::Leased,
+        v1::StepState::Running => StepState::Running,
+        v1::StepState::Succeeded => StepState::Succeeded,
+        v1::StepState::Failed => StepState::Failed,
+        v1::StepState::Skipped => StepState::Skipped,
+        v1::StepState::Cancelled => StepState::Cancelled,
+    })
+}
+
 pub fn run_state(s: RunState) -> v1::RunState {
     match s {
         RunState::Queued => v1::RunState::Queued,

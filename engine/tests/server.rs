@@ -65,6 +65,16 @@ async fn lease(w: &mut WeirWorkerClient<Channel>, id: &str) -> Option<v1::Assign
     w.lease(req).await.unwrap().into_inner().assignment
 }
 
+/// Heartbeats and polls until something is leased to `id` (keeping `id` alive meanwhile).
+async fn lease_when_ready(w: &mut WeirWorkerClient<Channel>, id: &str) -> v1::Assignment {
+    loop {
+        w.heartbeat(v1::HeartbeatRequest { worker_id: id.into(), ..Default::default() }).await.unwrap();
+        if let Some(a) = lease(w, id).await {
+            return a;
+        }
+    }
+}
+
 fn outcome(o: v1::report_request::Outcome, id: &str, a: &v1::Assignment) -> v1::ReportRequest {
     v1::ReportRequest { worker_id: id.into(), attempt: a.attempt.clone(), time: None, outcome: Some(o) }
 }
@@ -124,6 +134,10 @@ async fn a_run_flows_through_lease_report_and_inputs() {
     let sub = submit(&mut c, TWO_STEPS).await.unwrap();
     assert_eq!((sub.name.as_str(), sub.created), ("two", true));
     assert!(!submit(&mut c, TWO_STEPS).await.unwrap().created, "same content, same version");
+    let listed = c.list_pipelines(v1::ListPipelinesRequest::default()).await.unwrap().into_inner();
+    let names: Vec<(&str, &str, u32)> =
+        listed.pipelines.iter().map(|p| (p.name.as_str(), p.latest_version.as_str(), p.version_count)).collect();
+    assert_eq!(names, [("two", sub.version.as_str(), 1)]);
     let run = start(&mut c, "two", &[("n", "7")]).await;
     let id = register(&mut w).await;
 
@@ -188,12 +202,7 @@ async fn a_silent_worker_is_lost_its_step_redispatched_and_its_late_report_refus
     let a1 = lease(&mut w, &dead).await.unwrap();
     // `dead` never heartbeats again; a second worker keeps polling.
     let alive = register(&mut w).await;
-    let a2 = loop {
-        w.heartbeat(v1::HeartbeatRequest { worker_id: alive.clone(), ..Default::default() }).await.unwrap();
-        if let Some(a) = lease(&mut w, &alive).await {
-            break a;
-        }
-    };
+    let a2 = lease_when_ready(&mut w, &alive).await;
     assert_eq!(a2.instance_name, "make");
     assert_eq!(a2.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2);
     let late = w.report(outcome(ok(&[], None), &alive, &a1)).await.unwrap_err();
@@ -258,12 +267,7 @@ async fn an_unclaimed_attempt_after_a_restart_runs_again() {
     let s = server::start(config(dir.path())).await.unwrap();
     let (mut c, mut w) = clients(&s).await;
     let id = register(&mut w).await;
-    let again = loop {
-        w.heartbeat(v1::HeartbeatRequest { worker_id: id.clone(), ..Default::default() }).await.unwrap();
-        if let Some(x) = lease(&mut w, &id).await {
-            break x;
-        }
-    };
+    let again = lease_when_ready(&mut w, &id).await;
     assert_eq!(again.instance_name, "make");
     assert_eq!(again.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2);
     assert_eq!(w.report(outcome(ok(&[], None), &id, &a)).await.unwrap_err().code(), Code::FailedPrecondition);

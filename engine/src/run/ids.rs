@@ -89,9 +89,10 @@ impl StepState {
     }
 }
 
-impl fmt::Display for StepState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl StepState {
+    /// The lowercase name, as logs, the CLI and the store's JSON spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             StepState::Pending => "pending",
             StepState::Ready => "ready",
             StepState::Leased => "leased",
@@ -100,7 +101,13 @@ impl fmt::Display for StepState {
             StepState::Failed => "failed",
             StepState::Skipped => "skipped",
             StepState::Cancelled => "cancelled",
-        })
+        }
+    }
+}
+
+impl fmt::Display for StepState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -121,15 +128,22 @@ impl RunState {
     }
 }
 
-impl fmt::Display for RunState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl RunState {
+    /// The lowercase name, as logs, the CLI and the store's JSON spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             RunState::Queued => "queued",
             RunState::Running => "running",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::Cancelled => "cancelled",
-        })
+        }
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
