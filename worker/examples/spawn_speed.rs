@@ -19,15 +19,9 @@ async fn main() {
     let ballast: Vec<u8> = (0..mib << 20).map(|i| (i % 251) as u8 | 1).collect();
 
     let dir = tempfile::tempdir().unwrap();
-    let spec = StepSpec {
-        action: Action::Script("true".into()),
-        env: Vec::new(),
-        workdir: dir.path().to_path_buf(),
-        inputs_dir: dir.path().to_path_buf(),
-        outputs_dir: dir.path().to_path_buf(),
-        timeout: None,
-        grace: Duration::from_secs(1),
-    };
+    let d = dir.path().to_path_buf();
+    let mut spec = StepSpec::new(Action::Script("true".into()), d.clone(), d.clone(), d);
+    spec.grace = Duration::from_secs(1);
     let rt = ProcessRuntime::new();
     let runtime = || async {
         let (tx, _rx) = mpsc::channel(8);

@@ -263,19 +263,18 @@ const HELPER_CLOSE_STDIN: &str = "WEIR_WORKER_TEST_CLOSE_STDIN";
 async fn pdeath_helper() {
     let Some(dir) = std::env::var_os(HELPER_ENV) else { return };
     let dir = Path::new(&dir);
-    let spec = weir_worker::runtime::StepSpec {
-        action: Action::Script(format!(
+    let d = dir.to_path_buf();
+    let mut spec = weir_worker::runtime::StepSpec::new(
+        Action::Script(format!(
             "sleep 300 & child=$!\n{ESCAPE}\n{}",
             r#"echo "$$ $child $(cat "$WEIR_OUTPUTS/escaped")" > "$WEIR_OUTPUTS/pids.tmp"
                 mv "$WEIR_OUTPUTS/pids.tmp" "$WEIR_OUTPUTS/pids"; wait"#
         )),
-        env: vec![],
-        workdir: dir.to_path_buf(),
-        inputs_dir: dir.to_path_buf(),
-        outputs_dir: dir.to_path_buf(),
-        timeout: None,
-        grace: Duration::from_secs(1),
-    };
+        d.clone(),
+        d.clone(),
+        d,
+    );
+    spec.grace = Duration::from_secs(1);
     let (tx, _rx) = mpsc::channel(8);
     if std::env::var_os(HELPER_CLOSE_STDIN).is_some() {
         // SAFETY: nothing in this process reads stdin.

@@ -19,7 +19,7 @@ use weir_proto::v1::report_request::Outcome as Report;
 use super::logs;
 use super::session::{CallError, Key, Session, StopReason};
 use super::transfer::{self, Files, TransferError};
-use crate::runtime::{Action, Outcome, Runtime, StepSpec};
+use crate::runtime::{Action, AttemptLabel, Limits, Outcome, Runtime, StepSpec};
 
 /// What an attempt needs besides its assignment; shared by all attempts of an agent.
 pub(crate) struct Context {
@@ -164,6 +164,7 @@ async fn attempt(
         () = cancel.cancelled() => return Ok(stopped(ctx, key)),
     };
     let timeout = spec.timeout;
+    let limits = spec.limits;
     let (tx, rx) = mpsc::channel(1024);
     // The start report travels while the step runs (a round trip less per step); it is
     // awaited before the outcome, so the engine always hears them in order.
@@ -179,6 +180,15 @@ async fn attempt(
         Outcome::Signalled(signal) => Ok(failed(format!("killed by signal {}", signal_name(signal)), None)),
         Outcome::TimedOut => Ok(failed(format!("timed out after {:?}", timeout.unwrap_or_default()), None)),
         Outcome::Cancelled => Ok(stopped(ctx, key)),
+        Outcome::OutOfMemory => Ok(failed(out_of_memory(&limits), None)),
+    }
+}
+
+/// The failure reason of an attempt the out-of-memory killer ended.
+fn out_of_memory(limits: &Limits) -> String {
+    match limits.memory_bytes {
+        Some(bytes) => format!("out of memory: killed by the kernel at its memory limit of {} MiB", bytes >> 20),
+        None => "out of memory: killed by the kernel's out-of-memory killer".to_string(),
     }
 }
 
@@ -256,8 +266,18 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     let timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());
     let mut env: Vec<(String, String)> = a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.sort();
-    let spec =
-        StepSpec { action, env, workdir, inputs_dir, outputs_dir: outputs_dir.clone(), timeout, grace: ctx.grace };
+    let mut spec = StepSpec::new(action, workdir, inputs_dir, outputs_dir.clone());
+    spec.env = env;
+    spec.timeout = timeout;
+    spec.grace = ctx.grace;
+    spec.id =
+        AttemptLabel { run_id: key.run_id.clone(), step: a.step.clone(), instance: key.instance, attempt: key.number };
+    if let Some(r) = &a.resources {
+        spec.limits = Limits {
+            cpus_milli: Some(r.cpus_milli).filter(|&n| n > 0),
+            memory_bytes: Some(r.memory_bytes).filter(|&n| n > 0),
+        };
+    }
     Ok((spec, outputs_dir))
 }
 

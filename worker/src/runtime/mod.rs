@@ -48,6 +48,74 @@ pub struct StepSpec {
     pub timeout: Option<Duration>,
     /// How long a stopped step has between SIGTERM (or the runtime's equivalent) and SIGKILL.
     pub grace: Duration,
+    /// Which attempt this is: names and labels its container, so a second dispatch of the same
+    /// attempt cannot start a second one. Empty in tests that run a bare step.
+    pub id: AttemptLabel,
+    /// CPU and memory limits (the step's `resources`); the process runtime does not enforce them.
+    pub limits: Limits,
+    /// The GPU device indices the worker assigned to this attempt, and no other running one:
+    /// a device request for Docker, `CUDA_VISIBLE_DEVICES` for a process.
+    pub gpus: Vec<u32>,
+    /// The image and pull policy, for the Docker runtime; `None` for a process step.
+    pub image: Option<Image>,
+}
+
+impl StepSpec {
+    /// A spec with no timeout, a 10 s grace, no id, no limits, no GPUs and no image.
+    pub fn new(action: Action, workdir: PathBuf, inputs_dir: PathBuf, outputs_dir: PathBuf) -> Self {
+        StepSpec {
+            action,
+            env: Vec::new(),
+            workdir,
+            inputs_dir,
+            outputs_dir,
+            timeout: None,
+            grace: Duration::from_secs(10),
+            id: AttemptLabel::default(),
+            limits: Limits::default(),
+            gpus: Vec::new(),
+            image: None,
+        }
+    }
+}
+
+/// The attempt a step spec belongs to, as the engine named it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AttemptLabel {
+    pub run_id: String,
+    /// The step's name in the pipeline file.
+    pub step: String,
+    /// The step instance (matrix combination) number in the run.
+    pub instance: u32,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+}
+
+/// Resource limits for one step; `None` means no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Thousandths of a core.
+    pub cpus_milli: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// A container image and when to pull it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    pub pull: PullPolicy,
+}
+
+/// When the Docker runtime pulls an image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull only when the engine has no image of that name (the default).
+    #[default]
+    IfNotPresent,
+    /// Pull before every step, so a moved tag is seen.
+    Always,
+    /// Never pull: a missing image fails the step.
+    Never,
 }
 
 /// Which output stream a [`LogLine`] came from.
@@ -80,6 +148,8 @@ pub enum Outcome {
     TimedOut,
     /// The cancel token fired; the step was stopped.
     Cancelled,
+    /// The kernel's out-of-memory killer ended it (the container passed its memory limit).
+    OutOfMemory,
 }
 
 /// Why a runtime could not run a step at all. A step that runs and fails is an [`Outcome`].

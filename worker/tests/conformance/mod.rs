@@ -53,15 +53,9 @@ impl Fixture {
     }
 
     pub fn spec(&self, action: Action) -> StepSpec {
-        StepSpec {
-            action,
-            env: Vec::new(),
-            workdir: self.workdir.clone(),
-            inputs_dir: self.inputs.clone(),
-            outputs_dir: self.outputs.clone(),
-            timeout: None,
-            grace: Duration::from_secs(2),
-        }
+        let mut spec = StepSpec::new(action, self.workdir.clone(), self.inputs.clone(), self.outputs.clone());
+        spec.grace = Duration::from_secs(2);
+        spec
     }
 
     /// A `sh -c` step.
