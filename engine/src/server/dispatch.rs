@@ -328,6 +328,8 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
             memory_bytes: step.resources.memory_bytes.unwrap_or(0),
             gpus: step.resources.gpus,
         }),
+        // The pipeline file's `pull:` arrives with placement (issue 4); until then the default.
+        pull_policy: v1::PullPolicy::Unspecified as i32,
     })
 }
 
