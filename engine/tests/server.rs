@@ -87,7 +87,7 @@ fn ok(metrics: &[(&str, f64)], outputs: Option<v1::Manifest>) -> v1::report_requ
 }
 
 fn failed(reason: &str) -> v1::report_request::Outcome {
-    v1::report_request::Outcome::Failed(v1::Failed { reason: reason.into(), exit_code: Some(1) })
+    v1::report_request::Outcome::Failed(v1::Failed { reason: reason.into(), exit_code: Some(1), permanent: false })
 }
 
 async fn upload(

@@ -149,7 +149,7 @@ fn empty_folder(dir: &Path) -> bool {
 }
 
 fn failed(reason: String, exit_code: Option<i32>) -> Report {
-    Report::Failed(v1::Failed { reason, exit_code })
+    Report::Failed(v1::Failed { reason, exit_code, permanent: false })
 }
 
 async fn attempt(
