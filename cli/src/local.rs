@@ -16,6 +16,7 @@ use weir_engine::server::{self, ServerConfig};
 use weir_engine::spec::{self, Limits};
 use weir_proto::v1;
 use weir_worker::agent::{Agent, AgentConfig};
+use weir_worker::agent::{DockerMode, connect_docker};
 use weir_worker::runtime::ProcessRuntime;
 
 use crate::client::runs::{OnInterrupt, follow_run};
@@ -104,6 +105,9 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
     agent_config.name = "local".into();
     agent_config.grace = Duration::from_secs(args.grace);
     agent_config.runtime = Arc::new(ProcessRuntime::new());
+    // Docker steps run when a Docker engine answers; without one the engine shows them waiting
+    // for a worker that runs docker steps.
+    agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
     let agent = tokio::spawn(Agent::new(agent_config).run(shutdown.clone()));
 
     let conn = ConnArgs { server: server.url(), token: None, token_file: None };

@@ -150,3 +150,41 @@ fn the_default_data_folder_is_relative_to_where_weir_runs_and_works() {
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(dir.path().join(".weir/db").is_dir());
 }
+
+/// The container variant of the example, on a Python image built locally from this machine's
+/// python3 (`scripts/python-image.sh`: no registry here). Every step runs in a container, so the
+/// bundle, inputs and outputs cross the /weir mounts; the run must succeed exactly as the process
+/// one does and leave no container behind.
+#[test]
+fn the_example_runs_with_every_step_in_a_container() {
+    let docker = Command::new("docker").arg("version").output();
+    if !docker.is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("CI").is_none(), "CI needs a running Docker engine for the container example");
+        eprintln!("SKIPPED: no Docker engine answers; the container example did not run");
+        return;
+    }
+    let built = Command::new("bash").arg(root().join("scripts/python-image.sh")).status().unwrap();
+    assert!(built.success(), "scripts/python-image.sh failed");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(".weir");
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(root().join("pipelines/ml-retrain/container.yaml"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--grace", "2", "-p", "rows=500", "-p", "image=weir-test/python:3"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for step in ["ingest", "preprocess", "train[l2=1.0,features=quadratic]", "validate", "deploy"] {
+        assert!(stdout.lines().any(|l| l.starts_with(step) && l.contains("succeeded")), "{step} in\n{stdout}");
+    }
+    let store = weir_engine::store::Store::open(&data.join("db")).unwrap();
+    let page = store.list_runs(&Default::default(), 10, None).unwrap();
+    let weir_engine::store::Listed::Run(run) = &page.runs[0] else { panic!("a run") };
+    let left =
+        Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=weir.run={}", run.id)]).output().unwrap();
+    assert!(left.stdout.is_empty(), "containers left behind: {}", text(&left.stdout));
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use weir_worker::agent::{cores, hostname};
+use weir_worker::agent::{DockerMode, connect_docker, cores, hostname};
 use weir_worker::runtime::ProcessRuntime;
 use weir_worker::{Agent, AgentConfig};
 
@@ -23,13 +23,18 @@ can read a command line. It is sent on every call and never logged; steps never 
 Logging goes to stderr; set RUST_LOG to choose what (default `info`, for example
 RUST_LOG=weir_worker=debug).
 
+Docker steps run in containers named after their attempt. A worker killed outright (kill -9, a
+crash) leaves them running; started again with the same --work-dir, it resumes those whose
+attempt is still live and removes the others, so a restart does not run a live step twice.
+
 Ctrl-C or SIGTERM stops the worker: it stops leasing, stops its running steps (SIGTERM, then
 SIGKILL after --grace), reports them to the engine as lost so they run again elsewhere, and
 exits. A second Ctrl-C exits at once with code 1, killing the steps.
 
 Exit codes:
   0  stopped by Ctrl-C or SIGTERM
-  1  fatal error: the engine refused the token or the worker, or the work folder is unusable
+  1  fatal error: the engine refused the token or the worker, the work folder is unusable, or
+     --docker on without an answering Docker engine
   2  usage error: bad arguments, unreadable token file";
 
 /// Runs weir pipeline steps leased by a weir engine.
@@ -61,6 +66,10 @@ struct Args {
     /// Seconds a stopped step has between SIGTERM and SIGKILL.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     grace: u64,
+    /// Whether to run `runtime: docker` steps on the local Docker engine (DOCKER_HOST or
+    /// /var/run/docker.sock): `auto` when it answers at start, `on` or fail, `off`.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = DockerMode::Auto)]
+    docker: DockerMode,
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -113,6 +122,7 @@ fn main() -> ExitCode {
         capacity: args.capacity.unwrap_or_else(cores),
         work_dir,
         runtime: Arc::new(ProcessRuntime::new()),
+        docker: None,
         grace: Duration::from_secs(args.grace),
     };
 
@@ -135,6 +145,16 @@ fn main() -> ExitCode {
             }
         };
         tokio::spawn(on_signals(term, int, shutdown.clone()));
+        let mut config = config;
+        config.docker = match connect_docker(args.docker).await {
+            Ok(docker) => docker,
+            Err(e) => {
+                eprintln!(
+                    "error: --docker on, but {e}\nstart the Docker engine, point DOCKER_HOST at it, or use --docker off"
+                );
+                return ExitCode::from(1);
+            }
+        };
         match Agent::new(config).run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -338,6 +338,7 @@ impl Setup {
             capacity: 4,
             work_dir: self.work.path().join("work"),
             runtime: Arc::new(ProcessRuntime::new()),
+            docker: None,
             grace: Duration::from_millis(500),
         }
     }

@@ -3,6 +3,11 @@
 //! while its step runs. The step must finish on a second worker as attempt 2, the dead
 //! worker's step processes must not outlive it, and a frozen worker that wakes up late must
 //! have its report refused (the stored output is attempt 2's, not its own).
+//!
+//! Docker steps outlive a killed worker: restarted with the same work folder, the worker resumes
+//! the container of a still-live attempt (no second attempt) and removes one whose attempt the
+//! engine has given up on. These need the Docker engine and the `weir-test/busybox:1` image
+//! (built by `scripts/test-images.sh` when missing).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,9 +29,21 @@ steps:
     outputs: [attempt.txt]
 ";
 
+const DOCKER_STEP: &str = "name: lost-container
+steps:
+  work:
+    runtime: docker
+    image: weir-test/busybox:1
+    pull: never
+    run: |
+      sleep {secs}
+      echo $WEIR_ATTEMPT > $WEIR_OUTPUTS/attempt.txt
+    outputs: [attempt.txt]
+";
+
 fn worker(url: &str, dir: &Path, name: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_weir-worker"))
-        .args(["--engine", url, "--capacity", "1", "--name", name, "--grace", "1"])
+        .args(["--engine", url, "--capacity", "1", "--name", name, "--grace", "1", "--docker", "off"])
         .arg("--work-dir")
         .arg(dir.join(name))
         .env("RUST_LOG", "info")
@@ -54,10 +71,58 @@ struct Setup {
     client: WeirClientClient<Channel>,
 }
 
+fn docker_worker(url: &str, dir: &Path, name: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_weir-worker"))
+        .args(["--engine", url, "--capacity", "1", "--name", name, "--grace", "1", "--docker", "on"])
+        .arg("--work-dir")
+        .arg(dir.join(name))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start weir-worker")
+}
+
+/// Whether the Docker tests can run: the engine answers and the test image exists (built when
+/// missing). Without Docker, CI fails and a developer's run skips loudly.
+fn docker_ready() -> bool {
+    let answers = Command::new("docker").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !answers.is_ok_and(|s| s.success()) {
+        assert!(std::env::var_os("CI").is_none(), "CI needs a running Docker engine for the docker tests");
+        eprintln!("SKIPPED: no Docker engine answers; the docker restart tests did not run");
+        return false;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-images.sh");
+    let built = Command::new("bash").arg(&script).status().expect("run scripts/test-images.sh");
+    assert!(built.success(), "scripts/test-images.sh failed");
+    true
+}
+
+/// `name state` of every container of `run`, from the docker CLI.
+fn containers_of(run: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--filter", &format!("label=weir.run={run}"), "--format", "{{.Names}} {{.State}}"])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < Duration::from_secs(60), "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn setup() -> Setup {
+    setup_with(Duration::from_millis(1500)).await
+}
+
+async fn setup_with(lease_timeout: Duration) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(dir.path().join("engine"), "127.0.0.1:0".parse().unwrap());
-    config.terms.lease_timeout = Duration::from_millis(1500);
+    config.terms.lease_timeout = lease_timeout;
     config.terms.heartbeat_interval = Duration::from_millis(250);
     config.tick = Duration::from_millis(20);
     let server = server::start(config).await.unwrap();
@@ -68,6 +133,10 @@ async fn setup() -> Setup {
 async fn start(s: &mut Setup, secs: u32) -> String {
     let log = s.dir.path().join("attempts.log");
     let yaml = STEP.replace("{log}", &log.display().to_string()).replace("{secs}", &secs.to_string());
+    start_yaml(s, yaml).await
+}
+
+async fn start_yaml(s: &mut Setup, yaml: String) -> String {
     let header = v1::SubmitPipelineHeader { yaml, file_name: "p.yaml".into(), ..Default::default() };
     let msgs = vec![v1::SubmitPipelineRequest { part: Some(v1::submit_pipeline_request::Part::Header(header)) }];
     let version =
@@ -179,5 +248,67 @@ async fn a_frozen_worker_that_wakes_late_has_its_report_refused() {
         signal(w, libc::SIGTERM);
         let _ = w.wait();
     }
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_resumes_its_live_container_instead_of_running_the_step_again() {
+    if !docker_ready() {
+        return;
+    }
+    // A lease timeout well above a worker restart: the attempt stays live meanwhile.
+    let mut s = setup_with(Duration::from_secs(8)).await;
+    let run = start_yaml(&mut s, DOCKER_STEP.replace("{secs}", "4")).await;
+    let mut first = docker_worker(&s.server.url(), s.dir.path(), "w");
+    wait_for("the step's container", || containers_of(&run).iter().any(|c| c.ends_with(" running"))).await;
+    signal(&first, libc::SIGKILL);
+    let _ = first.wait();
+    let left = containers_of(&run);
+    assert!(left.len() == 1 && left[0].ends_with(" running"), "the container must outlive its worker: {left:?}");
+    // The same worker (same work folder) comes back while the step still runs.
+    let mut again = docker_worker(&s.server.url(), s.dir.path(), "w");
+    let got = finish(&mut s, &run).await;
+    assert_eq!(got.steps[0].attempt, 1, "the live container was resumed, not run again: {:?}", got.steps[0]);
+    assert_eq!(stored_attempt(&mut s, &run).await, "1");
+    wait_for("the container's removal", || containers_of(&run).is_empty()).await;
+    signal(&again, libc::SIGTERM);
+    let _ = again.wait();
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_removes_the_container_of_an_attempt_no_longer_leased() {
+    if !docker_ready() {
+        return;
+    }
+    let mut s = setup_with(Duration::from_millis(1500)).await;
+    let run = start_yaml(&mut s, DOCKER_STEP.replace("{secs}", "30")).await;
+    let mut first = docker_worker(&s.server.url(), s.dir.path(), "w");
+    wait_for("the step's container", || containers_of(&run).iter().any(|c| c.ends_with(" running"))).await;
+    signal(&first, libc::SIGKILL);
+    let _ = first.wait();
+    // Past the lease timeout the engine counts attempt 1 lost and queues attempt 2.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = get(&mut s, &run).await;
+        if got.steps[0].attempt >= 2 || got.steps[0].state() == v1::StepState::Ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the engine never gave up on attempt 1: {:?}", got.steps[0]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let old = containers_of(&run);
+    assert!(old.len() == 1 && old[0].ends_with(" running"), "{old:?}");
+    let old_name = old[0].split(' ').next().unwrap().to_string();
+    // Restarted, the worker finds attempt 1's container, hears it is not live, and removes it.
+    let mut again = docker_worker(&s.server.url(), s.dir.path(), "w");
+    wait_for("the stale container's removal", || !containers_of(&run).iter().any(|c| c.starts_with(&old_name))).await;
+    // Attempt 2 runs there meanwhile (30 s of sleep): cancel the run rather than wait.
+    let got = get(&mut s, &run).await;
+    assert!(got.steps[0].attempt >= 2, "{:?}", got.steps[0]);
+    let _ = s.client.cancel_run(v1::CancelRunRequest { run_id: run.clone(), ..Default::default() }).await;
+    wait_for("every container of the run gone", || containers_of(&run).is_empty()).await;
+    signal(&again, libc::SIGTERM);
+    let _ = again.wait();
     s.server.shutdown().await;
 }

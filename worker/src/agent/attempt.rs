@@ -16,16 +16,26 @@ use weir_engine::{relpath, wire};
 use weir_proto::v1;
 use weir_proto::v1::report_request::Outcome as Report;
 
+use super::containers;
 use super::logs;
 use super::session::{CallError, Key, Session, StopReason};
 use super::transfer::{self, Files, TransferError};
-use crate::runtime::{Action, AttemptLabel, Limits, Outcome, Runtime, StepSpec};
+use crate::runtime::{
+    Action, AttemptLabel, DockerRuntime, Error as RuntimeError, Image, Limits, Outcome, PullPolicy, RunFuture, Runtime,
+    StepSpec, container_name,
+};
 
 /// What an attempt needs besides its assignment; shared by all attempts of an agent.
 pub(crate) struct Context {
     pub session: Arc<Session>,
     pub files: Files,
     pub runtime: Arc<dyn Runtime>,
+    /// The Docker engine, when this worker runs docker steps.
+    pub docker: Option<Arc<DockerRuntime>>,
+    /// Where the records of running containers are ([`containers`]).
+    pub records: PathBuf,
+    /// This worker's identity on a shared Docker engine ([`containers::owner`]).
+    pub owner: String,
     pub attempts_dir: PathBuf,
     /// An empty, read-only folder: `WEIR_INPUTS` of steps that need nothing.
     pub no_inputs: PathBuf,
@@ -37,6 +47,9 @@ pub(crate) struct Context {
 enum Stop {
     /// Report this failure.
     Fail(String),
+    /// Report this failure, which another attempt could not avoid (a missing image): the engine
+    /// does not retry it.
+    Permanent(String),
     /// Report nothing more (refused, stopped, or the worker is going away).
     Quiet(CallError),
 }
@@ -60,9 +73,44 @@ pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment,
     let dir = ctx.slots.take(&ctx.attempts_dir);
     tracing::info!(attempt = %key, instance = %assignment.instance_name, "running an attempt");
     let ended = attempt(&ctx, &key, &assignment, &dir, &cancel).await;
+    conclude(ctx, key, &assignment, dir, ended).await;
+}
+
+/// Picks up the container of an attempt this worker started before it restarted (see
+/// [`containers`]): waits for it, then collects and reports exactly as for a fresh attempt.
+pub(crate) async fn resume(
+    ctx: Arc<Context>,
+    key: Key,
+    assignment: v1::Assignment,
+    dir: PathBuf,
+    name: String,
+    cancel: CancellationToken,
+) {
+    tracing::info!(attempt = %key, container = name, "resuming the container of an earlier worker process");
+    let ended = match ctx.docker.clone() {
+        Some(docker) => {
+            let spec = resumed_spec(&ctx, &key, &assignment, &dir);
+            let outputs_dir = spec.outputs_dir.clone();
+            let (timeout, limits) = (spec.timeout, spec.limits);
+            let (tx, rx) = mpsc::channel(1024);
+            let (outcome, ()) =
+                tokio::join!(docker.resume(name, spec, tx, cancel.clone()), logs::forward(&ctx.session, &key, rx));
+            match outcome {
+                Ok(outcome) => judge(&ctx, &key, &assignment, &outputs_dir, outcome, timeout, &limits).await,
+                Err(e) => Err(runtime_stop(e)),
+            }
+        }
+        None => Err(Stop::Fail("this worker no longer runs docker steps".to_string())),
+    };
+    conclude(ctx, key, &assignment, dir, ended).await;
+}
+
+/// Reports how an attempt ended, forgets its container record, and empties its folder for reuse.
+async fn conclude(ctx: Arc<Context>, key: Key, assignment: &v1::Assignment, dir: PathBuf, ended: Result<Report, Stop>) {
     let ended = match ended {
         Ok(report) => Some(report),
         Err(Stop::Fail(reason)) => Some(failed(reason, None)),
+        Err(Stop::Permanent(reason)) => Some(Report::Failed(v1::Failed { reason, exit_code: None, permanent: true })),
         Err(Stop::Quiet(CallError::Refused(status))) => {
             tracing::info!(attempt = %key, code = ?status.code(), error = status.message(), "the engine no longer wants this attempt, dropping it");
             None
@@ -85,6 +133,9 @@ pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment,
             }
             Err(CallError::Abandoned) => tracing::warn!(attempt = %key, "gave up reporting the outcome"),
         }
+    }
+    if is_docker(assignment) {
+        containers::forget(&ctx.records, &container_name(&label(&ctx, &key, assignment)));
     }
     let slots = ctx.clone();
     let _ = tokio::task::spawn_blocking(move || {
@@ -113,6 +164,14 @@ impl Slots {
             return dir;
         }
         root.join(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string())
+    }
+
+    /// Numbers new folders past those of `kept` (resumed attempts' folders, still in use).
+    pub(crate) fn skip_past(&self, kept: &[PathBuf]) {
+        let max = kept.iter().filter_map(|p| p.file_name()?.to_str()?.parse::<u64>().ok()).max();
+        if let Some(max) = max {
+            self.next.store(max + 1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn give_back(&self, dir: PathBuf) {
@@ -166,22 +225,93 @@ async fn attempt(
     let timeout = spec.timeout;
     let limits = spec.limits;
     let (tx, rx) = mpsc::channel(1024);
+    let step: RunFuture<'_> = match (&ctx.docker, is_docker(a)) {
+        (Some(docker), true) => {
+            // Written before the container exists: a worker killed right after creating it finds
+            // the record on restart and resumes the container instead of leaving it behind.
+            let (records, name, slot, a) =
+                (ctx.records.clone(), container_name(&spec.id), dir.to_path_buf(), a.clone());
+            blocking(move || containers::remember(&records, &name, &slot, &a))
+                .await?
+                .map_err(|e| Stop::Fail(format!("cannot record the container in the work folder: {e}")))?;
+            docker.run(spec, tx, cancel.clone())
+        }
+        (None, true) => {
+            return Err(Stop::Fail(
+                "this worker runs no docker steps (its Docker engine did not answer at start)".to_string(),
+            ));
+        }
+        (_, false) => ctx.runtime.run(spec, tx, cancel.clone()),
+    };
     // The start report travels while the step runs (a round trip less per step); it is
     // awaited before the outcome, so the engine always hears them in order.
     let started = ctx.session.report(key, SystemTime::now(), Report::Started(v1::Started {}));
-    let (started, outcome, ()) =
-        tokio::join!(started, ctx.runtime.run(spec, tx, cancel.clone()), logs::forward(&ctx.session, key, rx));
+    let (started, outcome, ()) = tokio::join!(started, step, logs::forward(&ctx.session, key, rx));
     started.map_err(Stop::Quiet)?;
-    let outcome = outcome.map_err(|e| Stop::Fail(e.to_string()))?;
+    let outcome = outcome.map_err(runtime_stop)?;
+    judge(ctx, key, a, &outputs_dir, outcome, timeout, &limits).await
+}
+
+/// The report for a step that ran to `outcome`.
+async fn judge(
+    ctx: &Context,
+    key: &Key,
+    a: &v1::Assignment,
+    outputs_dir: &Path,
+    outcome: Outcome,
+    timeout: Option<Duration>,
+    limits: &Limits,
+) -> Result<Report, Stop> {
     tracing::info!(attempt = %key, outcome = ?outcome, "the step ended");
     match outcome {
-        Outcome::Exited(0) => succeeded(ctx, key, a, &outputs_dir).await,
+        Outcome::Exited(0) => succeeded(ctx, key, a, outputs_dir).await,
         Outcome::Exited(code) => Ok(failed(format!("exit code {code}"), Some(code))),
         Outcome::Signalled(signal) => Ok(failed(format!("killed by signal {}", signal_name(signal)), None)),
         Outcome::TimedOut => Ok(failed(format!("timed out after {:?}", timeout.unwrap_or_default()), None)),
         Outcome::Cancelled => Ok(stopped(ctx, key)),
-        Outcome::OutOfMemory => Ok(failed(out_of_memory(&limits), None)),
+        Outcome::OutOfMemory => Ok(failed(out_of_memory(limits), None)),
     }
+}
+
+/// A runtime that could not run the step: an image problem is the step's own and no retry will
+/// fix it; anything else may pass on another attempt.
+fn runtime_stop(e: RuntimeError) -> Stop {
+    match e {
+        RuntimeError::Image { .. } => Stop::Permanent(e.to_string()),
+        e => Stop::Fail(e.to_string()),
+    }
+}
+
+fn is_docker(a: &v1::Assignment) -> bool {
+    v1::Runtime::try_from(a.runtime) == Ok(v1::Runtime::Docker)
+}
+
+fn label(ctx: &Context, key: &Key, a: &v1::Assignment) -> AttemptLabel {
+    AttemptLabel {
+        run_id: key.run_id.clone(),
+        step: a.step.clone(),
+        instance: key.instance,
+        attempt: key.number,
+        owner: ctx.owner.clone(),
+    }
+}
+
+/// The spec of a resumed container: only what the runtime needs to wait for it and stop it (its
+/// mounts and command were fixed when it was created). Its timeout counts again from now.
+fn resumed_spec(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> StepSpec {
+    let mut spec = StepSpec::new(Action::Argv(Vec::new()), dir.to_path_buf(), dir.join("inputs"), dir.join("outputs"));
+    spec.timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());
+    spec.grace = ctx.grace;
+    spec.id = label(ctx, key, a);
+    spec.limits = limits(a);
+    spec
+}
+
+fn limits(a: &v1::Assignment) -> Limits {
+    a.resources.as_ref().map_or_else(Limits::default, |r| Limits {
+        cpus_milli: Some(r.cpus_milli).filter(|&n| n > 0),
+        memory_bytes: Some(r.memory_bytes).filter(|&n| n > 0),
+    })
 }
 
 /// The failure reason of an attempt the out-of-memory killer ended.
@@ -215,10 +345,16 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
         Some(v1::action::Kind::Command(argv)) => Action::Argv(argv.args.clone()),
         None => return Err(Stop::Fail("the assignment has no action".to_string())),
     };
-    match v1::Runtime::try_from(a.runtime) {
-        Ok(v1::Runtime::Unspecified | v1::Runtime::Process) => {}
-        _ => return Err(Stop::Fail(format!("this worker cannot run steps with runtime {}", a.runtime))),
-    }
+    let image = match v1::Runtime::try_from(a.runtime) {
+        Ok(v1::Runtime::Unspecified | v1::Runtime::Process) => None,
+        Ok(v1::Runtime::Docker) if a.image.trim().is_empty() => {
+            return Err(Stop::Permanent(
+                "a docker step needs an `image:`; set one on the step or in `defaults:`".into(),
+            ));
+        }
+        Ok(v1::Runtime::Docker) => Some(Image { name: a.image.clone(), pull: pull_policy(a.pull_policy) }),
+        Err(_) => return Err(Stop::Fail(format!("this worker does not know runtime {}: upgrade it", a.runtime))),
+    };
     // Folders cost a few hundred microseconds each on ext4, a real share of a short step: a step
     // with no inputs gets the agent's shared, read-only empty folder as WEIR_INPUTS, and one
     // without a bundle runs in its own attempt folder (which holds `outputs/` and nothing else).
@@ -270,15 +406,18 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     spec.env = env;
     spec.timeout = timeout;
     spec.grace = ctx.grace;
-    spec.id =
-        AttemptLabel { run_id: key.run_id.clone(), step: a.step.clone(), instance: key.instance, attempt: key.number };
-    if let Some(r) = &a.resources {
-        spec.limits = Limits {
-            cpus_milli: Some(r.cpus_milli).filter(|&n| n > 0),
-            memory_bytes: Some(r.memory_bytes).filter(|&n| n > 0),
-        };
-    }
+    spec.id = label(ctx, key, a);
+    spec.limits = limits(a);
+    spec.image = image;
     Ok((spec, outputs_dir))
+}
+
+fn pull_policy(p: i32) -> PullPolicy {
+    match v1::PullPolicy::try_from(p) {
+        Ok(v1::PullPolicy::Always) => PullPolicy::Always,
+        Ok(v1::PullPolicy::Never) => PullPolicy::Never,
+        _ => PullPolicy::IfNotPresent,
+    }
 }
 
 /// Collects and uploads the declared outputs, reads the metrics, and builds the Succeeded report.

@@ -6,6 +6,7 @@
 //! about retries or scheduling, and never logs the token.
 
 mod attempt;
+mod containers;
 mod host;
 mod logs;
 mod session;
@@ -26,7 +27,7 @@ use weir_proto::v1::weir_worker_client::WeirWorkerClient;
 
 pub use host::{cores, hostname};
 
-use crate::runtime::{ProcessRuntime, Runtime};
+use crate::runtime::{DockerRuntime, ProcessRuntime, Runtime};
 use session::{Auth, CallError, Key, Session};
 
 /// How long shutdown waits, beyond the grace period, for stopped steps to be reported.
@@ -48,6 +49,9 @@ pub struct AgentConfig {
     /// `bundles/`, `blobs/`, `tmp/` and `attempts/` live under it.
     pub work_dir: PathBuf,
     pub runtime: Arc<dyn Runtime>,
+    /// The Docker engine for `runtime: docker` steps; `None`: this worker runs process steps only
+    /// and does not offer docker to the engine.
+    pub docker: Option<Arc<DockerRuntime>>,
     /// How long a stopped step has between SIGTERM and SIGKILL.
     pub grace: Duration,
 }
@@ -64,6 +68,7 @@ impl AgentConfig {
             capacity: cores(),
             work_dir: work_dir.into(),
             runtime: Arc::new(ProcessRuntime::new()),
+            docker: None,
             grace: Duration::from_secs(10),
         }
     }
@@ -78,8 +83,37 @@ impl fmt::Debug for AgentConfig {
             .field("labels", &self.labels)
             .field("capacity", &self.capacity)
             .field("work_dir", &self.work_dir)
+            .field("docker", &self.docker.is_some())
             .field("grace", &self.grace)
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether a worker runs `runtime: docker` steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DockerMode {
+    /// When the local Docker engine answers at start; process steps only otherwise.
+    #[default]
+    Auto,
+    /// Always: a Docker engine that does not answer is a fatal error.
+    On,
+    /// Never, even with a Docker engine at hand.
+    Off,
+}
+
+/// The Docker runtime `mode` asks for: `None` for `Off`, and for `Auto` without an answering
+/// engine (logged); an error for `On` without one.
+pub async fn connect_docker(mode: DockerMode) -> Result<Option<Arc<DockerRuntime>>, crate::runtime::Error> {
+    match mode {
+        DockerMode::Off => Ok(None),
+        DockerMode::On => Ok(Some(Arc::new(DockerRuntime::connect().await?))),
+        DockerMode::Auto => match DockerRuntime::connect().await {
+            Ok(docker) => Ok(Some(Arc::new(docker))),
+            Err(e) => {
+                tracing::info!(error = %e, "no Docker engine: this worker runs process steps only");
+                Ok(None)
+            }
+        },
     }
 }
 
@@ -139,9 +173,28 @@ impl Agent {
 
         let work_dir_error = |reason: String| AgentError::WorkDir { path: config.work_dir.clone(), reason };
         let attempts_dir = config.work_dir.join("attempts");
+        let records = containers::records_dir(&config.work_dir);
+        let owner = containers::owner(&hostname(), &config.work_dir);
+        // Containers an earlier process of this worker started and that may still be live.
+        let adoptable = match &config.docker {
+            Some(docker) => adoptable(docker, &records, &owner, config.grace).await,
+            None => Vec::new(),
+        };
         // Attempt folders are reused while the agent runs; whatever an earlier process left is
-        // stale (its outputs must never be collected by a new step).
-        attempt::remove_tree(&attempts_dir);
+        // stale (its outputs must never be collected by a new step), except the folders of the
+        // containers about to be resumed.
+        let slots = attempt::Slots::default();
+        let kept: Vec<PathBuf> = adoptable.iter().map(|(_, slot, _)| slot.clone()).collect();
+        if kept.is_empty() {
+            attempt::remove_tree(&attempts_dir);
+        } else if let Ok(entries) = std::fs::read_dir(&attempts_dir) {
+            for entry in entries.flatten() {
+                if !kept.contains(&entry.path()) {
+                    attempt::remove_tree(&entry.path());
+                }
+            }
+            slots.skip_past(&kept);
+        }
         std::fs::create_dir_all(&attempts_dir).map_err(|e| work_dir_error(e.to_string()))?;
         let no_inputs = config.work_dir.join("no-inputs");
         std::fs::create_dir_all(&no_inputs).map_err(|e| work_dir_error(e.to_string()))?;
@@ -160,7 +213,11 @@ impl Agent {
             cpus_milli: u64::from(cores()) * 1000,
             memory_bytes: host::memory_bytes(),
             gpus: Vec::new(),
-            runtimes: vec![v1::Runtime::Process as i32],
+            runtimes: if config.docker.is_some() {
+                vec![v1::Runtime::Process as i32, v1::Runtime::Docker as i32]
+            } else {
+                vec![v1::Runtime::Process as i32]
+            },
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let session = Arc::new(Session::new(client, register));
@@ -181,15 +238,42 @@ impl Agent {
             session: session.clone(),
             files,
             runtime: config.runtime.clone(),
+            docker: config.docker.clone(),
+            records,
+            owner,
             attempts_dir,
             no_inputs,
-            slots: attempt::Slots::default(),
+            slots,
             grace: config.grace,
         });
+        let slots = Arc::new(Semaphore::new(capacity as usize));
+        let mut tasks = JoinSet::new();
+        let resumed = !adoptable.is_empty();
+        for (name, slot, assignment) in adoptable {
+            let Ok(key) = Key::of(assignment.attempt.as_ref()) else { continue };
+            let (Some(cancel), Ok(permit)) = (session.hold(&key), slots.clone().try_acquire_owned()) else {
+                tracing::warn!(attempt = %key, container = name, "no free slot to resume a container, stopping it");
+                if let Some(docker) = &ctx.docker {
+                    let _ = docker.remove(&name, ctx.grace).await;
+                }
+                continue;
+            };
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                let _release = Release { session: ctx.session.clone(), key: key.clone(), _slot: permit };
+                attempt::resume(ctx, key, assignment, slot, name, cancel).await;
+            });
+        }
+        if resumed {
+            // At once rather than after an interval: the engine re-adopts the resumed attempts
+            // (or orders the stale ones stopped) before their reports arrive.
+            if let Err(e) = session.beat().await {
+                tracing::warn!(error = %e, "the first heartbeat failed");
+            }
+        }
         let stop_beats = CancellationToken::new();
         let beats = tokio::spawn(heartbeats(session.clone(), stop_beats.clone()));
-        let mut tasks = JoinSet::new();
-        lease_loop(&ctx, capacity, &mut tasks, &shutdown).await;
+        lease_loop(&ctx, slots, &mut tasks, &shutdown).await;
 
         tracing::info!(running = session.held_count(), "worker stopping");
         session.stop_all();
@@ -216,9 +300,13 @@ impl Agent {
 
 /// Leases while there are free slots, spawning a task per assignment, until `shutdown` fires
 /// or the session is abandoned (a fatal refusal).
-async fn lease_loop(ctx: &Arc<attempt::Context>, capacity: u32, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+async fn lease_loop(
+    ctx: &Arc<attempt::Context>,
+    slots: Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) {
     let session = &ctx.session;
-    let slots = Arc::new(Semaphore::new(capacity as usize));
     loop {
         while let Some(done) = tasks.try_join_next() {
             if let Err(e) = done {
@@ -266,6 +354,42 @@ async fn lease_loop(ctx: &Arc<attempt::Context>, capacity: u32, tasks: &mut Join
             attempt::run(ctx, key, assignment, cancel).await;
         });
     }
+}
+
+/// The containers of this worker (`owner`) that an earlier process started, with their attempt
+/// folders and assignments; every other container of this worker is removed, and every record
+/// without a container dropped.
+async fn adoptable(
+    docker: &DockerRuntime,
+    records: &std::path::Path,
+    owner: &str,
+    grace: Duration,
+) -> Vec<(String, PathBuf, v1::Assignment)> {
+    let found = match docker.weir_containers().await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list weir's containers: none is resumed");
+            return Vec::new();
+        }
+    };
+    let mut adoptable = Vec::new();
+    for f in found.into_iter().filter(|f| f.id.owner == owner) {
+        match containers::recall(records, &f.name) {
+            Some((slot, assignment)) => adoptable.push((f.name, slot, assignment)),
+            None => {
+                tracing::info!(container = f.name, "removing a container of this worker that has no record");
+                if let Err(e) = docker.remove(&f.name, grace).await {
+                    tracing::warn!(container = f.name, error = %e, "cannot remove a stale container");
+                }
+            }
+        }
+    }
+    for name in containers::recorded(records) {
+        if !adoptable.iter().any(|(n, _, _)| *n == name) {
+            containers::forget(records, &name);
+        }
+    }
+    adoptable
 }
 
 /// Forgets a held attempt and frees its slot when its task ends, even by a panic.

@@ -89,6 +89,9 @@ pub struct AttemptLabel {
     pub instance: u32,
     /// The attempt number, from 1.
     pub attempt: u32,
+    /// The worker that runs it (a stable id of host and work folder): containers carry it, so
+    /// that two workers sharing one Docker engine never remove or resume each other's.
+    pub owner: String,
 }
 
 /// Resource limits for one step; `None` means no limit.
