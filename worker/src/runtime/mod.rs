@@ -5,6 +5,7 @@
 //! and never decides about retries. Every implementation must pass the shared conformance suite
 //! in `worker/tests/conformance/`.
 
+mod docker;
 mod env;
 mod logs;
 mod process;
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
 
+pub use docker::{DockerRuntime, Found, container_name};
 pub use env::{KEPT_VARS, step_env};
 pub use logs::MAX_LINE;
 pub use process::ProcessRuntime;
@@ -164,6 +166,8 @@ pub enum Error {
     Spawn { program: String, workdir: PathBuf, source: std::io::Error },
     #[error("waiting for the step: {0}")]
     Wait(std::io::Error),
+    #[error("image {image}: {reason}")]
+    Image { image: String, reason: String },
 }
 
 /// The boxed future a [`Runtime`] returns: boxed so that `Arc<dyn Runtime>` works (the worker
