@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -13,6 +14,7 @@ use weir_engine::bundle::{Bundle, BundleLimits};
 use weir_engine::server::{self, Server, ServerConfig};
 use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
+use weir_worker::runtime::DockerRuntime;
 use weir_worker::{Agent, AgentConfig};
 
 /// The repository's root folder.
@@ -56,9 +58,15 @@ impl Cluster {
 
     /// Starts one more worker agent; returns its index.
     pub fn add_worker(&mut self, capacity: u32) -> usize {
+        self.add_worker_with(capacity, None)
+    }
+
+    /// Starts one more worker agent that runs docker steps on `docker`; returns its index.
+    pub fn add_worker_with(&mut self, capacity: u32, docker: Option<Arc<DockerRuntime>>) -> usize {
         let n = self.workers.len();
         let mut config = AgentConfig::new(self.url(), self.dir.path().join(format!("worker-{n}")));
         config.capacity = capacity;
+        config.docker = docker;
         config.name = format!("w{n}");
         config.grace = Duration::from_secs(2);
         let token = CancellationToken::new();
@@ -197,4 +205,22 @@ pub fn wait_gone(pid: i32, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(25));
     }
     false
+}
+
+/// The local Docker engine with the `weir-test/busybox:1` test image (built by
+/// `scripts/test-images.sh` when missing); `None`, after a loud message, when no engine answers
+/// outside CI. In CI a missing engine fails the test.
+pub async fn docker() -> Option<Arc<DockerRuntime>> {
+    match DockerRuntime::connect().await {
+        Ok(docker) => {
+            let built = std::process::Command::new("bash").arg(root().join("scripts/test-images.sh")).status();
+            assert!(built.is_ok_and(|s| s.success()), "scripts/test-images.sh failed");
+            Some(Arc::new(docker))
+        }
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "CI needs a running Docker engine: {e}");
+            eprintln!("SKIPPED: no Docker engine answers ({e}); this docker test did not run");
+            None
+        }
+    }
 }

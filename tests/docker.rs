@@ -1,0 +1,92 @@
+//! Docker steps through the whole system: a real engine, a worker agent with the Docker runtime,
+//! and real containers of the locally built `weir-test/busybox:1` image. Logs, outputs and inputs
+//! cross the /weir mounts; an image that does not exist fails the step once, without its retries;
+//! a container past its memory limit is reported as out of memory.
+
+use std::time::Duration;
+
+use weir_proto::v1::StepState;
+use weir_tests::{Cluster, docker, summary};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_step_hands_its_outputs_and_logs_to_a_process_step() {
+    let Some(docker) = docker().await else { return };
+    let mut c = Cluster::start(0, 2).await;
+    c.add_worker_with(2, Some(docker));
+    let yaml = r#"
+name: docker-flow
+steps:
+  make:
+    runtime: docker
+    image: weir-test/busybox:1
+    pull: never
+    run: |
+      echo "to stdout from $WEIR_STEP in $(pwd)"
+      echo "to stderr" >&2
+      echo "made in a container" > "$WEIR_OUTPUTS/data.txt"
+      test ! -w /weir/src && echo "the bundle is read-only"
+    outputs: [data.txt]
+  use:
+    needs: [make]
+    run: cat "$WEIR_INPUTS/make/data.txt" > "$WEIR_OUTPUTS/copy.txt"
+    outputs: [copy.txt]
+"#;
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, Duration::from_secs(60)).await;
+    assert_eq!(summary(&got, "make").0, StepState::Succeeded, "{:#?}", got.steps);
+    assert_eq!(summary(&got, "use").0, StepState::Succeeded, "{:#?}", got.steps);
+    let logs = c.logs(&run, "make").await;
+    assert!(logs.contains("to stdout from make in /weir/src"), "{logs}");
+    assert!(logs.contains("to stderr"), "{logs}");
+    assert!(logs.contains("the bundle is read-only"), "{logs}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_fails_the_step_once_despite_its_retries() {
+    let Some(docker) = docker().await else { return };
+    let mut c = Cluster::start(0, 1).await;
+    c.add_worker_with(1, Some(docker));
+    let yaml = r#"
+name: no-image
+steps:
+  s:
+    runtime: docker
+    image: weir-test/there-is-no-such-image:0
+    pull: never
+    retries: {limit: 3, backoff: 1s}
+    run: "true"
+"#;
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, Duration::from_secs(30)).await;
+    let (state, attempts, message) = summary(&got, "s");
+    assert_eq!((state, attempts), (StepState::Failed, 1), "{message}");
+    assert!(message.contains("weir-test/there-is-no-such-image:0"), "{message}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_past_its_memory_limit_is_reported_out_of_memory() {
+    let Some(docker) = docker().await else { return };
+    let mut c = Cluster::start(0, 1).await;
+    c.add_worker_with(1, Some(docker));
+    let yaml = r#"
+name: oom
+steps:
+  hog:
+    runtime: docker
+    image: weir-test/busybox:1
+    pull: never
+    resources: {memory: 16Mi}
+    run: dd if=/dev/zero of=/dev/null bs=64M count=1
+"#;
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, Duration::from_secs(30)).await;
+    let (state, _, message) = summary(&got, "hog");
+    assert_eq!(state, StepState::Failed);
+    assert!(message.contains("out of memory") && message.contains("16 MiB"), "{message}");
+    c.stop().await;
+}
