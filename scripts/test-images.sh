@@ -5,6 +5,8 @@
 #   weir-test/busybox:1   Debian's statically linked busybox as /bin/busybox, a symlink in /bin
 #                         for each of its applets (sh, cat, echo, sleep, dd, awk, ...) and /tmp,
 #                         made with `docker import` of a tarball built here.
+#   weir-test/entrypoint:1  the same with an ENTRYPOINT, to show that a step's command replaces
+#                         it (made with `docker commit --change`).
 #
 # Idempotent: an image that already exists is left alone unless --force is given. The tests in
 # worker/tests/docker.rs call this script themselves when the image is missing, so a plain
@@ -12,6 +14,7 @@
 set -euo pipefail
 
 IMAGE=weir-test/busybox:1
+ENTRYPOINT_IMAGE=weir-test/entrypoint:1
 force=0
 for arg in "$@"; do
     case "$arg" in
@@ -30,8 +33,8 @@ done
 command -v docker >/dev/null || { echo "test-images.sh: no docker command: install Docker (docker.io)" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "test-images.sh: no Docker engine answers: start dockerd, or set DOCKER_HOST" >&2; exit 1; }
 
-if [ "$force" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    echo "test-images.sh: $IMAGE already exists (--force rebuilds it)"
+if [ "$force" = 0 ] && docker image inspect "$IMAGE" "$ENTRYPOINT_IMAGE" >/dev/null 2>&1; then
+    echo "test-images.sh: $IMAGE and $ENTRYPOINT_IMAGE already exist (--force rebuilds them)"
     exit 0
 fi
 
@@ -61,4 +64,7 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 
 tar -C "$root" --numeric-owner --owner=0 --group=0 -c . |
     docker import --change 'ENV PATH=/bin' --change 'CMD ["sh"]' - "$IMAGE" >/dev/null
-echo "test-images.sh: built $IMAGE"
+cid=$(docker create "$IMAGE")
+docker commit --change 'ENTRYPOINT ["echo", "the entrypoint ran"]' "$cid" "$ENTRYPOINT_IMAGE" >/dev/null
+docker rm "$cid" >/dev/null
+echo "test-images.sh: built $IMAGE and $ENTRYPOINT_IMAGE"
