@@ -448,6 +448,71 @@ async fn resume_honours_timeout_and_cancel() {
     }
 }
 
+/// A step that ended while no worker watched (it ended during the restart) is resumed to its
+/// outcome at once, the OOM kill included, and removed.
+#[tokio::test]
+async fn resume_of_an_ended_container() {
+    let Some(TestDocker(rt)) = docker().await else { return };
+    let f = Fixture::new();
+    let engine = engine();
+    for (script, memory, expect) in [
+        ("exit 5", None, Outcome::Exited(5)),
+        ("dd if=/dev/zero of=/dev/null bs=64M count=1", Some(16 << 20), Outcome::OutOfMemory),
+    ] {
+        let name = container_name(&attempt("ended"));
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(IMAGE.into()),
+            cmd: Some(vec!["sh".into(), "-c".into(), script.into()]),
+            host_config: Some(bollard::models::HostConfig { memory, memory_swap: memory, ..Default::default() }),
+            ..Default::default()
+        };
+        let options = bollard::query_parameters::CreateContainerOptionsBuilder::new().name(&name).build();
+        engine.create_container(Some(options), body).await.unwrap();
+        engine.start_container(&name, None).await.unwrap();
+        let waited = bollard::query_parameters::WaitContainerOptionsBuilder::new().condition("not-running").build();
+        use tokio_stream::StreamExt;
+        let _ = engine.wait_container(&name, Some(waited)).next().await;
+        let (tx, _rx) = mpsc::channel(8);
+        let start = Instant::now();
+        let outcome = rt.resume(name.clone(), f.script("unused"), tx, CancellationToken::new()).await;
+        assert_eq!(outcome.unwrap(), expect, "{script}");
+        assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+        gone(&name).await;
+    }
+}
+
+/// A folder that cannot be mounted is an error of the runtime, not a step that fails.
+#[tokio::test]
+async fn missing_folder_is_an_error() {
+    let Some(rt) = docker().await else { return };
+    let f = Fixture::new();
+    let mut spec = f.script("true");
+    spec.inputs_dir = f.inputs.join("missing");
+    let result = try_run(&rt, spec).await;
+    assert!(matches!(result, Err(Error::Docker(ref m)) if m.contains("missing")), "{result:?}");
+}
+
+/// Not part of the suite (`cargo test -p weir-worker --test docker -- --ignored --nocapture`): the
+/// time of a `true` step against `docker run --rm IMAGE true`, run alternately.
+#[tokio::test]
+#[ignore]
+async fn start_overhead() {
+    let Some(rt) = docker().await else { return };
+    let f = Fixture::new();
+    let (mut ours, mut plain) = (Duration::ZERO, Duration::ZERO);
+    const N: u32 = 10;
+    for _ in 0..N {
+        let start = Instant::now();
+        assert_eq!(run_plain(&rt, f.spec(Action::Argv(vec!["true".into()]))).await.outcome, Outcome::Exited(0));
+        ours += start.elapsed();
+        let start = Instant::now();
+        let status = std::process::Command::new("docker").args(["run", "--rm", IMAGE, "true"]).status().unwrap();
+        assert!(status.success());
+        plain += start.elapsed();
+    }
+    println!("weir step: {:?} per run; docker run --rm: {:?} per run", ours / N, plain / N);
+}
+
 const CONNECT_HELPER: &str = "WEIR_DOCKER_TEST_CONNECT";
 
 /// Not a test on its own: re-run by [`connect_fails_fast_without_an_engine`] with a `DOCKER_HOST`

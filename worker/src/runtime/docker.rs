@@ -60,6 +60,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a SIGKILLed container may take to be reported dead before it is removed by force.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an ended container killed by SIGKILL is inspected again (50 ms apart) for a late OOM
+/// event; see `exited`.
+const OOM_TRIES: u32 = 10;
 /// The buffer between the attach stream and each line splitter.
 const PIPE: usize = 64 * 1024;
 
@@ -257,10 +260,18 @@ async fn follow(
             });
         }
     };
-    match attach(docker, &name, &logs).await {
-        Ok(tasks) => container.tasks = tasks,
-        // A container that ended meanwhile cannot be attached to; its outcome still counts.
-        Err(error) => tracing::warn!(container = name, %error, "cannot attach: its output is lost"),
+    // An attach to a container that is not running waits for its next start: to one that ended
+    // it would never close. (One that ends between the inspect and the attach costs the drain
+    // timeout and nothing else.)
+    let ended = matches!(
+        state,
+        Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD | ContainerStateStatusEnum::REMOVING)
+    );
+    if !ended {
+        match attach(docker, &name, &logs).await {
+            Ok(tasks) => container.tasks = tasks,
+            Err(error) => tracing::warn!(container = name, %error, "cannot attach: its output is lost"),
+        }
     }
     if state == Some(ContainerStateStatusEnum::CREATED)
         && let Err(e) = docker.start_container(&name, None).await
@@ -321,18 +332,32 @@ async fn wait_exit(docker: &Docker, name: &str) -> Result<i64, Error> {
 /// The outcome of a container that ended by itself with `code`: out of memory when the engine saw
 /// the OOM killer strike and the step failed (a step that survived the kill of one of its
 /// processes and succeeded has succeeded).
+///
+/// The engine learns of an OOM kill from an event of its own, which can come a moment after the
+/// exit: a step that died of SIGKILL (137) under a memory limit is inspected again for a while
+/// before it counts as killed by something else.
 async fn exited(docker: &Docker, name: &str, code: i64) -> Outcome {
-    let oom = match docker.inspect_container(name, None).await {
-        Ok(info) => info.state.and_then(|s| s.oom_killed).unwrap_or(false),
-        Err(error) => {
-            // A twin (duplicate dispatch) may have removed it already.
-            tracing::debug!(container = name, %error, "cannot inspect the ended container");
-            false
+    let mut tries = 0;
+    loop {
+        let (oom, limited) = match docker.inspect_container(name, None).await {
+            Ok(info) => (
+                info.state.and_then(|s| s.oom_killed).unwrap_or(false),
+                info.host_config.and_then(|h| h.memory).is_some_and(|m| m > 0),
+            ),
+            Err(error) => {
+                // A twin (duplicate dispatch) may have removed it already.
+                tracing::debug!(container = name, %error, "cannot inspect the ended container");
+                (false, false)
+            }
+        };
+        if oom && code != 0 {
+            return Outcome::OutOfMemory;
         }
-    };
-    match (oom, code) {
-        (true, code) if code != 0 => Outcome::OutOfMemory,
-        (_, code) => Outcome::Exited(i32::try_from(code).unwrap_or(-1)),
+        if code != 128 + 9 || !limited || tries == OOM_TRIES {
+            return Outcome::Exited(i32::try_from(code).unwrap_or(-1));
+        }
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
