@@ -19,7 +19,7 @@ use bollard::Docker;
 use conformance::{Fixture, run_plain};
 use tokio::sync::mpsc;
 use weir_worker::runtime::{
-    Action, AttemptLabel, CancellationToken, DockerRuntime, Error, Image, Limits, LogLine, Outcome, PullPolicy,
+    Action, AttemptLabel, CancellationToken, DockerRuntime, Error, Found, Image, Limits, LogLine, Outcome, PullPolicy,
     RunFuture, Runtime, StepSpec, container_name,
 };
 
@@ -95,6 +95,19 @@ async fn gone(name: &str) {
     let start = Instant::now();
     while exists(name).await {
         assert!(start.elapsed() < Duration::from_secs(10), "container {name} is still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What `weir_containers` finds of attempt `id`, once it shows one running (or after 5 s): the
+/// engine's list can show a container as running a moment after its step has started.
+async fn weir_containers_once_running(rt: &DockerRuntime, id: &AttemptLabel) -> Vec<Found> {
+    let start = Instant::now();
+    loop {
+        let found: Vec<_> = rt.weir_containers().await.unwrap().into_iter().filter(|c| c.id == *id).collect();
+        if found.iter().any(|c| c.running) || start.elapsed() > Duration::from_secs(5) {
+            return found;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -245,9 +258,9 @@ async fn container_as_the_engine_sees_it() {
             mounts,
             [("/weir/inputs".into(), false), ("/weir/outputs".into(), true), ("/weir/src".into(), false)]
         );
-        let found = rt.weir_containers().await.unwrap();
+        let found = weir_containers_once_running(&rt, &id).await;
         let ours = found.iter().find(|c| c.name == name).expect("weir_containers lists the step's container");
-        assert!(ours.running);
+        assert!(ours.running, "{ours:?}");
         assert_eq!(ours.id, id);
         assert_eq!(ours.labels.get("weir.managed").map(String::as_str), Some("1"));
         std::fs::write(f.outputs.join("go"), "").unwrap();
@@ -380,9 +393,9 @@ async fn resume_after_worker_restart() {
     worker.wait().unwrap();
 
     let rt = DockerRuntime::connect().await.unwrap();
-    let found: Vec<_> = rt.weir_containers().await.unwrap().into_iter().filter(|c| c.id == id).collect();
+    let found = weir_containers_once_running(&rt, &id).await;
     assert_eq!(found.len(), 1, "the step's container runs on without its worker: {found:?}");
-    assert!(found[0].running);
+    assert!(found[0].running, "{found:?}");
     assert_eq!(found[0].name, container_name(&id));
     let labels: BTreeMap<_, _> = found[0].labels.clone();
     assert_eq!(labels.get("weir.step").map(String::as_str), Some("resume"));

@@ -82,6 +82,7 @@ pub struct Found {
     pub name: String,
     /// The attempt its labels name.
     pub id: AttemptLabel,
+    /// Running as the engine's list shows it, which can lag a moment behind a start.
     pub running: bool,
     /// Every label of the container, weir's and the image's.
     pub labels: BTreeMap<String, String>,
