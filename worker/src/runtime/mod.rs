@@ -1,5 +1,5 @@
 //! The step runtime: one trait for "run this step somewhere and tell me how it ended", with a
-//! process implementation today and a Docker one next (issue 4). A runtime owns only the life of
+//! process implementation and a Docker one (issue 4). A runtime owns only the life of
 //! one step's processes: it streams their output as [`LogLine`]s, enforces the timeout and cancel
 //! with a grace period, and reports an [`Outcome`]. It never talks to the engine, never uploads,
 //! and never decides about retries. Every implementation must pass the shared conformance suite
@@ -166,8 +166,13 @@ pub enum Error {
     Spawn { program: String, workdir: PathBuf, source: std::io::Error },
     #[error("waiting for the step: {0}")]
     Wait(std::io::Error),
+    /// The step's image is missing and cannot be had (or the step names none). Permanent: running
+    /// the attempt again on this host fails the same way, so the caller does not retry it.
     #[error("image {image}: {reason}")]
     Image { image: String, reason: String },
+    /// The Docker engine refused or failed a request (or no engine answers).
+    #[error("docker: {0}")]
+    Docker(String),
 }
 
 /// The boxed future a [`Runtime`] returns: boxed so that `Arc<dyn Runtime>` works (the worker
