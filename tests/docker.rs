@@ -24,7 +24,8 @@ steps:
       echo "to stdout from $WEIR_STEP in $(pwd)"
       echo "to stderr" >&2
       echo "made in a container" > "$WEIR_OUTPUTS/data.txt"
-      test ! -w /weir/src && echo "the bundle is read-only"
+      if touch /weir/src/x 2>/dev/null; then echo "the bundle is writable"; exit 1; fi
+      echo "the bundle is read-only"
     outputs: [data.txt]
   use:
     needs: [make]
