@@ -162,6 +162,20 @@ async fn missing_image_whose_pull_fails_ends_the_step() {
 }
 
 #[tokio::test]
+async fn invalid_image_name_is_an_image_error() {
+    let Some(rt) = docker().await else { return };
+    let f = Fixture::new();
+    for pull in [PullPolicy::Never, PullPolicy::IfNotPresent] {
+        let mut spec = f.script("true");
+        spec.image = image("Weir/Upper Case:1", pull);
+        match try_run(&rt, spec).await {
+            Err(Error::Image { reason, .. }) => assert!(reason.contains("image:"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn present_image_with_pull_never_runs() {
     let Some(rt) = docker().await else { return };
     let f = Fixture::new();

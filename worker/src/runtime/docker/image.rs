@@ -52,6 +52,11 @@ async fn present(docker: &Docker, name: &str) -> Result<bool, Error> {
     match docker.inspect_image(name).await {
         Ok(_) => Ok(true),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+        // The engine's answer to a name it cannot parse (upper case, spaces): no pull can help.
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 400, message }) => Err(Error::Image {
+            image: name.to_string(),
+            reason: format!("not a valid image name ({message}): fix `image:` in the pipeline"),
+        }),
         Err(e) => Err(engine_error(format!("inspecting image {name}"), e)),
     }
 }
