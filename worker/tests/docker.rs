@@ -148,7 +148,7 @@ async fn missing_image_whose_pull_fails_ends_the_step() {
         let start = Instant::now();
         let result = try_run(&rt, spec).await;
         let took = start.elapsed();
-        eprintln!("failed pull of {name} ({pull:?}) took {took:?}");
+        eprintln!("failed pull of {name} ({pull:?}) took {took:?}: {result:?}");
         match result {
             Err(Error::Image { image, reason }) => {
                 assert_eq!(image, name);
@@ -159,6 +159,40 @@ async fn missing_image_whose_pull_fails_ends_the_step() {
         assert!(took < Duration::from_secs(30), "a failed pull took {took:?}");
         assert!(!f.outputs.join("ran").exists(), "the step ran without its image");
     }
+}
+
+/// A registry that accepts connections and never answers: the pull ends at its bound, and the
+/// step with an [`Error::Image`]. (Where the engine cannot reach the test's listener, the pull
+/// fails at once instead, which the test accepts too.)
+#[tokio::test]
+async fn hung_registry_is_bounded() {
+    let Some(TestDocker(rt)) = docker().await else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = reached.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            held.push(conn); // never answered, never closed
+        }
+    });
+    let rt = rt.with_pull_timeout(Duration::from_secs(1));
+    let f = Fixture::new();
+    let mut spec = f.script("true");
+    spec.image = image(&format!("127.0.0.1:{port}/weir/hung:1"), PullPolicy::IfNotPresent);
+    let start = Instant::now();
+    let result = try_run(&rt, spec).await;
+    let took = start.elapsed();
+    let reached = reached.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("pull from a hung registry (reached: {reached}) ended after {took:?}: {result:?}");
+    match result {
+        Err(Error::Image { reason, .. }) if reached => assert!(reason.contains("within 1s"), "{reason}"),
+        Err(Error::Image { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[tokio::test]

@@ -73,6 +73,8 @@ pub struct DockerRuntime {
     docker: Docker,
     /// `uid:gid` of the worker: what steps run as, so their outputs belong to the worker.
     user: String,
+    /// The longest a pull may take.
+    pull_timeout: Duration,
 }
 
 /// A container of weir's found on the engine (see [`DockerRuntime::weir_containers`]).
@@ -127,7 +129,14 @@ impl DockerRuntime {
         // SAFETY: getuid and getgid cannot fail and have no preconditions.
         let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
         tracing::debug!(api = %docker.client_version(), %user, "connected to docker");
-        Ok(DockerRuntime { docker, user })
+        Ok(DockerRuntime { docker, user, pull_timeout: image::PULL_TIMEOUT })
+    }
+
+    /// Bounds image pulls by `timeout` instead of the default five minutes: past it the step
+    /// fails with [`Error::Image`].
+    pub fn with_pull_timeout(mut self, timeout: Duration) -> Self {
+        self.pull_timeout = timeout;
+        self
     }
 
     /// Every container carrying weir's labels on this engine (running or not).
@@ -206,7 +215,7 @@ async fn run(
     tokio::select! {
         biased;
         () = cancel.cancelled() => return Ok(Outcome::Cancelled),
-        ready = image::ensure(&rt.docker, &image) => ready?,
+        ready = image::ensure(&rt.docker, &image, rt.pull_timeout) => ready?,
     }
     let name = if spec.id == AttemptLabel::default() { anonymous_name() } else { container_name(&spec.id) };
     let mut container = Container::new(rt.docker.clone(), name.clone());
@@ -392,8 +401,17 @@ async fn remove_now(docker: &Docker, name: &str) -> Result<(), Error> {
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
     match docker.remove_container(name, Some(options)).await {
         Ok(()) => Ok(()),
-        // 404: gone already; 409: a removal is in progress (a twin's, or the engine's).
-        Err(e) if matches!(status(&e), Some(404 | 409)) => Ok(()),
+        Err(e) if status(&e) == Some(404) => Ok(()),
+        // A removal is in progress (a twin's, or `run`'s own while `remove` is called): wait for it.
+        Err(e) if status(&e) == Some(409) => {
+            let options = WaitContainerOptionsBuilder::new().condition("removed").build();
+            let removed = docker.wait_container(name, Some(options));
+            tokio::pin!(removed);
+            if tokio::time::timeout(KILL_TIMEOUT, removed.next()).await.is_err() {
+                return Err(Error::Docker(format!("container {name} is still being removed after {KILL_TIMEOUT:?}")));
+            }
+            Ok(())
+        }
         Err(e) => Err(engine_error(format!("removing container {name}"), e)),
     }
 }

@@ -14,16 +14,17 @@ use super::config::pull_reference;
 use super::engine_error;
 use crate::runtime::{Error, Image, PullPolicy};
 
-/// The longest a pull may take, download included. Large ML images take minutes on a slow link;
-/// beyond this the registry is taken as unreachable.
+/// The longest a pull may take by default, download included. Large ML images take minutes on a
+/// slow link; beyond this the registry is taken as unreachable.
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-/// Has `image.name` on the engine by `image.pull`, pulling it if the policy says so.
-pub async fn ensure(docker: &Docker, image: &Image) -> Result<(), Error> {
+/// Has `image.name` on the engine by `image.pull`, pulling it (for at most `bound`) if the policy
+/// says so.
+pub async fn ensure(docker: &Docker, image: &Image, bound: Duration) -> Result<(), Error> {
     let name = &image.name;
     let fail = |reason: String| Error::Image { image: name.clone(), reason };
     match image.pull {
-        PullPolicy::Always => pull(docker, name).await.map_err(|e| {
+        PullPolicy::Always => pull(docker, name, bound).await.map_err(|e| {
             fail(format!(
                 "pull failed (pull policy always): {e}; make the registry reachable, or set `pull: if-not-present` to run the copy already on this host"
             ))
@@ -32,7 +33,7 @@ pub async fn ensure(docker: &Docker, image: &Image) -> Result<(), Error> {
             if present(docker, name).await? {
                 return Ok(());
             }
-            pull(docker, name).await.map_err(|e| {
+            pull(docker, name, bound).await.map_err(|e| {
                 fail(format!(
                     "not on this Docker engine and the pull failed: {e}; make the registry reachable, or put the image on this host (`docker pull {name}` elsewhere, then `docker save` | `docker load`)"
                 ))
@@ -62,7 +63,7 @@ async fn present(docker: &Docker, name: &str) -> Result<bool, Error> {
 }
 
 /// Pulls `name`, reading the engine's progress stream to its end (the pull is done only then).
-async fn pull(docker: &Docker, name: &str) -> Result<(), String> {
+async fn pull(docker: &Docker, name: &str, bound: Duration) -> Result<(), String> {
     let (image, tag) = pull_reference(name);
     let options = CreateImageOptionsBuilder::new().from_image(image).tag(tag).build();
     let started = std::time::Instant::now();
@@ -74,9 +75,10 @@ async fn pull(docker: &Docker, name: &str) -> Result<(), String> {
         }
         Ok(())
     };
-    let result = match tokio::time::timeout(PULL_TIMEOUT, progress).await {
+    // Dropping the stream on timeout closes the request, which cancels the engine's pull.
+    let result = match tokio::time::timeout(bound, progress).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no answer from the registry within {PULL_TIMEOUT:?}")),
+        Err(_) => Err(format!("the pull did not finish within {bound:?}")),
     };
     match &result {
         Ok(()) => tracing::info!(image = name, took = ?started.elapsed(), "pulled image"),
