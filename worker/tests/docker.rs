@@ -48,7 +48,14 @@ async fn docker() -> Option<TestDocker> {
             panic!("CI is set but Docker is unreachable, so the Docker runtime cannot be tested: {error}")
         }
         Err(error) => {
-            eprintln!("\n!!!! SKIPPED: Docker runtime test, no Docker engine: {error} !!!!\n");
+            // Once per test binary, and past the harness's capture (which hides what passing
+            // tests print), so that a plain `cargo test` shows it.
+            static SKIP: std::sync::Once = std::sync::Once::new();
+            SKIP.call_once(|| {
+                use std::io::Write;
+                let line = format!("\n!!!! SKIPPED: the Docker runtime tests, no Docker engine: {error} !!!!\n\n");
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            });
             return None;
         }
     };
