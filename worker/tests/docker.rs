@@ -331,7 +331,7 @@ async fn container_as_the_engine_sees_it() {
 async fn duplicate_dispatch_runs_one_container() {
     let Some(rt) = docker().await else { return };
     let f = Fixture::new();
-    let mut spec = f.script(r#"echo started >> "$WEIR_OUTPUTS/starts"; sleep 1; echo done; exit 3"#);
+    let mut spec = f.script(r#"echo started >> "$WEIR_OUTPUTS/starts"; sleep 2; echo done; exit 3"#);
     spec.id = attempt("dup");
     let (a, b) = tokio::join!(run_plain(&rt, spec.clone()), async {
         tokio::time::sleep(Duration::from_millis(100)).await;
