@@ -23,9 +23,20 @@
 //! - the container is removed once the outcome is known. Dropping the future of a running step
 //!   removes the container too (with force, from a spawned task, as the process runtime kills).
 //!
+//! The step runs as the worker's own uid:gid (no supplementary groups), so what it writes to the
+//! outputs folder belongs to the worker on the host; an image that needs root to run needs a
+//! worker that runs as root. A step with no attempt id (a bare step in tests) gets a unique name
+//! of its own instead of [`container_name`].
+//!
 //! Known limits:
 //! - A duplicate that follows a container its twin has created but not yet started starts it;
-//!   the twin then attaches late and may miss the first lines, which the follower does see.
+//!   the twin then attaches late and may miss the first lines, which the follower does see. A
+//!   duplicate whose twin's container ended and was removed before it looked gets an error.
+//! - Following (or resuming) a container that ends between its inspect and the attach costs the
+//!   drain timeout: an attach to a container that is not running waits for its next start.
+//! - A future dropped while its create request is in flight may leave a created, never started
+//!   container behind (the removal can reach the engine first); it carries weir's labels, so the
+//!   worker's clean-up at start finds it.
 //! - The timeout counts from the container's start: a pull does not eat into it.
 //! - Only a local engine on a unix socket (`DOCKER_HOST=unix://...` or the default socket): no TCP
 //!   and no TLS, so the worker carries no TLS stack for it.
@@ -127,7 +138,8 @@ impl DockerRuntime {
             Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         };
         // SAFETY: getuid and getgid cannot fail and have no preconditions.
-        let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let user = format!("{uid}:{gid}");
         tracing::debug!(api = %docker.client_version(), %user, "connected to docker");
         Ok(DockerRuntime { docker, user, pull_timeout: image::PULL_TIMEOUT })
     }

@@ -1,8 +1,10 @@
 //! Making sure a step's image is on the engine before its container is created, by the step's
 //! pull policy. Every way this fails is an [`Error::Image`] whose reason says what to do next, so
 //! the caller can fail the step once (a retry on the same host would fail the same way) instead
-//! of retrying it into a storm of pulls. A pull is bounded by [`PULL_TIMEOUT`]: a registry that
-//! does not answer ends the step with a reason instead of hanging it.
+//! of retrying it into a storm of pulls. A pull is bounded (by default [`PULL_TIMEOUT`]): a
+//! registry that does not answer ends the step with a reason instead of hanging it. With
+//! `always`, a registry that is down fails the step even when the engine holds an older copy:
+//! that is what `always` asks for (`if-not-present` uses the copy).
 
 use std::time::Duration;
 
