@@ -35,8 +35,9 @@
 //! - Following (or resuming) a container that ends between its inspect and the attach costs the
 //!   drain timeout: an attach to a container that is not running waits for its next start.
 //! - A future dropped while its create request is in flight may leave a created, never started
-//!   container behind (the removal can reach the engine first); it carries weir's labels, so the
-//!   worker's clean-up at start finds it.
+//!   container behind (the removal can reach the engine first), and one dropped as the tokio
+//!   runtime itself shuts down leaves its container (the spawned removal never runs); both carry
+//!   weir's labels, so the worker's clean-up at start finds them.
 //! - The timeout counts from the container's start: a pull does not eat into it.
 //! - Only a local engine on a unix socket (`DOCKER_HOST=unix://...` or the default socket): no TCP
 //!   and no TLS, so the worker carries no TLS stack for it.
@@ -74,6 +75,8 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an ended container killed by SIGKILL is inspected again (50 ms apart) for a late OOM
 /// event; see `exited`.
 const OOM_TRIES: u32 = 10;
+/// How long a name conflict's container may take to appear (see `follow`).
+const CREATE_WAIT: Duration = Duration::from_secs(10);
 /// The buffer between the attach stream and each line splitter.
 const PIPE: usize = 64 * 1024;
 
@@ -183,7 +186,7 @@ impl DockerRuntime {
     ) -> RunFuture<'_> {
         Box::pin(async move {
             let container = Container::new(self.docker.clone(), name);
-            follow(&self.docker, container, &spec, logs, cancel).await
+            follow(&self.docker, container, &spec, logs, cancel, Duration::ZERO).await
         })
     }
 
@@ -239,7 +242,7 @@ async fn run(
                 container = name,
                 "the attempt's container exists already (a duplicate dispatch?): following it"
             );
-            return follow(&rt.docker, container, &spec, logs, cancel).await;
+            return follow(&rt.docker, container, &spec, logs, cancel, CREATE_WAIT).await;
         }
         Err(e) => {
             container.done = true; // nothing was created
@@ -263,23 +266,32 @@ async fn run(
 }
 
 /// Attaches to an existing container from now on (starting it when it was only created) and
-/// supervises it as `run` does.
+/// supervises it as `run` does. A container not found is looked for again during `appear`: after
+/// a name conflict, the twin's container may still be in the making (the engine reserves its name
+/// before the container can be inspected).
 async fn follow(
     docker: &Docker,
     mut container: Container,
     spec: &StepSpec,
     logs: mpsc::Sender<LogLine>,
     cancel: CancellationToken,
+    appear: Duration,
 ) -> Result<Outcome, Error> {
     let name = container.name.clone();
-    let state = match docker.inspect_container(&name, None).await {
-        Ok(info) => info.state.and_then(|s| s.status),
-        Err(e) => {
-            container.done = true;
-            return Err(match status(&e) {
-                Some(404) => Error::Docker(format!("container {name} is gone: it ended and was removed")),
-                _ => engine_error(format!("inspecting container {name}"), e),
-            });
+    let looking = std::time::Instant::now();
+    let state = loop {
+        match docker.inspect_container(&name, None).await {
+            Ok(info) => break info.state.and_then(|s| s.status),
+            Err(e) if status(&e) == Some(404) && looking.elapsed() < appear => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                container.done = true;
+                return Err(match status(&e) {
+                    Some(404) => Error::Docker(format!("container {name} is gone: it ended and was removed")),
+                    _ => engine_error(format!("inspecting container {name}"), e),
+                });
+            }
         }
     };
     // An attach to a container that is not running waits for its next start: to one that ended
