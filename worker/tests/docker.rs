@@ -48,7 +48,14 @@ async fn docker() -> Option<TestDocker> {
             panic!("CI is set but Docker is unreachable, so the Docker runtime cannot be tested: {error}")
         }
         Err(error) => {
-            eprintln!("\n!!!! SKIPPED: Docker runtime test, no Docker engine: {error} !!!!\n");
+            // Once per test binary, and past the harness's capture (which hides what passing
+            // tests print), so that a plain `cargo test` shows it.
+            static SKIP: std::sync::Once = std::sync::Once::new();
+            SKIP.call_once(|| {
+                use std::io::Write;
+                let line = format!("\n!!!! SKIPPED: the Docker runtime tests, no Docker engine: {error} !!!!\n\n");
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            });
             return None;
         }
     };
@@ -64,7 +71,24 @@ async fn docker() -> Option<TestDocker> {
     if let Err(error) = built {
         panic!("the test images are missing and cannot be built: {error}");
     }
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        sweep(&rt).await;
+    }
     Some(TestDocker(rt))
+}
+
+/// Removes the containers that earlier runs of these tests left behind: a failed assertion drops a
+/// step's future while the test's runtime shuts down, so its removal may never run. Only those of
+/// test processes that are gone (by the pid in their run id or anonymous name).
+async fn sweep(rt: &DockerRuntime) {
+    for found in rt.weir_containers().await.unwrap_or_default() {
+        let pid = found.id.run_id.strip_prefix("test-").or_else(|| found.name.strip_prefix("weir-anon-"));
+        let Some(pid) = pid.and_then(|p| p.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = rt.remove(&found.name, Duration::ZERO).await;
+        }
+    }
 }
 
 conformance_tests!(async docker());
@@ -149,7 +173,7 @@ async fn missing_image_whose_pull_fails_ends_the_step() {
         let start = Instant::now();
         let result = try_run(&rt, spec).await;
         let took = start.elapsed();
-        eprintln!("failed pull of {name} ({pull:?}) took {took:?}");
+        eprintln!("failed pull of {name} ({pull:?}) took {took:?}: {result:?}");
         match result {
             Err(Error::Image { image, reason }) => {
                 assert_eq!(image, name);
@@ -159,6 +183,54 @@ async fn missing_image_whose_pull_fails_ends_the_step() {
         }
         assert!(took < Duration::from_secs(30), "a failed pull took {took:?}");
         assert!(!f.outputs.join("ran").exists(), "the step ran without its image");
+    }
+}
+
+/// A registry that accepts connections and never answers: the pull ends at its bound, and the
+/// step with an [`Error::Image`]. (Where the engine cannot reach the test's listener, the pull
+/// fails at once instead, which the test accepts too.)
+#[tokio::test]
+async fn hung_registry_is_bounded() {
+    let Some(TestDocker(rt)) = docker().await else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = reached.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            held.push(conn); // never answered, never closed
+        }
+    });
+    let rt = rt.with_pull_timeout(Duration::from_secs(1));
+    let f = Fixture::new();
+    let mut spec = f.script("true");
+    spec.image = image(&format!("127.0.0.1:{port}/weir/hung:1"), PullPolicy::IfNotPresent);
+    let start = Instant::now();
+    let result = try_run(&rt, spec).await;
+    let took = start.elapsed();
+    let reached = reached.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("pull from a hung registry (reached: {reached}) ended after {took:?}: {result:?}");
+    match result {
+        Err(Error::Image { reason, .. }) if reached => assert!(reason.contains("within 1s"), "{reason}"),
+        Err(Error::Image { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[tokio::test]
+async fn invalid_image_name_is_an_image_error() {
+    let Some(rt) = docker().await else { return };
+    let f = Fixture::new();
+    for pull in [PullPolicy::Never, PullPolicy::IfNotPresent] {
+        let mut spec = f.script("true");
+        spec.image = image("Weir/Upper Case:1", pull);
+        match try_run(&rt, spec).await {
+            Err(Error::Image { reason, .. }) => assert!(reason.contains("image:"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
 
@@ -183,12 +255,14 @@ async fn step_without_image_is_an_image_error() {
 async fn command_replaces_the_entrypoint() {
     let Some(rt) = docker().await else { return };
     let f = Fixture::new();
-    for action in [Action::Script("echo script".into()), Action::Argv(vec!["echo".into(), "argv".into()])] {
+    let cases =
+        [(Action::Script("echo script".into()), "script"), (Action::Argv(vec!["echo".into(), "argv".into()]), "argv")];
+    for (action, expect) in cases {
         let mut spec = f.spec(action);
         spec.image = image(ENTRYPOINT_IMAGE, PullPolicy::Never);
         let ran = run_plain(&rt, spec).await;
         assert_eq!(ran.outcome, Outcome::Exited(0));
-        assert!(ran.stdout() == ["script"] || ran.stdout() == ["argv"], "{:?}", ran.stdout());
+        assert_eq!(ran.stdout(), [expect], "the image's entrypoint ran");
     }
 }
 
@@ -271,22 +345,26 @@ async fn container_as_the_engine_sees_it() {
     assert!(rt.weir_containers().await.unwrap().iter().all(|c| c.name != name));
 }
 
-/// A second dispatch of the same attempt while the first runs starts no second container: both
-/// follow the one container and see its outcome.
+/// Dispatches of one attempt while it runs start no second container: all follow the one
+/// container and see its outcome. Three at once hit the engine while the first create is still
+/// in the making (its name reserved, the container not yet there); a fourth comes while it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_dispatch_runs_one_container() {
     let Some(rt) = docker().await else { return };
     let f = Fixture::new();
-    let mut spec = f.script(r#"echo started >> "$WEIR_OUTPUTS/starts"; sleep 1; echo done; exit 3"#);
+    let mut spec = f.script(r#"echo started >> "$WEIR_OUTPUTS/starts"; sleep 2; echo done; exit 3"#);
     spec.id = attempt("dup");
-    let (a, b) = tokio::join!(run_plain(&rt, spec.clone()), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = async {
+        f.wait_for("starts").await;
         run_plain(&rt, spec.clone()).await
-    });
-    assert_eq!((a.outcome, b.outcome), (Outcome::Exited(3), Outcome::Exited(3)));
+    };
+    let (a, b, c, d) =
+        tokio::join!(run_plain(&rt, spec.clone()), run_plain(&rt, spec.clone()), run_plain(&rt, spec.clone()), late);
+    for ran in [&a, &b, &c, &d] {
+        assert_eq!(ran.outcome, Outcome::Exited(3));
+        assert_eq!(ran.stdout(), ["done"], "each follower streams the output from when it attached");
+    }
     assert_eq!(std::fs::read_to_string(f.outputs.join("starts")).unwrap(), "started\n", "the step ran twice");
-    assert_eq!(a.stdout(), ["done"]);
-    assert_eq!(b.stdout(), ["done"], "the follower streams the output from when it attached");
     gone(&container_name(&spec.id)).await;
 }
 

@@ -23,9 +23,21 @@
 //! - the container is removed once the outcome is known. Dropping the future of a running step
 //!   removes the container too (with force, from a spawned task, as the process runtime kills).
 //!
+//! The step runs as the worker's own uid:gid (no supplementary groups), so what it writes to the
+//! outputs folder belongs to the worker on the host; an image that needs root to run needs a
+//! worker that runs as root. A step with no attempt id (a bare step in tests) gets a unique name
+//! of its own instead of [`container_name`].
+//!
 //! Known limits:
 //! - A duplicate that follows a container its twin has created but not yet started starts it;
-//!   the twin then attaches late and may miss the first lines, which the follower does see.
+//!   the twin then attaches late and may miss the first lines, which the follower does see. A
+//!   duplicate whose twin's container ended and was removed before it looked gets an error.
+//! - Following (or resuming) a container that ends between its inspect and the attach costs the
+//!   drain timeout: an attach to a container that is not running waits for its next start.
+//! - A future dropped while its create request is in flight may leave a created, never started
+//!   container behind (the removal can reach the engine first), and one dropped as the tokio
+//!   runtime itself shuts down leaves its container (the spawned removal never runs); both carry
+//!   weir's labels, so the worker's clean-up at start finds them.
 //! - The timeout counts from the container's start: a pull does not eat into it.
 //! - Only a local engine on a unix socket (`DOCKER_HOST=unix://...` or the default socket): no TCP
 //!   and no TLS, so the worker carries no TLS stack for it.
@@ -63,6 +75,8 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an ended container killed by SIGKILL is inspected again (50 ms apart) for a late OOM
 /// event; see `exited`.
 const OOM_TRIES: u32 = 10;
+/// How long a name conflict's container may take to appear (see `follow`).
+const CREATE_WAIT: Duration = Duration::from_secs(10);
 /// The buffer between the attach stream and each line splitter.
 const PIPE: usize = 64 * 1024;
 
@@ -73,6 +87,8 @@ pub struct DockerRuntime {
     docker: Docker,
     /// `uid:gid` of the worker: what steps run as, so their outputs belong to the worker.
     user: String,
+    /// The longest a pull may take.
+    pull_timeout: Duration,
 }
 
 /// A container of weir's found on the engine (see [`DockerRuntime::weir_containers`]).
@@ -125,9 +141,17 @@ impl DockerRuntime {
             Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         };
         // SAFETY: getuid and getgid cannot fail and have no preconditions.
-        let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let user = format!("{uid}:{gid}");
         tracing::debug!(api = %docker.client_version(), %user, "connected to docker");
-        Ok(DockerRuntime { docker, user })
+        Ok(DockerRuntime { docker, user, pull_timeout: image::PULL_TIMEOUT })
+    }
+
+    /// Bounds image pulls by `timeout` instead of the default five minutes: past it the step
+    /// fails with [`Error::Image`].
+    pub fn with_pull_timeout(mut self, timeout: Duration) -> Self {
+        self.pull_timeout = timeout;
+        self
     }
 
     /// Every container carrying weir's labels on this engine (running or not).
@@ -162,7 +186,7 @@ impl DockerRuntime {
     ) -> RunFuture<'_> {
         Box::pin(async move {
             let container = Container::new(self.docker.clone(), name);
-            follow(&self.docker, container, &spec, logs, cancel).await
+            follow(&self.docker, container, &spec, logs, cancel, Duration::ZERO).await
         })
     }
 
@@ -206,7 +230,7 @@ async fn run(
     tokio::select! {
         biased;
         () = cancel.cancelled() => return Ok(Outcome::Cancelled),
-        ready = image::ensure(&rt.docker, &image) => ready?,
+        ready = image::ensure(&rt.docker, &image, rt.pull_timeout) => ready?,
     }
     let name = if spec.id == AttemptLabel::default() { anonymous_name() } else { container_name(&spec.id) };
     let mut container = Container::new(rt.docker.clone(), name.clone());
@@ -218,7 +242,7 @@ async fn run(
                 container = name,
                 "the attempt's container exists already (a duplicate dispatch?): following it"
             );
-            return follow(&rt.docker, container, &spec, logs, cancel).await;
+            return follow(&rt.docker, container, &spec, logs, cancel, CREATE_WAIT).await;
         }
         Err(e) => {
             container.done = true; // nothing was created
@@ -242,23 +266,32 @@ async fn run(
 }
 
 /// Attaches to an existing container from now on (starting it when it was only created) and
-/// supervises it as `run` does.
+/// supervises it as `run` does. A container not found is looked for again during `appear`: after
+/// a name conflict, the twin's container may still be in the making (the engine reserves its name
+/// before the container can be inspected).
 async fn follow(
     docker: &Docker,
     mut container: Container,
     spec: &StepSpec,
     logs: mpsc::Sender<LogLine>,
     cancel: CancellationToken,
+    appear: Duration,
 ) -> Result<Outcome, Error> {
     let name = container.name.clone();
-    let state = match docker.inspect_container(&name, None).await {
-        Ok(info) => info.state.and_then(|s| s.status),
-        Err(e) => {
-            container.done = true;
-            return Err(match status(&e) {
-                Some(404) => Error::Docker(format!("container {name} is gone: it ended and was removed")),
-                _ => engine_error(format!("inspecting container {name}"), e),
-            });
+    let looking = std::time::Instant::now();
+    let state = loop {
+        match docker.inspect_container(&name, None).await {
+            Ok(info) => break info.state.and_then(|s| s.status),
+            Err(e) if status(&e) == Some(404) && looking.elapsed() < appear => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                container.done = true;
+                return Err(match status(&e) {
+                    Some(404) => Error::Docker(format!("container {name} is gone: it ended and was removed")),
+                    _ => engine_error(format!("inspecting container {name}"), e),
+                });
+            }
         }
     };
     // An attach to a container that is not running waits for its next start: to one that ended
@@ -392,8 +425,17 @@ async fn remove_now(docker: &Docker, name: &str) -> Result<(), Error> {
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
     match docker.remove_container(name, Some(options)).await {
         Ok(()) => Ok(()),
-        // 404: gone already; 409: a removal is in progress (a twin's, or the engine's).
-        Err(e) if matches!(status(&e), Some(404 | 409)) => Ok(()),
+        Err(e) if status(&e) == Some(404) => Ok(()),
+        // A removal is in progress (a twin's, or `run`'s own while `remove` is called): wait for it.
+        Err(e) if status(&e) == Some(409) => {
+            let options = WaitContainerOptionsBuilder::new().condition("removed").build();
+            let removed = docker.wait_container(name, Some(options));
+            tokio::pin!(removed);
+            if tokio::time::timeout(KILL_TIMEOUT, removed.next()).await.is_err() {
+                return Err(Error::Docker(format!("container {name} is still being removed after {KILL_TIMEOUT:?}")));
+            }
+            Ok(())
+        }
         Err(e) => Err(engine_error(format!("removing container {name}"), e)),
     }
 }
