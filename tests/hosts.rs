@@ -14,6 +14,9 @@
 //!    never ended well);
 //! 3. `docker kill` of the worker running the step: attempt 2 completes on the other worker.
 //!
+//! Each worker has two slots: the one running the step is also waiting in a Lease long-poll for
+//! more when it is cut off, and an open poll must not keep a silent worker alive.
+//!
 //! The step sleeps `first` seconds in attempt 1 and `later` in the others, so that the attempt
 //! that must be interrupted is long and the one that must finish is short.
 //!
@@ -460,7 +463,7 @@ impl Cluster {
                 "--labels",
                 &format!("host={name}"),
                 "--capacity",
-                "1",
+                "2",
                 "--work-dir",
                 "/tmp/work",
                 "--grace",
