@@ -71,7 +71,7 @@ fn engine_and_two_workers_in_containers_survive_kills_and_partitions() {
         if std::env::var_os("CI").is_some() {
             panic!("the Docker daemon is unreachable, and CI needs it for the several-hosts test: {why}");
         }
-        eprintln!("\n!!! SKIPPED engine_and_two_workers_in_containers: no Docker daemon ({why})\n");
+        eprintln!("\n!!! SKIPPED engine_and_two_workers_in_containers_survive_kills_and_partitions: no Docker daemon ({why})\n");
         return;
     }
     remove_leftovers();
