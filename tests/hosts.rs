@@ -71,7 +71,9 @@ fn engine_and_two_workers_in_containers_survive_kills_and_partitions() {
         if std::env::var_os("CI").is_some() {
             panic!("the Docker daemon is unreachable, and CI needs it for the several-hosts test: {why}");
         }
-        eprintln!("\n!!! SKIPPED engine_and_two_workers_in_containers_survive_kills_and_partitions: no Docker daemon ({why})\n");
+        eprintln!(
+            "\n!!! SKIPPED engine_and_two_workers_in_containers_survive_kills_and_partitions: no Docker daemon ({why})\n"
+        );
         return;
     }
     remove_leftovers();
@@ -190,6 +192,16 @@ fn long_disconnect_moves_the_step_and_stops_the_old_attempt(c: &Cluster) {
     assert!(new.contains(&format!("attempt 2 on {}", c.nodes[other].name)), "{new}");
     assert!(new.contains("attempt 2 finished"), "{new}");
     assert_eq!(c.artifact(&run, "result.txt"), format!("2 {}\n", c.nodes[other].name));
+    // What a person sees from the host.
+    let table = c.cli(&["status", &run]);
+    eprint!("{table}");
+    assert!(
+        table.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.first() == Some(&"work") && cells.contains(&"succeeded") && cells.contains(&"2")
+        }),
+        "`weir status` shows the step succeeded in 2 attempts:\n{table}"
+    );
 }
 
 fn killed_worker_step_completes_elsewhere(c: &Cluster) {
