@@ -21,9 +21,10 @@
 //! that must be interrupted is long and the one that must finish is short.
 //!
 //! `docker network connect` gives a container a new address unless told which one; a worker
-//! whose address changed has a dead TCP connection that only HTTP/2 keepalive notices (~20 s),
-//! which is not what a network partition looks like. So the network has a subnet of its own and
-//! every container a fixed address, given back on reconnect.
+//! whose address changed has a dead TCP connection that only HTTP/2 keepalive notices (tried:
+//! the stop order reached the old attempt 15 s after the reconnect, and even a 1 s cut cost a
+//! second attempt), which is not what a network partition looks like. So the network has a
+//! subnet of its own and every container a fixed address, given back on reconnect.
 //!
 //! No Docker daemon: with `CI` set the test fails; otherwise it says loudly that it skipped.
 
@@ -129,7 +130,7 @@ fn long_disconnect_moves_the_step_and_stops_the_old_attempt(c: &Cluster) {
 
     let cut = Instant::now();
     c.disconnect(first);
-    let moved = c.wait_step(&run, LOSS_DEADLINE, |s| s.attempt == 2 && c.node_of(&s.worker_id) == other);
+    let moved = c.wait_step(&run, LOSS_DEADLINE, |s| s.attempt == 2 && c.try_node_of(&s.worker_id) == Some(other));
     let moved_after = cut.elapsed();
     eprintln!(
         "  long: attempt 2 leased to {} {:.1}s after {} was cut off (lease timeout {LEASE_TIMEOUT:?})",
@@ -161,7 +162,9 @@ fn long_disconnect_moves_the_step_and_stops_the_old_attempt(c: &Cluster) {
     );
     let key = format!("{run}#0.1");
     c.wait_until("the old worker logs the refusal of attempt 1's report", Duration::from_secs(15), || {
-        c.logs_of(first).lines().any(|l| l.contains("the engine refused the outcome") && l.contains(&key))
+        c.logs_of(first).lines().any(|l| {
+            l.contains("the engine refused the outcome") && l.contains(&key) && l.contains("FailedPrecondition")
+        })
     });
     let worker_log = c.logs_of(first);
     assert!(
@@ -210,7 +213,7 @@ fn killed_worker_step_completes_elsewhere(c: &Cluster) {
     let other = 1 - first;
     let killed = Instant::now();
     docker_ok(&["kill", &c.nodes[first].container]);
-    let moved = c.wait_step(&run, LOSS_DEADLINE, |s| s.attempt == 2 && c.node_of(&s.worker_id) == other);
+    let moved = c.wait_step(&run, LOSS_DEADLINE, |s| s.attempt == 2 && c.try_node_of(&s.worker_id) == Some(other));
     let moved_after = killed.elapsed();
     eprintln!(
         "  kill: attempt 2 leased to {} {:.1}s after `docker kill` of {}",
@@ -611,8 +614,12 @@ impl Cluster {
 
     /// Which node a worker id (`worker-a-3`) belongs to.
     fn node_of(&self, worker_id: &str) -> usize {
+        self.try_node_of(worker_id).unwrap_or_else(|| panic!("no worker named like {worker_id:?}"))
+    }
+
+    fn try_node_of(&self, worker_id: &str) -> Option<usize> {
         let name = worker_id.rsplit_once('-').map_or(worker_id, |(name, _)| name);
-        self.nodes.iter().position(|n| n.name == name).unwrap_or_else(|| panic!("no worker named like {worker_id:?}"))
+        self.nodes.iter().position(|n| n.name == name)
     }
 
     /// Every step change of a finished run, in order.
