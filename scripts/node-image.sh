@@ -10,7 +10,7 @@
 # Usage: scripts/node-image.sh WEIR WEIR_WORKER
 # Prints the image's tag, weir-node:<hash of the binaries, busybox and this script>; an image
 # with that tag is reused as it is, so only a rebuilt binary costs a new image. Images of
-# earlier builds that are more than an hour old and unused are removed.
+# earlier builds are removed once no container uses them and none was asked for in an hour.
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -34,6 +34,9 @@ command -v docker >/dev/null || { echo "error: no docker command" >&2; exit 1; }
 
 hash=$(cat "$0" "$weir" "$worker" "$busybox" | sha1sum | cut -c1-16)
 tag="$repo:$hash"
+# When each image was last asked for: the pruning below spares images in recent use.
+uses="${TMPDIR:-/tmp}/weir-node-image-uses"
+mkdir -p "$uses" && touch "$uses/$hash"
 if docker image inspect "$tag" >/dev/null 2>&1; then
   echo "$tag"
   exit 0
@@ -67,13 +70,18 @@ tar -C "$root" --numeric-owner --owner=0 --group=0 -c . |
     - "$tag" >/dev/null
 echo "built $tag" >&2
 
-# Earlier builds: removed once unused and over an hour old (another checkout's test may be
-# starting containers from a fresh one right now).
+# Earlier builds: removed when no container uses them and nobody asked for them for an hour
+# (another checkout's test may be about to start containers from one).
 now=$(date +%s)
-docker image ls "$repo" --format '{{.Repository}}:{{.Tag}}' | while read -r old; do
-  [ "$old" = "$tag" ] && continue
-  created=$(docker image inspect -f '{{.Created}}' "$old" 2>/dev/null) || continue
-  age=$(( now - $(date -d "$created" +%s) ))
-  [ "$age" -gt 3600 ] && docker image rm "$old" >/dev/null 2>&1 || true
+docker image ls "$repo" --format '{{.Tag}}' | while read -r old; do
+  [ "$old" = "$hash" ] && continue
+  if [ -f "$uses/$old" ]; then
+    last=$(stat -c %Y "$uses/$old")
+  else
+    last=$(date -d "$(docker image inspect -f '{{.Created}}' "$repo:$old" 2>/dev/null || echo now)" +%s)
+  fi
+  if [ $((now - last)) -gt 3600 ] && docker image rm "$repo:$old" >/dev/null 2>&1; then
+    rm -f "$uses/$old"
+  fi
 done
 echo "$tag"
