@@ -216,6 +216,42 @@ async fn a_silent_worker_is_lost_its_step_redispatched_and_its_late_report_refus
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_in_a_long_poll_is_lost_after_the_lease_timeout() {
+    // A worker holding a step and waiting in a Lease long-poll for more, then cut off from the
+    // network: its poll stays open on the engine's side all the same (here, by never
+    // heartbeating again). It must be lost a lease timeout (800 ms) after it last spoke, not
+    // when its poll ends (up to max_wait, 5 s, plus a lease timeout, before the fix).
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let run = start(&mut c, "two", &[]).await;
+    let cut = register(&mut w).await;
+    let a1 = lease(&mut w, &cut).await.unwrap();
+    let mut polling = w.clone();
+    let req = v1::LeaseRequest {
+        worker_id: cut.clone(),
+        free: 1,
+        wait: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+    };
+    let spoke = std::time::Instant::now();
+    let poll = tokio::spawn(async move { polling.lease(req).await });
+    let alive = register(&mut w).await;
+    let a2 = lease_when_ready(&mut w, &alive).await;
+    let lost_after = spoke.elapsed();
+    assert_eq!(a2.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2, "{a2:?}");
+    assert!(lost_after < Duration::from_millis(2500), "lost {lost_after:?} after its last call");
+    // Its poll ended by itself (at half the lease timeout), with nothing.
+    assert!(poll.is_finished(), "a long-poll outlived the lease timeout");
+    assert_eq!(poll.await.unwrap().unwrap().into_inner().assignment, None);
+    let late = w.report(outcome(ok(&[], None), &cut, &a1)).await.unwrap_err();
+    assert_eq!(late.code(), Code::NotFound, "the lost worker must register again: {late:?}");
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!((steps[0].attempt, steps[0].state()), (2, v1::StepState::Leased));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_runs_and_a_worker_keeps_the_step_it_was_running() {
     let dir = tempfile::tempdir().unwrap();
     let s = server::start(config(dir.path())).await.unwrap();

@@ -36,10 +36,15 @@ impl Engine {
         Ok(w)
     }
 
-    /// One ready attempt for `worker`, if any is ready now.
+    /// One ready attempt for `worker`, if any is ready now. Not a sign of life: a long-poll
+    /// calls it again whenever something becomes ready, long after the worker last spoke.
     pub(super) fn try_lease(&self, worker: &str) -> Result<Option<v1::Assignment>, ApiError> {
         let mut st = self.lock();
-        self.worker_seen(&mut st, worker)?;
+        if !st.workers.contains_key(worker) {
+            return Err(ApiError::NotFound(format!(
+                "worker {worker} is not registered (lost, or the engine restarted?): register again"
+            )));
+        }
         while let Some((run, attempt)) = st.ready.pop_front() {
             let Some(live) = st.runs.get(&run) else { continue };
             let i = attempt.instance;
@@ -78,7 +83,11 @@ impl Engine {
             self.worker_seen(&mut st, worker)?;
             return Ok(None);
         }
-        let deadline = tokio::time::Instant::now() + wait.min(self.terms.max_wait);
+        // A worker waiting in a long-poll is alive (see `tick`), but a poll stays open just as
+        // well for a worker cut off from the network: so no poll outlasts half the lease
+        // timeout, and neither its end nor what it sees meanwhile counts as hearing from the
+        // worker. A worker cut off mid-poll is lost a lease timeout after it last spoke.
+        let deadline = tokio::time::Instant::now() + wait.min(self.terms.max_wait).min(self.terms.lease_timeout / 2);
         let _polling = Polling::start(self, worker)?;
         loop {
             let notified = self.ready_signal.notified();
@@ -255,7 +264,6 @@ impl Drop for Polling<'_> {
         let mut st = self.engine.lock();
         if let Some(w) = st.workers.get_mut(self.worker) {
             w.polling = w.polling.saturating_sub(1);
-            w.last_seen = Instant::now();
         }
     }
 }
