@@ -259,7 +259,7 @@ pub enum Action {
     Command(#[serde(serialize_with = "ser_sources")] Vec<Template>),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     #[default]
