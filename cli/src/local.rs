@@ -18,7 +18,7 @@ use weir_proto::v1;
 use weir_worker::agent::{Agent, AgentConfig};
 use weir_worker::runtime::ProcessRuntime;
 
-use crate::client::runs::{OnInterrupt, follow_run};
+use crate::client::runs::{OnInterrupt, OnStuck, follow_run};
 use crate::client::{ConnArgs, Failure, conn, submit};
 use crate::offline::{self, ParamArgs};
 
@@ -144,7 +144,7 @@ async fn drive(conn: &ConnArgs, args: &RunArgs, file: &std::path::Path) -> Resul
         run.steps_total,
         args.data_dir.display()
     );
-    let followed = follow_run(&mut client, conn, &run.run_id, OnInterrupt::Cancel).await;
+    let followed = follow_run(&mut client, conn, &run.run_id, OnInterrupt::Cancel, OnStuck::Cancel).await;
     if matches!(followed, Err(Failure::RunFailed)) {
         print_failed_logs(&mut client, &run.run_id).await;
     }

@@ -150,3 +150,32 @@ fn the_default_data_folder_is_relative_to_where_weir_runs_and_works() {
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(dir.path().join(".weir/db").is_dir());
 }
+
+#[test]
+fn a_step_this_machine_can_never_run_fails_the_run_at_once_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        "name: greedy
+steps:
+  fine: {run: 'true'}
+  huge: {run: 'true', resources: {gpus: 64}}
+",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(dir.path())
+        .arg("--data-dir")
+        .arg(dir.path().join(".weir"))
+        .args(["--grace", "2"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run weir");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("huge waiting: no worker offers gpus=64"), "{stdout}");
+    assert!(stderr.contains("error: step huge can never run here: no worker offers gpus=64"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+}

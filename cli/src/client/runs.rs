@@ -173,7 +173,18 @@ async fn resume(
 /// Follows a run until it ends: a line per step change (or, on a terminal, a live block of
 /// running steps), then the summary. Ok only when the run succeeded.
 pub(super) async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<(), Failure> {
-    follow_run(client, conn, run_id, OnInterrupt::Detach).await
+    follow_run(client, conn, run_id, OnInterrupt::Detach, OnStuck::Wait).await
+}
+
+/// What a step that no registered worker could ever run does to a followed run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStuck {
+    /// Show why it waits and keep following: a worker that can run it may join (`weir start
+    /// --follow`, `weir status --watch`).
+    Wait,
+    /// Cancel the run and fail at once with the reason: nothing else will ever join (`weir
+    /// run`, whose one worker is this machine). Not while no worker has registered yet.
+    Cancel,
 }
 
 /// What Ctrl-C does while following a run.
@@ -191,8 +202,12 @@ pub async fn follow_run(
     conn: &ConnArgs,
     run_id: &str,
     on_interrupt: OnInterrupt,
+    on_stuck: OnStuck,
 ) -> Result<(), Failure> {
     let mut cancelling = false;
+    let mut waiting = display::Waiting::default();
+    // Why steps wait is not an event (it follows workers, not the run): ask for it.
+    let mut ask_why = tokio::time::interval(Duration::from_secs(2));
     let first = get_run(client, conn, run_id).await?;
     // The watch replays every event from the first, so steps start out pending; the fetch
     // only fixes their order in the live block.
@@ -248,6 +263,28 @@ pub async fn follow_run(
                 }
             },
             _ = tick.tick(), if tty => print_out(&progress.frame(&[], now_ms(), width, color)),
+            _ = ask_why.tick(), if !cancelling => {
+                let Ok(run) = client.get_run(GetRunRequest { run_id: run_id.to_string(), ..Default::default() }).await
+                else { continue };
+                let lines = waiting.update(&run.into_inner().steps, now_ms(), color);
+                if tty {
+                    print_out(&progress.frame(&lines, now_ms(), width, color));
+                } else {
+                    for line in &lines {
+                        print_out(&format!("{line}\n"));
+                    }
+                }
+                if on_stuck == OnStuck::Cancel && let Some((step, reason)) = waiting.stuck() {
+                    print_out(&progress.erase());
+                    eprintln!("error: step {step} can never run here: {reason}; cancelling run {run_id}");
+                    eprintln!("help: this machine's worker offers its own cores, memory and GPUs (see `weir-worker --gpus`); run it on a server with such a worker (`weir submit`, `weir start`)");
+                    let request = weir_proto::v1::CancelRunRequest { run_id: run_id.to_string(), reason: format!("step {step} can never run here: {reason}") };
+                    if let Err(s) = client.cancel_run(request).await {
+                        tracing::debug!(error = %s, "cancel refused (the run may have just ended)");
+                    }
+                    return Err(Failure::RunFailed);
+                }
+            }
             _ = &mut ctrl_c => {
                 if on_interrupt == OnInterrupt::Cancel && !cancelling {
                     cancelling = true;
