@@ -6,6 +6,7 @@
 //! about retries or scheduling, and never logs the token.
 
 mod attempt;
+mod gpus;
 mod host;
 mod logs;
 mod session;
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     pub runtime: Arc<dyn Runtime>,
     /// How long a stopped step has between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// Which GPUs to offer (`--gpus`); detected with nvidia-smi by default.
+    pub gpus: crate::gpu::GpuChoice,
 }
 
 impl AgentConfig {
@@ -65,6 +68,7 @@ impl AgentConfig {
             work_dir: work_dir.into(),
             runtime: Arc::new(ProcessRuntime::new()),
             grace: Duration::from_secs(10),
+            gpus: crate::gpu::GpuChoice::Detect,
         }
     }
 }
@@ -153,13 +157,17 @@ impl Agent {
         let files = transfer::Files::open(&config.work_dir).map_err(work_dir_error)?;
 
         let capacity = config.capacity.max(1);
+        let gpus = config.gpus.resolve().await;
         let register = v1::RegisterRequest {
             name: config.name.clone(),
             labels: config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             capacity,
             cpus_milli: u64::from(cores()) * 1000,
             memory_bytes: host::memory_bytes(),
-            gpus: Vec::new(),
+            gpus: gpus
+                .iter()
+                .map(|g| v1::Gpu { index: g.index, model: g.model.clone(), memory_bytes: g.memory_bytes })
+                .collect(),
             runtimes: vec![v1::Runtime::Process as i32],
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
@@ -185,6 +193,7 @@ impl Agent {
             no_inputs,
             slots: attempt::Slots::default(),
             grace: config.grace,
+            gpus: gpus::GpuPool::new(gpus.iter().map(|g| g.index)),
         });
         let stop_beats = CancellationToken::new();
         let beats = tokio::spawn(heartbeats(session.clone(), stop_beats.clone()));

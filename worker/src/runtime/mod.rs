@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
 
-pub use env::{KEPT_VARS, step_env};
+pub use env::{KEPT_VARS, set_visible_gpus, step_env};
 pub use logs::MAX_LINE;
 pub use process::ProcessRuntime;
 
