@@ -336,6 +336,7 @@ impl Engine {
                     for w in st.workers.values_mut() {
                         if w.held.remove(&key).is_some() {
                             w.stops.push((run_id.to_string(), *attempt, reason.clone()));
+                            woke = true; // its resources are free for what waits
                         }
                     }
                 }
@@ -345,7 +346,7 @@ impl Engine {
                     if *state != StepState::Ready {
                         let key = (run_id.to_string(), AttemptId { instance: *instance, number: live_attempt });
                         for w in st.workers.values_mut() {
-                            w.held.remove(&key);
+                            woke |= w.held.remove(&key).is_some();
                         }
                         st.orphans.remove(&key);
                     }

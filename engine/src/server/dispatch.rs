@@ -208,7 +208,10 @@ impl Engine {
         let usage = Engine::usage(&st, run, attempt);
         if let Some(w) = st.workers.get_mut(worker) {
             if terminal {
-                w.held.remove(&key);
+                if w.held.remove(&key).is_some() {
+                    // What it used is free again: a long-poll skipped for want of it may fit now.
+                    self.ready_signal.notify_waiters();
+                }
             } else {
                 w.held.entry(key).or_insert_with(|| Held { since: Instant::now(), usage });
             }
