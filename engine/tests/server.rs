@@ -546,3 +546,35 @@ steps:
     assert!(steps[0].message.starts_with("image nope:1 cannot be pulled (not retried"), "{}", steps[0].message);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pull_policy_reaches_the_assignment_from_the_step_or_its_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    let yaml = "name: pulls
+defaults: {runtime: docker, image: 'busybox:1', pull: always}
+steps:
+  own: {run: 'true', pull: never}
+  inherited: {run: 'true', needs: [own]}
+  plain: {run: 'true', runtime: process, pull: if-not-present, needs: [inherited]}
+";
+    submit(&mut c, yaml).await.unwrap();
+    let run = start(&mut c, "pulls", &[]).await;
+    let req = v1::RegisterRequest {
+        name: "docker".into(),
+        capacity: 1,
+        runtimes: vec![v1::Runtime::Docker as i32, v1::Runtime::Process as i32],
+        ..Default::default()
+    };
+    let id = w.register(req).await.unwrap().into_inner().worker_id;
+    for (step, want) in
+        [("own", v1::PullPolicy::Never), ("inherited", v1::PullPolicy::Always), ("plain", v1::PullPolicy::IfNotPresent)]
+    {
+        let a = lease_when_ready(&mut w, &id).await;
+        assert_eq!((a.instance_name.as_str(), a.pull_policy()), (step, want));
+        w.report(outcome(ok(&[], None), &id, &a)).await.unwrap();
+    }
+    wait_state(&mut c, &run, v1::RunState::Succeeded).await;
+    s.shutdown().await;
+}

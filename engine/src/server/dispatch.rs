@@ -15,7 +15,7 @@ use weir_proto::v1;
 use crate::artifact::Manifest;
 use crate::plan::Resolved;
 use crate::run::{AttemptId, Event, StepState};
-use crate::spec::Runtime;
+use crate::spec::{PullPolicy, Runtime};
 use crate::wire;
 
 use super::core::{Engine, Held, Live, State};
@@ -357,8 +357,11 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
             memory_bytes: step.resources.memory_bytes.unwrap_or(0),
             gpus: step.resources.gpus,
         }),
-        // The pipeline file's `pull:` arrives with placement (issue 4); until then the default.
-        pull_policy: v1::PullPolicy::Unspecified as i32,
+        pull_policy: match step.pull {
+            PullPolicy::IfNotPresent => v1::PullPolicy::IfNotPresent,
+            PullPolicy::Always => v1::PullPolicy::Always,
+            PullPolicy::Never => v1::PullPolicy::Never,
+        } as i32,
     })
 }
 
