@@ -206,8 +206,12 @@ pub async fn follow_run(
 ) -> Result<(), Failure> {
     let mut cancelling = false;
     let mut waiting = display::Waiting::default();
-    // Why steps wait is not an event (it follows workers, not the run): ask for it.
+    // Why steps wait is not an event (it follows workers, not the run): ask for it when the
+    // run has been quiet for 2 s, and every 10 s while it is busy (a GetRun of a big run is
+    // not free, and a busy run is rarely stuck).
     let mut ask_why = tokio::time::interval(Duration::from_secs(2));
+    let mut last_event = std::time::Instant::now();
+    let mut last_asked = std::time::Instant::now();
     let first = get_run(client, conn, run_id).await?;
     // The watch replays every event from the first, so steps start out pending; the fetch
     // only fixes their order in the live block.
@@ -228,6 +232,7 @@ pub async fn follow_run(
             message = stream.message() => match message {
                 Ok(Some(event)) => {
                     breaks = 0;
+                    last_event = std::time::Instant::now();
                     last_seq = event.seq;
                     // The server closes the stream after the run ends; no need to wait for it.
                     let ends = matches!(&event.kind, Some(Kind::Run(r))
@@ -264,6 +269,10 @@ pub async fn follow_run(
             },
             _ = tick.tick(), if tty => print_out(&progress.frame(&[], now_ms(), width, color)),
             _ = ask_why.tick(), if !cancelling => {
+                if last_event.elapsed() < Duration::from_secs(2) && last_asked.elapsed() < Duration::from_secs(10) {
+                    continue;
+                }
+                last_asked = std::time::Instant::now();
                 let Ok(run) = client.get_run(GetRunRequest { run_id: run_id.to_string(), ..Default::default() }).await
                 else { continue };
                 let lines = waiting.update(&run.into_inner().steps, now_ms(), color);

@@ -56,8 +56,15 @@ impl Engine {
         if w.offer.capacity > 0 && w.held.len() >= w.offer.capacity as usize {
             return Ok(None); // full, whatever its `free` says
         }
-        let (offer, used) = (w.offer.clone(), w.used());
-        while let Some(entry) = st.ready.pop_fitting(|need| offer.fits_now(need, used)) {
+        loop {
+            let entry = {
+                // Disjoint borrows: no copy of the worker's offer per lease.
+                let State { ready, workers, .. } = &mut *st;
+                let Some(w) = workers.get(worker) else { break };
+                let used = w.used();
+                ready.pop_fitting(|need| w.offer.fits_now(need, used))
+            };
+            let Some(entry) = entry else { break };
             let (run, attempt) = (entry.run.clone(), entry.attempt);
             let Some(live) = st.runs.get(&run) else { continue };
             let i = attempt.instance;

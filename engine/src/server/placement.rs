@@ -161,7 +161,7 @@ fn cpus(milli: u64) -> String {
 /// Bytes in the largest binary unit that divides them: `2Gi`, `512Mi`, `1000`.
 fn memory(bytes: u64) -> String {
     for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }
