@@ -64,6 +64,15 @@ impl std::str::FromStr for GpuChoice {
 impl GpuChoice {
     /// The GPUs to offer: runs `nvidia-smi` unless told `none`.
     pub async fn resolve(&self) -> Vec<Gpu> {
+        let gpus = self.find().await;
+        if !gpus.is_empty() {
+            let offered: Vec<String> = gpus.iter().map(|g| format!("{} ({})", g.index, g.model)).collect();
+            tracing::info!(gpus = ?offered, "offering GPUs");
+        }
+        gpus
+    }
+
+    async fn find(&self) -> Vec<Gpu> {
         let detected = match self {
             GpuChoice::None => return Vec::new(),
             _ => match find_on_path("nvidia-smi") {
