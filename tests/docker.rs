@@ -12,7 +12,7 @@ use weir_tests::{Cluster, docker, summary};
 async fn a_docker_step_hands_its_outputs_and_logs_to_a_process_step() {
     let Some(docker) = docker().await else { return };
     let mut c = Cluster::start(0, 2).await;
-    c.add_worker_with(2, Some(docker));
+    c.add_worker_with(2, |c| c.docker = Some(docker));
     let yaml = r#"
 name: docker-flow
 steps:
@@ -48,7 +48,7 @@ steps:
 async fn a_missing_image_fails_the_step_once_despite_its_retries() {
     let Some(docker) = docker().await else { return };
     let mut c = Cluster::start(0, 1).await;
-    c.add_worker_with(1, Some(docker));
+    c.add_worker_with(1, |c| c.docker = Some(docker));
     let yaml = r#"
 name: no-image
 steps:
@@ -72,7 +72,7 @@ steps:
 async fn a_container_past_its_memory_limit_is_reported_out_of_memory() {
     let Some(docker) = docker().await else { return };
     let mut c = Cluster::start(0, 1).await;
-    c.add_worker_with(1, Some(docker));
+    c.add_worker_with(1, |c| c.docker = Some(docker));
     let yaml = r#"
 name: oom
 steps:

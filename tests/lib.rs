@@ -58,17 +58,18 @@ impl Cluster {
 
     /// Starts one more worker agent; returns its index.
     pub fn add_worker(&mut self, capacity: u32) -> usize {
-        self.add_worker_with(capacity, None)
+        self.add_worker_with(capacity, |_| {})
     }
 
-    /// Starts one more worker agent that runs docker steps on `docker`; returns its index.
-    pub fn add_worker_with(&mut self, capacity: u32, docker: Option<Arc<DockerRuntime>>) -> usize {
+    /// Starts one more worker agent, named `w<index>`, with `configure` applied to its config
+    /// (labels, GPUs, Docker); returns its index.
+    pub fn add_worker_with(&mut self, capacity: u32, configure: impl FnOnce(&mut AgentConfig)) -> usize {
         let n = self.workers.len();
         let mut config = AgentConfig::new(self.url(), self.dir.path().join(format!("worker-{n}")));
         config.capacity = capacity;
-        config.docker = docker;
         config.name = format!("w{n}");
         config.grace = Duration::from_secs(2);
+        configure(&mut config);
         let token = CancellationToken::new();
         let agent = Agent::new(config);
         let stop = token.clone();

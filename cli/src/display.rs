@@ -187,6 +187,46 @@ pub fn run_header(run: &Run, now: u64) -> String {
     out
 }
 
+/// Steps that wait because no registered worker could ever run them (the engine says
+/// `waiting: <reason>` in a ready step's message), turned into one progress line per reason
+/// when it first shows.
+#[derive(Default)]
+pub struct Waiting {
+    /// Reason to the first step waiting for it, as last seen.
+    now: BTreeMap<String, String>,
+}
+
+impl Waiting {
+    /// Takes a fresh list of steps; returns lines for the reasons that were not there before.
+    pub fn update(&mut self, steps: &[v1::Step], at: u64, color: bool) -> Vec<String> {
+        let mut count: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        for s in steps {
+            if s.state != StepState::Ready as i32 {
+                continue;
+            }
+            if let Some(reason) = s.message.strip_prefix("waiting: ") {
+                count.entry(reason.to_string()).or_insert_with(|| (s.name.clone(), 0)).1 += 1;
+            }
+        }
+        let mut lines = Vec::new();
+        for (reason, (name, n)) in &count {
+            if self.now.contains_key(reason) {
+                continue;
+            }
+            let who = if *n > 1 { format!("{name} (and {} more)", n - 1) } else { name.clone() };
+            lines.push(format!("{} {who} {}: {reason}", clock(at), paint("waiting", "33", color)));
+        }
+        self.now = count.into_iter().map(|(reason, (name, _))| (reason, name)).collect();
+        lines
+    }
+
+    /// A step and the reason it waits, when the reason is about what workers offer (not that
+    /// none has registered yet).
+    pub fn stuck(&self) -> Option<(&str, &str)> {
+        self.now.iter().find(|(reason, _)| *reason != "no worker is registered").map(|(r, s)| (s.as_str(), r.as_str()))
+    }
+}
+
 /// The steps of `weir status`: STEP STATE ATTEMPT DURATION MESSAGE.
 pub fn steps_table(steps: &[v1::Step], now: u64) -> String {
     let mut t = Table::new(&["STEP", "STATE", "ATTEMPT", "DURATION", "MESSAGE"]);
@@ -718,5 +758,30 @@ mod tests {
         assert_eq!(l.push("b", b"z"), b"");
         assert_eq!(l.finish(), b"[a] thr\n[b] z\n");
         assert_eq!(l.finish(), b"");
+    }
+
+    #[test]
+    fn waiting_reasons_show_once_per_reason_and_name_the_stuck_step() {
+        let step = |name: &str, state: StepState, message: &str| v1::Step {
+            name: name.into(),
+            state: state as i32,
+            message: message.into(),
+            ..Default::default()
+        };
+        let mut w = Waiting::default();
+        let none = [step("a", StepState::Ready, "waiting: no worker is registered")];
+        assert_eq!(w.update(&none, 0, false), ["00:00:00 a waiting: no worker is registered"]);
+        assert_eq!(w.stuck(), None, "a worker may still register");
+        let gpus = [
+            step("a", StepState::Ready, "waiting: no worker offers gpus=1"),
+            step("b", StepState::Ready, "waiting: no worker offers gpus=1"),
+            step("c", StepState::Failed, "waiting: not a ready step"),
+            step("d", StepState::Ready, ""),
+        ];
+        assert_eq!(w.update(&gpus, 0, false), ["00:00:00 a (and 1 more) waiting: no worker offers gpus=1"]);
+        assert_eq!(w.update(&gpus, 0, false), Vec::<String>::new(), "shown once");
+        assert_eq!(w.stuck(), Some(("a", "no worker offers gpus=1")));
+        assert_eq!(w.update(&[], 0, false), Vec::<String>::new());
+        assert_eq!(w.stuck(), None);
     }
 }

@@ -3,6 +3,8 @@
 //! the code paths `weir server`, `weir-worker` and the client commands use; submits the
 //! pipeline, starts a run, shows its progress, prints the summary and the logs of failed steps,
 //! and exits 0 (succeeded), 1 (failed or cancelled) or 2 (invalid). Ctrl-C cancels the run.
+//! The worker offers this machine's cores, memory and GPUs: a step it could never run cancels
+//! the run at once with the reason (`no worker offers gpus=1`), since no other worker will come.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,14 +21,16 @@ use weir_worker::agent::{Agent, AgentConfig};
 use weir_worker::agent::{DockerMode, connect_docker};
 use weir_worker::runtime::ProcessRuntime;
 
-use crate::client::runs::{OnInterrupt, follow_run};
+use crate::client::runs::{OnInterrupt, OnStuck, follow_run};
 use crate::client::{ConnArgs, Failure, conn, submit};
 use crate::offline::{self, ParamArgs};
 
 pub const RUN_EXIT_CODES: &str = "\
 Exit status:
   0  the run succeeded
-  1  the run failed or was cancelled (the logs of failed steps are printed)
+  1  the run failed or was cancelled (the logs of failed steps are printed), or a step asks for
+     more than this machine's worker offers (gpus: 1 without a GPU, runs_on labels, docker):
+     the run is cancelled at once with the reason rather than left waiting
   2  invalid: the pipeline file or a parameter has problems, or usage error
   3  the embedded engine could not start (data folder in use by another weir, disk error)
   130  interrupted twice (Ctrl-C): stopped waiting while the run was being cancelled";
@@ -148,7 +152,7 @@ async fn drive(conn: &ConnArgs, args: &RunArgs, file: &std::path::Path) -> Resul
         run.steps_total,
         args.data_dir.display()
     );
-    let followed = follow_run(&mut client, conn, &run.run_id, OnInterrupt::Cancel).await;
+    let followed = follow_run(&mut client, conn, &run.run_id, OnInterrupt::Cancel, OnStuck::Cancel).await;
     if matches!(followed, Err(Failure::RunFailed)) {
         print_failed_logs(&mut client, &run.run_id).await;
     }

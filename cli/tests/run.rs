@@ -188,3 +188,32 @@ fn the_example_runs_with_every_step_in_a_container() {
         Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=weir.run={}", run.id)]).output().unwrap();
     assert!(left.stdout.is_empty(), "containers left behind: {}", text(&left.stdout));
 }
+
+#[test]
+fn a_step_this_machine_can_never_run_fails_the_run_at_once_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        "name: greedy
+steps:
+  fine: {run: 'true'}
+  huge: {run: 'true', resources: {gpus: 64}}
+",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(dir.path())
+        .arg("--data-dir")
+        .arg(dir.path().join(".weir"))
+        .args(["--grace", "2"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run weir");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("huge waiting: no worker offers gpus=64"), "{stdout}");
+    assert!(stderr.contains("error: step huge can never run here: no worker offers gpus=64"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+}

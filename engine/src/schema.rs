@@ -23,6 +23,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "resources",
     "runtime",
     "image",
+    "pull",
     "retries",
     "timeout",
     "when",
@@ -33,7 +34,7 @@ pub const STEP_FIELDS: &[&str] = &[
 
 /// Keys of `defaults`: the step fields that can be set for every step at once.
 pub const DEFAULTS_FIELDS: &[&str] =
-    &["runtime", "image", "retries", "timeout", "resources", "runs_on", "env", "cache"];
+    &["runtime", "image", "pull", "retries", "timeout", "resources", "runs_on", "env", "cache"];
 
 /// Keys of a param declared in its map form.
 pub const PARAM_FIELDS: &[&str] = &["type", "default", "description", "enum", "min", "max", "pattern"];
@@ -323,6 +324,10 @@ fn step_properties() -> Value {
             "enum": ["process", "docker"],
         },
         "image": {"description": "Container image for the docker runtime.", "type": "string"},
+        "pull": {
+            "description": "When the docker runtime pulls `image`: `if-not-present` (default), `always` (a moved tag is seen), `never` (a missing image fails the step at once).",
+            "enum": ["if-not-present", "always", "never"],
+        },
         "retries": {
             "description": "Retries on failure; default none.",
             "$ref": "#/definitions/retries",

@@ -464,3 +464,153 @@ async fn a_run_whose_records_rot_is_quarantined_and_the_others_resume() {
     assert!(lease(&mut w, &id).await.is_none(), "nothing of the quarantined run is dispatched");
     s.shutdown().await;
 }
+
+async fn register_offering(
+    w: &mut WeirWorkerClient<Channel>,
+    labels: &[(&str, &str)],
+    cpus_milli: u64,
+    gpus: u32,
+) -> String {
+    let req = v1::RegisterRequest {
+        name: "hand".into(),
+        capacity: 4,
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        cpus_milli,
+        memory_bytes: 8 << 30,
+        gpus: (0..gpus).map(|index| v1::Gpu { index, model: "fake".into(), memory_bytes: 1 << 30 }).collect(),
+        runtimes: vec![v1::Runtime::Process as i32],
+        version: String::new(),
+    };
+    w.register(req).await.unwrap().into_inner().worker_id
+}
+
+async fn lease_now(w: &mut WeirWorkerClient<Channel>, id: &str) -> Option<v1::Assignment> {
+    let wait = Some(prost_types::Duration { seconds: 0, nanos: 100_000_000 });
+    let req = v1::LeaseRequest { worker_id: id.into(), free: 1, wait };
+    w.lease(req).await.unwrap().into_inner().assignment
+}
+
+fn name(a: &Option<v1::Assignment>) -> Option<&str> {
+    a.as_ref().map(|a| a.instance_name.as_str())
+}
+
+async fn messages(c: &mut WeirClientClient<Channel>, run: &str) -> Vec<(String, String)> {
+    let (_, steps) = run_state(c, run).await;
+    steps.into_iter().map(|s| (s.name, s.message)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_follows_labels_runtimes_and_free_resources_and_says_why_a_step_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    let yaml = "name: place
+steps:
+  gpu1: {run: 'true', resources: {gpus: 1}, runs_on: {pool: gpu}}
+  gpu2: {run: 'true', resources: {gpus: 1}, runs_on: {pool: gpu}}
+  plain: {run: 'true', resources: {cpus: 2}}
+  boxed: {run: 'true', runtime: docker, image: 'busybox:1'}
+";
+    submit(&mut c, yaml).await.unwrap();
+    let run = start(&mut c, "place", &[]).await;
+    let waiting = |reason: &str| format!("waiting: {reason}");
+    let none = waiting("no worker is registered");
+    let want: Vec<(String, String)> =
+        ["gpu1", "gpu2", "plain", "boxed"].iter().map(|n| (n.to_string(), none.clone())).collect();
+    assert_eq!(messages(&mut c, &run).await, want);
+
+    let cpu = register_offering(&mut w, &[("pool", "cpu")], 2000, 0).await;
+    let got = messages(&mut c, &run).await;
+    assert_eq!(got[0].1, waiting("no worker has labels pool=gpu"));
+    assert_eq!(got[3].1, waiting("no worker runs docker steps"));
+    assert_eq!(got[2].1, "", "the cpu worker could run `plain`");
+    // The GPU steps came first, but the cpu worker gets the oldest step it can run.
+    let plain = lease_now(&mut w, &cpu).await;
+    assert_eq!(name(&plain), Some("plain"));
+    assert_eq!(name(&lease_now(&mut w, &cpu).await), None, "nothing else fits it");
+
+    let gpu = register_offering(&mut w, &[("pool", "gpu")], 8000, 1).await;
+    assert_eq!(messages(&mut c, &run).await[1].1, "", "a registered worker could run it");
+    let gpu1 = lease_now(&mut w, &gpu).await;
+    assert_eq!(name(&gpu1), Some("gpu1"));
+    assert_eq!(name(&lease_now(&mut w, &gpu).await), None, "its only GPU is taken");
+    assert_eq!(messages(&mut c, &run).await[1].1, "", "busy is not waiting for a worker");
+    // The CPU worker's `plain` holds both its cores; its end gives them back.
+    w.report(outcome(ok(&[], None), &gpu, gpu1.as_ref().unwrap())).await.unwrap();
+    let gpu2 = lease_now(&mut w, &gpu).await;
+    assert_eq!(name(&gpu2), Some("gpu2"), "the GPU is free again");
+    w.report(outcome(ok(&[], None), &cpu, plain.as_ref().unwrap())).await.unwrap();
+    w.report(outcome(ok(&[], None), &gpu, gpu2.as_ref().unwrap())).await.unwrap();
+
+    // A worker that is lost takes its offer with it.
+    let got = messages(&mut c, &run).await;
+    assert_eq!(got[3].1, waiting("no worker runs docker steps"));
+    tokio::time::sleep(Duration::from_millis(1500)).await; // both silent past the lease timeout
+    assert_eq!(messages(&mut c, &run).await[3].1, none);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_fails_the_step_at_once_despite_retries_and_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: perm
+steps:
+  a: {run: 'true', retries: {limit: 3, backoff: 1s}}
+";
+    let run = {
+        let s = server::start(config(dir.path())).await.unwrap();
+        let (mut c, mut w) = clients(&s).await;
+        submit(&mut c, yaml).await.unwrap();
+        let run = start(&mut c, "perm", &[]).await;
+        let id = register(&mut w).await;
+        let a = lease_when_ready(&mut w, &id).await;
+        let failed = v1::report_request::Outcome::Failed(v1::Failed {
+            reason: "image nope:1 cannot be pulled".into(),
+            exit_code: None,
+            permanent: true,
+        });
+        w.report(outcome(failed, &id, &a)).await.unwrap();
+        s.shutdown().await;
+        run
+    };
+    // After a restart (the report was acknowledged, so durable) the step is still failed, once.
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, _) = clients(&s).await;
+    let (state, steps) = run_state(&mut c, &run).await;
+    assert_eq!(state, v1::RunState::Failed);
+    assert_eq!(steps[0].attempt, 1);
+    assert!(steps[0].message.starts_with("image nope:1 cannot be pulled (not retried"), "{}", steps[0].message);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pull_policy_reaches_the_assignment_from_the_step_or_its_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    let yaml = "name: pulls
+defaults: {runtime: docker, image: 'busybox:1', pull: always}
+steps:
+  own: {run: 'true', pull: never}
+  inherited: {run: 'true', needs: [own]}
+  plain: {run: 'true', runtime: process, pull: if-not-present, needs: [inherited]}
+";
+    submit(&mut c, yaml).await.unwrap();
+    let run = start(&mut c, "pulls", &[]).await;
+    let req = v1::RegisterRequest {
+        name: "docker".into(),
+        capacity: 1,
+        runtimes: vec![v1::Runtime::Docker as i32, v1::Runtime::Process as i32],
+        ..Default::default()
+    };
+    let id = w.register(req).await.unwrap().into_inner().worker_id;
+    for (step, want) in
+        [("own", v1::PullPolicy::Never), ("inherited", v1::PullPolicy::Always), ("plain", v1::PullPolicy::IfNotPresent)]
+    {
+        let a = lease_when_ready(&mut w, &id).await;
+        assert_eq!((a.instance_name.as_str(), a.pull_policy()), (step, want));
+        w.report(outcome(ok(&[], None), &id, &a)).await.unwrap();
+    }
+    wait_state(&mut c, &run, v1::RunState::Succeeded).await;
+    s.shutdown().await;
+}

@@ -12,6 +12,7 @@ use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use weir_worker::agent::{DockerMode, connect_docker, cores, hostname};
+use weir_worker::gpu::GpuChoice;
 use weir_worker::runtime::ProcessRuntime;
 use weir_worker::{Agent, AgentConfig};
 
@@ -19,6 +20,13 @@ const AFTER_HELP: &str = "\
 The token comes from --token, else --token-file (the file's content, trailing whitespace
 removed), else the WEIR_WORKER_TOKEN environment variable; prefer the last two, since other users
 can read a command line. It is sent on every call and never logged; steps never see it.
+
+GPUs: by default the worker runs `nvidia-smi --query-gpu=index,name,memory.total
+--format=csv,noheader,nounits` when it is on PATH and offers every GPU it lists (none without it).
+`--gpus none` offers none; `--gpus 0,1` offers exactly those device indices. Each step that asks
+for `resources: {gpus: N}` gets N of them to itself until it ends; a process step sees them in
+CUDA_VISIBLE_DEVICES (`0,1`), and a step that asked for none gets CUDA_VISIBLE_DEVICES set empty,
+so it sees no GPU.
 
 Logging goes to stderr; set RUST_LOG to choose what (default `info`, for example
 RUST_LOG=weir_worker=debug).
@@ -70,6 +78,9 @@ struct Args {
     /// /var/run/docker.sock): `auto` when it answers at start, `on` or fail, `off`.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = DockerMode::Auto)]
     docker: DockerMode,
+    /// GPUs to offer: `auto` (what nvidia-smi lists), `none`, or device indices like 0,1.
+    #[arg(long, value_name = "auto|none|I,J", default_value = "auto")]
+    gpus: GpuChoice,
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -124,6 +135,7 @@ fn main() -> ExitCode {
         runtime: Arc::new(ProcessRuntime::new()),
         docker: None,
         grace: Duration::from_secs(args.grace),
+        gpus: args.gpus.clone(),
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -340,6 +340,7 @@ impl Setup {
             runtime: Arc::new(ProcessRuntime::new()),
             docker: None,
             grace: Duration::from_millis(500),
+            gpus: weir_worker::gpu::GpuChoice::None,
         }
     }
 

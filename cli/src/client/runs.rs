@@ -173,7 +173,18 @@ async fn resume(
 /// Follows a run until it ends: a line per step change (or, on a terminal, a live block of
 /// running steps), then the summary. Ok only when the run succeeded.
 pub(super) async fn follow(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<(), Failure> {
-    follow_run(client, conn, run_id, OnInterrupt::Detach).await
+    follow_run(client, conn, run_id, OnInterrupt::Detach, OnStuck::Wait).await
+}
+
+/// What a step that no registered worker could ever run does to a followed run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStuck {
+    /// Show why it waits and keep following: a worker that can run it may join (`weir start
+    /// --follow`, `weir status --watch`).
+    Wait,
+    /// Cancel the run and fail at once with the reason: nothing else will ever join (`weir
+    /// run`, whose one worker is this machine). Not while no worker has registered yet.
+    Cancel,
 }
 
 /// What Ctrl-C does while following a run.
@@ -191,8 +202,16 @@ pub async fn follow_run(
     conn: &ConnArgs,
     run_id: &str,
     on_interrupt: OnInterrupt,
+    on_stuck: OnStuck,
 ) -> Result<(), Failure> {
     let mut cancelling = false;
+    let mut waiting = display::Waiting::default();
+    // Why steps wait is not an event (it follows workers, not the run): ask for it when the
+    // run has been quiet for 2 s, and every 10 s while it is busy (a GetRun of a big run is
+    // not free, and a busy run is rarely stuck).
+    let mut ask_why = tokio::time::interval(Duration::from_secs(2));
+    let mut last_event = std::time::Instant::now();
+    let mut last_asked = std::time::Instant::now();
     let first = get_run(client, conn, run_id).await?;
     // The watch replays every event from the first, so steps start out pending; the fetch
     // only fixes their order in the live block.
@@ -213,6 +232,7 @@ pub async fn follow_run(
             message = stream.message() => match message {
                 Ok(Some(event)) => {
                     breaks = 0;
+                    last_event = std::time::Instant::now();
                     last_seq = event.seq;
                     // The server closes the stream after the run ends; no need to wait for it.
                     let ends = matches!(&event.kind, Some(Kind::Run(r))
@@ -248,6 +268,32 @@ pub async fn follow_run(
                 }
             },
             _ = tick.tick(), if tty => print_out(&progress.frame(&[], now_ms(), width, color)),
+            _ = ask_why.tick(), if !cancelling => {
+                if last_event.elapsed() < Duration::from_secs(2) && last_asked.elapsed() < Duration::from_secs(10) {
+                    continue;
+                }
+                last_asked = std::time::Instant::now();
+                let Ok(run) = client.get_run(GetRunRequest { run_id: run_id.to_string(), ..Default::default() }).await
+                else { continue };
+                let lines = waiting.update(&run.into_inner().steps, now_ms(), color);
+                if tty {
+                    print_out(&progress.frame(&lines, now_ms(), width, color));
+                } else {
+                    for line in &lines {
+                        print_out(&format!("{line}\n"));
+                    }
+                }
+                if on_stuck == OnStuck::Cancel && let Some((step, reason)) = waiting.stuck() {
+                    print_out(&progress.erase());
+                    eprintln!("error: step {step} can never run here: {reason}; cancelling run {run_id}");
+                    eprintln!("help: this machine's worker offers its own cores, memory and GPUs (see `weir-worker --gpus`); run it on a server with such a worker (`weir submit`, `weir start`)");
+                    let request = weir_proto::v1::CancelRunRequest { run_id: run_id.to_string(), reason: format!("step {step} can never run here: {reason}") };
+                    if let Err(s) = client.cancel_run(request).await {
+                        tracing::debug!(error = %s, "cancel refused (the run may have just ended)");
+                    }
+                    return Err(Failure::RunFailed);
+                }
+            }
             _ = &mut ctrl_c => {
                 if on_interrupt == OnInterrupt::Cancel && !cancelling {
                     cancelling = true;

@@ -32,6 +32,14 @@ impl RunMachine {
         }
     }
 
+    /// The live attempt of `i` failed in a way no retry can mend (the worker said so): the
+    /// step fails now, retries left or not.
+    pub(super) fn fail_permanently(&mut self, i: usize, reason: String, out: &mut Vec<Effect>) {
+        self.clear_timer(i);
+        self.slots[i].failures += 1;
+        self.fail_for_good(i, format!("{reason} (not retried: the worker says no attempt can succeed)"), out);
+    }
+
     /// The worker of `i`'s live attempt was lost: offer a new attempt at once, not counted
     /// against retries, unless it was lost too often already.
     pub(super) fn lose(&mut self, i: usize, now: Millis, out: &mut Vec<Effect>) {
@@ -109,6 +117,35 @@ steps:
         d.check("failed a.4 exit code 1", &["a -> failed: exit code 1 (failed 4 times)", "run failed"]);
         assert_eq!(d.states(), "a=failed/4");
         assert_eq!(d.machine.next_wakeup(), None);
+    }
+
+    #[test]
+    fn a_permanent_failure_is_not_retried_even_with_retries_left() {
+        let mut d = Driver::new(
+            "name: r
+steps:
+  a:
+    run: 'true'
+    timeout: 1m
+    retries: {limit: 3, backoff: 1s}
+  b:
+    needs: [a]
+    run: 'true'
+",
+        );
+        d.send("start");
+        d.send("@10 leased a.1 w1");
+        d.check(
+            "@20 failed! a.1 image nope:1 cannot be pulled",
+            &[
+                "a -> failed: image nope:1 cannot be pulled (not retried: the worker says no attempt can succeed)",
+                "b -> skipped: upstream failed: a",
+                "run failed",
+            ],
+        );
+        assert_eq!(d.states(), "a=failed/1 b=skipped/0");
+        assert_eq!(d.machine.next_wakeup(), None, "the timeout timer is cleared");
+        d.check("failed! a.1 again", &["rejected: the run already finished as failed"]);
     }
 
     #[test]

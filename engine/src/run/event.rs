@@ -23,7 +23,15 @@ pub enum Event {
     /// Accepted from `leased` too, for a step too quick for its start report; so is `Failed`.
     Succeeded { attempt: AttemptId, metrics: BTreeMap<String, f64> },
     /// The attempt failed: `reason` is the exit code or message, as the worker said.
-    Failed { attempt: AttemptId, reason: String },
+    /// `permanent`: the worker knows another attempt cannot do better (an image that cannot be
+    /// pulled), so the step fails at once whatever its `retries` say. Absent in events stored
+    /// before it existed, which read as `false`.
+    Failed {
+        attempt: AttemptId,
+        reason: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        permanent: bool,
+    },
     /// The worker holding the attempt was lost (silent past its lease timeout).
     Lost { attempt: AttemptId },
     /// Time passed: fire every timer due at `now` (backoffs, timeouts).
@@ -134,9 +142,13 @@ mod tests {
         for (rejected, expected) in cases {
             assert_eq!(rejected.to_string(), expected);
         }
-        let e = Event::Failed { attempt: a(1), reason: "exit code 2".into() };
+        let e = Event::Failed { attempt: a(1), reason: "exit code 2".into(), permanent: false };
         assert_eq!((e.name(), e.attempt()), ("failed", Some(a(1))));
         let json = serde_json::to_string(&Effect::WakeAt { at: Millis(5) }).unwrap();
         assert_eq!(json, r#"{"effect":"wake_at","at":5}"#);
+        // Events stored before `permanent` existed still read, as retryable failures.
+        let old = r#"{"event":"failed","attempt":{"instance":2,"number":1},"reason":"exit code 2"}"#;
+        assert_eq!(serde_json::from_str::<Event>(old).unwrap(), e);
+        assert_eq!(serde_json::to_string(&e).unwrap(), old);
     }
 }

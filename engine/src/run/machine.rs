@@ -151,9 +151,13 @@ impl RunMachine {
                 let i = self.live(attempt, "succeeded", StepState::is_held)?;
                 self.succeed(i, metrics, &mut out);
             }
-            Event::Failed { attempt, reason } => {
+            Event::Failed { attempt, reason, permanent } => {
                 let i = self.live(attempt, "failed", StepState::is_held)?;
-                self.fail_attempt(i, reason, now, &mut out);
+                if permanent {
+                    self.fail_permanently(i, reason, &mut out);
+                } else {
+                    self.fail_attempt(i, reason, now, &mut out);
+                }
             }
             Event::Lost { attempt } => {
                 let i = self.live(attempt, "lost", StepState::is_held)?;

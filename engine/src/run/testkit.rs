@@ -60,7 +60,8 @@ impl Driver {
             "leased" => Event::Leased { attempt: self.attempt(target), worker: arg.to_string() },
             "started" => Event::Started { attempt: self.attempt(target) },
             "succeeded" => Event::Succeeded { attempt: self.attempt(target), metrics: metrics(arg) },
-            "failed" => Event::Failed { attempt: self.attempt(target), reason: arg.to_string() },
+            "failed" => Event::Failed { attempt: self.attempt(target), reason: arg.to_string(), permanent: false },
+            "failed!" => Event::Failed { attempt: self.attempt(target), reason: arg.to_string(), permanent: true },
             "lost" => Event::Lost { attempt: self.attempt(target) },
             other => panic!("unknown scripted event `{other}`"),
         };

@@ -2,7 +2,7 @@
 //! their logs and artifacts. Decoding and encoding here; run changes go through
 //! [`Engine::apply`], reads go to the store (finished runs) or memory (live ones).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +18,9 @@ use crate::run::{Event, InstanceId, RunState, StepState};
 use crate::store::{Change, Listed, LogCursor, PipelineVersion, RunFilter, RunRecord, StepRecord, Trigger};
 use crate::wire;
 
-use super::core::Engine;
+use super::core::{Engine, Live, State};
 use super::error::ApiError;
+use super::placement;
 use super::transfer::{self, Upload};
 
 pub struct ClientApi(pub Arc<Engine>);
@@ -58,7 +59,9 @@ impl Engine {
         {
             let st = self.lock();
             if let Some(live) = st.runs.get(run_id) {
-                return Ok((live.record.clone(), live.steps.clone(), String::new()));
+                let mut steps = live.steps.clone();
+                waiting_reasons(&st, live, &mut steps);
+                return Ok((live.record.clone(), steps, String::new()));
             }
         }
         let quarantined = self.store.quarantined(run_id)?;
@@ -153,6 +156,29 @@ impl Engine {
         drop(st);
         self.commit()?;
         Ok(run_id)
+    }
+}
+
+/// Says why each ready step that no registered worker could ever run is waiting
+/// (`waiting: no worker offers gpus=1`), from the workers registered now: never stored, so it
+/// follows workers as they come and go.
+fn waiting_reasons(st: &State, live: &Live, steps: &mut [StepRecord]) {
+    let mut by_step: HashMap<usize, Option<String>> = HashMap::new();
+    for (i, s) in steps.iter_mut().enumerate() {
+        if s.state != StepState::Ready {
+            continue;
+        }
+        let step = live.plan.graph[petgraph::graph::NodeIndex::new(i)].step;
+        let reason = by_step
+            .entry(step)
+            .or_insert_with(|| {
+                let need = live.need(InstanceId(i as u32));
+                placement::waiting_reason(&need, st.workers.values().map(|w| &w.offer))
+            })
+            .as_ref();
+        if let Some(reason) = reason {
+            s.message = Some(format!("waiting: {reason}"));
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! lease timeout is `Lost` and dispatched again. A run whose records do not decode is
 //! quarantined; the others carry on.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use crate::store::{Batch, Change, EventRecord, RunRecord, StepRecord, Store, Tri
 use crate::wire;
 
 use super::error::ApiError;
+use super::placement::{Need, Offer, ReadyQueue, Usage};
 
 /// The lease terms the engine gives workers.
 #[derive(Clone, Copy, Debug)]
@@ -47,22 +48,45 @@ pub(super) struct Live {
     pub steps: Vec<StepRecord>,
 }
 
+impl Live {
+    /// What an attempt of `instance` needs of its worker.
+    pub fn need(&self, instance: InstanceId) -> Need {
+        let inst = &self.plan.graph[petgraph::graph::NodeIndex::new(instance.index())];
+        Need::of(&self.pipeline.steps()[inst.step])
+    }
+}
+
 /// A registered worker.
 pub(super) struct Worker {
     pub name: String,
     pub last_seen: Instant,
-    /// Attempts it holds, with when it got each.
-    pub held: HashMap<(String, AttemptId), Instant>,
+    /// What it offered at Register.
+    pub offer: Offer,
+    /// Attempts it holds, with when it got each and what each uses.
+    pub held: HashMap<(String, AttemptId), Held>,
     /// Stop orders for its next heartbeat.
     pub stops: Vec<(String, AttemptId, String)>,
     /// `Lease` long-polls in progress: a worker waiting in one is alive.
     pub polling: u32,
 }
 
+/// One attempt a worker holds.
+pub(super) struct Held {
+    pub since: Instant,
+    pub usage: Usage,
+}
+
+impl Worker {
+    /// What its held attempts use of its offer.
+    pub fn used(&self) -> Usage {
+        self.held.values().fold(Usage::default(), |sum, h| sum.add(h.usage))
+    }
+}
+
 #[derive(Default)]
 pub(super) struct State {
     pub runs: HashMap<String, Live>,
-    pub ready: VecDeque<(String, AttemptId)>,
+    pub ready: ReadyQueue,
     pub workers: HashMap<String, Worker>,
     /// Held attempts found on recovery, claimable by a heartbeat until the deadline.
     pub orphans: HashMap<(String, AttemptId), Instant>,
@@ -302,7 +326,8 @@ impl Engine {
         for effect in effects {
             match effect {
                 Effect::Ready { attempt } => {
-                    st.ready.push_back((run_id.to_string(), *attempt));
+                    let need = st.runs.get(run_id).map(|l| l.need(attempt.instance)).unwrap_or_default();
+                    st.ready.push_back(need, run_id.to_string(), *attempt);
                     woke = true;
                 }
                 Effect::Stop { attempt, reason } => {
@@ -311,6 +336,7 @@ impl Engine {
                     for w in st.workers.values_mut() {
                         if w.held.remove(&key).is_some() {
                             w.stops.push((run_id.to_string(), *attempt, reason.clone()));
+                            woke = true; // its resources are free for what waits
                         }
                     }
                 }
@@ -320,7 +346,7 @@ impl Engine {
                     if *state != StepState::Ready {
                         let key = (run_id.to_string(), AttemptId { instance: *instance, number: live_attempt });
                         for w in st.workers.values_mut() {
-                            w.held.remove(&key);
+                            woke |= w.held.remove(&key).is_some();
                         }
                         st.orphans.remove(&key);
                     }
@@ -331,7 +357,7 @@ impl Engine {
         }
         if finished {
             st.runs.remove(run_id);
-            st.ready.retain(|(r, _)| r != run_id);
+            st.ready.remove_run(run_id);
         }
         if woke {
             self.ready_signal.notify_waiters();
@@ -429,7 +455,10 @@ impl Engine {
         for i in machine.instances() {
             let Some(attempt) = machine.live_attempt(i) else { continue };
             match machine.state(i) {
-                StepState::Ready => st.ready.push_back((run_id.to_string(), attempt)),
+                StepState::Ready => {
+                    let step = &pipeline.steps()[plan.graph[petgraph::graph::NodeIndex::new(i.index())].step];
+                    st.ready.push_back(Need::of(step), run_id.to_string(), attempt)
+                }
                 s if s.is_held() => {
                     st.orphans.insert((run_id.to_string(), attempt), deadline);
                 }
@@ -506,8 +535,8 @@ impl Engine {
         }
     }
 
-    /// Registers a worker and returns its id.
-    pub(super) fn register(&self, name: &str) -> String {
+    /// Registers a worker offering `offer` and returns its id.
+    pub(super) fn register(&self, name: &str, offer: Offer) -> String {
         let mut st = self.lock();
         st.next_worker += 1;
         let clean: String =
@@ -518,12 +547,15 @@ impl Engine {
             Worker {
                 name: name.to_string(),
                 last_seen: Instant::now(),
+                offer,
                 held: HashMap::new(),
                 stops: Vec::new(),
                 polling: 0,
             },
         );
         tracing::info!(worker = id, "worker registered");
+        // Attempts no worker could run so far may fit this one.
+        self.ready_signal.notify_waiters();
         id
     }
 

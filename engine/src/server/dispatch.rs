@@ -1,9 +1,11 @@
-//! Handing attempts to workers and hearing back: `lease` pops the oldest ready attempt, records
+//! Handing attempts to workers and hearing back: `lease` pops the oldest ready attempt that
+//! fits the worker, records
 //! `Leased` (durable) and builds the [`v1::Assignment`]; `heartbeat` keeps a worker alive,
 //! re-adopts attempts it still runs after an engine restart and returns stop orders; `report`
 //! turns a worker's report into a machine event, refused when the attempt is not the live one.
-//! Placement by labels and resources arrives with the Docker issue; today any worker takes any
-//! step.
+//! Placement (`placement`): a worker only gets an attempt its runtimes, labels and free
+//! resources cover; what it holds is counted against what it offered at Register and given
+//! back when the attempt ends, is lost or the worker is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -13,18 +15,28 @@ use weir_proto::v1;
 use crate::artifact::Manifest;
 use crate::plan::Resolved;
 use crate::run::{AttemptId, Event, StepState};
-use crate::spec::Runtime;
+use crate::spec::{PullPolicy, Runtime};
 use crate::wire;
 
-use super::core::{Engine, Live, State};
+use super::core::{Engine, Held, Live, State};
 use super::error::ApiError;
+use super::placement::Usage;
 
 /// What a worker reported.
 pub(super) enum Report {
     Started,
-    Succeeded { metrics: BTreeMap<String, f64>, outputs: Manifest },
-    Failed { reason: String },
-    Lost { reason: String },
+    Succeeded {
+        metrics: BTreeMap<String, f64>,
+        outputs: Manifest,
+    },
+    /// `permanent`: no retry can do better (see `v1::Failed.permanent`).
+    Failed {
+        reason: String,
+        permanent: bool,
+    },
+    Lost {
+        reason: String,
+    },
 }
 
 impl Engine {
@@ -36,16 +48,30 @@ impl Engine {
         Ok(w)
     }
 
-    /// One ready attempt for `worker`, if any is ready now. Not a sign of life: a long-poll
-    /// calls it again whenever something becomes ready, long after the worker last spoke.
+    /// The oldest ready attempt that fits `worker` now (its runtimes, labels and free
+    /// resources), if any. Attempts that do not fit stay queued, in order, for other workers.
+    /// Not a sign of life: a long-poll calls it again whenever something becomes ready, long
+    /// after the worker last spoke.
     pub(super) fn try_lease(&self, worker: &str) -> Result<Option<v1::Assignment>, ApiError> {
         let mut st = self.lock();
-        if !st.workers.contains_key(worker) {
+        let Some(w) = st.workers.get(worker) else {
             return Err(ApiError::NotFound(format!(
                 "worker {worker} is not registered (lost, or the engine restarted?): register again"
             )));
+        };
+        if w.offer.capacity > 0 && w.held.len() >= w.offer.capacity as usize {
+            return Ok(None); // full, whatever its `free` says
         }
-        while let Some((run, attempt)) = st.ready.pop_front() {
+        loop {
+            let entry = {
+                // Disjoint borrows: no copy of the worker's offer per lease.
+                let State { ready, workers, .. } = &mut *st;
+                let Some(w) = workers.get(worker) else { break };
+                let used = w.used();
+                ready.pop_fitting(|need| w.offer.fits_now(need, used))
+            };
+            let Some(entry) = entry else { break };
+            let (run, attempt) = (entry.run.clone(), entry.attempt);
             let Some(live) = st.runs.get(&run) else { continue };
             let i = attempt.instance;
             if live.machine.live_attempt(i) != Some(attempt) || live.machine.state(i) != StepState::Ready {
@@ -55,13 +81,13 @@ impl Engine {
                 Ok(a) => a,
                 Err(e) => {
                     // Keep it ready for the next lease rather than losing it from the queue.
-                    st.ready.push_front((run, attempt));
+                    st.ready.requeue(entry);
                     return Err(e);
                 }
             };
             self.apply(&mut st, &run, Event::Leased { attempt, worker: worker.to_string() }, None)?;
             if let Some(w) = st.workers.get_mut(worker) {
-                w.held.insert((run.clone(), attempt), Instant::now());
+                w.held.insert((run.clone(), attempt), Held { since: Instant::now(), usage: entry.need.usage });
             }
             tracing::debug!(run, %attempt, worker, step = assignment.instance_name, "leased");
             drop(st);
@@ -69,6 +95,12 @@ impl Engine {
             return Ok(Some(assignment));
         }
         Ok(None)
+    }
+
+    /// What `attempt` of `run` uses of a worker, for attempts a worker holds without a lease
+    /// from this engine process (re-adopted after a restart).
+    fn usage(st: &State, run: &str, attempt: AttemptId) -> Usage {
+        st.runs.get(run).map(|l| l.need(attempt.instance).usage).unwrap_or_default()
     }
 
     /// Long-polls for one attempt, up to `wait`.
@@ -131,10 +163,11 @@ impl Engine {
                 stops.push((run.clone(), *attempt, "not live on the engine".to_string()));
             }
         }
+        let usages: Vec<Usage> = claimed.iter().map(|(run, a)| Engine::usage(&st, run, *a)).collect();
         let w = st.workers.get_mut(worker).expect("seen above");
-        for key in claimed {
+        for (key, usage) in claimed.into_iter().zip(usages) {
             tracing::info!(worker, run = key.0, attempt = %key.1, "worker re-adopted a running attempt");
-            w.held.insert(key, now);
+            w.held.insert(key, Held { since: now, usage });
         }
         // An attempt this worker should hold but does not mention, long after its lease (a
         // lost lease response), is lost: nothing would ever report on it.
@@ -142,7 +175,7 @@ impl Engine {
         let forgotten: Vec<(String, AttemptId)> = w
             .held
             .iter()
-            .filter(|(k, at)| !listed.contains(k) && now.duration_since(**at) > self.terms.lease_timeout)
+            .filter(|(k, h)| !listed.contains(k) && now.duration_since(h.since) > self.terms.lease_timeout)
             .map(|(k, _)| k.clone())
             .collect();
         for key in &forgotten {
@@ -180,7 +213,7 @@ impl Engine {
                 }
                 (Event::Succeeded { attempt, metrics }, Some(outputs))
             }
-            Report::Failed { reason } => (Event::Failed { attempt, reason }, None),
+            Report::Failed { reason, permanent } => (Event::Failed { attempt, reason, permanent }, None),
             Report::Lost { reason } => {
                 tracing::warn!(worker, run, %attempt, reason, "worker lost an attempt");
                 (Event::Lost { attempt }, None)
@@ -189,11 +222,15 @@ impl Engine {
         let terminal = !matches!(event, Event::Started { .. });
         self.apply(&mut st, run, event, outputs.as_ref())?;
         let key = (run.to_string(), attempt);
+        let usage = Engine::usage(&st, run, attempt);
         if let Some(w) = st.workers.get_mut(worker) {
             if terminal {
-                w.held.remove(&key);
+                if w.held.remove(&key).is_some() {
+                    // What it used is free again: a long-poll skipped for want of it may fit now.
+                    self.ready_signal.notify_waiters();
+                }
             } else {
-                w.held.entry(key).or_insert_with(Instant::now);
+                w.held.entry(key).or_insert_with(|| Held { since: Instant::now(), usage });
             }
         }
         drop(st);
@@ -336,8 +373,11 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
             memory_bytes: step.resources.memory_bytes.unwrap_or(0),
             gpus: step.resources.gpus,
         }),
-        // The pipeline file's `pull:` arrives with placement (issue 4); until then the default.
-        pull_policy: v1::PullPolicy::Unspecified as i32,
+        pull_policy: match step.pull {
+            PullPolicy::IfNotPresent => v1::PullPolicy::IfNotPresent,
+            PullPolicy::Always => v1::PullPolicy::Always,
+            PullPolicy::Never => v1::PullPolicy::Never,
+        } as i32,
     })
 }
 

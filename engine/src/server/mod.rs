@@ -17,6 +17,7 @@ mod client_api;
 mod core;
 mod dispatch;
 mod error;
+mod placement;
 mod transfer;
 mod worker_api;
 

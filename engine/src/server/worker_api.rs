@@ -15,7 +15,9 @@ use crate::wire;
 use super::core::Engine;
 use super::dispatch::Report;
 use super::error::ApiError;
+use super::placement::{Offer, Usage};
 use super::transfer::{self, ChunkStream, Upload};
+use crate::spec::Runtime;
 
 /// The largest single output file accepted.
 const MAX_ARTIFACT: u64 = 64 << 30;
@@ -30,7 +32,33 @@ fn digest(s: &str) -> Result<Digest, ApiError> {
 impl WeirWorker for WorkerApi {
     async fn register(&self, req: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
         let r = req.into_inner();
-        let id = self.0.register(&r.name);
+        let mut runtimes: Vec<Runtime> = r
+            .runtimes()
+            .filter_map(|rt| match rt {
+                v1::Runtime::Process => Some(Runtime::Process),
+                v1::Runtime::Docker => Some(Runtime::Docker),
+                v1::Runtime::Unspecified => None,
+            })
+            .collect();
+        if runtimes.is_empty() {
+            runtimes.push(Runtime::Process); // a worker from before runtimes were named
+        }
+        let offer = Offer {
+            labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            total: Usage { cpus_milli: r.cpus_milli, memory_bytes: r.memory_bytes, gpus: r.gpus.len() as u32 },
+            runtimes,
+            capacity: r.capacity,
+        };
+        tracing::info!(
+            name = r.name,
+            cpus_milli = r.cpus_milli,
+            memory_bytes = r.memory_bytes,
+            gpus = r.gpus.len(),
+            labels = ?offer.labels,
+            runtimes = ?offer.runtimes,
+            "worker offers"
+        );
+        let id = self.0.register(&r.name, offer);
         tracing::info!(worker = id, capacity = r.capacity, version = r.version, "registered");
         Ok(Response::new(v1::RegisterResponse {
             worker_id: id,
@@ -71,7 +99,7 @@ impl WeirWorker for WorkerApi {
                 metrics: wire::from_metrics(&s.metrics),
                 outputs: wire::from_manifest(s.outputs.as_ref()).map_err(ApiError::from)?,
             },
-            Some(v1::report_request::Outcome::Failed(f)) => Report::Failed { reason: f.reason },
+            Some(v1::report_request::Outcome::Failed(f)) => Report::Failed { reason: f.reason, permanent: f.permanent },
             Some(v1::report_request::Outcome::Lost(l)) => Report::Lost { reason: l.reason },
             None => return Err(ApiError::Invalid("outcome: is required".into()).into()),
         };

@@ -74,6 +74,14 @@ impl<'a> Cx<'a> {
                 out.entries.push((key, k, v));
                 continue;
             }
+            // Steps and `defaults:` (both allow `runtime`): container options that would hand a
+            // step the host get their own refusal, not "unknown field".
+            if allowed.contains(&"runtime")
+                && let Some(d) = refused_option(key, path, self.span(k))
+            {
+                self.push(d);
+                continue;
+            }
             let mut d = Diagnostic::error(format!("unknown field `{key}` in {}", quote_path(path)))
                 .at(self.span(k), format!("not a {what} field"));
             d = match (key, did_you_mean(key, allowed.iter().copied())) {
@@ -261,4 +269,54 @@ pub(crate) fn suggest_name(name: &str) -> String {
         .collect();
     out.truncate(63);
     out
+}
+
+/// The refusal of a container option weir never grants a step, or `None` for any other key.
+/// Each of these would let a step reach past its container into the host (or, through the
+/// Docker socket, start containers of its own), so a pipeline asking for one is invalid rather
+/// than quietly run without it.
+fn refused_option(key: &str, path: &str, at: crate::diag::Span) -> Option<Diagnostic> {
+    let (never, why, help) = match key {
+        "privileged" => (
+            "runs a step privileged",
+            "a privileged container can do anything root on the host can",
+            "drop the field; a step that needs a device asks for it in `resources` (`gpus: 1`)",
+        ),
+        "network" | "network_mode" | "net" => (
+            "puts a step on the host's network",
+            "the host network exposes every service bound to the worker's loopback",
+            "drop the field; steps reach other services by address from their own network",
+        ),
+        "pid" | "ipc" | "uts" | "userns_mode" | "cgroup_parent" => (
+            "shares the host's namespaces with a step",
+            "a step sharing them can see or signal the worker and other steps",
+            "drop the field",
+        ),
+        "volumes" | "mounts" | "binds" | "volume" | "mount" | "tmpfs" => (
+            "mounts host paths into a step",
+            "a host path (the Docker socket, `/`) hands the step the host",
+            "pass files between steps with `outputs:` and `needs:` (they arrive under $WEIR_INPUTS)",
+        ),
+        "cap_add" | "capabilities" | "caps" => (
+            "adds capabilities to a step",
+            "added capabilities (SYS_ADMIN, NET_ADMIN) reach past the container",
+            "drop the field",
+        ),
+        "devices" | "device" => (
+            "passes host devices to a step",
+            "raw devices bypass the worker's accounting and isolation",
+            "ask for GPUs with `resources: {gpus: N}`; the worker assigns them",
+        ),
+        "security_opt" | "security_opts" | "seccomp" | "apparmor" => (
+            "loosens a step's security options",
+            "seccomp and AppArmor profiles are part of what keeps a step in its container",
+            "drop the field",
+        ),
+        _ => return None,
+    };
+    Some(
+        Diagnostic::error(format!("{} is refused: weir never {never}", quote_path(&format!("{path}.{key}"))))
+            .at(at, why)
+            .help(help),
+    )
 }

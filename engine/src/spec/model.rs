@@ -259,12 +259,31 @@ pub enum Action {
     Command(#[serde(serialize_with = "ser_sources")] Vec<Template>),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     #[default]
     Process,
     Docker,
+}
+
+/// When the docker runtime pulls a step's image (`pull:`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pull only when the worker's Docker engine has no image of that name.
+    #[default]
+    IfNotPresent,
+    /// Pull before every attempt, so that a moved tag is seen.
+    Always,
+    /// Never pull: a missing image fails the attempt at once.
+    Never,
+}
+
+impl PullPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == PullPolicy::IfNotPresent
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -373,6 +392,10 @@ pub struct Step {
     pub runtime: Runtime,
     #[serde(serialize_with = "ser_opt_source", skip_serializing_if = "Option::is_none")]
     pub image: Option<Template>,
+    /// Left out of the canonical JSON when default, so pipelines written before `pull:`
+    /// existed keep their hash.
+    #[serde(skip_serializing_if = "PullPolicy::is_default")]
+    pub pull: PullPolicy,
     pub retries: Retries,
     #[serde(serialize_with = "ser_duration", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,

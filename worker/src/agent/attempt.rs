@@ -41,6 +41,7 @@ pub(crate) struct Context {
     pub no_inputs: PathBuf,
     pub slots: Slots,
     pub grace: Duration,
+    pub gpus: Arc<super::gpus::GpuPool>,
 }
 
 /// Why an attempt ended without running to an outcome.
@@ -218,10 +219,13 @@ async fn attempt(
     dir: &Path,
     cancel: &CancellationToken,
 ) -> Result<Report, Stop> {
-    let (spec, outputs_dir) = tokio::select! {
+    let (mut spec, outputs_dir) = tokio::select! {
         prepared = prepare(ctx, key, a, dir) => prepared?,
         () = cancel.cancelled() => return Ok(stopped(ctx, key)),
     };
+    // Held until the attempt is over (outputs uploaded), then free for the next one.
+    let gpus = ctx.gpus.take(a.resources.as_ref().map_or(0, |r| r.gpus)).map_err(Stop::Fail)?;
+    spec.gpus = gpus.indices().to_vec();
     let timeout = spec.timeout;
     let limits = spec.limits;
     let (tx, rx) = mpsc::channel(1024);

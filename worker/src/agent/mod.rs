@@ -7,6 +7,7 @@
 
 mod attempt;
 mod containers;
+mod gpus;
 mod host;
 mod logs;
 mod session;
@@ -54,6 +55,8 @@ pub struct AgentConfig {
     pub docker: Option<Arc<DockerRuntime>>,
     /// How long a stopped step has between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// Which GPUs to offer (`--gpus`); detected with nvidia-smi by default.
+    pub gpus: crate::gpu::GpuChoice,
 }
 
 impl AgentConfig {
@@ -70,6 +73,7 @@ impl AgentConfig {
             runtime: Arc::new(ProcessRuntime::new()),
             docker: None,
             grace: Duration::from_secs(10),
+            gpus: crate::gpu::GpuChoice::Detect,
         }
     }
 }
@@ -206,13 +210,17 @@ impl Agent {
         let files = transfer::Files::open(&config.work_dir).map_err(work_dir_error)?;
 
         let capacity = config.capacity.max(1);
+        let gpus = config.gpus.resolve().await;
         let register = v1::RegisterRequest {
             name: config.name.clone(),
             labels: config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             capacity,
             cpus_milli: u64::from(cores()) * 1000,
             memory_bytes: host::memory_bytes(),
-            gpus: Vec::new(),
+            gpus: gpus
+                .iter()
+                .map(|g| v1::Gpu { index: g.index, model: g.model.clone(), memory_bytes: g.memory_bytes })
+                .collect(),
             runtimes: if config.docker.is_some() {
                 vec![v1::Runtime::Process as i32, v1::Runtime::Docker as i32]
             } else {
@@ -245,6 +253,7 @@ impl Agent {
             no_inputs,
             slots,
             grace: config.grace,
+            gpus: gpus::GpuPool::new(gpus.iter().map(|g| g.index)),
         });
         let slots = Arc::new(Semaphore::new(capacity as usize));
         let mut tasks = JoinSet::new();

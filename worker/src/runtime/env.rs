@@ -31,6 +31,17 @@ pub fn step_env(
     env
 }
 
+/// Sets `CUDA_VISIBLE_DEVICES` to the GPUs assigned to a process step (`0,2`), and to the empty
+/// string when it was assigned none: CUDA then shows the step no device at all, so a step that
+/// asked for no GPU cannot take one another step holds just because it runs on a GPU host. Set
+/// last, over the step's own `env:`, which cannot widen its share. Containers do not use this:
+/// Docker's device request renumbers the devices inside the container.
+pub fn set_visible_gpus(env: &mut Vec<(String, String)>, gpus: &[u32]) {
+    let value = gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    env.retain(|(k, _)| k != "CUDA_VISIBLE_DEVICES");
+    env.push(("CUDA_VISIBLE_DEVICES".to_string(), value));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +72,15 @@ mod tests {
                 ("WEIR_INPUTS", "/in"),
             ])
         );
+    }
+
+    #[test]
+    fn a_process_step_sees_only_its_assigned_gpus_and_none_when_it_asked_for_none() {
+        let cases: &[(&[u32], &str)] = &[(&[], ""), (&[1], "1"), (&[0, 3], "0,3")];
+        for (gpus, want) in cases {
+            let mut env = pairs(&[("CUDA_VISIBLE_DEVICES", "0,1,2,3"), ("PATH", "/bin")]);
+            set_visible_gpus(&mut env, gpus);
+            assert_eq!(env, pairs(&[("PATH", "/bin"), ("CUDA_VISIBLE_DEVICES", want)]), "{gpus:?}");
+        }
     }
 }

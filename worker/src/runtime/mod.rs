@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
 
 pub use docker::{DockerRuntime, Found, container_name};
-pub use env::{KEPT_VARS, step_env};
+pub use env::{KEPT_VARS, set_visible_gpus, step_env};
 pub use logs::MAX_LINE;
 pub use process::ProcessRuntime;
 

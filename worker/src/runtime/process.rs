@@ -61,7 +61,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Action, Error, LogLine, Outcome, RunFuture, Runtime, StepSpec, Stream, logs, step_env};
+use super::{Action, Error, LogLine, Outcome, RunFuture, Runtime, StepSpec, Stream, logs, set_visible_gpus, step_env};
 
 mod reaper;
 mod session;
@@ -115,7 +115,8 @@ async fn run(
         Action::Argv(argv) => argv.iter().map(String::as_str).collect(),
     };
     let spawn_error = |source| Error::Spawn { program: argv[0].to_string(), workdir: spec.workdir.clone(), source };
-    let env = step_env(std::env::vars(), &spec.env, &spec.inputs_dir, &spec.outputs_dir);
+    let mut env = step_env(std::env::vars(), &spec.env, &spec.inputs_dir, &spec.outputs_dir);
+    set_visible_gpus(&mut env, &spec.gpus);
     let child = spawn::spawn(&argv, &env, &spec.workdir).map_err(spawn_error)?;
     let pgid = child.pid;
     let stdout = pipe_reader(child.stdout, std::process::ChildStdout::from, tokio::process::ChildStdout::from_std);

@@ -1,4 +1,4 @@
-//! The readers of fields that steps and `defaults:` share: runtime, image, retries, timeout
+//! The readers of fields that steps and `defaults:` share: runtime, image, pull, retries, timeout
 //! and other durations, resources, cache, `runs_on` labels, env and the templates inside them,
 //! plus `defaults:` itself. Each reads one field and reports its own problems; none of them
 //! knows which step it is reading for or merges values: `step` does that.
@@ -25,6 +25,23 @@ pub(super) fn runtime(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Runtime
                 Diagnostic::error(format!("unknown runtime `{other}`"))
                     .at(cx.span(id), "expected process or docker")
                     .help_opt(did_you_mean(other, ["process", "docker"])),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn pull(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<PullPolicy> {
+    let text = cx.string(id, path)?;
+    match text {
+        "if-not-present" => Some(PullPolicy::IfNotPresent),
+        "always" => Some(PullPolicy::Always),
+        "never" => Some(PullPolicy::Never),
+        other => {
+            cx.push(
+                Diagnostic::error(format!("unknown pull policy `{other}`"))
+                    .at(cx.span(id), "expected if-not-present, always or never")
+                    .help_opt(did_you_mean(other, ["if-not-present", "always", "never"])),
             );
             None
         }
@@ -213,6 +230,7 @@ pub(super) fn defaults(cx: &mut Cx<'_>, id: NodeId) -> Defaults {
                 d.image_given = true;
                 d.image = image(cx, v, &path);
             }
+            "pull" => d.pull = pull(cx, v, &path),
             "retries" => d.retries = retries(cx, v, &path),
             "timeout" => d.timeout = duration(cx, v, &path),
             "resources" => d.resources = resources(cx, v, &path),

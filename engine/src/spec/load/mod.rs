@@ -35,6 +35,7 @@ pub(crate) struct Defaults {
     runtime: Option<Runtime>,
     image: Option<(Template, NodeId)>,
     image_given: bool,
+    pull: Option<PullPolicy>,
     retries: Option<Retries>,
     timeout: Option<Duration>,
     resources: Option<PartialResources>,

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::fields::{cache, duration, env, image, label_map, resources, retries, runtime, template};
+use super::fields::{cache, duration, env, image, label_map, pull, resources, retries, runtime, template};
 use super::{Defaults, StepDraft};
 use crate::diag::Diagnostic;
 use crate::expr::{self, Expr};
@@ -55,6 +55,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
             resources: Resources::default(),
             runtime: defaults.runtime.unwrap_or_default(),
             image: defaults.image.as_ref().map(|(t, _)| t.clone()),
+            pull: defaults.pull.unwrap_or_default(),
             retries: defaults.retries.unwrap_or_default(),
             timeout: defaults.timeout,
             when: None,
@@ -211,6 +212,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
                 }
                 None => false,
             },
+            "pull" => pull(cx, v, &path).map(|p| draft.step.pull = p).is_some(),
             "retries" => retries(cx, v, &path).map(|r| draft.step.retries = r).is_some(),
             "timeout" => duration(cx, v, &path).map(|d| draft.step.timeout = Some(d)).is_some(),
             "when" => {
