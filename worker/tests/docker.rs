@@ -452,7 +452,7 @@ async fn resume_helper() {
         step: "resume".into(),
         instance: instance.parse().unwrap(),
         attempt: 1,
-        ..Default::default()
+        owner: "docker-tests".into(),
     };
     let (tx, _rx) = mpsc::channel(64);
     let _ = rt.run(spec, tx, CancellationToken::new()).await;

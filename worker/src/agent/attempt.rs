@@ -85,11 +85,15 @@ pub(crate) async fn resume(
     assignment: v1::Assignment,
     dir: PathBuf,
     name: String,
+    gpus: Vec<u32>,
     cancel: CancellationToken,
 ) {
     tracing::info!(attempt = %key, container = name, "resuming the container of an earlier worker process");
-    let ended = match ctx.docker.clone() {
-        Some(docker) => {
+    // The container has these GPUs already: no other attempt may get them while it runs.
+    let held = ctx.gpus.take_exact(&gpus);
+    let ended = match (ctx.docker.clone(), held) {
+        (_, Err(reason)) => Err(Stop::Fail(format!("cannot resume the container: {reason}"))),
+        (Some(docker), Ok(_gpus)) => {
             let spec = resumed_spec(&ctx, &key, &assignment, &dir);
             let outputs_dir = spec.outputs_dir.clone();
             let (timeout, limits) = (spec.timeout, spec.limits);
@@ -101,7 +105,7 @@ pub(crate) async fn resume(
                 Err(e) => Err(runtime_stop(e)),
             }
         }
-        None => Err(Stop::Fail("this worker no longer runs docker steps".to_string())),
+        (None, Ok(_)) => Err(Stop::Fail("this worker no longer runs docker steps".to_string())),
     };
     conclude(ctx, key, &assignment, dir, ended).await;
 }
@@ -233,9 +237,9 @@ async fn attempt(
         (Some(docker), true) => {
             // Written before the container exists: a worker killed right after creating it finds
             // the record on restart and resumes the container instead of leaving it behind.
-            let (records, name, slot, a) =
-                (ctx.records.clone(), container_name(&spec.id), dir.to_path_buf(), a.clone());
-            blocking(move || containers::remember(&records, &name, &slot, &a))
+            let (records, name, slot, a, gpus) =
+                (ctx.records.clone(), container_name(&spec.id), dir.to_path_buf(), a.clone(), spec.gpus.clone());
+            blocking(move || containers::remember(&records, &name, &slot, &a, &gpus))
                 .await?
                 .map_err(|e| Stop::Fail(format!("cannot record the container in the work folder: {e}")))?;
             docker.run(spec, tx, cancel.clone())

@@ -19,6 +19,8 @@ use weir_proto::v1;
 
 /// The file in an attempt folder that holds its encoded assignment.
 const ASSIGNMENT: &str = "assignment.pb";
+/// The file in an attempt folder that lists the GPU indices its container was given.
+const GPUS: &str = "gpus";
 
 /// A stable identity for the worker using `work_dir` on this host: the same after a restart,
 /// different for a second worker with another work folder. 16 hex digits of BLAKE3.
@@ -35,25 +37,42 @@ pub(crate) fn records_dir(work_dir: &Path) -> PathBuf {
     work_dir.join("containers")
 }
 
-/// Records that container `name` runs the attempt of `assignment` in the attempt folder `slot`.
-/// The record is written last, so a record always names a complete folder.
-pub(crate) fn remember(records: &Path, name: &str, slot: &Path, assignment: &v1::Assignment) -> io::Result<()> {
+/// Records that container `name` runs the attempt of `assignment` in the attempt folder `slot`
+/// with the GPUs `gpus`. The record is written last, so a record always names a complete folder.
+pub(crate) fn remember(
+    records: &Path,
+    name: &str,
+    slot: &Path,
+    assignment: &v1::Assignment,
+    gpus: &[u32],
+) -> io::Result<()> {
     std::fs::write(slot.join(ASSIGNMENT), assignment.encode_to_vec())?;
+    let list: Vec<String> = gpus.iter().map(u32::to_string).collect();
+    std::fs::write(slot.join(GPUS), list.join(","))?;
     std::fs::create_dir_all(records)?;
     let tmp = records.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, slot.as_os_str().as_encoded_bytes())?;
     std::fs::rename(tmp, records.join(name))
 }
 
-/// The attempt folder and assignment recorded for container `name`, if both are intact.
-pub(crate) fn recall(records: &Path, name: &str) -> Option<(PathBuf, v1::Assignment)> {
+/// What was recorded for container `name`, if it is intact.
+pub(crate) struct Recalled {
+    pub slot: PathBuf,
+    pub assignment: v1::Assignment,
+    pub gpus: Vec<u32>,
+}
+
+/// The attempt folder, assignment and GPUs recorded for container `name`, if all are intact.
+pub(crate) fn recall(records: &Path, name: &str) -> Option<Recalled> {
     if !valid_name(name) {
         return None;
     }
     let slot = PathBuf::from(std::fs::read_to_string(records.join(name)).ok()?);
     let bytes = std::fs::read(slot.join(ASSIGNMENT)).ok()?;
     let assignment = v1::Assignment::decode(bytes.as_slice()).ok()?;
-    Some((slot, assignment))
+    let gpus = std::fs::read_to_string(slot.join(GPUS)).ok()?;
+    let gpus = gpus.split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<Vec<u32>, _>>().ok()?;
+    Some(Recalled { slot, assignment, gpus })
 }
 
 /// Drops the record of container `name`; nothing happens when there is none.
@@ -87,10 +106,12 @@ mod tests {
         std::fs::create_dir_all(&slot).unwrap();
         let records = records_dir(dir.path());
         let a = v1::Assignment { step: "train".into(), image: "img:1".into(), ..Default::default() };
-        remember(&records, "weir-r-0-1", &slot, &a).unwrap();
+        remember(&records, "weir-r-0-1", &slot, &a, &[1, 3]).unwrap();
         assert_eq!(recorded(&records), vec!["weir-r-0-1".to_string()]);
-        let (got_slot, got) = recall(&records, "weir-r-0-1").unwrap();
-        assert_eq!((got_slot, got), (slot.clone(), a));
+        let got = recall(&records, "weir-r-0-1").unwrap();
+        assert_eq!((got.slot, got.assignment, got.gpus), (slot.clone(), a.clone(), vec![1, 3]));
+        remember(&records, "weir-r-0-1", &slot, &a, &[]).unwrap();
+        assert!(recall(&records, "weir-r-0-1").unwrap().gpus.is_empty());
         // A damaged assignment is no record at all.
         std::fs::write(slot.join(ASSIGNMENT), b"\xff\xff\xff").unwrap();
         assert!(recall(&records, "weir-r-0-1").is_none());

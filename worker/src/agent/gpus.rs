@@ -37,6 +37,19 @@ impl GpuPool {
         }
         Ok(GpuLease { pool: self.clone(), indices })
     }
+
+    /// Exactly the GPUs `indices` (a resumed container's, which has them already); fails when
+    /// one is not this worker's or not free.
+    pub fn take_exact(self: &Arc<Self>, indices: &[u32]) -> Result<GpuLease, String> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = indices.iter().find(|i| !free.contains(i)) {
+            return Err(format!("GPU {i} is not free on this worker"));
+        }
+        for i in indices {
+            free.remove(i);
+        }
+        Ok(GpuLease { pool: self.clone(), indices: indices.to_vec() })
+    }
 }
 
 /// GPUs held by one attempt; returned to the pool on drop.

@@ -188,7 +188,7 @@ impl Agent {
         // stale (its outputs must never be collected by a new step), except the folders of the
         // containers about to be resumed.
         let slots = attempt::Slots::default();
-        let kept: Vec<PathBuf> = adoptable.iter().map(|(_, slot, _)| slot.clone()).collect();
+        let kept: Vec<PathBuf> = adoptable.iter().map(|(_, r)| r.slot.clone()).collect();
         if kept.is_empty() {
             attempt::remove_tree(&attempts_dir);
         } else if let Ok(entries) = std::fs::read_dir(&attempts_dir) {
@@ -258,19 +258,22 @@ impl Agent {
         let slots = Arc::new(Semaphore::new(capacity as usize));
         let mut tasks = JoinSet::new();
         let resumed = !adoptable.is_empty();
-        for (name, slot, assignment) in adoptable {
+        for (name, recalled) in adoptable {
+            let containers::Recalled { slot, assignment, gpus } = recalled;
             let Ok(key) = Key::of(assignment.attempt.as_ref()) else { continue };
-            let (Some(cancel), Ok(permit)) = (session.hold(&key), slots.clone().try_acquire_owned()) else {
-                tracing::warn!(attempt = %key, container = name, "no free slot to resume a container, stopping it");
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                // Only when the worker restarted with a smaller --capacity.
+                tracing::warn!(attempt = %key, container = name, "no free slot to resume a container, removing it");
                 if let Some(docker) = &ctx.docker {
                     let _ = docker.remove(&name, ctx.grace).await;
                 }
                 continue;
             };
+            let Some(cancel) = session.hold(&key) else { continue };
             let ctx = ctx.clone();
             tasks.spawn(async move {
                 let _release = Release { session: ctx.session.clone(), key: key.clone(), _slot: permit };
-                attempt::resume(ctx, key, assignment, slot, name, cancel).await;
+                attempt::resume(ctx, key, assignment, slot, name, gpus, cancel).await;
             });
         }
         if resumed {
@@ -373,7 +376,7 @@ async fn adoptable(
     records: &std::path::Path,
     owner: &str,
     grace: Duration,
-) -> Vec<(String, PathBuf, v1::Assignment)> {
+) -> Vec<(String, containers::Recalled)> {
     let found = match docker.weir_containers().await {
         Ok(found) => found,
         Err(e) => {
@@ -384,7 +387,7 @@ async fn adoptable(
     let mut adoptable = Vec::new();
     for f in found.into_iter().filter(|f| f.id.owner == owner) {
         match containers::recall(records, &f.name) {
-            Some((slot, assignment)) => adoptable.push((f.name, slot, assignment)),
+            Some(recalled) => adoptable.push((f.name, recalled)),
             None => {
                 tracing::info!(container = f.name, "removing a container of this worker that has no record");
                 if let Err(e) = docker.remove(&f.name, grace).await {
@@ -394,7 +397,7 @@ async fn adoptable(
         }
     }
     for name in containers::recorded(records) {
-        if !adoptable.iter().any(|(n, _, _)| *n == name) {
+        if !adoptable.iter().any(|(n, _)| *n == name) {
             containers::forget(records, &name);
         }
     }
