@@ -28,7 +28,7 @@ IMAGE = "weir-test/busybox:1"
 
 def chain(n):
     lines = ["name: docker-chain-%d" % n, "defaults:", "  runtime: docker", "  image: " + IMAGE,
-             "  pull: never", "steps:"]
+             "steps:"]
     for i in range(n):
         lines.append("  s%d:" % i)
         if i:
