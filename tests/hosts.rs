@@ -130,20 +130,7 @@ fn long_disconnect_moves_the_step_and_stops_the_old_attempt(c: &Cluster) {
 
     let cut = Instant::now();
     c.disconnect(first);
-    let moved = c.wait_step(&run, LOSS_DEADLINE, |s| s.attempt == 2 && c.try_node_of(&s.worker_id) == Some(other));
-    let moved_after = cut.elapsed();
-    eprintln!(
-        "  long: attempt 2 leased to {} {:.1}s after {} was cut off (lease timeout {LEASE_TIMEOUT:?})",
-        c.nodes[other].name,
-        moved_after.as_secs_f64(),
-        c.nodes[first].name
-    );
-    assert!(moved_after >= EARLIEST_LOSS, "dispatched again before the lease timeout: {moved_after:?}, {moved:?}");
-    let got = c.wait_finished(&run, Duration::from_secs(30));
-    assert_eq!(state(&got), RunState::Succeeded, "{got:#?}");
-    let step = &got.steps[0];
-    assert_eq!((step.state(), step.attempt), (StepState::Succeeded, 2), "{step:?}");
-    assert_eq!(c.node_of(&step.worker_id), other, "{step:?}");
+    c.attempt_2_succeeds_on(&run, other, cut, &format!("long: {} was cut off", c.nodes[first].name));
     assert!(
         c.processes(first).contains("sleep 600"),
         "the cut-off worker cannot have heard anything yet: its attempt still runs"
@@ -213,20 +200,7 @@ fn killed_worker_step_completes_elsewhere(c: &Cluster) {
     let other = 1 - first;
     let killed = Instant::now();
     docker_ok(&["kill", &c.nodes[first].container]);
-    let moved = c.wait_step(&run, LOSS_DEADLINE, |s| s.attempt == 2 && c.try_node_of(&s.worker_id) == Some(other));
-    let moved_after = killed.elapsed();
-    eprintln!(
-        "  kill: attempt 2 leased to {} {:.1}s after `docker kill` of {}",
-        c.nodes[other].name,
-        moved_after.as_secs_f64(),
-        c.nodes[first].name
-    );
-    assert!(moved_after >= EARLIEST_LOSS, "dispatched again before the lease timeout: {moved_after:?}, {moved:?}");
-    let got = c.wait_finished(&run, Duration::from_secs(30));
-    assert_eq!(state(&got), RunState::Succeeded, "{got:#?}");
-    let step = &got.steps[0];
-    assert_eq!((step.state(), step.attempt), (StepState::Succeeded, 2), "{step:?}");
-    assert_eq!(c.node_of(&step.worker_id), other, "{step:?}");
+    c.attempt_2_succeeds_on(&run, other, killed, &format!("kill: `docker kill` of {}", c.nodes[first].name));
     let events = c.step_events(&run);
     let leased: Vec<(u32, String)> = events
         .iter()
@@ -590,6 +564,26 @@ impl Cluster {
     fn running_attempt_1(&self, run: &str) -> (usize, String) {
         let s = self.wait_step(run, Duration::from_secs(20), |s| s.state() == StepState::Running && s.attempt == 1);
         (self.node_of(&s.worker_id), s.worker_id)
+    }
+
+    /// Waits until attempt 2 of `run`'s step is leased to node `other`, no sooner than the
+    /// lease timeout after `since` (when its first worker was lost, as `what` says), then until
+    /// the run succeeds with that attempt on that node.
+    fn attempt_2_succeeds_on(&self, run: &str, other: usize, since: Instant, what: &str) {
+        let moved =
+            self.wait_step(run, LOSS_DEADLINE, |s| s.attempt == 2 && self.try_node_of(&s.worker_id) == Some(other));
+        let moved_after = since.elapsed();
+        eprintln!(
+            "  {what}; attempt 2 leased to {} {:.1}s later (lease timeout {LEASE_TIMEOUT:?})",
+            self.nodes[other].name,
+            moved_after.as_secs_f64()
+        );
+        assert!(moved_after >= EARLIEST_LOSS, "dispatched again before the lease timeout: {moved_after:?}, {moved:?}");
+        let got = self.wait_finished(run, Duration::from_secs(30));
+        assert_eq!(state(&got), RunState::Succeeded, "{got:#?}");
+        let step = &got.steps[0];
+        assert_eq!((step.state(), step.attempt), (StepState::Succeeded, 2), "{step:?}");
+        assert_eq!(self.node_of(&step.worker_id), other, "{step:?}");
     }
 
     fn wait_finished(&self, run: &str, limit: Duration) -> v1::GetRunResponse {

@@ -115,6 +115,19 @@ async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Starts a docker step sleeping `secs` on worker `w`, waits for its container, then kills the
+/// worker with SIGKILL; the container must run on. Returns the run id.
+async fn docker_step_outliving_its_worker(s: &mut Setup, secs: u32) -> String {
+    let run = start_yaml(s, DOCKER_STEP.replace("{secs}", &secs.to_string())).await;
+    let mut first = docker_worker(&s.server.url(), s.dir.path(), "w");
+    wait_for("the step's container", || containers_of(&run).iter().any(|c| c.ends_with(" running"))).await;
+    signal(&first, libc::SIGKILL);
+    let _ = first.wait();
+    let left = containers_of(&run);
+    assert!(left.len() == 1 && left[0].ends_with(" running"), "the container must outlive its worker: {left:?}");
+    run
+}
+
 async fn setup() -> Setup {
     setup_with(Duration::from_millis(1500)).await
 }
@@ -258,13 +271,7 @@ async fn a_restarted_worker_resumes_its_live_container_instead_of_running_the_st
     }
     // A lease timeout well above a worker restart: the attempt stays live meanwhile.
     let mut s = setup_with(Duration::from_secs(8)).await;
-    let run = start_yaml(&mut s, DOCKER_STEP.replace("{secs}", "4")).await;
-    let mut first = docker_worker(&s.server.url(), s.dir.path(), "w");
-    wait_for("the step's container", || containers_of(&run).iter().any(|c| c.ends_with(" running"))).await;
-    signal(&first, libc::SIGKILL);
-    let _ = first.wait();
-    let left = containers_of(&run);
-    assert!(left.len() == 1 && left[0].ends_with(" running"), "the container must outlive its worker: {left:?}");
+    let run = docker_step_outliving_its_worker(&mut s, 4).await;
     // The same worker (same work folder) comes back while the step still runs.
     let mut again = docker_worker(&s.server.url(), s.dir.path(), "w");
     let got = finish(&mut s, &run).await;
@@ -282,11 +289,7 @@ async fn a_restarted_worker_removes_the_container_of_an_attempt_no_longer_leased
         return;
     }
     let mut s = setup_with(Duration::from_millis(1500)).await;
-    let run = start_yaml(&mut s, DOCKER_STEP.replace("{secs}", "30")).await;
-    let mut first = docker_worker(&s.server.url(), s.dir.path(), "w");
-    wait_for("the step's container", || containers_of(&run).iter().any(|c| c.ends_with(" running"))).await;
-    signal(&first, libc::SIGKILL);
-    let _ = first.wait();
+    let run = docker_step_outliving_its_worker(&mut s, 30).await;
     // Past the lease timeout the engine counts attempt 1 lost and queues attempt 2.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
