@@ -236,5 +236,5 @@ impl Drop for Group<'_> {
 fn kill_step(pgid: i32, signal: i32) {
     // SAFETY: killpg has no memory-safety preconditions.
     unsafe { libc::killpg(pgid, signal) };
-    session::kill_session(pgid, signal, 0);
+    session::kill_session(pgid, signal, pgid);
 }

@@ -5,11 +5,13 @@
 
 use std::io;
 
-/// Sends `signal` to every live process of session `sid` but `skip`, found by scanning `/proc`
-/// (a session cannot be signalled as a whole). Scans again while it finds any, since a member may
+/// Sends `signal` to every live process of session `sid`, found by scanning `/proc` (a session
+/// cannot be signalled as a whole), except, for any signal but SIGKILL, the members of process
+/// group `signalled`, which the caller has just signalled with `killpg`: a second SIGTERM would
+/// run a step's trap twice. Scans again while it finds any, since a member may
 /// fork during a scan; bounded, as a SIGKILLed process can show as running for a moment. Without
 /// `/proc` it does nothing.
-pub(super) fn kill_session(sid: libc::pid_t, signal: i32, skip: libc::pid_t) {
+pub(super) fn kill_session(sid: libc::pid_t, signal: i32, signalled: libc::pid_t) {
     // SAFETY: every pointer handed to the kernel is to a local buffer of the stated length.
     unsafe {
         for _ in 0..16 {
@@ -43,7 +45,8 @@ pub(super) fn kill_session(sid: libc::pid_t, signal: i32, skip: libc::pid_t) {
                         -1 => io::Error::last_os_error().raw_os_error() == Some(libc::EPERM),
                         of => of == sid,
                     };
-                    if pid != skip && candidate && session_of(name) == Some(sid) {
+                    let again = signal != libc::SIGKILL && libc::getpgid(pid) == signalled;
+                    if candidate && !again && session_of(name) == Some(sid) {
                         libc::kill(pid, signal);
                         found = true;
                     }
