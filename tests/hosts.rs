@@ -273,8 +273,7 @@ impl Cluster {
     /// The run's record: attempt 1 was leased to the first worker (`first_id`) and never
     /// reported an outcome; attempt 2, leased to node `other`, is the one that succeeded.
     fn only_attempt_2_ended(&self, run: &str, first_id: &str, other: usize) {
-        let c = self;
-        let events = c.step_events(run);
+        let events = self.step_events(run);
         let leased: Vec<(u32, String)> = events
             .iter()
             .filter(|e| e.state() == StepState::Leased)
@@ -282,7 +281,7 @@ impl Cluster {
             .collect();
         assert_eq!(leased.len(), 2, "{events:#?}");
         assert_eq!((leased[0].0, leased[0].1.as_str()), (1, first_id), "{events:#?}");
-        assert_eq!((leased[1].0, c.node_of(&leased[1].1)), (2, other), "{events:#?}");
+        assert_eq!((leased[1].0, self.node_of(&leased[1].1)), (2, other), "{events:#?}");
         let outcomes: Vec<(u32, StepState)> = events
             .iter()
             .filter(|e| matches!(e.state(), StepState::Succeeded | StepState::Failed))
