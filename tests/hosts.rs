@@ -5,14 +5,17 @@
 //! through the engine's port published on 127.0.0.1, and the test reads run state, events, logs
 //! and outputs over the client gRPC API (the CLI prints for people; it has no JSON output).
 //!
-//! One cluster, three runs of one single-step pipeline, in this order:
+//! One cluster, four runs of two single-step pipelines (the same step, run as a process in the
+//! worker's container or as a container of its own), in this order:
 //! 1. a worker cut off from the network for a second (well below the lease timeout) while its
 //!    step runs: nothing is dispatched again, attempt 1 succeeds on the same worker;
 //! 2. a worker cut off past the lease timeout: attempt 2 runs on the other worker and the run
 //!    succeeds; once the network is back, the old worker hears that its attempt is not live, its
 //!    step's processes are stopped, and its report is refused (the run's record shows attempt 1
 //!    never ended well);
-//! 3. `docker kill` of the worker running the step: attempt 2 completes on the other worker.
+//! 3. the same as 2 with the step in a container (`runtime: docker`): attempt 1's container keeps
+//!    running while its worker is cut off, and is stopped and removed once the worker is back;
+//! 4. `docker kill` of the worker running the step: attempt 2 completes on the other worker.
 //!
 //! Each worker has two slots: the one running the step is also waiting in a Lease long-poll for
 //! more when it is cut off, and an open poll must not keep a silent worker alive.
@@ -25,6 +28,13 @@
 //! the stop order reached the old attempt 15 s after the reconnect, and even a 1 s cut cost a
 //! second attempt), which is not what a network partition looks like. So the network has a
 //! subnet of its own and every container a fixed address, given back on reconnect.
+//!
+//! The workers run docker steps as siblings on the host's Docker engine: they get its socket and
+//! `--docker on`, and their `--work-dir` is a folder of the host mounted at the same path in their
+//! containers, because the worker gives the engine paths under it as the bind sources of a step's
+//! `/weir/src`, `/weir/inputs` and `/weir/outputs`. The workers run as root in their containers,
+//! so steps run as 0:0. Step containers carry weir's labels, not this test's: the cleanup also
+//! removes every container labelled `weir.run` with one of the runs the test started.
 //!
 //! No Docker daemon: with `CI` set the test fails; otherwise it says loudly that it skipped.
 
@@ -66,6 +76,30 @@ steps:
     outputs: [result.txt]
 "#;
 
+/// The same step as a container of its own on the worker's Docker engine (the image is built by
+/// scripts/test-images.sh). It also says where its outputs go and as whom it runs.
+const DOCKER_PIPELINE: &str = r#"name: hosts-docker
+description: the step of `hosts` in a container; attempt 1 sleeps `first` seconds, later ones `later`
+params:
+  first: 8
+  later: 1
+steps:
+  work:
+    runtime: docker
+    image: weir-test/busybox:1
+    pull: never
+    run: |
+      echo "attempt $WEIR_ATTEMPT in a container as $(id -u):$(id -g), outputs in $WEIR_OUTPUTS"
+      if [ "$WEIR_ATTEMPT" = 1 ]; then sleep {{ params.first }}; else sleep {{ params.later }}; fi
+      echo "$WEIR_ATTEMPT" > "$WEIR_OUTPUTS/result.txt"
+      echo "attempt $WEIR_ATTEMPT finished"
+    outputs: [result.txt]
+"#;
+/// Empties the folder `$1`, dot files too (a mount point itself cannot go).
+const EMPTY: &str = r#"cd "$1" && rm -rf -- * .[!.]* ..?*"#;
+/// The step image of [`DOCKER_PIPELINE`].
+const STEP_IMAGE: &str = "weir-test/busybox:1";
+
 #[test]
 fn engine_and_two_workers_in_containers_survive_kills_and_partitions() {
     if let Err(why) = docker(&["version", "--format", "{{.Server.Version}}"]) {
@@ -82,20 +116,24 @@ fn engine_and_two_workers_in_containers_survive_kills_and_partitions() {
     let (weir, worker) = binaries();
     let image = node_image(&weir, &worker);
     eprintln!("[{:5.1}s] node image {image}", begin.elapsed().as_secs_f64());
+    step_image();
     let c = Cluster::start(&image, weir);
     eprintln!("[{:5.1}s] engine and workers up", begin.elapsed().as_secs_f64());
-    c.cli(&["submit", &c.pipeline_dir().display().to_string()]);
+    c.cli(&["submit", &c.pipeline_dir("pipeline").display().to_string()]);
+    c.cli(&["submit", &c.pipeline_dir("pipeline-docker").display().to_string()]);
 
     short_disconnect_causes_no_second_attempt(&c);
     eprintln!("[{:5.1}s] short disconnect done", begin.elapsed().as_secs_f64());
     long_disconnect_moves_the_step_and_stops_the_old_attempt(&c);
     eprintln!("[{:5.1}s] long disconnect done", begin.elapsed().as_secs_f64());
+    long_disconnect_stops_the_old_attempts_container(&c);
+    eprintln!("[{:5.1}s] long disconnect of a docker step done", begin.elapsed().as_secs_f64());
     killed_worker_step_completes_elsewhere(&c);
     eprintln!("[{:5.1}s] kill done", begin.elapsed().as_secs_f64());
 }
 
 fn short_disconnect_causes_no_second_attempt(c: &Cluster) {
-    let run = c.start_run(6, 1);
+    let run = c.start_run("hosts", 6, 1);
     let (first, _) = c.running_attempt_1(&run);
     let cut = Instant::now();
     c.disconnect(first);
@@ -119,7 +157,7 @@ fn short_disconnect_causes_no_second_attempt(c: &Cluster) {
 }
 
 fn long_disconnect_moves_the_step_and_stops_the_old_attempt(c: &Cluster) {
-    let run = c.start_run(600, 1);
+    let run = c.start_run("hosts", 600, 1);
     let (first, first_id) = c.running_attempt_1(&run);
     let other = 1 - first;
     // The step's process runs in the first worker's container: the positive control for the
@@ -147,35 +185,8 @@ fn long_disconnect_moves_the_step_and_stops_the_old_attempt(c: &Cluster) {
         (back - cut).as_secs_f64(),
         back.elapsed().as_secs_f64()
     );
-    let key = format!("{run}#0.1");
-    c.wait_until("the old worker logs the refusal of attempt 1's report", Duration::from_secs(15), || {
-        c.logs_of(first).lines().any(|l| {
-            l.contains("the engine refused the outcome") && l.contains(&key) && l.contains("FailedPrecondition")
-        })
-    });
-    let worker_log = c.logs_of(first);
-    assert!(
-        worker_log.lines().any(|l| l.contains("the engine stops an attempt") && l.contains(&key)),
-        "the engine's stop order for {key} is in the worker's log:\n{worker_log}"
-    );
-
-    // The run's record: attempt 1 was leased to the first worker and never reported an outcome;
-    // attempt 2, leased to the other one, is the one that succeeded.
-    let events = c.step_events(&run);
-    let leased: Vec<(u32, String)> = events
-        .iter()
-        .filter(|e| e.state() == StepState::Leased)
-        .map(|e| (e.attempt, e.message.trim_start_matches("worker ").to_string()))
-        .collect();
-    assert_eq!(leased.len(), 2, "{events:#?}");
-    assert_eq!((leased[0].0, leased[0].1.as_str()), (1, first_id.as_str()), "{events:#?}");
-    assert_eq!((leased[1].0, c.node_of(&leased[1].1)), (2, other), "{events:#?}");
-    let outcomes: Vec<(u32, StepState)> = events
-        .iter()
-        .filter(|e| matches!(e.state(), StepState::Succeeded | StepState::Failed))
-        .map(|e| (e.attempt, e.state()))
-        .collect();
-    assert_eq!(outcomes, [(2, StepState::Succeeded)], "{events:#?}");
+    c.old_attempt_stopped_and_refused(&run, first);
+    c.only_attempt_2_ended(&run, &first_id, other);
     let (old, new) = (c.step_logs(&run, 1), c.step_logs(&run, 2));
     assert!(old.contains(&format!("attempt 1 on {}", c.nodes[first].name)), "{old}");
     assert!(!old.contains("finished"), "attempt 1 never got to its end: {old}");
@@ -194,8 +205,94 @@ fn long_disconnect_moves_the_step_and_stops_the_old_attempt(c: &Cluster) {
     );
 }
 
+fn long_disconnect_stops_the_old_attempts_container(c: &Cluster) {
+    let run = c.start_run("hosts-docker", 600, 1);
+    let (first, first_id) = c.running_attempt_1(&run);
+    let other = 1 - first;
+    // Attempt 1's container runs on the host's engine, beside the workers' containers: the
+    // positive control for the check after the reconnect.
+    c.wait_until("attempt 1's container runs", Duration::from_secs(15), || {
+        c.step_containers(&run).iter().any(|s| s.attempt == "1" && s.state == "running")
+    });
+    let owner = c.step_containers(&run).into_iter().find(|s| s.attempt == "1").expect("attempt 1's container").owner;
+
+    let cut = Instant::now();
+    c.disconnect(first);
+    c.attempt_2_succeeds_on(&run, other, cut, &format!("docker: {} was cut off", c.nodes[first].name));
+    c.wait_until("attempt 2's container is removed once it ended", Duration::from_secs(10), || {
+        c.step_containers(&run).iter().all(|s| s.attempt == "1")
+    });
+    let containers = c.step_containers(&run);
+    assert!(
+        containers.iter().any(|s| s.attempt == "1" && s.state == "running" && s.owner == owner),
+        "the cut-off worker cannot have heard anything yet: its attempt's container still runs: {containers:?}"
+    );
+
+    let back = Instant::now();
+    c.connect(first);
+    c.wait_until(
+        "the old attempt's container is stopped and removed after the reconnect",
+        Duration::from_secs(30),
+        || c.step_containers(&run).is_empty(),
+    );
+    eprintln!(
+        "  docker: {} back after {:.1}s away; its attempt 1's container gone {:.1}s after the reconnect",
+        c.nodes[first].name,
+        (back - cut).as_secs_f64(),
+        back.elapsed().as_secs_f64()
+    );
+    c.old_attempt_stopped_and_refused(&run, first);
+    c.only_attempt_2_ended(&run, &first_id, other);
+    let (old, new) = (c.step_logs(&run, 1), c.step_logs(&run, 2));
+    // The worker runs as root in its container, and so does its steps' container: what they
+    // write to the bind-mounted outputs folder is the worker's to upload.
+    assert!(old.contains("attempt 1 in a container as 0:0, outputs in /weir/outputs"), "{old}");
+    assert!(!old.contains("finished"), "attempt 1 never got to its end: {old}");
+    assert!(new.contains("attempt 2 in a container as 0:0, outputs in /weir/outputs"), "{new}");
+    assert!(new.contains("attempt 2 finished"), "{new}");
+    assert_eq!(c.artifact(&run, "result.txt"), "2\n");
+}
+
+impl Cluster {
+    /// After `first` is back: the old worker got the engine's stop order for attempt 1 of `run`,
+    /// and the engine refused the attempt's report.
+    fn old_attempt_stopped_and_refused(&self, run: &str, first: usize) {
+        let key = format!("{run}#0.1");
+        self.wait_until("the old worker logs the refusal of attempt 1's report", Duration::from_secs(15), || {
+            self.logs_of(first).lines().any(|l| {
+                l.contains("the engine refused the outcome") && l.contains(&key) && l.contains("FailedPrecondition")
+            })
+        });
+        let worker_log = self.logs_of(first);
+        assert!(
+            worker_log.lines().any(|l| l.contains("the engine stops an attempt") && l.contains(&key)),
+            "the engine's stop order for {key} is in the worker's log:\n{worker_log}"
+        );
+    }
+
+    /// The run's record: attempt 1 was leased to the first worker (`first_id`) and never
+    /// reported an outcome; attempt 2, leased to node `other`, is the one that succeeded.
+    fn only_attempt_2_ended(&self, run: &str, first_id: &str, other: usize) {
+        let events = self.step_events(run);
+        let leased: Vec<(u32, String)> = events
+            .iter()
+            .filter(|e| e.state() == StepState::Leased)
+            .map(|e| (e.attempt, e.message.trim_start_matches("worker ").to_string()))
+            .collect();
+        assert_eq!(leased.len(), 2, "{events:#?}");
+        assert_eq!((leased[0].0, leased[0].1.as_str()), (1, first_id), "{events:#?}");
+        assert_eq!((leased[1].0, self.node_of(&leased[1].1)), (2, other), "{events:#?}");
+        let outcomes: Vec<(u32, StepState)> = events
+            .iter()
+            .filter(|e| matches!(e.state(), StepState::Succeeded | StepState::Failed))
+            .map(|e| (e.attempt, e.state()))
+            .collect();
+        assert_eq!(outcomes, [(2, StepState::Succeeded)], "{events:#?}");
+    }
+}
+
 fn killed_worker_step_completes_elsewhere(c: &Cluster) {
-    let run = c.start_run(8, 1);
+    let run = c.start_run("hosts", 8, 1);
     let (first, first_id) = c.running_attempt_1(&run);
     let other = 1 - first;
     let killed = Instant::now();
@@ -303,6 +400,24 @@ fn node_image(weir: &Path, worker: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Makes sure the docker steps' image is there: scripts/test-images.sh builds it unless it is.
+fn step_image() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-images.sh");
+    let out = Command::new("bash").arg(&script).output().expect("run scripts/test-images.sh");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "scripts/test-images.sh failed ({}):\n{said}", out.status);
+    docker_ok(&["image", "inspect", "--format", "{{.Id}}", STEP_IMAGE]);
+}
+
+/// The host's Docker socket, as the workers' containers get it: DOCKER_HOST's when that is a
+/// unix socket, else the default one.
+fn docker_socket() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_string())
+}
+
 // ---- The cluster ---------------------------------------------------------------------------
 
 /// Sends the client token on every call.
@@ -326,6 +441,19 @@ struct Node {
     ip: String,
 }
 
+/// A step's container, as `docker ps` lists it.
+#[derive(Debug)]
+struct StepContainer {
+    #[allow(dead_code)] // Shown in failure messages.
+    id: String,
+    /// `running`, `exited`, `created`...
+    state: String,
+    /// Its `weir.attempt` label.
+    attempt: String,
+    /// Its `weir.owner` label: the worker that started it.
+    owner: String,
+}
+
 /// The network, the engine and two workers; removed with everything in them when dropped,
 /// whether the test passed or not.
 struct Cluster {
@@ -335,6 +463,8 @@ struct Cluster {
     /// Every container made, for the cleanup.
     containers: Vec<String>,
     network_made: bool,
+    /// Every run started: their step containers carry `weir.run=<run>`, for the cleanup.
+    runs: std::sync::Mutex<Vec<String>>,
     dir: tempfile::TempDir,
     weir: PathBuf,
     url: String,
@@ -352,8 +482,10 @@ impl Cluster {
         // The engine's file has both lines; the workers' only theirs; the CLI takes `client=`.
         std::fs::write(dir.path().join("tokens"), format!("client={client_token}\nworker={worker_token}\n")).unwrap();
         std::fs::write(dir.path().join("worker-token"), format!("worker={worker_token}\n")).unwrap();
-        std::fs::create_dir(dir.path().join("pipeline")).unwrap();
-        std::fs::write(dir.path().join("pipeline/pipeline.yaml"), PIPELINE).unwrap();
+        for (folder, text) in [("pipeline", PIPELINE), ("pipeline-docker", DOCKER_PIPELINE)] {
+            std::fs::create_dir(dir.path().join(folder)).unwrap();
+            std::fs::write(dir.path().join(folder).join("pipeline.yaml"), text).unwrap();
+        }
 
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let unique = format!("weir-hosts-{}-{nanos:x}", std::process::id());
@@ -364,6 +496,7 @@ impl Cluster {
             nodes: Vec::new(),
             containers: Vec::new(),
             network_made: false,
+            runs: std::sync::Mutex::new(Vec::new()),
             dir,
             weir,
             url: String::new(),
@@ -417,9 +550,17 @@ impl Cluster {
         c.url = format!("http://{addr}");
 
         let worker_tokens = format!("{}:/etc/weir/tokens:ro", c.dir.path().join("worker-token").display());
+        let socket = docker_socket();
+        let socket = format!("{socket}:/var/run/docker.sock");
         for (i, name) in ["worker-a", "worker-b"].into_iter().enumerate() {
             let container = format!("{unique}-{name}");
             let ip = format!("{prefix}.{}", 11 + i);
+            // At the same path inside as outside: the worker names folders under it as the bind
+            // sources of its step containers, and the host's engine resolves them on the host.
+            let work = c.dir.path().join(format!("work-{name}"));
+            std::fs::create_dir(&work).unwrap();
+            let work = work.display().to_string();
+            let work_mount = format!("{work}:{work}");
             c.containers.push(container.clone());
             docker_ok(&[
                 "run",
@@ -437,6 +578,10 @@ impl Cluster {
                 &ip,
                 "-v",
                 &worker_tokens,
+                "-v",
+                &socket,
+                "-v",
+                &work_mount,
                 "-e",
                 "RUST_LOG=info",
                 "-e",
@@ -454,7 +599,9 @@ impl Cluster {
                 "--capacity",
                 "2",
                 "--work-dir",
-                "/tmp/work",
+                &work,
+                "--docker",
+                "on",
                 "--grace",
                 "1",
             ]);
@@ -514,8 +661,8 @@ impl Cluster {
         self.client.clone().expect("connected")
     }
 
-    fn pipeline_dir(&self) -> PathBuf {
-        self.dir.path().join("pipeline")
+    fn pipeline_dir(&self, folder: &str) -> PathBuf {
+        self.dir.path().join(folder)
     }
 
     /// Runs the host's `weir` against the engine; its stdout.
@@ -536,9 +683,31 @@ impl Cluster {
         stdout
     }
 
-    fn start_run(&self, first: u32, later: u32) -> String {
-        let out = self.cli(&["start", "hosts", "-p", &format!("first={first}"), "-p", &format!("later={later}")]);
-        out.trim().to_string()
+    fn start_run(&self, pipeline: &str, first: u32, later: u32) -> String {
+        let out = self.cli(&["start", pipeline, "-p", &format!("first={first}"), "-p", &format!("later={later}")]);
+        let run = out.trim().to_string();
+        self.runs.lock().unwrap().push(run.clone());
+        run
+    }
+
+    /// The step containers of `run` on the host's engine, running or not.
+    fn step_containers(&self, run: &str) -> Vec<StepContainer> {
+        let listed = docker_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=weir.run={run}"),
+            "--format",
+            "{{.ID}} {{.State}} {{.Label \"weir.attempt\"}} {{.Label \"weir.owner\"}}",
+        ]);
+        listed
+            .lines()
+            .map(|l| {
+                let mut f = l.split_whitespace().map(str::to_string);
+                let mut next = || f.next().unwrap_or_default();
+                StepContainer { id: next(), state: next(), attempt: next(), owner: next() }
+            })
+            .collect()
     }
 
     fn get(&self, run: &str) -> v1::GetRunResponse {
@@ -712,6 +881,35 @@ impl Drop for Cluster {
             args.extend(self.containers.iter().map(String::as_str));
             if let Err(e) = docker(&args) {
                 eprintln!("cleanup: {e}");
+            }
+        }
+        // Then, with no worker left to start one, the step containers of the runs this test
+        // started, and anything else with this test's label.
+        let runs = std::mem::take(self.runs.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let filters =
+            runs.iter().map(|r| format!("label=weir.run={r}")).chain([format!("label={LABEL}={}", std::process::id())]);
+        let mut leftovers: Vec<String> = Vec::new();
+        for filter in filters {
+            leftovers
+                .extend(docker(&["ps", "-aq", "--filter", &filter]).unwrap_or_default().lines().map(str::to_string));
+        }
+        if !leftovers.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(leftovers.iter().map(String::as_str));
+            if let Err(e) = docker(&args) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+        // The workers and their steps run as root: when this test does not, it cannot remove
+        // what they wrote in their work folders, and a container does it.
+        for node in &self.nodes {
+            let work = self.dir.path().join(format!("work-{}", node.name));
+            if work.exists() && std::fs::remove_dir_all(&work).is_err() {
+                let work = work.display().to_string();
+                let mount = format!("{work}:{work}");
+                if let Err(e) = docker(&["run", "--rm", "-v", &mount, STEP_IMAGE, "sh", "-c", EMPTY, "sh", &work]) {
+                    eprintln!("cleanup: {e}");
+                }
             }
         }
         if self.network_made
