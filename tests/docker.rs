@@ -91,3 +91,32 @@ steps:
     assert!(message.contains("out of memory") && message.contains("16 MiB"), "{message}");
     c.stop().await;
 }
+
+/// A worker given the Docker socket can refuse process steps (`--no-process-steps`): it offers
+/// only the docker runtime, so the engine never sends it a process step, which waits with the
+/// reason instead of running beside a worker that is root on its host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_only_worker_never_gets_a_process_step() {
+    let Some(docker) = docker().await else { return };
+    let mut c = Cluster::start(0, 2).await;
+    c.add_worker_with(2, |c| {
+        c.docker = Some(docker);
+        c.process_steps = false;
+    });
+    let yaml = r#"
+name: docker-only
+steps:
+  boxed: {runtime: docker, image: "weir-test/busybox:1", pull: never, run: "true"}
+  bare: {run: "true"}
+"#;
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    c.wait_for(&run, Duration::from_secs(30), |got| {
+        summary(got, "boxed").0 == StepState::Succeeded
+            && summary(got, "bare").2.contains("waiting: no worker runs process steps")
+    })
+    .await;
+    let got = c.get(&run).await;
+    assert_eq!(summary(&got, "bare").0, StepState::Ready, "{:#?}", got.steps);
+    c.stop().await;
+}

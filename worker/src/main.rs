@@ -81,6 +81,11 @@ struct Args {
     /// GPUs to offer: `auto` (what nvidia-smi lists), `none`, or device indices like 0,1.
     #[arg(long, value_name = "auto|none|I,J", default_value = "auto")]
     gpus: GpuChoice,
+    /// Run docker steps only: the engine sends this worker no process step. For a worker given
+    /// the Docker socket (root on its host), so that no step runs beside it with that power.
+    /// Implies --docker on.
+    #[arg(long)]
+    no_process_steps: bool,
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
         work_dir,
         runtime: Arc::new(ProcessRuntime::new()),
         docker: None,
+        process_steps: !args.no_process_steps,
         grace: Duration::from_secs(args.grace),
         gpus: args.gpus.clone(),
     };
@@ -158,7 +164,12 @@ fn main() -> ExitCode {
         };
         tokio::spawn(on_signals(term, int, shutdown.clone()));
         let mut config = config;
-        config.docker = match connect_docker(args.docker).await {
+        if args.no_process_steps && args.docker == DockerMode::Off {
+            eprintln!("error: --no-process-steps with --docker off leaves this worker nothing to run");
+            return ExitCode::from(2);
+        }
+        let docker = if args.no_process_steps { DockerMode::On } else { args.docker };
+        config.docker = match connect_docker(docker).await {
             Ok(docker) => docker,
             Err(e) => {
                 eprintln!(

@@ -339,6 +339,7 @@ impl Setup {
             work_dir: self.work.path().join("work"),
             runtime: Arc::new(ProcessRuntime::new()),
             docker: None,
+            process_steps: true,
             grace: Duration::from_millis(500),
             gpus: weir_worker::gpu::GpuChoice::None,
         }

@@ -32,6 +32,8 @@ pub(crate) struct Context {
     pub runtime: Arc<dyn Runtime>,
     /// The Docker engine, when this worker runs docker steps.
     pub docker: Option<Arc<DockerRuntime>>,
+    /// Whether this worker runs process steps (`--no-process-steps` turns them off).
+    pub process_steps: bool,
     /// Where the records of running containers are ([`containers`]).
     pub records: PathBuf,
     /// This worker's identity on a shared Docker engine ([`containers::owner`]).
@@ -248,6 +250,9 @@ async fn attempt(
             return Err(Stop::Fail(
                 "this worker runs no docker steps (its Docker engine did not answer at start)".to_string(),
             ));
+        }
+        (_, false) if !ctx.process_steps => {
+            return Err(Stop::Fail("this worker runs docker steps only (--no-process-steps)".to_string()));
         }
         (_, false) => ctx.runtime.run(spec, tx, cancel.clone()),
     };

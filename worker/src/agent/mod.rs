@@ -53,6 +53,9 @@ pub struct AgentConfig {
     /// The Docker engine for `runtime: docker` steps; `None`: this worker runs process steps only
     /// and does not offer docker to the engine.
     pub docker: Option<Arc<DockerRuntime>>,
+    /// Whether it runs process steps. Off for a worker given the Docker socket that should run
+    /// only containers: a process step would run beside it with the same power over the host.
+    pub process_steps: bool,
     /// How long a stopped step has between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// Which GPUs to offer (`--gpus`); detected with nvidia-smi by default.
@@ -72,6 +75,7 @@ impl AgentConfig {
             work_dir: work_dir.into(),
             runtime: Arc::new(ProcessRuntime::new()),
             docker: None,
+            process_steps: true,
             grace: Duration::from_secs(10),
             gpus: crate::gpu::GpuChoice::Detect,
         }
@@ -221,11 +225,13 @@ impl Agent {
                 .iter()
                 .map(|g| v1::Gpu { index: g.index, model: g.model.clone(), memory_bytes: g.memory_bytes })
                 .collect(),
-            runtimes: if config.docker.is_some() {
-                vec![v1::Runtime::Process as i32, v1::Runtime::Docker as i32]
-            } else {
-                vec![v1::Runtime::Process as i32]
-            },
+            runtimes: [
+                config.process_steps.then_some(v1::Runtime::Process as i32),
+                config.docker.is_some().then_some(v1::Runtime::Docker as i32),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let session = Arc::new(Session::new(client, register));
@@ -247,6 +253,7 @@ impl Agent {
             files,
             runtime: config.runtime.clone(),
             docker: config.docker.clone(),
+            process_steps: config.process_steps,
             records,
             owner,
             attempts_dir,
