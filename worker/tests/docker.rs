@@ -573,8 +573,8 @@ async fn resume_of_an_ended_container() {
         let start = Instant::now();
         let outcome = rt.resume(name.clone(), f.script("unused"), tx, CancellationToken::new()).await;
         assert_eq!(outcome.unwrap(), expect, "{script}");
-        // Up to 3 s for the engine's late OOM event (OOM_TRIES), a little more for a loaded host.
-        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+        // Up to 1 s for the engine's late OOM event (OOM_TRIES), more for a loaded host.
+        assert!(start.elapsed() < Duration::from_secs(4), "took {:?}", start.elapsed());
         gone(&name).await;
     }
 }

@@ -73,9 +73,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a SIGKILLed container may take to be reported dead before it is removed by force.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an ended container killed by SIGKILL is inspected again (50 ms apart) for a late OOM
-/// event; see `exited`. 3 s: on a loaded host the engine was seen to record the OOM kill more
-/// than 500 ms after the exit, and a step reported "exit code 137" instead of out of memory.
-const OOM_TRIES: u32 = 60;
+/// event; see `exited`.
+const OOM_TRIES: u32 = 20;
 /// How long a name conflict's container may take to appear (see `follow`).
 const CREATE_WAIT: Duration = Duration::from_secs(10);
 /// The buffer between the attach stream and each line splitter.
@@ -369,8 +368,12 @@ async fn wait_exit(docker: &Docker, name: &str) -> Result<i64, Error> {
 /// processes and succeeded has succeeded).
 ///
 /// The engine learns of an OOM kill from an event of its own, which can come a moment after the
-/// exit: a step that died of SIGKILL (137) under a memory limit is inspected again for a while
-/// before it counts as killed by something else.
+/// exit, or never: on a loaded host dockerd (20.10, cgroup v2) was seen to lose it when the
+/// container's cgroup went away first, leaving `OOMKilled` false for good. So a step that died
+/// of SIGKILL (137) under a memory limit is inspected again for a while, and then counts as out
+/// of memory anyway: weir sent no kill (a stop of ours ends as TimedOut or Cancelled before this
+/// is asked), and the kernel's OOM killer is what SIGKILLs a process at its limit. Only an
+/// operator's `docker kill` of a memory-limited step is misnamed by this.
 async fn exited(docker: &Docker, name: &str, code: i64) -> Outcome {
     let mut tries = 0;
     loop {
@@ -388,8 +391,15 @@ async fn exited(docker: &Docker, name: &str, code: i64) -> Outcome {
         if oom && code != 0 {
             return Outcome::OutOfMemory;
         }
-        if code != 128 + 9 || !limited || tries == OOM_TRIES {
+        if code != 128 + 9 || !limited {
             return Outcome::Exited(i32::try_from(code).unwrap_or(-1));
+        }
+        if tries == OOM_TRIES {
+            tracing::info!(
+                container = name,
+                "SIGKILLed at its memory limit without an OOM event from the engine: out of memory"
+            );
+            return Outcome::OutOfMemory;
         }
         tries += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
