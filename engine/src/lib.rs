@@ -18,6 +18,7 @@ pub mod graph;
 pub mod plan;
 pub mod relpath;
 pub mod run;
+pub mod schedule;
 pub mod schema;
 pub mod server;
 pub mod spec;
