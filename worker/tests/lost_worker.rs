@@ -42,8 +42,17 @@ steps:
 ";
 
 fn worker(url: &str, dir: &Path, name: &str) -> Child {
+    spawn_worker(url, dir, name, "off")
+}
+
+/// A worker that runs docker steps (`--docker on`).
+fn docker_worker(url: &str, dir: &Path, name: &str) -> Child {
+    spawn_worker(url, dir, name, "on")
+}
+
+fn spawn_worker(url: &str, dir: &Path, name: &str, docker: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_weir-worker"))
-        .args(["--engine", url, "--capacity", "1", "--name", name, "--grace", "1", "--docker", "off"])
+        .args(["--engine", url, "--capacity", "1", "--name", name, "--grace", "1", "--docker", docker])
         .arg("--work-dir")
         .arg(dir.join(name))
         .env("RUST_LOG", "info")
@@ -69,18 +78,6 @@ struct Setup {
     dir: tempfile::TempDir,
     server: server::Server,
     client: WeirClientClient<Channel>,
-}
-
-fn docker_worker(url: &str, dir: &Path, name: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weir-worker"))
-        .args(["--engine", url, "--capacity", "1", "--name", name, "--grace", "1", "--docker", "on"])
-        .arg("--work-dir")
-        .arg(dir.join(name))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start weir-worker")
 }
 
 /// Whether the Docker tests can run: the engine answers and the test image exists (built when
