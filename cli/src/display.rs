@@ -586,6 +586,7 @@ mod tests {
             trigger: v1::Trigger::Manual as i32,
             steps_total: 3,
             steps_done: 3,
+            ..Run::default()
         };
         let step = |name: &str, state: StepState, attempt, took: Option<u64>, message: &str, cached| v1::Step {
             name: name.into(),

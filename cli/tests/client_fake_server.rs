@@ -63,6 +63,7 @@ fn run(id: &str, state: v1::RunState) -> v1::Run {
         trigger: v1::Trigger::Manual as i32,
         steps_total: 2,
         steps_done: if done { 2 } else { 0 },
+        ..v1::Run::default()
     }
 }
 
@@ -325,6 +326,31 @@ impl WeirClient for Fake {
         _request: Request<v1::GetArtifactRequest>,
     ) -> Result<Response<Self::GetArtifactStream>, Status> {
         Err(Status::unimplemented("no artifacts in the fake"))
+    }
+
+    async fn list_schedules(
+        &self,
+        _request: Request<v1::ListSchedulesRequest>,
+    ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
+        Err(Status::unimplemented("the fake serves no schedules"))
+    }
+
+    async fn pause_schedule(
+        &self,
+        _request: Request<v1::PauseScheduleRequest>,
+    ) -> Result<Response<v1::PauseScheduleResponse>, Status> {
+        Err(Status::unimplemented("the fake serves no schedules"))
+    }
+
+    async fn resume_schedule(
+        &self,
+        _request: Request<v1::ResumeScheduleRequest>,
+    ) -> Result<Response<v1::ResumeScheduleResponse>, Status> {
+        Err(Status::unimplemented("the fake serves no schedules"))
+    }
+
+    async fn backfill(&self, _request: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
+        Err(Status::unimplemented("the fake serves no schedules"))
     }
 }
 

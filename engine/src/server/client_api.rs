@@ -51,6 +51,11 @@ impl Engine {
             } as i32,
             steps_total: steps.len() as u32,
             steps_done: done as u32,
+            scheduled_time: match record.trigger {
+                Trigger::Schedule { at: Some(at), .. } => Some(wire::timestamp(at)),
+                _ => None,
+            },
+            backfill: matches!(record.trigger, Trigger::Schedule { backfill: true, .. }),
         }
     }
 
@@ -669,8 +674,34 @@ impl WeirClient for ClientApi {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+
+    async fn list_schedules(
+        &self,
+        _req: Request<v1::ListSchedulesRequest>,
+    ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
+        Err(Status::unimplemented("schedules"))
+    }
+
+    async fn pause_schedule(
+        &self,
+        _req: Request<v1::PauseScheduleRequest>,
+    ) -> Result<Response<v1::PauseScheduleResponse>, Status> {
+        Err(Status::unimplemented("schedules"))
+    }
+
+    async fn resume_schedule(
+        &self,
+        _req: Request<v1::ResumeScheduleRequest>,
+    ) -> Result<Response<v1::ResumeScheduleResponse>, Status> {
+        Err(Status::unimplemented("schedules"))
+    }
+
+    async fn backfill(&self, _req: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
+        Err(Status::unimplemented("schedules"))
+    }
 }
 
+// SCHEDULER-STUBS
 fn has_more(engine: &Engine, run: &str, last: u64) -> bool {
     engine.store.events(run, last).map(|mut it| it.next().is_some()).unwrap_or(false)
 }

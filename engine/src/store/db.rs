@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::envelope::{decode, encode};
-use super::records::{PipelineIndex, PipelineVersion, RunRecord, StepRecord};
+use super::records::{PipelineIndex, PipelineVersion, RunRecord, ScheduleRecord, StepRecord};
 use super::{Error, keys};
 use crate::artifact::Manifest;
 use crate::run::InstanceId;
@@ -27,10 +27,11 @@ pub(super) enum TreeId {
     Logs,
     Artifacts,
     Quarantine,
+    Schedules,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 9] = [
+    pub(super) const ALL: [TreeId; 10] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -40,6 +41,7 @@ impl TreeId {
         TreeId::Logs,
         TreeId::Artifacts,
         TreeId::Quarantine,
+        TreeId::Schedules,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -53,6 +55,7 @@ impl TreeId {
             TreeId::Logs => "logs",
             TreeId::Artifacts => "artifacts",
             TreeId::Quarantine => "quarantine",
+            TreeId::Schedules => "schedules",
         }
     }
 
@@ -214,6 +217,28 @@ impl Store {
     /// Why `run` was quarantined, if it was.
     pub fn quarantined(&self, run: &str) -> Result<Option<String>, Error> {
         self.get(TreeId::Quarantine, &keys::run(run)?)
+    }
+
+    /// Records (replaces) the schedule of `record.pipeline`.
+    pub fn put_schedule(&self, record: &ScheduleRecord) -> Result<(), Error> {
+        self.put(TreeId::Schedules, record.pipeline.as_bytes().to_vec(), record)
+    }
+
+    /// Forgets the schedule of `pipeline` (its pipeline's latest version has none).
+    pub fn remove_schedule(&self, pipeline: &str) -> Result<(), Error> {
+        self.tree(TreeId::Schedules).remove(pipeline.as_bytes())?;
+        self.flush()
+    }
+
+    /// Every stored schedule, by pipeline name.
+    pub fn schedules(&self) -> Result<Vec<ScheduleRecord>, Error> {
+        let tree = self.tree(TreeId::Schedules);
+        let mut out = Vec::new();
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            out.push(decode(TreeId::Schedules.name(), &k, &v)?);
+        }
+        Ok(out)
     }
 }
 

@@ -24,6 +24,7 @@
 //! | `logs`              | run · instance u32 · attempt u32 · seq u64 | [`LogChunk`]            |
 //! | `artifacts`         | run · instance u32                    | [`Manifest`](crate::artifact::Manifest) |
 //! | `quarantine`        | run                                   | reason (string)              |
+//! | `schedules`         | pipeline name                         | [`ScheduleRecord`]           |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -50,7 +51,8 @@ pub use append::Batch;
 pub use db::Store;
 pub use list::{Listed, RunFilter, RunPage};
 pub use records::{
-    Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord, StepRecord, Stream, Trigger,
+    BackfillQueue, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord, ScheduleRecord,
+    SkippedTicks, StepRecord, Stream, Trigger,
 };
 
 /// Everything the store can fail with.

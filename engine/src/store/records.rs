@@ -32,8 +32,16 @@ pub enum Trigger {
     Manual {
         user: Option<String>,
     },
+    /// A tick of the pipeline's `schedule:` (trigger `cron`), fired by the scheduler or by
+    /// `weir backfill`.
     Schedule {
         schedule: String,
+        /// The tick's instant (`WEIR_SCHEDULED_TIME`); unset in records written before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<Millis>,
+        /// Created by a backfill rather than by the clock.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        backfill: bool,
     },
     /// `weir retry`: re-runs what did not succeed in run `of`.
     Retry {
@@ -176,4 +184,55 @@ mod tests {
         let both = r#"{"stream":"stdout","at":1,"text":"a","hex":"61"}"#;
         assert!(serde_json::from_str::<LogChunk>(both).is_err());
     }
+}
+
+/// `schedules`: the schedule of one pipeline, keyed by pipeline name: which version it fires,
+/// how far its ticks have been decided, and what happened to the last ones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub pipeline: String,
+    /// The pipeline version whose `schedule:` this is; its runs run that version.
+    pub version: String,
+    /// The expression and zone as written, to tell a changed schedule from a re-submitted one.
+    pub cron: String,
+    pub timezone: String,
+    /// Every tick at or before this instant has been decided (started, found already started,
+    /// or skipped); the next tick to decide is the first one after it.
+    pub cursor: Millis,
+    /// The last tick that started a run, and that run.
+    pub last_tick: Option<Millis>,
+    pub last_run: Option<String>,
+    pub paused: bool,
+    /// Ticks that did not run, newest last; at most [`ScheduleRecord::MAX_SKIPPED`] entries.
+    pub skipped: Vec<SkippedTicks>,
+    /// A backfill running its ticks one at a time (`concurrency: forbid` or `replace`).
+    pub backfill: Option<BackfillQueue>,
+}
+
+impl ScheduleRecord {
+    pub const MAX_SKIPPED: usize = 20;
+
+    /// Records skipped ticks, dropping the oldest entries beyond [`Self::MAX_SKIPPED`].
+    pub fn skip(&mut self, entry: SkippedTicks) {
+        self.skipped.push(entry);
+        let over = self.skipped.len().saturating_sub(Self::MAX_SKIPPED);
+        self.skipped.drain(..over);
+    }
+}
+
+/// One or more consecutive ticks that did not run, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedTicks {
+    pub first: Millis,
+    pub last: Millis,
+    pub count: u64,
+    pub reason: String,
+}
+
+/// The ticks of a backfill still to start: those after `next` and at or before `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillQueue {
+    pub from: Millis,
+    pub to: Millis,
+    pub next: Millis,
 }
