@@ -94,6 +94,8 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
     // cancel and stop orders quick.
     config.terms.heartbeat_interval = Duration::from_millis(250);
     config.terms.lease_timeout = Duration::from_secs(10);
+    // `weir run` runs the file once; its `schedule:` is for a `weir server`.
+    config.scheduling = false;
     let server = match server::start(config).await {
         Ok(s) => s,
         Err(e) => {

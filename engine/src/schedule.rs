@@ -94,10 +94,90 @@ pub fn run_id(pipeline: &str, at: DateTime<Utc>) -> String {
     format!("{pipeline}-{}-cron", at.format("%Y%m%d-%H%M%S"))
 }
 
+/// The fire instants in `[from, to]`, oldest first; `Err(n)` when there are more than `cap`
+/// (then `n` is `cap + 1`: counting stops there).
+pub fn ticks_between(
+    schedule: &Schedule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    cap: usize,
+) -> Result<Vec<DateTime<Utc>>, usize> {
+    let mut out = Vec::new();
+    let mut t = from - chrono::Duration::milliseconds(1);
+    while let Some(next) = next_after(schedule, t).filter(|n| *n <= to) {
+        if out.len() == cap {
+            return Err(cap + 1);
+        }
+        out.push(next);
+        t = next;
+    }
+    Ok(out)
+}
+
+/// Reads an instant as people type it for `weir backfill`: RFC 3339 with an offset
+/// (`2026-11-01T06:00:00Z`), or a local date and time in `zone` (`2026-11-01T06:00`,
+/// `2026-11-01 06:00:00`), or a local date alone: its first instant, or with `end_of_day` its
+/// last millisecond. A local time that falls in a daylight-saving gap is refused; one that
+/// exists twice means its first occurrence.
+pub fn parse_instant(text: &str, zone: chrono_tz::Tz, end_of_day: bool) -> Result<DateTime<Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let local = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|t| (t, false))
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(|d| {
+                let start = d.and_hms_opt(0, 0, 0).expect("midnight exists");
+                if end_of_day { (start + chrono::Duration::days(1), true) } else { (start, false) }
+            })
+        });
+    let Some((naive, before)) = local else {
+        return Err(format!(
+            "{text:?} is not a time: give RFC 3339 (2026-11-01T06:00:00Z) or a local date or date and time in {zone} \
+             (2026-11-01, 2026-11-01T06:00)"
+        ));
+    };
+    let at = zone
+        .from_local_datetime(&naive)
+        .earliest()
+        .ok_or_else(|| format!("{text} does not exist in {zone}: the clocks skip it (daylight saving)"))?
+        .with_timezone(&Utc);
+    Ok(if before { at - chrono::Duration::milliseconds(1) } else { at })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::{self, Limits};
+
+    #[test]
+    fn instants_are_read_as_rfc3339_or_local_to_the_zone() {
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let p = |t, end| parse_instant(t, berlin, end).map(|t| t.to_rfc3339());
+        assert_eq!(p("2026-11-01T06:00:00Z", false).unwrap(), "2026-11-01T06:00:00+00:00");
+        assert_eq!(p("2026-11-01T06:00", false).unwrap(), "2026-11-01T05:00:00+00:00");
+        assert_eq!(p("2026-07-01 06:00:30", false).unwrap(), "2026-07-01T04:00:30+00:00");
+        assert_eq!(p("2026-11-01", false).unwrap(), "2026-10-31T23:00:00+00:00");
+        assert_eq!(p("2026-11-01", true).unwrap(), "2026-11-01T22:59:59.999+00:00");
+        assert!(p("2026-03-29T02:30", false).unwrap_err().contains("does not exist in Europe/Berlin"));
+        assert!(p("yesterday", false).unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn ticks_between_is_inclusive_and_capped() {
+        let s = schedule("0 0 * * *", "Europe/Berlin", "");
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let from = parse_instant("2026-11-01", berlin, false).unwrap();
+        let to = parse_instant("2026-11-03", berlin, true).unwrap();
+        let got: Vec<String> = ticks_between(&s, from, to, 10).unwrap().iter().map(|t| t.to_rfc3339()).collect();
+        assert_eq!(got, ["2026-10-31T23:00:00+00:00", "2026-11-01T23:00:00+00:00", "2026-11-02T23:00:00+00:00"]);
+        assert_eq!(ticks_between(&s, from, to, 2), Err(3));
+        assert_eq!(ticks_between(&s, to, from, 2), Ok(vec![]));
+    }
 
     fn schedule(cron: &str, zone: &str, extra: &str) -> Schedule {
         let yaml = format!(

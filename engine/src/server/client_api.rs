@@ -133,7 +133,7 @@ impl Engine {
             .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
             .collect();
         let mut st = self.lock();
-        let run_id = self.create_run(&mut st, &old.version, &overrides, Trigger::Retry { of: of.to_string() })?;
+        let run_id = self.create_run(&mut st, &old.version, &overrides, Trigger::Retry { of: of.to_string() }, None)?;
         let order: Vec<InstanceId> = match st.runs.get(&run_id) {
             Some(live) => live.plan.order.iter().map(|n| InstanceId(n.index() as u32)).collect(),
             None => {
@@ -289,6 +289,13 @@ impl WeirClient for ClientApi {
             submitted_at: wire::now(),
         };
         engine.store.put_pipeline_version(&version, &record).map_err(ApiError::from)?;
+        if engine.scheduling {
+            {
+                let mut st = engine.lock();
+                engine.sync_schedule(&mut st, pipeline.name(), &version, chrono::Utc::now())?;
+            }
+            engine.commit()?;
+        }
         tracing::info!(pipeline = pipeline.name(), version, created, "pipeline submitted");
         Ok(Response::new(v1::SubmitPipelineResponse {
             name: pipeline.name().to_string(),
@@ -350,7 +357,7 @@ impl WeirClient for ClientApi {
         let overrides: Vec<(String, String)> = r.params.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
         let run_id = {
             let mut st = engine.lock();
-            engine.create_run(&mut st, &version, &overrides, Trigger::Manual { user: None })?
+            engine.create_run(&mut st, &version, &overrides, Trigger::Manual { user: None }, None)?
         };
         engine.commit()?;
         let (record, steps, message) = engine.load_run(&run_id)?;
@@ -677,31 +684,54 @@ impl WeirClient for ClientApi {
 
     async fn list_schedules(
         &self,
-        _req: Request<v1::ListSchedulesRequest>,
+        req: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
-        Err(Status::unimplemented("schedules"))
+        let r = req.into_inner();
+        let schedules = self.0.schedule_views(&r.pipeline, chrono::Utc::now())?;
+        Ok(Response::new(v1::ListSchedulesResponse { schedules }))
     }
 
     async fn pause_schedule(
         &self,
-        _req: Request<v1::PauseScheduleRequest>,
+        req: Request<v1::PauseScheduleRequest>,
     ) -> Result<Response<v1::PauseScheduleResponse>, Status> {
-        Err(Status::unimplemented("schedules"))
+        let schedule = self.0.pause(&req.into_inner().pipeline, true)?;
+        Ok(Response::new(v1::PauseScheduleResponse { schedule: Some(schedule) }))
     }
 
     async fn resume_schedule(
         &self,
-        _req: Request<v1::ResumeScheduleRequest>,
+        req: Request<v1::ResumeScheduleRequest>,
     ) -> Result<Response<v1::ResumeScheduleResponse>, Status> {
-        Err(Status::unimplemented("schedules"))
+        let schedule = self.0.pause(&req.into_inner().pipeline, false)?;
+        Ok(Response::new(v1::ResumeScheduleResponse { schedule: Some(schedule) }))
     }
 
-    async fn backfill(&self, _req: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
-        Err(Status::unimplemented("schedules"))
+    async fn backfill(&self, req: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
+        let r = req.into_inner();
+        let engine = &self.0;
+        let ticks = {
+            let mut st = engine.lock();
+            engine.backfill(&mut st, &r.pipeline, &r.from, &r.to, r.dry_run, chrono::Utc::now())?
+        };
+        engine.commit()?;
+        Ok(Response::new(v1::BackfillResponse { ticks }))
     }
 }
 
-// SCHEDULER-STUBS
+impl Engine {
+    /// Pauses (or resumes) a schedule and answers with its view.
+    fn pause(&self, pipeline: &str, paused: bool) -> Result<v1::ScheduleInfo, ApiError> {
+        {
+            let mut st = self.lock();
+            self.set_paused(&mut st, pipeline, paused, chrono::Utc::now())?;
+        }
+        self.commit()?;
+        let mut views = self.schedule_views(pipeline, chrono::Utc::now())?;
+        views.pop().ok_or_else(|| self.no_schedule(pipeline))
+    }
+}
+
 fn has_more(engine: &Engine, run: &str, last: u64) -> bool {
     engine.store.events(run, last).map(|mut it| it.next().is_some()).unwrap_or(false)
 }

@@ -96,6 +96,8 @@ pub(super) struct State {
     /// `(run, seq)` of events written but not yet announced to watchers: they are announced
     /// by [`Engine::commit`], once durable.
     pub unannounced: Vec<(String, u64)>,
+    /// The schedules this engine fires, by pipeline name.
+    pub schedules: std::collections::BTreeMap<String, super::scheduler::Sched>,
 }
 
 /// The engine: state, store and the signals between them.
@@ -111,6 +113,8 @@ pub struct Engine {
     /// Bumped after every stored log batch, for `StreamLogs --follow`.
     pub(super) logs: watch::Sender<u64>,
     pub(super) limits: Limits,
+    /// Whether this engine fires schedules (`weir server`) or ignores them (`weir run`).
+    pub(super) scheduling: bool,
 }
 
 impl Engine {
@@ -126,6 +130,7 @@ impl Engine {
             changes,
             logs,
             limits: Limits::default(),
+            scheduling: false,
         }
     }
 
@@ -157,19 +162,24 @@ impl Engine {
         Ok(entry)
     }
 
-    /// Creates a run of `version` with the resolved params `params` (text form) and starts it.
+    /// Creates a run of `version` with the param overrides `overrides` (text form) and starts
+    /// it, as run `id` when given (the caller checked no run has it), else a fresh id.
     pub(super) fn create_run(
         &self,
         st: &mut State,
         version: &str,
         overrides: &[(String, String)],
         trigger: Trigger,
+        id: Option<String>,
     ) -> Result<String, ApiError> {
         let (pipeline, bundle) = self.pipeline(st, version)?;
         let params = plan::resolve_params(&pipeline, overrides)
             .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
         let now = wire::now();
-        let run_id = self.new_run_id(pipeline.name(), now)?;
+        let run_id = match id {
+            Some(id) => id,
+            None => self.new_run_id(pipeline.name(), now)?,
+        };
         let plan = plan::plan(&pipeline, &params, &run_id);
         let machine = RunMachine::new(&pipeline, &plan);
         let record = RunRecord {
@@ -527,6 +537,9 @@ impl Engine {
             if let Err(e) = self.apply(&mut st, &run, Event::Tick, None) {
                 tracing::error!(run, error = %e, "timer tick failed");
             }
+        }
+        if self.scheduling {
+            self.fire_schedules(&mut st, chrono::Utc::now());
         }
         let dirty = !st.unannounced.is_empty();
         drop(st);

@@ -337,6 +337,10 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
     env.insert("WEIR_STEP".into(), step.name.clone());
     env.insert("WEIR_INSTANCE".into(), inst.name.clone());
     env.insert("WEIR_ATTEMPT".into(), attempt.number.to_string());
+    if let crate::store::Trigger::Schedule { at: Some(at), .. } = &live.record.trigger {
+        let tick = super::scheduler::instant(*at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        env.insert("WEIR_SCHEDULED_TIME".into(), tick);
+    }
     let mut inputs = Vec::new();
     let mut needs: Vec<_> = live.plan.graph.neighbors_directed(node, petgraph::Direction::Incoming).collect();
     needs.sort_unstable();

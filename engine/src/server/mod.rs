@@ -5,7 +5,7 @@
 //! through here, so the laptop and the team server share every code path.
 //!
 //! Layout: `core` (state, the one place events are applied and made durable, recovery, timers),
-//! `dispatch` (leases, heartbeats, reports), `client_api` / `worker_api` (the two services:
+//! `scheduler` (firing `schedule:` ticks, pause, backfill), `dispatch` (leases, heartbeats, reports), `client_api` / `worker_api` (the two services:
 //! decode, call, encode), `transfer` (streaming blobs), `error` (the one mapping to statuses),
 //! and here configuration and authentication.
 //!
@@ -18,6 +18,7 @@ mod core;
 mod dispatch;
 mod error;
 mod placement;
+mod scheduler;
 mod transfer;
 mod worker_api;
 
@@ -67,8 +68,10 @@ pub struct ServerConfig {
     /// Allow listening off loopback without tokens.
     pub insecure: bool,
     pub terms: Terms,
-    /// How often timers, lost workers and unclaimed attempts are checked.
+    /// How often timers, lost workers, unclaimed attempts and schedules are checked.
     pub tick: Duration,
+    /// Fire pipelines' `schedule:` (`weir server`); `weir run` turns it off.
+    pub scheduling: bool,
 }
 
 impl ServerConfig {
@@ -86,6 +89,7 @@ impl ServerConfig {
                 max_wait: Duration::from_secs(30),
             },
             tick: Duration::from_millis(100),
+            scheduling: true,
         }
     }
 }
@@ -165,10 +169,16 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Store(crate::store::Error::Io(source)))?;
     let store = crate::store::Store::open(&db_dir)?;
     let blobs = crate::artifact::Store::open(&config.data_dir.join("artifacts"))?;
-    let engine = Arc::new(Engine::new(store, blobs, config.terms));
+    let mut engine = Engine::new(store, blobs, config.terms);
+    engine.scheduling = config.scheduling;
+    let engine = Arc::new(engine);
     let resumed = engine.recover().map_err(StartError::Recover)?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished runs");
+    }
+    if config.scheduling {
+        let schedules = engine.start_schedules(chrono::Utc::now()).map_err(StartError::Recover)?;
+        tracing::info!(schedules, "schedules loaded");
     }
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;

@@ -205,7 +205,8 @@ pub struct ScheduleRecord {
     pub paused: bool,
     /// Ticks that did not run, newest last; at most [`ScheduleRecord::MAX_SKIPPED`] entries.
     pub skipped: Vec<SkippedTicks>,
-    /// A backfill running its ticks one at a time (`concurrency: forbid` or `replace`).
+    /// Ticks running one at a time (`concurrency: forbid` or `replace`): a backfill, or a
+    /// catch-up after downtime.
     pub backfill: Option<BackfillQueue>,
 }
 
@@ -229,10 +230,14 @@ pub struct SkippedTicks {
     pub reason: String,
 }
 
-/// The ticks of a backfill still to start: those after `next` and at or before `to`.
+/// Ticks waiting to run one at a time (`concurrency: forbid` or `replace`): those after `next`
+/// and at or before `to`, of a backfill or of a catch-up after downtime.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackfillQueue {
     pub from: Millis,
     pub to: Millis,
     pub next: Millis,
+    /// Missed ticks caught up after downtime (`catchup: true`) rather than a backfill.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catchup: bool,
 }

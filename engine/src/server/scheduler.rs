@@ -1,0 +1,935 @@
+//! The scheduler: fires every stored pipeline's `schedule:` from the engine's periodic tick, in
+//! `weir server` only (`weir run` never fires schedules). The rules of time (next ticks, missed
+//! ticks, run ids) are the pure [`crate::schedule`] module; this file decides and records.
+//!
+//! Exactly once per tick: a tick's run id is derived from the pipeline and the tick
+//! ([`schedule::run_id`]), the run is created and made durable first, and only then does the
+//! schedule's record move its cursor past the tick. A crash in between fires the tick again
+//! after the restart, finds its run, and creates nothing. A wall clock that jumps back does not
+//! fire anything until it passes the cursor again; one that jumps forward is downtime, handled
+//! by `catchup`.
+//!
+//! The record (`schedules` tree, [`ScheduleRecord`]) holds the cursor (every tick at or before
+//! it is decided), the last started tick and run, pause, the recent skipped ticks with their
+//! reasons, and a backfill in progress. Re-submitting a pipeline first decides its old
+//! schedule's ticks up to now, then switches: an unchanged expression and zone keep the cursor,
+//! a changed one fires from now, a removed one is forgotten. No tick is fired twice or lost at
+//! the switch.
+
+use chrono::{DateTime, Utc};
+use weir_proto::v1;
+
+use crate::run::{Event, Millis};
+use crate::schedule;
+use crate::spec::{Concurrency, Pipeline, Schedule};
+use crate::store::{BackfillQueue, ScheduleRecord, SkippedTicks, Trigger};
+use crate::wire;
+
+use super::core::{Engine, State};
+use super::error::ApiError;
+
+/// The most ticks one backfill may cover.
+pub const MAX_BACKFILL: usize = 1000;
+
+/// One schedule this engine fires.
+pub(crate) struct Sched {
+    pub record: ScheduleRecord,
+    pub schedule: Schedule,
+    /// The first tick after the cursor, computed once per cursor move (`None` = not yet).
+    next: Option<Option<DateTime<Utc>>>,
+}
+
+impl Sched {
+    fn new(record: ScheduleRecord, pipeline: &Pipeline) -> Option<Sched> {
+        Some(Sched { record, schedule: pipeline.schedule()?.clone(), next: None })
+    }
+}
+
+/// What became of one tick.
+enum Fired {
+    Started(String),
+    /// The tick already had a run: fired before a crash, or by an earlier backfill.
+    Exists(String),
+    Skipped(String),
+}
+
+pub(super) fn instant(m: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(i64::try_from(m.0).unwrap_or(i64::MAX)).unwrap_or_default()
+}
+
+pub(super) fn millis(t: DateTime<Utc>) -> Millis {
+    Millis(u64::try_from(t.timestamp_millis()).unwrap_or(0))
+}
+
+/// The ids of `pipeline`'s scheduled runs that have not finished, in id (tick) order.
+fn running_scheduled(st: &State, pipeline: &str) -> Vec<String> {
+    let mut ids: Vec<String> = st
+        .runs
+        .iter()
+        .filter(|(_, l)| l.record.pipeline == pipeline && matches!(l.record.trigger, Trigger::Schedule { .. }))
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Adds skipped ticks to `record`, merged into the newest entry when they directly follow it
+/// for the same reason (a forbidden per-second schedule makes one entry, not one per second).
+fn skip(record: &mut ScheduleRecord, schedule: &Schedule, entry: SkippedTicks) {
+    if let Some(last) = record.skipped.last_mut()
+        && last.reason == entry.reason
+        && schedule::next_after(schedule, instant(last.last)).is_some_and(|n| millis(n) == entry.first)
+    {
+        last.last = entry.last;
+        last.count += entry.count;
+        return;
+    }
+    record.skip(entry);
+}
+
+fn one_tick(t: DateTime<Utc>, reason: String) -> SkippedTicks {
+    SkippedTicks { first: millis(t), last: millis(t), count: 1, reason }
+}
+
+impl Engine {
+    /// Loads the stored schedules and brings them in line with every pipeline's latest version
+    /// (a pipeline submitted while no scheduling engine ran gets its schedule now). Ticks
+    /// missed while the server was down are decided here, by `catchup`. Called once, after
+    /// [`Engine::recover`] and before serving.
+    pub(super) fn start_schedules(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        let mut st = self.lock();
+        for record in self.store.schedules()? {
+            let name = record.pipeline.clone();
+            match self.pipeline(&mut st, &record.version) {
+                Ok((p, _)) => match Sched::new(record, &p) {
+                    Some(s) => {
+                        st.schedules.insert(name, s);
+                    }
+                    None => tracing::warn!(pipeline = name, "stored schedule's version has no schedule; dropped"),
+                },
+                Err(e) => tracing::error!(pipeline = name, error = %e, "schedule not loaded"),
+            }
+        }
+        for (name, index) in self.store.pipelines()? {
+            if let Err(e) = self.sync_schedule(&mut st, &name, &index.latest, now) {
+                tracing::error!(pipeline = name, error = %e, "cannot install the pipeline's schedule");
+            }
+        }
+        let n = st.schedules.len();
+        drop(st);
+        self.commit()?;
+        Ok(n)
+    }
+
+    /// Makes `pipeline`'s schedule that of `version`, just submitted as its latest: the old
+    /// schedule's ticks up to `now` are decided first; an unchanged expression and zone keep
+    /// the cursor, a changed one fires from `now`, none removes the schedule.
+    pub(super) fn sync_schedule(
+        &self,
+        st: &mut State,
+        pipeline: &str,
+        version: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let (parsed, _) = self.pipeline(st, version)?;
+        if st.schedules.contains_key(pipeline) {
+            self.fire_due(st, pipeline, now)?;
+        }
+        let old = st.schedules.get(pipeline).map(|s| s.record.clone());
+        let Some(new) = parsed.schedule() else {
+            if old.is_some() {
+                self.store.remove_schedule(pipeline)?;
+                st.schedules.remove(pipeline);
+                tracing::info!(pipeline, "schedule removed: the latest version has none");
+            }
+            return Ok(());
+        };
+        let zone = new.timezone.to_string();
+        let record = match old {
+            Some(mut r) => {
+                if r.cron != new.cron || r.timezone != zone {
+                    r.cursor = r.cursor.max(millis(now));
+                    tracing::info!(pipeline, cron = new.cron, zone, "schedule changed; it fires from now");
+                }
+                r.version = version.to_string();
+                r.cron.clone_from(&new.cron);
+                r.timezone = zone;
+                r
+            }
+            None => {
+                tracing::info!(pipeline, cron = new.cron, zone, "schedule installed");
+                ScheduleRecord {
+                    pipeline: pipeline.to_string(),
+                    version: version.to_string(),
+                    cron: new.cron.clone(),
+                    timezone: zone,
+                    cursor: millis(now),
+                    last_tick: None,
+                    last_run: None,
+                    paused: false,
+                    skipped: Vec::new(),
+                    backfill: None,
+                }
+            }
+        };
+        if st.schedules.get(pipeline).is_some_and(|s| s.record == record) {
+            return Ok(());
+        }
+        self.store.put_schedule(&record)?;
+        if let Some(s) = Sched::new(record, &parsed) {
+            st.schedules.insert(pipeline.to_string(), s);
+        }
+        Ok(())
+    }
+
+    /// Fires what is due at `now` in every schedule, and moves backfills on. Called from the
+    /// engine's tick with the wall clock.
+    pub(super) fn fire_schedules(&self, st: &mut State, now: DateTime<Utc>) {
+        let names: Vec<String> = st.schedules.keys().cloned().collect();
+        for name in names {
+            if let Err(e) = self.fire_due(st, &name, now) {
+                tracing::error!(pipeline = name, error = %e, "cannot fire the schedule; retrying at the next tick");
+            }
+            if let Err(e) = self.advance_backfill(st, &name) {
+                tracing::error!(pipeline = name, error = %e, "cannot move the backfill on");
+            }
+        }
+    }
+
+    /// Decides every tick of `pipeline`'s schedule in (cursor, now]: starts, finds started or
+    /// skips each by `catchup` and `concurrency`, then moves the cursor to `now`.
+    fn fire_due(&self, st: &mut State, pipeline: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
+        let Some(s) = st.schedules.get_mut(pipeline) else { return Ok(()) };
+        let cursor = instant(s.record.cursor);
+        if s.record.paused || now <= cursor {
+            // A clock that went back fires nothing until it passes the cursor again.
+            return Ok(());
+        }
+        let next = *s.next.get_or_insert_with(|| schedule::next_after(&s.schedule, cursor));
+        if next.is_none_or(|n| n > now) {
+            return Ok(());
+        }
+        let (sched, mut record) = (s.schedule.clone(), s.record.clone());
+        let missed = schedule::missed(&sched, Some(cursor), now);
+        let mut skipped = missed.skipped;
+        // The oldest missed tick may have started its run just before a crash, before the
+        // cursor moved past it: that one ran and is not skipped.
+        if let Some(first) = skipped.first().copied() {
+            let id = schedule::run_id(pipeline, first);
+            if st.runs.contains_key(&id) || self.store.run(&id)?.is_some() {
+                skipped.remove(0);
+                record.last_tick = Some(millis(first));
+                record.last_run = Some(id);
+            }
+        }
+        let skipped_entry = (!skipped.is_empty()).then(|| {
+            let more = if missed.more { "at least " } else { "" };
+            let reason = if sched.catchup {
+                format!("{more}more ticks were missed than max_catchup ({}) lets run", sched.max_catchup)
+            } else {
+                "missed while the server was down or behind; catchup: false runs only the latest".to_string()
+            };
+            tracing::warn!(pipeline, count = skipped.len(), more = missed.more, "{reason}");
+            SkippedTicks {
+                first: millis(skipped[0]),
+                last: millis(skipped[skipped.len() - 1]),
+                count: skipped.len() as u64,
+                reason,
+            }
+        });
+        // Entries stay in tick order: without catchup the skipped ticks precede the one run.
+        if !sched.catchup
+            && let Some(e) = skipped_entry.clone()
+        {
+            skip(&mut record, &sched, e);
+        }
+        let mut start = missed.start;
+        if sched.catchup && sched.concurrency != Concurrency::Allow && start.len() > 1 && record.backfill.is_none() {
+            // Catching up under forbid or replace: the missed ticks run one at a time, oldest
+            // first, instead of skipping or cancelling one another.
+            let (first, last) = (start[0], start[start.len() - 1]);
+            tracing::info!(pipeline, ticks = start.len(), "catching up missed ticks one at a time");
+            record.backfill = Some(BackfillQueue {
+                from: millis(first),
+                to: millis(last),
+                next: Millis(millis(first).0.saturating_sub(1)),
+                catchup: true,
+            });
+            start.clear();
+        }
+        for t in start {
+            match self.fire_tick(st, pipeline, &record.version, &sched, t, Some(sched.concurrency), false) {
+                Ok(Fired::Started(id) | Fired::Exists(id)) => {
+                    record.last_tick = Some(millis(t));
+                    record.last_run = Some(id);
+                }
+                Ok(Fired::Skipped(reason)) => {
+                    tracing::info!(pipeline, tick = %t, reason, "tick skipped");
+                    skip(&mut record, &sched, one_tick(t, reason));
+                }
+                Err(e) => {
+                    tracing::error!(pipeline, tick = %t, error = %e, "cannot start the tick's run");
+                    skip(&mut record, &sched, one_tick(t, format!("could not start: {e}")));
+                }
+            }
+        }
+        if sched.catchup
+            && let Some(e) = skipped_entry
+        {
+            skip(&mut record, &sched, e);
+        }
+        record.cursor = millis(now);
+        // Flushes every write before it too: the runs just created are durable before the
+        // cursor says their ticks are done.
+        self.store.put_schedule(&record)?;
+        if let Some(s) = st.schedules.get_mut(pipeline) {
+            s.record = record;
+            s.next = None;
+        }
+        Ok(())
+    }
+
+    /// Starts the run of tick `t` unless it has one; `policy` is the schedule's concurrency
+    /// for a clock tick, `None` for a backfill that already waited its turn.
+    #[allow(clippy::too_many_arguments)]
+    fn fire_tick(
+        &self,
+        st: &mut State,
+        pipeline: &str,
+        version: &str,
+        sched: &Schedule,
+        t: DateTime<Utc>,
+        policy: Option<Concurrency>,
+        backfill: bool,
+    ) -> Result<Fired, ApiError> {
+        let id = schedule::run_id(pipeline, t);
+        if st.runs.contains_key(&id) || self.store.run(&id)?.is_some() {
+            return Ok(Fired::Exists(id));
+        }
+        let running = running_scheduled(st, pipeline);
+        match policy {
+            Some(Concurrency::Forbid) if !running.is_empty() => {
+                return Ok(Fired::Skipped(format!(
+                    "concurrency: forbid, and the scheduled run {} was still running",
+                    running.join(", ")
+                )));
+            }
+            Some(Concurrency::Replace) => {
+                for r in &running {
+                    match self.apply(st, r, Event::Cancel, None) {
+                        Ok(_) => tracing::info!(run = r, by = id, "scheduled run cancelled: replaced by the next tick"),
+                        Err(e) => tracing::warn!(run = r, error = %e, "cannot cancel the run being replaced"),
+                    }
+                }
+            }
+            _ => {}
+        }
+        let overrides: Vec<(String, String)> = sched.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        let trigger = Trigger::Schedule { schedule: sched.cron.clone(), at: Some(millis(t)), backfill };
+        self.create_run(st, version, &overrides, trigger, Some(id.clone()))?;
+        tracing::info!(run = id, tick = %t, backfill, "scheduled run started");
+        Ok(Fired::Started(id))
+    }
+
+    /// Starts the next ticks of a one-at-a-time backfill while no scheduled run of the
+    /// pipeline runs; returns the runs it started.
+    fn advance_backfill(&self, st: &mut State, pipeline: &str) -> Result<Vec<String>, ApiError> {
+        let mut started = Vec::new();
+        while let Some(s) = st.schedules.get(pipeline) {
+            let Some(queue) = s.record.backfill.clone() else { break };
+            if !running_scheduled(st, pipeline).is_empty() {
+                break;
+            }
+            let (sched, mut record) = (s.schedule.clone(), s.record.clone());
+            match schedule::next_after(&sched, instant(queue.next)).filter(|t| *t <= instant(queue.to)) {
+                None => {
+                    record.backfill = None;
+                    tracing::info!(pipeline, catchup = queue.catchup, "ticks waiting their turn all started");
+                }
+                Some(t) => {
+                    record.backfill = Some(BackfillQueue { next: millis(t), ..queue });
+                    match self.fire_tick(st, pipeline, &record.version, &sched, t, None, !queue.catchup) {
+                        Ok(Fired::Started(id)) => {
+                            record.last_tick = Some(millis(t));
+                            record.last_run = Some(id.clone());
+                            started.push(id);
+                        }
+                        Ok(Fired::Exists(_) | Fired::Skipped(_)) => {}
+                        Err(e) => {
+                            tracing::error!(pipeline, tick = %t, error = %e, "cannot start a backfill run");
+                            skip(&mut record, &sched, one_tick(t, format!("backfill could not start: {e}")));
+                        }
+                    }
+                }
+            }
+            self.store.put_schedule(&record)?;
+            if let Some(s) = st.schedules.get_mut(pipeline) {
+                s.record = record;
+            }
+        }
+        Ok(started)
+    }
+
+    /// Pauses or resumes `pipeline`'s schedule. Ticks up to now are decided before a pause; a
+    /// resume fires from now, and records the ticks that passed while paused as skipped.
+    pub(super) fn set_paused(
+        &self,
+        st: &mut State,
+        pipeline: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let Some(s) = st.schedules.get(pipeline) else { return Err(self.no_schedule(pipeline)) };
+        if s.record.paused == paused {
+            return Ok(());
+        }
+        if paused {
+            self.fire_due(st, pipeline, now)?;
+        }
+        let Some(s) = st.schedules.get_mut(pipeline) else { return Err(self.no_schedule(pipeline)) };
+        let mut record = s.record.clone();
+        record.paused = paused;
+        if !paused {
+            let from = instant(record.cursor) + chrono::Duration::milliseconds(1);
+            let passed = schedule::ticks_between(&s.schedule, from, now, schedule::MAX_COUNTED);
+            let (ticks, more) = match passed {
+                Ok(t) => (t, ""),
+                Err(_) => (Vec::new(), "at least "),
+            };
+            if let (Some(first), Some(last)) = (ticks.first(), ticks.last()) {
+                let reason = format!("{more}paused");
+                skip(
+                    &mut record,
+                    &s.schedule,
+                    SkippedTicks { first: millis(*first), last: millis(*last), count: ticks.len() as u64, reason },
+                );
+            }
+            record.cursor = record.cursor.max(millis(now));
+        }
+        self.store.put_schedule(&record)?;
+        s.record = record;
+        s.next = None;
+        tracing::info!(pipeline, paused, "schedule {}", if paused { "paused" } else { "resumed" });
+        Ok(())
+    }
+
+    /// Creates the runs of `pipeline`'s ticks in `[from, to]` (texts as `weir backfill` takes
+    /// them; `to` is capped at `now`), or with `dry_run` says what would happen.
+    pub(super) fn backfill(
+        &self,
+        st: &mut State,
+        pipeline: &str,
+        from: &str,
+        to: &str,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<v1::BackfillTick>, ApiError> {
+        let Some(s) = st.schedules.get(pipeline) else { return Err(self.no_schedule(pipeline)) };
+        let (sched, mut record) = (s.schedule.clone(), s.record.clone());
+        let zone = sched.timezone;
+        let from = schedule::parse_instant(from, zone, false).map_err(|e| ApiError::Invalid(format!("from: {e}")))?;
+        let to = schedule::parse_instant(to, zone, true).map_err(|e| ApiError::Invalid(format!("to: {e}")))?.min(now);
+        if from > to {
+            return Err(ApiError::Invalid(format!(
+                "from ({from}) is after to ({to}, or now when to is later): give a range in the past"
+            )));
+        }
+        if let Some(q) = &record.backfill {
+            return Err(ApiError::Precondition(format!(
+                "{} of {pipeline} from {} to {} is still running one tick at a time; wait for it \
+                 (`weir schedules` shows what is left)",
+                if q.catchup { "a catch-up" } else { "a backfill" },
+                instant(q.from),
+                instant(q.to)
+            )));
+        }
+        let ticks = schedule::ticks_between(&sched, from, to, MAX_BACKFILL).map_err(|_| {
+            ApiError::Invalid(format!(
+                "more than {MAX_BACKFILL} ticks of {} fall between {from} and {to}: backfill a narrower range",
+                sched.cron
+            ))
+        })?;
+        let ids: Vec<String> = ticks.iter().map(|t| schedule::run_id(pipeline, *t)).collect();
+        let mut exists = Vec::with_capacity(ids.len());
+        for id in &ids {
+            exists.push(st.runs.contains_key(id) || self.store.run(id)?.is_some());
+        }
+        let mut started: Vec<String> = Vec::new();
+        let one_at_a_time = sched.concurrency != Concurrency::Allow;
+        if dry_run {
+            let idle = running_scheduled(st, pipeline).is_empty();
+            let fresh = ids.iter().zip(&exists).filter(|(_, e)| !**e).map(|(id, _)| id.clone());
+            started = if one_at_a_time { fresh.take(usize::from(idle)).collect() } else { fresh.collect() };
+        } else if one_at_a_time {
+            if let (Some(first), Some(last)) = (ticks.first(), ticks.last()) {
+                record.backfill = Some(BackfillQueue {
+                    from: millis(*first),
+                    to: millis(*last),
+                    next: Millis(millis(*first).0.saturating_sub(1)),
+                    catchup: false,
+                });
+                self.store.put_schedule(&record)?;
+                if let Some(s) = st.schedules.get_mut(pipeline) {
+                    s.record = record;
+                }
+                started = self.advance_backfill(st, pipeline)?;
+            }
+        } else {
+            for (t, done) in ticks.iter().zip(&exists) {
+                if *done {
+                    continue;
+                }
+                if let Fired::Started(id) = self.fire_tick(st, pipeline, &record.version, &sched, *t, None, true)? {
+                    record.last_tick = Some(millis(*t));
+                    record.last_run = Some(id.clone());
+                    started.push(id);
+                }
+            }
+            self.store.put_schedule(&record)?;
+            if let Some(s) = st.schedules.get_mut(pipeline) {
+                s.record = record;
+            }
+        }
+        tracing::info!(pipeline, ticks = ticks.len(), started = started.len(), dry_run, "backfill");
+        Ok(ticks
+            .iter()
+            .zip(ids)
+            .zip(exists)
+            .map(|((t, id), done)| {
+                let outcome = if done {
+                    v1::BackfillOutcome::Exists
+                } else if started.contains(&id) {
+                    v1::BackfillOutcome::Started
+                } else {
+                    v1::BackfillOutcome::Queued
+                };
+                v1::BackfillTick { time: Some(wire::timestamp(millis(*t))), run_id: id, outcome: outcome as i32 }
+            })
+            .collect())
+    }
+
+    pub(super) fn no_schedule(&self, pipeline: &str) -> ApiError {
+        match self.store.pipeline(pipeline) {
+            Ok(Some(_)) if !self.scheduling => ApiError::Precondition(format!(
+                "this engine does not fire schedules (`weir run`); use a `weir server` for {pipeline}'s schedule"
+            )),
+            Ok(Some(_)) => ApiError::NotFound(format!(
+                "pipeline {pipeline} has no schedule: add `schedule:` to it and submit it again"
+            )),
+            Ok(None) => ApiError::NotFound(format!("no pipeline {pipeline}: submit it first with `weir submit DIR`")),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// The API view of the schedules asked for (`pipeline` empty: all), by pipeline name.
+    pub(super) fn schedule_views(&self, pipeline: &str, now: DateTime<Utc>) -> Result<Vec<v1::ScheduleInfo>, ApiError> {
+        let st = self.lock();
+        if !pipeline.is_empty() && !st.schedules.contains_key(pipeline) {
+            return Err(self.no_schedule(pipeline));
+        }
+        let mut out = Vec::new();
+        for (name, s) in st.schedules.iter().filter(|(n, _)| pipeline.is_empty() || *n == pipeline) {
+            let r = &s.record;
+            let last_state = match &r.last_run {
+                Some(id) => match st.runs.get(id) {
+                    Some(live) => Some(live.record.state),
+                    None => self.store.run(id).ok().flatten().map(|rec| rec.state),
+                },
+                None => None,
+            };
+            let backfill = r.backfill.as_ref().map(|q| {
+                let after = instant(q.next) + chrono::Duration::milliseconds(1);
+                let left =
+                    schedule::ticks_between(&s.schedule, after, instant(q.to), MAX_BACKFILL).map_or(0, |t| t.len());
+                v1::BackfillProgress {
+                    from: Some(wire::timestamp(q.from)),
+                    to: Some(wire::timestamp(q.to)),
+                    remaining: left as u32,
+                    catchup: q.catchup,
+                }
+            });
+            out.push(v1::ScheduleInfo {
+                pipeline: name.clone(),
+                version: r.version.clone(),
+                cron: r.cron.clone(),
+                timezone: r.timezone.clone(),
+                catchup: s.schedule.catchup,
+                max_catchup: s.schedule.max_catchup,
+                concurrency: match s.schedule.concurrency {
+                    Concurrency::Allow => v1::Concurrency::Allow,
+                    Concurrency::Forbid => v1::Concurrency::Forbid,
+                    Concurrency::Replace => v1::Concurrency::Replace,
+                } as i32,
+                paused: r.paused,
+                next_fires: schedule::next_fires(&s.schedule, now.max(instant(r.cursor)), 3)
+                    .into_iter()
+                    .map(|t| wire::timestamp(millis(t)))
+                    .collect(),
+                last_tick: r.last_tick.map(wire::timestamp),
+                last_run_id: r.last_run.clone().unwrap_or_default(),
+                last_run_state: last_state.map_or(v1::RunState::Unspecified, wire::run_state) as i32,
+                skipped: r
+                    .skipped
+                    .iter()
+                    .map(|k| v1::SkippedTicks {
+                        first: Some(wire::timestamp(k.first)),
+                        last: Some(wire::timestamp(k.last)),
+                        count: k.count,
+                        reason: k.reason.clone(),
+                    })
+                    .collect(),
+                backfill,
+                params: s.schedule.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler against a real store in a temporary folder and instants passed in, so
+    //! downtime, restarts and clocks that jump are exact. No worker runs: scheduled runs stay
+    //! running, which is what the concurrency rules need.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::run::RunState;
+    use crate::server::Terms;
+    use crate::store::{PipelineVersion, Store};
+
+    fn engine(dir: &std::path::Path) -> Engine {
+        let store = Store::open(&dir.join("db")).unwrap();
+        let blobs = crate::artifact::Store::open(&dir.join("artifacts")).unwrap();
+        let terms = Terms {
+            lease_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            max_wait: Duration::from_secs(1),
+        };
+        let mut e = Engine::new(store, blobs, terms);
+        e.scheduling = true;
+        e
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// Stores `yaml` as the latest version of its pipeline and syncs its schedule at `now`.
+    fn submit(e: &Engine, yaml: &str, now: &str) -> String {
+        let parsed = crate::spec::load(yaml, &Default::default()).unwrap();
+        let version = parsed.hash().to_string();
+        let record = PipelineVersion {
+            name: parsed.name().to_string(),
+            yaml: yaml.to_string(),
+            bundle_digest: None,
+            submitted_at: wire::now(),
+        };
+        e.store.put_pipeline_version(&version, &record).unwrap();
+        let mut st = e.lock();
+        e.sync_schedule(&mut st, parsed.name(), &version, t(now)).unwrap();
+        version
+    }
+
+    fn yaml(cron: &str, extra: &str) -> String {
+        format!("name: p\nparams: {{rows: 1}}\nschedule:\n  cron: \"{cron}\"\n{extra}steps:\n  s: {{run: 'true'}}\n")
+    }
+
+    fn fire(e: &Engine, now: &str) {
+        let mut st = e.lock();
+        e.fire_schedules(&mut st, t(now));
+    }
+
+    /// Every run of `p`, by id, with its state.
+    fn runs(e: &Engine) -> Vec<(String, RunState)> {
+        let page = e.store.list_runs(&Default::default(), 1000, None).unwrap();
+        page.runs
+            .into_iter()
+            .filter_map(|l| match l {
+                crate::store::Listed::Run(r) => Some((r.id, r.state)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ids(e: &Engine) -> Vec<String> {
+        runs(e).into_iter().map(|(id, _)| id).collect()
+    }
+
+    fn record(e: &Engine) -> ScheduleRecord {
+        e.store.schedules().unwrap().pop().expect("a stored schedule")
+    }
+
+    #[test]
+    fn a_tick_fires_once_and_a_clock_going_back_fires_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        submit(&e, &yaml("0 * * * *", "  params: {rows: 7}\n  concurrency: allow\n"), "2026-11-27T10:30:00Z");
+        fire(&e, "2026-11-27T10:59:59Z");
+        assert!(ids(&e).is_empty());
+        fire(&e, "2026-11-27T11:00:00.200Z");
+        fire(&e, "2026-11-27T11:00:01Z");
+        assert_eq!(ids(&e), ["p-20261127-110000-cron"]);
+        let run = e.store.run("p-20261127-110000-cron").unwrap().unwrap();
+        assert_eq!(
+            run.trigger,
+            Trigger::Schedule {
+                schedule: "0 * * * *".into(),
+                at: Some(millis(t("2026-11-27T11:00:00Z"))),
+                backfill: false
+            }
+        );
+        // The clock jumps back an hour and a half, then forward again: 11:00 is not fired again.
+        fire(&e, "2026-11-27T09:30:00Z");
+        fire(&e, "2026-11-27T10:00:00.500Z");
+        fire(&e, "2026-11-27T11:00:00.500Z");
+        assert_eq!(ids(&e).len(), 1);
+        fire(&e, "2026-11-27T12:00:00.100Z");
+        assert_eq!(ids(&e), ["p-20261127-110000-cron", "p-20261127-120000-cron"]);
+        let r = record(&e);
+        assert_eq!(r.last_run.as_deref(), Some("p-20261127-120000-cron"));
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    }
+
+    /// Down from 10:30 to 15:10 with an hourly schedule: ticks 11:00 to 15:00 were missed.
+    fn restart_after_downtime(extra: &str) -> (Vec<String>, ScheduleRecord) {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = engine(dir.path());
+            submit(&e, &yaml("0 * * * *", extra), "2026-11-27T10:00:00Z");
+            fire(&e, "2026-11-27T10:30:00Z");
+        }
+        let e = engine(dir.path());
+        e.start_schedules(t("2026-11-27T15:10:00Z")).unwrap();
+        (ids(&e), record(&e))
+    }
+
+    #[test]
+    fn after_downtime_catchup_false_starts_only_the_latest_tick() {
+        let (ids, r) = restart_after_downtime("");
+        assert_eq!(ids, ["p-20261127-150000-cron"]);
+        assert_eq!(r.skipped.len(), 1);
+        let s = &r.skipped[0];
+        assert_eq!(
+            (s.count, s.first, s.last),
+            (4, millis(t("2026-11-27T11:00:00Z")), millis(t("2026-11-27T14:00:00Z")))
+        );
+        assert!(s.reason.contains("catchup: false"), "{}", s.reason);
+    }
+
+    #[test]
+    fn after_downtime_catchup_true_starts_missed_ticks_oldest_first_up_to_max_catchup() {
+        let (ids, r) = restart_after_downtime("  catchup: true\n  max_catchup: 3\n  concurrency: allow\n");
+        assert_eq!(ids, ["p-20261127-110000-cron", "p-20261127-120000-cron", "p-20261127-130000-cron"]);
+        let s = &r.skipped[0];
+        assert_eq!((s.count, s.first), (2, millis(t("2026-11-27T14:00:00Z"))));
+        assert!(s.reason.contains("max_catchup (3)"), "{}", s.reason);
+        assert_eq!(r.last_run.as_deref(), Some("p-20261127-130000-cron"));
+    }
+
+    #[test]
+    fn catching_up_under_forbid_runs_the_missed_ticks_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = engine(dir.path());
+            submit(&e, &yaml("0 * * * *", "  catchup: true\n"), "2026-11-27T10:00:00Z");
+        }
+        let e = engine(dir.path());
+        e.start_schedules(t("2026-11-27T13:10:00Z")).unwrap();
+        let q = record(&e).backfill.expect("a catch-up queue");
+        assert!(q.catchup);
+        for (n, id) in ["p-20261127-110000-cron", "p-20261127-120000-cron", "p-20261127-130000-cron"].iter().enumerate()
+        {
+            fire(&e, "2026-11-27T13:10:01Z");
+            assert_eq!(ids(&e).len(), n + 1, "one at a time: {:?}", runs(&e));
+            let run = e.store.run(id).unwrap().unwrap();
+            assert!(matches!(run.trigger, Trigger::Schedule { backfill: false, .. }));
+            e.apply(&mut e.lock(), id, Event::Cancel, None).unwrap();
+        }
+        fire(&e, "2026-11-27T13:10:02Z");
+        assert_eq!(record(&e).backfill, None);
+        assert!(record(&e).skipped.is_empty());
+    }
+
+    #[test]
+    fn a_crash_after_the_run_but_before_the_cursor_never_doubles_the_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        submit(&e, &yaml("0 * * * *", ""), "2026-11-27T10:30:00Z");
+        // The run of 11:00 was created, then the engine died before the cursor moved.
+        {
+            let mut st = e.lock();
+            let s = st.schedules["p"].schedule.clone();
+            let version = st.schedules["p"].record.version.clone();
+            e.fire_tick(&mut st, "p", &version, &s, t("2026-11-27T11:00:00Z"), None, false).unwrap();
+        }
+        assert_eq!(record(&e).cursor, millis(t("2026-11-27T10:30:00Z")));
+        drop(e);
+        let e = engine(dir.path());
+        e.start_schedules(t("2026-11-27T11:00:05Z")).unwrap();
+        assert_eq!(ids(&e), ["p-20261127-110000-cron"]);
+        // Down until 13:10 instead: 11:00 had its run, so only 12:00 is listed as skipped.
+        drop(e);
+        let e = engine(dir.path());
+        e.store.put_schedule(&ScheduleRecord { cursor: millis(t("2026-11-27T10:30:00Z")), ..record(&e) }).unwrap();
+        e.start_schedules(t("2026-11-27T13:10:00Z")).unwrap();
+        assert_eq!(ids(&e), ["p-20261127-110000-cron", "p-20261127-130000-cron"]);
+        let r = record(&e);
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!((r.skipped[0].count, r.skipped[0].first), (1, millis(t("2026-11-27T12:00:00Z"))));
+    }
+
+    #[test]
+    fn forbid_skips_ticks_while_the_previous_run_runs_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        submit(&e, &yaml("* * * * * *", "  concurrency: forbid\n"), "2026-11-27T10:00:00Z");
+        for s in 1..=4 {
+            fire(&e, &format!("2026-11-27T10:00:0{s}.100Z"));
+        }
+        assert_eq!(ids(&e), ["p-20261127-100001-cron"]);
+        let r = record(&e);
+        assert_eq!(r.skipped.len(), 1, "consecutive skips for one reason are one entry: {:?}", r.skipped);
+        assert_eq!(r.skipped[0].count, 3);
+        assert!(r.skipped[0].reason.contains("forbid") && r.skipped[0].reason.contains("p-20261127-100001-cron"));
+        // Once it finished, the next tick runs.
+        {
+            let mut st = e.lock();
+            e.apply(&mut st, "p-20261127-100001-cron", Event::Cancel, None).unwrap();
+        }
+        fire(&e, "2026-11-27T10:00:05.100Z");
+        assert_eq!(ids(&e).last().unwrap(), "p-20261127-100005-cron");
+    }
+
+    #[test]
+    fn replace_cancels_the_previous_run_and_starts_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        submit(&e, &yaml("* * * * * *", "  concurrency: replace\n"), "2026-11-27T10:00:00Z");
+        fire(&e, "2026-11-27T10:00:01.100Z");
+        fire(&e, "2026-11-27T10:00:02.100Z");
+        fire(&e, "2026-11-27T10:00:03.100Z");
+        let states: Vec<RunState> = runs(&e).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(states, [RunState::Cancelled, RunState::Cancelled, RunState::Running]);
+    }
+
+    #[test]
+    fn allow_runs_ticks_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        submit(&e, &yaml("* * * * * *", "  concurrency: allow\n"), "2026-11-27T10:00:00Z");
+        fire(&e, "2026-11-27T10:00:01.100Z");
+        fire(&e, "2026-11-27T10:00:02.100Z");
+        let states: Vec<RunState> = runs(&e).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(states, [RunState::Running, RunState::Running]);
+    }
+
+    #[test]
+    fn resubmitting_keeps_changes_or_removes_the_schedule_without_doubling_or_losing_ticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        submit(&e, &yaml("0 * * * *", "  concurrency: allow\n"), "2026-11-27T10:30:00Z");
+        // Unchanged expression, new version (a param added), submitted just after 11:00 before
+        // the scheduler's pass: 11:00 runs exactly once, from the sync.
+        submit(&e, &yaml("0 * * * *", "  params: {rows: 2}\n  concurrency: allow\n"), "2026-11-27T11:00:00.050Z");
+        fire(&e, "2026-11-27T11:00:00.100Z");
+        assert_eq!(ids(&e), ["p-20261127-110000-cron"]);
+        // Changed to every 15 minutes at 11:20: 11:15 is in the past and does not run; 11:30 does.
+        submit(&e, &yaml("*/15 * * * *", "  concurrency: allow\n"), "2026-11-27T11:20:00Z");
+        fire(&e, "2026-11-27T11:30:00.100Z");
+        assert_eq!(ids(&e), ["p-20261127-110000-cron", "p-20261127-113000-cron"]);
+        // Removed: nothing fires any more, and the record is gone.
+        let removed = "name: p\nsteps:\n  s: {run: 'true'}\n";
+        submit(&e, removed, "2026-11-27T11:40:00Z");
+        fire(&e, "2026-11-27T12:00:00.100Z");
+        assert_eq!(ids(&e).len(), 2);
+        assert!(e.store.schedules().unwrap().is_empty());
+    }
+
+    #[test]
+    fn paused_ticks_do_not_run_and_are_recorded_as_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        submit(&e, &yaml("0 * * * *", ""), "2026-11-27T10:30:00Z");
+        e.set_paused(&mut e.lock(), "p", true, t("2026-11-27T10:40:00Z")).unwrap();
+        fire(&e, "2026-11-27T12:00:00.100Z");
+        assert!(ids(&e).is_empty());
+        e.set_paused(&mut e.lock(), "p", false, t("2026-11-27T12:30:00Z")).unwrap();
+        fire(&e, "2026-11-27T12:40:00Z");
+        assert!(ids(&e).is_empty());
+        fire(&e, "2026-11-27T13:00:00.100Z");
+        assert_eq!(ids(&e), ["p-20261127-130000-cron"]);
+        let r = record(&e);
+        assert_eq!((r.skipped[0].count, r.skipped[0].reason.as_str()), (2, "paused"));
+        assert!(matches!(
+            e.set_paused(&mut e.lock(), "nope", true, t("2026-11-27T13:00:00Z")),
+            Err(ApiError::NotFound(_))
+        ));
+    }
+
+    fn outcomes(ticks: &[v1::BackfillTick]) -> Vec<(String, v1::BackfillOutcome)> {
+        ticks.iter().map(|t| (t.run_id.clone(), t.outcome())).collect()
+    }
+
+    #[test]
+    fn backfill_with_allow_starts_every_tick_once() {
+        use v1::BackfillOutcome::{Exists, Started};
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        submit(&e, &yaml("0 0 * * *", "  timezone: Europe/Berlin\n  concurrency: allow\n"), "2026-11-27T10:00:00Z");
+        let now = t("2026-11-27T10:00:00Z");
+        let dry = e.backfill(&mut e.lock(), "p", "2026-11-01", "2026-11-03", true, now).unwrap();
+        assert!(ids(&e).is_empty(), "a dry run creates nothing");
+        let got = e.backfill(&mut e.lock(), "p", "2026-11-01", "2026-11-03", false, now).unwrap();
+        assert_eq!(outcomes(&dry), outcomes(&got));
+        // Midnight in Berlin (UTC+1 in November) is 23:00 UTC the day before.
+        assert_eq!(
+            outcomes(&got),
+            [
+                ("p-20261031-230000-cron".to_string(), Started),
+                ("p-20261101-230000-cron".to_string(), Started),
+                ("p-20261102-230000-cron".to_string(), Started)
+            ]
+        );
+        let run = e.store.run("p-20261031-230000-cron").unwrap().unwrap();
+        assert!(matches!(run.trigger, Trigger::Schedule { backfill: true, .. }));
+        let again = e.backfill(&mut e.lock(), "p", "2026-11-02", "2026-11-04T00:00", false, now).unwrap();
+        assert_eq!(
+            outcomes(&again),
+            [
+                ("p-20261101-230000-cron".to_string(), Exists),
+                ("p-20261102-230000-cron".to_string(), Exists),
+                ("p-20261103-230000-cron".to_string(), Started)
+            ]
+        );
+        let err = e.backfill(&mut e.lock(), "p", "2020-01-01", "2026-11-01", false, now).unwrap_err();
+        assert!(err.to_string().contains("narrower range"), "{err}");
+        let err = e.backfill(&mut e.lock(), "p", "2026-11-05", "2026-11-01", false, now).unwrap_err();
+        assert!(err.to_string().contains("after"), "{err}");
+    }
+
+    #[test]
+    fn backfill_with_forbid_runs_one_tick_at_a_time() {
+        use v1::BackfillOutcome::{Queued, Started};
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        submit(&e, &yaml("0 0 * * *", "  concurrency: forbid\n"), "2026-11-27T10:00:00Z");
+        let now = t("2026-11-27T10:00:00Z");
+        let got = e.backfill(&mut e.lock(), "p", "2026-11-01", "2026-11-03", false, now).unwrap();
+        let o: Vec<_> = outcomes(&got).into_iter().map(|(_, o)| o).collect();
+        assert_eq!(o, [Started, Queued, Queued]);
+        let err = e.backfill(&mut e.lock(), "p", "2026-11-05", "2026-11-06", false, now).unwrap_err();
+        assert!(matches!(err, ApiError::Precondition(_)), "{err}");
+        for (n, id) in ["p-20261101-000000-cron", "p-20261102-000000-cron", "p-20261103-000000-cron"].iter().enumerate()
+        {
+            fire(&e, "2026-11-27T10:00:01Z");
+            assert_eq!(ids(&e).len(), n + 1, "one at a time: {:?}", runs(&e));
+            let mut st = e.lock();
+            e.apply(&mut st, id, Event::Cancel, None).unwrap();
+        }
+        fire(&e, "2026-11-27T10:00:02Z");
+        assert_eq!(ids(&e).len(), 3);
+        assert_eq!(record(&e).backfill, None, "finished");
+    }
+}
