@@ -333,9 +333,9 @@ pub fn schedules_list(schedules: &[v1::ScheduleInfo]) -> String {
 pub fn schedule_change(s: &v1::ScheduleInfo) -> String {
     let next = s.next_fires.first().and_then(|t| millis(Some(t))).map(|ms| zoned(ms, &s.timezone));
     if s.paused {
-        let tail = next.map_or_else(String::new, |n| format!(" (the next, {n}, will not run)"));
+        let what = next.map_or_else(|| "its ticks".to_string(), |n| format!("the tick at {n} and later ones"));
         format!(
-            "schedule {name} paused: its ticks pass without runs{tail}\n`weir schedules resume {name}` lets it fire again\n",
+            "schedule {name} paused: {what} pass without runs\n`weir schedules resume {name}` lets it fire again\n",
             name = s.pipeline
         )
     } else {
@@ -1123,7 +1123,7 @@ mod tests {
         assert!(list.contains("still to start\n\nhourly: "), "a blank line between blocks: {list}");
         assert_eq!(
             schedule_change(&s),
-            "schedule hourly paused: its ticks pass without runs (the next, 2026-11-27 13:00:00 UTC, will not run)\n\
+            "schedule hourly paused: the tick at 2026-11-27 13:00:00 UTC and later ones pass without runs\n\
              `weir schedules resume hourly` lets it fire again\n"
         );
         assert_eq!(
