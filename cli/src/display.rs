@@ -167,9 +167,16 @@ pub fn run_header(run: &Run, now: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "run       {}", run.run_id);
     let _ = writeln!(out, "pipeline  {} (version {})", run.pipeline, short(&run.version));
-    let trigger = if run.trigger == v1::Trigger::Schedule as i32 { ", by its schedule" } else { "" };
     let state = run_state(run.state);
-    let _ = writeln!(out, "state     {state}, {}/{} steps done{trigger}", run.steps_done, run.steps_total);
+    let _ = writeln!(out, "state     {state}, {}/{} steps done", run.steps_done, run.steps_total);
+    if run.trigger == v1::Trigger::Schedule as i32 {
+        // The issue and the docs call a schedule's trigger `cron`. The run carries the tick but
+        // not the schedule's zone, so the tick shows in UTC.
+        let _ = writeln!(out, "trigger   cron");
+        let tick = millis(run.scheduled_time.as_ref()).map_or_else(|| "-".into(), |t| format!("{} UTC", datetime(t)));
+        let backfill = if run.backfill { " (backfill)" } else { "" };
+        let _ = writeln!(out, "scheduled {tick}{backfill}");
+    }
     if let Some(c) = millis(run.created_at.as_ref()) {
         let _ = writeln!(out, "created   {}", datetime(c));
     }
@@ -184,6 +191,212 @@ pub fn run_header(run: &Run, now: u64) -> String {
     if !run.message.is_empty() {
         let _ = writeln!(out, "message   {}", run.message);
     }
+    out
+}
+
+// ---- schedules ----
+
+/// An instant in a schedule's zone, with the zone's abbreviation and offset:
+/// `2026-03-29 03:00:00 CEST (+02:00)`, `2026-11-27 12:00:00 UTC`, `2026-11-27 15:00:00 +03:00`
+/// (zones without an abbreviation). A zone this weir does not know shows the instant in UTC.
+pub fn zoned(ms: u64, zone: &str) -> String {
+    let Some(utc) = chrono::DateTime::from_timestamp_millis(ms as i64) else { return format!("@{ms}ms") };
+    let Ok(tz) = zone_of(zone) else { return format!("{} UTC", datetime(ms)) };
+    let t = utc.with_timezone(&tz);
+    let when = t.format("%Y-%m-%d %H:%M:%S");
+    let abbr = t.format("%Z").to_string();
+    let offset = t.format("%:z").to_string();
+    if abbr.starts_with(['+', '-']) || abbr.is_empty() {
+        format!("{when} {offset}")
+    } else if offset == "+00:00" && matches!(abbr.as_str(), "UTC" | "GMT") {
+        format!("{when} {abbr}")
+    } else {
+        format!("{when} {abbr} ({offset})")
+    }
+}
+
+/// The IANA zone named on the wire; empty means UTC (a schedule's default).
+fn zone_of(zone: &str) -> Result<chrono_tz::Tz, chrono_tz::ParseError> {
+    if zone.is_empty() { Ok(chrono_tz::Tz::UTC) } else { zone.parse() }
+}
+
+/// An instant in UTC as RFC 3339: `2026-11-01T02:00:00Z`.
+pub fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map_or_else(|| format!("@{ms}ms"), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+/// The lowercase name of a schedule's concurrency policy (`forbid`).
+pub fn concurrency(c: i32) -> &'static str {
+    match v1::Concurrency::try_from(c) {
+        Ok(v1::Concurrency::Allow) => "allow",
+        Ok(v1::Concurrency::Forbid) => "forbid",
+        Ok(v1::Concurrency::Replace) => "replace",
+        _ => "-",
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// How many skipped-tick entries a schedule block shows, the most recent ones.
+const SKIPPED_SHOWN: usize = 5;
+
+/// Where the values of a schedule block's labelled lines start.
+const LABEL: usize = 13;
+
+fn labelled(out: &mut String, label: &str, values: &[String]) {
+    for (i, v) in values.iter().enumerate() {
+        let label = if i == 0 { label } else { "" };
+        let _ = writeln!(out, "  {label:<LABEL$}{v}");
+    }
+}
+
+/// `weir schedules`: one block per schedule, its times in the schedule's own zone.
+///
+/// ```text
+/// nightly: `30 2 * * *` in Europe/Berlin, active
+///   version      abababababab
+///   concurrency  forbid
+///   catchup      on, at most 3 missed ticks
+///   next         2026-03-28 02:30:00 CET (+01:00)
+///                ...
+/// ```
+pub fn schedule_block(s: &v1::ScheduleInfo) -> String {
+    let mut out = String::new();
+    let zone = if s.timezone.is_empty() { "UTC" } else { s.timezone.as_str() };
+    let unknown = if zone_of(&s.timezone).is_err() { " (a zone unknown to this weir: times in UTC)" } else { "" };
+    let state = if s.paused { "paused: ticks pass without runs" } else { "active" };
+    let _ = writeln!(out, "{}: `{}` in {zone}{unknown}, {state}", s.pipeline, s.cron);
+    let at = |t: Option<&prost_types::Timestamp>| millis(t).map_or_else(|| "-".into(), |ms| zoned(ms, &s.timezone));
+    if !s.version.is_empty() {
+        labelled(&mut out, "version", &[short(&s.version).to_string()]);
+    }
+    labelled(&mut out, "concurrency", &[concurrency(s.concurrency).to_string()]);
+    let catchup = match (s.catchup, s.max_catchup) {
+        (true, 0) => "on: every missed tick runs".to_string(),
+        (true, n) => format!("on, at most {} run after downtime", plural(n.into(), "missed tick", "missed ticks")),
+        (false, _) => "off: only the latest missed tick runs".to_string(),
+    };
+    labelled(&mut out, "catchup", &[catchup]);
+    if !s.params.is_empty() {
+        let params: BTreeMap<_, _> = s.params.iter().collect();
+        let shown: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labelled(&mut out, "params", &[shown.join(" ")]);
+    }
+    let mut next: Vec<String> = s.next_fires.iter().map(|t| at(Some(t))).collect();
+    if next.is_empty() {
+        next.push("-".into());
+    }
+    labelled(&mut out, "next", &next);
+    let last = if s.last_run_id.is_empty() {
+        "none yet".to_string()
+    } else {
+        format!("{}: run {} {}", at(s.last_tick.as_ref()), s.last_run_id, run_state(s.last_run_state))
+    };
+    labelled(&mut out, "last tick", &[last]);
+    if !s.skipped.is_empty() {
+        let from = s.skipped.len().saturating_sub(SKIPPED_SHOWN);
+        let mut lines = Vec::new();
+        if from > 0 {
+            lines.push(format!("({} not shown)", plural(from as u64, "earlier entry", "earlier entries")));
+        }
+        for k in &s.skipped[from..] {
+            let when = if k.count <= 1 || k.first == k.last {
+                at(k.first.as_ref())
+            } else {
+                format!("{} .. {}", at(k.first.as_ref()), at(k.last.as_ref()))
+            };
+            let why = if k.reason.is_empty() { String::new() } else { format!(": {}", k.reason) };
+            lines.push(format!("{} {when}{why}", plural(k.count.max(1), "tick", "ticks")));
+        }
+        labelled(&mut out, "skipped", &lines);
+    }
+    if let Some(b) = &s.backfill {
+        let remaining = plural(b.remaining.into(), "tick", "ticks");
+        labelled(
+            &mut out,
+            "backfill",
+            &[format!("{} .. {}, {remaining} still to start", at(b.from.as_ref()), at(b.to.as_ref()))],
+        );
+    }
+    out
+}
+
+/// Every schedule's block, a blank line apart.
+pub fn schedules_list(schedules: &[v1::ScheduleInfo]) -> String {
+    schedules.iter().map(schedule_block).collect::<Vec<_>>().join("\n")
+}
+
+/// What `weir schedules pause` and `resume` print: the schedule as it now is.
+pub fn schedule_change(s: &v1::ScheduleInfo) -> String {
+    let next = s.next_fires.first().and_then(|t| millis(Some(t))).map(|ms| zoned(ms, &s.timezone));
+    if s.paused {
+        let what = next.map_or_else(|| "its ticks".to_string(), |n| format!("the tick at {n} and later ones"));
+        format!(
+            "schedule {name} paused: {what} pass without runs\n`weir schedules resume {name}` lets it fire again\n",
+            name = s.pipeline
+        )
+    } else {
+        let next = next.map_or_else(|| "no next tick".to_string(), |n| format!("next tick {n}"));
+        format!("schedule {} firing again: {next}; ticks that passed while it was paused do not run\n", s.pipeline)
+    }
+}
+
+fn outcome(o: i32, dry_run: bool) -> &'static str {
+    match (v1::BackfillOutcome::try_from(o), dry_run) {
+        (Ok(v1::BackfillOutcome::Started), false) => "started",
+        (Ok(v1::BackfillOutcome::Started), true) => "would start",
+        (Ok(v1::BackfillOutcome::Exists), _) => "exists",
+        (Ok(v1::BackfillOutcome::Queued), false) => "queued",
+        (Ok(v1::BackfillOutcome::Queued), true) => "would queue",
+        _ => "unknown",
+    }
+}
+
+/// `weir backfill`: a line per tick (its time in UTC, its run id, what happened to it), then a
+/// summary with what to do next.
+pub fn backfill(pipeline: &str, ticks: &[v1::BackfillTick], dry_run: bool) -> String {
+    let width = ticks.iter().map(|t| t.run_id.chars().count()).max().unwrap_or(0);
+    let mut out = String::new();
+    let mut counts = [0u64; 4];
+    for t in ticks {
+        let time = millis(t.time.as_ref()).map_or_else(|| "-".into(), rfc3339);
+        let _ = writeln!(out, "{time}  {:<width$}  {}", t.run_id, outcome(t.outcome, dry_run));
+        let i = match v1::BackfillOutcome::try_from(t.outcome) {
+            Ok(v1::BackfillOutcome::Started) => 0,
+            Ok(v1::BackfillOutcome::Exists) => 1,
+            Ok(v1::BackfillOutcome::Queued) => 2,
+            _ => 3,
+        };
+        counts[i] += 1;
+    }
+    let [started, exists, queued, unknown] = counts;
+    let mut parts = Vec::new();
+    if started > 0 {
+        parts.push(format!("{started} {}", if dry_run { "would start" } else { "started" }));
+    }
+    if exists > 0 {
+        let had = match (dry_run, exists) {
+            (true, 1) => "already has a run",
+            (true, _) => "already have a run",
+            (false, _) => "already had a run",
+        };
+        parts.push(format!("{exists} {had}"));
+    }
+    if queued > 0 {
+        parts.push(format!("{queued} {}", if dry_run { "would queue" } else { "queued" }));
+    }
+    if unknown > 0 {
+        parts.push(format!("{unknown} unknown"));
+    }
+    let next = if dry_run {
+        "nothing was created; without --dry-run the backfill creates them".to_string()
+    } else {
+        format!("follow with `weir runs --pipeline {pipeline}`")
+    };
+    let _ = writeln!(out, "{}: {}; {next}", plural(ticks.len() as u64, "tick", "ticks"), parts.join(", "));
     out
 }
 
@@ -784,5 +997,200 @@ mod tests {
         assert_eq!(w.stuck(), Some(("a", "no worker offers gpus=1")));
         assert_eq!(w.update(&[], 0, false), Vec::<String>::new());
         assert_eq!(w.stuck(), None);
+    }
+
+    /// Milliseconds since the epoch of an RFC 3339 instant.
+    fn at(rfc: &str) -> u64 {
+        chrono::DateTime::parse_from_rfc3339(rfc).unwrap().timestamp_millis() as u64
+    }
+
+    fn tsr(rfc: &str) -> Option<prost_types::Timestamp> {
+        ts(at(rfc))
+    }
+
+    fn skipped(first: &str, last: &str, count: u64, reason: &str) -> v1::SkippedTicks {
+        v1::SkippedTicks { first: tsr(first), last: tsr(last), count, reason: reason.into() }
+    }
+
+    /// `30 2 * * *` in Berlin around the spring change: 02:30 does not exist on 2026-03-29, so
+    /// that tick fires at 03:00 CEST (the engine's rule), an hour after the day before in UTC.
+    fn berlin() -> v1::ScheduleInfo {
+        v1::ScheduleInfo {
+            pipeline: "nightly".into(),
+            version: "0123456789abcdef0123".into(),
+            cron: "30 2 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            catchup: true,
+            max_catchup: 3,
+            concurrency: v1::Concurrency::Forbid as i32,
+            paused: false,
+            next_fires: vec![
+                tsr("2026-03-28T01:30:00Z").unwrap(),
+                tsr("2026-03-29T01:00:00Z").unwrap(),
+                tsr("2026-03-30T00:30:00Z").unwrap(),
+            ],
+            last_tick: tsr("2026-03-27T01:30:00Z"),
+            last_run_id: "nightly-20260327T0130Z".into(),
+            last_run_state: RunState::Succeeded as i32,
+            skipped: vec![
+                skipped("2026-03-20T01:30:00Z", "2026-03-22T01:30:00Z", 3, "missed while the server was down"),
+                skipped(
+                    "2026-03-25T01:30:00Z",
+                    "2026-03-25T01:30:00Z",
+                    1,
+                    "forbid: run nightly-20260324T0130Z was still running",
+                ),
+            ],
+            backfill: Some(v1::BackfillProgress {
+                from: tsr("2026-02-28T23:00:00Z"),
+                to: tsr("2026-03-10T22:59:59Z"),
+                remaining: 4,
+            }),
+            params: [("rows".to_string(), "500".to_string()), ("day".to_string(), "today".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn zoned_times_follow_the_zones_rules_across_dst() {
+        // Spring forward in Berlin: 02:00 CET becomes 03:00 CEST on 2026-03-29.
+        assert_eq!(zoned(at("2026-03-29T00:59:59Z"), "Europe/Berlin"), "2026-03-29 01:59:59 CET (+01:00)");
+        assert_eq!(zoned(at("2026-03-29T01:00:00Z"), "Europe/Berlin"), "2026-03-29 03:00:00 CEST (+02:00)");
+        // Fall back on 2026-10-25: 02:30 happens twice, told apart by the abbreviation.
+        assert_eq!(zoned(at("2026-10-25T00:30:00Z"), "Europe/Berlin"), "2026-10-25 02:30:00 CEST (+02:00)");
+        assert_eq!(zoned(at("2026-10-25T01:30:00Z"), "Europe/Berlin"), "2026-10-25 02:30:00 CET (+01:00)");
+        assert_eq!(zoned(at("2026-11-27T12:00:00Z"), "America/New_York"), "2026-11-27 07:00:00 EST (-05:00)");
+        assert_eq!(zoned(at("2026-11-27T12:00:00Z"), "UTC"), "2026-11-27 12:00:00 UTC");
+        assert_eq!(zoned(at("2026-11-27T12:00:00Z"), ""), "2026-11-27 12:00:00 UTC");
+        assert_eq!(zoned(at("2026-11-27T12:00:00Z"), "Europe/London"), "2026-11-27 12:00:00 GMT");
+        // A zone without an abbreviation shows its offset once.
+        assert_eq!(zoned(at("2026-11-27T12:00:00Z"), "Europe/Istanbul"), "2026-11-27 15:00:00 +03:00");
+        assert_eq!(zoned(at("2026-11-27T12:00:00Z"), "Mars/Olympus"), "2026-11-27 12:00:00 UTC");
+        assert_eq!(rfc3339(at("2026-11-01T02:00:00Z")), "2026-11-01T02:00:00Z");
+    }
+
+    #[test]
+    fn a_schedule_block_shows_times_in_its_zone() {
+        assert_eq!(
+            schedule_block(&berlin()),
+            "nightly: `30 2 * * *` in Europe/Berlin, active\n\
+             \x20 version      0123456789ab\n\
+             \x20 concurrency  forbid\n\
+             \x20 catchup      on, at most 3 missed ticks run after downtime\n\
+             \x20 params       day=today rows=500\n\
+             \x20 next         2026-03-28 02:30:00 CET (+01:00)\n\
+             \x20              2026-03-29 03:00:00 CEST (+02:00)\n\
+             \x20              2026-03-30 02:30:00 CEST (+02:00)\n\
+             \x20 last tick    2026-03-27 02:30:00 CET (+01:00): run nightly-20260327T0130Z succeeded\n\
+             \x20 skipped      3 ticks 2026-03-20 02:30:00 CET (+01:00) .. 2026-03-22 02:30:00 CET (+01:00): \
+             missed while the server was down\n\
+             \x20              1 tick 2026-03-25 02:30:00 CET (+01:00): forbid: run nightly-20260324T0130Z was \
+             still running\n\
+             \x20 backfill     2026-03-01 00:00:00 CET (+01:00) .. 2026-03-10 23:59:59 CET (+01:00), 4 ticks \
+             still to start\n"
+        );
+    }
+
+    #[test]
+    fn a_new_paused_schedule_says_so_and_lists_only_recent_skips() {
+        let mut s = v1::ScheduleInfo {
+            pipeline: "hourly".into(),
+            cron: "0 * * * *".into(),
+            concurrency: v1::Concurrency::Allow as i32,
+            paused: true,
+            next_fires: vec![tsr("2026-11-27T13:00:00Z").unwrap()],
+            ..Default::default()
+        };
+        for i in 0..7 {
+            let t = format!("2026-11-27T0{i}:00:00Z");
+            s.skipped.push(skipped(&t, &t, 1, &format!("paused ({i})")));
+        }
+        assert_eq!(
+            schedule_block(&s),
+            "hourly: `0 * * * *` in UTC, paused: ticks pass without runs\n\
+             \x20 concurrency  allow\n\
+             \x20 catchup      off: only the latest missed tick runs\n\
+             \x20 next         2026-11-27 13:00:00 UTC\n\
+             \x20 last tick    none yet\n\
+             \x20 skipped      (2 earlier entries not shown)\n\
+             \x20              1 tick 2026-11-27 02:00:00 UTC: paused (2)\n\
+             \x20              1 tick 2026-11-27 03:00:00 UTC: paused (3)\n\
+             \x20              1 tick 2026-11-27 04:00:00 UTC: paused (4)\n\
+             \x20              1 tick 2026-11-27 05:00:00 UTC: paused (5)\n\
+             \x20              1 tick 2026-11-27 06:00:00 UTC: paused (6)\n"
+        );
+        let list = schedules_list(&[berlin(), s.clone()]);
+        assert!(list.starts_with("nightly: "), "{list}");
+        assert!(list.contains("still to start\n\nhourly: "), "a blank line between blocks: {list}");
+        assert_eq!(
+            schedule_change(&s),
+            "schedule hourly paused: the tick at 2026-11-27 13:00:00 UTC and later ones pass without runs\n\
+             `weir schedules resume hourly` lets it fire again\n"
+        );
+        assert_eq!(
+            schedule_change(&berlin()),
+            "schedule nightly firing again: next tick 2026-03-28 02:30:00 CET (+01:00); ticks that passed while it \
+             was paused do not run\n"
+        );
+    }
+
+    fn tick(rfc: &str, run: &str, outcome: v1::BackfillOutcome) -> v1::BackfillTick {
+        v1::BackfillTick { time: tsr(rfc), run_id: run.into(), outcome: outcome as i32 }
+    }
+
+    #[test]
+    fn backfill_prints_a_line_per_tick_and_a_summary() {
+        use v1::BackfillOutcome::*;
+        let ticks = [
+            tick("2026-11-01T02:00:00Z", "demo-1", Started),
+            tick("2026-11-02T02:00:00Z", "demo-22", Exists),
+            tick("2026-11-03T02:00:00Z", "demo-3", Queued),
+            tick("2026-11-04T02:00:00Z", "demo-4", Queued),
+            tick("2026-11-05T02:00:00Z", "demo-5", Started),
+        ];
+        assert_eq!(
+            backfill("demo", &ticks, false),
+            "2026-11-01T02:00:00Z  demo-1   started\n\
+             2026-11-02T02:00:00Z  demo-22  exists\n\
+             2026-11-03T02:00:00Z  demo-3   queued\n\
+             2026-11-04T02:00:00Z  demo-4   queued\n\
+             2026-11-05T02:00:00Z  demo-5   started\n\
+             5 ticks: 2 started, 1 already had a run, 2 queued; follow with `weir runs --pipeline demo`\n"
+        );
+        assert_eq!(
+            backfill("demo", &ticks, true),
+            "2026-11-01T02:00:00Z  demo-1   would start\n\
+             2026-11-02T02:00:00Z  demo-22  exists\n\
+             2026-11-03T02:00:00Z  demo-3   would queue\n\
+             2026-11-04T02:00:00Z  demo-4   would queue\n\
+             2026-11-05T02:00:00Z  demo-5   would start\n\
+             5 ticks: 2 would start, 1 already has a run, 2 would queue; nothing was created; without --dry-run \
+             the backfill creates them\n"
+        );
+        assert_eq!(
+            backfill("demo", &ticks[1..2], false),
+            "2026-11-02T02:00:00Z  demo-22  exists\n1 tick: 1 already had a run; follow with `weir runs --pipeline demo`\n"
+        );
+    }
+
+    #[test]
+    fn status_of_a_scheduled_run_shows_its_tick() {
+        let mut run = sample_run().run.unwrap();
+        run.trigger = v1::Trigger::Schedule as i32;
+        run.scheduled_time = tsr("2026-11-27T02:00:00Z");
+        run.backfill = true;
+        run.params.clear();
+        run.message.clear();
+        assert_eq!(
+            run_header(&run, T0),
+            "run       r-7\n\
+             pipeline  churn (version 0123456789ab)\n\
+             state     failed, 3/3 steps done\n\
+             trigger   cron\n\
+             scheduled 2026-11-27 02:00:00 UTC (backfill)\n\
+             created   2026-11-27 12:00:00\n\
+             duration  4m05s\n"
+        );
+        run.backfill = false;
+        assert!(run_header(&run, T0).contains("\nscheduled 2026-11-27 02:00:00 UTC\ncreated"));
     }
 }

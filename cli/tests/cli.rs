@@ -176,7 +176,7 @@ fn schema_is_json() {
 #[test]
 fn help_names_every_command_and_the_exit_codes() {
     let help = text(&weir(&["--help"]).stdout);
-    for word in ["validate", "plan", "graph", "schema", "Exit status", "usage error"] {
+    for word in ["validate", "plan", "graph", "schema", "schedules", "backfill", "Exit status", "usage error"] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
     let plan_help = text(&weir(&["plan", "--help"]).stdout);

@@ -35,6 +35,10 @@ struct Seen {
     listed_runs: Vec<v1::ListRunsRequest>,
     logs: Vec<v1::StreamLogsRequest>,
     watched_after: Vec<u64>,
+    listed_schedules: Vec<String>,
+    paused: Vec<String>,
+    resumed: Vec<String>,
+    backfills: Vec<v1::BackfillRequest>,
 }
 
 #[derive(Clone, Default)]
@@ -104,6 +108,66 @@ fn run_event(seq: u64, at: i64, state: v1::RunState, message: &str) -> Result<v1
 
 fn no_run(id: &str) -> Status {
     Status::not_found(format!("no run `{id}`"))
+}
+
+/// A seconds-since-epoch timestamp of an RFC 3339 instant.
+fn at(rfc: &str) -> prost_types::Timestamp {
+    let t = chrono::DateTime::parse_from_rfc3339(rfc).unwrap();
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 }
+}
+
+/// `demo` fires at 02:00 in Berlin (01:00 UTC in winter); `nightly` at 03:00 UTC, paused.
+fn schedule(name: &str) -> v1::ScheduleInfo {
+    match name {
+        "demo" => v1::ScheduleInfo {
+            pipeline: "demo".into(),
+            version: VERSION.into(),
+            cron: "0 2 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            catchup: false,
+            max_catchup: 0,
+            concurrency: v1::Concurrency::Forbid as i32,
+            paused: false,
+            next_fires: vec![at("2026-11-28T01:00:00Z"), at("2026-11-29T01:00:00Z"), at("2026-11-30T01:00:00Z")],
+            last_tick: Some(at("2026-11-27T01:00:00Z")),
+            last_run_id: "demo-20261127T0100Z".into(),
+            last_run_state: v1::RunState::Running as i32,
+            skipped: vec![v1::SkippedTicks {
+                first: Some(at("2026-11-20T01:00:00Z")),
+                last: Some(at("2026-11-22T01:00:00Z")),
+                count: 3,
+                reason: "missed while the server was down".into(),
+            }],
+            backfill: Some(v1::BackfillProgress {
+                from: Some(at("2026-10-31T23:00:00Z")),
+                to: Some(at("2026-11-03T22:59:59Z")),
+                remaining: 2,
+            }),
+            params: [("rows".to_string(), "5".to_string())].into(),
+        },
+        _ => v1::ScheduleInfo {
+            pipeline: name.into(),
+            version: VERSION.into(),
+            cron: "0 3 * * *".into(),
+            timezone: "UTC".into(),
+            catchup: true,
+            max_catchup: 10,
+            concurrency: v1::Concurrency::Allow as i32,
+            paused: true,
+            next_fires: vec![at("2026-11-28T03:00:00Z")],
+            ..Default::default()
+        },
+    }
+}
+
+/// The answer for a schedule call about `name`: `demo` and `nightly` have one, `plain` is a
+/// pipeline without one, anything else is no pipeline.
+fn schedule_of(name: &str) -> Result<v1::ScheduleInfo, Status> {
+    match name {
+        "demo" | "nightly" => Ok(schedule(name)),
+        "plain" => Err(Status::failed_precondition(format!("pipeline `{name}` has no schedule"))),
+        other => Err(Status::not_found(format!("no pipeline `{other}`"))),
+    }
 }
 
 impl Fake {
@@ -222,10 +286,17 @@ impl WeirClient for Fake {
                 (v1::RunState::Succeeded, vec![step("a", Succeeded, ""), step("b[x=1]", Succeeded, "")])
             }
             "r-fail" => (v1::RunState::Failed, vec![step("a", Failed, "exit code 2"), step("b[x=1]", Skipped, "")]),
+            "demo-20261101T0100Z" => (v1::RunState::Succeeded, vec![step("a", Succeeded, "")]),
             other => return Err(no_run(other)),
         };
         let id = request.get_ref().run_id.clone();
-        Ok(Response::new(v1::GetRunResponse { run: Some(run(&id, state)), steps, next_step_page_token: String::new() }))
+        let mut run = run(&id, state);
+        if id.starts_with("demo-") {
+            run.trigger = v1::Trigger::Schedule as i32;
+            run.scheduled_time = Some(at("2026-11-01T01:00:00Z"));
+            run.backfill = true;
+        }
+        Ok(Response::new(v1::GetRunResponse { run: Some(run), steps, next_step_page_token: String::new() }))
     }
 
     async fn list_runs(&self, request: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
@@ -330,27 +401,66 @@ impl WeirClient for Fake {
 
     async fn list_schedules(
         &self,
-        _request: Request<v1::ListSchedulesRequest>,
+        request: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
-        Err(Status::unimplemented("the fake serves no schedules"))
+        self.auth(&request)?;
+        let pipeline = request.into_inner().pipeline;
+        self.seen.lock().unwrap().listed_schedules.push(pipeline.clone());
+        let schedules = match pipeline.as_str() {
+            // Out of order: the client sorts by pipeline name.
+            "" => vec![schedule("nightly"), schedule("demo")],
+            "plain" => Vec::new(),
+            name => vec![schedule_of(name)?],
+        };
+        Ok(Response::new(v1::ListSchedulesResponse { schedules }))
     }
 
     async fn pause_schedule(
         &self,
-        _request: Request<v1::PauseScheduleRequest>,
+        request: Request<v1::PauseScheduleRequest>,
     ) -> Result<Response<v1::PauseScheduleResponse>, Status> {
-        Err(Status::unimplemented("the fake serves no schedules"))
+        self.auth(&request)?;
+        let pipeline = request.into_inner().pipeline;
+        self.seen.lock().unwrap().paused.push(pipeline.clone());
+        let schedule = v1::ScheduleInfo { paused: true, ..schedule_of(&pipeline)? };
+        Ok(Response::new(v1::PauseScheduleResponse { schedule: Some(schedule) }))
     }
 
     async fn resume_schedule(
         &self,
-        _request: Request<v1::ResumeScheduleRequest>,
+        request: Request<v1::ResumeScheduleRequest>,
     ) -> Result<Response<v1::ResumeScheduleResponse>, Status> {
-        Err(Status::unimplemented("the fake serves no schedules"))
+        self.auth(&request)?;
+        let pipeline = request.into_inner().pipeline;
+        self.seen.lock().unwrap().resumed.push(pipeline.clone());
+        let schedule = v1::ScheduleInfo { paused: false, ..schedule_of(&pipeline)? };
+        Ok(Response::new(v1::ResumeScheduleResponse { schedule: Some(schedule) }))
     }
 
-    async fn backfill(&self, _request: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
-        Err(Status::unimplemented("the fake serves no schedules"))
+    async fn backfill(&self, request: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
+        self.auth(&request)?;
+        let r = request.into_inner();
+        self.seen.lock().unwrap().backfills.push(r.clone());
+        schedule_of(&r.pipeline)?;
+        if r.from == "yesterday" {
+            return Err(Status::invalid_argument("--from `yesterday` is not a time"));
+        }
+        if r.from == "2026-11-27T12:00:00Z" {
+            return Ok(Response::new(v1::BackfillResponse { ticks: Vec::new() }));
+        }
+        use v1::BackfillOutcome::*;
+        let tick = |rfc: &str, id: &str, outcome: v1::BackfillOutcome| v1::BackfillTick {
+            time: Some(at(rfc)),
+            run_id: id.into(),
+            outcome: outcome as i32,
+        };
+        Ok(Response::new(v1::BackfillResponse {
+            ticks: vec![
+                tick("2026-11-01T01:00:00Z", "demo-20261101T0100Z", Started),
+                tick("2026-11-02T01:00:00Z", "demo-20261102T0100Z", Exists),
+                tick("2026-11-03T01:00:00Z", "demo-20261103T0100Z", Queued),
+            ],
+        }))
     }
 }
 
@@ -624,4 +734,130 @@ fn on_a_terminal_watching_redraws_a_live_block() {
     assert!(screen.contains("\x1b[2F\x1b[J12:00:02 a \x1b[31mfailed\x1b[0m: exit code 2"), "{screen:?}");
     assert!(!screen.contains("a \x1b[36mrunning\x1b[0m (attempt 1)"), "running steps belong in the block: {screen:?}");
     assert!(screen.contains("run r-fail failed in 3.0s"), "{screen:?}");
+}
+
+#[test]
+fn schedules_list_every_schedule_with_times_in_its_zone() {
+    let server = serve();
+    assert_eq!(
+        ok(&server.weir(&["schedules"])),
+        "demo: `0 2 * * *` in Europe/Berlin, active\n\
+         \x20 version      abababababab\n\
+         \x20 concurrency  forbid\n\
+         \x20 catchup      off: only the latest missed tick runs\n\
+         \x20 params       rows=5\n\
+         \x20 next         2026-11-28 02:00:00 CET (+01:00)\n\
+         \x20              2026-11-29 02:00:00 CET (+01:00)\n\
+         \x20              2026-11-30 02:00:00 CET (+01:00)\n\
+         \x20 last tick    2026-11-27 02:00:00 CET (+01:00): run demo-20261127T0100Z running\n\
+         \x20 skipped      3 ticks 2026-11-20 02:00:00 CET (+01:00) .. 2026-11-22 02:00:00 CET (+01:00): \
+         missed while the server was down\n\
+         \x20 backfill     2026-11-01 00:00:00 CET (+01:00) .. 2026-11-03 23:59:59 CET (+01:00), 2 ticks still \
+         to start\n\
+         \n\
+         nightly: `0 3 * * *` in UTC, paused: ticks pass without runs\n\
+         \x20 version      abababababab\n\
+         \x20 concurrency  allow\n\
+         \x20 catchup      on, at most 10 missed ticks run after downtime\n\
+         \x20 next         2026-11-28 03:00:00 UTC\n\
+         \x20 last tick    none yet\n"
+    );
+    let one = ok(&server.weir(&["schedules", "--pipeline", "nightly"]));
+    assert!(one.starts_with("nightly: ") && !one.contains("demo"), "{one}");
+
+    let none = server.weir(&["schedules", "--pipeline", "plain"]);
+    assert_eq!(ok(&none), "");
+    let err = text(&none.stderr);
+    assert!(err.contains("no schedule for pipeline `plain`: add `schedule:` to it and `weir submit` it"), "{err}");
+
+    let missing = server.weir(&["schedules", "--pipeline", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = text(&missing.stderr);
+    assert!(err.contains("error: no pipeline `nope`") && err.contains("help: `weir schedules` lists"), "{err}");
+    assert_eq!(server.seen.lock().unwrap().listed_schedules, ["", "nightly", "plain", "nope"]);
+}
+
+#[test]
+fn pause_and_resume_name_the_pipeline_and_print_what_it_now_does() {
+    let server = serve();
+    assert_eq!(
+        ok(&server.weir(&["schedules", "pause", "demo"])),
+        "schedule demo paused: the tick at 2026-11-28 02:00:00 CET (+01:00) and later ones pass without runs\n\
+         `weir schedules resume demo` lets it fire again\n"
+    );
+    assert_eq!(
+        ok(&server.weir(&["schedules", "resume", "demo"])),
+        "schedule demo firing again: next tick 2026-11-28 02:00:00 CET (+01:00); ticks that passed while it was \
+         paused do not run\n"
+    );
+    let out = server.weir(&["schedules", "pause", "plain"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("error: pipeline `plain` has no schedule"), "{err}");
+    assert!(err.contains("help: the pipeline has no schedule: add `schedule:`"), "{err}");
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(seen.paused, ["demo", "plain"]);
+    assert_eq!(seen.resumed, ["demo"]);
+    assert!(seen.listed_schedules.is_empty(), "pause and resume do not list");
+}
+
+#[test]
+fn backfill_sends_the_range_as_written_and_prints_each_tick() {
+    let server = serve();
+    let dry = ok(&server.weir(&["backfill", "demo", "--from", "2026-11-01", "--to", "2026-11-03", "--dry-run"]));
+    assert_eq!(
+        dry,
+        "2026-11-01T01:00:00Z  demo-20261101T0100Z  would start\n\
+         2026-11-02T01:00:00Z  demo-20261102T0100Z  exists\n\
+         2026-11-03T01:00:00Z  demo-20261103T0100Z  would queue\n\
+         3 ticks: 1 would start, 1 already has a run, 1 would queue; nothing was created; without --dry-run the \
+         backfill creates them\n"
+    );
+    let real =
+        ok(&server.weir(&["backfill", "demo", "--from", "2026-11-01T00:00:00+01:00", "--to", "2026-11-03T06:00"]));
+    assert!(real.starts_with("2026-11-01T01:00:00Z  demo-20261101T0100Z  started\n"), "{real}");
+    assert!(
+        real.ends_with("3 ticks: 1 started, 1 already had a run, 1 queued; follow with `weir runs --pipeline demo`\n"),
+        "{real}"
+    );
+    let bad = server.weir(&["backfill", "demo", "--from", "yesterday", "--to", "2026-11-03"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = text(&bad.stderr);
+    assert!(err.contains("error: --from `yesterday` is not a time"), "{err}");
+    assert!(err.contains("help: --from and --to take RFC 3339"), "{err}");
+    let empty = server.weir(&["backfill", "demo", "--from", "2026-11-27T12:00:00Z", "--to", "2026-11-27T12:30:00Z"]);
+    assert_eq!(ok(&empty), "");
+    assert!(
+        text(&empty.stderr).contains("no ticks of demo's schedule from 2026-11-27T12:00:00Z"),
+        "{}",
+        text(&empty.stderr)
+    );
+    let missing = server.weir(&["backfill", "demo", "--from", "2026-11-01"]);
+    assert_eq!(missing.status.code(), Some(2), "--to is required");
+
+    let seen = server.seen.lock().unwrap();
+    let sent: Vec<(&str, &str, &str, bool)> =
+        seen.backfills.iter().map(|r| (r.pipeline.as_str(), r.from.as_str(), r.to.as_str(), r.dry_run)).collect();
+    assert_eq!(
+        sent,
+        [
+            ("demo", "2026-11-01", "2026-11-03", true),
+            ("demo", "2026-11-01T00:00:00+01:00", "2026-11-03T06:00", false),
+            ("demo", "yesterday", "2026-11-03", false),
+            ("demo", "2026-11-27T12:00:00Z", "2026-11-27T12:30:00Z", false),
+        ]
+    );
+}
+
+#[test]
+fn status_of_a_scheduled_run_shows_cron_and_its_tick() {
+    let server = serve();
+    let out = ok(&server.weir(&["status", "demo-20261101T0100Z"]));
+    assert!(
+        out.contains(
+            "state     succeeded, 2/2 steps done\ntrigger   cron\nscheduled 2026-11-01 01:00:00 UTC (backfill)\n"
+        ),
+        "{out}"
+    );
+    assert!(!ok(&server.weir(&["status", "r-ok"])).contains("trigger"), "a manual run shows no trigger line");
 }

@@ -1,5 +1,6 @@
 //! The commands that talk to a weir server over its gRPC client API (`weir.v1.WeirClient`):
-//! `submit`, `pipelines`, `start`, `runs`, `status`, `logs`, `cancel`, `retry`. This module owns
+//! `submit`, `pipelines`, `start`, `runs`, `status`, `logs`, `cancel`, `retry`, `schedules` (and
+//! `schedules pause|resume`), `backfill`. This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
@@ -7,10 +8,12 @@
 //!
 //! Code map: this file holds the command line (`Command`, `ConnArgs`), exit codes and dispatch;
 //! `conn` the connection, the token and status-to-exit mapping; `submit` the upload;
-//! `runs` everything about pipelines and runs once stored.
+//! `runs` everything about pipelines and runs once stored; `schedules` the cron schedules and
+//! backfills.
 
 pub(crate) mod conn;
 pub(crate) mod runs;
+pub(crate) mod schedules;
 pub(crate) mod submit;
 
 use std::fmt;
@@ -168,6 +171,65 @@ pub enum Command {
         #[arg(value_name = "RUN")]
         run: String,
     },
+    /// List the pipelines' cron schedules (`schedule:` in a pipeline file), or pause or resume
+    /// one. Only `weir server` fires schedules, never `weir run`.
+    ///
+    /// Each schedule shows its expression and zone, concurrency and catchup, whether it is
+    /// paused, its next three fire times in its own zone, its last tick and run, recently skipped
+    /// ticks and a backfill in progress.
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    Schedules {
+        /// Pause or resume a schedule; lists schedules when left out.
+        #[command(subcommand)]
+        action: Option<ScheduleAction>,
+        /// Only this pipeline's schedule.
+        #[arg(long, value_name = "NAME")]
+        pipeline: Option<String>,
+    },
+    /// Create the runs a pipeline's schedule would have started for its ticks in a past range.
+    ///
+    /// Each tick gets the run id the schedule would give it, so a tick that already has a run
+    /// (fired by the schedule or an earlier backfill) is not run again. With `concurrency:
+    /// allow` the runs all start at once; with `forbid` or `replace` they run one at a time,
+    /// oldest first.
+    #[command(after_help = EXIT_CODES)]
+    Backfill {
+        /// The pipeline's name; it must have a schedule.
+        #[arg(value_name = "NAME")]
+        pipeline: String,
+        /// The range's start, inclusive: RFC 3339 (`2026-11-01T00:00:00Z`), or a date or a date
+        /// and time in the schedule's zone (`2026-11-01`, `2026-11-01T06:00`).
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// The range's end, inclusive, in the same forms; a date alone means the end of that
+        /// day. Not after now: later ticks fire by themselves.
+        #[arg(long, value_name = "TIME")]
+        to: String,
+        /// List the ticks and what would happen to each, creating nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// What `weir schedules` does to one schedule.
+#[derive(Subcommand, Debug)]
+pub enum ScheduleAction {
+    /// Stop a schedule firing: its ticks pass without runs until it is resumed. Running runs
+    /// go on. Pausing a paused schedule is fine.
+    #[command(after_help = EXIT_CODES)]
+    Pause {
+        /// The pipeline whose schedule to pause.
+        #[arg(value_name = "NAME")]
+        pipeline: String,
+    },
+    /// Let a paused schedule fire again from its next tick; ticks that passed while it was
+    /// paused do not run (`weir backfill` runs them).
+    #[command(after_help = EXIT_CODES)]
+    Resume {
+        /// The pipeline whose schedule to resume.
+        #[arg(value_name = "NAME")]
+        pipeline: String,
+    },
 }
 
 /// A run state, as `--state` takes it.
@@ -261,6 +323,21 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         }
         Command::Cancel { run, reason } => runs::cancel(&mut connect(conn).await?, conn, &run, reason).await,
         Command::Retry { run } => runs::retry(&mut connect(conn).await?, conn, &run).await,
+        Command::Schedules { action, pipeline } => {
+            let mut client = connect(conn).await?;
+            match action {
+                None => schedules::list(&mut client, conn, pipeline).await,
+                Some(ScheduleAction::Pause { pipeline }) => {
+                    schedules::set_paused(&mut client, conn, pipeline, true).await
+                }
+                Some(ScheduleAction::Resume { pipeline }) => {
+                    schedules::set_paused(&mut client, conn, pipeline, false).await
+                }
+            }
+        }
+        Command::Backfill { pipeline, from, to, dry_run } => {
+            schedules::backfill(&mut connect(conn).await?, conn, pipeline, from, to, dry_run).await
+        }
     }
 }
 
