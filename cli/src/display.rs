@@ -315,9 +315,10 @@ pub fn schedule_block(s: &v1::ScheduleInfo) -> String {
     }
     if let Some(b) = &s.backfill {
         let remaining = plural(b.remaining.into(), "tick", "ticks");
+        // Missed ticks caught up after downtime wait their turn the same way as a backfill.
         labelled(
             &mut out,
-            "backfill",
+            if b.catchup { "catch-up" } else { "backfill" },
             &[format!("{} .. {}, {remaining} still to start", at(b.from.as_ref()), at(b.to.as_ref()))],
         );
     }
@@ -1045,6 +1046,7 @@ mod tests {
                 from: tsr("2026-02-28T23:00:00Z"),
                 to: tsr("2026-03-10T22:59:59Z"),
                 remaining: 4,
+                catchup: false,
             }),
             params: [("rows".to_string(), "500".to_string()), ("day".to_string(), "today".to_string())].into(),
         }

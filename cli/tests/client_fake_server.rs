@@ -142,6 +142,7 @@ fn schedule(name: &str) -> v1::ScheduleInfo {
                 from: Some(at("2026-10-31T23:00:00Z")),
                 to: Some(at("2026-11-03T22:59:59Z")),
                 remaining: 2,
+                catchup: false,
             }),
             params: [("rows".to_string(), "5".to_string())].into(),
         },
