@@ -117,12 +117,9 @@ async fn forbid_skips_ticks_while_a_slow_run_runs_and_replace_cancels_it() {
     let done: Vec<&v1::Run> = got.iter().filter(|r| r.finished_at.is_some()).collect();
     for w in got.windows(2) {
         let (a, b) = (&w[0], &w[1]);
-        if a.finished_at.is_some() {
-            let (end, start) = (a.finished_at.as_ref().unwrap(), b.created_at.as_ref().unwrap());
-            assert!((start.seconds, start.nanos) >= (end.seconds, end.nanos), "{a:?} overlaps {b:?}");
-        } else {
-            panic!("{} is still running while {} exists", a.run_id, b.run_id);
-        }
+        let Some(end) = &a.finished_at else { panic!("{} is still running while {} exists", a.run_id, b.run_id) };
+        let start = b.created_at.as_ref().unwrap();
+        assert!((start.seconds, start.nanos) >= (end.seconds, end.nanos), "{a:?} overlaps {b:?}");
     }
     assert!(done.len() >= 2);
     let s = schedule(&mut c, "forbid").await;
