@@ -599,8 +599,18 @@ mod tests {
     use crate::server::Terms;
     use crate::store::{PipelineVersion, Store};
 
+    /// The engine on `dir`'s store. Reopening right after a drop retries while sled's
+    /// background flusher, which holds the file lock a moment longer, winds down.
     fn engine(dir: &std::path::Path) -> Engine {
-        let store = Store::open(&dir.join("db")).unwrap();
+        let start = std::time::Instant::now();
+        let store = loop {
+            match Store::open(&dir.join("db")) {
+                Err(crate::store::Error::Locked { .. }) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => break other.unwrap(),
+            }
+        };
         let blobs = crate::artifact::Store::open(&dir.join("artifacts")).unwrap();
         let terms = Terms {
             lease_timeout: Duration::from_secs(30),
