@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use weir_proto::v1;
-use weir_proto::v1::weir_client_client::WeirClientClient;
 use weir_worker::{Agent, AgentConfig};
 
 mod common;
-use common::free_port;
+use common::{client, free_port};
 
 fn server(data: &Path, port: u16) -> Child {
     common::server(data, port, &["--lease-timeout", "3s"])
@@ -25,17 +24,6 @@ fn server(data: &Path, port: u16) -> Child {
 fn kill9(child: &mut Child) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-}
-
-async fn client(url: &str) -> WeirClientClient<tonic::transport::Channel> {
-    let start = Instant::now();
-    loop {
-        match WeirClientClient::connect(url.to_string()).await {
-            Ok(c) => return c,
-            Err(e) => assert!(start.elapsed() < Duration::from_secs(20), "cannot connect: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn counted(counter: &Path) -> Vec<String> {

@@ -17,23 +17,12 @@ use weir_proto::v1::weir_client_client::WeirClientClient;
 use weir_worker::{Agent, AgentConfig};
 
 mod common;
-use common::free_port;
+use common::{client, free_port};
 
 type Client = WeirClientClient<tonic::transport::Channel>;
 
 fn server(data: &Path, port: u16) -> Child {
     common::server(data, port, &["--lease-timeout", "3s"])
-}
-
-async fn client(url: &str) -> Client {
-    let start = Instant::now();
-    loop {
-        match WeirClientClient::connect(url.to_string()).await {
-            Ok(c) => return c,
-            Err(e) => assert!(start.elapsed() < Duration::from_secs(20), "cannot connect: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn runs(c: &mut Client, pipeline: &str) -> Vec<v1::Run> {

@@ -30,3 +30,16 @@ pub fn server(data: &Path, port: u16, extra: &[&str]) -> Child {
     std::thread::spawn(move || for _ in out.lines() {});
     child
 }
+
+/// A client of the server at `url`, retrying while a (re)started server comes up (20 s at most).
+#[allow(dead_code)] // not every test binary that shares this module restarts a server
+pub async fn client(url: &str) -> weir_proto::v1::weir_client_client::WeirClientClient<tonic::transport::Channel> {
+    let start = std::time::Instant::now();
+    loop {
+        match weir_proto::v1::weir_client_client::WeirClientClient::connect(url.to_string()).await {
+            Ok(c) => return c,
+            Err(e) => assert!(start.elapsed() < std::time::Duration::from_secs(20), "cannot connect: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

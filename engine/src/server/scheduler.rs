@@ -43,6 +43,17 @@ impl Sched {
     fn new(record: ScheduleRecord, pipeline: &Pipeline) -> Option<Sched> {
         Some(Sched { record, schedule: pipeline.schedule()?.clone(), next: None })
     }
+
+    /// Whether a tick is due at `now`: not paused, and the first tick after the cursor has come.
+    fn due(&mut self, now: DateTime<Utc>) -> bool {
+        let cursor = instant(self.record.cursor);
+        if self.record.paused || now <= cursor {
+            // A clock that went back fires nothing until it passes the cursor again.
+            return false;
+        }
+        let next = *self.next.get_or_insert_with(|| schedule::next_after(&self.schedule, cursor));
+        next.is_some_and(|n| n <= now)
+    }
 }
 
 /// What became of one tick.
@@ -185,7 +196,12 @@ impl Engine {
     /// Fires what is due at `now` in every schedule, and moves backfills on. Called from the
     /// engine's tick with the wall clock.
     pub(super) fn fire_schedules(&self, st: &mut State, now: DateTime<Utc>) {
-        let names: Vec<String> = st.schedules.keys().cloned().collect();
+        // Most passes find nothing due: only schedules with work are named (and cloned).
+        let names: Vec<String> = st
+            .schedules
+            .iter_mut()
+            .filter_map(|(name, s)| (s.due(now) || s.record.backfill.is_some()).then(|| name.clone()))
+            .collect();
         for name in names {
             if let Err(e) = self.fire_due(st, &name, now) {
                 tracing::error!(pipeline = name, error = %e, "cannot fire the schedule; retrying at the next tick");
@@ -200,15 +216,10 @@ impl Engine {
     /// skips each by `catchup` and `concurrency`, then moves the cursor to `now`.
     fn fire_due(&self, st: &mut State, pipeline: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
         let Some(s) = st.schedules.get_mut(pipeline) else { return Ok(()) };
+        if !s.due(now) {
+            return Ok(());
+        }
         let cursor = instant(s.record.cursor);
-        if s.record.paused || now <= cursor {
-            // A clock that went back fires nothing until it passes the cursor again.
-            return Ok(());
-        }
-        let next = *s.next.get_or_insert_with(|| schedule::next_after(&s.schedule, cursor));
-        if next.is_none_or(|n| n > now) {
-            return Ok(());
-        }
         let (sched, mut record) = (s.schedule.clone(), s.record.clone());
         let missed = schedule::missed(&sched, Some(cursor), now);
         let mut skipped = missed.skipped;
