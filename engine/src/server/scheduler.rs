@@ -435,6 +435,11 @@ impl Engine {
         dry_run: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<v1::BackfillTick>, ApiError> {
+        if !dry_run {
+            // A queue whose runs have all ended is cleared by the next scheduler pass; do it
+            // now, so a backfill asked for right after the last one finished is not refused.
+            self.advance_backfill(st, pipeline)?;
+        }
         let Some(s) = st.schedules.get(pipeline) else { return Err(self.no_schedule(pipeline)) };
         let (sched, mut record) = (s.schedule.clone(), s.record.clone());
         let zone = sched.timezone;
@@ -949,8 +954,14 @@ mod tests {
             let mut st = e.lock();
             e.apply(&mut st, id, Event::Cancel, None).unwrap();
         }
+        // The last run ended and no scheduler pass has run since: a new backfill is still
+        // accepted, because a queue with nothing left to start is no longer in the way.
+        let got = e.backfill(&mut e.lock(), "p", "2026-11-05", "2026-11-05", false, now).unwrap();
+        assert_eq!(outcomes(&got).into_iter().map(|(_, o)| o).collect::<Vec<_>>(), [Started]);
+        assert_eq!(ids(&e).len(), 4);
+        e.apply(&mut e.lock(), "p-20261105-000000-cron", Event::Cancel, None).unwrap();
         fire(&e, "2026-11-27T10:00:02Z");
-        assert_eq!(ids(&e).len(), 3);
+        assert_eq!(ids(&e).len(), 4);
         assert_eq!(record(&e).backfill, None, "finished");
     }
 }
