@@ -5,7 +5,13 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["weir/v1/common.proto", "weir/v1/client.proto", "weir/v1/worker.proto"];
+const PROTOS: &[&str] = &[
+    "weir/v1/common.proto",
+    "weir/v1/registry.proto",
+    "weir/v1/tracking.proto",
+    "weir/v1/client.proto",
+    "weir/v1/worker.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");

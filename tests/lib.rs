@@ -112,8 +112,11 @@ impl Cluster {
     /// Starts a run of `version` with `params`; returns its id.
     pub async fn start_run(&mut self, version: &str, params: &[(&str, &str)]) -> String {
         let params: HashMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let req =
-            v1::StartRunRequest { pipeline: Some(v1::start_run_request::Pipeline::Version(version.into())), params };
+        let req = v1::StartRunRequest {
+            pipeline: Some(v1::start_run_request::Pipeline::Version(version.into())),
+            params,
+            no_cache: false,
+        };
         self.client.start_run(req).await.expect("started").into_inner().run.expect("a run").run_id
     }
 

@@ -139,6 +139,7 @@ async fn drive(conn: &ConnArgs, args: &RunArgs, file: &std::path::Path) -> Resul
     let request = v1::StartRunRequest {
         pipeline: Some(v1::start_run_request::Pipeline::Version(submitted.version.clone())),
         params: args.params.params.iter().cloned().collect(),
+        no_cache: false,
     };
     let run = match client.start_run(request).await {
         Ok(r) => r.into_inner().run.unwrap_or_default(),

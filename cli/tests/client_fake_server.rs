@@ -358,7 +358,10 @@ impl WeirClient for Fake {
         self.auth(&request)?;
         match request.get_ref().run_id.as_str() {
             "r-ok" => Err(Status::failed_precondition("run r-ok succeeded")),
-            "r-fail" => Ok(Response::new(v1::RetryRunResponse { run: Some(run("r-fail", v1::RunState::Running)) })),
+            "r-fail" => Ok(Response::new(v1::RetryRunResponse {
+                run: Some(run("r-fail", v1::RunState::Running)),
+                ..Default::default()
+            })),
             other => Err(no_run(other)),
         }
     }
@@ -462,6 +465,51 @@ impl WeirClient for Fake {
                 tick("2026-11-03T01:00:00Z", "demo-20261103T0100Z", Queued),
             ],
         }))
+    }
+
+    // Answered by the real engine only; the tests that use them run against `weir server`.
+    async fn plan_run(&self, _: Request<v1::PlanRunRequest>) -> Result<Response<v1::PlanRunResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn explain_cache(
+        &self,
+        _: Request<v1::ExplainCacheRequest>,
+    ) -> Result<Response<v1::ExplainCacheResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn metric_history(
+        &self,
+        _: Request<v1::MetricHistoryRequest>,
+    ) -> Result<Response<v1::MetricHistoryResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_lineage(&self, _: Request<v1::GetLineageRequest>) -> Result<Response<v1::GetLineageResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_models(&self, _: Request<v1::ListModelsRequest>) -> Result<Response<v1::ListModelsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_model(&self, _: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn promote_model(
+        &self,
+        _: Request<v1::PromoteModelRequest>,
+    ) -> Result<Response<v1::PromoteModelResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn rollback_model(
+        &self,
+        _: Request<v1::RollbackModelRequest>,
+    ) -> Result<Response<v1::RollbackModelResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    type GetModelArtifactStream = Stream_<v1::GetModelArtifactResponse>;
+    async fn get_model_artifact(
+        &self,
+        _: Request<v1::GetModelArtifactRequest>,
+    ) -> Result<Response<Self::GetModelArtifactStream>, Status> {
+        Err(Status::unimplemented("fake"))
     }
 }
 

@@ -63,6 +63,7 @@ async fn kill_9_of_the_engine_at_several_points_never_reruns_a_succeeded_step() 
     let req = v1::StartRunRequest {
         pipeline: Some(v1::start_run_request::Pipeline::Name("chain".into())),
         params: HashMap::new(),
+        no_cache: false,
     };
     let run = c.start_run(req).await.expect("the submission survived a kill -9").into_inner().run.unwrap().run_id;
     // Killed right after acknowledging the run, then at several points while steps run and

@@ -117,6 +117,7 @@ pub fn step_state(s: StepState) -> v1::StepState {
         StepState::Failed => v1::StepState::Failed,
         StepState::Skipped => v1::StepState::Skipped,
         StepState::Cancelled => v1::StepState::Cancelled,
+        StepState::Cached => v1::StepState::Cached,
     }
 }
 
@@ -131,6 +132,7 @@ pub fn from_step_state(s: v1::StepState) -> Option<StepState> {
         v1::StepState::Failed => StepState::Failed,
         v1::StepState::Skipped => StepState::Skipped,
         v1::StepState::Cancelled => StepState::Cancelled,
+        v1::StepState::Cached => StepState::Cached,
     })
 }
 

@@ -50,7 +50,11 @@ async fn submit(c: &mut WeirClientClient<Channel>, yaml: &str) -> Result<v1::Sub
 
 async fn start(c: &mut WeirClientClient<Channel>, name: &str, params: &[(&str, &str)]) -> String {
     let params: HashMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let req = v1::StartRunRequest { pipeline: Some(v1::start_run_request::Pipeline::Name(name.into())), params };
+    let req = v1::StartRunRequest {
+        pipeline: Some(v1::start_run_request::Pipeline::Name(name.into())),
+        params,
+        no_cache: false,
+    };
     c.start_run(req).await.unwrap().into_inner().run.unwrap().run_id
 }
 
@@ -179,7 +183,13 @@ async fn a_run_flows_through_lease_report_and_inputs() {
     assert_eq!(steps[1].message, "exit code 1");
 
     // Retry reuses `make` and runs `use` again.
-    let retry = c.retry_run(v1::RetryRunRequest { run_id: run.clone() }).await.unwrap().into_inner().run.unwrap();
+    let retry = c
+        .retry_run(v1::RetryRunRequest { run_id: run.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
     let b2 = lease(&mut w, &id).await.expect("use runs again");
     assert_eq!(b2.instance_name, "use");
     assert_eq!(b2.attempt.as_ref().unwrap().run_id, retry.run_id);
@@ -417,6 +427,7 @@ async fn bad_input_gets_precise_statuses() {
     let req = v1::StartRunRequest {
         pipeline: Some(v1::start_run_request::Pipeline::Name("two".into())),
         params: [("n".to_string(), "many".to_string())].into(),
+        no_cache: false,
     };
     let bad_param = c.start_run(req).await.unwrap_err();
     assert_eq!(bad_param.code(), Code::InvalidArgument, "{bad_param:?}");

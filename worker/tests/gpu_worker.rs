@@ -60,6 +60,7 @@ async fn start(client: &mut WeirClientClient<Channel>, yaml: String) -> String {
     let req = v1::StartRunRequest {
         pipeline: Some(v1::start_run_request::Pipeline::Version(version)),
         params: HashMap::new(),
+        no_cache: false,
     };
     client.start_run(req).await.unwrap().into_inner().run.unwrap().run_id
 }

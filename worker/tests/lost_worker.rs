@@ -154,6 +154,7 @@ async fn start_yaml(s: &mut Setup, yaml: String) -> String {
     let req = v1::StartRunRequest {
         pipeline: Some(v1::start_run_request::Pipeline::Version(version)),
         params: HashMap::new(),
+        no_cache: false,
     };
     s.client.start_run(req).await.unwrap().into_inner().run.unwrap().run_id
 }

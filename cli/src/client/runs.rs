@@ -95,7 +95,7 @@ pub(super) async fn start(
     } else {
         v1::start_run_request::Pipeline::Name(pipeline)
     };
-    let request = StartRunRequest { pipeline: Some(which), params: params.into_iter().collect() };
+    let request = StartRunRequest { pipeline: Some(which), params: params.into_iter().collect(), no_cache: false };
     let hints = Hints {
         not_found: "run `weir pipelines` to list stored pipelines, or `weir submit DIR` to store one",
         invalid: "`weir plan FILE -p NAME=VALUE` checks params against a pipeline file locally",
@@ -421,7 +421,7 @@ pub(super) async fn cancel(
 }
 
 pub(super) async fn retry(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<(), Failure> {
-    let request = v1::RetryRunRequest { run_id: run_id.to_string() };
+    let request = v1::RetryRunRequest { run_id: run_id.to_string(), ..Default::default() };
     let hints = Hints {
         precondition: "only a failed or cancelled run can be retried; `weir status RUN` shows its state",
         ..RUN_HINTS

@@ -76,11 +76,18 @@ pub enum StepState {
     Failed,
     Skipped,
     Cancelled,
+    /// Not run: an earlier successful attempt with the same cache key (or, for `weir retry
+    /// --from`, the retried run) supplied its outputs and metrics. Satisfies dependents like
+    /// `Succeeded`.
+    Cached,
 }
 
 impl StepState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Cancelled)
+        matches!(
+            self,
+            StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Cancelled | StepState::Cached
+        )
     }
 
     /// A worker holds a live attempt: cancel and timeouts must stop it.
@@ -101,6 +108,7 @@ impl StepState {
             StepState::Failed => "failed",
             StepState::Skipped => "skipped",
             StepState::Cancelled => "cancelled",
+            StepState::Cached => "cached",
         }
     }
 }

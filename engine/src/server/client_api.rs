@@ -56,6 +56,15 @@ impl Engine {
                 _ => None,
             },
             backfill: matches!(record.trigger, Trigger::Schedule { backfill: true, .. }),
+            no_cache: record.no_cache,
+            retry_of: match &record.trigger {
+                Trigger::Retry { of, .. } => of.clone(),
+                _ => String::new(),
+            },
+            retry_from: match &record.trigger {
+                Trigger::Retry { from: Some(from), .. } => from.clone(),
+                _ => String::new(),
+            },
         }
     }
 
@@ -108,7 +117,9 @@ impl Engine {
             metrics: s.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             outputs: outputs.as_ref().map(wire::manifest),
             matrix,
-            cached: false,
+            cached: s.state == StepState::Cached,
+            cached_from: s.cached_from.clone().unwrap_or_default(),
+            cache_key: s.cache.as_ref().map(|c| c.key.clone()).unwrap_or_default(),
         })
     }
 
@@ -133,7 +144,14 @@ impl Engine {
             .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
             .collect();
         let mut st = self.lock();
-        let run_id = self.create_run(&mut st, &old.version, &overrides, Trigger::Retry { of: of.to_string() }, None)?;
+        let run_id = self.create_run(
+            &mut st,
+            &old.version,
+            &overrides,
+            Trigger::Retry { of: of.to_string(), from: None },
+            false,
+            None,
+        )?;
         let order: Vec<InstanceId> = match st.runs.get(&run_id) {
             Some(live) => live.plan.order.iter().map(|n| InstanceId(n.index() as u32)).collect(),
             None => {
@@ -357,7 +375,7 @@ impl WeirClient for ClientApi {
         let overrides: Vec<(String, String)> = r.params.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
         let run_id = {
             let mut st = engine.lock();
-            engine.create_run(&mut st, &version, &overrides, Trigger::Manual { user: None }, None)?
+            engine.create_run(&mut st, &version, &overrides, Trigger::Manual { user: None }, r.no_cache, None)?
         };
         engine.commit()?;
         let (record, steps, message) = engine.load_run(&run_id)?;
@@ -549,7 +567,11 @@ impl WeirClient for ClientApi {
         let run_id = engine.retry(&r.run_id)?;
         tracing::info!(run = run_id, of = r.run_id, "retry started");
         let (record, steps, message) = engine.load_run(&run_id)?;
-        Ok(Response::new(v1::RetryRunResponse { run: Some(engine.run_view(&record, &steps, message)) }))
+        Ok(Response::new(v1::RetryRunResponse {
+            run: Some(engine.run_view(&record, &steps, message)),
+            rerun: Vec::new(),
+            reused: Vec::new(),
+        }))
     }
 
     type StreamLogsStream = Stream<v1::LogChunk>;
@@ -716,6 +738,75 @@ impl WeirClient for ClientApi {
         };
         engine.commit()?;
         Ok(Response::new(v1::BackfillResponse { ticks }))
+    }
+
+    // Step caching: server/cache.rs.
+
+    async fn plan_run(&self, req: Request<v1::PlanRunRequest>) -> Result<Response<v1::PlanRunResponse>, Status> {
+        Ok(Response::new(self.0.plan_run(req.into_inner())?))
+    }
+
+    async fn explain_cache(
+        &self,
+        req: Request<v1::ExplainCacheRequest>,
+    ) -> Result<Response<v1::ExplainCacheResponse>, Status> {
+        Ok(Response::new(self.0.explain_cache(req.into_inner())?))
+    }
+
+    // Tracking and lineage: server/tracking.rs.
+
+    async fn metric_history(
+        &self,
+        req: Request<v1::MetricHistoryRequest>,
+    ) -> Result<Response<v1::MetricHistoryResponse>, Status> {
+        Ok(Response::new(self.0.metric_history(req.into_inner())?))
+    }
+
+    async fn get_lineage(
+        &self,
+        req: Request<v1::GetLineageRequest>,
+    ) -> Result<Response<v1::GetLineageResponse>, Status> {
+        Ok(Response::new(self.0.lineage(req.into_inner())?))
+    }
+
+    // The model registry: server/registry.rs.
+
+    async fn list_models(
+        &self,
+        req: Request<v1::ListModelsRequest>,
+    ) -> Result<Response<v1::ListModelsResponse>, Status> {
+        Ok(Response::new(self.0.list_models(req.into_inner())?))
+    }
+
+    async fn get_model(&self, req: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
+        Ok(Response::new(self.0.get_model(req.into_inner())?))
+    }
+
+    async fn promote_model(
+        &self,
+        req: Request<v1::PromoteModelRequest>,
+    ) -> Result<Response<v1::PromoteModelResponse>, Status> {
+        let answer = self.0.promote_model(req.into_inner())?;
+        self.0.commit()?;
+        Ok(Response::new(answer))
+    }
+
+    async fn rollback_model(
+        &self,
+        req: Request<v1::RollbackModelRequest>,
+    ) -> Result<Response<v1::RollbackModelResponse>, Status> {
+        let answer = self.0.rollback_model(req.into_inner())?;
+        self.0.commit()?;
+        Ok(Response::new(answer))
+    }
+
+    type GetModelArtifactStream = Stream<v1::GetModelArtifactResponse>;
+
+    async fn get_model_artifact(
+        &self,
+        req: Request<v1::GetModelArtifactRequest>,
+    ) -> Result<Response<Self::GetModelArtifactStream>, Status> {
+        Ok(Response::new(super::registry::model_artifact(&self.0, req.into_inner())?))
     }
 }
 

@@ -170,6 +170,7 @@ impl Engine {
         version: &str,
         overrides: &[(String, String)],
         trigger: Trigger,
+        no_cache: bool,
         id: Option<String>,
     ) -> Result<String, ApiError> {
         let (pipeline, bundle) = self.pipeline(st, version)?;
@@ -191,6 +192,7 @@ impl Engine {
             created_at: now,
             finished_at: None,
             trigger,
+            no_cache,
         };
         let steps: Vec<StepRecord> = machine
             .instances()
@@ -290,6 +292,11 @@ impl Engine {
                     changes.push(Change::Run { state: *state });
                 }
                 Effect::Ready { .. } | Effect::Stop { .. } | Effect::WakeAt { .. } => {}
+            }
+        }
+        if let (Event::Succeeded { attempt, .. }, Some(m)) = (&event, outputs) {
+            if live.steps[attempt.instance.index()].state == StepState::Succeeded {
+                self.on_succeeded(live, attempt.instance, m, &mut batch, now)?;
             }
         }
         if matches!(event, Event::Start) {

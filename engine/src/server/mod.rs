@@ -13,12 +13,16 @@
 //! interceptor in constant time; health and reflection are open. Listening on anything but
 //! loopback without both tokens is refused unless `insecure` is set.
 
+mod cache;
 mod client_api;
 mod core;
 mod dispatch;
 mod error;
+mod mlops;
 mod placement;
+mod registry;
 mod scheduler;
+mod tracking;
 mod transfer;
 mod worker_api;
 

@@ -337,7 +337,7 @@ impl Engine {
         }
         let overrides: Vec<(String, String)> = sched.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
         let trigger = Trigger::Schedule { schedule: sched.cron.clone(), at: Some(millis(t)), backfill };
-        self.create_run(st, version, &overrides, trigger, Some(id.clone()))?;
+        self.create_run(st, version, &overrides, trigger, false, Some(id.clone()))?;
         tracing::info!(run = id, tick = %t, backfill, "scheduled run started");
         Ok(Fired::Started(id))
     }

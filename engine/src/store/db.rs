@@ -28,10 +28,16 @@ pub(super) enum TreeId {
     Artifacts,
     Quarantine,
     Schedules,
+    Cache,
+    Models,
+    ModelVersions,
+    ModelEvents,
+    Producers,
+    Consumers,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 10] = [
+    pub(super) const ALL: [TreeId; 16] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -42,6 +48,12 @@ impl TreeId {
         TreeId::Artifacts,
         TreeId::Quarantine,
         TreeId::Schedules,
+        TreeId::Cache,
+        TreeId::Models,
+        TreeId::ModelVersions,
+        TreeId::ModelEvents,
+        TreeId::Producers,
+        TreeId::Consumers,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -56,6 +68,12 @@ impl TreeId {
             TreeId::Artifacts => "artifacts",
             TreeId::Quarantine => "quarantine",
             TreeId::Schedules => "schedules",
+            TreeId::Cache => "cache",
+            TreeId::Models => "models",
+            TreeId::ModelVersions => "model_versions",
+            TreeId::ModelEvents => "model_events",
+            TreeId::Producers => "producers",
+            TreeId::Consumers => "consumers",
         }
     }
 

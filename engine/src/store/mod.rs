@@ -51,8 +51,8 @@ pub use append::Batch;
 pub use db::Store;
 pub use list::{Listed, RunFilter, RunPage};
 pub use records::{
-    BackfillQueue, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord, ScheduleRecord,
-    SkippedTicks, StepRecord, Stream, Trigger,
+    BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
+    ScheduleRecord, SkippedTicks, StepRecord, Stream, Trigger,
 };
 
 /// Everything the store can fail with.

@@ -43,9 +43,12 @@ pub enum Trigger {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         backfill: bool,
     },
-    /// `weir retry`: re-runs what did not succeed in run `of`.
+    /// `weir retry`: re-runs what did not succeed in run `of`, or with `from`, that step and
+    /// everything downstream of it.
     Retry {
         of: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
 }
 
@@ -61,6 +64,9 @@ pub struct RunRecord {
     pub created_at: Millis,
     pub finished_at: Option<Millis>,
     pub trigger: Trigger,
+    /// Caching turned off for this run (`--no-cache`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
 }
 
 /// `steps`: one step instance of a run. The fields after `message` were added with the engine
@@ -83,6 +89,23 @@ pub struct StepRecord {
     /// The metrics of its successful attempt.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
+    /// For a step with `cache:`, its key, computed when it became ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheKey>,
+    /// For a `cached` instance, the run whose successful attempt supplied its outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<String>,
+}
+
+/// A step instance's cache key and the parts it hashes, so `weir cache explain` can say which
+/// part differs from an earlier entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheKey {
+    /// Lowercase hex BLAKE3 of the parts.
+    pub key: String,
+    /// Part name (`runtime`, `image`, `command`, `env.NAME`, `param.NAME`, `input.STEP`,
+    /// `bundle`) to its value, or a digest of it when long.
+    pub parts: BTreeMap<String, String>,
 }
 
 /// `events`: one event as fed to the run state machine, and when, with the changes it made.

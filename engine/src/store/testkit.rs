@@ -23,6 +23,7 @@ pub fn run(id: &str, pipeline: &str, state: RunState) -> RunRecord {
         created_at: Millis(1_000),
         finished_at: state.is_terminal().then_some(Millis(2_000)),
         trigger: Trigger::Manual { user: Some("ada".to_string()) },
+        no_cache: false,
     }
 }
 
