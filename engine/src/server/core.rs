@@ -294,10 +294,10 @@ impl Engine {
                 Effect::Ready { .. } | Effect::Stop { .. } | Effect::WakeAt { .. } => {}
             }
         }
-        if let (Event::Succeeded { attempt, .. }, Some(m)) = (&event, outputs) {
-            if live.steps[attempt.instance.index()].state == StepState::Succeeded {
-                self.on_succeeded(live, attempt.instance, m, &mut batch, now)?;
-            }
+        if let (Event::Succeeded { attempt, .. }, Some(m)) = (&event, outputs)
+            && live.steps[attempt.instance.index()].state == StepState::Succeeded
+        {
+            self.on_succeeded(live, attempt.instance, m, &mut batch, now)?;
         }
         if matches!(event, Event::Start) {
             live.record.state = live.machine.run_state();
