@@ -75,7 +75,7 @@ impl RunMachine {
         let upstream = |step: &str| {
             let rules = &self.steps[*self.step_by_name.get(step)?];
             let up = &self.slots[rules.first as usize];
-            (rules.count == 1 && up.state == StepState::Succeeded).then_some(&up.metrics)
+            (rules.count == 1 && up.state.is_success()).then_some(&up.metrics)
         };
         let scope = Scope {
             params: &self.params,
@@ -98,6 +98,15 @@ impl RunMachine {
             }
             Check::False(message) | Check::Error(message) => self.fail_for_good(i, message, out),
         }
+    }
+
+    /// The ready attempt of `i` is supplied by run `from`: `cached`, and its dependents go on.
+    pub(super) fn reuse(&mut self, i: usize, metrics: BTreeMap<String, f64>, from: String, out: &mut Vec<Effect>) {
+        self.clear_timer(i);
+        self.slots[i].metrics = metrics;
+        self.change(i, StepState::Cached, Some(format!("from run {from}")), out);
+        let unblocked = self.release(i);
+        self.activate(unblocked, out);
     }
 
     /// Fails `i` with no retry and skips everything downstream of it.

@@ -36,6 +36,7 @@
 //! one process only; kill -9 tests belong to the engine issue.
 
 mod append;
+mod cache;
 mod db;
 pub mod envelope;
 mod export;
@@ -48,6 +49,7 @@ mod testkit;
 use std::path::PathBuf;
 
 pub use append::Batch;
+pub use cache::CacheEntry;
 pub use db::Store;
 pub use list::{Listed, RunFilter, RunPage};
 pub use records::{
