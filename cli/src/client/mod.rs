@@ -11,6 +11,7 @@
 //! `runs` everything about pipelines and runs once stored; `schedules` the cron schedules and
 //! backfills.
 
+pub(crate) mod cache;
 pub(crate) mod conn;
 pub(crate) mod runs;
 pub(crate) mod schedules;
@@ -113,6 +114,9 @@ pub enum Command {
         /// Follow the run until it ends, like `weir status RUN --watch`.
         #[arg(long)]
         watch: bool,
+        /// Run every step, even those with `cache:` whose key matches an earlier success.
+        #[arg(long)]
+        no_cache: bool,
     },
     /// List runs, by pipeline name and then start time (run ids sort that way).
     #[command(after_help = EXIT_CODES)]
@@ -164,13 +168,31 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
-    /// Run a failed or cancelled run's unfinished steps again, keeping the succeeded ones.
-    #[command(after_help = EXIT_CODES)]
+    /// Run a failed or cancelled run's unfinished steps again, keeping the succeeded ones; or,
+    /// with --from, re-run one step and everything downstream of it in any finished run.
+    ///
+    /// A new run is started with the same pipeline version and params. Steps it does not run
+    /// again are `cached`: their outputs and metrics are reused from RUN.
+    #[command(after_help = WATCH_EXIT_CODES)]
     Retry {
         /// The run's id.
         #[arg(value_name = "RUN")]
         run: String,
+        /// Re-run this step (all its instances) and everything downstream of it; every other
+        /// step that succeeded in RUN is reused. The step runs even if the cache holds its key.
+        #[arg(long, value_name = "STEP")]
+        from: Option<String>,
+        /// List what would run again and what would be reused; start nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the new run until it ends, like `weir status RUN --watch`.
+        #[arg(long)]
+        watch: bool,
     },
+    /// Ask the step cache: `weir cache explain RUN STEP` says why a step was or was not taken
+    /// from the cache.
+    #[command(after_help = EXIT_CODES, subcommand)]
+    Cache(CacheAction),
     /// List the pipelines' cron schedules (`schedule:` in a pipeline file), or pause or resume
     /// one. Only `weir server` fires schedules, never `weir run`.
     ///
@@ -208,6 +230,23 @@ pub enum Command {
         /// List the ticks and what would happen to each, creating nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+/// What `weir cache` does.
+#[derive(Subcommand, Debug)]
+pub enum CacheAction {
+    /// Say why a step of a run was or was not taken from the cache: its key's parts (runtime,
+    /// image, command, env, the params it uses, its inputs' digests, the bundle), and for a miss
+    /// the parts that differ from the closest earlier entry of the same step.
+    #[command(after_help = EXIT_CODES)]
+    Explain {
+        /// The run's id.
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// A step instance (`train[lr=0.1]`), or a step name when it has one instance.
+        #[arg(value_name = "STEP")]
+        step: String,
     },
 }
 
@@ -302,9 +341,9 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
     match command {
         Command::Submit { path } => submit::submit(conn, &path).await,
         Command::Pipelines => runs::pipelines(&mut connect(conn).await?, conn).await,
-        Command::Start { pipeline, params, watch } => {
+        Command::Start { pipeline, params, watch, no_cache } => {
             let mut client = connect(conn).await?;
-            let run_id = runs::start(&mut client, conn, pipeline, params.params).await?;
+            let run_id = runs::start(&mut client, conn, pipeline, params.params, no_cache).await?;
             if watch { runs::follow(&mut client, conn, &run_id).await } else { Ok(()) }
         }
         Command::Runs { pipeline, states, limit } => {
@@ -322,7 +361,16 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
             runs::logs(&mut connect(conn).await?, conn, &run, step, follow, attempt.unwrap_or(0)).await
         }
         Command::Cancel { run, reason } => runs::cancel(&mut connect(conn).await?, conn, &run, reason).await,
-        Command::Retry { run } => runs::retry(&mut connect(conn).await?, conn, &run).await,
+        Command::Retry { run, from, dry_run, watch } => {
+            let mut client = connect(conn).await?;
+            match cache::retry(&mut client, conn, &run, from, dry_run).await? {
+                Some(new) if watch => runs::follow(&mut client, conn, &new).await,
+                _ => Ok(()),
+            }
+        }
+        Command::Cache(CacheAction::Explain { run, step }) => {
+            cache::explain(&mut connect(conn).await?, conn, &run, &step).await
+        }
         Command::Schedules { action, pipeline } => {
             let mut client = connect(conn).await?;
             match action {

@@ -22,7 +22,7 @@ use crate::artifact::Manifest;
 use crate::plan::{self, Plan, Resolved};
 use crate::run::{AttemptId, Effect, InstanceId, Millis, StepState};
 use crate::spec::{Action, Pipeline, Runtime};
-use crate::store::{Batch, CacheEntry, CacheKey, Trigger};
+use crate::store::{Batch, CacheEntry, CacheKey, Store, Trigger};
 use crate::template::{Ref, Template};
 use crate::wire;
 
@@ -111,8 +111,13 @@ pub(crate) fn key_of(
 }
 
 /// The parts that differ between two keys: `(part, ours, theirs)`, empty strings for absent.
+/// Causes first: params, inputs, env and the bundle before the command they render into.
 fn differences(ours: &CacheKey, theirs: &CacheKey) -> Vec<(String, String, String)> {
-    let names: BTreeSet<&String> = ours.parts.keys().chain(theirs.parts.keys()).collect();
+    let rank =
+        |n: &str| ["param.", "input.", "env.", "bundle", "image", "runtime"].iter().position(|p| n.starts_with(p));
+    let mut names: Vec<&String> =
+        ours.parts.keys().chain(theirs.parts.keys()).collect::<BTreeSet<_>>().into_iter().collect();
+    names.sort_by_key(|n| (rank(n).unwrap_or(usize::MAX), n.as_str()));
     names
         .into_iter()
         .filter_map(|n| {
@@ -150,16 +155,26 @@ fn fresh(entry: &CacheEntry, ttl: Option<std::time::Duration>, now: Millis) -> b
 }
 
 impl Engine {
-    /// The inputs of instance `i` of a live run, as its key sees them.
-    fn live_inputs(&self, live: &Live, run_id: &str, node: NodeIndex) -> Result<Inputs, ApiError> {
+    /// The inputs of instance `i` of a live run, as its key sees them. `current` is the
+    /// instance whose outputs the event being applied brings: not in the store yet.
+    fn live_inputs(
+        &self,
+        live: &Live,
+        run_id: &str,
+        node: NodeIndex,
+        current: Option<(InstanceId, &Manifest)>,
+    ) -> Result<Inputs, ApiError> {
         let mut needs: Vec<NodeIndex> = live.plan.graph.neighbors_directed(node, Direction::Incoming).collect();
         needs.sort_unstable();
         let mut inputs = Vec::with_capacity(needs.len());
         for need in needs {
             let id = InstanceId(need.index() as u32);
             let digest = if live.machine.state(id).is_success() {
-                let m = self.store.artifacts(run_id, id)?.unwrap_or_default();
-                Some(m.digest().to_string())
+                let digest = match current {
+                    Some((i, m)) if i == id => m.digest(),
+                    _ => self.store.artifacts(run_id, id)?.unwrap_or_default().digest(),
+                };
+                Some(digest.to_string())
             } else {
                 None
             };
@@ -176,6 +191,7 @@ impl Engine {
         &self,
         live: &mut Live,
         effects: &[Effect],
+        current: Option<(InstanceId, &Manifest)>,
         touched: &mut BTreeSet<InstanceId>,
         now: Millis,
     ) -> Vec<(AttemptId, CacheEntry)> {
@@ -188,7 +204,7 @@ impl Engine {
                 continue;
             }
             let run_id = live.record.id.clone();
-            let inputs = match self.live_inputs(live, &run_id, node) {
+            let inputs = match self.live_inputs(live, &run_id, node, current) {
                 Ok(i) => i,
                 Err(e) => {
                     tracing::warn!(run = run_id, error = %e, "cannot read inputs for a cache key; the step runs");
@@ -265,7 +281,7 @@ impl Engine {
         let params = plan::resolve_params(&pipeline, &overrides)
             .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
         let plan = plan::plan(&pipeline, &params, "planned");
-        let steps = predict(self, &pipeline, &plan, bundle.as_deref(), r.no_cache, wire::now())?;
+        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), r.no_cache, wire::now())?;
         Ok(v1::PlanRunResponse { version, steps })
     }
 
@@ -383,9 +399,11 @@ impl Engine {
     }
 }
 
-/// What the cache would do for each instance of `plan`, in plan order.
-fn predict(
-    engine: &Engine,
+/// What the cache in `store` would do for each instance of `plan`, in plan order; `bundle` is
+/// the digest of the pipeline folder's bundle as the engine stored it (`weir plan` builds the
+/// bundle to know it).
+pub fn predict(
+    store: &Store,
     pipeline: &Pipeline,
     plan: &Plan,
     bundle: Option<&str>,
@@ -423,7 +441,7 @@ fn predict(
             needs.iter().map(|n| (plan.graph[*n].name.clone(), Some(known[n].digest().to_string()))).collect();
         let key = key_of(pipeline, plan, node, bundle, &inputs);
         p.cache_key.clone_from(&key.key);
-        match engine.store.cache_entry(pipeline.name(), &step.name, &key.key)? {
+        match store.cache_entry(pipeline.name(), &step.name, &key.key)? {
             Some(e) if fresh(&e, step.cache.ttl, now) => {
                 p.cache = v1::CacheVerdict::Hit as i32;
                 p.cached_from.clone_from(&e.run);
@@ -435,7 +453,7 @@ fn predict(
             }
             None => {
                 p.cache = v1::CacheVerdict::Miss as i32;
-                let entries = engine.store.cache_entries(pipeline.name(), &step.name, MAX_COMPARED)?;
+                let entries = store.cache_entries(pipeline.name(), &step.name, MAX_COMPARED)?;
                 p.reason = match closest(&key, &inst.name, &entries) {
                     None => "nothing cached for this step yet".into(),
                     Some(c) => format!("differs from run {}: {}", c.run, describe(&differences(&key, &c.key))),

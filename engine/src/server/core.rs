@@ -300,7 +300,11 @@ impl Engine {
                 Effect::Ready { .. } | Effect::Stop { .. } | Effect::WakeAt { .. } => {}
             }
         }
-        let hits = self.cache_lookups(live, &effects, &mut touched, now);
+        let current = match (&event, outputs) {
+            (Event::Succeeded { attempt, .. } | Event::Cached { attempt, .. }, Some(m)) => Some((attempt.instance, m)),
+            _ => None,
+        };
+        let hits = self.cache_lookups(live, &effects, current, &mut touched, now);
         if let (Event::Succeeded { attempt, .. }, Some(m)) = (&event, outputs)
             && live.steps[attempt.instance.index()].state == StepState::Succeeded
         {
