@@ -1,7 +1,7 @@
 //! Step caching. A step with `cache:` gets a key when it becomes ready: a BLAKE3 hash over its
 //! runtime, image (docker only), rendered command or script, rendered `env:`, the params it
-//! uses, the digests of the manifests of the instances it needs, and the pipeline's bundle
-//! digest. An earlier successful attempt with the same key (within `ttl`) makes the ready
+//! uses, the digests of the manifests of the instances it needs, the pipeline's bundle digest,
+//! and a hash of the step as declared (less `cache:` and `matrix:`). An earlier successful attempt with the same key (within `ttl`) makes the ready
 //! attempt `cached` ([`Event::Cached`]): its outputs and metrics are reused, nothing runs. A
 //! fresh success writes its entry in the same batch as the success. The key's parts are kept
 //! in the step record, so `weir cache explain` can say which part differs from the closest
@@ -105,6 +105,16 @@ pub(crate) fn key_of(
         full.insert(format!("input.{name}"), digest.clone().unwrap_or_else(|| "none (skipped)".into()));
     }
     full.insert("bundle".into(), bundle.unwrap_or("none").to_string());
+    // The step as declared (outputs, gate, retries, ...), for pipelines submitted without a
+    // bundle; minus `cache:` (a longer ttl must not void entries) and the matrix (a new value
+    // must not void the other instances; each instance's values are in its command).
+    let mut declared = serde_json::to_value(step).unwrap_or_default();
+    if let Some(fields) = declared.as_object_mut() {
+        fields.remove("cache");
+        fields.remove("matrix");
+    }
+    let declared = serde_json::to_string(&declared).unwrap_or_default();
+    full.insert("definition".into(), format!("blake3 {}", &blake3::hash(declared.as_bytes()).to_hex()[..16]));
     let canonical = serde_json::to_vec(&full).unwrap_or_default();
     let key = blake3::hash(&canonical).to_hex().to_string();
     CacheKey { key, parts: full.into_iter().map(|(k, v)| (k, shown(&v))).collect() }
@@ -489,7 +499,7 @@ mod tests {
         let base = key(&p, &[], "train", &inputs, "b1");
         assert_eq!(
             base.parts.keys().cloned().collect::<Vec<_>>(),
-            ["bundle", "command", "env.MODE", "input.ingest", "param.seed", "runtime"],
+            ["bundle", "command", "definition", "env.MODE", "input.ingest", "param.seed", "runtime"],
             "train names seed only through its variable, and never rows or other"
         );
         assert_eq!(key(&p, &[("other", "y"), ("rows", "99")], "train", &inputs, "b1"), base, "unused params");
@@ -501,6 +511,17 @@ mod tests {
         let ingest = key(&p, &[("rows", "5")], "ingest", &Vec::new(), "b1");
         assert_eq!(ingest.parts["param.rows"], "5");
         assert_eq!(ingest.parts["command"], "gen --rows 5");
+    }
+
+    #[test]
+    fn the_declaration_counts_but_not_its_ttl_nor_the_other_matrix_values() {
+        let base = "name: p\nsteps:\n  t:\n    matrix: {lr: [1, 2]}\n    run: fit {{ matrix.lr }}\n    outputs: [m.json]\n    cache: true\n";
+        let k = |yaml: &str| key(&pipeline(yaml), &[], "t[lr=1]", &Vec::new(), "none");
+        let k0 = k(base);
+        assert_eq!(k(&base.replace("cache: true", "cache: {ttl: 30d}")), k0, "a longer ttl keeps entries");
+        assert_eq!(k(&base.replace("[1, 2]", "[1, 2, 3]")), k0, "a new matrix value keeps the others");
+        let more = k(&base.replace("[m.json]", "[m.json, extra.json]"));
+        assert_eq!(differences(&more, &k0).iter().map(|d| d.0.as_str()).collect::<Vec<_>>(), ["definition"]);
     }
 
     #[test]

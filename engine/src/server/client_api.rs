@@ -28,6 +28,9 @@ pub struct ClientApi(pub Arc<Engine>);
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
 
+/// A retry's new run (none for a dry run), and the instances it runs again and reuses.
+type Retried = (Option<String>, Vec<String>, Vec<String>);
+
 impl Engine {
     /// The API view of a run record, with step counts.
     fn run_view(&self, record: &RunRecord, steps: &[StepRecord], message: String) -> v1::Run {
@@ -136,7 +139,7 @@ impl Engine {
         of: &str,
         from: Option<&str>,
         dry_run: bool,
-    ) -> Result<(Option<String>, Vec<String>, Vec<String>), ApiError> {
+    ) -> Result<Retried, ApiError> {
         let (old, old_steps, _) = self.load_run(of)?;
         match (old.state, from) {
             (RunState::Succeeded, None) => {
