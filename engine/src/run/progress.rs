@@ -159,6 +159,31 @@ mod tests {
     use crate::run::{AttemptId, Effect, Event, Millis, RunState};
 
     #[test]
+    fn a_cached_step_satisfies_its_dependents_with_its_metrics_and_no_gate_or_worker() {
+        const YAML: &str = "name: c
+steps:
+  a:
+    run: 'true'
+    outputs: [metrics.json]
+    gate: metrics.rmse < 0.5
+    cache: true
+  b:
+    needs: [a]
+    when: steps.a.metrics.rmse < 0.5
+    run: 'true'
+";
+        let mut d = Driver::new(YAML);
+        d.check("start", &["a -> ready", "ready a.1"]);
+        d.check("leased a.1 w", &["a -> leased: worker w"]);
+        d.check("cached a.1 r0", &["rejected: `cached` does not apply to attempt #0.1, which is leased"]);
+        let mut d = Driver::new(YAML);
+        d.check("start", &["a -> ready", "ready a.1"]);
+        d.check("cached a.1 r0 rmse=0.2", &["a -> cached: from run r0", "b -> ready", "ready b.1"]);
+        assert_eq!(d.machine.metrics(d.machine.find("a").unwrap())["rmse"], 0.2, "b's `when` read them");
+        d.check("ok b.1", &["b -> leased: worker w", "b -> running", "b -> succeeded", "run succeeded"]);
+    }
+
+    #[test]
     fn a_failure_skips_its_dependents_while_independent_branches_finish() {
         let mut d = Driver::new(
             "name: f

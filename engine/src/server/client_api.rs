@@ -134,12 +134,7 @@ impl Engine {
     /// whatever `of`'s state (it must be finished). Reused instances end `cached`, from `of`.
     /// With `dry_run` nothing is created. Returns the new run (unless dry) and the instance
     /// names that run again and that are reused, in plan order.
-    fn retry(
-        &self,
-        of: &str,
-        from: Option<&str>,
-        dry_run: bool,
-    ) -> Result<Retried, ApiError> {
+    fn retry(&self, of: &str, from: Option<&str>, dry_run: bool) -> Result<Retried, ApiError> {
         let (old, old_steps, _) = self.load_run(of)?;
         match (old.state, from) {
             (RunState::Succeeded, None) => {
