@@ -406,10 +406,10 @@ fn register(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Register> {
     let file = file.and_then(|n| cx.string(n, &format!("{path}.file")).map(str::to_string));
     let when = match fields.get("when") {
         Some(n) => {
-            let e = expression(cx, n, &format!("{path}.register.when"))?;
+            let e = expression(cx, n, &format!("{path}.when"))?;
             if alias.is_none() {
                 cx.push(
-                    Diagnostic::error(format!("`{path}.register.when` gates a promotion, but names no alias"))
+                    Diagnostic::error(format!("`{path}.when` gates a promotion, but names no alias"))
                         .at(cx.span(n), "`when` needs `alias`")
                         .help("add `alias: production` (or any name): `when` decides whether it moves"),
                 );
