@@ -108,7 +108,10 @@ fn every_planned_step_runs_and_the_gate_passes() {
     let best = metrics(&work.path().join("out/validate"));
     assert!(best["rmse"] < 0.5, "{best:?}");
     let deployed = metrics(&work.path().join("out/deploy"));
-    assert_eq!(deployed["rmse"], best["rmse"], "deploy's metrics.json carries the selected model's rmse for the registry's gate");
+    assert_eq!(
+        deployed["rmse"], best["rmse"],
+        "deploy's metrics.json carries the selected model's rmse for the registry's gate"
+    );
     let manifest = std::fs::read_to_string(work.path().join("out/deploy/manifest.json")).expect("manifest");
     assert!(manifest.contains("test-run") && manifest.contains("churn"), "{manifest}");
 }

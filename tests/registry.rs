@@ -99,7 +99,11 @@ async fn versions_gated_promotion_by_hand_rollback_and_download() {
 
     let back = c
         .client
-        .rollback_model(v1::RollbackModelRequest { name: "churn".into(), alias: "production".into(), reason: String::new() })
+        .rollback_model(v1::RollbackModelRequest {
+            name: "churn".into(),
+            alias: "production".into(),
+            reason: String::new(),
+        })
         .await
         .expect("rollback")
         .into_inner()
@@ -117,7 +121,10 @@ async fn versions_gated_promotion_by_hand_rollback_and_download() {
     let (latest, _) = download(&mut c, "churn").await;
     assert_eq!(latest.version, 3);
     let (first, bytes) = download(&mut c, "churn@1").await;
-    assert_eq!((first.digest.as_str(), bytes.as_slice()), (digest1.as_str(), &b"{\"kind\": \"linear\", \"rmse\": 0.5}\n"[..]));
+    assert_eq!(
+        (first.digest.as_str(), bytes.as_slice()),
+        (digest1.as_str(), &b"{\"kind\": \"linear\", \"rmse\": 0.5}\n"[..])
+    );
 
     let listed = c.client.list_models(v1::ListModelsRequest {}).await.expect("list").into_inner().models;
     assert_eq!(listed.len(), 1);
@@ -125,7 +132,12 @@ async fn versions_gated_promotion_by_hand_rollback_and_download() {
 
     let unknown = c
         .client
-        .promote_model(v1::PromoteModelRequest { name: "churn".into(), version: 7, alias: "production".into(), reason: String::new() })
+        .promote_model(v1::PromoteModelRequest {
+            name: "churn".into(),
+            version: 7,
+            alias: "production".into(),
+            reason: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
@@ -133,8 +145,7 @@ async fn versions_gated_promotion_by_hand_rollback_and_download() {
         .client
         .get_model_artifact(v1::GetModelArtifactRequest { target: "churn@canary".into() })
         .await
-        .err()
-        .expect("no alias canary");
+        .expect_err("no alias canary");
     assert_eq!(missing.code(), tonic::Code::NotFound);
     assert!(missing.message().contains("it has: production"), "{}", missing.message());
     c.stop().await;

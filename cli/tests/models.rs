@@ -47,7 +47,11 @@ async fn weir_models_lists_shows_promotes_rolls_back_and_downloads() {
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         all.extend(["--server".to_string(), url.clone()]);
         let all2 = all.clone();
-        async move { tokio::task::spawn_blocking(move || weir(&all2.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap() }
+        async move {
+            tokio::task::spawn_blocking(move || weir(&all2.iter().map(String::as_str).collect::<Vec<_>>()))
+                .await
+                .unwrap()
+        }
     };
     let none = w(&["models"]).await;
     assert_eq!(none.status.code(), Some(0), "{}", text(&none.stderr));
@@ -69,10 +73,18 @@ async fn weir_models_lists_shows_promotes_rolls_back_and_downloads() {
     assert!(out.starts_with("model churn: latest v3, aliases production=v2\n"), "{out}");
     assert!(out.contains("rmse=0.9"), "{out}");
     let refused = out.lines().find(|l| l.contains("REFUSED")).expect("a refused promotion");
-    assert!(refused.contains("v2 -> v3") && refused.contains("metrics.rmse = 0.9, current.metrics.rmse = 0.3"), "{refused}");
+    assert!(
+        refused.contains("v2 -> v3") && refused.contains("metrics.rmse = 0.9, current.metrics.rmse = 0.3"),
+        "{refused}"
+    );
 
     let promote = w(&["models", "promote", "churn", "3", "--alias", "production", "--reason", "canary ok"]).await;
-    assert_eq!(text(&promote.stdout), "churn: production v2 -> v3 (promoted by hand: canary ok)\n", "{}", text(&promote.stderr));
+    assert_eq!(
+        text(&promote.stdout),
+        "churn: production v2 -> v3 (promoted by hand: canary ok)\n",
+        "{}",
+        text(&promote.stderr)
+    );
     let back = w(&["models", "rollback", "churn", "--alias", "production"]).await;
     assert_eq!(text(&back.stdout), "churn: production v3 -> v2 (rollback)\n", "{}", text(&back.stderr));
 

@@ -97,11 +97,8 @@ pub(super) async fn dispatch(client: &mut Client, conn: &ConnArgs, action: Optio
 }
 
 async fn list(client: &mut Client, conn: &ConnArgs) -> Result<(), Failure> {
-    let response = client
-        .list_models(v1::ListModelsRequest {})
-        .await
-        .map_err(|s| refused(&s, conn, MODEL_HINTS))?
-        .into_inner();
+    let response =
+        client.list_models(v1::ListModelsRequest {}).await.map_err(|s| refused(&s, conn, MODEL_HINTS))?.into_inner();
     if response.models.is_empty() {
         eprintln!("no models: a step with `register: {{model: NAME, file: OUTPUT}}` creates one when it succeeds");
         return Ok(());
@@ -149,12 +146,13 @@ fn temp_beside(output: &Path) -> PathBuf {
 
 async fn get(client: &mut Client, conn: &ConnArgs, target: String, output: &Path) -> Result<(), Failure> {
     let request = v1::GetModelArtifactRequest { target: target.clone() };
-    let mut stream =
-        client.get_model_artifact(request).await.map_err(|s| refused(&s, conn, MODEL_HINTS))?.into_inner();
+    let mut stream = client.get_model_artifact(request).await.map_err(|s| refused(&s, conn, MODEL_HINTS))?.into_inner();
     let version = match stream.message().await {
         Ok(Some(v1::GetModelArtifactResponse { part: Some(v1::get_model_artifact_response::Part::Version(v)) })) => v,
         Ok(_) => {
-            eprintln!("error: the server's answer did not start with the model version; is it a weir server of this version?");
+            eprintln!(
+                "error: the server's answer did not start with the model version; is it a weir server of this version?"
+            );
             return Err(Failure::Refused);
         }
         Err(s) => return Err(refused(&s, conn, MODEL_HINTS)),
@@ -423,12 +421,18 @@ pub(crate) mod render {
             let text = model(&m);
             let lines: Vec<&str> = text.lines().collect();
             assert_eq!(lines[0], "model churn: latest v3, aliases production=v2");
-            assert!(lines[2].starts_with("VERSION  DIGEST        RUN   STEP    METRICS   ALIASES     CREATED"), "{text}");
+            assert!(
+                lines[2].starts_with("VERSION  DIGEST        RUN   STEP    METRICS   ALIASES     CREATED"),
+                "{text}"
+            );
             assert_eq!(lines[3], "v3       3abababababa  ml-3  deploy  rmse=0.9  -           2026-11-27 12:00:04");
             assert_eq!(lines[4], "v2       2abababababa  ml-2  deploy  rmse=0.3  production  2026-11-27 12:00:03");
             assert_eq!(lines[7], "alias history (oldest first):");
             assert_eq!(lines[8], "  TIME                 ALIAS       MOVE       OUTCOME  REASON");
-            assert_eq!(lines[9], "  2026-11-27 12:00:02  production  new -> v1  moved    registered by run ml-1 step deploy");
+            assert_eq!(
+                lines[9],
+                "  2026-11-27 12:00:02  production  new -> v1  moved    registered by run ml-1 step deploy"
+            );
             assert_eq!(
                 lines[11],
                 "  2026-11-27 12:00:04  production  v2 -> v3   REFUSED  promotion refused: \
@@ -446,7 +450,10 @@ pub(crate) mod render {
             let m = v1::GetModelResponse { name: "m".into(), versions: vec![v], ..Default::default() };
             let text = model(&m);
             assert!(text.contains("a=1 b=2 c=3 (+2)"), "{text}");
-            assert!(text.ends_with("alias history (oldest first):\n  none: no alias has pointed at a version yet\n"), "{text}");
+            assert!(
+                text.ends_with("alias history (oldest first):\n  none: no alias has pointed at a version yet\n"),
+                "{text}"
+            );
             assert_eq!(
                 moved("churn", &event(3, 2, T0, false, "rollback: bad canary")),
                 "churn: production v3 -> v2 (rollback: bad canary)\n"

@@ -94,11 +94,13 @@ impl Engine {
     ) -> Result<(), ApiError> {
         let step = live.machine.name(instance).to_string();
         let run = live.record.id.clone();
-        let entry = outputs.get(&reg.file).ok_or_else(|| {
-            ApiError::Precondition(format!("the step reported no output {} to register", reg.file))
-        })?;
-        let mut head =
-            self.store.model(&reg.model)?.unwrap_or_else(|| ModelRecord { name: reg.model.clone(), ..Default::default() });
+        let entry = outputs
+            .get(&reg.file)
+            .ok_or_else(|| ApiError::Precondition(format!("the step reported no output {} to register", reg.file)))?;
+        let mut head = self
+            .store
+            .model(&reg.model)?
+            .unwrap_or_else(|| ModelRecord { name: reg.model.clone(), ..Default::default() });
         let candidate = ModelVersionRecord {
             model: reg.model.clone(),
             version: head.latest + 1,
@@ -146,9 +148,7 @@ impl Engine {
                     let lookup = |r: &Ref| -> Option<expr::Value> {
                         match r {
                             Ref::Metric(n) => candidate.metrics.get(n).copied().map(expr::Value::Float),
-                            Ref::CurrentMetric(n) => {
-                                champion.as_ref()?.metrics.get(n).copied().map(expr::Value::Float)
-                            }
+                            Ref::CurrentMetric(n) => champion.as_ref()?.metrics.get(n).copied().map(expr::Value::Float),
                             Ref::Param(n) => params.iter().find(|(p, _)| p == n).map(|(_, v)| v.clone()),
                             Ref::Matrix(_) | Ref::StepMetric { .. } => None,
                         }
@@ -200,7 +200,13 @@ impl Engine {
     #[allow(dead_code)] // called by lineage (tracking.rs) once it lands
     pub(super) fn resolve_model(&self, target: &str) -> Result<ModelRef, ApiError> {
         let v = self.resolve_version(target)?;
-        Ok(ModelRef { model: v.model, version: v.version, digest: v.digest.to_string(), run_id: v.run_id, step: v.step })
+        Ok(ModelRef {
+            model: v.model,
+            version: v.version,
+            digest: v.digest.to_string(),
+            run_id: v.run_id,
+            step: v.step,
+        })
     }
 
     fn resolve_version(&self, target: &str) -> Result<ModelVersionRecord, ApiError> {
@@ -212,9 +218,9 @@ impl Engine {
         let head = self.head(name)?;
         let version = match at {
             None => head.latest,
-            Some(a) if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) => a
-                .parse::<u64>()
-                .map_err(|_| ApiError::Invalid(format!("version {a} of {name} is out of range")))?,
+            Some(a) if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) => {
+                a.parse::<u64>().map_err(|_| ApiError::Invalid(format!("version {a} of {name} is out of range")))?
+            }
             Some(alias) => {
                 check_name("alias", alias)?;
                 *head.aliases.get(alias).ok_or_else(|| {
@@ -230,7 +236,8 @@ impl Engine {
 
     fn head(&self, name: &str) -> Result<ModelRecord, ApiError> {
         self.store.model(name)?.ok_or_else(|| {
-            let known = self.store.models().map(|m| m.into_iter().map(|m| m.name).collect::<Vec<_>>()).unwrap_or_default();
+            let known =
+                self.store.models().map(|m| m.into_iter().map(|m| m.name).collect::<Vec<_>>()).unwrap_or_default();
             let hint = crate::diag::did_you_mean(name, known.iter().map(String::as_str))
                 .unwrap_or_else(|| "`weir models` lists the registered models".to_string());
             ApiError::NotFound(format!("no model {name} is registered: {hint}"))
@@ -501,7 +508,7 @@ steps:
         let mut st = e.lock();
         let params = [("rmse".to_string(), "0.5".to_string())];
         let id = e
-            .create_run(&mut st, &parsed.hash().to_string(), &params, Trigger::Retry { of: first.clone(), from: None }, false, None)
+            .create_run(&mut st, parsed.hash(), &params, Trigger::Retry { of: first.clone(), from: None }, false, None)
             .unwrap();
         let attempt = AttemptId { instance: InstanceId(1), number: 1 };
         let outputs = e.store.artifacts(&first, InstanceId(1)).unwrap().unwrap();
@@ -528,11 +535,15 @@ steps:
         assert_eq!(m.versions[1].step, "plain");
         assert_eq!(m.versions[1].params.get("rmse").map(String::as_str), Some("0.3"));
         assert_eq!(m.versions[2].aliases, ["staging"]);
-        let moves: Vec<(u64, u64, bool)> = m.history.iter().map(|h| (h.from_version, h.to_version, h.refused)).collect();
+        let moves: Vec<(u64, u64, bool)> =
+            m.history.iter().map(|h| (h.from_version, h.to_version, h.refused)).collect();
         assert_eq!(moves, [(0, 1, false), (1, 2, false), (2, 3, false)]);
         assert_eq!(m.history[2].reason, format!("registered by run {} step plain", runs[2]));
         let listed = e.list_models(v1::ListModelsRequest {}).unwrap().models;
-        assert_eq!(listed.iter().map(|m| (m.name.as_str(), m.latest_version)).collect::<Vec<_>>(), [("churn", 3), ("plain", 3)]);
+        assert_eq!(
+            listed.iter().map(|m| (m.name.as_str(), m.latest_version)).collect::<Vec<_>>(),
+            [("churn", 3), ("plain", 3)]
+        );
     }
 
     #[test]
@@ -559,12 +570,17 @@ steps:
         assert!(refused.refused);
         assert_eq!((refused.from_version, refused.to_version), (2, 3));
         assert!(
-            refused.reason.contains("`metrics.rmse < current.metrics.rmse` is false with metrics.rmse = 0.9, current.metrics.rmse = 0.3"),
+            refused.reason.contains(
+                "`metrics.rmse < current.metrics.rmse` is false with metrics.rmse = 0.9, current.metrics.rmse = 0.3"
+            ),
             "{}",
             refused.reason
         );
         let stored = e.store.model_events("churn").unwrap();
-        assert_eq!(stored[2].compared, [("metrics.rmse".into(), "0.9".into()), ("current.metrics.rmse".into(), "0.3".into())]);
+        assert_eq!(
+            stored[2].compared,
+            [("metrics.rmse".into(), "0.9".into()), ("current.metrics.rmse".into(), "0.3".into())]
+        );
         assert_eq!(e.resolve_model("churn@production").unwrap().version, 2);
         assert_eq!(e.resolve_model("churn").unwrap().version, 3);
         assert_eq!(e.resolve_model("churn@1").unwrap().run_id, m.versions[0].run_id);
@@ -586,7 +602,11 @@ steps:
             })
         };
         let rollback = || {
-            e.rollback_model(v1::RollbackModelRequest { name: "churn".into(), alias: "production".into(), reason: String::new() })
+            e.rollback_model(v1::RollbackModelRequest {
+                name: "churn".into(),
+                alias: "production".into(),
+                reason: String::new(),
+            })
         };
         let ev = promote(3, "load test passed").unwrap().event.unwrap();
         assert_eq!((ev.from_version, ev.to_version, ev.reason.as_str()), (2, 3, "promoted by hand: load test passed"));
@@ -602,12 +622,19 @@ steps:
         let err = promote(9, "").unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("versions are 1 to 3")), "{err:?}");
         let err = e
-            .promote_model(v1::PromoteModelRequest { name: "chrun".into(), version: 1, alias: "x".into(), reason: String::new() })
+            .promote_model(v1::PromoteModelRequest {
+                name: "chrun".into(),
+                version: 1,
+                alias: "x".into(),
+                reason: String::new(),
+            })
             .unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("did you mean `churn`?")), "{err:?}");
         let err = e.get_model(v1::GetModelRequest { name: "Bad Name".into() }).unwrap_err();
         assert!(matches!(&err, ApiError::Invalid(m) if m.contains("lowercase letters")), "{err:?}");
-        assert!(matches!(e.resolve_model("churn@canary"), Err(ApiError::NotFound(m)) if m.contains("it has: production")));
+        assert!(
+            matches!(e.resolve_model("churn@canary"), Err(ApiError::NotFound(m)) if m.contains("it has: production"))
+        );
         assert_eq!(model(&e, "churn").history.len(), 3 + 3);
     }
 }

@@ -389,13 +389,17 @@ fn check_expr(
                 }
             }
             expr::Ref::CurrentMetric(name) if field != "register.when" => Some((
-                format!("`current.metrics.{name}` is the metric of a model version an alias holds, so `{field}` cannot use it"),
+                format!(
+                    "`current.metrics.{name}` is the metric of a model version an alias holds, so `{field}` cannot use it"
+                ),
                 Some("use it in `register.when`, to compare with the version the alias holds now".into()),
             )),
             expr::Ref::CurrentMetric(_) => None,
             expr::Ref::StepMetric { step, .. } if field == "register.when" => Some((
                 format!("`{path}` reads metrics of step `{step}`; a promotion gate compares models only"),
-                Some("use `metrics.NAME` (this step's) and `current.metrics.NAME` (the version the alias holds)".into()),
+                Some(
+                    "use `metrics.NAME` (this step's) and `current.metrics.NAME` (the version the alias holds)".into(),
+                ),
             )),
             expr::Ref::Metric(name) => {
                 if field == "when" {

@@ -17,8 +17,8 @@ pub mod yaml;
 use std::io::Read;
 use std::path::Path;
 
-pub use model::*;
 pub(crate) use decode::check_name;
+pub use model::*;
 
 use crate::diag::{Diagnostic, Span};
 

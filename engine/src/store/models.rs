@@ -182,7 +182,8 @@ mod tests {
     fn versions_and_events_scan_in_order_per_model_and_survive_export_import() {
         let (_dir, s) = testkit::store();
         for (name, n) in [("churn", 1u64), ("churn", 2), ("churn-2", 1), ("churn", 256)] {
-            let mut head = s.model(name).unwrap().unwrap_or(ModelRecord { name: name.to_string(), ..Default::default() });
+            let mut head =
+                s.model(name).unwrap().unwrap_or(ModelRecord { name: name.to_string(), ..Default::default() });
             head.latest = n;
             head.aliases.insert("production".to_string(), n);
             let mut b = Batch::new();
@@ -195,7 +196,8 @@ mod tests {
         assert_eq!(versions, [1, 2, 256]);
         assert_eq!(s.model_events("churn").unwrap().iter().map(|e| e.to).collect::<Vec<_>>(), [1, 2, 256]);
         assert_eq!(s.model_versions("churn-2").unwrap().len(), 1);
-        let heads: Vec<(String, u64, u64)> = s.models().unwrap().into_iter().map(|m| (m.name, m.latest, m.events)).collect();
+        let heads: Vec<(String, u64, u64)> =
+            s.models().unwrap().into_iter().map(|m| (m.name, m.latest, m.events)).collect();
         assert_eq!(heads, [("churn".to_string(), 256, 3), ("churn-2".to_string(), 1, 1)]);
         assert_eq!(s.model_version("churn", 2).unwrap(), Some(version("churn", 2)));
         assert_eq!(s.model_version("churn", 3).unwrap(), None);
