@@ -120,7 +120,8 @@ impl Engine {
         };
         head.latest = candidate.version;
         head.updated_at = now;
-        batch.put_model_version(&candidate)?;
+        // Every read (the champion included) happens before the first write into `batch`, so
+        // a failed read leaves nothing half-registered in the success's batch.
         let by = format!("registered by run {run} step {step}");
         if let Some(alias) = &reg.alias {
             let from = head.aliases.get(alias).copied();
@@ -188,8 +189,10 @@ impl Engine {
                 reason = event.reason,
                 "model version registered"
             );
+            batch.put_model_version(&candidate)?;
             batch.append_model_event(&mut head, &event)?;
         } else {
+            batch.put_model_version(&candidate)?;
             tracing::info!(model = reg.model, version = candidate.version, run, step, "model version registered");
         }
         batch.put_model(&head)?;
@@ -276,6 +279,7 @@ impl Engine {
         Ok(v1::GetModelResponse { name: head.name, versions, aliases: head.aliases.into_iter().collect(), history })
     }
 
+    /// Points an alias at a version, by hand. The caller commits before answering.
     pub(super) fn promote_model(&self, r: v1::PromoteModelRequest) -> Result<v1::PromoteModelResponse, ApiError> {
         check_name("model", &r.name)?;
         check_name("alias", &r.alias)?;
@@ -290,6 +294,7 @@ impl Engine {
         Ok(v1::PromoteModelResponse { event: Some(event_msg(&event)) })
     }
 
+    /// Moves an alias back (see the module doc). The caller commits before answering.
     pub(super) fn rollback_model(&self, r: v1::RollbackModelRequest) -> Result<v1::RollbackModelResponse, ApiError> {
         check_name("model", &r.name)?;
         check_name("alias", &r.alias)?;
@@ -317,7 +322,8 @@ impl Engine {
         Ok(v1::RollbackModelResponse { event: Some(event_msg(&event)) })
     }
 
-    /// Records a move of `alias` to `to` and writes it with the head, flushed.
+    /// Records a move of `alias` to `to` and writes it with the head; durable with the caller's
+    /// [`Engine::commit`].
     fn move_alias(
         &self,
         head: &mut ModelRecord,
@@ -341,7 +347,8 @@ impl Engine {
         let mut batch = Batch::new();
         batch.append_model_event(head, &event)?;
         batch.put_model(head)?;
-        self.store.write_batch(batch)?;
+        // Under the state lock, so no fsync here: the RPC commits (flushes) before it answers.
+        self.store.write_batch_unflushed(batch)?;
         tracing::info!(model = head.name, alias, from = ?event.from, to, reason = event.reason, "alias moved");
         Ok(event)
     }
@@ -459,8 +466,18 @@ steps:
     register: {model: plain, file: model.json, alias: staging}
 "#;
 
+    /// The engine on `dir`'s store. Reopening right after a drop retries while sled's
+    /// background flusher, which holds the file lock a moment longer, winds down.
     fn engine(dir: &std::path::Path) -> Engine {
-        let store = Store::open(&dir.join("db")).unwrap();
+        let start = std::time::Instant::now();
+        let store = loop {
+            match Store::open(&dir.join("db")) {
+                Err(crate::store::Error::Locked { .. }) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => break other.unwrap(),
+            }
+        };
         let blobs = crate::artifact::Store::open(&dir.join("artifacts")).unwrap();
         let terms = Terms {
             lease_timeout: Duration::from_secs(30),
@@ -472,6 +489,11 @@ steps:
 
     /// Runs the pipeline with `rmse` and reports both steps succeeded with that metric.
     fn run(e: &Engine, rmse: f64) -> String {
+        run_with(e, rmse, BTreeMap::from([("rmse".to_string(), rmse)]))
+    }
+
+    /// Runs the pipeline with param `rmse`; both steps succeed reporting `metrics`.
+    fn run_with(e: &Engine, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
         let parsed = crate::spec::load(YAML, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
         let record =
@@ -491,12 +513,30 @@ steps:
             }])
             .unwrap();
             e.apply(&mut st, &id, Event::Leased { attempt, worker: "w".into() }, None).unwrap();
-            let metrics = BTreeMap::from([("rmse".to_string(), rmse)]);
+            let metrics = metrics.clone();
             e.apply(&mut st, &id, Event::Succeeded { attempt, metrics }, Some(&m)).unwrap();
         }
         drop(st);
         e.commit().unwrap();
         id
+    }
+
+    #[test]
+    fn a_gate_that_cannot_be_evaluated_refuses_and_says_what_was_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        run(&e, 0.5);
+        let run2 = run_with(&e, 0.1, BTreeMap::from([("auc".to_string(), 0.9)]));
+        let m = model(&e, "churn");
+        assert_eq!((m.versions.len(), m.aliases.get("production")), (2, Some(&1)));
+        let refused = &m.history[1];
+        assert!(refused.refused);
+        assert!(refused.reason.starts_with(&format!("registered by run {run2} step train; promotion refused")));
+        assert!(
+            refused.reason.contains("could not be evaluated") && refused.reason.contains("metrics.rmse"),
+            "{}",
+            refused.reason
+        );
     }
 
     #[test]
@@ -636,5 +676,11 @@ steps:
             matches!(e.resolve_model("churn@canary"), Err(ApiError::NotFound(m)) if m.contains("it has: production"))
         );
         assert_eq!(model(&e, "churn").history.len(), 3 + 3);
+
+        e.commit().unwrap();
+        drop(e);
+        let e = engine(dir.path());
+        let m = model(&e, "churn");
+        assert_eq!((m.aliases.get("production"), m.history.len(), m.versions.len()), (Some(&1), 6, 3));
     }
 }
