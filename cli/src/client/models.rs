@@ -261,6 +261,17 @@ pub(crate) mod render {
         t.render()
     }
 
+    /// A metric for a table: at most four decimals (`0.6396`), integers bare (`4`), tiny
+    /// values in scientific notation (`1.234e-5`).
+    fn number(x: f64) -> String {
+        if x != 0.0 && x.abs() < 1e-3 {
+            return format!("{x:.3e}");
+        }
+        let text = format!("{x:.4}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        if text == "-0" { "0".into() } else { text.to_string() }
+    }
+
     /// At most three metrics, by name: `auc=0.91 rmse=0.3 (+2)`.
     fn key_metrics(metrics: &std::collections::HashMap<String, f64>) -> String {
         let mut pairs: Vec<(&String, &f64)> = metrics.iter().collect();
@@ -268,7 +279,7 @@ pub(crate) mod render {
         if pairs.is_empty() {
             return "-".into();
         }
-        let mut text = pairs.iter().take(3).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+        let mut text = pairs.iter().take(3).map(|(k, v)| format!("{k}={}", number(**v))).collect::<Vec<_>>().join(" ");
         if pairs.len() > 3 {
             text.push_str(&format!(" (+{})", pairs.len() - 3));
         }
@@ -450,6 +461,8 @@ pub(crate) mod render {
             let m = v1::GetModelResponse { name: "m".into(), versions: vec![v], ..Default::default() };
             let text = model(&m);
             assert!(text.contains("a=1 b=2 c=3 (+2)"), "{text}");
+            let shown: Vec<String> = [0.6396416124515925, 4.0, 0.00001234, -0.00001, 1234.5, 0.0].map(number).into();
+            assert_eq!(shown, ["0.6396", "4", "1.234e-5", "-1.000e-5", "1234.5", "0"]);
             assert!(
                 text.ends_with("alias history (oldest first):\n  none: no alias has pointed at a version yet\n"),
                 "{text}"
