@@ -1,6 +1,7 @@
 //! The commands that talk to a weir server over its gRPC client API (`weir.v1.WeirClient`):
 //! `submit`, `pipelines`, `start`, `runs`, `status`, `logs`, `cancel`, `retry`, `schedules` (and
-//! `schedules pause|resume`), `backfill`. This module owns
+//! `schedules pause|resume`), `backfill`, `models` (and `models show|promote|rollback|get`).
+//! This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
@@ -9,10 +10,11 @@
 //! Code map: this file holds the command line (`Command`, `ConnArgs`), exit codes and dispatch;
 //! `conn` the connection, the token and status-to-exit mapping; `submit` the upload;
 //! `runs` everything about pipelines and runs once stored; `schedules` the cron schedules and
-//! backfills.
+//! backfills; `models` the model registry.
 
 pub(crate) mod cache;
 pub(crate) mod conn;
+pub(crate) mod models;
 pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod submit;
@@ -231,6 +233,18 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List the model registry's models (name, latest version, aliases, last registration),
+    /// or show, promote, roll back or download one.
+    ///
+    /// A step with `register: {model, file, alias?, when?}` creates the next version of its
+    /// model each time it succeeds (not when cached or reused), and moves `alias` to it when the
+    /// `when:` gate holds. See docs/registry.md.
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    Models {
+        /// Show, promote, roll back or download; lists the models when left out.
+        #[command(subcommand)]
+        action: Option<models::ModelAction>,
+    },
 }
 
 /// What `weir cache` does.
@@ -383,6 +397,7 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
                 }
             }
         }
+        Command::Models { action } => models::dispatch(&mut connect(conn).await?, conn, action).await,
         Command::Backfill { pipeline, from, to, dry_run } => {
             schedules::backfill(&mut connect(conn).await?, conn, pipeline, from, to, dry_run).await
         }

@@ -25,6 +25,9 @@
 //! | `artifacts`         | run · instance u32                    | [`Manifest`](crate::artifact::Manifest) |
 //! | `quarantine`        | run                                   | reason (string)              |
 //! | `schedules`         | pipeline name                         | [`ScheduleRecord`]           |
+//! | `models`            | model name                            | [`ModelRecord`]              |
+//! | `model_versions`    | model · version u64 (from 1)          | [`ModelVersionRecord`]       |
+//! | `model_events`      | model · seq u64 (from 1, dense)       | [`AliasEventRecord`]         |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -42,6 +45,7 @@ pub mod envelope;
 mod export;
 mod keys;
 mod list;
+mod models;
 mod records;
 #[cfg(test)]
 mod testkit;
@@ -52,6 +56,7 @@ pub use append::Batch;
 pub use cache::CacheEntry;
 pub use db::Store;
 pub use list::{Listed, RunFilter, RunPage};
+pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
 pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
     ScheduleRecord, SkippedTicks, StepRecord, Stream, Trigger,
