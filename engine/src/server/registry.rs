@@ -43,9 +43,6 @@ pub(super) struct ModelRef {
     pub step: String,
 }
 
-/// The worker name `weir retry` records for a success it reuses from an earlier run.
-const REUSED: &str = "reused from ";
-
 /// Why `name` cannot name a model or alias, if it cannot: the rule of pipeline names
 /// (`[a-z0-9_-]`, at most 63 characters), so anything a `register:` writes is accepted here.
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
@@ -71,12 +68,8 @@ impl Engine {
         let Some(reg) = live.pipeline.steps()[inst.step].register.as_ref() else { return Ok(()) };
         let step = live.machine.name(instance);
         let run = live.record.id.as_str();
-        // `weir retry` replays a reused success through the same hook (as leased by
-        // `reused from RUN`, see client_api.rs): that version exists already.
-        if live.machine.worker(instance).is_some_and(|w| w.starts_with(REUSED)) {
-            tracing::debug!(run, step, model = reg.model, "reused success: no new model version");
-            return Ok(());
-        }
+        // Only fresh successes get here: a step the cache or `weir retry` reuses ends `cached`
+        // and never reaches this hook, so its version is not registered twice.
         if let Err(e) = self.registration(live, instance, reg, outputs, batch, now) {
             tracing::error!(run, step, model = reg.model, error = %e, "no model version registered");
         }
@@ -540,7 +533,7 @@ steps:
     }
 
     #[test]
-    fn a_success_reused_by_retry_registers_nothing() {
+    fn a_success_reused_as_cached_registers_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let e = engine(dir.path());
         let first = run(&e, 0.5);
@@ -552,9 +545,8 @@ steps:
             .unwrap();
         let attempt = AttemptId { instance: InstanceId(1), number: 1 };
         let outputs = e.store.artifacts(&first, InstanceId(1)).unwrap().unwrap();
-        e.apply(&mut st, &id, Event::Leased { attempt, worker: format!("{REUSED}{first}") }, None).unwrap();
         let metrics = BTreeMap::new();
-        e.apply(&mut st, &id, Event::Succeeded { attempt, metrics }, Some(&outputs)).unwrap();
+        e.apply(&mut st, &id, Event::Cached { attempt, metrics, from: first.clone() }, Some(&outputs)).unwrap();
         drop(st);
         assert_eq!(model(&e, "plain").versions.len(), 1);
     }
