@@ -25,6 +25,8 @@
 //! | `artifacts`         | run · instance u32                    | [`Manifest`](crate::artifact::Manifest) |
 //! | `quarantine`        | run                                   | reason (string)              |
 //! | `schedules`         | pipeline name                         | [`ScheduleRecord`]           |
+//! | `producers`         | digest · run · instance u32           | [`Produced`] (see `lineage`) |
+//! | `consumers`         | input digest · run · instance u32     | [`Consumed`] (see `lineage`) |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -40,6 +42,7 @@ mod db;
 pub mod envelope;
 mod export;
 mod keys;
+mod lineage;
 mod list;
 mod records;
 #[cfg(test)]
@@ -49,6 +52,7 @@ use std::path::PathBuf;
 
 pub use append::Batch;
 pub use db::Store;
+pub use lineage::{Consumed, Indexed, Produced};
 pub use list::{Listed, RunFilter, RunPage};
 pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
