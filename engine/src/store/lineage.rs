@@ -101,7 +101,7 @@ impl Batch {
 }
 
 impl Store {
-    fn scan<T: serde::de::DeserializeOwned>(
+    fn scan_digest<T: serde::de::DeserializeOwned>(
         &self,
         t: TreeId,
         digest: &Digest,
@@ -124,7 +124,7 @@ impl Store {
 
     /// Up to `limit` instances that made `digest`, by run id and instance.
     pub fn producers(&self, digest: &Digest, limit: usize) -> Result<Vec<Indexed<Produced>>, Error> {
-        self.scan(TreeId::Producers, digest, limit)
+        self.scan_digest(TreeId::Producers, digest, limit)
     }
 
     /// The entry for instance `i` of `run` making `digest`, if it did.
@@ -134,7 +134,7 @@ impl Store {
 
     /// Up to `limit` instances that took `digest` as an input, by run id and instance.
     pub fn consumers(&self, digest: &Digest, limit: usize) -> Result<Vec<Indexed<Consumed>>, Error> {
-        self.scan(TreeId::Consumers, digest, limit)
+        self.scan_digest(TreeId::Consumers, digest, limit)
     }
 
     /// The distinct digests some instance made whose lowercase hex starts with `hex` (at least
