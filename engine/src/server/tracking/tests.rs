@@ -275,3 +275,37 @@ fn metric_history_is_oldest_first_per_instance_and_names_what_exists() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn an_instance_found_cached_is_recorded_like_one_that_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let (first, [data, features, _]) = run(&e, "1", "0.1", 0.5);
+    // A second run whose prep is satisfied from the first run's manifest, as the cache does:
+    // the copy is stored under the new run and its lineage recorded in the same batch.
+    std::thread::sleep(Duration::from_millis(3));
+    let second = {
+        let mut st = e.lock();
+        let overrides = vec![("seed".to_string(), "1".to_string())];
+        e.create_run(&mut st, "v1", &overrides, Trigger::Manual { user: None }, false, None).unwrap()
+    };
+    succeed(&e, &second, "ingest", &[("data.csv", "rows of seed 1")], &[]);
+    let copied = e.store.artifacts(&first, InstanceId(1)).unwrap().unwrap();
+    {
+        let st = e.lock();
+        let live = st.runs.get(&second).unwrap();
+        let mut batch = Batch::new();
+        batch.put_artifacts(&second, InstanceId(1), &copied).unwrap();
+        e.record_lineage(live, InstanceId(1), &copied, &mut batch, Millis(9)).unwrap();
+        e.store.write_batch(batch).unwrap();
+    }
+    let makers: Vec<(String, u32)> =
+        e.store.producers(&features, 10).unwrap().into_iter().map(|p| (p.run, p.instance.0)).collect();
+    let mut want = vec![(first.clone(), 1), (second.clone(), 1)];
+    want.sort();
+    assert_eq!(makers, want, "both runs have the features, by run id");
+    let took: Vec<String> = e.store.consumers(&data, 10).unwrap().into_iter().map(|c| c.run).collect();
+    assert!(took.contains(&second), "the cached prep took the second run's data: {took:?}");
+    let cached = e.store.produced(&features, &second, InstanceId(1)).unwrap().unwrap();
+    assert_eq!((cached.at, cached.needs), (Millis(9), vec![0]));
+}
