@@ -62,7 +62,7 @@ fn every_planned_step_runs_and_the_gate_passes() {
                 Ref::Param(p) => param(p),
                 Ref::Matrix(k) => matrix.get(k.as_str()).map(|v| Value::Str(v.to_string())),
                 Ref::Metric(m) => metrics(&outputs).get(m).map(|v| Value::Float(*v)),
-                Ref::StepMetric { .. } => None,
+                Ref::StepMetric { .. } | Ref::CurrentMetric(_) => None,
             }
         };
         if let Some(when) = &step.when {
@@ -107,6 +107,11 @@ fn every_planned_step_runs_and_the_gate_passes() {
     assert_eq!(ran.len(), 8);
     let best = metrics(&work.path().join("out/validate"));
     assert!(best["rmse"] < 0.5, "{best:?}");
+    let deployed = metrics(&work.path().join("out/deploy"));
+    assert_eq!(
+        deployed["rmse"], best["rmse"],
+        "deploy's metrics.json carries the selected model's rmse for the registry's gate"
+    );
     let manifest = std::fs::read_to_string(work.path().join("out/deploy/manifest.json")).expect("manifest");
     assert!(manifest.contains("test-run") && manifest.contains("churn"), "{manifest}");
 }

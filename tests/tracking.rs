@@ -131,3 +131,75 @@ async fn identical_data_has_one_digest_and_lineage_walks_to_it_both_ways() {
     assert_eq!(unknown.code(), tonic::Code::NotFound);
     c.stop().await;
 }
+
+const MODEL_YAML: &str = r#"name: lineage-model
+steps:
+  ingest:
+    run: echo "rows" > $WEIR_OUTPUTS/data.csv
+    outputs: [data.csv]
+  train:
+    needs: [ingest]
+    run: (cat $WEIR_INPUTS/ingest/data.csv; echo "$WEIR_RUN_ID") > $WEIR_OUTPUTS/model.bin
+    outputs: [model.bin]
+    register:
+      model: churn
+      file: model.bin
+      alias: production
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lineage_of_a_model_alias_starts_at_its_run() {
+    let mut c = Cluster::start(1, 2).await;
+    let version = c.submit(MODEL_YAML, None).await;
+    let id = c.start_run(&version, &[]).await;
+    let got = c.wait(&id, MINUTE).await;
+    assert_eq!(got.run.as_ref().unwrap().state(), v1::RunState::Succeeded, "{:#?}", got.steps);
+    let up = lineage(&mut c, "churn@production", false).await;
+    assert_eq!(up.model, "churn version 1");
+    assert_eq!(up.digest, output(&got, "train", "model.bin"));
+    assert_eq!((up.nodes[0].run_id.as_str(), up.nodes[0].step.as_str()), (id.as_str(), "train"));
+    assert_eq!(up.nodes.last().unwrap().digest, output(&got, "ingest", "data.csv"));
+    let latest = lineage(&mut c, "churn", false).await;
+    assert_eq!(latest.digest, up.digest);
+    let missing = c
+        .client
+        .get_lineage(v1::GetLineageRequest { target: "churn@staging".into(), down: false, depth: 0 })
+        .await
+        .expect_err("no such alias");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{}", missing.message());
+    c.stop().await;
+}
+
+const CACHED_YAML: &str = r#"name: lineage-cached
+steps:
+  ingest:
+    run: echo "rows" > $WEIR_OUTPUTS/data.csv
+    outputs: [data.csv]
+    cache: true
+  train:
+    needs: [ingest]
+    run: (cat $WEIR_INPUTS/ingest/data.csv; echo "$WEIR_RUN_ID") > $WEIR_OUTPUTS/model.bin
+    outputs: [model.bin]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_step_is_in_its_own_runs_lineage() {
+    let mut c = Cluster::start(1, 2).await;
+    let version = c.submit(CACHED_YAML, None).await;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let id = c.start_run(&version, &[]).await;
+        let got = c.wait(&id, MINUTE).await;
+        assert_eq!(got.run.as_ref().unwrap().state(), v1::RunState::Succeeded, "{:#?}", got.steps);
+        runs.push((id, got));
+    }
+    assert_eq!(step(&runs[1].1, "ingest").state(), v1::StepState::Cached, "{:#?}", runs[1].1.steps);
+    let model = output(&runs[1].1, "train", "model.bin");
+    let up = lineage(&mut c, &model, false).await;
+    let who: Vec<(&str, &str)> = up.nodes.iter().map(|n| (n.run_id.as_str(), n.step.as_str())).collect();
+    assert_eq!(who, [(runs[1].0.as_str(), "train"), (runs[1].0.as_str(), "ingest")]);
+    let data = output(&runs[0].1, "ingest", "data.csv");
+    let consumers = lineage(&mut c, &data, true).await;
+    assert_eq!(consumers.nodes.len(), 3, "both models: {consumers:?}");
+    c.stop().await;
+}

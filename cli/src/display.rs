@@ -58,7 +58,10 @@ pub fn run_is_terminal(s: RunState) -> bool {
 }
 
 fn step_is_terminal(s: StepState) -> bool {
-    matches!(s, StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Cancelled)
+    matches!(
+        s,
+        StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Cancelled | StepState::Cached
+    )
 }
 
 /// The first `n` characters of a version hash, for tables.
@@ -77,6 +80,7 @@ fn state_color(state: &str) -> &'static str {
         "failed" => "31",
         "running" => "36",
         "skipped" | "cancelled" => "33",
+        "cached" => "34",
         _ => "",
     }
 }
@@ -448,7 +452,7 @@ pub fn steps_table(steps: &[v1::Step], now: u64) -> String {
     let mut t = Table::new(&["STEP", "STATE", "ATTEMPT", "DURATION", "MESSAGE"]);
     for s in steps {
         let mut state = step_state(s.state).to_string();
-        if s.cached {
+        if s.cached && s.state() != StepState::Cached {
             state.push_str(" (cached)");
         }
         t.push(vec![
@@ -469,7 +473,7 @@ pub fn summary(r: &GetRunResponse) -> String {
     let mut t = Table::new(&["STEP", "STATE", "ATTEMPTS", "DURATION"]);
     for s in &r.steps {
         let mut state = step_state(s.state).to_string();
-        if s.cached {
+        if s.cached && s.state() != StepState::Cached {
             state.push_str(" (cached)");
         }
         let took = match (millis(s.started_at.as_ref()), millis(s.finished_at.as_ref())) {
@@ -595,7 +599,9 @@ impl Progress {
                         (Some(a), Some(b)) => format!("{colored} in {}", duration(b.saturating_sub(a))),
                         _ => colored,
                     },
-                    StepState::Failed | StepState::Skipped | StepState::Cancelled => format!("{colored}{why}"),
+                    StepState::Failed | StepState::Skipped | StepState::Cancelled | StepState::Cached => {
+                        format!("{colored}{why}")
+                    }
                     StepState::Pending if s.attempt > 0 && !s.message.is_empty() => {
                         format!("{} after attempt {}{why}", paint("will retry", "33", color), s.attempt)
                     }

@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Seconds a stopped step gets between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     grace: u64,
+    /// Run every step, even those with `cache:` whose key matches an earlier success here.
+    /// Their results still refresh the cache.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -139,7 +143,7 @@ async fn drive(conn: &ConnArgs, args: &RunArgs, file: &std::path::Path) -> Resul
     let request = v1::StartRunRequest {
         pipeline: Some(v1::start_run_request::Pipeline::Version(submitted.version.clone())),
         params: args.params.params.iter().cloned().collect(),
-        no_cache: false,
+        no_cache: args.no_cache,
     };
     let run = match client.start_run(request).await {
         Ok(r) => r.into_inner().run.unwrap_or_default(),

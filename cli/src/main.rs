@@ -40,7 +40,7 @@ Exit status:
                   (`weir-worker --engine URL`) and clients on other hosts. `validate`, `plan`, `graph` and \
                   `schema` read pipeline files without running anything. `submit`, `pipelines`, `start`, \
                   `runs`, `status`, `logs`, `cancel`, `retry`, `schedules` (with `pause` and \
-                  `resume`) and `backfill` talk to a weir server (--server); only a server fires \
+                  `resume`), `backfill` and `models` talk to a weir server (--server); only a server fires \
                   pipelines' cron schedules. \
                   Logs go to stderr, filtered by RUST_LOG.",
     after_help = EXIT_CODES

@@ -44,6 +44,14 @@ pub enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// The `weir run` data folder whose step cache to read: the plan then says which steps
+        /// would come from the cache and why the others would run. Nothing is said when the
+        /// folder holds no store yet.
+        #[arg(long, default_value = ".weir", value_name = "DIR", env = "WEIR_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Plan as `weir run --no-cache` would run: nothing from the cache.
+        #[arg(long)]
+        no_cache: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -119,8 +127,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
 pub fn dispatch(command: Command) -> ExitCode {
     let result = match command {
         Command::Validate { files, limits } => validate(&files, &limits.limits()),
-        Command::Plan { file, params, run_id, json, limits } => {
-            show_plan(&file, &params.params, &run_id, json, &limits.limits())
+        Command::Plan { file, params, run_id, json, data_dir, no_cache, limits } => {
+            show_plan(&file, &params.params, &run_id, json, &limits.limits()).and_then(|()| {
+                if json {
+                    Ok(())
+                } else {
+                    print_out(&cache_section(&file, &params.params, &data_dir, no_cache, &limits.limits()))
+                }
+            })
         }
         Command::Graph { file, format, params, limits } => show_graph(&file, &params.params, format, &limits.limits()),
         Command::Schema => {
@@ -257,6 +271,41 @@ fn show_plan(
         return print_out(&format!("{text}\n"));
     }
     print_out(&render_plan(&pipeline, &plan))
+}
+
+/// What `weir run`'s step cache in `data_dir` would do for a run of `file`: one line per
+/// instance, or one line saying why that cannot be told.
+fn cache_section(
+    file: &Path,
+    overrides: &[(String, String)],
+    data_dir: &Path,
+    no_cache: bool,
+    limits: &Limits,
+) -> String {
+    let db = data_dir.join("db");
+    if !db.is_dir() {
+        return String::new(); // never run here: nothing cached, nothing to say
+    }
+    let header = format!("\nstep cache ({}):\n", data_dir.display());
+    let store = match weir_engine::store::Store::open(&db) {
+        Ok(s) => s,
+        Err(weir_engine::store::Error::Locked { .. }) => {
+            return format!("{header}  cannot read it: a running weir holds {}\n", data_dir.display());
+        }
+        Err(e) => return format!("{header}  cannot read it: {e}\n"),
+    };
+    let Ok((pipeline, plan)) = planned(file, overrides, "dry-run", limits) else { return String::new() };
+    let folder = pipeline_file(file).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let folder = if folder.as_os_str().is_empty() { PathBuf::from(".") } else { folder };
+    let bundle = match weir_engine::bundle::Bundle::build(&folder, weir_engine::bundle::BundleLimits::default()) {
+        Ok(b) => b,
+        Err(e) => return format!("{header}  cannot bundle {}: {e}\n", folder.display()),
+    };
+    let now = weir_engine::wire::now();
+    match weir_engine::server::predict_cache(&store, &pipeline, &plan, Some(bundle.digest()), no_cache, now) {
+        Ok(steps) => format!("{header}{}", crate::client::cache::render_planned(&steps)),
+        Err(e) => format!("{header}  cannot read it: {e}\n"),
+    }
 }
 
 /// The human view of a plan: a header, then each instance with what it needs and runs.

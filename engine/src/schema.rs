@@ -49,7 +49,7 @@ pub const RETRY_FIELDS: &[&str] = &["limit", "backoff", "max_backoff"];
 pub const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "gpus"];
 
 /// Keys of `register`.
-pub const REGISTER_FIELDS: &[&str] = &["model", "file", "alias"];
+pub const REGISTER_FIELDS: &[&str] = &["model", "file", "alias", "when"];
 
 /// Keys of `cache` in its map form.
 pub const CACHE_FIELDS: &[&str] = &["ttl"];
@@ -221,7 +221,13 @@ fn definitions() -> Value {
                     "$ref": "#/definitions/relativePath",
                 },
                 "alias": {
-                    "description": "An alias for the new version, e.g. `staging`.",
+                    "description": "An alias moved to the new version, e.g. `staging`.",
+                    "type": "string",
+                },
+                "when": {
+                    "description": "Promotion gate (needs `alias`): the alias moves only when this \
+                        holds. `metrics.X` is the new version's metric, `current.metrics.X` that of \
+                        the version the alias holds now.",
                     "type": "string",
                 },
             })),

@@ -197,7 +197,9 @@ async fn a_run_flows_through_lease_report_and_inputs() {
     w.report(outcome(ok(&[], None), &id, &b2)).await.unwrap();
     wait_state(&mut c, &retry.run_id, v1::RunState::Succeeded).await;
     let (_, steps) = run_state(&mut c, &retry.run_id).await;
-    assert!(steps[0].worker_id.starts_with("reused from"), "{:?}", steps[0]);
+    assert_eq!(steps[0].state(), v1::StepState::Cached, "{:?}", steps[0]);
+    assert_eq!(steps[0].cached_from, run, "reused from the retried run");
+    assert_eq!(steps[0].metrics["rows"], 7.0, "its metrics come along");
     s.shutdown().await;
 }
 

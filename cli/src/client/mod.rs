@@ -1,7 +1,7 @@
 //! The commands that talk to a weir server over its gRPC client API (`weir.v1.WeirClient`):
 //! `submit`, `pipelines`, `start`, `runs` (and `runs compare`), `status`, `logs`, `cancel`,
-//! `retry`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`, `lineage`. This
-//! module owns
+//! `retry`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`, `lineage`,
+//! `models` (and `models show|promote|rollback|get`). This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
@@ -10,9 +10,12 @@
 //! Code map: this file holds the command line (`Command`, `ConnArgs`), exit codes and dispatch;
 //! `conn` the connection, the token and status-to-exit mapping; `submit` the upload;
 //! `runs` everything about pipelines and runs once stored; `schedules` the cron schedules and
-//! backfills; `tracking` comparing runs, metrics across runs and lineage.
+//! backfills; `tracking` comparing runs, metrics across runs and lineage; `models` the model
+//! registry.
 
+pub(crate) mod cache;
 pub(crate) mod conn;
+pub(crate) mod models;
 pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod submit;
@@ -115,6 +118,9 @@ pub enum Command {
         /// Follow the run until it ends, like `weir status RUN --watch`.
         #[arg(long)]
         watch: bool,
+        /// Run every step, even those with `cache:` whose key matches an earlier success.
+        #[arg(long)]
+        no_cache: bool,
     },
     /// List runs, by pipeline name and then start time (run ids sort that way), or compare
     /// some (`weir runs compare RUN RUN...`).
@@ -170,13 +176,31 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
-    /// Run a failed or cancelled run's unfinished steps again, keeping the succeeded ones.
-    #[command(after_help = EXIT_CODES)]
+    /// Run a failed or cancelled run's unfinished steps again, keeping the succeeded ones; or,
+    /// with --from, re-run one step and everything downstream of it in any finished run.
+    ///
+    /// A new run is started with the same pipeline version and params. Steps it does not run
+    /// again are `cached`: their outputs and metrics are reused from RUN.
+    #[command(after_help = WATCH_EXIT_CODES)]
     Retry {
         /// The run's id.
         #[arg(value_name = "RUN")]
         run: String,
+        /// Re-run this step (all its instances) and everything downstream of it; every other
+        /// step that succeeded in RUN is reused. The step runs even if the cache holds its key.
+        #[arg(long, value_name = "STEP")]
+        from: Option<String>,
+        /// List what would run again and what would be reused; start nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Follow the new run until it ends, like `weir status RUN --watch`.
+        #[arg(long)]
+        watch: bool,
     },
+    /// Ask the step cache: `weir cache explain RUN STEP` says why a step was or was not taken
+    /// from the cache.
+    #[command(after_help = EXIT_CODES, subcommand)]
+    Cache(CacheAction),
     /// List the pipelines' cron schedules (`schedule:` in a pipeline file), or pause or resume
     /// one. Only `weir server` fires schedules, never `weir run`.
     ///
@@ -252,6 +276,18 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         depth: u32,
     },
+    /// List the model registry's models (name, latest version, aliases, last registration),
+    /// or show, promote, roll back or download one.
+    ///
+    /// A step with `register: {model, file, alias?, when?}` creates the next version of its
+    /// model each time it succeeds (not when cached or reused), and moves `alias` to it when the
+    /// `when:` gate holds. See docs/registry.md.
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    Models {
+        /// Show, promote, roll back or download; lists the models when left out.
+        #[command(subcommand)]
+        action: Option<models::ModelAction>,
+    },
 }
 
 /// What `weir runs` does besides listing.
@@ -268,6 +304,23 @@ pub enum RunsAction {
         /// Two or more run ids, as `weir runs` lists them.
         #[arg(value_name = "RUN", num_args = 2.., required = true)]
         runs: Vec<String>,
+    },
+}
+
+/// What `weir cache` does.
+#[derive(Subcommand, Debug)]
+pub enum CacheAction {
+    /// Say why a step of a run was or was not taken from the cache: its key's parts (runtime,
+    /// image, command, env, the params it uses, its inputs' digests, the bundle), and for a miss
+    /// the parts that differ from the closest earlier entry of the same step.
+    #[command(after_help = EXIT_CODES)]
+    Explain {
+        /// The run's id.
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// A step instance (`train[lr=0.1]`), or a step name when it has one instance.
+        #[arg(value_name = "STEP")]
+        step: String,
     },
 }
 
@@ -362,9 +415,9 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
     match command {
         Command::Submit { path } => submit::submit(conn, &path).await,
         Command::Pipelines => runs::pipelines(&mut connect(conn).await?, conn).await,
-        Command::Start { pipeline, params, watch } => {
+        Command::Start { pipeline, params, watch, no_cache } => {
             let mut client = connect(conn).await?;
-            let run_id = runs::start(&mut client, conn, pipeline, params.params).await?;
+            let run_id = runs::start(&mut client, conn, pipeline, params.params, no_cache).await?;
             if watch { runs::follow(&mut client, conn, &run_id).await } else { Ok(()) }
         }
         Command::Runs { action: Some(RunsAction::Compare { runs }), .. } => {
@@ -391,7 +444,16 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
             runs::logs(&mut connect(conn).await?, conn, &run, step, follow, attempt.unwrap_or(0)).await
         }
         Command::Cancel { run, reason } => runs::cancel(&mut connect(conn).await?, conn, &run, reason).await,
-        Command::Retry { run } => runs::retry(&mut connect(conn).await?, conn, &run).await,
+        Command::Retry { run, from, dry_run, watch } => {
+            let mut client = connect(conn).await?;
+            match cache::retry(&mut client, conn, &run, from, dry_run).await? {
+                Some(new) if watch => runs::follow(&mut client, conn, &new).await,
+                _ => Ok(()),
+            }
+        }
+        Command::Cache(CacheAction::Explain { run, step }) => {
+            cache::explain(&mut connect(conn).await?, conn, &run, &step).await
+        }
         Command::Schedules { action, pipeline } => {
             let mut client = connect(conn).await?;
             match action {
@@ -404,6 +466,7 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
                 }
             }
         }
+        Command::Models { action } => models::dispatch(&mut connect(conn).await?, conn, action).await,
         Command::Backfill { pipeline, from, to, dry_run } => {
             schedules::backfill(&mut connect(conn).await?, conn, pipeline, from, to, dry_run).await
         }

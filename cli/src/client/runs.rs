@@ -89,13 +89,14 @@ pub(super) async fn start(
     conn: &ConnArgs,
     pipeline: String,
     params: Vec<(String, String)>,
+    no_cache: bool,
 ) -> Result<String, Failure> {
     let which = if is_version(&pipeline) {
         v1::start_run_request::Pipeline::Version(pipeline)
     } else {
         v1::start_run_request::Pipeline::Name(pipeline)
     };
-    let request = StartRunRequest { pipeline: Some(which), params: params.into_iter().collect(), no_cache: false };
+    let request = StartRunRequest { pipeline: Some(which), params: params.into_iter().collect(), no_cache };
     let hints = Hints {
         not_found: "run `weir pipelines` to list stored pipelines, or `weir submit DIR` to store one",
         invalid: "`weir plan FILE -p NAME=VALUE` checks params against a pipeline file locally",
@@ -418,17 +419,5 @@ pub(super) async fn cancel(
     let still = response.run.as_ref().is_some_and(|r| r.state == RunState::Running as i32);
     let tail = if still { "; running attempts are being stopped" } else { "" };
     print_out(&format!("cancelled run {run_id}{tail}\n"));
-    Ok(())
-}
-
-pub(super) async fn retry(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<(), Failure> {
-    let request = v1::RetryRunRequest { run_id: run_id.to_string(), ..Default::default() };
-    let hints = Hints {
-        precondition: "only a failed or cancelled run can be retried; `weir status RUN` shows its state",
-        ..RUN_HINTS
-    };
-    let response = client.retry_run(request).await.map_err(|s| refused(&s, conn, hints))?.into_inner();
-    let id = response.run.map_or_else(|| run_id.to_string(), |r| r.run_id);
-    print_out(&format!("retrying run {id}; `weir status {id} --watch` follows it\n"));
     Ok(())
 }

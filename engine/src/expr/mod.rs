@@ -43,6 +43,9 @@ pub enum Ref {
     Metric(String),
     /// `steps.STEP.metrics.NAME`: an upstream step's metrics
     StepMetric { step: String, metric: String },
+    /// `current.metrics.NAME`: in `register.when`, the metrics of the model version the alias
+    /// holds now (the champion)
+    CurrentMetric(String),
 }
 
 /// One occurrence of a reference, with the character span of its path in the source.
@@ -132,6 +135,7 @@ impl fmt::Display for Ref {
             Ref::Matrix(n) => write!(f, "matrix.{n}"),
             Ref::Metric(n) => write!(f, "metrics.{n}"),
             Ref::StepMetric { step, metric } => write!(f, "steps.{step}.metrics.{metric}"),
+            Ref::CurrentMetric(n) => write!(f, "current.metrics.{n}"),
         }
     }
 }

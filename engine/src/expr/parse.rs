@@ -33,6 +33,7 @@ fn to_ref(segs: &[String]) -> Option<Ref> {
         [r, n] if r == "matrix" => Ref::Matrix(n.clone()),
         [r, n] if r == "metrics" => Ref::Metric(n.clone()),
         [r, s, m, n] if r == "steps" && m == "metrics" => Ref::StepMetric { step: s.clone(), metric: n.clone() },
+        [r, m, n] if r == "current" && m == "metrics" => Ref::CurrentMetric(n.clone()),
         _ => return None,
     })
 }

@@ -38,6 +38,11 @@ pub enum Event {
     Tick,
     /// The user cancelled the run.
     Cancel,
+    /// A ready attempt is not run: an earlier successful attempt (of run `from`) with the same
+    /// cache key, or the run a `weir retry --from` retries, supplies its outputs and `metrics`.
+    /// The instance ends `cached` and satisfies its dependents like a success; no gate is
+    /// evaluated again (the supplying attempt passed it over the same metrics).
+    Cached { attempt: AttemptId, metrics: BTreeMap<String, f64>, from: String },
 }
 
 impl Event {
@@ -52,6 +57,7 @@ impl Event {
             Event::Lost { .. } => "lost",
             Event::Tick => "tick",
             Event::Cancel => "cancel",
+            Event::Cached { .. } => "cached",
         }
     }
 
@@ -62,7 +68,8 @@ impl Event {
             | Event::Started { attempt }
             | Event::Succeeded { attempt, .. }
             | Event::Failed { attempt, .. }
-            | Event::Lost { attempt } => Some(*attempt),
+            | Event::Lost { attempt }
+            | Event::Cached { attempt, .. } => Some(*attempt),
             Event::Start | Event::Tick | Event::Cancel => None,
         }
     }

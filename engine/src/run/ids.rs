@@ -90,6 +90,11 @@ impl StepState {
         )
     }
 
+    /// Succeeded, or supplied by an earlier success (`cached`): its outputs and metrics exist.
+    pub fn is_success(self) -> bool {
+        matches!(self, StepState::Succeeded | StepState::Cached)
+    }
+
     /// A worker holds a live attempt: cancel and timeouts must stop it.
     pub fn is_held(self) -> bool {
         matches!(self, StepState::Leased | StepState::Running)

@@ -163,6 +163,10 @@ impl RunMachine {
                 let i = self.live(attempt, "lost", StepState::is_held)?;
                 self.lose(i, now, &mut out);
             }
+            Event::Cached { attempt, metrics, from } => {
+                let i = self.live(attempt, "cached", |s| s == StepState::Ready)?;
+                self.reuse(i, metrics, from, &mut out);
+            }
         }
         self.finish_if_done(&mut out);
         self.announce(&mut out);

@@ -33,7 +33,9 @@
 //!   the instance's live attempt (older attempts, an attempt that already ended, a duplicate
 //!   success) is refused with [`Rejected::StaleAttempt`] (with `Rejected::Finished` once the
 //!   run is over).
-//! - Cached steps (state `cached`) are not modelled yet: caching arrives with its own issue.
+//! - `Cached` takes a ready attempt to `cached` with the metrics of the attempt that supplied
+//!   it (the engine's step cache, or the run a `retry --from` reuses): no worker, no gate (it
+//!   passed over the same metrics), and its dependents are released as for a success.
 
 mod attempts;
 mod event;

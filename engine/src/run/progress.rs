@@ -75,7 +75,7 @@ impl RunMachine {
         let upstream = |step: &str| {
             let rules = &self.steps[*self.step_by_name.get(step)?];
             let up = &self.slots[rules.first as usize];
-            (rules.count == 1 && up.state == StepState::Succeeded).then_some(&up.metrics)
+            (rules.count == 1 && up.state.is_success()).then_some(&up.metrics)
         };
         let scope = Scope {
             params: &self.params,
@@ -98,6 +98,15 @@ impl RunMachine {
             }
             Check::False(message) | Check::Error(message) => self.fail_for_good(i, message, out),
         }
+    }
+
+    /// The ready attempt of `i` is supplied by run `from`: `cached`, and its dependents go on.
+    pub(super) fn reuse(&mut self, i: usize, metrics: BTreeMap<String, f64>, from: String, out: &mut Vec<Effect>) {
+        self.clear_timer(i);
+        self.slots[i].metrics = metrics;
+        self.change(i, StepState::Cached, Some(format!("from run {from}")), out);
+        let unblocked = self.release(i);
+        self.activate(unblocked, out);
     }
 
     /// Fails `i` with no retry and skips everything downstream of it.
@@ -148,6 +157,31 @@ mod tests {
 
     use crate::run::testkit::Driver;
     use crate::run::{AttemptId, Effect, Event, Millis, RunState};
+
+    #[test]
+    fn a_cached_step_satisfies_its_dependents_with_its_metrics_and_no_gate_or_worker() {
+        const YAML: &str = "name: c
+steps:
+  a:
+    run: 'true'
+    outputs: [metrics.json]
+    gate: metrics.rmse < 0.5
+    cache: true
+  b:
+    needs: [a]
+    when: steps.a.metrics.rmse < 0.5
+    run: 'true'
+";
+        let mut d = Driver::new(YAML);
+        d.check("start", &["a -> ready", "ready a.1"]);
+        d.check("leased a.1 w", &["a -> leased: worker w"]);
+        d.check("cached a.1 r0", &["rejected: `cached` does not apply to attempt #0.1, which is leased"]);
+        let mut d = Driver::new(YAML);
+        d.check("start", &["a -> ready", "ready a.1"]);
+        d.check("cached a.1 r0 rmse=0.2", &["a -> cached: from run r0", "b -> ready", "ready b.1"]);
+        assert_eq!(d.machine.metrics(d.machine.find("a").unwrap())["rmse"], 0.2, "b's `when` read them");
+        d.check("ok b.1", &["b -> leased: worker w", "b -> running", "b -> succeeded", "run succeeded"]);
+    }
 
     #[test]
     fn a_failure_skips_its_dependents_while_independent_branches_finish() {

@@ -71,6 +71,8 @@ impl Scope<'_> {
             Ref::Matrix(key) => find(self.matrix, key),
             Ref::Metric(name) => self.metrics?.get(name).copied().map(Value::Float),
             Ref::StepMetric { step, metric } => (self.upstream)(step)?.get(metric).copied().map(Value::Float),
+            // Only `register.when` reads a champion's metrics; validation keeps it out of here.
+            Ref::CurrentMetric(_) => None,
         }
     }
 }

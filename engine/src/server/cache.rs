@@ -1,33 +1,557 @@
-//! Step caching: a step with `cache:` whose key matches an earlier successful attempt is
-//! `cached`, reusing that attempt's outputs and metrics.
+//! Step caching. A step with `cache:` gets a key when it becomes ready: a BLAKE3 hash over its
+//! runtime, image (docker only), rendered command or script, rendered `env:`, the params it
+//! uses, the digests of the manifests of the instances it needs, the pipeline's bundle digest,
+//! and a hash of the step as declared (less `cache:` and `matrix:`). An earlier successful attempt with the same key (within `ttl`) makes the ready
+//! attempt `cached` ([`Event::Cached`]): its outputs and metrics are reused, nothing runs. A
+//! fresh success writes its entry in the same batch as the success. The key's parts are kept
+//! in the step record, so `weir cache explain` can say which part differs from the closest
+//! earlier entry.
+//!
+//! "The params it uses": those named by `{{ params.X }}` in the step's command, script, env
+//! or image, and those whose variable (`WEIR_PARAM_X`) the command, script or env names. A
+//! script file that reads `WEIR_PARAM_X` itself is not seen: name it in the step, or leave the
+//! step uncached. A step using `{{ run.id }}` never hits (its command differs in every run).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use petgraph::Direction;
+use petgraph::graph::NodeIndex;
 use weir_proto::v1;
 
 use crate::artifact::Manifest;
-use crate::run::{InstanceId, Millis};
-use crate::store::Batch;
+use crate::plan::{self, Plan, Resolved};
+use crate::run::{AttemptId, Effect, InstanceId, Millis, StepState};
+use crate::spec::{Action, Pipeline, Runtime};
+use crate::store::{Batch, CacheEntry, CacheKey, Store, Trigger};
+use crate::template::{Ref, Template};
+use crate::wire;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
 
+/// The most entries of one step `explain` and the planner compare against.
+const MAX_COMPARED: usize = 5000;
+/// A part's value longer than this is shown shortened, with a hash of the whole.
+const SHOWN: usize = 72;
+
+/// What an instance's inputs are, for its key: per instance it needs, the digest of its
+/// outputs' manifest, or `None` when it has none (skipped by its `when`).
+type Inputs = Vec<(String, Option<String>)>;
+
+fn shown(text: &str) -> String {
+    if text.chars().count() <= SHOWN && !text.contains('\n') {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(40).map(|c| if c == '\n' { ' ' } else { c }).collect();
+    format!("{head}… (blake3 {})", &blake3::hash(text.as_bytes()).to_hex()[..16])
+}
+
+/// The params a step uses: named in its templates, or by their variable in its text.
+fn used_params(pipeline: &Pipeline, step: &crate::spec::Step) -> BTreeSet<String> {
+    let mut templates: Vec<&Template> = match &step.action {
+        Action::Run(t) => vec![t],
+        Action::Command(argv) => argv.iter().collect(),
+    };
+    templates.extend(step.env.iter().map(|(_, t)| t));
+    templates.extend(step.image.iter());
+    let mut used = BTreeSet::new();
+    for t in &templates {
+        for r in t.refs() {
+            if let Ref::Param(p) = r.reference {
+                used.insert(p.clone());
+            }
+        }
+    }
+    for p in pipeline.params() {
+        let var = p.env_name();
+        if templates.iter().any(|t| t.source().contains(&var)) {
+            used.insert(p.name.clone());
+        }
+    }
+    used
+}
+
+/// The key of instance `node` of `plan` given its inputs. Pure.
+pub(crate) fn key_of(
+    pipeline: &Pipeline,
+    plan: &Plan,
+    node: NodeIndex,
+    bundle: Option<&str>,
+    inputs: &Inputs,
+) -> CacheKey {
+    let inst = &plan.graph[node];
+    let step = &pipeline.steps()[inst.step];
+    // Full values are hashed; the parts keep what a person can compare.
+    let mut full: BTreeMap<String, String> = BTreeMap::new();
+    full.insert("runtime".into(), format!("{:?}", step.runtime).to_lowercase());
+    if step.runtime == Runtime::Docker {
+        full.insert("image".into(), inst.image.clone().unwrap_or_default());
+    }
+    full.insert(
+        "command".into(),
+        match &inst.action {
+            Resolved::Run(script) => script.clone(),
+            Resolved::Command(argv) => serde_json::to_string(argv).unwrap_or_default(),
+        },
+    );
+    for (k, v) in &inst.env {
+        full.insert(format!("env.{k}"), v.clone());
+    }
+    for name in used_params(pipeline, step) {
+        let value = plan.params.get(&name).map(|v| v.to_string()).unwrap_or_default();
+        full.insert(format!("param.{name}"), value);
+    }
+    for (name, digest) in inputs {
+        full.insert(format!("input.{name}"), digest.clone().unwrap_or_else(|| "none (skipped)".into()));
+    }
+    full.insert("bundle".into(), bundle.unwrap_or("none").to_string());
+    // The step as declared (outputs, gate, retries, ...), for pipelines submitted without a
+    // bundle; minus `cache:` (a longer ttl must not void entries) and the matrix (a new value
+    // must not void the other instances; each instance's values are in its command).
+    let mut declared = serde_json::to_value(step).unwrap_or_default();
+    if let Some(fields) = declared.as_object_mut() {
+        fields.remove("cache");
+        fields.remove("matrix");
+    }
+    let declared = serde_json::to_string(&declared).unwrap_or_default();
+    full.insert("definition".into(), format!("blake3 {}", &blake3::hash(declared.as_bytes()).to_hex()[..16]));
+    let canonical = serde_json::to_vec(&full).unwrap_or_default();
+    let key = blake3::hash(&canonical).to_hex().to_string();
+    CacheKey { key, parts: full.into_iter().map(|(k, v)| (k, shown(&v))).collect() }
+}
+
+/// The parts that differ between two keys: `(part, ours, theirs)`, empty strings for absent.
+/// Causes first: params, inputs, env and the bundle before the command they render into.
+fn differences(ours: &CacheKey, theirs: &CacheKey) -> Vec<(String, String, String)> {
+    let rank =
+        |n: &str| ["param.", "input.", "env.", "bundle", "image", "runtime"].iter().position(|p| n.starts_with(p));
+    let mut names: Vec<&String> =
+        ours.parts.keys().chain(theirs.parts.keys()).collect::<BTreeSet<_>>().into_iter().collect();
+    names.sort_by_key(|n| (rank(n).unwrap_or(usize::MAX), n.as_str()));
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let (a, b) = (ours.parts.get(n), theirs.parts.get(n));
+            (a != b).then(|| (n.clone(), a.cloned().unwrap_or_default(), b.cloned().unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// One line saying what differs: `param rows: 1000 -> 2000; input ingest changed`.
+fn describe(diffs: &[(String, String, String)]) -> String {
+    let said: Vec<String> = diffs
+        .iter()
+        .map(|(part, now, then)| match (then.is_empty(), now.is_empty()) {
+            (true, _) => format!("{part} is new ({now})"),
+            (_, true) => format!("{part} is gone (was {then})"),
+            _ => format!("{part}: {then} -> {now}"),
+        })
+        .collect();
+    said.join("; ")
+}
+
+/// The entry closest to `key` among `entries`: most parts equal, then the same instance, then
+/// the newest.
+fn closest<'a>(key: &CacheKey, name: &str, entries: &'a [CacheEntry]) -> Option<&'a CacheEntry> {
+    entries.iter().max_by_key(|e| {
+        let equal = e.key.parts.iter().filter(|(k, v)| key.parts.get(*k) == Some(v)).count();
+        (equal, e.name == name, e.created_at)
+    })
+}
+
+/// Whether `entry` is still usable at `now` under the step's `ttl`.
+fn fresh(entry: &CacheEntry, ttl: Option<std::time::Duration>, now: Millis) -> bool {
+    ttl.is_none_or(|ttl| now.0.saturating_sub(entry.created_at.0) <= ttl.as_millis() as u64)
+}
+
 impl Engine {
+    /// The inputs of instance `i` of a live run, as its key sees them. `current` is the
+    /// instance whose outputs the event being applied brings: not in the store yet.
+    fn live_inputs(
+        &self,
+        live: &Live,
+        run_id: &str,
+        node: NodeIndex,
+        current: Option<(InstanceId, &Manifest)>,
+    ) -> Result<Inputs, ApiError> {
+        let mut needs: Vec<NodeIndex> = live.plan.graph.neighbors_directed(node, Direction::Incoming).collect();
+        needs.sort_unstable();
+        let mut inputs = Vec::with_capacity(needs.len());
+        for need in needs {
+            let id = InstanceId(need.index() as u32);
+            let digest = if live.machine.state(id).is_success() {
+                let digest = match current {
+                    Some((i, m)) if i == id => m.digest(),
+                    _ => self.store.artifacts(run_id, id)?.unwrap_or_default().digest(),
+                };
+                Some(digest.to_string())
+            } else {
+                None
+            };
+            inputs.push((live.plan.graph[need].name.clone(), digest));
+        }
+        Ok(inputs)
+    }
+
+    /// For each attempt made ready by `effects` of a step with `cache:`: computes its key
+    /// (kept in its step record, which is marked touched) and, unless caching is off for the
+    /// run or this step is the one a `retry --from` re-runs, looks for a usable entry. Returns
+    /// the hits. A store error only costs the hit (logged): caching never fails a run.
+    pub(super) fn cache_lookups(
+        &self,
+        live: &mut Live,
+        effects: &[Effect],
+        current: Option<(InstanceId, &Manifest)>,
+        touched: &mut BTreeSet<InstanceId>,
+        now: Millis,
+    ) -> Vec<(AttemptId, CacheEntry)> {
+        let mut hits = Vec::new();
+        for effect in effects {
+            let Effect::Ready { attempt } = effect else { continue };
+            let node = NodeIndex::new(attempt.instance.index());
+            let step = &live.pipeline.steps()[live.plan.graph[node].step];
+            if !step.cache.enabled {
+                continue;
+            }
+            let run_id = live.record.id.clone();
+            let inputs = match self.live_inputs(live, &run_id, node, current) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(run = run_id, error = %e, "cannot read inputs for a cache key; the step runs");
+                    continue;
+                }
+            };
+            let key = key_of(&live.pipeline, &live.plan, node, live.bundle.as_deref(), &inputs);
+            let forced = matches!(&live.record.trigger, Trigger::Retry { from: Some(s), .. } if *s == step.name);
+            let (pipeline, name, ttl) = (live.pipeline.name().to_string(), step.name.clone(), step.cache.ttl);
+            live.steps[attempt.instance.index()].cache = Some(key.clone());
+            touched.insert(attempt.instance);
+            if live.record.no_cache || forced {
+                continue;
+            }
+            match self.store.cache_entry(&pipeline, &name, &key.key) {
+                Ok(Some(entry)) if fresh(&entry, ttl, now) && entry.run != run_id => {
+                    tracing::info!(run = run_id, step = entry.name, from = entry.run, "cache hit");
+                    hits.push((*attempt, entry));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(run = run_id, error = %e, "cannot read the cache; the step runs"),
+            }
+        }
+        hits
+    }
+
     /// Records the cache entry of a fresh success of a step with `cache:`.
     pub(super) fn record_cache_entry(
         &self,
-        _live: &Live,
-        _instance: InstanceId,
-        _outputs: &Manifest,
-        _batch: &mut Batch,
-        _now: Millis,
+        live: &Live,
+        instance: InstanceId,
+        outputs: &Manifest,
+        batch: &mut Batch,
+        now: Millis,
     ) -> Result<(), ApiError> {
+        let node = NodeIndex::new(instance.index());
+        let step = &live.pipeline.steps()[live.plan.graph[node].step];
+        let Some(key) = live.steps[instance.index()].cache.clone() else { return Ok(()) };
+        if !step.cache.enabled {
+            return Ok(());
+        }
+        let entry = CacheEntry {
+            key,
+            run: live.record.id.clone(),
+            instance: instance.0,
+            name: live.plan.graph[node].name.clone(),
+            outputs: outputs.clone(),
+            metrics: live.machine.metrics(instance).clone(),
+            created_at: now,
+        };
+        batch.put_cache_entry(live.pipeline.name(), &step.name, &entry)?;
         Ok(())
     }
 
-    pub(super) fn plan_run(&self, _r: v1::PlanRunRequest) -> Result<v1::PlanRunResponse, ApiError> {
-        Err(ApiError::Precondition("PlanRun is not implemented yet".into()))
+    /// `PlanRun`: the plan of a stored version with these params, and what the cache would do
+    /// for each instance. An instance whose inputs come from a step that runs cannot be known
+    /// (`unknown`); one whose every input the cache supplies gets its key computed exactly as
+    /// the run would.
+    pub(super) fn plan_run(&self, r: v1::PlanRunRequest) -> Result<v1::PlanRunResponse, ApiError> {
+        let version = match r.pipeline {
+            Some(v1::plan_run_request::Pipeline::Name(name)) => {
+                self.store
+                    .pipeline(&name)?
+                    .ok_or_else(|| {
+                        ApiError::NotFound(format!("no pipeline {name}: submit it first with `weir submit DIR`"))
+                    })?
+                    .latest
+            }
+            Some(v1::plan_run_request::Pipeline::Version(v)) => v,
+            None => return Err(ApiError::Invalid("pipeline: give a name or a version".into())),
+        };
+        let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;
+        let overrides: Vec<(String, String)> = r.params.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
+        let params = plan::resolve_params(&pipeline, &overrides)
+            .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
+        let plan = plan::plan(&pipeline, &params, "planned");
+        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), r.no_cache, wire::now())?;
+        Ok(v1::PlanRunResponse { version, steps })
     }
 
-    pub(super) fn explain_cache(&self, _r: v1::ExplainCacheRequest) -> Result<v1::ExplainCacheResponse, ApiError> {
-        Err(ApiError::Precondition("ExplainCache is not implemented yet".into()))
+    /// `ExplainCache`: why an instance of a run was or was not taken from the cache.
+    pub(super) fn explain_cache(&self, r: v1::ExplainCacheRequest) -> Result<v1::ExplainCacheResponse, ApiError> {
+        let record = self
+            .store
+            .run(&r.run_id)?
+            .ok_or_else(|| ApiError::NotFound(format!("no run {}: `weir runs` lists the runs", r.run_id)))?;
+        let (pipeline, _) = self.pipeline(&mut self.lock(), &record.version)?;
+        let steps = match self.lock().runs.get(&r.run_id) {
+            Some(live) => live.steps.clone(),
+            None => self.store.steps(&r.run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect(),
+        };
+        let by_step: Vec<&crate::store::StepRecord> =
+            steps.iter().filter(|s| s.name.split('[').next() == Some(r.step.as_str())).collect();
+        let s = match steps.iter().find(|s| s.name == r.step) {
+            Some(s) => s,
+            None if by_step.len() == 1 => by_step[0],
+            None if by_step.len() > 1 => {
+                let names: Vec<&str> = by_step.iter().map(|s| s.name.as_str()).collect();
+                return Err(ApiError::Invalid(format!(
+                    "step {} has {} instances; name one: {}",
+                    r.step,
+                    names.len(),
+                    names.join(", ")
+                )));
+            }
+            None => {
+                let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+                return Err(ApiError::NotFound(format!(
+                    "run {} has no step {} (it has: {})",
+                    r.run_id,
+                    r.step,
+                    names.join(", ")
+                )));
+            }
+        };
+        let step_name = s.name.split('[').next().unwrap_or(&s.name).to_string();
+        let spec = pipeline.step(&step_name);
+        let mut out = v1::ExplainCacheResponse { name: s.name.clone(), ..Default::default() };
+        if !spec.is_some_and(|st| st.cache.enabled) {
+            out.verdict = v1::CacheVerdict::NotCacheable as i32;
+            out.message = format!("{step_name} has no `cache:` in the pipeline file: it always runs");
+            return Ok(out);
+        }
+        let ttl = spec.and_then(|st| st.cache.ttl);
+        let Some(key) = &s.cache else {
+            out.verdict = v1::CacheVerdict::Unknown as i32;
+            out.message = format!("{} never became ready ({}), so it has no key", s.name, s.state);
+            return Ok(out);
+        };
+        out.cache_key = key.key.clone();
+        out.parts = key
+            .parts
+            .iter()
+            .map(|(k, v)| v1::CacheKeyPart { part: k.clone(), value: v.clone(), closest: String::new() })
+            .collect();
+        if s.state == StepState::Cached {
+            out.verdict = v1::CacheVerdict::Hit as i32;
+            let from = s.cached_from.clone().unwrap_or_default();
+            out.closest_run.clone_from(&from);
+            out.message = match &record.trigger {
+                Trigger::Retry { of, .. } if *of == from => format!("reused from run {from}, the run this one retries"),
+                _ => format!("taken from the cache: run {from} succeeded with the same key"),
+            };
+            return Ok(out);
+        }
+        out.verdict = v1::CacheVerdict::Miss as i32;
+        let entries: Vec<CacheEntry> = self
+            .store
+            .cache_entries(&record.pipeline, &step_name, MAX_COMPARED)?
+            .into_iter()
+            .filter(|e| e.run != record.id && e.created_at <= s.started_at.unwrap_or(Millis(u64::MAX)))
+            .collect();
+        let same = entries.iter().find(|e| e.key.key == key.key);
+        let forced = matches!(&record.trigger, Trigger::Retry { from: Some(f), .. } if *f == step_name);
+        out.message = if record.no_cache {
+            "caching was off for this run (`--no-cache`)".to_string()
+        } else if forced {
+            format!("`weir retry --from {step_name}` re-runs this step whatever the cache holds")
+        } else if let Some(e) = same {
+            match ttl {
+                Some(ttl) if !fresh(e, Some(ttl), s.started_at.unwrap_or(record.created_at)) => format!(
+                    "the entry with the same key, from run {}, had expired (ttl {})",
+                    e.run,
+                    crate::spec::units::format_duration(ttl)
+                ),
+                _ => {
+                    format!("an entry with the same key exists (run {}) but was written after this step started", e.run)
+                }
+            }
+        } else {
+            match closest(key, &s.name, &entries) {
+                None => format!("no earlier successful attempt of {step_name} was cached: this was the first"),
+                Some(c) => {
+                    let diffs = differences(key, &c.key);
+                    out.closest_run.clone_from(&c.run);
+                    out.differences = diffs
+                        .iter()
+                        .map(|(p, now, then)| v1::CacheKeyPart {
+                            part: p.clone(),
+                            value: now.clone(),
+                            closest: then.clone(),
+                        })
+                        .collect();
+                    for part in &mut out.parts {
+                        part.closest = c.key.parts.get(&part.part).cloned().unwrap_or_default();
+                    }
+                    format!("closest entry is run {} ({}): {}", c.run, c.name, describe(&diffs))
+                }
+            }
+        };
+        Ok(out)
+    }
+}
+
+/// What the cache in `store` would do for each instance of `plan`, in plan order; `bundle` is
+/// the digest of the pipeline folder's bundle as the engine stored it (`weir plan` builds the
+/// bundle to know it).
+pub fn predict(
+    store: &Store,
+    pipeline: &Pipeline,
+    plan: &Plan,
+    bundle: Option<&str>,
+    no_cache: bool,
+    now: Millis,
+) -> Result<Vec<v1::PlannedStep>, ApiError> {
+    // The outputs an instance would have, when known (it comes from the cache).
+    let mut known: HashMap<NodeIndex, Manifest> = HashMap::new();
+    let mut out = Vec::with_capacity(plan.order.len());
+    for &node in &plan.order {
+        let inst = &plan.graph[node];
+        let step = &pipeline.steps()[inst.step];
+        let mut p = v1::PlannedStep { name: inst.name.clone(), step: step.name.clone(), ..Default::default() };
+        if !step.cache.enabled || no_cache {
+            p.cache = v1::CacheVerdict::NotCacheable as i32;
+            p.reason = if no_cache { "caching is off for this run".into() } else { "no `cache:`".into() };
+            out.push(p);
+            continue;
+        }
+        let mut needs: Vec<NodeIndex> = plan.graph.neighbors_directed(node, Direction::Incoming).collect();
+        needs.sort_unstable();
+        let runs: Vec<&str> =
+            needs.iter().filter(|n| !known.contains_key(n)).map(|n| plan.graph[*n].name.as_str()).collect();
+        if !runs.is_empty() {
+            p.cache = v1::CacheVerdict::Unknown as i32;
+            p.reason = format!(
+                "its inputs come from {}, which run{} first",
+                runs.join(", "),
+                if runs.len() == 1 { "s" } else { "" }
+            );
+            out.push(p);
+            continue;
+        }
+        let inputs: Inputs =
+            needs.iter().map(|n| (plan.graph[*n].name.clone(), Some(known[n].digest().to_string()))).collect();
+        let key = key_of(pipeline, plan, node, bundle, &inputs);
+        p.cache_key.clone_from(&key.key);
+        match store.cache_entry(pipeline.name(), &step.name, &key.key)? {
+            Some(e) if fresh(&e, step.cache.ttl, now) => {
+                p.cache = v1::CacheVerdict::Hit as i32;
+                p.cached_from.clone_from(&e.run);
+                known.insert(node, e.outputs);
+            }
+            Some(e) => {
+                p.cache = v1::CacheVerdict::Miss as i32;
+                p.reason = format!("the entry from run {} expired", e.run);
+            }
+            None => {
+                p.cache = v1::CacheVerdict::Miss as i32;
+                let entries = store.cache_entries(pipeline.name(), &step.name, MAX_COMPARED)?;
+                p.reason = match closest(&key, &inst.name, &entries) {
+                    None => "nothing cached for this step yet".into(),
+                    Some(c) => format!("differs from run {}: {}", c.run, describe(&differences(&key, &c.key))),
+                };
+            }
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(yaml: &str) -> Pipeline {
+        crate::spec::load(yaml, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    fn key(p: &Pipeline, params: &[(&str, &str)], step: &str, inputs: &Inputs, bundle: &str) -> CacheKey {
+        let overrides: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let plan = plan::plan(p, &plan::resolve_params(p, &overrides).unwrap(), "r1");
+        let node = plan.graph.node_indices().find(|n| plan.graph[*n].name == step).unwrap();
+        key_of(p, &plan, node, Some(bundle), inputs)
+    }
+
+    const YAML: &str = "name: p\nparams:\n  rows: 10\n  seed: 1\n  other: x\nsteps:\n  ingest:\n    run: gen --rows {{ params.rows }}\n    cache: true\n  train:\n    needs: [ingest]\n    run: fit --seed \"$WEIR_PARAM_SEED\"\n    env: {MODE: fast}\n    cache: {ttl: 1h}\n";
+
+    #[test]
+    fn the_key_covers_used_params_inputs_env_and_bundle_and_nothing_else() {
+        let p = pipeline(YAML);
+        let inputs: Inputs = vec![("ingest".into(), Some("d1".into()))];
+        let base = key(&p, &[], "train", &inputs, "b1");
+        assert_eq!(
+            base.parts.keys().cloned().collect::<Vec<_>>(),
+            ["bundle", "command", "definition", "env.MODE", "input.ingest", "param.seed", "runtime"],
+            "train names seed only through its variable, and never rows or other"
+        );
+        assert_eq!(key(&p, &[("other", "y"), ("rows", "99")], "train", &inputs, "b1"), base, "unused params");
+        let seed = key(&p, &[("seed", "2")], "train", &inputs, "b1");
+        assert_eq!(differences(&seed, &base), [("param.seed".to_string(), "2".to_string(), "1".to_string())]);
+        let data = key(&p, &[], "train", &vec![("ingest".into(), Some("d2".into()))], "b1");
+        assert_eq!(describe(&differences(&data, &base)), "input.ingest: d1 -> d2");
+        assert_ne!(key(&p, &[], "train", &inputs, "b2").key, base.key, "the bundle");
+        let ingest = key(&p, &[("rows", "5")], "ingest", &Vec::new(), "b1");
+        assert_eq!(ingest.parts["param.rows"], "5");
+        assert_eq!(ingest.parts["command"], "gen --rows 5");
+    }
+
+    #[test]
+    fn the_declaration_counts_but_not_its_ttl_nor_the_other_matrix_values() {
+        let base = "name: p\nsteps:\n  t:\n    matrix: {lr: [1, 2]}\n    run: fit {{ matrix.lr }}\n    outputs: [m.json]\n    cache: true\n";
+        let k = |yaml: &str| key(&pipeline(yaml), &[], "t[lr=1]", &Vec::new(), "none");
+        let k0 = k(base);
+        assert_eq!(k(&base.replace("cache: true", "cache: {ttl: 30d}")), k0, "a longer ttl keeps entries");
+        assert_eq!(k(&base.replace("[1, 2]", "[1, 2, 3]")), k0, "a new matrix value keeps the others");
+        let more = k(&base.replace("[m.json]", "[m.json, extra.json]"));
+        assert_eq!(differences(&more, &k0).iter().map(|d| d.0.as_str()).collect::<Vec<_>>(), ["definition"]);
+    }
+
+    #[test]
+    fn long_values_are_shown_short_but_hashed_whole() {
+        let long = "x".repeat(200);
+        let s = shown(&long);
+        assert!(s.starts_with(&"x".repeat(40)) && s.contains("blake3"), "{s}");
+        assert_ne!(shown(&format!("{long}y")), s);
+    }
+
+    #[test]
+    fn the_closest_entry_has_the_most_equal_parts() {
+        let p = pipeline(YAML);
+        let inputs: Inputs = vec![("ingest".into(), Some("d1".into()))];
+        let mine = key(&p, &[("seed", "3")], "train", &inputs, "b1");
+        let entry = |k: CacheKey, run: &str, at: u64| CacheEntry {
+            key: k,
+            run: run.into(),
+            instance: 1,
+            name: "train".into(),
+            outputs: Manifest::default(),
+            metrics: BTreeMap::new(),
+            created_at: Millis(at),
+        };
+        let far =
+            entry(key(&p, &[("seed", "4")], "train", &vec![("ingest".into(), Some("d9".into()))], "b1"), "far", 9);
+        let near = entry(key(&p, &[("seed", "1")], "train", &inputs, "b1"), "near", 1);
+        let entries = [far, near];
+        assert_eq!(closest(&mine, "train", &entries).unwrap().run, "near");
+        let ttl = Some(std::time::Duration::from_secs(1));
+        assert!(fresh(&entries[1], ttl, Millis(1_001)) && !fresh(&entries[1], ttl, Millis(1_002)));
     }
 }

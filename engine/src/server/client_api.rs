@@ -14,6 +14,7 @@ use weir_proto::v1::weir_client_server::WeirClient;
 
 use crate::artifact::Digest;
 use crate::bundle::{BundleLimits, is_digest};
+use crate::plan;
 use crate::run::{Event, InstanceId, RunState, StepState};
 use crate::store::{Change, Listed, LogCursor, PipelineVersion, RunFilter, RunRecord, StepRecord, Trigger};
 use crate::wire;
@@ -26,6 +27,9 @@ use super::transfer::{self, Upload};
 pub struct ClientApi(pub Arc<Engine>);
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+/// A retry's new run (none for a dry run), and the instances it runs again and reuses.
+type Retried = (Option<String>, Vec<String>, Vec<String>);
 
 impl Engine {
     /// The API view of a run record, with step counts.
@@ -102,7 +106,7 @@ impl Engine {
                 .and_then(|(p, _)| p.step(step).and_then(|s| s.stage.clone()))
                 .unwrap_or_default()
         };
-        let outputs = if s.state == StepState::Succeeded { self.store.artifacts(&run.id, i)? } else { None };
+        let outputs = if s.state.is_success() { self.store.artifacts(&run.id, i)? } else { None };
         Ok(v1::Step {
             instance: i.0,
             name: s.name.clone(),
@@ -123,15 +127,22 @@ impl Engine {
         })
     }
 
-    /// Starts a new run of `of`'s version and params that reuses every instance that succeeded
-    /// in `of` (its outputs and metrics) and runs the rest.
-    fn retry(&self, of: &str) -> Result<String, ApiError> {
+    /// Starts a new run of `of`'s version and params. Without `from`: reuses every instance
+    /// that succeeded in `of` (its outputs and metrics) and runs the rest; `of` must have
+    /// failed or been cancelled. With `from` (a step name): runs that step's instances and
+    /// everything downstream of them, and reuses every other instance that succeeded in `of`,
+    /// whatever `of`'s state (it must be finished). Reused instances end `cached`, from `of`.
+    /// With `dry_run` nothing is created. Returns the new run (unless dry) and the instance
+    /// names that run again and that are reused, in plan order.
+    fn retry(&self, of: &str, from: Option<&str>, dry_run: bool) -> Result<Retried, ApiError> {
         let (old, old_steps, _) = self.load_run(of)?;
-        match old.state {
-            RunState::Succeeded => {
-                return Err(ApiError::Precondition(format!("run {of} succeeded: nothing to retry; start a new run")));
+        match (old.state, from) {
+            (RunState::Succeeded, None) => {
+                return Err(ApiError::Precondition(format!(
+                    "run {of} succeeded: nothing to retry; start a new run, or re-run part of it with `weir retry {of} --from STEP`"
+                )));
             }
-            s if !s.is_terminal() => {
+            (s, _) if !s.is_terminal() => {
                 return Err(ApiError::Precondition(format!(
                     "run {of} is still {s}: cancel it first (`weir cancel {of}`)"
                 )));
@@ -143,42 +154,66 @@ impl Engine {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
             .collect();
-        let mut st = self.lock();
-        let run_id = self.create_run(
-            &mut st,
-            &old.version,
-            &overrides,
-            Trigger::Retry { of: of.to_string(), from: None },
-            false,
-            None,
-        )?;
-        let order: Vec<InstanceId> = match st.runs.get(&run_id) {
-            Some(live) => live.plan.order.iter().map(|n| InstanceId(n.index() as u32)).collect(),
-            None => {
-                drop(st);
-                self.commit()?;
-                return Ok(run_id); // finished at once (nothing to run)
+        let (pipeline, _) = self.pipeline(&mut self.lock(), &old.version)?;
+        if let Some(step) = from
+            && pipeline.step(step).is_none()
+        {
+            let names: Vec<&str> = pipeline.steps().iter().map(|s| s.name.as_str()).collect();
+            let hint =
+                crate::diag::did_you_mean(step, names.iter().copied()).map(|m| format!("{m} ")).unwrap_or_default();
+            return Err(ApiError::NotFound(format!(
+                "pipeline {} has no step {step}: {hint}its steps are {}",
+                pipeline.name(),
+                names.join(", ")
+            )));
+        }
+        let params = plan::resolve_params(&pipeline, &overrides)
+            .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
+        let plan = plan::plan(&pipeline, &params, of);
+        // With `from`: the step's instances and everything reachable from them run again.
+        let mut again = vec![from.is_none(); plan.graph.node_count()];
+        if let Some(step) = from {
+            let mut stack: Vec<petgraph::graph::NodeIndex> =
+                plan.graph.node_indices().filter(|n| pipeline.steps()[plan.graph[*n].step].name == step).collect();
+            while let Some(n) = stack.pop() {
+                if !std::mem::replace(&mut again[n.index()], true) {
+                    stack.extend(plan.graph.neighbors_directed(n, petgraph::Direction::Outgoing));
+                }
             }
+        }
+        let reusable = |n: petgraph::graph::NodeIndex| {
+            let old_step = old_steps.get(n.index());
+            let reuse = old_step.is_some_and(|s| s.state.is_success() && s.name == plan.graph[n].name);
+            reuse && (from.is_none() || !again[n.index()])
         };
-        let worker = format!("reused from {of}");
-        for i in order {
-            let Some(old_step) = old_steps.get(i.index()) else { continue };
-            if old_step.state != StepState::Succeeded {
+        let (mut rerun, mut reused) = (Vec::new(), Vec::new());
+        for &n in &plan.order {
+            let name = plan.graph[n].name.clone();
+            if reusable(n) { reused.push(name) } else { rerun.push(name) }
+        }
+        if dry_run {
+            return Ok((None, rerun, reused));
+        }
+        let mut st = self.lock();
+        let trigger = Trigger::Retry { of: of.to_string(), from: from.map(str::to_string) };
+        let run_id = self.create_run(&mut st, &old.version, &overrides, trigger, old.no_cache, None)?;
+        for &n in &plan.order {
+            if !reusable(n) {
                 continue;
             }
+            let i = InstanceId(n.index() as u32);
             let Some(live) = st.runs.get(&run_id) else { break };
-            if live.machine.state(i) != StepState::Ready || live.machine.name(i) != old_step.name {
-                continue;
+            if live.machine.state(i) != StepState::Ready {
+                continue; // the cache supplied it already, or a `when` skipped it this time
             }
             let attempt = live.machine.live_attempt(i).expect("a ready instance has a live attempt");
             let outputs = self.store.artifacts(of, i)?.unwrap_or_default();
-            self.apply(&mut st, &run_id, Event::Leased { attempt, worker: worker.clone() }, None)?;
-            let metrics = old_step.metrics.clone();
-            self.apply(&mut st, &run_id, Event::Succeeded { attempt, metrics }, Some(&outputs))?;
+            let metrics = old_steps[n.index()].metrics.clone();
+            self.apply(&mut st, &run_id, Event::Cached { attempt, metrics, from: of.to_string() }, Some(&outputs))?;
         }
         drop(st);
         self.commit()?;
-        Ok(run_id)
+        Ok((Some(run_id), rerun, reused))
     }
 }
 
@@ -564,14 +599,17 @@ impl WeirClient for ClientApi {
     async fn retry_run(&self, req: Request<v1::RetryRunRequest>) -> Result<Response<v1::RetryRunResponse>, Status> {
         let r = req.into_inner();
         let engine = &self.0;
-        let run_id = engine.retry(&r.run_id)?;
-        tracing::info!(run = run_id, of = r.run_id, "retry started");
-        let (record, steps, message) = engine.load_run(&run_id)?;
-        Ok(Response::new(v1::RetryRunResponse {
-            run: Some(engine.run_view(&record, &steps, message)),
-            rerun: Vec::new(),
-            reused: Vec::new(),
-        }))
+        let from = (!r.from_step.is_empty()).then_some(r.from_step.as_str());
+        let (run_id, rerun, reused) = engine.retry(&r.run_id, from, r.dry_run)?;
+        let run = match run_id {
+            Some(run_id) => {
+                tracing::info!(run = run_id, of = r.run_id, from, "retry started");
+                let (record, steps, message) = engine.load_run(&run_id)?;
+                Some(engine.run_view(&record, &steps, message))
+            }
+            None => None,
+        };
+        Ok(Response::new(v1::RetryRunResponse { run, rerun, reused }))
     }
 
     type StreamLogsStream = Stream<v1::LogChunk>;

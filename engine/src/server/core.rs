@@ -255,7 +255,7 @@ impl Engine {
         let mut changes = Vec::new();
         let mut touched = BTreeSet::new();
         let mut run_changed = matches!(event, Event::Start);
-        if let (Event::Succeeded { attempt, .. }, Some(m)) = (&event, outputs) {
+        if let (Event::Succeeded { attempt, .. } | Event::Cached { attempt, .. }, Some(m)) = (&event, outputs) {
             batch.put_artifacts(run_id, attempt.instance, m)?;
         }
         for effect in &effects {
@@ -272,6 +272,12 @@ impl Engine {
                             step.finished_at = None;
                         }
                         StepState::Succeeded => step.metrics = live.machine.metrics(*instance).clone(),
+                        StepState::Cached => {
+                            step.metrics = live.machine.metrics(*instance).clone();
+                            if let Event::Cached { from, .. } = &event {
+                                step.cached_from = Some(from.clone());
+                            }
+                        }
                         _ => {}
                     }
                     if state.is_terminal() {
@@ -294,10 +300,22 @@ impl Engine {
                 Effect::Ready { .. } | Effect::Stop { .. } | Effect::WakeAt { .. } => {}
             }
         }
+        let current = match (&event, outputs) {
+            (Event::Succeeded { attempt, .. } | Event::Cached { attempt, .. }, Some(m)) => Some((attempt.instance, m)),
+            _ => None,
+        };
+        let hits = self.cache_lookups(live, &effects, current, &mut touched, now);
         if let (Event::Succeeded { attempt, .. }, Some(m)) = (&event, outputs)
             && live.steps[attempt.instance.index()].state == StepState::Succeeded
         {
             self.on_succeeded(live, attempt.instance, m, &mut batch, now)?;
+        }
+        if let (Event::Cached { attempt, .. }, Some(m)) = (&event, outputs)
+            && live.steps[attempt.instance.index()].state == StepState::Cached
+        {
+            // Its outputs are a copy of an earlier run's: index them under this run as well, so
+            // lineage walks this run's own chain and `--down` sees what it took.
+            self.record_lineage(live, attempt.instance, m, &mut batch, now)?;
         }
         if matches!(event, Event::Start) {
             live.record.state = live.machine.run_state();
@@ -319,8 +337,27 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        self.perform(st, run_id, &effects);
+        if hits.is_empty() {
+            self.perform(st, run_id, &effects);
+        } else {
+            // A ready attempt the cache supplies is never offered to a worker.
+            let offered =
+                |e: &&Effect| !matches!(e, Effect::Ready { attempt } if hits.iter().any(|(a, _)| a == attempt));
+            let performed: Vec<Effect> = effects.iter().filter(offered).cloned().collect();
+            self.perform(st, run_id, &performed);
+        }
         st.unannounced.push((run_id.to_string(), seq));
+        for (attempt, entry) in hits {
+            let event = Event::Cached { attempt, metrics: entry.metrics, from: entry.run };
+            if let Err(e) = self.apply_at(st, run_id, event, Some(&entry.outputs), now) {
+                // The attempt is still ready (or the run was reloaded, which re-queues it).
+                tracing::warn!(run = run_id, error = %e, "cannot record a cache hit; the step runs");
+                let ready = st.runs.get(run_id).is_some_and(|l| l.machine.state(attempt.instance) == StepState::Ready);
+                if ready {
+                    self.perform(st, run_id, &[Effect::Ready { attempt }]);
+                }
+            }
+        }
         Ok(effects)
     }
 

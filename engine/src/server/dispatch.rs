@@ -346,7 +346,7 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
     needs.sort_unstable();
     for need in needs {
         let need_id = crate::run::InstanceId(need.index() as u32);
-        if live.machine.state(need_id) != StepState::Succeeded {
+        if !live.machine.state(need_id).is_success() {
             continue; // skipped by its `when`: no outputs
         }
         let manifest = engine.store.artifacts(run, need_id)?.unwrap_or_default();

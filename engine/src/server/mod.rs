@@ -56,6 +56,7 @@ mod tests {
         assert!(token_for("a\nb", "client").is_err());
     }
 }
+pub use cache::predict as predict_cache;
 pub use dispatch::input_dir;
 pub use error::ApiError;
 

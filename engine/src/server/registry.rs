@@ -1,19 +1,39 @@
 //! The model registry: versions of named models created by steps with `register:`, aliases
 //! that move (every move recorded with time and reason), gated promotion.
+//!
+//! A fresh success of a step with `register: {model, file, alias?, when?}` creates version
+//! `latest + 1` of `model` from its output `file`, in the same batch as the success. With an
+//! `alias` and no `when`, the alias moves to it. With `when`, the alias moves only if the
+//! expression holds, `metrics.X` being the new version's metric and `current.metrics.X` that
+//! of the version the alias holds now (champion/challenger); an alias that holds nothing yet
+//! moves without a comparison. A refusal (false, or an evaluation error) is recorded with the
+//! expression and every value it read; the alias stays. Registration never fails the step: a
+//! problem is logged and the success stands.
+//!
+//! Rollback undoes the alias's last move that was not itself undone: rolled back twice, an
+//! alias walks back two moves; there is nothing to go back to before its first move.
+//! Promotions, rollbacks and registrations all run under the engine's state lock, so the
+//! read-modify-write of a model's head never interleaves.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use weir_proto::v1;
 
 use crate::artifact::Manifest;
+use crate::expr::{self, Ref};
 use crate::run::{InstanceId, Millis};
-use crate::store::Batch;
+use crate::store::{AliasEventRecord, Batch, ModelRecord, ModelVersionRecord};
+use crate::wire;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
 
 /// A model version as lineage needs it: where its file came from.
-#[allow(dead_code)] // used by lineage (tracking.rs) once it lands
+#[allow(dead_code)] // read by lineage (tracking.rs) once it lands
 #[derive(Clone, Debug)]
 pub(super) struct ModelRef {
     pub model: String,
@@ -23,49 +43,644 @@ pub(super) struct ModelRef {
     pub step: String,
 }
 
+/// The worker name `weir retry` records for a success it reuses from an earlier run.
+const REUSED: &str = "reused from ";
+
+/// Why `name` cannot name a model or alias, if it cannot: the rule of pipeline names
+/// (`[a-z0-9_-]`, at most 63 characters), so anything a `register:` writes is accepted here.
+fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+    crate::spec::check_name(name).map_err(|e| {
+        ApiError::Invalid(format!("invalid {what} name {name:?}: {e} (lowercase letters, digits, `_` and `-`)"))
+    })
+}
+
 impl Engine {
     /// Creates the next version of the model a succeeded step's `register:` names (and moves
-    /// its alias when the `when:` gate allows).
+    /// its alias when the `when:` gate allows). Problems are logged, never returned: the
+    /// step's success must stand.
     pub(super) fn register_model(
         &self,
-        _live: &Live,
-        _instance: InstanceId,
-        _outputs: &Manifest,
-        _batch: &mut Batch,
-        _now: Millis,
+        live: &Live,
+        instance: InstanceId,
+        outputs: &Manifest,
+        batch: &mut Batch,
+        now: Millis,
     ) -> Result<(), ApiError> {
+        let node = petgraph::graph::NodeIndex::new(instance.index());
+        let Some(inst) = live.plan.graph.node_weight(node) else { return Ok(()) };
+        let Some(reg) = live.pipeline.steps()[inst.step].register.as_ref() else { return Ok(()) };
+        let step = live.machine.name(instance);
+        let run = live.record.id.as_str();
+        // `weir retry` replays a reused success through the same hook (as leased by
+        // `reused from RUN`, see client_api.rs): that version exists already.
+        if live.machine.worker(instance).is_some_and(|w| w.starts_with(REUSED)) {
+            tracing::debug!(run, step, model = reg.model, "reused success: no new model version");
+            return Ok(());
+        }
+        if let Err(e) = self.registration(live, instance, reg, outputs, batch, now) {
+            tracing::error!(run, step, model = reg.model, error = %e, "no model version registered");
+        }
         Ok(())
     }
 
-    #[allow(dead_code)]
+    fn registration(
+        &self,
+        live: &Live,
+        instance: InstanceId,
+        reg: &crate::spec::Register,
+        outputs: &Manifest,
+        batch: &mut Batch,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        let step = live.machine.name(instance).to_string();
+        let run = live.record.id.clone();
+        let entry = outputs
+            .get(&reg.file)
+            .ok_or_else(|| ApiError::Precondition(format!("the step reported no output {} to register", reg.file)))?;
+        let mut head = self
+            .store
+            .model(&reg.model)?
+            .unwrap_or_else(|| ModelRecord { name: reg.model.clone(), ..Default::default() });
+        let candidate = ModelVersionRecord {
+            model: reg.model.clone(),
+            version: head.latest + 1,
+            file: reg.file.clone(),
+            digest: entry.digest,
+            size: entry.size,
+            run_id: run.clone(),
+            step: step.clone(),
+            metrics: live.machine.metrics(instance).clone(),
+            params: live
+                .record
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                .collect(),
+            created_at: now,
+        };
+        head.latest = candidate.version;
+        head.updated_at = now;
+        // Every read (the champion included) happens before the first write into `batch`, so
+        // a failed read leaves nothing half-registered in the success's batch.
+        let by = format!("registered by run {run} step {step}");
+        if let Some(alias) = &reg.alias {
+            let from = head.aliases.get(alias).copied();
+            let mut event = AliasEventRecord {
+                alias: alias.clone(),
+                from,
+                to: candidate.version,
+                at: now,
+                reason: by.clone(),
+                refused: false,
+                rollback: false,
+                expression: None,
+                compared: Vec::new(),
+            };
+            match (&reg.when, from) {
+                (None, _) => {}
+                (Some(e), None) => {
+                    event.expression = Some(e.source().to_string());
+                    event.reason = format!("{by}; {alias} held no version, so `{}` was not evaluated", e.source());
+                }
+                (Some(e), Some(held)) => {
+                    let champion = self.store.model_version(&reg.model, held)?;
+                    let params: Vec<(String, expr::Value)> =
+                        live.plan.params.iter().map(|(n, v)| (n.to_string(), v.to_expr())).collect();
+                    let lookup = |r: &Ref| -> Option<expr::Value> {
+                        match r {
+                            Ref::Metric(n) => candidate.metrics.get(n).copied().map(expr::Value::Float),
+                            Ref::CurrentMetric(n) => champion.as_ref()?.metrics.get(n).copied().map(expr::Value::Float),
+                            Ref::Param(n) => params.iter().find(|(p, _)| p == n).map(|(_, v)| v.clone()),
+                            Ref::Matrix(_) | Ref::StepMetric { .. } => None,
+                        }
+                    };
+                    let (verdict, trace) = e.eval_bool_traced(&lookup);
+                    event.expression = Some(e.source().to_string());
+                    event.compared = trace.iter().map(|(r, v)| (r.to_string(), v.to_string())).collect();
+                    let values = show_values(&event.compared);
+                    match verdict {
+                        Ok(true) => event.reason = format!("{by}; `{}` held: {values}", e.source()),
+                        Ok(false) => {
+                            event.refused = true;
+                            event.reason = format!(
+                                "{by}; promotion refused: `{}` is false with {values} (v{held} stays {alias})",
+                                e.source()
+                            );
+                        }
+                        Err(err) => {
+                            event.refused = true;
+                            event.reason = format!(
+                                "{by}; promotion refused: `{}` could not be evaluated: {err}{} (v{held} stays {alias})",
+                                e.source(),
+                                if values.is_empty() { String::new() } else { format!("; read {values}") }
+                            );
+                        }
+                    }
+                }
+            }
+            if !event.refused {
+                head.aliases.insert(alias.clone(), candidate.version);
+            }
+            tracing::info!(
+                model = reg.model,
+                version = candidate.version,
+                alias,
+                refused = event.refused,
+                reason = event.reason,
+                "model version registered"
+            );
+            batch.put_model_version(&candidate)?;
+            batch.append_model_event(&mut head, &event)?;
+        } else {
+            batch.put_model_version(&candidate)?;
+            tracing::info!(model = reg.model, version = candidate.version, run, step, "model version registered");
+        }
+        batch.put_model(&head)?;
+        Ok(())
+    }
+
     /// Resolves `MODEL@ALIAS`, `MODEL@VERSION` or `MODEL` (its latest version).
+    #[allow(dead_code)] // called by lineage (tracking.rs) once it lands
     pub(super) fn resolve_model(&self, target: &str) -> Result<ModelRef, ApiError> {
-        Err(ApiError::NotFound(format!("no model {target}: the registry is not implemented yet")))
+        let v = self.resolve_version(target)?;
+        Ok(ModelRef {
+            model: v.model,
+            version: v.version,
+            digest: v.digest.to_string(),
+            run_id: v.run_id,
+            step: v.step,
+        })
+    }
+
+    fn resolve_version(&self, target: &str) -> Result<ModelVersionRecord, ApiError> {
+        let (name, at) = match target.split_once('@') {
+            Some((n, a)) => (n, Some(a)),
+            None => (target, None),
+        };
+        check_name("model", name)?;
+        let head = self.head(name)?;
+        let version = match at {
+            None => head.latest,
+            Some(a) if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) => {
+                a.parse::<u64>().map_err(|_| ApiError::Invalid(format!("version {a} of {name} is out of range")))?
+            }
+            Some(alias) => {
+                check_name("alias", alias)?;
+                *head.aliases.get(alias).ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "model {name} has no alias {alias} (it has: {}); use {name}@N for a version",
+                        names_or_none(head.aliases.keys())
+                    ))
+                })?
+            }
+        };
+        self.version(&head, version)
+    }
+
+    fn head(&self, name: &str) -> Result<ModelRecord, ApiError> {
+        self.store.model(name)?.ok_or_else(|| {
+            let known =
+                self.store.models().map(|m| m.into_iter().map(|m| m.name).collect::<Vec<_>>()).unwrap_or_default();
+            let hint = crate::diag::did_you_mean(name, known.iter().map(String::as_str))
+                .unwrap_or_else(|| "`weir models` lists the registered models".to_string());
+            ApiError::NotFound(format!("no model {name} is registered: {hint}"))
+        })
+    }
+
+    fn version(&self, head: &ModelRecord, version: u64) -> Result<ModelVersionRecord, ApiError> {
+        self.store.model_version(&head.name, version)?.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "model {} has no version {version}: its versions are 1 to {} (`weir models show {}`)",
+                head.name, head.latest, head.name
+            ))
+        })
     }
 
     pub(super) fn list_models(&self, _r: v1::ListModelsRequest) -> Result<v1::ListModelsResponse, ApiError> {
-        Err(ApiError::Precondition("ListModels is not implemented yet".into()))
+        let models = self
+            .store
+            .models()?
+            .into_iter()
+            .map(|m| v1::ModelSummary {
+                name: m.name,
+                latest_version: m.latest,
+                updated_at: Some(wire::timestamp(m.updated_at)),
+                aliases: m.aliases.into_iter().collect(),
+            })
+            .collect();
+        Ok(v1::ListModelsResponse { models })
     }
 
-    pub(super) fn get_model(&self, _r: v1::GetModelRequest) -> Result<v1::GetModelResponse, ApiError> {
-        Err(ApiError::Precondition("GetModel is not implemented yet".into()))
+    pub(super) fn get_model(&self, r: v1::GetModelRequest) -> Result<v1::GetModelResponse, ApiError> {
+        check_name("model", &r.name)?;
+        let head = self.head(&r.name)?;
+        let versions = self.store.model_versions(&r.name)?.into_iter().map(|v| version_msg(v, &head.aliases)).collect();
+        let history = self.store.model_events(&r.name)?.iter().map(event_msg).collect();
+        Ok(v1::GetModelResponse { name: head.name, versions, aliases: head.aliases.into_iter().collect(), history })
     }
 
-    pub(super) fn promote_model(&self, _r: v1::PromoteModelRequest) -> Result<v1::PromoteModelResponse, ApiError> {
-        Err(ApiError::Precondition("PromoteModel is not implemented yet".into()))
+    /// Points an alias at a version, by hand. The caller commits before answering.
+    pub(super) fn promote_model(&self, r: v1::PromoteModelRequest) -> Result<v1::PromoteModelResponse, ApiError> {
+        check_name("model", &r.name)?;
+        check_name("alias", &r.alias)?;
+        if r.version == 0 {
+            return Err(ApiError::Invalid("versions count from 1: give the version to promote".into()));
+        }
+        let _st = self.lock();
+        let mut head = self.head(&r.name)?;
+        self.version(&head, r.version)?;
+        let reason = with_reason("promoted by hand", &r.reason);
+        let event = self.move_alias(&mut head, &r.alias, r.version, reason, false)?;
+        Ok(v1::PromoteModelResponse { event: Some(event_msg(&event)) })
     }
 
-    pub(super) fn rollback_model(&self, _r: v1::RollbackModelRequest) -> Result<v1::RollbackModelResponse, ApiError> {
-        Err(ApiError::Precondition("RollbackModel is not implemented yet".into()))
+    /// Moves an alias back (see the module doc). The caller commits before answering.
+    pub(super) fn rollback_model(&self, r: v1::RollbackModelRequest) -> Result<v1::RollbackModelResponse, ApiError> {
+        check_name("model", &r.name)?;
+        check_name("alias", &r.alias)?;
+        let _st = self.lock();
+        let mut head = self.head(&r.name)?;
+        let Some(&now_at) = head.aliases.get(&r.alias) else {
+            return Err(ApiError::NotFound(format!(
+                "model {} has no alias {} (it has: {})",
+                r.name,
+                r.alias,
+                names_or_none(head.aliases.keys())
+            )));
+        };
+        let events = self.store.model_events(&r.name)?;
+        let target = rollback_target(&events, &r.alias).ok_or_else(|| {
+            ApiError::Precondition(format!(
+                "{} of model {} has nothing to go back to: v{now_at} is the first version it held; \
+                 point it elsewhere with `weir models promote {} VERSION --alias {}`",
+                r.alias, r.name, r.name, r.alias
+            ))
+        })?;
+        self.version(&head, target)?;
+        let reason = with_reason("rollback", &r.reason);
+        let event = self.move_alias(&mut head, &r.alias, target, reason, true)?;
+        Ok(v1::RollbackModelResponse { event: Some(event_msg(&event)) })
+    }
+
+    /// Records a move of `alias` to `to` and writes it with the head; durable with the caller's
+    /// [`Engine::commit`].
+    fn move_alias(
+        &self,
+        head: &mut ModelRecord,
+        alias: &str,
+        to: u64,
+        reason: String,
+        rollback: bool,
+    ) -> Result<AliasEventRecord, ApiError> {
+        let event = AliasEventRecord {
+            alias: alias.to_string(),
+            from: head.aliases.get(alias).copied(),
+            to,
+            at: wire::now(),
+            reason,
+            refused: false,
+            rollback,
+            expression: None,
+            compared: Vec::new(),
+        };
+        head.aliases.insert(alias.to_string(), to);
+        let mut batch = Batch::new();
+        batch.append_model_event(head, &event)?;
+        batch.put_model(head)?;
+        // Under the state lock, so no fsync here: the RPC commits (flushes) before it answers.
+        self.store.write_batch_unflushed(batch)?;
+        tracing::info!(model = head.name, alias, from = ?event.from, to, reason = event.reason, "alias moved");
+        Ok(event)
+    }
+}
+
+/// Where a rollback of `alias` goes: its moves (refusals aside) form a stack, each rollback
+/// popping the move it undid; the answer is where the top move came from.
+fn rollback_target(events: &[AliasEventRecord], alias: &str) -> Option<u64> {
+    let mut stack: Vec<Option<u64>> = Vec::new();
+    for e in events.iter().filter(|e| e.alias == alias && !e.refused) {
+        if e.rollback {
+            stack.pop();
+        } else {
+            stack.push(e.from);
+        }
+    }
+    stack.pop().flatten()
+}
+
+fn with_reason(what: &str, reason: &str) -> String {
+    match reason.trim() {
+        "" => what.to_string(),
+        r => format!("{what}: {r}"),
+    }
+}
+
+fn names_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+}
+
+/// `metrics.rmse = 0.9, current.metrics.rmse = 0.3`.
+fn show_values(compared: &[(String, String)]) -> String {
+    compared.iter().map(|(r, v)| format!("{r} = {v}")).collect::<Vec<_>>().join(", ")
+}
+
+fn version_msg(v: ModelVersionRecord, aliases: &BTreeMap<String, u64>) -> v1::ModelVersion {
+    v1::ModelVersion {
+        aliases: aliases.iter().filter(|(_, n)| **n == v.version).map(|(a, _)| a.clone()).collect(),
+        model: v.model,
+        version: v.version,
+        digest: v.digest.to_string(),
+        file: v.file,
+        size: v.size,
+        run_id: v.run_id,
+        step: v.step,
+        metrics: v.metrics.into_iter().collect(),
+        params: v.params.into_iter().collect(),
+        created_at: Some(wire::timestamp(v.created_at)),
+    }
+}
+
+fn event_msg(e: &AliasEventRecord) -> v1::AliasEvent {
+    v1::AliasEvent {
+        alias: e.alias.clone(),
+        from_version: e.from.unwrap_or(0),
+        to_version: e.to,
+        time: Some(wire::timestamp(e.at)),
+        reason: e.reason.clone(),
+        refused: e.refused,
     }
 }
 
 type ArtifactStream = ReceiverStream<Result<v1::GetModelArtifactResponse, Status>>;
 
 /// Streams a model version's file: the version first, then its bytes.
-pub(super) fn model_artifact(
-    _engine: &std::sync::Arc<Engine>,
-    _r: v1::GetModelArtifactRequest,
-) -> Result<ArtifactStream, ApiError> {
-    Err(ApiError::Precondition("GetModelArtifact is not implemented yet".into()))
+pub(super) fn model_artifact(engine: &Arc<Engine>, r: v1::GetModelArtifactRequest) -> Result<ArtifactStream, ApiError> {
+    let v = engine.resolve_version(&r.target)?;
+    let aliases = engine.store.model(&v.model)?.map(|h| h.aliases).unwrap_or_default();
+    let mut chunks = super::transfer::download(engine, v.digest, 0)?;
+    let head = version_msg(v, &aliases);
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let first = v1::GetModelArtifactResponse { part: Some(v1::get_model_artifact_response::Part::Version(head)) };
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        use tokio_stream::StreamExt;
+        while let Some(c) = chunks.next().await {
+            let msg = c.map(|c| v1::GetModelArtifactResponse {
+                part: Some(v1::get_model_artifact_response::Part::Chunk(c.data)),
+            });
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The registry against a real store in a temporary folder: runs are created and driven
+    //! through the engine's own `apply_at` (lease, success with metrics and outputs), so
+    //! registration rides the success's batch exactly as it does under a worker.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::artifact::{Digest, Entry};
+    use crate::run::{AttemptId, Event};
+    use crate::server::Terms;
+    use crate::store::{PipelineVersion, Store, Trigger};
+
+    const YAML: &str = r#"name: reg
+params: {rmse: 0.5}
+steps:
+  train:
+    run: "true"
+    outputs: [model.json, metrics.json]
+    register: {model: churn, file: model.json, alias: production, when: "metrics.rmse < current.metrics.rmse"}
+  plain:
+    run: "true"
+    outputs: [model.json]
+    register: {model: plain, file: model.json, alias: staging}
+"#;
+
+    /// The engine on `dir`'s store. Reopening right after a drop retries while sled's
+    /// background flusher, which holds the file lock a moment longer, winds down.
+    fn engine(dir: &std::path::Path) -> Engine {
+        let start = std::time::Instant::now();
+        let store = loop {
+            match Store::open(&dir.join("db")) {
+                Err(crate::store::Error::Locked { .. }) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => break other.unwrap(),
+            }
+        };
+        let blobs = crate::artifact::Store::open(&dir.join("artifacts")).unwrap();
+        let terms = Terms {
+            lease_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            max_wait: Duration::from_secs(1),
+        };
+        Engine::new(store, blobs, terms)
+    }
+
+    /// Runs the pipeline with `rmse` and reports both steps succeeded with that metric.
+    fn run(e: &Engine, rmse: f64) -> String {
+        run_with(e, rmse, BTreeMap::from([("rmse".to_string(), rmse)]))
+    }
+
+    /// Runs the pipeline with param `rmse`; both steps succeed reporting `metrics`.
+    fn run_with(e: &Engine, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
+        let parsed = crate::spec::load(YAML, &Default::default()).unwrap();
+        let version = parsed.hash().to_string();
+        let record =
+            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: wire::now() };
+        e.store.put_pipeline_version(&version, &record).unwrap();
+        let mut st = e.lock();
+        let params = [("rmse".to_string(), rmse.to_string())];
+        let id = e.create_run(&mut st, &version, &params, Trigger::Manual { user: None }, false, None).unwrap();
+        for i in 0..2 {
+            let attempt = AttemptId { instance: InstanceId(i), number: 1 };
+            let bytes = format!("{{\"rmse\": {rmse}, \"step\": {i}}}");
+            let m = Manifest::new(vec![Entry {
+                path: "model.json".into(),
+                digest: Digest::of(bytes.as_bytes()),
+                size: bytes.len() as u64,
+                executable: false,
+            }])
+            .unwrap();
+            e.apply(&mut st, &id, Event::Leased { attempt, worker: "w".into() }, None).unwrap();
+            let metrics = metrics.clone();
+            e.apply(&mut st, &id, Event::Succeeded { attempt, metrics }, Some(&m)).unwrap();
+        }
+        drop(st);
+        e.commit().unwrap();
+        id
+    }
+
+    #[test]
+    fn a_gate_that_cannot_be_evaluated_refuses_and_says_what_was_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        run(&e, 0.5);
+        let run2 = run_with(&e, 0.1, BTreeMap::from([("auc".to_string(), 0.9)]));
+        let m = model(&e, "churn");
+        assert_eq!((m.versions.len(), m.aliases.get("production")), (2, Some(&1)));
+        let refused = &m.history[1];
+        assert!(refused.refused);
+        assert!(refused.reason.starts_with(&format!("registered by run {run2} step train; promotion refused")));
+        assert!(
+            refused.reason.contains("could not be evaluated") && refused.reason.contains("metrics.rmse"),
+            "{}",
+            refused.reason
+        );
+    }
+
+    #[test]
+    fn a_success_reused_by_retry_registers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let first = run(&e, 0.5);
+        let parsed = crate::spec::load(YAML, &Default::default()).unwrap();
+        let mut st = e.lock();
+        let params = [("rmse".to_string(), "0.5".to_string())];
+        let id = e
+            .create_run(&mut st, parsed.hash(), &params, Trigger::Retry { of: first.clone(), from: None }, false, None)
+            .unwrap();
+        let attempt = AttemptId { instance: InstanceId(1), number: 1 };
+        let outputs = e.store.artifacts(&first, InstanceId(1)).unwrap().unwrap();
+        e.apply(&mut st, &id, Event::Leased { attempt, worker: format!("{REUSED}{first}") }, None).unwrap();
+        let metrics = BTreeMap::new();
+        e.apply(&mut st, &id, Event::Succeeded { attempt, metrics }, Some(&outputs)).unwrap();
+        drop(st);
+        assert_eq!(model(&e, "plain").versions.len(), 1);
+    }
+
+    fn model(e: &Engine, name: &str) -> v1::GetModelResponse {
+        e.get_model(v1::GetModelRequest { name: name.into() }).unwrap()
+    }
+
+    #[test]
+    fn versions_count_from_one_and_a_plain_alias_follows_every_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let runs: Vec<String> = [0.5, 0.3, 0.9].iter().map(|r| run(&e, *r)).collect();
+        let m = model(&e, "plain");
+        assert_eq!(m.versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(m.aliases.get("staging"), Some(&3));
+        assert_eq!(m.versions[1].run_id, runs[1]);
+        assert_eq!(m.versions[1].step, "plain");
+        assert_eq!(m.versions[1].params.get("rmse").map(String::as_str), Some("0.3"));
+        assert_eq!(m.versions[2].aliases, ["staging"]);
+        let moves: Vec<(u64, u64, bool)> =
+            m.history.iter().map(|h| (h.from_version, h.to_version, h.refused)).collect();
+        assert_eq!(moves, [(0, 1, false), (1, 2, false), (2, 3, false)]);
+        assert_eq!(m.history[2].reason, format!("registered by run {} step plain", runs[2]));
+        let listed = e.list_models(v1::ListModelsRequest {}).unwrap().models;
+        assert_eq!(
+            listed.iter().map(|m| (m.name.as_str(), m.latest_version)).collect::<Vec<_>>(),
+            [("churn", 3), ("plain", 3)]
+        );
+    }
+
+    #[test]
+    fn the_gate_moves_the_alias_only_for_a_better_candidate_and_records_what_it_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        run(&e, 0.5);
+        let m = model(&e, "churn");
+        assert_eq!(m.aliases.get("production"), Some(&1));
+        assert!(m.history[0].reason.contains("production held no version"), "{}", m.history[0].reason);
+
+        run(&e, 0.3); // better: accepted
+        let m = model(&e, "churn");
+        assert_eq!(m.aliases.get("production"), Some(&2));
+        let accepted = &m.history[1];
+        assert!(!accepted.refused);
+        assert!(accepted.reason.contains("metrics.rmse = 0.3, current.metrics.rmse = 0.5"), "{}", accepted.reason);
+
+        run(&e, 0.9); // worse: refused, alias unchanged
+        let m = model(&e, "churn");
+        assert_eq!(m.versions.len(), 3, "the version is registered even when its promotion is refused");
+        assert_eq!(m.aliases.get("production"), Some(&2));
+        let refused = &m.history[2];
+        assert!(refused.refused);
+        assert_eq!((refused.from_version, refused.to_version), (2, 3));
+        assert!(
+            refused.reason.contains(
+                "`metrics.rmse < current.metrics.rmse` is false with metrics.rmse = 0.9, current.metrics.rmse = 0.3"
+            ),
+            "{}",
+            refused.reason
+        );
+        let stored = e.store.model_events("churn").unwrap();
+        assert_eq!(
+            stored[2].compared,
+            [("metrics.rmse".into(), "0.9".into()), ("current.metrics.rmse".into(), "0.3".into())]
+        );
+        assert_eq!(e.resolve_model("churn@production").unwrap().version, 2);
+        assert_eq!(e.resolve_model("churn").unwrap().version, 3);
+        assert_eq!(e.resolve_model("churn@1").unwrap().run_id, m.versions[0].run_id);
+    }
+
+    #[test]
+    fn promote_and_rollback_walk_the_alias_and_unknown_targets_say_what_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        for r in [0.5, 0.3, 0.9] {
+            run(&e, r);
+        }
+        let promote = |version: u64, reason: &str| {
+            e.promote_model(v1::PromoteModelRequest {
+                name: "churn".into(),
+                version,
+                alias: "production".into(),
+                reason: reason.into(),
+            })
+        };
+        let rollback = || {
+            e.rollback_model(v1::RollbackModelRequest {
+                name: "churn".into(),
+                alias: "production".into(),
+                reason: String::new(),
+            })
+        };
+        let ev = promote(3, "load test passed").unwrap().event.unwrap();
+        assert_eq!((ev.from_version, ev.to_version, ev.reason.as_str()), (2, 3, "promoted by hand: load test passed"));
+        let ev = rollback().unwrap().event.unwrap();
+        assert_eq!((ev.from_version, ev.to_version, ev.reason.as_str()), (3, 2, "rollback"));
+        assert_eq!(model(&e, "churn").aliases.get("production"), Some(&2));
+        let ev = rollback().unwrap().event.unwrap();
+        assert_eq!((ev.from_version, ev.to_version), (2, 1), "a second rollback undoes the move before");
+        let err = rollback().unwrap_err();
+        assert!(matches!(&err, ApiError::Precondition(m) if m.contains("nothing to go back to")), "{err:?}");
+        assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
+
+        let err = promote(9, "").unwrap_err();
+        assert!(matches!(&err, ApiError::NotFound(m) if m.contains("versions are 1 to 3")), "{err:?}");
+        let err = e
+            .promote_model(v1::PromoteModelRequest {
+                name: "chrun".into(),
+                version: 1,
+                alias: "x".into(),
+                reason: String::new(),
+            })
+            .unwrap_err();
+        assert!(matches!(&err, ApiError::NotFound(m) if m.contains("did you mean `churn`?")), "{err:?}");
+        let err = e.get_model(v1::GetModelRequest { name: "Bad Name".into() }).unwrap_err();
+        assert!(matches!(&err, ApiError::Invalid(m) if m.contains("lowercase letters")), "{err:?}");
+        assert!(
+            matches!(e.resolve_model("churn@canary"), Err(ApiError::NotFound(m)) if m.contains("it has: production"))
+        );
+        assert_eq!(model(&e, "churn").history.len(), 3 + 3);
+
+        e.commit().unwrap();
+        drop(e);
+        let e = engine(dir.path());
+        let m = model(&e, "churn");
+        assert_eq!((m.aliases.get("production"), m.history.len(), m.versions.len()), (Some(&1), 6, 3));
+    }
 }

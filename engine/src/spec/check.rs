@@ -150,6 +150,19 @@ pub(crate) fn steps(
                     .help("add `image:` to the step or to `defaults`"),
             );
         }
+        if let (Some(r), Some(node)) = (&d.step.register, d.register_node) {
+            if let (Some(e), Some(when)) = (&r.when, field_value(cx, node, "when")) {
+                check_expr(cx, d, e, when, "register.when", (params, declared), &by_name, ups, &names);
+            }
+            if d.step.is_matrix() {
+                cx.push(
+                    Diagnostic::error(format!("step `{}` has a matrix and `register`", d.step.name))
+                        .at(cx.span(node), "every instance would register a version")
+                        .note("the instances would race for one model and one alias")
+                        .help("select one instance's output in a plain step that needs this one, and register there"),
+                );
+            }
+        }
         if let (Some(r), Some(node)) = (&d.step.register, d.register_node)
             && !d.step.outputs.contains(&r.file)
         {
@@ -375,8 +388,21 @@ fn check_expr(
                     })
                 }
             }
+            expr::Ref::CurrentMetric(name) if field != "register.when" => Some((
+                format!(
+                    "`current.metrics.{name}` is the metric of a model version an alias holds, so `{field}` cannot use it"
+                ),
+                Some("use it in `register.when`, to compare with the version the alias holds now".into()),
+            )),
+            expr::Ref::CurrentMetric(_) => None,
+            expr::Ref::StepMetric { step, .. } if field == "register.when" => Some((
+                format!("`{path}` reads metrics of step `{step}`; a promotion gate compares models only"),
+                Some(
+                    "use `metrics.NAME` (this step's) and `current.metrics.NAME` (the version the alias holds)".into(),
+                ),
+            )),
             expr::Ref::Metric(name) => {
-                if field != "gate" {
+                if field == "when" {
                     Some((
                         format!("`metrics.{name}` is only known after the step ran, so `{field}` cannot use it"),
                         Some("use it in `gate`, or name an upstream step's metrics: `steps.STEP.metrics.NAME`".into()),
@@ -445,7 +471,7 @@ fn check_expr(
                     _ => Type::Any,
                 }
             }),
-            expr::Ref::Metric(_) | expr::Ref::StepMetric { .. } => Some(Type::Float),
+            expr::Ref::Metric(_) | expr::Ref::StepMetric { .. } | expr::Ref::CurrentMetric(_) => Some(Type::Float),
         }
     };
     if let Err(t) = e.check_bool(&types) {

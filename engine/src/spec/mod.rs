@@ -17,6 +17,7 @@ pub mod yaml;
 use std::io::Read;
 use std::path::Path;
 
+pub(crate) use decode::check_name;
 pub use model::*;
 
 use crate::diag::{Diagnostic, Span};
@@ -216,8 +217,12 @@ steps:
     timeout: 1h30m
     when: "params.model == 'linear' && matrix.lr < 0.5"
     gate: "metrics.rmse < params.lr"
-    register: {model: churn, file: model.json, alias: staging}
     runs_on: {gpu: h200, count: 2}
+  pick:
+    needs: [train]
+    run: echo pick
+    outputs: [model.json, metrics.json]
+    register: {model: churn, file: model.json, alias: staging, when: "metrics.rmse < current.metrics.rmse"}
 "#);
         assert_eq!(p.description(), Some("all of it"));
         let s = p.schedule().unwrap();
@@ -231,7 +236,9 @@ steps:
         assert_eq!(t.instance_count(), 2);
         assert_eq!(t.cache.ttl, Some(std::time::Duration::from_secs(7 * 86_400)));
         assert_eq!(t.resources.cpus_milli, Some(2000));
-        assert_eq!(t.register.as_ref().map(|r| r.alias.as_deref()), Some(Some("staging")));
+        let r = p.step("pick").unwrap().register.as_ref().unwrap();
+        assert_eq!(r.alias.as_deref(), Some("staging"));
+        assert_eq!(r.when.as_ref().map(|e| e.source()), Some("metrics.rmse < current.metrics.rmse"));
         assert_eq!(t.runs_on.get("count").map(String::as_str), Some("2"));
         assert_eq!(p.param("lr").unwrap().max, Some(1.0));
         assert!(p.param("tag").unwrap().pattern.is_some());

@@ -329,11 +329,17 @@ pub struct Cache {
     pub ttl: Option<Duration>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// `register:`: a fresh success of the step creates the next version of `model` from its
+/// output `file`, and moves `alias` to it (when `when` holds, if given).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Register {
     pub model: String,
     pub file: String,
     pub alias: Option<String>,
+    /// The promotion gate (needs `alias`): `metrics.X` is the candidate's metric,
+    /// `current.metrics.X` the metric of the version the alias holds now.
+    #[serde(serialize_with = "ser_expr", skip_serializing_if = "Option::is_none")]
+    pub when: Option<Expr>,
 }
 
 /// One matrix axis: a key and its values as written (`0.01` stays `0.01`).

@@ -27,6 +27,9 @@
 //! | `schedules`         | pipeline name                         | [`ScheduleRecord`]           |
 //! | `producers`         | digest · run · instance u32           | [`Produced`] (see `lineage`) |
 //! | `consumers`         | input digest · run · instance u32     | [`Consumed`] (see `lineage`) |
+//! | `models`            | model name                            | [`ModelRecord`]              |
+//! | `model_versions`    | model · version u64 (from 1)          | [`ModelVersionRecord`]       |
+//! | `model_events`      | model · seq u64 (from 1, dense)       | [`AliasEventRecord`]         |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -38,12 +41,14 @@
 //! one process only; kill -9 tests belong to the engine issue.
 
 mod append;
+mod cache;
 mod db;
 pub mod envelope;
 mod export;
 mod keys;
 mod lineage;
 mod list;
+mod models;
 mod records;
 #[cfg(test)]
 mod testkit;
@@ -51,9 +56,11 @@ mod testkit;
 use std::path::PathBuf;
 
 pub use append::Batch;
+pub use cache::CacheEntry;
 pub use db::Store;
 pub use lineage::{Consumed, Indexed, Produced};
 pub use list::{Listed, RunFilter, RunPage};
+pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
 pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
     ScheduleRecord, SkippedTicks, StepRecord, Stream, Trigger,

@@ -2,6 +2,8 @@
 
 Reads best.json (written by select.py) and writes into --out:
   model.json     the model alone, as the registry stores it
+  metrics.json   the selected model's metrics (validate's metrics.json, next to best.json),
+                 so the registry's promotion gate can compare it with the current champion
   manifest.json  model name, run id, sha256 of model.json, UTC creation time,
                  the model's metrics and where it came from
 
@@ -59,6 +61,19 @@ def main():
         "source": best.get("source"),
         "metrics": best.get("metrics", {}),
     }
+    metrics = best.get("metrics", {})
+    beside = os.path.join(os.path.dirname(path), "metrics.json")
+    if os.path.exists(beside):
+        try:
+            with open(beside) as f:
+                metrics = json.load(f)
+        except (OSError, ValueError) as e:
+            fail("cannot read %s: %s" % (beside, e))
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("rmse"), (int, float)):
+        fail("no numeric 'rmse' in %s or in %s's metrics" % (beside, path))
+    with open(os.path.join(a.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+        f.write("\n")
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")

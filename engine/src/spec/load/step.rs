@@ -404,5 +404,20 @@ fn register(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Register> {
         None => None,
     };
     let file = file.and_then(|n| cx.string(n, &format!("{path}.file")).map(str::to_string));
-    Some(Register { model: model?, file: file?, alias })
+    let when = match fields.get("when") {
+        Some(n) => {
+            let e = expression(cx, n, &format!("{path}.when"))?;
+            if alias.is_none() {
+                cx.push(
+                    Diagnostic::error(format!("`{path}.when` gates a promotion, but names no alias"))
+                        .at(cx.span(n), "`when` needs `alias`")
+                        .help("add `alias: production` (or any name): `when` decides whether it moves"),
+                );
+                return None;
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    Some(Register { model: model?, file: file?, alias, when })
 }
