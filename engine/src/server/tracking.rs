@@ -37,9 +37,10 @@ impl Engine {
     /// Records which step made each of `outputs` and which artifacts went into it, in `batch`
     /// (the batch that records the instance's success, so both land or neither does).
     ///
-    /// Usable for any instance that ends with outputs: one that ran and succeeded (called by
-    /// `on_succeeded`), one reused by a retry, and one that ends `Cached` (its `outputs` are the
-    /// copy of the earlier run's manifest stored under its own run). Its inputs are the
+    /// Called for every instance that ends with outputs: one that ran and succeeded (from
+    /// `on_succeeded`) and one that ends `Cached`, a cache hit or a retry's reuse (from
+    /// `apply_at`; its `outputs` are the copy of the earlier run's manifest stored under its
+    /// own run, so lineage walks the run's own chain). Its inputs are the
     /// manifests of the instances it needs in `live`'s plan graph, read from the store: they
     /// must have been written by an earlier batch (an instance whose need is cached in the same
     /// batch should use [`record_lineage_of`] with the manifests in hand).
