@@ -1,5 +1,6 @@
-//! `weir runs compare`, `weir metrics` and `weir lineage` as users run them: the real `weir`
-//! binary against a real `weir server`, with a worker agent running the steps as processes.
+//! `weir runs compare`, `weir metrics` and `weir lineage` (of a digest and of a model alias) as
+//! users run them: the real `weir` binary against a real `weir server`, with a worker agent
+//! running the steps as processes.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -23,6 +24,10 @@ steps:
       (cat $WEIR_INPUTS/ingest/data.csv; echo "$WEIR_RUN_ID") > $WEIR_OUTPUTS/model.bin
       echo "{\"rmse\": $WEIR_PARAM_LR}" > $WEIR_OUTPUTS/metrics.json
     outputs: [model.bin, metrics.json]
+    register:
+      model: tracked
+      file: model.bin
+      alias: production
 "#;
 
 fn weir(url: &str, args: &[&str]) -> Output {
@@ -126,6 +131,11 @@ async fn compare_metrics_and_lineage_from_the_command_line() {
     );
     let down = ok(weir(&url, &["lineage", &data, "--down"]));
     assert!(down.contains(&format!("{a}/train")) && down.contains(&format!("{b}/train")), "both runs' models:\n{down}");
+    let by_alias = ok(weir(&url, &["lineage", "tracked@production"]));
+    let lines: Vec<&str> = by_alias.lines().collect();
+    assert!(lines[0].contains("(tracked version 2)"), "the alias moved to the second run's model:\n{by_alias}");
+    assert!(lines[1].starts_with(&model) && lines[1].ends_with(&format!("{b}/train")), "{by_alias}");
+    assert!(lines[2].contains("data.csv"), "{by_alias}");
     let unknown = weir(&url, &["lineage", "0123456789abcdef"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(text(&unknown.stderr).contains("weir status RUN"), "{}", text(&unknown.stderr));
