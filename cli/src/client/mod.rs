@@ -1,7 +1,7 @@
 //! The commands that talk to a weir server over its gRPC client API (`weir.v1.WeirClient`):
-//! `submit`, `pipelines`, `start`, `runs`, `status`, `logs`, `cancel`, `retry`, `schedules` (and
-//! `schedules pause|resume`), `backfill`, `models` (and `models show|promote|rollback|get`).
-//! This module owns
+//! `submit`, `pipelines`, `start`, `runs` (and `runs compare`), `status`, `logs`, `cancel`,
+//! `retry`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`, `lineage`,
+//! `models` (and `models show|promote|rollback|get`). This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
@@ -10,7 +10,8 @@
 //! Code map: this file holds the command line (`Command`, `ConnArgs`), exit codes and dispatch;
 //! `conn` the connection, the token and status-to-exit mapping; `submit` the upload;
 //! `runs` everything about pipelines and runs once stored; `schedules` the cron schedules and
-//! backfills; `models` the model registry.
+//! backfills; `tracking` comparing runs, metrics across runs and lineage; `models` the model
+//! registry.
 
 pub(crate) mod cache;
 pub(crate) mod conn;
@@ -18,6 +19,7 @@ pub(crate) mod models;
 pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod submit;
+pub(crate) mod tracking;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -120,9 +122,13 @@ pub enum Command {
         #[arg(long)]
         no_cache: bool,
     },
-    /// List runs, by pipeline name and then start time (run ids sort that way).
-    #[command(after_help = EXIT_CODES)]
+    /// List runs, by pipeline name and then start time (run ids sort that way), or compare
+    /// some (`weir runs compare RUN RUN...`).
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
     Runs {
+        /// Compare runs; lists runs when left out.
+        #[command(subcommand)]
+        action: Option<RunsAction>,
         /// Only runs of this pipeline.
         #[arg(long, value_name = "NAME")]
         pipeline: Option<String>,
@@ -233,6 +239,43 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show one metric of a pipeline's steps across its runs, oldest first.
+    ///
+    /// A table (time, run, step, value; `(cached)` when a cached step reused it), then the
+    /// count, min, max, the latest value and its change from the one before, and a sparkline
+    /// when it fits. Metrics come from the `metrics.json` a step writes.
+    #[command(after_help = EXIT_CODES)]
+    Metrics {
+        /// The pipeline's name.
+        #[arg(value_name = "PIPELINE")]
+        pipeline: String,
+        /// The metric's name as in metrics.json (`rmse`).
+        #[arg(value_name = "METRIC")]
+        metric: String,
+        /// Only this step (all its matrix instances) or one instance (`train[lr=0.1]`).
+        #[arg(long, value_name = "STEP")]
+        step: Option<String>,
+        /// The most recent points to show.
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+    /// Show where an artifact came from: the step and run that made it, the artifacts that
+    /// went in, theirs, and so on back to the ingested data; with --down, what it fed.
+    ///
+    /// Each line: short digest, path, size, run/step. An artifact met twice is shown once.
+    #[command(after_help = EXIT_CODES)]
+    Lineage {
+        /// An artifact digest (at least 8 of its hex characters; `weir status RUN` lists each
+        /// step's outputs), or a registered model as MODEL@ALIAS, MODEL@VERSION or MODEL.
+        #[arg(value_name = "TARGET")]
+        target: String,
+        /// Walk downstream: the steps that took the artifact and what they made.
+        #[arg(long)]
+        down: bool,
+        /// How many steps to walk; 0 walks to the end.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        depth: u32,
+    },
     /// List the model registry's models (name, latest version, aliases, last registration),
     /// or show, promote, roll back or download one.
     ///
@@ -244,6 +287,23 @@ pub enum Command {
         /// Show, promote, roll back or download; lists the models when left out.
         #[command(subcommand)]
         action: Option<models::ModelAction>,
+    },
+}
+
+/// What `weir runs` does besides listing.
+#[derive(Subcommand, Debug)]
+pub enum RunsAction {
+    /// Show runs side by side: pipeline version, state, duration, every param, every step's
+    /// metrics and output digests, with a `*` before each row that differs between them.
+    ///
+    /// A param, metric or output missing from a run shows `-` (and marks its row). Duration is
+    /// never marked: it always differs. On a terminal the differing rows are coloured, unless
+    /// NO_COLOR is set.
+    #[command(after_help = EXIT_CODES)]
+    Compare {
+        /// Two or more run ids, as `weir runs` lists them.
+        #[arg(value_name = "RUN", num_args = 2.., required = true)]
+        runs: Vec<String>,
     },
 }
 
@@ -360,8 +420,17 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
             let run_id = runs::start(&mut client, conn, pipeline, params.params, no_cache).await?;
             if watch { runs::follow(&mut client, conn, &run_id).await } else { Ok(()) }
         }
-        Command::Runs { pipeline, states, limit } => {
+        Command::Runs { action: Some(RunsAction::Compare { runs }), .. } => {
+            tracking::compare(&mut connect(conn).await?, conn, &runs).await
+        }
+        Command::Runs { action: None, pipeline, states, limit } => {
             runs::runs(&mut connect(conn).await?, conn, pipeline, &states, limit).await
+        }
+        Command::Metrics { pipeline, metric, step, limit } => {
+            tracking::metrics(&mut connect(conn).await?, conn, pipeline, metric, step, limit).await
+        }
+        Command::Lineage { target, down, depth } => {
+            tracking::lineage(&mut connect(conn).await?, conn, target, down, depth).await
         }
         Command::Status { run, watch } => {
             let mut client = connect(conn).await?;

@@ -115,7 +115,7 @@ pub(super) async fn start(
 }
 
 /// The run with every page of its steps.
-async fn get_run(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<GetRunResponse, Failure> {
+pub(super) async fn get_run(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<GetRunResponse, Failure> {
     let mut token = String::new();
     let mut all: Option<GetRunResponse> = None;
     loop {
@@ -145,6 +145,7 @@ pub(super) async fn status(client: &mut Client, conn: &ConnArgs, run_id: &str) -
     let mut text = r.run.as_ref().map(|run| display::run_header(run, now)).unwrap_or_default();
     text.push('\n');
     text.push_str(&display::steps_table(&r.steps, now));
+    text.push_str(&display::tracking::outputs_block(&r.steps));
     print_out(&text);
     Ok(())
 }

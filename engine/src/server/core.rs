@@ -310,6 +310,13 @@ impl Engine {
         {
             self.on_succeeded(live, attempt.instance, m, &mut batch, now)?;
         }
+        if let (Event::Cached { attempt, .. }, Some(m)) = (&event, outputs)
+            && live.steps[attempt.instance.index()].state == StepState::Cached
+        {
+            // Its outputs are a copy of an earlier run's: index them under this run as well, so
+            // lineage walks this run's own chain and `--down` sees what it took.
+            self.record_lineage(live, attempt.instance, m, &mut batch, now)?;
+        }
         if matches!(event, Event::Start) {
             live.record.state = live.machine.run_state();
             changes.push(Change::Run { state: live.record.state });

@@ -33,7 +33,6 @@ use super::core::{Engine, Live};
 use super::error::ApiError;
 
 /// A model version as lineage needs it: where its file came from.
-#[allow(dead_code)] // read by lineage (tracking.rs) once it lands
 #[derive(Clone, Debug)]
 pub(super) struct ModelRef {
     pub model: String,
@@ -193,7 +192,6 @@ impl Engine {
     }
 
     /// Resolves `MODEL@ALIAS`, `MODEL@VERSION` or `MODEL` (its latest version).
-    #[allow(dead_code)] // called by lineage (tracking.rs) once it lands
     pub(super) fn resolve_model(&self, target: &str) -> Result<ModelRef, ApiError> {
         let v = self.resolve_version(target)?;
         Ok(ModelRef {

@@ -1,33 +1,402 @@
 //! Tracking and lineage: a metric across a pipeline's runs, and the chain of artifacts, steps
 //! and runs behind an artifact or a model version.
+//!
+//! Params and metrics need no index of their own: a run's record holds its params and each
+//! step record the metrics of its successful attempt, so [`Engine::metric_history`] scans the
+//! pipeline's runs. Lineage does: when an instance succeeds (or is found cached), the success's
+//! own batch records each output file in `producers` and each input file in `consumers`
+//! (`store/lineage.rs`), keyed by digest. [`Engine::lineage`] walks that index breadth first:
+//! upstream from an artifact to the instance that made it, that instance's inputs, their
+//! makers, and on to artifacts made from nothing (the ingested data); downstream from an
+//! artifact to the instances that took it and what they made.
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use petgraph::graph::NodeIndex;
 use weir_proto::v1;
 
-use crate::artifact::Manifest;
-use crate::run::{InstanceId, Millis};
-use crate::store::Batch;
+use crate::artifact::{Digest, Manifest};
+use crate::run::{InstanceId, Millis, StepState};
+use crate::store::{Batch, Consumed, Indexed, Listed, Produced, RunFilter, RunRecord};
+use crate::wire;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
+use super::registry::ModelRef;
+
+/// Points MetricHistory returns when the request does not say.
+const DEFAULT_POINTS: usize = 1000;
+/// The most artifacts one lineage walk returns.
+pub(super) const MAX_NODES: usize = 2000;
+/// The most producers or consumers read for one digest.
+const MAX_PER_DIGEST: usize = 10_000;
+/// The fewest hex characters of a digest a target may give.
+const MIN_PREFIX: usize = 8;
 
 impl Engine {
-    /// Records which step made each of `outputs` and which artifacts went into it.
+    /// Records which step made each of `outputs` and which artifacts went into it, in `batch`
+    /// (the batch that records the instance's success, so both land or neither does).
+    ///
+    /// Called for every instance that ends with outputs: one that ran and succeeded (from
+    /// `on_succeeded`) and one that ends `Cached`, a cache hit or a retry's reuse (from
+    /// `apply_at`; its `outputs` are the copy of the earlier run's manifest stored under its
+    /// own run, so lineage walks the run's own chain). Its inputs are the
+    /// manifests of the instances it needs in `live`'s plan graph, read from the store: they
+    /// must have been written by an earlier batch (an instance whose need is cached in the same
+    /// batch should use [`record_lineage_of`] with the manifests in hand).
     pub(super) fn record_lineage(
         &self,
-        _live: &Live,
-        _instance: InstanceId,
-        _outputs: &Manifest,
-        _batch: &mut Batch,
-        _now: Millis,
+        live: &Live,
+        instance: InstanceId,
+        outputs: &Manifest,
+        batch: &mut Batch,
+        now: Millis,
     ) -> Result<(), ApiError> {
+        let run = &live.record.id;
+        let mut needs: Vec<NodeIndex> = live
+            .plan
+            .graph
+            .neighbors_directed(NodeIndex::new(instance.index()), petgraph::Direction::Incoming)
+            .collect();
+        needs.sort_unstable();
+        let mut inputs = Vec::new();
+        for need in needs {
+            let id = InstanceId(need.index() as u32);
+            if let Some(m) = self.store.artifacts(run, id)? {
+                inputs.push((id, m));
+            }
+        }
+        let name = live.steps.get(instance.index()).map_or_else(|| live.machine.name(instance), |s| s.name.as_str());
+        record_lineage_of(run, instance, name, outputs, &inputs, batch, now)
+    }
+
+    pub(super) fn metric_history(&self, r: v1::MetricHistoryRequest) -> Result<v1::MetricHistoryResponse, ApiError> {
+        if r.pipeline.is_empty() || r.metric.is_empty() {
+            return Err(ApiError::Invalid("give a pipeline and a metric name (`weir metrics PIPELINE METRIC`)".into()));
+        }
+        if self.store.pipeline(&r.pipeline)?.is_none() {
+            let names = self.store.pipelines()?;
+            let hint = crate::diag::did_you_mean(&r.pipeline, names.iter().map(|(n, _)| n.as_str()))
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+            return Err(ApiError::NotFound(format!(
+                "no pipeline {}{hint}: `weir pipelines` lists the stored ones",
+                r.pipeline
+            )));
+        }
+        let mut points = Vec::new();
+        let mut others = BTreeSet::new();
+        let mut steps_seen = BTreeSet::new();
+        let mut step_matched = false;
+        for run in self.pipeline_runs(&r.pipeline)? {
+            let steps = match self.store.steps(&run.id, None, usize::MAX) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(run = run.id, error = %e, "metric history skips a run whose steps do not decode");
+                    continue;
+                }
+            };
+            for (_, s) in steps {
+                let base = s.name.split_once('[').map_or(s.name.as_str(), |(b, _)| b);
+                steps_seen.insert(base.to_string());
+                if !r.step.is_empty() && s.name != r.step && base != r.step {
+                    continue;
+                }
+                step_matched = true;
+                match s.metrics.get(&r.metric) {
+                    Some(v) => points.push(v1::MetricPoint {
+                        run_id: run.id.clone(),
+                        step: s.name.clone(),
+                        time: Some(wire::timestamp(run.created_at)),
+                        value: *v,
+                        run_state: wire::run_state(run.state) as i32,
+                        cached: s.state == StepState::Cached,
+                    }),
+                    None => others.extend(s.metrics.keys().cloned()),
+                }
+            }
+        }
+        if !r.step.is_empty() && !step_matched && !steps_seen.is_empty() {
+            let hint = crate::diag::did_you_mean(&r.step, steps_seen.iter().map(String::as_str))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            let list: Vec<&str> = steps_seen.iter().map(String::as_str).collect();
+            return Err(ApiError::NotFound(format!(
+                "no step {} in the runs of {}{hint}; its steps: {}",
+                r.step,
+                r.pipeline,
+                list.join(", ")
+            )));
+        }
+        let limit = if r.limit == 0 { DEFAULT_POINTS } else { r.limit as usize };
+        let cut = points.len().saturating_sub(limit);
+        points.drain(..cut);
+        let metrics = if points.is_empty() { others.into_iter().collect() } else { Vec::new() };
+        Ok(v1::MetricHistoryResponse { points, metrics })
+    }
+
+    /// Every readable run of `pipeline`, oldest first (creation time, then id).
+    fn pipeline_runs(&self, pipeline: &str) -> Result<Vec<RunRecord>, ApiError> {
+        let filter = RunFilter { pipeline: Some(pipeline.to_string()), state: None };
+        let mut token = None;
+        let mut out = Vec::new();
+        loop {
+            let page = self.store.list_runs(&filter, 500, token.as_deref())?;
+            for listed in page.runs {
+                match listed {
+                    Listed::Run(r) | Listed::Quarantined { record: Some(r), .. } => out.push(r),
+                    Listed::Quarantined { .. } => {}
+                }
+            }
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    pub(super) fn lineage(&self, r: v1::GetLineageRequest) -> Result<v1::GetLineageResponse, ApiError> {
+        let target = r.target.trim();
+        if target.is_empty() {
+            return Err(ApiError::Invalid(
+                "give an artifact digest (at least 8 hex characters; `weir status RUN` shows each step's outputs) \
+                 or a model as MODEL@ALIAS, MODEL@VERSION or MODEL"
+                    .into(),
+            ));
+        }
+        let (digest, model) = self.lineage_target(target)?;
+        let depth = if r.depth == 0 { u32::MAX } else { r.depth };
+        let mut walk = Walk::new(self, depth, r.down);
+        walk.run(digest, model.as_ref())?;
+        Ok(v1::GetLineageResponse {
+            digest: digest.to_string(),
+            nodes: walk.nodes,
+            truncated: walk.truncated.is_some(),
+            truncated_reason: walk.truncated.unwrap_or_default(),
+            model: model.map(|m| format!("{} version {}", m.model, m.version)).unwrap_or_default(),
+        })
+    }
+
+    /// The digest a lineage target names, and the model version when it named one.
+    fn lineage_target(&self, target: &str) -> Result<(Digest, Option<ModelRef>), ApiError> {
+        let hex = target.bytes().all(|b| b.is_ascii_hexdigit());
+        if hex && target.len() >= MIN_PREFIX && target.len() <= 64 {
+            let lower = target.to_ascii_lowercase();
+            let found = self.store.produced_digests(&lower, 11)?;
+            match found.as_slice() {
+                [one] => return Ok((*one, None)),
+                [] => {}
+                many => {
+                    let shown: Vec<String> = many.iter().take(10).map(Digest::to_string).collect();
+                    let more = if many.len() > 10 { ", ..." } else { "" };
+                    return Err(ApiError::Invalid(format!(
+                        "digest prefix {target} is ambiguous: {}{more}; give more of its characters",
+                        shown.join(", ")
+                    )));
+                }
+            }
+            // A model may be named like hex; only then is this not an unknown digest.
+            return match self.resolve_model(target) {
+                Ok(m) => self.model_digest(m),
+                Err(_) => Err(ApiError::NotFound(format!(
+                    "no step made an artifact with digest {target}: `weir status RUN` shows each step's outputs \
+                     with their digests"
+                ))),
+            };
+        }
+        match self.resolve_model(target) {
+            Ok(m) => self.model_digest(m),
+            Err(ApiError::NotFound(msg)) if hex => Err(ApiError::NotFound(format!(
+                "{msg}; as an artifact digest, give at least {MIN_PREFIX} hex characters"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn model_digest(&self, m: ModelRef) -> Result<(Digest, Option<ModelRef>), ApiError> {
+        let d: Digest = m.digest.parse().map_err(|e| {
+            ApiError::Internal(format!("model {} version {} names a bad digest: {e}", m.model, m.version))
+        })?;
+        Ok((d, Some(m)))
+    }
+}
+
+/// Records the lineage of instance `instance` (named `name`) of `run`: every file of `outputs`
+/// as made by it, with `inputs` (the manifests of the instances of the same run it needs, by
+/// instance) as what went in. Writes into `batch` only; see [`Engine::record_lineage`].
+pub(super) fn record_lineage_of(
+    run: &str,
+    instance: InstanceId,
+    name: &str,
+    outputs: &Manifest,
+    inputs: &[(InstanceId, Manifest)],
+    batch: &mut Batch,
+    now: Millis,
+) -> Result<(), ApiError> {
+    let needs: Vec<u32> = inputs.iter().map(|(i, _)| i.0).collect();
+    let mut seen = BTreeSet::new();
+    for e in outputs.entries() {
+        if seen.insert(e.digest) {
+            let p =
+                Produced { path: e.path.clone(), size: e.size, at: now, step: name.to_string(), needs: needs.clone() };
+            batch.put_produced(&e.digest, run, instance, &p)?;
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (from, m) in inputs {
+        for e in m.entries() {
+            if seen.insert(e.digest) {
+                let c = Consumed { path: e.path.clone(), step: name.to_string(), from: from.0, at: now };
+                batch.put_consumed(&e.digest, run, instance, &c)?;
+            }
+        }
+    }
+    tracing::debug!(run, instance = name, outputs = outputs.entries().len(), inputs = seen.len(), "lineage recorded");
+    Ok(())
+}
+
+/// One breadth-first lineage walk.
+struct Walk<'a> {
+    engine: &'a Engine,
+    depth: u32,
+    down: bool,
+    nodes: Vec<v1::LineageNode>,
+    index: HashMap<Digest, usize>,
+    /// The producer chosen for each node, by node index: where an upstream walk goes on.
+    made_by: Vec<Option<Indexed<Produced>>>,
+    truncated: Option<String>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(engine: &'a Engine, depth: u32, down: bool) -> Walk<'a> {
+        Walk { engine, depth, down, nodes: Vec::new(), index: HashMap::new(), made_by: Vec::new(), truncated: None }
+    }
+
+    fn run(&mut self, root: Digest, model: Option<&ModelRef>) -> Result<(), ApiError> {
+        let store = &self.engine.store;
+        let producers = store.producers(&root, MAX_PER_DIGEST)?;
+        // The model's own run and step when it names one; else the first that made the bytes.
+        let chosen = model
+            .and_then(|m| producers.iter().find(|p| p.run == m.run_id && p.value.step == m.step).cloned())
+            .or_else(|| first(producers));
+        let mut node = self.node(root, chosen.as_ref(), 0);
+        if chosen.is_none()
+            && let Some(m) = model
+        {
+            (node.run_id, node.step) = (m.run_id.clone(), m.step.clone());
+        }
+        self.push(root, node, chosen);
+        let mut queue = VecDeque::from([0usize]);
+        while let Some(at) = queue.pop_front() {
+            let depth = self.nodes[at].depth;
+            let next = if self.down { self.fed(at)? } else { self.made_from(at)? };
+            if next.is_empty() {
+                continue;
+            }
+            if depth >= self.depth {
+                self.truncated.get_or_insert_with(|| format!("depth {} reached", self.depth));
+                continue;
+            }
+            let mut links: Vec<String> = Vec::new();
+            for (digest, producer, path, size) in next {
+                let text = digest.to_string();
+                if !links.contains(&text) {
+                    links.push(text);
+                }
+                if self.index.contains_key(&digest) {
+                    continue;
+                }
+                if self.nodes.len() >= MAX_NODES {
+                    self.truncated.get_or_insert_with(|| format!("the server's cap of {MAX_NODES} artifacts reached"));
+                    continue;
+                }
+                let mut node = self.node(digest, producer.as_ref(), depth + 1);
+                if producer.is_none() {
+                    (node.path, node.size) = (path, size);
+                }
+                queue.push_back(self.nodes.len());
+                self.push(digest, node, producer);
+            }
+            self.nodes[at].links = links;
+        }
         Ok(())
     }
 
-    pub(super) fn metric_history(&self, _r: v1::MetricHistoryRequest) -> Result<v1::MetricHistoryResponse, ApiError> {
-        Err(ApiError::Precondition("MetricHistory is not implemented yet".into()))
+    fn push(&mut self, digest: Digest, node: v1::LineageNode, producer: Option<Indexed<Produced>>) {
+        self.index.insert(digest, self.nodes.len());
+        self.nodes.push(node);
+        self.made_by.push(producer);
     }
 
-    pub(super) fn lineage(&self, _r: v1::GetLineageRequest) -> Result<v1::GetLineageResponse, ApiError> {
-        Err(ApiError::Precondition("GetLineage is not implemented yet".into()))
+    fn node(&self, digest: Digest, p: Option<&Indexed<Produced>>, depth: u32) -> v1::LineageNode {
+        v1::LineageNode {
+            digest: digest.to_string(),
+            path: p.map(|p| p.value.path.clone()).unwrap_or_default(),
+            size: p.map_or(0, |p| p.value.size),
+            run_id: p.map(|p| p.run.clone()).unwrap_or_default(),
+            step: p.map(|p| p.value.step.clone()).unwrap_or_default(),
+            produced_at: p.map(|p| wire::timestamp(p.value.at)),
+            depth,
+            links: Vec::new(),
+        }
+    }
+
+    /// Upstream: the input files of the instance that made node `at`, each with the instance
+    /// of the same run that made it (its exact maker, not just the first to make those bytes).
+    fn made_from(&self, at: usize) -> Result<Vec<Step>, ApiError> {
+        let Some(p) = &self.made_by[at] else { return Ok(Vec::new()) };
+        let store = &self.engine.store;
+        let mut out = Vec::new();
+        for need in &p.value.needs {
+            let need = InstanceId(*need);
+            let Some(m) = store.artifacts(&p.run, need)? else { continue };
+            for e in m.entries() {
+                let produced = store.produced(&e.digest, &p.run, need)?;
+                let producer = match produced {
+                    Some(value) => Some(Indexed { run: p.run.clone(), instance: need, value }),
+                    None => first(store.producers(&e.digest, MAX_PER_DIGEST)?),
+                };
+                out.push((e.digest, producer, e.path.clone(), e.size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Downstream: what the instances that took node `at` as an input made.
+    fn fed(&mut self, at: usize) -> Result<Vec<Step>, ApiError> {
+        let store = &self.engine.store;
+        let digest: Digest = self.nodes[at].digest.parse().map_err(|e| ApiError::Internal(format!("{e}")))?;
+        let consumers = store.consumers(&digest, MAX_PER_DIGEST)?;
+        if consumers.len() == MAX_PER_DIGEST {
+            self.truncated.get_or_insert_with(|| {
+                format!("{} fed more than {MAX_PER_DIGEST} step instances; only those were read", digest)
+            });
+        }
+        let mut out = Vec::new();
+        for c in consumers {
+            let Some(m) = store.artifacts(&c.run, c.instance)? else { continue };
+            for e in m.entries() {
+                let producer = store.produced(&e.digest, &c.run, c.instance)?.map(|value| Indexed {
+                    run: c.run.clone(),
+                    instance: c.instance,
+                    value,
+                });
+                out.push((e.digest, producer, e.path.clone(), e.size));
+            }
+        }
+        Ok(out)
     }
 }
+
+/// A linked artifact: its digest, its maker when known, and its path and size.
+type Step = (Digest, Option<Indexed<Produced>>, String, u64);
+
+/// The first of several makers of the same bytes: the earliest, then by run id and instance.
+fn first(producers: Vec<Indexed<Produced>>) -> Option<Indexed<Produced>> {
+    producers.into_iter().min_by(|a, b| (a.value.at, &a.run, a.instance.0).cmp(&(b.value.at, &b.run, b.instance.0)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -25,6 +25,8 @@
 //! | `artifacts`         | run · instance u32                    | [`Manifest`](crate::artifact::Manifest) |
 //! | `quarantine`        | run                                   | reason (string)              |
 //! | `schedules`         | pipeline name                         | [`ScheduleRecord`]           |
+//! | `producers`         | digest · run · instance u32           | [`Produced`] (see `lineage`) |
+//! | `consumers`         | input digest · run · instance u32     | [`Consumed`] (see `lineage`) |
 //! | `models`            | model name                            | [`ModelRecord`]              |
 //! | `model_versions`    | model · version u64 (from 1)          | [`ModelVersionRecord`]       |
 //! | `model_events`      | model · seq u64 (from 1, dense)       | [`AliasEventRecord`]         |
@@ -44,6 +46,7 @@ mod db;
 pub mod envelope;
 mod export;
 mod keys;
+mod lineage;
 mod list;
 mod models;
 mod records;
@@ -55,6 +58,7 @@ use std::path::PathBuf;
 pub use append::Batch;
 pub use cache::CacheEntry;
 pub use db::Store;
+pub use lineage::{Consumed, Indexed, Produced};
 pub use list::{Listed, RunFilter, RunPage};
 pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
 pub use records::{
