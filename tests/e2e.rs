@@ -25,7 +25,7 @@ async fn the_example_pipeline_runs_with_inputs_outputs_matrix_and_gate() {
     assert_eq!(state(&got), RunState::Succeeded, "{:#?}", got.steps);
     let deploy = weir_tests::step(&got, "deploy");
     let files: Vec<&str> = deploy.outputs.as_ref().unwrap().files.iter().map(|f| f.path.as_str()).collect();
-    assert_eq!(files, ["manifest.json", "model.json"]);
+    assert_eq!(files, ["manifest.json", "metrics.json", "model.json"]);
     let validate = weir_tests::step(&got, "validate");
     assert!(validate.metrics["rmse"] > 0.0, "{validate:?}");
     assert!(c.logs(&run, "validate").await.contains("best of 4"));
