@@ -203,3 +203,40 @@ async fn a_cached_step_is_in_its_own_runs_lineage() {
     assert_eq!(consumers.nodes.len(), 3, "both models: {consumers:?}");
     c.stop().await;
 }
+
+/// The example pipeline, twice on the same params: `churn@production` walks back through
+/// deploy, validate, the four train instances and preprocess to ingest's `raw.csv`, and the
+/// second run's version (its ingest, preprocess and train taken from the cache) reaches the very
+/// same dataset digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_models_lineage_reaches_the_ingested_dataset_digest() {
+    let mut c = Cluster::start(1, 2).await;
+    let folder = weir_tests::root().join("pipelines/ml-retrain");
+    let yaml = std::fs::read_to_string(folder.join("pipeline.yaml")).unwrap();
+    let version = c.submit(&yaml, Some(&folder)).await;
+    let mut datasets = Vec::new();
+    for n in 1..=2 {
+        let run = c.start_run(&version, &[("rows", "400")]).await;
+        let got = c.wait(&run, MINUTE).await;
+        assert_eq!(got.run.as_ref().unwrap().state(), v1::RunState::Succeeded, "{:#?}", got.steps);
+        let raw = output(&got, "ingest", "raw.csv");
+        let target = format!("churn@{n}");
+        let up = lineage(&mut c, &target, false).await;
+        assert_eq!(up.digest, output(&got, "deploy", "model.json"), "{target} is this run's model");
+        let steps: Vec<&str> = up.nodes.iter().map(|n| n.step.split('[').next().unwrap()).collect();
+        for made_by in ["deploy", "validate", "train", "preprocess", "ingest"] {
+            assert!(steps.contains(&made_by), "{made_by} missing from {target}'s lineage: {up:#?}");
+        }
+        let dataset = up.nodes.iter().find(|n| n.path == "raw.csv").expect("the dataset");
+        assert_eq!((dataset.digest.as_str(), dataset.links.len()), (raw.as_str(), 0), "ingested from nothing");
+        datasets.push(raw);
+        if n == 2 {
+            assert_eq!(step(&got, "ingest").state(), v1::StepState::Cached, "the second run's data is the first's");
+        }
+    }
+    assert_eq!(datasets[0], datasets[1], "identical data, one digest");
+    let production = lineage(&mut c, "churn@production", false).await;
+    assert!(production.model.starts_with("churn version 1"), "v2 had the same rmse: refused: {}", production.model);
+    assert!(production.nodes.iter().any(|n| n.digest == datasets[0] && n.step == "ingest"), "{production:#?}");
+    c.stop().await;
+}
