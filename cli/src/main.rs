@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     match cli.command {
-        Command::Offline(c) => offline::dispatch(c),
+        Command::Offline(c) => offline::dispatch(c, &cli.conn),
         Command::Run(args) => local::run(args),
         Command::Server(args) => serve::run(args),
         Command::Client(c) => client::dispatch(c, &cli.conn),

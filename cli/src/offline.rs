@@ -52,6 +52,10 @@ pub enum Command {
         /// Plan as `weir run --no-cache` would run: nothing from the cache.
         #[arg(long)]
         no_cache: bool,
+        /// Ask the weir server (--server, WEIR_SERVER) instead of --data-dir what its cache
+        /// would do for a run of this pipeline's latest stored version (`weir submit` it first).
+        #[arg(long)]
+        remote: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -124,17 +128,24 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Runs one of the commands that read pipeline files without an engine.
-pub fn dispatch(command: Command) -> ExitCode {
+pub fn dispatch(command: Command, conn: &crate::client::ConnArgs) -> ExitCode {
     let result = match command {
         Command::Validate { files, limits } => validate(&files, &limits.limits()),
-        Command::Plan { file, params, run_id, json, data_dir, no_cache, limits } => {
-            show_plan(&file, &params.params, &run_id, json, &limits.limits()).and_then(|()| {
-                if json {
-                    Ok(())
-                } else {
+        Command::Plan { file, params, run_id, json, data_dir, no_cache, remote, limits } => {
+            let shown = show_plan(&file, &params.params, &run_id, json, &limits.limits());
+            match (shown, json, remote) {
+                (Ok(()), false, false) => {
                     print_out(&cache_section(&file, &params.params, &data_dir, no_cache, &limits.limits()))
                 }
-            })
+                (Ok(()), false, true) => {
+                    let Ok((pipeline, _)) = planned(&file, &params.params, &run_id, &limits.limits()) else {
+                        return ExitCode::from(1);
+                    };
+                    let name = pipeline.name().to_string();
+                    return crate::client::plan_remote(conn, name, params.params, no_cache);
+                }
+                (other, ..) => other,
+            }
         }
         Command::Graph { file, format, params, limits } => show_graph(&file, &params.params, format, &limits.limits()),
         Command::Schema => {

@@ -123,6 +123,12 @@ async fn cache_explain_names_the_changed_param_and_retry_from_reruns_the_tail() 
     let out = text(&changed.stdout);
     assert!(row(&out, "s1").contains("cached") && row(&out, "s2").contains("succeeded"), "{out}");
     let id2 = run_id(&out);
+    let file = folder.join("pipeline.yaml").display().to_string();
+    let planned = cli(args(&["plan", &file, "--remote", "-p", "b=y"])).await.unwrap();
+    let said = text(&planned.stdout);
+    assert_eq!(planned.status.code(), Some(0), "{}", text(&planned.stderr));
+    assert!(said.contains(&format!("s2  cached (from run {id2})")), "{said}");
+    assert!(said.contains("2 from the cache, 1 to run"), "{said}");
 
     let why = cli(args(&["cache", "explain", &id2, "s2"])).await.unwrap();
     let said = text(&why.stdout);

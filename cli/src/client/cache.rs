@@ -99,6 +99,29 @@ pub fn render_explain(a: &v1::ExplainCacheResponse) -> String {
     out
 }
 
+pub(super) async fn plan_remote(
+    client: &mut Client,
+    conn: &ConnArgs,
+    pipeline: String,
+    params: Vec<(String, String)>,
+    no_cache: bool,
+) -> Result<(), Failure> {
+    let request = v1::PlanRunRequest {
+        pipeline: Some(v1::plan_run_request::Pipeline::Name(pipeline)),
+        params: params.into_iter().collect(),
+        no_cache,
+    };
+    let hints = Hints {
+        not_found: "store the pipeline first: `weir submit DIR`",
+        invalid: "`weir plan FILE -p NAME=VALUE` checks params against the file locally",
+        ..RUN_HINTS
+    };
+    let answer = client.plan_run(request).await.map_err(|s| refused(&s, conn, hints))?.into_inner();
+    let short = &answer.version[..answer.version.len().min(12)];
+    print_out(&format!("\nstep cache (server {}, version {short}):\n{}", conn.server, render_planned(&answer.steps)));
+    Ok(())
+}
+
 /// The cache column of `weir plan`: one line per instance.
 pub fn render_planned(steps: &[v1::PlannedStep]) -> String {
     let mut out = String::new();

@@ -411,6 +411,26 @@ pub fn dispatch(command: Command, conn: &ConnArgs) -> ExitCode {
     }
 }
 
+/// `weir plan FILE --remote`: what the server's cache would do for a run of `pipeline`'s
+/// latest stored version.
+pub fn plan_remote(conn: &ConnArgs, pipeline: String, params: Vec<(String, String)>, no_cache: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let mut client = connect(conn).await?;
+        cache::plan_remote(&mut client, conn, pipeline, params, no_cache).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.exit_code(),
+    }
+}
+
 async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
     match command {
         Command::Submit { path } => submit::submit(conn, &path).await,
