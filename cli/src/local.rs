@@ -120,7 +120,7 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
     agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
     let agent = tokio::spawn(Agent::new(agent_config).run(shutdown.clone()));
 
-    let conn = ConnArgs { server: server.url(), token: None, token_file: None };
+    let conn = ConnArgs { server: server.url(), token: None, token_file: None, local: None };
     let result = drive(&conn, &args, &file).await;
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(args.grace + 5), agent).await {
@@ -203,4 +203,35 @@ async fn print_failed_logs(client: &mut conn::Client, run_id: &str) {
             eprintln!("{line}");
         }
     }
+}
+
+/// `--local DIR`: starts an engine (no schedules) and a worker in this process on `weir run`'s
+/// data folder `dir` and returns the engine's URL. They live until the process exits: every
+/// acknowledged write was flushed before its answer, so nothing is lost then.
+pub async fn attach(dir: &std::path::Path) -> Result<String, Failure> {
+    if !dir.join("db").is_dir() {
+        eprintln!(
+            "error: --local {}: no `weir run` data there yet; run a pipeline first (`weir run FILE --data-dir {}`)",
+            dir.display(),
+            dir.display()
+        );
+        return Err(Failure::Unreachable);
+    }
+    let mut config = ServerConfig::new(dir, "127.0.0.1:0".parse().expect("a socket address"));
+    config.terms.heartbeat_interval = Duration::from_millis(250);
+    config.terms.lease_timeout = Duration::from_secs(10);
+    config.scheduling = false;
+    let server = server::start(config).await.map_err(|e| {
+        eprintln!("error: --local {}: cannot start an engine on it: {e}", dir.display());
+        Failure::Unreachable
+    })?;
+    let url = server.url();
+    let mut agent_config = AgentConfig::new(url.clone(), dir.join("worker"));
+    agent_config.name = "local".into();
+    agent_config.runtime = Arc::new(ProcessRuntime::new());
+    agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
+    tokio::spawn(Agent::new(agent_config).run(CancellationToken::new()));
+    // The engine serves until the process ends.
+    std::mem::forget(server);
+    Ok(url)
 }

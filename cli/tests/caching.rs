@@ -158,3 +158,39 @@ async fn cache_explain_names_the_changed_param_and_retry_from_reruns_the_tail() 
     engine.kill().unwrap();
     engine.wait().unwrap();
 }
+
+/// `--local DIR`: after `weir run`, the client commands read and act on its data folder with an
+/// engine and worker of their own, no server: explain, retry --from (its steps run here),
+/// models and lineage.
+#[test]
+fn client_commands_work_on_weir_runs_data_folder_with_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let pipeline = root().join("pipelines/ml-retrain").display().to_string();
+    let none = weir(&["runs", "--local", &data_arg]);
+    assert_eq!(none.status.code(), Some(3), "nothing there yet");
+    assert!(text(&none.stderr).contains("no `weir run` data there yet"), "{}", text(&none.stderr));
+    let first = weir(&["run", &pipeline, "--data-dir", &data_arg]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let id = run_id(&text(&first.stdout));
+    let local = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--local", &data_arg]);
+        weir(&all)
+    };
+
+    let why = local(&["cache", "explain", &id, "ingest"]);
+    assert_eq!(why.status.code(), Some(0), "{}", text(&why.stderr));
+    assert!(text(&why.stdout).contains("this was the first"), "{}", text(&why.stdout));
+    let models = text(&local(&["models", "show", "churn"]).stdout);
+    assert!(models.contains("production"), "{models}");
+    let lineage = text(&local(&["lineage", "churn@production"]).stdout);
+    assert!(lineage.contains("raw.csv") && lineage.contains("/ingest"), "{lineage}");
+
+    let again = local(&["retry", &id, "--from", "validate"]);
+    let out = text(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{out}{}", text(&again.stderr));
+    assert!(out.contains("run again (2): validate, deploy"), "{out}");
+    assert!(row(&out, "ingest").contains("cached") && row(&out, "deploy").contains("succeeded"), "{out}");
+}

@@ -63,6 +63,11 @@ impl ConnArgs {
 
 /// Connects to the server named by `conn`, failing with exit 3 when nothing answers.
 pub async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
+    if let Some(dir) = &conn.local {
+        let url = crate::local::attach(dir).await?;
+        let local = ConnArgs { server: url, token: None, token_file: None, local: None };
+        return Box::pin(connect(&local)).await;
+    }
     let auth = conn.auth()?;
     if let Some(scheme) = conn.server.split_once("://").map(|(s, _)| s) {
         if scheme == "https" {

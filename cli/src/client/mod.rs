@@ -82,6 +82,13 @@ pub struct ConnArgs {
     /// Read the bearer token from a file (surrounding whitespace ignored); wins over --token.
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Instead of a server, use the data folder of `weir run` (DIR, default `.weir`): an engine
+    /// and a worker start in this process on it for the one command, so `weir runs`, `status`,
+    /// `cache explain`, `models`, `lineage`, ... see what `weir run` did there, and `retry` and
+    /// `start` run their steps here (and follow them to the end). Refused while a `weir run`
+    /// uses the folder.
+    #[arg(long, global = true, value_name = "DIR", num_args = 0..=1, default_missing_value = ".weir")]
+    pub local: Option<PathBuf>,
 }
 
 impl fmt::Debug for ConnArgs {
@@ -90,6 +97,7 @@ impl fmt::Debug for ConnArgs {
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
+            .field("local", &self.local)
             .finish()
     }
 }
@@ -438,7 +446,8 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Start { pipeline, params, watch, no_cache } => {
             let mut client = connect(conn).await?;
             let run_id = runs::start(&mut client, conn, pipeline, params.params, no_cache).await?;
-            if watch { runs::follow(&mut client, conn, &run_id).await } else { Ok(()) }
+            // With --local the steps run in this process: follow them, or they would stop.
+            if watch || conn.local.is_some() { runs::follow(&mut client, conn, &run_id).await } else { Ok(()) }
         }
         Command::Runs { action: Some(RunsAction::Compare { runs }), .. } => {
             tracking::compare(&mut connect(conn).await?, conn, &runs).await
@@ -467,7 +476,7 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Retry { run, from, dry_run, watch } => {
             let mut client = connect(conn).await?;
             match cache::retry(&mut client, conn, &run, from, dry_run).await? {
-                Some(new) if watch => runs::follow(&mut client, conn, &new).await,
+                Some(new) if watch || conn.local.is_some() => runs::follow(&mut client, conn, &new).await,
                 _ => Ok(()),
             }
         }
