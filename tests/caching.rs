@@ -186,3 +186,21 @@ async fn retry_from_a_step_reruns_it_and_its_descendants_and_reuses_the_rest() {
     assert!(err.message().contains("--from"), "{}", err.message());
     c.stop().await;
 }
+
+/// An entry whose output file is gone from the blob store (a data folder cleaned by hand) is
+/// not used: the step runs again and makes the file anew, and what it feeds still hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_whose_files_are_gone_is_not_used() {
+    let mut c = Cluster::start(1, 4).await;
+    let version = c.submit(YAML, None).await;
+    let r1 = run(&mut c, &version, &[], false).await;
+    let blob = digest(&r1, "s1", "data.txt");
+    let blobs = weir_engine::artifact::Store::open(&c.dir.path().join("engine/artifacts")).expect("the blob store");
+    let path = blobs.path_of(&blob.parse().expect("a digest"));
+    std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let r2 = run(&mut c, &version, &[], false).await;
+    use StepState::{Cached, Succeeded};
+    assert_eq!(states(&r2), expect(&[("s1", Succeeded), ("s2", Cached), ("s3", Cached), ("s4", Succeeded)]));
+    assert!(path.exists(), "made anew");
+    c.stop().await;
+}

@@ -231,6 +231,17 @@ impl Engine {
             }
             match self.store.cache_entry(&pipeline, &name, &key.key) {
                 Ok(Some(entry)) if fresh(&entry, ttl, now) && entry.run != run_id => {
+                    // An entry whose files are gone from the blob store (a folder cleaned by
+                    // hand) would hand its dependents inputs nobody can download: run instead.
+                    if let Some(gone) = entry.outputs.entries().iter().find(|f| !self.blobs.contains(&f.digest)) {
+                        tracing::warn!(
+                            run = run_id,
+                            step = entry.name,
+                            file = gone.path,
+                            "cached output missing; the step runs"
+                        );
+                        continue;
+                    }
                     tracing::info!(run = run_id, step = entry.name, from = entry.run, "cache hit");
                     hits.push((*attempt, entry));
                 }
