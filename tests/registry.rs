@@ -80,6 +80,11 @@ async fn versions_gated_promotion_by_hand_rollback_and_download() {
     assert_eq!((refused.from_version, refused.to_version), (2, 3));
     assert!(refused.reason.contains("0.9") && refused.reason.contains("0.3"), "{}", refused.reason);
     assert!(refused.reason.contains("metrics.rmse < current.metrics.rmse"), "{}", refused.reason);
+    assert_eq!(refused.expression, "metrics.rmse < current.metrics.rmse");
+    let compared: Vec<(&str, &str)> = refused.compared.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut compared = compared;
+    compared.sort();
+    assert_eq!(compared, [("current.metrics.rmse", "0.3"), ("metrics.rmse", "0.9")], "the values, for programs");
 
     let promoted = c
         .client

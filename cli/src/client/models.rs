@@ -388,6 +388,7 @@ pub(crate) mod render {
                 time: ts(at),
                 reason: reason.into(),
                 refused,
+                ..Default::default()
             }
         }
 

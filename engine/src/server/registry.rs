@@ -400,6 +400,9 @@ fn event_msg(e: &AliasEventRecord) -> v1::AliasEvent {
         time: Some(wire::timestamp(e.at)),
         reason: e.reason.clone(),
         refused: e.refused,
+        expression: e.expression.clone().unwrap_or_default(),
+        compared: e.compared.iter().cloned().collect(),
+        rollback: e.rollback,
     }
 }
 
