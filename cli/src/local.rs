@@ -230,8 +230,27 @@ pub async fn attach(dir: &std::path::Path) -> Result<String, Failure> {
     agent_config.name = "local".into();
     agent_config.runtime = Arc::new(ProcessRuntime::new());
     agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
-    tokio::spawn(Agent::new(agent_config).run(CancellationToken::new()));
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(Agent::new(agent_config).run(stop.clone()));
+    let _ = ATTACHED.set((stop, std::sync::Mutex::new(Some(agent))));
     // The engine serves until the process ends.
     std::mem::forget(server);
     Ok(url)
+}
+
+type AgentTask = tokio::task::JoinHandle<Result<(), weir_worker::AgentError>>;
+
+/// The worker `attach` started, so [`detach`] can stop it before the runtime goes.
+static ATTACHED: std::sync::OnceLock<(CancellationToken, std::sync::Mutex<Option<AgentTask>>)> =
+    std::sync::OnceLock::new();
+
+/// Stops the worker of `--local` (if one was started), so it does not go on calling an engine
+/// that is going away.
+pub async fn detach() {
+    let Some((stop, agent)) = ATTACHED.get() else { return };
+    stop.cancel();
+    let task = agent.lock().ok().and_then(|mut a| a.take());
+    if let Some(task) = task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
 }

@@ -413,7 +413,12 @@ pub fn dispatch(command: Command, conn: &ConnArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(command, conn)) {
+    let result = runtime.block_on(async {
+        let result = run(command, conn).await;
+        crate::local::detach().await;
+        result
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => f.exit_code(),
     }

@@ -65,7 +65,7 @@ pub(super) async fn lineage(
 ) -> Result<(), Failure> {
     let hints = Hints {
         not_found: "`weir status RUN` lists each step's outputs with their digests",
-        invalid: "give more characters of the digest",
+        invalid: "TARGET is a digest (at least 8 hex characters; more when several match) or MODEL, MODEL@ALIAS, MODEL@VERSION",
         precondition: "",
     };
     let answer = client

@@ -45,9 +45,7 @@ pub(super) struct ModelRef {
 /// Why `name` cannot name a model or alias, if it cannot: the rule of pipeline names
 /// (`[a-z0-9_-]`, at most 63 characters), so anything a `register:` writes is accepted here.
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
-    crate::spec::check_name(name).map_err(|e| {
-        ApiError::Invalid(format!("invalid {what} name {name:?}: {e} (lowercase letters, digits, `_` and `-`)"))
-    })
+    crate::spec::check_name(name).map_err(|e| ApiError::Invalid(format!("invalid {what} name {name:?}: {e}")))
 }
 
 impl Engine {
