@@ -22,6 +22,8 @@ mod mlops;
 mod placement;
 mod registry;
 mod scheduler;
+#[cfg(test)]
+mod testkit;
 mod tracking;
 mod transfer;
 mod worker_api;

@@ -437,13 +437,10 @@ mod tests {
     //! through the engine's own `apply_at` (lease, success with metrics and outputs), so
     //! registration rides the success's batch exactly as it does under a worker.
 
-    use std::time::Duration;
-
     use super::*;
     use crate::artifact::{Digest, Entry};
     use crate::run::{AttemptId, Event};
-    use crate::server::Terms;
-    use crate::store::{PipelineVersion, Store, Trigger};
+    use crate::store::{PipelineVersion, Trigger};
 
     const YAML: &str = r#"name: reg
 params: {rmse: 0.5}
@@ -458,26 +455,7 @@ steps:
     register: {model: plain, file: model.json, alias: staging}
 "#;
 
-    /// The engine on `dir`'s store. Reopening right after a drop retries while sled's
-    /// background flusher, which holds the file lock a moment longer, winds down.
-    fn engine(dir: &std::path::Path) -> Engine {
-        let start = std::time::Instant::now();
-        let store = loop {
-            match Store::open(&dir.join("db")) {
-                Err(crate::store::Error::Locked { .. }) if start.elapsed() < Duration::from_secs(10) => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                other => break other.unwrap(),
-            }
-        };
-        let blobs = crate::artifact::Store::open(&dir.join("artifacts")).unwrap();
-        let terms = Terms {
-            lease_timeout: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(5),
-            max_wait: Duration::from_secs(1),
-        };
-        Engine::new(store, blobs, terms)
-    }
+    use crate::server::testkit::engine;
 
     /// Runs the pipeline with `rmse` and reports both steps succeeded with that metric.
     fn run(e: &Engine, rmse: f64) -> String {

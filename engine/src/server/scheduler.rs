@@ -608,32 +608,13 @@ mod tests {
     //! downtime, restarts and clocks that jump are exact. No worker runs: scheduled runs stay
     //! running, which is what the concurrency rules need.
 
-    use std::time::Duration;
-
     use super::*;
     use crate::run::RunState;
-    use crate::server::Terms;
-    use crate::store::{PipelineVersion, Store};
+    use crate::store::PipelineVersion;
 
-    /// The engine on `dir`'s store. Reopening right after a drop retries while sled's
-    /// background flusher, which holds the file lock a moment longer, winds down.
+    /// An engine that fires schedules, on `dir`'s store.
     fn engine(dir: &std::path::Path) -> Engine {
-        let start = std::time::Instant::now();
-        let store = loop {
-            match Store::open(&dir.join("db")) {
-                Err(crate::store::Error::Locked { .. }) if start.elapsed() < Duration::from_secs(10) => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                other => break other.unwrap(),
-            }
-        };
-        let blobs = crate::artifact::Store::open(&dir.join("artifacts")).unwrap();
-        let terms = Terms {
-            lease_timeout: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(5),
-            max_wait: Duration::from_secs(1),
-        };
-        let mut e = Engine::new(store, blobs, terms);
+        let mut e = crate::server::testkit::engine(dir);
         e.scheduling = true;
         e
     }

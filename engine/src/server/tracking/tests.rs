@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::*;
 use crate::artifact::Entry;
 use crate::run::Event;
-use crate::server::Terms;
 use crate::store::{PipelineVersion, Store, Trigger};
 
 const YAML: &str = "\
@@ -28,14 +27,7 @@ steps:
 ";
 
 fn engine(dir: &std::path::Path) -> Engine {
-    let store = Store::open(&dir.join("db")).unwrap();
-    let blobs = crate::artifact::Store::open(&dir.join("artifacts")).unwrap();
-    let terms = Terms {
-        lease_timeout: Duration::from_secs(30),
-        heartbeat_interval: Duration::from_secs(5),
-        max_wait: Duration::from_secs(1),
-    };
-    let e = Engine::new(store, blobs, terms);
+    let e = crate::server::testkit::engine(dir);
     let version =
         PipelineVersion { name: "ml".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: Millis(1) };
     e.store.put_pipeline_version("v1", &version).unwrap();

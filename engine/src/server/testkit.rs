@@ -1,0 +1,29 @@
+//! Test support for the engine's own unit tests (compiled only for tests).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::core::{Engine, Terms};
+use crate::store::{Error, Store};
+
+/// An engine on `dir`'s store (`dir/db`, `dir/artifacts`), firing no schedules. Reopening right
+/// after a drop retries while sled's background flusher, which holds the file lock a moment
+/// longer, winds down.
+pub(super) fn engine(dir: &Path) -> Engine {
+    let start = Instant::now();
+    let store = loop {
+        match Store::open(&dir.join("db")) {
+            Err(Error::Locked { .. }) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let blobs = crate::artifact::Store::open(&dir.join("artifacts")).unwrap();
+    let terms = Terms {
+        lease_timeout: Duration::from_secs(30),
+        heartbeat_interval: Duration::from_secs(5),
+        max_wait: Duration::from_secs(1),
+    };
+    Engine::new(store, blobs, terms)
+}
