@@ -10,6 +10,9 @@ use weir_proto::v1;
 use crate::artifact::{Digest, Entry, Manifest};
 use crate::run::{AttemptId, InstanceId, Millis, RunState, StepState};
 
+/// The metadata entry that carries a worker's session secret on every call after Register.
+pub const SESSION_HEADER: &str = "x-weir-session";
+
 /// What was wrong with a message, for an `InvalidArgument` status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]

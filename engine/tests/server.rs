@@ -4,11 +4,13 @@
 //! lease and report). The worker agent's own tests and the end-to-end tests drive real workers.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
+use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::{Code, Request, Response, Status};
 use weir_engine::server::{self, Server, ServerConfig, Terms};
 use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
@@ -37,9 +39,68 @@ fn config(dir: &std::path::Path) -> ServerConfig {
     c
 }
 
-async fn clients(s: &Server) -> (WeirClientClient<Channel>, WeirWorkerClient<Channel>) {
+/// Sends the session of the last Register answered on this client as `x-weir-session`, as a
+/// real worker does.
+#[derive(Clone, Default)]
+struct SessionSlot(Arc<Mutex<Option<String>>>);
+
+impl tonic::service::Interceptor for SessionSlot {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(s) = self.0.lock().unwrap().as_ref() {
+            req.metadata_mut().insert("x-weir-session", s.parse().unwrap());
+        }
+        Ok(req)
+    }
+}
+
+/// A hand-driven worker connection: the generated client, whose `register` also keeps the
+/// session it returns for the calls that follow.
+struct W {
+    client: WeirWorkerClient<InterceptedService<Channel, SessionSlot>>,
+    slot: SessionSlot,
+}
+
+impl W {
+    fn new(ch: Channel) -> W {
+        let slot = SessionSlot::default();
+        W { client: WeirWorkerClient::with_interceptor(ch, slot.clone()), slot }
+    }
+
+    async fn register(
+        &mut self,
+        req: impl tonic::IntoRequest<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
+        let r = self.client.register(req).await?;
+        *self.slot.0.lock().unwrap() = Some(r.get_ref().session.clone());
+        Ok(r)
+    }
+
+    /// The session this connection sends.
+    fn session(&self) -> String {
+        self.slot.0.lock().unwrap().clone().unwrap_or_default()
+    }
+
+    fn set_session(&self, session: &str) {
+        *self.slot.0.lock().unwrap() = Some(session.to_string());
+    }
+}
+
+impl std::ops::Deref for W {
+    type Target = WeirWorkerClient<InterceptedService<Channel, SessionSlot>>;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for W {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
+}
+
+async fn clients(s: &Server) -> (WeirClientClient<Channel>, W) {
     let ch = Channel::from_shared(s.url()).unwrap().connect().await.unwrap();
-    (WeirClientClient::new(ch.clone()), WeirWorkerClient::new(ch))
+    (WeirClientClient::new(ch.clone()), W::new(ch))
 }
 
 async fn submit(c: &mut WeirClientClient<Channel>, yaml: &str) -> Result<v1::SubmitPipelineResponse, tonic::Status> {
@@ -58,19 +119,19 @@ async fn start(c: &mut WeirClientClient<Channel>, name: &str, params: &[(&str, &
     c.start_run(req).await.unwrap().into_inner().run.unwrap().run_id
 }
 
-async fn register(w: &mut WeirWorkerClient<Channel>) -> String {
+async fn register(w: &mut W) -> String {
     let req = v1::RegisterRequest { name: "hand".into(), capacity: 4, ..Default::default() };
     w.register(req).await.unwrap().into_inner().worker_id
 }
 
-async fn lease(w: &mut WeirWorkerClient<Channel>, id: &str) -> Option<v1::Assignment> {
+async fn lease(w: &mut W, id: &str) -> Option<v1::Assignment> {
     let req =
         v1::LeaseRequest { worker_id: id.into(), free: 1, wait: Some(prost_types::Duration { seconds: 3, nanos: 0 }) };
     w.lease(req).await.unwrap().into_inner().assignment
 }
 
 /// Heartbeats and polls until something is leased to `id` (keeping `id` alive meanwhile).
-async fn lease_when_ready(w: &mut WeirWorkerClient<Channel>, id: &str) -> v1::Assignment {
+async fn lease_when_ready(w: &mut W, id: &str) -> v1::Assignment {
     loop {
         w.heartbeat(v1::HeartbeatRequest { worker_id: id.into(), ..Default::default() }).await.unwrap();
         if let Some(a) = lease(w, id).await {
@@ -95,7 +156,7 @@ fn failed(reason: &str) -> v1::report_request::Outcome {
 }
 
 async fn upload(
-    w: &mut WeirWorkerClient<Channel>,
+    w: &mut W,
     id: &str,
     a: &v1::Assignment,
     path: &str,
@@ -279,12 +340,30 @@ async fn a_restart_resumes_runs_and_a_worker_keeps_the_step_it_was_running() {
     assert!(locked.to_string().contains("another weir engine"), "{locked}");
     s.shutdown().await;
 
+    let session = w.session();
     let s = server::start(config(dir.path())).await.unwrap();
     let (mut c, mut w) = clients(&s).await;
+    w.set_session(&session);
     let hb = v1::HeartbeatRequest { worker_id: id.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
     let forgotten = w.heartbeat(hb.clone()).await.unwrap_err();
     assert_eq!(forgotten.code(), Code::NotFound, "the new engine does not know the old worker id");
-    let id2 = register(&mut w).await;
+
+    // Another worker cannot claim it: it was leased to `id`.
+    let (_, mut other) = clients(&s).await;
+    let intruder = register(&mut other).await;
+    let resp = other.heartbeat(v1::HeartbeatRequest { worker_id: intruder, ..hb.clone() }).await.unwrap();
+    assert_eq!(resp.into_inner().stop.len(), 1, "a claim on another worker's orphan is told to stop");
+
+    // The worker registers again with its identity, keeps its id and re-adopts the attempt.
+    let again = v1::RegisterRequest {
+        name: "hand".into(),
+        capacity: 4,
+        previous_worker_id: id.clone(),
+        previous_session: session.clone(),
+        ..Default::default()
+    };
+    let id2 = w.register(again).await.unwrap().into_inner().worker_id;
+    assert_eq!(id2, id, "a proven identity is kept");
     let resp = w.heartbeat(v1::HeartbeatRequest { worker_id: id2.clone(), ..hb }).await.unwrap().into_inner();
     assert!(resp.stop.is_empty(), "the running attempt is re-adopted, not stopped: {resp:?}");
     // Past the lease timeout, still heartbeating: no second attempt appears.
@@ -478,12 +557,7 @@ async fn a_run_whose_records_rot_is_quarantined_and_the_others_resume() {
     s.shutdown().await;
 }
 
-async fn register_offering(
-    w: &mut WeirWorkerClient<Channel>,
-    labels: &[(&str, &str)],
-    cpus_milli: u64,
-    gpus: u32,
-) -> String {
+async fn register_offering(w: &mut W, labels: &[(&str, &str)], cpus_milli: u64, gpus: u32) -> String {
     let req = v1::RegisterRequest {
         name: "hand".into(),
         capacity: 4,
@@ -492,12 +566,12 @@ async fn register_offering(
         memory_bytes: 8 << 30,
         gpus: (0..gpus).map(|index| v1::Gpu { index, model: "fake".into(), memory_bytes: 1 << 30 }).collect(),
         runtimes: vec![v1::Runtime::Process as i32],
-        version: String::new(),
+        ..Default::default()
     };
     w.register(req).await.unwrap().into_inner().worker_id
 }
 
-async fn lease_now(w: &mut WeirWorkerClient<Channel>, id: &str) -> Option<v1::Assignment> {
+async fn lease_now(w: &mut W, id: &str) -> Option<v1::Assignment> {
     let wait = Some(prost_types::Duration { seconds: 0, nanos: 100_000_000 });
     let req = v1::LeaseRequest { worker_id: id.into(), free: 1, wait };
     w.lease(req).await.unwrap().into_inner().assignment
@@ -542,18 +616,19 @@ steps:
     assert_eq!(name(&plain), Some("plain"));
     assert_eq!(name(&lease_now(&mut w, &cpu).await), None, "nothing else fits it");
 
-    let gpu = register_offering(&mut w, &[("pool", "gpu")], 8000, 1).await;
+    let (_, mut wg) = clients(&s).await; // a second worker, with its own session
+    let gpu = register_offering(&mut wg, &[("pool", "gpu")], 8000, 1).await;
     assert_eq!(messages(&mut c, &run).await[1].1, "", "a registered worker could run it");
-    let gpu1 = lease_now(&mut w, &gpu).await;
+    let gpu1 = lease_now(&mut wg, &gpu).await;
     assert_eq!(name(&gpu1), Some("gpu1"));
-    assert_eq!(name(&lease_now(&mut w, &gpu).await), None, "its only GPU is taken");
+    assert_eq!(name(&lease_now(&mut wg, &gpu).await), None, "its only GPU is taken");
     assert_eq!(messages(&mut c, &run).await[1].1, "", "busy is not waiting for a worker");
     // The CPU worker's `plain` holds both its cores; its end gives them back.
-    w.report(outcome(ok(&[], None), &gpu, gpu1.as_ref().unwrap())).await.unwrap();
-    let gpu2 = lease_now(&mut w, &gpu).await;
+    wg.report(outcome(ok(&[], None), &gpu, gpu1.as_ref().unwrap())).await.unwrap();
+    let gpu2 = lease_now(&mut wg, &gpu).await;
     assert_eq!(name(&gpu2), Some("gpu2"), "the GPU is free again");
     w.report(outcome(ok(&[], None), &cpu, plain.as_ref().unwrap())).await.unwrap();
-    w.report(outcome(ok(&[], None), &gpu, gpu2.as_ref().unwrap())).await.unwrap();
+    wg.report(outcome(ok(&[], None), &gpu, gpu2.as_ref().unwrap())).await.unwrap();
 
     // A worker that is lost takes its offer with it.
     let got = messages(&mut c, &run).await;
@@ -625,5 +700,169 @@ steps:
         w.report(outcome(ok(&[], None), &id, &a)).await.unwrap();
     }
     wait_state(&mut c, &run, v1::RunState::Succeeded).await;
+    s.shutdown().await;
+}
+
+async fn logs(w: &mut W, id: &str, a: &v1::Assignment, text: &str) -> Result<v1::UploadLogsResponse, tonic::Status> {
+    let chunk = v1::LogChunk { data: text.as_bytes().to_vec(), ..Default::default() };
+    let msg = v1::UploadLogsRequest { worker_id: id.into(), attempt: a.attempt.clone(), chunks: vec![chunk] };
+    w.upload_logs(tokio_stream::iter(vec![msg])).await.map(|r| r.into_inner())
+}
+
+/// Issue 12, item 3: a second registered worker, holding a valid worker token and its own valid
+/// session, tries every way of speaking for an attempt leased to the first; each is refused and
+/// changes nothing, and the rightful worker carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cannot_report_upload_log_or_claim_for_another_workers_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.terms.lease_timeout = Duration::from_secs(30); // nobody is lost during the test
+    let s = server::start(cfg).await.unwrap();
+    let (mut c, mut a_w) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let run = start(&mut c, "two", &[]).await;
+    let a_id = register(&mut a_w).await;
+    let a = lease(&mut a_w, &a_id).await.unwrap();
+    a_w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &a_id, &a)).await.unwrap();
+
+    let (_, mut b_w) = clients(&s).await;
+    let b_id = register(&mut b_w).await;
+    fn denied<T>(r: Result<T, tonic::Status>, what: &str) {
+        let e = r.err().unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
+    }
+    // Under its own identity.
+    let forged = v1::Manifest {
+        files: vec![v1::ManifestEntry {
+            path: "n.txt".into(),
+            digest: blake3::hash(b"backdoor\n").to_hex().to_string(),
+            size: 9,
+            ..Default::default()
+        }],
+    };
+    denied(upload(&mut b_w, &b_id, &a, "n.txt", b"backdoor\n").await, "B uploads A's output");
+    denied(b_w.report(outcome(ok(&[("acc", 1.0)], Some(forged.clone())), &b_id, &a)).await, "B reports success");
+    denied(b_w.report(outcome(failed("forged"), &b_id, &a)).await, "B reports failure");
+    let lost = v1::report_request::Outcome::Lost(v1::Lost { reason: "forged".into() });
+    denied(b_w.report(outcome(lost, &b_id, &a)).await, "B reports a loss");
+    denied(logs(&mut b_w, &b_id, &a, "forged log\n").await, "B uploads logs");
+    let claim = v1::HeartbeatRequest { worker_id: b_id.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
+    let stops = b_w.heartbeat(claim).await.unwrap().into_inner().stop;
+    assert_eq!(stops.len(), 1, "B's claim is answered with a stop order: {stops:?}");
+    assert_eq!(stops[0].reason, "leased to another worker");
+    // Naming A's id with B's session.
+    denied(b_w.report(outcome(ok(&[], Some(forged.clone())), &a_id, &a)).await, "B as A reports success");
+    let hb = v1::HeartbeatRequest { worker_id: a_id.clone(), ..Default::default() };
+    denied(b_w.heartbeat(hb.clone()).await, "B as A heartbeats");
+    denied(b_w.lease(v1::LeaseRequest { worker_id: a_id.clone(), free: 1, wait: None }).await, "B as A leases");
+    // With no session at all (a bare worker-token client): unauthenticated.
+    let ch = Channel::from_shared(s.url()).unwrap().connect().await.unwrap();
+    let mut bare = WeirWorkerClient::new(ch);
+    let e = bare.report(outcome(ok(&[], Some(forged)), &a_id, &a)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("x-weir-session"), "says what is missing: {e:?}");
+
+    // Nothing changed: A still holds its running attempt, no forged log was stored.
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!((steps[0].state(), steps[0].attempt), (v1::StepState::Running, 1));
+    assert!(a_w.heartbeat(hb).await.unwrap().into_inner().stop.is_empty(), "A keeps its attempt");
+    let mut stream =
+        c.stream_logs(v1::StreamLogsRequest { run_id: run.clone(), ..Default::default() }).await.unwrap().into_inner();
+    let mut stored = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        stored.extend(chunk.data);
+    }
+    assert!(!String::from_utf8_lossy(&stored).contains("forged"), "no forged log stored");
+
+    // A finishes its own work; its bytes, not the forgery, are the output.
+    logs(&mut a_w, &a_id, &a, "real log\n").await.unwrap();
+    let up = upload(&mut a_w, &a_id, &a, "n.txt", b"3\n").await.unwrap();
+    let manifest = v1::Manifest {
+        files: vec![v1::ManifestEntry {
+            path: "n.txt".into(),
+            digest: up.digest.clone(),
+            size: 2,
+            ..Default::default()
+        }],
+    };
+    a_w.report(outcome(ok(&[], Some(manifest)), &a_id, &a)).await.unwrap();
+    let b = lease(&mut a_w, &a_id).await.unwrap();
+    assert_eq!(b.inputs[0].manifest.as_ref().unwrap().files[0].digest, up.digest);
+    s.shutdown().await;
+}
+
+/// Issue 12, item 7: an engine restarted again and again (each time well within the lease
+/// timeout) still re-queues an attempt whose worker vanished: the orphan's deadline comes from
+/// when the engine last heard of it, stored, not from when the engine last started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_storm_cannot_postpone_an_orphans_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap(); // lease timeout 800 ms
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let run = start(&mut c, "two", &[]).await;
+    let id = register(&mut w).await;
+    let a = lease(&mut w, &id).await.unwrap();
+    w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &id, &a)).await.unwrap();
+    s.shutdown().await; // the worker vanishes with it
+
+    // Restart every 300 ms, far less than the 800 ms a restart used to grant: the deadline
+    // (heard + 800 ms + the 1.2 s allowed for the stored time's lag) passes all the same.
+    let mut requeued = None;
+    for restart in 0..40 {
+        let s = server::start(config(dir.path())).await.unwrap();
+        let (_, mut w) = clients(&s).await;
+        let id = register(&mut w).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(b) = lease_now(&mut w, &id).await {
+            requeued = Some((restart, b));
+        }
+        s.shutdown().await;
+        if requeued.is_some() {
+            break;
+        }
+    }
+    let (restart, b) = requeued.expect("the orphan was never re-queued while the engine kept restarting");
+    assert_eq!(b.instance_name, "make");
+    assert_eq!(b.attempt.unwrap().attempt.unwrap().number, 2, "a new attempt, after {restart} restarts");
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, _) = clients(&s).await;
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!(steps[0].attempt, 2);
+    s.shutdown().await;
+}
+
+/// Issue 12, item 7, the other side: a worker that kept heartbeating is not robbed by a restart
+/// even when its lease is older than the lease timeout: heartbeats refresh the stored deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_an_old_lease_claimable_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    start(&mut c, "two", &[]).await;
+    let id = register(&mut w).await;
+    let a = lease(&mut w, &id).await.unwrap();
+    let hb = v1::HeartbeatRequest { worker_id: id.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
+    // 3 s of heartbeats: longer than the deadline a lease alone would give (2 s).
+    for _ in 0..15 {
+        assert!(w.heartbeat(hb.clone()).await.unwrap().into_inner().stop.is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let session = w.session();
+    s.shutdown().await;
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    let again = v1::RegisterRequest {
+        capacity: 4,
+        previous_worker_id: id.clone(),
+        previous_session: session,
+        ..Default::default()
+    };
+    assert_eq!(w.register(again).await.unwrap().into_inner().worker_id, id);
+    let resp = w.heartbeat(hb).await.unwrap().into_inner();
+    assert!(resp.stop.is_empty(), "re-adopted, not lost: {resp:?}");
+    let run = start(&mut c, "two", &[]).await; // the engine still answers normally
+    assert!(!run.is_empty());
     s.shutdown().await;
 }

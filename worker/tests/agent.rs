@@ -68,6 +68,16 @@ impl Fake {
         if self.state().known.contains(id) { Ok(()) } else { Err(Status::not_found(format!("no worker {id}"))) }
     }
 
+    /// Like the engine: a call for worker `id` must carry the session Register gave `id`.
+    fn session<T>(request: &Request<T>, id: &str) -> Result<(), Status> {
+        let sent = request.metadata().get("x-weir-session").and_then(|v| v.to_str().ok());
+        if sent == Some(format!("s-{id}").as_str()) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!("not the session of {id}: {sent:?}")))
+        }
+    }
+
     fn started(&self, run: &str) -> bool {
         self.state().reports.iter().any(|(_, r)| {
             r.attempt.as_ref().is_some_and(|a| a.run_id == run)
@@ -117,6 +127,7 @@ impl WeirWorker for Fake {
         state.known.insert(id.clone());
         state.registrations.push(request.into_inner());
         Ok(Response::new(v1::RegisterResponse {
+            session: format!("s-{id}"),
             worker_id: id,
             lease_timeout: Some(duration(10_000)),
             heartbeat_interval: Some(duration(50)),
@@ -124,6 +135,7 @@ impl WeirWorker for Fake {
     }
 
     async fn lease(&self, request: Request<v1::LeaseRequest>) -> Result<Response<v1::LeaseResponse>, Status> {
+        Fake::session(&request, &request.get_ref().worker_id)?;
         let request = request.into_inner();
         self.known(&request.worker_id)?;
         assert!(request.free > 0, "leased with no free slot");
@@ -138,6 +150,10 @@ impl WeirWorker for Fake {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let forgotten = self.state().forget;
+        if !forgotten {
+            Fake::session(&request, &request.get_ref().worker_id)?;
+        }
         let request = request.into_inner();
         {
             let mut state = self.state();
@@ -162,6 +178,7 @@ impl WeirWorker for Fake {
     }
 
     async fn report(&self, request: Request<v1::ReportRequest>) -> Result<Response<v1::ReportResponse>, Status> {
+        Fake::session(&request, &request.get_ref().worker_id)?;
         let request = request.into_inner();
         self.known(&request.worker_id)?;
         assert!(request.time.is_some(), "a report without a time");
@@ -662,7 +679,16 @@ async fn a_forgotten_worker_registers_again_and_keeps_its_attempts() {
         (beat.attempts.len() == 1 && beat.attempts[0].run_id == "r").then_some(())
     })
     .await;
-    assert_eq!(fake.state().registrations.len(), 2);
+    {
+        let state = fake.state();
+        assert_eq!(state.registrations.len(), 2);
+        let again = &state.registrations[1];
+        assert_eq!(
+            (again.previous_worker_id.as_str(), again.previous_session.as_str()),
+            ("w1", "s-w1"),
+            "registering again claims the identity it had"
+        );
+    }
 
     std::fs::write(&go, "").unwrap();
     let (worker, outcome) = until("the outcome", || fake.outcome("r")).await;

@@ -7,9 +7,14 @@
 //! never runs ahead of what was written.
 //!
 //! On start, [`Engine::recover`] replays every unfinished run's events at their recorded times
-//! (effects discarded), re-queues what was ready and keeps what was held as orphans: a worker
-//! that still runs one says so in its next heartbeat and keeps it; one nobody claims within the
-//! lease timeout is `Lost` and dispatched again. A run whose records do not decode is
+//! (effects discarded), re-queues what was ready and keeps what was held as orphans: the worker
+//! the attempt was leased to (the same identity, see [`Engine::register`]) says so in its next
+//! heartbeat and keeps it; one nobody claims by its deadline is `Lost` and dispatched again.
+//! That deadline is durable: a lease timeout after the engine last heard from the worker about
+//! the attempt (`StepRecord::heard_at`, refreshed by heartbeats at most every quarter lease
+//! timeout), plus that refresh lag, so restarting the engine again and again cannot postpone
+//! it. A worker silent that long has stopped the attempt itself (it fences itself when its
+//! heartbeats go unanswered for the lease timeout). A run whose records do not decode is
 //! quarantined; the others carry on.
 
 use std::collections::{BTreeSet, HashMap};
@@ -59,6 +64,8 @@ impl Live {
 /// A registered worker.
 pub(super) struct Worker {
     pub name: String,
+    /// BLAKE3 of its session secret (`blake3::Hash` compares in constant time).
+    pub session: blake3::Hash,
     pub last_seen: Instant,
     /// What it offered at Register.
     pub offer: Offer,
@@ -68,7 +75,13 @@ pub(super) struct Worker {
     pub stops: Vec<(String, AttemptId, String)>,
     /// `Lease` long-polls in progress: a worker waiting in one is alive.
     pub polling: u32,
+    /// Attempts it held that have ended, newest last (at most [`RECENT`]): their trailing
+    /// logs are still its to upload.
+    pub recent: std::collections::VecDeque<(String, AttemptId)>,
 }
+
+/// How many ended attempts a worker may still upload logs for.
+pub(super) const RECENT: usize = 256;
 
 /// One attempt a worker holds.
 pub(super) struct Held {
@@ -81,6 +94,18 @@ impl Worker {
     pub fn used(&self) -> Usage {
         self.held.values().fold(Usage::default(), |sum, h| sum.add(h.usage))
     }
+
+    /// Stops holding `key`, remembering it for trailing log uploads. Whether it held it.
+    pub fn release(&mut self, key: &(String, AttemptId)) -> bool {
+        let held = self.held.remove(key).is_some();
+        if held {
+            if self.recent.len() >= RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(key.clone());
+        }
+        held
+    }
 }
 
 #[derive(Default)]
@@ -88,7 +113,11 @@ pub(super) struct State {
     pub runs: HashMap<String, Live>,
     pub ready: ReadyQueue,
     pub workers: HashMap<String, Worker>,
-    /// Held attempts found on recovery, claimable by a heartbeat until the deadline.
+    /// Every worker identity handed out (this process or before, from the store): id to the
+    /// BLAKE3 of its session secret, so a worker can register again under its id.
+    pub identities: HashMap<String, blake3::Hash>,
+    /// Held attempts found on recovery, claimable by their worker's heartbeat until the
+    /// deadline.
     pub orphans: HashMap<(String, AttemptId), Instant>,
     /// Parsed pipelines and their bundle digests, by version.
     pub pipelines: HashMap<String, (Arc<Pipeline>, Option<String>)>,
@@ -269,8 +298,10 @@ impl Engine {
                     match state {
                         StepState::Leased => {
                             step.started_at = Some(now);
+                            step.heard_at = Some(now);
                             step.finished_at = None;
                         }
+                        StepState::Running => step.heard_at = Some(now),
                         StepState::Succeeded => step.metrics = live.machine.metrics(*instance).clone(),
                         StepState::Cached => {
                             step.metrics = live.machine.metrics(*instance).clone();
@@ -388,7 +419,7 @@ impl Engine {
                     let key = (run_id.to_string(), *attempt);
                     st.orphans.remove(&key);
                     for w in st.workers.values_mut() {
-                        if w.held.remove(&key).is_some() {
+                        if w.release(&key) {
                             w.stops.push((run_id.to_string(), *attempt, reason.clone()));
                             woke = true; // its resources are free for what waits
                         }
@@ -400,7 +431,7 @@ impl Engine {
                     if *state != StepState::Ready {
                         let key = (run_id.to_string(), AttemptId { instance: *instance, number: live_attempt });
                         for w in st.workers.values_mut() {
-                            woke |= w.held.remove(&key).is_some();
+                            woke |= w.release(&key);
                         }
                         st.orphans.remove(&key);
                     }
@@ -430,6 +461,14 @@ impl Engine {
     /// Reloads every unfinished run from the store. Called once, before serving.
     pub(super) fn recover(&self) -> Result<usize, ApiError> {
         let mut st = self.lock();
+        for w in self.store.workers()? {
+            match blake3::Hash::from_hex(&w.session_hash) {
+                Ok(hash) => {
+                    st.identities.insert(w.id, hash);
+                }
+                Err(_) => tracing::warn!(worker = w.id, "skipping a worker identity with a malformed hash"),
+            }
+        }
         let mut token = None;
         let mut ids = Vec::new();
         loop {
@@ -505,7 +544,7 @@ impl Engine {
                 steps[i.index()].name = machine.name(i).to_string();
             }
         }
-        let deadline = Instant::now() + self.terms.lease_timeout;
+        let (instant_now, wall_now) = (Instant::now(), wire::now());
         for i in machine.instances() {
             let Some(attempt) = machine.live_attempt(i) else { continue };
             match machine.state(i) {
@@ -514,7 +553,10 @@ impl Engine {
                     st.ready.push_back(Need::of(step), run_id.to_string(), attempt)
                 }
                 s if s.is_held() => {
-                    st.orphans.insert((run_id.to_string(), attempt), deadline);
+                    let step = &steps[i.index()];
+                    let heard = step.heard_at.max(step.started_at).unwrap_or(wall_now);
+                    let due = orphan_deadline(heard, wall_now, self.terms.lease_timeout);
+                    st.orphans.insert((run_id.to_string(), attempt), instant_now + due);
                 }
                 _ => {}
             }
@@ -592,34 +634,140 @@ impl Engine {
         }
     }
 
-    /// Registers a worker offering `offer` and returns its id.
-    pub(super) fn register(&self, name: &str, offer: Offer) -> String {
+    /// Registers a worker offering `offer`; returns its id and session secret. A worker that
+    /// names a previous id with that id's secret keeps the id (and what is leased to it: after
+    /// an engine restart, its orphans); anything else gets a fresh identity, stored (flushed)
+    /// before the secret is handed out. Only the secret's hash is kept.
+    pub(super) fn register(
+        &self,
+        name: &str,
+        offer: Offer,
+        previous: Option<(&str, &str)>,
+    ) -> Result<(String, String), ApiError> {
+        let proven = previous.filter(|(id, secret)| {
+            let st = self.lock();
+            st.identities.get(*id).is_some_and(|hash| *hash == blake3::hash(secret.as_bytes()))
+        });
+        let (id, secret) = match proven {
+            Some((id, secret)) => (id.to_string(), secret.to_string()),
+            None => {
+                let secret = new_secret()?;
+                let id = {
+                    let mut st = self.lock();
+                    st.next_worker += 1;
+                    let clean: String = name
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                        .take(40)
+                        .collect();
+                    format!("{}-{:x}", if clean.is_empty() { "worker" } else { &clean }, st.next_worker)
+                };
+                let hash = blake3::hash(secret.as_bytes());
+                let record = crate::store::WorkerRecord {
+                    id: id.clone(),
+                    name: name.to_string(),
+                    session_hash: hash.to_hex().to_string(),
+                    registered_at: wire::now(),
+                };
+                self.store.put_worker(&record)?;
+                self.lock().identities.insert(id.clone(), hash);
+                (id, secret)
+            }
+        };
         let mut st = self.lock();
-        st.next_worker += 1;
-        let clean: String =
-            name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(40).collect();
-        let id = format!("{}-{:x}", if clean.is_empty() { "worker" } else { &clean }, st.next_worker);
+        // Registering again keeps what the engine knows it holds (a worker that thought itself
+        // forgotten, or raced its own re-registration).
+        let (held, stops, recent) = match st.workers.remove(&id) {
+            Some(old) => (old.held, old.stops, old.recent),
+            None => Default::default(),
+        };
         st.workers.insert(
             id.clone(),
             Worker {
                 name: name.to_string(),
+                session: blake3::hash(secret.as_bytes()),
                 last_seen: Instant::now(),
                 offer,
-                held: HashMap::new(),
-                stops: Vec::new(),
+                held,
+                stops,
                 polling: 0,
+                recent,
             },
         );
-        tracing::info!(worker = id, "worker registered");
+        tracing::info!(worker = id, again = proven.is_some(), "worker registered");
         // Attempts no worker could run so far may fit this one.
         self.ready_signal.notify_waiters();
-        id
+        Ok((id, secret))
+    }
+
+    /// Records that the engine heard from the holding worker about each of `attempts` now:
+    /// rewrites a step record whose stored `heard_at` is older than [`heard_refresh`] (not
+    /// flushed: sled writes it within a second, and the orphan deadline allows for that lag).
+    pub(super) fn heard(&self, st: &mut State, attempts: &[(String, AttemptId)]) {
+        let now = wire::now();
+        let refresh = heard_refresh(self.terms.lease_timeout).as_millis() as u64;
+        let mut batch = Batch::new();
+        let mut any = false;
+        for (run, attempt) in attempts {
+            let Some(live) = st.runs.get_mut(run) else { continue };
+            let Some(step) = live.steps.get_mut(attempt.instance.index()) else { continue };
+            if live.machine.live_attempt(attempt.instance) != Some(*attempt)
+                || step.heard_at.is_some_and(|h| now.0.saturating_sub(h.0) < refresh)
+            {
+                continue;
+            }
+            step.heard_at = Some(now);
+            if batch.put_step(run, attempt.instance, step).is_ok() {
+                any = true;
+            }
+        }
+        if any && let Err(e) = self.store.write_batch_unflushed(batch) {
+            tracing::warn!(error = %e, "cannot record when workers were last heard from");
+        }
+    }
+
+    /// Checks that `secret` is the session of registered worker `worker`: NOT_FOUND for an id
+    /// this engine process does not have registered (register again), PERMISSION_DENIED for a
+    /// secret that does not match (a worker speaking for another).
+    pub(super) fn authenticate(&self, st: &State, worker: &str, secret: &str) -> Result<(), ApiError> {
+        match st.workers.get(worker) {
+            Some(w) if w.session == blake3::hash(secret.as_bytes()) => Ok(()),
+            Some(_) => Err(ApiError::Denied(format!("the session does not belong to worker {worker}"))),
+            None => Err(ApiError::NotFound(format!(
+                "worker {worker} is not registered (lost, or the engine restarted?): register again"
+            ))),
+        }
     }
 
     /// The content-addressed blob store (outputs and bundles).
     pub(super) fn blobs(&self) -> &artifact::Store {
         &self.blobs
     }
+}
+
+/// A new session secret: 32 bytes from the kernel's generator, as hex.
+fn new_secret() -> Result<String, ApiError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| ApiError::Internal(format!("cannot read /dev/urandom for a session secret: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// How long after `wall_now` an orphan found on recovery may still be claimed: a lease
+/// timeout after the engine last heard of it (`heard`), plus the most the stored `heard`
+/// can lag behind the truth (heartbeats refresh it every quarter lease timeout, and sled
+/// writes it within a second). Depends on stored times only, so restarts cannot push it back.
+pub(super) fn orphan_deadline(heard: Millis, wall_now: Millis, lease_timeout: Duration) -> Duration {
+    let lag = lease_timeout / 4 + Duration::from_secs(1);
+    let due = Duration::from_millis(heard.0).saturating_add(lease_timeout).saturating_add(lag);
+    due.saturating_sub(Duration::from_millis(wall_now.0))
+}
+
+/// How stale the stored `heard_at` of a held attempt may get before a heartbeat rewrites it.
+pub(super) fn heard_refresh(lease_timeout: Duration) -> Duration {
+    lease_timeout / 4
 }
 
 fn rejected(run_id: &str, r: Rejected) -> ApiError {

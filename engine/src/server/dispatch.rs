@@ -3,6 +3,10 @@
 //! `Leased` (durable) and builds the [`v1::Assignment`]; `heartbeat` keeps a worker alive,
 //! re-adopts attempts it still runs after an engine restart and returns stop orders; `report`
 //! turns a worker's report into a machine event, refused when the attempt is not the live one.
+//! Every call names its worker and carries that worker's session secret ([`Engine::authenticate`]),
+//! and whatever concerns an attempt (report, heartbeat claim, log or output upload) is accepted
+//! only from the worker it was leased to: a worker token does not let one worker speak for
+//! another.
 //! Placement (`placement`): a worker only gets an attempt its runtimes, labels and free
 //! resources cover; what it holds is counted against what it offered at Register and given
 //! back when the attempt ends, is lost or the worker is.
@@ -40,12 +44,22 @@ pub(super) enum Report {
 }
 
 impl Engine {
-    fn worker_seen<'a>(&self, st: &'a mut State, worker: &str) -> Result<&'a mut super::core::Worker, ApiError> {
-        let w = st.workers.get_mut(worker).ok_or_else(|| {
-            ApiError::NotFound(format!("worker {worker} is not registered (the engine restarted?): register again"))
-        })?;
+    /// Authenticates `worker` by its session and records that it spoke.
+    fn worker_seen<'a>(
+        &self,
+        st: &'a mut State,
+        worker: &str,
+        session: &str,
+    ) -> Result<&'a mut super::core::Worker, ApiError> {
+        self.authenticate(st, worker, session)?;
+        let w = st.workers.get_mut(worker).expect("authenticated above");
         w.last_seen = Instant::now();
         Ok(w)
+    }
+
+    /// Authenticates a call that concerns no attempt (downloads).
+    pub(super) fn check_session(&self, worker: &str, session: &str) -> Result<(), ApiError> {
+        self.authenticate(&self.lock(), worker, session)
     }
 
     /// The oldest ready attempt that fits `worker` now (its runtimes, labels and free
@@ -107,12 +121,13 @@ impl Engine {
     pub(super) async fn lease(
         &self,
         worker: &str,
+        session: &str,
         free: u32,
         wait: Duration,
     ) -> Result<Option<v1::Assignment>, ApiError> {
         if free == 0 {
             let mut st = self.lock();
-            self.worker_seen(&mut st, worker)?;
+            self.worker_seen(&mut st, worker, session)?;
             return Ok(None);
         }
         // A worker waiting in a long-poll is alive (see `tick`), but a poll stays open just as
@@ -120,7 +135,7 @@ impl Engine {
         // timeout, and neither its end nor what it sees meanwhile counts as hearing from the
         // worker. A worker cut off mid-poll is lost a lease timeout after it last spoke.
         let deadline = tokio::time::Instant::now() + wait.min(self.terms.max_wait).min(self.terms.lease_timeout / 2);
-        let _polling = Polling::start(self, worker)?;
+        let _polling = Polling::start(self, worker, session)?;
         loop {
             let notified = self.ready_signal.notified();
             tokio::pin!(notified);
@@ -138,31 +153,42 @@ impl Engine {
     pub(super) fn heartbeat(
         &self,
         worker: &str,
+        session: &str,
         attempts: Vec<(String, AttemptId)>,
     ) -> Result<Vec<(String, AttemptId, String)>, ApiError> {
         let mut st = self.lock();
-        self.worker_seen(&mut st, worker)?;
+        self.worker_seen(&mut st, worker, session)?;
         let mut stops = std::mem::take(&mut st.workers.get_mut(worker).expect("seen above").stops);
         let now = Instant::now();
         let mut claimed = Vec::new();
+        let mut heard = Vec::new();
         for (run, attempt) in &attempts {
             let key = (run.clone(), *attempt);
             if st.workers[worker].held.contains_key(&key) {
+                heard.push(key);
                 continue;
             }
-            let live = st.runs.get(run).and_then(|l| l.machine.live_attempt(attempt.instance));
-            let held = st.runs.get(run).is_some_and(|l| l.machine.state(attempt.instance).is_held());
-            if live == Some(*attempt) && held {
-                // After an engine restart (an orphan), or after this worker re-registered.
+            let live_run = st.runs.get(run).filter(|l| attempt.instance.index() < l.machine.len());
+            let live = live_run.and_then(|l| l.machine.live_attempt(attempt.instance));
+            let held = live_run.is_some_and(|l| l.machine.state(attempt.instance).is_held());
+            let leased_to = live_run.and_then(|l| l.machine.worker(attempt.instance));
+            if live == Some(*attempt) && held && leased_to == Some(worker) {
+                // After an engine restart (an orphan), or after this worker registered again:
+                // it was leased to this very identity.
                 st.orphans.remove(&key);
-                for w in st.workers.values_mut() {
-                    w.held.remove(&key);
-                }
+                heard.push(key.clone());
                 claimed.push(key);
             } else if !stops.iter().any(|(r, a, _)| r == run && a == attempt) {
-                stops.push((run.clone(), *attempt, "not live on the engine".to_string()));
+                let reason = if live == Some(*attempt) && held {
+                    tracing::warn!(worker, run, %attempt, "a worker claims an attempt leased to another worker");
+                    "leased to another worker"
+                } else {
+                    "not live on the engine"
+                };
+                stops.push((run.clone(), *attempt, reason.to_string()));
             }
         }
+        self.heard(&mut st, &heard);
         let usages: Vec<Usage> = claimed.iter().map(|(run, a)| Engine::usage(&st, run, *a)).collect();
         let w = st.workers.get_mut(worker).expect("seen above");
         for (key, usage) in claimed.into_iter().zip(usages) {
@@ -179,7 +205,7 @@ impl Engine {
             .map(|(k, _)| k.clone())
             .collect();
         for key in &forgotten {
-            w.held.remove(key);
+            w.release(key);
         }
         for key in forgotten {
             tracing::warn!(worker, run = key.0, attempt = %key.1, "worker no longer mentions a leased attempt: lost");
@@ -197,9 +223,17 @@ impl Engine {
     }
 
     /// Applies a worker's report on `attempt` of `run`.
-    pub(super) fn report(&self, worker: &str, run: &str, attempt: AttemptId, report: Report) -> Result<(), ApiError> {
+    pub(super) fn report(
+        &self,
+        worker: &str,
+        session: &str,
+        run: &str,
+        attempt: AttemptId,
+        report: Report,
+    ) -> Result<(), ApiError> {
         let mut st = self.lock();
-        self.worker_seen(&mut st, worker)?;
+        self.worker_seen(&mut st, worker, session)?;
+        check_holder(&st, worker, run, attempt)?;
         let (event, outputs) = match report {
             Report::Started => (Event::Started { attempt }, None),
             Report::Succeeded { metrics, outputs } => {
@@ -225,7 +259,7 @@ impl Engine {
         let usage = Engine::usage(&st, run, attempt);
         if let Some(w) = st.workers.get_mut(worker) {
             if terminal {
-                if w.held.remove(&key).is_some() {
+                if w.release(&key) {
                     // What it used is free again: a long-poll skipped for want of it may fit now.
                     self.ready_signal.notify_waiters();
                 }
@@ -242,29 +276,54 @@ impl Engine {
         Ok(())
     }
 
-    /// Checks that `attempt` of `run` was dispatched (it may since have ended): logs of any
-    /// dispatched attempt are kept.
-    pub(super) fn check_dispatched(&self, run: &str, attempt: AttemptId) -> Result<(), ApiError> {
+    /// Checks that `attempt` of `run` was dispatched (it may since have ended) to `worker`:
+    /// logs of any dispatched attempt are kept, but only its own worker may upload them (while
+    /// it holds it, or for one of the last attempts it held).
+    pub(super) fn check_dispatched(
+        &self,
+        worker: &str,
+        session: &str,
+        run: &str,
+        attempt: AttemptId,
+    ) -> Result<(), ApiError> {
         let st = self.lock();
+        self.authenticate(&st, worker, session)?;
+        let key = (run.to_string(), attempt);
+        let w = &st.workers[worker];
+        let own = w.held.contains_key(&key) || w.recent.contains(&key);
         if let Some(live) = st.runs.get(run) {
-            if attempt.instance.index() >= live.machine.len()
-                || attempt.number > live.machine.attempts(attempt.instance)
-            {
+            let i = attempt.instance;
+            if i.index() >= live.machine.len() || attempt.number > live.machine.attempts(i) {
                 return Err(ApiError::Precondition(format!("attempt {attempt} of run {run} was never dispatched")));
             }
-            return Ok(());
+            // After an engine restart, the live attempt's worker before it re-adopts it.
+            let leased_here = live.machine.live_attempt(i) == Some(attempt) && live.machine.worker(i) == Some(worker);
+            return if own || leased_here { Ok(()) } else { Err(not_yours(run, attempt)) };
         }
         drop(st);
         match self.store.step(run, attempt.instance)? {
-            Some(s) if attempt.number <= s.attempts => Ok(()),
-            Some(_) => Err(ApiError::Precondition(format!("attempt {attempt} of run {run} was never dispatched"))),
+            Some(s) if attempt.number > s.attempts => {
+                Err(ApiError::Precondition(format!("attempt {attempt} of run {run} was never dispatched")))
+            }
+            // A finished run, after an engine restart: its last attempt's worker only.
+            Some(s) if own || (attempt.number == s.attempts && s.worker.as_deref() == Some(worker)) => Ok(()),
+            Some(_) => Err(not_yours(run, attempt)),
             None => Err(ApiError::NotFound(format!("no run {run} with instance {}", attempt.instance))),
         }
     }
 
-    /// Checks that `attempt` is the live attempt of `run` (for output uploads).
-    pub(super) fn check_live(&self, run: &str, attempt: AttemptId) -> Result<(), ApiError> {
+    /// Checks that `attempt` is the live attempt of `run`, leased to `worker` (for output
+    /// uploads).
+    pub(super) fn check_live(
+        &self,
+        worker: &str,
+        session: &str,
+        run: &str,
+        attempt: AttemptId,
+    ) -> Result<(), ApiError> {
         let st = self.lock();
+        self.authenticate(&st, worker, session)?;
+        check_holder(&st, worker, run, attempt)?;
         let Some(live) = st.runs.get(run) else {
             drop(st);
             return Err(self.not_live(run));
@@ -289,9 +348,9 @@ struct Polling<'a> {
 }
 
 impl<'a> Polling<'a> {
-    fn start(engine: &'a Engine, worker: &'a str) -> Result<Polling<'a>, ApiError> {
+    fn start(engine: &'a Engine, worker: &'a str, session: &str) -> Result<Polling<'a>, ApiError> {
         let mut st = engine.lock();
-        engine.worker_seen(&mut st, worker)?.polling += 1;
+        engine.worker_seen(&mut st, worker, session)?.polling += 1;
         Ok(Polling { engine, worker })
     }
 }
@@ -303,6 +362,27 @@ impl Drop for Polling<'_> {
             w.polling = w.polling.saturating_sub(1);
         }
     }
+}
+
+/// Refuses `attempt` of `run` to `worker` when it is the live attempt of a live run but was
+/// leased to another worker. Anything else (a stale attempt, a finished run) is left to the
+/// run machine and the callers, which refuse it with FAILED_PRECONDITION.
+fn check_holder(st: &State, worker: &str, run: &str, attempt: AttemptId) -> Result<(), ApiError> {
+    let Some(live) = st.runs.get(run) else { return Ok(()) };
+    if attempt.instance.index() >= live.machine.len() || live.machine.live_attempt(attempt.instance) != Some(attempt) {
+        return Ok(());
+    }
+    match live.machine.worker(attempt.instance) {
+        Some(holder) if holder != worker => {
+            tracing::warn!(worker, run, %attempt, "a worker spoke for an attempt leased to another worker");
+            Err(not_yours(run, attempt))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn not_yours(run: &str, attempt: AttemptId) -> ApiError {
+    ApiError::Denied(format!("attempt {attempt} of run {run} is not leased to this worker"))
 }
 
 /// The folder under `WEIR_INPUTS` for the outputs of instance `name`: the step name, and for a

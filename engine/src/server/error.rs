@@ -19,6 +19,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Precondition(String),
+    /// An authenticated caller asked for something that is not its own (a worker reporting on
+    /// another worker's attempt).
+    #[error("{0}")]
+    Denied(String),
     #[error("{0}")]
     Internal(String),
     #[error("storage: {0}")]
@@ -83,6 +87,7 @@ impl From<ApiError> for Status {
             }
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::Precondition(m) => Status::failed_precondition(m),
+            ApiError::Denied(m) => Status::permission_denied(m),
             ApiError::Artifact(e @ crate::artifact::Error::UnsafeName { .. }) => {
                 Status::invalid_argument(e.to_string())
             }

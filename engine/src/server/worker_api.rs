@@ -24,6 +24,16 @@ const MAX_ARTIFACT: u64 = 64 << 30;
 
 pub struct WorkerApi(pub Arc<Engine>);
 
+/// The session secret every call after Register carries in [`wire::SESSION_HEADER`].
+fn session<T>(req: &Request<T>) -> Result<String, Status> {
+    req.metadata().get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string).ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "no worker session: call Register, then send the session it returns as `{}` on every call",
+            wire::SESSION_HEADER
+        ))
+    })
+}
+
 fn digest(s: &str) -> Result<Digest, ApiError> {
     s.parse().map_err(|e| ApiError::Invalid(format!("digest {s:?}: {e}")))
 }
@@ -58,23 +68,28 @@ impl WeirWorker for WorkerApi {
             runtimes = ?offer.runtimes,
             "worker offers"
         );
-        let id = self.0.register(&r.name, offer);
+        let previous =
+            (!r.previous_worker_id.is_empty()).then_some((r.previous_worker_id.as_str(), r.previous_session.as_str()));
+        let (id, session) = self.0.register(&r.name, offer, previous)?;
         tracing::info!(worker = id, capacity = r.capacity, version = r.version, "registered");
         Ok(Response::new(v1::RegisterResponse {
             worker_id: id,
             lease_timeout: Some(wire::duration(self.0.terms.lease_timeout)),
             heartbeat_interval: Some(wire::duration(self.0.terms.heartbeat_interval)),
+            session,
         }))
     }
 
     async fn lease(&self, req: Request<v1::LeaseRequest>) -> Result<Response<v1::LeaseResponse>, Status> {
+        let session = session(&req)?;
         let r = req.into_inner();
         let wait = wire::from_duration(r.wait.as_ref()).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20));
-        let assignment = self.0.lease(&r.worker_id, r.free, wait).await?;
+        let assignment = self.0.lease(&r.worker_id, &session, r.free, wait).await?;
         Ok(Response::new(v1::LeaseResponse { assignment }))
     }
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let session = session(&req)?;
         let r = req.into_inner();
         let attempts = r
             .attempts
@@ -82,7 +97,7 @@ impl WeirWorker for WorkerApi {
             .map(|a| wire::from_attempt_ref(Some(a)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::from)?;
-        let stops = self.0.heartbeat(&r.worker_id, attempts)?;
+        let stops = self.0.heartbeat(&r.worker_id, &session, attempts)?;
         let stop = stops
             .into_iter()
             .map(|(run, a, reason)| v1::StopOrder { attempt: Some(wire::attempt_ref(&run, a)), reason })
@@ -91,6 +106,7 @@ impl WeirWorker for WorkerApi {
     }
 
     async fn report(&self, req: Request<v1::ReportRequest>) -> Result<Response<v1::ReportResponse>, Status> {
+        let session = session(&req)?;
         let r = req.into_inner();
         let (run, attempt) = wire::from_attempt_ref(r.attempt.as_ref()).map_err(ApiError::from)?;
         let report = match r.outcome {
@@ -103,7 +119,7 @@ impl WeirWorker for WorkerApi {
             Some(v1::report_request::Outcome::Lost(l)) => Report::Lost { reason: l.reason },
             None => return Err(ApiError::Invalid("outcome: is required".into()).into()),
         };
-        self.0.report(&r.worker_id, &run, attempt, report)?;
+        self.0.report(&r.worker_id, &session, &run, attempt, report)?;
         Ok(Response::new(v1::ReportResponse {}))
     }
 
@@ -111,13 +127,14 @@ impl WeirWorker for WorkerApi {
         &self,
         req: Request<Streaming<v1::UploadLogsRequest>>,
     ) -> Result<Response<v1::UploadLogsResponse>, Status> {
+        let session = session(&req)?;
         let mut stream = req.into_inner();
         let mut stored = 0u64;
         let mut checked = None;
         while let Some(msg) = stream.message().await? {
             let (run, attempt) = wire::from_attempt_ref(msg.attempt.as_ref()).map_err(ApiError::from)?;
             if checked.as_ref() != Some(&(run.clone(), attempt)) {
-                self.0.check_dispatched(&run, attempt)?;
+                self.0.check_dispatched(&msg.worker_id, &session, &run, attempt)?;
                 checked = Some((run.clone(), attempt));
             }
             let chunks: Vec<LogChunk> = msg
@@ -143,6 +160,7 @@ impl WeirWorker for WorkerApi {
         &self,
         req: Request<Streaming<v1::UploadArtifactRequest>>,
     ) -> Result<Response<v1::UploadArtifactResponse>, Status> {
+        let session = session(&req)?;
         let mut stream = req.into_inner();
         let header = match stream.message().await?.and_then(|m| m.part) {
             Some(v1::upload_artifact_request::Part::Header(h)) => h,
@@ -150,7 +168,7 @@ impl WeirWorker for WorkerApi {
         };
         let (run, attempt) = wire::from_attempt_ref(header.attempt.as_ref()).map_err(ApiError::from)?;
         check_name(&header.path).map_err(|e| ApiError::Invalid(format!("path: {e}")))?;
-        self.0.check_live(&run, attempt)?;
+        self.0.check_live(&header.worker_id, &session, &run, attempt)?;
         if header.size > MAX_ARTIFACT {
             return Err(ApiError::Invalid(format!(
                 "{} is {} bytes; at most {MAX_ARTIFACT} are accepted",
@@ -187,14 +205,18 @@ impl WeirWorker for WorkerApi {
     type DownloadBlobStream = ChunkStream;
 
     async fn download_blob(&self, req: Request<v1::DownloadBlobRequest>) -> Result<Response<ChunkStream>, Status> {
+        let session = session(&req)?;
         let r = req.into_inner();
+        self.0.check_session(&r.worker_id, &session)?;
         Ok(Response::new(transfer::download(&self.0, digest(&r.digest)?, r.offset)?))
     }
 
     type DownloadBundleStream = ChunkStream;
 
     async fn download_bundle(&self, req: Request<v1::DownloadBundleRequest>) -> Result<Response<ChunkStream>, Status> {
+        let session = session(&req)?;
         let r = req.into_inner();
+        self.0.check_session(&r.worker_id, &session)?;
         Ok(Response::new(transfer::download(&self.0, digest(&r.digest)?, 0)?))
     }
 }

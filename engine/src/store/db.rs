@@ -34,10 +34,11 @@ pub(super) enum TreeId {
     ModelEvents,
     Producers,
     Consumers,
+    Workers,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 16] = [
+    pub(super) const ALL: [TreeId; 17] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -54,6 +55,7 @@ impl TreeId {
         TreeId::ModelEvents,
         TreeId::Producers,
         TreeId::Consumers,
+        TreeId::Workers,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -74,6 +76,7 @@ impl TreeId {
             TreeId::ModelEvents => "model_events",
             TreeId::Producers => "producers",
             TreeId::Consumers => "consumers",
+            TreeId::Workers => "workers",
         }
     }
 

@@ -30,6 +30,7 @@
 //! | `models`            | model name                            | [`ModelRecord`]              |
 //! | `model_versions`    | model · version u64 (from 1)          | [`ModelVersionRecord`]       |
 //! | `model_events`      | model · seq u64 (from 1, dense)       | [`AliasEventRecord`]         |
+//! | `workers`           | worker id                             | [`WorkerRecord`] (see `workers`) |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -52,6 +53,7 @@ mod models;
 mod records;
 #[cfg(test)]
 mod testkit;
+mod workers;
 
 use std::path::PathBuf;
 
@@ -65,6 +67,7 @@ pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
     ScheduleRecord, SkippedTicks, StepRecord, Stream, Trigger,
 };
+pub use workers::WorkerRecord;
 
 /// Everything the store can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -83,6 +83,11 @@ pub struct StepRecord {
     /// When the instance reached a terminal state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Millis>,
+    /// While held: when the engine last heard from the holding worker about this attempt
+    /// (lease, start, heartbeats; refreshed at most every quarter lease timeout). Recovery
+    /// derives an orphan's deadline from it, so engine restarts cannot postpone it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard_at: Option<Millis>,
     /// The worker that holds (or last held) it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,

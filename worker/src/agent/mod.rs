@@ -177,6 +177,7 @@ impl Agent {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
+        let slot = auth.session_slot();
         let client = WeirWorkerClient::with_interceptor(endpoint.connect_lazy(), auth);
 
         let work_dir_error = |reason: String| AgentError::WorkDir { path: config.work_dir.clone(), reason };
@@ -233,8 +234,9 @@ impl Agent {
             .flatten()
             .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
         };
-        let session = Arc::new(Session::new(client, register));
+        let session = Arc::new(Session::new(client, register, slot, Some(config.work_dir.join("session"))));
         tracing::info!(engine = %config.engine, name = %config.name, capacity, work_dir = %config.work_dir.display(), "worker starting");
         let registered = tokio::select! {
             r = session.register() => r,

@@ -1,5 +1,7 @@
-//! The worker's side of its conversation with the engine: the gRPC client with the token on
-//! every call, the current worker id, the attempts this worker holds, and the one retry rule
+//! The worker's side of its conversation with the engine: the gRPC client with the token and
+//! the session secret on every call, the current worker id (kept in `session` in the work
+//! folder, readable by this user only, so a restarted worker registers again as the same
+//! worker and keeps its attempts), the attempts this worker holds, and the one retry rule
 //! every call goes through. An engine that is away (UNAVAILABLE, a broken connection) is retried
 //! with exponential backoff and jitter; NOT_FOUND (the engine forgot this worker id, after a
 //! restart) registers again and retries with the new id; FAILED_PRECONDITION and INVALID_ARGUMENT
@@ -37,27 +39,81 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The heartbeat interval when the engine names none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Sets `authorization: Bearer <token>` on every call. The value is marked sensitive so that
-/// tonic and hyper never print it.
+/// The session secret the engine handed out at Register, shared by the interceptor.
+pub(crate) type SessionSlot = Arc<RwLock<Option<MetadataValue<Ascii>>>>;
+
+/// Sets `authorization: Bearer <token>` and, once registered, the session secret
+/// ([`wire::SESSION_HEADER`]) on every call. Both values are marked sensitive so that tonic
+/// and hyper never print them.
 #[derive(Clone)]
-pub(crate) struct Auth(Option<MetadataValue<Ascii>>);
+pub(crate) struct Auth {
+    token: Option<MetadataValue<Ascii>>,
+    session: SessionSlot,
+}
 
 impl Auth {
     /// `None` when the token cannot be a header value (control characters, non-ASCII).
     pub(crate) fn new(token: Option<&str>) -> Option<Auth> {
-        let Some(token) = token else { return Some(Auth(None)) };
+        let session = SessionSlot::default();
+        let Some(token) = token else { return Some(Auth { token: None, session }) };
         let mut value = MetadataValue::try_from(format!("Bearer {token}")).ok()?;
         value.set_sensitive(true);
-        Some(Auth(Some(value)))
+        Some(Auth { token: Some(value), session })
+    }
+
+    /// Where [`Session`] puts the secret it registers with.
+    pub(crate) fn session_slot(&self) -> SessionSlot {
+        self.session.clone()
     }
 }
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.token {
             request.metadata_mut().insert("authorization", value.clone());
         }
+        if let Some(value) = self.session.read().expect("session lock").as_ref() {
+            request.metadata_mut().insert(wire::SESSION_HEADER, value.clone());
+        }
         Ok(request)
+    }
+}
+
+/// This worker's identity as the engine issued it: kept in memory and in a file of the work
+/// folder (mode 0600), so that registering again, even from a new process, keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub id: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity").field("id", &self.id).field("secret", &"<hidden>").finish()
+    }
+}
+
+impl Identity {
+    /// The identity stored in `path`, if it holds one (anything unreadable is ignored: the
+    /// worker then registers as a new worker).
+    pub(crate) fn load(path: &std::path::Path) -> Option<Identity> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut lines = text.lines().map(str::trim);
+        let (id, secret) = (lines.next()?, lines.next()?);
+        let valid = |s: &str| !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic());
+        (valid(id) && valid(secret)).then(|| Identity { id: id.to_string(), secret: secret.to_string() })
+    }
+
+    /// Writes the identity to `path`, readable and writable by this user only, atomically.
+    pub(crate) fn store(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(format!("{}\n{}\n", self.id, self.secret).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
     }
 }
 
@@ -182,6 +238,10 @@ pub(crate) struct Session {
     register: v1::RegisterRequest,
     capacity: u32,
     worker_id: RwLock<Arc<str>>,
+    /// The identity to register again with, and the file that keeps it.
+    identity: Mutex<Option<Identity>>,
+    identity_file: Option<std::path::PathBuf>,
+    slot: SessionSlot,
     heartbeat: Mutex<Duration>,
     registering: tokio::sync::Mutex<()>,
     held: Mutex<HashMap<Key, Held>>,
@@ -191,12 +251,24 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(client: Client, register: v1::RegisterRequest) -> Session {
+    /// A session over `client`, whose interceptor reads `slot`. With `identity_file`, the
+    /// identity stored there (from an earlier process of this worker) is claimed at Register
+    /// and every new one is written there.
+    pub(crate) fn new(
+        client: Client,
+        register: v1::RegisterRequest,
+        slot: SessionSlot,
+        identity_file: Option<std::path::PathBuf>,
+    ) -> Session {
+        let identity = identity_file.as_deref().and_then(Identity::load);
         Session {
             client,
             capacity: register.capacity,
             register,
             worker_id: RwLock::new(Arc::from("")),
+            identity: Mutex::new(identity),
+            identity_file,
+            slot,
             heartbeat: Mutex::new(DEFAULT_HEARTBEAT),
             registering: tokio::sync::Mutex::new(()),
             held: Mutex::new(HashMap::new()),
@@ -289,13 +361,37 @@ impl Session {
 
     /// Registers, retrying while the engine is away, and takes the id and lease terms it gets.
     pub(crate) async fn register(&self) -> Result<(), CallError> {
+        let previous = self.identity.lock().expect("identity lock").clone();
         let response = self
             .call("register", NotFound::Refused, |mut client, _| {
-                let mut request = Request::new(self.register.clone());
+                let mut register = self.register.clone();
+                if let Some(previous) = &previous {
+                    register.previous_worker_id.clone_from(&previous.id);
+                    register.previous_session.clone_from(&previous.secret);
+                }
+                let mut request = Request::new(register);
                 request.set_timeout(CALL_TIMEOUT);
                 async move { client.register(request).await.map(Response::into_inner) }
             })
             .await?;
+        let identity = Identity { id: response.worker_id.clone(), secret: response.session.clone() };
+        let mut value = MetadataValue::try_from(identity.secret.as_str()).map_err(|_| {
+            self.set_fatal("register", &Status::internal("the engine sent a session that is not a header value"));
+            CallError::Abandoned
+        })?;
+        value.set_sensitive(true);
+        *self.slot.write().expect("session lock") = Some(value);
+        if previous.as_ref() != Some(&identity) {
+            if let Some(path) = &self.identity_file
+                && let Err(e) = identity.store(path)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot keep the worker identity; a restarted worker registers as a new one");
+            }
+            if previous.is_some() {
+                tracing::info!("the engine did not know this worker's identity: registered as a new worker");
+            }
+        }
+        *self.identity.lock().expect("identity lock") = Some(identity);
         let interval = wire::from_duration(response.heartbeat_interval.as_ref())
             .filter(|d| !d.is_zero())
             .unwrap_or(DEFAULT_HEARTBEAT)
