@@ -194,9 +194,12 @@ impl Engine {
         if dry_run {
             return Ok((None, rerun, reused));
         }
-        let mut st = self.lock();
         let trigger = Trigger::Retry { of: of.to_string(), from: from.map(str::to_string) };
-        let run_id = self.create_run(&mut st, &old.version, &overrides, trigger, old.no_cache, None)?;
+        let bundle = self.pipeline(&mut self.lock(), &old.version)?.1;
+        let prepared =
+            self.prepare_run(pipeline.clone(), bundle, &old.version, &overrides, trigger, old.no_cache, None)?;
+        let mut st = self.lock();
+        let run_id = self.install_run(&mut st, prepared)?;
         for &n in &plan.order {
             if !reusable(n) {
                 continue;
@@ -408,10 +411,17 @@ impl WeirClient for ClientApi {
             None => return Err(ApiError::Invalid("pipeline: give a name or a version".into()).into()),
         };
         let overrides: Vec<(String, String)> = r.params.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
-        let run_id = {
-            let mut st = engine.lock();
-            engine.create_run(&mut st, &version, &overrides, Trigger::Manual { user: None }, r.no_cache, None)?
-        };
+        // Plan outside the state lock (and off the async threads): a huge run costs its caller
+        // the time it takes, not everyone else.
+        let (pipeline, bundle) = engine.pipeline(&mut engine.lock(), &version)?;
+        let planner = engine.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let trigger = Trigger::Manual { user: None };
+            planner.prepare_run(pipeline, bundle, &version, &overrides, trigger, r.no_cache, None)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("planning the run failed: {e}")))??;
+        let run_id = engine.install_run(&mut engine.lock(), prepared)?;
         engine.commit()?;
         let (record, steps, message) = engine.load_run(&run_id)?;
         tracing::info!(run = run_id, "run started");

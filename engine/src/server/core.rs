@@ -61,6 +61,28 @@ impl Live {
     }
 }
 
+/// A run planned and stored by [`Engine::prepare_run`], not yet live.
+pub(super) struct Prepared(Live);
+
+/// A run id held by a run being prepared, released on drop.
+struct Reserved<'a> {
+    engine: &'a Engine,
+    id: String,
+}
+
+impl<'a> Reserved<'a> {
+    fn new(engine: &'a Engine, id: String) -> Reserved<'a> {
+        engine.preparing.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
+        Reserved { engine, id }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.engine.preparing.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
 /// A registered worker.
 pub(super) struct Worker {
     pub name: String,
@@ -134,6 +156,8 @@ pub struct Engine {
     pub(super) store: Store,
     pub(super) blobs: artifact::Store,
     pub(super) state: Mutex<State>,
+    /// Ids of runs being prepared outside the state lock (see [`Engine::prepare_run`]).
+    preparing: Mutex<std::collections::HashSet<String>>,
     pub(super) terms: Terms,
     /// Wakes `Lease` long-polls when something became ready.
     pub(super) ready_signal: Notify,
@@ -154,6 +178,7 @@ impl Engine {
             store,
             blobs,
             state: Mutex::new(State { next_worker: wire::now().0, ..State::default() }),
+            preparing: Mutex::default(),
             terms,
             ready_signal: Notify::new(),
             changes,
@@ -192,7 +217,9 @@ impl Engine {
     }
 
     /// Creates a run of `version` with the param overrides `overrides` (text form) and starts
-    /// it, as run `id` when given (the caller checked no run has it), else a fresh id.
+    /// it, as run `id` when given (the caller checked no run has it), else a fresh id. Plans
+    /// under the caller's lock: for runs a caller already holds the lock for (schedules, tests);
+    /// StartRun and RetryRun plan first with [`Engine::prepare_run`] and lock only to install.
     pub(super) fn create_run(
         &self,
         st: &mut State,
@@ -203,13 +230,33 @@ impl Engine {
         id: Option<String>,
     ) -> Result<String, ApiError> {
         let (pipeline, bundle) = self.pipeline(st, version)?;
+        let prepared = self.prepare_run(pipeline, bundle, version, overrides, trigger, no_cache, id)?;
+        self.install_run(st, prepared)
+    }
+
+    /// Resolves params, plans, builds the run machine and writes the run and step records
+    /// (unflushed: the start's commit covers them; a crash before it leaves a queued run that
+    /// recovery starts): everything a run costs that grows with its size, done without the
+    /// state lock, so a 100,000-instance run does not stall every other call while it plans.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn prepare_run(
+        &self,
+        pipeline: Arc<Pipeline>,
+        bundle: Option<String>,
+        version: &str,
+        overrides: &[(String, String)],
+        trigger: Trigger,
+        no_cache: bool,
+        id: Option<String>,
+    ) -> Result<Prepared, ApiError> {
         let params = plan::resolve_params(&pipeline, overrides)
             .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
         let now = wire::now();
-        let run_id = match id {
-            Some(id) => id,
+        let reserved = match id {
+            Some(id) => Reserved::new(self, id),
             None => self.new_run_id(pipeline.name(), now)?,
         };
+        let run_id = reserved.id.clone();
         let plan = plan::plan(&pipeline, &params, &run_id);
         let machine = RunMachine::new(&pipeline, &plan);
         let record = RunRecord {
@@ -232,22 +279,33 @@ impl Engine {
         for (i, s) in steps.iter().enumerate() {
             batch.put_step(&run_id, InstanceId(i as u32), s)?;
         }
-        self.store.write_batch(batch)?;
-        let live = Live { record, machine, plan, pipeline, bundle, steps };
-        st.runs.insert(run_id.clone(), live);
+        self.store.write_batch_unflushed(batch)?;
+        drop(reserved); // the stored record now keeps the id taken
+        Ok(Prepared(Live { record, machine, plan, pipeline, bundle, steps }))
+    }
+
+    /// Makes a prepared run live and starts it: cheap, under the state lock.
+    pub(super) fn install_run(&self, st: &mut State, prepared: Prepared) -> Result<String, ApiError> {
+        let run_id = prepared.0.record.id.clone();
+        st.runs.insert(run_id.clone(), prepared.0);
         self.apply(st, &run_id, Event::Start, None)?;
         Ok(run_id)
     }
 
-    /// `pipeline-YYYYMMDD-HHMMSS-xxxx`: sortable by time, readable, unique in this store.
-    fn new_run_id(&self, pipeline: &str, now: Millis) -> Result<String, ApiError> {
+    /// `pipeline-YYYYMMDD-HHMMSS-xxxx`: sortable by time, readable, unique in this store and
+    /// among the runs being prepared at the same time (held until the guard drops).
+    fn new_run_id(&self, pipeline: &str, now: Millis) -> Result<Reserved<'_>, ApiError> {
         let when = chrono::DateTime::from_timestamp_millis(now.0 as i64).unwrap_or_default();
         let stamp = when.format("%Y%m%d-%H%M%S");
         for salt in 0u64.. {
             let h = blake3::hash(format!("{pipeline}{}{salt}", now.0).as_bytes());
             let id = format!("{pipeline}-{stamp}-{}", &h.to_hex()[..4]);
-            if self.store.run(&id)?.is_none() {
-                return Ok(id);
+            if !self.preparing.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+                continue; // another call is preparing a run with this id
+            }
+            let reserved = Reserved { engine: self, id };
+            if self.store.run(&reserved.id)?.is_none() {
+                return Ok(reserved);
             }
         }
         unreachable!("an unbounded range ends only by returning")

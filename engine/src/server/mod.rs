@@ -20,6 +20,8 @@ mod dispatch;
 mod error;
 mod mlops;
 mod placement;
+#[cfg(test)]
+mod prepare_tests;
 mod registry;
 mod scheduler;
 #[cfg(test)]

@@ -1,0 +1,78 @@
+//! Starting a run plans it without the engine's state lock (issue 12, item 11): a 100,000
+//! instance run is resolved, planned and stored while another call holds the lock, so the
+//! cost of a huge run falls on its caller and not on every other RPC; and two runs prepared at
+//! once never get the same id.
+
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use super::testkit;
+use crate::run::{InstanceId, Millis};
+use crate::store::{PipelineVersion, Trigger};
+
+/// 100,000 instances within the default limits: ten steps with a 100 x 100 matrix each.
+fn huge() -> String {
+    let values: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    let values = values.join(", ");
+    let mut yaml = String::from("name: huge\nsteps:\n");
+    for s in 0..10 {
+        yaml.push_str(&format!("  s{s}:\n    run: echo\n    matrix: {{a: [{values}], b: [{values}]}}\n"));
+    }
+    yaml
+}
+
+#[test]
+fn a_huge_run_is_planned_and_stored_while_another_call_holds_the_state_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(testkit::engine(dir.path()));
+    let version = PipelineVersion { name: "huge".into(), yaml: huge(), bundle_digest: None, submitted_at: Millis(1) };
+    e.store.put_pipeline_version("v1", &version).unwrap();
+    let (pipeline, bundle) = e.pipeline(&mut e.lock(), "v1").unwrap();
+
+    let held = e.lock(); // another call holds the state lock all along
+    let planner = e.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let trigger = Trigger::Manual { user: None };
+        let _ = tx.send(planner.prepare_run(pipeline, bundle, "v1", &[], trigger, false, None));
+    });
+    let prepared = rx
+        .recv_timeout(Duration::from_secs(600))
+        .expect("planning waited for the state lock")
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(held);
+
+    let id = e.install_run(&mut e.lock(), prepared).unwrap();
+    e.commit().unwrap();
+    assert_eq!(e.lock().runs[&id].machine.len(), 100_000);
+    let last = e.store.step(&id, InstanceId(99_999)).unwrap().expect("every step record stored");
+    assert_eq!(last.state, crate::run::StepState::Ready, "started: the roots are ready");
+}
+
+#[test]
+fn runs_prepared_at_once_get_distinct_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(testkit::engine(dir.path()));
+    let yaml = "name: tiny\nsteps:\n  a: {run: echo}\n".to_string();
+    let version = PipelineVersion { name: "tiny".into(), yaml, bundle_digest: None, submitted_at: Millis(1) };
+    e.store.put_pipeline_version("v1", &version).unwrap();
+    let (pipeline, _) = e.pipeline(&mut e.lock(), "v1").unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (e, pipeline) = (e.clone(), pipeline.clone());
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for _ in 0..25 {
+                    let trigger = Trigger::Manual { user: None };
+                    let p = e.prepare_run(pipeline.clone(), None, "v1", &[], trigger, false, None).unwrap();
+                    ids.push(e.install_run(&mut e.lock(), p).unwrap());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids: Vec<String> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200, "every run has its own id");
+}
