@@ -61,8 +61,22 @@ impl Live {
     }
 }
 
-/// A run planned and stored by [`Engine::prepare_run`], not yet live.
-pub(super) struct Prepared(Live);
+/// A run planned, started and stored by [`Engine::prepare_run`], not yet live: the start's
+/// effects wait for [`Engine::install_run`].
+pub(super) struct Prepared {
+    live: Live,
+    effects: Vec<Effect>,
+    seq: u64,
+    hits: Vec<(AttemptId, crate::store::CacheEntry)>,
+    now: Millis,
+}
+
+/// An event fed to a machine and the batch that records it, not yet written.
+struct Recorded {
+    effects: Vec<Effect>,
+    batch: Batch,
+    hits: Vec<(AttemptId, crate::store::CacheEntry)>,
+}
 
 /// A run id held by a run being prepared, released on drop.
 struct Reserved<'a> {
@@ -274,21 +288,26 @@ impl Engine {
             .instances()
             .map(|i| StepRecord { name: machine.name(i).to_string(), ..StepRecord::default() })
             .collect();
-        let mut batch = Batch::new();
-        batch.put_run(&record)?;
-        for (i, s) in steps.iter().enumerate() {
+        let mut live = Live { record, machine, plan, pipeline, bundle, steps };
+        // The start, recorded here too: with every instance a root, it rewrites every step.
+        let now = wire::now();
+        let Recorded { effects, mut batch, hits } = self.record(&mut live, &run_id, Event::Start, None, now)?;
+        for (i, s) in live.steps.iter().enumerate() {
             batch.put_step(&run_id, InstanceId(i as u32), s)?;
         }
-        self.store.write_batch_unflushed(batch)?;
+        batch.put_run(&live.record)?;
+        let seq = self.store.write_batch_unflushed(batch)?.last().copied().unwrap_or_default();
         drop(reserved); // the stored record now keeps the id taken
-        Ok(Prepared(Live { record, machine, plan, pipeline, bundle, steps }))
+        Ok(Prepared { live, effects, seq, hits, now })
     }
 
-    /// Makes a prepared run live and starts it: cheap, under the state lock.
+    /// Makes a prepared run live and performs its start's effects (queue the ready
+    /// attempts): cheap, under the state lock.
     pub(super) fn install_run(&self, st: &mut State, prepared: Prepared) -> Result<String, ApiError> {
-        let run_id = prepared.0.record.id.clone();
-        st.runs.insert(run_id.clone(), prepared.0);
-        self.apply(st, &run_id, Event::Start, None)?;
+        let Prepared { live, effects, seq, hits, now } = prepared;
+        let run_id = live.record.id.clone();
+        st.runs.insert(run_id.clone(), live);
+        self.performed(st, &run_id, &effects, seq, hits, now);
         Ok(run_id)
     }
 
@@ -337,6 +356,65 @@ impl Engine {
         let Some(live) = st.runs.get_mut(run_id) else {
             return Err(self.not_live(run_id));
         };
+        let Recorded { effects, batch, hits } = self.record(live, run_id, event, outputs, now)?;
+        let seq = match self.store.write_batch_unflushed(batch) {
+            Ok(seqs) => seqs.last().copied().unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(run = run_id, error = %e, "cannot store an event; reloading the run from the store");
+                st.runs.remove(run_id);
+                self.recover_run(st, run_id);
+                return Err(e.into());
+            }
+        };
+        self.performed(st, run_id, &effects, seq, hits, now);
+        Ok(effects)
+    }
+
+    /// After an event's batch is written: performs its effects (a ready attempt the cache
+    /// supplies is never offered to a worker), queues the announcement, applies the cache hits.
+    fn performed(
+        &self,
+        st: &mut State,
+        run_id: &str,
+        effects: &[Effect],
+        seq: u64,
+        hits: Vec<(AttemptId, crate::store::CacheEntry)>,
+        now: Millis,
+    ) {
+        if hits.is_empty() {
+            self.perform(st, run_id, effects);
+        } else {
+            let offered =
+                |e: &&Effect| !matches!(e, Effect::Ready { attempt } if hits.iter().any(|(a, _)| a == attempt));
+            let performed: Vec<Effect> = effects.iter().filter(offered).cloned().collect();
+            self.perform(st, run_id, &performed);
+        }
+        st.unannounced.push((run_id.to_string(), seq));
+        for (attempt, entry) in hits {
+            let event = Event::Cached { attempt, metrics: entry.metrics, from: entry.run };
+            if let Err(e) = self.apply_at(st, run_id, event, Some(&entry.outputs), now) {
+                // The attempt is still ready (or the run was reloaded, which re-queues it).
+                tracing::warn!(run = run_id, error = %e, "cannot record a cache hit; the step runs");
+                let ready = st.runs.get(run_id).is_some_and(|l| l.machine.state(attempt.instance) == StepState::Ready);
+                if ready {
+                    self.perform(st, run_id, &[Effect::Ready { attempt }]);
+                }
+            }
+        }
+    }
+
+    /// Feeds `event` to `live`'s machine and builds the batch that records it (the event with
+    /// its visible changes, touched step records, the run record, cache, registry and lineage
+    /// writes), without writing it. Needs no state lock: `prepare_run` records a new run's
+    /// start with it before the run is live.
+    fn record(
+        &self,
+        live: &mut Live,
+        run_id: &str,
+        event: Event,
+        outputs: Option<&Manifest>,
+        now: Millis,
+    ) -> Result<Recorded, ApiError> {
         let effects = live.machine.apply(event.clone(), now).map_err(|r| rejected(run_id, r))?;
         let mut batch = Batch::new();
         let mut changes = Vec::new();
@@ -417,37 +495,7 @@ impl Engine {
             batch.put_run(&live.record)?;
         }
         batch.append_event(run_id, &EventRecord { now, event, changes })?;
-        let seq = match self.store.write_batch_unflushed(batch) {
-            Ok(seqs) => seqs.last().copied().unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(run = run_id, error = %e, "cannot store an event; reloading the run from the store");
-                st.runs.remove(run_id);
-                self.recover_run(st, run_id);
-                return Err(e.into());
-            }
-        };
-        if hits.is_empty() {
-            self.perform(st, run_id, &effects);
-        } else {
-            // A ready attempt the cache supplies is never offered to a worker.
-            let offered =
-                |e: &&Effect| !matches!(e, Effect::Ready { attempt } if hits.iter().any(|(a, _)| a == attempt));
-            let performed: Vec<Effect> = effects.iter().filter(offered).cloned().collect();
-            self.perform(st, run_id, &performed);
-        }
-        st.unannounced.push((run_id.to_string(), seq));
-        for (attempt, entry) in hits {
-            let event = Event::Cached { attempt, metrics: entry.metrics, from: entry.run };
-            if let Err(e) = self.apply_at(st, run_id, event, Some(&entry.outputs), now) {
-                // The attempt is still ready (or the run was reloaded, which re-queues it).
-                tracing::warn!(run = run_id, error = %e, "cannot record a cache hit; the step runs");
-                let ready = st.runs.get(run_id).is_some_and(|l| l.machine.state(attempt.instance) == StepState::Ready);
-                if ready {
-                    self.perform(st, run_id, &[Effect::Ready { attempt }]);
-                }
-            }
-        }
-        Ok(effects)
+        Ok(Recorded { effects, batch, hits })
     }
 
     /// Makes every event applied so far durable, then announces them to watchers. Call it after
