@@ -20,6 +20,7 @@ use crate::store::{Change, Listed, LogCursor, PipelineVersion, RunFilter, RunRec
 use crate::wire;
 
 use super::core::{Engine, Live, State};
+use super::bounds::{Bounded, bounded};
 use super::error::ApiError;
 use super::placement;
 use super::transfer::{self, Upload};
@@ -142,6 +143,7 @@ impl Engine {
                     "run {of} succeeded: nothing to retry; start a new run, or re-run part of it with `weir retry {of} --from STEP`"
                 )));
             }
+            (s, _) if !s.is_terminal() && !self.lock().runs.contains_key(of) => return Err(self.not_live(of)),
             (s, _) if !s.is_terminal() => {
                 return Err(ApiError::Precondition(format!(
                     "run {of} is still {s}: cancel it first (`weir cancel {of}`)"
@@ -273,6 +275,7 @@ impl WeirClient for ClientApi {
             Some(v1::submit_pipeline_request::Part::Header(h)) => h,
             _ => return Err(ApiError::Invalid("the first message of a submission must be its header".into()).into()),
         };
+        header.check()?;
         let file = if header.file_name.is_empty() { "pipeline.yaml" } else { &header.file_name };
         let pipeline = crate::spec::load(&header.yaml, &engine.limits)
             .map_err(|d| ApiError::diagnostics("the pipeline is invalid", file, &header.yaml, d))?;
@@ -362,7 +365,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::ListPipelinesRequest>,
     ) -> Result<Response<v1::ListPipelinesResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let size = page_size(r.page_size, 100, 1000);
         let all = engine.store.pipelines().map_err(ApiError::from)?;
@@ -391,7 +394,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn start_run(&self, req: Request<v1::StartRunRequest>) -> Result<Response<v1::StartRunResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let version = match r.pipeline {
             Some(v1::start_run_request::Pipeline::Name(name)) => {
@@ -419,7 +422,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn get_run(&self, req: Request<v1::GetRunRequest>) -> Result<Response<v1::GetRunResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let (record, steps, message) = engine.load_run(&r.run_id)?;
         let from: usize = if r.step_page_token.is_empty() {
@@ -443,7 +446,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn list_runs(&self, req: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let states: Vec<RunState> = r.states().filter_map(wire::from_run_state).collect();
         let filter = RunFilter {
@@ -501,7 +504,7 @@ impl WeirClient for ClientApi {
     type WatchRunStream = Stream<v1::RunEvent>;
 
     async fn watch_run(&self, req: Request<v1::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = self.0.clone();
         let mut changes = engine.changes.subscribe();
         let (_, steps, _) = engine.load_run(&r.run_id)?;
@@ -584,7 +587,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn cancel_run(&self, req: Request<v1::CancelRunRequest>) -> Result<Response<v1::CancelRunResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         {
             let mut st = engine.lock();
@@ -597,7 +600,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn retry_run(&self, req: Request<v1::RetryRunRequest>) -> Result<Response<v1::RetryRunResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let from = (!r.from_step.is_empty()).then_some(r.from_step.as_str());
         let (run_id, rerun, reused) = engine.retry(&r.run_id, from, r.dry_run)?;
@@ -618,7 +621,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = self.0.clone();
         let (_, steps, _) = engine.load_run(&r.run_id)?;
         let chosen: Vec<(InstanceId, String)> = steps
@@ -697,7 +700,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::GetArtifactRequest>,
     ) -> Result<Response<Self::GetArtifactStream>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let (_, steps, _) = engine.load_run(&r.run_id)?;
         let i = steps
@@ -746,7 +749,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let schedules = self.0.schedule_views(&r.pipeline, chrono::Utc::now())?;
         Ok(Response::new(v1::ListSchedulesResponse { schedules }))
     }
@@ -755,7 +758,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::PauseScheduleRequest>,
     ) -> Result<Response<v1::PauseScheduleResponse>, Status> {
-        let schedule = self.0.pause(&req.into_inner().pipeline, true)?;
+        let schedule = self.0.pause(&bounded(req)?.pipeline, true)?;
         Ok(Response::new(v1::PauseScheduleResponse { schedule: Some(schedule) }))
     }
 
@@ -763,12 +766,12 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::ResumeScheduleRequest>,
     ) -> Result<Response<v1::ResumeScheduleResponse>, Status> {
-        let schedule = self.0.pause(&req.into_inner().pipeline, false)?;
+        let schedule = self.0.pause(&bounded(req)?.pipeline, false)?;
         Ok(Response::new(v1::ResumeScheduleResponse { schedule: Some(schedule) }))
     }
 
     async fn backfill(&self, req: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let ticks = {
             let mut st = engine.lock();
@@ -781,14 +784,14 @@ impl WeirClient for ClientApi {
     // Step caching: server/cache.rs.
 
     async fn plan_run(&self, req: Request<v1::PlanRunRequest>) -> Result<Response<v1::PlanRunResponse>, Status> {
-        Ok(Response::new(self.0.plan_run(req.into_inner())?))
+        Ok(Response::new(self.0.plan_run(bounded(req)?)?))
     }
 
     async fn explain_cache(
         &self,
         req: Request<v1::ExplainCacheRequest>,
     ) -> Result<Response<v1::ExplainCacheResponse>, Status> {
-        Ok(Response::new(self.0.explain_cache(req.into_inner())?))
+        Ok(Response::new(self.0.explain_cache(bounded(req)?)?))
     }
 
     // Tracking and lineage: server/tracking.rs.
@@ -797,14 +800,14 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::MetricHistoryRequest>,
     ) -> Result<Response<v1::MetricHistoryResponse>, Status> {
-        Ok(Response::new(self.0.metric_history(req.into_inner())?))
+        Ok(Response::new(self.0.metric_history(bounded(req)?)?))
     }
 
     async fn get_lineage(
         &self,
         req: Request<v1::GetLineageRequest>,
     ) -> Result<Response<v1::GetLineageResponse>, Status> {
-        Ok(Response::new(self.0.lineage(req.into_inner())?))
+        Ok(Response::new(self.0.lineage(bounded(req)?)?))
     }
 
     // The model registry: server/registry.rs.
@@ -813,18 +816,18 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::ListModelsRequest>,
     ) -> Result<Response<v1::ListModelsResponse>, Status> {
-        Ok(Response::new(self.0.list_models(req.into_inner())?))
+        Ok(Response::new(self.0.list_models(bounded(req)?)?))
     }
 
     async fn get_model(&self, req: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
-        Ok(Response::new(self.0.get_model(req.into_inner())?))
+        Ok(Response::new(self.0.get_model(bounded(req)?)?))
     }
 
     async fn promote_model(
         &self,
         req: Request<v1::PromoteModelRequest>,
     ) -> Result<Response<v1::PromoteModelResponse>, Status> {
-        let answer = self.0.promote_model(req.into_inner())?;
+        let answer = self.0.promote_model(bounded(req)?)?;
         self.0.commit()?;
         Ok(Response::new(answer))
     }
@@ -833,7 +836,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::RollbackModelRequest>,
     ) -> Result<Response<v1::RollbackModelResponse>, Status> {
-        let answer = self.0.rollback_model(req.into_inner())?;
+        let answer = self.0.rollback_model(bounded(req)?)?;
         self.0.commit()?;
         Ok(Response::new(answer))
     }
@@ -844,7 +847,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::GetModelArtifactRequest>,
     ) -> Result<Response<Self::GetModelArtifactStream>, Status> {
-        Ok(Response::new(super::registry::model_artifact(&self.0, req.into_inner())?))
+        Ok(Response::new(super::registry::model_artifact(&self.0, bounded(req)?)?))
     }
 }
 

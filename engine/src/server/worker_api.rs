@@ -14,6 +14,7 @@ use crate::wire;
 
 use super::core::Engine;
 use super::dispatch::Report;
+use super::bounds::{Bounded, bounded};
 use super::error::ApiError;
 use super::placement::{Offer, Usage};
 use super::transfer::{self, ChunkStream, Upload};
@@ -31,7 +32,7 @@ fn digest(s: &str) -> Result<Digest, ApiError> {
 #[tonic::async_trait]
 impl WeirWorker for WorkerApi {
     async fn register(&self, req: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let mut runtimes: Vec<Runtime> = r
             .runtimes()
             .filter_map(|rt| match rt {
@@ -68,14 +69,14 @@ impl WeirWorker for WorkerApi {
     }
 
     async fn lease(&self, req: Request<v1::LeaseRequest>) -> Result<Response<v1::LeaseResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let wait = wire::from_duration(r.wait.as_ref()).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20));
         let assignment = self.0.lease(&r.worker_id, r.free, wait).await?;
         Ok(Response::new(v1::LeaseResponse { assignment }))
     }
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let attempts = r
             .attempts
             .iter()
@@ -91,7 +92,7 @@ impl WeirWorker for WorkerApi {
     }
 
     async fn report(&self, req: Request<v1::ReportRequest>) -> Result<Response<v1::ReportResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let (run, attempt) = wire::from_attempt_ref(r.attempt.as_ref()).map_err(ApiError::from)?;
         let report = match r.outcome {
             Some(v1::report_request::Outcome::Started(_)) => Report::Started,
@@ -115,6 +116,7 @@ impl WeirWorker for WorkerApi {
         let mut stored = 0u64;
         let mut checked = None;
         while let Some(msg) = stream.message().await? {
+            msg.check()?;
             let (run, attempt) = wire::from_attempt_ref(msg.attempt.as_ref()).map_err(ApiError::from)?;
             if checked.as_ref() != Some(&(run.clone(), attempt)) {
                 self.0.check_dispatched(&run, attempt)?;
@@ -148,6 +150,7 @@ impl WeirWorker for WorkerApi {
             Some(v1::upload_artifact_request::Part::Header(h)) => h,
             _ => return Err(ApiError::Invalid("the first message of an upload must be its header".into()).into()),
         };
+        header.check()?;
         let (run, attempt) = wire::from_attempt_ref(header.attempt.as_ref()).map_err(ApiError::from)?;
         check_name(&header.path).map_err(|e| ApiError::Invalid(format!("path: {e}")))?;
         self.0.check_live(&run, attempt)?;
@@ -187,14 +190,14 @@ impl WeirWorker for WorkerApi {
     type DownloadBlobStream = ChunkStream;
 
     async fn download_blob(&self, req: Request<v1::DownloadBlobRequest>) -> Result<Response<ChunkStream>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         Ok(Response::new(transfer::download(&self.0, digest(&r.digest)?, r.offset)?))
     }
 
     type DownloadBundleStream = ChunkStream;
 
     async fn download_bundle(&self, req: Request<v1::DownloadBundleRequest>) -> Result<Response<ChunkStream>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         Ok(Response::new(transfer::download(&self.0, digest(&r.digest)?, 0)?))
     }
 }
