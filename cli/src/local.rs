@@ -39,6 +39,11 @@ Exit status:
   3  the embedded engine could not start (data folder in use by another weir, disk error)
   130  interrupted twice (Ctrl-C): stopped waiting while the run was being cancelled";
 
+/// The lease timeout of the engine in this process: one process, so a worker cannot be lost
+/// without the engine; it also bounds how long a resumed run waits for the attempts its killed
+/// `weir run` held before running them again.
+pub const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many trailing log lines of each failed step are printed.
 const FAILED_LOG_LINES: usize = 40;
 
@@ -101,7 +106,7 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
     // One process: a worker cannot be lost without the engine, so short terms only make
     // cancel and stop orders quick.
     config.terms.heartbeat_interval = Duration::from_millis(250);
-    config.terms.lease_timeout = Duration::from_secs(10);
+    config.terms.lease_timeout = LEASE_TIMEOUT;
     // `weir run` runs the file once; its `schedule:` is for a `weir server`.
     config.scheduling = false;
     // Runs a killed `weir run` left here wait for `weir resume RUN --local`: resuming them
@@ -232,7 +237,7 @@ pub async fn attach(dir: &std::path::Path, resume: &[String]) -> Result<String, 
     }
     let mut config = ServerConfig::new(dir, "127.0.0.1:0".parse().expect("a socket address"));
     config.terms.heartbeat_interval = Duration::from_millis(250);
-    config.terms.lease_timeout = Duration::from_secs(10);
+    config.terms.lease_timeout = LEASE_TIMEOUT;
     config.scheduling = false;
     config.resume = Resume::Only(resume.iter().cloned().collect());
     let server = server::start(config).await.map_err(|e| {

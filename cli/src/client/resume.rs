@@ -124,14 +124,42 @@ pub fn refuse_interrupted(conn: &ConnArgs, run_id: &str) -> Result<(), Failure> 
 pub(super) async fn resume(client: &mut Client, conn: &ConnArgs, run_id: &str) -> Result<(), Failure> {
     // Check the run exists before the live view, for the usual hint.
     let hints = Hints { not_found: "`weir runs` lists run ids", ..RUN_HINTS };
-    client
+    let got = client
         .get_run(v1::GetRunRequest { run_id: run_id.to_string(), ..Default::default() })
         .await
-        .map_err(|s| refused(&s, conn, hints))?;
+        .map_err(|s| refused(&s, conn, hints))?
+        .into_inner();
+    if conn.local.is_some()
+        && let Some(run) = got.run.as_ref().filter(|r| !matches!(r.state(), RunState::Succeeded | RunState::Failed | RunState::Cancelled))
+    {
+        eprint!("{}", resuming_note(run, &got.steps));
+    }
     // With --local this machine's worker is the only one: a step it can never run will not
     // be run by anyone else, as in `weir run`.
     let on_stuck = if conn.local.is_some() { OnStuck::Cancel } else { OnStuck::Wait };
     follow_run(client, conn, run_id, OnInterrupt::Detach, on_stuck).await
+}
+
+/// What resuming `run` here does (pure, tested below): steps held when its process died run
+/// again once their lease expires.
+pub fn resuming_note(run: &v1::Run, steps: &[v1::Step]) -> String {
+    let held: Vec<&str> = steps
+        .iter()
+        .filter(|s| matches!(s.state(), v1::StepState::Leased | v1::StepState::Running))
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut out = format!("resuming run {} ({} of {} steps done)", run.run_id, run.steps_done, run.steps_total);
+    if !held.is_empty() {
+        let (verb, them) = if held.len() == 1 { ("was", "it runs") } else { ("were", "they run") };
+        out.push_str(&format!(
+            "; {} {verb} running when it was interrupted: {them} again as a new attempt once the old one's lease \
+             expires ({} s)",
+            held.join(", "),
+            crate::local::LEASE_TIMEOUT.as_secs()
+        ));
+    }
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]
@@ -164,6 +192,18 @@ mod tests {
         let many: Vec<v1::Run> = (0..12).map(|i| run(&format!("r{i}"), 0, 1)).collect();
         let note = interrupted_note(&many, Path::new("d"), false);
         assert!(note.contains("  ... and 2 more (`weir runs --state running --local d`)"), "{note}");
+    }
+
+    #[test]
+    fn resuming_says_which_steps_run_again() {
+        let step = |name: &str, state: v1::StepState| v1::Step { name: name.into(), state: state as i32, ..Default::default() };
+        let steps = [step("a", v1::StepState::Succeeded), step("b", v1::StepState::Running), step("c", v1::StepState::Pending)];
+        assert_eq!(
+            resuming_note(&run("chain-1", 1, 3), &steps),
+            "resuming run chain-1 (1 of 3 steps done); b was running when it was interrupted: it runs again as a new \
+             attempt once the old one's lease expires (10 s)\n"
+        );
+        assert_eq!(resuming_note(&run("chain-1", 0, 3), &steps[2..]), "resuming run chain-1 (0 of 3 steps done)\n");
     }
 
     #[test]
