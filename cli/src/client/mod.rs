@@ -90,7 +90,8 @@ pub struct ConnArgs {
     /// WEIR_TOKEN or --token-file.
     #[arg(long, global = true, value_name = "TOKEN", env = "WEIR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Read the bearer token from a file (surrounding whitespace ignored); wins over --token.
+    /// Read the bearer token from a file: its `client=TOKEN` line, or its one line when that
+    /// holds a bare token; wins over --token. Warns when others can read the file.
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Instead of a server, use the data folder of `weir run` (DIR, default `.weir`): an engine

@@ -125,12 +125,12 @@ pub struct TokenFile {
 }
 
 impl TokenFile {
-    /// Reads and parses `path`; warns (once, here) when group or others can read or write it.
+    /// Reads and parses `path`; warns (once, here, whatever it holds) when group or others can
+    /// read or write it.
     pub fn read(path: &Path) -> Result<TokenFile, Vec<Error>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             vec![Error { path: path.to_path_buf(), line: None, problem: Problem::Unreadable(e.to_string()) }]
         })?;
-        let file = TokenFile::parse(path, &text)?;
         if let Some(mode) = loose_mode(path) {
             tracing::warn!(
                 file = %path.display(),
@@ -138,7 +138,7 @@ impl TokenFile {
                 "token file can be read or changed by other users: `chmod 600` it"
             );
         }
-        Ok(file)
+        TokenFile::parse(path, &text)
     }
 
     /// Parses the text of the file at `path` (named in errors only).
