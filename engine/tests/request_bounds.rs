@@ -130,7 +130,12 @@ async fn every_rpc_refuses_a_huge_id_with_a_short_invalid_argument() {
     let failed = Some(v1::report_request::Outcome::Failed(v1::Failed::default()));
     call!(
         "Report worker_id",
-        w.report(v1::ReportRequest { worker_id: big(), attempt: attempt("r".into()), outcome: failed.clone(), time: None })
+        w.report(v1::ReportRequest {
+            worker_id: big(),
+            attempt: attempt("r".into()),
+            outcome: failed.clone(),
+            time: None
+        })
     );
     call!(
         "Report run_id",
@@ -148,7 +153,10 @@ async fn every_rpc_refuses_a_huge_id_with_a_short_invalid_argument() {
     call!("UploadArtifact worker_id", w.upload_artifact(upload(big(), "r".into(), "f".into())));
     call!("UploadArtifact run_id", w.upload_artifact(upload("w".into(), big(), "f".into())));
     call!("UploadArtifact path", w.upload_artifact(upload("w".into(), "r".into(), big())));
-    call!("DownloadBlob worker_id", w.download_blob(v1::DownloadBlobRequest { worker_id: big(), ..Default::default() }));
+    call!(
+        "DownloadBlob worker_id",
+        w.download_blob(v1::DownloadBlobRequest { worker_id: big(), ..Default::default() })
+    );
     call!(
         "DownloadBlob digest",
         w.download_blob(v1::DownloadBlobRequest { worker_id: "w".into(), digest: big(), offset: 0 })

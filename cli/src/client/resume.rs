@@ -112,10 +112,7 @@ pub fn refuse_interrupted(conn: &ConnArgs, run_id: &str) -> Result<(), Failure> 
         "error: run {run_id} was left unfinished by a `weir run` that was killed: nothing is running it, and it \
          has not ended"
     );
-    eprintln!(
-        "help: `weir resume {run_id}{}` finishes it here; the steps that succeeded are kept",
-        conn.local_flag()
-    );
+    eprintln!("help: `weir resume {run_id}{}` finishes it here; the steps that succeeded are kept", conn.local_flag());
     Err(Failure::Refused)
 }
 
@@ -130,7 +127,10 @@ pub(super) async fn resume(client: &mut Client, conn: &ConnArgs, run_id: &str) -
         .map_err(|s| refused(&s, conn, hints))?
         .into_inner();
     if conn.local.is_some()
-        && let Some(run) = got.run.as_ref().filter(|r| !matches!(r.state(), RunState::Succeeded | RunState::Failed | RunState::Cancelled))
+        && let Some(run) = got
+            .run
+            .as_ref()
+            .filter(|r| !matches!(r.state(), RunState::Succeeded | RunState::Failed | RunState::Cancelled))
     {
         eprint!("{}", resuming_note(run, &got.steps));
     }
@@ -196,8 +196,13 @@ mod tests {
 
     #[test]
     fn resuming_says_which_steps_run_again() {
-        let step = |name: &str, state: v1::StepState| v1::Step { name: name.into(), state: state as i32, ..Default::default() };
-        let steps = [step("a", v1::StepState::Succeeded), step("b", v1::StepState::Running), step("c", v1::StepState::Pending)];
+        let step = |name: &str, state: v1::StepState| v1::Step {
+            name: name.into(),
+            state: state as i32,
+            ..Default::default()
+        };
+        let steps =
+            [step("a", v1::StepState::Succeeded), step("b", v1::StepState::Running), step("c", v1::StepState::Pending)];
         assert_eq!(
             resuming_note(&run("chain-1", 1, 3), &steps),
             "resuming run chain-1 (1 of 3 steps done); b was running when it was interrupted: it runs again as a new \

@@ -235,7 +235,10 @@ mod tests {
     fn values_past_their_bound_are_refused_with_a_short_prefix() {
         let long = "é".repeat(40_000); // 80 KB, two bytes a character: the cut is on a boundary
         let err = check(&v1::GetRunRequest { run_id: long.clone(), ..Default::default() }).unwrap_err();
-        assert!(err.starts_with("run_id is 80000 bytes long; at most 256 are accepted (it starts \"éééééééééééé\"...)"), "{err}");
+        assert!(
+            err.starts_with("run_id is 80000 bytes long; at most 256 are accepted (it starts \"éééééééééééé\"...)"),
+            "{err}"
+        );
         assert!(err.len() < 150, "{err}");
 
         let mut params = HashMap::new();

@@ -19,8 +19,8 @@ use crate::run::{Event, InstanceId, RunState, StepState};
 use crate::store::{Change, Listed, LogCursor, PipelineVersion, RunFilter, RunRecord, StepRecord, Trigger};
 use crate::wire;
 
-use super::core::{Engine, Live, State};
 use super::bounds::{Bounded, bounded};
+use super::core::{Engine, Live, State};
 use super::error::ApiError;
 use super::placement;
 use super::transfer::{self, Upload};

@@ -226,9 +226,8 @@ impl TokenFile {
         for (entry, role) in [(&self.client, Role::Client), (&self.worker, Role::Worker)] {
             match entry {
                 None => problems.push(self.error(None, Problem::Missing { role: role.key() })),
-                Some(e) if !listen.ip().is_loopback() && e.token.0.len() < MIN_TOKEN_LEN => problems.push(
-                    self.error(Some(e.line), Problem::Short { role: role.key(), len: e.token.0.len(), listen }),
-                ),
+                Some(e) if !listen.ip().is_loopback() && e.token.0.len() < MIN_TOKEN_LEN => problems
+                    .push(self.error(Some(e.line), Problem::Short { role: role.key(), len: e.token.0.len(), listen })),
                 Some(_) => {}
             }
         }
@@ -308,7 +307,13 @@ mod tests {
         let cases: &[(&str, (&str, &str))] = &[
             ("s3cret\n", ("s3cret", "s3cret")),
             ("# tokens\nclient=abc\n\nworker = def\n", ("abc", "def")),
-            ("worker=def\n", ("token file `tokens`: no `client=TOKEN` line: add one (generate the token with `openssl rand -hex 32`)", "def")),
+            (
+                "worker=def\n",
+                (
+                    "token file `tokens`: no `client=TOKEN` line: add one (generate the token with `openssl rand -hex 32`)",
+                    "def",
+                ),
+            ),
             // base64 padding is part of a bare token, not a key
             ("QUJDREVGR0hJSktMTU5PUA==\n", ("QUJDREVGR0hJSktMTU5PUA==", "QUJDREVGR0hJSktMTU5PUA==")),
             ("client=YWJj==\nworker=ZGVm\n", ("YWJj==", "ZGVm")),
@@ -323,10 +328,29 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("", &["token file `tokens`: it holds no token"]),
             ("# only a comment\n\n", &["token file `tokens`: it holds no token"]),
-            ("client=a\nclient=b\nworker=c\n", &["token file `tokens`:2: a second `client=` line (the first is on line 1): keep one"]),
-            ("client=a\nworker=b\nworker=c\nclient=d\n", &["tokens`:3: a second `worker=` line (the first is on line 2)", "tokens`:4: a second `client=` line (the first is on line 1)"]),
-            ("clinet=a\nworker=b\n", &["token file `tokens`:1: unknown key `clinet`: expected `client=TOKEN` or `worker=TOKEN` (did you mean `client`?)"]),
-            ("wroker=abc\n", &["tokens`:1: unknown key `wroker`: expected `client=TOKEN` or `worker=TOKEN` (did you mean `worker`?)"]),
+            (
+                "client=a\nclient=b\nworker=c\n",
+                &["token file `tokens`:2: a second `client=` line (the first is on line 1): keep one"],
+            ),
+            (
+                "client=a\nworker=b\nworker=c\nclient=d\n",
+                &[
+                    "tokens`:3: a second `worker=` line (the first is on line 2)",
+                    "tokens`:4: a second `client=` line (the first is on line 1)",
+                ],
+            ),
+            (
+                "clinet=a\nworker=b\n",
+                &[
+                    "token file `tokens`:1: unknown key `clinet`: expected `client=TOKEN` or `worker=TOKEN` (did you mean `client`?)",
+                ],
+            ),
+            (
+                "wroker=abc\n",
+                &[
+                    "tokens`:1: unknown key `wroker`: expected `client=TOKEN` or `worker=TOKEN` (did you mean `worker`?)",
+                ],
+            ),
             ("admin=abc\nclient=x\n", &["tokens`:1: unknown key `admin`: expected `client=TOKEN` or `worker=TOKEN`"]),
             ("client=\nworker=b\n", &["tokens`:1: `client=` has no token after it"]),
             ("a\nb\n", &["tokens`:2: a token without a role"]),
@@ -350,7 +374,11 @@ mod tests {
         assert_eq!(server("client=c-1\nworker=w-2\n", LOOPBACK), Ok(("c-1".into(), "w-2".into())));
 
         let refused: &[(&str, &str, &[&str])] = &[
-            ("client=abc\nworker=abc\n", LOOPBACK, &["the client token (line 1) and the worker token (line 2) are the same"]),
+            (
+                "client=abc\nworker=abc\n",
+                LOOPBACK,
+                &["the client token (line 1) and the worker token (line 2) are the same"],
+            ),
             ("s3cret\n", LOOPBACK, &["tokens`:1: one token for clients and workers alike"]),
             ("worker=abc\n", LOOPBACK, &["no `client=TOKEN` line"]),
             (

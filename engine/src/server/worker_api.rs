@@ -12,9 +12,9 @@ use crate::artifact::{Digest, check_name};
 use crate::store::{LogChunk, Stream};
 use crate::wire;
 
+use super::bounds::{Bounded, bounded};
 use super::core::Engine;
 use super::dispatch::Report;
-use super::bounds::{Bounded, bounded};
 use super::error::ApiError;
 use super::placement::{Offer, Usage};
 use super::transfer::{self, ChunkStream, Upload};
