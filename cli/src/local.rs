@@ -225,8 +225,9 @@ async fn print_failed_logs(client: &mut conn::Client, run_id: &str, local: &str)
 /// `--local DIR`: starts an engine (no schedules) and a worker in this process on `weir run`'s
 /// data folder `dir` and returns the engine's URL. They live until the process exits: every
 /// acknowledged write was flushed before its answer, so nothing is lost then. Of the runs a
-/// killed `weir run` left unfinished there, the engine resumes those in `resume` only.
-pub async fn attach(dir: &std::path::Path, resume: &[String]) -> Result<String, Failure> {
+/// killed `weir run` left unfinished there, the engine resumes those in `resume` only. Without
+/// `worker` no worker starts (to cancel a resumed run before any of its steps starts).
+pub async fn attach(dir: &std::path::Path, resume: &[String], worker: bool) -> Result<String, Failure> {
     if !dir.join("db").is_dir() {
         eprintln!(
             "error: --local {}: no `weir run` data there yet; run a pipeline first (`weir run FILE --data-dir {}`)",
@@ -245,6 +246,10 @@ pub async fn attach(dir: &std::path::Path, resume: &[String]) -> Result<String, 
         Failure::Unreachable
     })?;
     let url = server.url();
+    if !worker {
+        std::mem::forget(server);
+        return Ok(url);
+    }
     let mut agent_config = AgentConfig::new(url.clone(), dir.join("worker"));
     agent_config.name = "local".into();
     agent_config.runtime = Arc::new(ProcessRuntime::new());

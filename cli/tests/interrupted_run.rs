@@ -5,7 +5,7 @@
 //! `RUN STEP` to a file, which shows what ran. Also: the hints a failed `weir run` prints work
 //! when pasted.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,12 +45,23 @@ fn wait_for(counter: &Path, suffix: &str) -> String {
     }
 }
 
-#[test]
-fn a_run_left_by_a_killed_weir_run_is_named_left_alone_and_resumed_on_request() {
+/// A data folder where a `weir run` of `slow` (a, then b, which waits for the file `go`, then
+/// c) was killed with SIGKILL while b ran.
+struct Killed {
+    _dir: tempfile::TempDir,
+    counter: PathBuf,
+    go: PathBuf,
+    data: String,
+    /// The run it left unfinished.
+    run: String,
+    /// A one-step pipeline, `other`.
+    other: String,
+}
+
+fn killed_mid_run() -> Killed {
     let dir = tempfile::tempdir().unwrap();
     let (counter, go) = (dir.path().join("counter"), dir.path().join("go"));
-    let data = dir.path().join("data");
-    let data_arg = data.display().to_string();
+    let data = dir.path().join("data").display().to_string();
     // b waits for the test's go-ahead, so the kill lands while it runs, whatever the load.
     let yaml = format!(
         "name: slow\nsteps:\n  a:\n    run: echo \"$WEIR_RUN_ID a\" >> {c}\n  b:\n    needs: [a]\n    run: \
@@ -65,14 +76,21 @@ fn a_run_left_by_a_killed_weir_run_is_named_left_alone_and_resumed_on_request() 
     std::fs::write(&other, "name: other\nsteps:\n  x:\n    run: 'true'\n").unwrap();
 
     let mut child = weir()
-        .args(["run", &file.display().to_string(), "--data-dir", &data_arg])
+        .args(["run", &file.display().to_string(), "--data-dir", &data])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let first = wait_for(&counter, "b-start");
+    let run = wait_for(&counter, "b-start");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    Killed { other: other.display().to_string(), _dir: dir, counter, go, data, run }
+}
+
+#[test]
+fn a_run_left_by_a_killed_weir_run_is_named_left_alone_and_resumed_on_request() {
+    let k = killed_mid_run();
+    let (first, counter, data_arg) = (k.run.clone(), &k.counter, k.data.clone());
 
     // The next command on the folder names the run and how far it got.
     let listed = run(&["runs", "--local", &data_arg]);
@@ -90,25 +108,45 @@ fn a_run_left_by_a_killed_weir_run_is_named_left_alone_and_resumed_on_request() 
     assert!(err.contains(&resume) && !err.contains("cancel it first"), "{err}");
 
     // A later `weir run` says so too, runs its own pipeline, and leaves the old run alone.
-    let again = run(&["run", &other.display().to_string(), "--data-dir", &data_arg]);
+    let again = run(&["run", &k.other, "--data-dir", &data_arg]);
     let err = text(&again.stderr);
     assert_eq!(again.status.code(), Some(0), "{err}");
     assert!(err.contains(&format!("  {first}  slow  1 of 3 steps done")) && err.contains(&resume), "{err}");
-    assert_eq!(ran(&counter, &first), ["a", "b-start"], "nothing ran the interrupted run meanwhile");
+    assert_eq!(ran(counter, &first), ["a", "b-start"], "nothing ran the interrupted run meanwhile");
 
     // `weir resume` finishes it: a is not run again, b runs again as a new attempt, then c.
-    std::fs::write(&go, "").unwrap();
+    std::fs::write(&k.go, "").unwrap();
     let resumed = run(&["resume", &first, "--local", &data_arg]);
     let (out, err) = (text(&resumed.stdout), text(&resumed.stderr));
     assert_eq!(resumed.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains(&format!("resuming run {first} (1 of 3 steps done); b was running")), "{err}");
     assert!(out.contains(&format!("run {first} succeeded")), "{out}");
-    assert_eq!(ran(&counter, &first), ["a", "b-start", "b-start", "b", "c"], "a ran once; b finished once");
+    assert_eq!(ran(counter, &first), ["a", "b-start", "b-start", "b", "c"], "a ran once; b finished once");
 
     // Nothing is left unfinished now.
     let listed = run(&["runs", "--local", &data_arg]);
     assert!(!text(&listed.stderr).contains("left unfinished"), "{}", text(&listed.stderr));
     assert!(text(&listed.stdout).lines().any(|l| l.starts_with(&first) && l.contains("succeeded")));
+}
+
+#[test]
+fn a_run_left_by_a_killed_weir_run_can_be_cancelled_then_retried() {
+    let k = killed_mid_run();
+    let cancelled = run(&["cancel", &k.run, "--local", &k.data]);
+    let (out, err) = (text(&cancelled.stdout), text(&cancelled.stderr));
+    assert_eq!(cancelled.status.code(), Some(0), "{err}");
+    assert!(out.contains(&format!("cancelled run {}", k.run)), "{out}");
+    assert!(!err.contains("left unfinished"), "the run cancelled is not announced: {err}");
+    assert_eq!(ran(&k.counter, &k.run), ["a", "b-start"], "no step started for the cancel");
+
+    // Now an ordinary cancelled run: retry keeps a and runs the rest.
+    std::fs::write(&k.go, "").unwrap();
+    let retried = run(&["retry", &k.run, "--local", &k.data]);
+    let (out, err) = (text(&retried.stdout), text(&retried.stderr));
+    assert_eq!(retried.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let new = out.lines().find_map(|l| l.strip_prefix(&format!("retrying run {} as ", k.run))).unwrap();
+    assert_eq!(ran(&k.counter, new), ["b-start", "b", "c"], "a is reused, not run again");
+    assert!(!text(&run(&["runs", "--local", &k.data]).stderr).contains("left unfinished"));
 }
 
 #[test]

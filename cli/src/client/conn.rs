@@ -63,14 +63,15 @@ impl ConnArgs {
 
 /// Connects to the server named by `conn`, failing with exit 3 when nothing answers.
 pub async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
-    connect_resuming(conn, &[]).await
+    connect_resuming(conn, &[], true).await
 }
 
 /// [`connect`]; with `--local`, the engine started on the data folder also resumes `resume`
-/// (runs a killed `weir run` left unfinished), and every other unfinished run is named.
-pub async fn connect_resuming(conn: &ConnArgs, resume: &[String]) -> Result<Client, Failure> {
+/// (runs a killed `weir run` left unfinished), every other unfinished run is named, and a
+/// worker starts beside it when `worker` (not to cancel a run: its steps would start first).
+pub async fn connect_resuming(conn: &ConnArgs, resume: &[String], worker: bool) -> Result<Client, Failure> {
     if let Some(dir) = &conn.local {
-        let url = crate::local::attach(dir, resume).await?;
+        let url = crate::local::attach(dir, resume, worker).await?;
         let local = ConnArgs { server: url, token: None, token_file: None, local: None, weir_run: Some(dir.clone()) };
         let mut client = Box::pin(connect(&local)).await?;
         super::resume::announce_interrupted(&mut client, dir, resume).await;

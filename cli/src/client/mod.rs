@@ -200,7 +200,8 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         attempt: Option<u32>,
     },
-    /// Cancel a run: ready steps are withdrawn, running attempts stopped.
+    /// Cancel a run: ready steps are withdrawn, running attempts stopped. With --local, also a
+    /// run that a killed `weir run` left unfinished.
     #[command(after_help = EXIT_CODES)]
     Cancel {
         /// The run's id.
@@ -521,7 +522,12 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Logs { run, step, follow, attempt } => {
             runs::logs(&mut connect(conn).await?, conn, &run, step, follow, attempt.unwrap_or(0)).await
         }
-        Command::Cancel { run, reason } => runs::cancel(&mut connect(conn).await?, conn, &run, reason).await,
+        Command::Cancel { run, reason } => {
+            // With --local a run a killed `weir run` left can be cancelled too: resumed without
+            // a worker, so that none of its steps starts before the cancel.
+            let resume = if conn.local.is_some() { std::slice::from_ref(&run) } else { &[] };
+            runs::cancel(&mut conn::connect_resuming(conn, resume, false).await?, conn, &run, reason).await
+        }
         Command::Retry { run, from, dry_run, watch } => {
             let mut client = connect(conn).await?;
             resume::refuse_interrupted(conn, &run)?;
@@ -531,7 +537,7 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
             }
         }
         Command::Resume { run } => {
-            let mut client = conn::connect_resuming(conn, std::slice::from_ref(&run)).await?;
+            let mut client = conn::connect_resuming(conn, std::slice::from_ref(&run), true).await?;
             resume::resume(&mut client, conn, &run).await
         }
         Command::Cache(CacheAction::Explain { run, step }) => {

@@ -96,8 +96,9 @@ pub fn interrupted_note(runs: &[v1::Run], dir: &Path, other: bool) -> String {
     }
     let example = if n == 1 { runs[0].run_id.as_str() } else { "RUN" };
     out.push_str(&format!(
-        "help: `weir resume {example}{}` finishes it here (steps that succeeded are not run again)\n",
-        local_flag(dir)
+        "help: `weir resume {example}{local}` finishes it here (steps that succeeded are not run again); `weir \
+         cancel {example}{local}` ends it\n",
+        local = local_flag(dir)
     ));
     out
 }
@@ -112,7 +113,11 @@ pub fn refuse_interrupted(conn: &ConnArgs, run_id: &str) -> Result<(), Failure> 
         "error: run {run_id} was left unfinished by a `weir run` that was killed: nothing is running it, and it \
          has not ended"
     );
-    eprintln!("help: `weir resume {run_id}{}` finishes it here; the steps that succeeded are kept", conn.local_flag());
+    eprintln!(
+        "help: `weir resume {run_id}{local}` finishes it here, keeping the steps that succeeded; or `weir cancel \
+         {run_id}{local}` ends it, and then `weir retry` works",
+        local = conn.local_flag()
+    );
     Err(Failure::Refused)
 }
 
@@ -183,7 +188,8 @@ mod tests {
             one,
             "note: 1 run in .weir was left unfinished by a `weir run` that was killed, and is left as it was:\n  \
              chain-1  chain  2 of 6 steps done\n\
-             help: `weir resume chain-1 --local` finishes it here (steps that succeeded are not run again)\n"
+             help: `weir resume chain-1 --local` finishes it here (steps that succeeded are not run again); `weir \
+             cancel chain-1 --local` ends it\n"
         );
         let two = interrupted_note(&[run("a", 0, 1), run("b", 1, 3)], Path::new("/tmp/my data"), true);
         assert!(two.starts_with("note: 2 other runs in /tmp/my data were left unfinished"), "{two}");
