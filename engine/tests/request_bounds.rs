@@ -179,3 +179,33 @@ async fn every_rpc_refuses_a_huge_id_with_a_short_invalid_argument() {
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
     s.shutdown().await;
 }
+
+/// The longest value the bounds let through still comes back readable when an error echoes
+/// it: a param value at its bound (16 KiB), which the plan's diagnostic quotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoed_value_at_its_bound_still_reaches_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(ServerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let ch = Channel::from_shared(s.url()).unwrap().connect().await.unwrap();
+    let mut c = WeirClientClient::new(ch);
+    let yaml = "name: p\nparams:\n  rows: 5\nsteps:\n  a:\n    run: 'true'\n";
+    let header = v1::SubmitPipelineHeader { yaml: yaml.into(), file_name: "p.yaml".into(), ..Default::default() };
+    let msgs = vec![v1::SubmitPipelineRequest { part: Some(v1::submit_pipeline_request::Part::Header(header)) }];
+    c.submit_pipeline(tokio_stream::iter(msgs)).await.unwrap();
+    let params = HashMap::from([("rows".to_string(), "x".repeat(16 << 10))]);
+    let req = v1::StartRunRequest {
+        pipeline: Some(v1::start_run_request::Pipeline::Name("p".into())),
+        params,
+        no_cache: false,
+    };
+    let status = c.start_run(req).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "{:?}: {}",
+        status.code(),
+        &status.message()[..200.min(status.message().len())]
+    );
+    assert!(status.message().contains("param `rows` expects an int"), "{}", &status.message()[..200]);
+    s.shutdown().await;
+}

@@ -30,6 +30,55 @@ pub const MAX_PARAM: usize = 16 << 10;
 /// The most characters of a refused value an error shows.
 pub const SHOWN: usize = 24;
 
+/// The most bytes of a status message sent. `grpc-message` and `grpc-status-details-bin` are
+/// headers, and clients refuse a header block past 16 KiB (a refusal quoting a 16 KiB param
+/// value reached the client as "h2 protocol error"), so whatever an error quotes is cut here.
+pub const MAX_MESSAGE: usize = 4096;
+/// The most bytes of encoded status details (diagnostics) sent; base64 adds a third.
+pub const MAX_DETAILS: usize = 6144;
+/// The most bytes of each text of a diagnostic in the details, when they are too long.
+const MAX_DETAIL_TEXT: usize = 512;
+
+/// `status` cut to fit in headers: its message to [`MAX_MESSAGE`], its diagnostics to
+/// [`MAX_DETAILS`] (each text shortened, then the last ones dropped). The one place every API
+/// error passes (`error.rs`).
+pub fn fit(status: Status) -> Status {
+    let details = status.details();
+    if status.message().len() <= MAX_MESSAGE && details.len() <= MAX_DETAILS {
+        return status;
+    }
+    let message = clip(status.message(), MAX_MESSAGE);
+    let details = if details.len() <= MAX_DETAILS { details.to_vec() } else { shrink(details) };
+    Status::with_details(status.code(), message, details.into())
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, saying how much was cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut cut = max.saturating_sub(40);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} more bytes cut)", &s[..cut], s.len() - cut)
+}
+
+/// Encoded `weir.v1.Diagnostics` within [`MAX_DETAILS`]; anything else is dropped.
+fn shrink(details: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    let Ok(mut all) = v1::Diagnostics::decode(details) else { return Vec::new() };
+    for d in &mut all.diagnostics {
+        for text in [&mut d.message, &mut d.label, &mut d.help].into_iter().chain(d.notes.iter_mut()) {
+            *text = clip(text, MAX_DETAIL_TEXT);
+        }
+    }
+    while all.encoded_len() > MAX_DETAILS {
+        all.diagnostics.pop();
+    }
+    all.encode_to_vec()
+}
+
 /// A request whose strings have bounds.
 pub trait Bounded {
     /// The first field past its bound, as an error that shows a short prefix of it.
@@ -248,6 +297,27 @@ mod tests {
 
         let err = check(&v1::DownloadBlobRequest { digest: "a".repeat(65), ..Default::default() }).unwrap_err();
         assert!(err.starts_with("digest is 65 bytes long; at most 64"), "{err}");
+    }
+
+    #[test]
+    fn statuses_are_cut_to_fit_in_headers() {
+        let short = Status::invalid_argument("no run r-1");
+        assert_eq!(fit(short).message(), "no run r-1");
+        let long = fit(Status::not_found(format!("no run {}", "é".repeat(10_000))));
+        assert_eq!(long.code(), tonic::Code::NotFound);
+        assert!(long.message().len() <= MAX_MESSAGE, "{}", long.message().len());
+        assert!(long.message().starts_with("no run éé") && long.message().ends_with(" more bytes cut)"));
+
+        use prost::Message;
+        let many = v1::Diagnostics {
+            diagnostics: (0..100)
+                .map(|i| v1::Diagnostic { message: format!("problem {i}: {}", "x".repeat(2000)), ..Default::default() })
+                .collect(),
+        };
+        let status = fit(Status::with_details(tonic::Code::InvalidArgument, "invalid", many.encode_to_vec().into()));
+        assert!(status.details().len() <= MAX_DETAILS, "{}", status.details().len());
+        let kept = v1::Diagnostics::decode(status.details()).unwrap().diagnostics;
+        assert!(kept.len() > 5 && kept[0].message.starts_with("problem 0: xxx"), "{}", kept.len());
     }
 
     #[test]
