@@ -1,9 +1,12 @@
-//! Length bounds on the names, ids and texts in requests, checked once at the API edge before
+//! Sizes at the API edge. Length bounds on the names, ids and texts in requests, checked once at the API edge before
 //! anything looks at them: every handler takes its request through [`bounded`] (streams check
 //! each message with [`Bounded::check`]). A value past its bound is refused with
 //! `INVALID_ARGUMENT` naming the field, its length and the bound, and showing at most
 //! [`SHOWN`] characters of it: an error never echoes a long value (a 70 KB run id echoed in
 //! `grpc-message` once broke clients on header size).
+//!
+//! The other direction: [`fit`] cuts every status the API answers with to fit in headers, so
+//! that whatever an error quotes (a param value, many diagnostics) still reaches the client.
 //!
 //! The bounds sit far above anything weir makes: pipeline and step names have at most 63
 //! characters and run ids about 90, instance names grow with matrix values, digests and
