@@ -1,6 +1,6 @@
-//! Sizes at the API edge. Length bounds on the names, ids and texts in requests, checked once at the API edge before
-//! anything looks at them: every handler takes its request through [`bounded`] (streams check
-//! each message with [`Bounded::check`]). A value past its bound is refused with
+//! Sizes at the API edge. Length bounds on the names, ids and texts in requests, checked once
+//! before anything looks at them: every handler takes its request through [`bounded`] (streams
+//! check each message with [`Bounded::check`]). A value past its bound is refused with
 //! `INVALID_ARGUMENT` naming the field, its length and the bound, and showing at most
 //! [`SHOWN`] characters of it: an error never echoes a long value (a 70 KB run id echoed in
 //! `grpc-message` once broke clients on header size).
