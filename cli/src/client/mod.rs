@@ -520,7 +520,11 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
             }
         }
         Command::Logs { run, step, follow, attempt } => {
-            runs::logs(&mut connect(conn).await?, conn, &run, step, follow, attempt.unwrap_or(0)).await
+            let mut client = connect(conn).await?;
+            if follow {
+                resume::refuse_interrupted(conn, &run)?; // nothing would ever end it
+            }
+            runs::logs(&mut client, conn, &run, step, follow, attempt.unwrap_or(0)).await
         }
         Command::Cancel { run, reason } => {
             // With --local a run a killed `weir run` left can be cancelled too: resumed without
