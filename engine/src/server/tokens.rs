@@ -67,8 +67,10 @@ pub enum Problem {
         "it holds no token: write the lines `client=TOKEN` and `worker=TOKEN` (generate each with `openssl rand -hex 32`)"
     )]
     Empty,
-    #[error("unknown key `{key}`: expected `client=TOKEN` or `worker=TOKEN`{hint}")]
-    UnknownKey { key: String, hint: String },
+    /// `near` is the key and the role it resembles, when it resembles one; other keys are not
+    /// shown, since a bare token holding `=` could start with one.
+    #[error("unknown key{}", unknown_key(near))]
+    UnknownKey { near: Option<(String, &'static str)> },
     #[error("a second `{role}=` line (the first is on line {first}): keep one")]
     Duplicate { role: &'static str, first: usize },
     #[error("`{role}=` has no token after it")]
@@ -166,10 +168,8 @@ impl TokenFile {
                 "client" => &mut client,
                 "worker" => &mut worker,
                 _ => {
-                    let hint = crate::diag::did_you_mean(key, ["client", "worker"])
-                        .map(|h| format!(" ({h})"))
-                        .unwrap_or_default();
-                    problems.push(err(Some(line), Problem::UnknownKey { key: key.to_string(), hint }));
+                    let near = crate::diag::closest(key, ["client", "worker"]).map(|r| (key.to_string(), r));
+                    problems.push(err(Some(line), Problem::UnknownKey { near }));
                     continue;
                 }
             };
@@ -244,6 +244,14 @@ impl TokenFile {
 
     fn error(&self, line: Option<usize>, problem: Problem) -> Error {
         Error { path: self.path.clone(), line, problem }
+    }
+}
+
+/// The rest of [`Problem::UnknownKey`]'s message.
+fn unknown_key(near: &Option<(String, &'static str)>) -> String {
+    match near {
+        Some((key, role)) => format!(" `{key}`: expected `client=TOKEN` or `worker=TOKEN` (did you mean `{role}`?)"),
+        None => ": expected `client=TOKEN` or `worker=TOKEN` (a bare token cannot start with letters and `=`)".into(),
     }
 }
 
@@ -351,12 +359,12 @@ mod tests {
                     "tokens`:1: unknown key `wroker`: expected `client=TOKEN` or `worker=TOKEN` (did you mean `worker`?)",
                 ],
             ),
-            ("admin=abc\nclient=x\n", &["tokens`:1: unknown key `admin`: expected `client=TOKEN` or `worker=TOKEN`"]),
+            ("admin=abc\nclient=x\n", &["tokens`:1: unknown key: expected `client=TOKEN` or `worker=TOKEN`"]),
             ("client=\nworker=b\n", &["tokens`:1: `client=` has no token after it"]),
             ("a\nb\n", &["tokens`:2: a token without a role"]),
             ("client=a\nxyz\n", &["tokens`:2: a token without a role"]),
             ("client=a b\n", &["tokens`:1: the token holds a space or a character that is not visible ASCII"]),
-            ("client=a\nclient=b\nfoo=c\n", &["tokens`:2: a second `client=`", "tokens`:3: unknown key `foo`"]),
+            ("client=a\nclient=b\nfoo=c\n", &["tokens`:2: a second `client=`", "tokens`:3: unknown key: expected"]),
         ];
         for (text, wanted) in cases {
             let got = parse(text).err().unwrap_or_else(|| panic!("{text:?} was accepted"));
@@ -408,6 +416,8 @@ mod tests {
             format!("client={secret}\nclient={secret}x\n"),
             format!("client={secret}\n{secret}\n"),
             format!("client={secret} x\n"),
+            // a short base64 token: its start reads as a key, which is not shown
+            "ZqSECRET==\n".to_string(),
             format!("client={secret}\nworker=short\n"),
         ];
         for text in &texts {
