@@ -475,8 +475,10 @@ struct Cluster {
 impl Cluster {
     fn start(image: &str, weir: PathBuf) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        // At least 32 characters: the engine listens off loopback.
         let secret = |role: &str| {
-            format!("{role}-{:016x}", std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), role))
+            let h = || std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), role);
+            format!("{role}-{:016x}{:016x}", h(), h())
         };
         let (client_token, worker_token) = (secret("client"), secret("worker"));
         // The engine's file has both lines; the workers' only theirs; the CLI takes `client=`.

@@ -5,6 +5,10 @@
 //! and exits 0 (succeeded), 1 (failed or cancelled) or 2 (invalid). Ctrl-C cancels the run.
 //! The worker offers this machine's cores, memory and GPUs: a step it could never run cancels
 //! the run at once with the reason (`no worker offers gpus=1`), since no other worker will come.
+//!
+//! Runs found unfinished in the data folder were left by a `weir run` that was killed: neither
+//! `weir run` nor `--local` resumes them by itself (`Resume::Only`); they are named with how far
+//! they got, and `weir resume RUN --local` (`client::resume`) finishes one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +18,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 use weir_engine::plan;
-use weir_engine::server::{self, ServerConfig};
+use weir_engine::server::{self, Resume, ServerConfig};
 use weir_engine::spec::{self, Limits};
 use weir_proto::v1;
 use weir_worker::agent::{Agent, AgentConfig};
@@ -34,6 +38,11 @@ Exit status:
   2  invalid: the pipeline file or a parameter has problems, or usage error
   3  the embedded engine could not start (data folder in use by another weir, disk error)
   130  interrupted twice (Ctrl-C): stopped waiting while the run was being cancelled";
+
+/// The lease timeout of the engine in this process: one process, so a worker cannot be lost
+/// without the engine; it also bounds how long a resumed run waits for the attempts its killed
+/// `weir run` held before running them again.
+pub const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many trailing log lines of each failed step are printed.
 const FAILED_LOG_LINES: usize = 40;
@@ -97,9 +106,12 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
     // One process: a worker cannot be lost without the engine, so short terms only make
     // cancel and stop orders quick.
     config.terms.heartbeat_interval = Duration::from_millis(250);
-    config.terms.lease_timeout = Duration::from_secs(10);
+    config.terms.lease_timeout = LEASE_TIMEOUT;
     // `weir run` runs the file once; its `schedule:` is for a `weir server`.
     config.scheduling = false;
+    // Runs a killed `weir run` left here wait for `weir resume RUN --local`: resuming them
+    // unasked would run their steps beside this run, and stop them again when it ends.
+    config.resume = Resume::Only(Default::default());
     let server = match server::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -120,7 +132,16 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
     agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
     let agent = tokio::spawn(Agent::new(agent_config).run(shutdown.clone()));
 
-    let conn = ConnArgs { server: server.url(), token: None, token_file: None, local: None };
+    let conn = ConnArgs {
+        server: server.url(),
+        token: None,
+        token_file: None,
+        local: None,
+        weir_run: Some(args.data_dir.clone()),
+    };
+    if let Ok(mut client) = conn::connect(&conn).await {
+        crate::client::resume::announce_interrupted(&mut client, &args.data_dir, &[]).await;
+    }
     let result = drive(&conn, &args, &file).await;
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(args.grace + 5), agent).await {
@@ -161,13 +182,13 @@ async fn drive(conn: &ConnArgs, args: &RunArgs, file: &std::path::Path) -> Resul
     );
     let followed = follow_run(&mut client, conn, &run.run_id, OnInterrupt::Cancel, OnStuck::Cancel).await;
     if matches!(followed, Err(Failure::RunFailed)) {
-        print_failed_logs(&mut client, &run.run_id).await;
+        print_failed_logs(&mut client, &run.run_id, &conn.local_flag()).await;
     }
     followed
 }
 
 /// The last lines of every failed step's output, on stderr.
-async fn print_failed_logs(client: &mut conn::Client, run_id: &str) {
+async fn print_failed_logs(client: &mut conn::Client, run_id: &str, local: &str) {
     let Ok(got) = client.get_run(v1::GetRunRequest { run_id: run_id.into(), ..Default::default() }).await else {
         return;
     };
@@ -190,11 +211,7 @@ async fn print_failed_logs(client: &mut conn::Client, run_id: &str) {
         let shown = &lines[lines.len().saturating_sub(FAILED_LOG_LINES)..];
         eprintln!("\n--- {} (attempt {}): {} ---", step.name, step.attempt, step.message);
         if lines.len() > shown.len() {
-            eprintln!(
-                "... {} earlier lines: `weir logs {run_id} {}` with `weir server`",
-                lines.len() - shown.len(),
-                step.name
-            );
+            eprintln!("... {} earlier lines: `weir logs {run_id} '{}'{local}`", lines.len() - shown.len(), step.name);
         }
         if shown.is_empty() {
             eprintln!("(no output)");
@@ -207,8 +224,10 @@ async fn print_failed_logs(client: &mut conn::Client, run_id: &str) {
 
 /// `--local DIR`: starts an engine (no schedules) and a worker in this process on `weir run`'s
 /// data folder `dir` and returns the engine's URL. They live until the process exits: every
-/// acknowledged write was flushed before its answer, so nothing is lost then.
-pub async fn attach(dir: &std::path::Path) -> Result<String, Failure> {
+/// acknowledged write was flushed before its answer, so nothing is lost then. Of the runs a
+/// killed `weir run` left unfinished there, the engine resumes those in `resume` only. Without
+/// `worker` no worker starts (to cancel a resumed run before any of its steps starts).
+pub async fn attach(dir: &std::path::Path, resume: &[String], worker: bool) -> Result<String, Failure> {
     if !dir.join("db").is_dir() {
         eprintln!(
             "error: --local {}: no `weir run` data there yet; run a pipeline first (`weir run FILE --data-dir {}`)",
@@ -219,13 +238,18 @@ pub async fn attach(dir: &std::path::Path) -> Result<String, Failure> {
     }
     let mut config = ServerConfig::new(dir, "127.0.0.1:0".parse().expect("a socket address"));
     config.terms.heartbeat_interval = Duration::from_millis(250);
-    config.terms.lease_timeout = Duration::from_secs(10);
+    config.terms.lease_timeout = LEASE_TIMEOUT;
     config.scheduling = false;
+    config.resume = Resume::Only(resume.iter().cloned().collect());
     let server = server::start(config).await.map_err(|e| {
         eprintln!("error: --local {}: cannot start an engine on it: {e}", dir.display());
         Failure::Unreachable
     })?;
     let url = server.url();
+    if !worker {
+        std::mem::forget(server);
+        return Ok(url);
+    }
     let mut agent_config = AgentConfig::new(url.clone(), dir.join("worker"));
     agent_config.name = "local".into();
     agent_config.runtime = Arc::new(ProcessRuntime::new());

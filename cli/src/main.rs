@@ -39,7 +39,7 @@ Exit status:
                   (engine, store and workers in one process). `weir server` serves the engine to workers \
                   (`weir-worker --engine URL`) and clients on other hosts. `validate`, `plan`, `graph` and \
                   `schema` read pipeline files without running anything. `submit`, `pipelines`, `start`, \
-                  `runs` (with `compare`), `status`, `logs`, `cancel`, `retry`, `cache explain`, `schedules` (with `pause` and \
+                  `runs` (with `compare`), `status`, `logs`, `cancel`, `retry`, `resume`, `cache explain`, `schedules` (with `pause` and \
                   `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server); \
                   only a server fires \
                   pipelines' cron schedules. \
@@ -58,6 +58,12 @@ enum Command {
     #[command(flatten)]
     Offline(offline::Command),
     /// Run a pipeline here and now: engine, store and workers in this process.
+    ///
+    /// The store lives in the data folder (--data-dir, default .weir), where runs accumulate;
+    /// the client commands reach it with --local. Ctrl-C cancels the run. A `weir run` killed
+    /// outright (kill -9, a crash) leaves its run unfinished there: the next `weir run` or
+    /// `--local` command names it with how far it got and leaves it as it is, and `weir resume
+    /// RUN --local` finishes it without running its succeeded steps again.
     #[command(after_help = local::RUN_EXIT_CODES)]
     Run(local::RunArgs),
     /// Serve the engine over gRPC for workers and clients on other hosts.

@@ -8,12 +8,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use weir_engine::server::tokens::{self, TokenFile};
 use weir_engine::server::{self, ServerConfig};
 
 pub const SERVER_EXIT_CODES: &str = "\
 Exit status:
   0  stopped by Ctrl-C or SIGTERM
-  1  could not start (data folder in use, address taken, bad token file, unsafe listen address)
+  1  could not start (data folder in use, address taken, unsafe listen address, a bad token
+     file: a duplicate or unknown line, one token for clients and workers, a token shorter
+     than 32 characters off loopback)
   2  usage error";
 
 #[derive(Args, Debug)]
@@ -24,8 +27,9 @@ pub struct ServerArgs {
     /// Folder for the run database, artifacts and bundles.
     #[arg(long, default_value = ".weir", value_name = "DIR", env = "WEIR_DATA_DIR")]
     data_dir: PathBuf,
-    /// File with the tokens: one line holding a token for clients and workers alike, or lines
-    /// `client=TOKEN` and `worker=TOKEN`. Clients send it as `authorization: Bearer TOKEN`.
+    /// File with the tokens: lines `client=TOKEN` and `worker=TOKEN`, two different tokens
+    /// (`openssl rand -hex 32` each); off loopback each needs at least 32 characters. Clients
+    /// send theirs as `authorization: Bearer TOKEN`. Keep the file private (`chmod 600`).
     #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Listen off loopback without tokens (only on a network you trust).
@@ -40,11 +44,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     weir_engine::spec::units::parse_duration(s)
 }
 
-/// Reads `client=`/`worker=` lines, or one token for both.
-pub fn read_tokens(path: &Path) -> Result<(String, String), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
-    let role = |r| server::token_for(&text, r).map_err(|e| format!("token file {}: {e}", path.display()));
-    Ok((role("client")?, role("worker")?))
+/// The client and worker tokens of `path`, checked for a server listening on `listen`; every
+/// problem with its line.
+pub fn read_tokens(path: &Path, listen: SocketAddr) -> Result<(String, String), Vec<String>> {
+    let show = |es: Vec<tokens::Error>| es.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let file = TokenFile::read(path).map_err(show)?;
+    let (client, worker) = file.server_tokens(listen).map_err(show)?;
+    Ok((client.into_secret(), worker.into_secret()))
 }
 
 pub fn run(args: ServerArgs) -> ExitCode {
@@ -53,13 +59,15 @@ pub fn run(args: ServerArgs) -> ExitCode {
     config.terms.lease_timeout = args.lease_timeout;
     config.terms.heartbeat_interval = (args.lease_timeout / 6).max(Duration::from_millis(100));
     if let Some(path) = &args.token_file {
-        match read_tokens(path) {
+        match read_tokens(path, args.listen) {
             Ok((c, w)) => {
                 config.client_token = Some(c);
                 config.worker_token = Some(w);
             }
-            Err(e) => {
-                eprintln!("error: {e}");
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("error: {p}");
+                }
                 return ExitCode::from(1);
             }
         }

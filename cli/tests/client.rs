@@ -59,14 +59,14 @@ fn bad_urls_and_token_files_are_usage_errors() {
     }
     let out = weir(&["runs", "--server", DEAD, "--token-file", "/nonexistent/token"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("cannot read the token file `/nonexistent/token`"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("token file `/nonexistent/token`: cannot read it"), "{}", text(&out.stderr));
 
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("token");
     std::fs::write(&empty, "\n").unwrap();
     let out = weir(&["runs", "--server", DEAD, "--token-file", &empty.display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("is empty"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("it holds no token"), "{}", text(&out.stderr));
 
     assert_eq!(weir(&["start"]).status.code(), Some(2), "no pipeline name");
     assert_eq!(weir(&["runs", "--state", "sleeping"]).status.code(), Some(2));

@@ -11,15 +11,17 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+use weir_engine::server::tokens::{Role, TokenFile};
 use weir_worker::agent::{DockerMode, connect_docker, cores, hostname};
 use weir_worker::gpu::GpuChoice;
 use weir_worker::runtime::ProcessRuntime;
 use weir_worker::{Agent, AgentConfig};
 
 const AFTER_HELP: &str = "\
-The token comes from --token, else --token-file (the file's content, trailing whitespace
-removed), else the WEIR_WORKER_TOKEN environment variable; prefer the last two, since other users
-can read a command line. It is sent on every call and never logged; steps never see it.
+The token comes from --token, else --token-file (its `worker=TOKEN` line, or its one line when
+that holds a bare token), else the WEIR_WORKER_TOKEN environment variable; prefer the last two,
+since other users can read a command line. A token file that group or others can read gets a
+warning (`chmod 600` it). The token is sent on every call and never logged; steps never see it.
 
 GPUs: by default the worker runs `nvidia-smi --query-gpu=index,name,memory.total
 --format=csv,noheader,nounits` when it is on PATH and offers every GPU it lists (none without it).
@@ -107,16 +109,12 @@ fn main() -> ExitCode {
 
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => Some(token.clone()),
-        (None, Some(file)) => match std::fs::read_to_string(file) {
-            Ok(content) => match weir_engine::server::token_for(&content, "worker") {
-                Ok(token) => Some(token),
-                Err(e) => {
-                    eprintln!("error: the token file `{}`: {e}", file.display());
-                    return ExitCode::from(2);
+        (None, Some(file)) => match TokenFile::read(file).and_then(|f| f.token(Role::Worker).map_err(|e| vec![e])) {
+            Ok(token) => Some(token.into_secret()),
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("error: {p}");
                 }
-            },
-            Err(e) => {
-                eprintln!("error: cannot read the token file `{}`: {e}", file.display());
                 return ExitCode::from(2);
             }
         },

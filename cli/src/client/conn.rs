@@ -9,6 +9,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
+use weir_engine::server::tokens::{Role, TokenFile};
 use weir_proto::v1::weir_client_client::WeirClientClient;
 
 use super::{ConnArgs, Failure};
@@ -33,14 +34,13 @@ impl ConnArgs {
     pub(super) fn auth(&self) -> Result<Auth, Failure> {
         let token = match &self.token_file {
             Some(file) => {
-                let text = std::fs::read_to_string(file).map_err(|e| {
-                    eprintln!("error: cannot read the token file `{}`: {e}", file.display());
-                    Failure::Usage
-                })?;
-                match weir_engine::server::token_for(&text, "client") {
-                    Ok(token) => Some(token),
-                    Err(e) => {
-                        eprintln!("error: the token file `{}`: {e}", file.display());
+                let token = TokenFile::read(file).and_then(|f| f.token(Role::Client).map_err(|e| vec![e]));
+                match token {
+                    Ok(token) => Some(token.into_secret()),
+                    Err(problems) => {
+                        for p in problems {
+                            eprintln!("error: {p}");
+                        }
                         return Err(Failure::Usage);
                     }
                 }
@@ -63,10 +63,19 @@ impl ConnArgs {
 
 /// Connects to the server named by `conn`, failing with exit 3 when nothing answers.
 pub async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
+    connect_resuming(conn, &[], true).await
+}
+
+/// [`connect`]; with `--local`, the engine started on the data folder also resumes `resume`
+/// (runs a killed `weir run` left unfinished), every other unfinished run is named, and a
+/// worker starts beside it when `worker` (not to cancel a run: its steps would start first).
+pub async fn connect_resuming(conn: &ConnArgs, resume: &[String], worker: bool) -> Result<Client, Failure> {
     if let Some(dir) = &conn.local {
-        let url = crate::local::attach(dir).await?;
-        let local = ConnArgs { server: url, token: None, token_file: None, local: None };
-        return Box::pin(connect(&local)).await;
+        let url = crate::local::attach(dir, resume, worker).await?;
+        let local = ConnArgs { server: url, token: None, token_file: None, local: None, weir_run: Some(dir.clone()) };
+        let mut client = Box::pin(connect(&local)).await?;
+        super::resume::announce_interrupted(&mut client, dir, resume).await;
+        return Ok(client);
     }
     let auth = conn.auth()?;
     if let Some(scheme) = conn.server.split_once("://").map(|(s, _)| s) {

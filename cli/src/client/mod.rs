@@ -1,7 +1,7 @@
 //! The commands that talk to a weir server over its gRPC client API (`weir.v1.WeirClient`):
 //! `submit`, `pipelines`, `start`, `runs` (and `runs compare`), `status`, `logs`, `cancel`,
-//! `retry`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`, `lineage`,
-//! `models` (and `models show|promote|rollback|get`). This module owns
+//! `retry`, `resume`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`,
+//! `lineage`, `models` (and `models show|promote|rollback|get`). This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
@@ -11,11 +11,12 @@
 //! `conn` the connection, the token and status-to-exit mapping; `submit` the upload;
 //! `runs` everything about pipelines and runs once stored; `schedules` the cron schedules and
 //! backfills; `tracking` comparing runs, metrics across runs and lineage; `models` the model
-//! registry.
+//! registry; `resume` runs left unfinished by a killed `weir run`, and `weir resume`.
 
 pub(crate) mod cache;
 pub(crate) mod conn;
 pub(crate) mod models;
+pub(crate) mod resume;
 pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod submit;
@@ -61,6 +62,16 @@ Exit status:
   4  the server refused the token (--token, WEIR_TOKEN, --token-file)
   130  interrupted (Ctrl-C) while watching; the run goes on";
 
+pub const RESUME_EXIT_CODES: &str = "\
+Exit status:
+  0  the run succeeded
+  1  the run failed or was cancelled, or there is no such run
+  2  usage error: unknown option, missing argument, bad --server URL or token file
+  3  cannot reach the weir server, or with --local the data folder is missing or in use by
+     another weir (a `weir run` still running there)
+  4  the server refused the token (--token, WEIR_TOKEN, --token-file)
+  130  interrupted (Ctrl-C): with --local the run is left unfinished again, on a server it goes on";
+
 /// Where the server is and how to prove who we are. Global: accepted before or after any
 /// subcommand. The token is never printed, not even by `Debug`.
 #[derive(Args, Clone)]
@@ -79,16 +90,30 @@ pub struct ConnArgs {
     /// WEIR_TOKEN or --token-file.
     #[arg(long, global = true, value_name = "TOKEN", env = "WEIR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Read the bearer token from a file (surrounding whitespace ignored); wins over --token.
+    /// Read the bearer token from a file: its `client=TOKEN` line, or its one line when that
+    /// holds a bare token; wins over --token. Warns when others can read the file.
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Instead of a server, use the data folder of `weir run` (DIR, default `.weir`): an engine
     /// and a worker start in this process on it for the one command, so `weir runs`, `status`,
     /// `cache explain`, `models`, `lineage`, ... see what `weir run` did there, and `retry` and
     /// `start` run their steps here (and follow them to the end). Refused while a `weir run`
-    /// uses the folder.
+    /// uses the folder. Runs left unfinished by a `weir run` that was killed are named and left
+    /// as they are: `weir resume RUN --local` finishes one.
     #[arg(long, global = true, value_name = "DIR", num_args = 0..=1, default_missing_value = ".weir")]
     pub local: Option<PathBuf>,
+    /// The data folder of the `weir run` this connection belongs to (set by `weir run`, never on
+    /// the command line), so that the commands it suggests carry `--local`.
+    #[arg(skip)]
+    pub weir_run: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    /// What a suggested command needs to reach the same runs: ` --local [DIR]` for a data
+    /// folder of `weir run`, nothing for a server.
+    pub fn local_flag(&self) -> String {
+        self.local.as_ref().or(self.weir_run.as_ref()).map(|d| resume::local_flag(d)).unwrap_or_default()
+    }
 }
 
 impl fmt::Debug for ConnArgs {
@@ -98,6 +123,7 @@ impl fmt::Debug for ConnArgs {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
             .field("local", &self.local)
+            .field("weir_run", &self.weir_run)
             .finish()
     }
 }
@@ -174,7 +200,8 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         attempt: Option<u32>,
     },
-    /// Cancel a run: ready steps are withdrawn, running attempts stopped.
+    /// Cancel a run: ready steps are withdrawn, running attempts stopped. With --local, also a
+    /// run that a killed `weir run` left unfinished.
     #[command(after_help = EXIT_CODES)]
     Cancel {
         /// The run's id.
@@ -204,6 +231,23 @@ pub enum Command {
         /// Follow the new run until it ends, like `weir status RUN --watch`.
         #[arg(long)]
         watch: bool,
+    },
+    /// Finish a run that a killed `weir run` left unfinished (with --local), or follow a run on
+    /// a server to its end.
+    ///
+    /// A `weir run` killed outright (kill -9, a crash, a closed terminal) leaves its run
+    /// `running` in its data folder with nothing running it. Later `weir run`s and `--local`
+    /// commands name such runs and leave them as they are. `weir resume RUN --local [DIR]`
+    /// starts an engine and a worker here, resumes RUN and follows it to its end like `weir
+    /// run`: steps that succeeded are not run again, ready ones run now, and one that was
+    /// running when the process died runs again as a new attempt once its lease expires (10
+    /// s). Ctrl-C leaves it unfinished again. A server resumes every run itself when it
+    /// restarts after a crash; there `weir resume RUN` follows it like `weir status RUN --watch`.
+    #[command(after_help = RESUME_EXIT_CODES)]
+    Resume {
+        /// The run's id, as `weir runs` (or the note naming unfinished runs) printed it.
+        #[arg(value_name = "RUN")]
+        run: String,
     },
     /// Ask the step cache: `weir cache explain RUN STEP` says why a step was or was not taken
     /// from the cache.
@@ -469,21 +513,36 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Status { run, watch } => {
             let mut client = connect(conn).await?;
             if watch {
+                resume::refuse_interrupted(conn, &run)?;
                 runs::follow(&mut client, conn, &run).await
             } else {
                 runs::status(&mut client, conn, &run).await
             }
         }
         Command::Logs { run, step, follow, attempt } => {
-            runs::logs(&mut connect(conn).await?, conn, &run, step, follow, attempt.unwrap_or(0)).await
+            let mut client = connect(conn).await?;
+            if follow {
+                resume::refuse_interrupted(conn, &run)?; // nothing would ever end it
+            }
+            runs::logs(&mut client, conn, &run, step, follow, attempt.unwrap_or(0)).await
         }
-        Command::Cancel { run, reason } => runs::cancel(&mut connect(conn).await?, conn, &run, reason).await,
+        Command::Cancel { run, reason } => {
+            // With --local a run a killed `weir run` left can be cancelled too: resumed without
+            // a worker, so that none of its steps starts before the cancel.
+            let resume = if conn.local.is_some() { std::slice::from_ref(&run) } else { &[] };
+            runs::cancel(&mut conn::connect_resuming(conn, resume, false).await?, conn, &run, reason).await
+        }
         Command::Retry { run, from, dry_run, watch } => {
             let mut client = connect(conn).await?;
+            resume::refuse_interrupted(conn, &run)?;
             match cache::retry(&mut client, conn, &run, from, dry_run).await? {
                 Some(new) if watch || conn.local.is_some() => runs::follow(&mut client, conn, &new).await,
                 _ => Ok(()),
             }
+        }
+        Command::Resume { run } => {
+            let mut client = conn::connect_resuming(conn, std::slice::from_ref(&run), true).await?;
+            resume::resume(&mut client, conn, &run).await
         }
         Command::Cache(CacheAction::Explain { run, step }) => {
             cache::explain(&mut connect(conn).await?, conn, &run, &step).await

@@ -309,10 +309,17 @@ pub async fn follow_run(
                     continue;
                 }
                 print_out(&progress.erase());
-                if cancelling {
-                    eprintln!("stopped waiting; run {run_id} is being cancelled");
+                let local = conn.local_flag();
+                if local.is_empty() {
+                    if cancelling {
+                        eprintln!("stopped waiting; run {run_id} is being cancelled");
+                    } else {
+                        eprintln!("stopped watching; run {run_id} goes on (`weir cancel {run_id}` stops it)");
+                    }
                 } else {
-                    eprintln!("stopped watching; run {run_id} goes on (`weir cancel {run_id}` stops it)");
+                    // The engine and worker live in this process: the run stops with it.
+                    let doing = if cancelling { "cancelling" } else { "running" };
+                    eprintln!("stopped {doing} run {run_id}; it is left unfinished: `weir resume {run_id}{local}` goes on with it");
                 }
                 return Err(Failure::Interrupted);
             }
@@ -327,15 +334,17 @@ pub async fn follow_run(
     match state {
         RunState::Succeeded => Ok(()),
         RunState::Failed | RunState::Cancelled => {
+            let local = conn.local_flag();
             eprintln!(
-                "help: `weir logs {run_id}` prints its logs; `weir retry {run_id}` runs what did not succeed again"
+                "help: `weir logs {run_id}{local}` prints its logs; `weir retry {run_id}{local}` runs what did not succeed again"
             );
             Err(Failure::RunFailed)
         }
         other => {
             eprintln!(
-                "error: the server ended the watch while run {run_id} is still {}; `weir status {run_id} --watch` resumes",
-                display::run_state(other as i32)
+                "error: the server ended the watch while run {run_id} is still {}; `weir resume {run_id}{}` follows it again",
+                display::run_state(other as i32),
+                conn.local_flag()
             );
             Err(Failure::Refused)
         }

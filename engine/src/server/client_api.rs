@@ -19,6 +19,7 @@ use crate::run::{Event, InstanceId, RunState, StepState};
 use crate::store::{Change, Listed, LogCursor, PipelineVersion, RunFilter, RunRecord, StepRecord, Trigger};
 use crate::wire;
 
+use super::bounds::{Bounded, bounded};
 use super::core::{Engine, Live, State};
 use super::error::ApiError;
 use super::placement;
@@ -142,6 +143,7 @@ impl Engine {
                     "run {of} succeeded: nothing to retry; start a new run, or re-run part of it with `weir retry {of} --from STEP`"
                 )));
             }
+            (s, _) if !s.is_terminal() && !self.lock().runs.contains_key(of) => return Err(self.not_live(of)),
             (s, _) if !s.is_terminal() => {
                 return Err(ApiError::Precondition(format!(
                     "run {of} is still {s}: cancel it first (`weir cancel {of}`)"
@@ -276,6 +278,7 @@ impl WeirClient for ClientApi {
             Some(v1::submit_pipeline_request::Part::Header(h)) => h,
             _ => return Err(ApiError::Invalid("the first message of a submission must be its header".into()).into()),
         };
+        header.check()?;
         let file = if header.file_name.is_empty() { "pipeline.yaml" } else { &header.file_name };
         let pipeline = crate::spec::load(&header.yaml, &engine.limits)
             .map_err(|d| ApiError::diagnostics("the pipeline is invalid", file, &header.yaml, d))?;
@@ -365,7 +368,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::ListPipelinesRequest>,
     ) -> Result<Response<v1::ListPipelinesResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let size = page_size(r.page_size, 100, 1000);
         let all = engine.store.pipelines().map_err(ApiError::from)?;
@@ -394,7 +397,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn start_run(&self, req: Request<v1::StartRunRequest>) -> Result<Response<v1::StartRunResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let version = match r.pipeline {
             Some(v1::start_run_request::Pipeline::Name(name)) => {
@@ -429,7 +432,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn get_run(&self, req: Request<v1::GetRunRequest>) -> Result<Response<v1::GetRunResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let (record, steps, message) = engine.load_run(&r.run_id)?;
         let from: usize = if r.step_page_token.is_empty() {
@@ -453,7 +456,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn list_runs(&self, req: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let states: Vec<RunState> = r.states().filter_map(wire::from_run_state).collect();
         let filter = RunFilter {
@@ -511,7 +514,7 @@ impl WeirClient for ClientApi {
     type WatchRunStream = Stream<v1::RunEvent>;
 
     async fn watch_run(&self, req: Request<v1::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = self.0.clone();
         let mut changes = engine.changes.subscribe();
         let (_, steps, _) = engine.load_run(&r.run_id)?;
@@ -594,7 +597,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn cancel_run(&self, req: Request<v1::CancelRunRequest>) -> Result<Response<v1::CancelRunResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         {
             let mut st = engine.lock();
@@ -607,7 +610,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn retry_run(&self, req: Request<v1::RetryRunRequest>) -> Result<Response<v1::RetryRunResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let from = (!r.from_step.is_empty()).then_some(r.from_step.as_str());
         let (run_id, rerun, reused) = engine.retry(&r.run_id, from, r.dry_run)?;
@@ -628,7 +631,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = self.0.clone();
         let (_, steps, _) = engine.load_run(&r.run_id)?;
         let chosen: Vec<(InstanceId, String)> = steps
@@ -707,7 +710,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::GetArtifactRequest>,
     ) -> Result<Response<Self::GetArtifactStream>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let (_, steps, _) = engine.load_run(&r.run_id)?;
         let i = steps
@@ -756,7 +759,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let schedules = self.0.schedule_views(&r.pipeline, chrono::Utc::now())?;
         Ok(Response::new(v1::ListSchedulesResponse { schedules }))
     }
@@ -765,7 +768,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::PauseScheduleRequest>,
     ) -> Result<Response<v1::PauseScheduleResponse>, Status> {
-        let schedule = self.0.pause(&req.into_inner().pipeline, true)?;
+        let schedule = self.0.pause(&bounded(req)?.pipeline, true)?;
         Ok(Response::new(v1::PauseScheduleResponse { schedule: Some(schedule) }))
     }
 
@@ -773,12 +776,12 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::ResumeScheduleRequest>,
     ) -> Result<Response<v1::ResumeScheduleResponse>, Status> {
-        let schedule = self.0.pause(&req.into_inner().pipeline, false)?;
+        let schedule = self.0.pause(&bounded(req)?.pipeline, false)?;
         Ok(Response::new(v1::ResumeScheduleResponse { schedule: Some(schedule) }))
     }
 
     async fn backfill(&self, req: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let engine = &self.0;
         let ticks = {
             let mut st = engine.lock();
@@ -791,14 +794,14 @@ impl WeirClient for ClientApi {
     // Step caching: server/cache.rs.
 
     async fn plan_run(&self, req: Request<v1::PlanRunRequest>) -> Result<Response<v1::PlanRunResponse>, Status> {
-        Ok(Response::new(self.0.plan_run(req.into_inner())?))
+        Ok(Response::new(self.0.plan_run(bounded(req)?)?))
     }
 
     async fn explain_cache(
         &self,
         req: Request<v1::ExplainCacheRequest>,
     ) -> Result<Response<v1::ExplainCacheResponse>, Status> {
-        Ok(Response::new(self.0.explain_cache(req.into_inner())?))
+        Ok(Response::new(self.0.explain_cache(bounded(req)?)?))
     }
 
     // Tracking and lineage: server/tracking.rs.
@@ -807,14 +810,14 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::MetricHistoryRequest>,
     ) -> Result<Response<v1::MetricHistoryResponse>, Status> {
-        Ok(Response::new(self.0.metric_history(req.into_inner())?))
+        Ok(Response::new(self.0.metric_history(bounded(req)?)?))
     }
 
     async fn get_lineage(
         &self,
         req: Request<v1::GetLineageRequest>,
     ) -> Result<Response<v1::GetLineageResponse>, Status> {
-        Ok(Response::new(self.0.lineage(req.into_inner())?))
+        Ok(Response::new(self.0.lineage(bounded(req)?)?))
     }
 
     // The model registry: server/registry.rs.
@@ -823,18 +826,18 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::ListModelsRequest>,
     ) -> Result<Response<v1::ListModelsResponse>, Status> {
-        Ok(Response::new(self.0.list_models(req.into_inner())?))
+        Ok(Response::new(self.0.list_models(bounded(req)?)?))
     }
 
     async fn get_model(&self, req: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
-        Ok(Response::new(self.0.get_model(req.into_inner())?))
+        Ok(Response::new(self.0.get_model(bounded(req)?)?))
     }
 
     async fn promote_model(
         &self,
         req: Request<v1::PromoteModelRequest>,
     ) -> Result<Response<v1::PromoteModelResponse>, Status> {
-        let answer = self.0.promote_model(req.into_inner())?;
+        let answer = self.0.promote_model(bounded(req)?)?;
         self.0.commit()?;
         Ok(Response::new(answer))
     }
@@ -843,7 +846,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::RollbackModelRequest>,
     ) -> Result<Response<v1::RollbackModelResponse>, Status> {
-        let answer = self.0.rollback_model(req.into_inner())?;
+        let answer = self.0.rollback_model(bounded(req)?)?;
         self.0.commit()?;
         Ok(Response::new(answer))
     }
@@ -854,7 +857,7 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::GetModelArtifactRequest>,
     ) -> Result<Response<Self::GetModelArtifactStream>, Status> {
-        Ok(Response::new(super::registry::model_artifact(&self.0, req.into_inner())?))
+        Ok(Response::new(super::registry::model_artifact(&self.0, bounded(req)?)?))
     }
 }
 

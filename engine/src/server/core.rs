@@ -558,14 +558,20 @@ impl Engine {
     /// Why a run is not live: unknown, or finished.
     pub(super) fn not_live(&self, run_id: &str) -> ApiError {
         match self.store.run(run_id) {
+            // Left unfinished by a process that stopped, and not resumed by this one.
+            Ok(Some(r)) if !r.state.is_terminal() => ApiError::Precondition(format!(
+                "run {run_id} is not running here: it was interrupted (the process running it stopped) and has not \
+                 been resumed; `weir resume {run_id}` finishes it"
+            )),
             Ok(Some(r)) => ApiError::Precondition(format!("run {run_id} already finished as {}", r.state)),
             Ok(None) => ApiError::NotFound(format!("no run {run_id}")),
             Err(e) => e.into(),
         }
     }
 
-    /// Reloads every unfinished run from the store. Called once, before serving.
-    pub(super) fn recover(&self) -> Result<usize, ApiError> {
+    /// Reloads the unfinished runs that `resume` includes from the store. Called once, before
+    /// serving.
+    pub(super) fn recover(&self, resume: &super::Resume) -> Result<usize, ApiError> {
         let mut st = self.lock();
         for w in self.store.workers()? {
             match blake3::Hash::from_hex(&w.session_hash) {
@@ -581,7 +587,7 @@ impl Engine {
             let page = self.store.list_runs(&Default::default(), 500, token.as_deref())?;
             for listed in page.runs {
                 match listed {
-                    crate::store::Listed::Run(r) if !r.state.is_terminal() => ids.push(r.id),
+                    crate::store::Listed::Run(r) if !r.state.is_terminal() && resume.includes(&r.id) => ids.push(r.id),
                     crate::store::Listed::Run(_) => {}
                     crate::store::Listed::Quarantined { id, reason, .. } => {
                         tracing::warn!(run = id, reason, "run is quarantined; not resumed")

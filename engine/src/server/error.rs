@@ -2,6 +2,7 @@
 //! `INVALID_ARGUMENT` (validation diagnostics ride along as `weir.v1.Diagnostics` in the status
 //! details, and rendered in the message), an unknown name `NOT_FOUND`, a stale attempt or a
 //! finished run `FAILED_PRECONDITION`, a storage failure `INTERNAL`. Messages say what to do.
+//! Every status is cut to fit in headers (`bounds::fit`): a message never grows past 4 KiB.
 
 use prost::Message;
 use tonic::{Code, Status};
@@ -79,6 +80,13 @@ impl From<crate::wire::BadField> for ApiError {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
+        super::bounds::fit(status(e))
+    }
+}
+
+/// The status for `e`, before `bounds::fit` cuts what it quotes to fit in headers.
+fn status(e: ApiError) -> Status {
+    {
         match e {
             ApiError::Invalid(m) => Status::invalid_argument(m),
             ApiError::Diagnostics { message, diagnostics } => {

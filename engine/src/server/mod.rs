@@ -11,8 +11,11 @@
 //!
 //! Authentication: bearer tokens, one for clients and one for workers, checked by an
 //! interceptor in constant time; health and reflection are open. Listening on anything but
-//! loopback without both tokens is refused unless `insecure` is set.
+//! loopback without both tokens is refused unless `insecure` is set; so are equal client and
+//! worker tokens, and, off loopback, tokens shorter than [`tokens::MIN_TOKEN_LEN`]. Token
+//! files are read by `tokens`.
 
+mod bounds;
 mod cache;
 mod client_api;
 mod core;
@@ -26,6 +29,7 @@ mod registry;
 mod scheduler;
 #[cfg(test)]
 mod testkit;
+pub mod tokens;
 mod tracking;
 mod transfer;
 mod worker_api;
@@ -46,20 +50,6 @@ use weir_proto::v1::weir_worker_server::WeirWorkerServer;
 
 pub use self::core::{Engine, Terms};
 
-#[cfg(test)]
-mod tests {
-    use super::token_for;
-
-    #[test]
-    fn token_files_hold_one_token_or_one_per_role() {
-        assert_eq!(token_for("s3cret\n", "worker"), Ok("s3cret".into()));
-        let both = "# tokens\nclient=abc\nworker = def\n";
-        assert_eq!(token_for(both, "client"), Ok("abc".into()));
-        assert_eq!(token_for(both, "worker"), Ok("def".into()));
-        assert!(token_for("client=abc", "worker").is_err());
-        assert!(token_for("a\nb", "client").is_err());
-    }
-}
 pub use cache::predict as predict_cache;
 pub use dispatch::input_dir;
 pub use error::ApiError;
@@ -81,6 +71,30 @@ pub struct ServerConfig {
     pub tick: Duration,
     /// Fire pipelines' `schedule:` (`weir server`); `weir run` turns it off.
     pub scheduling: bool,
+    /// Which unfinished runs found in the store to resume.
+    pub resume: Resume,
+}
+
+/// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
+/// (`running` in the store, not live): its events are refused as "not running here".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Resume {
+    /// All of them: `weir server`, whose runs go on after a crash or a restart.
+    #[default]
+    All,
+    /// Only these: `weir run` and `--local`, where an unfinished run was left by a `weir run`
+    /// that was killed, and waits until `weir resume RUN --local` asks for it.
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl Resume {
+    /// Whether run `id` is to be resumed.
+    pub fn includes(&self, id: &str) -> bool {
+        match self {
+            Resume::All => true,
+            Resume::Only(ids) => ids.contains(id),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -99,6 +113,7 @@ impl ServerConfig {
             },
             tick: Duration::from_millis(100),
             scheduling: true,
+            resume: Resume::All,
         }
     }
 }
@@ -111,6 +126,17 @@ pub enum StartError {
          (--token-file), listen on 127.0.0.1, or pass --insecure if the network is trusted"
     )]
     Unauthenticated(SocketAddr),
+    #[error(
+        "the client and worker tokens are the same: any worker could act as a client and any client as a \
+         worker; give each its own (`openssl rand -hex 32`)"
+    )]
+    SameTokens,
+    #[error(
+        "a token shorter than {min} characters cannot guard a server listening on {0}: generate one with \
+         `openssl rand -hex 32`",
+        min = tokens::MIN_TOKEN_LEN
+    )]
+    WeakToken(SocketAddr),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error("artifact store: {0}")]
@@ -174,6 +200,16 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     if open && !config.listen.ip().is_loopback() && !config.insecure {
         return Err(StartError::Unauthenticated(config.listen));
     }
+    // `weir server` checks its token file with lines to point at (`tokens`); this guards
+    // every other way of configuring a server.
+    if let (Some(c), Some(w)) = (&config.client_token, &config.worker_token) {
+        if c == w {
+            return Err(StartError::SameTokens);
+        }
+        if !config.listen.ip().is_loopback() && c.len().min(w.len()) < tokens::MIN_TOKEN_LEN {
+            return Err(StartError::WeakToken(config.listen));
+        }
+    }
     let db_dir = config.data_dir.join("db");
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Store(crate::store::Error::Io(source)))?;
     let store = crate::store::Store::open(&db_dir)?;
@@ -181,7 +217,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let mut engine = Engine::new(store, blobs, config.terms);
     engine.scheduling = config.scheduling;
     let engine = Arc::new(engine);
-    let resumed = engine.recover().map_err(StartError::Recover)?;
+    let resumed = engine.recover(&config.resume).map_err(StartError::Recover)?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished runs");
     }
@@ -243,28 +279,6 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     };
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
     Ok(Server { addr, engine, stop, serve, ticker })
-}
-
-/// The token for `role` (`client` or `worker`) in a token file's text: a single line is the
-/// token for both; otherwise the line `role=TOKEN`. Blank lines and `#` comments are ignored.
-/// The same file can thus serve the server, its workers and its clients.
-pub fn token_for(text: &str, role: &str) -> Result<String, String> {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    if lines.is_empty() {
-        return Err("the file is empty: put a token in it".to_string());
-    }
-    let keyed = |l: &&str| l.split_once('=').is_some_and(|(k, _)| matches!(k.trim(), "client" | "worker"));
-    if lines.len() == 1 && !keyed(&lines[0]) {
-        return Ok(lines[0].to_string());
-    }
-    for line in &lines {
-        match line.split_once('=') {
-            Some((k, v)) if k.trim() == role && !v.trim().is_empty() => return Ok(v.trim().to_string()),
-            Some((k, _)) if matches!(k.trim(), "client" | "worker") => {}
-            _ => return Err("expected one token, or lines `client=TOKEN` and `worker=TOKEN`".to_string()),
-        }
-    }
-    Err(format!("no `{role}=TOKEN` line"))
 }
 
 /// Checks `authorization: Bearer <token>` against one expected token, in constant time.

@@ -12,6 +12,7 @@ use crate::artifact::{Digest, check_name};
 use crate::store::{LogChunk, Stream};
 use crate::wire;
 
+use super::bounds::{Bounded, bounded};
 use super::core::Engine;
 use super::dispatch::Report;
 use super::error::ApiError;
@@ -26,7 +27,8 @@ pub struct WorkerApi(pub Arc<Engine>);
 
 /// The session secret every call after Register carries in [`wire::SESSION_HEADER`].
 fn session<T>(req: &Request<T>) -> Result<String, Status> {
-    req.metadata().get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string).ok_or_else(|| {
+    let given = req.metadata().get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok());
+    given.filter(|s| s.len() <= 256).map(str::to_string).ok_or_else(|| {
         Status::unauthenticated(format!(
             "no worker session: call Register, then send the session it returns as `{}` on every call",
             wire::SESSION_HEADER
@@ -41,7 +43,7 @@ fn digest(s: &str) -> Result<Digest, ApiError> {
 #[tonic::async_trait]
 impl WeirWorker for WorkerApi {
     async fn register(&self, req: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
-        let r = req.into_inner();
+        let r = bounded(req)?;
         let mut runtimes: Vec<Runtime> = r
             .runtimes()
             .filter_map(|rt| match rt {
@@ -81,16 +83,18 @@ impl WeirWorker for WorkerApi {
     }
 
     async fn lease(&self, req: Request<v1::LeaseRequest>) -> Result<Response<v1::LeaseResponse>, Status> {
-        let session = session(&req)?;
-        let r = req.into_inner();
+        let session = session(&req);
+        let r = bounded(req)?;
+        let session = session?;
         let wait = wire::from_duration(r.wait.as_ref()).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20));
         let assignment = self.0.lease(&r.worker_id, &session, r.free, wait).await?;
         Ok(Response::new(v1::LeaseResponse { assignment }))
     }
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
-        let session = session(&req)?;
-        let r = req.into_inner();
+        let session = session(&req);
+        let r = bounded(req)?;
+        let session = session?;
         let attempts = r
             .attempts
             .iter()
@@ -106,8 +110,9 @@ impl WeirWorker for WorkerApi {
     }
 
     async fn report(&self, req: Request<v1::ReportRequest>) -> Result<Response<v1::ReportResponse>, Status> {
-        let session = session(&req)?;
-        let r = req.into_inner();
+        let session = session(&req);
+        let r = bounded(req)?;
+        let session = session?;
         let (run, attempt) = wire::from_attempt_ref(r.attempt.as_ref()).map_err(ApiError::from)?;
         let report = match r.outcome {
             Some(v1::report_request::Outcome::Started(_)) => Report::Started,
@@ -127,14 +132,16 @@ impl WeirWorker for WorkerApi {
         &self,
         req: Request<Streaming<v1::UploadLogsRequest>>,
     ) -> Result<Response<v1::UploadLogsResponse>, Status> {
-        let session = session(&req)?;
+        let session = session(&req);
         let mut stream = req.into_inner();
         let mut stored = 0u64;
         let mut checked = None;
         while let Some(msg) = stream.message().await? {
+            msg.check()?;
+            let session = session.as_ref().map_err(Clone::clone)?;
             let (run, attempt) = wire::from_attempt_ref(msg.attempt.as_ref()).map_err(ApiError::from)?;
             if checked.as_ref() != Some(&(run.clone(), attempt)) {
-                self.0.check_dispatched(&msg.worker_id, &session, &run, attempt)?;
+                self.0.check_dispatched(&msg.worker_id, session, &run, attempt)?;
                 checked = Some((run.clone(), attempt));
             }
             let chunks: Vec<LogChunk> = msg
@@ -160,12 +167,14 @@ impl WeirWorker for WorkerApi {
         &self,
         req: Request<Streaming<v1::UploadArtifactRequest>>,
     ) -> Result<Response<v1::UploadArtifactResponse>, Status> {
-        let session = session(&req)?;
+        let session = session(&req);
         let mut stream = req.into_inner();
         let header = match stream.message().await?.and_then(|m| m.part) {
             Some(v1::upload_artifact_request::Part::Header(h)) => h,
             _ => return Err(ApiError::Invalid("the first message of an upload must be its header".into()).into()),
         };
+        header.check()?;
+        let session = session?;
         let (run, attempt) = wire::from_attempt_ref(header.attempt.as_ref()).map_err(ApiError::from)?;
         check_name(&header.path).map_err(|e| ApiError::Invalid(format!("path: {e}")))?;
         self.0.check_live(&header.worker_id, &session, &run, attempt)?;
@@ -205,8 +214,9 @@ impl WeirWorker for WorkerApi {
     type DownloadBlobStream = ChunkStream;
 
     async fn download_blob(&self, req: Request<v1::DownloadBlobRequest>) -> Result<Response<ChunkStream>, Status> {
-        let session = session(&req)?;
-        let r = req.into_inner();
+        let session = session(&req);
+        let r = bounded(req)?;
+        let session = session?;
         self.0.check_session(&r.worker_id, &session)?;
         Ok(Response::new(transfer::download(&self.0, digest(&r.digest)?, r.offset)?))
     }
@@ -214,8 +224,9 @@ impl WeirWorker for WorkerApi {
     type DownloadBundleStream = ChunkStream;
 
     async fn download_bundle(&self, req: Request<v1::DownloadBundleRequest>) -> Result<Response<ChunkStream>, Status> {
-        let session = session(&req)?;
-        let r = req.into_inner();
+        let session = session(&req);
+        let r = bounded(req)?;
+        let session = session?;
         self.0.check_session(&r.worker_id, &session)?;
         Ok(Response::new(transfer::download(&self.0, digest(&r.digest)?, 0)?))
     }
