@@ -1,4 +1,5 @@
-//! One leased attempt, from assignment to final report: fetch the bundle, materialize the
+//! One leased attempt, from assignment to final report: fetch the bundle (a process step runs
+//! in its own copy of it, `attempts/<n>/src`, see [`crate::checkout`]), materialize the
 //! inputs under `attempts/<run>/<instance>.<number>/inputs`, report Started, run the step through
 //! the [`Runtime`] while its output is forwarded, then collect and upload the declared outputs,
 //! read `metrics.json`, and report how it ended. Every failure of the step or of its files becomes
@@ -20,6 +21,7 @@ use super::containers;
 use super::logs;
 use super::session::{CallError, Key, Session, StopReason};
 use super::transfer::{self, Files, TransferError};
+use crate::checkout::{self, Checkouts};
 use crate::runtime::{
     Action, AttemptLabel, DockerRuntime, Error as RuntimeError, Image, Limits, Outcome, PullPolicy, RunFuture, Runtime,
     StepSpec, container_name,
@@ -44,6 +46,8 @@ pub(crate) struct Context {
     pub slots: Slots,
     pub grace: Duration,
     pub gpus: Arc<super::gpus::GpuPool>,
+    /// Private copies of cached bundles for process steps, and the tamper check.
+    pub checkouts: Arc<Checkouts>,
 }
 
 /// Why an attempt ended without running to an outcome.
@@ -385,7 +389,7 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     let workdir = if a.bundle_digest.is_empty() {
         dir.to_path_buf()
     } else {
-        transfer::bundle_dir(&ctx.session, &ctx.files, &a.bundle_digest).await?
+        bundle_workdir(ctx, &a.bundle_digest, dir, image.is_some()).await?
     };
 
     for input in &a.inputs {
@@ -423,6 +427,53 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     spec.limits = limits(a);
     spec.image = image;
     Ok((spec, outputs_dir))
+}
+
+/// Where a step with a bundle runs: a private copy of the cached bundle in the attempt folder
+/// (`src/`) for a process step, the cached folder itself for a docker step (mounted read-only).
+/// A cached folder found changed since this worker verified it is evicted and fetched again.
+async fn bundle_workdir(ctx: &Context, digest: &str, dir: &Path, docker: bool) -> Result<PathBuf, Stop> {
+    let mut evicted = false;
+    loop {
+        let cached = transfer::bundle_dir(&ctx.session, &ctx.files, digest).await?;
+        let copy = dir.join("src");
+        let (checkouts, d, from, to) = (ctx.checkouts.clone(), digest.to_string(), cached.clone(), copy.clone());
+        let checked = blocking(move || {
+            if docker {
+                checkouts.verify(&d, &from).map(|_| from)
+            } else {
+                checkouts.checkout(&d, &from, &to).map(|()| to)
+            }
+        })
+        .await?;
+        match checked {
+            Ok(workdir) => return Ok(workdir),
+            Err(e @ checkout::Error::Tampered { .. }) if !evicted => {
+                tracing::warn!(bundle = digest, error = %e, "the cached bundle was changed, fetching it again");
+                evicted = true;
+                let (checkouts, d) = (ctx.checkouts.clone(), digest.to_string());
+                blocking(move || {
+                    remove_tree(&copy);
+                    evict(&cached);
+                    checkouts.forget(&d);
+                })
+                .await?;
+            }
+            Err(e) => return Err(Stop::Fail(e.to_string())),
+        }
+    }
+}
+
+/// Moves a cached bundle folder out of the cache's way in one rename (a concurrent fetch then
+/// extracts it anew), then removes it. The name is one the cache sweeps if this is cut short.
+fn evict(cached: &Path) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Some(name) = cached.file_name().and_then(|n| n.to_str()) else { return };
+    let aside = cached.with_file_name(format!(".{name}.partial-evicted-{}-{n}", std::process::id()));
+    if std::fs::rename(cached, &aside).is_ok() {
+        remove_tree(&aside);
+    }
 }
 
 fn pull_policy(p: i32) -> PullPolicy {

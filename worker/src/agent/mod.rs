@@ -261,6 +261,7 @@ impl Agent {
             slots,
             grace: config.grace,
             gpus: gpus::GpuPool::new(gpus.iter().map(|g| g.index)),
+            checkouts: Arc::new(crate::checkout::Checkouts::new()),
         });
         let slots = Arc::new(Semaphore::new(capacity as usize));
         let mut tasks = JoinSet::new();
