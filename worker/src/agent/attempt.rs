@@ -128,7 +128,10 @@ async fn conclude(ctx: Arc<Context>, key: Key, assignment: &v1::Assignment, dir:
         }
         Err(Stop::Quiet(CallError::Abandoned)) => None,
     };
-    let mut ended = ended;
+    let mut ended = match ended {
+        Some(_) if ctx.session.stop_reason(&key) == Some(StopReason::Fenced) => Some(fenced()),
+        ended => ended,
+    };
     while let Some(report) = ended.take() {
         let success = matches!(report, Report::Succeeded(_));
         match ctx.session.report(&key, SystemTime::now(), report).await {
@@ -318,7 +321,7 @@ fn label(ctx: &Context, key: &Key, a: &v1::Assignment) -> AttemptLabel {
 fn resumed_spec(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> StepSpec {
     let mut spec = StepSpec::new(Action::Argv(Vec::new()), dir.to_path_buf(), dir.join("inputs"), dir.join("outputs"));
     spec.timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());
-    spec.grace = ctx.grace;
+    spec.grace = step_grace(ctx);
     spec.id = label(ctx, key, a);
     spec.limits = limits(a);
     spec
@@ -348,6 +351,24 @@ fn stopped(ctx: &Context, key: &Key) -> Report {
         Some(StopReason::Shutdown) | None => {
             Report::Lost(v1::Lost { reason: "the worker shut down while the step ran".to_string() })
         }
+        Some(StopReason::Fenced) => fenced(),
+    }
+}
+
+/// The only report of an attempt its worker fenced ([`super::fence`]), whatever the step did:
+/// the engine may already have given it to another worker, and if it has not, it runs it again.
+fn fenced() -> Report {
+    Report::Lost(v1::Lost {
+        reason: "the worker lost contact with the engine and stopped the step (self-fencing)".to_string(),
+    })
+}
+
+/// The SIGTERM-to-SIGKILL grace of a step: the worker's, capped so that a fenced worker's steps
+/// are gone before the engine's lease timeout ([`super::fence::window`]).
+fn step_grace(ctx: &Context) -> Duration {
+    match ctx.session.contact().lease_timeout() {
+        Some(lease_timeout) => super::fence::window(lease_timeout, ctx.grace).kill_grace,
+        None => ctx.grace,
     }
 }
 
@@ -422,7 +443,7 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     let mut spec = StepSpec::new(action, workdir, inputs_dir, outputs_dir.clone());
     spec.env = env;
     spec.timeout = timeout;
-    spec.grace = ctx.grace;
+    spec.grace = step_grace(ctx);
     spec.id = label(ctx, key, a);
     spec.limits = limits(a);
     spec.image = image;
