@@ -447,6 +447,7 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     spec.id = label(ctx, key, a);
     spec.limits = limits(a);
     spec.image = image;
+    spec.capabilities = a.capabilities.as_ref().map(|c| c.names.clone());
     Ok((spec, outputs_dir))
 }
 
