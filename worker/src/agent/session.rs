@@ -462,7 +462,8 @@ impl Session {
     /// many.
     pub(crate) fn fence(&self) -> usize {
         let mut stopped = 0;
-        for h in self.held.lock().expect("held lock").values_mut().filter(|h| h.stop.is_none()) {
+        for (key, h) in self.held.lock().expect("held lock").iter_mut().filter(|(_, h)| h.stop.is_none()) {
+            tracing::warn!(attempt = %key, "stopping the attempt: no answer from the engine (self-fencing)");
             h.stop = Some(StopReason::Fenced);
             h.cancel.cancel();
             stopped += 1;
