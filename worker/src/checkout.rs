@@ -208,7 +208,13 @@ fn copy(digest: &str, snapshot: &Snapshot, cached: &Path, dest: &Path) -> Result
     for (rel, stamp) in &snapshot.files {
         let from = cached.join(rel);
         let to = dest.join(rel);
-        let mut src = fs::File::open(&from).map_err(|e| tampered(digest, format!("{}: {e}", rel.display())))?;
+        // No following a symlink, no blocking on a FIFO put in a file's place: either shows up
+        // as a changed stamp (or a failed open) instead of hanging or reading elsewhere.
+        let mut src = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&from)
+            .map_err(|e| tampered(digest, format!("{}: {e}", rel.display())))?;
         let check = |src: &fs::File| -> Result<(), Error> {
             let now = src.metadata().map_err(io_error(&from))?;
             if Stamp::of(&now) == *stamp {
@@ -308,6 +314,16 @@ mod tests {
             fs::write(p.join("steps/a.sh"), "echo a\n").unwrap();
         });
         check("added", &|p: &Path| fs::write(p.join("steps/lib/evil.py"), "import os\n").unwrap());
+        check("a fifo", &|p: &Path| {
+            fs::remove_file(p.join("steps/a.sh")).unwrap();
+            let path = std::ffi::CString::new(p.join("steps/a.sh").into_os_string().into_encoded_bytes()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+        });
+        check("a symlink", &|p: &Path| {
+            fs::remove_file(p.join("steps/a.sh")).unwrap();
+            std::os::unix::fs::symlink("/etc/hostname", p.join("steps/a.sh")).unwrap();
+        });
         check("removed", &|p: &Path| fs::remove_file(p.join("steps/lib/u.py")).unwrap());
     }
 
