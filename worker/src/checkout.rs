@@ -4,9 +4,13 @@
 //! a process step must not run in that folder, or a step that edits `steps/x.sh` changes every
 //! later run of that pipeline version on this worker. [`Checkouts::checkout`] copies the cached
 //! folder into the attempt's own folder (`std::io::copy` between files is `copy_file_range`,
-//! which reflinks where the filesystem can), and the step runs in the copy, which is removed
-//! with the attempt folder. Hard links would not do: a step runs as the worker's uid and could
-//! `chmod` a shared inode back and write through it.
+//! which reflinks where the filesystem can), and the step runs in the copy. Hard links would not
+//! do: a step runs as the worker's uid and could `chmod` a shared inode back and write through
+//! it. Creating thousands of files costs seconds on a slow disk (BENCHMARKS.md), so a copy stays
+//! in its (reused) attempt folder, with the stamps it had when made: the next checkout of the
+//! same bundle into that folder reuses it only if every folder and file still has exactly those
+//! stamps (any write, `chmod`, link, added or removed entry changes a ctime or mtime), and
+//! otherwise removes it and copies afresh.
 //!
 //! The cache is also checked for tampering, since anything running as the worker's uid can
 //! reach it. The first use of a digest in this worker process makes the cached folder
@@ -90,6 +94,8 @@ impl Snapshot {
 #[derive(Default)]
 pub struct Checkouts {
     verified: Mutex<HashMap<String, Arc<Snapshot>>>,
+    /// The copies left in attempt folders, by destination: their digest and stamps.
+    kept: Mutex<HashMap<PathBuf, (String, Vec<(PathBuf, Stamp)>)>>,
 }
 
 impl Checkouts {
@@ -97,11 +103,37 @@ impl Checkouts {
         Checkouts::default()
     }
 
-    /// Copies the cached bundle `cached` (named by `digest`) to `dest`, which must not exist;
-    /// the copy is the step's to change (files `0644`, or `0755` when executable).
+    /// Makes `dest` a copy of the cached bundle `cached` (named by `digest`): the copy this
+    /// value left there if it is provably untouched, a fresh one otherwise (whatever else is at
+    /// `dest` is removed first). The copy is the step's to change (files `0644`, or `0755` when
+    /// executable); the next checkout into `dest` sees any change and copies again.
     pub fn checkout(&self, digest: &str, cached: &Path, dest: &Path) -> Result<(), Error> {
         let snapshot = self.verify(digest, cached)?;
-        copy(digest, &snapshot, cached, dest)
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).remove(dest);
+        if let Some((was, stamps)) = kept
+            && was == digest
+            && stamps
+                .iter()
+                .all(|(rel, stamp)| fs::symlink_metadata(dest.join(rel)).is_ok_and(|now| Stamp::of(&now) == *stamp))
+        {
+            self.kept.lock().unwrap_or_else(|p| p.into_inner()).insert(dest.to_path_buf(), (was, stamps));
+            return Ok(());
+        }
+        remove_all(dest).map_err(io_error(dest))?;
+        copy(digest, &snapshot, cached, dest)?;
+        let mut stamps = Vec::with_capacity(snapshot.dirs.len() + snapshot.files.len());
+        for (rel, _) in snapshot.dirs.iter().chain(&snapshot.files) {
+            let path = dest.join(rel);
+            stamps.push((rel.clone(), Stamp::of(&fs::symlink_metadata(&path).map_err(io_error(&path))?)));
+        }
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).insert(dest.to_path_buf(), (digest.to_string(), stamps));
+        Ok(())
+    }
+
+    /// Removes the copy at `dest`, if any (a folder about to serve a step without one).
+    pub fn discard(&self, dest: &Path) -> io::Result<()> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).remove(dest);
+        remove_all(dest)
     }
 
     /// Checks the cached bundle against its snapshot (taking one, with a full verification, on
@@ -130,6 +162,30 @@ impl Checkouts {
     pub fn forget(&self, digest: &str) {
         self.verified.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
     }
+}
+
+/// Removes `path` and everything under it, making folders writable first (a step may have made
+/// its copy read-only); nothing there is fine.
+fn remove_all(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => return fs::remove_file(path),
+        Ok(_) => {}
+    }
+    if fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o755));
+        for entry in fs::read_dir(&dir)?.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    fs::remove_dir_all(path)
 }
 
 fn tampered(digest: &str, what: String) -> Error {
@@ -278,12 +334,37 @@ mod tests {
         assert_eq!(fs::metadata(one.join("pipeline.yaml")).unwrap().mode() & 0o777, 0o644);
         assert_eq!(fs::metadata(cached.join("steps/a.sh")).unwrap().mode() & 0o777, 0o555);
         assert_eq!(fs::metadata(cached.join("steps")).unwrap().mode() & 0o777, 0o555);
-        // The step edits its copy; the next checkout sees the original.
+        // An untouched copy is reused as it is (same inodes).
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        let before = ino(&one.join("steps/a.sh"));
+        c.checkout(&digest, &cached, &one).unwrap();
+        assert_eq!(ino(&one.join("steps/a.sh")), before, "reused");
+        // The step edits its copy; the next checkout into the same folder sees the original,
+        // and so does one into another folder.
         fs::write(one.join("steps/a.sh"), "echo poisoned\n").unwrap();
         let two = root.path().join("two");
         c.checkout(&digest, &cached, &two).unwrap();
         assert_eq!(fs::read_to_string(two.join("steps/a.sh")).unwrap(), "echo a\n");
-        assert!(c.checkout(&digest, &cached, &two).is_err(), "an existing destination is refused");
+        c.checkout(&digest, &cached, &one).unwrap();
+        assert_eq!(fs::read_to_string(one.join("steps/a.sh")).unwrap(), "echo a\n");
+        // Any change at all: an added file (even read-only folders), a chmod, a hard link.
+        let changes: [&dyn Fn(&Path); 3] = [
+            &|d| {
+                fs::write(d.join("steps/lib/extra.py"), "").unwrap();
+                fs::set_permissions(d.join("steps/lib"), fs::Permissions::from_mode(0o555)).unwrap();
+            },
+            &|d| fs::set_permissions(d.join("pipeline.yaml"), fs::Permissions::from_mode(0o600)).unwrap(),
+            &|d| fs::hard_link(d.join("pipeline.yaml"), d.join("../link")).unwrap(),
+        ];
+        for change in changes {
+            change(&one);
+            c.checkout(&digest, &cached, &one).unwrap();
+            assert!(!one.join("steps/lib/extra.py").exists());
+            assert_eq!(fs::metadata(one.join("pipeline.yaml")).unwrap().mode() & 0o777, 0o644);
+            assert_eq!(fs::metadata(one.join("pipeline.yaml")).unwrap().nlink(), 1, "a fresh copy");
+        }
+        c.discard(&one).unwrap();
+        assert!(!one.exists());
     }
 
     #[test]

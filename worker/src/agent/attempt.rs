@@ -201,13 +201,17 @@ fn remove_entry(entry: &std::fs::DirEntry) {
     }
 }
 
-/// Removes everything inside `dir` but `dir` and its `outputs/` folder; true when that left
-/// them empty.
+/// Removes everything inside `dir` but `dir`, its `outputs/` folder and the bundle copy `src/`
+/// (which the next checkout reuses only if untouched, see [`crate::checkout`]); true when that
+/// left `outputs/` empty and nothing else.
 fn empty_folder(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else { return false };
     for entry in entries.flatten() {
         let path = entry.path();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if entry.file_name() == "src" && is_dir {
+            continue;
+        }
         if entry.file_name() == "outputs" && is_dir {
             let Ok(inner) = std::fs::read_dir(&path) else { return false };
             for e in inner.flatten() {
@@ -218,7 +222,8 @@ fn empty_folder(dir: &Path) -> bool {
         }
     }
     std::fs::read_dir(dir.join("outputs")).is_ok_and(|mut d| d.next().is_none())
-        && std::fs::read_dir(dir).is_ok_and(|d| d.count() == 1)
+        && std::fs::read_dir(dir)
+            .is_ok_and(|d| d.flatten().all(|e| e.file_name() == "outputs" || e.file_name() == "src"))
 }
 
 fn failed(reason: String, exit_code: Option<i32>) -> Report {
@@ -407,6 +412,13 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     };
     blocking(make).await?.map_err(|e| Stop::Fail(format!("cannot create the attempt folder: {e}")))?;
 
+    if a.bundle_digest.is_empty() || image.is_some() {
+        // A bundle copy an earlier process step left in this folder has nothing to do here.
+        let (checkouts, copy) = (ctx.checkouts.clone(), dir.join("src"));
+        blocking(move || checkouts.discard(&copy))
+            .await?
+            .map_err(|e| Stop::Fail(format!("cannot empty the attempt folder: {e}")))?;
+    }
     let workdir = if a.bundle_digest.is_empty() {
         dir.to_path_buf()
     } else {
@@ -475,7 +487,7 @@ async fn bundle_workdir(ctx: &Context, digest: &str, dir: &Path, docker: bool) -
                 evicted = true;
                 let (checkouts, d) = (ctx.checkouts.clone(), digest.to_string());
                 blocking(move || {
-                    remove_tree(&copy);
+                    let _ = checkouts.discard(&copy);
                     evict(&cached);
                     checkouts.forget(&d);
                 })
