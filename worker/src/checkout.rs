@@ -95,8 +95,11 @@ impl Snapshot {
 pub struct Checkouts {
     verified: Mutex<HashMap<String, Arc<Snapshot>>>,
     /// The copies left in attempt folders, by destination: their digest and stamps.
-    kept: Mutex<HashMap<PathBuf, (String, Vec<(PathBuf, Stamp)>)>>,
+    kept: Mutex<HashMap<PathBuf, Kept>>,
 }
+
+/// A copy left in a folder: the digest of its bundle and the stamps of its folders and files.
+type Kept = (String, Vec<(PathBuf, Stamp)>);
 
 impl Checkouts {
     pub fn new() -> Checkouts {
