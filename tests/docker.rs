@@ -1,7 +1,8 @@
 //! Docker steps through the whole system: a real engine, a worker agent with the Docker runtime,
 //! and real containers of the locally built `weir-test/busybox:1` image. Logs, outputs and inputs
 //! cross the /weir mounts; an image that does not exist fails the step once, without its retries;
-//! a container past its memory limit is reported as out of memory.
+//! a container past its memory limit is reported as out of memory; a step's `capabilities:`
+//! reaches its container.
 
 use std::time::Duration;
 
@@ -118,5 +119,40 @@ steps:
     .await;
     let got = c.get(&run).await;
     assert_eq!(summary(&got, "bare").0, StepState::Ready, "{:#?}", got.steps);
+    c.stop().await;
+}
+
+/// A step's `capabilities:` travels from the pipeline file through the engine to its
+/// container: the bounding set is exactly what it named, and the default set otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_s_capabilities_reach_its_container() {
+    let Some(docker) = docker().await else { return };
+    let mut c = Cluster::start(0, 1).await;
+    c.add_worker_with(1, |c| c.docker = Some(docker));
+    let yaml = r#"
+name: caps
+defaults:
+  runtime: docker
+  image: weir-test/busybox:1
+  pull: never
+steps:
+  default:
+    run: grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status
+  chroot:
+    capabilities: [chown, sys_chroot]
+    run: grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status
+"#;
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, Duration::from_secs(60)).await;
+    assert_eq!(summary(&got, "default").0, StepState::Succeeded, "{:#?}", got.steps);
+    assert_eq!(summary(&got, "chroot").0, StepState::Succeeded, "{:#?}", got.steps);
+    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID NET_BIND_SERVICE: bits 0 1 3 4 5 6 7 10.
+    let default = c.logs(&run, "default").await;
+    assert!(default.contains("CapBnd:\t00000000000004fb"), "{default}");
+    assert!(default.contains("NoNewPrivs:\t1"), "{default}");
+    // CHOWN and SYS_CHROOT: bits 0 and 18.
+    let chroot = c.logs(&run, "chroot").await;
+    assert!(chroot.contains("CapBnd:\t0000000000040001"), "{chroot}");
     c.stop().await;
 }

@@ -9,12 +9,12 @@
 //! worker's container or as a container of its own), in this order:
 //! 1. a worker cut off from the network for a second (well below the lease timeout) while its
 //!    step runs: nothing is dispatched again, attempt 1 succeeds on the same worker;
-//! 2. a worker cut off past the lease timeout: attempt 2 runs on the other worker and the run
-//!    succeeds; once the network is back, the old worker hears that its attempt is not live, its
-//!    step's processes are stopped, and its report is refused (the run's record shows attempt 1
-//!    never ended well);
-//! 3. the same as 2 with the step in a container (`runtime: docker`): attempt 1's container keeps
-//!    running while its worker is cut off, and is stopped and removed once the worker is back;
+//! 2. a worker cut off past the lease timeout: it stops its own step (self-fencing) before the
+//!    engine moves it, attempt 2 runs on the other worker and the run succeeds; once the network
+//!    is back, the old worker's report of attempt 1 (lost) is refused (the run's record shows
+//!    attempt 1 never ended well);
+//! 3. the same as 2 with the step in a container (`runtime: docker`): the cut-off worker stops
+//!    and removes attempt 1's container itself;
 //! 4. `docker kill` of the worker running the step: attempt 2 completes on the other worker.
 //!
 //! Each worker has two slots: the one running the step is also waiting in a Lease long-poll for
@@ -50,8 +50,10 @@ use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
 use weir_proto::v1::{RunState, StepState};
 
-/// The engine's `--lease-timeout`: short, so that losses are seen within seconds.
-const LEASE_TIMEOUT: Duration = Duration::from_secs(4);
+/// The engine's `--lease-timeout`: short, so that losses are seen within seconds, and long
+/// enough that a cut-off worker (`--grace 1`) fences only after 6 - 1 - 0.6 = 4.4 s of silence,
+/// well past the short cut below (a slow `docker network connect` included).
+const LEASE_TIMEOUT: Duration = Duration::from_secs(6);
 /// The earliest a silent worker can be lost: its last heartbeat may have been up to one
 /// heartbeat interval (a sixth of the lease timeout) before it went silent.
 const EARLIEST_LOSS: Duration = Duration::from_millis(LEASE_TIMEOUT.as_millis() as u64 * 5 / 6 - 100);
@@ -141,7 +143,8 @@ fn short_disconnect_causes_no_second_attempt(c: &Cluster) {
     // timeout, with heartbeats every sixth of it. A heartbeat lost in the cut is retransmitted
     // by TCP with backoff (0.2 s, 0.4 s, 0.8 s, 1.6 s...): back within 1.4 s, the worker is
     // heard again at the latest ~1.4 s + one heartbeat interval after its last heartbeat; even
-    // a slow `docker network connect` stays below 3 s + one interval, under 4 s.
+    // a slow `docker network connect` stays below 3 s + one interval, under the 4.4 s after
+    // which the worker would fence itself.
     std::thread::sleep(Duration::from_secs(1));
     c.connect(first);
     eprintln!("  short: {} cut off for {:.1}s", c.nodes[first].name, cut.elapsed().as_secs_f64());
@@ -168,22 +171,20 @@ fn long_disconnect_moves_the_step_and_stops_the_old_attempt(c: &Cluster) {
 
     let cut = Instant::now();
     c.disconnect(first);
+    // Self-fencing: the worker stops its step before the engine gives up on it.
+    c.wait_until("the cut-off worker stops its own step", LOSS_DEADLINE, || !c.processes(first).contains("sleep 600"));
+    let fenced = cut.elapsed();
+    let got = c.get(&run);
+    assert_eq!(got.steps[0].attempt, 1, "the engine moved the step before its old copy stopped: {got:#?}");
     c.attempt_2_succeeds_on(&run, other, cut, &format!("long: {} was cut off", c.nodes[first].name));
-    assert!(
-        c.processes(first).contains("sleep 600"),
-        "the cut-off worker cannot have heard anything yet: its attempt still runs"
-    );
 
     let back = Instant::now();
     c.connect(first);
-    c.wait_until("the old attempt's processes are stopped after the reconnect", Duration::from_secs(30), || {
-        !c.processes(first).contains("sleep 600")
-    });
     eprintln!(
-        "  long: {} back after {:.1}s away; its attempt 1 stopped {:.1}s after the reconnect",
+        "  long: {} back after {:.1}s away; it stopped attempt 1 itself {:.1}s into the cut",
         c.nodes[first].name,
         (back - cut).as_secs_f64(),
-        back.elapsed().as_secs_f64()
+        fenced.as_secs_f64()
     );
     c.old_attempt_stopped_and_refused(&run, first);
     c.only_attempt_2_ended(&run, &first_id, other);
@@ -218,28 +219,26 @@ fn long_disconnect_stops_the_old_attempts_container(c: &Cluster) {
 
     let cut = Instant::now();
     c.disconnect(first);
+    // Self-fencing: the cut-off worker stops and removes its container before the engine gives
+    // up on the attempt.
+    c.wait_until("the cut-off worker removes attempt 1's container", LOSS_DEADLINE, || {
+        !c.step_containers(&run).iter().any(|s| s.attempt == "1" && s.owner == owner)
+    });
+    let fenced = cut.elapsed();
+    let got = c.get(&run);
+    assert_eq!(got.steps[0].attempt, 1, "the engine moved the step before its old container stopped: {got:#?}");
     c.attempt_2_succeeds_on(&run, other, cut, &format!("docker: {} was cut off", c.nodes[first].name));
     c.wait_until("attempt 2's container is removed once it ended", Duration::from_secs(10), || {
-        c.step_containers(&run).iter().all(|s| s.attempt == "1")
+        c.step_containers(&run).is_empty()
     });
-    let containers = c.step_containers(&run);
-    assert!(
-        containers.iter().any(|s| s.attempt == "1" && s.state == "running" && s.owner == owner),
-        "the cut-off worker cannot have heard anything yet: its attempt's container still runs: {containers:?}"
-    );
 
     let back = Instant::now();
     c.connect(first);
-    c.wait_until(
-        "the old attempt's container is stopped and removed after the reconnect",
-        Duration::from_secs(30),
-        || c.step_containers(&run).is_empty(),
-    );
     eprintln!(
-        "  docker: {} back after {:.1}s away; its attempt 1's container gone {:.1}s after the reconnect",
+        "  docker: {} back after {:.1}s away; it removed attempt 1's container itself {:.1}s into the cut",
         c.nodes[first].name,
         (back - cut).as_secs_f64(),
-        back.elapsed().as_secs_f64()
+        fenced.as_secs_f64()
     );
     c.old_attempt_stopped_and_refused(&run, first);
     c.only_attempt_2_ended(&run, &first_id, other);
@@ -254,7 +253,7 @@ fn long_disconnect_stops_the_old_attempts_container(c: &Cluster) {
 }
 
 impl Cluster {
-    /// After `first` is back: the old worker got the engine's stop order for attempt 1 of `run`,
+    /// After `first` is back: the old worker stopped attempt 1 of `run` itself (self-fencing),
     /// and the engine refused the attempt's report.
     fn old_attempt_stopped_and_refused(&self, run: &str, first: usize) {
         let key = format!("{run}#0.1");
@@ -265,8 +264,8 @@ impl Cluster {
         });
         let worker_log = self.logs_of(first);
         assert!(
-            worker_log.lines().any(|l| l.contains("the engine stops an attempt") && l.contains(&key)),
-            "the engine's stop order for {key} is in the worker's log:\n{worker_log}"
+            worker_log.lines().any(|l| l.contains("self-fencing") && l.contains(&key)),
+            "the worker's log says it fenced {key}:\n{worker_log}"
         );
     }
 

@@ -24,6 +24,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "runtime",
     "image",
     "pull",
+    "capabilities",
     "retries",
     "timeout",
     "when",
@@ -34,7 +35,7 @@ pub const STEP_FIELDS: &[&str] = &[
 
 /// Keys of `defaults`: the step fields that can be set for every step at once.
 pub const DEFAULTS_FIELDS: &[&str] =
-    &["runtime", "image", "pull", "retries", "timeout", "resources", "runs_on", "env", "cache"];
+    &["runtime", "image", "pull", "capabilities", "retries", "timeout", "resources", "runs_on", "env", "cache"];
 
 /// Keys of a param declared in its map form.
 pub const PARAM_FIELDS: &[&str] = &["type", "default", "description", "enum", "min", "max", "pattern"];
@@ -333,6 +334,12 @@ fn step_properties() -> Value {
         "pull": {
             "description": "When the docker runtime pulls `image`: `if-not-present` (default), `always` (a moved tag is seen), `never` (a missing image fails the step at once).",
             "enum": ["if-not-present", "always", "never"],
+        },
+        "capabilities": {
+            "description": "The Linux capabilities a docker step's container keeps, replacing the default set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, NET_BIND_SERVICE, SETGID, SETUID); only names from the safe set, `[]` for none.",
+            "type": "array",
+            "items": {"enum": crate::spec::capabilities::SAFE},
+            "uniqueItems": true,
         },
         "retries": {
             "description": "Retries on failure; default none.",

@@ -5,6 +5,7 @@
 //! the engine, gRPC or the work folder.
 
 pub mod agent;
+pub mod checkout;
 pub mod gpu;
 pub mod runtime;
 

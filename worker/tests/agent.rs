@@ -533,12 +533,16 @@ echo "$MY_VAR""#,
     assert_eq!(downloads, (1, 1), "each blob and bundle is fetched once per worker");
 
     // Attempt folders are emptied once reported (and kept for the next attempt): nothing of a
-    // finished step, inputs or outputs, stays behind.
+    // finished step, inputs or outputs, stays behind. A bundle copy (`src`) does, for the next
+    // step of the same bundle, which reuses it only if untouched (weir_worker::checkout).
     let attempts = setup.path("work/attempts");
     let leftovers = || {
         let mut left = Vec::new();
         for slot in std::fs::read_dir(&attempts).unwrap().flatten() {
             for e in std::fs::read_dir(slot.path()).unwrap().flatten() {
+                if e.file_name() == "src" {
+                    continue;
+                }
                 if e.file_name() != "outputs" || std::fs::read_dir(e.path()).unwrap().next().is_some() {
                     left.push(e.path());
                 }

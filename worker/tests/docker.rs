@@ -324,7 +324,9 @@ async fn container_as_the_engine_sees_it() {
         assert_eq!(host.memory_swap, Some(64 << 20));
         assert_eq!(host.privileged, Some(false));
         assert_ne!(host.network_mode.as_deref(), Some("host"));
-        assert_eq!(host.cap_add, None);
+        assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
+        assert_eq!(host.cap_add.unwrap(), weir_engine::spec::capabilities::DEFAULT);
+        assert_eq!(host.pids_limit, Some(weir_worker::runtime::DOCKER_PIDS_LIMIT));
         assert_eq!(host.security_opt.unwrap(), ["no-new-privileges"]);
         let mut mounts: Vec<(String, bool)> =
             info.mounts.unwrap().into_iter().map(|m| (m.destination.unwrap(), m.rw.unwrap())).collect();
@@ -654,4 +656,96 @@ async fn closed_receiver_does_not_block() {
     let outcome = tokio::time::timeout(Duration::from_secs(20), rt.run(spec, tx, CancellationToken::new())).await;
     assert_eq!(outcome.expect("the step was blocked").unwrap(), Outcome::Exited(0));
     assert!(f.outputs.join("end").exists());
+}
+
+/// The bits of `names` in a capability mask (`CapEff` in /proc/self/status), as the kernel
+/// numbers them.
+fn cap_mask(names: &[&str]) -> u64 {
+    const BITS: &[(&str, u32)] = &[
+        ("CHOWN", 0),
+        ("DAC_OVERRIDE", 1),
+        ("FOWNER", 3),
+        ("FSETID", 4),
+        ("KILL", 5),
+        ("SETGID", 6),
+        ("SETUID", 7),
+        ("NET_BIND_SERVICE", 10),
+        ("SYS_CHROOT", 18),
+    ];
+    names.iter().map(|n| 1u64 << BITS.iter().find(|(b, _)| b == n).expect("a known capability").1).sum()
+}
+
+/// `NoNewPrivs`, `CapEff` and `CapBnd` of the step's shell, and its cgroup's `pids.max`.
+async fn privileges(rt: &TestDocker, capabilities: Option<&[&str]>) -> (String, u64, u64, String) {
+    let f = Fixture::new();
+    let mut spec = f.script(
+        "grep -E '^(NoNewPrivs|CapEff|CapBnd):' /proc/self/status
+         cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+    );
+    spec.capabilities = capabilities.map(|c| c.iter().map(|n| n.to_string()).collect());
+    let ran = run_plain(rt, spec).await;
+    assert_eq!(ran.outcome, Outcome::Exited(0), "{:?}", ran.stream(weir_worker::runtime::Stream::Stderr));
+    let out = ran.stdout();
+    let field = |name: &str| {
+        let line = out.iter().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {out:?}"));
+        line[name.len()..].trim().to_string()
+    };
+    let hex = |name: &str| u64::from_str_radix(&field(name), 16).unwrap();
+    (field("NoNewPrivs:"), hex("CapEff:"), hex("CapBnd:"), out.last().cloned().unwrap_or_default())
+}
+
+/// Every container runs with `no-new-privileges`, only the default capabilities (effective for a
+/// root worker, and the bounding set whoever runs it), and a pids limit.
+#[tokio::test]
+async fn containers_drop_privileges_by_default() {
+    let Some(rt) = docker().await else { return };
+    let default =
+        cap_mask(&["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"]);
+    let (no_new_privs, eff, bnd, pids_max) = privileges(&rt, None).await;
+    assert_eq!(no_new_privs, "1");
+    assert_eq!(bnd, default, "bounding set {bnd:#x}: everything else dropped (no NET_RAW, SYS_ADMIN, ...)");
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0;
+    assert_eq!(eff, if root { default } else { 0 }, "effective set {eff:#x}");
+    assert_eq!(pids_max, weir_worker::runtime::DOCKER_PIDS_LIMIT.to_string());
+}
+
+/// A step's `capabilities:` replaces the set: one more from the safe set, or none at all.
+#[tokio::test]
+async fn a_step_s_capabilities_replace_the_default_set() {
+    let Some(rt) = docker().await else { return };
+    let with_chroot = cap_mask(&["CHOWN", "SYS_CHROOT"]);
+    let (no_new_privs, _, bnd, _) = privileges(&rt, Some(&["CHOWN", "SYS_CHROOT"])).await;
+    assert_eq!((no_new_privs.as_str(), bnd), ("1", with_chroot), "bounding set {bnd:#x}");
+    let (_, eff, bnd, _) = privileges(&rt, Some(&[])).await;
+    assert_eq!((eff, bnd), (0, 0));
+    // The worker refuses a capability outside the safe set even if an engine sent one.
+    let f = Fixture::new();
+    let mut spec = f.script("true");
+    spec.capabilities = Some(vec!["SYS_ADMIN".into()]);
+    let err = try_run(&rt, spec).await.unwrap_err();
+    assert!(err.to_string().contains("SYS_ADMIN"), "{err}");
+}
+
+/// The pids limit holds: a step cannot have more processes at once than the limit.
+#[tokio::test]
+async fn a_fork_bomb_is_bounded() {
+    let Some(rt) = docker().await else { return };
+    let f = Fixture::new();
+    let limit = weir_worker::runtime::DOCKER_PIDS_LIMIT;
+    // Sleepers in the background until fork fails (which ends busybox's subshell), each counted
+    // in a file with builtins only: at the limit, nothing can fork.
+    let script = format!(
+        "( i=0; while [ $i -lt {} ]; do sleep 60 & i=$((i+1)); echo $i > /tmp/n; done ) 2>/dev/null
+         read n < /tmp/n; echo started $n",
+        limit + 100
+    );
+    let mut spec = f.script(&script);
+    spec.limits.memory_bytes = Some(1 << 30);
+    let ran = run_plain(&rt, spec).await;
+    let out = ran.stdout();
+    let line = out.iter().find(|l| l.starts_with("started")).unwrap_or_else(|| panic!("{out:?}"));
+    let count: i64 = line["started ".len()..].trim().parse().unwrap_or_else(|_| panic!("{out:?}"));
+    assert!(count < limit, "{count} sleepers started, the limit of {limit} processes did not hold");
+    assert!(count > limit / 2, "the bomb did run ({count} processes)");
 }

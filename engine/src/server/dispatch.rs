@@ -462,6 +462,7 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
             PullPolicy::Always => v1::PullPolicy::Always,
             PullPolicy::Never => v1::PullPolicy::Never,
         } as i32,
+        capabilities: step.capabilities.as_ref().map(|names| v1::Capabilities { names: names.clone() }),
     })
 }
 

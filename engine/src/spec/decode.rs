@@ -297,10 +297,10 @@ fn refused_option(key: &str, path: &str, at: crate::diag::Span) -> Option<Diagno
             "a host path (the Docker socket, `/`) hands the step the host",
             "pass files between steps with `outputs:` and `needs:` (they arrive under $WEIR_INPUTS)",
         ),
-        "cap_add" | "capabilities" | "caps" => (
-            "adds capabilities to a step",
-            "added capabilities (SYS_ADMIN, NET_ADMIN) reach past the container",
-            "drop the field",
+        "cap_add" | "cap_drop" | "caps" => (
+            "adds capabilities to a step beyond its safe set",
+            "capabilities such as SYS_ADMIN or NET_ADMIN reach past the container",
+            "list what the step's container keeps in `capabilities:` (see docs/pipeline-format.md for the allowed names)",
         ),
         "devices" | "device" => (
             "passes host devices to a step",

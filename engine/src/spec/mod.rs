@@ -6,6 +6,7 @@
 //! result. Nothing here does I/O: callers pass the text (see [`read_source`] for the one
 //! bounded read the CLI uses), and nothing here knows about sled, gRPC or processes.
 
+pub mod capabilities;
 mod check;
 pub mod cron;
 mod decode;
@@ -138,6 +139,33 @@ mod tests {
         assert_eq!(a.hash(), b.hash());
         assert_ne!(a.hash(), c.hash());
         assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn capabilities_read_canonical_and_replace_the_default() {
+        let p = ok("name: c
+defaults:
+  capabilities: [chown]
+steps:
+  one:
+    run: 'true'
+  two:
+    run: 'true'
+    capabilities: [CAP_SYS_CHROOT, chown, CHOWN]
+  three:
+    run: 'true'
+    capabilities: []
+");
+        let caps = |name: &str| p.step(name).unwrap().capabilities.clone();
+        assert_eq!(caps("one"), Some(vec!["CHOWN".to_string()]));
+        assert_eq!(caps("two"), Some(vec!["CHOWN".to_string(), "SYS_CHROOT".to_string()]), "sorted, deduplicated");
+        assert_eq!(caps("three"), Some(vec![]));
+        let before = ok("name: c\nsteps:\n  a:\n    run: 'true'\n");
+        assert!(before.step("a").unwrap().capabilities.is_none());
+        assert!(
+            !serde_json::to_string(before.step("a").unwrap()).unwrap().contains("capabilities"),
+            "earlier pipelines keep their hash"
+        );
     }
 
     #[test]

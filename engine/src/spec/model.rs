@@ -402,6 +402,11 @@ pub struct Step {
     /// existed keep their hash.
     #[serde(skip_serializing_if = "PullPolicy::is_default")]
     pub pull: PullPolicy,
+    /// The capabilities a docker step's container keeps (from [`super::capabilities::SAFE`],
+    /// sorted); `None` for [`super::capabilities::DEFAULT`]. Left out of the canonical JSON when
+    /// `None`, so earlier pipelines keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
     pub retries: Retries,
     #[serde(serialize_with = "ser_duration", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,

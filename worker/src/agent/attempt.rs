@@ -1,4 +1,5 @@
-//! One leased attempt, from assignment to final report: fetch the bundle, materialize the
+//! One leased attempt, from assignment to final report: fetch the bundle (a process step runs
+//! in its own copy of it, `attempts/<n>/src`, see [`crate::checkout`]), materialize the
 //! inputs under `attempts/<run>/<instance>.<number>/inputs`, report Started, run the step through
 //! the [`Runtime`] while its output is forwarded, then collect and upload the declared outputs,
 //! read `metrics.json`, and report how it ended. Every failure of the step or of its files becomes
@@ -20,6 +21,7 @@ use super::containers;
 use super::logs;
 use super::session::{CallError, Key, Session, StopReason};
 use super::transfer::{self, Files, TransferError};
+use crate::checkout::{self, Checkouts};
 use crate::runtime::{
     Action, AttemptLabel, DockerRuntime, Error as RuntimeError, Image, Limits, Outcome, PullPolicy, RunFuture, Runtime,
     StepSpec, container_name,
@@ -44,6 +46,8 @@ pub(crate) struct Context {
     pub slots: Slots,
     pub grace: Duration,
     pub gpus: Arc<super::gpus::GpuPool>,
+    /// Private copies of cached bundles for process steps, and the tamper check.
+    pub checkouts: Arc<Checkouts>,
 }
 
 /// Why an attempt ended without running to an outcome.
@@ -124,7 +128,10 @@ async fn conclude(ctx: Arc<Context>, key: Key, assignment: &v1::Assignment, dir:
         }
         Err(Stop::Quiet(CallError::Abandoned)) => None,
     };
-    let mut ended = ended;
+    let mut ended = match ended {
+        Some(_) if ctx.session.stop_reason(&key) == Some(StopReason::Fenced) => Some(fenced()),
+        ended => ended,
+    };
     while let Some(report) = ended.take() {
         let success = matches!(report, Report::Succeeded(_));
         match ctx.session.report(&key, SystemTime::now(), report).await {
@@ -194,13 +201,17 @@ fn remove_entry(entry: &std::fs::DirEntry) {
     }
 }
 
-/// Removes everything inside `dir` but `dir` and its `outputs/` folder; true when that left
-/// them empty.
+/// Removes everything inside `dir` but `dir`, its `outputs/` folder and the bundle copy `src/`
+/// (which the next checkout reuses only if untouched, see [`crate::checkout`]); true when that
+/// left `outputs/` empty and nothing else.
 fn empty_folder(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else { return false };
     for entry in entries.flatten() {
         let path = entry.path();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if entry.file_name() == "src" && is_dir {
+            continue;
+        }
         if entry.file_name() == "outputs" && is_dir {
             let Ok(inner) = std::fs::read_dir(&path) else { return false };
             for e in inner.flatten() {
@@ -211,7 +222,8 @@ fn empty_folder(dir: &Path) -> bool {
         }
     }
     std::fs::read_dir(dir.join("outputs")).is_ok_and(|mut d| d.next().is_none())
-        && std::fs::read_dir(dir).is_ok_and(|d| d.count() == 1)
+        && std::fs::read_dir(dir)
+            .is_ok_and(|d| d.flatten().all(|e| e.file_name() == "outputs" || e.file_name() == "src"))
 }
 
 fn failed(reason: String, exit_code: Option<i32>) -> Report {
@@ -314,7 +326,7 @@ fn label(ctx: &Context, key: &Key, a: &v1::Assignment) -> AttemptLabel {
 fn resumed_spec(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> StepSpec {
     let mut spec = StepSpec::new(Action::Argv(Vec::new()), dir.to_path_buf(), dir.join("inputs"), dir.join("outputs"));
     spec.timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());
-    spec.grace = ctx.grace;
+    spec.grace = step_grace(ctx);
     spec.id = label(ctx, key, a);
     spec.limits = limits(a);
     spec
@@ -344,6 +356,24 @@ fn stopped(ctx: &Context, key: &Key) -> Report {
         Some(StopReason::Shutdown) | None => {
             Report::Lost(v1::Lost { reason: "the worker shut down while the step ran".to_string() })
         }
+        Some(StopReason::Fenced) => fenced(),
+    }
+}
+
+/// The only report of an attempt its worker fenced ([`super::fence`]), whatever the step did:
+/// the engine may already have given it to another worker, and if it has not, it runs it again.
+fn fenced() -> Report {
+    Report::Lost(v1::Lost {
+        reason: "the worker lost contact with the engine and stopped the step (self-fencing)".to_string(),
+    })
+}
+
+/// The SIGTERM-to-SIGKILL grace of a step: the worker's, capped so that a fenced worker's steps
+/// are gone before the engine's lease timeout ([`super::fence::window`]).
+fn step_grace(ctx: &Context) -> Duration {
+    match ctx.session.contact().lease_timeout() {
+        Some(lease_timeout) => super::fence::window(lease_timeout, ctx.grace).kill_grace,
+        None => ctx.grace,
     }
 }
 
@@ -382,10 +412,17 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     };
     blocking(make).await?.map_err(|e| Stop::Fail(format!("cannot create the attempt folder: {e}")))?;
 
+    if a.bundle_digest.is_empty() || image.is_some() {
+        // A bundle copy an earlier process step left in this folder has nothing to do here.
+        let (checkouts, copy) = (ctx.checkouts.clone(), dir.join("src"));
+        blocking(move || checkouts.discard(&copy))
+            .await?
+            .map_err(|e| Stop::Fail(format!("cannot empty the attempt folder: {e}")))?;
+    }
     let workdir = if a.bundle_digest.is_empty() {
         dir.to_path_buf()
     } else {
-        transfer::bundle_dir(&ctx.session, &ctx.files, &a.bundle_digest).await?
+        bundle_workdir(ctx, &a.bundle_digest, dir, image.is_some()).await?
     };
 
     for input in &a.inputs {
@@ -418,11 +455,59 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     let mut spec = StepSpec::new(action, workdir, inputs_dir, outputs_dir.clone());
     spec.env = env;
     spec.timeout = timeout;
-    spec.grace = ctx.grace;
+    spec.grace = step_grace(ctx);
     spec.id = label(ctx, key, a);
     spec.limits = limits(a);
     spec.image = image;
+    spec.capabilities = a.capabilities.as_ref().map(|c| c.names.clone());
     Ok((spec, outputs_dir))
+}
+
+/// Where a step with a bundle runs: a private copy of the cached bundle in the attempt folder
+/// (`src/`) for a process step, the cached folder itself for a docker step (mounted read-only).
+/// A cached folder found changed since this worker verified it is evicted and fetched again.
+async fn bundle_workdir(ctx: &Context, digest: &str, dir: &Path, docker: bool) -> Result<PathBuf, Stop> {
+    let mut evicted = false;
+    loop {
+        let cached = transfer::bundle_dir(&ctx.session, &ctx.files, digest).await?;
+        let copy = dir.join("src");
+        let (checkouts, d, from, to) = (ctx.checkouts.clone(), digest.to_string(), cached.clone(), copy.clone());
+        let checked = blocking(move || {
+            if docker {
+                checkouts.verify(&d, &from).map(|_| from)
+            } else {
+                checkouts.checkout(&d, &from, &to).map(|()| to)
+            }
+        })
+        .await?;
+        match checked {
+            Ok(workdir) => return Ok(workdir),
+            Err(e @ checkout::Error::Tampered { .. }) if !evicted => {
+                tracing::warn!(bundle = digest, error = %e, "the cached bundle was changed, fetching it again");
+                evicted = true;
+                let (checkouts, d) = (ctx.checkouts.clone(), digest.to_string());
+                blocking(move || {
+                    let _ = checkouts.discard(&copy);
+                    evict(&cached);
+                    checkouts.forget(&d);
+                })
+                .await?;
+            }
+            Err(e) => return Err(Stop::Fail(e.to_string())),
+        }
+    }
+}
+
+/// Moves a cached bundle folder out of the cache's way in one rename (a concurrent fetch then
+/// extracts it anew), then removes it. The name is one the cache sweeps if this is cut short.
+fn evict(cached: &Path) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Some(name) = cached.file_name().and_then(|n| n.to_str()) else { return };
+    let aside = cached.with_file_name(format!(".{name}.partial-evicted-{}-{n}", std::process::id()));
+    if std::fs::rename(cached, &aside).is_ok() {
+        remove_tree(&aside);
+    }
 }
 
 fn pull_policy(p: i32) -> PullPolicy {

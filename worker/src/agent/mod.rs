@@ -7,6 +7,7 @@
 
 mod attempt;
 mod containers;
+mod fence;
 mod gpus;
 mod host;
 mod logs;
@@ -263,6 +264,7 @@ impl Agent {
             slots,
             grace: config.grace,
             gpus: gpus::GpuPool::new(gpus.iter().map(|g| g.index)),
+            checkouts: Arc::new(crate::checkout::Checkouts::new()),
         });
         let slots = Arc::new(Semaphore::new(capacity as usize));
         let mut tasks = JoinSet::new();
@@ -294,6 +296,7 @@ impl Agent {
         }
         let stop_beats = CancellationToken::new();
         let beats = tokio::spawn(heartbeats(session.clone(), stop_beats.clone()));
+        let fencing = tokio::spawn(fence::watch(session.clone(), config.grace, stop_beats.clone()));
         lease_loop(&ctx, slots, &mut tasks, &shutdown).await;
 
         tracing::info!(running = session.held_count(), "worker stopping");
@@ -309,6 +312,7 @@ impl Agent {
         }
         stop_beats.cancel();
         let _ = beats.await;
+        let _ = fencing.await;
         match session.take_fatal() {
             Some(e) => Err(e),
             None => {

@@ -26,6 +26,7 @@ use weir_proto::v1;
 use weir_proto::v1::weir_worker_client::WeirWorkerClient;
 
 use super::AgentError;
+use super::fence::{self, Contact};
 
 /// The generated client, with the token interceptor.
 pub(crate) type Client = WeirWorkerClient<InterceptedService<Channel, Auth>>;
@@ -152,6 +153,8 @@ pub(crate) enum StopReason {
     Engine(String),
     /// This worker is shutting down.
     Shutdown,
+    /// The engine has not answered for most of the lease timeout ([`fence`]).
+    Fenced,
 }
 
 struct Held {
@@ -248,6 +251,8 @@ pub(crate) struct Session {
     /// Fired when retries must stop: past the shutdown deadline, or after a fatal error.
     abandon: CancellationToken,
     fatal: Mutex<Option<AgentError>>,
+    /// When the engine last provably heard this worker ([`fence`]).
+    contact: Contact,
 }
 
 impl Session {
@@ -274,6 +279,7 @@ impl Session {
             held: Mutex::new(HashMap::new()),
             abandon: CancellationToken::new(),
             fatal: Mutex::new(None),
+            contact: Contact::new(),
         }
     }
 
@@ -324,8 +330,12 @@ impl Session {
                 return Err(CallError::Abandoned);
             }
             let id = self.worker_id();
+            let sent = tokio::time::Instant::now();
             let status = match f(self.client.clone(), id.clone()).await {
                 Ok(value) => {
+                    if fence::COUNTED.contains(&what) {
+                        self.contact.answered(sent);
+                    }
                     if backoff.tries > 0 {
                         tracing::info!(call = what, "the engine answers again");
                     }
@@ -399,6 +409,7 @@ impl Session {
         let lease_timeout = wire::from_duration(response.lease_timeout.as_ref());
         tracing::info!(worker_id = %response.worker_id, heartbeat = ?interval, lease_timeout = ?lease_timeout, "registered with the engine");
         *self.heartbeat.lock().expect("heartbeat lock") = interval;
+        self.contact.set_lease_timeout(lease_timeout);
         *self.worker_id.write().expect("worker id lock") = Arc::from(response.worker_id);
         Ok(())
     }
@@ -541,6 +552,23 @@ impl Session {
             h.stop.get_or_insert(StopReason::Shutdown);
             h.cancel.cancel();
         }
+    }
+
+    /// Stops every held attempt not stopped yet because the engine is out of reach; returns how
+    /// many.
+    pub(crate) fn fence(&self) -> usize {
+        let mut stopped = 0;
+        for (key, h) in self.held.lock().expect("held lock").iter_mut().filter(|(_, h)| h.stop.is_none()) {
+            tracing::warn!(attempt = %key, "stopping the attempt: no answer from the engine (self-fencing)");
+            h.stop = Some(StopReason::Fenced);
+            h.cancel.cancel();
+            stopped += 1;
+        }
+        stopped
+    }
+
+    pub(crate) fn contact(&self) -> &Contact {
+        &self.contact
     }
 
     pub(crate) fn held_count(&self) -> usize {

@@ -64,7 +64,7 @@ use super::{AttemptLabel, Error, LogLine, Outcome, RunFuture, Runtime, StepSpec,
 mod config;
 mod image;
 
-pub use config::container_name;
+pub use config::{PIDS_LIMIT, container_name};
 
 /// How long [`DockerRuntime::connect`] waits for the engine to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
 
-pub use docker::{DockerRuntime, Found, container_name};
+pub use docker::{DockerRuntime, Found, PIDS_LIMIT as DOCKER_PIDS_LIMIT, container_name};
 pub use env::{KEPT_VARS, set_visible_gpus, step_env};
 pub use logs::MAX_LINE;
 pub use process::ProcessRuntime;
@@ -60,6 +60,10 @@ pub struct StepSpec {
     pub gpus: Vec<u32>,
     /// The image and pull policy, for the Docker runtime; `None` for a process step.
     pub image: Option<Image>,
+    /// The Linux capabilities a step's container keeps (names without `CAP_`, each from
+    /// `weir_engine::spec::capabilities::SAFE`); `None` for its `DEFAULT`. The process runtime
+    /// ignores it: a process step has the worker's own privileges.
+    pub capabilities: Option<Vec<String>>,
 }
 
 impl StepSpec {
@@ -77,6 +81,7 @@ impl StepSpec {
             limits: Limits::default(),
             gpus: Vec::new(),
             image: None,
+            capabilities: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The readers of fields that steps and `defaults:` share: runtime, image, pull, retries, timeout
+//! The readers of fields that steps and `defaults:` share: runtime, image, pull, capabilities,
+//! retries, timeout
 //! and other durations, resources, cache, `runs_on` labels, env and the templates inside them,
 //! plus `defaults:` itself. Each reads one field and reports its own problems; none of them
 //! knows which step it is reading for or merges values: `step` does that.
@@ -9,7 +10,8 @@ use std::time::Duration;
 use super::{Defaults, PartialResources};
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::schema::{CACHE_FIELDS, DEFAULTS_FIELDS, RESOURCE_FIELDS, RETRY_FIELDS};
-use crate::spec::decode::Cx;
+use crate::spec::capabilities::{self, Refusal};
+use crate::spec::decode::{Cx, quote_path};
 use crate::spec::model::*;
 use crate::spec::units::{self, CPUS_HELP, DURATION_HELP, MEMORY_HELP};
 use crate::spec::yaml::{Kind, NodeId, Scalar};
@@ -46,6 +48,47 @@ pub(super) fn pull(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<PullPolicy
             None
         }
     }
+}
+
+/// The capabilities a docker step's container keeps: a list of names from
+/// [`capabilities::SAFE`], read case-insensitively with or without `CAP_`; returned canonical,
+/// sorted and deduplicated.
+pub(super) fn capabilities(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Vec<String>> {
+    let items = cx.seq(id, path)?;
+    let allowed = capabilities::SAFE.join(", ");
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, &item) in items.iter().enumerate() {
+        let Some(name) = cx.string(item, &format!("{path}[{i}]")) else {
+            ok = false;
+            continue;
+        };
+        match capabilities::parse(name) {
+            Ok(c) => out.push(c.to_string()),
+            Err(Refusal::Unsafe(c)) => {
+                ok = false;
+                cx.push(
+                    Diagnostic::error(format!("capability `{c}` in {} is refused", quote_path(path)))
+                        .at(cx.span(item), "it reaches past the container into the host")
+                        .help(format!("a step may keep only these: {allowed}")),
+                );
+            }
+            Err(Refusal::Unknown) => {
+                ok = false;
+                let upper = name.trim().to_ascii_uppercase();
+                let guess =
+                    did_you_mean(upper.strip_prefix("CAP_").unwrap_or(&upper), capabilities::SAFE.iter().copied());
+                cx.push(
+                    Diagnostic::error(format!("unknown capability `{name}` in {}", quote_path(path)))
+                        .at(cx.span(item), "not a Linux capability a step may keep")
+                        .help(guess.unwrap_or_else(|| format!("a step may keep only these: {allowed}"))),
+                );
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    ok.then_some(out)
 }
 
 pub(super) fn duration(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Duration> {
@@ -231,6 +274,7 @@ pub(super) fn defaults(cx: &mut Cx<'_>, id: NodeId) -> Defaults {
                 d.image = image(cx, v, &path);
             }
             "pull" => d.pull = pull(cx, v, &path),
+            "capabilities" => d.capabilities = capabilities(cx, v, &path),
             "retries" => d.retries = retries(cx, v, &path),
             "timeout" => d.timeout = duration(cx, v, &path),
             "resources" => d.resources = resources(cx, v, &path),

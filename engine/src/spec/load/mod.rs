@@ -36,6 +36,7 @@ pub(crate) struct Defaults {
     image: Option<(Template, NodeId)>,
     image_given: bool,
     pull: Option<PullPolicy>,
+    capabilities: Option<Vec<String>>,
     retries: Option<Retries>,
     timeout: Option<Duration>,
     resources: Option<PartialResources>,

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use super::fields::{cache, duration, env, image, label_map, pull, resources, retries, runtime, template};
+use super::fields::{
+    cache, capabilities, duration, env, image, label_map, pull, resources, retries, runtime, template,
+};
 use super::{Defaults, StepDraft};
 use crate::diag::Diagnostic;
 use crate::expr::{self, Expr};
@@ -56,6 +58,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
             runtime: defaults.runtime.unwrap_or_default(),
             image: defaults.image.as_ref().map(|(t, _)| t.clone()),
             pull: defaults.pull.unwrap_or_default(),
+            capabilities: defaults.capabilities.clone(),
             retries: defaults.retries.unwrap_or_default(),
             timeout: defaults.timeout,
             when: None,
@@ -213,6 +216,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
                 None => false,
             },
             "pull" => pull(cx, v, &path).map(|p| draft.step.pull = p).is_some(),
+            "capabilities" => capabilities(cx, v, &path).map(|c| draft.step.capabilities = Some(c)).is_some(),
             "retries" => retries(cx, v, &path).map(|r| draft.step.retries = r).is_some(),
             "timeout" => duration(cx, v, &path).map(|d| draft.step.timeout = Some(d)).is_some(),
             "when" => {

@@ -4,8 +4,10 @@
 //! container's shape is checked by unit tests below without Docker.
 //!
 //! Safe by default, whatever the spec says: never privileged, no host network, pid, ipc or uts
-//! namespace, no added capabilities, `no-new-privileges`, and no mounts but the three folders of
-//! the step. The step runs as the worker's own uid:gid, so what it writes to `/weir/outputs`
+//! namespace, `no-new-privileges`, every capability dropped but the step's set (the default set
+//! or the step's `capabilities:`, never one outside the safe set of
+//! `weir_engine::spec::capabilities`), at most [`PIDS_LIMIT`] processes and threads, and no
+//! mounts but the three folders of the step. The step runs as the worker's own uid:gid, so what it writes to `/weir/outputs`
 //! belongs on the host to the worker that uploads it (and a step gains no root by being in a
 //! container that the worker's user could not have).
 
@@ -13,6 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, MountType};
+
+use weir_engine::spec::capabilities;
 
 use crate::runtime::{Action, AttemptLabel, Error, StepSpec, step_env};
 
@@ -32,6 +36,11 @@ pub const INSTANCE: &str = "weir.instance";
 pub const ATTEMPT: &str = "weir.attempt";
 /// The worker that started it ([`AttemptLabel::owner`]): two workers may share one engine.
 pub const OWNER: &str = "weir.owner";
+
+/// The most processes and threads a step's container may hold at once (its cgroup's
+/// `pids.max`): a fork bomb stops there instead of exhausting the host's pid space. Threads
+/// count, so the bound is well above what a data loader or a BLAS pool starts.
+pub const PIDS_LIMIT: i64 = 4096;
 
 /// The longest part of the run id or step name kept readable in a container name.
 const NAME_PART: usize = 40;
@@ -115,6 +124,21 @@ fn bind(source: &Path, target: &str, read_only: bool) -> Result<Mount, Error> {
     })
 }
 
+/// The capabilities `spec`'s container keeps; a name outside the safe set is refused here too,
+/// whatever the engine sent.
+pub fn kept_capabilities(spec: &StepSpec) -> Result<Vec<String>, Error> {
+    let Some(names) = &spec.capabilities else {
+        return Ok(capabilities::DEFAULT.iter().map(|c| c.to_string()).collect());
+    };
+    match names.iter().find(|n| !capabilities::SAFE.contains(&n.as_str())) {
+        Some(bad) => Err(Error::Docker(format!(
+            "capability {bad:?} is outside weir's safe set ({}): this worker will not grant it",
+            capabilities::SAFE.join(", ")
+        ))),
+        None => Ok(names.clone()),
+    }
+}
+
 /// The create request for `spec`'s container, from `image`, run as `user` (`uid:gid`).
 pub fn create_body(spec: &StepSpec, image: &str, user: &str) -> Result<ContainerCreateBody, Error> {
     let cmd = command(&spec.action)?;
@@ -147,6 +171,9 @@ pub fn create_body(spec: &StepSpec, image: &str, user: &str) -> Result<Container
         privileged: Some(false),
         ipc_mode: Some("private".into()),
         security_opt: Some(vec!["no-new-privileges".into()]),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(kept_capabilities(spec)?),
+        pids_limit: Some(PIDS_LIMIT),
         ..Default::default()
     };
     Ok(ContainerCreateBody {
@@ -299,7 +326,9 @@ mod tests {
         for mode in [&host.network_mode, &host.pid_mode, &host.ipc_mode, &host.uts_mode, &host.userns_mode] {
             assert_ne!(mode.as_deref(), Some("host"));
         }
-        assert_eq!(host.cap_add, None);
+        assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
+        assert_eq!(host.cap_add.unwrap(), capabilities::DEFAULT);
+        assert_eq!(host.pids_limit, Some(PIDS_LIMIT));
         assert_eq!(host.devices, None);
         assert_eq!(host.binds, None, "only the three mounts below");
         assert_eq!(host.volumes_from, None);
@@ -339,6 +368,27 @@ mod tests {
         s.limits = Limits { cpus_milli: Some(u64::MAX), memory_bytes: Some(u64::MAX) };
         let host = create_body(&s, "img", "0:0").unwrap().host_config.unwrap();
         assert_eq!((host.nano_cpus, host.memory), (Some(i64::MAX), Some(i64::MAX)));
+    }
+
+    #[test]
+    fn capabilities_are_the_step_s_within_the_safe_set() {
+        let caps = |names: Option<&[&str]>| {
+            let mut s = spec(Action::Script("true".into()));
+            s.capabilities = names.map(|n| n.iter().map(|c| c.to_string()).collect());
+            create_body(&s, "img", "0:0").map(|b| b.host_config.unwrap())
+        };
+        let host = caps(None).unwrap();
+        assert_eq!(host.cap_drop.unwrap(), ["ALL"], "everything is dropped first");
+        assert_eq!(
+            host.cap_add.unwrap(),
+            ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"]
+        );
+        assert_eq!(caps(Some(&["CHOWN", "SYS_CHROOT"])).unwrap().cap_add.unwrap(), ["CHOWN", "SYS_CHROOT"]);
+        assert_eq!(caps(Some(&[])).unwrap().cap_add.unwrap(), Vec::<String>::new(), "none at all");
+        for bad in ["SYS_ADMIN", "NET_ADMIN", "NET_RAW", "ALL", "chown"] {
+            let err = caps(Some(&["CHOWN", bad])).unwrap_err();
+            assert!(err.to_string().contains(bad) && err.to_string().contains("safe set"), "{bad}: {err}");
+        }
     }
 
     #[test]
