@@ -159,7 +159,7 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
 
 /// Submit, start, follow, and on failure print the failed steps' logs.
 async fn drive(conn: &ConnArgs, args: &RunArgs, file: &std::path::Path) -> Result<(), Failure> {
-    let submitted = submit::submit_quietly(conn, file).await?;
+    let submitted = submit::submit_quietly(conn, file, Some(&args.data_dir)).await?;
     let mut client = conn::connect(conn).await?;
     let request = v1::StartRunRequest {
         pipeline: Some(v1::start_run_request::Pipeline::Version(submitted.version.clone())),

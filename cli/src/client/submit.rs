@@ -50,7 +50,7 @@ impl Write for ChunkWriter {
 }
 
 pub(super) async fn submit(conn: &ConnArgs, path: &Path) -> Result<(), Failure> {
-    let response = submit_quietly(conn, path).await?;
+    let response = submit_quietly(conn, path, None).await?;
     print_out(&format!(
         "submitted {} version {} ({})\n",
         response.name,
@@ -61,7 +61,13 @@ pub(super) async fn submit(conn: &ConnArgs, path: &Path) -> Result<(), Failure> 
 }
 
 /// Validates, bundles and submits `path`; the server's answer, printing only problems.
-pub async fn submit_quietly(conn: &ConnArgs, path: &Path) -> Result<v1::SubmitPipelineResponse, Failure> {
+/// `skip`: a folder inside the pipeline's that stays out of the bundle (`weir run`'s data
+/// folder).
+pub async fn submit_quietly(
+    conn: &ConnArgs,
+    path: &Path,
+    skip: Option<&Path>,
+) -> Result<v1::SubmitPipelineResponse, Failure> {
     // Validate before connecting: problems get exact positions and need no server.
     let file = offline::pipeline_file(path);
     let limits = Limits::default();
@@ -77,7 +83,7 @@ pub async fn submit_quietly(conn: &ConnArgs, path: &Path) -> Result<v1::SubmitPi
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let bundle = Bundle::build(&folder, BundleLimits::default()).map_err(|e| {
+    let bundle = Bundle::build_skipping(&folder, BundleLimits::default(), skip).map_err(|e| {
         eprintln!("error: cannot bundle the pipeline folder `{}`: {e}", folder.display());
         Failure::Refused
     })?;

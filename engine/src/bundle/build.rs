@@ -56,10 +56,18 @@ struct Found {
 impl Bundle {
     /// Walks `dir` and computes the bundle it makes; see the module docs for what is refused.
     pub fn build(dir: &Path, limits: BundleLimits) -> Result<Bundle, Error> {
+        Bundle::build_skipping(dir, limits, None)
+    }
+
+    /// [`Bundle::build`], leaving out the folder `skip` when it lies inside `dir` (the data
+    /// folder of `weir run --data-dir` placed in the pipeline folder: the engine writes there
+    /// while the folder is bundled).
+    pub fn build_skipping(dir: &Path, limits: BundleLimits, skip: Option<&Path>) -> Result<Bundle, Error> {
         let root = dir.canonicalize().map_err(Error::io(dir))?;
         let ignore = Ignore::load(&root)?;
+        let skip = skip.and_then(|s| s.canonicalize().ok());
         let mut found = Vec::new();
-        walk(&root, &root, "", &ignore, limits, &mut found)?;
+        walk(&root, &root, "", &ignore, limits, skip.as_deref(), &mut found)?;
         found.sort_by(|a, b| a.path.cmp(&b.path));
         check_bytes(found.iter().map(|f| (&f.path, f.size)), limits)?;
 
@@ -145,6 +153,7 @@ fn walk(
     prefix: &str,
     ignore: &Ignore,
     limits: BundleLimits,
+    skip: Option<&Path>,
     found: &mut Vec<Found>,
 ) -> Result<(), Error> {
     let mut children = Vec::new();
@@ -154,6 +163,9 @@ fn walk(
     }
     children.sort();
     for (name, path) in children {
+        if skip == Some(path.as_path()) {
+            continue;
+        }
         let lossy = name.to_string_lossy();
         let rel = if prefix.is_empty() { lossy.into_owned() } else { format!("{prefix}/{lossy}") };
         let meta = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
@@ -167,7 +179,7 @@ fn walk(
             return Err(Error::NonUtf8 { path });
         }
         let (source, meta) = if kind.is_dir() {
-            walk(root, &path, &rel, ignore, limits, found)?;
+            walk(root, &path, &rel, ignore, limits, skip, found)?;
             continue;
         } else if kind.is_symlink() {
             let Ok(target) = fs::canonicalize(&path) else {
@@ -283,6 +295,18 @@ pub(super) mod tests {
 
     fn build(dir: &Path) -> Result<Bundle, Error> {
         Bundle::build(dir, BundleLimits::default())
+    }
+
+    #[test]
+    fn a_data_folder_inside_the_pipeline_folder_stays_out() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("pipeline.yaml"), "x").unwrap();
+        fs::create_dir_all(dir.path().join("data/db")).unwrap();
+        fs::write(dir.path().join("data/db/conf"), "y").unwrap();
+        let limits = BundleLimits::default();
+        let skipped = Bundle::build_skipping(dir.path(), limits, Some(&dir.path().join("data"))).unwrap();
+        assert_eq!(paths(&skipped), ["pipeline.yaml"]);
+        assert_eq!(paths(&Bundle::build(dir.path(), limits).unwrap()), ["data/db/conf", "pipeline.yaml"]);
     }
 
     fn paths(b: &Bundle) -> Vec<&str> {
