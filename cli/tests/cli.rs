@@ -148,8 +148,11 @@ fn required_params_must_be_given() {
         err.contains("param `data` is required") && err.contains("p.yaml:3:3") && err.contains("-p data=VALUE"),
         "{err}"
     );
-    let out = weir(&["plan", &file, "-p", "data=/tmp/x y"]);
-    assert!(text(&out.stdout).contains("run: cat '/tmp/x y'"), "{}", text(&out.stdout));
+    // The script as it runs, holding a reference; the value it holds shown beside it.
+    let out = weir(&["plan", &file, "-p", "data=/tmp/x y; $(id)"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("run: cat \"${WEIR_PARAM_DATA}\"\n"), "{shown}");
+    assert!(shown.contains("with: WEIR_PARAM_DATA=/tmp/x y; $(id)\n"), "{shown}");
 }
 
 #[test]

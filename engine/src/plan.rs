@@ -1,7 +1,7 @@
 //! Planning: a validated [`Pipeline`] plus parameter values becomes a petgraph DAG of step
 //! instances. Matrix steps expand to one instance per combination (`train[lr=0.01,epochs=50]`),
-//! a step that needs a matrix step waits for all its instances, templates render (shell-quoted
-//! in `run:`, whole argv items in `command:`), and the order is topological and stable: among
+//! a step that needs a matrix step waits for all its instances, templates render (references
+//! to environment variables in `run:`, never values; whole argv items in `command:`), and the order is topological and stable: among
 //! ready instances, the one declared first comes first. Pure: the run id comes in as an
 //! argument; no clock, no I/O.
 
@@ -98,6 +98,9 @@ pub struct Instance {
     pub action: Resolved,
     /// The step's own environment (rendered); the run-wide `WEIR_PARAM_*` are in [`Plan::env`].
     pub env: Vec<(String, String)>,
+    /// The variables the `run:` script refers to, each once, with the values they hold for
+    /// this instance. The step's environment carries them (see `server::dispatch`).
+    pub vars: Vec<(String, String)>,
     pub image: Option<String>,
 }
 
@@ -175,14 +178,23 @@ pub fn plan(pipeline: &Pipeline, params: &Params, run_id: &str) -> Plan {
                     Ref::StepName => name.as_str(),
                 }
             };
+            let mut vars: Vec<(String, String)> = Vec::new();
             let action = match &step.action {
-                Action::Run(t) => Resolved::Run(t.render_shell(&lookup)),
+                Action::Run(t) => {
+                    for r in t.refs() {
+                        let var = r.reference.var();
+                        if !vars.iter().any(|(v, _)| *v == var) {
+                            vars.push((var, lookup(r.reference).to_string()));
+                        }
+                    }
+                    Resolved::Run(t.render_script())
+                }
                 Action::Command(argv) => Resolved::Command(argv.iter().map(|t| t.render_raw(&lookup)).collect()),
             };
             let env = step.env.iter().map(|(k, t)| (k.clone(), t.render_raw(&lookup))).collect();
             let image = step.image.as_ref().map(|t| t.render_raw(&lookup));
             let matrix = combo.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            graph.add_node(Instance { name, step: si, matrix, action, env, image });
+            graph.add_node(Instance { name, step: si, matrix, action, env, vars, image });
         }
         ranges.push(start..graph.node_count());
     }
@@ -330,7 +342,15 @@ mod tests {
             &[("rows", "500")],
         );
         let s = &p.graph[p.order[0]];
-        assert_eq!(s.action, Resolved::Run("echo 'a b' 0.5 true".into()));
+        assert_eq!(
+            s.action,
+            Resolved::Run(r#"echo "${WEIR_PARAM_TAG}" "${WEIR_PARAM_RATIO}" "${WEIR_PARAM_ON_}""#.into())
+        );
+        assert_eq!(
+            s.vars,
+            [("WEIR_PARAM_TAG", "a b"), ("WEIR_PARAM_RATIO", "0.5"), ("WEIR_PARAM_ON_", "true")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
         assert_eq!(s.env, vec![("ROWS".to_string(), "500".to_string()), ("ID".to_string(), "run-1".to_string())]);
         assert_eq!(
             p.env,

@@ -10,6 +10,7 @@ mod check;
 pub mod cron;
 mod decode;
 mod load;
+mod script;
 pub mod model;
 pub mod units;
 pub mod yaml;

@@ -138,7 +138,7 @@ fn ser_regex<S: serde::Serializer>(re: &Option<regex::Regex>, s: S) -> Result<S:
 impl Param {
     /// The environment variable that carries this param into every step.
     pub fn env_name(&self) -> String {
-        format!("WEIR_PARAM_{}", self.name.to_ascii_uppercase())
+        crate::template::param_var(&self.name)
     }
 
     /// Checks a typed value against `enum`, `min`, `max` and `pattern`.
