@@ -126,6 +126,19 @@ impl Plan {
         deps.into_iter().map(move |n| &self.graph[n])
     }
 
+    /// The environment `run:` scripts and commands of instance `node` read their values from,
+    /// before the engine adds its own `WEIR_*` (run id, step, attempt, inputs): every param
+    /// (`WEIR_PARAM_*`), the instance's matrix values (`WEIR_MATRIX_*`), the step's `env`, then
+    /// what its script's references name.
+    pub fn values_env(&self, node: NodeIndex) -> Vec<(String, String)> {
+        let inst = &self.graph[node];
+        let mut env = self.env.clone();
+        env.extend(inst.matrix.iter().map(|(k, v)| (crate::template::matrix_var(k), v.clone())));
+        env.extend(inst.env.iter().cloned());
+        env.extend(inst.vars.iter().cloned());
+        env
+    }
+
     /// A JSON view for programs: the plan in order, with each instance's needs.
     pub fn to_json(&self) -> serde_json::Value {
         let steps: Vec<serde_json::Value> = self

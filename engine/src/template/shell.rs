@@ -88,7 +88,11 @@ impl Refusal {
             ),
             Refusal::Heredoc { quoted } => (
                 if *quoted { "nothing expands in a quoted heredoc (<<'EOF')".into() } else { "a heredoc body is the input of the command that reads it".into() },
-                "`python3 - <<EOF` makes the body Python source: a value there could become code, and one holding the end marker would end the body early".into(),
+                if *quoted {
+                    "a value would have to be spliced into the text, where one holding the end marker would end the body early".into()
+                } else {
+                    "`python3 - <<EOF` makes the body Python source: a value there could become code".into()
+                },
                 format!("read it in that program from the environment: os.environ['{var}'] (Python), $ENV{{{var}}} (Perl), \"${var}\" (shell)"),
             ),
             Refusal::Arithmetic(what) => (
