@@ -98,7 +98,8 @@ fn plan_renders_params_and_checks_overrides() {
     let out = weir(&["plan", &example(), "-p", "rows=500", "--run-id", "r42"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("--rows 500 "), "{stdout}");
+    assert!(stdout.contains("--rows \"${WEIR_PARAM_ROWS}\" "), "{stdout}");
+    assert!(stdout.contains("with: WEIR_PARAM_ROWS=500\n"), "{stdout}");
     assert!(stdout.contains("train[l2=0.0,features=quadratic]"), "{stdout}");
     assert!(stdout.contains("needs: train[*] (4 instances)"), "{stdout}");
     assert!(stdout.contains("RUN_ID=r42"), "{stdout}");
