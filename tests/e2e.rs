@@ -307,7 +307,8 @@ async fn a_param_with_a_payload_reaches_the_step_literally_and_runs_nothing() {
     let dir = c.dir.path().to_path_buf();
     let canary = dir.join("canary");
     let got = dir.join("got");
-    let payload = format!("'\"; touch {p}; $(touch {p}) `touch {p}`\nEOF\ntouch {p} # a[$(touch {p})]", p = canary.display());
+    let payload =
+        format!("'\"; touch {p}; $(touch {p}) `touch {p}`\nEOF\ntouch {p} # a[$(touch {p})]", p = canary.display());
     let yaml = format!(
         "name: payload
 params:
@@ -323,7 +324,7 @@ steps:
     run: printf '%s' {{{{ matrix.m }}}} > {got}.matrix
 ",
         got = got.display(),
-        m = format!("{:?}", format!("$(touch {})", canary.display())),
+        m = format_args!("\"$(touch {})\"", canary.display()),
     );
     let version = c.submit(&yaml, None).await;
     let run = c.start_run(&version, &[("msg", &payload)]).await;

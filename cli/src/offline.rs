@@ -399,9 +399,8 @@ pub fn render_plan(pipeline: &Pipeline, plan: &Plan) -> String {
 /// A value as it is when it holds only printable text without spaces at its ends, else as
 /// a string literal (escapes for newlines, quotes and control characters): never shell-quoted.
 fn shown_value(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value.trim() == value
-        && !value.chars().any(|c| c.is_control() || c == '"' || c == '\\');
+    let plain =
+        !value.is_empty() && value.trim() == value && !value.chars().any(|c| c.is_control() || c == '"' || c == '\\');
     if plain { value.to_string() } else { format!("{value:?}") }
 }
 

@@ -7,6 +7,8 @@
 //! In an argv item or an environment value the value is inserted as is: it is never split.
 //! Pure code: no I/O, no knowledge of where values come from (the caller passes a lookup).
 
+mod commands;
+mod refusal;
 pub mod shell;
 
 use std::fmt;

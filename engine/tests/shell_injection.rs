@@ -35,17 +35,13 @@ const CONTEXTS: &[(&str, &str, Expect)] = &[
         Expect::Trimmed,
     ),
     ("assign", r#"v={{ params.msg }}; printf '%s' "$v" > "$OUT/assign""#, Expect::Value),
+    ("export_nested", r#"export V2={{ params.msg }}; sh -c 'printf "%s" "$V2"' > "$OUT/export_nested""#, Expect::Value),
     (
-        "export_nested",
-        r#"export V2={{ params.msg }}; sh -c 'printf "%s" "$V2"' > "$OUT/export_nested""#,
-        Expect::Value,
+        "comment",
+        "# about {{ params.msg }} here\nprintf '%s' ok > \"$OUT/comment\" # {{ params.msg }}",
+        Expect::Fixed("ok"),
     ),
-    ("comment", "# about {{ params.msg }} here\nprintf '%s' ok > \"$OUT/comment\" # {{ params.msg }}", Expect::Fixed("ok")),
-    (
-        "case",
-        r#"case {{ params.msg }} in *) printf '%s' {{ params.msg }} > "$OUT/case";; esac"#,
-        Expect::Value,
-    ),
+    ("case", r#"case {{ params.msg }} in *) printf '%s' {{ params.msg }} > "$OUT/case";; esac"#, Expect::Value),
     ("for", r#"for w in {{ params.msg }}; do printf '%s' "$w" > "$OUT/for"; done"#, Expect::Value),
     ("nested_arg", r#"sh -c 'printf "%s" "$1"' sh {{ params.msg }} > "$OUT/nested_arg""#, Expect::Value),
     (
@@ -58,11 +54,7 @@ const CONTEXTS: &[(&str, &str, Expect)] = &[
         r#"[ {{ params.msg }} = "$WEIR_PARAM_MSG" ] && printf '%s' {{ params.msg }} > "$OUT/test""#,
         Expect::Value,
     ),
-    (
-        "if_subshell",
-        r#"if true; then ( printf '%s' "{{ params.msg }}" ) > "$OUT/if_subshell"; fi"#,
-        Expect::Value,
-    ),
+    ("if_subshell", r#"if true; then ( printf '%s' "{{ params.msg }}" ) > "$OUT/if_subshell"; fi"#, Expect::Value),
     ("matrix", r#"printf '%s' {{ matrix.m }} > "$OUT/matrix""#, Expect::Value),
     ("run_id", r#"printf '%s' "{{ run.id }}" > "$OUT/run_id""#, Expect::Value),
 ];
@@ -236,7 +228,8 @@ const REFUSED: &[(&str, &str)] = &[
 fn places_a_reference_cannot_keep_a_value_out_of_code_are_refused() {
     for (script, help) in REFUSED {
         let script = script.replace('@', "{{ params.msg }}");
-        let yaml = format!("name: r\nparams:\n  msg: x\nsteps:\n  s:\n    run: {}\n", serde_json::to_string(&script).unwrap());
+        let yaml =
+            format!("name: r\nparams:\n  msg: x\nsteps:\n  s:\n    run: {}\n", serde_json::to_string(&script).unwrap());
         let errors = match spec::load(&yaml, &Limits::default()) {
             Ok(_) => panic!("accepted: {script:?}"),
             Err(e) => e,
@@ -266,9 +259,7 @@ fn the_same_places_are_accepted_for_every_kind_of_reference() {
     let inst = &plan.graph[plan.order[0]];
     assert_eq!(
         inst.action,
-        Resolved::Run(
-            r#"echo "${WEIR_PARAM_P}" "${WEIR_MATRIX_M}" "${WEIR_RUN_ID}" "${WEIR_INSTANCE}""#.into()
-        )
+        Resolved::Run(r#"echo "${WEIR_PARAM_P}" "${WEIR_MATRIX_M}" "${WEIR_RUN_ID}" "${WEIR_INSTANCE}""#.into())
     );
     let env = plan.values_env(plan.order[0]);
     for (k, v) in [("WEIR_PARAM_P", "x"), ("WEIR_MATRIX_M", "a"), ("WEIR_RUN_ID", "r-1"), ("WEIR_INSTANCE", "s[m=a]")] {

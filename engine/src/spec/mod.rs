@@ -10,8 +10,8 @@ mod check;
 pub mod cron;
 mod decode;
 mod load;
-mod script;
 pub mod model;
+mod script;
 pub mod units;
 pub mod yaml;
 

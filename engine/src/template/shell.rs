@@ -8,7 +8,8 @@
 //! word that names a variable (`read`, `unset`, `printf -v`). Pure: no I/O, and no value ever
 //! reaches this module, so nothing here can quote one wrongly.
 
-use std::fmt;
+use super::commands::classify;
+pub use super::refusal::{Lang, Refusal};
 
 /// Where an accepted reference stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,118 +20,6 @@ pub enum Place {
     Quoted,
     /// A comment: rendered `"${VAR}"`, which the shell never reads.
     Comment,
-}
-
-/// A program that reads a word as code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lang {
-    Shell,
-    Python,
-    Perl,
-    Ruby,
-    Node,
-    Php,
-    R,
-    Awk,
-    Sed,
-}
-
-/// Why a reference cannot stand where it does.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    SingleQuotes,
-    Heredoc { quoted: bool },
-    Arithmetic(&'static str),
-    Expansion,
-    Backticks,
-    Code { program: String, lang: Lang },
-    VarName(String),
-    /// Right after `\` or `$`, which would change what the reference means.
-    Escaped,
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Refusal::SingleQuotes => f.write_str("inside '...'"),
-            Refusal::Heredoc { quoted: false } => f.write_str("in a heredoc body"),
-            Refusal::Heredoc { quoted: true } => f.write_str("in a quoted heredoc body"),
-            Refusal::Arithmetic(what) => write!(f, "inside {what}"),
-            Refusal::Expansion => f.write_str("inside `${...}`"),
-            Refusal::Backticks => f.write_str("inside backticks"),
-            Refusal::Code { program, .. } => write!(f, "in code that `{program}` runs"),
-            Refusal::VarName(cmd) => write!(f, "in a variable name given to `{cmd}`"),
-            Refusal::Escaped => f.write_str("right after `\\` or `$`"),
-        }
-    }
-}
-
-impl Refusal {
-    /// What the shell would do there (a label), why that is unsafe (a note) and what to write
-    /// instead (a help), for the variable `var` that holds the value.
-    pub fn explain(&self, var: &str) -> (String, String, String) {
-        let env_help = |lang: Lang| match lang {
-            Lang::Shell => format!("read it as \"${var}\" in that script (the environment reaches nested shells), or pass it as an argument: sh -c '... \"$1\" ...' sh \"${var}\""),
-            Lang::Python => format!("read it from the environment: os.environ['{var}']"),
-            Lang::Perl => format!("read it from the environment: $ENV{{{var}}}"),
-            Lang::Ruby => format!("read it from the environment: ENV['{var}']"),
-            Lang::Node => format!("read it from the environment: process.env.{var}"),
-            Lang::Php => format!("read it from the environment: getenv('{var}')"),
-            Lang::R => format!("read it from the environment: Sys.getenv('{var}')"),
-            Lang::Awk => format!("read it from the environment: ENVIRON[\"{var}\"]"),
-            Lang::Sed => format!("sed cannot read the environment: use awk with ENVIRON[\"{var}\"], or \"${var}\" outside the script"),
-        };
-        match self {
-            Refusal::SingleQuotes => (
-                "nothing expands inside '...'".into(),
-                "the text there is often another program's code (awk, sed, sh -c), where a value would become code".into(),
-                format!("end the quotes before it ('...'\"${var}\"'...') where the text is data; where it is a program, let the program read ${var} from its environment"),
-            ),
-            Refusal::Heredoc { quoted } => (
-                if *quoted { "nothing expands in a quoted heredoc (<<'EOF')".into() } else { "a heredoc body is the input of the command that reads it".into() },
-                if *quoted {
-                    "a value would have to be spliced into the text, where one holding the end marker would end the body early".into()
-                } else {
-                    "`python3 - <<EOF` makes the body Python source: a value there could become code".into()
-                },
-                format!("read it in that program from the environment: os.environ['{var}'] (Python), $ENV{{{var}}} (Perl), \"${var}\" (shell)"),
-            ),
-            Refusal::Arithmetic(what) => (
-                format!("the shell evaluates {what} as arithmetic"),
-                "arithmetic runs the command substitutions of array subscripts: a value `a[$(cmd)]` runs cmd".into(),
-                format!("check that it is a number first (case \"${var}\" in ''|*[!0-9]*) exit 2;; esac), then write ${var} yourself"),
-            ),
-            Refusal::Expansion => (
-                "this is part of a parameter expansion".into(),
-                "offsets and subscripts in `${...}` are arithmetic, where a value `a[$(cmd)]` runs cmd".into(),
-                format!("write the variable yourself, e.g. ${{X:-\"${var}\"}}"),
-            ),
-            Refusal::Backticks => (
-                "backticks strip a level of `\\` before their command is read".into(),
-                "a reference there would not keep its quotes".into(),
-                "use $( ... ) instead of backticks".into(),
-            ),
-            Refusal::Code { program, lang } => (
-                format!("`{program}` runs this word as code"),
-                "the value would become program text, which no quoting can make safe".into(),
-                if matches!(lang, Lang::Shell) && !program.ends_with("sh") {
-                    format!("give \"${var}\" to a command as an argument instead of building text that `{program}` runs")
-                } else {
-                    env_help(*lang)
-                },
-            ),
-            Refusal::VarName(cmd) => (
-                format!("`{cmd}` takes a variable name here"),
-                "bash evaluates an array subscript in a name as arithmetic, where `a[$(cmd)]` runs cmd".into(),
-                format!("name the variable yourself and assign the value: x=\"${var}\""),
-            ),
-            Refusal::Escaped => (
-                "a `\\` or `$` before `{{` changes the reference".into(),
-                format!("`{{{{ }}}}` becomes \"${var}\" in the script: a `\\` would escape its quote, a `$` would change its meaning"),
-                "remove the `\\` or `$` before `{{`".into(),
-            ),
-        }
-    }
 }
 
 /// A piece of a script: text, or a reference (which the scanner treats as an opaque word part).
@@ -214,15 +103,27 @@ enum Close {
 #[derive(Debug)]
 enum Frame {
     /// A command list: the script, `$( )`, `( )` or a backtick substitution.
-    Cmd { cmd: SimpleCmd, close: Close, depth: u32, fresh: bool },
+    Cmd {
+        cmd: SimpleCmd,
+        close: Close,
+        depth: u32,
+        fresh: bool,
+    },
     Single,
     Double,
     /// `$(( ))` or `(( ))` (closed by `))`), or `$[ ]` (closed by `]`).
-    Arith { depth: u32, what: &'static str },
+    Arith {
+        depth: u32,
+        what: &'static str,
+    },
     /// `${ ... }`.
-    Brace { depth: u32 },
+    Brace {
+        depth: u32,
+    },
     /// `name[ ... ]`.
-    Subscript { depth: u32 },
+    Subscript {
+        depth: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -308,7 +209,7 @@ impl Scanner {
                 Frame::Subscript { .. } => return Err(Refusal::Arithmetic("an array subscript")),
                 Frame::Cmd { close: Close::Backtick, .. } => return Err(Refusal::Backticks),
                 Frame::Cmd { cmd, .. } => {
-                    if let Some(r) = classify(cmd) {
+                    if let Some(r) = classify(&cmd.words, cmd.dbl_bracket) {
                         return Err(r);
                     }
                 }
@@ -593,9 +494,12 @@ impl Scanner {
             }
             '{' if was_dollar => self.stack.push(Frame::Brace { depth: 0 }),
             '[' if was_dollar => self.stack.push(Frame::Arith { depth: 0, what: "$[ ]" }),
-            '`' => {
-                self.stack.push(Frame::Cmd { cmd: SimpleCmd::default(), close: Close::Backtick, depth: 0, fresh: false })
-            }
+            '`' => self.stack.push(Frame::Cmd {
+                cmd: SimpleCmd::default(),
+                close: Close::Backtick,
+                depth: 0,
+                fresh: false,
+            }),
             '"' if !top_is_double => self.stack.push(Frame::Double),
             '\'' if !top_is_double => self.stack.push(Frame::Single),
             _ => {}
@@ -611,159 +515,6 @@ fn was_dollar_paren(stack: &[Frame]) -> bool {
         Frame::Double | Frame::Brace { .. } | Frame::Arith { .. } | Frame::Subscript { .. } => Some(true),
         Frame::Single => None,
     }) == Some(true)
-}
-
-/// Words that come before the command they run.
-const WRAPPERS: &[&str] = &[
-    "if", "then", "else", "elif", "do", "while", "until", "!", "{", "time", "command", "builtin", "exec", "env",
-    "nohup", "nice", "sudo", "doas", "xargs", "stdbuf", "setsid", "timeout", "ionice", "chrt", "taskset",
-];
-
-/// Commands that run the text of their arguments as shell code.
-const EVALUATORS: &[&str] = &["eval", "trap", "alias", "ssh", "watch", "su", "script"];
-
-fn base(word: &str) -> &str {
-    word.rsplit('/').next().unwrap_or(word)
-}
-
-fn is_assignment(word: &str) -> bool {
-    match word.split_once('=') {
-        Some((name, _)) => {
-            let name = name.split('[').next().unwrap_or(name);
-            !name.is_empty()
-                && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        }
-        None => false,
-    }
-}
-
-fn lang_of(name: &str) -> Option<Lang> {
-    let versioned = |prefix: &str| {
-        name.strip_prefix(prefix).is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
-    };
-    Some(match name {
-        "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash" | "mksh" | "yash" | "fish" | "csh" | "tcsh" => Lang::Shell,
-        "perl" => Lang::Perl,
-        "ruby" => Lang::Ruby,
-        "node" | "nodejs" | "deno" | "bun" => Lang::Node,
-        "php" => Lang::Php,
-        "Rscript" => Lang::R,
-        "awk" | "gawk" | "mawk" | "nawk" => Lang::Awk,
-        "sed" | "gsed" => Lang::Sed,
-        _ if versioned("python") || versioned("pypy") => Lang::Python,
-        _ => return None,
-    })
-}
-
-/// Whether `word` is the option after which `lang` reads code.
-fn code_flag(lang: Lang, word: &str) -> bool {
-    let short = word.starts_with('-') && !word.starts_with("--") && word.len() > 1;
-    let letters = || word[1..].chars().all(|c| c.is_ascii_alphabetic());
-    match lang {
-        Lang::Shell => short && letters() && word.contains('c'),
-        Lang::Python => short && letters() && word.ends_with('c'),
-        Lang::Perl => short && (word.ends_with('e') || word.ends_with('E')),
-        Lang::Ruby => short && word.ends_with('e'),
-        Lang::Node => matches!(word, "-e" | "-p" | "-pe" | "--eval" | "--print"),
-        Lang::Php => word == "-r",
-        Lang::R => word == "-e",
-        Lang::Awk | Lang::Sed => false,
-    }
-}
-
-/// Whether the word being built (index `words.len()`) of `cmd` is one whose text a program
-/// evaluates: its code, arithmetic or a variable name.
-fn classify(cmd: &SimpleCmd) -> Option<Refusal> {
-    let words = &cmd.words;
-    let idx = words.len();
-    if cmd.dbl_bracket {
-        return Some(Refusal::Arithmetic("[[ ]]"));
-    }
-    // The command itself, after assignments, keywords and wrappers.
-    let mut i = 0;
-    while i < idx {
-        let w = base(&words[i]);
-        if is_assignment(&words[i]) {
-            i += 1;
-        } else if WRAPPERS.contains(&w) {
-            i += 1;
-            while i < idx
-                && (words[i].starts_with('-')
-                    || is_assignment(&words[i])
-                    || words[i].starts_with(|c: char| c.is_ascii_digit()))
-            {
-                i += 1;
-            }
-        } else {
-            break;
-        }
-    }
-    if i < idx {
-        let name = base(&words[i]);
-        let options = || words[i + 1..idx].iter().filter(|w| w.starts_with('-'));
-        match name {
-            n if EVALUATORS.contains(&n) => return Some(Refusal::Code { program: n.into(), lang: Lang::Shell }),
-            "let" => return Some(Refusal::Arithmetic("`let`")),
-            "unset" | "read" | "mapfile" | "readarray" | "getopts" => return Some(Refusal::VarName(name.into())),
-            "printf" if words[idx - 1] == "-v" => return Some(Refusal::VarName("printf -v".into())),
-            "declare" | "typeset" | "local" | "readonly" | "export"
-                if options().any(|w| w.chars().any(|c| "iaAn".contains(c))) =>
-            {
-                return Some(Refusal::Arithmetic("an integer, array or name declaration"));
-            }
-            _ => {}
-        }
-    }
-    // Interpreters anywhere in the command (`docker run img sh -c`, `find -exec sh -c`).
-    for j in 0..idx {
-        let name = base(&words[j]);
-        let Some(lang) = lang_of(name) else { continue };
-        let refused = || Some(Refusal::Code { program: name.into(), lang });
-        match lang {
-            Lang::Awk | Lang::Sed => {
-                let mut k = j + 1;
-                let mut by_flag = false;
-                while k < idx {
-                    let w = words[k].as_str();
-                    if w == "-f" || w == "--file" {
-                        by_flag = true;
-                        k += 2;
-                    } else if lang == Lang::Sed && (w == "-e" || w == "--expression") {
-                        if k + 1 == idx {
-                            return refused();
-                        }
-                        by_flag = true;
-                        k += 2;
-                    } else if lang == Lang::Awk && (w == "-F" || w == "-v") {
-                        k += 2;
-                    } else if w.starts_with('-') {
-                        k += 1;
-                    } else {
-                        break;
-                    }
-                }
-                if !by_flag && k == idx {
-                    return refused();
-                }
-            }
-            _ => {
-                for k in j + 1..idx {
-                    let w = words[k].as_str();
-                    if code_flag(lang, w) {
-                        if k + 1 == idx {
-                            return refused();
-                        }
-                        break;
-                    }
-                    if !w.starts_with('-') {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]
