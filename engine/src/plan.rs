@@ -181,6 +181,21 @@ pub fn plan(pipeline: &Pipeline, params: &Params, run_id: &str) -> Plan {
     let empty = String::new();
     for (si, step) in pipeline.steps().iter().enumerate() {
         let start = graph.node_count();
+        // A script holds references, not values: the same text for every instance, rendered
+        // once; only what its variables hold differs.
+        let (script, refs): (String, Vec<(String, &Ref)>) = match &step.action {
+            Action::Run(t) => {
+                let mut refs: Vec<(String, &Ref)> = Vec::new();
+                for r in t.refs() {
+                    let var = r.reference.var();
+                    if !refs.iter().any(|(v, _)| *v == var) {
+                        refs.push((var, r.reference));
+                    }
+                }
+                (t.render_script(), refs)
+            }
+            Action::Command(_) => (String::new(), Vec::new()),
+        };
         for combo in combinations(step) {
             let name = instance_name(&step.name, &combo);
             let lookup = |r: &Ref| -> &str {
@@ -191,17 +206,10 @@ pub fn plan(pipeline: &Pipeline, params: &Params, run_id: &str) -> Plan {
                     Ref::StepName => name.as_str(),
                 }
             };
-            let mut vars: Vec<(String, String)> = Vec::new();
+            let vars: Vec<(String, String)> =
+                refs.iter().map(|(var, r)| (var.clone(), lookup(r).to_string())).collect();
             let action = match &step.action {
-                Action::Run(t) => {
-                    for r in t.refs() {
-                        let var = r.reference.var();
-                        if !vars.iter().any(|(v, _)| *v == var) {
-                            vars.push((var, lookup(r.reference).to_string()));
-                        }
-                    }
-                    Resolved::Run(t.render_script())
-                }
+                Action::Run(_) => Resolved::Run(script.clone()),
                 Action::Command(argv) => Resolved::Command(argv.iter().map(|t| t.render_raw(&lookup)).collect()),
             };
             let env = step.env.iter().map(|(k, t)| (k.clone(), t.render_raw(&lookup))).collect();

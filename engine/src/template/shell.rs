@@ -617,6 +617,16 @@ mod tests {
     }
 
     #[test]
+    fn any_prefix_of_a_tricky_script_is_read_without_panicking() {
+        let script = "a[x]=$(( (1) )) ${y:-\"$(sh -c 'e' `b`)\"} <<-'E' && python3 -c \"p\" # c\n\tE\n\
+                      [[ x && y ]]; (( z )); $[1]; let q; read r; printf -v s; f() { eval \"$*\"; }; é漢 \\";
+        for (i, _) in script.char_indices() {
+            let got = check(&format!("{}@", &script[..i]));
+            assert_eq!(got.len(), 1, "prefix {i}");
+        }
+    }
+
+    #[test]
     fn heredoc_ends_where_the_shell_ends_it() {
         assert_eq!(check("cat <<EOF\n@\nEOF\necho @")[1], Ok(Place::Word));
         assert_eq!(check("cat <<-EOF\n\t@\n\tEOF\necho @")[1], Ok(Place::Word));
