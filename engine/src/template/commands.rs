@@ -65,13 +65,21 @@ fn code_flag(lang: Lang, word: &str) -> bool {
     }
 }
 
-/// Whether the word after `words` (the one being built) of a simple command is one whose
-/// text a program evaluates: its code, arithmetic or a variable name. `dbl_bracket`: inside
-/// `[[ ]]`.
-pub(super) fn classify(words: &[String], dbl_bracket: bool) -> Option<Refusal> {
+/// Variables whose value the shell expands again each time it uses it.
+const PROMPTS: &[&str] = &["PS1", "PS2", "PS3", "PS4", "PROMPT_COMMAND"];
+
+/// Whether the word after `words` (the one being built, `cur` so far) of a simple command is
+/// one whose text a program evaluates: its code, arithmetic or a variable name.
+/// `dbl_bracket`: inside `[[ ]]`.
+pub(super) fn classify(words: &[String], cur: &str, dbl_bracket: bool) -> Option<Refusal> {
     let idx = words.len();
     if dbl_bracket {
         return Some(Refusal::Arithmetic("[[ ]]"));
+    }
+    if let Some((name, _)) = cur.split_once('=')
+        && PROMPTS.contains(&name)
+    {
+        return Some(Refusal::Prompt(name.into()));
     }
     // The command itself, after assignments, keywords and wrappers.
     let mut i = 0;
@@ -104,6 +112,10 @@ pub(super) fn classify(words: &[String], dbl_bracket: bool) -> Option<Refusal> {
                 if options().any(|w| w.chars().any(|c| "iaAn".contains(c))) =>
             {
                 return Some(Refusal::Arithmetic("an integer, array or name declaration"));
+            }
+            // `declare "a[$(cmd)]=1"` runs cmd: a value may follow `NAME=`, never be the name.
+            "declare" | "typeset" | "local" | "readonly" | "export" if !cur.contains('=') => {
+                return Some(Refusal::VarName(name.into()));
             }
             _ => {}
         }

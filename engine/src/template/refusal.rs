@@ -32,6 +32,8 @@ pub enum Refusal {
         lang: Lang,
     },
     VarName(String),
+    /// The value of a prompt variable (`PS4`), which the shell expands again when it prints it.
+    Prompt(String),
     /// Right after `\` or `$`, which would change what the reference means.
     Escaped,
 }
@@ -47,6 +49,7 @@ impl fmt::Display for Refusal {
             Refusal::Backticks => f.write_str("inside backticks"),
             Refusal::Code { program, .. } => write!(f, "in code that `{program}` runs"),
             Refusal::VarName(cmd) => write!(f, "in a variable name given to `{cmd}`"),
+            Refusal::Prompt(var) => write!(f, "in the value of `{var}`"),
             Refusal::Escaped => f.write_str("right after `\\` or `$`"),
         }
     }
@@ -127,6 +130,11 @@ impl Refusal {
                 format!("`{cmd}` takes a variable name here"),
                 "bash evaluates an array subscript in a name as arithmetic, where `a[$(cmd)]` runs cmd".into(),
                 format!("name the variable yourself and assign the value: x=\"${var}\""),
+            ),
+            Refusal::Prompt(name) => (
+                format!("the shell expands `{name}` again each time it uses it"),
+                "a `$(cmd)` in the value would run".into(),
+                format!("keep values out of `{name}`; print \"${var}\" yourself where you need it"),
             ),
             Refusal::Escaped => (
                 "a `\\` or `$` before `{{` changes the reference".into(),

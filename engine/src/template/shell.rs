@@ -54,7 +54,7 @@ struct SimpleCmd {
     in_word: bool,
     /// The current word so far is an identifier (an array subscript may follow).
     plain: bool,
-    /// Inside `[[ ... ]]`, whose `&&` and `||` do not end the command.
+    /// Inside `[[ ... ]]` (after `if`, `!`, ... too), whose `&&` and `||` do not end the command.
     dbl_bracket: bool,
 }
 
@@ -77,7 +77,7 @@ impl SimpleCmd {
         if self.in_word {
             self.in_word = false;
             let w = std::mem::take(&mut self.cur);
-            if self.words.is_empty() && w == "[[" {
+            if w == "[[" {
                 self.dbl_bracket = true;
             } else if w == "]]" {
                 self.dbl_bracket = false;
@@ -209,7 +209,7 @@ impl Scanner {
                 Frame::Subscript { .. } => return Err(Refusal::Arithmetic("an array subscript")),
                 Frame::Cmd { close: Close::Backtick, .. } => return Err(Refusal::Backticks),
                 Frame::Cmd { cmd, .. } => {
-                    if let Some(r) = classify(&cmd.words, cmd.dbl_bracket) {
+                    if let Some(r) = classify(&cmd.words, &cmd.cur, cmd.dbl_bracket) {
                         return Err(r);
                     }
                 }
@@ -427,7 +427,8 @@ impl Scanner {
                         self.stack.push(Frame::Subscript { depth: 0 });
                     }
                     '(' => {
-                        if !cmd.in_word && cmd.words.is_empty() {
+                        // A subshell, or `((` (also after `for`, `if`, `while`).
+                        if !cmd.in_word {
                             self.stack.push(Frame::Cmd {
                                 cmd: SimpleCmd::default(),
                                 close: Close::Paren,
@@ -443,12 +444,13 @@ impl Scanner {
                                 fresh: false,
                             });
                         } else {
-                            cmd.end_word();
+                            // `f()`: a function's body is a new command.
+                            cmd.end_command();
                             *depth += 1;
                         }
                     }
                     ')' if *depth > 0 => {
-                        cmd.end_word();
+                        cmd.end_command();
                         *depth -= 1;
                     }
                     ')' if close == Close::Paren => {
@@ -557,7 +559,8 @@ mod tests {
             ("python3 train.py --lr @", &[Ok(Word)]),
             ("echo $((1 + 2)) @", &[Ok(Word)]),
             ("[ @ = x ] && test @ -eq 1", &[Ok(Word), Ok(Word)]),
-            ("export X=@; local y=@", &[Ok(Word), Ok(Word)]),
+            ("export X=@; local y=\"@\"; declare -r z=@", &[Ok(Word), Ok(Quoted), Ok(Word)]),
+            ("f () { echo @; }; (echo @)", &[Ok(Word), Ok(Word)]),
             ("echo 'it''s' @", &[Ok(Word)]),
             ("(cd dir && echo @)", &[Ok(Word)]),
         ];
@@ -583,6 +586,13 @@ mod tests {
             ("let n=@", Err(Arithmetic("`let`"))),
             ("[[ @ -eq 1 ]]", Err(Arithmetic("[[ ]]"))),
             ("[[ a && @ ]]", Err(Arithmetic("[[ ]]"))),
+            ("if [[ @ -eq 1 ]]; then :; fi", Err(Arithmetic("[[ ]]"))),
+            ("for (( i = 0; i < @; i++ )); do :; done", Err(Arithmetic("(( ))"))),
+            ("while (( @ )); do :; done", Err(Arithmetic("(( ))"))),
+            ("declare @", Err(VarName("declare".into()))),
+            ("f() { local \"@\"; }", Err(VarName("local".into()))),
+            ("PS4=\"@\"; set -x", Err(Prompt("PS4".into()))),
+            ("export PROMPT_COMMAND=@", Err(Prompt("PROMPT_COMMAND".into()))),
             ("a[@]=1", Err(Arithmetic("an array subscript"))),
             ("declare -i n=@", Err(Arithmetic("an integer, array or name declaration"))),
             ("echo ${x:-@}", Err(Expansion)),
