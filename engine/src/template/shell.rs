@@ -109,7 +109,10 @@ enum Frame {
         depth: u32,
         fresh: bool,
     },
-    Single,
+    /// `'...'`, or `$'...'` (`ansi`), where `\` escapes the next character.
+    Single {
+        ansi: bool,
+    },
     Double,
     /// `$(( ))` or `(( ))` (closed by `))`), or `$[ ]` (closed by `]`).
     Arith {
@@ -203,7 +206,7 @@ impl Scanner {
         }
         for frame in &self.stack {
             match frame {
-                Frame::Single => return Err(Refusal::SingleQuotes),
+                Frame::Single { .. } => return Err(Refusal::SingleQuotes),
                 Frame::Arith { what, .. } => return Err(Refusal::Arithmetic(what)),
                 Frame::Brace { .. } => return Err(Refusal::Expansion),
                 Frame::Subscript { .. } => return Err(Refusal::Arithmetic("an array subscript")),
@@ -324,10 +327,13 @@ impl Scanner {
         let was_lt = std::mem::take(&mut self.lt);
         let Some(top) = self.stack.last_mut() else { return };
         match top {
-            Frame::Single => {
+            Frame::Single { ansi } => {
                 if c == '\'' {
                     self.stack.pop();
                 } else {
+                    if *ansi && c == '\\' {
+                        self.escaped = true;
+                    }
                     self.word_char(c);
                 }
             }
@@ -401,7 +407,7 @@ impl Scanner {
                     '\'' => {
                         cmd.push('\'');
                         cmd.plain = false;
-                        self.stack.push(Frame::Single);
+                        self.stack.push(Frame::Single { ansi: was_dollar });
                     }
                     '"' => {
                         cmd.push('"');
@@ -503,7 +509,7 @@ impl Scanner {
                 fresh: false,
             }),
             '"' if !top_is_double => self.stack.push(Frame::Double),
-            '\'' if !top_is_double => self.stack.push(Frame::Single),
+            '\'' if !top_is_double => self.stack.push(Frame::Single { ansi: was_dollar }),
             _ => {}
         }
     }
@@ -515,7 +521,7 @@ fn was_dollar_paren(stack: &[Frame]) -> bool {
     stack.iter().rev().skip(1).find_map(|f| match f {
         Frame::Cmd { cmd, .. } => Some(cmd.in_word),
         Frame::Double | Frame::Brace { .. } | Frame::Arith { .. } | Frame::Subscript { .. } => Some(true),
-        Frame::Single => None,
+        Frame::Single { .. } => None,
     }) == Some(true)
 }
 
@@ -562,6 +568,7 @@ mod tests {
             ("export X=@; local y=\"@\"; declare -r z=@", &[Ok(Word), Ok(Quoted), Ok(Word)]),
             ("f () { echo @; }; (echo @)", &[Ok(Word), Ok(Word)]),
             ("echo 'it''s' @", &[Ok(Word)]),
+            ("echo $'it\\'s' @ 'a\\' @", &[Ok(Word), Ok(Word)]),
             ("(cd dir && echo @)", &[Ok(Word)]),
         ];
         for (script, expected) in cases {
@@ -576,6 +583,7 @@ mod tests {
             ("echo '@'", Err(SingleQuotes)),
             ("printf '%s' 'a @ b'", Err(SingleQuotes)),
             ("echo $'@'", Err(SingleQuotes)),
+            ("echo $'a\\' @ '", Err(SingleQuotes)),
             ("python3 - <<EOF\nprint('@')\nEOF", Err(Heredoc { quoted: false })),
             ("cat <<'EOF' > f\n@\nEOF", Err(Heredoc { quoted: true })),
             ("cat <<-\"END\"\n\t@\n\tEND", Err(Heredoc { quoted: true })),
