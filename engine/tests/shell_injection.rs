@@ -3,8 +3,9 @@
 //! ([`Plan::values_env`]), once per payload of a hostile corpus and per shell context a
 //! reference may stand in: a canary file must never appear, each value must arrive byte for
 //! byte, and no script may contain the value's text. Every place a reference cannot stand is
-//! refused by validation, naming the field and what to write instead. In `command:` a value
-//! stays one argv item.
+//! refused by validation, naming the field and what to write instead, and a demonstration
+//! shows that in those places even a reference runs a payload under bash. In `command:` a
+//! value stays one argv item.
 
 use std::path::Path;
 use std::process::Command;
@@ -197,7 +198,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("echo '@'", "end the quotes before it"),
     ("awk '{print \"@\"}' f", "ENVIRON[\"WEIR_PARAM_MSG\"]"),
     ("jq '.@' f.json", "read $WEIR_PARAM_MSG from its environment"),
-    ("python3 - <<EOF\nprint('@')\nEOF", "os.environ['WEIR_PARAM_MSG']"),
+    ("python3 - <<EOF\nprint('%')\nEOF", "os.environ['WEIR_PARAM_MSG']"),
     ("cat <<'EOF'\n@\nEOF", "os.environ['WEIR_PARAM_MSG']"),
     ("cat <<-EOF\n\t@\n\tEOF", "os.environ['WEIR_PARAM_MSG']"),
     ("echo $(( @ + 1 ))", "check that it is a number first"),
@@ -268,5 +269,64 @@ fn the_same_places_are_accepted_for_every_kind_of_reference() {
     let env = plan.values_env(plan.order[0]);
     for (k, v) in [("WEIR_PARAM_P", "x"), ("WEIR_MATRIX_M", "a"), ("WEIR_RUN_ID", "r-1"), ("WEIR_INSTANCE", "s[m=a]")] {
         assert!(env.contains(&(k.to_string(), v.to_string())), "{k} in {env:?}");
+    }
+}
+
+/// Why the refusals exist: in each of these places a reference to the variable, as a script
+/// would hold it (`"${VAR}"` for `@`, `${VAR}` inside `"..."` for `%`), still runs a payload
+/// under bash, so only refusing helps. `C` is the canary's path in the payload.
+const HOLES: &[(&str, &str)] = &[
+    ("echo $(( @ + 1 ))", "a[$(touch C)]"),
+    ("(( n = @ ))", "a[$(touch C)]"),
+    ("for (( i = 0; i < @; i++ )); do :; done", "a[$(touch C)]"),
+    ("let n=@", "a[$(touch C)]"),
+    ("[[ @ -eq 1 ]]", "a[$(touch C)]"),
+    ("if [[ @ -gt 1 ]]; then :; fi", "a[$(touch C)]"),
+    ("a[@]=1", "a[$(touch C)]"),
+    ("a=([@]=1)", "a[$(touch C)]"),
+    ("declare -i n=@", "a[$(touch C)]"),
+    ("x=(1); echo \"${x[@]}\"", "a[$(touch C)]"),
+    ("declare @", "a[$(touch C)]=1"),
+    ("read @ <<< x", "a[$(touch C)]"),
+    ("printf -v @ x", "a[$(touch C)]"),
+    ("PS4=@; set -x; true", "$(touch C)"),
+    ("sh -c \"echo %\"", "$(touch C)"),
+    ("eval echo @", "$(touch C)"),
+    ("trap \"echo %\" EXIT", "$(touch C)"),
+    ("python3 -c \"print('%')\"", "');import os;os.system('touch C');print('"),
+    ("python3 - <<EOF\nprint('%')\nEOF", "');import os;os.system('touch C');print('"),
+    ("perl -e \"print '%'\"", "';system('touch C');'"),
+    ("awk \"BEGIN{print \\\"%\\\"}\"", "\";system(\"touch C\");\""),
+];
+
+#[test]
+fn refused_places_run_a_payload_even_through_a_reference() {
+    let bash = Command::new("bash").arg("-c").arg("true").status().is_ok_and(|s| s.success());
+    if !bash {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "bash is missing: install it (CI must test it)");
+        eprintln!("bash is missing: skipping the demonstration");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let canary = dir.path().join("canary");
+    for (script, payload) in HOLES {
+        let template = script.replace(['@', '%'], "{{ params.msg }}");
+        let yaml = format!(
+            "name: h\nparams:\n  msg: x\nsteps:\n  s:\n    run: {}\n",
+            serde_json::to_string(&template).unwrap()
+        );
+        assert!(spec::load(&yaml, &Limits::default()).is_err(), "validation accepts {template:?}");
+        let rendered = script.replace('@', "\"${WEIR_PARAM_MSG}\"").replace('%', "${WEIR_PARAM_MSG}");
+        let value = payload.replace('C', &canary.display().to_string());
+        let _ = Command::new("bash")
+            .arg("-c")
+            .arg(&rendered)
+            .env("WEIR_PARAM_MSG", &value)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run bash");
+        assert!(canary.exists(), "{rendered:?} did not run {value:?}: is it still a hole?");
+        std::fs::remove_file(&canary).expect("reset the canary");
     }
 }

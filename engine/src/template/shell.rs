@@ -54,6 +54,8 @@ struct SimpleCmd {
     in_word: bool,
     /// The current word so far is an identifier (an array subscript may follow).
     plain: bool,
+    /// The words of an array literal `a=( ... )`, where `[k]=v` has an arithmetic subscript.
+    array: bool,
     /// Inside `[[ ... ]]` (after `if`, `!`, ... too), whose `&&` and `||` do not end the command.
     dbl_bracket: bool,
 }
@@ -428,7 +430,7 @@ impl Scanner {
                         });
                     }
                     '#' if !cmd.in_word => self.comment = true,
-                    '[' if cmd.in_word && cmd.plain && !cmd.cur.is_empty() => {
+                    '[' if (cmd.in_word && cmd.plain && !cmd.cur.is_empty()) || (cmd.array && !cmd.in_word) => {
                         cmd.push('[');
                         self.stack.push(Frame::Subscript { depth: 0 });
                     }
@@ -444,7 +446,7 @@ impl Scanner {
                         } else if cmd.in_word && cmd.cur.ends_with('=') {
                             cmd.push('(');
                             self.stack.push(Frame::Cmd {
-                                cmd: SimpleCmd::default(),
+                                cmd: SimpleCmd { array: true, ..SimpleCmd::default() },
                                 close: Close::Paren,
                                 depth: 0,
                                 fresh: false,
@@ -567,6 +569,7 @@ mod tests {
             ("[ @ = x ] && test @ -eq 1", &[Ok(Word), Ok(Word)]),
             ("export X=@; local y=\"@\"; declare -r z=@", &[Ok(Word), Ok(Quoted), Ok(Word)]),
             ("f () { echo @; }; (echo @)", &[Ok(Word), Ok(Word)]),
+            ("a=(@ \"@\" [1]=x)", &[Ok(Word), Ok(Quoted)]),
             ("echo 'it''s' @", &[Ok(Word)]),
             ("echo $'it\\'s' @ 'a\\' @", &[Ok(Word), Ok(Word)]),
             ("(cd dir && echo @)", &[Ok(Word)]),
@@ -602,6 +605,7 @@ mod tests {
             ("PS4=\"@\"; set -x", Err(Prompt("PS4".into()))),
             ("export PROMPT_COMMAND=@", Err(Prompt("PROMPT_COMMAND".into()))),
             ("a[@]=1", Err(Arithmetic("an array subscript"))),
+            ("a=([@]=1)", Err(Arithmetic("an array subscript"))),
             ("declare -i n=@", Err(Arithmetic("an integer, array or name declaration"))),
             ("echo ${x:-@}", Err(Expansion)),
             ("echo \"${a[@]}\"", Err(Expansion)),
