@@ -198,7 +198,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("echo '@'", "end the quotes before it"),
     ("awk '{print \"@\"}' f", "ENVIRON[\"WEIR_PARAM_MSG\"]"),
     ("jq '.@' f.json", "read $WEIR_PARAM_MSG from its environment"),
-    ("python3 - <<EOF\nprint('%')\nEOF", "os.environ['WEIR_PARAM_MSG']"),
+    ("python3 - <<EOF\nprint('@')\nEOF", "os.environ['WEIR_PARAM_MSG']"),
     ("cat <<'EOF'\n@\nEOF", "os.environ['WEIR_PARAM_MSG']"),
     ("cat <<-EOF\n\t@\n\tEOF", "os.environ['WEIR_PARAM_MSG']"),
     ("echo $(( @ + 1 ))", "check that it is a number first"),
