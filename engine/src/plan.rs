@@ -192,7 +192,8 @@ pub fn plan(pipeline: &Pipeline, params: &Params, run_id: &str) -> Plan {
                         refs.push((var, r.reference));
                     }
                 }
-                (t.render_script(), refs)
+                let integer = |r: &Ref| crate::spec::model::holds_integer(pipeline.params(), step, r);
+                (t.render_script(&integer), refs)
             }
             Action::Command(_) => (String::new(), Vec::new()),
         };

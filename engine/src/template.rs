@@ -181,9 +181,10 @@ impl Template {
     }
 
     /// Renders a `sh -c` script: each reference becomes its variable, `"${VAR}"`, or
-    /// `${VAR}` inside `"..."`. No value is ever part of the script. A reference in a place
-    /// validation refuses still renders as `"${VAR}"`.
-    pub fn render_script(&self) -> String {
+    /// `${VAR}` inside `"..."` and, for a reference `integer` says holds only digits, inside
+    /// arithmetic. No value is ever part of the script. A reference in a place validation
+    /// refuses still renders as `"${VAR}"`.
+    pub fn render_script(&self, integer: &dyn Fn(&Ref) -> bool) -> String {
         let mut places = self.shell_places().into_iter().map(|(_, p)| p);
         let mut out = String::with_capacity(self.source.len() + 16);
         for part in &self.parts {
@@ -193,6 +194,9 @@ impl Template {
                     let var = reference.var();
                     match places.next() {
                         Some(Ok(shell::Place::Quoted)) => out.push_str(&format!("${{{var}}}")),
+                        Some(Err(shell::Refusal::Arithmetic(_))) if integer(reference) => {
+                            out.push_str(&format!("${{{var}}}"))
+                        }
                         _ => out.push_str(&format!("\"${{{var}}}\"")),
                     }
                 }
@@ -267,8 +271,12 @@ mod tests {
             // Refused by validation; still no value.
             ("echo '{{ params.evil }}'", r#"echo '"${WEIR_PARAM_EVIL}"'"#),
         ];
+        let arith = Template::parse("echo $(( {{ params.n }} + 1 ))").expect("valid");
+        assert_eq!(arith.render_script(&|_| true), "echo $(( ${WEIR_PARAM_N} + 1 ))", "an integer: unquoted");
+        assert_eq!(arith.render_script(&|_| false), r#"echo $(( "${WEIR_PARAM_N}" + 1 ))"#, "refused anyway");
         for (input, expected) in cases {
-            assert_eq!(Template::parse(input).expect("valid").render_script(), expected, "input: {input}");
+            let t = Template::parse(input).expect("valid");
+            assert_eq!(t.render_script(&|_| false), expected, "input: {input}");
         }
     }
 

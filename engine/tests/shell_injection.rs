@@ -330,3 +330,35 @@ fn refused_places_run_a_payload_even_through_a_reference() {
         std::fs::remove_file(&canary).expect("reset the canary");
     }
 }
+
+/// An int param or an all-integer matrix key may stand in arithmetic: its value is digits,
+/// which the declared type guarantees (a payload is refused before any plan).
+#[test]
+fn integers_may_stand_in_arithmetic() {
+    let yaml = "name: i\nparams:\n  n: 41\nsteps:\n  s:\n    matrix: {k: [2, -3]}\n    run: |\n      echo $(( {{ params.n }} + 1 )) $(( {{ matrix.k }} * 2 ))\n      (( {{ params.n }} > 1 )) 2>/dev/null || [ {{ params.n }} -gt 1 ]\n";
+    let pipeline = spec::load(yaml, &Limits::default()).unwrap_or_else(|d| panic!("{d:#?}"));
+    let bad = plan::resolve_params(&pipeline, &[("n".into(), "a[$(touch /tmp/x)]".into())]);
+    assert!(bad.is_err(), "an int param takes digits only");
+    let plan = plan::plan(&pipeline, &plan::resolve_params(&pipeline, &[]).unwrap(), "r");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for shell in shells() {
+        let outputs: Vec<String> = plan
+            .order
+            .iter()
+            .map(|&n| {
+                let Resolved::Run(script) = &plan.graph[n].action else { panic!("a script") };
+                assert!(script.contains("$(( ${WEIR_PARAM_N} + 1 ))"), "{script}");
+                let out = Command::new(shell)
+                    .arg("-c")
+                    .arg(script)
+                    .envs(plan.values_env(n))
+                    .current_dir(dir.path())
+                    .output()
+                    .expect("run the shell");
+                assert!(out.status.success(), "{shell}: {script}");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+            .collect();
+        assert_eq!(outputs, ["42 4\n", "42 -6\n"], "{shell}");
+    }
+}

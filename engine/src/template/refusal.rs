@@ -102,7 +102,7 @@ impl Refusal {
                 format!("the shell evaluates {what} as arithmetic"),
                 "arithmetic runs the command substitutions of array subscripts: a value `a[$(cmd)]` runs cmd".into(),
                 format!(
-                    "check that it is a number first (case \"${var}\" in ''|*[!0-9]*) exit 2;; esac), then write ${var} yourself"
+                    "declare the param `type: int` (an integer may stand here), or check that it is a number first (case \"${var}\" in ''|*[!0-9]*) exit 2;; esac), then write ${var} yourself"
                 ),
             ),
             Refusal::Expansion => (
