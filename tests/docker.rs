@@ -2,7 +2,8 @@
 //! and real containers of the locally built `weir-test/busybox:1` image. Logs, outputs and inputs
 //! cross the /weir mounts; an image that does not exist fails the step once, without its retries;
 //! a container past its memory limit is reported as out of memory; a step's `capabilities:`
-//! reaches its container.
+//! reaches its container; a param payload reaches a container's script through its environment
+//! and runs nothing.
 
 use std::time::Duration;
 
@@ -154,5 +155,33 @@ steps:
     // CHOWN and SYS_CHROOT: bits 0 and 18.
     let chroot = c.logs(&run, "chroot").await;
     assert!(chroot.contains("CapBnd:\t0000000000040001"), "{chroot}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_param_payload_reaches_a_container_step_literally_and_runs_nothing() {
+    let Some(docker) = docker().await else { return };
+    let mut c = Cluster::start(0, 1).await;
+    c.add_worker_with(1, |c| c.docker = Some(docker));
+    let yaml = r#"
+name: docker-payload
+params:
+  msg: {type: string}
+steps:
+  echo:
+    runtime: docker
+    image: weir-test/busybox:1
+    pull: never
+    run: |
+      # {{ params.msg }}
+      printf '%s\n' {{ params.msg }}
+      [ ! -e /tmp/canary ]
+"#;
+    let payload = "'\"; touch /tmp/canary; $(touch /tmp/canary) `touch /tmp/canary`\nEOF\ntouch /tmp/canary # a[$(touch /tmp/canary)]";
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[("msg", payload)]).await;
+    let got = c.wait(&run, Duration::from_secs(60)).await;
+    assert_eq!(summary(&got, "echo").0, StepState::Succeeded, "the canary exists: {:#?}", got.steps);
+    assert_eq!(c.logs(&run, "echo").await, format!("{payload}\n"), "byte for byte");
     c.stop().await;
 }

@@ -298,3 +298,42 @@ steps:
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_param_with_a_payload_reaches_the_step_literally_and_runs_nothing() {
+    // Through the real engine and worker: the script holds references, the step's
+    // environment holds the values (params and matrix values alike).
+    let mut c = Cluster::start(1, 2).await;
+    let dir = c.dir.path().to_path_buf();
+    let canary = dir.join("canary");
+    let got = dir.join("got");
+    let payload =
+        format!("'\"; touch {p}; $(touch {p}) `touch {p}`\nEOF\ntouch {p} # a[$(touch {p})]", p = canary.display());
+    let yaml = format!(
+        "name: payload
+params:
+  msg: {{type: string}}
+steps:
+  param:
+    run: |
+      # the value: {{{{ params.msg }}}}
+      printf '%s' {{{{ params.msg }}}} > {got}.param
+      printf '%s' \"$(printf '%s' \"{{{{ params.msg }}}}\")\" > {got}.subst
+  matrix:
+    matrix: {{m: [{m}]}}
+    run: printf '%s' {{{{ matrix.m }}}} > {got}.matrix
+",
+        got = got.display(),
+        m = format_args!("\"$(touch {})\"", canary.display()),
+    );
+    let version = c.submit(&yaml, None).await;
+    let run = c.start_run(&version, &[("msg", &payload)]).await;
+    let done = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&done), RunState::Succeeded, "{:#?}", done.steps);
+    let read = |suffix: &str| std::fs::read_to_string(format!("{}.{suffix}", got.display())).expect("output");
+    assert_eq!(read("param"), payload);
+    assert_eq!(read("subst"), payload);
+    assert_eq!(read("matrix"), format!("$(touch {})", canary.display()));
+    assert!(!canary.exists(), "a payload ran");
+    c.stop().await;
+}

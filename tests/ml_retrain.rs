@@ -81,8 +81,7 @@ fn every_planned_step_runs_and_the_gate_passes() {
             }
         };
         cmd.current_dir(&dir)
-            .envs(plan.env.iter().cloned())
-            .envs(inst.env.iter().cloned())
+            .envs(plan.values_env(n))
             .env("WEIR_INPUTS", &inputs)
             .env("WEIR_OUTPUTS", &outputs)
             .env("WEIR_RUN_ID", &plan.run_id)

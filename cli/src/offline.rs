@@ -362,15 +362,20 @@ pub fn render_plan(pipeline: &Pipeline, plan: &Plan) -> String {
         }
         match &inst.action {
             Resolved::Run(script) => {
+                // Exactly the script that runs; the values its references hold follow.
                 let mut lines = script.trim_end().lines();
                 let _ = writeln!(out, "{pad}run: {}", lines.next().unwrap_or(""));
                 for l in lines {
                     let _ = writeln!(out, "{pad}     {l}");
                 }
+                for (var, value) in &inst.vars {
+                    let _ = writeln!(out, "{pad}with: {var}={}", shown_value(value));
+                }
             }
             Resolved::Command(argv) => {
-                let shown: Vec<String> = argv.iter().map(|a| weir_engine::template::shell_quote(a)).collect();
-                let _ = writeln!(out, "{pad}command: {}", shown.join(" "));
+                // Each argv item as a string literal: no shell reads it.
+                let shown: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+                let _ = writeln!(out, "{pad}command: [{}]", shown.join(", "));
             }
         }
         for (k, v) in &inst.env {
@@ -389,6 +394,14 @@ pub fn render_plan(pipeline: &Pipeline, plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// A value as it is when it holds only printable text without spaces at its ends, else as
+/// a string literal (escapes for newlines, quotes and control characters): never shell-quoted.
+fn shown_value(value: &str) -> String {
+    let plain =
+        !value.is_empty() && value.trim() == value && !value.chars().any(|c| c.is_control() || c == '"' || c == '\\');
+    if plain { value.to_string() } else { format!("{value:?}") }
 }
 
 fn show_graph(file: &Path, overrides: &[(String, String)], format: Format, limits: &Limits) -> Result<(), Failure> {

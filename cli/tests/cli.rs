@@ -98,7 +98,8 @@ fn plan_renders_params_and_checks_overrides() {
     let out = weir(&["plan", &example(), "-p", "rows=500", "--run-id", "r42"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("--rows 500 "), "{stdout}");
+    assert!(stdout.contains("--rows \"${WEIR_PARAM_ROWS}\" "), "{stdout}");
+    assert!(stdout.contains("with: WEIR_PARAM_ROWS=500\n"), "{stdout}");
     assert!(stdout.contains("train[l2=0.0,features=quadratic]"), "{stdout}");
     assert!(stdout.contains("needs: train[*] (4 instances)"), "{stdout}");
     assert!(stdout.contains("RUN_ID=r42"), "{stdout}");
@@ -148,8 +149,11 @@ fn required_params_must_be_given() {
         err.contains("param `data` is required") && err.contains("p.yaml:3:3") && err.contains("-p data=VALUE"),
         "{err}"
     );
-    let out = weir(&["plan", &file, "-p", "data=/tmp/x y"]);
-    assert!(text(&out.stdout).contains("run: cat '/tmp/x y'"), "{}", text(&out.stdout));
+    // The script as it runs, holding a reference; the value it holds shown beside it.
+    let out = weir(&["plan", &file, "-p", "data=/tmp/x y; $(id)"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("run: cat \"${WEIR_PARAM_DATA}\"\n"), "{shown}");
+    assert!(shown.contains("with: WEIR_PARAM_DATA=/tmp/x y; $(id)\n"), "{shown}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Planning: a validated [`Pipeline`] plus parameter values becomes a petgraph DAG of step
 //! instances. Matrix steps expand to one instance per combination (`train[lr=0.01,epochs=50]`),
-//! a step that needs a matrix step waits for all its instances, templates render (shell-quoted
-//! in `run:`, whole argv items in `command:`), and the order is topological and stable: among
+//! a step that needs a matrix step waits for all its instances, templates render (references
+//! to environment variables in `run:`, never values; whole argv items in `command:`), and the order is topological and stable: among
 //! ready instances, the one declared first comes first. Pure: the run id comes in as an
 //! argument; no clock, no I/O.
 
@@ -98,6 +98,9 @@ pub struct Instance {
     pub action: Resolved,
     /// The step's own environment (rendered); the run-wide `WEIR_PARAM_*` are in [`Plan::env`].
     pub env: Vec<(String, String)>,
+    /// The variables the `run:` script refers to, each once, with the values they hold for
+    /// this instance. The step's environment carries them (see `server::dispatch`).
+    pub vars: Vec<(String, String)>,
     pub image: Option<String>,
 }
 
@@ -121,6 +124,19 @@ impl Plan {
         let mut deps: Vec<NodeIndex> = self.graph.neighbors_directed(node, Direction::Incoming).collect();
         deps.sort_unstable();
         deps.into_iter().map(move |n| &self.graph[n])
+    }
+
+    /// The environment `run:` scripts and commands of instance `node` read their values from,
+    /// before the engine adds its own `WEIR_*` (run id, step, attempt, inputs): every param
+    /// (`WEIR_PARAM_*`), the instance's matrix values (`WEIR_MATRIX_*`), the step's `env`, then
+    /// what its script's references name.
+    pub fn values_env(&self, node: NodeIndex) -> Vec<(String, String)> {
+        let inst = &self.graph[node];
+        let mut env = self.env.clone();
+        env.extend(inst.matrix.iter().map(|(k, v)| (crate::template::matrix_var(k), v.clone())));
+        env.extend(inst.env.iter().cloned());
+        env.extend(inst.vars.iter().cloned());
+        env
     }
 
     /// A JSON view for programs: the plan in order, with each instance's needs.
@@ -165,6 +181,22 @@ pub fn plan(pipeline: &Pipeline, params: &Params, run_id: &str) -> Plan {
     let empty = String::new();
     for (si, step) in pipeline.steps().iter().enumerate() {
         let start = graph.node_count();
+        // A script holds references, not values: the same text for every instance, rendered
+        // once; only what its variables hold differs.
+        let (script, refs): (String, Vec<(String, &Ref)>) = match &step.action {
+            Action::Run(t) => {
+                let mut refs: Vec<(String, &Ref)> = Vec::new();
+                for r in t.refs() {
+                    let var = r.reference.var();
+                    if !refs.iter().any(|(v, _)| *v == var) {
+                        refs.push((var, r.reference));
+                    }
+                }
+                let integer = |r: &Ref| crate::spec::model::holds_integer(pipeline.params(), step, r);
+                (t.render_script(&integer), refs)
+            }
+            Action::Command(_) => (String::new(), Vec::new()),
+        };
         for combo in combinations(step) {
             let name = instance_name(&step.name, &combo);
             let lookup = |r: &Ref| -> &str {
@@ -175,14 +207,16 @@ pub fn plan(pipeline: &Pipeline, params: &Params, run_id: &str) -> Plan {
                     Ref::StepName => name.as_str(),
                 }
             };
+            let vars: Vec<(String, String)> =
+                refs.iter().map(|(var, r)| (var.clone(), lookup(r).to_string())).collect();
             let action = match &step.action {
-                Action::Run(t) => Resolved::Run(t.render_shell(&lookup)),
+                Action::Run(_) => Resolved::Run(script.clone()),
                 Action::Command(argv) => Resolved::Command(argv.iter().map(|t| t.render_raw(&lookup)).collect()),
             };
             let env = step.env.iter().map(|(k, t)| (k.clone(), t.render_raw(&lookup))).collect();
             let image = step.image.as_ref().map(|t| t.render_raw(&lookup));
             let matrix = combo.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            graph.add_node(Instance { name, step: si, matrix, action, env, image });
+            graph.add_node(Instance { name, step: si, matrix, action, env, vars, image });
         }
         ranges.push(start..graph.node_count());
     }
@@ -330,7 +364,15 @@ mod tests {
             &[("rows", "500")],
         );
         let s = &p.graph[p.order[0]];
-        assert_eq!(s.action, Resolved::Run("echo 'a b' 0.5 true".into()));
+        assert_eq!(
+            s.action,
+            Resolved::Run(r#"echo "${WEIR_PARAM_TAG}" "${WEIR_PARAM_RATIO}" "${WEIR_PARAM_ON_}""#.into())
+        );
+        assert_eq!(
+            s.vars,
+            [("WEIR_PARAM_TAG", "a b"), ("WEIR_PARAM_RATIO", "0.5"), ("WEIR_PARAM_ON_", "true")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
         assert_eq!(s.env, vec![("ROWS".to_string(), "500".to_string()), ("ID".to_string(), "run-1".to_string())]);
         assert_eq!(
             p.env,

@@ -291,7 +291,10 @@ fn step_properties() -> Value {
                 {"type": "array", "items": {"$ref": "#/definitions/name"}},
             ],
         },
-        "run": {"description": "A shell script, run by `sh -c`.", "type": "string"},
+        "run": {
+            "description": "A shell script, run by `sh -c`. A `{{ }}` in it becomes a reference to the environment variable that holds the value (`\"${WEIR_PARAM_NAME}\"`), never the value; places where that cannot keep a value out of code (single quotes, heredoc bodies, arithmetic, `sh -c` strings, ...) are refused.",
+            "type": "string"
+        },
         "command": {
             "description": "An argv, run without a shell.",
             "type": "array",

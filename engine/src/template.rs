@@ -1,10 +1,15 @@
 //! `{{ ... }}` templates in `run`, `command`, `env` and `image`: parsing with positions, and
-//! rendering with the quoting each destination needs.
+//! rendering for each destination.
 //!
-//! In a shell script every substituted value is quoted for the place it lands (a bare word,
-//! inside `"..."`, inside `'...'`, inside `$(...)`), so no value can inject shell syntax. In an
-//! argv item or an environment value the value is inserted as is: it is never split. Pure code:
-//! no I/O, no knowledge of where values come from (the caller passes a lookup).
+//! A value never becomes shell text: in a `run:` script each `{{ }}` renders as a reference to
+//! the environment variable that holds its value (`"${WEIR_PARAM_ROWS}"`, see [`Ref::var`]),
+//! and [`shell`] finds the places where even a reference is unsafe, which validation refuses.
+//! In an argv item or an environment value the value is inserted as is: it is never split.
+//! Pure code: no I/O, no knowledge of where values come from (the caller passes a lookup).
+
+mod commands;
+mod refusal;
+pub mod shell;
 
 use std::fmt;
 
@@ -15,6 +20,30 @@ pub enum Ref {
     Matrix(String),
     RunId,
     StepName,
+}
+
+impl Ref {
+    /// The environment variable that holds this reference's value in a step:
+    /// `WEIR_PARAM_<NAME>`, `WEIR_MATRIX_<KEY>` (names upper-cased; validation refuses two
+    /// that would clash), `WEIR_RUN_ID`, `WEIR_INSTANCE` (what `step.name` renders).
+    pub fn var(&self) -> String {
+        match self {
+            Ref::Param(name) => param_var(name),
+            Ref::Matrix(key) => matrix_var(key),
+            Ref::RunId => "WEIR_RUN_ID".into(),
+            Ref::StepName => "WEIR_INSTANCE".into(),
+        }
+    }
+}
+
+/// `WEIR_PARAM_<NAME>`: the variable that carries param `name` into every step.
+pub fn param_var(name: &str) -> String {
+    format!("WEIR_PARAM_{}", name.to_ascii_uppercase())
+}
+
+/// `WEIR_MATRIX_<KEY>`: the variable that carries a matrix instance's value of `key`.
+pub fn matrix_var(key: &str) -> String {
+    format!("WEIR_MATRIX_{}", key.to_ascii_uppercase())
 }
 
 impl fmt::Display for Ref {
@@ -141,30 +170,35 @@ impl Template {
         out
     }
 
-    /// Renders a `sh -c` script: each value is quoted for the shell context it lands in.
-    pub fn render_shell<'v>(&self, lookup: &dyn Fn(&Ref) -> &'v str) -> String {
+    /// Where each reference stands in this text read as a `sh -c` script, in order of
+    /// appearance: accepted, or refused with the reason.
+    pub fn shell_places(&self) -> Vec<(RefUse<'_>, Result<shell::Place, shell::Refusal>)> {
+        let pieces = self.parts.iter().map(|p| match p {
+            Part::Text(text) => shell::Piece::Text(text),
+            Part::Ref { .. } => shell::Piece::Ref,
+        });
+        self.refs().zip(shell::places(pieces)).collect()
+    }
+
+    /// Renders a `sh -c` script: each reference becomes its variable, `"${VAR}"`, or
+    /// `${VAR}` inside `"..."` and, for a reference `integer` says holds only digits, inside
+    /// arithmetic. No value is ever part of the script. A reference in a place validation
+    /// refuses still renders as `"${VAR}"`.
+    pub fn render_script(&self, integer: &dyn Fn(&Ref) -> bool) -> String {
+        let mut places = self.shell_places().into_iter().map(|(_, p)| p);
         let mut out = String::with_capacity(self.source.len() + 16);
-        let mut shell = ShellContext::default();
         for part in &self.parts {
             match part {
-                Part::Text(text) => {
-                    shell.feed(text);
-                    out.push_str(text);
-                }
+                Part::Text(text) => out.push_str(text),
                 Part::Ref { reference, .. } => {
-                    let value = lookup(reference);
-                    let mut quoted = match shell.quoting() {
-                        Quoting::Bare => shell_quote(value),
-                        Quoting::Double => double_quote_body(value),
-                        Quoting::Single => value.replace('\'', r"'\''"),
-                    };
-                    // Old-style `...` substitution strips one level of `\` before its command
-                    // is parsed: escape once more per enclosing backtick.
-                    for _ in 0..shell.backticks() {
-                        quoted = backtick_escape(&quoted);
+                    let var = reference.var();
+                    match places.next() {
+                        Some(Ok(shell::Place::Quoted)) => out.push_str(&format!("${{{var}}}")),
+                        Some(Err(shell::Refusal::Arithmetic(_))) if integer(reference) => {
+                            out.push_str(&format!("${{{var}}}"))
+                        }
+                        _ => out.push_str(&format!("\"${{{var}}}\"")),
                     }
-                    out.push_str(&quoted);
-                    // A value is one opaque word; the context does not change.
                 }
             }
         }
@@ -211,151 +245,6 @@ fn parse_inner(inner: &str) -> Result<Inner<'_>, String> {
     }
 }
 
-/// Quotes `value` as one shell word: unchanged when it holds only safe characters, else in
-/// single quotes (a `'` inside becomes `'\''`).
-pub fn shell_quote(value: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
-    if !value.is_empty() && value.chars().all(safe) {
-        value.to_string()
-    } else {
-        format!("'{}'", value.replace('\'', r"'\''"))
-    }
-}
-
-/// Text that reads back as `text` after a backtick substitution's `\\` pass.
-fn backtick_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    for c in text.chars() {
-        if matches!(c, '\\' | '$' | '`') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The body of a `"..."` word that reads back as `value`.
-fn double_quote_body(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    for c in value.chars() {
-        if matches!(c, '\\' | '"' | '$' | '`') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Quoting {
-    Bare,
-    Single,
-    Double,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Frame {
-    /// Outside quotes; the number counts open `(` inside a `$(...)`.
-    Bare(u32),
-    Single,
-    Double,
-    /// Inside a `` `...` `` command substitution.
-    Backtick,
-}
-
-/// A small tracker of the POSIX shell quoting state at the end of the text fed so far. It
-/// understands quotes, backslashes, comments, `$(...)` and backticks; heredoc bodies are
-/// treated as script text (a value there is quoted as a bare word).
-#[derive(Debug)]
-struct ShellContext {
-    stack: Vec<Frame>,
-    escaped: bool,
-    comment: bool,
-    dollar: bool,
-    word_start: bool,
-}
-
-impl Default for ShellContext {
-    fn default() -> Self {
-        ShellContext { stack: vec![Frame::Bare(0)], escaped: false, comment: false, dollar: false, word_start: true }
-    }
-}
-
-impl ShellContext {
-    fn quoting(&self) -> Quoting {
-        match self.stack.last() {
-            Some(Frame::Single) => Quoting::Single,
-            Some(Frame::Double) => Quoting::Double,
-            _ => Quoting::Bare,
-        }
-    }
-
-    fn backticks(&self) -> usize {
-        self.stack.iter().filter(|f| **f == Frame::Backtick).count()
-    }
-
-    fn feed(&mut self, text: &str) {
-        for c in text.chars() {
-            self.step(c);
-        }
-    }
-
-    fn step(&mut self, c: char) {
-        let was_dollar = std::mem::take(&mut self.dollar);
-        let word_start = std::mem::replace(&mut self.word_start, false);
-        if self.comment {
-            if c == '\n' {
-                self.comment = false;
-                self.word_start = true;
-            }
-            return;
-        }
-        if self.escaped {
-            self.escaped = false;
-            return;
-        }
-        let top = self.stack.last().copied().unwrap_or(Frame::Bare(0));
-        match (top, c) {
-            (Frame::Single, '\'') => {
-                self.stack.pop();
-            }
-            (Frame::Single, _) => {}
-            (Frame::Double, '"') => {
-                self.stack.pop();
-            }
-            (Frame::Double | Frame::Bare(_) | Frame::Backtick, '\\') => self.escaped = true,
-            (Frame::Double | Frame::Bare(_) | Frame::Backtick, '$') => self.dollar = true,
-            (Frame::Double | Frame::Bare(_), '`') => self.stack.push(Frame::Backtick),
-            (Frame::Backtick, '`') => {
-                self.stack.pop();
-            }
-            (_, '(') if was_dollar => self.stack.push(Frame::Bare(0)),
-            (Frame::Double, _) => {}
-            (Frame::Bare(_) | Frame::Backtick, '\'') => self.stack.push(Frame::Single),
-            (Frame::Bare(_) | Frame::Backtick, '"') => self.stack.push(Frame::Double),
-            (Frame::Bare(depth), '(') => {
-                if let Some(top) = self.stack.last_mut() {
-                    *top = Frame::Bare(depth + 1);
-                }
-            }
-            (Frame::Bare(depth), ')') => {
-                if depth > 0 {
-                    if let Some(top) = self.stack.last_mut() {
-                        *top = Frame::Bare(depth - 1);
-                    }
-                } else if self.stack.len() > 1 {
-                    self.stack.pop();
-                }
-            }
-            (Frame::Bare(_) | Frame::Backtick, '#') if word_start => self.comment = true,
-            (Frame::Bare(_) | Frame::Backtick, c) if c.is_whitespace() || ";&|<>".contains(c) => {
-                self.word_start = true;
-            }
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,10 +252,6 @@ mod tests {
     fn lookup(r: &Ref) -> &'static str {
         match r {
             Ref::Param(p) if p == "evil" => "\"; touch /tmp/pwned #",
-            Ref::Param(p) if p == "sub" => "$(id)",
-            Ref::Param(p) if p == "tick" => "`id`",
-            Ref::Param(p) if p == "nl" => "a\nb",
-            Ref::Param(p) if p == "quote" => "it's",
             Ref::Param(_) => "500",
             Ref::Matrix(_) => "0.01",
             Ref::RunId => "r-1",
@@ -374,26 +259,24 @@ mod tests {
         }
     }
 
-    fn shell(text: &str) -> String {
-        Template::parse(text).expect("valid template").render_shell(&lookup)
-    }
-
     #[test]
-    fn quotes_for_each_shell_context() {
+    fn scripts_hold_references_never_values() {
         let cases = [
-            ("echo {{ params.rows }}", "echo 500"),
-            ("echo {{params.evil}}", r#"echo '"; touch /tmp/pwned #'"#),
-            (r#"echo "{{ params.evil }}""#, r#"echo "\"; touch /tmp/pwned #""#),
-            ("echo '{{ params.quote }}'", r"echo 'it'\''s'"),
-            ("echo {{ params.sub }}", "echo '$(id)'"),
-            (r#"echo "$(echo {{ params.sub }})""#, r#"echo "$(echo '$(id)')""#),
-            ("echo `echo {{ params.tick }}`", r"echo `echo '\`id\`'`"),
-            ("echo {{ step.name }}", "echo 'train[lr=0.01]'"),
+            ("echo {{ params.rows }}", r#"echo "${WEIR_PARAM_ROWS}""#),
+            ("echo --lr={{matrix.lr}}x", r#"echo --lr="${WEIR_MATRIX_LR}"x"#),
+            (r#"echo "a {{ params.evil }} b""#, r#"echo "a ${WEIR_PARAM_EVIL} b""#),
+            (r#"echo "$(echo {{ run.id }})""#, r#"echo "$(echo "${WEIR_RUN_ID}")""#),
+            ("# {{ step.name }}\necho", "# \"${WEIR_INSTANCE}\"\necho"),
             ("echo {{ 'literal {{' }} x", "echo literal {{ x"),
-            ("# {{ params.evil }}\necho {{ params.rows }}", "# '\"; touch /tmp/pwned #'\necho 500"),
+            // Refused by validation; still no value.
+            ("echo '{{ params.evil }}'", r#"echo '"${WEIR_PARAM_EVIL}"'"#),
         ];
+        let arith = Template::parse("echo $(( {{ params.n }} + 1 ))").expect("valid");
+        assert_eq!(arith.render_script(&|_| true), "echo $(( ${WEIR_PARAM_N} + 1 ))", "an integer: unquoted");
+        assert_eq!(arith.render_script(&|_| false), r#"echo $(( "${WEIR_PARAM_N}" + 1 ))"#, "refused anyway");
         for (input, expected) in cases {
-            assert_eq!(shell(input), expected, "input: {input}");
+            let t = Template::parse(input).expect("valid");
+            assert_eq!(t.render_script(&|_| false), expected, "input: {input}");
         }
     }
 

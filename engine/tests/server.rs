@@ -209,7 +209,7 @@ async fn a_run_flows_through_lease_report_and_inputs() {
     let a = lease(&mut w, &id).await.expect("make is ready");
     assert_eq!(a.instance_name, "make");
     let v1::action::Kind::Script(script) = a.action.clone().unwrap().kind.unwrap() else { panic!("a script") };
-    assert_eq!(script, "echo 7 > $WEIR_OUTPUTS/n.txt");
+    assert_eq!(script, "echo \"${WEIR_PARAM_N}\" > $WEIR_OUTPUTS/n.txt", "a reference, never the value");
     assert_eq!(a.env["WEIR_RUN_ID"], run);
     assert_eq!(a.env["WEIR_PARAM_N"], "7");
     assert_eq!(a.outputs, ["n.txt"]);

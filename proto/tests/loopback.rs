@@ -20,7 +20,12 @@ impl WeirWorker for Stub {
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
         let worker_id = format!("{}-1", request.into_inner().name);
         let lease_timeout = Some(prost_types::Duration { seconds: 30, nanos: 0 });
-        Ok(Response::new(RegisterResponse { worker_id, lease_timeout, heartbeat_interval: None }))
+        Ok(Response::new(RegisterResponse {
+            worker_id,
+            lease_timeout,
+            heartbeat_interval: None,
+            session: String::new(),
+        }))
     }
 
     async fn lease(&self, _: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {

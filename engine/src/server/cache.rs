@@ -101,13 +101,25 @@ pub(crate) fn key_of(
         let value = plan.params.get(&name).map(|v| v.to_string()).unwrap_or_default();
         full.insert(format!("param.{name}"), value);
     }
+    // A `run:` script holds references, not values: what they hold (matrix values, run id,
+    // instance name) is part of the key. Every matrix value is, even one read by its variable.
+    for (k, v) in &inst.matrix {
+        full.insert(format!("matrix.{k}"), v.clone());
+    }
+    for (var, v) in &inst.vars {
+        // Params are under `param.`, matrix values above; what is left (the run id, the
+        // instance name) goes in as the variable.
+        if !var.starts_with("WEIR_PARAM_") && !var.starts_with("WEIR_MATRIX_") {
+            full.insert(format!("var.{var}"), v.clone());
+        }
+    }
     for (name, digest) in inputs {
         full.insert(format!("input.{name}"), digest.clone().unwrap_or_else(|| "none (skipped)".into()));
     }
     full.insert("bundle".into(), bundle.unwrap_or("none").to_string());
     // The step as declared (outputs, gate, retries, ...), for pipelines submitted without a
     // bundle; minus `cache:` (a longer ttl must not void entries) and the matrix (a new value
-    // must not void the other instances; each instance's values are in its command).
+    // must not void the other instances; each instance's values are under `matrix.`).
     let mut declared = serde_json::to_value(step).unwrap_or_default();
     if let Some(fields) = declared.as_object_mut() {
         fields.remove("cache");
@@ -521,7 +533,28 @@ mod tests {
         assert_ne!(key(&p, &[], "train", &inputs, "b2").key, base.key, "the bundle");
         let ingest = key(&p, &[("rows", "5")], "ingest", &Vec::new(), "b1");
         assert_eq!(ingest.parts["param.rows"], "5");
-        assert_eq!(ingest.parts["command"], "gen --rows 5");
+        assert_eq!(ingest.parts["command"], r#"gen --rows "${WEIR_PARAM_ROWS}""#);
+        let other = key(&p, &[("rows", "6")], "ingest", &Vec::new(), "b1");
+        assert_eq!(describe(&differences(&other, &ingest)), "param.rows: 5 -> 6", "the script is the same text");
+    }
+
+    #[test]
+    fn values_behind_a_scripts_references_are_in_the_key() {
+        let p = pipeline(
+            "name: p\nsteps:\n  t:\n    matrix: {lr: [1, 2]}\n    run: fit {{ matrix.lr }} {{ run.id }}\n    cache: true\n",
+        );
+        let plan = |run: &str| plan::plan(&p, &plan::resolve_params(&p, &[]).unwrap(), run);
+        let k = |plan: &Plan, name: &str| {
+            let node = plan.graph.node_indices().find(|n| plan.graph[*n].name == name).unwrap();
+            key_of(&p, plan, node, Some("b"), &Vec::new())
+        };
+        let (r1, r2) = (plan("r1"), plan("r2"));
+        assert_eq!(
+            describe(&differences(&k(&r1, "t[lr=2]"), &k(&r1, "t[lr=1]"))),
+            "matrix.lr: 1 -> 2",
+            "same script text, different matrix value"
+        );
+        assert_eq!(describe(&differences(&k(&r2, "t[lr=1]"), &k(&r1, "t[lr=1]"))), "var.WEIR_RUN_ID: r1 -> r2");
     }
 
     #[test]

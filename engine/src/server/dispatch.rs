@@ -410,8 +410,8 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
         Resolved::Run(script) => v1::action::Kind::Script(script.clone()),
         Resolved::Command(argv) => v1::action::Kind::Command(v1::Argv { args: argv.clone() }),
     };
-    let mut env: HashMap<String, String> = live.plan.env.iter().cloned().collect();
-    env.extend(inst.env.iter().cloned());
+    // A `run:` script reads every value from here, never from its text.
+    let mut env: HashMap<String, String> = live.plan.values_env(node).into_iter().collect();
     env.insert("WEIR_RUN_ID".into(), run.to_string());
     env.insert("WEIR_PIPELINE".into(), live.pipeline.name().to_string());
     env.insert("WEIR_STEP".into(), step.name.clone());

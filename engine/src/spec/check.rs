@@ -135,6 +135,7 @@ pub(crate) fn steps(
     let upstream = if cyclic { None } else { Some(ancestors(&needs_idx)) };
     for (i, d) in drafts.iter().enumerate() {
         check_templates(cx, d, declared);
+        super::script::check(cx, d, params);
         let ups = upstream.as_ref().map(|u| &u[i]);
         if let (Some(e), Some(node)) = (&d.step.when, d.when_node) {
             check_expr(cx, d, e, node, "when", (params, declared), &by_name, ups, &names);

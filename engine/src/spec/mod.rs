@@ -12,6 +12,7 @@ pub mod cron;
 mod decode;
 mod load;
 pub mod model;
+mod script;
 pub mod units;
 pub mod yaml;
 

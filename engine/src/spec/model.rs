@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::diag::Span;
 use crate::expr::Expr;
-use crate::template::Template;
+use crate::template::{Ref, Template};
 
 /// A validated pipeline. Fields are private: the invariants above hold for its whole life.
 #[derive(Clone, Debug, Serialize)]
@@ -138,7 +138,7 @@ fn ser_regex<S: serde::Serializer>(re: &Option<regex::Regex>, s: S) -> Result<S:
 impl Param {
     /// The environment variable that carries this param into every step.
     pub fn env_name(&self) -> String {
-        format!("WEIR_PARAM_{}", self.name.to_ascii_uppercase())
+        crate::template::param_var(&self.name)
     }
 
     /// Checks a typed value against `enum`, `min`, `max` and `pattern`.
@@ -437,5 +437,22 @@ impl Step {
 
     pub fn is_matrix(&self) -> bool {
         !self.matrix.is_empty()
+    }
+}
+
+/// Whether `r` can only hold an integer written in digits: an int param, or a matrix key of
+/// `step` whose values all are. Such a value is safe where the shell evaluates arithmetic.
+pub fn holds_integer(params: &[Param], step: &Step, r: &Ref) -> bool {
+    let digits = |t: &str| {
+        let t = t.strip_prefix('-').unwrap_or(t);
+        !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())
+    };
+    match r {
+        Ref::Param(name) => params.iter().any(|p| p.name == *name && p.kind == ParamType::Int),
+        Ref::Matrix(key) => step
+            .matrix
+            .iter()
+            .any(|a| a.key == *key && a.values.iter().all(|v| v.kind == MatrixKind::Int && digits(&v.text))),
+        Ref::RunId | Ref::StepName => false,
     }
 }

@@ -58,6 +58,8 @@ pub(crate) struct StepDraft {
     pub needs_nodes: Vec<NodeId>,
     /// Node of each template, parallel to how `check` walks them: (template, node).
     pub templates: Vec<(Template, NodeId)>,
+    /// The `run:` script's node, to point at its references.
+    pub run_node: Option<NodeId>,
     pub when_node: Option<NodeId>,
     pub gate_node: Option<NodeId>,
     pub register_node: Option<NodeId>,

@@ -69,6 +69,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
         },
         needs_nodes: Vec::new(),
         templates: Vec::new(),
+        run_node: None,
         when_node: None,
         gate_node: None,
         register_node: None,
@@ -115,6 +116,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
                 Some(t) => {
                     draft.templates.push((t.clone(), r));
                     draft.step.action = Action::Run(t);
+                    draft.run_node = Some(r);
                 }
                 None => ok = false,
             },
@@ -293,11 +295,24 @@ fn matrix(cx: &mut Cx<'_>, id: NodeId, path: &str, limits: &Limits) -> (Vec<Axis
         );
         return (Vec::new(), false);
     }
+    let mut vars: HashMap<String, NodeId> = HashMap::new();
     for &(k, v) in entries {
         let Some(key) = cx.ident_key(k, "matrix key") else {
             ok = false;
             continue;
         };
+        let var = crate::template::matrix_var(&key);
+        if let Some(&first) = vars.get(&var) {
+            cx.push(
+                Diagnostic::error(format!("matrix key `{key}` clashes with another key's environment variable"))
+                    .at(cx.span(k), format!("both become `{var}`"))
+                    .related(cx.span(first), "the other key")
+                    .note("a matrix value reaches its step as `WEIR_MATRIX_<KEY>`, the key upper-cased"),
+            );
+            ok = false;
+            continue;
+        }
+        vars.insert(var, k);
         let Some(items) = cx.seq(v, &format!("{path}.{key}")) else {
             ok = false;
             continue;
