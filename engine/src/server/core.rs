@@ -438,8 +438,22 @@ impl Engine {
                 match listed {
                     crate::store::Listed::Run(r) if !r.state.is_terminal() => ids.push(r.id),
                     crate::store::Listed::Run(_) => {}
-                    crate::store::Listed::Quarantined { id, reason, .. } => {
-                        tracing::warn!(run = id, reason, "run is quarantined; not resumed")
+                    crate::store::Listed::Quarantined { id, reason, record } => {
+                        tracing::warn!(run = id, reason, "run is quarantined; not resumed");
+                        // A record that no longer decodes quarantines its run for good.
+                        if record.is_none()
+                            && matches!(self.store.quarantined(&id), Ok(None))
+                            && let Err(e) = self.store.quarantine(&id, &reason)
+                        {
+                            tracing::error!(run = id, error = %e, "cannot quarantine run");
+                        }
+                    }
+                    crate::store::Listed::Unreadable { after, reason } => {
+                        tracing::error!(
+                            after,
+                            reason,
+                            "runs in a damaged part of the store are not resumed: run `weir store check`"
+                        )
                     }
                 }
             }

@@ -5,13 +5,15 @@
 //! export and import in `export`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::envelope::{decode, encode};
 use super::records::{PipelineIndex, PipelineVersion, RunRecord, ScheduleRecord, StepRecord};
-use super::{Error, keys};
+use super::{Error, guard, keys};
 use crate::artifact::Manifest;
 use crate::run::InstanceId;
 
@@ -82,20 +84,36 @@ impl TreeId {
     }
 }
 
+/// The key [`Store::reopen`] writes and removes in sled's default tree to prove writes work.
+const PROBE: &[u8] = b"weir-probe";
+
 /// sled's page cache size.
 const CACHE_BYTES: u64 = 32 << 20;
 
+/// How long a reopen waits for the old database's last handles to close (its file lock).
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
+
 /// The engine's database. One per data folder and process: a second open fails with
 /// [`Error::Locked`].
+///
+/// A write that fails on I/O (a full disk) leaves sled refusing every later write until the
+/// database is opened again: the store then says so in [`Store::fault`], and
+/// [`Store::reopen`] closes and reopens it, keeping what was flushed.
 pub struct Store {
-    pub(super) db: sled::Db,
-    pub(super) trees: Vec<sled::Tree>,
+    handle: RwLock<Option<Arc<Handle>>>,
     dir: PathBuf,
+    /// Why writes fail until a reopen, when they do.
+    fault: Mutex<Option<String>>,
 }
 
-impl Store {
-    /// Opens (or creates) the database in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, Error> {
+/// One open sled database and its trees.
+pub(super) struct Handle {
+    pub(super) db: sled::Db,
+    pub(super) trees: Vec<sled::Tree>,
+}
+
+impl Handle {
+    fn open(dir: &Path) -> Result<Handle, Error> {
         // sled's page cache defaults to 1 GiB and grows with every write; the engine reads
         // mostly what it just wrote, so a small cache keeps its memory flat on long runs.
         let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open().map_err(|e| match e {
@@ -106,7 +124,36 @@ impl Store {
             e => Error::Sled(e),
         })?;
         let trees = TreeId::ALL.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>()?;
-        Ok(Store { db, trees, dir: dir.to_path_buf() })
+        Ok(Handle { db, trees })
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`. A database sled cannot read (a truncated or
+    /// overwritten file, even one that makes sled panic) is [`Error::Unopenable`], which says
+    /// what to do next.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        let handle = Self::open_handle(dir)?;
+        Ok(Store { handle: RwLock::new(Some(Arc::new(handle))), dir: dir.to_path_buf(), fault: Mutex::new(None) })
+    }
+
+    fn open_handle(dir: &Path) -> Result<Handle, Error> {
+        let unopenable = |reason: String| Error::Unopenable { dir: dir.to_path_buf(), reason };
+        match guard::contain(|| Handle::open(dir)) {
+            Ok(Ok(h)) => Ok(h),
+            Ok(Err(e @ Error::Locked { .. })) => Err(e),
+            Ok(Err(e)) => match guard::classify(e, dir) {
+                e @ Error::NoSpace { .. } => Err(e),
+                Error::Sled(sled::Error::Io(io)) => Err(Error::Io(io)),
+                Error::Sled(sled::Error::Corruption { at, .. }) => Err(unopenable(match at {
+                    Some(at) => format!("sled found corrupted data at {at:?} of its log"),
+                    None => "sled found corrupted data (its `conf` file or a segment header)".to_string(),
+                })),
+                Error::Sled(e) => Err(unopenable(e.to_string())),
+                e => Err(unopenable(e.to_string())),
+            },
+            Err(panic) => Err(unopenable(format!("sled panicked reading it ({panic})"))),
+        }
     }
 
     /// The folder the database lives in.
@@ -114,32 +161,119 @@ impl Store {
         &self.dir
     }
 
-    pub(super) fn tree(&self, t: TreeId) -> &sled::Tree {
-        &self.trees[t as usize]
+    /// The open database; [`Error::Reopening`] while a reopen has not succeeded yet.
+    pub(super) fn handle(&self) -> Result<Arc<Handle>, Error> {
+        let h = self.handle.read().unwrap_or_else(|p| p.into_inner());
+        h.clone().ok_or_else(|| Error::Reopening {
+            dir: self.dir.clone(),
+            reason: self.fault().unwrap_or_else(|| "a write failed".to_string()),
+        })
+    }
+
+    pub(super) fn tree(&self, t: TreeId) -> Result<sled::Tree, Error> {
+        Ok(self.handle()?.trees[t as usize].clone())
+    }
+
+    /// Why writes fail until [`Store::reopen`], if they do (e.g. "no space left on DIR").
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The store's error for `e`, met while writing; remembers a failure sled will not get
+    /// over by itself (any I/O error: sled refuses every write after one until reopened).
+    pub(super) fn write_failed(&self, e: Error) -> Error {
+        let e = guard::classify(e, &self.dir);
+        if matches!(e, Error::NoSpace { .. } | Error::Sled(sled::Error::Io(_)) | Error::Io(_)) {
+            let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+            if fault.is_none() {
+                *fault = Some(e.to_string());
+            }
+        }
+        e
+    }
+
+    /// Runs a write `f`, containing a panic inside sled and noting a failure that needs a reopen.
+    pub(super) fn writing<T>(&self, what: &'static str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        match guard::contain(f) {
+            Ok(r) => r.map_err(|e| self.write_failed(e)),
+            Err(message) => Err(self.write_failed(Error::Panicked { dir: self.dir.clone(), what, message })),
+        }
+    }
+
+    /// Runs a read `f`, containing a panic inside sled.
+    pub(super) fn reading<T>(&self, what: &'static str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        match guard::contain(f) {
+            Ok(r) => r.map_err(|e| guard::classify(e, &self.dir)),
+            Err(message) => Err(Error::Panicked { dir: self.dir.clone(), what, message }),
+        }
+    }
+
+    /// Closes the database and opens it again, which is how sled gets over a failed write
+    /// (a full disk): what was flushed before is kept, what was not is gone, exactly as after
+    /// a crash. Then writes and flushes a probe; an error means writes still fail (the disk is
+    /// still full) and the fault stays. The caller must reload whatever it holds in memory
+    /// that was written since its last successful flush.
+    pub fn reopen(&self) -> Result<(), Error> {
+        let mut slot = self.handle.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.take() {
+            // sled skips its final flush when it has failed before; contain it all the same.
+            let _ = guard::contain(move || drop(old));
+        }
+        let start = Instant::now();
+        let handle = loop {
+            match Self::open_handle(&self.dir) {
+                // Handles still held elsewhere (an iterator, a write in flight) keep the
+                // file lock until they are dropped, which takes moments.
+                Err(Error::Locked { .. }) if start.elapsed() < REOPEN_WAIT => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(self.write_failed(e)),
+                Ok(h) => break h,
+            }
+        };
+        *slot = Some(Arc::new(handle));
+        drop(slot);
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.writing("writing a probe", || {
+            let h = self.handle()?;
+            h.db.insert(PROBE, &b"probe"[..])?;
+            h.db.flush()?;
+            h.db.remove(PROBE)?;
+            h.db.flush()?;
+            Ok(())
+        })
     }
 
     /// Makes every write so far durable. Public writes call it themselves.
     pub fn flush(&self) -> Result<(), Error> {
-        self.db.flush()?;
-        Ok(())
+        self.writing("flushing", || {
+            self.handle()?.db.flush()?;
+            Ok(())
+        })
     }
 
     pub(super) fn put<T: Serialize>(&self, t: TreeId, key: Vec<u8>, value: &T) -> Result<(), Error> {
-        self.tree(t).insert(key, encode(t.name(), value)?)?;
+        let value = encode(t.name(), value)?;
+        self.writing("writing", || {
+            self.tree(t)?.insert(key, value)?;
+            Ok(())
+        })?;
         self.flush()
     }
 
     pub(super) fn get<T: DeserializeOwned>(&self, t: TreeId, key: &[u8]) -> Result<Option<T>, Error> {
-        self.tree(t).get(key)?.map(|v| decode(t.name(), key, &v)).transpose()
+        let bytes = self.reading("reading", || Ok(self.tree(t)?.get(key)?))?;
+        bytes.map(|v| decode(t.name(), key, &v)).transpose()
     }
 
     /// Records a pipeline version under its content hash and makes it the name's latest.
     /// Submitting the same version again only moves `latest`.
     pub fn put_pipeline_version(&self, hash: &str, version: &PipelineVersion) -> Result<(), Error> {
         let value = encode(TreeId::PipelineVersions.name(), version)?;
-        let (p, v) = (self.tree(TreeId::Pipelines), self.tree(TreeId::PipelineVersions));
+        let (p, v) = (self.tree(TreeId::Pipelines)?, self.tree(TreeId::PipelineVersions)?);
         use sled::Transactional;
-        (p, v).transaction(|(p, v)| {
+        self.writing("writing a pipeline", || {
+            Ok((&p, &v).transaction(|(p, v)| {
             let name = version.name.as_bytes();
             let mut index: PipelineIndex = match p.get(name)? {
                 Some(bytes) => decode(TreeId::Pipelines.name(), name, &bytes).map_err(super::append::abort)?,
@@ -152,6 +286,7 @@ impl Store {
             p.insert(name, encode(TreeId::Pipelines.name(), &index).map_err(super::append::abort)?)?;
             v.insert(hash.as_bytes(), value.clone())?;
             Ok(())
+        })?)
         })?;
         self.flush()
     }
@@ -162,13 +297,14 @@ impl Store {
 
     /// Every pipeline name with its index, in name order.
     pub fn pipelines(&self) -> Result<Vec<(String, PipelineIndex)>, Error> {
-        let tree = self.tree(TreeId::Pipelines);
-        let mut out = Vec::new();
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), decode(TreeId::Pipelines.name(), &k, &v)?));
-        }
-        Ok(out)
+        self.reading("listing pipelines", || {
+            let mut out = Vec::new();
+            for kv in self.tree(TreeId::Pipelines)?.iter() {
+                let (k, v) = kv?;
+                out.push((String::from_utf8_lossy(&k).into_owned(), decode(TreeId::Pipelines.name(), &k, &v)?));
+            }
+            Ok(out)
+        })
     }
 
     pub fn pipeline_version(&self, hash: &str) -> Result<Option<PipelineVersion>, Error> {
@@ -207,16 +343,18 @@ impl Store {
             return Ok(Vec::new());
         }
         let prefix = keys::prefix(run)?;
-        let mut out = Vec::new();
-        for kv in self.tree(TreeId::Steps).range(start..).take(limit) {
-            let (k, v) = kv?;
-            if !k.starts_with(&prefix) {
-                break;
+        self.reading("reading steps", || {
+            let mut out = Vec::new();
+            for kv in self.tree(TreeId::Steps)?.range(start..).take(limit) {
+                let (k, v) = kv?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let i = InstanceId(keys::tail_u32(&k, 0).unwrap_or_default());
+                out.push((i, decode(TreeId::Steps.name(), &k, &v)?));
             }
-            let i = InstanceId(keys::tail_u32(&k, 0).unwrap_or_default());
-            out.push((i, decode(TreeId::Steps.name(), &k, &v)?));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     pub fn put_artifacts(&self, run: &str, i: InstanceId, m: &Manifest) -> Result<(), Error> {
@@ -244,19 +382,23 @@ impl Store {
 
     /// Forgets the schedule of `pipeline` (its pipeline's latest version has none).
     pub fn remove_schedule(&self, pipeline: &str) -> Result<(), Error> {
-        self.tree(TreeId::Schedules).remove(pipeline.as_bytes())?;
+        self.writing("removing a schedule", || {
+            self.tree(TreeId::Schedules)?.remove(pipeline.as_bytes())?;
+            Ok(())
+        })?;
         self.flush()
     }
 
     /// Every stored schedule, by pipeline name.
     pub fn schedules(&self) -> Result<Vec<ScheduleRecord>, Error> {
-        let tree = self.tree(TreeId::Schedules);
-        let mut out = Vec::new();
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            out.push(decode(TreeId::Schedules.name(), &k, &v)?);
-        }
-        Ok(out)
+        self.reading("listing schedules", || {
+            let mut out = Vec::new();
+            for kv in self.tree(TreeId::Schedules)?.iter() {
+                let (k, v) = kv?;
+                out.push(decode(TreeId::Schedules.name(), &k, &v)?);
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -331,9 +473,9 @@ mod tests {
         let (_dir, s) = testkit::store();
         s.put_run(&testkit::run("r-1", "train", RunState::Queued)).unwrap();
         s.put_run(&testkit::run("r-2", "train", RunState::Queued)).unwrap();
-        s.tree(TreeId::Runs).insert("r-1", &b"\x00\x01garbage"[..]).unwrap();
+        s.tree(TreeId::Runs).unwrap().insert("r-1", &b"\x00\x01garbage"[..]).unwrap();
         s.put_step("r-2", InstanceId(0), &testkit::step("fit", StepState::Ready)).unwrap();
-        s.tree(TreeId::Steps).insert(crate::store::keys::instance("r-2", InstanceId(1)).unwrap(), &b"xx"[..]).unwrap();
+        s.tree(TreeId::Steps).unwrap().insert(crate::store::keys::instance("r-2", InstanceId(1)).unwrap(), &b"xx"[..]).unwrap();
         match s.run("r-1") {
             Err(Error::Corrupt { tree: "runs", key, reason }) => {
                 assert_eq!((key.as_str(), reason.starts_with("truncated")), ("r-1", true))
@@ -345,6 +487,60 @@ mod tests {
         s.quarantine("r-1", "run record does not decode").unwrap();
         assert_eq!(s.run("r-2").unwrap().unwrap().id, "r-2");
         assert!(s.quarantined("r-1").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_damaged_database_never_panics_on_open_and_says_what_to_do() {
+        let base = tempfile::tempdir().unwrap();
+        let orig = base.path().join("orig").join("db");
+        testkit::filled(&orig, 1500);
+        let len = std::fs::metadata(orig.join("db")).unwrap().len();
+        let mut outcomes = Vec::new();
+        // Truncated at several offsets, and segments (512 KiB each) overwritten at their start.
+        let damage: Vec<(String, Box<dyn Fn(&Path)>)> = (1..8u64)
+            .map(|k| {
+                let at = len * k / 8;
+                let f: Box<dyn Fn(&Path)> = Box::new(move |db: &Path| {
+                    std::fs::OpenOptions::new().write(true).open(db.join("db")).unwrap().set_len(at).unwrap()
+                });
+                (format!("truncated at {at}"), f)
+            })
+            .chain((0..(len >> 19) + 1).map(|seg| {
+                let f: Box<dyn Fn(&Path)> =
+                    Box::new(move |db: &Path| testkit::overwrite(&db.join("db"), seg << 19, 4096, 0xee));
+                (format!("segment {seg} overwritten"), f)
+            }))
+            .chain(std::iter::once({
+                let f: Box<dyn Fn(&Path)> = Box::new(|db: &Path| {
+                    std::fs::write(db.join("conf"), "segment_size: x\nuse_compression: false\nversion: 0.34\n").unwrap()
+                });
+                ("conf overwritten".to_string(), f)
+            }))
+            .collect();
+        for (n, (what, damage)) in damage.iter().enumerate() {
+            let db = base.path().join(format!("case-{n}")).join("db");
+            testkit::copy(&orig, &db);
+            damage(&db);
+            match Store::open(&db) {
+                Ok(s) => {
+                    s.list_runs(&crate::store::RunFilter::default(), 10, None).unwrap();
+                    outcomes.push(format!("{what}: opens"));
+                }
+                Err(e @ Error::Unopenable { .. }) => {
+                    let msg = e.to_string();
+                    let data = db.parent().unwrap().display().to_string();
+                    assert!(msg.contains(&format!("weir store check --data-dir {data}")), "{msg}");
+                    assert!(msg.contains("weir store import") && msg.contains(&db.display().to_string()), "{msg}");
+                    assert!(!msg.contains("backtrace"), "{msg}");
+                    outcomes.push(format!("{what}: {}", if msg.contains("panicked") { "panic contained" } else { "refused" }));
+                }
+                Err(e) => panic!("{what}: {e:?}"),
+            }
+        }
+        let text = outcomes.join("\n");
+        // Without containment these cases are panics inside sled (and this test would die).
+        assert!(text.contains("panic contained"), "{text}");
+        assert!(text.contains("refused"), "{text}");
     }
 
     #[test]
