@@ -12,6 +12,7 @@ mod display;
 mod local;
 mod offline;
 mod serve;
+mod store;
 
 use std::process::ExitCode;
 
@@ -42,7 +43,9 @@ Exit status:
                   `runs` (with `compare`), `status`, `logs`, `cancel`, `retry`, `cache explain`, `schedules` (with `pause` and \
                   `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server); \
                   only a server fires \
-                  pipelines' cron schedules. \
+                  pipelines' cron schedules. `store check`, `store export` and `store import` read \
+                  and restore a data folder's database when something went wrong (README, \"When \
+                  things go wrong\"). \
                   Logs go to stderr, filtered by RUST_LOG.",
     after_help = EXIT_CODES
 )]
@@ -63,6 +66,8 @@ enum Command {
     /// Serve the engine over gRPC for workers and clients on other hosts.
     #[command(after_help = serve::SERVER_EXIT_CODES)]
     Server(serve::ServerArgs),
+    /// Check, export or import the data folder's database (with no engine running on it).
+    Store(store::StoreArgs),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         Command::Offline(c) => offline::dispatch(c, &cli.conn),
         Command::Run(args) => local::run(args),
         Command::Server(args) => serve::run(args),
+        Command::Store(args) => store::run(args),
         Command::Client(c) => client::dispatch(c, &cli.conn),
     }
 }

@@ -244,6 +244,14 @@ impl Store {
         })
     }
 
+    /// Whether no tree holds a record (a fresh folder, fit to import into).
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        self.reading("reading", || {
+            let h = self.handle()?;
+            Ok(h.trees.iter().all(|t| t.is_empty()))
+        })
+    }
+
     /// Makes every write so far durable. Public writes call it themselves.
     pub fn flush(&self) -> Result<(), Error> {
         self.writing("flushing", || {
