@@ -86,6 +86,8 @@ fn main() -> ExitCode {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // sled logs one line per tree when a database whose writes failed is closed (the
+        // engine reopens it after a full disk and says so itself).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled::tree=off"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

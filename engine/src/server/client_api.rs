@@ -79,7 +79,8 @@ impl Engine {
             if let Some(live) = st.runs.get(run_id) {
                 let mut steps = live.steps.clone();
                 waiting_reasons(&st, live, &mut steps);
-                return Ok((live.record.clone(), steps, String::new()));
+                // A live run stalls while the store cannot write: say why.
+                return Ok((live.record.clone(), steps, self.fault().unwrap_or_default()));
             }
         }
         let quarantined = self.store.quarantined(run_id)?;

@@ -98,6 +98,11 @@ pub(super) struct State {
     pub unannounced: Vec<(String, u64)>,
     /// The schedules this engine fires, by pipeline name.
     pub schedules: std::collections::BTreeMap<String, super::scheduler::Sched>,
+    /// Unfinished runs out of memory because reloading them met a store that cannot write
+    /// (a full disk): [`Engine::tick`] reloads them once it can.
+    pub reload: BTreeSet<String>,
+    /// When [`Engine::tick`] may next try to reopen a store that cannot write.
+    pub heal_at: Option<Instant>,
 }
 
 /// The engine: state, store and the signals between them.
@@ -247,6 +252,9 @@ impl Engine {
         outputs: Option<&Manifest>,
         now: Millis,
     ) -> Result<Vec<Effect>, ApiError> {
+        if st.reload.contains(run_id) {
+            return Err(self.not_reloaded(run_id));
+        }
         let Some(live) = st.runs.get_mut(run_id) else {
             return Err(self.not_live(run_id));
         };
@@ -331,10 +339,14 @@ impl Engine {
         let seq = match self.store.write_batch_unflushed(batch) {
             Ok(seqs) => seqs.last().copied().unwrap_or_default(),
             Err(e) => {
-                tracing::error!(run = run_id, error = %e, "cannot store an event; reloading the run from the store");
+                let e = ApiError::from(e);
+                if let Some(suppressed) = super::ratelog::admit(&e.to_string()) {
+                    tracing::error!(run = run_id, error = %e, suppressed, "cannot store an event; reloading the run from the store");
+                }
                 st.runs.remove(run_id);
+                st.ready.remove_run(run_id);
                 self.recover_run(st, run_id);
-                return Err(e.into());
+                return Err(e);
             }
         };
         if hits.is_empty() {
@@ -418,6 +430,15 @@ impl Engine {
         }
     }
 
+    /// A run out of memory until the store heals: retry later.
+    pub(super) fn not_reloaded(&self, run_id: &str) -> ApiError {
+        let why = self.store.fault().unwrap_or_else(|| "a write failed".to_string());
+        ApiError::Store(crate::store::Error::Reopening {
+            dir: self.store.dir().to_path_buf(),
+            reason: format!("run {run_id} reloads once the store writes again; {why}"),
+        })
+    }
+
     /// Why a run is not live: unknown, or finished.
     pub(super) fn not_live(&self, run_id: &str) -> ApiError {
         match self.store.run(run_id) {
@@ -476,7 +497,21 @@ impl Engine {
     /// Rebuilds one run by replaying its events; quarantines it when that fails.
     fn recover_run(&self, st: &mut State, run_id: &str) -> bool {
         match self.replay(st, run_id) {
-            Ok(()) => true,
+            Ok(()) => {
+                st.reload.remove(run_id);
+                true
+            }
+            // The store cannot write (a full disk): the run is fine, only out of memory until
+            // the store heals; `tick` reloads it then. Never quarantine it for that.
+            Err(e) if is_fault(&e) => {
+                st.runs.remove(run_id);
+                st.ready.remove_run(run_id);
+                st.reload.insert(run_id.to_string());
+                if let Some(suppressed) = super::ratelog::admit(&format!("reload {e}")) {
+                    tracing::warn!(run = run_id, error = %e, suppressed, "run waits for the store to heal");
+                }
+                false
+            }
             Err(e) => {
                 let reason = format!("cannot resume: {e}");
                 tracing::error!(run = run_id, reason, "quarantining run");
@@ -553,6 +588,7 @@ impl Engine {
     /// Fires what is due: lost workers, unclaimed orphans, run timers. Called periodically.
     pub(super) fn tick(&self) {
         let mut st = self.lock();
+        self.heal(&mut st);
         let now = Instant::now();
         let lost: Vec<String> = st
             .workers
@@ -592,8 +628,10 @@ impl Engine {
             .map(|(id, _)| id.clone())
             .collect();
         for run in due {
-            if let Err(e) = self.apply(&mut st, &run, Event::Tick, None) {
-                tracing::error!(run, error = %e, "timer tick failed");
+            if let Err(e) = self.apply(&mut st, &run, Event::Tick, None)
+                && let Some(suppressed) = super::ratelog::admit(&format!("tick {e}"))
+            {
+                tracing::error!(run, error = %e, suppressed, "timer tick failed");
             }
         }
         if self.scheduling {
@@ -601,9 +639,68 @@ impl Engine {
         }
         let dirty = !st.unannounced.is_empty();
         drop(st);
-        if dirty && let Err(e) = self.commit() {
-            tracing::error!(error = %e, "cannot make timer events durable");
+        if dirty
+            && let Err(e) = self.commit()
+            && let Some(suppressed) = super::ratelog::admit(&format!("commit {e}"))
+        {
+            tracing::error!(error = %e, suppressed, "cannot make timer events durable");
         }
+    }
+
+    /// Why writes fail right now (e.g. "no space left on DIR: ..."), for `GetRun` to show on
+    /// live runs: nothing is lost, but nothing moves until it is fixed.
+    pub(super) fn fault(&self) -> Option<String> {
+        let blobs = self.blobs.full().map(|dir| {
+            format!(
+                "no space left on {}: free space on that disk; weir retries what failed and carries on by \
+                 itself once it can write again",
+                dir.display()
+            )
+        });
+        self.store.fault().or(blobs).map(|f| format!("stalled: {f}"))
+    }
+
+    /// While the store cannot write: reopens it (at most once a second), and once it writes
+    /// again reloads every live run from it, since memory may hold changes whose write or
+    /// flush failed (the invariant "a failed write reloads the run from the store", for every
+    /// run at once: which of them ran ahead is not known).
+    fn heal(&self, st: &mut State) {
+        if self.store.fault().is_none() && st.reload.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if st.heal_at.is_some_and(|at| now < at) {
+            return;
+        }
+        st.heal_at = Some(now + HEAL_EVERY);
+        if self.store.fault().is_some()
+            && let Err(e) = self.store.reopen()
+        {
+            if let Some(suppressed) = super::ratelog::admit(&format!("heal {e}")) {
+                tracing::warn!(error = %e, suppressed, "store still cannot write; retrying");
+            }
+            return;
+        }
+        let ids: BTreeSet<String> = st.runs.keys().cloned().chain(std::mem::take(&mut st.reload)).collect();
+        // Events written but not made durable may be gone: never announce them.
+        st.unannounced.clear();
+        for id in &ids {
+            st.runs.remove(id);
+            st.ready.remove_run(id);
+            st.orphans.retain(|(run, _), _| run != id);
+        }
+        let mut reloaded = 0;
+        for id in &ids {
+            if self.recover_run(st, id) {
+                reloaded += 1;
+            }
+        }
+        // What a registered worker still holds is its own, not an orphan to expire.
+        let held: BTreeSet<(String, AttemptId)> =
+            st.workers.values().flat_map(|w| w.held.keys().cloned()).collect();
+        st.orphans.retain(|k, _| !held.contains(k));
+        tracing::warn!(reloaded, waiting = st.reload.len(), "store writes again; runs reloaded from it");
+        self.ready_signal.notify_waiters();
     }
 
     /// Registers a worker offering `offer` and returns its id.
@@ -634,6 +731,19 @@ impl Engine {
     pub(super) fn blobs(&self) -> &artifact::Store {
         &self.blobs
     }
+}
+
+/// How often a store that cannot write is reopened to see whether it can again.
+const HEAL_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether `e` is the store failing to write (a full disk, a failed reopen): transient, retried,
+/// never a reason to quarantine a run.
+pub(super) fn is_fault(e: &ApiError) -> bool {
+    use crate::store::Error as S;
+    matches!(
+        e,
+        ApiError::Store(S::NoSpace { .. } | S::Reopening { .. } | S::Io(_) | S::Sled(sled::Error::Io(_)))
+    )
 }
 
 fn rejected(run_id: &str, r: Rejected) -> ApiError {

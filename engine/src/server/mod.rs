@@ -20,6 +20,7 @@ mod dispatch;
 mod error;
 mod mlops;
 mod placement;
+mod ratelog;
 mod registry;
 mod scheduler;
 #[cfg(test)]

@@ -87,6 +87,9 @@ impl TreeId {
 /// The key [`Store::reopen`] writes and removes in sled's default tree to prove writes work.
 const PROBE: &[u8] = b"weir-probe";
 
+/// Free bytes [`Store::reopen`] wants before it closes the database: two of sled's segments.
+const ROOM: usize = 1 << 20;
+
 /// sled's page cache size.
 const CACHE_BYTES: u64 = 32 << 20;
 
@@ -214,6 +217,8 @@ impl Store {
     /// still full) and the fault stays. The caller must reload whatever it holds in memory
     /// that was written since its last successful flush.
     pub fn reopen(&self) -> Result<(), Error> {
+        // Closing loses reads until the open succeeds: only close once there is room again.
+        self.has_room()?;
         let mut slot = self.handle.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = slot.take() {
             // sled skips its final flush when it has failed before; contain it all the same.
@@ -250,6 +255,20 @@ impl Store {
             let h = self.handle()?;
             Ok(h.trees.iter().all(|t| t.is_empty()))
         })
+    }
+
+    /// Whether [`ROOM`] bytes can be written and synced in the database's folder (then removed).
+    fn has_room(&self) -> Result<(), Error> {
+        let path = self.dir.join("space-probe");
+        let result = std::fs::File::create(&path)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(&vec![0u8; ROOM])?;
+                f.sync_all()
+            })
+            .map_err(|e| guard::classify(Error::Io(e), &self.dir));
+        let _ = std::fs::remove_file(&path);
+        result
     }
 
     /// Makes every write so far durable. Public writes call it themselves.

@@ -51,7 +51,7 @@ pub(super) fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// Whether an I/O error means the disk (or the user's quota) is full.
-pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
+pub fn is_no_space(e: &std::io::Error) -> bool {
     use std::io::ErrorKind;
     matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
         || matches!(e.raw_os_error(), Some(28 | 122)) // ENOSPC, EDQUOT

@@ -61,6 +61,7 @@ pub use append::Batch;
 pub use cache::CacheEntry;
 pub use check::{BadRecord, Damage, Report, TreeCount};
 pub use export::Exported;
+pub use guard::is_no_space;
 pub use db::Store;
 pub use lineage::{Consumed, Indexed, Produced};
 pub use list::{Listed, RunFilter, RunPage};
