@@ -571,6 +571,49 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_no_space_naming_the_folder_and_a_reopen_heals_it_keeping_what_was_flushed() {
+        let base = tempfile::tempdir().unwrap();
+        let mnt = base.path().join("small");
+        let Some(_mounted) = testkit::tmpfs(&mnt, "8m") else { return };
+        let db = mnt.join("db");
+        let s = Store::open(&db).unwrap();
+        s.put_run(&testkit::run("r-0", "train", RunState::Succeeded)).unwrap();
+        testkit::fill(&mnt.join("filler"));
+        let mut written = 0;
+        let err = loop {
+            let mut b = crate::store::Batch::new();
+            for i in 0..50 {
+                b.put_step(&format!("r-{written}"), InstanceId(i), &testkit::step("fit", StepState::Ready)).unwrap();
+            }
+            match s.write_batch(b) {
+                Ok(_) => written += 1,
+                Err(e) => break e,
+            }
+            assert!(written < 10_000, "the disk never filled");
+        };
+        assert!(matches!(&err, Error::NoSpace { dir } if *dir == db), "{err:?}");
+        assert!(err.to_string().starts_with(&format!("no space left on {}", db.display())), "{err}");
+        assert!(s.fault().is_some_and(|f| f.contains("no space left on")));
+        // sled refuses every write from now on, even a small one, until reopened.
+        assert!(matches!(s.put_run(&testkit::run("r-x", "t", RunState::Queued)), Err(Error::NoSpace { .. })));
+        // Still full: the reopen does not close the database (reads keep working).
+        assert!(matches!(s.reopen(), Err(Error::NoSpace { .. })));
+        assert_eq!(s.run("r-0").unwrap().unwrap().id, "r-0");
+
+        std::fs::remove_file(mnt.join("filler")).unwrap();
+        s.reopen().unwrap();
+        assert_eq!(s.fault(), None);
+        assert_eq!(s.run("r-0").unwrap().unwrap().id, "r-0", "what was flushed is kept");
+        s.put_run(&testkit::run("r-y", "t", RunState::Queued)).unwrap();
+        drop(s);
+        let again = Store::open(&db).unwrap();
+        assert!(again.run("r-y").unwrap().is_some());
+        if written > 0 {
+            assert_eq!(again.steps(&format!("r-{}", written - 1), None, 100).unwrap().len(), 50);
+        }
+    }
+
+    #[test]
     fn a_second_open_of_the_same_folder_fails_fast_and_says_what_to_do() {
         let (dir, _first) = testkit::store();
         let err = Store::open(dir.path()).err().expect("the second open must fail");

@@ -68,3 +68,38 @@ pub fn overwrite(file: &std::path::Path, offset: u64, len: usize, byte: u8) {
     f.write_all(&vec![byte; len]).unwrap();
     f.sync_all().unwrap();
 }
+
+/// A tmpfs of `size` mounted at `at` (the tests run as root), unmounted on drop; `None` where
+/// mounting is not permitted, except under `CI=true`, where that fails the test.
+pub fn tmpfs(at: &std::path::Path, size: &str) -> Option<Mounted> {
+    std::fs::create_dir_all(at).unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .output()
+        .expect("run mount");
+    if out.status.success() {
+        return Some(Mounted(at.to_path_buf()));
+    }
+    let why = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "this test needs to mount a tmpfs (as root): {why}");
+    eprintln!("skipping: cannot mount a tmpfs here ({why}); CI=true makes this a failure");
+    None
+}
+
+/// A mount point, unmounted on drop.
+pub struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros into `path` until the disk is full.
+pub fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+}
