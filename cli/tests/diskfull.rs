@@ -35,10 +35,7 @@ impl Tmpfs {
             return Some(Tmpfs(at.to_path_buf()));
         }
         let why = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "this test needs to mount a tmpfs (as root): {why}"
-        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "this test needs to mount a tmpfs (as root): {why}");
         eprintln!("skipping: cannot mount a tmpfs here ({why}); CI=true makes this a failure");
         None
     }

@@ -116,8 +116,11 @@ fn a_database_sled_cannot_open_is_refused_with_what_to_do_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     healthy(&data);
-    std::fs::write(data.join("db").join("conf"), "segment_size: x\nuse_compression: false\nversion: 0.34\nvacuum: no\n")
-        .unwrap();
+    std::fs::write(
+        data.join("db").join("conf"),
+        "segment_size: x\nuse_compression: false\nversion: 0.34\nvacuum: no\n",
+    )
+    .unwrap();
     let check = weir(&["store", "check", "--data-dir", data.to_str().unwrap()]);
     let err = text(&check.stderr);
     assert_eq!(check.status.code(), Some(1), "{err}");
@@ -149,7 +152,8 @@ fn weir_runs_lists_the_readable_runs_and_marks_the_quarantined_ones() {
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(runs.status.code(), Some(0), "{out}{}", text(&runs.stderr));
-    let row = |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no {id} in {out}")).to_string();
+    let row =
+        |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no {id} in {out}")).to_string();
     assert!(row("r-1").contains("succeeded"), "{out}");
     assert!(row("r-2 ").contains("quarantined"), "{out}");
     assert!(row("r-3 ").contains("quarantined"), "{out}");

@@ -695,9 +695,21 @@ impl Engine {
                 reloaded += 1;
             }
         }
+        // A lease whose commit failed was never answered: the worker does not hold it (the
+        // reloaded run has it ready again). Keep what the reloaded runs say is held (or what
+        // belongs to a run still waiting to reload).
+        let (runs, reload) = (&st.runs, &st.reload);
+        for w in st.workers.values_mut() {
+            w.held.retain(|(run, attempt), _| {
+                reload.contains(run)
+                    || runs.get(run).is_some_and(|l| {
+                        l.machine.state(attempt.instance).is_held()
+                            && l.machine.live_attempt(attempt.instance) == Some(*attempt)
+                    })
+            });
+        }
         // What a registered worker still holds is its own, not an orphan to expire.
-        let held: BTreeSet<(String, AttemptId)> =
-            st.workers.values().flat_map(|w| w.held.keys().cloned()).collect();
+        let held: BTreeSet<(String, AttemptId)> = st.workers.values().flat_map(|w| w.held.keys().cloned()).collect();
         st.orphans.retain(|k, _| !held.contains(k));
         tracing::warn!(reloaded, waiting = st.reload.len(), "store writes again; runs reloaded from it");
         self.ready_signal.notify_waiters();
@@ -740,10 +752,7 @@ const HEAL_EVERY: Duration = Duration::from_secs(1);
 /// never a reason to quarantine a run.
 pub(super) fn is_fault(e: &ApiError) -> bool {
     use crate::store::Error as S;
-    matches!(
-        e,
-        ApiError::Store(S::NoSpace { .. } | S::Reopening { .. } | S::Io(_) | S::Sled(sled::Error::Io(_)))
-    )
+    matches!(e, ApiError::Store(S::NoSpace { .. } | S::Reopening { .. } | S::Io(_) | S::Sled(sled::Error::Io(_))))
 }
 
 fn rejected(run_id: &str, r: Rejected) -> ApiError {

@@ -81,9 +81,8 @@ impl Upload {
         }
         let tx = self.tx.clone().expect("push after finish");
         // The blocking send waits only while the storing thread is behind by 4 chunks.
-        let sent = tokio::task::spawn_blocking(move || tx.send(chunk))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let sent =
+            tokio::task::spawn_blocking(move || tx.send(chunk)).await.map_err(|e| ApiError::Internal(e.to_string()))?;
         if sent.is_err() {
             // The writer stopped: its own error (a full disk, ...) says why.
             return match (&mut self.task).await {

@@ -122,7 +122,10 @@ impl Store {
             let mut batch = sled::Batch::default();
             for chunk in chunks {
                 let seq = h.db.generate_id()?;
-                batch.insert(keys::log(run, attempt.instance, attempt.number, seq)?, encode(TreeId::Logs.name(), chunk)?);
+                batch.insert(
+                    keys::log(run, attempt.instance, attempt.number, seq)?,
+                    encode(TreeId::Logs.name(), chunk)?,
+                );
             }
             h.trees[TreeId::Logs as usize].apply_batch(batch)?;
             Ok(())

@@ -94,7 +94,7 @@ const ROOM: usize = 1 << 20;
 const CACHE_BYTES: u64 = 32 << 20;
 
 /// How long a reopen waits for the old database's last handles to close (its file lock).
-const REOPEN_WAIT: Duration = Duration::from_secs(5);
+const REOPEN_WAIT: Duration = Duration::from_secs(2);
 
 /// The engine's database. One per data folder and process: a second open fails with
 /// [`Error::Locked`].
@@ -301,19 +301,19 @@ impl Store {
         use sled::Transactional;
         self.writing("writing a pipeline", || {
             Ok((&p, &v).transaction(|(p, v)| {
-            let name = version.name.as_bytes();
-            let mut index: PipelineIndex = match p.get(name)? {
-                Some(bytes) => decode(TreeId::Pipelines.name(), name, &bytes).map_err(super::append::abort)?,
-                None => PipelineIndex::default(),
-            };
-            if !index.versions.iter().any(|h| h == hash) {
-                index.versions.push(hash.to_string());
-            }
-            index.latest = hash.to_string();
-            p.insert(name, encode(TreeId::Pipelines.name(), &index).map_err(super::append::abort)?)?;
-            v.insert(hash.as_bytes(), value.clone())?;
-            Ok(())
-        })?)
+                let name = version.name.as_bytes();
+                let mut index: PipelineIndex = match p.get(name)? {
+                    Some(bytes) => decode(TreeId::Pipelines.name(), name, &bytes).map_err(super::append::abort)?,
+                    None => PipelineIndex::default(),
+                };
+                if !index.versions.iter().any(|h| h == hash) {
+                    index.versions.push(hash.to_string());
+                }
+                index.latest = hash.to_string();
+                p.insert(name, encode(TreeId::Pipelines.name(), &index).map_err(super::append::abort)?)?;
+                v.insert(hash.as_bytes(), value.clone())?;
+                Ok(())
+            })?)
         })?;
         self.flush()
     }
@@ -502,7 +502,10 @@ mod tests {
         s.put_run(&testkit::run("r-2", "train", RunState::Queued)).unwrap();
         s.tree(TreeId::Runs).unwrap().insert("r-1", &b"\x00\x01garbage"[..]).unwrap();
         s.put_step("r-2", InstanceId(0), &testkit::step("fit", StepState::Ready)).unwrap();
-        s.tree(TreeId::Steps).unwrap().insert(crate::store::keys::instance("r-2", InstanceId(1)).unwrap(), &b"xx"[..]).unwrap();
+        s.tree(TreeId::Steps)
+            .unwrap()
+            .insert(crate::store::keys::instance("r-2", InstanceId(1)).unwrap(), &b"xx"[..])
+            .unwrap();
         match s.run("r-1") {
             Err(Error::Corrupt { tree: "runs", key, reason }) => {
                 assert_eq!((key.as_str(), reason.starts_with("truncated")), ("r-1", true))
@@ -559,7 +562,10 @@ mod tests {
                     assert!(msg.contains(&format!("weir store check --data-dir {data}")), "{msg}");
                     assert!(msg.contains("weir store import") && msg.contains(&db.display().to_string()), "{msg}");
                     assert!(!msg.contains("backtrace"), "{msg}");
-                    outcomes.push(format!("{what}: {}", if msg.contains("panicked") { "panic contained" } else { "refused" }));
+                    outcomes.push(format!(
+                        "{what}: {}",
+                        if msg.contains("panicked") { "panic contained" } else { "refused" }
+                    ));
                 }
                 Err(e) => panic!("{what}: {e:?}"),
             }

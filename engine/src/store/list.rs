@@ -37,7 +37,10 @@ pub enum Listed {
     },
     /// Records sled cannot read at all (a damaged page): their run ids are unknown. `after`
     /// is the last run read before them, if any.
-    Unreadable { after: Option<String>, reason: String },
+    Unreadable {
+        after: Option<String>,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
