@@ -180,7 +180,7 @@ impl Store {
     /// reports); never acknowledge anything else written this way.
     pub fn write_batch_unflushed(&self, batch: Batch) -> Result<Vec<u64>, Error> {
         let h = self.handle()?;
-        self.writing("writing a batch", || Ok(Self::transact(&h, &batch)?))
+        self.writing("writing a batch", || Self::transact(&h, &batch))
     }
 
     fn transact(h: &Handle, batch: &Batch) -> Result<Vec<u64>, Error> {

@@ -526,31 +526,36 @@ mod tests {
         testkit::filled(&orig, 1500);
         let len = std::fs::metadata(orig.join("db")).unwrap().len();
         let mut outcomes = Vec::new();
-        // Truncated at several offsets, and segments (512 KiB each) overwritten at their start.
-        let damage: Vec<(String, Box<dyn Fn(&Path)>)> = (1..8u64)
-            .map(|k| {
-                let at = len * k / 8;
-                let f: Box<dyn Fn(&Path)> = Box::new(move |db: &Path| {
-                    std::fs::OpenOptions::new().write(true).open(db.join("db")).unwrap().set_len(at).unwrap()
-                });
-                (format!("truncated at {at}"), f)
-            })
-            .chain((0..(len >> 19) + 1).map(|seg| {
-                let f: Box<dyn Fn(&Path)> =
-                    Box::new(move |db: &Path| testkit::overwrite(&db.join("db"), seg << 19, 4096, 0xee));
-                (format!("segment {seg} overwritten"), f)
-            }))
-            .chain(std::iter::once({
-                let f: Box<dyn Fn(&Path)> = Box::new(|db: &Path| {
-                    std::fs::write(db.join("conf"), "segment_size: x\nuse_compression: false\nversion: 0.34\n").unwrap()
-                });
-                ("conf overwritten".to_string(), f)
-            }))
+        // Truncated at several offsets, segments (512 KiB each) overwritten at their start, and
+        // sled's `conf` overwritten.
+        enum Damage {
+            Truncate(u64),
+            Segment(u64),
+            Conf,
+        }
+        let damage: Vec<Damage> = (1..8u64)
+            .map(|k| Damage::Truncate(len * k / 8))
+            .chain((0..(len >> 19) + 1).map(Damage::Segment))
+            .chain(std::iter::once(Damage::Conf))
             .collect();
-        for (n, (what, damage)) in damage.iter().enumerate() {
+        for (n, damage) in damage.iter().enumerate() {
             let db = base.path().join(format!("case-{n}")).join("db");
             testkit::copy(&orig, &db);
-            damage(&db);
+            let what = match *damage {
+                Damage::Truncate(at) => {
+                    std::fs::OpenOptions::new().write(true).open(db.join("db")).unwrap().set_len(at).unwrap();
+                    format!("truncated at {at}")
+                }
+                Damage::Segment(seg) => {
+                    testkit::overwrite(&db.join("db"), seg << 19, 4096, 0xee);
+                    format!("segment {seg} overwritten")
+                }
+                Damage::Conf => {
+                    std::fs::write(db.join("conf"), "segment_size: x\nuse_compression: false\nversion: 0.34\n")
+                        .unwrap();
+                    "conf overwritten".to_string()
+                }
+            };
             match Store::open(&db) {
                 Ok(s) => {
                     s.list_runs(&crate::store::RunFilter::default(), 10, None).unwrap();
