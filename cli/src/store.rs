@@ -86,6 +86,9 @@ fn open(data_dir: &Path, create: bool) -> Option<Store> {
         Ok(s) => Some(s),
         Err(e) => {
             eprintln!("error: {e}");
+            if matches!(e, store::Error::Locked { .. }) {
+                eprintln!("help: stop the weir server (or `weir run`) using it first: one process at a time");
+            }
             if matches!(e, store::Error::Unopenable { .. }) {
                 eprintln!(
                     "help: nothing can be read through sled; restore from an earlier `weir store export` \

@@ -650,13 +650,8 @@ impl Engine {
     /// Why writes fail right now (e.g. "no space left on DIR: ..."), for `GetRun` to show on
     /// live runs: nothing is lost, but nothing moves until it is fixed.
     pub(super) fn fault(&self) -> Option<String> {
-        let blobs = self.blobs.full().map(|dir| {
-            format!(
-                "no space left on {}: free space on that disk; weir retries what failed and carries on by \
-                 itself once it can write again",
-                dir.display()
-            )
-        });
+        // The same words for a full disk under the blobs as under the store.
+        let blobs = self.blobs.full().map(|dir| crate::store::Error::NoSpace { dir }.to_string());
         self.store.fault().or(blobs).map(|f| format!("stalled: {f}"))
     }
 

@@ -106,12 +106,8 @@ impl From<ApiError> for Status {
             ApiError::Artifact(crate::artifact::Error::Io { path, source, .. })
                 if crate::store::is_no_space(&source) =>
             {
-                let folder = path.parent().unwrap_or(&path);
-                let message = format!(
-                    "no space left on {}: free space on that disk; weir retries what failed and carries on by \
-                     itself once it can write again",
-                    folder.display()
-                );
+                let dir = path.parent().unwrap_or(&path).to_path_buf();
+                let message = crate::store::Error::NoSpace { dir }.to_string();
                 if let Some(suppressed) = super::ratelog::admit(&message) {
                     tracing::error!(error = message, suppressed, "artifact write failed");
                 }

@@ -90,8 +90,8 @@ pub enum Error {
     )]
     Unopenable { dir: PathBuf, reason: String },
     #[error(
-        "no space left on {}: free space on that disk; weir retries what failed and carries on \
-         by itself once it can write again",
+        "no space left on {}: free space on that disk (a running weir retries what failed and \
+         carries on by itself once it can write again)",
         dir.display()
     )]
     NoSpace { dir: PathBuf },
