@@ -39,6 +39,11 @@
 //! Durability: every public write flushes before it returns; [`Batch`] groups several records
 //! into one transaction and one flush. Tests here prove durability across a drop and reopen in
 //! one process only; kill -9 tests belong to the engine issue.
+//!
+//! Damage and full disks: sled is only called through `guard` (a panic inside it is a typed
+//! error); a page sled cannot read is got past by scanning the rest backwards (`list`,
+//! `check`); a write that fails on I/O leaves sled refusing writes until reopened, so the store
+//! remembers the fault ([`Store::fault`]) and [`Store::reopen`] reopens it once there is room.
 
 mod append;
 mod cache;
