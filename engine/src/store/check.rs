@@ -197,4 +197,30 @@ mod tests {
         assert_eq!(report.affected_runs().into_iter().collect::<Vec<_>>(), ["r-2"]);
         assert_eq!(report.bad[0].reason, "checksum mismatch");
     }
+
+    #[test]
+    fn a_page_sled_cannot_read_is_reported_and_the_rest_of_its_tree_is_still_read() {
+        let base = tempfile::tempdir().unwrap();
+        let orig = base.path().join("orig");
+        testkit::filled(&orig, 1500);
+        let len = std::fs::metadata(orig.join("db")).unwrap().len();
+        let mut salvaged = 0;
+        for k in 0..24u64 {
+            let dir = base.path().join(format!("case-{k}"));
+            testkit::copy(&orig, &dir);
+            let s = Store::open(&dir).unwrap();
+            testkit::overwrite(&dir.join("db"), len * k / 24, 8192, 0xa5);
+            let report = s.check().unwrap();
+            let mut exported = Vec::new();
+            let export = s.export(&mut exported).unwrap();
+            assert_eq!(export.damaged, report.damaged, "case {k}: export and check walk alike");
+            if report.damaged.iter().any(|d| d.tree == "runs") {
+                assert!(!report.is_clean());
+                if report.readable("runs") > 1400 {
+                    salvaged += 1;
+                }
+            }
+        }
+        assert!(salvaged > 0, "no damage met a leaf of the runs tree: move the offsets");
+    }
 }
