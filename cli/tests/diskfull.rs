@@ -47,6 +47,16 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves none behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `weir server` with its stderr (warnings and errors, the default filter) in `log`.
 fn server(data: &Path, port: u16, log: &Path) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -136,7 +146,7 @@ async fn a_full_disk_fails_clearly_logs_little_and_the_run_finishes_once_space_i
     );
     let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut engine = server(&data, port, &log);
+    let engine = Killed(server(&data, port, &log));
     let stop = CancellationToken::new();
     let agent = tokio::spawn(Agent::new(AgentConfig::new(url.clone(), dir.path().join("worker"))).run(stop.clone()));
 
@@ -152,13 +162,15 @@ async fn a_full_disk_fails_clearly_logs_little_and_the_run_finishes_once_space_i
     let run = c.start_run(req).await.unwrap().into_inner().run.unwrap().run_id;
     wait_for_step(&url, &run, "blob").await;
     let watch_out = dir.path().join("watch.out");
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["status", &run, "--watch", "--server", &url])
-        .env("NO_COLOR", "1")
-        .stdout(File::create(&watch_out).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut watch = Killed(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["status", &run, "--watch", "--server", &url])
+            .env("NO_COLOR", "1")
+            .stdout(File::create(&watch_out).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let filler = data.join("filler");
 
     // 1. The disk is full when the output is uploaded: the blob write fails.
@@ -194,7 +206,7 @@ async fn a_full_disk_fails_clearly_logs_little_and_the_run_finishes_once_space_i
     std::fs::remove_file(&filler).unwrap();
     let start = Instant::now();
     let status = loop {
-        if let Some(status) = watch.try_wait().unwrap() {
+        if let Some(status) = watch.0.try_wait().unwrap() {
             break status;
         }
         assert!(start.elapsed() < Duration::from_secs(90), "the run did not finish:\n{}", text(&watch_out));
@@ -206,9 +218,8 @@ async fn a_full_disk_fails_clearly_logs_little_and_the_run_finishes_once_space_i
     eprintln!("server log:\n{}", text(&log));
 
     // kill -9 and restart: everything acknowledged is there.
-    engine.kill().unwrap();
-    engine.wait().unwrap();
-    let mut engine = server(&data, port, &log);
+    drop(engine);
+    let _engine = Killed(server(&data, port, &log));
     let got = get(&url, &run).await;
     assert_eq!(got.run.as_ref().unwrap().state, v1::RunState::Succeeded as i32, "{got:#?}");
     let made = got.steps.iter().find(|s| s.name == "blob").unwrap();
@@ -229,6 +240,4 @@ async fn a_full_disk_fails_clearly_logs_little_and_the_run_finishes_once_space_i
     }
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
-    engine.kill().unwrap();
-    engine.wait().unwrap();
 }
