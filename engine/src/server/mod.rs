@@ -18,6 +18,7 @@ mod client_api;
 mod core;
 mod dispatch;
 mod error;
+mod heal;
 mod mlops;
 mod placement;
 mod ratelog;

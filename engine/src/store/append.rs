@@ -6,8 +6,9 @@
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
-use super::db::{Handle, Store, TreeId};
+use super::db::{Store, TreeId};
 use super::envelope::{decode, encode};
+use super::handle::Handle;
 use super::records::{EventRecord, LogChunk, LogCursor, RunRecord, StepRecord};
 use super::{Error, guard, keys};
 use crate::artifact::Manifest;

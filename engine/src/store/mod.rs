@@ -52,6 +52,7 @@ mod db;
 pub mod envelope;
 mod export;
 mod guard;
+mod handle;
 mod keys;
 mod lineage;
 mod list;
