@@ -155,17 +155,27 @@ fn span(started: Option<&prost_types::Timestamp>, finished: Option<&prost_types:
 /// `weir runs`: RUN PIPELINE STATE STEPS CREATED DURATION.
 pub fn runs_table(runs: &[Run], now: u64) -> String {
     let mut t = Table::new(&["RUN", "PIPELINE", "STATE", "STEPS", "CREATED", "DURATION"]);
+    // Runs the store cannot fully read: marked in the table, explained under it.
+    let mut notes = String::new();
     for r in runs {
+        let damaged = ["quarantined", "unreadable"].into_iter().find(|w| r.message.starts_with(w));
+        if damaged.is_some() {
+            let id = if r.run_id.is_empty() { "?" } else { &r.run_id };
+            let _ = writeln!(notes, "{id}: {}", r.message);
+        }
         t.push(vec![
-            r.run_id.clone(),
+            if r.run_id.is_empty() { "?".into() } else { r.run_id.clone() },
             r.pipeline.clone(),
-            run_state(r.state).to_string(),
+            damaged.map_or_else(|| run_state(r.state).to_string(), str::to_string),
             format!("{}/{}", r.steps_done, r.steps_total),
             millis(r.created_at.as_ref()).map_or_else(|| "-".into(), datetime),
             span(r.started_at.as_ref(), r.finished_at.as_ref(), now),
         ]);
     }
-    t.render()
+    if notes.is_empty() {
+        return t.render();
+    }
+    format!("{}\n{notes}help: `weir store check` on the server's data folder says what is readable\n", t.render())
 }
 
 /// The head of `weir status`: the run, its pipeline version, state, progress, params.

@@ -12,6 +12,7 @@ mod display;
 mod local;
 mod offline;
 mod serve;
+mod store;
 
 use std::process::ExitCode;
 
@@ -42,7 +43,9 @@ Exit status:
                   `runs` (with `compare`), `status`, `logs`, `cancel`, `retry`, `resume`, `cache explain`, `schedules` (with `pause` and \
                   `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server); \
                   only a server fires \
-                  pipelines' cron schedules. \
+                  pipelines' cron schedules. `store check`, `store export` and `store import` read \
+                  and restore a data folder's database when something went wrong (README, \"When \
+                  things go wrong\"). \
                   Logs go to stderr, filtered by RUST_LOG.",
     after_help = EXIT_CODES
 )]
@@ -69,6 +72,8 @@ enum Command {
     /// Serve the engine over gRPC for workers and clients on other hosts.
     #[command(after_help = serve::SERVER_EXIT_CODES)]
     Server(serve::ServerArgs),
+    /// Check, export or import the data folder's database (with no engine running on it).
+    Store(store::StoreArgs),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -80,12 +85,15 @@ fn main() -> ExitCode {
         Command::Offline(c) => offline::dispatch(c, &cli.conn),
         Command::Run(args) => local::run(args),
         Command::Server(args) => serve::run(args),
+        Command::Store(args) => store::run(args),
         Command::Client(c) => client::dispatch(c, &cli.conn),
     }
 }
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // sled logs one line per tree when a database whose writes failed is closed (the
+        // engine reopens it after a full disk and says so itself).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled::tree=off"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

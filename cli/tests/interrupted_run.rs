@@ -62,10 +62,13 @@ fn killed_mid_run() -> Killed {
     let dir = tempfile::tempdir().unwrap();
     let (counter, go) = (dir.path().join("counter"), dir.path().join("go"));
     let data = dir.path().join("data").display().to_string();
-    // b waits for the test's go-ahead, so the kill lands while it runs, whatever the load.
+    // b waits for the test's go-ahead, so the kill lands while it runs, whatever the load. It
+    // announces itself a second after it starts: a worker killed between spawning a step and
+    // registering it with its reaper leaves that step running (a known window, see the process
+    // runtime's docs), which a loaded machine can stretch to the moment the test kills.
     let yaml = format!(
         "name: slow\nsteps:\n  a:\n    run: echo \"$WEIR_RUN_ID a\" >> {c}\n  b:\n    needs: [a]\n    run: \
-         echo \"$WEIR_RUN_ID b-start\" >> {c}; while [ ! -f {g} ]; do sleep 0.05; done; echo \"$WEIR_RUN_ID b\" >> {c}\n  \
+         sleep 1; echo \"$WEIR_RUN_ID b-start\" >> {c}; while [ ! -f {g} ]; do sleep 0.05; done; echo \"$WEIR_RUN_ID b\" >> {c}\n  \
          c:\n    needs: [b]\n    run: echo \"$WEIR_RUN_ID c\" >> {c}\n",
         c = counter.display(),
         g = go.display()

@@ -214,6 +214,7 @@ pub async fn follow_run(
     let mut ask_why = tokio::time::interval(Duration::from_secs(2));
     let mut last_event = std::time::Instant::now();
     let mut last_asked = std::time::Instant::now();
+    let mut stalled = String::new();
     let first = get_run(client, conn, run_id).await?;
     // The watch replays every event from the first, so steps start out pending; the fetch
     // only fixes their order in the live block.
@@ -277,7 +278,18 @@ pub async fn follow_run(
                 last_asked = std::time::Instant::now();
                 let Ok(run) = client.get_run(GetRunRequest { run_id: run_id.to_string(), ..Default::default() }).await
                 else { continue };
-                let lines = waiting.update(&run.into_inner().steps, now_ms(), color);
+                let run = run.into_inner();
+                let mut lines = waiting.update(&run.steps, now_ms(), color);
+                // Why a live run does not move (the server's disk is full), once per change.
+                let message = run.run.as_ref().map(|r| r.message.clone()).unwrap_or_default();
+                if message != stalled {
+                    if !message.is_empty() {
+                        lines.push(format!("warning: {message}"));
+                    } else if !stalled.is_empty() {
+                        lines.push("the server writes again; the run carries on".to_string());
+                    }
+                    stalled = message;
+                }
                 if tty {
                     print_out(&progress.frame(&lines, now_ms(), width, color));
                 } else {

@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::{Digest, Error};
 
@@ -22,12 +23,14 @@ pub(super) const CHUNK: usize = 1 << 20;
 pub struct Store {
     blobs: PathBuf,
     tmp: PathBuf,
+    /// The folder whose disk was full at the last failed put, until a put succeeds.
+    full: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl Store {
     /// Opens the store at `root`, creating `root/blobs` and `root/tmp` if they are missing.
     pub fn open(root: &Path) -> Result<Store, Error> {
-        let store = Store { blobs: root.join("blobs"), tmp: root.join("tmp") };
+        let store = Store { blobs: root.join("blobs"), tmp: root.join("tmp"), full: Arc::default() };
         for dir in [&store.blobs, &store.tmp] {
             fs::create_dir_all(dir).map_err(Error::io("create folder", dir))?;
         }
@@ -58,7 +61,26 @@ impl Store {
     }
 
     /// Stores everything `reader` yields; `source` names it in errors. Returns the digest and size.
-    pub fn put_reader(&self, mut reader: impl Read, source: &Path) -> Result<(Digest, u64), Error> {
+    /// A put that fails for want of space is remembered (see [`Store::full`]) until one succeeds.
+    pub fn put_reader(&self, reader: impl Read, source: &Path) -> Result<(Digest, u64), Error> {
+        let result = self.put_inner(reader, source);
+        let mut full = self.full.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => *full = None,
+            Err(Error::Io { path, source, .. }) if crate::store::is_no_space(source) => {
+                *full = Some(path.parent().unwrap_or(path).to_path_buf())
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// The folder whose disk was full when the last put failed, until a put succeeds.
+    pub fn full(&self) -> Option<PathBuf> {
+        self.full.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn put_inner(&self, mut reader: impl Read, source: &Path) -> Result<(Digest, u64), Error> {
         let (mut tmp, tmp_path) = self.temp_file()?;
         // Removes the temporary file on every early return; disarmed once it is renamed away.
         let mut guard = RemoveOnDrop(Some(tmp_path.clone()));

@@ -80,7 +80,8 @@ impl Engine {
             if let Some(live) = st.runs.get(run_id) {
                 let mut steps = live.steps.clone();
                 waiting_reasons(&st, live, &mut steps);
-                return Ok((live.record.clone(), steps, String::new()));
+                // A live run stalls while the store cannot write: say why.
+                return Ok((live.record.clone(), steps, self.fault().unwrap_or_default()));
             }
         }
         let quarantined = self.store.quarantined(run_id)?;
@@ -481,6 +482,14 @@ impl WeirClient for ClientApi {
                         });
                         continue;
                     }
+                    Listed::Unreadable { after, reason } => {
+                        let after = after.map(|a| format!(" after run {a}")).unwrap_or_default();
+                        runs.push(v1::Run {
+                            message: format!("unreadable runs{after} (`weir store check` says which): {reason}"),
+                            ..Default::default()
+                        });
+                        continue;
+                    }
                 };
                 if states.len() > 1 && !states.contains(&record.state) {
                     continue;
@@ -492,8 +501,15 @@ impl WeirClient for ClientApi {
                         Some(live) => (live.record.clone(), live.steps.clone()),
                         None => {
                             drop(st);
-                            let steps = engine.store.steps(&record.id, None, usize::MAX).map_err(ApiError::from)?;
-                            (record, steps.into_iter().map(|(_, s)| s).collect())
+                            match engine.store.steps(&record.id, None, usize::MAX) {
+                                Ok(steps) => (record, steps.into_iter().map(|(_, s)| s).collect()),
+                                // A step record that does not decode marks its run, not the list.
+                                Err(e) => {
+                                    let message = format!("quarantined: {e}");
+                                    runs.push(engine.run_view(&record, &[], message));
+                                    continue;
+                                }
+                            }
                         }
                     }
                 };

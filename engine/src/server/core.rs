@@ -163,6 +163,11 @@ pub(super) struct State {
     pub unannounced: Vec<(String, u64)>,
     /// The schedules this engine fires, by pipeline name.
     pub schedules: std::collections::BTreeMap<String, super::scheduler::Sched>,
+    /// Unfinished runs out of memory because reloading them met a store that cannot write
+    /// (a full disk): [`Engine::tick`] reloads them once it can.
+    pub reload: BTreeSet<String>,
+    /// When [`Engine::tick`] may next try to reopen a store that cannot write.
+    pub heal_at: Option<Instant>,
 }
 
 /// The engine: state, store and the signals between them.
@@ -353,6 +358,9 @@ impl Engine {
         outputs: Option<&Manifest>,
         now: Millis,
     ) -> Result<Vec<Effect>, ApiError> {
+        if st.reload.contains(run_id) {
+            return Err(self.not_reloaded(run_id));
+        }
         let Some(live) = st.runs.get_mut(run_id) else {
             return Err(self.not_live(run_id));
         };
@@ -360,10 +368,14 @@ impl Engine {
         let seq = match self.store.write_batch_unflushed(batch) {
             Ok(seqs) => seqs.last().copied().unwrap_or_default(),
             Err(e) => {
-                tracing::error!(run = run_id, error = %e, "cannot store an event; reloading the run from the store");
+                let e = ApiError::from(e);
+                if let Some(suppressed) = super::ratelog::admit(&e.to_string()) {
+                    tracing::error!(run = run_id, error = %e, suppressed, "cannot store an event; reloading the run from the store");
+                }
                 st.runs.remove(run_id);
+                st.ready.remove_run(run_id);
                 self.recover_run(st, run_id);
-                return Err(e.into());
+                return Err(e);
             }
         };
         self.performed(st, run_id, &effects, seq, hits, now);
@@ -589,8 +601,22 @@ impl Engine {
                 match listed {
                     crate::store::Listed::Run(r) if !r.state.is_terminal() && resume.includes(&r.id) => ids.push(r.id),
                     crate::store::Listed::Run(_) => {}
-                    crate::store::Listed::Quarantined { id, reason, .. } => {
-                        tracing::warn!(run = id, reason, "run is quarantined; not resumed")
+                    crate::store::Listed::Quarantined { id, reason, record } => {
+                        tracing::warn!(run = id, reason, "run is quarantined; not resumed");
+                        // A record that no longer decodes quarantines its run for good.
+                        if record.is_none()
+                            && matches!(self.store.quarantined(&id), Ok(None))
+                            && let Err(e) = self.store.quarantine(&id, &reason)
+                        {
+                            tracing::error!(run = id, error = %e, "cannot quarantine run");
+                        }
+                    }
+                    crate::store::Listed::Unreadable { after, reason } => {
+                        tracing::error!(
+                            after,
+                            reason,
+                            "runs in a damaged part of the store are not resumed: run `weir store check`"
+                        )
                     }
                 }
             }
@@ -611,9 +637,23 @@ impl Engine {
     }
 
     /// Rebuilds one run by replaying its events; quarantines it when that fails.
-    fn recover_run(&self, st: &mut State, run_id: &str) -> bool {
+    pub(super) fn recover_run(&self, st: &mut State, run_id: &str) -> bool {
         match self.replay(st, run_id) {
-            Ok(()) => true,
+            Ok(()) => {
+                st.reload.remove(run_id);
+                true
+            }
+            // The store cannot write (a full disk): the run is fine, only out of memory until
+            // the store heals; `tick` reloads it then. Never quarantine it for that.
+            Err(e) if super::heal::is_fault(&e) => {
+                st.runs.remove(run_id);
+                st.ready.remove_run(run_id);
+                st.reload.insert(run_id.to_string());
+                if let Some(suppressed) = super::ratelog::admit(&format!("reload {e}")) {
+                    tracing::warn!(run = run_id, error = %e, suppressed, "run waits for the store to heal");
+                }
+                false
+            }
             Err(e) => {
                 let reason = format!("cannot resume: {e}");
                 tracing::error!(run = run_id, reason, "quarantining run");
@@ -693,6 +733,7 @@ impl Engine {
     /// Fires what is due: lost workers, unclaimed orphans, run timers. Called periodically.
     pub(super) fn tick(&self) {
         let mut st = self.lock();
+        self.heal(&mut st);
         let now = Instant::now();
         let lost: Vec<String> = st
             .workers
@@ -732,8 +773,10 @@ impl Engine {
             .map(|(id, _)| id.clone())
             .collect();
         for run in due {
-            if let Err(e) = self.apply(&mut st, &run, Event::Tick, None) {
-                tracing::error!(run, error = %e, "timer tick failed");
+            if let Err(e) = self.apply(&mut st, &run, Event::Tick, None)
+                && let Some(suppressed) = super::ratelog::admit(&format!("tick {e}"))
+            {
+                tracing::error!(run, error = %e, suppressed, "timer tick failed");
             }
         }
         if self.scheduling {
@@ -741,8 +784,11 @@ impl Engine {
         }
         let dirty = !st.unannounced.is_empty();
         drop(st);
-        if dirty && let Err(e) = self.commit() {
-            tracing::error!(error = %e, "cannot make timer events durable");
+        if dirty
+            && let Err(e) = self.commit()
+            && let Some(suppressed) = super::ratelog::admit(&format!("commit {e}"))
+        {
+            tracing::error!(error = %e, suppressed, "cannot make timer events durable");
         }
     }
 

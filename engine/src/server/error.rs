@@ -1,8 +1,11 @@
 //! Every error the API can answer with, and its one mapping to a gRPC status: invalid input is
 //! `INVALID_ARGUMENT` (validation diagnostics ride along as `weir.v1.Diagnostics` in the status
 //! details, and rendered in the message), an unknown name `NOT_FOUND`, a stale attempt or a
-//! finished run `FAILED_PRECONDITION`, a storage failure `INTERNAL`. Messages say what to do.
-//! Every status is cut to fit in headers (`bounds::fit`): a message never grows past 4 KiB.
+//! finished run `FAILED_PRECONDITION`, a full disk `RESOURCE_EXHAUSTED` ("no space left on
+//! <folder>"; workers retry it), a store being reopened after a failed write `UNAVAILABLE`,
+//! another storage failure `INTERNAL`. Messages say what to do. Every status is cut to fit
+//! in headers (`bounds::fit`): a message never grows past 4 KiB. Errors logged here go through
+//! [`ratelog`](super::ratelog): a failure that repeats is one line per interval, not a flood.
 
 use prost::Message;
 use tonic::{Code, Status};
@@ -99,9 +102,36 @@ fn status(e: ApiError) -> Status {
             ApiError::Artifact(e @ crate::artifact::Error::UnsafeName { .. }) => {
                 Status::invalid_argument(e.to_string())
             }
+            ApiError::Store(e @ crate::store::Error::NoSpace { .. }) => {
+                let message = e.to_string();
+                if let Some(suppressed) = super::ratelog::admit(&message) {
+                    tracing::error!(error = message, suppressed, "storage write failed");
+                }
+                Status::resource_exhausted(message)
+            }
+            ApiError::Store(e @ crate::store::Error::Reopening { .. }) => {
+                let message = e.to_string();
+                if let Some(suppressed) = super::ratelog::admit(&message) {
+                    tracing::warn!(error = message, suppressed, "store not writable yet");
+                }
+                Status::unavailable(message)
+            }
+            ApiError::Artifact(crate::artifact::Error::Io { path, source, .. })
+                if crate::store::is_no_space(&source) =>
+            {
+                let dir = path.parent().unwrap_or(&path).to_path_buf();
+                let message = crate::store::Error::NoSpace { dir }.to_string();
+                if let Some(suppressed) = super::ratelog::admit(&message) {
+                    tracing::error!(error = message, suppressed, "artifact write failed");
+                }
+                Status::resource_exhausted(message)
+            }
             e @ (ApiError::Internal(_) | ApiError::Store(_) | ApiError::Artifact(_)) => {
-                tracing::error!(error = %e, "internal error");
-                Status::internal(e.to_string())
+                let message = e.to_string();
+                if let Some(suppressed) = super::ratelog::admit(&message) {
+                    tracing::error!(error = message, suppressed, "internal error");
+                }
+                Status::internal(message)
             }
         }
     }

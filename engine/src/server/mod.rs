@@ -21,10 +21,12 @@ mod client_api;
 mod core;
 mod dispatch;
 mod error;
+mod heal;
 mod mlops;
 mod placement;
 #[cfg(test)]
 mod prepare_tests;
+mod ratelog;
 mod registry;
 mod scheduler;
 #[cfg(test)]

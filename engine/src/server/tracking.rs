@@ -145,7 +145,7 @@ impl Engine {
             for listed in page.runs {
                 match listed {
                     Listed::Run(r) | Listed::Quarantined { record: Some(r), .. } => out.push(r),
-                    Listed::Quarantined { .. } => {}
+                    Listed::Quarantined { .. } | Listed::Unreadable { .. } => {}
                 }
             }
             match page.next_page_token {

@@ -81,10 +81,17 @@ impl Upload {
         }
         let tx = self.tx.clone().expect("push after finish");
         // The blocking send waits only while the storing thread is behind by 4 chunks.
-        tokio::task::spawn_blocking(move || tx.send(chunk))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|_| ApiError::Internal("the blob writer stopped".into()))
+        let sent =
+            tokio::task::spawn_blocking(move || tx.send(chunk)).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        if sent.is_err() {
+            // The writer stopped: its own error (a full disk, ...) says why.
+            return match (&mut self.task).await {
+                Ok(Err(e)) => Err(e.into()),
+                Ok(Ok(_)) => Err(ApiError::Internal("the blob writer stopped early".into())),
+                Err(e) => Err(ApiError::Internal(e.to_string())),
+            };
+        }
+        Ok(())
     }
 
     pub async fn finish(mut self) -> Result<(Digest, u64), ApiError> {

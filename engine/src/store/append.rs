@@ -8,8 +8,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::db::{Store, TreeId};
 use super::envelope::{decode, encode};
+use super::handle::Handle;
 use super::records::{EventRecord, LogChunk, LogCursor, RunRecord, StepRecord};
-use super::{Error, keys};
+use super::{Error, guard, keys};
 use crate::artifact::Manifest;
 use crate::run::{AttemptId, InstanceId};
 
@@ -80,32 +81,56 @@ impl Store {
         after_seq: u64,
     ) -> Result<impl Iterator<Item = Result<(u64, EventRecord), Error>> + use<>, Error> {
         let prefix = keys::prefix(run)?;
+        let tree = self.tree(TreeId::Events)?;
         let iter = match after_seq.checked_add(1) {
-            Some(next) => self.tree(TreeId::Events).range(keys::event(run, next)?..),
-            None => self.tree(TreeId::Events).range(prefix.clone()..prefix.clone()),
+            Some(next) => tree.range(keys::event(run, next)?..),
+            None => tree.range(prefix.clone()..prefix.clone()),
         };
-        Ok(iter.take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))).map(|kv| {
-            let (k, v) = kv?;
-            Ok((keys::tail_u64(&k, 0).unwrap_or_default(), decode(TreeId::Events.name(), &k, &v)?))
+        let dir = self.dir().to_path_buf();
+        let mut iter = iter.take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)));
+        // Each step of the scan may read a page from disk: a panic there ends the scan with
+        // an error instead of unwinding through the caller.
+        let mut broken = false;
+        Ok(std::iter::from_fn(move || {
+            if broken {
+                return None;
+            }
+            let next = match guard::contain(|| iter.next()) {
+                Ok(next) => next,
+                Err(message) => {
+                    broken = true;
+                    return Some(Err(Error::Panicked { dir: dir.clone(), what: "reading events", message }));
+                }
+            };
+            next.map(|kv| {
+                let (k, v) = kv?;
+                Ok((keys::tail_u64(&k, 0).unwrap_or_default(), decode(TreeId::Events.name(), &k, &v)?))
+            })
         }))
     }
 
     /// Appends one log chunk of `attempt` and returns where it sits, once durable.
     pub fn append_log(&self, run: &str, attempt: AttemptId, chunk: &LogChunk) -> Result<LogCursor, Error> {
-        let seq = self.db.generate_id()?;
+        let seq = self.writing("allocating a log seq", || Ok(self.handle()?.db.generate_id()?))?;
         self.put(TreeId::Logs, keys::log(run, attempt.instance, attempt.number, seq)?, chunk)?;
         Ok(LogCursor { attempt: attempt.number, seq })
     }
 
     /// Appends several log chunks of `attempt` in order with one flush, once durable.
     pub fn append_logs(&self, run: &str, attempt: AttemptId, chunks: &[LogChunk]) -> Result<(), Error> {
-        let tree = self.tree(TreeId::Logs);
-        let mut batch = sled::Batch::default();
-        for chunk in chunks {
-            let seq = self.db.generate_id()?;
-            batch.insert(keys::log(run, attempt.instance, attempt.number, seq)?, encode(TreeId::Logs.name(), chunk)?);
-        }
-        tree.apply_batch(batch)?;
+        self.writing("writing logs", || {
+            let h = self.handle()?;
+            let mut batch = sled::Batch::default();
+            for chunk in chunks {
+                let seq = h.db.generate_id()?;
+                batch.insert(
+                    keys::log(run, attempt.instance, attempt.number, seq)?,
+                    encode(TreeId::Logs.name(), chunk)?,
+                );
+            }
+            h.trees[TreeId::Logs as usize].apply_batch(batch)?;
+            Ok(())
+        })?;
         self.flush()
     }
 
@@ -125,19 +150,21 @@ impl Store {
         if after.is_some() {
             start.push(0); // the least key after the cursor itself
         }
-        let mut out = Vec::new();
-        for kv in self.tree(TreeId::Logs).range(start..).take(limit) {
-            let (k, v) = kv?;
-            if !k.starts_with(&prefix) {
-                break;
+        self.reading("reading logs", || {
+            let mut out = Vec::new();
+            for kv in self.tree(TreeId::Logs)?.range(start..).take(limit) {
+                let (k, v) = kv?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let cursor = LogCursor {
+                    attempt: keys::tail_u32(&k, 8).unwrap_or_default(),
+                    seq: keys::tail_u64(&k, 0).unwrap_or_default(),
+                };
+                out.push((cursor, decode(TreeId::Logs.name(), &k, &v)?));
             }
-            let cursor = LogCursor {
-                attempt: keys::tail_u32(&k, 8).unwrap_or_default(),
-                seq: keys::tail_u64(&k, 0).unwrap_or_default(),
-            };
-            out.push((cursor, decode(TreeId::Logs.name(), &k, &v)?));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Applies every write of `batch` in one transaction, flushes once, and returns the seqs
@@ -153,7 +180,12 @@ impl Store {
     /// anything. Only for records whose loss in a crash is harmless (the engine's `started`
     /// reports); never acknowledge anything else written this way.
     pub fn write_batch_unflushed(&self, batch: Batch) -> Result<Vec<u64>, Error> {
-        let seqs = self.trees.as_slice().transaction(|trees: &Vec<TransactionalTree>| {
+        let h = self.handle()?;
+        self.writing("writing a batch", || Self::transact(&h, &batch))
+    }
+
+    fn transact(h: &Handle, batch: &Batch) -> Result<Vec<u64>, Error> {
+        let seqs = h.trees.as_slice().transaction(|trees: &Vec<TransactionalTree>| {
             let mut seqs = Vec::new();
             for op in &batch.ops {
                 match op {
@@ -241,7 +273,7 @@ mod tests {
     #[test]
     fn a_corrupt_event_counter_aborts_the_whole_batch() {
         let (_dir, s) = testkit::store();
-        s.tree(TreeId::EventSeq).insert("r-1", &b"junk"[..]).unwrap();
+        s.tree(TreeId::EventSeq).unwrap().insert("r-1", &b"junk"[..]).unwrap();
         let mut b = Batch::new();
         b.put_run(&testkit::run("r-1", "train", RunState::Running))
             .unwrap()

@@ -58,7 +58,7 @@ impl Store {
     /// Every entry of `pipeline`'s `step` (at most `limit`), in key order.
     pub fn cache_entries(&self, pipeline: &str, step: &str, limit: usize) -> Result<Vec<CacheEntry>, Error> {
         let prefix = step_prefix(pipeline, step)?;
-        let tree = self.tree(TreeId::Cache);
+        let tree = self.tree(TreeId::Cache)?;
         let mut out = Vec::new();
         for kv in tree.scan_prefix(&prefix).take(limit) {
             let (k, v) = kv?;

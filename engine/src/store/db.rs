@@ -1,15 +1,17 @@
-//! [`Store`]: opening the data folder (and refusing it when another engine holds it), the tree
-//! table, and typed put and get of pipelines, runs, steps, artifact manifests and quarantine
-//! marks. Every public write flushes before it returns, because sled acknowledges writes
-//! before they are durable. Appends and batches live in `append`, listing runs in `list`,
-//! export and import in `export`.
+//! [`Store`]: the tree table, and typed put and get of pipelines, runs, steps, artifact
+//! manifests and quarantine marks. Every public write flushes before it returns, because sled
+//! acknowledges writes before they are durable. Opening, containing sled and reopening after a
+//! failed write live in `handle`, appends and batches in `append`, listing runs in `list`,
+//! checking and salvage in `check`, export and import in `export`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::envelope::{decode, encode};
+use super::handle::Handle;
 use super::records::{PipelineIndex, PipelineVersion, RunRecord, ScheduleRecord, StepRecord};
 use super::{Error, keys};
 use crate::artifact::Manifest;
@@ -85,76 +87,80 @@ impl TreeId {
     }
 }
 
-/// sled's page cache size.
-const CACHE_BYTES: u64 = 32 << 20;
-
 /// The engine's database. One per data folder and process: a second open fails with
 /// [`Error::Locked`].
+///
+/// A write that fails on I/O (a full disk) leaves sled refusing every later write until the
+/// database is opened again: the store then says so in [`Store::fault`], and
+/// [`Store::reopen`] closes and reopens it, keeping what was flushed.
 pub struct Store {
-    pub(super) db: sled::Db,
-    pub(super) trees: Vec<sled::Tree>,
-    dir: PathBuf,
+    pub(super) handle: RwLock<Option<Arc<Handle>>>,
+    pub(super) dir: PathBuf,
+    /// Why writes fail until a reopen, when they do.
+    pub(super) fault: Mutex<Option<String>>,
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, Error> {
-        // sled's page cache defaults to 1 GiB and grows with every write; the engine reads
-        // mostly what it just wrote, so a small cache keeps its memory flat on long runs.
-        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open().map_err(|e| match e {
-            // sled 0.34 reports a held file lock only as this `Io` message.
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                Error::Locked { dir: dir.to_path_buf() }
-            }
-            e => Error::Sled(e),
-        })?;
-        let trees = TreeId::ALL.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>()?;
-        Ok(Store { db, trees, dir: dir.to_path_buf() })
-    }
-
     /// The folder the database lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub(super) fn tree(&self, t: TreeId) -> &sled::Tree {
-        &self.trees[t as usize]
+    pub(super) fn tree(&self, t: TreeId) -> Result<sled::Tree, Error> {
+        Ok(self.handle()?.trees[t as usize].clone())
+    }
+
+    /// Whether no tree holds a record (a fresh folder, fit to import into).
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        self.reading("reading", || {
+            let h = self.handle()?;
+            Ok(h.trees.iter().all(|t| t.is_empty()))
+        })
     }
 
     /// Makes every write so far durable. Public writes call it themselves.
     pub fn flush(&self) -> Result<(), Error> {
-        self.db.flush()?;
-        Ok(())
+        self.writing("flushing", || {
+            self.handle()?.db.flush()?;
+            Ok(())
+        })
     }
 
     pub(super) fn put<T: Serialize>(&self, t: TreeId, key: Vec<u8>, value: &T) -> Result<(), Error> {
-        self.tree(t).insert(key, encode(t.name(), value)?)?;
+        let value = encode(t.name(), value)?;
+        self.writing("writing", || {
+            self.tree(t)?.insert(key, value)?;
+            Ok(())
+        })?;
         self.flush()
     }
 
     pub(super) fn get<T: DeserializeOwned>(&self, t: TreeId, key: &[u8]) -> Result<Option<T>, Error> {
-        self.tree(t).get(key)?.map(|v| decode(t.name(), key, &v)).transpose()
+        let bytes = self.reading("reading", || Ok(self.tree(t)?.get(key)?))?;
+        bytes.map(|v| decode(t.name(), key, &v)).transpose()
     }
 
     /// Records a pipeline version under its content hash and makes it the name's latest.
     /// Submitting the same version again only moves `latest`.
     pub fn put_pipeline_version(&self, hash: &str, version: &PipelineVersion) -> Result<(), Error> {
         let value = encode(TreeId::PipelineVersions.name(), version)?;
-        let (p, v) = (self.tree(TreeId::Pipelines), self.tree(TreeId::PipelineVersions));
+        let (p, v) = (self.tree(TreeId::Pipelines)?, self.tree(TreeId::PipelineVersions)?);
         use sled::Transactional;
-        (p, v).transaction(|(p, v)| {
-            let name = version.name.as_bytes();
-            let mut index: PipelineIndex = match p.get(name)? {
-                Some(bytes) => decode(TreeId::Pipelines.name(), name, &bytes).map_err(super::append::abort)?,
-                None => PipelineIndex::default(),
-            };
-            if !index.versions.iter().any(|h| h == hash) {
-                index.versions.push(hash.to_string());
-            }
-            index.latest = hash.to_string();
-            p.insert(name, encode(TreeId::Pipelines.name(), &index).map_err(super::append::abort)?)?;
-            v.insert(hash.as_bytes(), value.clone())?;
-            Ok(())
+        self.writing("writing a pipeline", || {
+            Ok((&p, &v).transaction(|(p, v)| {
+                let name = version.name.as_bytes();
+                let mut index: PipelineIndex = match p.get(name)? {
+                    Some(bytes) => decode(TreeId::Pipelines.name(), name, &bytes).map_err(super::append::abort)?,
+                    None => PipelineIndex::default(),
+                };
+                if !index.versions.iter().any(|h| h == hash) {
+                    index.versions.push(hash.to_string());
+                }
+                index.latest = hash.to_string();
+                p.insert(name, encode(TreeId::Pipelines.name(), &index).map_err(super::append::abort)?)?;
+                v.insert(hash.as_bytes(), value.clone())?;
+                Ok(())
+            })?)
         })?;
         self.flush()
     }
@@ -165,13 +171,14 @@ impl Store {
 
     /// Every pipeline name with its index, in name order.
     pub fn pipelines(&self) -> Result<Vec<(String, PipelineIndex)>, Error> {
-        let tree = self.tree(TreeId::Pipelines);
-        let mut out = Vec::new();
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), decode(TreeId::Pipelines.name(), &k, &v)?));
-        }
-        Ok(out)
+        self.reading("listing pipelines", || {
+            let mut out = Vec::new();
+            for kv in self.tree(TreeId::Pipelines)?.iter() {
+                let (k, v) = kv?;
+                out.push((String::from_utf8_lossy(&k).into_owned(), decode(TreeId::Pipelines.name(), &k, &v)?));
+            }
+            Ok(out)
+        })
     }
 
     pub fn pipeline_version(&self, hash: &str) -> Result<Option<PipelineVersion>, Error> {
@@ -210,16 +217,18 @@ impl Store {
             return Ok(Vec::new());
         }
         let prefix = keys::prefix(run)?;
-        let mut out = Vec::new();
-        for kv in self.tree(TreeId::Steps).range(start..).take(limit) {
-            let (k, v) = kv?;
-            if !k.starts_with(&prefix) {
-                break;
+        self.reading("reading steps", || {
+            let mut out = Vec::new();
+            for kv in self.tree(TreeId::Steps)?.range(start..).take(limit) {
+                let (k, v) = kv?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let i = InstanceId(keys::tail_u32(&k, 0).unwrap_or_default());
+                out.push((i, decode(TreeId::Steps.name(), &k, &v)?));
             }
-            let i = InstanceId(keys::tail_u32(&k, 0).unwrap_or_default());
-            out.push((i, decode(TreeId::Steps.name(), &k, &v)?));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     pub fn put_artifacts(&self, run: &str, i: InstanceId, m: &Manifest) -> Result<(), Error> {
@@ -247,19 +256,23 @@ impl Store {
 
     /// Forgets the schedule of `pipeline` (its pipeline's latest version has none).
     pub fn remove_schedule(&self, pipeline: &str) -> Result<(), Error> {
-        self.tree(TreeId::Schedules).remove(pipeline.as_bytes())?;
+        self.writing("removing a schedule", || {
+            self.tree(TreeId::Schedules)?.remove(pipeline.as_bytes())?;
+            Ok(())
+        })?;
         self.flush()
     }
 
     /// Every stored schedule, by pipeline name.
     pub fn schedules(&self) -> Result<Vec<ScheduleRecord>, Error> {
-        let tree = self.tree(TreeId::Schedules);
-        let mut out = Vec::new();
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            out.push(decode(TreeId::Schedules.name(), &k, &v)?);
-        }
-        Ok(out)
+        self.reading("listing schedules", || {
+            let mut out = Vec::new();
+            for kv in self.tree(TreeId::Schedules)?.iter() {
+                let (k, v) = kv?;
+                out.push(decode(TreeId::Schedules.name(), &k, &v)?);
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -334,9 +347,12 @@ mod tests {
         let (_dir, s) = testkit::store();
         s.put_run(&testkit::run("r-1", "train", RunState::Queued)).unwrap();
         s.put_run(&testkit::run("r-2", "train", RunState::Queued)).unwrap();
-        s.tree(TreeId::Runs).insert("r-1", &b"\x00\x01garbage"[..]).unwrap();
+        s.tree(TreeId::Runs).unwrap().insert("r-1", &b"\x00\x01garbage"[..]).unwrap();
         s.put_step("r-2", InstanceId(0), &testkit::step("fit", StepState::Ready)).unwrap();
-        s.tree(TreeId::Steps).insert(crate::store::keys::instance("r-2", InstanceId(1)).unwrap(), &b"xx"[..]).unwrap();
+        s.tree(TreeId::Steps)
+            .unwrap()
+            .insert(crate::store::keys::instance("r-2", InstanceId(1)).unwrap(), &b"xx"[..])
+            .unwrap();
         match s.run("r-1") {
             Err(Error::Corrupt { tree: "runs", key, reason }) => {
                 assert_eq!((key.as_str(), reason.starts_with("truncated")), ("r-1", true))

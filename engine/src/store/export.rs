@@ -9,9 +9,18 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use super::append::Batch;
+use super::check::Damage;
 use super::db::{Store, TreeId};
 use super::envelope::{decode, encode};
 use super::{Error, keys};
+
+/// What [`Store::export`] wrote.
+#[derive(Debug, Default)]
+pub struct Exported {
+    pub records: usize,
+    /// Stretches sled could not read: their records are not in the dump.
+    pub damaged: Vec<Damage>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct Line {
@@ -26,28 +35,31 @@ struct Line {
 }
 
 impl Store {
-    /// Writes every record as JSON lines, tree by tree in key order; returns how many.
-    pub fn export(&self, out: &mut impl Write) -> Result<usize, Error> {
-        let mut n = 0;
+    /// Writes every record sled can still read as JSON lines, tree by tree in key order (past
+    /// a damaged page, see [`Store::salvage`]); returns how many, and the stretches it could
+    /// not read.
+    pub fn export(&self, out: &mut impl Write) -> Result<Exported, Error> {
+        let mut exported = Exported::default();
         for t in TreeId::ALL {
-            for kv in self.tree(t).iter() {
-                let (k, v) = kv?;
+            let damaged = self.salvage(t, |k, v| {
                 let mut line =
-                    Line { tree: t.name().to_string(), key: keys::to_hex(&k), value: None, raw: None, corrupt: None };
-                match decode::<serde_json::Value>(t.name(), &k, &v) {
+                    Line { tree: t.name().to_string(), key: keys::to_hex(k), value: None, raw: None, corrupt: None };
+                match decode::<serde_json::Value>(t.name(), k, v) {
                     Ok(value) => line.value = Some(value),
                     Err(e) => {
-                        line.raw = Some(keys::to_hex(&v));
+                        line.raw = Some(keys::to_hex(v));
                         line.corrupt = Some(e.to_string());
                     }
                 }
                 serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
                 out.write_all(b"\n")?;
-                n += 1;
-            }
+                exported.records += 1;
+                Ok(())
+            })?;
+            exported.damaged.extend(damaged);
         }
         out.flush()?;
-        Ok(n)
+        Ok(exported)
     }
 
     /// Loads an [`export`](Store::export) dump in one transaction and one flush; returns how
@@ -101,11 +113,11 @@ mod tests {
         let attempt = AttemptId { instance: InstanceId(0), number: 1 };
         s.append_log("r-1", attempt, &LogChunk { stream: Stream::Stderr, at: Millis(2), data: vec![0xff, b'\n'] })
             .unwrap();
-        s.tree(TreeId::Runs).insert("r-2", &b"torn"[..]).unwrap();
+        s.tree(TreeId::Runs).unwrap().insert("r-2", &b"torn"[..]).unwrap();
         s.quarantine("r-2", "torn").unwrap();
 
         let mut dump = Vec::new();
-        let n = s.export(&mut dump).unwrap();
+        let n = s.export(&mut dump).unwrap().records;
         assert_eq!(n, 9, "{}", String::from_utf8_lossy(&dump));
         let (_dir2, fresh) = testkit::store();
         assert_eq!(fresh.import(&dump[..]).unwrap(), n);

@@ -108,7 +108,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Indexed<T>>, Error> {
         let mut out = Vec::new();
-        for kv in self.tree(t).scan_prefix(digest.as_bytes()).take(limit) {
+        for kv in self.tree(t)?.scan_prefix(digest.as_bytes()).take(limit) {
             let (k, v) = kv?;
             let Some((run, instance)) = split(&k) else {
                 return Err(Error::Corrupt {
@@ -142,7 +142,7 @@ impl Store {
     pub fn produced_digests(&self, hex: &str, limit: usize) -> Result<Vec<Digest>, Error> {
         let even = &hex[..hex.len() & !1];
         let Some(prefix) = keys::from_hex(even) else { return Ok(Vec::new()) };
-        let tree = self.tree(TreeId::Producers);
+        let tree = self.tree(TreeId::Producers)?;
         let mut out: Vec<Digest> = Vec::new();
         let mut start = prefix.clone();
         while out.len() < limit {

@@ -40,12 +40,20 @@
 //! Durability: every public write flushes before it returns; [`Batch`] groups several records
 //! into one transaction and one flush. Tests here prove durability across a drop and reopen in
 //! one process only; kill -9 tests belong to the engine issue.
+//!
+//! Damage and full disks: sled is only called through `guard` (a panic inside it is a typed
+//! error); a page sled cannot read is got past by scanning the rest backwards (`list`,
+//! `check`); a write that fails on I/O leaves sled refusing writes until reopened, so the store
+//! remembers the fault ([`Store::fault`]) and [`Store::reopen`] reopens it once there is room.
 
 mod append;
 mod cache;
+mod check;
 mod db;
 pub mod envelope;
 mod export;
+mod guard;
+mod handle;
 mod keys;
 mod lineage;
 mod list;
@@ -59,7 +67,10 @@ use std::path::PathBuf;
 
 pub use append::Batch;
 pub use cache::CacheEntry;
+pub use check::{BadRecord, Damage, Report, TreeCount};
 pub use db::Store;
+pub use export::Exported;
+pub use guard::is_no_space;
 pub use lineage::{Consumed, Indexed, Produced};
 pub use list::{Listed, RunFilter, RunPage};
 pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
@@ -77,6 +88,35 @@ pub enum Error {
         dir.display()
     )]
     Locked { dir: PathBuf },
+    #[error(
+        "cannot open the store in {}: {reason}. The database is damaged: stop anything using \
+         it and run `weir store check --data-dir {}` to see what is readable. To restore, load \
+         an export (`weir store export` of it if it opens, or an earlier one) into a fresh folder \
+         with `weir store import --data-dir NEW FILE` and start weir on NEW (README, \"When \
+         things go wrong\")",
+        dir.display(),
+        data_dir(dir).display()
+    )]
+    Unopenable { dir: PathBuf, reason: String },
+    #[error(
+        "no space left on {}: free space on that disk (a running weir retries what failed and \
+         carries on by itself once it can write again)",
+        dir.display()
+    )]
+    NoSpace { dir: PathBuf },
+    #[error(
+        "the store in {} is not writable ({reason}); weir reopens it by itself once it can write \
+         again: retry shortly",
+        dir.display()
+    )]
+    Reopening { dir: PathBuf, reason: String },
+    #[error(
+        "the store in {} is damaged: sled failed while {what} ({message}); run `weir store check \
+         --data-dir {}`",
+        dir.display(),
+        data_dir(dir).display()
+    )]
+    Panicked { dir: PathBuf, what: &'static str, message: String },
     #[error("corrupt record in tree `{tree}` at key {key}: {reason}")]
     Corrupt { tree: &'static str, key: String, reason: String },
     #[error("cannot encode a record for tree `{tree}`: {reason}")]
@@ -87,10 +127,27 @@ pub enum Error {
     BadPageToken(String),
     #[error("import line {line}: {reason}")]
     Import { line: usize, reason: String },
-    #[error("storage: {0}")]
+    #[error("storage: {}", sled_text(.0))]
     Sled(#[from] sled::Error),
     #[error("export/import: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// sled's error in words (its own text for corruption prints an empty backtrace).
+fn sled_text(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Corruption { at: Some(at), .. } => format!("sled found corrupted data at {at:?} of its log"),
+        sled::Error::Corruption { at: None, .. } => "sled found corrupted data".to_string(),
+        e => e.to_string(),
+    }
+}
+
+/// The data folder a database folder (`DATA/db`) belongs to, for messages that name commands.
+fn data_dir(db: &std::path::Path) -> &std::path::Path {
+    match db.file_name() {
+        Some(name) if name == "db" => db.parent().unwrap_or(db),
+        _ => db,
+    }
 }
 
 impl From<sled::transaction::TransactionError<Error>> for Error {

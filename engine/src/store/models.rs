@@ -112,7 +112,7 @@ impl Store {
     /// Every model's head, in name order.
     pub fn models(&self) -> Result<Vec<ModelRecord>, Error> {
         let mut out = Vec::new();
-        for kv in self.tree(TreeId::Models).iter() {
+        for kv in self.tree(TreeId::Models)?.iter() {
             let (k, v) = kv?;
             out.push(decode(TreeId::Models.name(), &k, &v)?);
         }
@@ -136,7 +136,7 @@ impl Store {
 
     fn scan<T: serde::de::DeserializeOwned>(&self, t: TreeId, name: &str) -> Result<Vec<T>, Error> {
         let mut out = Vec::new();
-        for kv in self.tree(t).scan_prefix(keys::prefix(name)?) {
+        for kv in self.tree(t)?.scan_prefix(keys::prefix(name)?) {
             let (k, v) = kv?;
             out.push(decode(t.name(), &k, &v)?);
         }

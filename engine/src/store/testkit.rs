@@ -30,3 +30,76 @@ pub fn run(id: &str, pipeline: &str, state: RunState) -> RunRecord {
 pub fn step(name: &str, state: StepState) -> StepRecord {
     StepRecord { name: name.to_string(), state, attempts: 1, ..StepRecord::default() }
 }
+
+/// Writes `n` runs (`r-0000`, ...) with three step records each into a new store in `dir`, in
+/// batches, and closes it: a database of a few hundred KiB over several sled pages.
+pub fn filled(dir: &std::path::Path, n: usize) {
+    let s = Store::open(dir).unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let mut b = super::Batch::new();
+        for r in chunk {
+            let id = format!("r-{r:04}");
+            b.put_run(&run(&id, "train", RunState::Succeeded)).unwrap();
+            for i in 0..3 {
+                b.put_step(&id, crate::run::InstanceId(i), &step("fit", StepState::Succeeded)).unwrap();
+            }
+        }
+        s.write_batch(b).unwrap();
+    }
+}
+
+/// A copy of the folder `from` at `to` (sled's files only: no subfolders but `blobs`).
+pub fn copy(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to.join("blobs")).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Overwrites `len` bytes of `file` at `offset` with `byte`, in place (the same inode, as a
+/// disk fault would: an open store reads the damage on its next page-in).
+pub fn overwrite(file: &std::path::Path, offset: u64, len: usize, byte: u8) {
+    use std::io::{Seek, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.seek(std::io::SeekFrom::Start(offset)).unwrap();
+    f.write_all(&vec![byte; len]).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// A tmpfs of `size` mounted at `at` (the tests run as root), unmounted on drop; `None` where
+/// mounting is not permitted, except under `CI=true`, where that fails the test.
+pub fn tmpfs(at: &std::path::Path, size: &str) -> Option<Mounted> {
+    std::fs::create_dir_all(at).unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .output()
+        .expect("run mount");
+    if out.status.success() {
+        return Some(Mounted(at.to_path_buf()));
+    }
+    let why = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "this test needs to mount a tmpfs (as root): {why}");
+    eprintln!("skipping: cannot mount a tmpfs here ({why}); CI=true makes this a failure");
+    None
+}
+
+/// A mount point, unmounted on drop.
+pub struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros into `path` until the disk is full.
+pub fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+}

@@ -37,8 +37,14 @@ impl Store {
     /// (such a worker registers anew and loses only its claim on what it held).
     pub fn workers(&self) -> Result<Vec<WorkerRecord>, Error> {
         let mut out = Vec::new();
-        for kv in self.tree(TreeId::Workers).iter() {
-            let (k, v) = kv?;
+        for kv in self.tree(TreeId::Workers)?.iter() {
+            let (k, v) = match kv {
+                Ok(kv) => kv,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read further worker identities; those workers register anew");
+                    break;
+                }
+            };
             match decode(TreeId::Workers.name(), &k, &v) {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::warn!(error = %e, "skipping a worker identity that does not decode"),

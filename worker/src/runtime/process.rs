@@ -37,8 +37,11 @@
 //!   leaves the running steps unguarded until the runtime next writes to it (the next step's start
 //!   or end), which starts a new reaper. A SIGSTOPped reaper guards nothing until continued; the
 //!   runtime replaces it when its pipe fills.
-//! - A step is registered just after `posix_spawn` returns: a worker killed in those few
-//!   microseconds leaves that one step unguarded.
+//! - A step is registered just after `posix_spawn` returns: a worker killed in between leaves
+//!   that one step unguarded. That is microseconds, but on a loaded machine the worker's thread
+//!   can be descheduled there for much longer while the step already runs (seen once in a full
+//!   test run on 2 busy cores). Closing it needs a start barrier (the step's leader waiting on a
+//!   pipe until it is registered), not built yet.
 //! - The leader gets no parent-death signal (`posix_spawn` cannot set one): only the reaper kills
 //!   steps after the worker's death.
 //! - A step starts with every signal at its default disposition and an empty signal mask, even
