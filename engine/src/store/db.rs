@@ -312,7 +312,7 @@ mod tests {
             s.put_artifacts("r-1", InstanceId(4), &manifest).unwrap();
             s.quarantine("r-9", "replay rejected event 3").unwrap();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = testkit::reopen(dir.path());
         let index = s.pipeline("train").unwrap().unwrap();
         assert_eq!((index.latest.as_str(), index.versions), ("h1", vec!["h1".to_string(), "h2".to_string()]));
         assert_eq!(s.pipeline_version("h2").unwrap(), Some(version));

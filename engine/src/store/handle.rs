@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(s.run("r-0").unwrap().unwrap().id, "r-0", "what was flushed is kept");
         s.put_run(&testkit::run("r-y", "t", RunState::Queued)).unwrap();
         drop(s);
-        let again = Store::open(&db).unwrap();
+        let again = crate::store::testkit::reopen(&db);
         assert!(again.run("r-y").unwrap().is_some());
         if written > 0 {
             assert_eq!(again.steps(&format!("r-{}", written - 1), None, 100).unwrap().len(), 50);

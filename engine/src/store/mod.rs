@@ -60,7 +60,7 @@ mod list;
 mod models;
 mod records;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod workers;
 
 use std::path::PathBuf;

@@ -69,6 +69,20 @@ pub fn overwrite(file: &std::path::Path, offset: u64, len: usize, byte: u8) {
     f.sync_all().unwrap();
 }
 
+/// Opens `dir` again right after a `Store` on it was dropped: sled's background flusher holds
+/// the file lock a moment longer, so `Locked` is retried (for 10 s at most).
+pub fn reopen(dir: &std::path::Path) -> Store {
+    let start = std::time::Instant::now();
+    loop {
+        match Store::open(dir) {
+            Err(super::Error::Locked { .. }) if start.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 /// A tmpfs of `size` mounted at `at` (the tests run as root), unmounted on drop; `None` where
 /// mounting is not permitted, except under `CI=true`, where that fails the test.
 pub fn tmpfs(at: &std::path::Path, size: &str) -> Option<Mounted> {

@@ -71,7 +71,7 @@ mod tests {
             let s = Store::open(dir.path()).unwrap();
             s.put_worker(&r).unwrap();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = crate::store::testkit::reopen(dir.path());
         assert_eq!(s.worker("host-1a").unwrap(), Some(r.clone()));
         assert_eq!(s.workers().unwrap(), vec![r]);
         assert_eq!(s.worker("nope").unwrap(), None);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::artifact::Entry;
 use crate::run::Event;
-use crate::store::{PipelineVersion, Store, Trigger};
+use crate::store::{PipelineVersion, Trigger};
 
 const YAML: &str = "\
 name: ml
@@ -112,7 +112,7 @@ fn a_success_indexes_its_outputs_as_produced_and_its_inputs_as_consumed() {
     assert!(e.store.consumers(&model, 10).unwrap().is_empty(), "nothing took the model");
     // Survives a reopen: it was in the success's own batch.
     drop(e);
-    let store = Store::open(&dir.path().join("db")).unwrap();
+    let store = crate::store::testkit::reopen(&dir.path().join("db"));
     assert_eq!(store.producers(&model, 10).unwrap()[0].value.path, "model.bin");
 }
 
