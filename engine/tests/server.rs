@@ -727,7 +727,14 @@ async fn a_worker_cannot_report_upload_log_or_claim_for_another_workers_attempt(
 
     let (_, mut b_w) = clients(&s).await;
     let b_id = register(&mut b_w).await;
+    // Not its attempt: refused like a stale one (a worker drops the call and goes on).
     fn denied<T>(r: Result<T, tonic::Status>, what: &str) {
+        let e = r.err().unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(e.code(), Code::FailedPrecondition, "{what}: {e:?}");
+        assert!(e.message().contains("not leased to this worker"), "{what}: {e:?}");
+    }
+    // Not its session: an authentication failure.
+    fn impostor<T>(r: Result<T, tonic::Status>, what: &str) {
         let e = r.err().unwrap_or_else(|| panic!("{what}: accepted"));
         assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
     }
@@ -751,10 +758,11 @@ async fn a_worker_cannot_report_upload_log_or_claim_for_another_workers_attempt(
     assert_eq!(stops.len(), 1, "B's claim is answered with a stop order: {stops:?}");
     assert_eq!(stops[0].reason, "leased to another worker");
     // Naming A's id with B's session.
-    denied(b_w.report(outcome(ok(&[], Some(forged.clone())), &a_id, &a)).await, "B as A reports success");
+    impostor(b_w.report(outcome(ok(&[], Some(forged.clone())), &a_id, &a)).await, "B as A reports success");
     let hb = v1::HeartbeatRequest { worker_id: a_id.clone(), ..Default::default() };
-    denied(b_w.heartbeat(hb.clone()).await, "B as A heartbeats");
-    denied(b_w.lease(v1::LeaseRequest { worker_id: a_id.clone(), free: 1, wait: None }).await, "B as A leases");
+    impostor(b_w.heartbeat(hb.clone()).await, "B as A heartbeats");
+    impostor(b_w.lease(v1::LeaseRequest { worker_id: a_id.clone(), free: 1, wait: None }).await, "B as A leases");
+    impostor(logs(&mut b_w, &a_id, &a, "forged log\n").await, "B as A uploads logs");
     // With no session at all (a bare worker-token client): unauthenticated.
     let ch = Channel::from_shared(s.url()).unwrap().connect().await.unwrap();
     let mut bare = WeirWorkerClient::new(ch);
@@ -864,5 +872,42 @@ async fn heartbeats_keep_an_old_lease_claimable_after_a_restart() {
     assert!(resp.stop.is_empty(), "re-adopted, not lost: {resp:?}");
     let run = start(&mut c, "two", &[]).await; // the engine still answers normally
     assert!(!run.is_empty());
+    s.shutdown().await;
+}
+
+/// A worker declared lost registers again (same identity) and still uploads the trailing logs of
+/// the attempt it lost; another worker cannot, and neither refusal stops a worker (not
+/// PERMISSION_DENIED, which a worker treats as fatal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_worker_back_under_its_identity_may_upload_its_old_attempts_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap(); // lease timeout 800 ms
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let run = start(&mut c, "two", &[]).await;
+    let id = register(&mut w).await;
+    let a = lease(&mut w, &id).await.unwrap();
+    w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &id, &a)).await.unwrap();
+    let session = w.session();
+    // Silent past the lease timeout: lost, and attempt 2 is offered.
+    let (_, mut other) = clients(&s).await;
+    let other_id = register(&mut other).await;
+    let b = lease_when_ready(&mut other, &other_id).await;
+    assert_eq!(b.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2);
+
+    let again = v1::RegisterRequest {
+        capacity: 4,
+        previous_worker_id: id.clone(),
+        previous_session: session,
+        ..Default::default()
+    };
+    assert_eq!(w.register(again).await.unwrap().into_inner().worker_id, id);
+    logs(&mut w, &id, &a, "the last lines of attempt 1\n").await.expect("its own old attempt's logs");
+    let refused = logs(&mut other, &other_id, &a, "forged\n").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let late = w.report(outcome(ok(&[], None), &id, &a)).await.unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition, "a late report is stale: {late:?}");
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!((steps[0].attempt, steps[0].state()), (2, v1::StepState::Leased));
     s.shutdown().await;
 }

@@ -20,6 +20,7 @@ use crate::artifact::Manifest;
 use crate::plan::Resolved;
 use crate::run::{AttemptId, Event, StepState};
 use crate::spec::{PullPolicy, Runtime};
+use crate::store::EventRecord;
 use crate::wire;
 
 use super::core::{Engine, Held, Live, State};
@@ -298,18 +299,35 @@ impl Engine {
             }
             // After an engine restart, the live attempt's worker before it re-adopts it.
             let leased_here = live.machine.live_attempt(i) == Some(attempt) && live.machine.worker(i) == Some(worker);
-            return if own || leased_here { Ok(()) } else { Err(not_yours(run, attempt)) };
+            if own || leased_here {
+                return Ok(());
+            }
+        } else {
+            match self.store.step(run, attempt.instance)? {
+                Some(s) if attempt.number > s.attempts => {
+                    return Err(ApiError::Precondition(format!("attempt {attempt} of run {run} was never dispatched")));
+                }
+                Some(_) if own => return Ok(()),
+                Some(_) => {}
+                None => return Err(ApiError::NotFound(format!("no run {run} with instance {}", attempt.instance))),
+            }
         }
         drop(st);
-        match self.store.step(run, attempt.instance)? {
-            Some(s) if attempt.number > s.attempts => {
-                Err(ApiError::Precondition(format!("attempt {attempt} of run {run} was never dispatched")))
+        // An older attempt, or one this engine process did not hand out (it restarted, or the
+        // worker was lost and forgot): the run's own record says whom it was leased to.
+        if self.leased_to(run, attempt)?.as_deref() == Some(worker) { Ok(()) } else { Err(not_yours(run, attempt)) }
+    }
+
+    /// The worker `attempt` of `run` was leased to, from the run's stored events.
+    fn leased_to(&self, run: &str, attempt: AttemptId) -> Result<Option<String>, ApiError> {
+        for item in self.store.events(run, 0)? {
+            if let (_, EventRecord { event: Event::Leased { attempt: a, worker }, .. }) = item? {
+                if a == attempt {
+                    return Ok(Some(worker));
+                }
             }
-            // A finished run, after an engine restart: its last attempt's worker only.
-            Some(s) if own || (attempt.number == s.attempts && s.worker.as_deref() == Some(worker)) => Ok(()),
-            Some(_) => Err(not_yours(run, attempt)),
-            None => Err(ApiError::NotFound(format!("no run {run} with instance {}", attempt.instance))),
         }
+        Ok(None)
     }
 
     /// Checks that `attempt` is the live attempt of `run`, leased to `worker` (for output
@@ -381,8 +399,10 @@ fn check_holder(st: &State, worker: &str, run: &str, attempt: AttemptId) -> Resu
     }
 }
 
+/// A refusal like a stale attempt's (the worker drops the call and goes on), not an
+/// authentication failure: a worker's own edge cases must never stop it.
 fn not_yours(run: &str, attempt: AttemptId) -> ApiError {
-    ApiError::Denied(format!("attempt {attempt} of run {run} is not leased to this worker"))
+    ApiError::Precondition(format!("attempt {attempt} of run {run} is not leased to this worker"))
 }
 
 /// The folder under `WEIR_INPUTS` for the outputs of instance `name`: the step name, and for a
