@@ -321,10 +321,10 @@ impl Engine {
     /// The worker `attempt` of `run` was leased to, from the run's stored events.
     fn leased_to(&self, run: &str, attempt: AttemptId) -> Result<Option<String>, ApiError> {
         for item in self.store.events(run, 0)? {
-            if let (_, EventRecord { event: Event::Leased { attempt: a, worker }, .. }) = item? {
-                if a == attempt {
-                    return Ok(Some(worker));
-                }
+            if let (_, EventRecord { event: Event::Leased { attempt: a, worker }, .. }) = item?
+                && a == attempt
+            {
+                return Ok(Some(worker));
             }
         }
         Ok(None)
