@@ -213,7 +213,11 @@ mod tests {
             let report = s.check().unwrap();
             let mut exported = Vec::new();
             let export = s.export(&mut exported).unwrap();
-            assert_eq!(export.damaged, report.damaged, "case {k}: export and check walk alike");
+            // Both walks meet the damage in the same trees after the same key. Where the walk
+            // backwards from the tree's end stops may differ: the bytes were overwritten under a
+            // live store, and what sled has cached by the second walk is not what it read first.
+            let met = |d: &[Damage]| d.iter().map(|d| (d.tree, d.after.clone())).collect::<Vec<_>>();
+            assert_eq!(met(&export.damaged), met(&report.damaged), "case {k}: export and check walk alike");
             if report.damaged.iter().any(|d| d.tree == "runs") {
                 assert!(!report.is_clean());
                 if report.readable("runs") > 1400 {
