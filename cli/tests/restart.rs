@@ -17,8 +17,12 @@ use weir_worker::{Agent, AgentConfig};
 mod common;
 use common::{client, free_port};
 
+/// A 10 s lease: the worker fences itself after about 5.7 s without an answer and an orphan's
+/// deadline is 13.5 s after it was last heard of, both well past the few seconds this test's
+/// string of kill -9s and restarts takes on a loaded machine (with 3 s, a step could lose its
+/// attempt to the storm: run once, but as attempt 2).
 fn server(data: &Path, port: u16) -> Child {
-    common::server(data, port, &["--lease-timeout", "3s"])
+    common::server(data, port, &["--lease-timeout", "10s"])
 }
 
 fn kill9(child: &mut Child) {
