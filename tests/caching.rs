@@ -195,7 +195,7 @@ async fn an_entry_whose_files_are_gone_is_not_used() {
     let version = c.submit(YAML, None).await;
     let r1 = run(&mut c, &version, &[], false).await;
     let blob = digest(&r1, "s1", "data.txt");
-    let blobs = weir_engine::artifact::Store::open(&c.dir.path().join("engine/artifacts")).expect("the blob store");
+    let blobs = weir_data::artifact::Store::open(&c.dir.path().join("engine/artifacts")).expect("the blob store");
     let path = blobs.path_of(&blob.parse().expect("a digest"));
     std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let r2 = run(&mut c, &version, &[], false).await;

@@ -15,9 +15,9 @@ use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use weir_engine::diag::Renderer;
-use weir_engine::plan;
-use weir_engine::spec::{self, Limits};
+use weir_core::diag::Renderer;
+use weir_core::plan;
+use weir_core::spec::{self, Limits};
 
 /// The corpus must not shrink below this by accident.
 const MIN_FILES: usize = 40;

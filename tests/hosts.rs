@@ -115,7 +115,7 @@ fn engine_and_two_workers_in_containers_survive_kills_and_partitions() {
     }
     remove_leftovers();
     let begin = Instant::now();
-    let (weir, worker) = binaries();
+    let (weir, worker) = weir_tests::binaries();
     let image = node_image(&weir, &worker);
     eprintln!("[{:5.1}s] node image {image}", begin.elapsed().as_secs_f64());
     step_image();
@@ -362,30 +362,6 @@ fn remove_leftovers() {
             let _ = docker(&["network", "rm", id]);
         }
     }
-}
-
-/// `weir` and `weir-worker` from this build: `cargo test --workspace` builds every binary of the
-/// workspace before any test runs, next to this test's own folder (`target/<profile>/`, wherever
-/// CARGO_TARGET_DIR puts it). Run alone (`cargo test -p weir-tests --test hosts`), cargo builds
-/// neither: missing, they are built here; present, they are used as they are (build them after
-/// changing the engine or the worker, or run the whole workspace's tests).
-fn binaries() -> (PathBuf, PathBuf) {
-    let exe = std::env::current_exe().expect("the test's path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
-    let (weir, worker) = (dir.join("weir"), dir.join("weir-worker"));
-    if !weir.is_file() || !worker.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "weir-cli", "--bin", "weir", "-p", "weir-worker", "--bin", "weir-worker"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        eprintln!("{} or {} is missing: building them with {build:?}", weir.display(), worker.display());
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building weir and weir-worker failed: {status}");
-        assert!(weir.is_file() && worker.is_file(), "cargo built them somewhere other than {}", dir.display());
-    }
-    (weir, worker)
 }
 
 /// The node image's tag, built by scripts/node-image.sh unless an image of these very binaries

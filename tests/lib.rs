@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use weir_engine::bundle::{Bundle, BundleLimits};
+use weir_data::bundle::{Bundle, BundleLimits};
 use weir_engine::server::{self, Server, ServerConfig};
 use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
@@ -227,4 +228,28 @@ pub async fn docker() -> Option<Arc<DockerRuntime>> {
             None
         }
     }
+}
+
+/// `weir` and `weir-worker` from this build: `cargo test --workspace` builds every binary of the
+/// workspace before any test runs, next to this test's own folder (`target/<profile>/`, wherever
+/// CARGO_TARGET_DIR puts it). Run alone (`cargo test -p weir-tests --test hosts`), cargo builds
+/// neither: missing, they are built here; present, they are used as they are (build them after
+/// changing the engine or the worker, or run the whole workspace's tests).
+pub fn binaries() -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
+    let (weir, worker) = (dir.join("weir"), dir.join("weir-worker"));
+    if !weir.is_file() || !worker.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "weir-cli", "--bin", "weir", "-p", "weir-worker", "--bin", "weir-worker"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        eprintln!("{} or {} is missing: building them with {build:?}", weir.display(), worker.display());
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building weir and weir-worker failed: {status}");
+        assert!(weir.is_file() && worker.is_file(), "cargo built them somewhere other than {}", dir.display());
+    }
+    (weir, worker)
 }

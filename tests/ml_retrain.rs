@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use weir_engine::expr::{Ref, Value};
-use weir_engine::plan::{self, Resolved};
-use weir_engine::spec::{self, Limits};
+use weir_core::expr::{Ref, Value};
+use weir_core::plan::{self, Resolved};
+use weir_core::spec::{self, Limits};
 
 fn pipeline_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("root").join("pipelines/ml-retrain")

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
-use weir_engine::plan;
+use weir_core::plan;
+use weir_core::spec::{self, Limits};
 use weir_engine::server::{self, Resume, ServerConfig};
-use weir_engine::spec::{self, Limits};
 use weir_proto::v1;
 use weir_worker::agent::{Agent, AgentConfig};
 use weir_worker::agent::{DockerMode, connect_docker};
@@ -73,7 +73,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     // Validate before starting anything: problems get exact positions and exit 2.
     let file = offline::pipeline_file(&args.file);
     let limits = Limits::default();
-    let source = match spec::read_source(&file, &limits) {
+    let source = match crate::source::read(&file, &limits) {
         Ok(s) => s,
         Err(d) => {
             offline::report(&file, "", &[d]);

@@ -12,6 +12,7 @@ mod display;
 mod local;
 mod offline;
 mod serve;
+mod source;
 mod store;
 
 use std::process::ExitCode;

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use weir_engine::diag::{Diagnostic, Renderer};
-use weir_engine::graph::{self, Format};
-use weir_engine::plan::{self, Plan, Resolved};
-use weir_engine::spec::{self, Limits, Pipeline};
+use weir_core::diag::{Diagnostic, Renderer};
+use weir_core::graph;
+use weir_core::plan::{self, Plan, Resolved};
+use weir_core::spec::{self, Limits, Pipeline};
 
 pub const EXIT_CODES: &str = "\
 Exit status:
@@ -67,7 +67,7 @@ pub enum Command {
         file: PathBuf,
         /// Output format.
         #[arg(long, value_enum, default_value = "mermaid")]
-        format: Format,
+        format: GraphFormat,
         #[command(flatten)]
         params: ParamArgs,
         #[command(flatten)]
@@ -149,7 +149,7 @@ pub fn dispatch(command: Command, conn: &crate::client::ConnArgs) -> ExitCode {
         }
         Command::Graph { file, format, params, limits } => show_graph(&file, &params.params, format, &limits.limits()),
         Command::Schema => {
-            let text = serde_json::to_string_pretty(&weir_engine::schema::json_schema()).unwrap_or_default();
+            let text = serde_json::to_string_pretty(&weir_core::schema::json_schema()).unwrap_or_default();
             print_out(&format!("{text}\n"))
         }
     };
@@ -205,7 +205,7 @@ pub(crate) fn pipeline_file(path: &Path) -> PathBuf {
 fn load(path: &Path, limits: &Limits) -> Result<(String, Pipeline), Failure> {
     let file = pipeline_file(path);
     let path = file.as_path();
-    let source = match spec::read_source(path, limits) {
+    let source = match crate::source::read(path, limits) {
         Ok(s) => s,
         Err(d) => {
             report(path, "", &[d]);
@@ -308,7 +308,7 @@ fn cache_section(
     let Ok((pipeline, plan)) = planned(file, overrides, "dry-run", limits) else { return String::new() };
     let folder = pipeline_file(file).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let folder = if folder.as_os_str().is_empty() { PathBuf::from(".") } else { folder };
-    let bundle = match weir_engine::bundle::Bundle::build(&folder, weir_engine::bundle::BundleLimits::default()) {
+    let bundle = match weir_data::bundle::Bundle::build(&folder, weir_data::bundle::BundleLimits::default()) {
         Ok(b) => b,
         Err(e) => return format!("{header}  cannot bundle {}: {e}\n", folder.display()),
     };
@@ -388,7 +388,7 @@ pub fn render_plan(pipeline: &Pipeline, plan: &Plan) -> String {
             let _ = writeln!(out, "{pad}gate: {}", gate.source());
         }
         if let Some(image) = &inst.image
-            && step.runtime == weir_engine::spec::Runtime::Docker
+            && step.runtime == weir_core::spec::Runtime::Docker
         {
             let _ = writeln!(out, "{pad}image: {image}");
         }
@@ -404,7 +404,28 @@ fn shown_value(value: &str) -> String {
     if plain { value.to_string() } else { format!("{value:?}") }
 }
 
-fn show_graph(file: &Path, overrides: &[(String, String)], format: Format, limits: &Limits) -> Result<(), Failure> {
+fn show_graph(
+    file: &Path,
+    overrides: &[(String, String)],
+    format: GraphFormat,
+    limits: &Limits,
+) -> Result<(), Failure> {
     let (pipeline, plan) = planned(file, overrides, "graph", limits)?;
-    print_out(&graph::render(&pipeline, &plan, format))
+    print_out(&graph::render(&pipeline, &plan, format.into()))
+}
+
+/// `weir graph --format`: the command line's names for [`graph::Format`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+impl From<GraphFormat> for graph::Format {
+    fn from(f: GraphFormat) -> graph::Format {
+        match f {
+            GraphFormat::Mermaid => graph::Format::Mermaid,
+            GraphFormat::Dot => graph::Format::Dot,
+        }
+    }
 }

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use weir_engine::server::tokens::{self, TokenFile};
 use weir_engine::server::{self, ServerConfig};
+use weir_proto::auth::{self as tokens, TokenFile};
 
 pub const SERVER_EXIT_CODES: &str = "\
 Exit status:
@@ -41,7 +41,7 @@ pub struct ServerArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    weir_engine::spec::units::parse_duration(s)
+    weir_core::spec::units::parse_duration(s)
 }
 
 /// The client and worker tokens of `path`, checked for a server listening on `listen`; every

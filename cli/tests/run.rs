@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use weir_engine::run::{InstanceId, RunState, StepState};
+use weir_core::run::{InstanceId, RunState, StepState};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -51,7 +51,7 @@ fn the_example_pipeline_succeeds_and_its_deploy_step_writes_its_manifest() {
     assert_eq!(record.state, StepState::Succeeded);
     let manifest = store.artifacts(&run.id, InstanceId(deploy.0)).unwrap().unwrap();
     let entry = manifest.get("manifest.json").expect("deploy wrote manifest.json");
-    let blobs = weir_engine::artifact::Store::open(&data.join("artifacts")).unwrap();
+    let blobs = weir_data::artifact::Store::open(&data.join("artifacts")).unwrap();
     let json: serde_json::Value = serde_json::from_reader(blobs.open_blob(&entry.digest).unwrap()).unwrap();
     assert_eq!(json["model_name"], "churn", "{json}");
     assert_eq!(json["run_id"], run.id.as_str(), "{json}");

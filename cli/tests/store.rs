@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use weir_engine::run::{InstanceId, Millis, RunState, StepState};
+use weir_core::run::{InstanceId, Millis, RunState, StepState};
 use weir_engine::store::{RunRecord, StepRecord, Store, Trigger};
 
 mod common;

@@ -7,11 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use weir_proto::v1;
 
-use crate::artifact::{Digest, Entry, Manifest};
-use crate::run::{AttemptId, InstanceId, Millis, RunState, StepState};
+use weir_core::run::{AttemptId, InstanceId, Millis, RunState, StepState};
+use weir_data::artifact::{Digest, Entry, Manifest};
 
-/// The metadata entry that carries a worker's session secret on every call after Register.
-pub const SESSION_HEADER: &str = "x-weir-session";
+pub use weir_proto::SESSION_HEADER;
 
 /// What was wrong with a message, for an `InvalidArgument` status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

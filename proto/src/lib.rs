@@ -4,9 +4,16 @@
 //!
 //! Two services share one port: [`v1::weir_client_server::WeirClient`] for people and programs
 //! (submit pipelines, start, follow and inspect runs) and [`v1::weir_worker_server::WeirWorker`]
-//! for workers (register, lease, heartbeat, report, move logs, artifacts and bundles). This crate
-//! holds generated code only: it must never carry engine logic or convert to engine types; that
-//! mapping lives in the engine and the worker, next to the code that owns the domain types.
+//! for workers (register, lease, heartbeat, report, move logs, artifacts and bundles). Beside the
+//! generated code it holds only what both ends of a call must agree on and that no domain type
+//! owns: the metadata names ([`SESSION_HEADER`]) and the token files that say who may call
+//! (`auth`). It never carries engine logic or converts to engine types; that mapping lives in the
+//! engine's `api/` adapter and the worker's agent, next to the code that owns the domain types.
+
+pub mod auth;
+
+/// The metadata entry that carries a worker's session secret on every call after Register.
+pub const SESSION_HEADER: &str = "x-weir-session";
 
 /// Package `weir.v1`: messages, and for each service a `*_client` and a `*_server` module.
 pub mod v1 {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use weir_engine::bundle::{Bundle, BundleCache, BundleLimits};
+use weir_data::bundle::{Bundle, BundleCache, BundleLimits};
 use weir_worker::checkout::Checkouts;
 use weir_worker::runtime::{Action, CancellationToken, Outcome, ProcessRuntime, Runtime, StepSpec};
 

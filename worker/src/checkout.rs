@@ -1,6 +1,6 @@
 //! Per-attempt copies of cached bundles, so that no step can change what another step runs.
 //!
-//! The bundle cache (`weir_engine::bundle::BundleCache`) extracts each bundle once per worker;
+//! The bundle cache (`weir_data::bundle::BundleCache`) extracts each bundle once per worker;
 //! a process step must not run in that folder, or a step that edits `steps/x.sh` changes every
 //! later run of that pipeline version on this worker. [`Checkouts::checkout`] copies the cached
 //! folder into the attempt's own folder (`std::io::copy` between files is `copy_file_range`,
@@ -32,7 +32,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use weir_engine::bundle::{Bundle, BundleLimits};
+use weir_data::bundle::{Bundle, BundleLimits};
 
 /// Why a checkout failed.
 #[derive(Debug, thiserror::Error)]
@@ -316,7 +316,7 @@ mod tests {
         let mut bytes = Vec::new();
         bundle.write_to(&mut bytes).unwrap();
         let cached = root.path().join(&digest);
-        weir_engine::bundle::extract(&bytes[..], &digest, &cached, BundleLimits::default()).unwrap();
+        weir_data::bundle::extract(&bytes[..], &digest, &cached, BundleLimits::default()).unwrap();
         (root, cached, digest)
     }
 

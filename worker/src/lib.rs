@@ -8,5 +8,6 @@ pub mod agent;
 pub mod checkout;
 pub mod gpu;
 pub mod runtime;
+pub mod wire;
 
 pub use agent::{Agent, AgentConfig, AgentError};

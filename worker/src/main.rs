@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use weir_engine::server::tokens::{Role, TokenFile};
+use weir_proto::auth::{Role, TokenFile};
 use weir_worker::agent::{DockerMode, connect_docker, cores, hostname};
 use weir_worker::gpu::GpuChoice;
 use weir_worker::runtime::ProcessRuntime;

@@ -325,7 +325,7 @@ async fn container_as_the_engine_sees_it() {
         assert_eq!(host.privileged, Some(false));
         assert_ne!(host.network_mode.as_deref(), Some("host"));
         assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
-        assert_eq!(host.cap_add.unwrap(), weir_engine::spec::capabilities::DEFAULT);
+        assert_eq!(host.cap_add.unwrap(), weir_data::capabilities::DEFAULT);
         assert_eq!(host.pids_limit, Some(weir_worker::runtime::DOCKER_PIDS_LIMIT));
         assert_eq!(host.security_opt.unwrap(), ["no-new-privileges"]);
         let mut mounts: Vec<(String, bool)> =

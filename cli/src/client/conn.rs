@@ -9,7 +9,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
-use weir_engine::server::tokens::{Role, TokenFile};
+use weir_proto::auth::{Role, TokenFile};
 use weir_proto::v1::weir_client_client::WeirClientClient;
 
 use super::{ConnArgs, Failure};

@@ -6,7 +6,7 @@ use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 use tonic::Code;
-use weir_engine::diag;
+use weir_core::diag;
 use weir_proto::v1::{
     self, GetRunRequest, GetRunResponse, ListPipelinesRequest, ListRunsRequest, RunState, StartRunRequest,
     StreamLogsRequest, WatchRunRequest, run_event::Kind,

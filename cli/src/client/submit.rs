@@ -8,9 +8,9 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
-use weir_engine::bundle::{self, Bundle, BundleLimits};
-use weir_engine::diag::{self, Renderer};
-use weir_engine::spec::{self, Limits};
+use weir_core::diag::{self, Renderer};
+use weir_core::spec::{self, Limits};
+use weir_data::bundle::{self, Bundle, BundleLimits};
 use weir_proto::v1::{self, SubmitPipelineHeader, SubmitPipelineRequest, submit_pipeline_request::Part};
 
 use super::conn::{Hints, connect, refused};
@@ -71,7 +71,7 @@ pub async fn submit_quietly(
     // Validate before connecting: problems get exact positions and need no server.
     let file = offline::pipeline_file(path);
     let limits = Limits::default();
-    let source = spec::read_source(&file, &limits).map_err(|d| {
+    let source = crate::source::read(&file, &limits).map_err(|d| {
         offline::report(&file, "", &[d]);
         Failure::Refused
     })?;

@@ -3,7 +3,7 @@
 
 use std::io::{self, IsTerminal};
 
-use weir_engine::diag;
+use weir_core::diag;
 use weir_proto::v1::{GetLineageRequest, MetricHistoryRequest};
 
 use super::conn::{Client, Hints, refused};

@@ -18,13 +18,13 @@ use petgraph::Direction;
 use petgraph::graph::NodeIndex;
 use weir_proto::v1;
 
-use crate::artifact::Manifest;
-use crate::plan::{self, Plan, Resolved};
-use crate::run::{AttemptId, Effect, InstanceId, Millis, StepState};
-use crate::spec::{Action, Pipeline, Runtime};
 use crate::store::{Batch, CacheEntry, CacheKey, Store, Trigger};
-use crate::template::{Ref, Template};
 use crate::wire;
+use weir_core::plan::{self, Plan, Resolved};
+use weir_core::run::{AttemptId, Effect, InstanceId, Millis, StepState};
+use weir_core::spec::{Action, Pipeline, Runtime};
+use weir_core::template::{Ref, Template};
+use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
@@ -47,7 +47,7 @@ fn shown(text: &str) -> String {
 }
 
 /// The params a step uses: named in its templates, or by their variable in its text.
-fn used_params(pipeline: &Pipeline, step: &crate::spec::Step) -> BTreeSet<String> {
+fn used_params(pipeline: &Pipeline, step: &weir_core::spec::Step) -> BTreeSet<String> {
     let mut templates: Vec<&Template> = match &step.action {
         Action::Run(t) => vec![t],
         Action::Command(argv) => argv.iter().collect(),
@@ -401,7 +401,7 @@ impl Engine {
                 Some(ttl) if !fresh(e, Some(ttl), s.started_at.unwrap_or(record.created_at)) => format!(
                     "the entry with the same key, from run {}, had expired (ttl {})",
                     e.run,
-                    crate::spec::units::format_duration(ttl)
+                    weir_core::spec::units::format_duration(ttl)
                 ),
                 _ => {
                     format!("an entry with the same key exists (run {}) but was written after this step started", e.run)
@@ -503,7 +503,7 @@ mod tests {
     use super::*;
 
     fn pipeline(yaml: &str) -> Pipeline {
-        crate::spec::load(yaml, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"))
+        weir_core::spec::load(yaml, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"))
     }
 
     fn key(p: &Pipeline, params: &[(&str, &str)], step: &str, inputs: &Inputs, bundle: &str) -> CacheKey {

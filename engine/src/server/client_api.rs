@@ -12,18 +12,18 @@ use tonic::{Request, Response, Status, Streaming};
 use weir_proto::v1;
 use weir_proto::v1::weir_client_server::WeirClient;
 
-use crate::artifact::Digest;
-use crate::bundle::{BundleLimits, is_digest};
-use crate::plan;
-use crate::run::{Event, InstanceId, RunState, StepState};
 use crate::store::{Change, Listed, LogCursor, PipelineVersion, RunFilter, RunRecord, StepRecord, Trigger};
 use crate::wire;
+use weir_core::plan;
+use weir_core::run::{Event, InstanceId, RunState, StepState};
+use weir_data::artifact::Digest;
+use weir_data::bundle::{BundleLimits, is_digest};
 
 use super::bounds::{Bounded, bounded};
 use super::core::{Engine, Live, State};
 use super::error::ApiError;
-use super::placement;
 use super::transfer::{self, Upload};
+use weir_core::placement;
 
 pub struct ClientApi(pub Arc<Engine>);
 
@@ -163,7 +163,7 @@ impl Engine {
         {
             let names: Vec<&str> = pipeline.steps().iter().map(|s| s.name.as_str()).collect();
             let hint =
-                crate::diag::did_you_mean(step, names.iter().copied()).map(|m| format!("{m} ")).unwrap_or_default();
+                weir_core::diag::did_you_mean(step, names.iter().copied()).map(|m| format!("{m} ")).unwrap_or_default();
             return Err(ApiError::NotFound(format!(
                 "pipeline {} has no step {step}: {hint}its steps are {}",
                 pipeline.name(),
@@ -281,7 +281,7 @@ impl WeirClient for ClientApi {
         };
         header.check()?;
         let file = if header.file_name.is_empty() { "pipeline.yaml" } else { &header.file_name };
-        let pipeline = crate::spec::load(&header.yaml, &engine.limits)
+        let pipeline = weir_core::spec::load(&header.yaml, &engine.limits)
             .map_err(|d| ApiError::diagnostics("the pipeline is invalid", file, &header.yaml, d))?;
         let limits = BundleLimits::default();
         let bundle = if header.bundle_digest.is_empty() && header.bundle_size == 0 {
@@ -662,7 +662,7 @@ impl WeirClient for ClientApi {
             .collect();
         if chosen.is_empty() {
             let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-            let hint = crate::diag::did_you_mean(&r.step, names.iter().copied()).unwrap_or_default();
+            let hint = weir_core::diag::did_you_mean(&r.step, names.iter().copied()).unwrap_or_default();
             return Err(ApiError::NotFound(format!("run {} has no step {}{hint}", r.run_id, r.step)).into());
         }
         let (tx, rx) = mpsc::channel(256);

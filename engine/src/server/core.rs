@@ -23,15 +23,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, broadcast, watch};
 
-use crate::artifact::{self, Manifest};
-use crate::plan::{self, Plan};
-use crate::run::{AttemptId, Effect, Event, InstanceId, Millis, Rejected, RunMachine, RunState, StepState};
-use crate::spec::{Limits, Pipeline};
 use crate::store::{Batch, Change, EventRecord, RunRecord, StepRecord, Store, Trigger};
 use crate::wire;
+use weir_core::plan::{self, Plan};
+use weir_core::run::{AttemptId, Effect, Event, InstanceId, Millis, Rejected, RunMachine, RunState, StepState};
+use weir_core::spec::{Limits, Pipeline};
+use weir_data::artifact::{self, Manifest};
 
 use super::error::ApiError;
-use super::placement::{Need, Offer, ReadyQueue, Usage};
+use weir_core::placement::{Need, Offer, ReadyQueue, Usage};
 
 /// The lease terms the engine gives workers.
 #[derive(Clone, Copy, Debug)]
@@ -128,7 +128,7 @@ pub(super) struct Held {
 impl Worker {
     /// What its held attempts use of its offer.
     pub fn used(&self) -> Usage {
-        self.held.values().fold(Usage::default(), |sum, h| sum.add(h.usage))
+        self.held.values().fold(Usage::default(), |sum, h| sum.plus(h.usage))
     }
 
     /// Stops holding `key`, remembering it for trailing log uploads. Whether it held it.
@@ -224,7 +224,7 @@ impl Engine {
             .store
             .pipeline_version(version)?
             .ok_or_else(|| ApiError::NotFound(format!("pipeline version {version} is not stored")))?;
-        let parsed = crate::spec::load(&stored.yaml, &self.limits).map_err(|d| {
+        let parsed = weir_core::spec::load(&stored.yaml, &self.limits).map_err(|d| {
             ApiError::Internal(format!(
                 "stored pipeline version {version} no longer validates ({} problems); resubmit it",
                 d.len()

@@ -16,16 +16,16 @@ use std::time::{Duration, Instant};
 
 use weir_proto::v1;
 
-use crate::artifact::Manifest;
-use crate::plan::Resolved;
-use crate::run::{AttemptId, Event, StepState};
-use crate::spec::{PullPolicy, Runtime};
 use crate::store::EventRecord;
 use crate::wire;
+use weir_core::plan::Resolved;
+use weir_core::run::{AttemptId, Event, StepState};
+use weir_core::spec::{PullPolicy, Runtime};
+use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Held, Live, State};
 use super::error::ApiError;
-use super::placement::Usage;
+use weir_core::placement::Usage;
 
 /// What a worker reported.
 pub(super) enum Report {
@@ -445,7 +445,7 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
     let mut needs: Vec<_> = live.plan.graph.neighbors_directed(node, petgraph::Direction::Incoming).collect();
     needs.sort_unstable();
     for need in needs {
-        let need_id = crate::run::InstanceId(need.index() as u32);
+        let need_id = weir_core::run::InstanceId(need.index() as u32);
         if !live.machine.state(need_id).is_success() {
             continue; // skipped by its `when`: no outputs
         }
@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(input_dir("t[..]"), "t/_..");
         for name in ["t[a=../../x]", "t[/etc]", "t[x y]"] {
             let dir = input_dir(name);
-            assert!(crate::relpath::check(&dir).is_ok(), "{dir}");
+            assert!(weir_data::relpath::check(&dir).is_ok(), "{dir}");
         }
     }
 }

@@ -11,7 +11,7 @@ use prost::Message;
 use tonic::{Code, Status};
 use weir_proto::v1;
 
-use crate::diag::{Diagnostic, Renderer, Severity};
+use weir_core::diag::{Diagnostic, Renderer, Severity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,7 +32,7 @@ pub enum ApiError {
     #[error("storage: {0}")]
     Store(#[from] crate::store::Error),
     #[error("artifact store: {0}")]
-    Artifact(#[from] crate::artifact::Error),
+    Artifact(#[from] weir_data::artifact::Error),
 }
 
 impl ApiError {
@@ -99,7 +99,7 @@ fn status(e: ApiError) -> Status {
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::Precondition(m) => Status::failed_precondition(m),
             ApiError::Denied(m) => Status::permission_denied(m),
-            ApiError::Artifact(e @ crate::artifact::Error::UnsafeName { .. }) => {
+            ApiError::Artifact(e @ weir_data::artifact::Error::UnsafeName { .. }) => {
                 Status::invalid_argument(e.to_string())
             }
             ApiError::Store(e @ crate::store::Error::NoSpace { .. }) => {
@@ -116,7 +116,7 @@ fn status(e: ApiError) -> Status {
                 }
                 Status::unavailable(message)
             }
-            ApiError::Artifact(crate::artifact::Error::Io { path, source, .. })
+            ApiError::Artifact(weir_data::artifact::Error::Io { path, source, .. })
                 if crate::store::is_no_space(&source) =>
             {
                 let dir = path.parent().unwrap_or(&path).to_path_buf();

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::run::AttemptId;
+use weir_core::run::AttemptId;
 
 use super::core::{Engine, State};
 use super::error::ApiError;

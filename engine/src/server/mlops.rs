@@ -3,9 +3,9 @@
 //! `register:` creates (`registry.rs`). Each writes into the same [`Batch`] as the success
 //! itself, so all of it is durable together or not at all.
 
-use crate::artifact::Manifest;
-use crate::run::{InstanceId, Millis};
 use crate::store::Batch;
+use weir_core::run::{InstanceId, Millis};
+use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;

@@ -23,7 +23,6 @@ mod dispatch;
 mod error;
 mod heal;
 mod mlops;
-mod placement;
 #[cfg(test)]
 mod prepare_tests;
 mod ratelog;
@@ -31,7 +30,7 @@ mod registry;
 mod scheduler;
 #[cfg(test)]
 mod testkit;
-pub mod tokens;
+pub use weir_proto::auth as tokens;
 mod tracking;
 mod transfer;
 mod worker_api;
@@ -142,7 +141,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error("artifact store: {0}")]
-    Artifact(#[from] crate::artifact::Error),
+    Artifact(#[from] weir_data::artifact::Error),
     #[error("cannot resume runs: {0}")]
     Recover(ApiError),
     #[error("cannot listen on {addr}: {source}")]
@@ -215,7 +214,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let db_dir = config.data_dir.join("db");
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Store(crate::store::Error::Io(source)))?;
     let store = crate::store::Store::open(&db_dir)?;
-    let blobs = crate::artifact::Store::open(&config.data_dir.join("artifacts"))?;
+    let blobs = weir_data::artifact::Store::open(&config.data_dir.join("artifacts"))?;
     let mut engine = Engine::new(store, blobs, config.terms);
     engine.scheduling = config.scheduling;
     let engine = Arc::new(engine);

@@ -7,8 +7,8 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use super::testkit;
-use crate::run::{InstanceId, Millis};
 use crate::store::{PipelineVersion, Trigger};
+use weir_core::run::{InstanceId, Millis};
 
 /// 100,000 instances within the default limits: ten steps with a 100 x 100 matrix each.
 fn huge() -> String {
@@ -46,7 +46,7 @@ fn a_huge_run_is_planned_and_stored_while_another_call_holds_the_state_lock() {
     e.commit().unwrap();
     assert_eq!(e.lock().runs[&id].machine.len(), 100_000);
     let last = e.store.step(&id, InstanceId(99_999)).unwrap().expect("every step record stored");
-    assert_eq!(last.state, crate::run::StepState::Ready, "started: the roots are ready");
+    assert_eq!(last.state, weir_core::run::StepState::Ready, "started: the roots are ready");
 }
 
 #[test]

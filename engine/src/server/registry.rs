@@ -23,11 +23,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use weir_proto::v1;
 
-use crate::artifact::Manifest;
-use crate::expr::{self, Ref};
-use crate::run::{InstanceId, Millis};
 use crate::store::{AliasEventRecord, Batch, ModelRecord, ModelVersionRecord};
 use crate::wire;
+use weir_core::expr::{self, Ref};
+use weir_core::run::{InstanceId, Millis};
+use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
@@ -45,7 +45,7 @@ pub(super) struct ModelRef {
 /// Why `name` cannot name a model or alias, if it cannot: the rule of pipeline names
 /// (`[a-z0-9_-]`, at most 63 characters), so anything a `register:` writes is accepted here.
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
-    crate::spec::check_name(name).map_err(|e| ApiError::Invalid(format!("invalid {what} name {name:?}: {e}")))
+    weir_core::spec::check_name(name).map_err(|e| ApiError::Invalid(format!("invalid {what} name {name:?}: {e}")))
 }
 
 impl Engine {
@@ -77,7 +77,7 @@ impl Engine {
         &self,
         live: &Live,
         instance: InstanceId,
-        reg: &crate::spec::Register,
+        reg: &weir_core::spec::Register,
         outputs: &Manifest,
         batch: &mut Batch,
         now: Millis,
@@ -230,7 +230,7 @@ impl Engine {
         self.store.model(name)?.ok_or_else(|| {
             let known =
                 self.store.models().map(|m| m.into_iter().map(|m| m.name).collect::<Vec<_>>()).unwrap_or_default();
-            let hint = crate::diag::did_you_mean(name, known.iter().map(String::as_str))
+            let hint = weir_core::diag::did_you_mean(name, known.iter().map(String::as_str))
                 .unwrap_or_else(|| "`weir models` lists the registered models".to_string());
             ApiError::NotFound(format!("no model {name} is registered: {hint}"))
         })
@@ -438,9 +438,9 @@ mod tests {
     //! registration rides the success's batch exactly as it does under a worker.
 
     use super::*;
-    use crate::artifact::{Digest, Entry};
-    use crate::run::{AttemptId, Event};
     use crate::store::{PipelineVersion, Trigger};
+    use weir_core::run::{AttemptId, Event};
+    use weir_data::artifact::{Digest, Entry};
 
     const YAML: &str = r#"name: reg
 params: {rmse: 0.5}
@@ -464,7 +464,7 @@ steps:
 
     /// Runs the pipeline with param `rmse`; both steps succeed reporting `metrics`.
     fn run_with(e: &Engine, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
-        let parsed = crate::spec::load(YAML, &Default::default()).unwrap();
+        let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
         let record =
             PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: wire::now() };
@@ -514,7 +514,7 @@ steps:
         let dir = tempfile::tempdir().unwrap();
         let e = engine(dir.path());
         let first = run(&e, 0.5);
-        let parsed = crate::spec::load(YAML, &Default::default()).unwrap();
+        let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
         let mut st = e.lock();
         let params = [("rmse".to_string(), "0.5".to_string())];
         let id = e

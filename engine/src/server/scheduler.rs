@@ -1,6 +1,6 @@
 //! The scheduler: fires every stored pipeline's `schedule:` from the engine's periodic tick, in
 //! `weir server` only (`weir run` never fires schedules). The rules of time (next ticks, missed
-//! ticks, run ids) are the pure [`crate::schedule`] module; this file decides and records.
+//! ticks, run ids) are the pure [`weir_core::schedule`] module; this file decides and records.
 //!
 //! Exactly once per tick: a tick's run id is derived from the pipeline and the tick
 //! ([`schedule::run_id`]), the run is created and made durable first, and only then does the
@@ -19,11 +19,11 @@
 use chrono::{DateTime, Utc};
 use weir_proto::v1;
 
-use crate::run::{Event, Millis};
-use crate::schedule;
-use crate::spec::{Concurrency, Pipeline, Schedule};
 use crate::store::{BackfillQueue, ScheduleRecord, SkippedTicks, Trigger};
 use crate::wire;
+use weir_core::run::{Event, Millis};
+use weir_core::schedule;
+use weir_core::spec::{Concurrency, Pipeline, Schedule};
 
 use super::core::{Engine, State};
 use super::error::ApiError;
@@ -609,8 +609,8 @@ mod tests {
     //! running, which is what the concurrency rules need.
 
     use super::*;
-    use crate::run::RunState;
     use crate::store::PipelineVersion;
+    use weir_core::run::RunState;
 
     /// An engine that fires schedules, on `dir`'s store.
     fn engine(dir: &std::path::Path) -> Engine {
@@ -625,7 +625,7 @@ mod tests {
 
     /// Stores `yaml` as the latest version of its pipeline and syncs its schedule at `now`.
     fn submit(e: &Engine, yaml: &str, now: &str) -> String {
-        let parsed = crate::spec::load(yaml, &Default::default()).unwrap();
+        let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
         let record = PipelineVersion {
             name: parsed.name().to_string(),

@@ -19,7 +19,7 @@ pub(super) fn engine(dir: &Path) -> Engine {
             other => break other.unwrap(),
         }
     };
-    let blobs = crate::artifact::Store::open(&dir.join("artifacts")).unwrap();
+    let blobs = weir_data::artifact::Store::open(&dir.join("artifacts")).unwrap();
     let terms = Terms {
         lease_timeout: Duration::from_secs(30),
         heartbeat_interval: Duration::from_secs(5),

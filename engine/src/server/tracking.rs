@@ -15,10 +15,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use petgraph::graph::NodeIndex;
 use weir_proto::v1;
 
-use crate::artifact::{Digest, Manifest};
-use crate::run::{InstanceId, Millis, StepState};
 use crate::store::{Batch, Consumed, Indexed, Listed, Produced, RunFilter, RunRecord};
 use crate::wire;
+use weir_core::run::{InstanceId, Millis, StepState};
+use weir_data::artifact::{Digest, Manifest};
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
@@ -76,7 +76,7 @@ impl Engine {
         }
         if self.store.pipeline(&r.pipeline)?.is_none() {
             let names = self.store.pipelines()?;
-            let hint = crate::diag::did_you_mean(&r.pipeline, names.iter().map(|(n, _)| n.as_str()))
+            let hint = weir_core::diag::did_you_mean(&r.pipeline, names.iter().map(|(n, _)| n.as_str()))
                 .map(|h| format!("; {h}"))
                 .unwrap_or_default();
             return Err(ApiError::NotFound(format!(
@@ -117,7 +117,7 @@ impl Engine {
             }
         }
         if !r.step.is_empty() && !step_matched && !steps_seen.is_empty() {
-            let hint = crate::diag::did_you_mean(&r.step, steps_seen.iter().map(String::as_str))
+            let hint = weir_core::diag::did_you_mean(&r.step, steps_seen.iter().map(String::as_str))
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
             let list: Vec<&str> = steps_seen.iter().map(String::as_str).collect();

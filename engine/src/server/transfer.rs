@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use weir_proto::v1;
 
-use crate::artifact::{self, Digest};
+use weir_data::artifact::{self, Digest};
 
 use super::core::Engine;
 use super::error::ApiError;

@@ -8,17 +8,17 @@ use tonic::{Request, Response, Status, Streaming};
 use weir_proto::v1;
 use weir_proto::v1::weir_worker_server::WeirWorker;
 
-use crate::artifact::{Digest, check_name};
 use crate::store::{LogChunk, Stream};
 use crate::wire;
+use weir_data::artifact::{Digest, check_name};
 
 use super::bounds::{Bounded, bounded};
 use super::core::Engine;
 use super::dispatch::Report;
 use super::error::ApiError;
-use super::placement::{Offer, Usage};
 use super::transfer::{self, ChunkStream, Upload};
-use crate::spec::Runtime;
+use weir_core::placement::{Offer, Usage};
+use weir_core::spec::Runtime;
 
 /// The largest single output file accepted.
 const MAX_ARTIFACT: u64 = 64 << 30;

@@ -11,8 +11,8 @@ use super::envelope::{decode, encode};
 use super::handle::Handle;
 use super::records::{EventRecord, LogChunk, LogCursor, RunRecord, StepRecord};
 use super::{Error, guard, keys};
-use crate::artifact::Manifest;
-use crate::run::{AttemptId, InstanceId};
+use weir_core::run::{AttemptId, InstanceId};
+use weir_data::artifact::Manifest;
 
 enum Op {
     Put(TreeId, Vec<u8>, Vec<u8>),
@@ -216,8 +216,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{Event, Millis, RunState, StepState};
     use crate::store::{Stream, testkit};
+    use weir_core::run::{Event, Millis, RunState, StepState};
 
     fn ev(now: u64, event: Event) -> EventRecord {
         EventRecord { now: Millis(now), event, changes: Vec::new() }

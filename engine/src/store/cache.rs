@@ -11,8 +11,8 @@ use super::db::{Store, TreeId};
 use super::envelope::{decode, encode};
 use super::records::CacheKey;
 use super::{Error, keys};
-use crate::artifact::Manifest;
-use crate::run::Millis;
+use weir_core::run::Millis;
+use weir_data::artifact::Manifest;
 
 /// A successful attempt that a later ready attempt with the same key may reuse.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

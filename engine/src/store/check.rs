@@ -173,8 +173,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{InstanceId, RunState, StepState};
     use crate::store::testkit;
+    use weir_core::run::{InstanceId, RunState, StepState};
 
     #[test]
     fn a_clean_store_reports_its_counts_and_a_rotten_record_names_its_run() {

@@ -14,8 +14,8 @@ use super::envelope::{decode, encode};
 use super::handle::Handle;
 use super::records::{PipelineIndex, PipelineVersion, RunRecord, ScheduleRecord, StepRecord};
 use super::{Error, keys};
-use crate::artifact::Manifest;
-use crate::run::InstanceId;
+use weir_core::run::InstanceId;
+use weir_data::artifact::Manifest;
 
 /// The trees of the store, in a fixed order (the order of `Store::trees`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,9 +279,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::{Digest, Entry};
-    use crate::run::{Millis, RunState, StepState};
     use crate::store::testkit;
+    use weir_core::run::{Millis, RunState, StepState};
+    use weir_data::artifact::{Digest, Entry};
 
     #[test]
     fn every_record_kind_round_trips_and_survives_a_reopen() {

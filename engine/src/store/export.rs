@@ -92,9 +92,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{AttemptId, Event, InstanceId, Millis, RunState, StepState};
     use crate::store::records::{EventRecord, LogChunk, PipelineVersion, Stream};
     use crate::store::testkit;
+    use weir_core::run::{AttemptId, Event, InstanceId, Millis, RunState, StepState};
 
     #[test]
     fn export_then_import_into_a_fresh_store_keeps_every_record_even_a_corrupt_one() {

@@ -50,14 +50,7 @@ pub(super) fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     result.map_err(|_| LAST.with(|l| l.borrow_mut().take()).unwrap_or_else(|| "unknown panic".to_string()))
 }
 
-/// Whether an I/O error means the disk (or the user's quota) is full.
-pub fn is_no_space(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
-        || matches!(e.raw_os_error(), Some(28 | 122)) // ENOSPC, EDQUOT
-        // sled clones its sticky error by formatting it: only the text is left then.
-        || e.to_string().contains("No space left on device")
-}
+pub use weir_data::is_no_space;
 
 /// The store's error for a sled error met while using the database in `dir`.
 pub(super) fn classify(e: Error, dir: &Path) -> Error {

@@ -173,8 +173,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{InstanceId, RunState, StepState};
     use crate::store::testkit;
+    use weir_core::run::{InstanceId, RunState, StepState};
 
     #[test]
     fn a_damaged_database_never_panics_on_open_and_says_what_to_do() {

@@ -3,7 +3,7 @@
 //! the printable form of a key for errors and the hex form used by page tokens and exports.
 
 use super::Error;
-use crate::run::InstanceId;
+use weir_core::run::InstanceId;
 
 /// The `runs` key of `run`: its bytes, after checking it can be separated from a suffix.
 pub fn run(run: &str) -> Result<Vec<u8>, Error> {

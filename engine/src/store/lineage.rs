@@ -18,8 +18,8 @@ use super::append::Batch;
 use super::db::{Store, TreeId};
 use super::envelope::{decode, encode};
 use super::{Error, keys};
-use crate::artifact::Digest;
-use crate::run::{InstanceId, Millis};
+use weir_core::run::{InstanceId, Millis};
+use weir_data::artifact::Digest;
 
 /// `producers`: one output file of one instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

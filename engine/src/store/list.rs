@@ -9,7 +9,7 @@ use super::db::{Store, TreeId};
 use super::envelope::decode;
 use super::records::RunRecord;
 use super::{Error, keys};
-use crate::run::RunState;
+use weir_core::run::RunState;
 
 /// Which runs to list; `None` matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

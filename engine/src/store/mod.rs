@@ -22,7 +22,7 @@
 //! | `events`            | run · seq u64 (from 1, dense per run) | [`EventRecord`]              |
 //! | `event_seq`         | run                                   | last seq allocated (u64)     |
 //! | `logs`              | run · instance u32 · attempt u32 · seq u64 | [`LogChunk`]            |
-//! | `artifacts`         | run · instance u32                    | [`Manifest`](crate::artifact::Manifest) |
+//! | `artifacts`         | run · instance u32                    | [`Manifest`](weir_data::artifact::Manifest) |
 //! | `quarantine`        | run                                   | reason (string)              |
 //! | `schedules`         | pipeline name                         | [`ScheduleRecord`]           |
 //! | `producers`         | digest · run · instance u32           | [`Produced`] (see `lineage`) |

@@ -14,8 +14,8 @@ use super::append::Batch;
 use super::db::{Store, TreeId};
 use super::envelope::{decode, encode};
 use super::{Error, keys};
-use crate::artifact::Digest;
-use crate::run::Millis;
+use weir_core::run::Millis;
+use weir_data::artifact::Digest;
 
 /// `models`: one model's head.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::Digest;
-use crate::run::{Event, Millis, RunState, StepState};
+use weir_core::run::{Event, Millis, RunState, StepState};
+use weir_data::artifact::Digest;
 
 /// `pipelines`: every version of one pipeline name, oldest first, and the latest one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

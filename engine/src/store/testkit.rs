@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{RunRecord, StepRecord, Store, Trigger};
-use crate::run::{Millis, RunState, StepState};
+use weir_core::run::{Millis, RunState, StepState};
 
 /// A store in a new temporary folder; keep the folder alive as long as the store.
 pub fn store() -> (tempfile::TempDir, Store) {
@@ -41,7 +41,7 @@ pub fn filled(dir: &std::path::Path, n: usize) {
             let id = format!("r-{r:04}");
             b.put_run(&run(&id, "train", RunState::Succeeded)).unwrap();
             for i in 0..3 {
-                b.put_step(&id, crate::run::InstanceId(i), &step("fit", StepState::Succeeded)).unwrap();
+                b.put_step(&id, weir_core::run::InstanceId(i), &step("fit", StepState::Succeeded)).unwrap();
             }
         }
         s.write_batch(b).unwrap();

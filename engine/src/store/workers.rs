@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Error;
 use super::db::{Store, TreeId};
 use super::envelope::decode;
-use crate::run::Millis;
+use weir_core::run::Millis;
 
 /// `workers`: one worker identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

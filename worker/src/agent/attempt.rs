@@ -12,8 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use weir_engine::artifact::{self, Manifest, collect_outputs, materialize, metrics_from_json};
-use weir_engine::{relpath, wire};
+use weir_data::artifact::{self, Manifest, collect_outputs, materialize, metrics_from_json};
+use weir_data::relpath;
+
+use crate::wire;
 use weir_proto::v1;
 use weir_proto::v1::report_request::Outcome as Report;
 

@@ -9,9 +9,9 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::wire;
 use tokio::sync::{Notify, mpsc};
 use tonic::codegen::tokio_stream;
-use weir_engine::wire;
 use weir_proto::v1;
 
 use super::session::{CallError, Key, NotFound, Session};

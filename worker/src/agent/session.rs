@@ -16,12 +16,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::wire;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::InterceptedService;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
-use weir_engine::wire;
 use weir_proto::v1;
 use weir_proto::v1::weir_worker_client::WeirWorkerClient;
 
@@ -44,7 +44,7 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 pub(crate) type SessionSlot = Arc<RwLock<Option<MetadataValue<Ascii>>>>;
 
 /// Sets `authorization: Bearer <token>` and, once registered, the session secret
-/// ([`wire::SESSION_HEADER`]) on every call. Both values are marked sensitive so that tonic
+/// ([`weir_proto::SESSION_HEADER`]) on every call. Both values are marked sensitive so that tonic
 /// and hyper never print them.
 #[derive(Clone)]
 pub(crate) struct Auth {
@@ -74,7 +74,7 @@ impl tonic::service::Interceptor for Auth {
             request.metadata_mut().insert("authorization", value.clone());
         }
         if let Some(value) = self.session.read().expect("session lock").as_ref() {
-            request.metadata_mut().insert(wire::SESSION_HEADER, value.clone());
+            request.metadata_mut().insert(weir_proto::SESSION_HEADER, value.clone());
         }
         Ok(request)
     }
@@ -128,8 +128,8 @@ pub(crate) struct Key {
 
 impl Key {
     pub(crate) fn of(r: Option<&v1::AttemptRef>) -> Result<Key, wire::BadField> {
-        let (run_id, a) = wire::from_attempt_ref(r)?;
-        Ok(Key { run_id, instance: a.instance.0, number: a.number })
+        let (run_id, instance, number) = wire::from_attempt_ref(r)?;
+        Ok(Key { run_id, instance, number })
     }
 
     pub(crate) fn to_ref(&self) -> v1::AttemptRef {

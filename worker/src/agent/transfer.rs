@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tonic::Request;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use weir_engine::artifact::{Digest, Entry, Store};
-use weir_engine::bundle::{self, BundleCache, BundleLimits};
+use weir_data::artifact::{Digest, Entry, Store};
+use weir_data::bundle::{self, BundleCache, BundleLimits};
 use weir_proto::v1;
 
 use super::session::{CallError, Key, NotFound, Session};

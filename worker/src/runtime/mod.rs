@@ -61,7 +61,7 @@ pub struct StepSpec {
     /// The image and pull policy, for the Docker runtime; `None` for a process step.
     pub image: Option<Image>,
     /// The Linux capabilities a step's container keeps (names without `CAP_`, each from
-    /// `weir_engine::spec::capabilities::SAFE`); `None` for its `DEFAULT`. The process runtime
+    /// `weir_data::capabilities::SAFE`); `None` for its `DEFAULT`. The process runtime
     /// ignores it: a process step has the worker's own privileges.
     pub capabilities: Option<Vec<String>>,
 }

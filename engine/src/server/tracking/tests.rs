@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::artifact::Entry;
-use crate::run::Event;
 use crate::store::{PipelineVersion, Trigger};
+use weir_core::run::Event;
+use weir_data::artifact::Entry;
 
 const YAML: &str = "\
 name: ml
@@ -77,7 +77,7 @@ fn run(e: &Engine, seed: &str, lr: &str, rmse: f64) -> (String, [Digest; 3]) {
     succeed(e, &id, "prep", &[("features.csv", &features), ("stats.json", &stats(seed))], &[]);
     succeed(e, &id, "train", &[("model.bin", &model)], &[("rmse", rmse), ("acc", 0.9)]);
     e.commit().unwrap();
-    assert_eq!(e.store.run(&id).unwrap().unwrap().state, crate::run::RunState::Succeeded);
+    assert_eq!(e.store.run(&id).unwrap().unwrap().state, weir_core::run::RunState::Succeeded);
     (id, [Digest::of(data.as_bytes()), Digest::of(features.as_bytes()), Digest::of(model.as_bytes())])
 }
 

@@ -6,7 +6,7 @@
 //! Safe by default, whatever the spec says: never privileged, no host network, pid, ipc or uts
 //! namespace, `no-new-privileges`, every capability dropped but the step's set (the default set
 //! or the step's `capabilities:`, never one outside the safe set of
-//! `weir_engine::spec::capabilities`), at most [`PIDS_LIMIT`] processes and threads, and no
+//! `weir_data::capabilities`), at most [`PIDS_LIMIT`] processes and threads, and no
 //! mounts but the three folders of the step. The step runs as the worker's own uid:gid, so what it writes to `/weir/outputs`
 //! belongs on the host to the worker that uploads it (and a step gains no root by being in a
 //! container that the worker's user could not have).
@@ -16,7 +16,7 @@ use std::path::Path;
 
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, MountType};
 
-use weir_engine::spec::capabilities;
+use weir_data::capabilities;
 
 use crate::runtime::{Action, AttemptLabel, Error, StepSpec, step_env};
 

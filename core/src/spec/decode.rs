@@ -237,7 +237,7 @@ pub(crate) fn quote_path(path: &str) -> String {
 }
 
 /// Names of steps and pipelines: `[a-z0-9_-]`, 1 to 63 characters.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("a name cannot be empty".into());
     }

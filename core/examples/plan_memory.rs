@@ -18,13 +18,13 @@
 
 use std::process::ExitCode;
 
-use weir_engine::plan;
+use weir_core::plan;
 
 // The allocator the `weir` binary ships with, so the figures are what users get.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use weir_engine::spec::{self, Limits};
+use weir_core::spec::{self, Limits};
 
 #[path = "../benches/common/shapes.rs"]
 mod shapes;

@@ -168,7 +168,7 @@ impl TokenFile {
                 "client" => &mut client,
                 "worker" => &mut worker,
                 _ => {
-                    let near = crate::diag::closest(key, ["client", "worker"]).map(|r| (key.to_string(), r));
+                    let near = closest(key).map(|r| (key.to_string(), r));
                     problems.push(err(Some(line), Problem::UnknownKey { near }));
                     continue;
                 }
@@ -279,6 +279,13 @@ fn loose_mode(path: &Path) -> Option<u32> {
         let _ = path;
         None
     }
+}
+
+/// The role a misspelt key most likely meant (`clinet`, `Worker`, `workers`): at most two edits
+/// away, letter case ignored.
+fn closest(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    ["client", "worker"].into_iter().find(|r| strsim::osa_distance(&key, r) <= 2)
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! `yaml` builds a spanned tree under budgets, `decode` reads typed fields from it recording
 //! diagnostics, `load` maps the tree onto the model field by field, `check` does the
 //! cross-references (needs, cycles, templates, expressions, limits), and `model` holds the
-//! result. Nothing here does I/O: callers pass the text (see [`read_source`] for the one
-//! bounded read the CLI uses), and nothing here knows about sled, gRPC or processes.
+//! result. Nothing here does I/O: callers read the file and pass its bytes to [`source_text`]
+//! (the CLI's `source::read`), and nothing here knows about sled, gRPC or processes.
 
-pub mod capabilities;
+pub use weir_data::capabilities;
 mod check;
 pub mod cron;
 mod decode;
@@ -16,10 +16,7 @@ mod script;
 pub mod units;
 pub mod yaml;
 
-use std::io::Read;
-use std::path::Path;
-
-pub(crate) use decode::check_name;
+pub use decode::check_name;
 pub use model::*;
 
 use crate::diag::{Diagnostic, Span};
@@ -105,15 +102,13 @@ fn too_large(len: u64, limits: &Limits) -> Diagnostic {
         .help("raise the limit with `--max-file-size` if the file is really meant to be this large")
 }
 
-/// Reads a pipeline file, refusing one larger than the limit before reading it whole.
-pub fn read_source(path: &Path, limits: &Limits) -> Result<String, Diagnostic> {
-    let cannot = |e: std::io::Error| Diagnostic::error(format!("cannot read `{}`: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut bytes = Vec::new();
-    file.take(limits.max_file_bytes as u64 + 1).read_to_end(&mut bytes).map_err(cannot)?;
+/// A pipeline file's text from the bytes its caller read: at most `limits.max_file_bytes + 1` of
+/// them (read no more: the extra byte is what tells an over-long file), and `len_on_disk`, the
+/// file's size, for the message. Refuses a file over the limit or not valid UTF-8, pointing at
+/// the first bad byte. Reading the file is the caller's job (the CLI's `source::read`).
+pub fn source_text(bytes: Vec<u8>, len_on_disk: u64, limits: &Limits) -> Result<String, Diagnostic> {
     if bytes.len() > limits.max_file_bytes {
-        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(bytes.len() as u64);
-        return Err(too_large(len, limits));
+        return Err(too_large(len_on_disk.max(bytes.len() as u64), limits));
     }
     String::from_utf8(bytes).map_err(|e| {
         let prefix = &e.as_bytes()[..e.utf8_error().valid_up_to()];

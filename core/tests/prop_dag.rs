@@ -20,9 +20,9 @@ use std::fmt::Write as _;
 
 use proptest::prelude::*;
 use proptest::sample::subsequence;
-use weir_engine::diag::Diagnostic;
-use weir_engine::plan;
-use weir_engine::spec::{self, Limits, Pipeline};
+use weir_core::diag::Diagnostic;
+use weir_core::plan;
+use weir_core::spec::{self, Limits, Pipeline};
 
 const CYCLE: &str = "steps form a cycle: ";
 const CASES: u32 = 256;

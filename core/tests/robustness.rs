@@ -3,12 +3,11 @@
 //! inputs must only ever produce diagnostics, which must render. No timing assertions: a
 //! budget that failed to stop early would show up as a test that never finishes.
 
-use std::io::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use weir_engine::diag::{Diagnostic, Renderer};
-use weir_engine::plan;
-use weir_engine::spec::{self, Limits};
+use weir_core::diag::{Diagnostic, Renderer};
+use weir_core::plan;
+use weir_core::spec::{self, Limits};
 
 const STEPS: &str = "steps:\n  a:\n    run: \"true\"\n";
 
@@ -334,23 +333,19 @@ fn lone_surrogate_escapes_are_rejected_or_replaced() {
 }
 
 #[test]
-fn read_source_refuses_a_file_over_the_limit() {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(&[b'#'; 1000]).unwrap();
-    file.flush().unwrap();
+fn source_text_refuses_bytes_over_the_limit_naming_the_size_on_disk() {
     let limits = Limits { max_file_bytes: 999, ..Limits::default() };
-    let d = spec::read_source(file.path(), &limits).expect_err("over the limit");
-    assert_eq!(d.message, "the file is 1000 bytes, more than the limit of 999 bytes");
+    let d = spec::source_text(vec![b'#'; 1000], 5000, &limits).expect_err("over the limit");
+    assert_eq!(d.message, "the file is 5000 bytes, more than the limit of 999 bytes");
     let limits = Limits { max_file_bytes: 1000, ..Limits::default() };
-    assert_eq!(spec::read_source(file.path(), &limits).expect("at the limit").len(), 1000);
+    assert_eq!(spec::source_text(vec![b'#'; 1000], 1000, &limits).expect("at the limit").len(), 1000);
 }
 
 #[test]
-fn read_source_refuses_invalid_utf8_and_points_at_it() {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(b"name: x\nsteps:\n  \xc3\xa9a\xff\xfe:\n").unwrap();
-    file.flush().unwrap();
-    let d = spec::read_source(file.path(), &Limits::default()).expect_err("not UTF-8");
+fn source_text_refuses_invalid_utf8_and_points_at_it() {
+    let bytes = b"name: x\nsteps:\n  \xc3\xa9a\xff\xfe:\n".to_vec();
+    let len = bytes.len() as u64;
+    let d = spec::source_text(bytes, len, &Limits::default()).expect_err("not UTF-8");
     assert_eq!(d.message, "the file is not valid UTF-8");
     let span = d.span.expect("points at the byte");
     // Line 3, after the two spaces, `é` (one character) and `a`.
@@ -358,14 +353,6 @@ fn read_source_refuses_invalid_utf8_and_points_at_it() {
     let source = "name: x\nsteps:\n  \u{e9}a??:\n";
     let out = Renderer { path: "bad.yaml", source, color: false }.render(&d);
     assert!(out.contains("bad.yaml:3:5"), "{out}");
-}
-
-#[test]
-fn read_source_reports_a_missing_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("absent.yaml");
-    let d = spec::read_source(&path, &Limits::default()).expect_err("missing");
-    assert!(d.message.starts_with("cannot read `"), "{}", d.message);
 }
 
 /// A long chain, acyclic and then closed into one big cycle, on a 2 MiB thread (the size of a
@@ -383,8 +370,8 @@ fn a_long_chain_does_not_exhaust_the_stack() {
         .stack_size(2 << 20)
         .spawn(move || {
             let pipeline = spec::load(&chain, &Limits::generous()).expect("a chain is valid");
-            let params = weir_engine::plan::resolve_params(&pipeline, &[]).expect("no params");
-            let planned = weir_engine::plan::plan(&pipeline, &params, "r").order.len();
+            let params = weir_core::plan::resolve_params(&pipeline, &[]).expect("no params");
+            let planned = weir_core::plan::plan(&pipeline, &params, "r").order.len();
             let errors = spec::load(&cyclic, &Limits::generous()).expect_err("a cycle is invalid");
             (planned, errors.into_iter().map(|d| d.message).collect::<Vec<_>>())
         })

@@ -6,10 +6,27 @@ use std::fmt::Write as _;
 use crate::plan::Plan;
 use crate::spec::Pipeline;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Mermaid,
     Dot,
+}
+
+impl Format {
+    /// Every format, by the name a user writes.
+    pub const ALL: [(&'static str, Format); 2] = [("mermaid", Format::Mermaid), ("dot", Format::Dot)];
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Format, String> {
+        Format::ALL
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| format!("unknown graph format `{s}` (expected mermaid or dot)"))
+    }
 }
 
 /// Stages in order of first appearance, each with its instances; `None` is "no stage".

@@ -16,7 +16,7 @@ use weir_engine::server::{self, ServerConfig};
 use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
 
-const H200: &str = include_str!("fixtures/nvidia-smi-h200.txt");
+const H200: &str = include_str!("../worker/tests/fixtures/nvidia-smi-h200.txt");
 
 /// A folder holding an `nvidia-smi` that prints the fixture's answer to the worker's query.
 fn fake_nvidia_smi(dir: &Path) -> std::path::PathBuf {
@@ -33,7 +33,7 @@ fn fake_nvidia_smi(dir: &Path) -> std::path::PathBuf {
 
 fn worker(url: &str, dir: &Path, name: &str, extra: &[&str]) -> Child {
     let path = format!("{}:{}", fake_nvidia_smi(dir).display(), std::env::var("PATH").unwrap_or_default());
-    Command::new(env!("CARGO_BIN_EXE_weir-worker"))
+    Command::new(weir_tests::binaries().1)
         .args(["--engine", url, "--capacity", "4", "--name", name, "--grace", "1"])
         .args(extra)
         .arg("--work-dir")

@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use weir_engine::plan::{self, Plan, Resolved};
-use weir_engine::spec::{self, Limits};
+use weir_core::plan::{self, Plan, Resolved};
+use weir_core::spec::{self, Limits};
 
 /// How a context's output relates to the value.
 #[derive(Clone, Copy)]

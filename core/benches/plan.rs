@@ -27,13 +27,13 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use saphyr_parser::Parser;
-use weir_engine::plan;
+use weir_core::plan;
 
 // The allocator the `weir` binary ships with, so the figures are what users get.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use weir_engine::spec::{self, Limits};
+use weir_core::spec::{self, Limits};
 
 #[path = "common/shapes.rs"]
 mod shapes;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group};
 use sha2::{Digest as _, Sha256};
-use weir_engine::artifact::Store;
+use weir_data::artifact::Store;
 
 const SIZE: usize = 256 << 20;
 const CHUNK: usize = 1 << 20;

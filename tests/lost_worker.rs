@@ -51,7 +51,7 @@ fn docker_worker(url: &str, dir: &Path, name: &str) -> Child {
 }
 
 fn spawn_worker(url: &str, dir: &Path, name: &str, docker: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weir-worker"))
+    Command::new(weir_tests::binaries().1)
         .args(["--engine", url, "--capacity", "1", "--name", name, "--grace", "1", "--docker", docker])
         .arg("--work-dir")
         .arg(dir.join(name))

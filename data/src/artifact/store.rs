@@ -67,7 +67,7 @@ impl Store {
         let mut full = self.full.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok(_) => *full = None,
-            Err(Error::Io { path, source, .. }) if crate::store::is_no_space(source) => {
+            Err(Error::Io { path, source, .. }) if crate::is_no_space(source) => {
                 *full = Some(path.parent().unwrap_or(path).to_path_buf())
             }
             Err(_) => {}

@@ -18,12 +18,12 @@ use crate::spec::model::*;
 use crate::spec::yaml::{Kind, NodeId, Scalar};
 use crate::template::Template;
 
-/// Why an output path is not acceptable, if it is not: the shared rule of [`crate::relpath`],
+/// Why an output path is not acceptable, if it is not: the shared rule of [`weir_data::relpath`],
 /// worded for outputs; a trailing `/` declares a folder.
 fn check_output(name: &str) -> Result<(), &'static str> {
-    use crate::relpath::Unsafe;
+    use weir_data::relpath::Unsafe;
     let trimmed = name.strip_suffix('/').filter(|t| !t.is_empty()).unwrap_or(name);
-    crate::relpath::check(trimmed).map_err(|why| match why {
+    weir_data::relpath::check(trimmed).map_err(|why| match why {
         Unsafe::Empty => "an output name cannot be empty",
         Unsafe::Absolute => "absolute paths are not allowed: name a file inside $WEIR_OUTPUTS",
         Unsafe::Parent => "`..` would leave the outputs folder",

@@ -14,7 +14,7 @@ use crate::spec::{Runtime, Step};
 
 /// What one attempt of a step requires of its worker.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub(super) struct Need {
+pub struct Need {
     pub runtime: Runtime,
     pub labels: BTreeMap<String, String>,
     pub usage: Usage,
@@ -36,14 +36,14 @@ impl Need {
 
 /// Resources asked for or in use; 0 is no request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub(super) struct Usage {
+pub struct Usage {
     pub cpus_milli: u64,
     pub memory_bytes: u64,
     pub gpus: u32,
 }
 
 impl Usage {
-    pub fn add(self, other: Usage) -> Usage {
+    pub fn plus(self, other: Usage) -> Usage {
         Usage {
             cpus_milli: self.cpus_milli.saturating_add(other.cpus_milli),
             memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
@@ -52,7 +52,7 @@ impl Usage {
     }
 
     /// Whether `self` still fits after `used` of `total` is taken.
-    fn fits(self, used: Usage, total: Usage) -> bool {
+    pub fn fits(self, used: Usage, total: Usage) -> bool {
         let free = |t: u64, u: u64| t.saturating_sub(u);
         (self.cpus_milli == 0 || self.cpus_milli <= free(total.cpus_milli, used.cpus_milli))
             && (self.memory_bytes == 0 || self.memory_bytes <= free(total.memory_bytes, used.memory_bytes))
@@ -60,7 +60,7 @@ impl Usage {
     }
 
     /// The requested parts of `self` that `total` cannot cover even when idle, as `k=v` pairs.
-    fn beyond(self, total: Usage) -> Vec<String> {
+    pub fn beyond(self, total: Usage) -> Vec<String> {
         let mut out = Vec::new();
         if self.cpus_milli > total.cpus_milli {
             out.push(format!("cpus={}", cpus(self.cpus_milli)));
@@ -82,7 +82,7 @@ impl Usage {
 
 /// What a worker offered at Register.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Offer {
+pub struct Offer {
     pub labels: BTreeMap<String, String>,
     pub total: Usage,
     /// Never empty: a worker that named none runs processes only.
@@ -114,7 +114,7 @@ impl Offer {
 /// Why none of `offers` could ever run `need` (`no worker offers gpus=1`), or `None` when one
 /// could. The first unmet requirement is named: runtime, then labels, then resources, each
 /// among the workers that met the ones before.
-pub(super) fn waiting_reason<'a>(need: &Need, offers: impl IntoIterator<Item = &'a Offer>) -> Option<String> {
+pub fn waiting_reason<'a>(need: &Need, offers: impl IntoIterator<Item = &'a Offer>) -> Option<String> {
     let offers: Vec<&Offer> = offers.into_iter().collect();
     if offers.is_empty() {
         return Some("no worker is registered".into());
@@ -169,7 +169,7 @@ fn memory(bytes: u64) -> String {
 }
 
 /// One queued ready attempt.
-pub(super) struct Entry {
+pub struct Entry {
     seq: u64,
     pub need: Need,
     pub run: String,
@@ -178,7 +178,7 @@ pub(super) struct Entry {
 
 /// Ready attempts, oldest first, grouped by need; see the module docs.
 #[derive(Default)]
-pub(super) struct ReadyQueue {
+pub struct ReadyQueue {
     classes: HashMap<Need, VecDeque<(u64, String, AttemptId)>>,
     next: u64,
 }
@@ -221,9 +221,12 @@ impl ReadyQueue {
         self.classes.retain(|_, q| !q.is_empty());
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.classes.values().map(VecDeque::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
     }
 }
 
@@ -282,7 +285,7 @@ mod tests {
         assert!(!w.fits_now(&one_gpu, one_gpu.usage), "the only GPU is taken");
         let core = need(Runtime::Process, &[], 1000, 0, 0);
         assert!(w.fits_now(&core, core.usage));
-        assert!(!w.fits_now(&core, core.usage.add(core.usage)));
+        assert!(!w.fits_now(&core, core.usage.plus(core.usage)));
         assert!(
             w.fits_now(&need(Runtime::Process, &[], 0, 0, 0), Usage { cpus_milli: 9000, memory_bytes: 9, gpus: 9 })
         );
