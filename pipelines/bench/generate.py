@@ -4,7 +4,7 @@
     python3 pipelines/bench/generate.py
 
 rewrites chain-100.yaml, chain-1000.yaml, fanout-200.yaml and fanout-10000.yaml next to this
-script. The same shapes, at larger sizes, are generated in memory by engine/benches/plan.rs.
+script. The same shapes, at larger sizes, are generated in memory by core/benches/plan.rs.
 """
 
 import os

@@ -433,6 +433,7 @@ const RESUME_HELPER: &str = "WEIR_DOCKER_TEST_RESUME";
 /// set (to `<folder>\t<run id>\t<instance>`), this process is a worker that starts a long step
 /// and waits to be killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a helper process that resume_after_worker_restart starts; not a test on its own"]
 async fn resume_helper() {
     let Some(arg) = std::env::var_os(RESUME_HELPER) else { return };
     let arg = arg.into_string().unwrap();
@@ -469,7 +470,7 @@ async fn resume_after_worker_restart() {
     let id = attempt("resume");
     let dir = f.workdir.parent().unwrap();
     let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["resume_helper", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["resume_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(RESUME_HELPER, format!("{}\t{}\t{}", dir.display(), id.run_id, id.instance))
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -618,6 +619,7 @@ const CONNECT_HELPER: &str = "WEIR_DOCKER_TEST_CONNECT";
 /// Not a test on its own: re-run by [`connect_fails_fast_without_an_engine`] with a `DOCKER_HOST`
 /// where no engine answers.
 #[tokio::test]
+#[ignore = "a helper process that connect_fails_fast_without_an_engine starts; not a test on its own"]
 async fn connect_helper() {
     if std::env::var_os(CONNECT_HELPER).is_none() {
         return;
@@ -632,7 +634,7 @@ async fn connect_helper() {
 async fn connect_fails_fast_without_an_engine() {
     for host in ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:2375"] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["connect_helper", "--exact", "--nocapture", "--test-threads=1"])
+            .args(["connect_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CONNECT_HELPER, "1")
             .env("DOCKER_HOST", host)
             .output()

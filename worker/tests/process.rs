@@ -260,6 +260,7 @@ const HELPER_CLOSE_STDIN: &str = "WEIR_WORKER_TEST_CLOSE_STDIN";
 /// mini-worker runs with descriptor 0 closed, so the runtime's next descriptors (a step's pipes,
 /// the reaper's) start at 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a helper process that worker_dies starts; not a test on its own"]
 async fn pdeath_helper() {
     let Some(dir) = std::env::var_os(HELPER_ENV) else { return };
     let dir = Path::new(&dir);
@@ -305,7 +306,7 @@ async fn worker_dies(close_stdin: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut helper = std::process::Command::new(std::env::current_exe().unwrap());
     helper
-        .args(["pdeath_helper", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["pdeath_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(HELPER_ENV, dir.path())
         .stdout(std::process::Stdio::null());
     if close_stdin {

@@ -8,10 +8,10 @@
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use weir_engine::diag::Renderer;
-use weir_engine::graph::{self, Format};
-use weir_engine::plan;
-use weir_engine::spec::{self, Limits};
+use weir_core::diag::Renderer;
+use weir_core::graph::{self, Format};
+use weir_core::plan;
+use weir_core::spec::{self, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn render(text: &str, diags: &[weir_engine::diag::Diagnostic]) {
+fn render(text: &str, diags: &[weir_core::diag::Diagnostic]) {
     let plain = Renderer { path: "fuzz.yaml", source: text, color: false }.render_all(diags);
     assert!(!plain.is_empty());
     let _ = Renderer { path: "fuzz.yaml", source: text, color: true }.render_all(diags);
