@@ -312,7 +312,7 @@ fn cache_section(
         Ok(b) => b,
         Err(e) => return format!("{header}  cannot bundle {}: {e}\n", folder.display()),
     };
-    let now = weir_engine::wire::now();
+    let now = weir_engine::time::now();
     match weir_engine::server::predict_cache(&store, &pipeline, &plan, Some(bundle.digest()), no_cache, now) {
         Ok(steps) => format!("{header}{}", crate::client::cache::render_planned(&steps)),
         Err(e) => format!("{header}  cannot read it: {e}\n"),

@@ -19,7 +19,6 @@ use petgraph::graph::NodeIndex;
 use weir_proto::v1;
 
 use crate::store::{Batch, CacheEntry, CacheKey, Store, Trigger};
-use crate::wire;
 use weir_core::plan::{self, Plan, Resolved};
 use weir_core::run::{AttemptId, Effect, InstanceId, Millis, StepState};
 use weir_core::spec::{Action, Pipeline, Runtime};
@@ -209,7 +208,7 @@ impl Engine {
     /// (kept in its step record, which is marked touched) and, unless caching is off for the
     /// run or this step is the one a `retry --from` re-runs, looks for a usable entry. Returns
     /// the hits. A store error only costs the hit (logged): caching never fails a run.
-    pub(super) fn cache_lookups(
+    pub(crate) fn cache_lookups(
         &self,
         live: &mut Live,
         effects: &[Effect],
@@ -265,7 +264,7 @@ impl Engine {
     }
 
     /// Records the cache entry of a fresh success of a step with `cache:`.
-    pub(super) fn record_cache_entry(
+    pub(crate) fn record_cache_entry(
         &self,
         live: &Live,
         instance: InstanceId,
@@ -296,7 +295,7 @@ impl Engine {
     /// for each instance. An instance whose inputs come from a step that runs cannot be known
     /// (`unknown`); one whose every input the cache supplies gets its key computed exactly as
     /// the run would.
-    pub(super) fn plan_run(&self, r: v1::PlanRunRequest) -> Result<v1::PlanRunResponse, ApiError> {
+    pub(crate) fn plan_run(&self, r: v1::PlanRunRequest) -> Result<v1::PlanRunResponse, ApiError> {
         let version = match r.pipeline {
             Some(v1::plan_run_request::Pipeline::Name(name)) => {
                 self.store
@@ -314,12 +313,12 @@ impl Engine {
         let params = plan::resolve_params(&pipeline, &overrides)
             .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
         let plan = plan::plan(&pipeline, &params, "planned");
-        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), r.no_cache, wire::now())?;
+        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), r.no_cache, crate::time::now())?;
         Ok(v1::PlanRunResponse { version, steps })
     }
 
     /// `ExplainCache`: why an instance of a run was or was not taken from the cache.
-    pub(super) fn explain_cache(&self, r: v1::ExplainCacheRequest) -> Result<v1::ExplainCacheResponse, ApiError> {
+    pub(crate) fn explain_cache(&self, r: v1::ExplainCacheRequest) -> Result<v1::ExplainCacheResponse, ApiError> {
         let record = self
             .store
             .run(&r.run_id)?

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use weir_proto::v1;
 
 use crate::store::EventRecord;
-use crate::wire;
+use crate::api::convert as wire;
 use weir_core::plan::Resolved;
 use weir_core::run::{AttemptId, Event, StepState};
 use weir_core::spec::{PullPolicy, Runtime};
@@ -28,7 +28,7 @@ use super::error::ApiError;
 use weir_core::placement::Usage;
 
 /// What a worker reported.
-pub(super) enum Report {
+pub(crate) enum Report {
     Started,
     Succeeded {
         metrics: BTreeMap<String, f64>,
@@ -59,7 +59,7 @@ impl Engine {
     }
 
     /// Authenticates a call that concerns no attempt (downloads).
-    pub(super) fn check_session(&self, worker: &str, session: &str) -> Result<(), ApiError> {
+    pub(crate) fn check_session(&self, worker: &str, session: &str) -> Result<(), ApiError> {
         self.authenticate(&self.lock(), worker, session)
     }
 
@@ -67,7 +67,7 @@ impl Engine {
     /// resources), if any. Attempts that do not fit stay queued, in order, for other workers.
     /// Not a sign of life: a long-poll calls it again whenever something becomes ready, long
     /// after the worker last spoke.
-    pub(super) fn try_lease(&self, worker: &str) -> Result<Option<v1::Assignment>, ApiError> {
+    pub(crate) fn try_lease(&self, worker: &str) -> Result<Option<v1::Assignment>, ApiError> {
         let mut st = self.lock();
         let Some(w) = st.workers.get(worker) else {
             return Err(ApiError::NotFound(format!(
@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// Long-polls for one attempt, up to `wait`.
-    pub(super) async fn lease(
+    pub(crate) async fn lease(
         &self,
         worker: &str,
         session: &str,
@@ -151,7 +151,7 @@ impl Engine {
     }
 
     /// Keeps `worker` alive; returns the attempts it must stop.
-    pub(super) fn heartbeat(
+    pub(crate) fn heartbeat(
         &self,
         worker: &str,
         session: &str,
@@ -224,7 +224,7 @@ impl Engine {
     }
 
     /// Applies a worker's report on `attempt` of `run`.
-    pub(super) fn report(
+    pub(crate) fn report(
         &self,
         worker: &str,
         session: &str,
@@ -280,7 +280,7 @@ impl Engine {
     /// Checks that `attempt` of `run` was dispatched (it may since have ended) to `worker`:
     /// logs of any dispatched attempt are kept, but only its own worker may upload them (while
     /// it holds it, or for one of the last attempts it held).
-    pub(super) fn check_dispatched(
+    pub(crate) fn check_dispatched(
         &self,
         worker: &str,
         session: &str,
@@ -332,7 +332,7 @@ impl Engine {
 
     /// Checks that `attempt` is the live attempt of `run`, leased to `worker` (for output
     /// uploads).
-    pub(super) fn check_live(
+    pub(crate) fn check_live(
         &self,
         worker: &str,
         session: &str,

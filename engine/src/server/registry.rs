@@ -24,7 +24,7 @@ use tonic::Status;
 use weir_proto::v1;
 
 use crate::store::{AliasEventRecord, Batch, ModelRecord, ModelVersionRecord};
-use crate::wire;
+use crate::api::convert as wire;
 use weir_core::expr::{self, Ref};
 use weir_core::run::{InstanceId, Millis};
 use weir_data::artifact::Manifest;
@@ -34,7 +34,7 @@ use super::error::ApiError;
 
 /// A model version as lineage needs it: where its file came from.
 #[derive(Clone, Debug)]
-pub(super) struct ModelRef {
+pub(crate) struct ModelRef {
     pub model: String,
     pub version: u64,
     pub digest: String,
@@ -52,7 +52,7 @@ impl Engine {
     /// Creates the next version of the model a succeeded step's `register:` names (and moves
     /// its alias when the `when:` gate allows). Problems are logged, never returned: the
     /// step's success must stand.
-    pub(super) fn register_model(
+    pub(crate) fn register_model(
         &self,
         live: &Live,
         instance: InstanceId,
@@ -190,7 +190,7 @@ impl Engine {
     }
 
     /// Resolves `MODEL@ALIAS`, `MODEL@VERSION` or `MODEL` (its latest version).
-    pub(super) fn resolve_model(&self, target: &str) -> Result<ModelRef, ApiError> {
+    pub(crate) fn resolve_model(&self, target: &str) -> Result<ModelRef, ApiError> {
         let v = self.resolve_version(target)?;
         Ok(ModelRef {
             model: v.model,
@@ -245,7 +245,7 @@ impl Engine {
         })
     }
 
-    pub(super) fn list_models(&self, _r: v1::ListModelsRequest) -> Result<v1::ListModelsResponse, ApiError> {
+    pub(crate) fn list_models(&self, _r: v1::ListModelsRequest) -> Result<v1::ListModelsResponse, ApiError> {
         let models = self
             .store
             .models()?
@@ -260,7 +260,7 @@ impl Engine {
         Ok(v1::ListModelsResponse { models })
     }
 
-    pub(super) fn get_model(&self, r: v1::GetModelRequest) -> Result<v1::GetModelResponse, ApiError> {
+    pub(crate) fn get_model(&self, r: v1::GetModelRequest) -> Result<v1::GetModelResponse, ApiError> {
         check_name("model", &r.name)?;
         let head = self.head(&r.name)?;
         let versions = self.store.model_versions(&r.name)?.into_iter().map(|v| version_msg(v, &head.aliases)).collect();
@@ -269,7 +269,7 @@ impl Engine {
     }
 
     /// Points an alias at a version, by hand. The caller commits before answering.
-    pub(super) fn promote_model(&self, r: v1::PromoteModelRequest) -> Result<v1::PromoteModelResponse, ApiError> {
+    pub(crate) fn promote_model(&self, r: v1::PromoteModelRequest) -> Result<v1::PromoteModelResponse, ApiError> {
         check_name("model", &r.name)?;
         check_name("alias", &r.alias)?;
         if r.version == 0 {
@@ -284,7 +284,7 @@ impl Engine {
     }
 
     /// Moves an alias back (see the module doc). The caller commits before answering.
-    pub(super) fn rollback_model(&self, r: v1::RollbackModelRequest) -> Result<v1::RollbackModelResponse, ApiError> {
+    pub(crate) fn rollback_model(&self, r: v1::RollbackModelRequest) -> Result<v1::RollbackModelResponse, ApiError> {
         check_name("model", &r.name)?;
         check_name("alias", &r.alias)?;
         let _st = self.lock();
@@ -325,7 +325,7 @@ impl Engine {
             alias: alias.to_string(),
             from: head.aliases.get(alias).copied(),
             to,
-            at: wire::now(),
+            at: crate::time::now(),
             reason,
             refused: false,
             rollback,
@@ -407,10 +407,10 @@ fn event_msg(e: &AliasEventRecord) -> v1::AliasEvent {
 type ArtifactStream = ReceiverStream<Result<v1::GetModelArtifactResponse, Status>>;
 
 /// Streams a model version's file: the version first, then its bytes.
-pub(super) fn model_artifact(engine: &Arc<Engine>, r: v1::GetModelArtifactRequest) -> Result<ArtifactStream, ApiError> {
+pub(crate) fn model_artifact(engine: &Arc<Engine>, r: v1::GetModelArtifactRequest) -> Result<ArtifactStream, ApiError> {
     let v = engine.resolve_version(&r.target)?;
     let aliases = engine.store.model(&v.model)?.map(|h| h.aliases).unwrap_or_default();
-    let mut chunks = super::transfer::download(engine, v.digest, 0)?;
+    let mut chunks = crate::api::transfer::download(engine, v.digest, 0)?;
     let head = version_msg(v, &aliases);
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
@@ -467,7 +467,7 @@ steps:
         let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
         let record =
-            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: wire::now() };
+            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: crate::time::now() };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
         let params = [("rmse".to_string(), rmse.to_string())];

@@ -16,7 +16,7 @@ use petgraph::graph::NodeIndex;
 use weir_proto::v1;
 
 use crate::store::{Batch, Consumed, Indexed, Listed, Produced, RunFilter, RunRecord};
-use crate::wire;
+use crate::api::convert as wire;
 use weir_core::run::{InstanceId, Millis, StepState};
 use weir_data::artifact::{Digest, Manifest};
 
@@ -27,7 +27,7 @@ use super::registry::ModelRef;
 /// Points MetricHistory returns when the request does not say.
 const DEFAULT_POINTS: usize = 1000;
 /// The most artifacts one lineage walk returns.
-pub(super) const MAX_NODES: usize = 2000;
+pub(crate) const MAX_NODES: usize = 2000;
 /// The most producers or consumers read for one digest.
 const MAX_PER_DIGEST: usize = 10_000;
 /// The fewest hex characters of a digest a target may give.
@@ -44,7 +44,7 @@ impl Engine {
     /// manifests of the instances it needs in `live`'s plan graph, read from the store: they
     /// must have been written by an earlier batch (an instance whose need is cached in the same
     /// batch should use [`record_lineage_of`] with the manifests in hand).
-    pub(super) fn record_lineage(
+    pub(crate) fn record_lineage(
         &self,
         live: &Live,
         instance: InstanceId,
@@ -70,7 +70,7 @@ impl Engine {
         record_lineage_of(run, instance, name, outputs, &inputs, batch, now)
     }
 
-    pub(super) fn metric_history(&self, r: v1::MetricHistoryRequest) -> Result<v1::MetricHistoryResponse, ApiError> {
+    pub(crate) fn metric_history(&self, r: v1::MetricHistoryRequest) -> Result<v1::MetricHistoryResponse, ApiError> {
         if r.pipeline.is_empty() || r.metric.is_empty() {
             return Err(ApiError::Invalid("give a pipeline and a metric name (`weir metrics PIPELINE METRIC`)".into()));
         }
@@ -157,7 +157,7 @@ impl Engine {
         Ok(out)
     }
 
-    pub(super) fn lineage(&self, r: v1::GetLineageRequest) -> Result<v1::GetLineageResponse, ApiError> {
+    pub(crate) fn lineage(&self, r: v1::GetLineageRequest) -> Result<v1::GetLineageResponse, ApiError> {
         let target = r.target.trim();
         if target.is_empty() {
             return Err(ApiError::Invalid(
@@ -226,7 +226,7 @@ impl Engine {
 /// Records the lineage of instance `instance` (named `name`) of `run`: every file of `outputs`
 /// as made by it, with `inputs` (the manifests of the instances of the same run it needs, by
 /// instance) as what went in. Writes into `batch` only; see [`Engine::record_lineage`].
-pub(super) fn record_lineage_of(
+pub(crate) fn record_lineage_of(
     run: &str,
     instance: InstanceId,
     name: &str,

@@ -2,7 +2,7 @@
 //! their logs and artifacts. Decoding and encoding here; run changes go through
 //! [`Engine::apply`], reads go to the store (finished runs) or memory (live ones).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,24 +13,19 @@ use weir_proto::v1;
 use weir_proto::v1::weir_client_server::WeirClient;
 
 use crate::store::{Change, Listed, LogCursor, PipelineVersion, RunFilter, RunRecord, StepRecord, Trigger};
-use crate::wire;
-use weir_core::plan;
+use super::convert as wire;
 use weir_core::run::{Event, InstanceId, RunState, StepState};
 use weir_data::artifact::Digest;
 use weir_data::bundle::{BundleLimits, is_digest};
 
 use super::bounds::{Bounded, bounded};
-use super::core::{Engine, Live, State};
-use super::error::ApiError;
+use crate::server::core::Engine;
+use crate::server::error::ApiError;
 use super::transfer::{self, Upload};
-use weir_core::placement;
 
 pub struct ClientApi(pub Arc<Engine>);
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
-
-/// A retry's new run (none for a dry run), and the instances it runs again and reuses.
-type Retried = (Option<String>, Vec<String>, Vec<String>);
 
 impl Engine {
     /// The API view of a run record, with step counts.
@@ -73,32 +68,6 @@ impl Engine {
         }
     }
 
-    /// A run's record and every step record: from memory while it is live, else the store.
-    fn load_run(&self, run_id: &str) -> Result<(RunRecord, Vec<StepRecord>, String), ApiError> {
-        {
-            let st = self.lock();
-            if let Some(live) = st.runs.get(run_id) {
-                let mut steps = live.steps.clone();
-                waiting_reasons(&st, live, &mut steps);
-                // A live run stalls while the store cannot write: say why.
-                return Ok((live.record.clone(), steps, self.fault().unwrap_or_default()));
-            }
-        }
-        let quarantined = self.store.quarantined(run_id)?;
-        let record = match self.store.run(run_id) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                return Err(ApiError::NotFound(format!(
-                    "no run {run_id}: `weir runs` lists the runs this server knows"
-                )));
-            }
-            Err(e) => return Err(ApiError::Precondition(format!("run {run_id} is quarantined: {e}"))),
-        };
-        let steps = self.store.steps(run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect();
-        let message = quarantined.map(|q| format!("quarantined: {q}")).unwrap_or_default();
-        Ok((record, steps, message))
-    }
-
     fn step_view(&self, run: &RunRecord, i: InstanceId, s: &StepRecord) -> Result<v1::Step, ApiError> {
         let (step, matrix) = split_instance(&s.name);
         let stage = {
@@ -129,121 +98,6 @@ impl Engine {
         })
     }
 
-    /// Starts a new run of `of`'s version and params. Without `from`: reuses every instance
-    /// that succeeded in `of` (its outputs and metrics) and runs the rest; `of` must have
-    /// failed or been cancelled. With `from` (a step name): runs that step's instances and
-    /// everything downstream of them, and reuses every other instance that succeeded in `of`,
-    /// whatever `of`'s state (it must be finished). Reused instances end `cached`, from `of`.
-    /// With `dry_run` nothing is created. Returns the new run (unless dry) and the instance
-    /// names that run again and that are reused, in plan order.
-    fn retry(&self, of: &str, from: Option<&str>, dry_run: bool) -> Result<Retried, ApiError> {
-        let (old, old_steps, _) = self.load_run(of)?;
-        match (old.state, from) {
-            (RunState::Succeeded, None) => {
-                return Err(ApiError::Precondition(format!(
-                    "run {of} succeeded: nothing to retry; start a new run, or re-run part of it with `weir retry {of} --from STEP`"
-                )));
-            }
-            (s, _) if !s.is_terminal() && !self.lock().runs.contains_key(of) => return Err(self.not_live(of)),
-            (s, _) if !s.is_terminal() => {
-                return Err(ApiError::Precondition(format!(
-                    "run {of} is still {s}: cancel it first (`weir cancel {of}`)"
-                )));
-            }
-            _ => {}
-        }
-        let overrides: Vec<(String, String)> = old
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-            .collect();
-        let (pipeline, _) = self.pipeline(&mut self.lock(), &old.version)?;
-        if let Some(step) = from
-            && pipeline.step(step).is_none()
-        {
-            let names: Vec<&str> = pipeline.steps().iter().map(|s| s.name.as_str()).collect();
-            let hint =
-                weir_core::diag::did_you_mean(step, names.iter().copied()).map(|m| format!("{m} ")).unwrap_or_default();
-            return Err(ApiError::NotFound(format!(
-                "pipeline {} has no step {step}: {hint}its steps are {}",
-                pipeline.name(),
-                names.join(", ")
-            )));
-        }
-        let params = plan::resolve_params(&pipeline, &overrides)
-            .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
-        let plan = plan::plan(&pipeline, &params, of);
-        // With `from`: the step's instances and everything reachable from them run again.
-        let mut again = vec![from.is_none(); plan.graph.node_count()];
-        if let Some(step) = from {
-            let mut stack: Vec<petgraph::graph::NodeIndex> =
-                plan.graph.node_indices().filter(|n| pipeline.steps()[plan.graph[*n].step].name == step).collect();
-            while let Some(n) = stack.pop() {
-                if !std::mem::replace(&mut again[n.index()], true) {
-                    stack.extend(plan.graph.neighbors_directed(n, petgraph::Direction::Outgoing));
-                }
-            }
-        }
-        let reusable = |n: petgraph::graph::NodeIndex| {
-            let old_step = old_steps.get(n.index());
-            let reuse = old_step.is_some_and(|s| s.state.is_success() && s.name == plan.graph[n].name);
-            reuse && (from.is_none() || !again[n.index()])
-        };
-        let (mut rerun, mut reused) = (Vec::new(), Vec::new());
-        for &n in &plan.order {
-            let name = plan.graph[n].name.clone();
-            if reusable(n) { reused.push(name) } else { rerun.push(name) }
-        }
-        if dry_run {
-            return Ok((None, rerun, reused));
-        }
-        let trigger = Trigger::Retry { of: of.to_string(), from: from.map(str::to_string) };
-        let bundle = self.pipeline(&mut self.lock(), &old.version)?.1;
-        let prepared =
-            self.prepare_run(pipeline.clone(), bundle, &old.version, &overrides, trigger, old.no_cache, None)?;
-        let mut st = self.lock();
-        let run_id = self.install_run(&mut st, prepared)?;
-        for &n in &plan.order {
-            if !reusable(n) {
-                continue;
-            }
-            let i = InstanceId(n.index() as u32);
-            let Some(live) = st.runs.get(&run_id) else { break };
-            if live.machine.state(i) != StepState::Ready {
-                continue; // the cache supplied it already, or a `when` skipped it this time
-            }
-            let attempt = live.machine.live_attempt(i).expect("a ready instance has a live attempt");
-            let outputs = self.store.artifacts(of, i)?.unwrap_or_default();
-            let metrics = old_steps[n.index()].metrics.clone();
-            self.apply(&mut st, &run_id, Event::Cached { attempt, metrics, from: of.to_string() }, Some(&outputs))?;
-        }
-        drop(st);
-        self.commit()?;
-        Ok((Some(run_id), rerun, reused))
-    }
-}
-
-/// Says why each ready step that no registered worker could ever run is waiting
-/// (`waiting: no worker offers gpus=1`), from the workers registered now: never stored, so it
-/// follows workers as they come and go.
-fn waiting_reasons(st: &State, live: &Live, steps: &mut [StepRecord]) {
-    let mut by_step: HashMap<usize, Option<String>> = HashMap::new();
-    for (i, s) in steps.iter_mut().enumerate() {
-        if s.state != StepState::Ready {
-            continue;
-        }
-        let step = live.plan.graph[petgraph::graph::NodeIndex::new(i)].step;
-        let reason = by_step
-            .entry(step)
-            .or_insert_with(|| {
-                let need = live.need(InstanceId(i as u32));
-                placement::waiting_reason(&need, st.workers.values().map(|w| &w.offer))
-            })
-            .as_ref();
-        if let Some(reason) = reason {
-            s.message = Some(format!("waiting: {reason}"));
-        }
-    }
 }
 
 /// `train[l2=0.0,features=linear]` -> (`train`, {l2: 0.0, features: linear}); best effort for
@@ -346,7 +200,7 @@ impl WeirClient for ClientApi {
             name: pipeline.name().to_string(),
             yaml: header.yaml.clone(),
             bundle_digest: bundle,
-            submitted_at: wire::now(),
+            submitted_at: crate::time::now(),
         };
         engine.store.put_pipeline_version(&version, &record).map_err(ApiError::from)?;
         if engine.scheduling {
@@ -586,7 +440,7 @@ impl WeirClient for ClientApi {
                 }
                 if engine.store.run(&r.run_id).ok().flatten().is_some_and(|rec| rec.state.is_terminal()) {
                     // Finished before this watcher saw the change (or a replayed finish).
-                    if !has_more(&engine, &r.run_id, last) {
+                    if !crate::server::runs::has_more(&engine, &r.run_id, last) {
                         return;
                     }
                     continue;
@@ -777,7 +631,7 @@ impl WeirClient for ClientApi {
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
         let r = bounded(req)?;
         let schedules = self.0.schedule_views(&r.pipeline, chrono::Utc::now())?;
-        Ok(Response::new(v1::ListSchedulesResponse { schedules }))
+        Ok(Response::new(v1::ListSchedulesResponse { schedules: schedules.into_iter().map(wire::schedule).collect() }))
     }
 
     async fn pause_schedule(
@@ -785,7 +639,7 @@ impl WeirClient for ClientApi {
         req: Request<v1::PauseScheduleRequest>,
     ) -> Result<Response<v1::PauseScheduleResponse>, Status> {
         let schedule = self.0.pause(&bounded(req)?.pipeline, true)?;
-        Ok(Response::new(v1::PauseScheduleResponse { schedule: Some(schedule) }))
+        Ok(Response::new(v1::PauseScheduleResponse { schedule: Some(wire::schedule(schedule)) }))
     }
 
     async fn resume_schedule(
@@ -793,7 +647,7 @@ impl WeirClient for ClientApi {
         req: Request<v1::ResumeScheduleRequest>,
     ) -> Result<Response<v1::ResumeScheduleResponse>, Status> {
         let schedule = self.0.pause(&bounded(req)?.pipeline, false)?;
-        Ok(Response::new(v1::ResumeScheduleResponse { schedule: Some(schedule) }))
+        Ok(Response::new(v1::ResumeScheduleResponse { schedule: Some(wire::schedule(schedule)) }))
     }
 
     async fn backfill(&self, req: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
@@ -804,7 +658,7 @@ impl WeirClient for ClientApi {
             engine.backfill(&mut st, &r.pipeline, &r.from, &r.to, r.dry_run, chrono::Utc::now())?
         };
         engine.commit()?;
-        Ok(Response::new(v1::BackfillResponse { ticks }))
+        Ok(Response::new(v1::BackfillResponse { ticks: ticks.into_iter().map(wire::backfill_tick).collect() }))
     }
 
     // Step caching: server/cache.rs.
@@ -873,23 +727,6 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::GetModelArtifactRequest>,
     ) -> Result<Response<Self::GetModelArtifactStream>, Status> {
-        Ok(Response::new(super::registry::model_artifact(&self.0, bounded(req)?)?))
+        Ok(Response::new(crate::server::registry::model_artifact(&self.0, bounded(req)?)?))
     }
-}
-
-impl Engine {
-    /// Pauses (or resumes) a schedule and answers with its view.
-    fn pause(&self, pipeline: &str, paused: bool) -> Result<v1::ScheduleInfo, ApiError> {
-        {
-            let mut st = self.lock();
-            self.set_paused(&mut st, pipeline, paused, chrono::Utc::now())?;
-        }
-        self.commit()?;
-        let mut views = self.schedule_views(pipeline, chrono::Utc::now())?;
-        views.pop().ok_or_else(|| self.no_schedule(pipeline))
-    }
-}
-
-fn has_more(engine: &Engine, run: &str, last: u64) -> bool {
-    engine.store.events(run, last).map(|mut it| it.next().is_some()).unwrap_or(false)
 }

@@ -9,13 +9,13 @@ use weir_proto::v1;
 use weir_proto::v1::weir_worker_server::WeirWorker;
 
 use crate::store::{LogChunk, Stream};
-use crate::wire;
+use super::convert as wire;
 use weir_data::artifact::{Digest, check_name};
 
 use super::bounds::{Bounded, bounded};
-use super::core::Engine;
-use super::dispatch::Report;
-use super::error::ApiError;
+use crate::server::core::Engine;
+use crate::server::dispatch::Report;
+use crate::server::error::ApiError;
 use super::transfer::{self, ChunkStream, Upload};
 use weir_core::placement::{Offer, Usage};
 use weir_core::spec::Runtime;
@@ -149,7 +149,7 @@ impl WeirWorker for WorkerApi {
                 .into_iter()
                 .map(|c| LogChunk {
                     stream: if c.stream == v1::LogStream::Stderr as i32 { Stream::Stderr } else { Stream::Stdout },
-                    at: wire::from_timestamp(c.time.as_ref()).unwrap_or_else(wire::now),
+                    at: wire::from_timestamp(c.time.as_ref()).unwrap_or_else(crate::time::now),
                     data: c.data,
                 })
                 .collect();

@@ -14,8 +14,8 @@ use weir_proto::v1;
 
 use weir_data::artifact::{self, Digest};
 
-use super::core::Engine;
-use super::error::ApiError;
+use crate::server::core::Engine;
+use crate::server::error::ApiError;
 
 /// Bytes per streamed chunk (gRPC's default message limit is 4 MiB).
 pub const CHUNK: usize = 256 * 1024;

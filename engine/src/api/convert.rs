@@ -1,12 +1,17 @@
-//! Conversions between the engine's domain types and the `weir.v1` protobuf messages that both
-//! the server (in this crate) and the worker need: attempt references, manifests, states and
-//! timestamps. One place, so the two sides can never disagree about a field. Pure.
+//! Every conversion between the engine's domain types and the `weir.v1` protobuf messages:
+//! attempt references, manifests, states, timestamps, diagnostics, and the views the services
+//! return (runs, steps, assignments, plans, schedules, models, lineage). One place, so no two
+//! handlers can disagree about a field; the worker's side is `worker/src/wire.rs`, and
+//! `tests/wire.rs` checks that the two agree. Pure.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use weir_proto::v1;
 
+use crate::server::scheduler::{BackfillOutcome, BackfillTick, ScheduleView};
+use weir_core::diag::{Diagnostic, Severity};
+use weir_core::spec::Concurrency;
 use weir_core::run::{AttemptId, InstanceId, Millis, RunState, StepState};
 use weir_data::artifact::{Digest, Entry, Manifest};
 
@@ -23,6 +28,43 @@ pub struct BadField {
 impl BadField {
     pub fn new(field: &'static str, reason: impl Into<String>) -> BadField {
         BadField { field, reason: reason.into() }
+    }
+}
+
+impl From<BadField> for crate::server::error::ApiError {
+    fn from(e: BadField) -> Self {
+        crate::server::error::ApiError::Invalid(e.to_string())
+    }
+}
+
+/// A diagnostic of `file` as the wire carries it.
+pub fn diagnostic(file: &str, d: &Diagnostic) -> v1::Diagnostic {
+    let span = d.span.unwrap_or_default();
+    v1::Diagnostic {
+        message: d.message.clone(),
+        line: span.line,
+        column: span.col,
+        end_line: span.end_line,
+        end_column: span.end_col,
+        label: d.label.clone(),
+        help: d.help.clone().unwrap_or_default(),
+        notes: d.notes.clone(),
+        severity: match d.severity {
+            Severity::Error => v1::Severity::Error,
+            Severity::Warning => v1::Severity::Warning,
+        } as i32,
+        related: d
+            .related
+            .iter()
+            .map(|r| v1::RelatedSpan {
+                line: r.span.line,
+                column: r.span.col,
+                end_line: r.span.end_line,
+                end_column: r.span.end_col,
+                label: r.label.clone(),
+            })
+            .collect(),
+        file: file.to_string(),
     }
 }
 
@@ -84,16 +126,7 @@ pub fn from_timestamp(t: Option<&prost_types::Timestamp>) -> Option<Millis> {
 }
 
 pub fn system_time(at: SystemTime) -> prost_types::Timestamp {
-    timestamp(millis(at))
-}
-
-pub fn millis(at: SystemTime) -> Millis {
-    Millis(at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
-}
-
-/// Now, as the run machine counts time.
-pub fn now() -> Millis {
-    millis(SystemTime::now())
+    timestamp(crate::time::millis(at))
 }
 
 pub fn duration(d: Duration) -> prost_types::Duration {
@@ -162,6 +195,56 @@ pub fn from_run_state(s: v1::RunState) -> Option<RunState> {
 /// Metrics as the wire carries them (a map of doubles), keeping only finite numbers.
 pub fn from_metrics(m: &std::collections::HashMap<String, f64>) -> BTreeMap<String, f64> {
     m.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+/// A schedule view as `ListSchedules` and pause/resume answer.
+pub(crate) fn schedule(v: ScheduleView) -> v1::ScheduleInfo {
+    let r = v.record;
+    let backfill = r.backfill.as_ref().map(|q| v1::BackfillProgress {
+        from: Some(timestamp(q.from)),
+        to: Some(timestamp(q.to)),
+        remaining: v.backfill_left,
+        catchup: q.catchup,
+    });
+    v1::ScheduleInfo {
+        pipeline: v.pipeline,
+        version: r.version.clone(),
+        cron: r.cron.clone(),
+        timezone: r.timezone.clone(),
+        catchup: v.schedule.catchup,
+        max_catchup: v.schedule.max_catchup,
+        concurrency: match v.schedule.concurrency {
+            Concurrency::Allow => v1::Concurrency::Allow,
+            Concurrency::Forbid => v1::Concurrency::Forbid,
+            Concurrency::Replace => v1::Concurrency::Replace,
+        } as i32,
+        paused: r.paused,
+        next_fires: v.next_fires.into_iter().map(timestamp).collect(),
+        last_tick: r.last_tick.map(timestamp),
+        last_run_id: r.last_run.clone().unwrap_or_default(),
+        last_run_state: v.last_run_state.map_or(v1::RunState::Unspecified, run_state) as i32,
+        skipped: r
+            .skipped
+            .iter()
+            .map(|k| v1::SkippedTicks {
+                first: Some(timestamp(k.first)),
+                last: Some(timestamp(k.last)),
+                count: k.count,
+                reason: k.reason.clone(),
+            })
+            .collect(),
+        backfill,
+        params: v.schedule.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+    }
+}
+
+pub(crate) fn backfill_tick(t: BackfillTick) -> v1::BackfillTick {
+    let outcome = match t.outcome {
+        BackfillOutcome::Exists => v1::BackfillOutcome::Exists,
+        BackfillOutcome::Started => v1::BackfillOutcome::Started,
+        BackfillOutcome::Queued => v1::BackfillOutcome::Queued,
+    };
+    v1::BackfillTick { time: Some(timestamp(t.at)), run_id: t.run_id, outcome: outcome as i32 }
 }
 
 #[cfg(test)]

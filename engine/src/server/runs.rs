@@ -1,0 +1,178 @@
+//! Reading runs and starting them again: a run's record and steps (from memory while it is
+//! live, else the store), why a ready step waits, retries and pausing a schedule. Domain values
+//! in and out; the adapter (`crate::api::client`) encodes them.
+
+use std::collections::HashMap;
+
+use crate::store::{RunRecord, StepRecord, Trigger};
+use weir_core::placement;
+use weir_core::plan;
+use weir_core::run::{Event, InstanceId, RunState, StepState};
+
+use super::core::{Engine, Live, State};
+use super::error::ApiError;
+
+/// A retry's new run (none for a dry run), and the instances it runs again and reuses.
+pub(crate) type Retried = (Option<String>, Vec<String>, Vec<String>);
+
+impl Engine {
+    /// A run's record and every step record: from memory while it is live, else the store.
+    pub(crate) fn load_run(&self, run_id: &str) -> Result<(RunRecord, Vec<StepRecord>, String), ApiError> {
+        {
+            let st = self.lock();
+            if let Some(live) = st.runs.get(run_id) {
+                let mut steps = live.steps.clone();
+                waiting_reasons(&st, live, &mut steps);
+                // A live run stalls while the store cannot write: say why.
+                return Ok((live.record.clone(), steps, self.fault().unwrap_or_default()));
+            }
+        }
+        let quarantined = self.store.quarantined(run_id)?;
+        let record = match self.store.run(run_id) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return Err(ApiError::NotFound(format!(
+                    "no run {run_id}: `weir runs` lists the runs this server knows"
+                )));
+            }
+            Err(e) => return Err(ApiError::Precondition(format!("run {run_id} is quarantined: {e}"))),
+        };
+        let steps = self.store.steps(run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect();
+        let message = quarantined.map(|q| format!("quarantined: {q}")).unwrap_or_default();
+        Ok((record, steps, message))
+    }
+
+    /// Starts a new run of `of`'s version and params. Without `from`: reuses every instance
+    /// that succeeded in `of` (its outputs and metrics) and runs the rest; `of` must have
+    /// failed or been cancelled. With `from` (a step name): runs that step's instances and
+    /// everything downstream of them, and reuses every other instance that succeeded in `of`,
+    /// whatever `of`'s state (it must be finished). Reused instances end `cached`, from `of`.
+    /// With `dry_run` nothing is created. Returns the new run (unless dry) and the instance
+    /// names that run again and that are reused, in plan order.
+    pub(crate) fn retry(&self, of: &str, from: Option<&str>, dry_run: bool) -> Result<Retried, ApiError> {
+        let (old, old_steps, _) = self.load_run(of)?;
+        match (old.state, from) {
+            (RunState::Succeeded, None) => {
+                return Err(ApiError::Precondition(format!(
+                    "run {of} succeeded: nothing to retry; start a new run, or re-run part of it with `weir retry {of} --from STEP`"
+                )));
+            }
+            (s, _) if !s.is_terminal() && !self.lock().runs.contains_key(of) => return Err(self.not_live(of)),
+            (s, _) if !s.is_terminal() => {
+                return Err(ApiError::Precondition(format!(
+                    "run {of} is still {s}: cancel it first (`weir cancel {of}`)"
+                )));
+            }
+            _ => {}
+        }
+        let overrides: Vec<(String, String)> = old
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect();
+        let (pipeline, _) = self.pipeline(&mut self.lock(), &old.version)?;
+        if let Some(step) = from
+            && pipeline.step(step).is_none()
+        {
+            let names: Vec<&str> = pipeline.steps().iter().map(|s| s.name.as_str()).collect();
+            let hint =
+                weir_core::diag::did_you_mean(step, names.iter().copied()).map(|m| format!("{m} ")).unwrap_or_default();
+            return Err(ApiError::NotFound(format!(
+                "pipeline {} has no step {step}: {hint}its steps are {}",
+                pipeline.name(),
+                names.join(", ")
+            )));
+        }
+        let params = plan::resolve_params(&pipeline, &overrides)
+            .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
+        let plan = plan::plan(&pipeline, &params, of);
+        // With `from`: the step's instances and everything reachable from them run again.
+        let mut again = vec![from.is_none(); plan.graph.node_count()];
+        if let Some(step) = from {
+            let mut stack: Vec<petgraph::graph::NodeIndex> =
+                plan.graph.node_indices().filter(|n| pipeline.steps()[plan.graph[*n].step].name == step).collect();
+            while let Some(n) = stack.pop() {
+                if !std::mem::replace(&mut again[n.index()], true) {
+                    stack.extend(plan.graph.neighbors_directed(n, petgraph::Direction::Outgoing));
+                }
+            }
+        }
+        let reusable = |n: petgraph::graph::NodeIndex| {
+            let old_step = old_steps.get(n.index());
+            let reuse = old_step.is_some_and(|s| s.state.is_success() && s.name == plan.graph[n].name);
+            reuse && (from.is_none() || !again[n.index()])
+        };
+        let (mut rerun, mut reused) = (Vec::new(), Vec::new());
+        for &n in &plan.order {
+            let name = plan.graph[n].name.clone();
+            if reusable(n) { reused.push(name) } else { rerun.push(name) }
+        }
+        if dry_run {
+            return Ok((None, rerun, reused));
+        }
+        let trigger = Trigger::Retry { of: of.to_string(), from: from.map(str::to_string) };
+        let bundle = self.pipeline(&mut self.lock(), &old.version)?.1;
+        let prepared =
+            self.prepare_run(pipeline.clone(), bundle, &old.version, &overrides, trigger, old.no_cache, None)?;
+        let mut st = self.lock();
+        let run_id = self.install_run(&mut st, prepared)?;
+        for &n in &plan.order {
+            if !reusable(n) {
+                continue;
+            }
+            let i = InstanceId(n.index() as u32);
+            let Some(live) = st.runs.get(&run_id) else { break };
+            if live.machine.state(i) != StepState::Ready {
+                continue; // the cache supplied it already, or a `when` skipped it this time
+            }
+            let attempt = live.machine.live_attempt(i).expect("a ready instance has a live attempt");
+            let outputs = self.store.artifacts(of, i)?.unwrap_or_default();
+            let metrics = old_steps[n.index()].metrics.clone();
+            self.apply(&mut st, &run_id, Event::Cached { attempt, metrics, from: of.to_string() }, Some(&outputs))?;
+        }
+        drop(st);
+        self.commit()?;
+        Ok((Some(run_id), rerun, reused))
+    }
+}
+
+/// Says why each ready step that no registered worker could ever run is waiting
+/// (`waiting: no worker offers gpus=1`), from the workers registered now: never stored, so it
+/// follows workers as they come and go.
+fn waiting_reasons(st: &State, live: &Live, steps: &mut [StepRecord]) {
+    let mut by_step: HashMap<usize, Option<String>> = HashMap::new();
+    for (i, s) in steps.iter_mut().enumerate() {
+        if s.state != StepState::Ready {
+            continue;
+        }
+        let step = live.plan.graph[petgraph::graph::NodeIndex::new(i)].step;
+        let reason = by_step
+            .entry(step)
+            .or_insert_with(|| {
+                let need = live.need(InstanceId(i as u32));
+                placement::waiting_reason(&need, st.workers.values().map(|w| &w.offer))
+            })
+            .as_ref();
+        if let Some(reason) = reason {
+            s.message = Some(format!("waiting: {reason}"));
+        }
+    }
+}
+
+impl Engine {
+    /// Pauses (or resumes) a schedule and answers with its view.
+    pub(crate) fn pause(&self, pipeline: &str, paused: bool) -> Result<super::scheduler::ScheduleView, ApiError> {
+        {
+            let mut st = self.lock();
+            self.set_paused(&mut st, pipeline, paused, chrono::Utc::now())?;
+        }
+        self.commit()?;
+        let mut views = self.schedule_views(pipeline, chrono::Utc::now())?;
+        views.pop().ok_or_else(|| self.no_schedule(pipeline))
+    }
+}
+
+
+pub(crate) fn has_more(engine: &Engine, run: &str, last: u64) -> bool {
+    engine.store.events(run, last).map(|mut it| it.next().is_some()).unwrap_or(false)
+}
