@@ -314,7 +314,10 @@ fn cache_section(
     };
     let now = weir_engine::time::now();
     match weir_engine::server::predict_cache(&store, &pipeline, &plan, Some(bundle.digest()), no_cache, now) {
-        Ok(steps) => format!("{header}{}", crate::client::cache::render_planned(&steps)),
+        Ok(steps) => {
+            let steps: Vec<_> = steps.into_iter().map(weir_engine::api::convert::planned_step).collect();
+            format!("{header}{}", crate::client::cache::render_planned(&steps))
+        }
         Err(e) => format!("{header}  cannot read it: {e}\n"),
     }
 }

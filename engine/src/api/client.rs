@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 use weir_proto::v1;
 use weir_proto::v1::weir_client_server::WeirClient;
 
@@ -664,14 +665,18 @@ impl WeirClient for ClientApi {
     // Step caching: server/cache.rs.
 
     async fn plan_run(&self, req: Request<v1::PlanRunRequest>) -> Result<Response<v1::PlanRunResponse>, Status> {
-        Ok(Response::new(self.0.plan_run(bounded(req)?)?))
+        let r = bounded(req)?;
+        let params = r.params.into_iter().collect();
+        let (version, steps) = self.0.plan_run(wire::plan_target(r.pipeline), params, r.no_cache)?;
+        Ok(Response::new(v1::PlanRunResponse { version, steps: steps.into_iter().map(wire::planned_step).collect() }))
     }
 
     async fn explain_cache(
         &self,
         req: Request<v1::ExplainCacheRequest>,
     ) -> Result<Response<v1::ExplainCacheResponse>, Status> {
-        Ok(Response::new(self.0.explain_cache(bounded(req)?)?))
+        let r = bounded(req)?;
+        Ok(Response::new(wire::explanation(self.0.explain_cache(&r.run_id, &r.step)?)))
     }
 
     // Tracking and lineage: server/tracking.rs.
@@ -680,14 +685,16 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::MetricHistoryRequest>,
     ) -> Result<Response<v1::MetricHistoryResponse>, Status> {
-        Ok(Response::new(self.0.metric_history(bounded(req)?)?))
+        let r = bounded(req)?;
+        Ok(Response::new(wire::metric_history(self.0.metric_history(&r.pipeline, &r.metric, &r.step, r.limit)?)))
     }
 
     async fn get_lineage(
         &self,
         req: Request<v1::GetLineageRequest>,
     ) -> Result<Response<v1::GetLineageResponse>, Status> {
-        Ok(Response::new(self.0.lineage(bounded(req)?)?))
+        let r = bounded(req)?;
+        Ok(Response::new(wire::lineage(self.0.lineage(&r.target, r.down, r.depth)?)))
     }
 
     // The model registry: server/registry.rs.
@@ -696,37 +703,66 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::ListModelsRequest>,
     ) -> Result<Response<v1::ListModelsResponse>, Status> {
-        Ok(Response::new(self.0.list_models(bounded(req)?)?))
+        bounded(req)?;
+        let models = self.0.list_models()?.into_iter().map(wire::model_summary).collect();
+        Ok(Response::new(v1::ListModelsResponse { models }))
     }
 
     async fn get_model(&self, req: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
-        Ok(Response::new(self.0.get_model(bounded(req)?)?))
+        Ok(Response::new(wire::model(self.0.get_model(&bounded(req)?.name)?)))
     }
 
     async fn promote_model(
         &self,
         req: Request<v1::PromoteModelRequest>,
     ) -> Result<Response<v1::PromoteModelResponse>, Status> {
-        let answer = self.0.promote_model(bounded(req)?)?;
+        let r = bounded(req)?;
+        let event = self.0.promote_model(&r.name, &r.alias, r.version, &r.reason)?;
         self.0.commit()?;
-        Ok(Response::new(answer))
+        Ok(Response::new(v1::PromoteModelResponse { event: Some(wire::alias_event(&event)) }))
     }
 
     async fn rollback_model(
         &self,
         req: Request<v1::RollbackModelRequest>,
     ) -> Result<Response<v1::RollbackModelResponse>, Status> {
-        let answer = self.0.rollback_model(bounded(req)?)?;
+        let r = bounded(req)?;
+        let event = self.0.rollback_model(&r.name, &r.alias, &r.reason)?;
         self.0.commit()?;
-        Ok(Response::new(answer))
+        Ok(Response::new(v1::RollbackModelResponse { event: Some(wire::alias_event(&event)) }))
     }
 
     type GetModelArtifactStream = Stream<v1::GetModelArtifactResponse>;
 
+    /// Streams a model version's file: the version first, then its bytes.
     async fn get_model_artifact(
         &self,
         req: Request<v1::GetModelArtifactRequest>,
     ) -> Result<Response<Self::GetModelArtifactStream>, Status> {
-        Ok(Response::new(crate::server::registry::model_artifact(&self.0, bounded(req)?)?))
+        let r = bounded(req)?;
+        let (v, aliases) = self.0.model_file(&r.target)?;
+        let mut chunks = transfer::download(&self.0, v.digest, 0)?;
+        let head = wire::model_version(v, &aliases);
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(
+            async move {
+                let first =
+                    v1::GetModelArtifactResponse { part: Some(v1::get_model_artifact_response::Part::Version(head)) };
+                if tx.send(Ok(first)).await.is_err() {
+                    return;
+                }
+                use tokio_stream::StreamExt;
+                while let Some(c) = chunks.next().await {
+                    let msg = c.map(|c| v1::GetModelArtifactResponse {
+                        part: Some(v1::get_model_artifact_response::Part::Chunk(c.data)),
+                    });
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -13,6 +13,9 @@ pub mod status;
 pub(crate) mod transfer;
 mod worker;
 
+/// Token files (`weir server --token-file`), read where the wire's credentials are defined.
+pub use weir_proto::auth as tokens;
+
 use std::sync::Arc;
 
 use tonic::service::Interceptor;

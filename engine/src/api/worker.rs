@@ -88,7 +88,7 @@ impl WeirWorker for WorkerApi {
         let session = session?;
         let wait = wire::from_duration(r.wait.as_ref()).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20));
         let assignment = self.0.lease(&r.worker_id, &session, r.free, wait).await?;
-        Ok(Response::new(v1::LeaseResponse { assignment }))
+        Ok(Response::new(v1::LeaseResponse { assignment: assignment.map(wire::assignment) }))
     }
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {

@@ -30,7 +30,7 @@ pub(crate) mod runs;
 pub(crate) mod scheduler;
 #[cfg(test)]
 mod testkit;
-pub use weir_proto::auth as tokens;
+pub use crate::api::tokens;
 pub(crate) mod tracking;
 
 use std::net::SocketAddr;
@@ -45,7 +45,7 @@ use tonic::transport::server::TcpIncoming;
 
 pub use self::core::{Engine, Terms};
 
-pub use cache::predict as predict_cache;
+pub use cache::{PlannedStep, Verdict, predict as predict_cache};
 pub use dispatch::input_dir;
 pub use error::ApiError;
 
