@@ -13,16 +13,16 @@ use tracing::Instrument;
 use weir_proto::v1;
 use weir_proto::v1::weir_client_server::WeirClient;
 
-use crate::store::{Change, Listed, LogCursor, PipelineVersion, RunFilter, RunRecord, StepRecord, Trigger};
 use super::convert as wire;
+use crate::store::{Change, Listed, LogCursor, PipelineVersion, RunFilter, RunRecord, StepRecord, Trigger};
 use weir_core::run::{Event, InstanceId, RunState, StepState};
 use weir_data::artifact::Digest;
 use weir_data::bundle::{BundleLimits, is_digest};
 
 use super::bounds::{Bounded, bounded};
+use super::transfer::{self, Upload};
 use crate::server::core::Engine;
 use crate::server::error::ApiError;
-use super::transfer::{self, Upload};
 
 pub struct ClientApi(pub Arc<Engine>);
 
@@ -98,7 +98,6 @@ impl Engine {
             cache_key: s.cache.as_ref().map(|c| c.key.clone()).unwrap_or_default(),
         })
     }
-
 }
 
 /// `train[l2=0.0,features=linear]` -> (`train`, {l2: 0.0, features: linear}); best effort for
@@ -391,85 +390,89 @@ impl WeirClient for ClientApi {
         let (_, steps, _) = engine.load_run(&r.run_id)?;
         let names: Vec<String> = steps.into_iter().map(|s| s.name).collect();
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(async move {
-            let mut last = r.after_seq;
-            loop {
-                let mut ended = false;
-                let events = match engine.store.events(&r.run_id, last) {
-                    Ok(it) => it,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
-                        return;
-                    }
-                };
-                for item in events {
-                    let (seq, ev) = match item {
-                        Ok(x) => x,
+        tokio::spawn(
+            async move {
+                let mut last = r.after_seq;
+                loop {
+                    let mut ended = false;
+                    let events = match engine.store.events(&r.run_id, last) {
+                        Ok(it) => it,
                         Err(e) => {
                             let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
                             return;
                         }
                     };
-                    last = seq;
-                    for change in ev.changes {
-                        let kind = match change {
-                            Change::Step { instance, state, attempt, message } => {
-                                v1::run_event::Kind::Step(v1::StepChanged {
-                                    instance,
-                                    name: names.get(instance as usize).cloned().unwrap_or_default(),
-                                    state: wire::step_state(state) as i32,
-                                    attempt,
-                                    message: message.unwrap_or_default(),
-                                })
-                            }
-                            Change::Run { state } => {
-                                ended |= state.is_terminal();
-                                v1::run_event::Kind::Run(v1::RunChanged {
-                                    state: wire::run_state(state) as i32,
-                                    message: String::new(),
-                                })
+                    for item in events {
+                        let (seq, ev) = match item {
+                            Ok(x) => x,
+                            Err(e) => {
+                                let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
+                                return;
                             }
                         };
-                        let event = v1::RunEvent { seq, time: Some(wire::timestamp(ev.now)), kind: Some(kind) };
-                        if tx.send(Ok(event)).await.is_err() {
-                            return;
+                        last = seq;
+                        for change in ev.changes {
+                            let kind = match change {
+                                Change::Step { instance, state, attempt, message } => {
+                                    v1::run_event::Kind::Step(v1::StepChanged {
+                                        instance,
+                                        name: names.get(instance as usize).cloned().unwrap_or_default(),
+                                        state: wire::step_state(state) as i32,
+                                        attempt,
+                                        message: message.unwrap_or_default(),
+                                    })
+                                }
+                                Change::Run { state } => {
+                                    ended |= state.is_terminal();
+                                    v1::run_event::Kind::Run(v1::RunChanged {
+                                        state: wire::run_state(state) as i32,
+                                        message: String::new(),
+                                    })
+                                }
+                            };
+                            let event = v1::RunEvent { seq, time: Some(wire::timestamp(ev.now)), kind: Some(kind) };
+                            if tx.send(Ok(event)).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                }
-                if ended {
-                    return;
-                }
-                if engine.store.run(&r.run_id).ok().flatten().is_some_and(|rec| rec.state.is_terminal()) {
-                    // Finished before this watcher saw the change (or a replayed finish).
-                    if !crate::server::runs::has_more(&engine, &r.run_id, last) {
+                    if ended {
                         return;
                     }
-                    continue;
-                }
-                // Wait for a change of this run; a lag or a quiet minute re-reads the store.
-                let wait = async {
-                    loop {
-                        match changes.recv().await {
-                            Ok((run, seq)) if run == r.run_id && seq > last => return,
-                            Ok(_) => {}
-                            Err(broadcast::error::RecvError::Lagged(_)) => return,
-                            Err(broadcast::error::RecvError::Closed) => return,
+                    if engine.store.run(&r.run_id).ok().flatten().is_some_and(|rec| rec.state.is_terminal()) {
+                        // Finished before this watcher saw the change (or a replayed finish).
+                        if !crate::server::runs::has_more(&engine, &r.run_id, last) {
+                            return;
                         }
+                        continue;
                     }
-                };
-                tokio::select! {
-                    _ = wait => {}
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                    _ = tx.closed() => return,
+                    // Wait for a change of this run; a lag or a quiet minute re-reads the store.
+                    let wait = async {
+                        loop {
+                            match changes.recv().await {
+                                Ok((run, seq)) if run == r.run_id && seq > last => return,
+                                Ok(_) => {}
+                                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                                Err(broadcast::error::RecvError::Closed) => return,
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = wait => {}
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                        _ = tx.closed() => return,
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn cancel_run(&self, req: Request<v1::CancelRunRequest>) -> Result<Response<v1::CancelRunResponse>, Status> {
         let r = bounded(req)?;
         let engine = &self.0;
+        crate::server::runs::require_run_id(&r.run_id)?;
         {
             let mut st = engine.lock();
             engine.apply(&mut st, &r.run_id, Event::Cancel, None)?;
@@ -521,57 +524,60 @@ impl WeirClient for ClientApi {
             return Err(ApiError::NotFound(format!("run {} has no step {}{hint}", r.run_id, r.step)).into());
         }
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(async move {
-            let mut cursors: Vec<Option<LogCursor>> = vec![None; chosen.len()];
-            let mut logs = engine.logs.subscribe();
-            loop {
-                logs.borrow_and_update();
-                let finished = engine.store.run(&r.run_id).ok().flatten().is_none_or(|rec| rec.state.is_terminal());
-                let mut any = false;
-                for (k, (i, name)) in chosen.iter().enumerate() {
-                    loop {
-                        let batch = match engine.store.logs(&r.run_id, *i, cursors[k], 512) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
-                                return;
-                            }
-                        };
-                        if batch.is_empty() {
-                            break;
-                        }
-                        any = true;
-                        for (cursor, chunk) in batch {
-                            cursors[k] = Some(cursor);
-                            if r.attempt != 0 && cursor.attempt != r.attempt {
-                                continue;
-                            }
-                            let out = v1::LogChunk {
-                                time: Some(wire::timestamp(chunk.at)),
-                                stream: match chunk.stream {
-                                    crate::store::Stream::Stdout => v1::LogStream::Stdout,
-                                    crate::store::Stream::Stderr => v1::LogStream::Stderr,
-                                } as i32,
-                                data: chunk.data,
-                                instance_name: name.clone(),
-                                attempt: cursor.attempt,
+        tokio::spawn(
+            async move {
+                let mut cursors: Vec<Option<LogCursor>> = vec![None; chosen.len()];
+                let mut logs = engine.logs.subscribe();
+                loop {
+                    logs.borrow_and_update();
+                    let finished = engine.store.run(&r.run_id).ok().flatten().is_none_or(|rec| rec.state.is_terminal());
+                    let mut any = false;
+                    for (k, (i, name)) in chosen.iter().enumerate() {
+                        loop {
+                            let batch = match engine.store.logs(&r.run_id, *i, cursors[k], 512) {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
+                                    return;
+                                }
                             };
-                            if tx.send(Ok(out)).await.is_err() {
-                                return;
+                            if batch.is_empty() {
+                                break;
+                            }
+                            any = true;
+                            for (cursor, chunk) in batch {
+                                cursors[k] = Some(cursor);
+                                if r.attempt != 0 && cursor.attempt != r.attempt {
+                                    continue;
+                                }
+                                let out = v1::LogChunk {
+                                    time: Some(wire::timestamp(chunk.at)),
+                                    stream: match chunk.stream {
+                                        crate::store::Stream::Stdout => v1::LogStream::Stdout,
+                                        crate::store::Stream::Stderr => v1::LogStream::Stderr,
+                                    } as i32,
+                                    data: chunk.data,
+                                    instance_name: name.clone(),
+                                    attempt: cursor.attempt,
+                                };
+                                if tx.send(Ok(out)).await.is_err() {
+                                    return;
+                                }
                             }
                         }
                     }
-                }
-                if !r.follow || (finished && !any) {
-                    return;
-                }
-                tokio::select! {
-                    _ = logs.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = tx.closed() => return,
+                    if !r.follow || (finished && !any) {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = logs.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = tx.closed() => return,
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -602,27 +608,31 @@ impl WeirClient for ClientApi {
             .clone();
         let mut chunks = transfer::download(engine, entry.digest, 0)?;
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            let head = v1::GetArtifactResponse {
-                part: Some(v1::get_artifact_response::Part::Entry(v1::ManifestEntry {
-                    path: entry.path.clone(),
-                    digest: entry.digest.to_string(),
-                    size: entry.size,
-                    executable: entry.executable,
-                })),
-            };
-            if tx.send(Ok(head)).await.is_err() {
-                return;
-            }
-            use tokio_stream::StreamExt;
-            while let Some(c) = chunks.next().await {
-                let msg =
-                    c.map(|c| v1::GetArtifactResponse { part: Some(v1::get_artifact_response::Part::Chunk(c.data)) });
-                if tx.send(msg).await.is_err() {
+        tokio::spawn(
+            async move {
+                let head = v1::GetArtifactResponse {
+                    part: Some(v1::get_artifact_response::Part::Entry(v1::ManifestEntry {
+                        path: entry.path.clone(),
+                        digest: entry.digest.to_string(),
+                        size: entry.size,
+                        executable: entry.executable,
+                    })),
+                };
+                if tx.send(Ok(head)).await.is_err() {
                     return;
                 }
+                use tokio_stream::StreamExt;
+                while let Some(c) = chunks.next().await {
+                    let msg = c.map(|c| v1::GetArtifactResponse {
+                        part: Some(v1::get_artifact_response::Part::Chunk(c.data)),
+                    });
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
             }
-        });
+            .in_current_span(),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -676,6 +686,7 @@ impl WeirClient for ClientApi {
         req: Request<v1::ExplainCacheRequest>,
     ) -> Result<Response<v1::ExplainCacheResponse>, Status> {
         let r = bounded(req)?;
+        crate::server::runs::require_run_id(&r.run_id)?;
         Ok(Response::new(wire::explanation(self.0.explain_cache(&r.run_id, &r.step)?)))
     }
 

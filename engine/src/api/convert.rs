@@ -9,16 +9,16 @@ use std::time::{Duration, SystemTime};
 
 use weir_proto::v1;
 
-use crate::server::scheduler::{BackfillOutcome, BackfillTick, ScheduleView};
-use weir_core::diag::{Diagnostic, Severity};
 use crate::server::cache::{Explanation, KeyPart, PipelineRef, PlannedStep, Verdict};
 use crate::server::dispatch::Assignment;
 use crate::server::registry::ModelView;
+use crate::server::scheduler::{BackfillOutcome, BackfillTick, ScheduleView};
 use crate::server::tracking::{Lineage, MetricHistory};
 use crate::store::{AliasEventRecord, ModelRecord, ModelVersionRecord};
+use weir_core::diag::{Diagnostic, Severity};
 use weir_core::plan::Resolved;
-use weir_core::spec::{Concurrency, PullPolicy, Runtime};
 use weir_core::run::{AttemptId, InstanceId, Millis, RunState, StepState};
+use weir_core::spec::{Concurrency, PullPolicy, Runtime};
 use weir_data::artifact::{Digest, Entry, Manifest};
 
 pub use weir_proto::SESSION_HEADER;

@@ -45,9 +45,12 @@ pub(crate) async fn router(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
-    let client = WeirClientServer::with_interceptor(client::ClientApi(engine.clone()), Bearer::new(client_token, "client"));
+    let client =
+        WeirClientServer::with_interceptor(client::ClientApi(engine.clone()), Bearer::new(client_token, "client"));
     let worker = WeirWorkerServer::with_interceptor(worker::WorkerApi(engine), Bearer::new(worker_token, "worker"));
     Ok(tonic::transport::Server::builder()
+        // Every call runs in a span naming its RPC, so what `status` logs says which call failed.
+        .trace_fn(|req| tracing::info_span!("rpc", method = req.uri().path()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -51,9 +51,8 @@ fn unbounded(e: ApiError) -> Status {
     match e {
         ApiError::Invalid(m) => Status::invalid_argument(m),
         ApiError::Diagnostics { message, file, diagnostics } => {
-            let diagnostics = v1::Diagnostics {
-                diagnostics: diagnostics.iter().map(|d| convert::diagnostic(&file, d)).collect(),
-            };
+            let diagnostics =
+                v1::Diagnostics { diagnostics: diagnostics.iter().map(|d| convert::diagnostic(&file, d)).collect() };
             let any = prost_types::Any {
                 type_url: DIAGNOSTICS_TYPE.to_string(),
                 value: bounds::shrink_diagnostics(diagnostics).encode_to_vec(),
@@ -64,9 +63,9 @@ fn unbounded(e: ApiError) -> Status {
         ApiError::Precondition(m) => Status::failed_precondition(m),
         ApiError::Denied(m) => Status::permission_denied(m),
         ApiError::Store(e @ (S::BadRunId(_) | S::BadPageToken(_))) => Status::invalid_argument(e.to_string()),
-        ApiError::Artifact(
-            e @ (A::UnsafeName { .. } | A::BadDigest(_) | A::DuplicateName(_) | A::NonUtf8Name(_)),
-        ) => Status::invalid_argument(e.to_string()),
+        ApiError::Artifact(e @ (A::UnsafeName { .. } | A::BadDigest(_) | A::DuplicateName(_) | A::NonUtf8Name(_))) => {
+            Status::invalid_argument(e.to_string())
+        }
         ApiError::Artifact(e @ A::NotFound(_)) => Status::not_found(e.to_string()),
         ApiError::Store(e @ S::NoSpace { .. }) => {
             let message = e.to_string();

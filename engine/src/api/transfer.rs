@@ -42,7 +42,7 @@ pub fn download(engine: &Arc<Engine>, digest: Digest, offset: u64) -> Result<Chu
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(Status::internal(format!("read blob {digest}: {e}"))));
+                    let _ = tx.blocking_send(Err(Status::from(ApiError::Internal(format!("read blob {digest}: {e}")))));
                     break;
                 }
             }

@@ -8,15 +8,15 @@ use tonic::{Request, Response, Status, Streaming};
 use weir_proto::v1;
 use weir_proto::v1::weir_worker_server::WeirWorker;
 
-use crate::store::{LogChunk, Stream};
 use super::convert as wire;
+use crate::store::{LogChunk, Stream};
 use weir_data::artifact::{Digest, check_name};
 
 use super::bounds::{Bounded, bounded};
+use super::transfer::{self, ChunkStream, Upload};
 use crate::server::core::Engine;
 use crate::server::dispatch::Report;
 use crate::server::error::ApiError;
-use super::transfer::{self, ChunkStream, Upload};
 use weir_core::placement::{Offer, Usage};
 use weir_core::spec::Runtime;
 

@@ -365,7 +365,7 @@ impl Engine {
         let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;
         let overrides: Vec<(String, String)> = params.into_iter().collect();
         let params = plan::resolve_params(&pipeline, &overrides)
-            .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
+            .map_err(|diags| self.params_error(&version, pipeline.name(), diags))?;
         let plan = plan::plan(&pipeline, &params, "planned");
         let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), no_cache, crate::time::now())?;
         Ok((version, steps))
@@ -465,11 +465,7 @@ impl Engine {
                     out.closest_run.clone_from(&c.run);
                     out.differences = diffs
                         .iter()
-                        .map(|(p, now, then)| KeyPart {
-                            part: p.clone(),
-                            value: now.clone(),
-                            closest: then.clone(),
-                        })
+                        .map(|(p, now, then)| KeyPart { part: p.clone(), value: now.clone(), closest: then.clone() })
                         .collect();
                     for part in &mut out.parts {
                         part.closest = c.key.parts.get(&part.part).cloned().unwrap_or_default();

@@ -268,7 +268,7 @@ impl Engine {
         id: Option<String>,
     ) -> Result<Prepared, ApiError> {
         let params = plan::resolve_params(&pipeline, overrides)
-            .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
+            .map_err(|diags| self.params_error(version, pipeline.name(), diags))?;
         let now = crate::time::now();
         let reserved = match id {
             Some(id) => Reserved::new(self, id),

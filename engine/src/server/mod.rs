@@ -224,13 +224,9 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
-    let router = crate::api::router(
-        engine.clone(),
-        config.client_token.as_deref(),
-        config.worker_token.as_deref(),
-    )
-    .await
-    .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
+    let router = crate::api::router(engine.clone(), config.client_token.as_deref(), config.worker_token.as_deref())
+        .await
+        .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
     let (stop, mut stopped) = watch::channel(false);
     // TCP_NODELAY: without it, Nagle's algorithm meets delayed ACKs on small replies and every
     // call of a short step waits ~40 ms (measured: 50 ms per `true` step before, BENCHMARKS.md).

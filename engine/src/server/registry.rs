@@ -382,11 +382,11 @@ mod tests {
 
     use super::*;
     use crate::api::convert;
-    use tonic::Status;
-    use weir_proto::v1;
     use crate::store::{PipelineVersion, Trigger};
+    use tonic::Status;
     use weir_core::run::{AttemptId, Event};
     use weir_data::artifact::{Digest, Entry};
+    use weir_proto::v1;
 
     const YAML: &str = r#"name: reg
 params: {rmse: 0.5}
@@ -412,8 +412,12 @@ steps:
     fn run_with(e: &Engine, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
         let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
-        let record =
-            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: crate::time::now() };
+        let record = PipelineVersion {
+            name: "reg".into(),
+            yaml: YAML.into(),
+            bundle_digest: None,
+            submitted_at: crate::time::now(),
+        };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
         let params = [("rmse".to_string(), rmse.to_string())];

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::store::{RunRecord, StepRecord, Trigger};
+use weir_core::diag::Diagnostic;
 use weir_core::placement;
 use weir_core::plan;
 use weir_core::run::{Event, InstanceId, RunState, StepState};
@@ -15,9 +16,26 @@ use super::error::ApiError;
 /// A retry's new run (none for a dry run), and the instances it runs again and reuses.
 pub(crate) type Retried = (Option<String>, Vec<String>, Vec<String>);
 
+/// Refuses an empty run id as the caller's mistake, before it reaches the store.
+pub(crate) fn require_run_id(run_id: &str) -> Result<(), ApiError> {
+    if run_id.is_empty() {
+        return Err(ApiError::Invalid("run_id is required: give a run id (`weir runs` lists them)".into()));
+    }
+    Ok(())
+}
+
 impl Engine {
+    /// Params that do not fit `pipeline`'s declarations: each diagnostic names its param and
+    /// points into the pipeline file as stored (version `version`), never at a file called
+    /// `params`.
+    pub(crate) fn params_error(&self, version: &str, pipeline: &str, diags: Vec<Diagnostic>) -> ApiError {
+        let yaml = self.store.pipeline_version(version).ok().flatten().map(|v| v.yaml).unwrap_or_default();
+        ApiError::diagnostics("invalid params", &format!("pipeline {pipeline}"), &yaml, diags)
+    }
+
     /// A run's record and every step record: from memory while it is live, else the store.
     pub(crate) fn load_run(&self, run_id: &str) -> Result<(RunRecord, Vec<StepRecord>, String), ApiError> {
+        require_run_id(run_id)?;
         {
             let st = self.lock();
             if let Some(live) = st.runs.get(run_id) {
@@ -84,7 +102,7 @@ impl Engine {
             )));
         }
         let params = plan::resolve_params(&pipeline, &overrides)
-            .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
+            .map_err(|diags| self.params_error(&old.version, pipeline.name(), diags))?;
         let plan = plan::plan(&pipeline, &params, of);
         // With `from`: the step's instances and everything reachable from them run again.
         let mut again = vec![from.is_none(); plan.graph.node_count()];
@@ -171,7 +189,6 @@ impl Engine {
         views.pop().ok_or_else(|| self.no_schedule(pipeline))
     }
 }
-
 
 pub(crate) fn has_more(engine: &Engine, run: &str, last: u64) -> bool {
     engine.store.events(run, last).map(|mut it| it.next().is_some()).unwrap_or(false)

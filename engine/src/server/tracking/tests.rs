@@ -232,9 +232,7 @@ fn metric_history_is_oldest_first_per_instance_and_names_what_exists() {
     cached.cached_from = Some(r1.clone());
     e.store.put_step(&r3, InstanceId(2), &cached).unwrap();
 
-    let ask = |metric: &str, step: &str, limit: u32| {
-        e.metric_history("ml", metric, step, limit)
-    };
+    let ask = |metric: &str, step: &str, limit: u32| e.metric_history("ml", metric, step, limit);
     let h = ask("rmse", "", 0).unwrap();
     let got: Vec<(&str, &str, f64, bool)> =
         h.points.iter().map(|p| (p.run_id.as_str(), p.step.as_str(), p.value, p.cached)).collect();
