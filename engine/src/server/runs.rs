@@ -8,7 +8,7 @@ use crate::store::{RunRecord, StepRecord, Trigger};
 use weir_core::diag::Diagnostic;
 use weir_core::placement;
 use weir_core::plan;
-use weir_core::run::{Event, InstanceId, RunState, StepState};
+use weir_core::run::{Earlier, Event, InstanceId, RunState, StepState, plan_retry};
 
 use super::core::{Engine, Live, State};
 use super::error::ApiError;
@@ -104,29 +104,11 @@ impl Engine {
         let params = plan::resolve_params(&pipeline, &overrides)
             .map_err(|diags| self.params_error(&old.version, pipeline.name(), diags))?;
         let plan = plan::plan(&pipeline, &params, of);
-        // With `from`: the step's instances and everything reachable from them run again.
-        let mut again = vec![from.is_none(); plan.graph.node_count()];
-        if let Some(step) = from {
-            let mut stack: Vec<petgraph::graph::NodeIndex> =
-                plan.graph.node_indices().filter(|n| pipeline.steps()[plan.graph[*n].step].name == step).collect();
-            while let Some(n) = stack.pop() {
-                if !std::mem::replace(&mut again[n.index()], true) {
-                    stack.extend(plan.graph.neighbors_directed(n, petgraph::Direction::Outgoing));
-                }
-            }
-        }
-        let reusable = |n: petgraph::graph::NodeIndex| {
-            let old_step = old_steps.get(n.index());
-            let reuse = old_step.is_some_and(|s| s.state.is_success() && s.name == plan.graph[n].name);
-            reuse && (from.is_none() || !again[n.index()])
-        };
-        let (mut rerun, mut reused) = (Vec::new(), Vec::new());
-        for &n in &plan.order {
-            let name = plan.graph[n].name.clone();
-            if reusable(n) { reused.push(name) } else { rerun.push(name) }
-        }
+        let earlier: Vec<Earlier> =
+            old_steps.iter().map(|s| Earlier { name: &s.name, succeeded: s.state.is_success() }).collect();
+        let retry = plan_retry(&pipeline, &plan, &earlier, from);
         if dry_run {
-            return Ok((None, rerun, reused));
+            return Ok((None, retry.rerun, retry.reused));
         }
         let trigger = Trigger::Retry { of: of.to_string(), from: from.map(str::to_string) };
         let bundle = self.pipeline(&mut self.lock(), &old.version)?.1;
@@ -135,10 +117,10 @@ impl Engine {
         let mut st = self.lock();
         let run_id = self.install_run(&mut st, prepared)?;
         for &n in &plan.order {
-            if !reusable(n) {
+            let i = InstanceId(n.index() as u32);
+            if !retry.reuses(i) {
                 continue;
             }
-            let i = InstanceId(n.index() as u32);
             let Some(live) = st.runs.get(&run_id) else { break };
             if live.machine.state(i) != StepState::Ready {
                 continue; // the cache supplied it already, or a `when` skipped it this time
@@ -150,7 +132,7 @@ impl Engine {
         }
         drop(st);
         self.commit()?;
-        Ok((Some(run_id), rerun, reused))
+        Ok((Some(run_id), retry.rerun, retry.reused))
     }
 }
 
