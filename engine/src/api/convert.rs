@@ -4,6 +4,10 @@
 //! handlers can disagree about a field; the worker's side is `worker/src/wire.rs`, and
 //! `tests/wire.rs` checks that the two agree. Pure.
 
+mod views;
+
+pub use views::{run, step};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 

@@ -290,7 +290,11 @@ impl Engine {
         };
         let steps: Vec<StepRecord> = machine
             .instances()
-            .map(|i| StepRecord { name: machine.name(i).to_string(), ..StepRecord::default() })
+            .map(|i| {
+                let inst = &plan.graph[petgraph::graph::NodeIndex::new(i.index())];
+                let (step, matrix) = (pipeline.steps()[inst.step].name.clone(), inst.matrix.clone());
+                StepRecord { name: machine.name(i).to_string(), step, matrix, ..StepRecord::default() }
+            })
             .collect();
         let mut live = Live { record, machine, plan, pipeline, bundle, steps };
         // The start, recorded here too: with every instance a root, it rewrites every step.

@@ -9,6 +9,7 @@ use weir_core::diag::Diagnostic;
 use weir_core::placement;
 use weir_core::plan;
 use weir_core::run::{Earlier, Event, InstanceId, RunState, StepState, plan_retry};
+use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Live, State};
 use super::error::ApiError;
@@ -58,6 +59,26 @@ impl Engine {
         let steps = self.store.steps(run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect();
         let message = quarantined.map(|q| format!("quarantined: {q}")).unwrap_or_default();
         Ok((record, steps, message))
+    }
+
+    /// What a step view shows beyond its record: the stage its step belongs to (empty: none)
+    /// and, once it succeeded, its outputs.
+    pub(crate) fn step_extras(
+        &self,
+        run: &RunRecord,
+        i: InstanceId,
+        s: &StepRecord,
+    ) -> Result<(String, Option<Manifest>), ApiError> {
+        let step = step_and_matrix(s).0;
+        let stage = {
+            let mut st = self.lock();
+            self.pipeline(&mut st, &run.version)
+                .ok()
+                .and_then(|(p, _)| p.step(&step).and_then(|s| s.stage.clone()))
+                .unwrap_or_default()
+        };
+        let outputs = if s.state.is_success() { self.store.artifacts(&run.id, i)? } else { None };
+        Ok((stage, outputs))
     }
 
     /// Starts a new run of `of`'s version and params. Without `from`: reuses every instance
@@ -133,6 +154,27 @@ impl Engine {
         drop(st);
         self.commit()?;
         Ok((Some(run_id), retry.rerun, retry.reused))
+    }
+}
+
+/// The step an instance belongs to and its matrix values: as stored, or, for a record from
+/// before they were stored, split from its name (`train[l2=0.0,features=linear]`; wrong for
+/// values that hold `,` or `=`, which is why they are stored now).
+pub(crate) fn step_and_matrix(s: &StepRecord) -> (String, Vec<(String, String)>) {
+    if !s.step.is_empty() {
+        return (s.step.clone(), s.matrix.clone());
+    }
+    match s.name.split_once('[') {
+        None => (s.name.clone(), Vec::new()),
+        Some((step, rest)) => {
+            let cells = rest.strip_suffix(']').unwrap_or(rest);
+            let matrix = cells
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            (step.to_string(), matrix)
+        }
     }
 }
 

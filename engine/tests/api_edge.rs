@@ -1,8 +1,9 @@
-//! Honest errors at the edge, against a real server on loopback and a real store in a
-//! temporary folder: a client's mistake is `INVALID_ARGUMENT` or `NOT_FOUND`, never
-//! `INTERNAL`; a real internal error reaches the caller as a generic message with an error id,
-//! never a server path; a param error names the param and the pipeline file, not a file
-//! called `params`; details are a standard `google.rpc.Status`.
+//! What the API's edge says, against a real server on loopback and a real store in a
+//! temporary folder. Honest errors: a client's mistake is `INVALID_ARGUMENT` or `NOT_FOUND`,
+//! never `INTERNAL`; a real internal error reaches the caller as a generic message with an
+//! error id, never a server path; a param error names the param and points into the pipeline,
+//! not at a file called `params`; details are a standard `google.rpc.Status`. Honest views: a
+//! step's matrix values come back as given, whatever characters they hold.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -138,5 +139,40 @@ async fn an_internal_error_shows_an_error_id_and_no_server_path() {
     let info = tonic_types::pb::ErrorInfo::decode(&*body.details[0].value).unwrap();
     assert_eq!(info.domain, "weir");
     assert!(e.message().contains(&info.metadata["error_id"]), "{e:?}");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_values_holding_commas_and_equals_come_back_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, mut c, _) = serve(dir.path()).await;
+    let yaml = "name: grid
+steps:
+  train:
+    matrix: {opts: ['a=1,b=2', plain], size: ['x]y']}
+    run: echo {{ matrix.opts }}
+";
+    submit(&mut c, yaml, None).await;
+    let req = v1::StartRunRequest {
+        pipeline: Some(v1::start_run_request::Pipeline::Name("grid".into())),
+        params: HashMap::new(),
+        no_cache: false,
+    };
+    let run = c.start_run(req).await.unwrap().into_inner().run.unwrap().run_id;
+    let got = c.get_run(v1::GetRunRequest { run_id: run, ..Default::default() }).await.unwrap().into_inner();
+    let mut cells: Vec<(String, Vec<(String, String)>)> = got
+        .steps
+        .iter()
+        .map(|st| {
+            let mut m: Vec<(String, String)> = st.matrix.clone().into_iter().collect();
+            m.sort();
+            (st.step.clone(), m)
+        })
+        .collect();
+    cells.sort();
+    let cell = |opts: &str| {
+        ("train".to_string(), vec![("opts".to_string(), opts.to_string()), ("size".to_string(), "x]y".to_string())])
+    };
+    assert_eq!(cells, [cell("a=1,b=2"), cell("plain")]);
     s.shutdown().await;
 }
