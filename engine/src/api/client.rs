@@ -19,7 +19,6 @@ use super::bounds::bounded;
 use super::convert as wire;
 use super::transfer;
 use crate::server::core::Engine;
-use weir_core::run::Event;
 
 pub struct ClientApi(pub Arc<Engine>);
 
@@ -62,13 +61,7 @@ impl WeirClient for ClientApi {
     async fn cancel_run(&self, req: Request<v1::CancelRunRequest>) -> Result<Response<v1::CancelRunResponse>, Status> {
         let r = bounded(req)?;
         let engine = &self.0;
-        crate::server::runs::require_run_id(&r.run_id)?;
-        {
-            let mut st = engine.lock();
-            engine.apply(&mut st, &r.run_id, Event::Cancel, None)?;
-        }
-        engine.commit()?;
-        tracing::info!(run = r.run_id, reason = r.reason, "run cancelled");
+        engine.cancel(&r.run_id, &r.reason)?;
         let (record, steps, message) = engine.load_run(&r.run_id)?;
         Ok(Response::new(v1::CancelRunResponse { run: Some(wire::run(&record, &steps, message)) }))
     }

@@ -6,6 +6,7 @@
 
 mod views;
 
+pub(crate) use views::{pipeline_summary, run_listing};
 pub use views::{run, step};
 
 use std::collections::BTreeMap;
@@ -329,7 +330,15 @@ pub(crate) fn explanation(e: Explanation) -> v1::ExplainCacheResponse {
     }
 }
 
-/// The pipeline a `StartRun` or `PlanRun` names.
+/// The pipeline a `StartRun` names.
+pub(crate) fn start_target(p: Option<v1::start_run_request::Pipeline>) -> Option<PipelineRef> {
+    p.map(|p| match p {
+        v1::start_run_request::Pipeline::Name(n) => PipelineRef::Name(n),
+        v1::start_run_request::Pipeline::Version(v) => PipelineRef::Version(v),
+    })
+}
+
+/// The pipeline a `PlanRun` names.
 pub(crate) fn plan_target(p: Option<v1::plan_run_request::Pipeline>) -> Option<PipelineRef> {
     p.map(|p| match p {
         v1::plan_run_request::Pipeline::Name(n) => PipelineRef::Name(n),

@@ -135,10 +135,17 @@ fn error_id() -> String {
     blake3::hash(seed.as_bytes()).to_hex()[..12].to_string()
 }
 
-/// weir's diagnostics in a status's details (a `google.rpc.Status`), if any.
+/// weir's diagnostics in a status's details: a detail of the `google.rpc.Status` there, or
+/// (from a server before that) the bare `weir.v1.Diagnostics`.
 pub fn diagnostics(status: &Status) -> Option<v1::Diagnostics> {
-    let body = pb::Status::decode(status.details()).ok()?;
-    body.details.iter().find(|a| a.type_url == DIAGNOSTICS_TYPE).and_then(|a| v1::Diagnostics::decode(&*a.value).ok())
+    if let Ok(body) = pb::Status::decode(status.details()) {
+        return body
+            .details
+            .iter()
+            .find(|a| a.type_url == DIAGNOSTICS_TYPE)
+            .and_then(|a| v1::Diagnostics::decode(&*a.value).ok());
+    }
+    v1::Diagnostics::decode(status.details()).ok()
 }
 
 #[cfg(test)]
@@ -163,6 +170,16 @@ mod tests {
         let s = status(ApiError::Internal("open /srv/weir/x: denied".into()));
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("/srv"), "{}", s.message());
+    }
+
+    #[test]
+    fn diagnostics_are_read_from_a_google_rpc_status_or_bare() {
+        let d = v1::Diagnostics { diagnostics: vec![v1::Diagnostic { message: "m".into(), ..Default::default() }] };
+        let bare = Status::with_details(Code::InvalidArgument, "x", d.encode_to_vec().into());
+        assert_eq!(diagnostics(&bare), Some(d.clone()));
+        let any = prost_types::Any { type_url: DIAGNOSTICS_TYPE.into(), value: d.encode_to_vec() };
+        assert_eq!(diagnostics(&rich(Code::InvalidArgument, "x".into(), vec![any])), Some(d));
+        assert_eq!(diagnostics(&status(ApiError::Internal("x".into()))), None);
     }
 
     #[test]

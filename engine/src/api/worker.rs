@@ -156,9 +156,8 @@ impl WeirWorker for WorkerApi {
             if chunks.is_empty() {
                 continue;
             }
-            self.0.store.append_logs(&run, attempt, &chunks).map_err(ApiError::from)?;
+            self.0.append_logs(&run, attempt, &chunks)?;
             stored += chunks.len() as u64;
-            self.0.logs.send_modify(|n| *n += 1);
         }
         Ok(Response::new(v1::UploadLogsResponse { chunks: stored }))
     }

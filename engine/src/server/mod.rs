@@ -21,7 +21,9 @@ pub(crate) mod core;
 pub(crate) mod dispatch;
 pub(crate) mod error;
 mod heal;
+pub(crate) mod logs;
 mod mlops;
+pub(crate) mod pipelines;
 #[cfg(test)]
 mod prepare_tests;
 pub(crate) mod ratelog;

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 
-use crate::store::{RunRecord, StepRecord, Trigger};
+use std::sync::Arc;
+
+use super::cache::PipelineRef;
+use crate::store::{Listed, RunFilter, RunRecord, StepRecord, Trigger};
 use weir_core::diag::Diagnostic;
 use weir_core::placement;
 use weir_core::plan;
@@ -16,6 +19,16 @@ use super::error::ApiError;
 
 /// A retry's new run (none for a dry run), and the instances it runs again and reuses.
 pub(crate) type Retried = (Option<String>, Vec<String>, Vec<String>);
+
+/// A run as `weir runs` lists it: its record (none when quarantined without one, or for a
+/// stretch of unreadable runs), its steps (for their counts) and what is wrong, if anything.
+#[derive(Clone, Debug)]
+pub(crate) struct RunListing {
+    pub id: String,
+    pub record: Option<RunRecord>,
+    pub steps: Vec<StepRecord>,
+    pub message: String,
+}
 
 /// Refuses an empty run id as the caller's mistake, before it reaches the store.
 pub(crate) fn require_run_id(run_id: &str) -> Result<(), ApiError> {
@@ -59,6 +72,123 @@ impl Engine {
         let steps = self.store.steps(run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect();
         let message = quarantined.map(|q| format!("quarantined: {q}")).unwrap_or_default();
         Ok((record, steps, message))
+    }
+
+    /// Starts a run of `target` with `overrides` and returns its id. Plans outside the state
+    /// lock (and off the async threads): a huge run costs its caller the time it takes, not
+    /// everyone else.
+    pub(crate) async fn start_run(
+        self: &Arc<Self>,
+        target: Option<PipelineRef>,
+        overrides: Vec<(String, String)>,
+        no_cache: bool,
+    ) -> Result<String, ApiError> {
+        let version = match target {
+            Some(PipelineRef::Name(name)) => {
+                self.store
+                    .pipeline(&name)?
+                    .ok_or_else(|| {
+                        ApiError::NotFound(format!("no pipeline {name}: submit it first with `weir submit DIR`"))
+                    })?
+                    .latest
+            }
+            Some(PipelineRef::Version(v)) => v,
+            None => return Err(ApiError::Invalid("pipeline: give a name or a version".into())),
+        };
+        let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;
+        let planner = self.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let trigger = Trigger::Manual { user: None };
+            planner.prepare_run(pipeline, bundle, &version, &overrides, trigger, no_cache, None)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("planning the run failed: {e}")))??;
+        let run_id = self.install_run(&mut self.lock(), prepared)?;
+        self.commit()?;
+        tracing::info!(run = run_id, "run started");
+        Ok(run_id)
+    }
+
+    /// At most `size` runs matching `pipeline` (empty: any) and `states` (empty: any), from
+    /// `token` (a store page token), and the token to continue from (empty: no more).
+    pub(crate) fn list_runs(
+        &self,
+        pipeline: &str,
+        states: &[RunState],
+        size: usize,
+        token: &str,
+    ) -> Result<(Vec<RunListing>, String), ApiError> {
+        let filter = RunFilter {
+            pipeline: (!pipeline.is_empty()).then(|| pipeline.to_string()),
+            state: if states.len() == 1 { Some(states[0]) } else { None },
+        };
+        let mut token = (!token.is_empty()).then(|| token.to_string());
+        let mut runs = Vec::new();
+        let listing = |id: String, record: Option<RunRecord>, steps: Vec<StepRecord>, message: String| RunListing {
+            id,
+            record,
+            steps,
+            message,
+        };
+        loop {
+            let page = self.store.list_runs(&filter, size - runs.len(), token.as_deref())?;
+            for listed in page.runs {
+                let (record, message) = match listed {
+                    Listed::Run(r) => (r, String::new()),
+                    Listed::Quarantined { record: Some(r), reason, .. } => (r, format!("quarantined: {reason}")),
+                    Listed::Quarantined { id, reason, record: None } => {
+                        runs.push(listing(id, None, Vec::new(), format!("quarantined: {reason}")));
+                        continue;
+                    }
+                    Listed::Unreadable { after, reason } => {
+                        let after = after.map(|a| format!(" after run {a}")).unwrap_or_default();
+                        let message = format!("unreadable runs{after} (`weir store check` says which): {reason}");
+                        runs.push(listing(String::new(), None, Vec::new(), message));
+                        continue;
+                    }
+                };
+                if states.len() > 1 && !states.contains(&record.state) {
+                    continue;
+                }
+                // Live runs answer from memory: step counts without a scan.
+                let (record, steps) = {
+                    let st = self.lock();
+                    match st.runs.get(&record.id) {
+                        Some(live) => (live.record.clone(), live.steps.clone()),
+                        None => {
+                            drop(st);
+                            match self.store.steps(&record.id, None, usize::MAX) {
+                                Ok(steps) => (record, steps.into_iter().map(|(_, s)| s).collect()),
+                                // A step record that does not decode marks its run, not the list.
+                                Err(e) => {
+                                    let message = format!("quarantined: {e}");
+                                    runs.push(listing(record.id.clone(), Some(record), Vec::new(), message));
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                };
+                runs.push(listing(record.id.clone(), Some(record), steps, message));
+            }
+            match page.next_page_token {
+                Some(t) if runs.len() < size => token = Some(t),
+                Some(t) => return Ok((runs, t)),
+                None => return Ok((runs, String::new())),
+            }
+        }
+    }
+
+    /// Cancels run `run_id` (`reason` is logged), durably.
+    pub(crate) fn cancel(&self, run_id: &str, reason: &str) -> Result<(), ApiError> {
+        require_run_id(run_id)?;
+        {
+            let mut st = self.lock();
+            self.apply(&mut st, run_id, Event::Cancel, None)?;
+        }
+        self.commit()?;
+        tracing::info!(run = run_id, reason, "run cancelled");
+        Ok(())
     }
 
     /// What a step view shows beyond its record: the stage its step belongs to (empty: none)

@@ -1,10 +1,11 @@
-//! The views of runs and steps that `GetRun`, `ListRuns`, `StartRun`, `CancelRun` and
-//! `RetryRun` answer with, from the store's records. Pure.
+//! The views of runs, steps and pipelines that `GetRun`, `ListRuns`, `StartRun`, `CancelRun`,
+//! `RetryRun` and `ListPipelines` answer with, from the services' values. Pure.
 
 use weir_proto::v1;
 
 use super::{manifest, run_state, step_state, timestamp};
-use crate::server::runs::step_and_matrix;
+use crate::server::pipelines::PipelineSummary;
+use crate::server::runs::{RunListing, step_and_matrix};
 use crate::store::{RunRecord, StepRecord, Trigger};
 use weir_core::run::{InstanceId, RunState, StepState};
 use weir_data::artifact::Manifest;
@@ -69,5 +70,24 @@ pub fn step(i: InstanceId, s: &StepRecord, stage: String, outputs: Option<&Manif
         cached: s.state == StepState::Cached,
         cached_from: s.cached_from.clone().unwrap_or_default(),
         cache_key: s.cache.as_ref().map(|c| c.key.clone()).unwrap_or_default(),
+    }
+}
+
+/// A listed run; one with no record shows its id (if any) and what is wrong.
+pub(crate) fn run_listing(l: RunListing) -> v1::Run {
+    match &l.record {
+        Some(record) => run(record, &l.steps, l.message),
+        None => v1::Run { run_id: l.id, message: l.message, ..Default::default() },
+    }
+}
+
+pub(crate) fn pipeline_summary(p: PipelineSummary) -> v1::PipelineSummary {
+    v1::PipelineSummary {
+        name: p.name,
+        description: p.description,
+        latest_version: p.latest_version,
+        submitted_at: p.submitted_at.map(timestamp),
+        version_count: p.version_count,
+        schedule: p.schedule,
     }
 }
