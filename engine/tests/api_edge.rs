@@ -176,3 +176,33 @@ steps:
     assert_eq!(cells, [cell("a=1,b=2"), cell("plain")]);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_record_rotted_is_data_loss_without_the_stores_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, mut c, _) = serve(dir.path()).await;
+    submit(&mut c, ROWS, None).await;
+    let req = v1::StartRunRequest {
+        pipeline: Some(v1::start_run_request::Pipeline::Name("ml-retrain".into())),
+        params: HashMap::new(),
+        no_cache: false,
+    };
+    let run = c.start_run(req).await.unwrap().into_inner().run.unwrap().run_id;
+    s.shutdown().await;
+    // Rot one byte of the run's record, as a torn write or a bad disk would.
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let runs = db.open_tree("runs").unwrap();
+        let mut value = runs.get(run.as_bytes()).unwrap().expect("the run's record").to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 0x55;
+        runs.insert(run.as_bytes(), value).unwrap();
+        db.flush().unwrap();
+    }
+    let (s, mut c, _) = serve(dir.path()).await;
+    let e = c.get_run(v1::GetRunRequest { run_id: run.clone(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    assert!(e.message().contains(&run) && e.message().contains("error id "), "{}", e.message());
+    assert!(!e.message().contains("tree") && !e.message().contains("checksum"), "{}", e.message());
+    s.shutdown().await;
+}

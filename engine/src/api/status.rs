@@ -89,7 +89,7 @@ fn unbounded(e: ApiError) -> Status {
             }
             Status::resource_exhausted(message)
         }
-        ApiError::DataLoss(m) => hidden(Code::DataLoss, "stored data is corrupt", &m),
+        ApiError::DataLoss { what, detail } => hidden(Code::DataLoss, &what, &format!("{what}: {detail}")),
         e @ ApiError::Store(S::Corrupt { .. }) => hidden(Code::DataLoss, "a stored record is corrupt", &e.to_string()),
         ApiError::Artifact(A::Corrupt { digest, detail }) => {
             hidden(Code::DataLoss, &format!("blob {digest} is corrupt"), &format!("blob {digest} is corrupt: {detail}"))

@@ -20,9 +20,11 @@ pub enum ApiError {
     /// another worker's attempt).
     #[error("{0}")]
     Denied(String),
-    /// Stored data that does not read back as it was written (a corrupt record or blob).
-    #[error("{0}")]
-    DataLoss(String),
+    /// Stored data that does not read back as it was written (a corrupt record or blob):
+    /// `what` may be shown to the caller, `detail` (which may name server paths or trees) is
+    /// only logged.
+    #[error("{what}: {detail}")]
+    DataLoss { what: String, detail: String },
     #[error("{0}")]
     Internal(String),
     #[error("storage: {0}")]

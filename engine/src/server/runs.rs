@@ -67,7 +67,15 @@ impl Engine {
                     "no run {run_id}: `weir runs` lists the runs this server knows"
                 )));
             }
-            Err(e) => return Err(ApiError::Precondition(format!("run {run_id} is quarantined: {e}"))),
+            Err(e @ crate::store::Error::Corrupt { .. }) => {
+                return Err(ApiError::DataLoss {
+                    what: format!(
+                        "run {run_id} is quarantined: its record does not read back (`weir store check` says more)"
+                    ),
+                    detail: e.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
         };
         let steps = self.store.steps(run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect();
         let message = quarantined.map(|q| format!("quarantined: {q}")).unwrap_or_default();
