@@ -127,12 +127,7 @@ impl WeirClient for ClientApi {
 
     async fn backfill(&self, req: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
         let r = bounded(req)?;
-        let engine = &self.0;
-        let ticks = {
-            let mut st = engine.lock();
-            engine.backfill(&mut st, &r.pipeline, &r.from, &r.to, r.dry_run, chrono::Utc::now())?
-        };
-        engine.commit()?;
+        let ticks = self.0.request_backfill(&r.pipeline, &r.from, &r.to, r.dry_run)?;
         Ok(Response::new(v1::BackfillResponse { ticks: ticks.into_iter().map(wire::backfill_tick).collect() }))
     }
 

@@ -5,9 +5,10 @@
 //! code path.
 //!
 //! Layout: `core` (state, the one place events are applied and made durable, recovery, timers),
-//! `runs` (reading runs, retries), `scheduler` (firing `schedule:` ticks, pause, backfill),
-//! `dispatch` (leases, heartbeats, reports), `cache`, `registry`, `tracking`, `error` (the
-//! domain error), and here configuration. The services take and return domain values; they
+//! `pipelines` (submitting, listing), `runs` (reading, starting, listing, cancelling and
+//! retrying runs), `logs`, `scheduler` (firing `schedule:` ticks, backfill), `schedules` (what
+//! clients ask of them), `dispatch` (leases, heartbeats, reports), `cache`, `registry`,
+//! `tracking`, `error` (the domain error), and here configuration. The services take and return domain values; they
 //! never name a proto type or a gRPC status (that is `crate::api`'s job).
 //!
 //! Authentication: bearer tokens, one for clients and one for workers, checked by the adapter's
@@ -30,6 +31,7 @@ pub(crate) mod ratelog;
 pub(crate) mod registry;
 pub(crate) mod runs;
 pub(crate) mod scheduler;
+mod schedules;
 #[cfg(test)]
 mod testkit;
 pub use crate::api::tokens;

@@ -1,9 +1,9 @@
-//! Reading runs and starting them again: a run's record and steps (from memory while it is
-//! live, else the store), why a ready step waits, retries and pausing a schedule. Domain values
-//! in and out; the adapter (`crate::api::client`) encodes them.
+//! Runs as clients see them: starting one, a run's record and steps (from memory while it is
+//! live, else the store), listing them a page at a time, why a ready step waits, cancelling,
+//! and retrying (the plan is `weir_core::run::plan_retry`). Domain values in and out; the
+//! adapter (`crate::api::client`) encodes them.
 
 use std::collections::HashMap;
-
 use std::sync::Arc;
 
 use super::cache::PipelineRef;
@@ -336,19 +336,6 @@ fn waiting_reasons(st: &State, live: &Live, steps: &mut [StepRecord]) {
         if let Some(reason) = reason {
             s.message = Some(format!("waiting: {reason}"));
         }
-    }
-}
-
-impl Engine {
-    /// Pauses (or resumes) a schedule and answers with its view.
-    pub(crate) fn pause(&self, pipeline: &str, paused: bool) -> Result<super::scheduler::ScheduleView, ApiError> {
-        {
-            let mut st = self.lock();
-            self.set_paused(&mut st, pipeline, paused, chrono::Utc::now())?;
-        }
-        self.commit()?;
-        let mut views = self.schedule_views(pipeline, chrono::Utc::now())?;
-        views.pop().ok_or_else(|| self.no_schedule(pipeline))
     }
 }
 
