@@ -12,7 +12,7 @@ use weir_core::diag::Diagnostic;
 use weir_core::placement;
 use weir_core::plan;
 use weir_core::run::{Earlier, Event, InstanceId, RunState, StepState, plan_retry};
-use weir_data::artifact::Manifest;
+use weir_data::artifact::{Entry, Manifest};
 
 use super::core::{Engine, Live, State};
 use super::error::ApiError;
@@ -197,6 +197,44 @@ impl Engine {
         self.commit()?;
         tracing::info!(run = run_id, reason, "run cancelled");
         Ok(())
+    }
+
+    /// The instances of `run_id` whose logs `weir logs` asks for: those of step (or instance)
+    /// `step`, or all when it is empty, by index and name.
+    pub(crate) fn log_instances(&self, run_id: &str, step: &str) -> Result<Vec<(InstanceId, String)>, ApiError> {
+        let (_, steps, _) = self.load_run(run_id)?;
+        let chosen: Vec<(InstanceId, String)> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                step.is_empty() || s.name == step || s.name.strip_prefix(step).is_some_and(|t| t.starts_with('['))
+            })
+            .map(|(i, s)| (InstanceId(i as u32), s.name.clone()))
+            .collect();
+        if chosen.is_empty() {
+            let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+            let hint = weir_core::diag::did_you_mean(step, names.iter().copied()).unwrap_or_default();
+            return Err(ApiError::NotFound(format!("run {run_id} has no step {step}{hint}")));
+        }
+        Ok(chosen)
+    }
+
+    /// The output file `path` of instance `instance` (a full instance name) of `run_id`.
+    pub(crate) fn output(&self, run_id: &str, instance: &str, path: &str) -> Result<Entry, ApiError> {
+        let (_, steps, _) = self.load_run(run_id)?;
+        let i = steps
+            .iter()
+            .position(|s| s.name == instance)
+            .ok_or_else(|| ApiError::NotFound(format!("run {run_id} has no step instance {instance}")))?;
+        let manifest = self
+            .store
+            .artifacts(run_id, InstanceId(i as u32))?
+            .ok_or_else(|| ApiError::NotFound(format!("{instance} of run {run_id} stored no outputs")))?;
+        let entry = manifest.get(path).ok_or_else(|| {
+            let names: Vec<&str> = manifest.entries().iter().map(|e| e.path.as_str()).collect();
+            ApiError::NotFound(format!("{instance} has no output {path} (it has: {})", names.join(", ")))
+        })?;
+        Ok(entry.clone())
     }
 
     /// What a step view shows beyond its record: the stage its step belongs to (empty: none)

@@ -18,7 +18,6 @@ use super::Stream;
 use crate::server::core::Engine;
 use crate::server::error::ApiError;
 use crate::store::{Change, LogCursor};
-use weir_core::run::InstanceId;
 
 pub(super) async fn watch_run(
     engine: &Arc<Engine>,
@@ -115,20 +114,7 @@ pub(super) async fn stream_logs(
 ) -> Result<Response<Stream<v1::LogChunk>>, Status> {
     let r = bounded(req)?;
     let engine = engine.clone();
-    let (_, steps, _) = engine.load_run(&r.run_id)?;
-    let chosen: Vec<(InstanceId, String)> = steps
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| {
-            r.step.is_empty() || s.name == r.step || s.name.strip_prefix(&r.step).is_some_and(|t| t.starts_with('['))
-        })
-        .map(|(i, s)| (InstanceId(i as u32), s.name.clone()))
-        .collect();
-    if chosen.is_empty() {
-        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-        let hint = weir_core::diag::did_you_mean(&r.step, names.iter().copied()).unwrap_or_default();
-        return Err(ApiError::NotFound(format!("run {} has no step {}{hint}", r.run_id, r.step)).into());
-    }
+    let chosen = engine.log_instances(&r.run_id, &r.step)?;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(
         async move {
@@ -192,23 +178,7 @@ pub(super) async fn get_artifact(
     req: Request<v1::GetArtifactRequest>,
 ) -> Result<Response<Stream<v1::GetArtifactResponse>>, Status> {
     let r = bounded(req)?;
-    let (_, steps, _) = engine.load_run(&r.run_id)?;
-    let i = steps
-        .iter()
-        .position(|s| s.name == r.step)
-        .ok_or_else(|| ApiError::NotFound(format!("run {} has no step instance {}", r.run_id, r.step)))?;
-    let manifest = engine
-        .store
-        .artifacts(&r.run_id, InstanceId(i as u32))
-        .map_err(ApiError::from)?
-        .ok_or_else(|| ApiError::NotFound(format!("{} of run {} stored no outputs", r.step, r.run_id)))?;
-    let entry = manifest
-        .get(&r.path)
-        .ok_or_else(|| {
-            let names: Vec<&str> = manifest.entries().iter().map(|e| e.path.as_str()).collect();
-            ApiError::NotFound(format!("{} has no output {} (it has: {})", r.step, r.path, names.join(", ")))
-        })?
-        .clone();
+    let entry = engine.output(&r.run_id, &r.step, &r.path)?;
     let mut chunks = transfer::download(engine, entry.digest, 0)?;
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(
