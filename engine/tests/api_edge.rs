@@ -6,6 +6,7 @@
 //! step's matrix values come back as given, whatever characters they hold.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prost::Message;
@@ -23,6 +24,34 @@ steps:
   train:
     run: echo {{ params.rows }}
 ";
+
+/// Everything the server logs in this test binary, from the first call on.
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Sink(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+        buf
+    })
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 async fn serve(dir: &std::path::Path) -> (Server, WeirClientClient<Channel>, Channel) {
     let mut config = ServerConfig::new(dir, "127.0.0.1:0".parse().unwrap());
@@ -116,6 +145,7 @@ async fn a_param_error_names_the_param_and_the_pipeline_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_internal_error_shows_an_error_id_and_no_server_path() {
+    let logs = logs();
     let dir = tempfile::tempdir().unwrap();
     let (s, mut c, ch) = serve(dir.path()).await;
     let bundle = b"not really a bundle, but bytes the engine keeps";
@@ -138,7 +168,13 @@ async fn an_internal_error_shows_an_error_id_and_no_server_path() {
     assert_eq!(body.code, Code::Internal as i32);
     let info = tonic_types::pb::ErrorInfo::decode(&*body.details[0].value).unwrap();
     assert_eq!(info.domain, "weir");
-    assert!(e.message().contains(&info.metadata["error_id"]), "{e:?}");
+    let id = &info.metadata["error_id"];
+    assert!(e.message().contains(id.as_str()), "{e:?}");
+    // The server's log says what happened, in which call, under the same id.
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    let line = logged.lines().find(|l| l.contains(id.as_str())).unwrap_or_else(|| panic!("no {id} in {logged}"));
+    assert!(line.contains("/weir.v1.WeirWorker/DownloadBundle"), "names the RPC: {line}");
+    assert!(line.contains(&shown), "keeps the detail: {line}");
     s.shutdown().await;
 }
 
