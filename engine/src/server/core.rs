@@ -224,7 +224,7 @@ impl Engine {
             .pipeline_version(version)?
             .ok_or_else(|| ApiError::NotFound(format!("pipeline version {version} is not stored")))?;
         let parsed = weir_core::spec::load(&stored.yaml, &self.limits).map_err(|d| {
-            ApiError::Internal(format!(
+            ApiError::Precondition(format!(
                 "stored pipeline version {version} no longer validates ({} problems); resubmit it",
                 d.len()
             ))

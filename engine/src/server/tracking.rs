@@ -265,8 +265,9 @@ impl Engine {
     }
 
     fn model_digest(&self, m: ModelRef) -> Result<(Digest, Option<ModelRef>), ApiError> {
-        let d: Digest = m.digest.parse().map_err(|e| {
-            ApiError::Internal(format!("model {} version {} names a bad digest: {e}", m.model, m.version))
+        let d = m.digest.parse::<Digest>().map_err(|e| ApiError::DataLoss {
+            what: format!("model {} version {} names a bad digest", m.model, m.version),
+            detail: e.to_string(),
         })?;
         Ok((d, Some(m)))
     }
