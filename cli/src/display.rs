@@ -11,12 +11,12 @@ pub mod tracking;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use weir_engine::wire;
+use weir_engine::api::convert as wire;
 use weir_proto::v1::{self, GetRunResponse, PipelineSummary, Run, RunEvent, RunState, StepState, run_event::Kind};
 
 /// Milliseconds since the Unix epoch of a wire timestamp; `None` when unset or before 1970.
 pub fn millis(t: Option<&prost_types::Timestamp>) -> Option<u64> {
-    weir_engine::wire::from_timestamp(t).map(|m| m.0)
+    weir_engine::api::convert::from_timestamp(t).map(|m| m.0)
 }
 
 /// A duration in milliseconds as people read it: `850ms`, `12.3s`, `4m05s`, `1h02m`.
@@ -735,7 +735,7 @@ mod tests {
     const T0: u64 = 1_795_780_801_000; // 2026-11-27 12:00:01 UTC
 
     fn ts(ms: u64) -> Option<prost_types::Timestamp> {
-        Some(weir_engine::wire::timestamp(weir_core::run::Millis(ms)))
+        Some(weir_engine::api::convert::timestamp(weir_core::run::Millis(ms)))
     }
 
     fn step_event(at: u64, name: &str, state: StepState, attempt: u32, message: &str) -> RunEvent {

@@ -312,9 +312,12 @@ fn cache_section(
         Ok(b) => b,
         Err(e) => return format!("{header}  cannot bundle {}: {e}\n", folder.display()),
     };
-    let now = weir_engine::wire::now();
+    let now = weir_engine::time::now();
     match weir_engine::server::predict_cache(&store, &pipeline, &plan, Some(bundle.digest()), no_cache, now) {
-        Ok(steps) => format!("{header}{}", crate::client::cache::render_planned(&steps)),
+        Ok(steps) => {
+            let steps: Vec<_> = steps.into_iter().map(weir_engine::api::convert::planned_step).collect();
+            format!("{header}{}", crate::client::cache::render_planned(&steps))
+        }
         Err(e) => format!("{header}  cannot read it: {e}\n"),
     }
 }

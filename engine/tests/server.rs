@@ -492,7 +492,7 @@ async fn bad_input_gets_precise_statuses() {
     let bad = submit(&mut c, "name: x\nsteps:\n  a:\n    needs: [nope]\n    run: 'true'\n").await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("p.yaml:4:"), "{}", bad.message());
-    let details = v1::Diagnostics::decode(bad.details()).unwrap();
+    let details = weir_engine::api::status::diagnostics(&bad).expect("diagnostics in a google.rpc.Status");
     assert_eq!((details.diagnostics[0].line, details.diagnostics[0].file.as_str()), (4, "p.yaml"));
 
     let missing = c

@@ -361,7 +361,7 @@ pub(crate) mod render {
         const T0: u64 = 1_795_780_801_000; // 2026-11-27 12:00:01 UTC
 
         fn ts(ms: u64) -> Option<prost_types::Timestamp> {
-            Some(weir_engine::wire::timestamp(weir_core::run::Millis(ms)))
+            Some(weir_engine::api::convert::timestamp(weir_core::run::Millis(ms)))
         }
 
         fn version(n: u64, rmse: f64, aliases: &[&str]) -> v1::ModelVersion {

@@ -4,7 +4,6 @@
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
@@ -135,9 +134,10 @@ pub async fn submit_quietly(
     Ok(response)
 }
 
-/// Renders the diagnostics an `InvalidArgument` status carries, if its details hold them.
+/// Renders the diagnostics an `InvalidArgument` status carries, if its details (a standard
+/// `google.rpc.Status`) hold them.
 fn report_server_diagnostics(status: &Status, file: &Path, folder: &Path, source: &str) {
-    let Ok(decoded) = v1::Diagnostics::decode(status.details()) else { return };
+    let Some(decoded) = weir_engine::api::status::diagnostics(status) else { return };
     let diags: Vec<_> = decoded.diagnostics.iter().map(diagnostic).collect();
     report_diagnostics(file, folder, source, &decoded.diagnostics, &diags);
 }

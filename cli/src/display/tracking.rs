@@ -264,7 +264,7 @@ mod tests {
     const T0: u64 = 1_795_780_801_000; // 2026-11-27 12:00:01 UTC
 
     fn ts(ms: u64) -> Option<prost_types::Timestamp> {
-        Some(weir_engine::wire::timestamp(weir_core::run::Millis(ms)))
+        Some(weir_engine::api::convert::timestamp(weir_core::run::Millis(ms)))
     }
 
     fn run(id: &str, params: &[(&str, &str)], took: u64, steps: Vec<v1::Step>) -> GetRunResponse {

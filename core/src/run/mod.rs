@@ -42,6 +42,7 @@ mod event;
 mod ids;
 mod machine;
 mod progress;
+mod retry;
 mod rules;
 #[cfg(test)]
 mod testkit;
@@ -49,6 +50,7 @@ mod testkit;
 pub use event::{Effect, Event, Rejected};
 pub use ids::{AttemptId, InstanceId, Millis, RunState, StepState};
 pub use machine::RunMachine;
+pub use retry::{Earlier, RetryPlan, plan_retry};
 
 /// How many times an instance may lose its worker before a loss counts as a failure.
 pub const MAX_LOST: u32 = 3;

@@ -16,10 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::Direction;
 use petgraph::graph::NodeIndex;
-use weir_proto::v1;
 
 use crate::store::{Batch, CacheEntry, CacheKey, Store, Trigger};
-use crate::wire;
 use weir_core::plan::{self, Plan, Resolved};
 use weir_core::run::{AttemptId, Effect, InstanceId, Millis, StepState};
 use weir_core::spec::{Action, Pipeline, Runtime};
@@ -28,6 +26,56 @@ use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
+
+/// What the cache does (or would do) for a step instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verdict {
+    /// No `cache:`, or caching is off for the run.
+    #[default]
+    NotCacheable,
+    /// Its key cannot be known yet: its inputs come from steps that run first.
+    Unknown,
+    Hit,
+    Miss,
+}
+
+/// One instance of a planned run and what the cache would do for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlannedStep {
+    pub name: String,
+    pub step: String,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub cache_key: String,
+    pub cached_from: String,
+}
+
+/// One part of a cache key: its value now and, when compared, in the closest entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyPart {
+    pub part: String,
+    pub value: String,
+    pub closest: String,
+}
+
+/// Why an instance of a run was or was not taken from the cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Explanation {
+    pub name: String,
+    pub verdict: Verdict,
+    pub message: String,
+    pub cache_key: String,
+    pub parts: Vec<KeyPart>,
+    pub closest_run: String,
+    pub differences: Vec<KeyPart>,
+}
+
+/// Which pipeline version a request means: the latest of a name, or one version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PipelineRef {
+    Name(String),
+    Version(String),
+}
 
 /// The most entries of one step `explain` and the planner compare against.
 const MAX_COMPARED: usize = 5000;
@@ -209,7 +257,7 @@ impl Engine {
     /// (kept in its step record, which is marked touched) and, unless caching is off for the
     /// run or this step is the one a `retry --from` re-runs, looks for a usable entry. Returns
     /// the hits. A store error only costs the hit (logged): caching never fails a run.
-    pub(super) fn cache_lookups(
+    pub(crate) fn cache_lookups(
         &self,
         live: &mut Live,
         effects: &[Effect],
@@ -265,7 +313,7 @@ impl Engine {
     }
 
     /// Records the cache entry of a fresh success of a step with `cache:`.
-    pub(super) fn record_cache_entry(
+    pub(crate) fn record_cache_entry(
         &self,
         live: &Live,
         instance: InstanceId,
@@ -296,9 +344,14 @@ impl Engine {
     /// for each instance. An instance whose inputs come from a step that runs cannot be known
     /// (`unknown`); one whose every input the cache supplies gets its key computed exactly as
     /// the run would.
-    pub(super) fn plan_run(&self, r: v1::PlanRunRequest) -> Result<v1::PlanRunResponse, ApiError> {
-        let version = match r.pipeline {
-            Some(v1::plan_run_request::Pipeline::Name(name)) => {
+    pub(crate) fn plan_run(
+        &self,
+        target: Option<PipelineRef>,
+        params: BTreeMap<String, String>,
+        no_cache: bool,
+    ) -> Result<(String, Vec<PlannedStep>), ApiError> {
+        let version = match target {
+            Some(PipelineRef::Name(name)) => {
                 self.store
                     .pipeline(&name)?
                     .ok_or_else(|| {
@@ -306,39 +359,38 @@ impl Engine {
                     })?
                     .latest
             }
-            Some(v1::plan_run_request::Pipeline::Version(v)) => v,
+            Some(PipelineRef::Version(v)) => v,
             None => return Err(ApiError::Invalid("pipeline: give a name or a version".into())),
         };
         let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;
-        let overrides: Vec<(String, String)> = r.params.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
+        let overrides: Vec<(String, String)> = params.into_iter().collect();
         let params = plan::resolve_params(&pipeline, &overrides)
-            .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
+            .map_err(|diags| self.params_error(&version, pipeline.name(), diags))?;
         let plan = plan::plan(&pipeline, &params, "planned");
-        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), r.no_cache, wire::now())?;
-        Ok(v1::PlanRunResponse { version, steps })
+        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), no_cache, crate::time::now())?;
+        Ok((version, steps))
     }
 
     /// `ExplainCache`: why an instance of a run was or was not taken from the cache.
-    pub(super) fn explain_cache(&self, r: v1::ExplainCacheRequest) -> Result<v1::ExplainCacheResponse, ApiError> {
+    pub(crate) fn explain_cache(&self, run_id: &str, step: &str) -> Result<Explanation, ApiError> {
         let record = self
             .store
-            .run(&r.run_id)?
-            .ok_or_else(|| ApiError::NotFound(format!("no run {}: `weir runs` lists the runs", r.run_id)))?;
+            .run(run_id)?
+            .ok_or_else(|| ApiError::NotFound(format!("no run {run_id}: `weir runs` lists the runs")))?;
         let (pipeline, _) = self.pipeline(&mut self.lock(), &record.version)?;
-        let steps = match self.lock().runs.get(&r.run_id) {
+        let steps = match self.lock().runs.get(run_id) {
             Some(live) => live.steps.clone(),
-            None => self.store.steps(&r.run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect(),
+            None => self.store.steps(run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect(),
         };
         let by_step: Vec<&crate::store::StepRecord> =
-            steps.iter().filter(|s| s.name.split('[').next() == Some(r.step.as_str())).collect();
-        let s = match steps.iter().find(|s| s.name == r.step) {
+            steps.iter().filter(|s| s.name.split('[').next() == Some(step)).collect();
+        let s = match steps.iter().find(|s| s.name == step) {
             Some(s) => s,
             None if by_step.len() == 1 => by_step[0],
             None if by_step.len() > 1 => {
                 let names: Vec<&str> = by_step.iter().map(|s| s.name.as_str()).collect();
                 return Err(ApiError::Invalid(format!(
-                    "step {} has {} instances; name one: {}",
-                    r.step,
+                    "step {step} has {} instances; name one: {}",
                     names.len(),
                     names.join(", ")
                 )));
@@ -346,24 +398,22 @@ impl Engine {
             None => {
                 let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
                 return Err(ApiError::NotFound(format!(
-                    "run {} has no step {} (it has: {})",
-                    r.run_id,
-                    r.step,
+                    "run {run_id} has no step {step} (it has: {})",
                     names.join(", ")
                 )));
             }
         };
         let step_name = s.name.split('[').next().unwrap_or(&s.name).to_string();
         let spec = pipeline.step(&step_name);
-        let mut out = v1::ExplainCacheResponse { name: s.name.clone(), ..Default::default() };
+        let mut out = Explanation { name: s.name.clone(), ..Default::default() };
         if !spec.is_some_and(|st| st.cache.enabled) {
-            out.verdict = v1::CacheVerdict::NotCacheable as i32;
+            out.verdict = Verdict::NotCacheable;
             out.message = format!("{step_name} has no `cache:` in the pipeline file: it always runs");
             return Ok(out);
         }
         let ttl = spec.and_then(|st| st.cache.ttl);
         let Some(key) = &s.cache else {
-            out.verdict = v1::CacheVerdict::Unknown as i32;
+            out.verdict = Verdict::Unknown;
             out.message = format!("{} never became ready ({}), so it has no key", s.name, s.state);
             return Ok(out);
         };
@@ -371,10 +421,10 @@ impl Engine {
         out.parts = key
             .parts
             .iter()
-            .map(|(k, v)| v1::CacheKeyPart { part: k.clone(), value: v.clone(), closest: String::new() })
+            .map(|(k, v)| KeyPart { part: k.clone(), value: v.clone(), closest: String::new() })
             .collect();
         if s.state == StepState::Cached {
-            out.verdict = v1::CacheVerdict::Hit as i32;
+            out.verdict = Verdict::Hit;
             let from = s.cached_from.clone().unwrap_or_default();
             out.closest_run.clone_from(&from);
             out.message = match &record.trigger {
@@ -383,7 +433,7 @@ impl Engine {
             };
             return Ok(out);
         }
-        out.verdict = v1::CacheVerdict::Miss as i32;
+        out.verdict = Verdict::Miss;
         let entries: Vec<CacheEntry> = self
             .store
             .cache_entries(&record.pipeline, &step_name, MAX_COMPARED)?
@@ -415,11 +465,7 @@ impl Engine {
                     out.closest_run.clone_from(&c.run);
                     out.differences = diffs
                         .iter()
-                        .map(|(p, now, then)| v1::CacheKeyPart {
-                            part: p.clone(),
-                            value: now.clone(),
-                            closest: then.clone(),
-                        })
+                        .map(|(p, now, then)| KeyPart { part: p.clone(), value: now.clone(), closest: then.clone() })
                         .collect();
                     for part in &mut out.parts {
                         part.closest = c.key.parts.get(&part.part).cloned().unwrap_or_default();
@@ -442,16 +488,16 @@ pub fn predict(
     bundle: Option<&str>,
     no_cache: bool,
     now: Millis,
-) -> Result<Vec<v1::PlannedStep>, ApiError> {
+) -> Result<Vec<PlannedStep>, ApiError> {
     // The outputs an instance would have, when known (it comes from the cache).
     let mut known: HashMap<NodeIndex, Manifest> = HashMap::new();
     let mut out = Vec::with_capacity(plan.order.len());
     for &node in &plan.order {
         let inst = &plan.graph[node];
         let step = &pipeline.steps()[inst.step];
-        let mut p = v1::PlannedStep { name: inst.name.clone(), step: step.name.clone(), ..Default::default() };
+        let mut p = PlannedStep { name: inst.name.clone(), step: step.name.clone(), ..Default::default() };
         if !step.cache.enabled || no_cache {
-            p.cache = v1::CacheVerdict::NotCacheable as i32;
+            p.verdict = Verdict::NotCacheable;
             p.reason = if no_cache { "caching is off for this run".into() } else { "no `cache:`".into() };
             out.push(p);
             continue;
@@ -461,7 +507,7 @@ pub fn predict(
         let runs: Vec<&str> =
             needs.iter().filter(|n| !known.contains_key(n)).map(|n| plan.graph[*n].name.as_str()).collect();
         if !runs.is_empty() {
-            p.cache = v1::CacheVerdict::Unknown as i32;
+            p.verdict = Verdict::Unknown;
             p.reason = format!(
                 "its inputs come from {}, which run{} first",
                 runs.join(", "),
@@ -476,16 +522,16 @@ pub fn predict(
         p.cache_key.clone_from(&key.key);
         match store.cache_entry(pipeline.name(), &step.name, &key.key)? {
             Some(e) if fresh(&e, step.cache.ttl, now) => {
-                p.cache = v1::CacheVerdict::Hit as i32;
+                p.verdict = Verdict::Hit;
                 p.cached_from.clone_from(&e.run);
                 known.insert(node, e.outputs);
             }
             Some(e) => {
-                p.cache = v1::CacheVerdict::Miss as i32;
+                p.verdict = Verdict::Miss;
                 p.reason = format!("the entry from run {} expired", e.run);
             }
             None => {
-                p.cache = v1::CacheVerdict::Miss as i32;
+                p.verdict = Verdict::Miss;
                 let entries = store.cache_entries(pipeline.name(), &step.name, MAX_COMPARED)?;
                 p.reason = match closest(&key, &inst.name, &entries) {
                     None => "nothing cached for this step yet".into(),

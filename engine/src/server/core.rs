@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::store::{Batch, Change, EventRecord, RunRecord, StepRecord, Store, Trigger};
-use crate::wire;
 use weir_core::plan::{self, Plan};
 use weir_core::run::{AttemptId, Effect, Event, InstanceId, Millis, Rejected, RunMachine, RunState, StepState};
 use weir_core::spec::{Limits, Pipeline};
@@ -43,7 +42,7 @@ pub struct Terms {
 }
 
 /// One unfinished run, in memory.
-pub(super) struct Live {
+pub(crate) struct Live {
     pub record: RunRecord,
     pub machine: RunMachine,
     pub plan: Plan,
@@ -63,7 +62,7 @@ impl Live {
 
 /// A run planned, started and stored by [`Engine::prepare_run`], not yet live: the start's
 /// effects wait for [`Engine::install_run`].
-pub(super) struct Prepared {
+pub(crate) struct Prepared {
     live: Live,
     effects: Vec<Effect>,
     seq: u64,
@@ -98,7 +97,7 @@ impl Drop for Reserved<'_> {
 }
 
 /// A registered worker.
-pub(super) struct Worker {
+pub(crate) struct Worker {
     pub name: String,
     /// BLAKE3 of its session secret (`blake3::Hash` compares in constant time).
     pub session: blake3::Hash,
@@ -117,10 +116,10 @@ pub(super) struct Worker {
 }
 
 /// How many ended attempts a worker may still upload logs for.
-pub(super) const RECENT: usize = 256;
+pub(crate) const RECENT: usize = 256;
 
 /// One attempt a worker holds.
-pub(super) struct Held {
+pub(crate) struct Held {
     pub since: Instant,
     pub usage: Usage,
 }
@@ -145,7 +144,7 @@ impl Worker {
 }
 
 #[derive(Default)]
-pub(super) struct State {
+pub(crate) struct State {
     pub runs: HashMap<String, Live>,
     pub ready: ReadyQueue,
     pub workers: HashMap<String, Worker>,
@@ -172,31 +171,31 @@ pub(super) struct State {
 
 /// The engine: state, store and the signals between them.
 pub struct Engine {
-    pub(super) store: Store,
-    pub(super) blobs: artifact::Store,
-    pub(super) state: Mutex<State>,
+    pub(crate) store: Store,
+    pub(crate) blobs: artifact::Store,
+    pub(crate) state: Mutex<State>,
     /// Ids of runs being prepared outside the state lock (see [`Engine::prepare_run`]).
     preparing: Mutex<std::collections::HashSet<String>>,
-    pub(super) terms: Terms,
+    pub(crate) terms: Terms,
     /// Wakes `Lease` long-polls when something became ready.
-    pub(super) ready_signal: Notify,
+    pub(crate) ready_signal: Notify,
     /// `(run, last event seq)` after every applied event, for `WatchRun`.
-    pub(super) changes: broadcast::Sender<(String, u64)>,
+    pub(crate) changes: broadcast::Sender<(String, u64)>,
     /// Bumped after every stored log batch, for `StreamLogs --follow`.
-    pub(super) logs: watch::Sender<u64>,
-    pub(super) limits: Limits,
+    pub(crate) logs: watch::Sender<u64>,
+    pub(crate) limits: Limits,
     /// Whether this engine fires schedules (`weir server`) or ignores them (`weir run`).
-    pub(super) scheduling: bool,
+    pub(crate) scheduling: bool,
 }
 
 impl Engine {
-    pub(super) fn new(store: Store, blobs: artifact::Store, terms: Terms) -> Engine {
+    pub(crate) fn new(store: Store, blobs: artifact::Store, terms: Terms) -> Engine {
         let (changes, _) = broadcast::channel(1024);
         let (logs, _) = watch::channel(0);
         Engine {
             store,
             blobs,
-            state: Mutex::new(State { next_worker: wire::now().0, ..State::default() }),
+            state: Mutex::new(State { next_worker: crate::time::now().0, ..State::default() }),
             preparing: Mutex::default(),
             terms,
             ready_signal: Notify::new(),
@@ -207,7 +206,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves state that may be half-updated; the store is
         // the truth, so carry on with what memory holds rather than poisoning every call.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -216,7 +215,7 @@ impl Engine {
     /// The parsed pipeline of a stored version and its bundle digest, parsed once per version
     /// (GetRun asks for every step's stage: reading the stored YAML each time cost more than
     /// the rest of the call).
-    pub(super) fn pipeline(&self, st: &mut State, version: &str) -> Result<(Arc<Pipeline>, Option<String>), ApiError> {
+    pub(crate) fn pipeline(&self, st: &mut State, version: &str) -> Result<(Arc<Pipeline>, Option<String>), ApiError> {
         if let Some(cached) = st.pipelines.get(version) {
             return Ok(cached.clone());
         }
@@ -225,7 +224,7 @@ impl Engine {
             .pipeline_version(version)?
             .ok_or_else(|| ApiError::NotFound(format!("pipeline version {version} is not stored")))?;
         let parsed = weir_core::spec::load(&stored.yaml, &self.limits).map_err(|d| {
-            ApiError::Internal(format!(
+            ApiError::Precondition(format!(
                 "stored pipeline version {version} no longer validates ({} problems); resubmit it",
                 d.len()
             ))
@@ -239,7 +238,7 @@ impl Engine {
     /// it, as run `id` when given (the caller checked no run has it), else a fresh id. Plans
     /// under the caller's lock: for runs a caller already holds the lock for (schedules, tests);
     /// StartRun and RetryRun plan first with [`Engine::prepare_run`] and lock only to install.
-    pub(super) fn create_run(
+    pub(crate) fn create_run(
         &self,
         st: &mut State,
         version: &str,
@@ -258,7 +257,7 @@ impl Engine {
     /// recovery starts): everything a run costs that grows with its size, done without the
     /// state lock, so a 100,000-instance run does not stall every other call while it plans.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn prepare_run(
+    pub(crate) fn prepare_run(
         &self,
         pipeline: Arc<Pipeline>,
         bundle: Option<String>,
@@ -269,8 +268,8 @@ impl Engine {
         id: Option<String>,
     ) -> Result<Prepared, ApiError> {
         let params = plan::resolve_params(&pipeline, overrides)
-            .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
-        let now = wire::now();
+            .map_err(|diags| self.params_error(version, pipeline.name(), diags))?;
+        let now = crate::time::now();
         let reserved = match id {
             Some(id) => Reserved::new(self, id),
             None => self.new_run_id(pipeline.name(), now)?,
@@ -291,11 +290,15 @@ impl Engine {
         };
         let steps: Vec<StepRecord> = machine
             .instances()
-            .map(|i| StepRecord { name: machine.name(i).to_string(), ..StepRecord::default() })
+            .map(|i| {
+                let inst = &plan.graph[petgraph::graph::NodeIndex::new(i.index())];
+                let (step, matrix) = (pipeline.steps()[inst.step].name.clone(), inst.matrix.clone());
+                StepRecord { name: machine.name(i).to_string(), step, matrix, ..StepRecord::default() }
+            })
             .collect();
         let mut live = Live { record, machine, plan, pipeline, bundle, steps };
         // The start, recorded here too: with every instance a root, it rewrites every step.
-        let now = wire::now();
+        let now = crate::time::now();
         let Recorded { effects, mut batch, hits } = self.record(&mut live, &run_id, Event::Start, None, now)?;
         for (i, s) in live.steps.iter().enumerate() {
             batch.put_step(&run_id, InstanceId(i as u32), s)?;
@@ -308,7 +311,7 @@ impl Engine {
 
     /// Makes a prepared run live and performs its start's effects (queue the ready
     /// attempts): cheap, under the state lock.
-    pub(super) fn install_run(&self, st: &mut State, prepared: Prepared) -> Result<String, ApiError> {
+    pub(crate) fn install_run(&self, st: &mut State, prepared: Prepared) -> Result<String, ApiError> {
         let Prepared { live, effects, seq, hits, now } = prepared;
         let run_id = live.record.id.clone();
         st.runs.insert(run_id.clone(), live);
@@ -339,18 +342,18 @@ impl Engine {
     /// may be acknowledged until [`Engine::commit`] made it durable. Effects need no flush
     /// first: a ready attempt is only handed out by a lease, whose own commit covers this
     /// write, and sled's log is ordered, so a crash loses a suffix of events, never a middle.
-    pub(super) fn apply(
+    pub(crate) fn apply(
         &self,
         st: &mut State,
         run_id: &str,
         event: Event,
         outputs: Option<&Manifest>,
     ) -> Result<Vec<Effect>, ApiError> {
-        let now = wire::now();
+        let now = crate::time::now();
         self.apply_at(st, run_id, event, outputs, now)
     }
 
-    pub(super) fn apply_at(
+    pub(crate) fn apply_at(
         &self,
         st: &mut State,
         run_id: &str,
@@ -513,7 +516,7 @@ impl Engine {
     /// Makes every event applied so far durable, then announces them to watchers. Call it after
     /// releasing the state lock and before acknowledging anything: concurrent callers share
     /// one flush (group commit), so the lock is never held across an fsync.
-    pub(super) fn commit(&self) -> Result<(), ApiError> {
+    pub(crate) fn commit(&self) -> Result<(), ApiError> {
         self.store.flush()?;
         let announced = std::mem::take(&mut self.lock().unannounced);
         for change in announced {
@@ -568,7 +571,7 @@ impl Engine {
     }
 
     /// Why a run is not live: unknown, or finished.
-    pub(super) fn not_live(&self, run_id: &str) -> ApiError {
+    pub(crate) fn not_live(&self, run_id: &str) -> ApiError {
         match self.store.run(run_id) {
             // Left unfinished by a process that stopped, and not resumed by this one.
             Ok(Some(r)) if !r.state.is_terminal() => ApiError::Precondition(format!(
@@ -583,7 +586,7 @@ impl Engine {
 
     /// Reloads the unfinished runs that `resume` includes from the store. Called once, before
     /// serving.
-    pub(super) fn recover(&self, resume: &super::Resume) -> Result<usize, ApiError> {
+    pub(crate) fn recover(&self, resume: &super::Resume) -> Result<usize, ApiError> {
         let mut st = self.lock();
         for w in self.store.workers()? {
             match blake3::Hash::from_hex(&w.session_hash) {
@@ -637,7 +640,7 @@ impl Engine {
     }
 
     /// Rebuilds one run by replaying its events; quarantines it when that fails.
-    pub(super) fn recover_run(&self, st: &mut State, run_id: &str) -> bool {
+    pub(crate) fn recover_run(&self, st: &mut State, run_id: &str) -> bool {
         match self.replay(st, run_id) {
             Ok(()) => {
                 st.reload.remove(run_id);
@@ -696,7 +699,7 @@ impl Engine {
                 steps[i.index()].name = machine.name(i).to_string();
             }
         }
-        let (instant_now, wall_now) = (Instant::now(), wire::now());
+        let (instant_now, wall_now) = (Instant::now(), crate::time::now());
         for i in machine.instances() {
             let Some(attempt) = machine.live_attempt(i) else { continue };
             match machine.state(i) {
@@ -731,7 +734,7 @@ impl Engine {
     }
 
     /// Fires what is due: lost workers, unclaimed orphans, run timers. Called periodically.
-    pub(super) fn tick(&self) {
+    pub(crate) fn tick(&self) {
         let mut st = self.lock();
         self.heal(&mut st);
         let now = Instant::now();
@@ -765,7 +768,7 @@ impl Engine {
                 tracing::debug!(run, %attempt, error = %e, "lost attempt already ended");
             }
         }
-        let at = wire::now();
+        let at = crate::time::now();
         let due: Vec<String> = st
             .runs
             .iter()
@@ -796,7 +799,7 @@ impl Engine {
     /// names a previous id with that id's secret keeps the id (and what is leased to it: after
     /// an engine restart, its orphans); anything else gets a fresh identity, stored (flushed)
     /// before the secret is handed out. Only the secret's hash is kept.
-    pub(super) fn register(
+    pub(crate) fn register(
         &self,
         name: &str,
         offer: Offer,
@@ -825,7 +828,7 @@ impl Engine {
                     id: id.clone(),
                     name: name.to_string(),
                     session_hash: hash.to_hex().to_string(),
-                    registered_at: wire::now(),
+                    registered_at: crate::time::now(),
                 };
                 self.store.put_worker(&record)?;
                 self.lock().identities.insert(id.clone(), hash);
@@ -861,8 +864,8 @@ impl Engine {
     /// Records that the engine heard from the holding worker about each of `attempts` now:
     /// rewrites a step record whose stored `heard_at` is older than [`heard_refresh`] (not
     /// flushed: sled writes it within a second, and the orphan deadline allows for that lag).
-    pub(super) fn heard(&self, st: &mut State, attempts: &[(String, AttemptId)]) {
-        let now = wire::now();
+    pub(crate) fn heard(&self, st: &mut State, attempts: &[(String, AttemptId)]) {
+        let now = crate::time::now();
         let refresh = heard_refresh(self.terms.lease_timeout).as_millis() as u64;
         let mut batch = Batch::new();
         let mut any = false;
@@ -887,7 +890,7 @@ impl Engine {
     /// Checks that `secret` is the session of registered worker `worker`: NOT_FOUND for an id
     /// this engine process does not have registered (register again), PERMISSION_DENIED for a
     /// secret that does not match (a worker speaking for another).
-    pub(super) fn authenticate(&self, st: &State, worker: &str, secret: &str) -> Result<(), ApiError> {
+    pub(crate) fn authenticate(&self, st: &State, worker: &str, secret: &str) -> Result<(), ApiError> {
         match st.workers.get(worker) {
             Some(w) if w.session == blake3::hash(secret.as_bytes()) => Ok(()),
             Some(_) => Err(ApiError::Denied(format!("the session does not belong to worker {worker}"))),
@@ -898,7 +901,7 @@ impl Engine {
     }
 
     /// The content-addressed blob store (outputs and bundles).
-    pub(super) fn blobs(&self) -> &artifact::Store {
+    pub(crate) fn blobs(&self) -> &artifact::Store {
         &self.blobs
     }
 }
@@ -917,14 +920,14 @@ fn new_secret() -> Result<String, ApiError> {
 /// timeout after the engine last heard of it (`heard`), plus the most the stored `heard`
 /// can lag behind the truth (heartbeats refresh it every quarter lease timeout, and sled
 /// writes it within a second). Depends on stored times only, so restarts cannot push it back.
-pub(super) fn orphan_deadline(heard: Millis, wall_now: Millis, lease_timeout: Duration) -> Duration {
+pub(crate) fn orphan_deadline(heard: Millis, wall_now: Millis, lease_timeout: Duration) -> Duration {
     let lag = lease_timeout / 4 + Duration::from_secs(1);
     let due = Duration::from_millis(heard.0).saturating_add(lease_timeout).saturating_add(lag);
     due.saturating_sub(Duration::from_millis(wall_now.0))
 }
 
 /// How stale the stored `heard_at` of a held attempt may get before a heartbeat rewrites it.
-pub(super) fn heard_refresh(lease_timeout: Duration) -> Duration {
+pub(crate) fn heard_refresh(lease_timeout: Duration) -> Duration {
     lease_timeout / 4
 }
 

@@ -1,6 +1,6 @@
 //! Handing attempts to workers and hearing back: `lease` pops the oldest ready attempt that
 //! fits the worker, records
-//! `Leased` (durable) and builds the [`v1::Assignment`]; `heartbeat` keeps a worker alive,
+//! `Leased` (durable) and answers with an [`Assignment`]; `heartbeat` keeps a worker alive,
 //! re-adopts attempts it still runs after an engine restart and returns stop orders; `report`
 //! turns a worker's report into a machine event, refused when the attempt is not the live one.
 //! Every call names its worker and carries that worker's session secret ([`Engine::authenticate`]),
@@ -14,27 +14,47 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use weir_proto::v1;
-
 use crate::store::EventRecord;
-use crate::wire;
 use weir_core::plan::Resolved;
 use weir_core::run::{AttemptId, Event, StepState};
-use weir_core::spec::{PullPolicy, Runtime};
+use weir_core::spec::{PullPolicy, Resources, Runtime};
 use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Held, Live, State};
 use super::error::ApiError;
 use weir_core::placement::Usage;
 
+/// What a worker is to do: one attempt of a step instance, with everything it needs to run it.
+#[derive(Clone, Debug)]
+pub(crate) struct Assignment {
+    pub run: String,
+    pub attempt: AttemptId,
+    pub instance_name: String,
+    pub step: String,
+    pub pipeline: String,
+    pub action: Resolved,
+    /// Every value a `run:` script reads (params, matrix, run and step ids).
+    pub env: HashMap<String, String>,
+    pub image: Option<String>,
+    pub runtime: Runtime,
+    pub timeout: Option<Duration>,
+    /// The outputs of the instances it needs, by the folder they appear in.
+    pub inputs: Vec<(String, Manifest)>,
+    pub bundle: Option<String>,
+    pub outputs: Vec<String>,
+    pub resources: Resources,
+    pub pull: PullPolicy,
+    pub capabilities: Option<Vec<String>>,
+}
+
 /// What a worker reported.
-pub(super) enum Report {
+pub(crate) enum Report {
     Started,
     Succeeded {
         metrics: BTreeMap<String, f64>,
         outputs: Manifest,
     },
-    /// `permanent`: no retry can do better (see `v1::Failed.permanent`).
+    /// `permanent`: no retry can do better (the worker said so).
     Failed {
         reason: String,
         permanent: bool,
@@ -59,7 +79,7 @@ impl Engine {
     }
 
     /// Authenticates a call that concerns no attempt (downloads).
-    pub(super) fn check_session(&self, worker: &str, session: &str) -> Result<(), ApiError> {
+    pub(crate) fn check_session(&self, worker: &str, session: &str) -> Result<(), ApiError> {
         self.authenticate(&self.lock(), worker, session)
     }
 
@@ -67,7 +87,7 @@ impl Engine {
     /// resources), if any. Attempts that do not fit stay queued, in order, for other workers.
     /// Not a sign of life: a long-poll calls it again whenever something becomes ready, long
     /// after the worker last spoke.
-    pub(super) fn try_lease(&self, worker: &str) -> Result<Option<v1::Assignment>, ApiError> {
+    pub(crate) fn try_lease(&self, worker: &str) -> Result<Option<Assignment>, ApiError> {
         let mut st = self.lock();
         let Some(w) = st.workers.get(worker) else {
             return Err(ApiError::NotFound(format!(
@@ -119,13 +139,13 @@ impl Engine {
     }
 
     /// Long-polls for one attempt, up to `wait`.
-    pub(super) async fn lease(
+    pub(crate) async fn lease(
         &self,
         worker: &str,
         session: &str,
         free: u32,
         wait: Duration,
-    ) -> Result<Option<v1::Assignment>, ApiError> {
+    ) -> Result<Option<Assignment>, ApiError> {
         if free == 0 {
             let mut st = self.lock();
             self.worker_seen(&mut st, worker, session)?;
@@ -151,7 +171,7 @@ impl Engine {
     }
 
     /// Keeps `worker` alive; returns the attempts it must stop.
-    pub(super) fn heartbeat(
+    pub(crate) fn heartbeat(
         &self,
         worker: &str,
         session: &str,
@@ -224,7 +244,7 @@ impl Engine {
     }
 
     /// Applies a worker's report on `attempt` of `run`.
-    pub(super) fn report(
+    pub(crate) fn report(
         &self,
         worker: &str,
         session: &str,
@@ -280,7 +300,7 @@ impl Engine {
     /// Checks that `attempt` of `run` was dispatched (it may since have ended) to `worker`:
     /// logs of any dispatched attempt are kept, but only its own worker may upload them (while
     /// it holds it, or for one of the last attempts it held).
-    pub(super) fn check_dispatched(
+    pub(crate) fn check_dispatched(
         &self,
         worker: &str,
         session: &str,
@@ -332,7 +352,7 @@ impl Engine {
 
     /// Checks that `attempt` is the live attempt of `run`, leased to `worker` (for output
     /// uploads).
-    pub(super) fn check_live(
+    pub(crate) fn check_live(
         &self,
         worker: &str,
         session: &str,
@@ -422,14 +442,10 @@ pub fn input_dir(name: &str) -> String {
     }
 }
 
-fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Result<v1::Assignment, ApiError> {
+fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Result<Assignment, ApiError> {
     let node = petgraph::graph::NodeIndex::new(attempt.instance.index());
     let inst = &live.plan.graph[node];
     let step = &live.pipeline.steps()[inst.step];
-    let action = match &inst.action {
-        Resolved::Run(script) => v1::action::Kind::Script(script.clone()),
-        Resolved::Command(argv) => v1::action::Kind::Command(v1::Argv { args: argv.clone() }),
-    };
     // A `run:` script reads every value from here, never from its text.
     let mut env: HashMap<String, String> = live.plan.values_env(node).into_iter().collect();
     env.insert("WEIR_RUN_ID".into(), run.to_string());
@@ -453,36 +469,25 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
         if manifest.entries().is_empty() {
             continue; // nothing to show: no folder (and no work for the worker)
         }
-        inputs
-            .push(v1::Input { dir: input_dir(&live.plan.graph[need].name), manifest: Some(wire::manifest(&manifest)) });
+        inputs.push((input_dir(&live.plan.graph[need].name), manifest));
     }
-    Ok(v1::Assignment {
-        attempt: Some(wire::attempt_ref(run, attempt)),
+    Ok(Assignment {
+        run: run.to_string(),
+        attempt,
         instance_name: inst.name.clone(),
         step: step.name.clone(),
         pipeline: live.pipeline.name().to_string(),
-        action: Some(v1::Action { kind: Some(action) }),
+        action: inst.action.clone(),
         env,
-        image: inst.image.clone().unwrap_or_default(),
-        runtime: match step.runtime {
-            Runtime::Process => v1::Runtime::Process,
-            Runtime::Docker => v1::Runtime::Docker,
-        } as i32,
-        timeout: step.timeout.map(wire::duration),
+        image: inst.image.clone(),
+        runtime: step.runtime,
+        timeout: step.timeout,
         inputs,
-        bundle_digest: live.bundle.clone().unwrap_or_default(),
+        bundle: live.bundle.clone(),
         outputs: step.outputs.clone(),
-        resources: Some(v1::Resources {
-            cpus_milli: step.resources.cpus_milli.map_or(0, u64::from),
-            memory_bytes: step.resources.memory_bytes.unwrap_or(0),
-            gpus: step.resources.gpus,
-        }),
-        pull_policy: match step.pull {
-            PullPolicy::IfNotPresent => v1::PullPolicy::IfNotPresent,
-            PullPolicy::Always => v1::PullPolicy::Always,
-            PullPolicy::Never => v1::PullPolicy::Never,
-        } as i32,
-        capabilities: step.capabilities.as_ref().map(|names| v1::Capabilities { names: names.clone() }),
+        resources: step.resources,
+        pull: step.pull,
+        capabilities: step.capabilities.clone(),
     })
 }
 

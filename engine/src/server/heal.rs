@@ -14,7 +14,7 @@ use super::error::ApiError;
 
 impl Engine {
     /// A run out of memory until the store heals: retry later.
-    pub(super) fn not_reloaded(&self, run_id: &str) -> ApiError {
+    pub(crate) fn not_reloaded(&self, run_id: &str) -> ApiError {
         let why = self.store.fault().unwrap_or_else(|| "a write failed".to_string());
         ApiError::Store(crate::store::Error::Reopening {
             dir: self.store.dir().to_path_buf(),
@@ -24,7 +24,7 @@ impl Engine {
 
     /// Why writes fail right now (e.g. "no space left on DIR: ..."), for `GetRun` to show on
     /// live runs: nothing is lost, but nothing moves until it is fixed.
-    pub(super) fn fault(&self) -> Option<String> {
+    pub(crate) fn fault(&self) -> Option<String> {
         // The same words for a full disk under the blobs as under the store.
         let blobs = self.blobs.full().map(|dir| crate::store::Error::NoSpace { dir }.to_string());
         self.store.fault().or(blobs).map(|f| format!("stalled: {f}"))
@@ -34,7 +34,7 @@ impl Engine {
     /// again reloads every live run from it, since memory may hold changes whose write or
     /// flush failed (the invariant "a failed write reloads the run from the store", for every
     /// run at once: which of them ran ahead is not known).
-    pub(super) fn heal(&self, st: &mut State) {
+    pub(crate) fn heal(&self, st: &mut State) {
         if self.store.fault().is_none() && st.reload.is_empty() {
             return;
         }
@@ -91,7 +91,7 @@ const HEAL_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether `e` is the store failing to write (a full disk, a failed reopen): transient, retried,
 /// never a reason to quarantine a run.
-pub(super) fn is_fault(e: &ApiError) -> bool {
+pub(crate) fn is_fault(e: &ApiError) -> bool {
     use crate::store::Error as S;
     matches!(e, ApiError::Store(S::NoSpace { .. } | S::Reopening { .. } | S::Io(_) | S::Sled(sled::Error::Io(_))))
 }

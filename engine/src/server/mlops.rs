@@ -13,7 +13,7 @@ use super::error::ApiError;
 impl Engine {
     /// Called by `apply_at` for an instance whose attempt really ran and succeeded (not for a
     /// cached or reused one), with the outputs it reported, before the batch is written.
-    pub(super) fn on_succeeded(
+    pub(crate) fn on_succeeded(
         &self,
         live: &Live,
         instance: InstanceId,

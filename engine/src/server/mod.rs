@@ -1,39 +1,41 @@
-//! The engine as a gRPC server: the `WeirClient` and `WeirWorker` services over one port, with
-//! standard health checking and server reflection beside them. [`start`] opens the data folder
+//! The engine's core services and the server that hosts them. [`start`] opens the data folder
 //! (sled under `db/`, blobs and bundles under `artifacts/`), resumes unfinished runs, binds and
-//! serves until [`Server::shutdown`]. `weir server` and the embedded `weir run` both come
-//! through here, so the laptop and the team server share every code path.
+//! serves the gRPC adapter (`crate::api`) until [`Server::shutdown`]. `weir server` and the
+//! embedded `weir run` both come through here, so the laptop and the team server share every
+//! code path.
 //!
 //! Layout: `core` (state, the one place events are applied and made durable, recovery, timers),
-//! `scheduler` (firing `schedule:` ticks, pause, backfill), `dispatch` (leases, heartbeats, reports), `client_api` / `worker_api` (the two services:
-//! decode, call, encode), `transfer` (streaming blobs), `error` (the one mapping to statuses),
-//! and here configuration and authentication.
+//! `pipelines` (submitting, listing), `runs` (reading, starting, listing, cancelling and
+//! retrying runs), `logs`, `scheduler` (firing `schedule:` ticks, backfill), `schedules` (what
+//! clients ask of them), `dispatch` (leases, heartbeats, reports), `cache`, `registry`,
+//! `tracking`, `error` (the domain error), and here configuration. The services take and return domain values; they
+//! never name a proto type or a gRPC status (that is `crate::api`'s job).
 //!
-//! Authentication: bearer tokens, one for clients and one for workers, checked by an
+//! Authentication: bearer tokens, one for clients and one for workers, checked by the adapter's
 //! interceptor in constant time; health and reflection are open. Listening on anything but
 //! loopback without both tokens is refused unless `insecure` is set; so are equal client and
 //! worker tokens, and, off loopback, tokens shorter than [`tokens::MIN_TOKEN_LEN`]. Token
 //! files are read by `tokens`.
 
-mod bounds;
-mod cache;
-mod client_api;
-mod core;
-mod dispatch;
-mod error;
+pub(crate) mod cache;
+pub(crate) mod core;
+pub(crate) mod dispatch;
+pub(crate) mod error;
 mod heal;
+pub(crate) mod logs;
 mod mlops;
+pub(crate) mod pipelines;
 #[cfg(test)]
 mod prepare_tests;
-mod ratelog;
-mod registry;
-mod scheduler;
+pub(crate) mod ratelog;
+pub(crate) mod registry;
+pub(crate) mod runs;
+pub(crate) mod scheduler;
+mod schedules;
 #[cfg(test)]
 mod testkit;
-pub use weir_proto::auth as tokens;
-mod tracking;
-mod transfer;
-mod worker_api;
+pub use crate::api::tokens;
+pub(crate) mod tracking;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,15 +45,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::service::Interceptor;
 use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Status};
-use weir_proto::v1::weir_client_server::WeirClientServer;
-use weir_proto::v1::weir_worker_server::WeirWorkerServer;
 
 pub use self::core::{Engine, Terms};
 
-pub use cache::predict as predict_cache;
+pub use cache::{PlannedStep, Verdict, predict as predict_cache};
 pub use dispatch::input_dir;
 pub use error::ApiError;
 
@@ -230,35 +228,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<WeirClientServer<client_api::ClientApi>>().await;
-    health.set_serving::<WeirWorkerServer<worker_api::WorkerApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Recover(ApiError::Internal(format!("reflection: {e}"))))?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| StartError::Recover(ApiError::Internal(format!("reflection: {e}"))))?;
-
-    let client = WeirClientServer::with_interceptor(
-        client_api::ClientApi(engine.clone()),
-        Bearer::new(config.client_token.as_deref(), "client"),
-    );
-    let worker = WeirWorkerServer::with_interceptor(
-        worker_api::WorkerApi(engine.clone()),
-        Bearer::new(config.worker_token.as_deref(), "worker"),
-    );
+    let router = crate::api::router(engine.clone(), config.client_token.as_deref(), config.worker_token.as_deref())
+        .await
+        .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
     let (stop, mut stopped) = watch::channel(false);
-    let router = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(client)
-        .add_service(worker);
     // TCP_NODELAY: without it, Nagle's algorithm meets delayed ACKs on small replies and every
     // call of a short step waits ~40 ms (measured: 50 ms per `true` step before, BENCHMARKS.md).
     // Keepalive probes notice a worker host that vanished without closing its connection.
@@ -280,39 +253,4 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     };
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
     Ok(Server { addr, engine, stop, serve, ticker })
-}
-
-/// Checks `authorization: Bearer <token>` against one expected token, in constant time.
-#[derive(Clone)]
-struct Bearer {
-    /// BLAKE3 of the expected token: comparing hashes makes the check independent of where
-    /// the first differing byte is and of the token's length (`blake3::Hash` compares in
-    /// constant time).
-    expected: Option<blake3::Hash>,
-    who: &'static str,
-}
-
-impl Bearer {
-    fn new(token: Option<&str>, who: &'static str) -> Bearer {
-        Bearer { expected: token.map(|t| blake3::hash(t.as_bytes())), who }
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = self.expected else { return Ok(req) };
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        match given {
-            Some(token) if blake3::hash(token.trim().as_bytes()) == expected => Ok(req),
-            Some(_) => Err(Status::unauthenticated(format!("the {} token is not valid", self.who))),
-            None => Err(Status::unauthenticated(format!(
-                "a {} token is required: send `authorization: Bearer <token>`",
-                self.who
-            ))),
-        }
-    }
 }

@@ -16,15 +16,8 @@
 //! read-modify-write of a model's head never interleaves.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
-use weir_proto::v1;
 
 use crate::store::{AliasEventRecord, Batch, ModelRecord, ModelVersionRecord};
-use crate::wire;
 use weir_core::expr::{self, Ref};
 use weir_core::run::{InstanceId, Millis};
 use weir_data::artifact::Manifest;
@@ -32,9 +25,18 @@ use weir_data::artifact::Manifest;
 use super::core::{Engine, Live};
 use super::error::ApiError;
 
+/// A model as `weir models show` shows it: its head (latest version, aliases), every version
+/// and every alias move.
+#[derive(Clone, Debug)]
+pub(crate) struct ModelView {
+    pub head: ModelRecord,
+    pub versions: Vec<ModelVersionRecord>,
+    pub history: Vec<AliasEventRecord>,
+}
+
 /// A model version as lineage needs it: where its file came from.
 #[derive(Clone, Debug)]
-pub(super) struct ModelRef {
+pub(crate) struct ModelRef {
     pub model: String,
     pub version: u64,
     pub digest: String,
@@ -52,7 +54,7 @@ impl Engine {
     /// Creates the next version of the model a succeeded step's `register:` names (and moves
     /// its alias when the `when:` gate allows). Problems are logged, never returned: the
     /// step's success must stand.
-    pub(super) fn register_model(
+    pub(crate) fn register_model(
         &self,
         live: &Live,
         instance: InstanceId,
@@ -190,7 +192,7 @@ impl Engine {
     }
 
     /// Resolves `MODEL@ALIAS`, `MODEL@VERSION` or `MODEL` (its latest version).
-    pub(super) fn resolve_model(&self, target: &str) -> Result<ModelRef, ApiError> {
+    pub(crate) fn resolve_model(&self, target: &str) -> Result<ModelRef, ApiError> {
         let v = self.resolve_version(target)?;
         Ok(ModelRef {
             model: v.model,
@@ -245,70 +247,68 @@ impl Engine {
         })
     }
 
-    pub(super) fn list_models(&self, _r: v1::ListModelsRequest) -> Result<v1::ListModelsResponse, ApiError> {
-        let models = self
-            .store
-            .models()?
-            .into_iter()
-            .map(|m| v1::ModelSummary {
-                name: m.name,
-                latest_version: m.latest,
-                updated_at: Some(wire::timestamp(m.updated_at)),
-                aliases: m.aliases.into_iter().collect(),
-            })
-            .collect();
-        Ok(v1::ListModelsResponse { models })
+    pub(crate) fn list_models(&self) -> Result<Vec<ModelRecord>, ApiError> {
+        Ok(self.store.models()?)
     }
 
-    pub(super) fn get_model(&self, r: v1::GetModelRequest) -> Result<v1::GetModelResponse, ApiError> {
-        check_name("model", &r.name)?;
-        let head = self.head(&r.name)?;
-        let versions = self.store.model_versions(&r.name)?.into_iter().map(|v| version_msg(v, &head.aliases)).collect();
-        let history = self.store.model_events(&r.name)?.iter().map(event_msg).collect();
-        Ok(v1::GetModelResponse { name: head.name, versions, aliases: head.aliases.into_iter().collect(), history })
+    pub(crate) fn get_model(&self, name: &str) -> Result<ModelView, ApiError> {
+        check_name("model", name)?;
+        let head = self.head(name)?;
+        let versions = self.store.model_versions(name)?;
+        let history = self.store.model_events(name)?;
+        Ok(ModelView { head, versions, history })
     }
 
     /// Points an alias at a version, by hand. The caller commits before answering.
-    pub(super) fn promote_model(&self, r: v1::PromoteModelRequest) -> Result<v1::PromoteModelResponse, ApiError> {
-        check_name("model", &r.name)?;
-        check_name("alias", &r.alias)?;
-        if r.version == 0 {
+    pub(crate) fn promote_model(
+        &self,
+        name: &str,
+        alias: &str,
+        version: u64,
+        reason: &str,
+    ) -> Result<AliasEventRecord, ApiError> {
+        check_name("model", name)?;
+        check_name("alias", alias)?;
+        if version == 0 {
             return Err(ApiError::Invalid("versions count from 1: give the version to promote".into()));
         }
         let _st = self.lock();
-        let mut head = self.head(&r.name)?;
-        self.version(&head, r.version)?;
-        let reason = with_reason("promoted by hand", &r.reason);
-        let event = self.move_alias(&mut head, &r.alias, r.version, reason, false)?;
-        Ok(v1::PromoteModelResponse { event: Some(event_msg(&event)) })
+        let mut head = self.head(name)?;
+        self.version(&head, version)?;
+        let reason = with_reason("promoted by hand", reason);
+        self.move_alias(&mut head, alias, version, reason, false)
     }
 
     /// Moves an alias back (see the module doc). The caller commits before answering.
-    pub(super) fn rollback_model(&self, r: v1::RollbackModelRequest) -> Result<v1::RollbackModelResponse, ApiError> {
-        check_name("model", &r.name)?;
-        check_name("alias", &r.alias)?;
+    pub(crate) fn rollback_model(&self, name: &str, alias: &str, reason: &str) -> Result<AliasEventRecord, ApiError> {
+        check_name("model", name)?;
+        check_name("alias", alias)?;
         let _st = self.lock();
-        let mut head = self.head(&r.name)?;
-        let Some(&now_at) = head.aliases.get(&r.alias) else {
+        let mut head = self.head(name)?;
+        let Some(&now_at) = head.aliases.get(alias) else {
             return Err(ApiError::NotFound(format!(
-                "model {} has no alias {} (it has: {})",
-                r.name,
-                r.alias,
+                "model {name} has no alias {alias} (it has: {})",
                 names_or_none(head.aliases.keys())
             )));
         };
-        let events = self.store.model_events(&r.name)?;
-        let target = rollback_target(&events, &r.alias).ok_or_else(|| {
+        let events = self.store.model_events(name)?;
+        let target = rollback_target(&events, alias).ok_or_else(|| {
             ApiError::Precondition(format!(
-                "{} of model {} has nothing to go back to: v{now_at} is the first version it held; \
-                 point it elsewhere with `weir models promote {} VERSION --alias {}`",
-                r.alias, r.name, r.name, r.alias
+                "{alias} of model {name} has nothing to go back to: v{now_at} is the first version it held; \
+                 point it elsewhere with `weir models promote {name} VERSION --alias {alias}`"
             ))
         })?;
         self.version(&head, target)?;
-        let reason = with_reason("rollback", &r.reason);
-        let event = self.move_alias(&mut head, &r.alias, target, reason, true)?;
-        Ok(v1::RollbackModelResponse { event: Some(event_msg(&event)) })
+        let reason = with_reason("rollback", reason);
+        self.move_alias(&mut head, alias, target, reason, true)
+    }
+
+    /// The model version `target` (`model`, `model@alias`, `model:version`) names, and the
+    /// aliases of its model, for downloading its file.
+    pub(crate) fn model_file(&self, target: &str) -> Result<(ModelVersionRecord, BTreeMap<String, u64>), ApiError> {
+        let v = self.resolve_version(target)?;
+        let aliases = self.store.model(&v.model)?.map(|h| h.aliases).unwrap_or_default();
+        Ok((v, aliases))
     }
 
     /// Records a move of `alias` to `to` and writes it with the head; durable with the caller's
@@ -325,7 +325,7 @@ impl Engine {
             alias: alias.to_string(),
             from: head.aliases.get(alias).copied(),
             to,
-            at: wire::now(),
+            at: crate::time::now(),
             reason,
             refused: false,
             rollback,
@@ -374,63 +374,6 @@ fn show_values(compared: &[(String, String)]) -> String {
     compared.iter().map(|(r, v)| format!("{r} = {v}")).collect::<Vec<_>>().join(", ")
 }
 
-fn version_msg(v: ModelVersionRecord, aliases: &BTreeMap<String, u64>) -> v1::ModelVersion {
-    v1::ModelVersion {
-        aliases: aliases.iter().filter(|(_, n)| **n == v.version).map(|(a, _)| a.clone()).collect(),
-        model: v.model,
-        version: v.version,
-        digest: v.digest.to_string(),
-        file: v.file,
-        size: v.size,
-        run_id: v.run_id,
-        step: v.step,
-        metrics: v.metrics.into_iter().collect(),
-        params: v.params.into_iter().collect(),
-        created_at: Some(wire::timestamp(v.created_at)),
-    }
-}
-
-fn event_msg(e: &AliasEventRecord) -> v1::AliasEvent {
-    v1::AliasEvent {
-        alias: e.alias.clone(),
-        from_version: e.from.unwrap_or(0),
-        to_version: e.to,
-        time: Some(wire::timestamp(e.at)),
-        reason: e.reason.clone(),
-        refused: e.refused,
-        expression: e.expression.clone().unwrap_or_default(),
-        compared: e.compared.iter().cloned().collect(),
-        rollback: e.rollback,
-    }
-}
-
-type ArtifactStream = ReceiverStream<Result<v1::GetModelArtifactResponse, Status>>;
-
-/// Streams a model version's file: the version first, then its bytes.
-pub(super) fn model_artifact(engine: &Arc<Engine>, r: v1::GetModelArtifactRequest) -> Result<ArtifactStream, ApiError> {
-    let v = engine.resolve_version(&r.target)?;
-    let aliases = engine.store.model(&v.model)?.map(|h| h.aliases).unwrap_or_default();
-    let mut chunks = super::transfer::download(engine, v.digest, 0)?;
-    let head = version_msg(v, &aliases);
-    let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(async move {
-        let first = v1::GetModelArtifactResponse { part: Some(v1::get_model_artifact_response::Part::Version(head)) };
-        if tx.send(Ok(first)).await.is_err() {
-            return;
-        }
-        use tokio_stream::StreamExt;
-        while let Some(c) = chunks.next().await {
-            let msg = c.map(|c| v1::GetModelArtifactResponse {
-                part: Some(v1::get_model_artifact_response::Part::Chunk(c.data)),
-            });
-            if tx.send(msg).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(ReceiverStream::new(rx))
-}
-
 #[cfg(test)]
 mod tests {
     //! The registry against a real store in a temporary folder: runs are created and driven
@@ -438,9 +381,12 @@ mod tests {
     //! registration rides the success's batch exactly as it does under a worker.
 
     use super::*;
+    use crate::api::convert;
     use crate::store::{PipelineVersion, Trigger};
+    use tonic::Status;
     use weir_core::run::{AttemptId, Event};
     use weir_data::artifact::{Digest, Entry};
+    use weir_proto::v1;
 
     const YAML: &str = r#"name: reg
 params: {rmse: 0.5}
@@ -466,8 +412,12 @@ steps:
     fn run_with(e: &Engine, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
         let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
-        let record =
-            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: wire::now() };
+        let record = PipelineVersion {
+            name: "reg".into(),
+            yaml: YAML.into(),
+            bundle_digest: None,
+            submitted_at: crate::time::now(),
+        };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
         let params = [("rmse".to_string(), rmse.to_string())];
@@ -529,7 +479,7 @@ steps:
     }
 
     fn model(e: &Engine, name: &str) -> v1::GetModelResponse {
-        e.get_model(v1::GetModelRequest { name: name.into() }).unwrap()
+        convert::model(e.get_model(name).unwrap())
     }
 
     #[test]
@@ -548,9 +498,9 @@ steps:
             m.history.iter().map(|h| (h.from_version, h.to_version, h.refused)).collect();
         assert_eq!(moves, [(0, 1, false), (1, 2, false), (2, 3, false)]);
         assert_eq!(m.history[2].reason, format!("registered by run {} step plain", runs[2]));
-        let listed = e.list_models(v1::ListModelsRequest {}).unwrap().models;
+        let listed = e.list_models().unwrap();
         assert_eq!(
-            listed.iter().map(|m| (m.name.as_str(), m.latest_version)).collect::<Vec<_>>(),
+            listed.iter().map(|m| (m.name.as_str(), m.latest)).collect::<Vec<_>>(),
             [("churn", 3), ("plain", 3)]
         );
     }
@@ -603,26 +553,15 @@ steps:
             run(&e, r);
         }
         let promote = |version: u64, reason: &str| {
-            e.promote_model(v1::PromoteModelRequest {
-                name: "churn".into(),
-                version,
-                alias: "production".into(),
-                reason: reason.into(),
-            })
+            e.promote_model("churn", "production", version, reason).map(|ev| convert::alias_event(&ev))
         };
-        let rollback = || {
-            e.rollback_model(v1::RollbackModelRequest {
-                name: "churn".into(),
-                alias: "production".into(),
-                reason: String::new(),
-            })
-        };
-        let ev = promote(3, "load test passed").unwrap().event.unwrap();
+        let rollback = || e.rollback_model("churn", "production", "").map(|ev| convert::alias_event(&ev));
+        let ev = promote(3, "load test passed").unwrap();
         assert_eq!((ev.from_version, ev.to_version, ev.reason.as_str()), (2, 3, "promoted by hand: load test passed"));
-        let ev = rollback().unwrap().event.unwrap();
+        let ev = rollback().unwrap();
         assert_eq!((ev.from_version, ev.to_version, ev.reason.as_str()), (3, 2, "rollback"));
         assert_eq!(model(&e, "churn").aliases.get("production"), Some(&2));
-        let ev = rollback().unwrap().event.unwrap();
+        let ev = rollback().unwrap();
         assert_eq!((ev.from_version, ev.to_version), (2, 1), "a second rollback undoes the move before");
         let err = rollback().unwrap_err();
         assert!(matches!(&err, ApiError::Precondition(m) if m.contains("nothing to go back to")), "{err:?}");
@@ -630,16 +569,9 @@ steps:
 
         let err = promote(9, "").unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("versions are 1 to 3")), "{err:?}");
-        let err = e
-            .promote_model(v1::PromoteModelRequest {
-                name: "chrun".into(),
-                version: 1,
-                alias: "x".into(),
-                reason: String::new(),
-            })
-            .unwrap_err();
+        let err = e.promote_model("chrun", "x", 1, "").unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("did you mean `churn`?")), "{err:?}");
-        let err = e.get_model(v1::GetModelRequest { name: "Bad Name".into() }).unwrap_err();
+        let err = e.get_model("Bad Name").unwrap_err();
         assert!(matches!(&err, ApiError::Invalid(m) if m.contains("lowercase letters")), "{err:?}");
         assert!(
             matches!(e.resolve_model("churn@canary"), Err(ApiError::NotFound(m)) if m.contains("it has: production"))

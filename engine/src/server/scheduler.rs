@@ -17,16 +17,45 @@
 //! the switch.
 
 use chrono::{DateTime, Utc};
-use weir_proto::v1;
 
 use crate::store::{BackfillQueue, ScheduleRecord, SkippedTicks, Trigger};
-use crate::wire;
-use weir_core::run::{Event, Millis};
+use weir_core::run::{Event, Millis, RunState};
 use weir_core::schedule;
 use weir_core::spec::{Concurrency, Pipeline, Schedule};
 
 use super::core::{Engine, State};
 use super::error::ApiError;
+
+/// What a backfill did (or, dry, would do) with one tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BackfillOutcome {
+    /// A run of the tick exists already.
+    Exists,
+    Started,
+    /// Waits in the schedule's backfill queue.
+    Queued,
+}
+
+/// One tick of a backfill: when, its run id and what became of it.
+#[derive(Clone, Debug)]
+pub(crate) struct BackfillTick {
+    pub at: Millis,
+    pub run_id: String,
+    pub outcome: BackfillOutcome,
+}
+
+/// A schedule as `weir schedules` shows it.
+#[derive(Clone, Debug)]
+pub(crate) struct ScheduleView {
+    pub pipeline: String,
+    pub record: ScheduleRecord,
+    pub schedule: Schedule,
+    /// The next few fire times from now (or from the cursor, if later).
+    pub next_fires: Vec<Millis>,
+    pub last_run_state: Option<RunState>,
+    /// Ticks of the backfill queue still to start.
+    pub backfill_left: u32,
+}
 
 /// The most ticks one backfill may cover.
 pub const MAX_BACKFILL: usize = 1000;
@@ -64,11 +93,11 @@ enum Fired {
     Skipped(String),
 }
 
-pub(super) fn instant(m: Millis) -> DateTime<Utc> {
+pub(crate) fn instant(m: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(i64::try_from(m.0).unwrap_or(i64::MAX)).unwrap_or_default()
 }
 
-pub(super) fn millis(t: DateTime<Utc>) -> Millis {
+pub(crate) fn millis(t: DateTime<Utc>) -> Millis {
     Millis(u64::try_from(t.timestamp_millis()).unwrap_or(0))
 }
 
@@ -107,7 +136,7 @@ impl Engine {
     /// (a pipeline submitted while no scheduling engine ran gets its schedule now). Ticks
     /// missed while the server was down are decided here, by `catchup`. Called once, after
     /// [`Engine::recover`] and before serving.
-    pub(super) fn start_schedules(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+    pub(crate) fn start_schedules(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
         let mut st = self.lock();
         for record in self.store.schedules()? {
             let name = record.pipeline.clone();
@@ -135,7 +164,7 @@ impl Engine {
     /// Makes `pipeline`'s schedule that of `version`, just submitted as its latest: the old
     /// schedule's ticks up to `now` are decided first; an unchanged expression and zone keep
     /// the cursor, a changed one fires from `now`, none removes the schedule.
-    pub(super) fn sync_schedule(
+    pub(crate) fn sync_schedule(
         &self,
         st: &mut State,
         pipeline: &str,
@@ -195,7 +224,7 @@ impl Engine {
 
     /// Fires what is due at `now` in every schedule, and moves backfills on. Called from the
     /// engine's tick with the wall clock.
-    pub(super) fn fire_schedules(&self, st: &mut State, now: DateTime<Utc>) {
+    pub(crate) fn fire_schedules(&self, st: &mut State, now: DateTime<Utc>) {
         // Most passes find nothing due: only schedules with work are named (and cloned).
         let names: Vec<String> = st
             .schedules
@@ -383,7 +412,7 @@ impl Engine {
 
     /// Pauses or resumes `pipeline`'s schedule. Ticks up to now are decided before a pause; a
     /// resume fires from now, and records the ticks that passed while paused as skipped.
-    pub(super) fn set_paused(
+    pub(crate) fn set_paused(
         &self,
         st: &mut State,
         pipeline: &str,
@@ -426,7 +455,7 @@ impl Engine {
 
     /// Creates the runs of `pipeline`'s ticks in `[from, to]` (texts as `weir backfill` takes
     /// them; `to` is capped at `now`), or with `dry_run` says what would happen.
-    pub(super) fn backfill(
+    pub(crate) fn backfill(
         &self,
         st: &mut State,
         pipeline: &str,
@@ -434,7 +463,7 @@ impl Engine {
         to: &str,
         dry_run: bool,
         now: DateTime<Utc>,
-    ) -> Result<Vec<v1::BackfillTick>, ApiError> {
+    ) -> Result<Vec<BackfillTick>, ApiError> {
         if !dry_run {
             // A queue whose runs have all ended is cleared by the next scheduler pass; do it
             // now, so a backfill asked for right after the last one finished is not refused.
@@ -513,18 +542,18 @@ impl Engine {
             .zip(exists)
             .map(|((t, id), done)| {
                 let outcome = if done {
-                    v1::BackfillOutcome::Exists
+                    BackfillOutcome::Exists
                 } else if started.contains(&id) {
-                    v1::BackfillOutcome::Started
+                    BackfillOutcome::Started
                 } else {
-                    v1::BackfillOutcome::Queued
+                    BackfillOutcome::Queued
                 };
-                v1::BackfillTick { time: Some(wire::timestamp(millis(*t))), run_id: id, outcome: outcome as i32 }
+                BackfillTick { at: millis(*t), run_id: id, outcome }
             })
             .collect())
     }
 
-    pub(super) fn no_schedule(&self, pipeline: &str) -> ApiError {
+    pub(crate) fn no_schedule(&self, pipeline: &str) -> ApiError {
         match self.store.pipeline(pipeline) {
             Ok(Some(_)) if !self.scheduling => ApiError::Precondition(format!(
                 "this engine does not fire schedules (`weir run`); use a `weir server` for {pipeline}'s schedule"
@@ -537,8 +566,8 @@ impl Engine {
         }
     }
 
-    /// The API view of the schedules asked for (`pipeline` empty: all), by pipeline name.
-    pub(super) fn schedule_views(&self, pipeline: &str, now: DateTime<Utc>) -> Result<Vec<v1::ScheduleInfo>, ApiError> {
+    /// The schedules asked for (`pipeline` empty: all), by pipeline name.
+    pub(crate) fn schedule_views(&self, pipeline: &str, now: DateTime<Utc>) -> Result<Vec<ScheduleView>, ApiError> {
         let st = self.lock();
         if !pipeline.is_empty() && !st.schedules.contains_key(pipeline) {
             return Err(self.no_schedule(pipeline));
@@ -546,56 +575,27 @@ impl Engine {
         let mut out = Vec::new();
         for (name, s) in st.schedules.iter().filter(|(n, _)| pipeline.is_empty() || *n == pipeline) {
             let r = &s.record;
-            let last_state = match &r.last_run {
+            let last_run_state = match &r.last_run {
                 Some(id) => match st.runs.get(id) {
                     Some(live) => Some(live.record.state),
                     None => self.store.run(id).ok().flatten().map(|rec| rec.state),
                 },
                 None => None,
             };
-            let backfill = r.backfill.as_ref().map(|q| {
+            let backfill_left = r.backfill.as_ref().map_or(0, |q| {
                 let after = instant(q.next) + chrono::Duration::milliseconds(1);
-                let left =
-                    schedule::ticks_between(&s.schedule, after, instant(q.to), MAX_BACKFILL).map_or(0, |t| t.len());
-                v1::BackfillProgress {
-                    from: Some(wire::timestamp(q.from)),
-                    to: Some(wire::timestamp(q.to)),
-                    remaining: left as u32,
-                    catchup: q.catchup,
-                }
+                schedule::ticks_between(&s.schedule, after, instant(q.to), MAX_BACKFILL).map_or(0, |t| t.len()) as u32
             });
-            out.push(v1::ScheduleInfo {
+            out.push(ScheduleView {
                 pipeline: name.clone(),
-                version: r.version.clone(),
-                cron: r.cron.clone(),
-                timezone: r.timezone.clone(),
-                catchup: s.schedule.catchup,
-                max_catchup: s.schedule.max_catchup,
-                concurrency: match s.schedule.concurrency {
-                    Concurrency::Allow => v1::Concurrency::Allow,
-                    Concurrency::Forbid => v1::Concurrency::Forbid,
-                    Concurrency::Replace => v1::Concurrency::Replace,
-                } as i32,
-                paused: r.paused,
+                record: r.clone(),
+                schedule: s.schedule.clone(),
                 next_fires: schedule::next_fires(&s.schedule, now.max(instant(r.cursor)), 3)
                     .into_iter()
-                    .map(|t| wire::timestamp(millis(t)))
+                    .map(millis)
                     .collect(),
-                last_tick: r.last_tick.map(wire::timestamp),
-                last_run_id: r.last_run.clone().unwrap_or_default(),
-                last_run_state: last_state.map_or(v1::RunState::Unspecified, wire::run_state) as i32,
-                skipped: r
-                    .skipped
-                    .iter()
-                    .map(|k| v1::SkippedTicks {
-                        first: Some(wire::timestamp(k.first)),
-                        last: Some(wire::timestamp(k.last)),
-                        count: k.count,
-                        reason: k.reason.clone(),
-                    })
-                    .collect(),
-                backfill,
-                params: s.schedule.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                last_run_state,
+                backfill_left,
             });
         }
         Ok(out)
@@ -631,7 +631,7 @@ mod tests {
             name: parsed.name().to_string(),
             yaml: yaml.to_string(),
             bundle_digest: None,
-            submitted_at: wire::now(),
+            submitted_at: crate::time::now(),
         };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
@@ -875,13 +875,13 @@ mod tests {
         ));
     }
 
-    fn outcomes(ticks: &[v1::BackfillTick]) -> Vec<(String, v1::BackfillOutcome)> {
-        ticks.iter().map(|t| (t.run_id.clone(), t.outcome())).collect()
+    fn outcomes(ticks: &[BackfillTick]) -> Vec<(String, BackfillOutcome)> {
+        ticks.iter().map(|t| (t.run_id.clone(), t.outcome)).collect()
     }
 
     #[test]
     fn backfill_with_allow_starts_every_tick_once() {
-        use v1::BackfillOutcome::{Exists, Started};
+        use BackfillOutcome::{Exists, Started};
         let dir = tempfile::tempdir().unwrap();
         let e = engine(dir.path());
         submit(&e, &yaml("0 0 * * *", "  timezone: Europe/Berlin\n  concurrency: allow\n"), "2026-11-27T10:00:00Z");
@@ -918,7 +918,7 @@ mod tests {
 
     #[test]
     fn backfill_with_forbid_runs_one_tick_at_a_time() {
-        use v1::BackfillOutcome::{Queued, Started};
+        use BackfillOutcome::{Queued, Started};
         let dir = tempfile::tempdir().unwrap();
         let e = engine(dir.path());
         submit(&e, &yaml("0 0 * * *", "  concurrency: forbid\n"), "2026-11-27T10:00:00Z");

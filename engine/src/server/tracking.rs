@@ -13,21 +13,64 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use petgraph::graph::NodeIndex;
-use weir_proto::v1;
 
 use crate::store::{Batch, Consumed, Indexed, Listed, Produced, RunFilter, RunRecord};
-use crate::wire;
-use weir_core::run::{InstanceId, Millis, StepState};
+use weir_core::run::{InstanceId, Millis, RunState, StepState};
 use weir_data::artifact::{Digest, Manifest};
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
 use super::registry::ModelRef;
 
+/// One value of a metric: the step instance of a run that reported it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct MetricPoint {
+    pub run_id: String,
+    pub step: String,
+    /// When the run was created.
+    pub at: Millis,
+    pub value: f64,
+    pub run_state: RunState,
+    /// The instance reused the value from an earlier run's cache.
+    pub cached: bool,
+}
+
+/// A metric across a pipeline's runs, oldest first; when it has no points, the metric names
+/// the runs did report (`metrics`), to suggest one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct MetricHistory {
+    pub points: Vec<MetricPoint>,
+    pub metrics: Vec<String>,
+}
+
+/// One artifact of a lineage walk, with the step instance that made it (when known).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LineageNode {
+    pub digest: String,
+    pub path: String,
+    pub size: u64,
+    pub run_id: String,
+    pub step: String,
+    pub produced_at: Option<Millis>,
+    pub depth: u32,
+    /// The digests of the next nodes (upstream: made from; downstream: fed into).
+    pub links: Vec<String>,
+}
+
+/// A lineage walk from `digest`; `truncated` says why it stopped early, `model` names the
+/// model version the target named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Lineage {
+    pub digest: String,
+    pub nodes: Vec<LineageNode>,
+    pub truncated: Option<String>,
+    pub model: Option<String>,
+}
+
 /// Points MetricHistory returns when the request does not say.
 const DEFAULT_POINTS: usize = 1000;
 /// The most artifacts one lineage walk returns.
-pub(super) const MAX_NODES: usize = 2000;
+pub(crate) const MAX_NODES: usize = 2000;
 /// The most producers or consumers read for one digest.
 const MAX_PER_DIGEST: usize = 10_000;
 /// The fewest hex characters of a digest a target may give.
@@ -44,7 +87,7 @@ impl Engine {
     /// manifests of the instances it needs in `live`'s plan graph, read from the store: they
     /// must have been written by an earlier batch (an instance whose need is cached in the same
     /// batch should use [`record_lineage_of`] with the manifests in hand).
-    pub(super) fn record_lineage(
+    pub(crate) fn record_lineage(
         &self,
         live: &Live,
         instance: InstanceId,
@@ -70,25 +113,32 @@ impl Engine {
         record_lineage_of(run, instance, name, outputs, &inputs, batch, now)
     }
 
-    pub(super) fn metric_history(&self, r: v1::MetricHistoryRequest) -> Result<v1::MetricHistoryResponse, ApiError> {
-        if r.pipeline.is_empty() || r.metric.is_empty() {
+    /// `metric` across the runs of `pipeline` (of `step` only, unless empty), the most recent
+    /// `limit` (0: a default).
+    pub(crate) fn metric_history(
+        &self,
+        pipeline: &str,
+        metric: &str,
+        step: &str,
+        limit: u32,
+    ) -> Result<MetricHistory, ApiError> {
+        if pipeline.is_empty() || metric.is_empty() {
             return Err(ApiError::Invalid("give a pipeline and a metric name (`weir metrics PIPELINE METRIC`)".into()));
         }
-        if self.store.pipeline(&r.pipeline)?.is_none() {
+        if self.store.pipeline(pipeline)?.is_none() {
             let names = self.store.pipelines()?;
-            let hint = weir_core::diag::did_you_mean(&r.pipeline, names.iter().map(|(n, _)| n.as_str()))
+            let hint = weir_core::diag::did_you_mean(pipeline, names.iter().map(|(n, _)| n.as_str()))
                 .map(|h| format!("; {h}"))
                 .unwrap_or_default();
             return Err(ApiError::NotFound(format!(
-                "no pipeline {}{hint}: `weir pipelines` lists the stored ones",
-                r.pipeline
+                "no pipeline {pipeline}{hint}: `weir pipelines` lists the stored ones"
             )));
         }
         let mut points = Vec::new();
         let mut others = BTreeSet::new();
         let mut steps_seen = BTreeSet::new();
         let mut step_matched = false;
-        for run in self.pipeline_runs(&r.pipeline)? {
+        for run in self.pipeline_runs(pipeline)? {
             let steps = match self.store.steps(&run.id, None, usize::MAX) {
                 Ok(s) => s,
                 Err(e) => {
@@ -99,40 +149,38 @@ impl Engine {
             for (_, s) in steps {
                 let base = s.name.split_once('[').map_or(s.name.as_str(), |(b, _)| b);
                 steps_seen.insert(base.to_string());
-                if !r.step.is_empty() && s.name != r.step && base != r.step {
+                if !step.is_empty() && s.name != step && base != step {
                     continue;
                 }
                 step_matched = true;
-                match s.metrics.get(&r.metric) {
-                    Some(v) => points.push(v1::MetricPoint {
+                match s.metrics.get(metric) {
+                    Some(v) => points.push(MetricPoint {
                         run_id: run.id.clone(),
                         step: s.name.clone(),
-                        time: Some(wire::timestamp(run.created_at)),
+                        at: run.created_at,
                         value: *v,
-                        run_state: wire::run_state(run.state) as i32,
+                        run_state: run.state,
                         cached: s.state == StepState::Cached,
                     }),
                     None => others.extend(s.metrics.keys().cloned()),
                 }
             }
         }
-        if !r.step.is_empty() && !step_matched && !steps_seen.is_empty() {
-            let hint = weir_core::diag::did_you_mean(&r.step, steps_seen.iter().map(String::as_str))
+        if !step.is_empty() && !step_matched && !steps_seen.is_empty() {
+            let hint = weir_core::diag::did_you_mean(step, steps_seen.iter().map(String::as_str))
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
             let list: Vec<&str> = steps_seen.iter().map(String::as_str).collect();
             return Err(ApiError::NotFound(format!(
-                "no step {} in the runs of {}{hint}; its steps: {}",
-                r.step,
-                r.pipeline,
+                "no step {step} in the runs of {pipeline}{hint}; its steps: {}",
                 list.join(", ")
             )));
         }
-        let limit = if r.limit == 0 { DEFAULT_POINTS } else { r.limit as usize };
+        let limit = if limit == 0 { DEFAULT_POINTS } else { limit as usize };
         let cut = points.len().saturating_sub(limit);
         points.drain(..cut);
         let metrics = if points.is_empty() { others.into_iter().collect() } else { Vec::new() };
-        Ok(v1::MetricHistoryResponse { points, metrics })
+        Ok(MetricHistory { points, metrics })
     }
 
     /// Every readable run of `pipeline`, oldest first (creation time, then id).
@@ -157,8 +205,10 @@ impl Engine {
         Ok(out)
     }
 
-    pub(super) fn lineage(&self, r: v1::GetLineageRequest) -> Result<v1::GetLineageResponse, ApiError> {
-        let target = r.target.trim();
+    /// The lineage of `target` (a digest prefix or a model version): upstream, or with `down`
+    /// downstream, at most `depth` links away (0: all).
+    pub(crate) fn lineage(&self, target: &str, down: bool, depth: u32) -> Result<Lineage, ApiError> {
+        let target = target.trim();
         if target.is_empty() {
             return Err(ApiError::Invalid(
                 "give an artifact digest (at least 8 hex characters; `weir status RUN` shows each step's outputs) \
@@ -167,15 +217,14 @@ impl Engine {
             ));
         }
         let (digest, model) = self.lineage_target(target)?;
-        let depth = if r.depth == 0 { u32::MAX } else { r.depth };
-        let mut walk = Walk::new(self, depth, r.down);
+        let depth = if depth == 0 { u32::MAX } else { depth };
+        let mut walk = Walk::new(self, depth, down);
         walk.run(digest, model.as_ref())?;
-        Ok(v1::GetLineageResponse {
+        Ok(Lineage {
             digest: digest.to_string(),
             nodes: walk.nodes,
-            truncated: walk.truncated.is_some(),
-            truncated_reason: walk.truncated.unwrap_or_default(),
-            model: model.map(|m| format!("{} version {}", m.model, m.version)).unwrap_or_default(),
+            truncated: walk.truncated,
+            model: model.map(|m| format!("{} version {}", m.model, m.version)),
         })
     }
 
@@ -216,8 +265,9 @@ impl Engine {
     }
 
     fn model_digest(&self, m: ModelRef) -> Result<(Digest, Option<ModelRef>), ApiError> {
-        let d: Digest = m.digest.parse().map_err(|e| {
-            ApiError::Internal(format!("model {} version {} names a bad digest: {e}", m.model, m.version))
+        let d = m.digest.parse::<Digest>().map_err(|e| ApiError::DataLoss {
+            what: format!("model {} version {} names a bad digest", m.model, m.version),
+            detail: e.to_string(),
         })?;
         Ok((d, Some(m)))
     }
@@ -226,7 +276,7 @@ impl Engine {
 /// Records the lineage of instance `instance` (named `name`) of `run`: every file of `outputs`
 /// as made by it, with `inputs` (the manifests of the instances of the same run it needs, by
 /// instance) as what went in. Writes into `batch` only; see [`Engine::record_lineage`].
-pub(super) fn record_lineage_of(
+pub(crate) fn record_lineage_of(
     run: &str,
     instance: InstanceId,
     name: &str,
@@ -262,7 +312,7 @@ struct Walk<'a> {
     engine: &'a Engine,
     depth: u32,
     down: bool,
-    nodes: Vec<v1::LineageNode>,
+    nodes: Vec<LineageNode>,
     index: HashMap<Digest, usize>,
     /// The producer chosen for each node, by node index: where an upstream walk goes on.
     made_by: Vec<Option<Indexed<Produced>>>,
@@ -324,20 +374,20 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    fn push(&mut self, digest: Digest, node: v1::LineageNode, producer: Option<Indexed<Produced>>) {
+    fn push(&mut self, digest: Digest, node: LineageNode, producer: Option<Indexed<Produced>>) {
         self.index.insert(digest, self.nodes.len());
         self.nodes.push(node);
         self.made_by.push(producer);
     }
 
-    fn node(&self, digest: Digest, p: Option<&Indexed<Produced>>, depth: u32) -> v1::LineageNode {
-        v1::LineageNode {
+    fn node(&self, digest: Digest, p: Option<&Indexed<Produced>>, depth: u32) -> LineageNode {
+        LineageNode {
             digest: digest.to_string(),
             path: p.map(|p| p.value.path.clone()).unwrap_or_default(),
             size: p.map_or(0, |p| p.value.size),
             run_id: p.map(|p| p.run.clone()).unwrap_or_default(),
             step: p.map(|p| p.value.step.clone()).unwrap_or_default(),
-            produced_at: p.map(|p| wire::timestamp(p.value.at)),
+            produced_at: p.map(|p| p.value.at),
             depth,
             links: Vec::new(),
         }

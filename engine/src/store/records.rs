@@ -74,6 +74,13 @@ pub struct RunRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub name: String,
+    /// The step it is an instance of, and its matrix values in key order: stored, because an
+    /// instance name (`train[l2=0.0,features=linear]`) cannot be split back when a value holds
+    /// `,`, `=` or `]`. Empty in records written before they were stored.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matrix: Vec<(String, String)>,
     pub state: StepState,
     pub attempts: u32,
     pub message: Option<String>,

@@ -8,15 +8,15 @@ use tonic::{Request, Response, Status, Streaming};
 use weir_proto::v1;
 use weir_proto::v1::weir_worker_server::WeirWorker;
 
+use super::convert as wire;
 use crate::store::{LogChunk, Stream};
-use crate::wire;
 use weir_data::artifact::{Digest, check_name};
 
 use super::bounds::{Bounded, bounded};
-use super::core::Engine;
-use super::dispatch::Report;
-use super::error::ApiError;
 use super::transfer::{self, ChunkStream, Upload};
+use crate::server::core::Engine;
+use crate::server::dispatch::Report;
+use crate::server::error::ApiError;
 use weir_core::placement::{Offer, Usage};
 use weir_core::spec::Runtime;
 
@@ -88,7 +88,7 @@ impl WeirWorker for WorkerApi {
         let session = session?;
         let wait = wire::from_duration(r.wait.as_ref()).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20));
         let assignment = self.0.lease(&r.worker_id, &session, r.free, wait).await?;
-        Ok(Response::new(v1::LeaseResponse { assignment }))
+        Ok(Response::new(v1::LeaseResponse { assignment: assignment.map(wire::assignment) }))
     }
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
@@ -149,16 +149,15 @@ impl WeirWorker for WorkerApi {
                 .into_iter()
                 .map(|c| LogChunk {
                     stream: if c.stream == v1::LogStream::Stderr as i32 { Stream::Stderr } else { Stream::Stdout },
-                    at: wire::from_timestamp(c.time.as_ref()).unwrap_or_else(wire::now),
+                    at: wire::from_timestamp(c.time.as_ref()).unwrap_or_else(crate::time::now),
                     data: c.data,
                 })
                 .collect();
             if chunks.is_empty() {
                 continue;
             }
-            self.0.store.append_logs(&run, attempt, &chunks).map_err(ApiError::from)?;
+            self.0.append_logs(&run, attempt, &chunks)?;
             stored += chunks.len() as u64;
-            self.0.logs.send_modify(|n| *n += 1);
         }
         Ok(Response::new(v1::UploadLogsResponse { chunks: stored }))
     }

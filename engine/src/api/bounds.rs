@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use tonic::{Request, Status};
 use weir_proto::v1;
 
-use super::error::ApiError;
+use crate::server::error::ApiError;
 
 /// Run ids, pipeline, model, alias and metric names, worker ids, labels, page tokens.
 pub const MAX_NAME: usize = 256;
@@ -44,7 +44,7 @@ const MAX_DETAIL_TEXT: usize = 512;
 
 /// `status` cut to fit in headers: its message to [`MAX_MESSAGE`], its diagnostics to
 /// [`MAX_DETAILS`] (each text shortened, then the last ones dropped). The one place every API
-/// error passes (`error.rs`).
+/// error passes (`status.rs`).
 pub fn fit(status: Status) -> Status {
     let details = status.details();
     if status.message().len() <= MAX_MESSAGE && details.len() <= MAX_DETAILS {
@@ -67,19 +67,38 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}... ({} more bytes cut)", &s[..cut], s.len() - cut)
 }
 
-/// Encoded `weir.v1.Diagnostics` within [`MAX_DETAILS`]; anything else is dropped.
+/// A `google.rpc.Status` (in details) within [`MAX_DETAILS`]: weir's diagnostics in it are
+/// shortened; if that is not enough, the details are dropped (the message still says it all).
 fn shrink(details: &[u8]) -> Vec<u8> {
     use prost::Message;
-    let Ok(mut all) = v1::Diagnostics::decode(details) else { return Vec::new() };
+    let Ok(mut body) = tonic_types::pb::Status::decode(details) else { return Vec::new() };
+    for any in &mut body.details {
+        if any.type_url == super::status::DIAGNOSTICS_TYPE
+            && let Ok(d) = v1::Diagnostics::decode(&*any.value)
+        {
+            any.value = shrink_diagnostics(d).encode_to_vec();
+        }
+    }
+    if body.encoded_len() > MAX_DETAILS { Vec::new() } else { body.encode_to_vec() }
+}
+
+/// `all` within [`MAX_DETAILS`] less room for the status around them: each text shortened
+/// when they are too long, then the last ones dropped.
+pub fn shrink_diagnostics(mut all: v1::Diagnostics) -> v1::Diagnostics {
+    use prost::Message;
+    let room = MAX_DETAILS - 256;
+    if all.encoded_len() <= room {
+        return all;
+    }
     for d in &mut all.diagnostics {
         for text in [&mut d.message, &mut d.label, &mut d.help].into_iter().chain(d.notes.iter_mut()) {
             *text = clip(text, MAX_DETAIL_TEXT);
         }
     }
-    while all.encoded_len() > MAX_DETAILS {
+    while all.encoded_len() > room {
         all.diagnostics.pop();
     }
-    all.encode_to_vec()
+    all
 }
 
 /// A request whose strings have bounds.
@@ -313,16 +332,21 @@ mod tests {
         assert!(long.message().len() <= MAX_MESSAGE, "{}", long.message().len());
         assert!(long.message().starts_with("no run éé") && long.message().ends_with(" more bytes cut)"));
 
-        use prost::Message;
         let many = v1::Diagnostics {
             diagnostics: (0..100)
                 .map(|i| v1::Diagnostic { message: format!("problem {i}: {}", "x".repeat(2000)), ..Default::default() })
                 .collect(),
         };
-        let status = fit(Status::with_details(tonic::Code::InvalidArgument, "invalid", many.encode_to_vec().into()));
-        assert!(status.details().len() <= MAX_DETAILS, "{}", status.details().len());
-        let kept = v1::Diagnostics::decode(status.details()).unwrap().diagnostics;
+        let status = super::super::status::status(ApiError::Diagnostics {
+            message: "invalid".into(),
+            file: "p.yaml".into(),
+            diagnostics: Vec::new(),
+        });
+        assert!(super::super::status::diagnostics(&status).is_some_and(|d| d.diagnostics.is_empty()));
+        let kept = shrink_diagnostics(many).diagnostics;
         assert!(kept.len() > 5 && kept[0].message.starts_with("problem 0: xxx"), "{}", kept.len());
+        use prost::Message;
+        assert!(v1::Diagnostics { diagnostics: kept }.encoded_len() <= MAX_DETAILS);
     }
 
     #[test]

@@ -14,8 +14,8 @@ use weir_proto::v1;
 
 use weir_data::artifact::{self, Digest};
 
-use super::core::Engine;
-use super::error::ApiError;
+use crate::server::core::Engine;
+use crate::server::error::ApiError;
 
 /// Bytes per streamed chunk (gRPC's default message limit is 4 MiB).
 pub const CHUNK: usize = 256 * 1024;
@@ -42,7 +42,7 @@ pub fn download(engine: &Arc<Engine>, digest: Digest, offset: u64) -> Result<Chu
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(Status::internal(format!("read blob {digest}: {e}"))));
+                    let _ = tx.blocking_send(Err(Status::from(ApiError::Internal(format!("read blob {digest}: {e}")))));
                     break;
                 }
             }

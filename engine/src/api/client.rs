@@ -1,0 +1,238 @@
+//! The `WeirClient` gRPC service: one thin method per call, each checking its request's bounds,
+//! decoding it, calling the engine's services and encoding the answer. Pipelines and runs
+//! (submit, start, get, list) are in `client/runs.rs`, the server-streaming calls (watch, logs,
+//! artifacts) in `client/streams.rs`; the rest is short enough to live here.
+
+mod runs;
+mod streams;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+use weir_proto::v1;
+use weir_proto::v1::weir_client_server::WeirClient;
+
+use super::bounds::bounded;
+use super::convert as wire;
+use super::transfer;
+use crate::server::core::Engine;
+
+pub struct ClientApi(pub Arc<Engine>);
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl WeirClient for ClientApi {
+    async fn submit_pipeline(
+        &self,
+        req: Request<Streaming<v1::SubmitPipelineRequest>>,
+    ) -> Result<Response<v1::SubmitPipelineResponse>, Status> {
+        runs::submit_pipeline(&self.0, req).await
+    }
+
+    async fn list_pipelines(
+        &self,
+        req: Request<v1::ListPipelinesRequest>,
+    ) -> Result<Response<v1::ListPipelinesResponse>, Status> {
+        runs::list_pipelines(&self.0, req).await
+    }
+
+    async fn start_run(&self, req: Request<v1::StartRunRequest>) -> Result<Response<v1::StartRunResponse>, Status> {
+        runs::start_run(&self.0, req).await
+    }
+
+    async fn get_run(&self, req: Request<v1::GetRunRequest>) -> Result<Response<v1::GetRunResponse>, Status> {
+        runs::get_run(&self.0, req).await
+    }
+
+    async fn list_runs(&self, req: Request<v1::ListRunsRequest>) -> Result<Response<v1::ListRunsResponse>, Status> {
+        runs::list_runs(&self.0, req).await
+    }
+
+    type WatchRunStream = Stream<v1::RunEvent>;
+
+    async fn watch_run(&self, req: Request<v1::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+        streams::watch_run(&self.0, req).await
+    }
+
+    async fn cancel_run(&self, req: Request<v1::CancelRunRequest>) -> Result<Response<v1::CancelRunResponse>, Status> {
+        let r = bounded(req)?;
+        let engine = &self.0;
+        engine.cancel(&r.run_id, &r.reason)?;
+        let (record, steps, message) = engine.load_run(&r.run_id)?;
+        Ok(Response::new(v1::CancelRunResponse { run: Some(wire::run(&record, &steps, message)) }))
+    }
+
+    async fn retry_run(&self, req: Request<v1::RetryRunRequest>) -> Result<Response<v1::RetryRunResponse>, Status> {
+        let r = bounded(req)?;
+        let engine = &self.0;
+        let from = (!r.from_step.is_empty()).then_some(r.from_step.as_str());
+        let (run_id, rerun, reused) = engine.retry(&r.run_id, from, r.dry_run)?;
+        let run = match run_id {
+            Some(run_id) => {
+                tracing::info!(run = run_id, of = r.run_id, from, "retry started");
+                let (record, steps, message) = engine.load_run(&run_id)?;
+                Some(wire::run(&record, &steps, message))
+            }
+            None => None,
+        };
+        Ok(Response::new(v1::RetryRunResponse { run, rerun, reused }))
+    }
+
+    type StreamLogsStream = Stream<v1::LogChunk>;
+
+    async fn stream_logs(
+        &self,
+        req: Request<v1::StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        streams::stream_logs(&self.0, req).await
+    }
+
+    type GetArtifactStream = Stream<v1::GetArtifactResponse>;
+
+    async fn get_artifact(
+        &self,
+        req: Request<v1::GetArtifactRequest>,
+    ) -> Result<Response<Self::GetArtifactStream>, Status> {
+        streams::get_artifact(&self.0, req).await
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<v1::ListSchedulesRequest>,
+    ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
+        let r = bounded(req)?;
+        let schedules = self.0.schedule_views(&r.pipeline, chrono::Utc::now())?;
+        Ok(Response::new(v1::ListSchedulesResponse { schedules: schedules.into_iter().map(wire::schedule).collect() }))
+    }
+
+    async fn pause_schedule(
+        &self,
+        req: Request<v1::PauseScheduleRequest>,
+    ) -> Result<Response<v1::PauseScheduleResponse>, Status> {
+        let schedule = self.0.pause(&bounded(req)?.pipeline, true)?;
+        Ok(Response::new(v1::PauseScheduleResponse { schedule: Some(wire::schedule(schedule)) }))
+    }
+
+    async fn resume_schedule(
+        &self,
+        req: Request<v1::ResumeScheduleRequest>,
+    ) -> Result<Response<v1::ResumeScheduleResponse>, Status> {
+        let schedule = self.0.pause(&bounded(req)?.pipeline, false)?;
+        Ok(Response::new(v1::ResumeScheduleResponse { schedule: Some(wire::schedule(schedule)) }))
+    }
+
+    async fn backfill(&self, req: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
+        let r = bounded(req)?;
+        let ticks = self.0.request_backfill(&r.pipeline, &r.from, &r.to, r.dry_run)?;
+        Ok(Response::new(v1::BackfillResponse { ticks: ticks.into_iter().map(wire::backfill_tick).collect() }))
+    }
+
+    // Step caching: server/cache.rs.
+
+    async fn plan_run(&self, req: Request<v1::PlanRunRequest>) -> Result<Response<v1::PlanRunResponse>, Status> {
+        let r = bounded(req)?;
+        let params = r.params.into_iter().collect();
+        let (version, steps) = self.0.plan_run(wire::plan_target(r.pipeline), params, r.no_cache)?;
+        Ok(Response::new(v1::PlanRunResponse { version, steps: steps.into_iter().map(wire::planned_step).collect() }))
+    }
+
+    async fn explain_cache(
+        &self,
+        req: Request<v1::ExplainCacheRequest>,
+    ) -> Result<Response<v1::ExplainCacheResponse>, Status> {
+        let r = bounded(req)?;
+        crate::server::runs::require_run_id(&r.run_id)?;
+        Ok(Response::new(wire::explanation(self.0.explain_cache(&r.run_id, &r.step)?)))
+    }
+
+    // Tracking and lineage: server/tracking.rs.
+
+    async fn metric_history(
+        &self,
+        req: Request<v1::MetricHistoryRequest>,
+    ) -> Result<Response<v1::MetricHistoryResponse>, Status> {
+        let r = bounded(req)?;
+        Ok(Response::new(wire::metric_history(self.0.metric_history(&r.pipeline, &r.metric, &r.step, r.limit)?)))
+    }
+
+    async fn get_lineage(
+        &self,
+        req: Request<v1::GetLineageRequest>,
+    ) -> Result<Response<v1::GetLineageResponse>, Status> {
+        let r = bounded(req)?;
+        Ok(Response::new(wire::lineage(self.0.lineage(&r.target, r.down, r.depth)?)))
+    }
+
+    // The model registry: server/registry.rs.
+
+    async fn list_models(
+        &self,
+        req: Request<v1::ListModelsRequest>,
+    ) -> Result<Response<v1::ListModelsResponse>, Status> {
+        bounded(req)?;
+        let models = self.0.list_models()?.into_iter().map(wire::model_summary).collect();
+        Ok(Response::new(v1::ListModelsResponse { models }))
+    }
+
+    async fn get_model(&self, req: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
+        Ok(Response::new(wire::model(self.0.get_model(&bounded(req)?.name)?)))
+    }
+
+    async fn promote_model(
+        &self,
+        req: Request<v1::PromoteModelRequest>,
+    ) -> Result<Response<v1::PromoteModelResponse>, Status> {
+        let r = bounded(req)?;
+        let event = self.0.promote_model(&r.name, &r.alias, r.version, &r.reason)?;
+        self.0.commit()?;
+        Ok(Response::new(v1::PromoteModelResponse { event: Some(wire::alias_event(&event)) }))
+    }
+
+    async fn rollback_model(
+        &self,
+        req: Request<v1::RollbackModelRequest>,
+    ) -> Result<Response<v1::RollbackModelResponse>, Status> {
+        let r = bounded(req)?;
+        let event = self.0.rollback_model(&r.name, &r.alias, &r.reason)?;
+        self.0.commit()?;
+        Ok(Response::new(v1::RollbackModelResponse { event: Some(wire::alias_event(&event)) }))
+    }
+
+    type GetModelArtifactStream = Stream<v1::GetModelArtifactResponse>;
+
+    /// Streams a model version's file: the version first, then its bytes.
+    async fn get_model_artifact(
+        &self,
+        req: Request<v1::GetModelArtifactRequest>,
+    ) -> Result<Response<Self::GetModelArtifactStream>, Status> {
+        let r = bounded(req)?;
+        let (v, aliases) = self.0.model_file(&r.target)?;
+        let mut chunks = transfer::download(&self.0, v.digest, 0)?;
+        let head = wire::model_version(v, &aliases);
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(
+            async move {
+                let first =
+                    v1::GetModelArtifactResponse { part: Some(v1::get_model_artifact_response::Part::Version(head)) };
+                if tx.send(Ok(first)).await.is_err() {
+                    return;
+                }
+                use tokio_stream::StreamExt;
+                while let Some(c) = chunks.next().await {
+                    let msg = c.map(|c| v1::GetModelArtifactResponse {
+                        part: Some(v1::get_model_artifact_response::Part::Chunk(c.data)),
+                    });
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

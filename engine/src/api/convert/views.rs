@@ -1,0 +1,93 @@
+//! The views of runs, steps and pipelines that `GetRun`, `ListRuns`, `StartRun`, `CancelRun`,
+//! `RetryRun` and `ListPipelines` answer with, from the services' values. Pure.
+
+use weir_proto::v1;
+
+use super::{manifest, run_state, step_state, timestamp};
+use crate::server::pipelines::PipelineSummary;
+use crate::server::runs::{RunListing, step_and_matrix};
+use crate::store::{RunRecord, StepRecord, Trigger};
+use weir_core::run::{InstanceId, RunState, StepState};
+use weir_data::artifact::Manifest;
+
+/// A run record as the API shows it, with step counts from `steps`.
+pub fn run(record: &RunRecord, steps: &[StepRecord], message: String) -> v1::Run {
+    let done = steps.iter().filter(|s| s.state.is_terminal()).count();
+    v1::Run {
+        run_id: record.id.clone(),
+        pipeline: record.pipeline.clone(),
+        version: record.version.clone(),
+        state: run_state(record.state) as i32,
+        params: record
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect(),
+        created_at: Some(timestamp(record.created_at)),
+        started_at: (record.state != RunState::Queued).then(|| timestamp(record.created_at)),
+        finished_at: record.finished_at.map(timestamp),
+        message,
+        trigger: match record.trigger {
+            Trigger::Manual { .. } | Trigger::Retry { .. } => v1::Trigger::Manual,
+            Trigger::Schedule { .. } => v1::Trigger::Schedule,
+        } as i32,
+        steps_total: steps.len() as u32,
+        steps_done: done as u32,
+        scheduled_time: match record.trigger {
+            Trigger::Schedule { at: Some(at), .. } => Some(timestamp(at)),
+            _ => None,
+        },
+        backfill: matches!(record.trigger, Trigger::Schedule { backfill: true, .. }),
+        no_cache: record.no_cache,
+        retry_of: match &record.trigger {
+            Trigger::Retry { of, .. } => of.clone(),
+            _ => String::new(),
+        },
+        retry_from: match &record.trigger {
+            Trigger::Retry { from: Some(from), .. } => from.clone(),
+            _ => String::new(),
+        },
+    }
+}
+
+/// Instance `i`'s record as the API shows it, with its step's `stage` and its `outputs`.
+pub fn step(i: InstanceId, s: &StepRecord, stage: String, outputs: Option<&Manifest>) -> v1::Step {
+    let (step, matrix) = step_and_matrix(s);
+    v1::Step {
+        instance: i.0,
+        name: s.name.clone(),
+        step,
+        stage,
+        state: step_state(s.state) as i32,
+        attempt: s.attempts,
+        worker_id: s.worker.clone().unwrap_or_default(),
+        started_at: s.started_at.map(timestamp),
+        finished_at: s.finished_at.map(timestamp),
+        message: s.message.clone().unwrap_or_default(),
+        metrics: s.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        outputs: outputs.map(manifest),
+        matrix: matrix.into_iter().collect(),
+        cached: s.state == StepState::Cached,
+        cached_from: s.cached_from.clone().unwrap_or_default(),
+        cache_key: s.cache.as_ref().map(|c| c.key.clone()).unwrap_or_default(),
+    }
+}
+
+/// A listed run; one with no record shows its id (if any) and what is wrong.
+pub(crate) fn run_listing(l: RunListing) -> v1::Run {
+    match &l.record {
+        Some(record) => run(record, &l.steps, l.message),
+        None => v1::Run { run_id: l.id, message: l.message, ..Default::default() },
+    }
+}
+
+pub(crate) fn pipeline_summary(p: PipelineSummary) -> v1::PipelineSummary {
+    v1::PipelineSummary {
+        name: p.name,
+        description: p.description,
+        latest_version: p.latest_version,
+        submitted_at: p.submitted_at.map(timestamp),
+        version_count: p.version_count,
+        schedule: p.schedule,
+    }
+}

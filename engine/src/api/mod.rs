@@ -1,0 +1,94 @@
+//! The gRPC adapter: the `WeirClient` (`client`) and `WeirWorker` (`worker`) services, with
+//! health checking and reflection beside them on one router, and the bearer-token interceptor.
+//! Each handler checks its request's bounds (`bounds`), decodes it (`convert`), calls the
+//! engine's services in domain terms, and encodes the answer; every error becomes a status in
+//! one place (`status`). Blob streams are `transfer`'s. Decisions about runs, leases,
+//! schedules, the cache and the registry are never made here: they are in `crate::server` and
+//! `weir-core`.
+
+pub(crate) mod bounds;
+mod client;
+pub mod convert;
+pub mod status;
+pub(crate) mod transfer;
+mod worker;
+
+/// Token files (`weir server --token-file`), read where the wire's credentials are defined.
+pub use weir_proto::auth as tokens;
+
+use std::sync::Arc;
+
+use tonic::service::Interceptor;
+use tonic::transport::server::Router;
+use tonic::{Request, Status};
+use weir_proto::v1::weir_client_server::WeirClientServer;
+use weir_proto::v1::weir_worker_server::WeirWorkerServer;
+
+use crate::server::Engine;
+
+/// Both services for `engine`, behind their tokens (none: open), with health and reflection.
+pub(crate) async fn router(
+    engine: Arc<Engine>,
+    client_token: Option<&str>,
+    worker_token: Option<&str>,
+) -> Result<Router, String> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<WeirClientServer<client::ClientApi>>().await;
+    health.set_serving::<WeirWorkerServer<worker::WorkerApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let client =
+        WeirClientServer::with_interceptor(client::ClientApi(engine.clone()), Bearer::new(client_token, "client"));
+    let worker = WeirWorkerServer::with_interceptor(worker::WorkerApi(engine), Bearer::new(worker_token, "worker"));
+    Ok(tonic::transport::Server::builder()
+        // Every call runs in a span naming its RPC, so what `status` logs says which call failed.
+        .trace_fn(|req| tracing::info_span!("rpc", method = req.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(client)
+        .add_service(worker))
+}
+
+/// Checks `authorization: Bearer <token>` against one expected token, in constant time.
+#[derive(Clone)]
+struct Bearer {
+    /// BLAKE3 of the expected token: comparing hashes makes the check independent of where
+    /// the first differing byte is and of the token's length (`blake3::Hash` compares in
+    /// constant time).
+    expected: Option<blake3::Hash>,
+    who: &'static str,
+}
+
+impl Bearer {
+    fn new(token: Option<&str>, who: &'static str) -> Bearer {
+        Bearer { expected: token.map(|t| blake3::hash(t.as_bytes())), who }
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = self.expected else { return Ok(req) };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        match given {
+            Some(token) if blake3::hash(token.trim().as_bytes()) == expected => Ok(req),
+            Some(_) => Err(Status::unauthenticated(format!("the {} token is not valid", self.who))),
+            None => Err(Status::unauthenticated(format!(
+                "a {} token is required: send `authorization: Bearer <token>`",
+                self.who
+            ))),
+        }
+    }
+}

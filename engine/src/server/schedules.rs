@@ -1,0 +1,39 @@
+//! What clients ask of schedules: pause, resume and backfill, each made durable before it
+//! answers with domain views. When ticks fire and what a backfill starts is decided in
+//! `scheduler.rs`; this module only takes the lock, calls it and commits.
+
+use chrono::Utc;
+
+use super::core::Engine;
+use super::error::ApiError;
+use super::scheduler::{BackfillTick, ScheduleView};
+
+impl Engine {
+    /// Pauses (or resumes) a schedule and answers with its view.
+    pub(crate) fn pause(&self, pipeline: &str, paused: bool) -> Result<ScheduleView, ApiError> {
+        {
+            let mut st = self.lock();
+            self.set_paused(&mut st, pipeline, paused, Utc::now())?;
+        }
+        self.commit()?;
+        let mut views = self.schedule_views(pipeline, Utc::now())?;
+        views.pop().ok_or_else(|| self.no_schedule(pipeline))
+    }
+
+    /// Creates the runs of `pipeline`'s ticks in `[from, to]` (or, `dry_run`, says what would
+    /// happen), durably.
+    pub(crate) fn request_backfill(
+        &self,
+        pipeline: &str,
+        from: &str,
+        to: &str,
+        dry_run: bool,
+    ) -> Result<Vec<BackfillTick>, ApiError> {
+        let ticks = {
+            let mut st = self.lock();
+            self.backfill(&mut st, pipeline, from, to, dry_run, Utc::now())?
+        };
+        self.commit()?;
+        Ok(ticks)
+    }
+}
