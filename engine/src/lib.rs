@@ -7,6 +7,7 @@
 // once per problem; boxing it would cost clarity and buy nothing measurable.
 #![allow(clippy::result_large_err)]
 
+pub mod clock;
 pub mod server;
 pub mod store;
 pub mod wire;

@@ -19,7 +19,6 @@ use petgraph::graph::NodeIndex;
 use weir_proto::v1;
 
 use crate::store::{Batch, CacheEntry, CacheKey, Store, Trigger};
-use crate::wire;
 use weir_core::plan::{self, Plan, Resolved};
 use weir_core::run::{AttemptId, Effect, InstanceId, Millis, StepState};
 use weir_core::spec::{Action, Pipeline, Runtime};
@@ -314,7 +313,7 @@ impl Engine {
         let params = plan::resolve_params(&pipeline, &overrides)
             .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
         let plan = plan::plan(&pipeline, &params, "planned");
-        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), r.no_cache, wire::now())?;
+        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), r.no_cache, self.clock.now())?;
         Ok(v1::PlanRunResponse { version, steps })
     }
 

@@ -346,13 +346,13 @@ impl WeirClient for ClientApi {
             name: pipeline.name().to_string(),
             yaml: header.yaml.clone(),
             bundle_digest: bundle,
-            submitted_at: wire::now(),
+            submitted_at: engine.clock.now(),
         };
         engine.store.put_pipeline_version(&version, &record).map_err(ApiError::from)?;
         if engine.scheduling {
             {
                 let mut st = engine.lock();
-                engine.sync_schedule(&mut st, pipeline.name(), &version, chrono::Utc::now())?;
+                engine.sync_schedule(&mut st, pipeline.name(), &version, engine.clock.calendar())?;
             }
             engine.commit()?;
         }
@@ -776,7 +776,7 @@ impl WeirClient for ClientApi {
         req: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
         let r = bounded(req)?;
-        let schedules = self.0.schedule_views(&r.pipeline, chrono::Utc::now())?;
+        let schedules = self.0.schedule_views(&r.pipeline, self.0.clock.calendar())?;
         Ok(Response::new(v1::ListSchedulesResponse { schedules }))
     }
 
@@ -801,7 +801,7 @@ impl WeirClient for ClientApi {
         let engine = &self.0;
         let ticks = {
             let mut st = engine.lock();
-            engine.backfill(&mut st, &r.pipeline, &r.from, &r.to, r.dry_run, chrono::Utc::now())?
+            engine.backfill(&mut st, &r.pipeline, &r.from, &r.to, r.dry_run, engine.clock.calendar())?
         };
         engine.commit()?;
         Ok(Response::new(v1::BackfillResponse { ticks }))
@@ -882,10 +882,10 @@ impl Engine {
     fn pause(&self, pipeline: &str, paused: bool) -> Result<v1::ScheduleInfo, ApiError> {
         {
             let mut st = self.lock();
-            self.set_paused(&mut st, pipeline, paused, chrono::Utc::now())?;
+            self.set_paused(&mut st, pipeline, paused, self.clock.calendar())?;
         }
         self.commit()?;
-        let mut views = self.schedule_views(pipeline, chrono::Utc::now())?;
+        let mut views = self.schedule_views(pipeline, self.clock.calendar())?;
         views.pop().ok_or_else(|| self.no_schedule(pipeline))
     }
 }

@@ -19,12 +19,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::Instant;
 
 use crate::store::{Batch, Change, EventRecord, RunRecord, StepRecord, Store, Trigger};
-use crate::wire;
+use crate::clock::Clock;
 use weir_core::plan::{self, Plan};
 use weir_core::run::{AttemptId, Effect, Event, InstanceId, Millis, Rejected, RunMachine, RunState, StepState};
 use weir_core::spec::{Limits, Pipeline};
@@ -178,6 +179,8 @@ pub struct Engine {
     /// Ids of runs being prepared outside the state lock (see [`Engine::prepare_run`]).
     preparing: Mutex<std::collections::HashSet<String>>,
     pub(super) terms: Terms,
+    /// Where every time the engine reads comes from.
+    pub(super) clock: Clock,
     /// Wakes `Lease` long-polls when something became ready.
     pub(super) ready_signal: Notify,
     /// `(run, last event seq)` after every applied event, for `WatchRun`.
@@ -190,15 +193,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub(super) fn new(store: Store, blobs: artifact::Store, terms: Terms) -> Engine {
+    pub(super) fn new(store: Store, blobs: artifact::Store, terms: Terms, clock: Clock) -> Engine {
         let (changes, _) = broadcast::channel(1024);
         let (logs, _) = watch::channel(0);
         Engine {
             store,
             blobs,
-            state: Mutex::new(State { next_worker: wire::now().0, ..State::default() }),
+            state: Mutex::new(State { next_worker: clock.now().0, ..State::default() }),
             preparing: Mutex::default(),
             terms,
+            clock,
             ready_signal: Notify::new(),
             changes,
             logs,
@@ -270,7 +274,7 @@ impl Engine {
     ) -> Result<Prepared, ApiError> {
         let params = plan::resolve_params(&pipeline, overrides)
             .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;
-        let now = wire::now();
+        let now = self.clock.now();
         let reserved = match id {
             Some(id) => Reserved::new(self, id),
             None => self.new_run_id(pipeline.name(), now)?,
@@ -295,7 +299,7 @@ impl Engine {
             .collect();
         let mut live = Live { record, machine, plan, pipeline, bundle, steps };
         // The start, recorded here too: with every instance a root, it rewrites every step.
-        let now = wire::now();
+        let now = self.clock.now();
         let Recorded { effects, mut batch, hits } = self.record(&mut live, &run_id, Event::Start, None, now)?;
         for (i, s) in live.steps.iter().enumerate() {
             batch.put_step(&run_id, InstanceId(i as u32), s)?;
@@ -346,7 +350,7 @@ impl Engine {
         event: Event,
         outputs: Option<&Manifest>,
     ) -> Result<Vec<Effect>, ApiError> {
-        let now = wire::now();
+        let now = self.clock.now();
         self.apply_at(st, run_id, event, outputs, now)
     }
 
@@ -696,7 +700,7 @@ impl Engine {
                 steps[i.index()].name = machine.name(i).to_string();
             }
         }
-        let (instant_now, wall_now) = (Instant::now(), wire::now());
+        let (instant_now, wall_now) = (self.clock.instant(), self.clock.now());
         for i in machine.instances() {
             let Some(attempt) = machine.live_attempt(i) else { continue };
             match machine.state(i) {
@@ -734,7 +738,7 @@ impl Engine {
     pub(super) fn tick(&self) {
         let mut st = self.lock();
         self.heal(&mut st);
-        let now = Instant::now();
+        let now = self.clock.instant();
         let lost: Vec<String> = st
             .workers
             .iter()
@@ -765,7 +769,7 @@ impl Engine {
                 tracing::debug!(run, %attempt, error = %e, "lost attempt already ended");
             }
         }
-        let at = wire::now();
+        let at = self.clock.now();
         let due: Vec<String> = st
             .runs
             .iter()
@@ -780,7 +784,7 @@ impl Engine {
             }
         }
         if self.scheduling {
-            self.fire_schedules(&mut st, chrono::Utc::now());
+            self.fire_schedules(&mut st, self.clock.calendar());
         }
         let dirty = !st.unannounced.is_empty();
         drop(st);
@@ -825,7 +829,7 @@ impl Engine {
                     id: id.clone(),
                     name: name.to_string(),
                     session_hash: hash.to_hex().to_string(),
-                    registered_at: wire::now(),
+                    registered_at: self.clock.now(),
                 };
                 self.store.put_worker(&record)?;
                 self.lock().identities.insert(id.clone(), hash);
@@ -844,7 +848,7 @@ impl Engine {
             Worker {
                 name: name.to_string(),
                 session: blake3::hash(secret.as_bytes()),
-                last_seen: Instant::now(),
+                last_seen: self.clock.instant(),
                 offer,
                 held,
                 stops,
@@ -862,7 +866,7 @@ impl Engine {
     /// rewrites a step record whose stored `heard_at` is older than [`heard_refresh`] (not
     /// flushed: sled writes it within a second, and the orphan deadline allows for that lag).
     pub(super) fn heard(&self, st: &mut State, attempts: &[(String, AttemptId)]) {
-        let now = wire::now();
+        let now = self.clock.now();
         let refresh = heard_refresh(self.terms.lease_timeout).as_millis() as u64;
         let mut batch = Batch::new();
         let mut any = false;

@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub scheduling: bool,
     /// Which unfinished runs found in the store to resume.
     pub resume: Resume,
+    /// Where the engine's time comes from (tests pass a clock they move).
+    pub clock: crate::clock::Clock,
 }
 
 /// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
@@ -115,6 +117,7 @@ impl ServerConfig {
             tick: Duration::from_millis(100),
             scheduling: true,
             resume: Resume::All,
+            clock: crate::clock::Clock::system(),
         }
     }
 }
@@ -215,7 +218,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Store(crate::store::Error::Io(source)))?;
     let store = crate::store::Store::open(&db_dir)?;
     let blobs = weir_data::artifact::Store::open(&config.data_dir.join("artifacts"))?;
-    let mut engine = Engine::new(store, blobs, config.terms);
+    let mut engine = Engine::new(store, blobs, config.terms, config.clock.clone());
     engine.scheduling = config.scheduling;
     let engine = Arc::new(engine);
     let resumed = engine.recover(&config.resume).map_err(StartError::Recover)?;
@@ -223,7 +226,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         tracing::info!(resumed, "resumed unfinished runs");
     }
     if config.scheduling {
-        let schedules = engine.start_schedules(chrono::Utc::now()).map_err(StartError::Recover)?;
+        let schedules = engine.start_schedules(engine.clock.calendar()).map_err(StartError::Recover)?;
         tracing::info!(schedules, "schedules loaded");
     }
     let listener =

@@ -325,7 +325,7 @@ impl Engine {
             alias: alias.to_string(),
             from: head.aliases.get(alias).copied(),
             to,
-            at: wire::now(),
+            at: self.clock.now(),
             reason,
             refused: false,
             rollback,
@@ -467,7 +467,7 @@ steps:
         let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
         let record =
-            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: wire::now() };
+            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: e.clock.now() };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
         let params = [("rmse".to_string(), rmse.to_string())];

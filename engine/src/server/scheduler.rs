@@ -631,7 +631,7 @@ mod tests {
             name: parsed.name().to_string(),
             yaml: yaml.to_string(),
             bundle_digest: None,
-            submitted_at: wire::now(),
+            submitted_at: e.clock.now(),
         };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();

@@ -1,0 +1,129 @@
+//! The engine's one clock: every time the engine reads (a worker's last call, a lease's expiry,
+//! the run machine's `now`, a timestamp it stores, a schedule's calendar) comes from a
+//! [`Clock`] handle, never from `Instant::now` or `SystemTime::now`. It reads no files and keeps
+//! no state beyond its origin.
+//!
+//! Two readings. [`Clock::instant`] is monotonic (tokio's, so `tokio::time::pause` moves it).
+//! [`Clock::now`] is the run machine's time: the wall time when the clock was made plus the
+//! monotonic time since, so a jump of the wall clock while the engine runs moves no timer (a
+//! step timeout fires after its duration, not early); at a restart the new clock starts from
+//! the wall time again, and the stored deadlines are re-armed against it. [`Clock::calendar`]
+//! is the wall time itself, for what is defined by the calendar: schedules' cron ticks.
+//!
+//! Tests make a clock at a chosen wall time ([`Clock::at`]) and move it with
+//! [`Clock::advance`] (both readings, on top of tokio's own time) or [`Clock::jump_wall`]
+//! (the calendar only, as an operator or NTP stepping the system clock would).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use weir_core::run::Millis;
+
+/// A cheap, shared handle on the engine's time.
+#[derive(Clone, Debug)]
+pub struct Clock(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    /// The monotonic instant the clock was made at.
+    origin: Instant,
+    /// The wall time at `origin`.
+    wall0: Millis,
+    /// Whether the calendar reads the system's wall clock (else it derives, for tests).
+    system: bool,
+    /// Nanoseconds [`Clock::advance`] moved both readings by.
+    ahead: AtomicU64,
+    /// Milliseconds [`Clock::jump_wall`] moved the calendar by (a test clock only).
+    jumped: AtomicI64,
+}
+
+impl Clock {
+    /// The host's clock, anchored at the wall time now.
+    pub fn system() -> Clock {
+        Clock::make(wall(SystemTime::now()), true)
+    }
+
+    /// A clock whose time is `wall` now and moves with tokio's time and [`Clock::advance`]
+    /// only: for tests.
+    pub fn at(wall: Millis) -> Clock {
+        Clock::make(wall, false)
+    }
+
+    fn make(wall0: Millis, system: bool) -> Clock {
+        let inner = Inner { origin: Instant::now(), wall0, system, ahead: AtomicU64::new(0), jumped: AtomicI64::new(0) };
+        Clock(Arc::new(inner))
+    }
+
+    /// Monotonic now: for lease and orphan deadlines, rate limits, long-polls.
+    pub fn instant(&self) -> Instant {
+        Instant::now() + Duration::from_nanos(self.0.ahead.load(Ordering::Relaxed))
+    }
+
+    /// The run machine's now: the wall time at the origin plus the monotonic time since.
+    pub fn now(&self) -> Millis {
+        let since = self.instant().saturating_duration_since(self.0.origin);
+        self.0.wall0.plus(since)
+    }
+
+    /// The wall time, for cron ticks (the system's own on a real clock).
+    pub fn calendar(&self) -> DateTime<Utc> {
+        let millis = if self.0.system {
+            wall(SystemTime::now())
+        } else {
+            let jumped = self.0.jumped.load(Ordering::Relaxed);
+            Millis(self.now().0.saturating_add_signed(jumped))
+        };
+        DateTime::from_timestamp_millis(millis.0 as i64).unwrap_or_default()
+    }
+
+    /// Moves both readings forward by `d` (tests; tokio's paused time does the same).
+    pub fn advance(&self, d: Duration) {
+        self.0.ahead.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Steps the wall clock by `ms` milliseconds (negative: back) without moving monotonic
+    /// time, as someone setting the system clock would; only a test clock's calendar moves.
+    pub fn jump_wall(&self, ms: i64) {
+        self.0.jumped.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::system()
+    }
+}
+
+fn wall(at: SystemTime) -> Millis {
+    Millis(at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_moves_every_reading_and_a_wall_jump_only_the_calendar() {
+        let clock = Clock::at(Millis(1_000_000));
+        let start = clock.instant();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(clock.now(), Millis(1_005_000), "tokio's paused time moves the machine's now");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now(), Millis(1_006_000));
+        assert_eq!(clock.instant() - start, Duration::from_secs(6));
+        clock.jump_wall(3_600_000);
+        assert_eq!(clock.now(), Millis(1_006_000), "a wall jump moves no timer");
+        assert_eq!(clock.calendar().timestamp_millis(), 4_606_000, "but moves the calendar");
+    }
+
+    #[test]
+    fn the_system_clock_starts_at_the_wall_time() {
+        let before = wall(SystemTime::now());
+        let clock = Clock::system();
+        assert!(clock.now() >= before && clock.now().0 < before.0 + 60_000);
+        assert!(clock.calendar().timestamp_millis() as u64 >= before.0);
+    }
+}
