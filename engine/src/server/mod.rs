@@ -30,6 +30,8 @@ mod registry;
 mod scheduler;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod timing_tests;
 pub use weir_proto::auth as tokens;
 mod tracking;
 mod transfer;
