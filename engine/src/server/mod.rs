@@ -177,6 +177,12 @@ impl Server {
         &self.engine
     }
 
+    /// Fires what is due now (lost workers, unclaimed orphans, timers, schedules) without
+    /// waiting for the periodic tick: for tests that move the server's clock.
+    pub fn tick(&self) {
+        self.engine.tick()
+    }
+
     /// Stops accepting calls, ends open streams and timers, and waits for them. The data
     /// folder is unlocked once the returned future completes and the last handle is dropped.
     pub async fn shutdown(self) {
