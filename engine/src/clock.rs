@@ -53,7 +53,8 @@ impl Clock {
     }
 
     fn make(wall0: Millis, system: bool) -> Clock {
-        let inner = Inner { origin: Instant::now(), wall0, system, ahead: AtomicU64::new(0), jumped: AtomicI64::new(0) };
+        let inner =
+            Inner { origin: Instant::now(), wall0, system, ahead: AtomicU64::new(0), jumped: AtomicI64::new(0) };
         Clock(Arc::new(inner))
     }
 

@@ -328,7 +328,8 @@ async fn a_worker_cut_off_in_a_long_poll_is_lost_after_the_lease_timeout() {
     pass(&s, &clock, 500);
     // Its poll ends by itself (at half the lease timeout, 400 ms), with nothing; by then it
     // last spoke more than a lease timeout ago, and the poll's end is no sign of life.
-    let ended = tokio::time::timeout(Duration::from_secs(10), poll).await.expect("a long-poll outlived the lease timeout");
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), poll).await.expect("a long-poll outlived the lease timeout");
     assert_eq!(ended.unwrap().unwrap().into_inner().assignment, None);
     s.tick();
     let alive = register(&mut w).await;

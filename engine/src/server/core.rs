@@ -24,8 +24,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
-use crate::store::{Batch, Change, EventRecord, RunRecord, StepRecord, Store, Trigger};
 use crate::clock::Clock;
+use crate::store::{Batch, Change, EventRecord, RunRecord, StepRecord, Store, Trigger};
 use weir_core::plan::{self, Plan};
 use weir_core::run::{AttemptId, Effect, Event, InstanceId, Millis, Rejected, RunMachine, RunState, StepState};
 use weir_core::spec::{Limits, Pipeline};

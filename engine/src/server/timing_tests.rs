@@ -30,7 +30,8 @@ steps:
 
 fn start(e: &Engine, yaml: &str) -> String {
     let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap();
-    let version = PipelineVersion { name: parsed.name().into(), yaml: yaml.into(), bundle_digest: None, submitted_at: T0 };
+    let version =
+        PipelineVersion { name: parsed.name().into(), yaml: yaml.into(), bundle_digest: None, submitted_at: T0 };
     e.store.put_pipeline_version("v1", &version).unwrap();
     let run = e.create_run(&mut e.lock(), "v1", &[], Trigger::Manual { user: None }, false, None).unwrap();
     e.commit().unwrap();
