@@ -21,9 +21,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use crate::spec::Schedule;
 
 mod machine;
-pub use machine::{
-    BackfillQueue, Decision, Machine, Outcome, Pass, Plan, Runs, SkippedTicks, Ticks, instant, millis,
-};
+pub use machine::{BackfillQueue, Decision, Machine, Outcome, Pass, Plan, Runs, SkippedTicks, Ticks, instant, millis};
 
 /// The most missed ticks counted after downtime; beyond it they are reported as "more".
 pub const MAX_COUNTED: usize = 100_000;
