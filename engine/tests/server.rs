@@ -101,8 +101,9 @@ impl std::ops::DerefMut for W {
 
 /// A server on `dir` whose clock the test moves, with that clock.
 async fn timed(dir: &std::path::Path) -> (Server, Clock) {
-    let cfg = config(dir);
-    let clock = cfg.clock.clone();
+    let mut cfg = config(dir);
+    let clock = Clock::at(Clock::system().now()); // moved by the test alone, never resynced
+    cfg.clock = clock.clone();
     (server::start(cfg).await.unwrap(), clock)
 }
 

@@ -738,6 +738,14 @@ impl Engine {
     pub(super) fn tick(&self) {
         let mut st = self.lock();
         self.heal(&mut st);
+        // The machine's clock follows a wall clock that was set (or a host back from suspend)
+        // only while no run has a timer armed on it: an armed timeout never fires early.
+        if self.clock.drifted()
+            && st.runs.values().all(|l| l.machine.next_wakeup().is_none())
+            && let Some(by) = self.clock.resync()
+        {
+            tracing::info!(ms = by, "the wall clock moved; the engine's clock follows it");
+        }
         let now = self.clock.instant();
         let lost: Vec<String> = st
             .workers

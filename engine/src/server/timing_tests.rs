@@ -121,6 +121,13 @@ async fn a_forward_jump_of_the_wall_clock_does_not_fire_a_step_timeout_early() {
     assert_eq!(step(&e, &run), (StepState::Running, 1), "10 s of a 20 s timeout passed, not an hour");
     pass(&e, 10).await;
     assert_eq!(step(&e, &run), (StepState::Pending, 0), "timed out after its 20 s");
+    assert!(clock.now().0 < T0.0 + 60_000, "the retry's backoff is armed: the clock keeps to monotonic time");
+    pass(&e, 10).await;
+    assert_eq!(step(&e, &run), (StepState::Ready, 2), "the backoff took its 10 s");
+    // No timer is armed now: the engine's clock follows the wall clock again, so new times
+    // and timestamps are the wall's.
+    e.tick();
+    assert!(clock.now().0 >= T0.0 + 3_630_000, "resynced: {}", clock.now());
 }
 
 /// A deadline stored before a restart still holds after it, re-armed against the new clock:
