@@ -488,17 +488,17 @@ impl Engine {
             _ => None,
         };
         let hits = self.cache_lookups(live, &effects, current, &mut touched, now);
-        if let (Event::Succeeded { attempt, .. }, Some(m)) = (&event, outputs)
-            && live.steps[attempt.instance.index()].state == StepState::Succeeded
+        let ended = match (&event, outputs) {
+            (Event::Succeeded { attempt, .. }, Some(m)) => Some((attempt.instance, m, StepState::Succeeded)),
+            (Event::Cached { attempt, .. }, Some(m)) => Some((attempt.instance, m, StepState::Cached)),
+            _ => None,
+        };
+        if let Some((instance, outputs, state)) = ended
+            && live.steps[instance.index()].state == state
         {
-            self.on_succeeded(live, attempt.instance, m, &mut batch, now)?;
-        }
-        if let (Event::Cached { attempt, .. }, Some(m)) = (&event, outputs)
-            && live.steps[attempt.instance.index()].state == StepState::Cached
-        {
-            // Its outputs are a copy of an earlier run's: index them under this run as well, so
-            // lineage walks this run's own chain and `--down` sees what it took.
-            self.record_lineage(live, attempt.instance, m, &mut batch, now)?;
+            let cached = state == StepState::Cached;
+            let success = super::mlops::Success { live, instance, outputs, now, cached };
+            self.on_succeeded(&success, &mut batch)?;
         }
         if matches!(event, Event::Start) {
             live.record.state = live.machine.run_state();
