@@ -214,6 +214,22 @@ mod tests {
         let both = r#"{"stream":"stdout","at":1,"text":"a","hex":"61"}"#;
         assert!(serde_json::from_str::<LogChunk>(both).is_err());
     }
+
+    #[test]
+    fn a_schedule_record_keeps_its_stored_layout_with_the_machines_ticks_inline() {
+        // As written before the schedule machine named its state: the fields at the top level.
+        let stored = r#"{"pipeline":"p","version":"v","cron":"0 * * * *","timezone":"UTC","cursor":5,
+            "last_tick":4,"last_run":"p-r","paused":true,
+            "skipped":[{"first":1,"last":2,"count":2,"reason":"paused"}],
+            "backfill":{"from":1,"to":3,"next":0}}"#;
+        let r: ScheduleRecord = serde_json::from_str(stored).unwrap();
+        assert_eq!((r.ticks.cursor, r.ticks.last_tick, r.ticks.paused), (Millis(5), Some(Millis(4)), true));
+        assert_eq!(r.ticks.skipped[0].count, 2);
+        assert_eq!(r.ticks.backfill.as_ref().map(|q| (q.to, q.catchup)), Some((Millis(3), false)));
+        let again: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(again["cursor"], 5, "written flat as before: {again}");
+        assert_eq!(serde_json::from_value::<ScheduleRecord>(again).unwrap(), r);
+    }
 }
 
 /// `schedules`: the schedule of one pipeline, keyed by pipeline name: which version it fires,
