@@ -1,6 +1,8 @@
 //! The scheduler: fires every stored pipeline's `schedule:` from the engine's periodic tick, in
-//! `weir server` only (`weir run` never fires schedules). The rules of time (next ticks, missed
-//! ticks, run ids) are the pure [`weir_core::schedule`] module; this file decides and records.
+//! `weir server` only (`weir run` never fires schedules). What to do with each tick (fire,
+//! skip, queue, replace, catch up) is decided by the pure [`weir_core::schedule::Machine`];
+//! this file is the loop that performs its decisions: it looks up the runs the machine asks
+//! about, starts and cancels runs, and stores the record.
 //!
 //! Exactly once per tick: a tick's run id is derived from the pipeline and the tick
 //! ([`schedule::run_id`]), the run is created and made durable first, and only then does the
@@ -9,7 +11,7 @@
 //! fire anything until it passes the cursor again; one that jumps forward is downtime, handled
 //! by `catchup`.
 //!
-//! The record (`schedules` tree, [`ScheduleRecord`]) holds the cursor (every tick at or before
+//! The record (`schedules` tree, [`ScheduleRecord`], the machine's [`Ticks`] inline) holds the cursor (every tick at or before
 //! it is decided), the last started tick and run, pause, the recent skipped ticks with their
 //! reasons, and a backfill in progress. Re-submitting a pipeline first decides its old
 //! schedule's ticks up to now, then switches: an unchanged expression and zone keep the cursor,
