@@ -1,10 +1,11 @@
 //! The schedule machine: what a schedule does with its ticks, as the run machine does for a
 //! run's steps. Given a schedule's [`Ticks`] (its cursor, last run, skipped ticks, queue), the
 //! instant `now` and what the caller knows of the pipeline's runs ([`Runs`]), it decides which
-//! ticks fire, which are found already started, which are skipped (and why: `catchup`, `max_catchup`,
-//! `concurrency: forbid`, a pause) and which are queued to run one at a time; the caller performs
-//! the starts and cancels and reports how each went, and the machine records the outcome. It
-//! reads no clock and no store, so every rule is tested against fixed instants and runs.
+//! ticks fire, which are found already started, which are skipped (and why: `catchup`,
+//! `max_catchup`, `concurrency: forbid`, a pause) and which are queued to run one at a time;
+//! the caller performs the starts and cancels and reports how each went, and the machine
+//! records the outcome. It reads no clock and no store, so every rule is tested against fixed
+//! instants and runs.
 //!
 //! One pass over the ticks due at `now` is [`Machine::pass`] (the ticks in `(cursor, now]`),
 //! [`Pass::candidates`] (the run ids the caller looks up), [`Machine::decide`] (the

@@ -11,9 +11,9 @@
 //! fire anything until it passes the cursor again; one that jumps forward is downtime, handled
 //! by `catchup`.
 //!
-//! The record (`schedules` tree, [`ScheduleRecord`], the machine's [`Ticks`] inline) holds the cursor (every tick at or before
-//! it is decided), the last started tick and run, pause, the recent skipped ticks with their
-//! reasons, and a backfill in progress. Re-submitting a pipeline first decides its old
+//! The record (`schedules` tree, [`ScheduleRecord`], the machine's [`Ticks`] inline) holds
+//! the cursor (every tick at or before it is decided), the last started tick and run, pause,
+//! the recent skipped ticks with their reasons, and a backfill in progress. Re-submitting a pipeline first decides its old
 //! schedule's ticks up to now, then switches: an unchanged expression and zone keep the cursor,
 //! a changed one fires from now, a removed one is forgotten. No tick is fired twice or lost at
 //! the switch.
