@@ -312,7 +312,7 @@ fn cache_section(
         Ok(b) => b,
         Err(e) => return format!("{header}  cannot bundle {}: {e}\n", folder.display()),
     };
-    let now = weir_engine::time::now();
+    let now = weir_engine::time::millis(std::time::SystemTime::now());
     match weir_engine::server::predict_cache(&store, &pipeline, &plan, Some(bundle.digest()), no_cache, now) {
         Ok(steps) => {
             let steps: Vec<_> = steps.into_iter().map(weir_engine::api::convert::planned_step).collect();

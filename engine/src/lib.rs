@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod clock;
 pub mod server;
 pub mod store;
 pub mod time;

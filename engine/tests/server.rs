@@ -11,6 +11,7 @@ use prost::Message;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
+use weir_engine::clock::Clock;
 use weir_engine::server::{self, Server, ServerConfig, Terms};
 use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
@@ -96,6 +97,20 @@ impl std::ops::DerefMut for W {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.client
     }
+}
+
+/// A server on `dir` whose clock the test moves, with that clock.
+async fn timed(dir: &std::path::Path) -> (Server, Clock) {
+    let mut cfg = config(dir);
+    let clock = Clock::at(Clock::system().now()); // moved by the test alone, never resynced
+    cfg.clock = clock.clone();
+    (server::start(cfg).await.unwrap(), clock)
+}
+
+/// Moves the server's clock by `ms` and lets it fire what is due.
+fn pass(s: &Server, clock: &Clock, ms: u64) {
+    clock.advance(Duration::from_millis(ms));
+    s.tick();
 }
 
 async fn clients(s: &Server) -> (WeirClientClient<Channel>, W) {
@@ -267,15 +282,16 @@ async fn a_run_flows_through_lease_report_and_inputs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_worker_is_lost_its_step_redispatched_and_its_late_report_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let s = server::start(config(dir.path())).await.unwrap();
+    let (s, clock) = timed(dir.path()).await;
     let (mut c, mut w) = clients(&s).await;
     submit(&mut c, TWO_STEPS).await.unwrap();
     let run = start(&mut c, "two", &[]).await;
     let dead = register(&mut w).await;
     let a1 = lease(&mut w, &dead).await.unwrap();
-    // `dead` never heartbeats again; a second worker keeps polling.
+    // `dead` never heartbeats again: silent past the lease timeout (800 ms), it is lost.
+    pass(&s, &clock, 900);
     let alive = register(&mut w).await;
-    let a2 = lease_when_ready(&mut w, &alive).await;
+    let a2 = lease(&mut w, &alive).await.expect("the step is offered again");
     assert_eq!(a2.instance_name, "make");
     assert_eq!(a2.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2);
     let late = w.report(outcome(ok(&[], None), &alive, &a1)).await.unwrap_err();
@@ -295,7 +311,7 @@ async fn a_worker_cut_off_in_a_long_poll_is_lost_after_the_lease_timeout() {
     // heartbeating again). It must be lost a lease timeout (800 ms) after it last spoke, not
     // when its poll ends (up to max_wait, 5 s, plus a lease timeout, before the fix).
     let dir = tempfile::tempdir().unwrap();
-    let s = server::start(config(dir.path())).await.unwrap();
+    let (s, clock) = timed(dir.path()).await;
     let (mut c, mut w) = clients(&s).await;
     submit(&mut c, TWO_STEPS).await.unwrap();
     let run = start(&mut c, "two", &[]).await;
@@ -307,16 +323,19 @@ async fn a_worker_cut_off_in_a_long_poll_is_lost_after_the_lease_timeout() {
         free: 1,
         wait: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
     };
-    let spoke = std::time::Instant::now();
     let poll = tokio::spawn(async move { polling.lease(req).await });
+    // 500 ms pass on the server's clock while it polls: a polling worker is not lost.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pass(&s, &clock, 500);
+    // Its poll ends by itself (at half the lease timeout, 400 ms), with nothing; by then it
+    // last spoke more than a lease timeout ago, and the poll's end is no sign of life.
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), poll).await.expect("a long-poll outlived the lease timeout");
+    assert_eq!(ended.unwrap().unwrap().into_inner().assignment, None);
+    s.tick();
     let alive = register(&mut w).await;
-    let a2 = lease_when_ready(&mut w, &alive).await;
-    let lost_after = spoke.elapsed();
+    let a2 = lease(&mut w, &alive).await.expect("lost as its poll ended: the step is offered again");
     assert_eq!(a2.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2, "{a2:?}");
-    assert!(lost_after < Duration::from_millis(2500), "lost {lost_after:?} after its last call");
-    // Its poll ended by itself (at half the lease timeout), with nothing.
-    assert!(poll.is_finished(), "a long-poll outlived the lease timeout");
-    assert_eq!(poll.await.unwrap().unwrap().into_inner().assignment, None);
     let late = w.report(outcome(ok(&[], None), &cut, &a1)).await.unwrap_err();
     assert_eq!(late.code(), Code::NotFound, "the lost worker must register again: {late:?}");
     let (_, steps) = run_state(&mut c, &run).await;
@@ -341,7 +360,7 @@ async fn a_restart_resumes_runs_and_a_worker_keeps_the_step_it_was_running() {
     s.shutdown().await;
 
     let session = w.session();
-    let s = server::start(config(dir.path())).await.unwrap();
+    let (s, clock) = timed(dir.path()).await;
     let (mut c, mut w) = clients(&s).await;
     w.set_session(&session);
     let hb = v1::HeartbeatRequest { worker_id: id.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
@@ -368,7 +387,7 @@ async fn a_restart_resumes_runs_and_a_worker_keeps_the_step_it_was_running() {
     assert!(resp.stop.is_empty(), "the running attempt is re-adopted, not stopped: {resp:?}");
     // Past the lease timeout, still heartbeating: no second attempt appears.
     for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        pass(&s, &clock, 200);
         let hb = v1::HeartbeatRequest { worker_id: id2.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
         w.heartbeat(hb).await.unwrap();
     }
@@ -391,10 +410,12 @@ async fn an_unclaimed_attempt_after_a_restart_runs_again() {
     let id = register(&mut w).await;
     let a = lease(&mut w, &id).await.unwrap();
     s.shutdown().await;
-    let s = server::start(config(dir.path())).await.unwrap();
+    let (s, clock) = timed(dir.path()).await;
     let (mut c, mut w) = clients(&s).await;
+    // Unclaimed past its deadline (a lease timeout and the stored time's lag: 2 s).
+    pass(&s, &clock, 2100);
     let id = register(&mut w).await;
-    let again = lease_when_ready(&mut w, &id).await;
+    let again = lease(&mut w, &id).await.expect("the orphan is offered again");
     assert_eq!(again.instance_name, "make");
     assert_eq!(again.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2);
     assert_eq!(w.report(outcome(ok(&[], None), &id, &a)).await.unwrap_err().code(), Code::FailedPrecondition);
@@ -589,7 +610,7 @@ async fn messages(c: &mut WeirClientClient<Channel>, run: &str) -> Vec<(String, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_follows_labels_runtimes_and_free_resources_and_says_why_a_step_waits() {
     let dir = tempfile::tempdir().unwrap();
-    let s = server::start(config(dir.path())).await.unwrap();
+    let (s, clock) = timed(dir.path()).await;
     let (mut c, mut w) = clients(&s).await;
     let yaml = "name: place
 steps:
@@ -633,7 +654,7 @@ steps:
     // A worker that is lost takes its offer with it.
     let got = messages(&mut c, &run).await;
     assert_eq!(got[3].1, waiting("no worker runs docker steps"));
-    tokio::time::sleep(Duration::from_millis(1500)).await; // both silent past the lease timeout
+    pass(&s, &clock, 1500); // both silent past the lease timeout
     assert_eq!(messages(&mut c, &run).await[3].1, none);
     s.shutdown().await;
 }
@@ -805,7 +826,13 @@ async fn a_worker_cannot_report_upload_log_or_claim_for_another_workers_attempt(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_storm_cannot_postpone_an_orphans_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    let s = server::start(config(dir.path())).await.unwrap(); // lease timeout 800 ms
+    let t0 = Clock::system().now();
+    let at = |ms: u64| {
+        let mut c = config(dir.path()); // lease timeout 800 ms
+        c.clock = Clock::at(weir_core::run::Millis(t0.0 + ms));
+        c
+    };
+    let s = server::start(at(0)).await.unwrap();
     let (mut c, mut w) = clients(&s).await;
     submit(&mut c, TWO_STEPS).await.unwrap();
     let run = start(&mut c, "two", &[]).await;
@@ -818,10 +845,10 @@ async fn a_restart_storm_cannot_postpone_an_orphans_deadline() {
     // (heard + 800 ms + the 1.2 s allowed for the stored time's lag) passes all the same.
     let mut requeued = None;
     for restart in 0..40 {
-        let s = server::start(config(dir.path())).await.unwrap();
+        let s = server::start(at(300 * restart)).await.unwrap();
         let (_, mut w) = clients(&s).await;
         let id = register(&mut w).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.tick();
         if let Some(b) = lease_now(&mut w, &id).await {
             requeued = Some((restart, b));
         }
@@ -831,6 +858,7 @@ async fn a_restart_storm_cannot_postpone_an_orphans_deadline() {
         }
     }
     let (restart, b) = requeued.expect("the orphan was never re-queued while the engine kept restarting");
+    assert!(restart <= 9, "re-queued only after {restart} restarts, 300 ms of its clock apart: its deadline is 2 s");
     assert_eq!(b.instance_name, "make");
     assert_eq!(b.attempt.unwrap().attempt.unwrap().number, 2, "a new attempt, after {restart} restarts");
     let s = server::start(config(dir.path())).await.unwrap();
@@ -845,7 +873,7 @@ async fn a_restart_storm_cannot_postpone_an_orphans_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_an_old_lease_claimable_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let s = server::start(config(dir.path())).await.unwrap();
+    let (s, clock) = timed(dir.path()).await;
     let (mut c, mut w) = clients(&s).await;
     submit(&mut c, TWO_STEPS).await.unwrap();
     start(&mut c, "two", &[]).await;
@@ -855,11 +883,13 @@ async fn heartbeats_keep_an_old_lease_claimable_after_a_restart() {
     // 3 s of heartbeats: longer than the deadline a lease alone would give (2 s).
     for _ in 0..15 {
         assert!(w.heartbeat(hb.clone()).await.unwrap().into_inner().stop.is_empty());
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        pass(&s, &clock, 200);
     }
     let session = w.session();
     s.shutdown().await;
-    let s = server::start(config(dir.path())).await.unwrap();
+    let mut cfg = config(dir.path());
+    cfg.clock = Clock::at(clock.now()); // the restart comes 3 s after the lease
+    let s = server::start(cfg).await.unwrap();
     let (mut c, mut w) = clients(&s).await;
     let again = v1::RegisterRequest {
         capacity: 4,
@@ -881,7 +911,7 @@ async fn heartbeats_keep_an_old_lease_claimable_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_worker_back_under_its_identity_may_upload_its_old_attempts_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let s = server::start(config(dir.path())).await.unwrap(); // lease timeout 800 ms
+    let (s, clock) = timed(dir.path()).await; // lease timeout 800 ms
     let (mut c, mut w) = clients(&s).await;
     submit(&mut c, TWO_STEPS).await.unwrap();
     let run = start(&mut c, "two", &[]).await;
@@ -890,9 +920,10 @@ async fn a_lost_worker_back_under_its_identity_may_upload_its_old_attempts_logs(
     w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &id, &a)).await.unwrap();
     let session = w.session();
     // Silent past the lease timeout: lost, and attempt 2 is offered.
+    pass(&s, &clock, 900);
     let (_, mut other) = clients(&s).await;
     let other_id = register(&mut other).await;
-    let b = lease_when_ready(&mut other, &other_id).await;
+    let b = lease(&mut other, &other_id).await.expect("the step is offered again");
     assert_eq!(b.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2);
 
     let again = v1::RegisterRequest {

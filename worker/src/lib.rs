@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod checkout;
+pub mod clock;
 pub mod gpu;
 pub mod runtime;
 pub mod wire;

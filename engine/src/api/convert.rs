@@ -211,7 +211,8 @@ pub fn from_metrics(m: &std::collections::HashMap<String, f64>) -> BTreeMap<Stri
 /// A schedule view as `ListSchedules` and pause/resume answer.
 pub(crate) fn schedule(v: ScheduleView) -> v1::ScheduleInfo {
     let r = v.record;
-    let backfill = r.backfill.as_ref().map(|q| v1::BackfillProgress {
+    let t = &r.ticks;
+    let backfill = t.backfill.as_ref().map(|q| v1::BackfillProgress {
         from: Some(timestamp(q.from)),
         to: Some(timestamp(q.to)),
         remaining: v.backfill_left,
@@ -229,12 +230,12 @@ pub(crate) fn schedule(v: ScheduleView) -> v1::ScheduleInfo {
             Concurrency::Forbid => v1::Concurrency::Forbid,
             Concurrency::Replace => v1::Concurrency::Replace,
         } as i32,
-        paused: r.paused,
+        paused: t.paused,
         next_fires: v.next_fires.into_iter().map(timestamp).collect(),
-        last_tick: r.last_tick.map(timestamp),
-        last_run_id: r.last_run.clone().unwrap_or_default(),
+        last_tick: t.last_tick.map(timestamp),
+        last_run_id: t.last_run.clone().unwrap_or_default(),
         last_run_state: v.last_run_state.map_or(v1::RunState::Unspecified, run_state) as i32,
-        skipped: r
+        skipped: t
             .skipped
             .iter()
             .map(|k| v1::SkippedTicks {

@@ -127,12 +127,15 @@ fn rich(code: Code, message: String, details: Vec<prost_types::Any>) -> Status {
 }
 
 /// A short id that ties a caller's error to its log line: unique within a server's life and
-/// unlikely to repeat across restarts.
+/// unlikely to repeat across restarts (the standard library's per-process random hash keys
+/// seed it; no clock is read).
 fn error_id() -> String {
+    use std::hash::BuildHasher;
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let seed = format!("{}:{}:{n}", std::process::id(), crate::time::now().0);
-    blake3::hash(seed.as_bytes()).to_hex()[..12].to_string()
+    let seed = KEYS.get_or_init(Default::default).hash_one((std::process::id(), n));
+    blake3::hash(&seed.to_le_bytes()).to_hex()[..12].to_string()
 }
 
 /// weir's diagnostics in a status's details: a detail of the `google.rpc.Status` there, or

@@ -149,7 +149,7 @@ impl WeirWorker for WorkerApi {
                 .into_iter()
                 .map(|c| LogChunk {
                     stream: if c.stream == v1::LogStream::Stderr as i32 { Stream::Stderr } else { Stream::Stdout },
-                    at: wire::from_timestamp(c.time.as_ref()).unwrap_or_else(crate::time::now),
+                    at: wire::from_timestamp(c.time.as_ref()).unwrap_or_else(|| self.0.clock.now()),
                     data: c.data,
                 })
                 .collect();

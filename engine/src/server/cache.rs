@@ -367,7 +367,7 @@ impl Engine {
         let params = plan::resolve_params(&pipeline, &overrides)
             .map_err(|diags| self.params_error(&version, pipeline.name(), diags))?;
         let plan = plan::plan(&pipeline, &params, "planned");
-        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), no_cache, crate::time::now())?;
+        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), no_cache, self.clock.now())?;
         Ok((version, steps))
     }
 

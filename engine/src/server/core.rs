@@ -19,10 +19,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::store::{Batch, Change, EventRecord, RunRecord, StepRecord, Store, Trigger};
 use weir_core::plan::{self, Plan};
 use weir_core::run::{AttemptId, Effect, Event, InstanceId, Millis, Rejected, RunMachine, RunState, StepState};
@@ -177,6 +179,8 @@ pub struct Engine {
     /// Ids of runs being prepared outside the state lock (see [`Engine::prepare_run`]).
     preparing: Mutex<std::collections::HashSet<String>>,
     pub(crate) terms: Terms,
+    /// Where every time the engine reads comes from.
+    pub(crate) clock: Clock,
     /// Wakes `Lease` long-polls when something became ready.
     pub(crate) ready_signal: Notify,
     /// `(run, last event seq)` after every applied event, for `WatchRun`.
@@ -189,15 +193,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(store: Store, blobs: artifact::Store, terms: Terms) -> Engine {
+    pub(crate) fn new(store: Store, blobs: artifact::Store, terms: Terms, clock: Clock) -> Engine {
         let (changes, _) = broadcast::channel(1024);
         let (logs, _) = watch::channel(0);
         Engine {
             store,
             blobs,
-            state: Mutex::new(State { next_worker: crate::time::now().0, ..State::default() }),
+            state: Mutex::new(State { next_worker: clock.now().0, ..State::default() }),
             preparing: Mutex::default(),
             terms,
+            clock,
             ready_signal: Notify::new(),
             changes,
             logs,
@@ -269,7 +274,7 @@ impl Engine {
     ) -> Result<Prepared, ApiError> {
         let params = plan::resolve_params(&pipeline, overrides)
             .map_err(|diags| self.params_error(version, pipeline.name(), diags))?;
-        let now = crate::time::now();
+        let now = self.clock.now();
         let reserved = match id {
             Some(id) => Reserved::new(self, id),
             None => self.new_run_id(pipeline.name(), now)?,
@@ -298,7 +303,7 @@ impl Engine {
             .collect();
         let mut live = Live { record, machine, plan, pipeline, bundle, steps };
         // The start, recorded here too: with every instance a root, it rewrites every step.
-        let now = crate::time::now();
+        let now = self.clock.now();
         let Recorded { effects, mut batch, hits } = self.record(&mut live, &run_id, Event::Start, None, now)?;
         for (i, s) in live.steps.iter().enumerate() {
             batch.put_step(&run_id, InstanceId(i as u32), s)?;
@@ -349,7 +354,7 @@ impl Engine {
         event: Event,
         outputs: Option<&Manifest>,
     ) -> Result<Vec<Effect>, ApiError> {
-        let now = crate::time::now();
+        let now = self.clock.now();
         self.apply_at(st, run_id, event, outputs, now)
     }
 
@@ -487,17 +492,17 @@ impl Engine {
             _ => None,
         };
         let hits = self.cache_lookups(live, &effects, current, &mut touched, now);
-        if let (Event::Succeeded { attempt, .. }, Some(m)) = (&event, outputs)
-            && live.steps[attempt.instance.index()].state == StepState::Succeeded
+        let ended = match (&event, outputs) {
+            (Event::Succeeded { attempt, .. }, Some(m)) => Some((attempt.instance, m, StepState::Succeeded)),
+            (Event::Cached { attempt, .. }, Some(m)) => Some((attempt.instance, m, StepState::Cached)),
+            _ => None,
+        };
+        if let Some((instance, outputs, state)) = ended
+            && live.steps[instance.index()].state == state
         {
-            self.on_succeeded(live, attempt.instance, m, &mut batch, now)?;
-        }
-        if let (Event::Cached { attempt, .. }, Some(m)) = (&event, outputs)
-            && live.steps[attempt.instance.index()].state == StepState::Cached
-        {
-            // Its outputs are a copy of an earlier run's: index them under this run as well, so
-            // lineage walks this run's own chain and `--down` sees what it took.
-            self.record_lineage(live, attempt.instance, m, &mut batch, now)?;
+            let cached = state == StepState::Cached;
+            let success = super::mlops::Success { live, instance, outputs, now, cached };
+            self.on_succeeded(&success, &mut batch)?;
         }
         if matches!(event, Event::Start) {
             live.record.state = live.machine.run_state();
@@ -699,7 +704,7 @@ impl Engine {
                 steps[i.index()].name = machine.name(i).to_string();
             }
         }
-        let (instant_now, wall_now) = (Instant::now(), crate::time::now());
+        let (instant_now, wall_now) = (self.clock.instant(), self.clock.now());
         for i in machine.instances() {
             let Some(attempt) = machine.live_attempt(i) else { continue };
             match machine.state(i) {
@@ -737,7 +742,15 @@ impl Engine {
     pub(crate) fn tick(&self) {
         let mut st = self.lock();
         self.heal(&mut st);
-        let now = Instant::now();
+        // The machine's clock follows a wall clock that was set (or a host back from suspend)
+        // only while no run has a timer armed on it: an armed timeout never fires early.
+        if self.clock.drifted()
+            && st.runs.values().all(|l| l.machine.next_wakeup().is_none())
+            && let Some(by) = self.clock.resync()
+        {
+            tracing::info!(ms = by, "the wall clock moved; the engine's clock follows it");
+        }
+        let now = self.clock.instant();
         let lost: Vec<String> = st
             .workers
             .iter()
@@ -768,7 +781,7 @@ impl Engine {
                 tracing::debug!(run, %attempt, error = %e, "lost attempt already ended");
             }
         }
-        let at = crate::time::now();
+        let at = self.clock.now();
         let due: Vec<String> = st
             .runs
             .iter()
@@ -783,7 +796,7 @@ impl Engine {
             }
         }
         if self.scheduling {
-            self.fire_schedules(&mut st, chrono::Utc::now());
+            self.fire_schedules(&mut st, self.clock.calendar());
         }
         let dirty = !st.unannounced.is_empty();
         drop(st);
@@ -828,7 +841,7 @@ impl Engine {
                     id: id.clone(),
                     name: name.to_string(),
                     session_hash: hash.to_hex().to_string(),
-                    registered_at: crate::time::now(),
+                    registered_at: self.clock.now(),
                 };
                 self.store.put_worker(&record)?;
                 self.lock().identities.insert(id.clone(), hash);
@@ -847,7 +860,7 @@ impl Engine {
             Worker {
                 name: name.to_string(),
                 session: blake3::hash(secret.as_bytes()),
-                last_seen: Instant::now(),
+                last_seen: self.clock.instant(),
                 offer,
                 held,
                 stops,
@@ -865,7 +878,7 @@ impl Engine {
     /// rewrites a step record whose stored `heard_at` is older than [`heard_refresh`] (not
     /// flushed: sled writes it within a second, and the orphan deadline allows for that lag).
     pub(crate) fn heard(&self, st: &mut State, attempts: &[(String, AttemptId)]) {
-        let now = crate::time::now();
+        let now = self.clock.now();
         let refresh = heard_refresh(self.terms.lease_timeout).as_millis() as u64;
         let mut batch = Batch::new();
         let mut any = false;

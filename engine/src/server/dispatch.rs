@@ -12,7 +12,7 @@
 //! back when the attempt ends, is lost or the worker is.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::store::EventRecord;
 use weir_core::plan::Resolved;
@@ -74,7 +74,7 @@ impl Engine {
     ) -> Result<&'a mut super::core::Worker, ApiError> {
         self.authenticate(st, worker, session)?;
         let w = st.workers.get_mut(worker).expect("authenticated above");
-        w.last_seen = Instant::now();
+        w.last_seen = self.clock.instant();
         Ok(w)
     }
 
@@ -122,7 +122,7 @@ impl Engine {
             };
             self.apply(&mut st, &run, Event::Leased { attempt, worker: worker.to_string() }, None)?;
             if let Some(w) = st.workers.get_mut(worker) {
-                w.held.insert((run.clone(), attempt), Held { since: Instant::now(), usage: entry.need.usage });
+                w.held.insert((run.clone(), attempt), Held { since: self.clock.instant(), usage: entry.need.usage });
             }
             tracing::debug!(run, %attempt, worker, step = assignment.instance_name, "leased");
             drop(st);
@@ -180,7 +180,7 @@ impl Engine {
         let mut st = self.lock();
         self.worker_seen(&mut st, worker, session)?;
         let mut stops = std::mem::take(&mut st.workers.get_mut(worker).expect("seen above").stops);
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut claimed = Vec::new();
         let mut heard = Vec::new();
         for (run, attempt) in &attempts {
@@ -285,7 +285,7 @@ impl Engine {
                     self.ready_signal.notify_waiters();
                 }
             } else {
-                w.held.entry(key).or_insert_with(|| Held { since: Instant::now(), usage });
+                w.held.entry(key).or_insert_with(|| Held { since: self.clock.instant(), usage });
             }
         }
         drop(st);

@@ -5,7 +5,7 @@
 //! decides nothing about runs: reloading is `core`'s replay.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_core::run::AttemptId;
 
@@ -38,7 +38,7 @@ impl Engine {
         if self.store.fault().is_none() && st.reload.is_empty() {
             return;
         }
-        let now = Instant::now();
+        let now = self.clock.instant();
         if st.heal_at.is_some_and(|at| now < at) {
             return;
         }

@@ -34,6 +34,8 @@ pub(crate) mod scheduler;
 mod schedules;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod timing_tests;
 pub use crate::api::tokens;
 pub(crate) mod tracking;
 
@@ -72,6 +74,8 @@ pub struct ServerConfig {
     pub scheduling: bool,
     /// Which unfinished runs found in the store to resume.
     pub resume: Resume,
+    /// Where the engine's time comes from (tests pass a clock they move).
+    pub clock: crate::clock::Clock,
 }
 
 /// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
@@ -113,6 +117,7 @@ impl ServerConfig {
             tick: Duration::from_millis(100),
             scheduling: true,
             resume: Resume::All,
+            clock: crate::clock::Clock::system(),
         }
     }
 }
@@ -170,6 +175,12 @@ impl Server {
         &self.engine
     }
 
+    /// Fires what is due now (lost workers, unclaimed orphans, timers, schedules) without
+    /// waiting for the periodic tick: for tests that move the server's clock.
+    pub fn tick(&self) {
+        self.engine.tick()
+    }
+
     /// Stops accepting calls, ends open streams and timers, and waits for them. The data
     /// folder is unlocked once the returned future completes and the last handle is dropped.
     pub async fn shutdown(self) {
@@ -213,7 +224,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Store(crate::store::Error::Io(source)))?;
     let store = crate::store::Store::open(&db_dir)?;
     let blobs = weir_data::artifact::Store::open(&config.data_dir.join("artifacts"))?;
-    let mut engine = Engine::new(store, blobs, config.terms);
+    let mut engine = Engine::new(store, blobs, config.terms, config.clock.clone());
     engine.scheduling = config.scheduling;
     let engine = Arc::new(engine);
     let resumed = engine.recover(&config.resume).map_err(StartError::Recover)?;
@@ -221,7 +232,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         tracing::info!(resumed, "resumed unfinished runs");
     }
     if config.scheduling {
-        let schedules = engine.start_schedules(chrono::Utc::now()).map_err(StartError::Recover)?;
+        let schedules = engine.start_schedules(engine.clock.calendar()).map_err(StartError::Recover)?;
         tracing::info!(schedules, "schedules loaded");
     }
     let listener =

@@ -43,13 +43,13 @@ impl Engine {
             name: pipeline.name().to_string(),
             yaml: yaml.to_string(),
             bundle_digest: bundle,
-            submitted_at: crate::time::now(),
+            submitted_at: self.clock.now(),
         };
         self.store.put_pipeline_version(&version, &record)?;
         if self.scheduling {
             {
                 let mut st = self.lock();
-                self.sync_schedule(&mut st, pipeline.name(), &version, chrono::Utc::now())?;
+                self.sync_schedule(&mut st, pipeline.name(), &version, self.clock.calendar())?;
             }
             self.commit()?;
         }

@@ -1,10 +1,13 @@
 //! Rate-limited error logging: a failure that repeats (a full disk fails every write, ten times
 //! a second) is logged once per [`INTERVAL`] per distinct message, the next line carrying how
 //! many repeats were left out. [`RateLog`] only decides; callers log with `tracing` as usual.
+//! Time is tokio's (paused in tests with the rest of the engine).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// At most one line per distinct message this often.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(10);

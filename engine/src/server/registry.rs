@@ -325,7 +325,7 @@ impl Engine {
             alias: alias.to_string(),
             from: head.aliases.get(alias).copied(),
             to,
-            at: crate::time::now(),
+            at: self.clock.now(),
             reason,
             refused: false,
             rollback,
@@ -416,7 +416,7 @@ steps:
             name: "reg".into(),
             yaml: YAML.into(),
             bundle_digest: None,
-            submitted_at: crate::time::now(),
+            submitted_at: e.clock.now(),
         };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();

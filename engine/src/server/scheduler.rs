@@ -1,6 +1,8 @@
 //! The scheduler: fires every stored pipeline's `schedule:` from the engine's periodic tick, in
-//! `weir server` only (`weir run` never fires schedules). The rules of time (next ticks, missed
-//! ticks, run ids) are the pure [`weir_core::schedule`] module; this file decides and records.
+//! `weir server` only (`weir run` never fires schedules). What to do with each tick (fire,
+//! skip, queue, replace, catch up) is decided by the pure [`weir_core::schedule::Machine`];
+//! this file is the loop that performs its decisions: it looks up the runs the machine asks
+//! about, starts and cancels runs, and stores the record.
 //!
 //! Exactly once per tick: a tick's run id is derived from the pipeline and the tick
 //! ([`schedule::run_id`]), the run is created and made durable first, and only then does the
@@ -9,18 +11,19 @@
 //! fire anything until it passes the cursor again; one that jumps forward is downtime, handled
 //! by `catchup`.
 //!
-//! The record (`schedules` tree, [`ScheduleRecord`]) holds the cursor (every tick at or before
-//! it is decided), the last started tick and run, pause, the recent skipped ticks with their
-//! reasons, and a backfill in progress. Re-submitting a pipeline first decides its old
+//! The record (`schedules` tree, [`ScheduleRecord`], the machine's [`Ticks`] inline) holds
+//! the cursor (every tick at or before it is decided), the last started tick and run, pause,
+//! the recent skipped ticks with their reasons, and a backfill in progress. Re-submitting a pipeline first decides its old
 //! schedule's ticks up to now, then switches: an unchanged expression and zone keep the cursor,
 //! a changed one fires from now, a removed one is forgotten. No tick is fired twice or lost at
 //! the switch.
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{BackfillQueue, ScheduleRecord, SkippedTicks, Trigger};
+use crate::store::{ScheduleRecord, Ticks, Trigger};
 use weir_core::run::{Event, Millis, RunState};
-use weir_core::schedule;
+use weir_core::schedule::{self, Decision, Machine, Outcome, Runs};
+pub(crate) use weir_core::schedule::{instant, millis};
 use weir_core::spec::{Concurrency, Pipeline, Schedule};
 
 use super::core::{Engine, State};
@@ -73,32 +76,16 @@ impl Sched {
         Some(Sched { record, schedule: pipeline.schedule()?.clone(), next: None })
     }
 
-    /// Whether a tick is due at `now`: not paused, and the first tick after the cursor has come.
-    fn due(&mut self, now: DateTime<Utc>) -> bool {
-        let cursor = instant(self.record.cursor);
-        if self.record.paused || now <= cursor {
-            // A clock that went back fires nothing until it passes the cursor again.
-            return false;
-        }
-        let next = *self.next.get_or_insert_with(|| schedule::next_after(&self.schedule, cursor));
-        next.is_some_and(|n| n <= now)
+    fn machine(&self) -> Machine<'_> {
+        Machine::new(&self.schedule, &self.record.pipeline)
     }
-}
 
-/// What became of one tick.
-enum Fired {
-    Started(String),
-    /// The tick already had a run: fired before a crash, or by an earlier backfill.
-    Exists(String),
-    Skipped(String),
-}
-
-pub(crate) fn instant(m: Millis) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(i64::try_from(m.0).unwrap_or(i64::MAX)).unwrap_or_default()
-}
-
-pub(crate) fn millis(t: DateTime<Utc>) -> Millis {
-    Millis(u64::try_from(t.timestamp_millis()).unwrap_or(0))
+    /// Whether a tick is due at `now` (see [`Machine::due`]).
+    fn due(&mut self, now: DateTime<Utc>) -> bool {
+        let cursor = instant(self.record.ticks.cursor);
+        let next = *self.next.get_or_insert_with(|| schedule::next_after(&self.schedule, cursor));
+        self.machine().due(&self.record.ticks, next, now)
+    }
 }
 
 /// The ids of `pipeline`'s scheduled runs that have not finished, in id (tick) order.
@@ -111,24 +98,6 @@ fn running_scheduled(st: &State, pipeline: &str) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-/// Adds skipped ticks to `record`, merged into the newest entry when they directly follow it
-/// for the same reason (a forbidden per-second schedule makes one entry, not one per second).
-fn skip(record: &mut ScheduleRecord, schedule: &Schedule, entry: SkippedTicks) {
-    if let Some(last) = record.skipped.last_mut()
-        && last.reason == entry.reason
-        && schedule::next_after(schedule, instant(last.last)).is_some_and(|n| millis(n) == entry.first)
-    {
-        last.last = entry.last;
-        last.count += entry.count;
-        return;
-    }
-    record.skip(entry);
-}
-
-fn one_tick(t: DateTime<Utc>, reason: String) -> SkippedTicks {
-    SkippedTicks { first: millis(t), last: millis(t), count: 1, reason }
 }
 
 impl Engine {
@@ -188,7 +157,7 @@ impl Engine {
         let record = match old {
             Some(mut r) => {
                 if r.cron != new.cron || r.timezone != zone {
-                    r.cursor = r.cursor.max(millis(now));
+                    Machine::new(new, pipeline).changed(&mut r.ticks, now);
                     tracing::info!(pipeline, cron = new.cron, zone, "schedule changed; it fires from now");
                 }
                 r.version = version.to_string();
@@ -203,12 +172,7 @@ impl Engine {
                     version: version.to_string(),
                     cron: new.cron.clone(),
                     timezone: zone,
-                    cursor: millis(now),
-                    last_tick: None,
-                    last_run: None,
-                    paused: false,
-                    skipped: Vec::new(),
-                    backfill: None,
+                    ticks: Ticks::new(now),
                 }
             }
         };
@@ -223,13 +187,13 @@ impl Engine {
     }
 
     /// Fires what is due at `now` in every schedule, and moves backfills on. Called from the
-    /// engine's tick with the wall clock.
+    /// engine's tick with the clock's calendar.
     pub(crate) fn fire_schedules(&self, st: &mut State, now: DateTime<Utc>) {
         // Most passes find nothing due: only schedules with work are named (and cloned).
         let names: Vec<String> = st
             .schedules
             .iter_mut()
-            .filter_map(|(name, s)| (s.due(now) || s.record.backfill.is_some()).then(|| name.clone()))
+            .filter_map(|(name, s)| (s.due(now) || s.record.ticks.backfill.is_some()).then(|| name.clone()))
             .collect();
         for name in names {
             if let Err(e) = self.fire_due(st, &name, now) {
@@ -241,84 +205,50 @@ impl Engine {
         }
     }
 
-    /// Decides every tick of `pipeline`'s schedule in (cursor, now]: starts, finds started or
-    /// skips each by `catchup` and `concurrency`, then moves the cursor to `now`.
+    /// Whether run `id` exists, live or stored.
+    fn run_exists(&self, st: &State, id: &str) -> Result<bool, ApiError> {
+        Ok(st.runs.contains_key(id) || self.store.run(id)?.is_some())
+    }
+
+    /// Performs one pass of the schedule machine over the ticks of `pipeline` in (cursor, now]:
+    /// looks up the runs it asks about, performs its starts (and replacements), records the
+    /// outcome and stores the record.
     fn fire_due(&self, st: &mut State, pipeline: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
         let Some(s) = st.schedules.get_mut(pipeline) else { return Ok(()) };
         if !s.due(now) {
             return Ok(());
         }
-        let cursor = instant(s.record.cursor);
         let (sched, mut record) = (s.schedule.clone(), s.record.clone());
-        let missed = schedule::missed(&sched, Some(cursor), now);
-        let mut skipped = missed.skipped;
-        // The oldest missed tick may have started its run just before a crash, before the
-        // cursor moved past it: that one ran and is not skipped.
-        if let Some(first) = skipped.first().copied() {
-            let id = schedule::run_id(pipeline, first);
-            if st.runs.contains_key(&id) || self.store.run(&id)?.is_some() {
-                skipped.remove(0);
-                record.last_tick = Some(millis(first));
-                record.last_run = Some(id);
+        let machine = Machine::new(&sched, pipeline);
+        let pass = machine.pass(&record.ticks, now);
+        let mut runs = Runs { running: running_scheduled(st, pipeline), ..Runs::default() };
+        for id in pass.candidates(pipeline) {
+            if self.run_exists(st, &id)? {
+                runs.existing.insert(id);
             }
         }
-        let skipped_entry = (!skipped.is_empty()).then(|| {
-            let more = if missed.more { "at least " } else { "" };
-            let reason = if sched.catchup {
-                format!("{more}more ticks were missed than max_catchup ({}) lets run", sched.max_catchup)
-            } else {
-                "missed while the server was down or behind; catchup: false runs only the latest".to_string()
-            };
-            tracing::warn!(pipeline, count = skipped.len(), more = missed.more, "{reason}");
-            SkippedTicks {
-                first: millis(skipped[0]),
-                last: millis(skipped[skipped.len() - 1]),
-                count: skipped.len() as u64,
-                reason,
+        let plan = machine.decide(&record.ticks, pass, &runs);
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        for Decision::Start { tick, id, cancel, backfill } in plan.decisions() {
+            for r in cancel {
+                match self.apply(st, r, Event::Cancel, None) {
+                    Ok(_) => tracing::info!(run = r, by = id, "scheduled run cancelled: replaced by the next tick"),
+                    Err(e) => tracing::warn!(run = r, error = %e, "cannot cancel the run being replaced"),
+                }
             }
-        });
-        // Entries stay in tick order: without catchup the skipped ticks precede the one run.
-        if !sched.catchup
-            && let Some(e) = skipped_entry.clone()
+            let started = self.start_tick(st, &record.version, &sched, *tick, id, *backfill);
+            if let Err(e) = &started {
+                tracing::error!(pipeline, tick = %tick, error = %e, "cannot start the tick's run");
+            }
+            outcomes.push(started.map_err(|e| e.to_string()));
+        }
+        let skipped_before = record.ticks.skipped.last().cloned();
+        machine.settle(&mut record.ticks, plan, &outcomes);
+        if let Some(last) = record.ticks.skipped.last()
+            && Some(last) != skipped_before.as_ref()
         {
-            skip(&mut record, &sched, e);
+            tracing::warn!(pipeline, count = last.count, reason = last.reason, "ticks skipped");
         }
-        let mut start = missed.start;
-        if sched.catchup && sched.concurrency != Concurrency::Allow && start.len() > 1 && record.backfill.is_none() {
-            // Catching up under forbid or replace: the missed ticks run one at a time, oldest
-            // first, instead of skipping or cancelling one another.
-            let (first, last) = (start[0], start[start.len() - 1]);
-            tracing::info!(pipeline, ticks = start.len(), "catching up missed ticks one at a time");
-            record.backfill = Some(BackfillQueue {
-                from: millis(first),
-                to: millis(last),
-                next: Millis(millis(first).0.saturating_sub(1)),
-                catchup: true,
-            });
-            start.clear();
-        }
-        for t in start {
-            match self.fire_tick(st, pipeline, &record.version, &sched, t, Some(sched.concurrency), false) {
-                Ok(Fired::Started(id) | Fired::Exists(id)) => {
-                    record.last_tick = Some(millis(t));
-                    record.last_run = Some(id);
-                }
-                Ok(Fired::Skipped(reason)) => {
-                    tracing::info!(pipeline, tick = %t, reason, "tick skipped");
-                    skip(&mut record, &sched, one_tick(t, reason));
-                }
-                Err(e) => {
-                    tracing::error!(pipeline, tick = %t, error = %e, "cannot start the tick's run");
-                    skip(&mut record, &sched, one_tick(t, format!("could not start: {e}")));
-                }
-            }
-        }
-        if sched.catchup
-            && let Some(e) = skipped_entry
-        {
-            skip(&mut record, &sched, e);
-        }
-        record.cursor = millis(now);
         // Flushes every write before it too: the runs just created are durable before the
         // cursor says their ticks are done.
         self.store.put_schedule(&record)?;
@@ -329,46 +259,21 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts the run of tick `t` unless it has one; `policy` is the schedule's concurrency
-    /// for a clock tick, `None` for a backfill that already waited its turn.
-    #[allow(clippy::too_many_arguments)]
-    fn fire_tick(
+    /// Creates the run `id` of tick `t` (the machine decided it starts).
+    fn start_tick(
         &self,
         st: &mut State,
-        pipeline: &str,
         version: &str,
         sched: &Schedule,
         t: DateTime<Utc>,
-        policy: Option<Concurrency>,
+        id: &str,
         backfill: bool,
-    ) -> Result<Fired, ApiError> {
-        let id = schedule::run_id(pipeline, t);
-        if st.runs.contains_key(&id) || self.store.run(&id)?.is_some() {
-            return Ok(Fired::Exists(id));
-        }
-        let running = running_scheduled(st, pipeline);
-        match policy {
-            Some(Concurrency::Forbid) if !running.is_empty() => {
-                return Ok(Fired::Skipped(format!(
-                    "concurrency: forbid, and the scheduled run {} was still running",
-                    running.join(", ")
-                )));
-            }
-            Some(Concurrency::Replace) => {
-                for r in &running {
-                    match self.apply(st, r, Event::Cancel, None) {
-                        Ok(_) => tracing::info!(run = r, by = id, "scheduled run cancelled: replaced by the next tick"),
-                        Err(e) => tracing::warn!(run = r, error = %e, "cannot cancel the run being replaced"),
-                    }
-                }
-            }
-            _ => {}
-        }
+    ) -> Result<(), ApiError> {
         let overrides: Vec<(String, String)> = sched.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
         let trigger = Trigger::Schedule { schedule: sched.cron.clone(), at: Some(millis(t)), backfill };
-        self.create_run(st, version, &overrides, trigger, false, Some(id.clone()))?;
+        self.create_run(st, version, &overrides, trigger, false, Some(id.to_string()))?;
         tracing::info!(run = id, tick = %t, backfill, "scheduled run started");
-        Ok(Fired::Started(id))
+        Ok(())
     }
 
     /// Starts the next ticks of a one-at-a-time backfill while no scheduled run of the
@@ -376,30 +281,29 @@ impl Engine {
     fn advance_backfill(&self, st: &mut State, pipeline: &str) -> Result<Vec<String>, ApiError> {
         let mut started = Vec::new();
         while let Some(s) = st.schedules.get(pipeline) {
-            let Some(queue) = s.record.backfill.clone() else { break };
-            if !running_scheduled(st, pipeline).is_empty() {
+            if s.record.ticks.backfill.is_none() {
                 break;
             }
             let (sched, mut record) = (s.schedule.clone(), s.record.clone());
-            match schedule::next_after(&sched, instant(queue.next)).filter(|t| *t <= instant(queue.to)) {
-                None => {
-                    record.backfill = None;
-                    tracing::info!(pipeline, catchup = queue.catchup, "ticks waiting their turn all started");
-                }
-                Some(t) => {
-                    record.backfill = Some(BackfillQueue { next: millis(t), ..queue });
-                    match self.fire_tick(st, pipeline, &record.version, &sched, t, None, !queue.catchup) {
-                        Ok(Fired::Started(id)) => {
-                            record.last_tick = Some(millis(t));
-                            record.last_run = Some(id.clone());
-                            started.push(id);
+            let machine = Machine::new(&sched, pipeline);
+            let running = !running_scheduled(st, pipeline).is_empty();
+            let catchup = record.ticks.backfill.as_ref().is_some_and(|q| q.catchup);
+            match machine.next_queued(&mut record.ticks, running) {
+                None if running => break,
+                None => tracing::info!(pipeline, catchup, "ticks waiting their turn all started"),
+                Some(Decision::Start { tick, id, backfill, .. }) => {
+                    let outcome = if self.run_exists(st, &id)? {
+                        None
+                    } else {
+                        let r = self.start_tick(st, &record.version, &sched, tick, &id, backfill);
+                        if let Err(e) = &r {
+                            tracing::error!(pipeline, tick = %tick, error = %e, "cannot start a backfill run");
+                        } else {
+                            started.push(id.clone());
                         }
-                        Ok(Fired::Exists(_) | Fired::Skipped(_)) => {}
-                        Err(e) => {
-                            tracing::error!(pipeline, tick = %t, error = %e, "cannot start a backfill run");
-                            skip(&mut record, &sched, one_tick(t, format!("backfill could not start: {e}")));
-                        }
-                    }
+                        Some(r.map_err(|e| e.to_string()))
+                    };
+                    machine.queued(&mut record.ticks, tick, id, outcome);
                 }
             }
             self.store.put_schedule(&record)?;
@@ -420,7 +324,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<(), ApiError> {
         let Some(s) = st.schedules.get(pipeline) else { return Err(self.no_schedule(pipeline)) };
-        if s.record.paused == paused {
+        if s.record.ticks.paused == paused {
             return Ok(());
         }
         if paused {
@@ -428,23 +332,10 @@ impl Engine {
         }
         let Some(s) = st.schedules.get_mut(pipeline) else { return Err(self.no_schedule(pipeline)) };
         let mut record = s.record.clone();
-        record.paused = paused;
-        if !paused {
-            let from = instant(record.cursor) + chrono::Duration::milliseconds(1);
-            let passed = schedule::ticks_between(&s.schedule, from, now, schedule::MAX_COUNTED);
-            let (ticks, more) = match passed {
-                Ok(t) => (t, ""),
-                Err(_) => (Vec::new(), "at least "),
-            };
-            if let (Some(first), Some(last)) = (ticks.first(), ticks.last()) {
-                let reason = format!("{more}paused");
-                skip(
-                    &mut record,
-                    &s.schedule,
-                    SkippedTicks { first: millis(*first), last: millis(*last), count: ticks.len() as u64, reason },
-                );
-            }
-            record.cursor = record.cursor.max(millis(now));
+        if paused {
+            record.ticks.paused = true;
+        } else {
+            s.machine().resume(&mut record.ticks, now);
         }
         self.store.put_schedule(&record)?;
         s.record = record;
@@ -471,6 +362,7 @@ impl Engine {
         }
         let Some(s) = st.schedules.get(pipeline) else { return Err(self.no_schedule(pipeline)) };
         let (sched, mut record) = (s.schedule.clone(), s.record.clone());
+        let machine = Machine::new(&sched, pipeline);
         let zone = sched.timezone;
         let from = schedule::parse_instant(from, zone, false).map_err(|e| ApiError::Invalid(format!("from: {e}")))?;
         let to = schedule::parse_instant(to, zone, true).map_err(|e| ApiError::Invalid(format!("to: {e}")))?.min(now);
@@ -479,7 +371,7 @@ impl Engine {
                 "from ({from}) is after to ({to}, or now when to is later): give a range in the past"
             )));
         }
-        if let Some(q) = &record.backfill {
+        if let Some(q) = &record.ticks.backfill {
             return Err(ApiError::Precondition(format!(
                 "{} of {pipeline} from {} to {} is still running one tick at a time; wait for it \
                  (`weir schedules` shows what is left)",
@@ -497,7 +389,7 @@ impl Engine {
         let ids: Vec<String> = ticks.iter().map(|t| schedule::run_id(pipeline, *t)).collect();
         let mut exists = Vec::with_capacity(ids.len());
         for id in &ids {
-            exists.push(st.runs.contains_key(id) || self.store.run(id)?.is_some());
+            exists.push(self.run_exists(st, id)?);
         }
         let mut started: Vec<String> = Vec::new();
         let one_at_a_time = sched.concurrency != Concurrency::Allow;
@@ -507,12 +399,7 @@ impl Engine {
             started = if one_at_a_time { fresh.take(usize::from(idle)).collect() } else { fresh.collect() };
         } else if one_at_a_time {
             if let (Some(first), Some(last)) = (ticks.first(), ticks.last()) {
-                record.backfill = Some(BackfillQueue {
-                    from: millis(*first),
-                    to: millis(*last),
-                    next: Millis(millis(*first).0.saturating_sub(1)),
-                    catchup: false,
-                });
+                machine.queue(&mut record.ticks, *first, *last, false);
                 self.store.put_schedule(&record)?;
                 if let Some(s) = st.schedules.get_mut(pipeline) {
                     s.record = record;
@@ -520,15 +407,13 @@ impl Engine {
                 started = self.advance_backfill(st, pipeline)?;
             }
         } else {
-            for (t, done) in ticks.iter().zip(&exists) {
+            for ((t, id), done) in ticks.iter().zip(&ids).zip(&exists) {
                 if *done {
                     continue;
                 }
-                if let Fired::Started(id) = self.fire_tick(st, pipeline, &record.version, &sched, *t, None, true)? {
-                    record.last_tick = Some(millis(*t));
-                    record.last_run = Some(id.clone());
-                    started.push(id);
-                }
+                self.start_tick(st, &record.version, &sched, *t, id, true)?;
+                machine.queued(&mut record.ticks, *t, id.clone(), Some(Ok(())));
+                started.push(id.clone());
             }
             self.store.put_schedule(&record)?;
             if let Some(s) = st.schedules.get_mut(pipeline) {
@@ -574,23 +459,23 @@ impl Engine {
         }
         let mut out = Vec::new();
         for (name, s) in st.schedules.iter().filter(|(n, _)| pipeline.is_empty() || *n == pipeline) {
-            let r = &s.record;
-            let last_run_state = match &r.last_run {
+            let t = &s.record.ticks;
+            let last_run_state = match &t.last_run {
                 Some(id) => match st.runs.get(id) {
                     Some(live) => Some(live.record.state),
                     None => self.store.run(id).ok().flatten().map(|rec| rec.state),
                 },
                 None => None,
             };
-            let backfill_left = r.backfill.as_ref().map_or(0, |q| {
+            let backfill_left = t.backfill.as_ref().map_or(0, |q| {
                 let after = instant(q.next) + chrono::Duration::milliseconds(1);
                 schedule::ticks_between(&s.schedule, after, instant(q.to), MAX_BACKFILL).map_or(0, |t| t.len()) as u32
             });
             out.push(ScheduleView {
                 pipeline: name.clone(),
-                record: r.clone(),
+                record: s.record.clone(),
                 schedule: s.schedule.clone(),
-                next_fires: schedule::next_fires(&s.schedule, now.max(instant(r.cursor)), 3)
+                next_fires: schedule::next_fires(&s.schedule, now.max(instant(t.cursor)), 3)
                     .into_iter()
                     .map(millis)
                     .collect(),
@@ -631,7 +516,7 @@ mod tests {
             name: parsed.name().to_string(),
             yaml: yaml.to_string(),
             bundle_digest: None,
-            submitted_at: crate::time::now(),
+            submitted_at: e.clock.now(),
         };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
@@ -668,6 +553,10 @@ mod tests {
         e.store.schedules().unwrap().pop().expect("a stored schedule")
     }
 
+    fn ticks(e: &Engine) -> Ticks {
+        record(e).ticks
+    }
+
     #[test]
     fn a_tick_fires_once_and_a_clock_going_back_fires_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -694,13 +583,13 @@ mod tests {
         assert_eq!(ids(&e).len(), 1);
         fire(&e, "2026-11-27T12:00:00.100Z");
         assert_eq!(ids(&e), ["p-20261127-110000-cron", "p-20261127-120000-cron"]);
-        let r = record(&e);
+        let r = ticks(&e);
         assert_eq!(r.last_run.as_deref(), Some("p-20261127-120000-cron"));
         assert!(r.skipped.is_empty(), "{:?}", r.skipped);
     }
 
     /// Down from 10:30 to 15:10 with an hourly schedule: ticks 11:00 to 15:00 were missed.
-    fn restart_after_downtime(extra: &str) -> (Vec<String>, ScheduleRecord) {
+    fn restart_after_downtime(extra: &str) -> (Vec<String>, Ticks) {
         let dir = tempfile::tempdir().unwrap();
         {
             let e = engine(dir.path());
@@ -709,7 +598,7 @@ mod tests {
         }
         let e = engine(dir.path());
         e.start_schedules(t("2026-11-27T15:10:00Z")).unwrap();
-        (ids(&e), record(&e))
+        (ids(&e), ticks(&e))
     }
 
     #[test]
@@ -744,7 +633,7 @@ mod tests {
         }
         let e = engine(dir.path());
         e.start_schedules(t("2026-11-27T13:10:00Z")).unwrap();
-        let q = record(&e).backfill.expect("a catch-up queue");
+        let q = ticks(&e).backfill.expect("a catch-up queue");
         assert!(q.catchup);
         for (n, id) in ["p-20261127-110000-cron", "p-20261127-120000-cron", "p-20261127-130000-cron"].iter().enumerate()
         {
@@ -755,8 +644,8 @@ mod tests {
             e.apply(&mut e.lock(), id, Event::Cancel, None).unwrap();
         }
         fire(&e, "2026-11-27T13:10:02Z");
-        assert_eq!(record(&e).backfill, None);
-        assert!(record(&e).skipped.is_empty());
+        assert_eq!(ticks(&e).backfill, None);
+        assert!(ticks(&e).skipped.is_empty());
     }
 
     #[test]
@@ -769,9 +658,10 @@ mod tests {
             let mut st = e.lock();
             let s = st.schedules["p"].schedule.clone();
             let version = st.schedules["p"].record.version.clone();
-            e.fire_tick(&mut st, "p", &version, &s, t("2026-11-27T11:00:00Z"), None, false).unwrap();
+            let tick = t("2026-11-27T11:00:00Z");
+            e.start_tick(&mut st, &version, &s, tick, &schedule::run_id("p", tick), false).unwrap();
         }
-        assert_eq!(record(&e).cursor, millis(t("2026-11-27T10:30:00Z")));
+        assert_eq!(ticks(&e).cursor, millis(t("2026-11-27T10:30:00Z")));
         drop(e);
         let e = engine(dir.path());
         e.start_schedules(t("2026-11-27T11:00:05Z")).unwrap();
@@ -779,10 +669,11 @@ mod tests {
         // Down until 13:10 instead: 11:00 had its run, so only 12:00 is listed as skipped.
         drop(e);
         let e = engine(dir.path());
-        e.store.put_schedule(&ScheduleRecord { cursor: millis(t("2026-11-27T10:30:00Z")), ..record(&e) }).unwrap();
+        let back = Ticks { cursor: millis(t("2026-11-27T10:30:00Z")), ..ticks(&e) };
+        e.store.put_schedule(&ScheduleRecord { ticks: back, ..record(&e) }).unwrap();
         e.start_schedules(t("2026-11-27T13:10:00Z")).unwrap();
         assert_eq!(ids(&e), ["p-20261127-110000-cron", "p-20261127-130000-cron"]);
-        let r = record(&e);
+        let r = ticks(&e);
         assert_eq!(r.skipped.len(), 1);
         assert_eq!((r.skipped[0].count, r.skipped[0].first), (1, millis(t("2026-11-27T12:00:00Z"))));
     }
@@ -796,7 +687,7 @@ mod tests {
             fire(&e, &format!("2026-11-27T10:00:0{s}.100Z"));
         }
         assert_eq!(ids(&e), ["p-20261127-100001-cron"]);
-        let r = record(&e);
+        let r = ticks(&e);
         assert_eq!(r.skipped.len(), 1, "consecutive skips for one reason are one entry: {:?}", r.skipped);
         assert_eq!(r.skipped[0].count, 3);
         assert!(r.skipped[0].reason.contains("forbid") && r.skipped[0].reason.contains("p-20261127-100001-cron"));
@@ -867,7 +758,7 @@ mod tests {
         assert!(ids(&e).is_empty());
         fire(&e, "2026-11-27T13:00:00.100Z");
         assert_eq!(ids(&e), ["p-20261127-130000-cron"]);
-        let r = record(&e);
+        let r = ticks(&e);
         assert_eq!((r.skipped[0].count, r.skipped[0].reason.as_str()), (2, "paused"));
         assert!(matches!(
             e.set_paused(&mut e.lock(), "nope", true, t("2026-11-27T13:00:00Z")),
@@ -943,6 +834,6 @@ mod tests {
         e.apply(&mut e.lock(), "p-20261105-000000-cron", Event::Cancel, None).unwrap();
         fire(&e, "2026-11-27T10:00:02Z");
         assert_eq!(ids(&e).len(), 4);
-        assert_eq!(record(&e).backfill, None, "finished");
+        assert_eq!(ticks(&e).backfill, None, "finished");
     }
 }

@@ -2,7 +2,6 @@
 //! answers with domain views. When ticks fire and what a backfill starts is decided in
 //! `scheduler.rs`; this module only takes the lock, calls it and commits.
 
-use chrono::Utc;
 
 use super::core::Engine;
 use super::error::ApiError;
@@ -13,10 +12,10 @@ impl Engine {
     pub(crate) fn pause(&self, pipeline: &str, paused: bool) -> Result<ScheduleView, ApiError> {
         {
             let mut st = self.lock();
-            self.set_paused(&mut st, pipeline, paused, Utc::now())?;
+            self.set_paused(&mut st, pipeline, paused, self.clock.calendar())?;
         }
         self.commit()?;
-        let mut views = self.schedule_views(pipeline, Utc::now())?;
+        let mut views = self.schedule_views(pipeline, self.clock.calendar())?;
         views.pop().ok_or_else(|| self.no_schedule(pipeline))
     }
 
@@ -31,7 +30,7 @@ impl Engine {
     ) -> Result<Vec<BackfillTick>, ApiError> {
         let ticks = {
             let mut st = self.lock();
-            self.backfill(&mut st, pipeline, from, to, dry_run, Utc::now())?
+            self.backfill(&mut st, pipeline, from, to, dry_run, self.clock.calendar())?
         };
         self.commit()?;
         Ok(ticks)

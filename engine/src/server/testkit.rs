@@ -4,12 +4,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::core::{Engine, Terms};
+use crate::clock::Clock;
 use crate::store::{Error, Store};
 
 /// An engine on `dir`'s store (`dir/db`, `dir/artifacts`), firing no schedules. Reopening right
 /// after a drop retries while sled's background flusher, which holds the file lock a moment
 /// longer, winds down.
 pub(super) fn engine(dir: &Path) -> Engine {
+    engine_on(dir, Clock::system())
+}
+
+/// [`engine`] taking its time from `clock` (a test clock moved by hand or by paused time).
+pub(super) fn engine_on(dir: &Path, clock: Clock) -> Engine {
+    // A real-time bound on a real file lock, released by sled's own thread: never paused.
     let start = Instant::now();
     let store = loop {
         match Store::open(&dir.join("db")) {
@@ -25,5 +32,5 @@ pub(super) fn engine(dir: &Path) -> Engine {
         heartbeat_interval: Duration::from_secs(5),
         max_wait: Duration::from_secs(1),
     };
-    Engine::new(store, blobs, terms)
+    Engine::new(store, blobs, terms, clock)
 }

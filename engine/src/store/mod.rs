@@ -76,7 +76,7 @@ pub use list::{Listed, RunFilter, RunPage};
 pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
 pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
-    ScheduleRecord, SkippedTicks, StepRecord, Stream, Trigger,
+    ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,
 };
 pub use workers::WorkerRecord;
 

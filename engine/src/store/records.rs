@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub use weir_core::schedule::{BackfillQueue, SkippedTicks, Ticks};
+
 use serde::{Deserialize, Serialize};
 
 use weir_core::run::{Event, Millis, RunState, StepState};
@@ -219,6 +221,22 @@ mod tests {
         let both = r#"{"stream":"stdout","at":1,"text":"a","hex":"61"}"#;
         assert!(serde_json::from_str::<LogChunk>(both).is_err());
     }
+
+    #[test]
+    fn a_schedule_record_keeps_its_stored_layout_with_the_machines_ticks_inline() {
+        // As written before the schedule machine named its state: the fields at the top level.
+        let stored = r#"{"pipeline":"p","version":"v","cron":"0 * * * *","timezone":"UTC","cursor":5,
+            "last_tick":4,"last_run":"p-r","paused":true,
+            "skipped":[{"first":1,"last":2,"count":2,"reason":"paused"}],
+            "backfill":{"from":1,"to":3,"next":0}}"#;
+        let r: ScheduleRecord = serde_json::from_str(stored).unwrap();
+        assert_eq!((r.ticks.cursor, r.ticks.last_tick, r.ticks.paused), (Millis(5), Some(Millis(4)), true));
+        assert_eq!(r.ticks.skipped[0].count, 2);
+        assert_eq!(r.ticks.backfill.as_ref().map(|q| (q.to, q.catchup)), Some((Millis(3), false)));
+        let again: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(again["cursor"], 5, "written flat as before: {again}");
+        assert_eq!(serde_json::from_value::<ScheduleRecord>(again).unwrap(), r);
+    }
 }
 
 /// `schedules`: the schedule of one pipeline, keyed by pipeline name: which version it fires,
@@ -231,48 +249,8 @@ pub struct ScheduleRecord {
     /// The expression and zone as written, to tell a changed schedule from a re-submitted one.
     pub cron: String,
     pub timezone: String,
-    /// Every tick at or before this instant has been decided (started, found already started,
-    /// or skipped); the next tick to decide is the first one after it.
-    pub cursor: Millis,
-    /// The last tick that started a run, and that run.
-    pub last_tick: Option<Millis>,
-    pub last_run: Option<String>,
-    pub paused: bool,
-    /// Ticks that did not run, newest last; at most [`ScheduleRecord::MAX_SKIPPED`] entries.
-    pub skipped: Vec<SkippedTicks>,
-    /// Ticks running one at a time (`concurrency: forbid` or `replace`): a backfill, or a
-    /// catch-up after downtime.
-    pub backfill: Option<BackfillQueue>,
-}
-
-impl ScheduleRecord {
-    pub const MAX_SKIPPED: usize = 20;
-
-    /// Records skipped ticks, dropping the oldest entries beyond [`Self::MAX_SKIPPED`].
-    pub fn skip(&mut self, entry: SkippedTicks) {
-        self.skipped.push(entry);
-        let over = self.skipped.len().saturating_sub(Self::MAX_SKIPPED);
-        self.skipped.drain(..over);
-    }
-}
-
-/// One or more consecutive ticks that did not run, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkippedTicks {
-    pub first: Millis,
-    pub last: Millis,
-    pub count: u64,
-    pub reason: String,
-}
-
-/// Ticks waiting to run one at a time (`concurrency: forbid` or `replace`): those after `next`
-/// and at or before `to`, of a backfill or of a catch-up after downtime.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackfillQueue {
-    pub from: Millis,
-    pub to: Millis,
-    pub next: Millis,
-    /// Missed ticks caught up after downtime (`catchup: true`) rather than a backfill.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub catchup: bool,
+    /// How far its ticks are decided and what became of them (the schedule machine's state;
+    /// stored inline, as the fields were before it had a name).
+    #[serde(flatten)]
+    pub ticks: Ticks,
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -136,7 +136,7 @@ async fn conclude(ctx: Arc<Context>, key: Key, assignment: &v1::Assignment, dir:
     };
     while let Some(report) = ended.take() {
         let success = matches!(report, Report::Succeeded(_));
-        match ctx.session.report(&key, SystemTime::now(), report).await {
+        match ctx.session.report(&key, crate::clock::wall(), report).await {
             Ok(()) => tracing::info!(attempt = %key, "reported the outcome"),
             // A success the engine will not take (a manifest it refuses) is still an outcome:
             // report it as a failure, so the attempt does not hang until its lease runs out.
@@ -272,7 +272,7 @@ async fn attempt(
     };
     // The start report travels while the step runs (a round trip less per step); it is
     // awaited before the outcome, so the engine always hears them in order.
-    let started = ctx.session.report(key, SystemTime::now(), Report::Started(v1::Started {}));
+    let started = ctx.session.report(key, crate::clock::wall(), Report::Started(v1::Started {}));
     let (started, outcome, ()) = tokio::join!(started, step, logs::forward(&ctx.session, key, rx));
     started.map_err(Stop::Quiet)?;
     let outcome = outcome.map_err(runtime_stop)?;

@@ -54,7 +54,7 @@ pub(crate) struct Contact {
 
 impl Contact {
     pub(crate) fn new() -> Contact {
-        Contact { inner: Mutex::new((Instant::now(), None)) }
+        Contact { inner: Mutex::new((crate::clock::instant(), None)) }
     }
 
     /// A call sent at `sent` was answered: the engine heard this worker at `sent` or later.
@@ -88,11 +88,11 @@ pub(crate) async fn watch(session: Arc<Session>, grace: Duration, stop: Cancella
         let contact = session.contact();
         let (last, lease_timeout) = (contact.last(), contact.lease_timeout());
         let wake = match lease_timeout {
-            None => Instant::now() + Duration::from_secs(1),
+            None => crate::clock::instant() + Duration::from_secs(1),
             Some(lease_timeout) => {
                 let w = window(lease_timeout, grace);
                 let deadline = last + w.fence_after;
-                if Instant::now() >= deadline {
+                if crate::clock::instant() >= deadline {
                     let stopped = session.fence();
                     if stopped > 0 {
                         tracing::warn!(
@@ -102,7 +102,7 @@ pub(crate) async fn watch(session: Arc<Session>, grace: Duration, stop: Cancella
                             "no answer from the engine for most of the lease timeout: stopping every step (self-fencing)"
                         );
                     }
-                    Instant::now() + RECHECK
+                    crate::clock::instant() + RECHECK
                 } else {
                     deadline
                 }
@@ -144,7 +144,7 @@ mod tests {
         let c = Contact::new();
         let t0 = c.last();
         tokio::time::advance(Duration::from_secs(3)).await;
-        let sent = Instant::now();
+        let sent = crate::clock::instant();
         tokio::time::advance(Duration::from_secs(1)).await;
         c.answered(sent);
         // A slow answer to an older call does not move it back.

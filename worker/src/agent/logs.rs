@@ -170,10 +170,9 @@ async fn upload(session: &Session, key: &Key, messages: Vec<Vec<v1::LogChunk>>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     fn line(stream: Stream, text: &str) -> LogLine {
-        LogLine { stream, at: SystemTime::now(), line: text.as_bytes().to_vec() }
+        LogLine { stream, at: crate::clock::wall(), line: text.as_bytes().to_vec() }
     }
 
     #[test]

@@ -330,7 +330,7 @@ impl Session {
                 return Err(CallError::Abandoned);
             }
             let id = self.worker_id();
-            let sent = tokio::time::Instant::now();
+            let sent = crate::clock::instant();
             let status = match f(self.client.clone(), id.clone()).await {
                 Ok(value) => {
                     if fence::COUNTED.contains(&what) {

@@ -209,7 +209,7 @@ impl Runtime for DockerRuntime {
 /// identity, so they must not share a container either.
 fn anonymous_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = crate::clock::wall().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("weir-anon-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -278,7 +278,7 @@ async fn follow(
     appear: Duration,
 ) -> Result<Outcome, Error> {
     let name = container.name.clone();
-    let looking = std::time::Instant::now();
+    let looking = crate::clock::instant();
     let state = loop {
         match docker.inspect_container(&name, None).await {
             Ok(info) => break info.state.and_then(|s| s.status),

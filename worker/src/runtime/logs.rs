@@ -2,8 +2,6 @@
 //! time, send in order. Shared by every runtime that reads bytes from a pipe or a socket. It never
 //! blocks the step on a closed receiver: output nobody listens to is read and dropped.
 
-use std::time::SystemTime;
-
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 
@@ -34,12 +32,12 @@ pub(crate) async fn pump(mut reader: impl AsyncBufRead + Unpin, stream: Stream, 
         if complete {
             let line = std::mem::take(&mut line);
             if listening {
-                listening = tx.send(LogLine { stream, at: SystemTime::now(), line }).await.is_ok();
+                listening = tx.send(LogLine { stream, at: crate::clock::wall(), line }).await.is_ok();
             }
         }
     }
     if !line.is_empty() && listening {
-        let _ = tx.send(LogLine { stream, at: SystemTime::now(), line }).await;
+        let _ = tx.send(LogLine { stream, at: crate::clock::wall(), line }).await;
     }
 }
 

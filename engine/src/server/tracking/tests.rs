@@ -27,7 +27,7 @@ steps:
 ";
 
 fn engine(dir: &std::path::Path) -> Engine {
-    let e = crate::server::testkit::engine(dir);
+    let e = crate::server::testkit::engine_on(dir, crate::clock::Clock::at(Millis(1_800_000_000_000)));
     let version =
         PipelineVersion { name: "ml".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: Millis(1) };
     e.store.put_pipeline_version("v1", &version).unwrap();
@@ -64,7 +64,7 @@ fn succeed(e: &Engine, run: &str, name: &str, files: &[(&str, &str)], metrics: &
 /// model unique to the run (its id is in it) and an `rmse`.
 fn run(e: &Engine, seed: &str, lr: &str, rmse: f64) -> (String, [Digest; 3]) {
     // Runs are ordered by creation time in milliseconds: give each its own.
-    std::thread::sleep(Duration::from_millis(3));
+    e.clock.advance(Duration::from_millis(3));
     let id = {
         let mut st = e.lock();
         let overrides = vec![("seed".to_string(), seed.to_string()), ("lr".to_string(), lr.to_string())];
@@ -264,7 +264,7 @@ fn an_instance_found_cached_is_recorded_like_one_that_ran() {
     let (first, [data, features, _]) = run(&e, "1", "0.1", 0.5);
     // A second run whose prep is satisfied from the first run's manifest, as the cache does:
     // the copy is stored under the new run and its lineage recorded in the same batch.
-    std::thread::sleep(Duration::from_millis(3));
+    e.clock.advance(Duration::from_millis(3));
     let second = {
         let mut st = e.lock();
         let overrides = vec![("seed".to_string(), "1".to_string())];

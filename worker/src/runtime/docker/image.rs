@@ -68,7 +68,7 @@ async fn present(docker: &Docker, name: &str) -> Result<bool, Error> {
 async fn pull(docker: &Docker, name: &str, bound: Duration) -> Result<(), String> {
     let (image, tag) = pull_reference(name);
     let options = CreateImageOptionsBuilder::new().from_image(image).tag(tag).build();
-    let started = std::time::Instant::now();
+    let started = crate::clock::instant();
     tracing::info!(image = name, "pulling image");
     let progress = async {
         let mut stream = docker.create_image(Some(options), None, None);

@@ -12,10 +12,16 @@
 //!
 //! A tick's run id is derived from the pipeline and the tick's instant alone, so a scheduler that
 //! crashes after starting a run and fires the same tick again gets the same id and finds the run.
+//!
+//! What a schedule does with its ticks (fire, skip, queue, replace, catch up) is the pure
+//! [`Machine`] in `machine.rs`; the engine's scheduler only performs its decisions.
 
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::spec::Schedule;
+
+mod machine;
+pub use machine::{BackfillQueue, Decision, Machine, Outcome, Pass, Plan, Runs, SkippedTicks, Ticks, instant, millis};
 
 /// The most missed ticks counted after downtime; beyond it they are reported as "more".
 pub const MAX_COUNTED: usize = 100_000;
