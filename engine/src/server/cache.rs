@@ -292,24 +292,31 @@ impl Engine {
         Ok(())
     }
 
-    /// `PlanRun`: the plan of a stored version with these params, and what the cache would do
-    /// for each instance. An instance whose inputs come from a step that runs cannot be known
+    /// `PlanRun`: the plan of a stored version (or of a file not stored, as the version it would
+    /// get) with these params, and what the cache would do for each instance. An instance whose inputs come from a step that runs cannot be known
     /// (`unknown`); one whose every input the cache supplies gets its key computed exactly as
     /// the run would.
     pub(super) fn plan_run(&self, r: v1::PlanRunRequest) -> Result<v1::PlanRunResponse, ApiError> {
-        let version = match r.pipeline {
-            Some(v1::plan_run_request::Pipeline::Name(name)) => {
+        let stored = |version: String| {
+            let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;
+            Ok::<_, ApiError>((version, pipeline, bundle))
+        };
+        let (version, pipeline, bundle) = match r.pipeline {
+            Some(v1::plan_run_request::Pipeline::Name(name)) => stored(
                 self.store
                     .pipeline(&name)?
                     .ok_or_else(|| {
                         ApiError::NotFound(format!("no pipeline {name}: submit it first with `weir submit DIR`"))
                     })?
-                    .latest
+                    .latest,
+            )?,
+            Some(v1::plan_run_request::Pipeline::Version(v)) => stored(v)?,
+            // A file not stored (`weir plan FILE`): planned as the version it would get.
+            Some(v1::plan_run_request::Pipeline::Source(f)) => {
+                self.unstored(&f.yaml, &f.file_name, &f.bundle_digest)?
             }
-            Some(v1::plan_run_request::Pipeline::Version(v)) => v,
-            None => return Err(ApiError::Invalid("pipeline: give a name or a version".into())),
+            None => return Err(ApiError::Invalid("pipeline: give a name, a version or a source".into())),
         };
-        let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;
         let overrides: Vec<(String, String)> = r.params.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
         let params = plan::resolve_params(&pipeline, &overrides)
             .map_err(|diags| ApiError::diagnostics("invalid params", "params", "", diags))?;

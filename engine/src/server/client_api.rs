@@ -2,7 +2,7 @@
 //! their logs and artifacts. Decoding and encoding here; run changes go through
 //! [`Engine::apply`], reads go to the store (finished runs) or memory (live ones).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use weir_data::artifact::Digest;
 use weir_data::bundle::{BundleLimits, is_digest};
 
 use super::bounds::{Bounded, bounded};
-use super::core::{Engine, Live, State};
+use super::core::Engine;
 use super::error::ApiError;
 use super::transfer::{self, Upload};
 use weir_core::placement;
@@ -78,8 +78,7 @@ impl Engine {
         {
             let st = self.lock();
             if let Some(live) = st.runs.get(run_id) {
-                let mut steps = live.steps.clone();
-                waiting_reasons(&st, live, &mut steps);
+                let steps = live.steps.clone();
                 // A live run stalls while the store cannot write: say why.
                 return Ok((live.record.clone(), steps, self.fault().unwrap_or_default()));
             }
@@ -126,6 +125,9 @@ impl Engine {
             cached: s.state == StepState::Cached,
             cached_from: s.cached_from.clone().unwrap_or_default(),
             cache_key: s.cache.as_ref().map(|c| c.key.clone()).unwrap_or_default(),
+            // Filled by GetRun from `Engine::waiting`, for ready steps only.
+            waiting_reason: String::new(),
+            unplaceable: false,
         })
     }
 
@@ -223,27 +225,34 @@ impl Engine {
     }
 }
 
-/// Says why each ready step that no registered worker could ever run is waiting
-/// (`waiting: no worker offers gpus=1`), from the workers registered now: never stored, so it
-/// follows workers as they come and go.
-fn waiting_reasons(st: &State, live: &Live, steps: &mut [StepRecord]) {
-    let mut by_step: HashMap<usize, Option<String>> = HashMap::new();
-    for (i, s) in steps.iter_mut().enumerate() {
-        if s.state != StepState::Ready {
-            continue;
-        }
-        let step = live.plan.graph[petgraph::graph::NodeIndex::new(i)].step;
-        let reason = by_step
-            .entry(step)
-            .or_insert_with(|| {
-                let need = live.need(InstanceId(i as u32));
-                placement::waiting_reason(&need, st.workers.values().map(|w| &w.offer))
-            })
-            .as_ref();
-        if let Some(reason) = reason {
-            s.message = Some(format!("waiting: {reason}"));
-        }
+/// The answer to a submission (`validated_only`: nothing was stored).
+fn submitted(
+    pipeline: &weir_core::spec::Pipeline,
+    version: String,
+    created: bool,
+    validated_only: bool,
+) -> v1::SubmitPipelineResponse {
+    v1::SubmitPipelineResponse {
+        name: pipeline.name().to_string(),
+        version,
+        created,
+        warnings: Vec::new(),
+        steps: pipeline.steps().len() as u32,
+        instances: pipeline.instance_count() as u32,
+        validated_only,
     }
+}
+
+/// A ready step's waiting reason in its view: the structured fields, and `waiting: <reason>`
+/// in its message as before them (older clients and `weir status`'s MESSAGE column read it).
+fn waiting_view(view: &mut v1::Step, w: &placement::Waiting) {
+    // The run moved on between the two looks: only a step still ready waits.
+    if view.state != v1::StepState::Ready as i32 {
+        return;
+    }
+    view.message = format!("waiting: {}", w.reason);
+    view.waiting_reason.clone_from(&w.reason);
+    view.unplaceable = w.unplaceable;
 }
 
 /// `train[l2=0.0,features=linear]` -> (`train`, {l2: 0.0, features: linear}); best effort for
@@ -280,9 +289,7 @@ impl WeirClient for ClientApi {
             _ => return Err(ApiError::Invalid("the first message of a submission must be its header".into()).into()),
         };
         header.check()?;
-        let file = if header.file_name.is_empty() { "pipeline.yaml" } else { &header.file_name };
-        let pipeline = weir_core::spec::load(&header.yaml, &engine.limits)
-            .map_err(|d| ApiError::diagnostics("the pipeline is invalid", file, &header.yaml, d))?;
+        let pipeline = engine.check_pipeline(&header.yaml, &header.file_name)?;
         let limits = BundleLimits::default();
         let bundle = if header.bundle_digest.is_empty() && header.bundle_size == 0 {
             None
@@ -307,6 +314,11 @@ impl WeirClient for ClientApi {
             let mut upload = None;
             while let Some(msg) = stream.message().await? {
                 match msg.part {
+                    Some(v1::submit_pipeline_request::Part::BundleChunk(_)) if header.validate_only => {
+                        return Err(
+                            ApiError::Invalid("a validate-only submission carries no bundle chunks".into()).into()
+                        );
+                    }
                     Some(v1::submit_pipeline_request::Part::BundleChunk(bytes)) => {
                         let up = upload.get_or_insert_with(|| {
                             Upload::start(engine, format!("bundle of {}", pipeline.name()), header.bundle_size)
@@ -327,21 +339,20 @@ impl WeirClient for ClientApi {
                         .into());
                     }
                 }
-                None if engine.blobs().contains(&expected) => {}
+                // Validating only: the bytes are not needed, and nothing is stored.
+                None if header.validate_only || engine.blobs().contains(&expected) => {}
                 None => {
                     return Err(ApiError::Invalid(format!("bundle {expected} is not stored: send its bytes")).into());
                 }
             }
             Some(expected)
         };
-        let version = match &bundle {
-            None => pipeline.hash().to_string(),
-            Some(d) => {
-                let h = blake3::hash(format!("{}:{d}", pipeline.hash()).as_bytes()).to_hex();
-                h[..pipeline.hash().len().min(64)].to_string()
-            }
-        };
+        let version = super::pipelines::version_of(&pipeline, bundle.as_ref());
         let created = engine.store.pipeline_version(&version).map_err(ApiError::from)?.is_none();
+        if header.validate_only {
+            tracing::debug!(pipeline = pipeline.name(), version, created, "pipeline validated, not stored");
+            return Ok(Response::new(submitted(&pipeline, version, created, true)));
+        }
         let record = PipelineVersion {
             name: pipeline.name().to_string(),
             yaml: header.yaml.clone(),
@@ -357,12 +368,7 @@ impl WeirClient for ClientApi {
             engine.commit()?;
         }
         tracing::info!(pipeline = pipeline.name(), version, created, "pipeline submitted");
-        Ok(Response::new(v1::SubmitPipelineResponse {
-            name: pipeline.name().to_string(),
-            version,
-            created,
-            warnings: Vec::new(),
-        }))
+        Ok(Response::new(submitted(&pipeline, version, created, false)))
     }
 
     async fn list_pipelines(
@@ -444,9 +450,14 @@ impl WeirClient for ClientApi {
                 .map_err(|_| ApiError::Invalid("step_page_token was not issued by this server".into()))?
         };
         let size = page_size(r.step_page_size, 1000, 10_000);
+        let waiting = engine.waiting(&r.run_id);
         let mut views = Vec::new();
         for (i, s) in steps.iter().enumerate().skip(from).take(size) {
-            views.push(engine.step_view(&record, InstanceId(i as u32), s)?);
+            let mut view = engine.step_view(&record, InstanceId(i as u32), s)?;
+            if let Some(w) = waiting.get(&InstanceId(i as u32)) {
+                waiting_view(&mut view, w);
+            }
+            views.push(view);
         }
         let next = if from + size < steps.len() { (from + size).to_string() } else { String::new() };
         Ok(Response::new(v1::GetRunResponse {

@@ -23,6 +23,7 @@ mod dispatch;
 mod error;
 mod heal;
 mod mlops;
+mod pipelines;
 #[cfg(test)]
 mod prepare_tests;
 mod ratelog;
@@ -33,6 +34,7 @@ mod testkit;
 pub use weir_proto::auth as tokens;
 mod tracking;
 mod transfer;
+mod waiting;
 mod worker_api;
 
 use std::net::SocketAddr;
