@@ -1,6 +1,7 @@
-//! The commands that read, check and plan pipeline files without an engine: `validate`,
+//! The commands that read, check and plan pipeline files without a server: `validate`,
 //! `plan`, `graph`, `schema`. Reading files, printing and exit codes only; every decision is
-//! made by the engine's pure modules.
+//! made by weir-core. `weir plan`'s cache lines are the engine's answer (`client::cache`),
+//! never read from a store here.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -44,9 +45,11 @@ pub enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
-        /// The `weir run` data folder whose step cache to read: the plan then says which steps
-        /// would come from the cache and why the others would run. Nothing is said when the
-        /// folder holds no store yet.
+        /// The `weir run` data folder whose step cache to ask: the plan then says which steps
+        /// would come from the cache and why the others would run. An engine starts on the
+        /// folder in this process to answer (no worker, nothing resumed, nothing stored), so a
+        /// `weir run` or `weir server` using it at the time makes it say so. Nothing is said
+        /// when the folder holds no store yet.
         #[arg(long, default_value = ".weir", value_name = "DIR", env = "WEIR_DATA_DIR")]
         data_dir: PathBuf,
         /// Plan as `weir run --no-cache` would run: nothing from the cache.
