@@ -293,9 +293,9 @@ impl Engine {
     }
 
     /// `PlanRun`: the plan of a stored version (or of a file not stored, as the version it would
-    /// get) with these params, and what the cache would do for each instance. An instance whose inputs come from a step that runs cannot be known
-    /// (`unknown`); one whose every input the cache supplies gets its key computed exactly as
-    /// the run would.
+    /// get) with these params, and what the cache would do for each instance. An instance whose
+    /// inputs come from a step that runs cannot be known (`unknown`); one whose every input the
+    /// cache supplies gets its key computed exactly as the run would.
     pub(super) fn plan_run(&self, r: v1::PlanRunRequest) -> Result<v1::PlanRunResponse, ApiError> {
         let stored = |version: String| {
             let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;

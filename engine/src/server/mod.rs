@@ -53,7 +53,6 @@ use weir_proto::v1::weir_worker_server::WeirWorkerServer;
 
 pub use self::core::{Engine, Terms};
 
-pub use cache::predict as predict_cache;
 pub use dispatch::input_dir;
 pub use error::ApiError;
 
