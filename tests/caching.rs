@@ -1,7 +1,7 @@
 //! Step caching and re-running from a step, through a real server and worker: a second run with
 //! the same inputs takes its cacheable steps from the cache; changing one param re-runs exactly
 //! the steps whose key it is part of (and, through their outputs, what they feed); `PlanRun`
-//! predicts that; `ExplainCache` names the part of the key that changed; `--no-cache` runs
+//! predicts that (for a stored version or the file itself); `ExplainCache` names the part of the key that changed; `--no-cache` runs
 //! everything; `RetryRun --from` re-runs one step and its descendants and reuses the rest.
 
 use std::time::Duration;
@@ -118,6 +118,20 @@ async fn the_cache_reuses_unchanged_steps_reruns_what_a_param_changes_and_says_w
     ];
     assert_eq!(verdicts, want.map(|(n, v)| (n.to_string(), v)), "{plan:#?}");
     assert!(plan.steps[1].reason.contains("param.b: x -> y"), "{:?}", plan.steps[1]);
+    // The file itself, not stored (`weir plan FILE`): planned as the version it is, alike.
+    let source =
+        v1::PipelineSource { yaml: YAML.into(), file_name: "pipeline.yaml".into(), bundle_digest: String::new() };
+    let unstored = c
+        .client
+        .plan_run(v1::PlanRunRequest {
+            pipeline: Some(v1::plan_run_request::Pipeline::Source(source)),
+            params: [("b".to_string(), "y".to_string())].into(),
+            no_cache: false,
+        })
+        .await
+        .expect("plan of a file")
+        .into_inner();
+    assert_eq!(unstored, plan, "the same version, verdicts and reasons");
 
     // Changing b re-runs exactly s2 (whose command names it) and what needs s2.
     let r3 = run(&mut c, &version, &[("b", "y")], false).await;

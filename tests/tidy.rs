@@ -7,7 +7,8 @@
 //! - the worker never links the engine, the core or their heavy parts (sled, the YAML parser,
 //!   petgraph, cron, time zones); the engine never links the worker;
 //! - proto types are named only in the adapters: the engine's `api/`, the worker's agent and its
-//!   `wire.rs`, the CLI's client, and tests.
+//!   `wire.rs`, the CLI's client, and tests;
+//! - the CLI opens no store but in `weir store` (the repair tools): it asks an engine.
 //!
 //! Each check names the offending crate, file and line, and says where the code belongs.
 
@@ -207,6 +208,24 @@ fn proto_types_are_named_only_in_the_adapters() {
         "a proto type is named outside the adapters ({}): convert at the edge and pass domain \
          values inward:\n{}",
         ADAPTERS.join(", "),
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_cli_asks_an_engine_and_opens_no_store_but_in_its_repair_tools() {
+    let root = root();
+    let needles = ["Store::open", "predict_cache", "weir_engine::store::Store", "strip_prefix(\"waiting: \")"];
+    let found: Vec<String> = sources(&root.join("cli/src"))
+        .iter()
+        .filter(|f| !f.ends_with("cli/src/store.rs"))
+        .flat_map(|f| offending(f, &needles))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "the CLI asks an engine through the API (start one on `weir run`'s data folder, as \
+         `--local` and `weir plan` do) and reads the answer's fields; only `weir store` \
+         (cli/src/store.rs, run with no engine) opens a store:\n{}",
         found.join("\n")
     );
 }

@@ -417,43 +417,43 @@ pub fn backfill(pipeline: &str, ticks: &[v1::BackfillTick], dry_run: bool) -> St
     out
 }
 
-/// Steps that wait because no registered worker could ever run them (the engine says
-/// `waiting: <reason>` in a ready step's message), turned into one progress line per reason
-/// when it first shows.
+/// Steps that wait because no registered worker could ever run them (the engine's
+/// `waiting_reason` and `unplaceable` on a ready step), turned into one progress line per
+/// reason when it first shows.
 #[derive(Default)]
 pub struct Waiting {
-    /// Reason to the first step waiting for it, as last seen.
-    now: BTreeMap<String, String>,
+    /// Reason to the first step waiting for it and whether workers are registered that can
+    /// never run it, as last seen.
+    now: BTreeMap<String, (String, bool)>,
 }
 
 impl Waiting {
     /// Takes a fresh list of steps; returns lines for the reasons that were not there before.
     pub fn update(&mut self, steps: &[v1::Step], at: u64, color: bool) -> Vec<String> {
-        let mut count: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        let mut count: BTreeMap<String, (String, usize, bool)> = BTreeMap::new();
         for s in steps {
-            if s.state != StepState::Ready as i32 {
+            if s.state != StepState::Ready as i32 || s.waiting_reason.is_empty() {
                 continue;
             }
-            if let Some(reason) = s.message.strip_prefix("waiting: ") {
-                count.entry(reason.to_string()).or_insert_with(|| (s.name.clone(), 0)).1 += 1;
-            }
+            let entry = count.entry(s.waiting_reason.clone()).or_insert_with(|| (s.name.clone(), 0, s.unplaceable));
+            entry.1 += 1;
         }
         let mut lines = Vec::new();
-        for (reason, (name, n)) in &count {
+        for (reason, (name, n, _)) in &count {
             if self.now.contains_key(reason) {
                 continue;
             }
             let who = if *n > 1 { format!("{name} (and {} more)", n - 1) } else { name.clone() };
             lines.push(format!("{} {who} {}: {reason}", clock(at), paint("waiting", "33", color)));
         }
-        self.now = count.into_iter().map(|(reason, (name, _))| (reason, name)).collect();
+        self.now = count.into_iter().map(|(reason, (name, _, unplaceable))| (reason, (name, unplaceable))).collect();
         lines
     }
 
-    /// A step and the reason it waits, when the reason is about what workers offer (not that
-    /// none has registered yet).
+    /// A step and the reason it waits, when workers are registered and none can ever run it
+    /// (not while none has registered yet).
     pub fn stuck(&self) -> Option<(&str, &str)> {
-        self.now.iter().find(|(reason, _)| *reason != "no worker is registered").map(|(r, s)| (s.as_str(), r.as_str()))
+        self.now.iter().find(|(_, (_, unplaceable))| *unplaceable).map(|(r, (s, _))| (s.as_str(), r.as_str()))
     }
 }
 
@@ -995,21 +995,29 @@ mod tests {
 
     #[test]
     fn waiting_reasons_show_once_per_reason_and_name_the_stuck_step() {
-        let step = |name: &str, state: StepState, message: &str| v1::Step {
+        let step = |name: &str, state: StepState, reason: &str, unplaceable: bool| v1::Step {
             name: name.into(),
             state: state as i32,
-            message: message.into(),
+            waiting_reason: reason.into(),
+            unplaceable,
             ..Default::default()
         };
         let mut w = Waiting::default();
-        let none = [step("a", StepState::Ready, "waiting: no worker is registered")];
+        let none = [step("a", StepState::Ready, "no worker is registered", false)];
         assert_eq!(w.update(&none, 0, false), ["00:00:00 a waiting: no worker is registered"]);
         assert_eq!(w.stuck(), None, "a worker may still register");
         let gpus = [
-            step("a", StepState::Ready, "waiting: no worker offers gpus=1"),
-            step("b", StepState::Ready, "waiting: no worker offers gpus=1"),
-            step("c", StepState::Failed, "waiting: not a ready step"),
-            step("d", StepState::Ready, ""),
+            step("a", StepState::Ready, "no worker offers gpus=1", true),
+            step("b", StepState::Ready, "no worker offers gpus=1", true),
+            step("c", StepState::Failed, "not a ready step", true),
+            step("d", StepState::Ready, "", false),
+            // The message is for people: text that looks like a reason is not one.
+            v1::Step {
+                name: "e".into(),
+                state: StepState::Ready as i32,
+                message: "waiting: text".into(),
+                ..Default::default()
+            },
         ];
         assert_eq!(w.update(&gpus, 0, false), ["00:00:00 a (and 1 more) waiting: no worker offers gpus=1"]);
         assert_eq!(w.update(&gpus, 0, false), Vec::<String>::new(), "shown once");

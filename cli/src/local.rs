@@ -262,6 +262,16 @@ pub async fn attach(dir: &std::path::Path, resume: &[String], worker: bool) -> R
     Ok(url)
 }
 
+/// An engine on `weir run`'s data folder `dir` for one question asked over loopback gRPC
+/// (`weir plan`'s cache lines): no worker, no schedules, no run resumed. The caller shuts it
+/// down once answered, which unlocks the folder.
+pub async fn engine_only(dir: &std::path::Path) -> Result<server::Server, server::StartError> {
+    let mut config = ServerConfig::new(dir, "127.0.0.1:0".parse().expect("a socket address"));
+    config.scheduling = false;
+    config.resume = Resume::Only(Default::default());
+    server::start(config).await
+}
+
 type AgentTask = tokio::task::JoinHandle<Result<(), weir_worker::AgentError>>;
 
 /// The worker `attach` started, so [`detach`] can stop it before the runtime goes.

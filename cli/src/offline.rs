@@ -1,6 +1,7 @@
-//! The commands that read, check and plan pipeline files without an engine: `validate`,
+//! The commands that read, check and plan pipeline files without a server: `validate`,
 //! `plan`, `graph`, `schema`. Reading files, printing and exit codes only; every decision is
-//! made by the engine's pure modules.
+//! made by weir-core. `weir plan`'s cache lines are the engine's answer (`client::cache`),
+//! never read from a store here.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -44,9 +45,11 @@ pub enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
-        /// The `weir run` data folder whose step cache to read: the plan then says which steps
-        /// would come from the cache and why the others would run. Nothing is said when the
-        /// folder holds no store yet.
+        /// The `weir run` data folder whose step cache to ask: the plan then says which steps
+        /// would come from the cache and why the others would run. An engine starts on the
+        /// folder in this process to answer (no worker, nothing resumed, nothing stored), so a
+        /// `weir run` or `weir server` using it at the time makes it say so. Nothing is said
+        /// when the folder holds no store yet.
         #[arg(long, default_value = ".weir", value_name = "DIR", env = "WEIR_DATA_DIR")]
         data_dir: PathBuf,
         /// Plan as `weir run --no-cache` would run: nothing from the cache.
@@ -285,7 +288,9 @@ fn show_plan(
 }
 
 /// What `weir run`'s step cache in `data_dir` would do for a run of `file`: one line per
-/// instance, or one line saying why that cannot be told.
+/// instance, or one line saying why that cannot be told. The engine answers (an engine started
+/// on the folder, asked over loopback gRPC: `client::cache::plan_local`); nothing here opens
+/// its store.
 fn cache_section(
     file: &Path,
     overrides: &[(String, String)],
@@ -293,33 +298,24 @@ fn cache_section(
     no_cache: bool,
     limits: &Limits,
 ) -> String {
-    let db = data_dir.join("db");
-    if !db.is_dir() {
+    if !data_dir.join("db").is_dir() {
         return String::new(); // never run here: nothing cached, nothing to say
     }
-    let header = format!("\nstep cache ({}):\n", data_dir.display());
-    let store = match weir_engine::store::Store::open(&db) {
-        Ok(s) => s,
-        Err(weir_engine::store::Error::Locked { .. }) => {
-            return format!("{header}  cannot read it: a running weir holds {}\n", data_dir.display());
-        }
-        Err(e) => return format!("{header}  cannot read it: {e}\n"),
-    };
-    let Ok((pipeline, plan)) = planned(file, overrides, "dry-run", limits) else { return String::new() };
-    let folder = pipeline_file(file).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let file = pipeline_file(file);
+    let Ok((source, _)) = load(&file, limits) else { return String::new() };
+    let folder = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let folder = if folder.as_os_str().is_empty() { PathBuf::from(".") } else { folder };
-    let bundle = match weir_data::bundle::Bundle::build(&folder, weir_data::bundle::BundleLimits::default()) {
+    // As `weir run` bundles it: without its data folder, when that lies inside.
+    let limits = weir_data::bundle::BundleLimits::default();
+    let bundle = match weir_data::bundle::Bundle::build_skipping(&folder, limits, Some(data_dir)) {
         Ok(b) => b,
-        Err(e) => return format!("{header}  cannot bundle {}: {e}\n", folder.display()),
-    };
-    let now = weir_engine::time::millis(std::time::SystemTime::now());
-    match weir_engine::server::predict_cache(&store, &pipeline, &plan, Some(bundle.digest()), no_cache, now) {
-        Ok(steps) => {
-            let steps: Vec<_> = steps.into_iter().map(weir_engine::api::convert::planned_step).collect();
-            format!("{header}{}", crate::client::cache::render_planned(&steps))
+        Err(e) => {
+            return format!("\nstep cache ({}):\n  cannot bundle {}: {e}\n", data_dir.display(), folder.display());
         }
-        Err(e) => format!("{header}  cannot read it: {e}\n"),
-    }
+    };
+    let file_name = file.file_name().map_or_else(|| "pipeline.yaml".into(), |n| n.to_string_lossy().into_owned());
+    let digest = bundle.digest().to_string();
+    crate::client::cache::plan_local(data_dir, source, file_name, digest, overrides.to_vec(), no_cache)
 }
 
 /// The human view of a plan: a header, then each instance with what it needs and runs.

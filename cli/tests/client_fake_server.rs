@@ -242,6 +242,7 @@ impl WeirClient for Fake {
             version: VERSION.into(),
             created,
             warnings: Vec::new(),
+            ..Default::default()
         }))
     }
 

@@ -4,7 +4,8 @@
 //! order, split into one queue per distinct need, so a lease looks at the front of each class
 //! (a handful) instead of scanning thousands of attempts that do not fit this worker; the
 //! oldest fitting attempt wins. [`waiting_reason`] says why no registered worker could ever
-//! run a need (computed on demand, never stored). No I/O, no clock, no locks here.
+//! run a need, and whether any is registered at all ([`Waiting`]; computed on demand, never
+//! stored). No I/O, no clock, no locks here.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -111,11 +112,29 @@ impl Offer {
     }
 }
 
-/// Why none of `offers` could ever run `need` (`no worker offers gpus=1`), or `None` when one
-/// could. The first unmet requirement is named: runtime, then labels, then resources, each
-/// among the workers that met the ones before.
-pub fn waiting_reason<'a>(need: &Need, offers: impl IntoIterator<Item = &'a Offer>) -> Option<String> {
+/// Why a ready attempt waits although nothing holds what it needs: no registered worker could
+/// ever run it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    /// The first requirement nobody meets (`no worker offers gpus=1`), or `no worker is
+    /// registered`.
+    pub reason: String,
+    /// Workers are registered and none could run it even when idle: only a worker that offers
+    /// more can. False while no worker has registered (any that comes may run it).
+    pub unplaceable: bool,
+}
+
+/// Why none of `offers` could ever run `need`, or `None` when one could. The first unmet
+/// requirement is named: runtime, then labels, then resources, each among the workers that met
+/// the ones before.
+pub fn waiting_reason<'a>(need: &Need, offers: impl IntoIterator<Item = &'a Offer>) -> Option<Waiting> {
     let offers: Vec<&Offer> = offers.into_iter().collect();
+    let unplaceable = !offers.is_empty();
+    unmet(need, offers).map(|reason| Waiting { reason, unplaceable })
+}
+
+/// The first requirement of `need` that none of `offers` meets, as [`Waiting::reason`].
+fn unmet(need: &Need, offers: Vec<&Offer>) -> Option<String> {
     if offers.is_empty() {
         return Some("no worker is registered".into());
     }
@@ -273,7 +292,13 @@ mod tests {
             (need(Process, &[], 4000, 0, 1), vec![&cores, &one_gpu], Some("no worker offers cpus=4, gpus=1 at once")),
         ];
         for (need, offers, want) in cases {
-            assert_eq!(waiting_reason(&need, offers).as_deref(), want, "{need:?}");
+            let registered = !offers.is_empty();
+            let got = waiting_reason(&need, offers);
+            assert_eq!(got.as_ref().map(|w| w.reason.as_str()), want, "{need:?}");
+            assert!(
+                got.is_none_or(|w| w.unplaceable == registered),
+                "unplaceable once workers are registered: {need:?}"
+            );
         }
     }
 

@@ -42,6 +42,7 @@ async fn every_rpc_refuses_a_huge_id_with_a_short_invalid_argument() {
             file_name,
             bundle_digest,
             bundle_size: 1,
+            validate_only: false,
         };
         tokio_stream::iter(vec![v1::SubmitPipelineRequest { part: Some(v1::submit_pipeline_request::Part::Header(h)) }])
     };
@@ -87,6 +88,16 @@ async fn every_rpc_refuses_a_huge_id_with_a_short_invalid_argument() {
             ..Default::default()
         })
     );
+    let source = |file_name: String, bundle_digest: String| v1::PlanRunRequest {
+        pipeline: Some(v1::plan_run_request::Pipeline::Source(v1::PipelineSource {
+            yaml: "name: p\nsteps:\n  a:\n    run: 'true'\n".into(),
+            file_name,
+            bundle_digest,
+        })),
+        ..Default::default()
+    };
+    call!("PlanRun source.file_name", c.plan_run(source(big(), String::new())));
+    call!("PlanRun source.bundle_digest", c.plan_run(source("p.yaml".into(), big())));
     call!("ExplainCache run_id", c.explain_cache(v1::ExplainCacheRequest { run_id: big(), step: "a".into() }));
     call!("ExplainCache step", c.explain_cache(v1::ExplainCacheRequest { run_id: "r".into(), step: big() }));
     call!(

@@ -1,8 +1,13 @@
-//! `weir retry` (plain and `--from STEP`, `--dry-run`) and `weir cache explain RUN STEP`, and
-//! the rendering of their answers (pure functions, tested below).
+//! `weir retry` (plain and `--from STEP`, `--dry-run`), `weir cache explain RUN STEP` and the
+//! cache lines of `weir plan` (asked of a server, or of an engine started on `weir run`'s data
+//! folder: never read from its store directly), and the rendering of their answers (pure
+//! functions, tested below).
 
 use std::fmt::Write as _;
+use std::path::Path;
 
+use weir_engine::server::StartError;
+use weir_engine::store;
 use weir_proto::v1::{self, CacheVerdict};
 
 use super::conn::{Client, Hints, RUN_HINTS, refused};
@@ -120,6 +125,50 @@ pub(super) async fn plan_remote(
     let short = &answer.version[..answer.version.len().min(12)];
     print_out(&format!("\nstep cache (server {}, version {short}):\n{}", conn.server, render_planned(&answer.steps)));
     Ok(())
+}
+
+/// `weir plan FILE`'s cache lines from `weir run`'s data folder `data_dir`, whose database
+/// exists: an engine starts on it in this process ([`crate::local::engine_only`]) and is asked
+/// PlanRun for the file as given (`yaml`, its name, the digest of its folder's bundle), as a
+/// server would be; nothing is stored. Never fails: what went wrong is the section's one line.
+pub fn plan_local(
+    data_dir: &Path,
+    yaml: String,
+    file_name: String,
+    bundle_digest: String,
+    params: Vec<(String, String)>,
+    no_cache: bool,
+) -> String {
+    let header = format!("\nstep cache ({}):\n", data_dir.display());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return format!("{header}  cannot read it: cannot start the async runtime: {e}\n"),
+    };
+    let request = v1::PlanRunRequest {
+        pipeline: Some(v1::plan_run_request::Pipeline::Source(v1::PipelineSource { yaml, file_name, bundle_digest })),
+        params: params.into_iter().collect(),
+        no_cache,
+    };
+    runtime.block_on(async {
+        let server = match crate::local::engine_only(data_dir).await {
+            Ok(s) => s,
+            Err(StartError::Store(store::Error::Locked { .. })) => {
+                return format!("{header}  cannot read it: a running weir holds {}\n", data_dir.display());
+            }
+            Err(e) => return format!("{header}  cannot read it: {e}\n"),
+        };
+        let answer = match v1::weir_client_client::WeirClientClient::connect(server.url()).await {
+            Ok(mut client) => {
+                client.plan_run(request).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        server.shutdown().await;
+        match answer {
+            Ok(plan) => format!("{header}{}", render_planned(&plan.steps)),
+            Err(e) => format!("{header}  cannot read it: {e}\n"),
+        }
+    })
 }
 
 /// The cache column of `weir plan`: one line per instance.

@@ -45,7 +45,7 @@ Exit status:
 
 pub const SUBMIT_EXIT_CODES: &str = "\
 Exit status:
-  0  stored (or already stored: submitting is idempotent)
+  0  stored (or already stored: submitting is idempotent); with --dry-run, valid on the server
   1  invalid: the pipeline file has problems (checked here before connecting, then by the server),
      or its folder cannot be bundled
   2  usage error: unknown option, missing argument, bad --server URL or token file
@@ -137,6 +137,11 @@ pub enum Command {
         /// folder is uploaded as the pipeline's bundle, minus what .weirignore lists.
         #[arg(value_name = "DIR|FILE")]
         path: PathBuf,
+        /// Have the server check the file with its own limits and say the version it would
+        /// store (new or already stored) and how many steps it has; store nothing and upload no
+        /// bundle bytes (only the bundle's digest and size are sent).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the pipelines stored on the server.
     #[command(after_help = EXIT_CODES)]
@@ -490,7 +495,7 @@ pub fn plan_remote(conn: &ConnArgs, pipeline: String, params: Vec<(String, Strin
 
 async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
     match command {
-        Command::Submit { path } => submit::submit(conn, &path).await,
+        Command::Submit { path, dry_run } => submit::submit(conn, &path, dry_run).await,
         Command::Pipelines => runs::pipelines(&mut connect(conn).await?, conn).await,
         Command::Start { pipeline, params, watch, no_cache } => {
             let mut client = connect(conn).await?;

@@ -1,5 +1,7 @@
 //! `weir submit`: validate a pipeline file locally, bundle its folder and stream both to the
-//! server; render the server's diagnostics against the files we sent when it refuses.
+//! server; render the server's diagnostics against the files we sent when it refuses. With
+//! `--dry-run` the server validates only (SubmitPipeline's `validate_only`): the bundle's digest
+//! and size go, its bytes do not, and nothing is stored.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -48,15 +50,25 @@ impl Write for ChunkWriter {
     }
 }
 
-pub(super) async fn submit(conn: &ConnArgs, path: &Path) -> Result<(), Failure> {
-    let response = submit_quietly(conn, path, None).await?;
-    print_out(&format!(
-        "submitted {} version {} ({})\n",
-        response.name,
-        response.version,
-        if response.created { "new" } else { "unchanged" }
-    ));
+pub(super) async fn submit(conn: &ConnArgs, path: &Path, dry_run: bool) -> Result<(), Failure> {
+    let response = send(conn, path, None, dry_run).await?;
+    print_out(&render_submitted(&response));
     Ok(())
+}
+
+/// The line `weir submit` prints for the server's answer.
+pub fn render_submitted(r: &v1::SubmitPipelineResponse) -> String {
+    if r.validated_only {
+        let steps = if r.steps == 1 { "1 step".to_string() } else { format!("{} steps", r.steps) };
+        let expanded =
+            if r.instances == r.steps { String::new() } else { format!(", {} after matrix expansion", r.instances) };
+        let would = if r.created { "would be new" } else { "is already stored" };
+        return format!(
+            "valid on the server: {} ({steps}{expanded}); version {} {would}; nothing was stored\n",
+            r.name, r.version
+        );
+    }
+    format!("submitted {} version {} ({})\n", r.name, r.version, if r.created { "new" } else { "unchanged" })
 }
 
 /// Validates, bundles and submits `path`; the server's answer, printing only problems.
@@ -66,6 +78,17 @@ pub async fn submit_quietly(
     conn: &ConnArgs,
     path: &Path,
     skip: Option<&Path>,
+) -> Result<v1::SubmitPipelineResponse, Failure> {
+    send(conn, path, skip, false).await
+}
+
+/// [`submit_quietly`]; with `validate_only` the server checks and stores nothing, and no
+/// bundle bytes are sent.
+async fn send(
+    conn: &ConnArgs,
+    path: &Path,
+    skip: Option<&Path>,
+    validate_only: bool,
 ) -> Result<v1::SubmitPipelineResponse, Failure> {
     // Validate before connecting: problems get exact positions and need no server.
     let file = offline::pipeline_file(path);
@@ -95,11 +118,15 @@ pub async fn submit_quietly(
         file_name,
         bundle_size: bundle.archive_len(),
         bundle_digest: bundle.digest().to_string(),
+        validate_only,
     };
     let (tx, rx) = mpsc::channel(4);
     // The receiver is alive and the channel empty: this cannot fail.
     let _ = tx.send(SubmitPipelineRequest { part: Some(Part::Header(header)) }).await;
     let writer = tokio::task::spawn_blocking(move || {
+        if validate_only {
+            return Ok(()); // the header alone; dropping `tx` ends the stream
+        }
         let mut out = ChunkWriter { tx, buf: Vec::with_capacity(CHUNK) };
         bundle.write_to(&mut out).map(|_| ())
     });
@@ -188,5 +215,33 @@ fn diagnostic(d: &v1::Diagnostic) -> diag::Diagnostic {
             .collect(),
         notes: d.notes.clone(),
         help: (!d.help.is_empty()).then(|| d.help.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_says_what_would_be_stored_and_that_nothing_was() {
+        let answer = |created, validated_only, steps, instances| v1::SubmitPipelineResponse {
+            name: "grid".into(),
+            version: "abc".into(),
+            created,
+            validated_only,
+            steps,
+            instances,
+            ..Default::default()
+        };
+        assert_eq!(render_submitted(&answer(true, false, 2, 3)), "submitted grid version abc (new)\n");
+        assert_eq!(render_submitted(&answer(false, false, 2, 3)), "submitted grid version abc (unchanged)\n");
+        assert_eq!(
+            render_submitted(&answer(true, true, 2, 3)),
+            "valid on the server: grid (2 steps, 3 after matrix expansion); version abc would be new; nothing was stored\n"
+        );
+        assert_eq!(
+            render_submitted(&answer(false, true, 1, 1)),
+            "valid on the server: grid (1 step); version abc is already stored; nothing was stored\n"
+        );
     }
 }

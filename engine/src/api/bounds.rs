@@ -183,6 +183,11 @@ bounds! {
         match &self.pipeline {
             Some(v1::plan_run_request::Pipeline::Name(n)) => at_most("pipeline", n, MAX_NAME)?,
             Some(v1::plan_run_request::Pipeline::Version(v)) => at_most("version", v, MAX_DIGEST)?,
+            // The YAML is bounded by the engine's limits when it is loaded, as in a submission.
+            Some(v1::plan_run_request::Pipeline::Source(f)) => {
+                at_most("source.file_name", &f.file_name, MAX_INSTANCE)?;
+                at_most("source.bundle_digest", &f.bundle_digest, MAX_DIGEST)?;
+            }
             None => {}
         }
         params("param", &self.params)?;

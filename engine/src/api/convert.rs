@@ -7,14 +7,14 @@
 mod views;
 
 pub(crate) use views::{pipeline_summary, run_listing};
-pub use views::{run, step};
+pub use views::{run, step, waiting};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use weir_proto::v1;
 
-use crate::server::cache::{Explanation, KeyPart, PipelineRef, PlannedStep, Verdict};
+use crate::server::cache::{Explanation, KeyPart, PipelineRef, PlanTarget, PlannedStep, Verdict};
 use crate::server::dispatch::Assignment;
 use crate::server::registry::ModelView;
 use crate::server::scheduler::{BackfillOutcome, BackfillTick, ScheduleView};
@@ -340,10 +340,13 @@ pub(crate) fn start_target(p: Option<v1::start_run_request::Pipeline>) -> Option
 }
 
 /// The pipeline a `PlanRun` names.
-pub(crate) fn plan_target(p: Option<v1::plan_run_request::Pipeline>) -> Option<PipelineRef> {
+pub(crate) fn plan_target(p: Option<v1::plan_run_request::Pipeline>) -> Option<PlanTarget> {
     p.map(|p| match p {
-        v1::plan_run_request::Pipeline::Name(n) => PipelineRef::Name(n),
-        v1::plan_run_request::Pipeline::Version(v) => PipelineRef::Version(v),
+        v1::plan_run_request::Pipeline::Name(n) => PlanTarget::Stored(PipelineRef::Name(n)),
+        v1::plan_run_request::Pipeline::Version(v) => PlanTarget::Stored(PipelineRef::Version(v)),
+        v1::plan_run_request::Pipeline::Source(f) => {
+            PlanTarget::File { yaml: f.yaml, file_name: f.file_name, bundle_digest: f.bundle_digest }
+        }
     })
 }
 

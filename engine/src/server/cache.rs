@@ -77,6 +77,14 @@ pub enum PipelineRef {
     Version(String),
 }
 
+/// What `PlanRun` plans: a stored pipeline, or a file not stored (`weir plan FILE`), planned as
+/// the version it would get with the bundle of that digest (empty: none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanTarget {
+    Stored(PipelineRef),
+    File { yaml: String, file_name: String, bundle_digest: String },
+}
+
 /// The most entries of one step `explain` and the planner compare against.
 const MAX_COMPARED: usize = 5000;
 /// A part's value longer than this is shown shortened, with a hash of the whole.
@@ -340,29 +348,36 @@ impl Engine {
         Ok(())
     }
 
-    /// `PlanRun`: the plan of a stored version with these params, and what the cache would do
-    /// for each instance. An instance whose inputs come from a step that runs cannot be known
-    /// (`unknown`); one whose every input the cache supplies gets its key computed exactly as
-    /// the run would.
+    /// `PlanRun`: the plan of a stored version (or of a file not stored, as the version it would
+    /// get) with these params, and what the cache would do for each instance. An instance whose
+    /// inputs come from a step that runs cannot be known (`unknown`); one whose every input the
+    /// cache supplies gets its key computed exactly as the run would.
     pub(crate) fn plan_run(
         &self,
-        target: Option<PipelineRef>,
+        target: Option<PlanTarget>,
         params: BTreeMap<String, String>,
         no_cache: bool,
     ) -> Result<(String, Vec<PlannedStep>), ApiError> {
-        let version = match target {
-            Some(PipelineRef::Name(name)) => {
+        let stored = |version: String| {
+            let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;
+            Ok::<_, ApiError>((version, pipeline, bundle))
+        };
+        let (version, pipeline, bundle) = match target {
+            Some(PlanTarget::Stored(PipelineRef::Name(name))) => stored(
                 self.store
                     .pipeline(&name)?
                     .ok_or_else(|| {
                         ApiError::NotFound(format!("no pipeline {name}: submit it first with `weir submit DIR`"))
                     })?
-                    .latest
+                    .latest,
+            )?,
+            Some(PlanTarget::Stored(PipelineRef::Version(v))) => stored(v)?,
+            // A file not stored (`weir plan FILE`): planned as the version it would get.
+            Some(PlanTarget::File { yaml, file_name, bundle_digest }) => {
+                self.unstored(&yaml, &file_name, &bundle_digest)?
             }
-            Some(PipelineRef::Version(v)) => v,
-            None => return Err(ApiError::Invalid("pipeline: give a name or a version".into())),
+            None => return Err(ApiError::Invalid("pipeline: give a name, a version or a source".into())),
         };
-        let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;
         let overrides: Vec<(String, String)> = params.into_iter().collect();
         let params = plan::resolve_params(&pipeline, &overrides)
             .map_err(|diags| self.params_error(&version, pipeline.name(), diags))?;

@@ -38,6 +38,7 @@ mod testkit;
 mod timing_tests;
 pub use crate::api::tokens;
 pub(crate) mod tracking;
+mod waiting;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,7 +52,7 @@ use tonic::transport::server::TcpIncoming;
 
 pub use self::core::{Engine, Terms};
 
-pub use cache::{PlannedStep, Verdict, predict as predict_cache};
+pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
 pub use error::ApiError;
 

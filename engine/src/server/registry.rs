@@ -412,12 +412,8 @@ steps:
     fn run_with(e: &Engine, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
         let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
-        let record = PipelineVersion {
-            name: "reg".into(),
-            yaml: YAML.into(),
-            bundle_digest: None,
-            submitted_at: e.clock.now(),
-        };
+        let record =
+            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: e.clock.now() };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
         let params = [("rmse".to_string(), rmse.to_string())];

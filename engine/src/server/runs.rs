@@ -3,18 +3,16 @@
 //! and retrying (the plan is `weir_core::run::plan_retry`). Domain values in and out; the
 //! adapter (`crate::api::client`) encodes them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::cache::PipelineRef;
 use crate::store::{Listed, RunFilter, RunRecord, StepRecord, Trigger};
 use weir_core::diag::Diagnostic;
-use weir_core::placement;
 use weir_core::plan;
 use weir_core::run::{Earlier, Event, InstanceId, RunState, StepState, plan_retry};
 use weir_data::artifact::{Entry, Manifest};
 
-use super::core::{Engine, Live, State};
+use super::core::Engine;
 use super::error::ApiError;
 
 /// A retry's new run (none for a dry run), and the instances it runs again and reuses.
@@ -53,8 +51,7 @@ impl Engine {
         {
             let st = self.lock();
             if let Some(live) = st.runs.get(run_id) {
-                let mut steps = live.steps.clone();
-                waiting_reasons(&st, live, &mut steps);
+                let steps = live.steps.clone();
                 // A live run stalls while the store cannot write: say why.
                 return Ok((live.record.clone(), steps, self.fault().unwrap_or_default()));
             }
@@ -350,29 +347,6 @@ pub(crate) fn step_and_matrix(s: &StepRecord) -> (String, Vec<(String, String)>)
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             (step.to_string(), matrix)
-        }
-    }
-}
-
-/// Says why each ready step that no registered worker could ever run is waiting
-/// (`waiting: no worker offers gpus=1`), from the workers registered now: never stored, so it
-/// follows workers as they come and go.
-fn waiting_reasons(st: &State, live: &Live, steps: &mut [StepRecord]) {
-    let mut by_step: HashMap<usize, Option<String>> = HashMap::new();
-    for (i, s) in steps.iter_mut().enumerate() {
-        if s.state != StepState::Ready {
-            continue;
-        }
-        let step = live.plan.graph[petgraph::graph::NodeIndex::new(i)].step;
-        let reason = by_step
-            .entry(step)
-            .or_insert_with(|| {
-                let need = live.need(InstanceId(i as u32));
-                placement::waiting_reason(&need, st.workers.values().map(|w| &w.offer))
-            })
-            .as_ref();
-        if let Some(reason) = reason {
-            s.message = Some(format!("waiting: {reason}"));
         }
     }
 }

@@ -2,7 +2,6 @@
 //! answers with domain views. When ticks fire and what a backfill starts is decided in
 //! `scheduler.rs`; this module only takes the lock, calls it and commits.
 
-
 use super::core::Engine;
 use super::error::ApiError;
 use super::scheduler::{BackfillTick, ScheduleView};

@@ -30,9 +30,7 @@ pub(super) async fn submit_pipeline(
         _ => return Err(ApiError::Invalid("the first message of a submission must be its header".into()).into()),
     };
     header.check()?;
-    let file = if header.file_name.is_empty() { "pipeline.yaml" } else { &header.file_name };
-    let pipeline = weir_core::spec::load(&header.yaml, &engine.limits)
-        .map_err(|d| ApiError::diagnostics("the pipeline is invalid", file, &header.yaml, d))?;
+    let pipeline = engine.check_pipeline(&header.yaml, &header.file_name)?;
     let limits = BundleLimits::default();
     let bundle = if header.bundle_digest.is_empty() && header.bundle_size == 0 {
         None
@@ -57,6 +55,9 @@ pub(super) async fn submit_pipeline(
         let mut upload = None;
         while let Some(msg) = stream.message().await? {
             match msg.part {
+                Some(v1::submit_pipeline_request::Part::BundleChunk(_)) if header.validate_only => {
+                    return Err(ApiError::Invalid("a validate-only submission carries no bundle chunks".into()).into());
+                }
                 Some(v1::submit_pipeline_request::Part::BundleChunk(bytes)) => {
                     let up = upload.get_or_insert_with(|| {
                         Upload::start(engine, format!("bundle of {}", pipeline.name()), header.bundle_size)
@@ -77,19 +78,29 @@ pub(super) async fn submit_pipeline(
                     .into());
                 }
             }
-            None if engine.blobs().contains(&expected) => {}
+            // Validating only: the bytes are not needed, and nothing is stored.
+            None if header.validate_only || engine.blobs().contains(&expected) => {}
             None => {
                 return Err(ApiError::Invalid(format!("bundle {expected} is not stored: send its bytes")).into());
             }
         }
         Some(expected)
     };
-    let (version, created) = engine.submit(&pipeline, &header.yaml, bundle)?;
+    let (version, created, validated_only) = if header.validate_only {
+        let (version, created) = engine.would_submit(&pipeline, bundle.as_ref())?;
+        (version, created, true)
+    } else {
+        let (version, created) = engine.submit(&pipeline, &header.yaml, bundle)?;
+        (version, created, false)
+    };
     Ok(Response::new(v1::SubmitPipelineResponse {
         name: pipeline.name().to_string(),
         version,
         created,
         warnings: Vec::new(),
+        steps: pipeline.steps().len() as u32,
+        instances: pipeline.instance_count() as u32,
+        validated_only,
     }))
 }
 
@@ -128,11 +139,16 @@ pub(super) async fn get_run(
             .map_err(|_| ApiError::Invalid("step_page_token was not issued by this server".into()))?
     };
     let size = page_size(r.step_page_size, 1000, 10_000);
+    let waiting = engine.waiting(&r.run_id);
     let mut views = Vec::new();
     for (i, s) in steps.iter().enumerate().skip(from).take(size) {
         let i = InstanceId(i as u32);
         let (stage, outputs) = engine.step_extras(&record, i, s)?;
-        views.push(wire::step(i, s, stage, outputs.as_ref()));
+        let mut view = wire::step(i, s, stage, outputs.as_ref());
+        if let Some(w) = waiting.get(&i) {
+            wire::waiting(&mut view, w);
+        }
+        views.push(view);
     }
     let next = if from + size < steps.len() { (from + size).to_string() } else { String::new() };
     Ok(Response::new(v1::GetRunResponse {

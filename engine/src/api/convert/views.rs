@@ -70,7 +70,22 @@ pub fn step(i: InstanceId, s: &StepRecord, stage: String, outputs: Option<&Manif
         cached: s.state == StepState::Cached,
         cached_from: s.cached_from.clone().unwrap_or_default(),
         cache_key: s.cache.as_ref().map(|c| c.key.clone()).unwrap_or_default(),
+        // Filled by GetRun from `Engine::waiting`, for ready steps only (`waiting`).
+        waiting_reason: String::new(),
+        unplaceable: false,
     }
+}
+
+/// A ready step's waiting reason in its view: the structured fields, and `waiting: <reason>`
+/// in its message as before them (older clients and `weir status`'s MESSAGE column read it).
+pub fn waiting(view: &mut v1::Step, w: &weir_core::placement::Waiting) {
+    // The run moved on between the two looks: only a step still ready waits.
+    if view.state != v1::StepState::Ready as i32 {
+        return;
+    }
+    view.message = format!("waiting: {}", w.reason);
+    view.waiting_reason.clone_from(&w.reason);
+    view.unplaceable = w.unplaceable;
 }
 
 /// A listed run; one with no record shows its id (if any) and what is wrong.
