@@ -105,7 +105,7 @@ impl WeirClient for ClientApi {
         req: Request<v1::ListSchedulesRequest>,
     ) -> Result<Response<v1::ListSchedulesResponse>, Status> {
         let r = bounded(req)?;
-        let schedules = self.0.schedule_views(&r.pipeline, self.0.clock.calendar())?;
+        let schedules = self.0.schedules(&r.pipeline)?;
         Ok(Response::new(v1::ListSchedulesResponse { schedules: schedules.into_iter().map(wire::schedule).collect() }))
     }
 

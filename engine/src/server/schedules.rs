@@ -1,4 +1,4 @@
-//! What clients ask of schedules: pause, resume and backfill, each made durable before it
+//! What clients ask of schedules: list, pause, resume and backfill, each made durable before it
 //! answers with domain views. When ticks fire and what a backfill starts is decided in
 //! `scheduler.rs`; this module only takes the lock, calls it and commits.
 
@@ -7,6 +7,11 @@ use super::error::ApiError;
 use super::scheduler::{BackfillTick, ScheduleView};
 
 impl Engine {
+    /// The schedules asked for (`pipeline` empty: all), as of now.
+    pub(crate) fn schedules(&self, pipeline: &str) -> Result<Vec<ScheduleView>, ApiError> {
+        self.schedule_views(pipeline, self.clock.calendar())
+    }
+
     /// Pauses (or resumes) a schedule and answers with its view.
     pub(crate) fn pause(&self, pipeline: &str, paused: bool) -> Result<ScheduleView, ApiError> {
         {
