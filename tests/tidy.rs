@@ -186,10 +186,6 @@ const ADAPTERS: &[&str] = &[
     "cli/src/main.rs",
 ];
 
-/// Engine files that still build proto messages while the redesign moves them to `api/`; each
-/// must leave this list as its conversions move.
-const NOT_YET_MOVED: &[&str] = &[];
-
 #[test]
 fn proto_types_are_named_only_in_the_adapters() {
     let root = root();
@@ -197,7 +193,7 @@ fn proto_types_are_named_only_in_the_adapters() {
     for dir in ["core/src", "data/src", "engine/src", "worker/src", "cli/src"] {
         for f in sources(&root.join(dir)) {
             let rel = f.strip_prefix(&root).unwrap().display().to_string();
-            if ADAPTERS.iter().any(|a| rel.starts_with(a)) || NOT_YET_MOVED.contains(&rel.as_str()) {
+            if ADAPTERS.iter().any(|a| rel.starts_with(a)) {
                 continue;
             }
             found.extend(offending(&f, &["weir_proto::v1", "v1::", "use weir_proto"]));
@@ -226,6 +222,37 @@ fn the_cli_asks_an_engine_and_opens_no_store_but_in_its_repair_tools() {
         "the CLI asks an engine through the API (start one on `weir run`'s data folder, as \
          `--local` and `weir plan` do) and reads the answer's fields; only `weir store` \
          (cli/src/store.rs, run with no engine) opens a store:\n{}",
+        found.join("\n")
+    );
+}
+
+/// Engine and worker files that may read the system clock, and why.
+const CLOCK_READERS: &[(&str, &str)] = &[
+    ("engine/src/clock.rs", "the engine's one clock"),
+    ("worker/src/clock.rs", "the worker's one clock"),
+    ("engine/src/store/handle.rs", "waits for sled's file lock, held by a real thread, in real time"),
+    ("engine/src/store/testkit.rs", "test support: the same real-time wait for the file lock"),
+    ("engine/src/server/testkit.rs", "test support: a real-time bound on waiting for a real process"),
+];
+
+#[test]
+fn engine_and_worker_read_the_clock_only_through_their_clock() {
+    let root = root();
+    let needles = ["SystemTime::now", "Utc::now", "Local::now", "std::time::Instant", "time::{Duration, Instant}"];
+    let mut found = Vec::new();
+    for dir in ["engine/src", "worker/src"] {
+        for f in sources(&root.join(dir)) {
+            let rel = f.strip_prefix(&root).unwrap().display().to_string();
+            if CLOCK_READERS.iter().any(|(r, _)| *r == rel) {
+                continue;
+            }
+            found.extend(offending(&f, &needles));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "read time from the engine's `Clock` (engine/src/clock.rs) or the worker's clock \
+         (worker/src/clock.rs), so tests can pause and move it:\n{}",
         found.join("\n")
     );
 }

@@ -2,7 +2,7 @@
 //! authentication stops the server with exit 1 and a message naming the file, the line and
 //! what to do (equal or shared client and worker tokens, duplicate or unknown lines, tokens too
 //! short for an address off loopback); a file others can read gets a warning; no message ever
-//! holds a token. The parser's own cases are unit tests in `engine/src/server/tokens.rs`.
+//! holds a token. The parser's own cases are unit tests in `proto/src/auth.rs`.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;

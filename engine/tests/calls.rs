@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 use weir_engine::server::{self, Server, ServerConfig};
@@ -125,7 +124,7 @@ async fn a_validate_only_submission_answers_as_a_submission_and_stores_nothing()
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
-    let details = v1::Diagnostics::decode(bad.details()).unwrap();
+    let details = weir_engine::api::status::diagnostics(&bad).expect("diagnostics in a google.rpc.Status");
     assert_eq!((details.diagnostics[0].line, details.diagnostics[0].file.as_str()), (4, "p.yaml"));
 
     // A bundle is named by its digest and size alone: its bytes are neither needed nor taken.
@@ -172,7 +171,7 @@ async fn a_pipeline_file_not_stored_is_planned_as_the_version_it_would_get() {
 
     let bad = c.plan_run(plan_source("name: x\nsteps: {}\n", "")).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
-    assert!(!v1::Diagnostics::decode(bad.details()).unwrap().diagnostics.is_empty(), "{bad:?}");
+    assert!(!weir_engine::api::status::diagnostics(&bad).expect("diagnostics").diagnostics.is_empty(), "{bad:?}");
     let digest = c.plan_run(plan_source(MATRIX, "not-a-digest")).await.unwrap_err();
     assert_eq!(digest.code(), Code::InvalidArgument);
     assert!(digest.message().contains("bundle_digest"), "{digest:?}");

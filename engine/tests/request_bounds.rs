@@ -1,4 +1,4 @@
-//! Every RPC that takes a name or an id refuses one past its bound (`server/bounds.rs`) with
+//! Every RPC that takes a name or an id refuses one past its bound (`api/bounds.rs`) with
 //! INVALID_ARGUMENT and a short message, over real loopback gRPC against a real store. Before
 //! the bounds, a 70 KB run id came back whole in `grpc-message` and the client failed on the
 //! header's size instead of reading the refusal.

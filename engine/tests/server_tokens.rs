@@ -1,5 +1,5 @@
 //! `server::start`'s own guard on tokens, for every way of configuring a server besides `weir
-//! server`'s token file (which says the same with file and line, `server/tokens.rs`): equal
+//! server`'s token file (which says the same with file and line: `weir_proto::auth`): equal
 //! client and worker tokens are refused anywhere, tokens under 32 characters off loopback.
 
 use weir_engine::server::{self, ServerConfig};

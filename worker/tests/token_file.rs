@@ -1,6 +1,6 @@
 //! `weir-worker --token-file` as an operator meets it: a file with duplicate or unknown lines is
 //! a usage error (exit 2) naming the file and line, a file that group or others can read gets a
-//! warning, and neither ever shows the token. The parser is `weir_engine::server::tokens`.
+//! warning, and neither ever shows the token. The parser is `weir_proto::auth`.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
