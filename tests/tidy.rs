@@ -256,3 +256,37 @@ fn engine_and_worker_read_the_clock_only_through_their_clock() {
         found.join("\n")
     );
 }
+
+/// A test function that returns at once unless a variable is set is a helper process another
+/// test starts: it must be `#[ignore]`d, or every plain run counts it as a passing test.
+#[test]
+fn helper_processes_are_ignored_not_counted_as_passing_tests() {
+    let root = root();
+    let mut found = Vec::new();
+    for dir in ["core/tests", "engine/tests", "worker/tests", "cli/tests", "tests"] {
+        for f in sources(&root.join(dir)) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, l) in lines.iter().enumerate() {
+                if !(l.trim_start().starts_with("async fn ") || l.trim_start().starts_with("fn ")) {
+                    continue;
+                }
+                let attrs: Vec<&str> =
+                    lines[..i].iter().rev().take_while(|a| a.trim_start().starts_with("#[")).copied().collect();
+                if !attrs.iter().any(|a| a.contains("test")) || attrs.iter().any(|a| a.contains("#[ignore")) {
+                    continue;
+                }
+                let body = lines[i + 1..(i + 4).min(lines.len())].join("\n");
+                if body.contains("env::var_os(") && body.contains("return") {
+                    let rel = f.strip_prefix(&root).unwrap().display().to_string();
+                    found.push(format!("{rel}:{}: {}", i + 1, l.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "helper processes counted as passing tests (add #[ignore = \"...\"]):\n{}",
+        found.join("\n")
+    );
+}
