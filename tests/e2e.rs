@@ -255,6 +255,7 @@ steps:
         states,
         page_size,
         page_token,
+        trigger: String::new(),
     };
     let first = c.client.list_runs(list(2, String::new(), vec![])).await.unwrap().into_inner();
     assert_eq!(first.runs.len(), 2);

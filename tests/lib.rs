@@ -2,6 +2,8 @@
 //! temporary data folder, real worker agents running steps as real processes, and a gRPC client,
 //! all in the test process. Nothing is mocked.
 
+pub mod http;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -12,3 +12,4 @@ pub mod clock;
 pub mod server;
 pub mod store;
 pub mod time;
+mod web;

@@ -174,6 +174,9 @@ pub enum Command {
         /// Only runs in this state; repeatable.
         #[arg(long = "state", value_name = "STATE", value_enum)]
         states: Vec<StateArg>,
+        /// Only runs started this way.
+        #[arg(long, value_name = "KIND", value_parser = ["manual", "cron", "backfill", "retry"])]
+        trigger: Option<String>,
         /// The most runs to list; 0 lists them all.
         #[arg(long, value_name = "N", default_value_t = 20)]
         limit: usize,
@@ -506,8 +509,8 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Runs { action: Some(RunsAction::Compare { runs }), .. } => {
             tracking::compare(&mut connect(conn).await?, conn, &runs).await
         }
-        Command::Runs { action: None, pipeline, states, limit } => {
-            runs::runs(&mut connect(conn).await?, conn, pipeline, &states, limit).await
+        Command::Runs { action: None, pipeline, states, trigger, limit } => {
+            runs::runs(&mut connect(conn).await?, conn, pipeline, &states, trigger, limit).await
         }
         Command::Metrics { pipeline, metric, step, limit } => {
             tracking::metrics(&mut connect(conn).await?, conn, pipeline, metric, step, limit).await

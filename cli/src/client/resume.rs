@@ -49,6 +49,7 @@ async fn unfinished(client: &mut Client) -> Result<Vec<v1::Run>, tonic::Status> 
             states: vec![RunState::Queued as i32, RunState::Running as i32],
             page_size: 0,
             page_token: token.clone(),
+            trigger: String::new(),
         };
         let page = client.list_runs(request).await?.into_inner();
         all.extend(page.runs);

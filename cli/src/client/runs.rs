@@ -44,6 +44,7 @@ pub(super) async fn runs(
     conn: &ConnArgs,
     pipeline: Option<String>,
     states: &[StateArg],
+    trigger: Option<String>,
     limit: usize,
 ) -> Result<(), Failure> {
     let states: Vec<i32> = states.iter().map(|s| s.wire() as i32).collect();
@@ -56,6 +57,7 @@ pub(super) async fn runs(
             states: states.clone(),
             page_size: want,
             page_token: token.clone(),
+            trigger: trigger.clone().unwrap_or_default(),
         };
         let hints = Hints { not_found: "run `weir pipelines` to list pipeline names", ..Hints::default() };
         let page = client.list_runs(request).await.map_err(|s| refused(&s, conn, hints))?.into_inner();

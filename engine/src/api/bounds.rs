@@ -199,6 +199,7 @@ bounds! {
     v1::ListRunsRequest => |self| {
         at_most("pipeline", &self.pipeline, MAX_NAME)?;
         at_most("page_token", &self.page_token, MAX_INSTANCE)?;
+        at_most("trigger", &self.trigger, MAX_NAME)?;
     }
     v1::WatchRunRequest => |self| { at_most("run_id", &self.run_id, MAX_NAME)?; }
     v1::CancelRunRequest => |self| {

@@ -18,20 +18,20 @@ pub use weir_proto::auth as tokens;
 
 use std::sync::Arc;
 
-use tonic::service::Interceptor;
-use tonic::transport::server::Router;
+use tonic::service::{Interceptor, Routes};
 use tonic::{Request, Status};
 use weir_proto::v1::weir_client_server::WeirClientServer;
 use weir_proto::v1::weir_worker_server::WeirWorkerServer;
 
 use crate::server::Engine;
 
-/// Both services for `engine`, behind their tokens (none: open), with health and reflection.
-pub(crate) async fn router(
+/// Both services for `engine`, behind their tokens (none: open), with health and reflection,
+/// as routes the server merges with the web UI's (one port, told apart by path).
+pub(crate) async fn routes(
     engine: Arc<Engine>,
     client_token: Option<&str>,
     worker_token: Option<&str>,
-) -> Result<Router, String> {
+) -> Result<Routes, String> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WeirClientServer<client::ClientApi>>().await;
     health.set_serving::<WeirWorkerServer<worker::WorkerApi>>().await;
@@ -48,14 +48,14 @@ pub(crate) async fn router(
     let client =
         WeirClientServer::with_interceptor(client::ClientApi(engine.clone()), Bearer::new(client_token, "client"));
     let worker = WeirWorkerServer::with_interceptor(worker::WorkerApi(engine), Bearer::new(worker_token, "worker"));
-    Ok(tonic::transport::Server::builder()
-        // Every call runs in a span naming its RPC, so what `status` logs says which call failed.
-        .trace_fn(|req| tracing::info_span!("rpc", method = req.uri().path()))
+    Ok(Routes::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(client)
-        .add_service(worker))
+        .add_service(worker)
+        .clone()
+        .routes())
 }
 
 /// Checks `authorization: Bearer <token>` against one expected token, in constant time.

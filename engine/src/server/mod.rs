@@ -240,9 +240,19 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
-    let router = crate::api::router(engine.clone(), config.client_token.as_deref(), config.worker_token.as_deref())
+    let grpc = crate::api::routes(engine.clone(), config.client_token.as_deref(), config.worker_token.as_deref())
         .await
         .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
+    let web = crate::web::router(engine.clone(), config.client_token.as_deref())
+        .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
+    // One port: gRPC services by their `/package.Service/` paths, the web UI by the rest.
+    // HTTP/1.1 is accepted for browsers (gRPC stays on HTTP/2).
+    let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(web).fallback(crate::web::not_found));
+    let router = tonic::transport::Server::builder()
+        .accept_http1(true)
+        // Every call runs in a span naming its RPC, so what `status` logs says which call failed.
+        .trace_fn(|req| tracing::info_span!("rpc", method = req.uri().path()))
+        .add_routes(routes);
     let (stop, mut stopped) = watch::channel(false);
     // TCP_NODELAY: without it, Nagle's algorithm meets delayed ACKs on small replies and every
     // call of a short step waits ~40 ms (measured: 50 ms per `true` step before, BENCHMARKS.md).

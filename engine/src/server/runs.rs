@@ -28,6 +28,14 @@ pub(crate) struct RunListing {
     pub message: String,
 }
 
+/// A run's state and progress, for live views.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RunProgress {
+    pub state: RunState,
+    pub done: usize,
+    pub total: usize,
+}
+
 /// Refuses an empty run id as the caller's mistake, before it reaches the store.
 pub(crate) fn require_run_id(run_id: &str) -> Result<(), ApiError> {
     if run_id.is_empty() {
@@ -114,15 +122,20 @@ impl Engine {
         Ok(run_id)
     }
 
-    /// At most `size` runs matching `pipeline` (empty: any) and `states` (empty: any), from
-    /// `token` (a store page token), and the token to continue from (empty: no more).
+    /// At most `size` runs matching `pipeline` (empty: any), `states` (empty: any) and
+    /// `trigger` (a [`Trigger::kind`]; empty: any), from `token` (a store page token), and the
+    /// token to continue from (empty: no more).
     pub(crate) fn list_runs(
         &self,
         pipeline: &str,
         states: &[RunState],
+        trigger: &str,
         size: usize,
         token: &str,
     ) -> Result<(Vec<RunListing>, String), ApiError> {
+        if !trigger.is_empty() && !Trigger::KINDS.contains(&trigger) {
+            return Err(ApiError::Invalid(format!("trigger {trigger:?} is not one of {}", Trigger::KINDS.join(", "))));
+        }
         let filter = RunFilter {
             pipeline: (!pipeline.is_empty()).then(|| pipeline.to_string()),
             state: if states.len() == 1 { Some(states[0]) } else { None },
@@ -155,6 +168,9 @@ impl Engine {
                 if states.len() > 1 && !states.contains(&record.state) {
                     continue;
                 }
+                if !trigger.is_empty() && record.trigger.kind() != trigger {
+                    continue;
+                }
                 // Live runs answer from memory: step counts without a scan.
                 let (record, steps) = {
                     let st = self.lock();
@@ -182,6 +198,20 @@ impl Engine {
                 None => return Ok((runs, String::new())),
             }
         }
+    }
+
+    /// Run `run_id`'s state and how many of its step instances have finished, of how many:
+    /// from memory while it is live (no step scan), else the store.
+    pub(crate) fn run_progress(&self, run_id: &str) -> Result<RunProgress, ApiError> {
+        let count = |steps: &[StepRecord]| steps.iter().filter(|s| s.state.is_terminal()).count();
+        {
+            let st = self.lock();
+            if let Some(live) = st.runs.get(run_id) {
+                return Ok(RunProgress { state: live.record.state, done: count(&live.steps), total: live.steps.len() });
+            }
+        }
+        let (record, steps, _) = self.load_run(run_id)?;
+        Ok(RunProgress { state: record.state, done: count(&steps), total: steps.len() })
     }
 
     /// Cancels run `run_id` (`reason` is logged), durably.

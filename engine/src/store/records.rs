@@ -54,6 +54,21 @@ pub enum Trigger {
     },
 }
 
+impl Trigger {
+    /// The kinds a listing filters on: `manual`, `cron`, `backfill` or `retry`.
+    pub const KINDS: [&'static str; 4] = ["manual", "cron", "backfill", "retry"];
+
+    /// This trigger's kind, one of [`Trigger::KINDS`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Manual { .. } => "manual",
+            Trigger::Schedule { backfill: false, .. } => "cron",
+            Trigger::Schedule { backfill: true, .. } => "backfill",
+            Trigger::Retry { .. } => "retry",
+        }
+    }
+}
+
 /// `runs`: one run. Its steps, events, logs and artifacts live under their own keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {

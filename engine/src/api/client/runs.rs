@@ -165,7 +165,7 @@ pub(super) async fn list_runs(
     let r = bounded(req)?;
     let states: Vec<RunState> = r.states().filter_map(wire::from_run_state).collect();
     let size = page_size(r.page_size, 50, 1000);
-    let (listed, next) = engine.list_runs(&r.pipeline, &states, size, &r.page_token)?;
+    let (listed, next) = engine.list_runs(&r.pipeline, &states, &r.trigger, size, &r.page_token)?;
     let runs = listed.into_iter().map(wire::run_listing).collect();
     Ok(Response::new(v1::ListRunsResponse { runs, next_page_token: next }))
 }

@@ -1,0 +1,144 @@
+//! The web UI over a real server and worker: the runs list (filters, paging, live states)
+//! and sessions (login, CSRF, redirects). Pages of other areas have their own files.
+
+use std::time::Duration;
+
+use weir_engine::server;
+use weir_tests::http::Http;
+use weir_tests::{Cluster, test_config};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+const TWO: &str = r#"
+name: webby
+steps:
+  first:
+    run: echo one
+  second:
+    needs: [first]
+    run: echo two
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_page_lists_filters_and_pages_runs() {
+    let mut c = Cluster::start(1, 2).await;
+    let version = c.submit(TWO, None).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = c.start_run(&version, &[]).await;
+        c.wait(&id, MINUTE).await;
+        ids.push(id);
+    }
+    let mut web = Http::new(&c.url());
+    let page = web.get("/runs").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for id in &ids {
+        assert!(page.body.contains(&format!("data-run=\"{id}\"")), "run {id} listed");
+    }
+    assert!(page.body.contains("✓") && page.body.contains(">succeeded<"), "state by icon and text");
+    assert!(page.body.contains(">2/2<"), "steps done");
+
+    let failed = web.get("/runs?state=failed").await;
+    assert!(!failed.body.contains("data-run="), "no failed runs");
+    let cron = web.get("/runs?trigger=cron").await;
+    assert!(!cron.body.contains("data-run="), "no cron runs");
+    let manual = web.get("/runs?trigger=manual&pipeline=webby").await;
+    assert_eq!(manual.body.matches("data-run=").count(), 3);
+    let bad = web.get("/runs?trigger=sometimes").await;
+    assert_eq!(bad.status, 400, "an unknown trigger is the caller's mistake");
+    assert!(bad.body.contains("is not one of manual, cron, backfill, retry"), "{}", bad.body);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_stream_tells_state_changes_as_they_happen() {
+    let mut c = Cluster::start(1, 2).await;
+    let version = c.submit(TWO, None).await;
+    let mut web = Http::new(&c.url());
+    let client = c.client.clone();
+    let started = async move {
+        let mut client = client;
+        let req = weir_proto::v1::StartRunRequest {
+            pipeline: Some(weir_proto::v1::start_run_request::Pipeline::Version(version)),
+            ..Default::default()
+        };
+        client.start_run(req).await.expect("started");
+    };
+    let events = web
+        .events("/events", MINUTE, |ev, data| ev == "run" && data.contains("\"state\":\"succeeded\""), started)
+        .await;
+    let states: Vec<String> = events
+        .iter()
+        .filter(|(e, _)| e == "run")
+        .map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).unwrap()["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states.last().map(String::as_str), Some("succeeded"), "{events:?}");
+    assert!(events.iter().any(|(_, d)| d.contains("\"done\":2,") && d.contains("\"total\":2")), "{events:?}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_ui_asks_to_log_in_and_checks_csrf() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("engine"));
+    let token = "c".repeat(40);
+    config.client_token = Some(token.clone());
+    config.worker_token = Some("w".repeat(40));
+    let s = server::start(config).await.unwrap();
+    let mut web = Http::new(&s.url());
+
+    let page = web.get("/runs?state=failed").await;
+    assert_eq!(page.status, 303, "a page without a session redirects to log in");
+    assert_eq!(page.header("location"), Some("/login?next=%2Fruns%3Fstate%3Dfailed"));
+    let script = web.request("GET", "/events", &[("accept", "text/event-stream")], None).await;
+    assert_eq!(script.status, 401, "a stream without a session is refused");
+
+    let wrong = web.login("not-the-token").await;
+    assert_eq!(wrong.header("location").unwrap_or_default().split('&').next(), Some("/login?failed=true"));
+    assert!(web.cookie.is_none());
+
+    let ok = web.login(&token).await;
+    assert_eq!((ok.status, ok.header("location")), (303, Some("/runs")));
+    let set = ok.header("set-cookie").unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(!set.contains(&token) && !ok.header("location").unwrap().contains(&token), "the token never comes back");
+    let page = web.get("/runs").await;
+    assert_eq!(page.status, 200);
+    let csrf = page.csrf().expect("a CSRF token in the page");
+
+    // A form without its CSRF token, or from another site, is refused; with it, it passes.
+    let forged = web.post("/logout", &[]).await;
+    assert_eq!(forged.status, 403);
+    let cross = web
+        .request(
+            "POST",
+            "/logout",
+            &[("content-type", "application/x-www-form-urlencoded"), ("origin", "http://evil.example")],
+            Some(format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(cross.status, 403);
+    let out = web.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    assert!(web.cookie.is_none(), "logging out clears the cookie");
+    assert_eq!(web.get("/runs").await.status, 303);
+
+    // A forged cookie is no session.
+    web.cookie = Some("weir_session=99999999999999.00".into());
+    assert_eq!(web.get("/runs").await.status, 303);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_the_web_share_one_port_and_unknown_paths_say_so() {
+    let c = Cluster::start(0, 1).await;
+    let mut web = Http::new(&c.url());
+    let missing = web.get("/no/such/page").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("No such page"));
+    let css = web.get("/static/style.css").await;
+    assert_eq!((css.status, css.header("content-type")), (200, Some("text/css; charset=utf-8")));
+    c.stop().await;
+}
