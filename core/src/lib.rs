@@ -1,8 +1,8 @@
 //! weir's pure core: what a pipeline file means and what happens to a run, as values. Pipeline
 //! files (`spec`), the expression language (`expr`), templates (`template`), planning (`plan`),
 //! the run state machine (`run`), schedule maths (`schedule`), placement of steps on workers
-//! (`placement`), graph rendering (`graph`), the JSON Schema (`schema`) and diagnostics
-//! (`diag`).
+//! (`placement`), graph rendering (`graph`) and layout for drawing (`layout`), the JSON Schema
+//! (`schema`) and diagnostics (`diag`).
 //!
 //! Nothing here does I/O, reads the clock, awaits or names a proto type: callers read files and
 //! pass text, pass `now`, and perform the effects the machines return. The tidy test
@@ -17,6 +17,7 @@
 pub mod diag;
 pub mod expr;
 pub mod graph;
+pub mod layout;
 pub mod placement;
 pub mod plan;
 pub mod run;

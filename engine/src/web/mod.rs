@@ -8,10 +8,11 @@
 //!
 //! Layout: `auth` (login, session cookie, CSRF), `page` (the shared layout and small
 //! renderers: state badges, times), `assets` (CSS and script, embedded), and a file per area:
-//! `runs` (the runs list).
+//! `dag` (graphs as SVG), `runs` (the runs list).
 
 mod assets;
 mod auth;
+mod dag;
 mod page;
 mod runs;
 

@@ -141,7 +141,6 @@ pub(crate) fn raw(s: String) -> PreEscaped<String> {
 }
 
 /// `text` escaped for HTML or XML text and attribute values.
-#[allow(dead_code)] // for the pages that follow
 pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
