@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "weir/v1/common.proto",
     "weir/v1/registry.proto",
     "weir/v1/tracking.proto",
+    "weir/v1/workers.proto",
     "weir/v1/client.proto",
     "weir/v1/worker.proto",
 ];

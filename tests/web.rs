@@ -142,3 +142,48 @@ async fn grpc_and_the_web_share_one_port_and_unknown_paths_say_so() {
     assert_eq!((css.status, css.header("content-type")), (200, Some("text/css; charset=utf-8")));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_listed_with_what_they_hold_in_the_api_the_page_and_the_cli() {
+    let mut c = Cluster::start(0, 1).await;
+    c.add_worker_with(2, |w| {
+        w.labels.insert("zone".into(), "north".into());
+    });
+    let marker = c.dir.path().join("started");
+    let yaml = format!("name: holder\nsteps:\n  hold:\n    run: touch {m}; sleep 30\n", m = marker.display());
+    let version = c.submit(&yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    let deadline = std::time::Instant::now() + MINUTE;
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "the step did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let listed = c.client.list_workers(weir_proto::v1::ListWorkersRequest {}).await.unwrap().into_inner();
+    assert_eq!(listed.workers.len(), 1);
+    let w = &listed.workers[0];
+    assert!(w.name.starts_with("w0"), "{w:?}");
+    assert_eq!(w.labels.get("zone").map(String::as_str), Some("north"));
+    assert_eq!(w.runtimes, ["process"]);
+    assert_eq!(w.capacity, 2);
+    assert_eq!(w.attempts.len(), 1, "{w:?}");
+    assert_eq!((w.attempts[0].run_id.as_str(), w.attempts[0].step.as_str()), (run.as_str(), "hold"));
+    assert!(w.last_heard.is_some() && w.total.is_some());
+
+    let mut web = Http::new(&c.url());
+    let page = web.get("/workers").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&w.name) && page.body.contains("zone=north"), "{}", page.body);
+    assert!(page.body.contains(&format!("href=\"/runs/{run}/steps/hold\"")), "{}", page.body);
+
+    let (weir, _) = weir_tests::binaries();
+    let out = std::process::Command::new(weir).args(["workers", "--server", &c.url()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("NAME") && text.contains(&w.name) && text.contains("zone=north"), "{text}");
+    assert!(text.contains(&format!("{run}/hold#1")), "{text}");
+
+    c.client.cancel_run(weir_proto::v1::CancelRunRequest { run_id: run.clone(), reason: "done".into() }).await.unwrap();
+    c.wait(&run, MINUTE).await;
+    c.stop().await;
+}

@@ -490,6 +490,12 @@ impl WeirClient for Fake {
     async fn list_models(&self, _: Request<v1::ListModelsRequest>) -> Result<Response<v1::ListModelsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_workers(
+        &self,
+        _: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_model(&self, _: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }

@@ -52,6 +52,15 @@ impl Usage {
         }
     }
 
+    /// What is left of `self` once `used` is taken (never below zero).
+    pub fn minus(self, used: Usage) -> Usage {
+        Usage {
+            cpus_milli: self.cpus_milli.saturating_sub(used.cpus_milli),
+            memory_bytes: self.memory_bytes.saturating_sub(used.memory_bytes),
+            gpus: self.gpus.saturating_sub(used.gpus),
+        }
+    }
+
     /// Whether `self` still fits after `used` of `total` is taken.
     pub fn fits(self, used: Usage, total: Usage) -> bool {
         let free = |t: u64, u: u64| t.saturating_sub(u);

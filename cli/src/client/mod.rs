@@ -21,6 +21,7 @@ pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod submit;
 pub(crate) mod tracking;
+pub(crate) mod workers;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -348,6 +349,11 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<models::ModelAction>,
     },
+    /// List the workers connected to the server: labels, runtimes, CPUs, memory and GPUs
+    /// (free/total), the attempts each holds (RUN/STEP#ATTEMPT) and when the engine last heard
+    /// from it. The web UI's workers page shows the same.
+    #[command(after_help = EXIT_CODES)]
+    Workers,
 }
 
 /// What `weir runs` does besides listing.
@@ -568,6 +574,7 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
             }
         }
         Command::Models { action } => models::dispatch(&mut connect(conn).await?, conn, action).await,
+        Command::Workers => workers::list(&mut connect(conn).await?, conn).await,
         Command::Backfill { pipeline, from, to, dry_run } => {
             schedules::backfill(&mut connect(conn).await?, conn, pipeline, from, to, dry_run).await
         }

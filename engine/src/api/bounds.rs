@@ -238,6 +238,7 @@ bounds! {
     }
     v1::GetLineageRequest => |self| { at_most("target", &self.target, MAX_NAME)?; }
     v1::ListModelsRequest => |self| {}
+    v1::ListWorkersRequest => |self| {}
     v1::GetModelRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
     v1::PromoteModelRequest => |self| {
         at_most("name", &self.name, MAX_NAME)?;

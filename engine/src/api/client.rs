@@ -169,6 +169,15 @@ impl WeirClient for ClientApi {
 
     // The model registry: server/registry.rs.
 
+    async fn list_workers(
+        &self,
+        req: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        bounded(req)?;
+        let workers = self.0.workers().into_iter().map(wire::worker_info).collect();
+        Ok(Response::new(v1::ListWorkersResponse { workers }))
+    }
+
     async fn list_models(
         &self,
         req: Request<v1::ListModelsRequest>,

@@ -13,7 +13,7 @@ pub(crate) use answers::{
     plan_target, schedule, start_target,
 };
 pub use answers::{planned_step, verdict};
-pub(crate) use views::{pipeline_summary, run_listing};
+pub(crate) use views::{pipeline_summary, run_listing, worker_info};
 pub use views::{run, step, waiting};
 
 use std::collections::BTreeMap;

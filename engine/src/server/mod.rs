@@ -39,6 +39,7 @@ mod timing_tests;
 pub use crate::api::tokens;
 pub(crate) mod tracking;
 mod waiting;
+pub(crate) mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -8,13 +8,14 @@
 //!
 //! Layout: `auth` (login, session cookie, CSRF), `page` (the shared layout and small
 //! renderers: state badges, times), `assets` (CSS and script, embedded), and a file per area:
-//! `dag` (graphs as SVG), `runs` (the runs list).
+//! `dag` (graphs as SVG), `runs` (the runs list), `workers` (the workers page).
 
 mod assets;
 mod auth;
 mod dag;
 mod page;
 mod runs;
+mod workers;
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
         .route("/", get(|| async { axum::response::Redirect::to("/runs") }))
         .route("/runs", get(runs::list))
         .route("/events", get(runs::events))
+        .route("/workers", get(workers::list))
         .route("/logout", axum::routing::post(auth::logout))
         .route_layer(axum::middleware::from_fn_with_state(web.clone(), auth::require));
     Ok(open.merge(guarded).with_state(web))

@@ -1,11 +1,12 @@
 //! The views of runs, steps and pipelines that `GetRun`, `ListRuns`, `StartRun`, `CancelRun`,
-//! `RetryRun` and `ListPipelines` answer with, from the services' values. Pure.
+//! `RetryRun`, `ListPipelines` and `ListWorkers` answer with, from the services' values. Pure.
 
 use weir_proto::v1;
 
 use super::{manifest, run_state, step_state, timestamp};
 use crate::server::pipelines::PipelineSummary;
 use crate::server::runs::{RunListing, step_and_matrix};
+use crate::server::workers::WorkerView;
 use crate::store::{RunRecord, StepRecord, Trigger};
 use weir_core::run::{InstanceId, RunState, StepState};
 use weir_data::artifact::Manifest;
@@ -104,5 +105,34 @@ pub(crate) fn pipeline_summary(p: PipelineSummary) -> v1::PipelineSummary {
         submitted_at: p.submitted_at.map(timestamp),
         version_count: p.version_count,
         schedule: p.schedule,
+    }
+}
+
+/// A connected worker as `ListWorkers` shows it.
+pub(crate) fn worker_info(w: WorkerView) -> v1::WorkerInfo {
+    let resources = |u: weir_core::placement::Usage| v1::Resources {
+        cpus_milli: u.cpus_milli,
+        memory_bytes: u.memory_bytes,
+        gpus: u.gpus,
+    };
+    v1::WorkerInfo {
+        name: w.name,
+        labels: w.labels.into_iter().collect(),
+        runtimes: w.runtimes.into_iter().map(str::to_string).collect(),
+        total: Some(resources(w.total)),
+        free: Some(resources(w.free)),
+        capacity: w.capacity,
+        attempts: w
+            .attempts
+            .into_iter()
+            .map(|a| v1::HeldAttempt {
+                run_id: a.run,
+                step: a.step,
+                attempt: a.attempt,
+                since: Some(timestamp(a.since)),
+            })
+            .collect(),
+        last_heard: Some(timestamp(w.last_heard)),
+        polling: w.polling,
     }
 }

@@ -42,6 +42,19 @@
     es.addEventListener("reload", () => location.reload());
   }
 
+  // A table refreshed in place every `data-refresh` seconds while the page is visible.
+  function refreshing(el) {
+    const every = Number(el.dataset.refresh) * 1000;
+    setInterval(async () => {
+      if (document.hidden) return;
+      const r = await fetch(location.href, { headers: { accept: "text/html" } });
+      if (!r.ok) return;
+      const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+      const fresh = doc.getElementById(el.id);
+      if (fresh) { el.replaceWith(fresh); el = fresh; localTimes(); }
+    }, every);
+  }
+
   // Times in the reader's zone (the page shows UTC without the script).
   function localTimes() {
     for (const t of document.querySelectorAll("time[datetime]")) {
@@ -57,6 +70,8 @@
     for (const f of document.querySelectorAll("form[data-confirm]")) {
       f.addEventListener("submit", (e) => { if (!confirm(f.dataset.confirm)) e.preventDefault(); });
     }
+    const refresh = document.querySelector("[data-refresh]");
+    if (refresh) refreshing(refresh);
     for (const hook of weir.onload || []) hook();
   });
 })();
