@@ -187,3 +187,93 @@ async fn workers_are_listed_with_what_they_hold_in_the_api_the_page_and_the_cli(
     c.wait(&run, MINUTE).await;
     c.stop().await;
 }
+
+/// A free loopback port (bound and released: another process may take it first, rarely).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `child` writes a line containing `what` on stderr; the lines so far.
+fn wait_line(child: &mut std::process::Child, what: &str) -> String {
+    use std::io::BufRead;
+    let err = child.stderr.take().expect("piped stderr");
+    let mut reader = std::io::BufReader::new(err);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("the process ended before saying {what:?}: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(what) {
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_ui_shows_weir_runs_data_folder_and_serves_loopback_only() {
+    let (weir, _) = weir_tests::binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, TWO).unwrap();
+    let ran = std::process::Command::new(&weir)
+        .args(["run", file.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+
+    let port = free_port();
+    let mut ui = std::process::Command::new(&weir)
+        .args(["ui", "--data-dir", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = wait_line(&mut ui, "weir UI on");
+    assert!(said.contains(&format!("http://127.0.0.1:{port}/runs")), "{said}");
+    let mut web = Http::new(&format!("http://127.0.0.1:{port}"));
+    let page = web.get("/runs").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body.matches("data-run=\"webby-").count(), 1, "the run `weir run` made is listed");
+    // Ctrl-C stops it cleanly.
+    unsafe { libc::kill(ui.id() as i32, libc::SIGINT) };
+    let status = ui.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    let off = std::process::Command::new(&weir)
+        .args(["ui", "--data-dir", data.to_str().unwrap(), "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(off.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&off.stderr).contains("loopback only"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_run_with_ui_serves_the_run_page_while_it_runs_and_after() {
+    let (weir, _) = weir_tests::binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, TWO).unwrap();
+    let port = free_port();
+    let mut run = std::process::Command::new(&weir)
+        .args(["run", file.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg(format!("--ui=127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let said = wait_line(&mut run, "the web UI stays up");
+    let link = said.lines().find_map(|l| l.strip_prefix("watch it at ")).expect("a link to the run").to_string();
+    let path = link.trim_start_matches(&format!("http://127.0.0.1:{port}")).to_string();
+    assert!(path.starts_with("/runs/webby-"), "{said}");
+    let mut web = Http::new(&format!("http://127.0.0.1:{port}"));
+    let page = web.get("/runs").await;
+    assert!(page.body.contains(">succeeded<"), "{}", page.body);
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let status = run.wait().unwrap();
+    assert!(status.success(), "the run's exit status is kept: {status}");
+}

@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// Their results still refresh the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Serve the web UI on ADDR (loopback; default 127.0.0.1:7080) while the run runs, and
+    /// after it ends until Ctrl-C, so the run's graph, logs and metrics can be watched live.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::ui::DEFAULT_UI)]
+    ui: Option<std::net::SocketAddr>,
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -102,7 +106,12 @@ pub fn run(args: RunArgs) -> ExitCode {
 }
 
 async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
-    let mut config = ServerConfig::new(&args.data_dir, "127.0.0.1:0".parse().expect("a socket address"));
+    let listen = args.ui.unwrap_or_else(|| "127.0.0.1:0".parse().expect("a socket address"));
+    if !listen.ip().is_loopback() {
+        eprintln!("error: --ui {listen}: the web UI of `weir run` serves loopback only (it has no tokens)");
+        return ExitCode::from(2);
+    }
+    let mut config = ServerConfig::new(&args.data_dir, listen);
     // One process: a worker cannot be lost without the engine, so short terms only make
     // cancel and stop orders quick.
     config.terms.heartbeat_interval = Duration::from_millis(250);
@@ -143,6 +152,10 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
         crate::client::resume::announce_interrupted(&mut client, &args.data_dir, &[]).await;
     }
     let result = drive(&conn, &args, &file).await;
+    if args.ui.is_some() && !matches!(result, Err(Failure::Interrupted)) {
+        eprintln!("the web UI stays up at {}/runs: Ctrl-C stops it", server.url());
+        let _ = tokio::signal::ctrl_c().await;
+    }
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(args.grace + 5), agent).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "local worker ended with an error"),
@@ -180,6 +193,9 @@ async fn drive(conn: &ConnArgs, args: &RunArgs, file: &std::path::Path) -> Resul
         run.steps_total,
         args.data_dir.display()
     );
+    if args.ui.is_some() {
+        eprintln!("watch it at {}/runs/{}", conn.server, run.run_id);
+    }
     let followed = follow_run(&mut client, conn, &run.run_id, OnInterrupt::Cancel, OnStuck::Cancel).await;
     if matches!(followed, Err(Failure::RunFailed)) {
         print_failed_logs(&mut client, &run.run_id, &conn.local_flag()).await;

@@ -14,6 +14,7 @@ mod offline;
 mod serve;
 mod source;
 mod store;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -75,6 +76,10 @@ enum Command {
     Server(serve::ServerArgs),
     /// Check, export or import the data folder's database (with no engine running on it).
     Store(store::StoreArgs),
+    /// Open `weir run`'s data folder in the web UI (loopback only), with a local worker for
+    /// runs started there. `weir run FILE --ui` shows one run live instead.
+    #[command(after_help = ui::UI_EXIT_CODES)]
+    Ui(ui::UiArgs),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
         Command::Run(args) => local::run(args),
         Command::Server(args) => serve::run(args),
         Command::Store(args) => store::run(args),
+        Command::Ui(args) => ui::run(args),
         Command::Client(c) => client::dispatch(c, &cli.conn),
     }
 }
