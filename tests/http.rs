@@ -39,6 +39,11 @@ impl Http {
         Http { host: base.trim_start_matches("http://").trim_end_matches('/').to_string(), cookie: None }
     }
 
+    /// `host:port`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     pub async fn get(&mut self, path: &str) -> Resp {
         self.request("GET", path, &[], None).await
     }
@@ -67,11 +72,9 @@ impl Http {
         head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
         stream.write_all(head.as_bytes()).await.unwrap();
         stream.write_all(body.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        let raw = tokio::time::timeout(Duration::from_secs(60), read_response(&mut stream))
             .await
-            .expect("the web UI answers within 30s")
-            .unwrap();
+            .expect("the server answers within 60s");
         let resp = parse(&raw);
         if let Some(set) = resp.header("set-cookie") {
             let pair = set.split(';').next().unwrap_or_default().to_string();
@@ -132,6 +135,32 @@ impl Http {
         })
         .await;
         got
+    }
+}
+
+/// One response: to its Content-Length, to the end of its chunks, or to EOF (servers that
+/// keep the connection open despite `Connection: close`, as chromedriver does, are covered).
+async fn read_response(stream: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return raw;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        let body = raw.len() - end - 4;
+        let length =
+            head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+        if let Some(length) = length {
+            if body >= length {
+                return raw;
+            }
+        } else if head.contains("transfer-encoding: chunked") && raw.ends_with(b"0\r\n\r\n") {
+            return raw;
+        }
     }
 }
 

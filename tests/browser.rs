@@ -1,0 +1,131 @@
+//! The web UI in a real browser: headless Chromium driven over WebDriver against a real
+//! server with tokens and a real worker. What only a browser shows is tested here: the login
+//! flow with its cookie, and pages that change by themselves (live state) without a reload.
+//! Needs `chromium` and `chromium-driver` (CI installs them; elsewhere a loud skip).
+
+use std::time::Duration;
+
+use weir_engine::server;
+use weir_proto::v1;
+use weir_proto::v1::weir_client_client::WeirClientClient;
+use weir_tests::test_config;
+use weir_tests::webdriver::{self, Browser};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const TOKEN: &str = "client-token-for-the-browser-tests-0123456789";
+
+/// A server with tokens, a worker, and a gRPC client that sends the client token.
+struct Team {
+    _dir: tempfile::TempDir,
+    server: server::Server,
+    stop: tokio_util::sync::CancellationToken,
+    client: WeirClientClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Token>>,
+}
+
+#[derive(Clone)]
+struct Token;
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        Ok(req)
+    }
+}
+
+impl Team {
+    async fn start() -> Team {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dir.path().join("engine"));
+        config.client_token = Some(TOKEN.into());
+        config.worker_token = Some("worker-token-for-the-browser-tests-987654321".into());
+        let server = server::start(config).await.unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut agent = weir_worker::AgentConfig::new(server.url(), dir.path().join("worker"));
+        agent.name = "w0".into();
+        agent.capacity = 4;
+        agent.token = Some("worker-token-for-the-browser-tests-987654321".into());
+        tokio::spawn(weir_worker::Agent::new(agent).run(stop.clone()));
+        let channel = tonic::transport::Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
+        let client = WeirClientClient::with_interceptor(channel, Token);
+        Team { _dir: dir, server, stop, client }
+    }
+
+    async fn submit(&mut self, yaml: &str) -> String {
+        let header =
+            v1::SubmitPipelineHeader { yaml: yaml.into(), file_name: "pipeline.yaml".into(), ..Default::default() };
+        let msg = v1::SubmitPipelineRequest { part: Some(v1::submit_pipeline_request::Part::Header(header)) };
+        self.client.submit_pipeline(tokio_stream::iter(vec![msg])).await.unwrap().into_inner().version
+    }
+
+    async fn start_run(&mut self, version: &str) -> String {
+        let req = v1::StartRunRequest {
+            pipeline: Some(v1::start_run_request::Pipeline::Version(version.into())),
+            ..Default::default()
+        };
+        self.client.start_run(req).await.unwrap().into_inner().run.unwrap().run_id
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.server.shutdown().await;
+    }
+}
+
+/// Logs `b` in through the form.
+async fn log_in(b: &mut Browser, base: &str) {
+    b.goto(&format!("{base}/runs")).await;
+    assert!(b.url().await.contains("/login?next="), "without a session the UI sends the browser to log in");
+    let field = b.wait_for("#token", MINUTE).await;
+    b.fill(&field, TOKEN).await;
+    let submit = b.wait_for("form[action='/login'] button", MINUTE).await;
+    b.click(&submit).await;
+    b.wait_for("#runs, p.muted", MINUTE).await;
+    assert!(b.url().await.ends_with("/runs"), "back where it was going: {}", b.url().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_and_watch_a_run_change_state_without_reloading() {
+    if !webdriver::available() {
+        return;
+    }
+    let mut team = Team::start().await;
+    let gate = team._dir.path().join("go");
+    let yaml = format!(
+        "name: live\nsteps:\n  wait:\n    run: while [ ! -e {g} ]; do sleep 0.05; done\n  after:\n    needs: [wait]\n    run: echo done\n",
+        g = gate.display()
+    );
+    let version = team.submit(&yaml).await;
+    let run = team.start_run(&version).await;
+    let base = team.server.url();
+    let mut b = Browser::start().await;
+
+    // A wrong token stays on the login page, saying so.
+    b.goto(&format!("{base}/login")).await;
+    let field = b.wait_for("#token", MINUTE).await;
+    b.fill(&field, "wrong").await;
+    let submit = b.wait_for("form[action='/login'] button", MINUTE).await;
+    b.click(&submit).await;
+    b.wait_for("p.error", MINUTE).await;
+    assert!(b.page_text().await.contains("That token is not valid"));
+
+    log_in(&mut b, &base).await;
+    let row = format!("tr[data-run='{run}'] td.state .badge");
+    let badge = b.wait_for(&row, MINUTE).await;
+    assert_eq!(b.attribute(&badge, "data-state").await.as_deref(), Some("running"));
+    // Marks this page: a reload would lose the mark.
+    b.eval("window.__weirMark = 42; return true", vec![]).await;
+    std::fs::write(&gate, "").unwrap();
+    b.wait_until(&format!("return document.querySelector(\"{row}\").dataset.state === 'succeeded'"), MINUTE).await;
+    assert_eq!(b.eval("return window.__weirMark", vec![]).await, serde_json::json!(42), "no reload");
+    let badge = b.wait_for(&row, MINUTE).await;
+    let text = b.text(&badge).await;
+    assert!(text.contains("✓") && text.contains("succeeded"), "state by icon and text: {text}");
+
+    // A session cookie that is not ours sends the browser back to log in.
+    b.set_cookie("weir_session", "99999999999999.00").await;
+    b.goto(&format!("{base}/runs")).await;
+    b.wait_for("#token", MINUTE).await;
+    assert!(b.url().await.contains("/login"), "{}", b.url().await);
+    drop(b);
+    team.stop().await;
+}
