@@ -129,3 +129,63 @@ async fn log_in_and_watch_a_run_change_state_without_reloading() {
     drop(b);
     team.stop().await;
 }
+
+/// Makes the screenshots README.md shows (docs/screenshots/*.png) from the example pipeline on
+/// a real server and worker: `cargo test -p weir-tests --test browser -- --ignored screenshots`.
+/// Not a check (what it captures depends on timing), so it does not run with the tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes docs/screenshots; run by hand after changing the UI"]
+async fn screenshots() {
+    if !webdriver::available() {
+        return;
+    }
+    let out = weir_tests::root().join("docs/screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    // One slot: the four training instances run one after another, so a run is caught midway.
+    let mut c = weir_tests::Cluster::start(1, 1).await;
+    let folder = weir_tests::root().join("pipelines/ml-retrain");
+    let yaml = std::fs::read_to_string(folder.join("pipeline.yaml")).unwrap();
+    let version = c.submit(&yaml, Some(&folder)).await;
+    for rows in ["800", "1200", "1600"] {
+        let run = c.start_run(&version, &[("rows", rows)]).await;
+        c.wait(&run, MINUTE * 3).await;
+    }
+    let base = c.url();
+    let mut b = Browser::start().await;
+    let shot = |name: &str| out.join(format!("{name}.png"));
+
+    let mid = c.start_run(&version, &[("rows", "40000")]).await;
+    c.wait_for(&mid, MINUTE * 3, |got| {
+        got.steps.iter().any(|s| s.name.starts_with("train") && s.state() == v1::StepState::Running)
+            && got.steps.iter().any(|s| s.name.starts_with("train") && s.state() == v1::StepState::Succeeded)
+    })
+    .await;
+    b.goto(&format!("{base}/runs/{mid}")).await;
+    b.wait_for("svg", MINUTE).await;
+    b.screenshot(&shot("run-dag")).await;
+    b.goto(&format!("{base}/runs")).await;
+    b.wait_for("#runs", MINUTE).await;
+    b.screenshot(&shot("runs")).await;
+    let done = c.wait(&mid, MINUTE * 3).await;
+    let train = done.steps.iter().find(|s| s.name.starts_with("train")).unwrap().name.clone();
+    b.goto(&format!("{base}/runs/{mid}/steps/{}", urlencode(&train))).await;
+    b.wait_for("main", MINUTE).await;
+    b.screenshot(&shot("step-logs")).await;
+    b.goto(&format!("{base}/plots?pipeline=ml-retrain&step=validate&metric=rmse")).await;
+    b.wait_for("main", MINUTE).await;
+    b.screenshot(&shot("metric-plot")).await;
+    b.goto(&format!("{base}/models/churn")).await;
+    b.wait_for("main", MINUTE).await;
+    b.screenshot(&shot("model")).await;
+    drop(b);
+    c.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
