@@ -13,6 +13,7 @@
 //! backfills; `tracking` comparing runs, metrics across runs and lineage; `models` the model
 //! registry; `resume` runs left unfinished by a killed `weir run`, and `weir resume`.
 
+pub(crate) mod artifacts;
 pub(crate) mod cache;
 pub(crate) mod conn;
 pub(crate) mod models;
@@ -349,6 +350,9 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<models::ModelAction>,
     },
+    /// List a run's step outputs, or download one checked against its digest.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Artifacts(artifacts::ArtifactAction),
     /// List the workers connected to the server: labels, runtimes, CPUs, memory and GPUs
     /// (free/total), the attempts each holds (RUN/STEP#ATTEMPT) and when the engine last heard
     /// from it. The web UI's workers page shows the same.
@@ -575,6 +579,7 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         }
         Command::Models { action } => models::dispatch(&mut connect(conn).await?, conn, action).await,
         Command::Workers => workers::list(&mut connect(conn).await?, conn).await,
+        Command::Artifacts(action) => artifacts::dispatch(&mut connect(conn).await?, conn, action).await,
         Command::Backfill { pipeline, from, to, dry_run } => {
             schedules::backfill(&mut connect(conn).await?, conn, pipeline, from, to, dry_run).await
         }

@@ -124,13 +124,13 @@ fn print_event(name: &str, event: Option<v1::AliasEvent>) -> Result<(), Failure>
 }
 
 /// Where the bytes go while they arrive.
-enum Sink {
+pub(super) enum Sink {
     Stdout(std::io::Stdout),
     File { file: std::fs::File, temp: PathBuf },
 }
 
 impl Sink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(super) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::Stdout(out) => out.write_all(bytes),
             Sink::File { file, .. } => file.write_all(bytes),
@@ -139,7 +139,7 @@ impl Sink {
 }
 
 /// `.NAME.PID.partial` beside `output`, so the rename stays on one file system.
-fn temp_beside(output: &Path) -> PathBuf {
+pub(super) fn temp_beside(output: &Path) -> PathBuf {
     let name = output.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
     output.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
