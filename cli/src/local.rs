@@ -67,10 +67,22 @@ pub struct RunArgs {
     /// Their results still refresh the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Labels this machine's worker offers, for steps with `runs_on:` (`--labels gpu=a100,pool=ml`);
+    /// without them such steps can never run here, and the run fails at once saying so.
+    #[arg(long = "labels", alias = "label", value_name = "K=V[,K=V]", value_delimiter = ',', value_parser = label)]
+    labels: Vec<(String, String)>,
     /// Serve the web UI on ADDR (loopback; default 127.0.0.1:7080) while the run runs, and
     /// after it ends until Ctrl-C, so the run's graph, logs and metrics can be watched live.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::ui::DEFAULT_UI)]
     ui: Option<std::net::SocketAddr>,
+}
+
+/// `key=value`, as `weir-worker --labels` takes them.
+fn label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("`{s}` is not a label: expected key=value")),
+    }
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -134,6 +146,7 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
         agent_config.capacity = n;
     }
     agent_config.name = "local".into();
+    agent_config.labels = args.labels.iter().cloned().collect();
     agent_config.grace = Duration::from_secs(args.grace);
     agent_config.runtime = Arc::new(ProcessRuntime::new());
     // Docker steps run when a Docker engine answers; without one the engine shows them waiting
