@@ -218,3 +218,23 @@ async fn an_entry_whose_files_are_gone_is_not_used() {
     assert!(path.exists(), "made anew");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_where_a_long_command_changed_not_only_that_it_did() {
+    let mut c = Cluster::start(1, 2).await;
+    let filler = "x".repeat(60);
+    let yaml = |middle: &str| {
+        format!(
+            "name: longcmd\nsteps:\n  fit:\n    run: echo {filler} {middle} {filler} > \"$WEIR_OUTPUTS/o\"\n    outputs: [o]\n    cache: true\n"
+        )
+    };
+    let v1 = c.submit(&yaml("--l2=0.1"), None).await;
+    run(&mut c, &v1, &[], false).await;
+    let v2 = c.submit(&yaml("--l2=0.2"), None).await;
+    let second = run(&mut c, &v2, &[], false).await;
+    let why = explain(&mut c, &second.run.unwrap().run_id, "fit").await;
+    let d = why.differences.iter().find(|d| d.part == "command").unwrap_or_else(|| panic!("{why:?}"));
+    assert!(d.closest.contains("--l2=0.1") && d.value.contains("--l2=0.2"), "the change itself is shown: {d:?}");
+    assert!(!d.value.contains("blake3"), "{d:?}");
+    c.stop().await;
+}

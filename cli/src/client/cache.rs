@@ -98,7 +98,11 @@ pub fn render_explain(a: &v1::ExplainCacheResponse) -> String {
         let width = a.parts.iter().map(|p| p.part.len()).max().unwrap_or(0);
         for p in &a.parts {
             let mark = if a.differences.iter().any(|d| d.part == p.part) { "*" } else { " " };
-            let _ = writeln!(out, "{mark} {:width$}  {}", p.part, p.value);
+            // Whole values are in the answer (for `--json` users and the web UI); a line here
+            // shows the start of a long one, the differences above show where it changed.
+            let value: String = p.value.chars().take(100).map(|c| if c == '\n' { '⏎' } else { c }).collect();
+            let more = if p.value.chars().count() > 100 { "…" } else { "" };
+            let _ = writeln!(out, "{mark} {:width$}  {value}{more}", p.part);
         }
     }
     out

@@ -87,7 +87,7 @@ pub enum PlanTarget {
 
 /// The most entries of one step `explain` and the planner compare against.
 const MAX_COMPARED: usize = 5000;
-/// A part's value longer than this is shown shortened, with a hash of the whole.
+/// How much of a long value is shown: its head, or the stretch around a change.
 const SHOWN: usize = 72;
 
 /// What an instance's inputs are, for its key: per instance it needs, the digest of its
@@ -95,11 +95,58 @@ const SHOWN: usize = 72;
 type Inputs = Vec<(String, Option<String>)>;
 
 fn shown(text: &str) -> String {
-    if text.chars().count() <= SHOWN && !text.contains('\n') {
+    if text.chars().count() <= KEPT {
         return text.to_string();
     }
-    let head: String = text.chars().take(40).map(|c| if c == '\n' { ' ' } else { c }).collect();
+    let head: String = text.chars().take(SHOWN).collect();
     format!("{head}… (blake3 {})", &blake3::hash(text.as_bytes()).to_hex()[..16])
+}
+
+/// A part's value is kept whole up to this many characters, so `explain` can show where two
+/// values differ (a long command changed in its middle); past it, a head and a hash of the
+/// whole.
+const KEPT: usize = 4096;
+
+/// Whether two stored values of a part are the same value: equal, or one is the shortened
+/// form (`head… (blake3 H)`) that entries written before values were kept whole hold, and
+/// the other's text hashes to H.
+fn same_value(a: &str, b: &str) -> bool {
+    let hashed = |short: &str, whole: &str| {
+        short
+            .strip_suffix(')')
+            .and_then(|s| s.rsplit_once("… (blake3 "))
+            .is_some_and(|(head, h)| whole.starts_with(head) && blake3::hash(whole.as_bytes()).to_hex().starts_with(h))
+    };
+    a == b || hashed(a, b) || hashed(b, a)
+}
+
+/// `then` and `now` cut to the stretch where they differ, with a little context each side
+/// (`…python3 train.py --l2 [0.1 -> 0.2] --features…` as two strings): a short value whole,
+/// newlines shown as `⏎`.
+pub(crate) fn change_window(then: &str, now: &str) -> (String, String) {
+    let (a, b): (Vec<char>, Vec<char>) = (then.chars().collect(), now.chars().collect());
+    let flat = |cs: &[char]| cs.iter().map(|&c| if c == '\n' { '⏎' } else { c }).collect::<String>();
+    if a.len() <= SHOWN && b.len() <= SHOWN {
+        return (flat(&a), flat(&b));
+    }
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suffix = a[prefix..].iter().rev().zip(b[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
+    const CONTEXT: usize = 20;
+    let cut = |cs: &[char]| {
+        let from = prefix.saturating_sub(CONTEXT);
+        let to = (cs.len() - suffix + CONTEXT).min(cs.len()).max(from);
+        let to = to.min(from + SHOWN * 2);
+        let mut out = String::new();
+        if from > 0 {
+            out.push('…');
+        }
+        out.push_str(&flat(&cs[from..to]));
+        if to < cs.len() {
+            out.push('…');
+        }
+        out
+    };
+    (cut(&a), cut(&b))
 }
 
 /// The params a step uses: named in its templates, or by their variable in its text.
@@ -200,7 +247,21 @@ fn differences(ours: &CacheKey, theirs: &CacheKey) -> Vec<(String, String, Strin
         .into_iter()
         .filter_map(|n| {
             let (a, b) = (ours.parts.get(n), theirs.parts.get(n));
-            (a != b).then(|| (n.clone(), a.cloned().unwrap_or_default(), b.cloned().unwrap_or_default()))
+            let same = match (a, b) {
+                (Some(a), Some(b)) => same_value(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            (!same).then(|| {
+                let (now, then) = match (a, b) {
+                    (Some(a), Some(b)) => {
+                        let (then, now) = change_window(b, a);
+                        (now, then)
+                    }
+                    _ => (a.cloned().unwrap_or_default(), b.cloned().unwrap_or_default()),
+                };
+                (n.clone(), now, then)
+            })
         })
         .collect()
 }
@@ -630,11 +691,27 @@ mod tests {
     }
 
     #[test]
-    fn long_values_are_shown_short_but_hashed_whole() {
+    fn values_are_kept_whole_up_to_a_bound_then_shortened_but_hashed_whole() {
         let long = "x".repeat(200);
-        let s = shown(&long);
-        assert!(s.starts_with(&"x".repeat(40)) && s.contains("blake3"), "{s}");
-        assert_ne!(shown(&format!("{long}y")), s);
+        assert_eq!(shown(&long), long, "kept whole, so explain can show where it changed");
+        let huge = "x".repeat(KEPT + 1);
+        let s = shown(&huge);
+        assert!(s.starts_with(&"x".repeat(SHOWN)) && s.contains("blake3"), "{s}");
+        assert_ne!(shown(&format!("{huge}y")), s);
+        assert!(same_value(&s, &huge) && !same_value(&s, &format!("{huge}y")));
+    }
+
+    #[test]
+    fn a_change_in_the_middle_of_a_long_command_is_shown_with_its_context() {
+        let head = "python3 steps/train.py --data \"$WEIR_INPUTS/prep\" --epochs 50 --seed 7 ";
+        let then = format!("{head}--l2 0.1 --features linear --out \"$WEIR_OUTPUTS\" --verbose --log-every 10");
+        let now = then.replace("--l2 0.1", "--l2 0.2");
+        let (a, b) = change_window(&then, &now);
+        assert!(a.contains("--l2 0.1") && b.contains("--l2 0.2"), "{a} / {b}");
+        assert!(a.starts_with('…') && a.len() < then.len(), "{a}");
+        // An entry written when values were stored shortened still matches its whole value.
+        let old = format!("{}… (blake3 {})", &then[..40], &blake3::hash(then.as_bytes()).to_hex()[..16]);
+        assert!(same_value(&old, &then) && !same_value(&old, &now));
     }
 
     #[test]
