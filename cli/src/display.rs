@@ -372,14 +372,14 @@ fn outcome(o: i32, dry_run: bool) -> &'static str {
     }
 }
 
-/// `weir backfill`: a line per tick (its time in UTC, its run id, what happened to it), then a
-/// summary with what to do next.
-pub fn backfill(pipeline: &str, ticks: &[v1::BackfillTick], dry_run: bool) -> String {
+/// `weir backfill`: a line per tick (its time in the schedule's `zone`, as `weir schedules`
+/// shows times, its run id, what happened to it), then a summary with what to do next.
+pub fn backfill(pipeline: &str, zone: &str, ticks: &[v1::BackfillTick], dry_run: bool) -> String {
     let width = ticks.iter().map(|t| t.run_id.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     let mut counts = [0u64; 4];
     for t in ticks {
-        let time = millis(t.time.as_ref()).map_or_else(|| "-".into(), rfc3339);
+        let time = millis(t.time.as_ref()).map_or_else(|| "-".into(), |ms| zoned(ms, zone));
         let _ = writeln!(out, "{time}  {:<width$}  {}", t.run_id, outcome(t.outcome, dry_run));
         let i = match v1::BackfillOutcome::try_from(t.outcome) {
             Ok(v1::BackfillOutcome::Started) => 0,
@@ -1176,27 +1176,32 @@ mod tests {
             tick("2026-11-05T02:00:00Z", "demo-5", Started),
         ];
         assert_eq!(
-            backfill("demo", &ticks, false),
-            "2026-11-01T02:00:00Z  demo-1   started\n\
-             2026-11-02T02:00:00Z  demo-22  exists\n\
-             2026-11-03T02:00:00Z  demo-3   queued\n\
-             2026-11-04T02:00:00Z  demo-4   queued\n\
-             2026-11-05T02:00:00Z  demo-5   started\n\
+            backfill("demo", "UTC", &ticks, false),
+            "2026-11-01 02:00:00 UTC  demo-1   started\n\
+             2026-11-02 02:00:00 UTC  demo-22  exists\n\
+             2026-11-03 02:00:00 UTC  demo-3   queued\n\
+             2026-11-04 02:00:00 UTC  demo-4   queued\n\
+             2026-11-05 02:00:00 UTC  demo-5   started\n\
              5 ticks: 2 started, 1 already had a run, 2 queued; follow with `weir runs --pipeline demo`\n"
         );
         assert_eq!(
-            backfill("demo", &ticks, true),
-            "2026-11-01T02:00:00Z  demo-1   would start\n\
-             2026-11-02T02:00:00Z  demo-22  exists\n\
-             2026-11-03T02:00:00Z  demo-3   would queue\n\
-             2026-11-04T02:00:00Z  demo-4   would queue\n\
-             2026-11-05T02:00:00Z  demo-5   would start\n\
+            backfill("demo", "UTC", &ticks, true),
+            "2026-11-01 02:00:00 UTC  demo-1   would start\n\
+             2026-11-02 02:00:00 UTC  demo-22  exists\n\
+             2026-11-03 02:00:00 UTC  demo-3   would queue\n\
+             2026-11-04 02:00:00 UTC  demo-4   would queue\n\
+             2026-11-05 02:00:00 UTC  demo-5   would start\n\
              5 ticks: 2 would start, 1 already has a run, 2 would queue; nothing was created; without --dry-run \
              the backfill creates them\n"
         );
         assert_eq!(
-            backfill("demo", &ticks[1..2], false),
-            "2026-11-02T02:00:00Z  demo-22  exists\n1 tick: 1 already had a run; follow with `weir runs --pipeline demo`\n"
+            backfill("demo", "", &ticks[1..2], false),
+            "2026-11-02 02:00:00 UTC  demo-22  exists\n1 tick: 1 already had a run; follow with `weir runs --pipeline demo`\n"
+        );
+        // In the schedule's zone, as `weir schedules` shows its next fires.
+        assert!(
+            backfill("demo", "Europe/Berlin", &ticks[..1], false)
+                .starts_with("2026-11-01 03:00:00 CET (+01:00)  demo-1"),
         );
     }
 

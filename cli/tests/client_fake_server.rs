@@ -451,7 +451,7 @@ impl WeirClient for Fake {
             return Err(Status::invalid_argument("--from `yesterday` is not a time"));
         }
         if r.from == "2026-11-27T12:00:00Z" {
-            return Ok(Response::new(v1::BackfillResponse { ticks: Vec::new() }));
+            return Ok(Response::new(v1::BackfillResponse { ticks: Vec::new(), timezone: "Europe/Berlin".into() }));
         }
         use v1::BackfillOutcome::*;
         let tick = |rfc: &str, id: &str, outcome: v1::BackfillOutcome| v1::BackfillTick {
@@ -465,6 +465,7 @@ impl WeirClient for Fake {
                 tick("2026-11-02T01:00:00Z", "demo-20261102T0100Z", Exists),
                 tick("2026-11-03T01:00:00Z", "demo-20261103T0100Z", Queued),
             ],
+            timezone: "Europe/Berlin".into(),
         }))
     }
 
@@ -864,15 +865,15 @@ fn backfill_sends_the_range_as_written_and_prints_each_tick() {
     let dry = ok(&server.weir(&["backfill", "demo", "--from", "2026-11-01", "--to", "2026-11-03", "--dry-run"]));
     assert_eq!(
         dry,
-        "2026-11-01T01:00:00Z  demo-20261101T0100Z  would start\n\
-         2026-11-02T01:00:00Z  demo-20261102T0100Z  exists\n\
-         2026-11-03T01:00:00Z  demo-20261103T0100Z  would queue\n\
+        "2026-11-01 02:00:00 CET (+01:00)  demo-20261101T0100Z  would start\n\
+         2026-11-02 02:00:00 CET (+01:00)  demo-20261102T0100Z  exists\n\
+         2026-11-03 02:00:00 CET (+01:00)  demo-20261103T0100Z  would queue\n\
          3 ticks: 1 would start, 1 already has a run, 1 would queue; nothing was created; without --dry-run the \
          backfill creates them\n"
     );
     let real =
         ok(&server.weir(&["backfill", "demo", "--from", "2026-11-01T00:00:00+01:00", "--to", "2026-11-03T06:00"]));
-    assert!(real.starts_with("2026-11-01T01:00:00Z  demo-20261101T0100Z  started\n"), "{real}");
+    assert!(real.starts_with("2026-11-01 02:00:00 CET (+01:00)  demo-20261101T0100Z  started\n"), "{real}");
     assert!(
         real.ends_with("3 ticks: 1 started, 1 already had a run, 1 queued; follow with `weir runs --pipeline demo`\n"),
         "{real}"

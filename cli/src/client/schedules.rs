@@ -76,6 +76,6 @@ pub(super) async fn backfill(
         );
         return Ok(());
     }
-    print_out(&display::backfill(&pipeline, &response.ticks, dry_run));
+    print_out(&display::backfill(&pipeline, &response.timezone, &response.ticks, dry_run));
     Ok(())
 }

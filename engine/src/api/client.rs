@@ -128,7 +128,11 @@ impl WeirClient for ClientApi {
     async fn backfill(&self, req: Request<v1::BackfillRequest>) -> Result<Response<v1::BackfillResponse>, Status> {
         let r = bounded(req)?;
         let ticks = self.0.request_backfill(&r.pipeline, &r.from, &r.to, r.dry_run)?;
-        Ok(Response::new(v1::BackfillResponse { ticks: ticks.into_iter().map(wire::backfill_tick).collect() }))
+        let timezone = self.0.schedules(&r.pipeline)?.into_iter().next().map(|s| s.record.timezone).unwrap_or_default();
+        Ok(Response::new(v1::BackfillResponse {
+            ticks: ticks.into_iter().map(wire::backfill_tick).collect(),
+            timezone,
+        }))
     }
 
     // Step caching: server/cache.rs.
