@@ -236,12 +236,6 @@ fn zone_of(zone: &str) -> Result<chrono_tz::Tz, chrono_tz::ParseError> {
     if zone.is_empty() { Ok(chrono_tz::Tz::UTC) } else { zone.parse() }
 }
 
-/// An instant in UTC as RFC 3339: `2026-11-01T02:00:00Z`.
-pub fn rfc3339(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map_or_else(|| format!("@{ms}ms"), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-}
-
 /// The lowercase name of a schedule's concurrency policy (`forbid`).
 pub fn concurrency(c: i32) -> &'static str {
     match v1::Concurrency::try_from(c) {
@@ -1093,7 +1087,6 @@ mod tests {
         // A zone without an abbreviation shows its offset once.
         assert_eq!(zoned(at("2026-11-27T12:00:00Z"), "Europe/Istanbul"), "2026-11-27 15:00:00 +03:00");
         assert_eq!(zoned(at("2026-11-27T12:00:00Z"), "Mars/Olympus"), "2026-11-27 12:00:00 UTC");
-        assert_eq!(rfc3339(at("2026-11-01T02:00:00Z")), "2026-11-01T02:00:00Z");
     }
 
     #[test]
