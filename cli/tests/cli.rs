@@ -132,6 +132,10 @@ fn plan_json_is_machine_readable() {
     assert_eq!(steps[2]["action"]["command"][3], "0.0");
     assert_eq!(v["env"]["WEIR_PARAM_ROWS"], "2000");
     assert_eq!(v["hash"].as_str().unwrap().len(), 64);
+    // Params as an object of typed values, read as `.params.rows`.
+    assert_eq!(v["params"]["rows"], 2000);
+    assert_eq!(v["params"]["model_name"], "churn");
+    assert_eq!(v["params"]["deploy"], true);
 }
 
 #[test]

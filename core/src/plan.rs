@@ -157,7 +157,8 @@ impl Plan {
             "pipeline": self.pipeline,
             "hash": self.pipeline_hash,
             "run_id": self.run_id,
-            "params": self.params,
+            // An object, as clients read params (`.params.rows`); keys sorted.
+            "params": self.params.iter().map(|(k, v)| (k.to_string(), serde_json::to_value(v).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
             "env": self.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "steps": steps,
         })

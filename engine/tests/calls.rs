@@ -177,3 +177,23 @@ async fn a_pipeline_file_not_stored_is_planned_as_the_version_it_would_get() {
     assert!(digest.message().contains("bundle_digest"), "{digest:?}");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_pipeline_name_gets_the_closest_stored_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, ch) = serve(dir.path()).await;
+    let mut c = WeirClientClient::new(ch);
+    submit(&mut c, header(MATRIX, false), &[]).await.unwrap();
+    let start = |name: &str| v1::StartRunRequest {
+        pipeline: Some(v1::start_run_request::Pipeline::Name(name.into())),
+        ..Default::default()
+    };
+    let typo = c.start_run(start("gird")).await.unwrap_err();
+    assert_eq!(typo.code(), Code::NotFound);
+    assert!(typo.message().contains("no pipeline gird: did you mean grid?"), "{}", typo.message());
+    let far = c.start_run(start("something-else")).await.unwrap_err();
+    assert!(far.message().contains("submit it first with `weir submit DIR`"), "{}", far.message());
+    let pause = c.pause_schedule(v1::PauseScheduleRequest { pipeline: "gird".into() }).await.unwrap_err();
+    assert!(pause.message().contains("did you mean grid?"), "{}", pause.message());
+    s.shutdown().await;
+}

@@ -424,14 +424,9 @@ impl Engine {
             Ok::<_, ApiError>((version, pipeline, bundle))
         };
         let (version, pipeline, bundle) = match target {
-            Some(PlanTarget::Stored(PipelineRef::Name(name))) => stored(
-                self.store
-                    .pipeline(&name)?
-                    .ok_or_else(|| {
-                        ApiError::NotFound(format!("no pipeline {name}: submit it first with `weir submit DIR`"))
-                    })?
-                    .latest,
-            )?,
+            Some(PlanTarget::Stored(PipelineRef::Name(name))) => {
+                stored(self.store.pipeline(&name)?.ok_or_else(|| self.no_pipeline(&name))?.latest)?
+            }
             Some(PlanTarget::Stored(PipelineRef::Version(v))) => stored(v)?,
             // A file not stored (`weir plan FILE`): planned as the version it would get.
             Some(PlanTarget::File { yaml, file_name, bundle_digest }) => {

@@ -92,6 +92,18 @@ impl Engine {
         Ok((version, created))
     }
 
+    /// No pipeline is named `name`: says so, with the stored name closest to it if one is
+    /// close (`did you mean ml-retrain?`), and how to store one.
+    pub(crate) fn no_pipeline(&self, name: &str) -> ApiError {
+        let names: Vec<String> =
+            self.store.pipelines().map(|all| all.into_iter().map(|(n, _)| n).collect()).unwrap_or_default();
+        let hint = match weir_core::diag::closest(name, names.iter().map(String::as_str)) {
+            Some(close) => format!("did you mean {close}? (`weir pipelines` lists them)"),
+            None => "submit it first with `weir submit DIR`".to_string(),
+        };
+        ApiError::NotFound(format!("no pipeline {name}: {hint}"))
+    }
+
     /// At most `size` pipelines named after `after` (empty: from the first), by name, and the
     /// name to continue after (empty: no more).
     pub(crate) fn pipelines(&self, after: &str, size: usize) -> Result<(Vec<PipelineSummary>, String), ApiError> {

@@ -97,14 +97,7 @@ impl Engine {
         no_cache: bool,
     ) -> Result<String, ApiError> {
         let version = match target {
-            Some(PipelineRef::Name(name)) => {
-                self.store
-                    .pipeline(&name)?
-                    .ok_or_else(|| {
-                        ApiError::NotFound(format!("no pipeline {name}: submit it first with `weir submit DIR`"))
-                    })?
-                    .latest
-            }
+            Some(PipelineRef::Name(name)) => self.store.pipeline(&name)?.ok_or_else(|| self.no_pipeline(&name))?.latest,
             Some(PipelineRef::Version(v)) => v,
             None => return Err(ApiError::Invalid("pipeline: give a name or a version".into())),
         };

@@ -446,7 +446,7 @@ impl Engine {
             Ok(Some(_)) => ApiError::NotFound(format!(
                 "pipeline {pipeline} has no schedule: add `schedule:` to it and submit it again"
             )),
-            Ok(None) => ApiError::NotFound(format!("no pipeline {pipeline}: submit it first with `weir submit DIR`")),
+            Ok(None) => self.no_pipeline(pipeline),
             Err(e) => e.into(),
         }
     }
