@@ -280,11 +280,34 @@ fn show_plan(
     limits: &Limits,
 ) -> Result<(), Failure> {
     let (pipeline, plan) = planned(file, overrides, run_id, limits)?;
+    let version = submitted_version(file, &pipeline);
     if json {
-        let text = serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default();
+        let mut value = plan.to_json();
+        if let (Some(obj), Some(v)) = (value.as_object_mut(), &version) {
+            obj.insert("version".into(), v.clone().into());
+        }
+        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
         return print_out(&format!("{text}\n"));
     }
-    print_out(&render_plan(&pipeline, &plan))
+    let mut text = render_plan(&pipeline, &plan);
+    if let Some(v) = version {
+        text = text.replacen(
+            &format!("(hash {})", &plan.pipeline_hash[..12.min(plan.pipeline_hash.len())]),
+            &format!("(version {}, as `weir submit` stores it)", &v[..12.min(v.len())]),
+            1,
+        );
+    }
+    print_out(&text)
+}
+
+/// The version `weir submit` would store `file` under: its meaning and its folder's bundle
+/// (`None` when the folder cannot be bundled; the plan still shows).
+fn submitted_version(file: &Path, pipeline: &Pipeline) -> Option<String> {
+    let file = pipeline_file(file);
+    let folder = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let folder = if folder.as_os_str().is_empty() { PathBuf::from(".") } else { folder };
+    let bundle = weir_data::bundle::Bundle::build(&folder, weir_data::bundle::BundleLimits::default()).ok()?;
+    Some(pipeline.version(Some(bundle.digest())))
 }
 
 /// What `weir run`'s step cache in `data_dir` would do for a run of `file`: one line per

@@ -56,6 +56,13 @@ fn submit_dry_run_is_checked_by_the_server_and_stores_nothing() {
     assert_eq!(text(&stored.stdout), format!("submitted grid version {version} (new)\n"), "the version it said");
     let again = text(&weir(&["submit", &folder, "--dry-run", "--server", &url]).stdout);
     assert!(again.contains(&format!("version {version} is already stored")), "{again}");
+    // `weir plan` names the same version `weir submit` stored, offline.
+    let planned = weir(&["plan", &folder, "--json"]);
+    let planned: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
+    let full = planned["version"].as_str().unwrap();
+    assert!(full.starts_with(version) && version.len() >= 12, "plan {full}, submit {version}");
+    let head = text(&weir(&["plan", &folder]).stdout);
+    assert!(head.contains(&format!("(version {}, as `weir submit` stores it)", &full[..12])), "{head}");
 
     // `weir plan` on the server's data folder: the engine there holds it, and says so.
     let file = format!("{folder}/pipeline.yaml");

@@ -53,6 +53,18 @@ impl Pipeline {
     pub fn hash(&self) -> &str {
         &self.hash
     }
+    /// The version id a server stores this pipeline under, with the BLAKE3 digest (hex) of its
+    /// folder's bundle when it has one: the file's meaning and every file beside it. `weir
+    /// plan` shows it, `weir submit` gets it back, and runs record it.
+    pub fn version(&self, bundle: Option<&str>) -> String {
+        match bundle {
+            None => self.hash.clone(),
+            Some(d) => {
+                let h = blake3::hash(format!("{}:{d}", self.hash).as_bytes()).to_hex();
+                h[..self.hash.len().min(64)].to_string()
+            }
+        }
+    }
     /// Number of step instances after matrix expansion.
     pub fn instance_count(&self) -> usize {
         self.steps.iter().fold(0usize, |n, s| n.saturating_add(s.instance_count()))

@@ -143,13 +143,7 @@ pub(crate) fn digest(text: &str) -> Result<Digest, ApiError> {
 /// The version a pipeline gets: its hash alone, or with a bundle a hash of the two cut to the
 /// same length, so one file with two different folders is two versions.
 pub(crate) fn version_of(pipeline: &Pipeline, bundle: Option<&Digest>) -> String {
-    match bundle {
-        None => pipeline.hash().to_string(),
-        Some(d) => {
-            let h = blake3::hash(format!("{}:{d}", pipeline.hash()).as_bytes()).to_hex();
-            h[..pipeline.hash().len().min(64)].to_string()
-        }
-    }
+    pipeline.version(bundle.map(ToString::to_string).as_deref())
 }
 
 #[cfg(test)]
