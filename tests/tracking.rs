@@ -240,3 +240,36 @@ async fn the_example_models_lineage_reaches_the_ingested_dataset_digest() {
     assert!(production.nodes.iter().any(|n| n.digest == datasets[0] && n.step == "ingest"), "{production:#?}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_several_steps_write_needs_its_step_named() {
+    let mut c = Cluster::start(1, 2).await;
+    let yaml = r#"name: two-rmse
+steps:
+  train:
+    run: |
+      echo '{"rmse": 0.5}' > $WEIR_OUTPUTS/metrics.json
+    outputs: [metrics.json]
+  validate:
+    needs: [train]
+    run: |
+      echo '{"rmse": 0.4}' > $WEIR_OUTPUTS/metrics.json
+    outputs: [metrics.json]
+"#;
+    let version = c.submit(yaml, None).await;
+    let run = c.start_run(&version, &[]).await;
+    c.wait(&run, MINUTE).await;
+    let ask = |step: &str| v1::MetricHistoryRequest {
+        pipeline: "two-rmse".into(),
+        metric: "rmse".into(),
+        step: step.into(),
+        limit: 0,
+    };
+    let mixed = c.client.metric_history(ask("")).await.expect_err("two steps write rmse");
+    assert_eq!(mixed.code(), tonic::Code::InvalidArgument);
+    assert!(mixed.message().contains("written by several steps of two-rmse (train, validate)"), "{}", mixed.message());
+    let one = c.client.metric_history(ask("validate")).await.unwrap().into_inner();
+    let values: Vec<(&str, f64)> = one.points.iter().map(|p| (p.step.as_str(), p.value)).collect();
+    assert_eq!(values, [("validate", 0.4)]);
+    c.stop().await;
+}

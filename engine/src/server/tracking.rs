@@ -176,6 +176,17 @@ impl Engine {
                 list.join(", ")
             )));
         }
+        // One series is one step's: a metric several steps write (a train's and a validate's
+        // `rmse`) mixed into one line would read as one quantity changing.
+        let writers: BTreeSet<&str> =
+            points.iter().map(|p| p.step.split_once('[').map_or(p.step.as_str(), |(b, _)| b)).collect();
+        if step.is_empty() && writers.len() > 1 {
+            let list: Vec<&str> = writers.into_iter().collect();
+            return Err(ApiError::Invalid(format!(
+                "{metric} is written by several steps of {pipeline} ({}): name one with --step",
+                list.join(", ")
+            )));
+        }
         let limit = if limit == 0 { DEFAULT_POINTS } else { limit as usize };
         let cut = points.len().saturating_sub(limit);
         points.drain(..cut);
