@@ -130,6 +130,49 @@ async fn log_in_and_watch_a_run_change_state_without_reloading() {
     team.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_graph_and_a_steps_logs_change_live() {
+    if !webdriver::available() {
+        return;
+    }
+    let mut team = Team::start().await;
+    let gate = team._dir.path().join("go");
+    let yaml = format!(
+        "name: graph\nsteps:\n  prep:\n    stage: preprocessing\n    run: echo prepared\n  train:\n    stage: training\n    needs: [prep]\n    run: |\n      echo \"epoch 1 loss 0.9\"\n      while [ ! -e {g} ]; do sleep 0.05; done\n      echo \"epoch 2 loss 0.4\"\n",
+        g = gate.display()
+    );
+    let version = team.submit(&yaml).await;
+    let run = team.start_run(&version).await;
+    let base = team.server.url();
+    let mut b = Browser::start().await;
+    log_in(&mut b, &base).await;
+
+    // The run's graph: train goes from running to succeeded with no reload.
+    b.goto(&format!("{base}/runs/{run}")).await;
+    let node = "svg g[data-node='train']";
+    b.wait_for(node, MINUTE).await;
+    b.wait_until(&format!("return document.querySelector(\"{node}\").dataset.state === 'running'"), MINUTE).await;
+    b.eval("window.__weirMark = 7; return true", vec![]).await;
+    std::fs::write(&gate, "").unwrap();
+    b.wait_until(&format!("return document.querySelector(\"{node}\").dataset.state === 'succeeded'"), MINUTE).await;
+    assert_eq!(b.eval("return window.__weirMark", vec![]).await, serde_json::json!(7), "no reload");
+    let text = b.page_text().await;
+    assert!(text.contains("preprocessing") && text.contains("training"), "stages are drawn: {text}");
+
+    // A step's logs stream in while it runs.
+    std::fs::remove_file(&gate).unwrap();
+    let again = team.start_run(&version).await;
+    b.goto(&format!("{base}/runs/{again}/steps/train")).await;
+    b.wait_until("return document.body.innerText.includes('epoch 1 loss 0.9')", MINUTE).await;
+    assert!(!b.page_text().await.contains("epoch 2 loss 0.4"));
+    b.eval("window.__weirMark = 8; return true", vec![]).await;
+    std::fs::write(&gate, "").unwrap();
+    b.wait_until("return document.body.innerText.includes('epoch 2 loss 0.4')", MINUTE).await;
+    assert_eq!(b.eval("return window.__weirMark", vec![]).await, serde_json::json!(8), "no reload");
+    drop(b);
+    team.stop().await;
+}
+
 /// Makes the screenshots README.md shows (docs/screenshots/*.png) from the example pipeline on
 /// a real server and worker: `cargo test -p weir-tests --test browser -- --ignored screenshots`.
 /// Not a check (what it captures depends on timing), so it does not run with the tests.
