@@ -89,7 +89,7 @@ async fn the_step_page_shows_attempts_outputs_gate_cache_and_coloured_logs() {
     assert_eq!(ingest.status, 200, "{}", ingest.body);
     let b = &ingest.body;
     assert!(b.contains(r#"<tr data-attempt="1">"#) && b.contains(">succeeded<"), "attempt 1: {b}");
-    assert!(b.contains("worker-"), "the worker that ran it: {b}");
+    assert!(b.contains("<td>w0-"), "the worker that ran it: {b}");
     assert!(b.contains(r#"<span class="ansi-1 ansi-32">loaded</span> &lt;rows&gt; &amp; more"#), "colours: {b}");
     assert!(b.contains(r#"<span class="line err" data-attempt="1">warn: slow disk</span>"#), "stderr marked");
     assert!(b.contains("data.csv") && b.contains(&format!("/runs/{id}/steps/ingest/outputs/data.csv")));
