@@ -292,7 +292,7 @@ pub(crate) async fn output(
 /// `attachment` with `name`: an ASCII fallback and the exact name percent-encoded (RFC 6266).
 fn disposition(name: &str) -> String {
     let ascii: String =
-        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
+        name.chars().map(|c| if (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ' { c } else { '_' }).collect();
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", segment(name))
 }
 
