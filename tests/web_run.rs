@@ -22,6 +22,7 @@ steps:
       echo "warn: slow disk" >&2
       echo "a,b" > $WEIR_OUTPUTS/data.csv
     outputs: [data.csv]
+    cache: true
   train:
     stage: training
     needs: [ingest]
@@ -56,7 +57,7 @@ async fn the_run_page_draws_stages_groups_edges_and_every_instance() {
     assert!(b.contains("limit=0.5"), "params shown");
     assert!(b.contains(r#"id="run-state""#) && b.contains(">succeeded<"), "run badge");
     for stage in ["ingestion", "training", "deployment"] {
-        assert!(b.contains(&format!(r#"class="stage-label""#)) && b.contains(stage), "stage {stage}");
+        assert!(b.contains(r#"class="stage-label""#) && b.contains(&format!(">{stage}</text>")), "stage {stage}");
     }
     // The matrix is one node with its counts; its instances stay in the table.
     assert!(b.contains(r#"data-node="train""#) && b.contains("train ×2"), "{b}");
@@ -73,7 +74,10 @@ async fn the_run_page_draws_stages_groups_edges_and_every_instance() {
     assert!(open.body.contains(r#"data-node="train[lr=1]""#) && open.body.contains(r#"data-node="train[lr=2]""#));
     assert!(!open.body.contains(r#"data-node="train""#));
     assert_eq!(open.body.matches("class=\"edge\"").count(), 4, "each instance keeps its needs");
-    assert!(!open.body.contains("Cancel run") && !open.body.contains("Retry what did not"), "nothing to cancel or retry");
+    assert!(
+        !open.body.contains("Cancel run") && !open.body.contains("Retry what did not"),
+        "nothing to cancel or retry"
+    );
 
     let missing = web.get("/runs/no-such-run").await;
     assert_eq!(missing.status, 404);
@@ -93,8 +97,10 @@ async fn the_step_page_shows_attempts_outputs_gate_cache_and_coloured_logs() {
     assert!(b.contains(r#"<span class="ansi-1 ansi-32">loaded</span> &lt;rows&gt; &amp; more"#), "colours: {b}");
     assert!(b.contains(r#"<span class="line err" data-attempt="1">warn: slow disk</span>"#), "stderr marked");
     assert!(b.contains("data.csv") && b.contains(&format!("/runs/{id}/steps/ingest/outputs/data.csv")));
-    assert!(b.contains(r#"data-verdict="notcacheable""#), "cache verdict with its reason: {b}");
-    assert!(b.contains("has no `cache:`"));
+    assert!(b.contains(r#"data-verdict="miss""#), "cache verdict with its reason: {b}");
+    assert!(b.contains("this was the first"), "{b}");
+    let report = web.get(&format!("/runs/{id}/steps/report")).await;
+    assert!(report.body.contains(r#"data-verdict="not cacheable""#) && report.body.contains("has no `cache:`"));
     assert!(b.contains("Retry from this step"), "the run finished");
 
     let found = web.get(&format!("/runs/{id}/steps/ingest?q=SLOW")).await;
@@ -156,6 +162,14 @@ async fn a_failed_gate_shows_the_values_and_retry_from_a_step_shows_its_plan_fir
     assert!(to.starts_with("/runs/") && to != format!("/runs/{id}"), "{to}");
     let new = web.get(&to).await;
     assert!(new.body.contains("retry of") && new.body.contains(&id) && new.body.contains("<code>train</code>"));
+    let reused = web.get(&format!("{to}/steps/ingest")).await;
+    assert!(reused.body.contains(r#"data-verdict="hit""#), "{}", reused.body);
+    assert!(reused.body.contains(&format!("reused from run {id}, the run this one retries")), "{}", reused.body);
+    assert!(
+        reused.body.contains(&format!("<td class=\"reason\">from run {id}</td>")),
+        "the attempt says where from: {}",
+        reused.body.split("<h2>Attempts</h2>").nth(1).unwrap_or_default().split("<h2>").next().unwrap_or_default()
+    );
 
     let unknown = web.get(&format!("/runs/{id}/retry?from=nope")).await;
     assert_eq!(unknown.status, 404, "{}", unknown.body);
@@ -186,9 +200,7 @@ async fn nodes_and_logs_change_live_and_cancel_ends_the_run() {
     assert!(page.body.contains("Cancel run"));
     let csrf = page.csrf().unwrap();
 
-    let logs = web
-        .events(&format!("/runs/{id}/steps/talk/logs/events"), MINUTE, |ev, _| ev == "end", async {})
-        .await;
+    let logs = web.events(&format!("/runs/{id}/steps/talk/logs/events"), MINUTE, |ev, _| ev == "end", async {}).await;
     let lines: Vec<&str> = logs.iter().filter(|(e, _)| e == "line").map(|(_, d)| d.as_str()).collect();
     assert_eq!(lines.len(), 2, "{logs:?}");
     assert!(lines[0].contains(">first<"), "{logs:?}");

@@ -106,8 +106,8 @@ pub(crate) async fn show(
                 @for (k, val) in &v.record.params { code { (k) "=" (val.as_str().map_or_else(|| val.to_string(), str::to_string)) } " " }
                 @for (k, val) in &v.matrix { code { "matrix." (k) "=" (val) } " " }
             }
-            dt { "Cache" } dd #cache data-verdict=(format!("{:?}", cache.verdict).to_lowercase()) {
-                strong { (format!("{:?}", cache.verdict).to_lowercase()) } ": " (cache.message)
+            dt { "Cache" } dd #cache data-verdict=(cache.verdict.as_str()) {
+                strong { "cache " (cache.verdict.as_str()) } ": " (cache.message)
                 @if !cache.cache_key.is_empty() { br; span.muted { "key " code { (cache.cache_key) } } }
                 @for d in &cache.differences { br; code.diff { (d.part) } ": " (d.value) " (was " (d.closest) ")" }
             }
@@ -193,7 +193,13 @@ pub(crate) async fn logs_txt(
         }
     }
     let name = format!("{}-{}.log", id, instance);
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, disposition(&name))], out)
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition(&name)),
+        ],
+        out,
+    )
         .into_response())
 }
 
@@ -212,7 +218,8 @@ pub(crate) async fn log_events(
     Query(a): Query<After>,
 ) -> Result<Response, WebError> {
     let v = web.engine.step_view(&id, &instance)?;
-    let mut after = a.after.split_once('.').and_then(|(x, y)| Some(LogCursor { attempt: x.parse().ok()?, seq: y.parse().ok()? }));
+    let mut after =
+        a.after.split_once('.').and_then(|(x, y)| Some(LogCursor { attempt: x.parse().ok()?, seq: y.parse().ok()? }));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(256);
     let engine = web.engine.clone();
     tokio::spawn(async move {
@@ -253,9 +260,14 @@ pub(crate) async fn output(
     State(web): State<Web>,
     Path((id, instance, path)): Path<(String, String, String)>,
 ) -> Result<Response, WebError> {
-    weir_data::relpath::check(&path).map_err(|u| ApiError::Invalid(format!("output path {path:?}: {}", u.describe())))?;
+    weir_data::relpath::check(&path)
+        .map_err(|u| ApiError::Invalid(format!("output path {path:?}: {}", u.describe())))?;
     let entry = web.engine.output(&id, &instance, &path)?;
-    let file = web.engine.blobs().open_blob(&entry.digest).map_err(|e| ApiError::Internal(format!("blob {}: {e}", entry.digest)))?;
+    let file = web
+        .engine
+        .blobs()
+        .open_blob(&entry.digest)
+        .map_err(|e| ApiError::Internal(format!("blob {}: {e}", entry.digest)))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         let mut file = file;
@@ -291,8 +303,9 @@ pub(crate) async fn output(
 
 /// `attachment` with `name`: an ASCII fallback and the exact name percent-encoded (RFC 6266).
 fn disposition(name: &str) -> String {
-    let ascii: String =
-        name.chars().map(|c| if (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ' { c } else { '_' }).collect();
+    let ascii: String = name
+        .chars()
+        .map(|c| if (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ' { c } else { '_' })
+        .collect();
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", segment(name))
 }
-
