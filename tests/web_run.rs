@@ -171,6 +171,11 @@ async fn a_failed_gate_shows_the_values_and_retry_from_a_step_shows_its_plan_fir
         reused.body.split("<h2>Attempts</h2>").nth(1).unwrap_or_default().split("<h2>").next().unwrap_or_default()
     );
 
+    let plain = web.post(&format!("/runs/{id}/retry"), &[("csrf", &csrf)]).await;
+    assert_eq!(plain.status, 303, "retry what did not succeed: {}", plain.body);
+    let again = web.get(plain.header("location").unwrap()).await;
+    assert!(again.body.contains("retry of") && !again.body.contains("<code>train</code>"), "no `from`");
+
     let unknown = web.get(&format!("/runs/{id}/retry?from=nope")).await;
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     c.stop().await;
@@ -225,5 +230,29 @@ async fn nodes_and_logs_change_live_and_cancel_ends_the_run() {
     assert_eq!(events.last().map(|(e, _)| e.as_str()), Some("end"), "the stream ends with the run");
     let after = web.get(&format!("/runs/{id}")).await;
     assert!(after.body.contains("⊘") && !after.body.contains("data-live-run"), "{}", after.body);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matrix_group_node_gets_its_state_and_counts_from_the_stream() {
+    let mut c = Cluster::start(1, 2).await;
+    let version = c.submit(GRAPH, None).await;
+    let mut web = Http::new(&c.url());
+    let id = c.start_run(&version, &[]).await;
+    let events = web.events(&format!("/runs/{id}/events"), MINUTE, |ev, _| ev == "end", async {}).await;
+    let groups: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|(e, _)| e == "step")
+        .map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .filter(|s| s["step"] == "train")
+        .map(|s| s["group"].clone())
+        .collect();
+    assert!(groups.iter().all(|g| g["key"] == "train"), "{groups:?}");
+    assert_eq!(
+        groups.last().map(|g| (g["state"].clone(), g["detail"].clone())),
+        Some(("succeeded".into(), "2 succeeded".into()))
+    );
+    let ingest = events.iter().find(|(e, d)| e == "step" && d.contains("\"instance\":\"ingest\"")).unwrap();
+    assert!(ingest.1.contains("\"group\":null"), "a step of one instance is its own node: {ingest:?}");
     c.stop().await;
 }
