@@ -39,6 +39,18 @@ pub enum Verdict {
     Miss,
 }
 
+impl Verdict {
+    /// The verdict as a word, for pages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::NotCacheable => "not cacheable",
+            Verdict::Unknown => "unknown",
+            Verdict::Hit => "hit",
+            Verdict::Miss => "miss",
+        }
+    }
+}
+
 /// One instance of a planned run and what the cache would do for it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlannedStep {

@@ -29,6 +29,7 @@ pub(crate) mod pipelines;
 mod prepare_tests;
 pub(crate) mod ratelog;
 pub(crate) mod registry;
+pub(crate) mod run_view;
 pub(crate) mod runs;
 pub(crate) mod scheduler;
 mod schedules;

@@ -8,13 +8,18 @@
 //!
 //! Layout: `auth` (login, session cookie, CSRF), `page` (the shared layout and small
 //! renderers: state badges, times), `assets` (CSS and script, embedded), and a file per area:
-//! `dag` (graphs as SVG), `runs` (the runs list), `workers` (the workers page).
+//! `dag` (graphs as SVG), `runs` (the runs list), `run` (a run's page, its live events,
+//! cancel and retry), `step` (a step instance's page, logs and outputs), `ansi` (log colours),
+//! `workers` (the workers page).
 
+mod ansi;
 mod assets;
 mod auth;
 mod dag;
 mod page;
+mod run;
 mod runs;
+mod step;
 mod workers;
 
 use std::sync::Arc;
@@ -47,6 +52,14 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
         .route("/runs", get(runs::list))
         .route("/events", get(runs::events))
         .route("/workers", get(workers::list))
+        .route("/runs/{id}", get(run::show))
+        .route("/runs/{id}/events", get(run::events))
+        .route("/runs/{id}/cancel", axum::routing::post(run::cancel))
+        .route("/runs/{id}/retry", get(run::retry_plan).post(run::retry))
+        .route("/runs/{id}/steps/{instance}", get(step::show))
+        .route("/runs/{id}/steps/{instance}/logs.txt", get(step::logs_txt))
+        .route("/runs/{id}/steps/{instance}/logs/events", get(step::log_events))
+        .route("/runs/{id}/steps/{instance}/outputs/{*path}", get(step::output))
         .route("/logout", axum::routing::post(auth::logout))
         .route_layer(axum::middleware::from_fn_with_state(web.clone(), auth::require));
     Ok(open.merge(guarded).with_state(web))

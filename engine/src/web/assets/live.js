@@ -75,3 +75,71 @@
     for (const hook of weir.onload || []) hook();
   });
 })();
+
+// --- A run's page and a step's logs (web/run.rs, web/step.rs) ---
+// The server says what changed, already decided (a group's state and counts) or rendered (log
+// lines as HTML); this only puts it in place, and stops when the run or step ends.
+(function () {
+  window.weir = window.weir || {};
+  weir.onload = weir.onload || [];
+  const ICONS = { succeeded: "✓", failed: "✗", running: "▶", leased: "◔", ready: "◌", pending: "○",
+    queued: "○", cancelled: "⊘", skipped: "↷", cached: "♻" };
+
+  function setNode(dag, key, state, detail) {
+    const node = dag.querySelector('g[data-node="' + CSS.escape(key) + '"]');
+    if (!node) return;
+    node.setAttribute("class", "node st-" + state);
+    node.dataset.state = state;
+    const text = node.querySelector("text.state");
+    if (text) text.textContent = (ICONS[state] || "?") + " " + state + (detail ? " · " + detail : "");
+  }
+
+  function liveRun(dag) {
+    const es = new EventSource(dag.dataset.liveRun);
+    es.addEventListener("step", (m) => {
+      const ev = JSON.parse(m.data);
+      if (ev.group) setNode(dag, ev.group.key, ev.group.state, ev.group.detail);
+      else setNode(dag, ev.instance, ev.state, ev.attempt > 1 ? "attempt " + ev.attempt : "");
+      const row = document.querySelector('#instances tr[data-instance="' + CSS.escape(ev.instance) + '"]');
+      if (row) {
+        weir.setBadge(row.querySelector("td.state"), ev.state);
+        const a = row.querySelector("td.attempts");
+        if (a && ev.attempt) a.textContent = String(ev.attempt);
+        const msg = row.querySelector("td.message");
+        if (msg && ev.message) msg.textContent = ev.message;
+      }
+    });
+    es.addEventListener("run", (m) => weir.setBadge(document.getElementById("run-state"), JSON.parse(m.data).state));
+    es.addEventListener("end", () => es.close());
+  }
+
+  function liveLogs(pre) {
+    const es = new EventSource(pre.dataset.liveLogs);
+    es.addEventListener("line", (m) => {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.insertAdjacentHTML("beforeend", m.data + "\n");
+      highlight();
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
+    });
+    es.addEventListener("end", () => es.close());
+  }
+
+  // Marks the text of the highlight box in the shown lines (a view aid; `?q=` filters).
+  function highlight() {
+    const box = document.getElementById("log-highlight"), pre = document.getElementById("logs");
+    if (!box || !pre) return;
+    const word = box.value.toLowerCase();
+    for (const line of pre.querySelectorAll(".line")) {
+      line.classList.toggle("hit", word !== "" && line.textContent.toLowerCase().includes(word));
+    }
+  }
+
+  weir.onload.push(() => {
+    const dag = document.querySelector("[data-live-run]");
+    if (dag) liveRun(dag);
+    const pre = document.querySelector("pre[data-live-logs]");
+    if (pre) liveLogs(pre);
+    const box = document.getElementById("log-highlight");
+    if (box) box.addEventListener("input", highlight);
+  });
+})();
