@@ -14,6 +14,7 @@ mod assets;
 mod auth;
 mod dag;
 mod page;
+mod pipelines;
 mod runs;
 
 use std::sync::Arc;
@@ -46,6 +47,11 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
         .route("/runs", get(runs::list))
         .route("/events", get(runs::events))
         .route("/logout", axum::routing::post(auth::logout))
+        .route("/pipelines", get(pipelines::list))
+        .route("/pipelines/{name}", get(pipelines::show))
+        .route("/pipelines/{name}/start", axum::routing::post(pipelines::start))
+        .route("/pipelines/{name}/pause", axum::routing::post(pipelines::pause))
+        .route("/pipelines/{name}/backfill", axum::routing::post(pipelines::backfill))
         .route_layer(axum::middleware::from_fn_with_state(web.clone(), auth::require));
     Ok(open.merge(guarded).with_state(web))
 }
