@@ -13,6 +13,7 @@
 mod assets;
 mod auth;
 mod dag;
+mod models;
 mod page;
 mod pipelines;
 mod runs;
@@ -47,6 +48,10 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
         .route("/runs", get(runs::list))
         .route("/events", get(runs::events))
         .route("/logout", axum::routing::post(auth::logout))
+        .route("/models", get(models::list))
+        .route("/models/{name}", get(models::show))
+        .route("/models/{name}/promote", axum::routing::post(models::promote))
+        .route("/models/{name}/rollback", axum::routing::post(models::rollback))
         .route("/pipelines", get(pipelines::list))
         .route("/pipelines/{name}", get(pipelines::show))
         .route("/pipelines/{name}/start", axum::routing::post(pipelines::start))
