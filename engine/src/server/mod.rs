@@ -19,6 +19,7 @@
 
 pub(crate) mod browse;
 pub(crate) mod cache;
+pub(crate) mod compare;
 pub(crate) mod core;
 pub(crate) mod dispatch;
 pub(crate) mod error;

@@ -13,9 +13,11 @@
 mod assets;
 mod auth;
 mod dag;
+mod metrics;
 mod models;
 mod page;
 mod pipelines;
+mod plot;
 mod runs;
 
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
         .route("/runs", get(runs::list))
         .route("/events", get(runs::events))
         .route("/logout", axum::routing::post(auth::logout))
+        .route("/plots", get(metrics::plots))
+        .route("/compare", get(metrics::compare))
         .route("/models", get(models::list))
         .route("/models/{name}", get(models::show))
         .route("/models/{name}/promote", axum::routing::post(models::promote))
