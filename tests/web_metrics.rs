@@ -52,7 +52,10 @@ async fn a_metric_is_plotted_across_runs_with_points_linked_to_them() {
     assert_eq!(picker.status, 200, "{}", picker.body);
     assert!(picker.body.contains("href=\"/plots\""), "the nav's Metrics entry");
     let steps = between(&picker.body, "name=\"step\"", "</select>");
-    assert!(steps.contains("<option value=\"train\">") && !steps.contains("ingest"), "only steps with metrics: {steps}");
+    assert!(
+        steps.contains("<option value=\"train\">") && !steps.contains("ingest"),
+        "only steps with metrics: {steps}"
+    );
     let metrics = between(&picker.body, "name=\"metric\"", "</select>");
     assert!(metrics.contains(">epochs<") && metrics.contains(">rmse<"), "{metrics}");
 

@@ -129,7 +129,12 @@ async fn promote_dry_run_through_grpc_records_nothing() {
     assert_eq!(production(&mut c).await, Some(1), "a dry run moves nothing");
     let m = c.client.get_model(v1::GetModelRequest { name: "churn".into() }).await.unwrap().into_inner();
     let before = m.history.len();
-    let req = v1::RollbackModelRequest { name: "churn".into(), alias: "production".into(), dry_run: true, ..Default::default() };
+    let req = v1::RollbackModelRequest {
+        name: "churn".into(),
+        alias: "production".into(),
+        dry_run: true,
+        ..Default::default()
+    };
     let refused = c.client.rollback_model(req).await.expect_err("nothing to go back to");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     let m = c.client.get_model(v1::GetModelRequest { name: "churn".into() }).await.unwrap().into_inner();

@@ -40,9 +40,10 @@ pub(crate) struct PipelineDetail {
 impl Engine {
     /// Pipeline `name` at `version` (empty: the latest).
     pub(crate) fn pipeline_detail(&self, name: &str, version: &str) -> Result<PipelineDetail, ApiError> {
-        let index = self.store.pipeline(name)?.ok_or_else(|| {
-            ApiError::NotFound(format!("no pipeline {name}: submit it first with `weir submit DIR`"))
-        })?;
+        let index = self
+            .store
+            .pipeline(name)?
+            .ok_or_else(|| ApiError::NotFound(format!("no pipeline {name}: submit it first with `weir submit DIR`")))?;
         let version = if version.is_empty() { index.latest.clone() } else { version.to_string() };
         if !index.versions.contains(&version) {
             return Err(ApiError::NotFound(format!(
@@ -60,15 +61,7 @@ impl Engine {
             versions.push((v.clone(), at));
         }
         let (nodes, edges) = graph_of(&pipeline);
-        Ok(PipelineDetail {
-            name: name.to_string(),
-            version,
-            yaml: stored.yaml,
-            versions,
-            pipeline,
-            nodes,
-            edges,
-        })
+        Ok(PipelineDetail { name: name.to_string(), version, yaml: stored.yaml, versions, pipeline, nodes, edges })
     }
 
     /// Every `(step, metric)` the runs of `pipeline` reported, sorted.

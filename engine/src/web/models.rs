@@ -67,7 +67,13 @@ struct Preview {
     reason: String,
 }
 
-fn render(web: &Web, session: &Session, name: &str, lineage_of: u64, preview: Option<Preview>) -> Result<Response, WebError> {
+fn render(
+    web: &Web,
+    session: &Session,
+    name: &str,
+    lineage_of: u64,
+    preview: Option<Preview>,
+) -> Result<Response, WebError> {
     let m = web.engine.get_model(name)?;
     let base = format!("/models/{}", encode(name));
     let chosen = if lineage_of == 0 { m.head.latest } else { lineage_of };
