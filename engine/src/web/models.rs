@@ -77,7 +77,11 @@ fn render(
     let m = web.engine.get_model(name)?;
     let base = format!("/models/{}", encode(name));
     let chosen = if lineage_of == 0 { m.head.latest } else { lineage_of };
-    let lineage = web.engine.lineage(&format!("{name}@{chosen}"), false, 0);
+    // What a gRPC client would be told, never an internal error's details.
+    let lineage = web
+        .engine
+        .lineage(&format!("{name}@{chosen}"), false, 0)
+        .map_err(|e| crate::api::status::status(e).message().to_string());
     let body = html! {
         h1 { "Model " (name) }
         @if let Some(p) = &preview { (preview_card(session, &base, p)) }
@@ -148,7 +152,7 @@ fn render(
             h2 { "Lineage of v" (chosen) }
             @match &lineage {
                 Ok(l) => { (lineage_graph(l)) @if let Some(t) = &l.truncated { p.muted { (t) } } }
-                Err(e) => { p.muted { "No lineage: " (e.to_string()) } }
+                Err(e) => { p.muted { "No lineage: " (e) } }
             }
         }
     };
