@@ -111,12 +111,13 @@ fn short(hash: &str) -> &str {
     hash.char_indices().nth(12).map_or(hash, |(i, _)| &hash[..i])
 }
 
+/// A duration as the CLI's `duration` writes it (tenths cut, not rounded).
 fn duration(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms}ms"),
-        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
-        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+        1_000..60_000 => format!("{}.{}s", ms / 1000, ms % 1000 / 100),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
     }
 }
 
