@@ -93,6 +93,7 @@ async fn versions_gated_promotion_by_hand_rollback_and_download() {
             version: 3,
             alias: "production".into(),
             reason: "shadow traffic looked fine".into(),
+            dry_run: false,
         })
         .await
         .expect("promote")
@@ -108,6 +109,7 @@ async fn versions_gated_promotion_by_hand_rollback_and_download() {
             name: "churn".into(),
             alias: "production".into(),
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .expect("rollback")
@@ -142,6 +144,7 @@ async fn versions_gated_promotion_by_hand_rollback_and_download() {
             version: 7,
             alias: "production".into(),
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -78,6 +78,15 @@ async fn weir_models_lists_shows_promotes_rolls_back_and_downloads() {
         "{refused}"
     );
 
+    // A dry run says what would move and moves nothing.
+    let dry = w(&["models", "promote", "churn", "3", "--alias", "production", "--dry-run"]).await;
+    assert_eq!(
+        text(&dry.stdout),
+        "dry run, nothing recorded: would move churn: production v2 -> v3 (promoted by hand)\n",
+        "{}",
+        text(&dry.stderr)
+    );
+    assert!(text(&w(&["models"]).await.stdout).contains("production=v2"), "the dry run moved nothing");
     let promote = w(&["models", "promote", "churn", "3", "--alias", "production", "--reason", "canary ok"]).await;
     assert_eq!(
         text(&promote.stdout),

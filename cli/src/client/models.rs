@@ -47,6 +47,9 @@ pub enum ModelAction {
         /// Why, recorded with the move.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// Only say what would move (or why it cannot); nothing is recorded.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Move an alias back to the version it held before its last move. Rolling back again
     /// undoes the move before that; an alias cannot go back before the first version it held.
@@ -61,6 +64,9 @@ pub enum ModelAction {
         /// Why, recorded with the move.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// Only say what would move (or why it cannot); nothing is recorded.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Download a model version's file. The bytes go to a temporary file beside FILE, are
     /// checked against the version's BLAKE3 digest, and only then renamed to FILE; with `-o -`
@@ -81,16 +87,17 @@ pub(super) async fn dispatch(client: &mut Client, conn: &ConnArgs, action: Optio
     match action {
         None => list(client, conn).await,
         Some(ModelAction::Show { name }) => show(client, conn, name).await,
-        Some(ModelAction::Promote { name, version, alias, reason }) => {
-            let request =
-                v1::PromoteModelRequest { name: name.clone(), version, alias, reason: reason.unwrap_or_default() };
+        Some(ModelAction::Promote { name, version, alias, reason, dry_run }) => {
+            let reason = reason.unwrap_or_default();
+            let request = v1::PromoteModelRequest { name: name.clone(), version, alias, reason, dry_run };
             let response = client.promote_model(request).await.map_err(|s| refused(&s, conn, MODEL_HINTS))?;
-            print_event(&name, response.into_inner().event)
+            print_event(&name, response.into_inner().event, dry_run)
         }
-        Some(ModelAction::Rollback { name, alias, reason }) => {
-            let request = v1::RollbackModelRequest { name: name.clone(), alias, reason: reason.unwrap_or_default() };
+        Some(ModelAction::Rollback { name, alias, reason, dry_run }) => {
+            let reason = reason.unwrap_or_default();
+            let request = v1::RollbackModelRequest { name: name.clone(), alias, reason, dry_run };
             let response = client.rollback_model(request).await.map_err(|s| refused(&s, conn, MODEL_HINTS))?;
-            print_event(&name, response.into_inner().event)
+            print_event(&name, response.into_inner().event, dry_run)
         }
         Some(ModelAction::Get { target, output }) => get(client, conn, target, &output).await,
     }
@@ -114,12 +121,13 @@ async fn show(client: &mut Client, conn: &ConnArgs, name: String) -> Result<(), 
     Ok(())
 }
 
-fn print_event(name: &str, event: Option<v1::AliasEvent>) -> Result<(), Failure> {
+fn print_event(name: &str, event: Option<v1::AliasEvent>, dry_run: bool) -> Result<(), Failure> {
     let Some(event) = event else {
         eprintln!("error: the server did not say what moved; `weir models show {name}` shows it");
         return Err(Failure::Refused);
     };
-    print_out(&render::moved(name, &event));
+    let moved = render::moved(name, &event);
+    print_out(&if dry_run { format!("dry run, nothing recorded: would move {moved}") } else { moved });
     Ok(())
 }
 

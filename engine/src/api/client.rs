@@ -200,7 +200,7 @@ impl WeirClient for ClientApi {
         req: Request<v1::PromoteModelRequest>,
     ) -> Result<Response<v1::PromoteModelResponse>, Status> {
         let r = bounded(req)?;
-        let event = self.0.promote_model(&r.name, &r.alias, r.version, &r.reason)?;
+        let event = self.0.promote_model(&r.name, &r.alias, r.version, &r.reason, r.dry_run)?;
         self.0.commit()?;
         Ok(Response::new(v1::PromoteModelResponse { event: Some(wire::alias_event(&event)) }))
     }
@@ -210,7 +210,7 @@ impl WeirClient for ClientApi {
         req: Request<v1::RollbackModelRequest>,
     ) -> Result<Response<v1::RollbackModelResponse>, Status> {
         let r = bounded(req)?;
-        let event = self.0.rollback_model(&r.name, &r.alias, &r.reason)?;
+        let event = self.0.rollback_model(&r.name, &r.alias, &r.reason, r.dry_run)?;
         self.0.commit()?;
         Ok(Response::new(v1::RollbackModelResponse { event: Some(wire::alias_event(&event)) }))
     }

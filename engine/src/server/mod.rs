@@ -17,7 +17,9 @@
 //! worker tokens, and, off loopback, tokens shorter than [`tokens::MIN_TOKEN_LEN`]. Token
 //! files are read by `tokens`.
 
+pub(crate) mod browse;
 pub(crate) mod cache;
+pub(crate) mod compare;
 pub(crate) mod core;
 pub(crate) mod dispatch;
 pub(crate) mod error;

@@ -259,13 +259,15 @@ impl Engine {
         Ok(ModelView { head, versions, history })
     }
 
-    /// Points an alias at a version, by hand. The caller commits before answering.
+    /// Points an alias at a version, by hand (with `dry_run`: says what would move, or why
+    /// not, and records nothing). The caller commits before answering.
     pub(crate) fn promote_model(
         &self,
         name: &str,
         alias: &str,
         version: u64,
         reason: &str,
+        dry_run: bool,
     ) -> Result<AliasEventRecord, ApiError> {
         check_name("model", name)?;
         check_name("alias", alias)?;
@@ -276,11 +278,18 @@ impl Engine {
         let mut head = self.head(name)?;
         self.version(&head, version)?;
         let reason = with_reason("promoted by hand", reason);
-        self.move_alias(&mut head, alias, version, reason, false)
+        self.move_alias(&mut head, alias, version, reason, false, dry_run)
     }
 
-    /// Moves an alias back (see the module doc). The caller commits before answering.
-    pub(crate) fn rollback_model(&self, name: &str, alias: &str, reason: &str) -> Result<AliasEventRecord, ApiError> {
+    /// Moves an alias back (see the module doc); with `dry_run`, only says where to. The
+    /// caller commits before answering.
+    pub(crate) fn rollback_model(
+        &self,
+        name: &str,
+        alias: &str,
+        reason: &str,
+        dry_run: bool,
+    ) -> Result<AliasEventRecord, ApiError> {
         check_name("model", name)?;
         check_name("alias", alias)?;
         let _st = self.lock();
@@ -300,7 +309,7 @@ impl Engine {
         })?;
         self.version(&head, target)?;
         let reason = with_reason("rollback", reason);
-        self.move_alias(&mut head, alias, target, reason, true)
+        self.move_alias(&mut head, alias, target, reason, true, dry_run)
     }
 
     /// The model version `target` (`model`, `model@alias`, `model:version`) names, and the
@@ -312,7 +321,7 @@ impl Engine {
     }
 
     /// Records a move of `alias` to `to` and writes it with the head; durable with the caller's
-    /// [`Engine::commit`].
+    /// [`Engine::commit`]. With `dry_run`, the move that would be recorded, unwritten.
     fn move_alias(
         &self,
         head: &mut ModelRecord,
@@ -320,6 +329,7 @@ impl Engine {
         to: u64,
         reason: String,
         rollback: bool,
+        dry_run: bool,
     ) -> Result<AliasEventRecord, ApiError> {
         let event = AliasEventRecord {
             alias: alias.to_string(),
@@ -332,6 +342,9 @@ impl Engine {
             expression: None,
             compared: Vec::new(),
         };
+        if dry_run {
+            return Ok(event);
+        }
         head.aliases.insert(alias.to_string(), to);
         let mut batch = Batch::new();
         batch.append_model_event(head, &event)?;
@@ -549,9 +562,9 @@ steps:
             run(&e, r);
         }
         let promote = |version: u64, reason: &str| {
-            e.promote_model("churn", "production", version, reason).map(|ev| convert::alias_event(&ev))
+            e.promote_model("churn", "production", version, reason, false).map(|ev| convert::alias_event(&ev))
         };
-        let rollback = || e.rollback_model("churn", "production", "").map(|ev| convert::alias_event(&ev));
+        let rollback = || e.rollback_model("churn", "production", "", false).map(|ev| convert::alias_event(&ev));
         let ev = promote(3, "load test passed").unwrap();
         assert_eq!((ev.from_version, ev.to_version, ev.reason.as_str()), (2, 3, "promoted by hand: load test passed"));
         let ev = rollback().unwrap();
@@ -565,7 +578,7 @@ steps:
 
         let err = promote(9, "").unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("versions are 1 to 3")), "{err:?}");
-        let err = e.promote_model("chrun", "x", 1, "").unwrap_err();
+        let err = e.promote_model("chrun", "x", 1, "", false).unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("did you mean `churn`?")), "{err:?}");
         let err = e.get_model("Bad Name").unwrap_err();
         assert!(matches!(&err, ApiError::Invalid(m) if m.contains("lowercase letters")), "{err:?}");

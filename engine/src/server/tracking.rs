@@ -195,7 +195,7 @@ impl Engine {
     }
 
     /// Every readable run of `pipeline`, oldest first (creation time, then id).
-    fn pipeline_runs(&self, pipeline: &str) -> Result<Vec<RunRecord>, ApiError> {
+    pub(crate) fn pipeline_runs(&self, pipeline: &str) -> Result<Vec<RunRecord>, ApiError> {
         let filter = RunFilter { pipeline: Some(pipeline.to_string()), state: None };
         let mut token = None;
         let mut out = Vec::new();

@@ -10,13 +10,19 @@
 //! renderers: state badges, times), `assets` (CSS and script, embedded), and a file per area:
 //! `dag` (graphs as SVG), `runs` (the runs list), `run` (a run's page, its live events,
 //! cancel and retry), `step` (a step instance's page, logs and outputs), `ansi` (log colours),
-//! `workers` (the workers page).
+//! `pipelines` (list, versions, source, graph, the start form, the schedule card), `metrics`
+//! and `plot` (a metric across runs as SVG, runs compared), `models` (registry, promote and
+//! rollback after a dry run, lineage), `workers` (the workers page).
 
 mod ansi;
 mod assets;
 mod auth;
 mod dag;
+mod metrics;
+mod models;
 mod page;
+mod pipelines;
+mod plot;
 mod run;
 mod runs;
 mod step;
@@ -61,6 +67,17 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
         .route("/runs/{id}/steps/{instance}/logs/events", get(step::log_events))
         .route("/runs/{id}/steps/{instance}/outputs/{*path}", get(step::output))
         .route("/logout", axum::routing::post(auth::logout))
+        .route("/plots", get(metrics::plots))
+        .route("/compare", get(metrics::compare))
+        .route("/models", get(models::list))
+        .route("/models/{name}", get(models::show))
+        .route("/models/{name}/promote", axum::routing::post(models::promote))
+        .route("/models/{name}/rollback", axum::routing::post(models::rollback))
+        .route("/pipelines", get(pipelines::list))
+        .route("/pipelines/{name}", get(pipelines::show))
+        .route("/pipelines/{name}/start", axum::routing::post(pipelines::start))
+        .route("/pipelines/{name}/pause", axum::routing::post(pipelines::pause))
+        .route("/pipelines/{name}/backfill", axum::routing::post(pipelines::backfill))
         .route_layer(axum::middleware::from_fn_with_state(web.clone(), auth::require));
     Ok(open.merge(guarded).with_state(web))
 }

@@ -13,7 +13,7 @@ pub(crate) fn layout(title: &str, csrf: &str, active: &str, body: Markup) -> Htm
     let nav = [
         ("/runs", "Runs"),
         ("/pipelines", "Pipelines"),
-        ("/metrics", "Metrics"),
+        ("/plots", "Metrics"),
         ("/models", "Models"),
         ("/workers", "Workers"),
     ];
