@@ -30,9 +30,19 @@ impl Batch {
         Batch::default()
     }
 
+    /// The run's record, and its key in the time index (the same key every time a run is
+    /// written, since `created_at` never changes, so rewriting it is harmless).
     pub fn put_run(&mut self, run: &RunRecord) -> Result<&mut Batch, Error> {
         let v = encode(TreeId::Runs.name(), run)?;
         self.ops.push(Op::Put(TreeId::Runs, keys::run(&run.id)?, v));
+        self.put_time_index(run.created_at.0, &run.id)?;
+        Ok(self)
+    }
+
+    /// The `runs_by_time` entry of run `id` created at `at`.
+    pub(super) fn put_time_index(&mut self, at: u64, id: &str) -> Result<&mut Batch, Error> {
+        let v = encode(TreeId::RunsByTime.name(), &())?;
+        self.ops.push(Op::Put(TreeId::RunsByTime, keys::by_time(at, id)?, v));
         Ok(self)
     }
 
