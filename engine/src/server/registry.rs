@@ -413,7 +413,7 @@ steps:
         let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
         let record =
-            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: e.clock.now() };
+            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: e.clock.now(), file: None };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
         let params = [("rmse".to_string(), rmse.to_string())];

@@ -517,6 +517,7 @@ mod tests {
             yaml: yaml.to_string(),
             bundle_digest: None,
             submitted_at: e.clock.now(),
+            file: None,
         };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();

@@ -297,6 +297,7 @@ mod tests {
             yaml: "name: train\n".to_string(),
             bundle_digest: Some(Digest::of(b"bundle")),
             submitted_at: Millis(7),
+            file: None,
         };
         let manifest = Manifest::new(vec![Entry {
             path: "model.bin".to_string(),

@@ -113,6 +113,7 @@ mod tests {
             yaml: "x: 1\n".to_string(),
             bundle_digest: None,
             submitted_at: Millis(3),
+            file: None,
         };
         s.put_pipeline_version("h1", &version).unwrap();
         s.put_run(&testkit::run("r-1", "train", RunState::Running)).unwrap();
