@@ -99,7 +99,9 @@ fn local_before_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
     use clap::CommandFactory;
     let command = Cli::command();
     let is_subcommand = |a: &std::ffi::OsStr| {
-        a.to_str().is_some_and(|a| command.get_subcommands().any(|c| c.get_name() == a || c.get_all_aliases().any(|n| n == a)))
+        a.to_str().is_some_and(|a| {
+            command.get_subcommands().any(|c| c.get_name() == a || c.get_all_aliases().any(|n| n == a))
+        })
     };
     for i in 1..args.len().saturating_sub(1) {
         if args[i] == "--local" && is_subcommand(&args[i + 1]) {

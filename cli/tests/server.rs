@@ -82,7 +82,8 @@ fn a_bad_param_on_start_points_at_the_submitted_pipeline_file() {
     let folder = dir.path().join("p");
     std::fs::create_dir(&folder).unwrap();
     let file = folder.join("sized.yaml");
-    std::fs::write(&file, "name: sized\nparams:\n  rows: {type: int, default: 5}\nsteps:\n  a:\n    run: 'true'\n").unwrap();
+    std::fs::write(&file, "name: sized\nparams:\n  rows: {type: int, default: 5}\nsteps:\n  a:\n    run: 'true'\n")
+        .unwrap();
     let sub = weir(&["submit", &file.display().to_string(), "--server", &url]);
     assert_eq!(sub.status.code(), Some(0), "{}", text(&sub.stderr));
     let out = weir(&["start", "sized", "-p", "rows=many", "--server", &url]);

@@ -68,7 +68,9 @@ fn bench(c: &mut Criterion) {
     for _ in 0..9 {
         token = store.list_runs(&all, 50, token.as_deref()).expect("list").next_page_token;
     }
-    group.bench_function("page_10", |b| b.iter(|| black_box(store.list_runs(&all, 50, token.as_deref()).expect("list"))));
+    group.bench_function("page_10", |b| {
+        b.iter(|| black_box(store.list_runs(&all, 50, token.as_deref()).expect("list")))
+    });
     group.finish();
 }
 

@@ -65,6 +65,15 @@ impl Batch {
         Ok(self)
     }
 
+    /// The engine's own last line in an attempt's log (what it did with the step's outputs),
+    /// written with the batch that records the outcome. Its seq is `u64::MAX`, after every
+    /// chunk the worker sent for the finished attempt; one such line per attempt.
+    pub fn put_engine_log(&mut self, run: &str, attempt: AttemptId, chunk: &LogChunk) -> Result<&mut Batch, Error> {
+        let v = encode(TreeId::Logs.name(), chunk)?;
+        self.ops.push(Op::Put(TreeId::Logs, keys::log(run, attempt.instance, attempt.number, u64::MAX)?, v));
+        Ok(self)
+    }
+
     pub(super) fn put_raw(&mut self, tree: TreeId, key: Vec<u8>, value: Vec<u8>) {
         self.ops.push(Op::Put(tree, key, value));
     }

@@ -88,7 +88,9 @@ impl Store {
             }
             if t == TreeId::Runs {
                 let id = String::from_utf8(key.clone()).map_err(|_| bad("a run id is not UTF-8".to_string()))?;
-                batch.put_time_index(super::time_index::indexed_at(&key, &value), &id).map_err(|e| bad(e.to_string()))?;
+                batch
+                    .put_time_index(super::time_index::indexed_at(&key, &value), &id)
+                    .map_err(|e| bad(e.to_string()))?;
             }
             batch.put_raw(t, key, value);
             n += 1;

@@ -168,7 +168,9 @@ mod tests {
         assert_eq!(newest(&s), ["r-a", "r-c", "r-b"]);
         assert!(s.check().unwrap().is_clean());
         // A stray entry (a run that is not stored) is reported, and a rebuild drops it.
-        s.handle().unwrap().trees[TreeId::RunsByTime as usize].insert(keys::by_time(5, "gone").unwrap(), vec![]).unwrap();
+        s.handle().unwrap().trees[TreeId::RunsByTime as usize]
+            .insert(keys::by_time(5, "gone").unwrap(), vec![])
+            .unwrap();
         assert!(s.time_index_problems().unwrap()[0].contains("entry for run gone at 5 ms"));
         assert_eq!(s.rebuild_time_index().unwrap(), 0);
         assert!(s.time_index_problems().unwrap().is_empty());
