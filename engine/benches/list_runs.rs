@@ -28,7 +28,7 @@ fn record(i: u64) -> RunRecord {
         pipeline: format!("pipeline-{}", i % 10),
         version: "0".repeat(64),
         params: BTreeMap::from([("rows".to_string(), serde_json::json!(i))]),
-        state: if i % 7 == 0 { RunState::Failed } else { RunState::Succeeded },
+        state: if i.is_multiple_of(7) { RunState::Failed } else { RunState::Succeeded },
         // Within each thousand, later ids are older: the listing must follow time, not id.
         created_at: Millis(1_700_000_000_000 + (i / 1000) * 1000 + (999 - i % 1000)),
         finished_at: Some(Millis(1_700_000_000_000 + i * 10 + 5)),
