@@ -257,11 +257,14 @@ steps:
         page_token,
         trigger: String::new(),
     };
+    // Newest first, across pages.
     let first = c.client.list_runs(list(2, String::new(), vec![])).await.unwrap().into_inner();
-    assert_eq!(first.runs.len(), 2);
+    let ids: Vec<&str> = first.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, [third.as_str(), failed.as_str()]);
     assert!(!first.next_page_token.is_empty());
     let rest = c.client.list_runs(list(2, first.next_page_token, vec![])).await.unwrap().into_inner();
-    assert_eq!(rest.runs.len(), 1);
+    let ids: Vec<&str> = rest.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, [run.as_str()]);
     assert!(rest.next_page_token.is_empty());
     let only_failed =
         c.client.list_runs(list(10, String::new(), vec![RunState::Failed as i32])).await.unwrap().into_inner();

@@ -158,3 +158,29 @@ async fn versions_gated_promotion_by_hand_rollback_and_download() {
     assert!(missing.message().contains("it has: production"), "{}", missing.message());
     c.stop().await;
 }
+
+/// The same file registers once: a rerun that writes the same bytes (a retried deploy) makes no
+/// new version and moves no alias, and its step log says which version it already is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_the_same_digest_again_keeps_the_existing_version_and_says_so() {
+    let mut c = Cluster::start(1, 1).await;
+    let version = c.submit(YAML, None).await;
+    let (first, digest) = run(&mut c, &version, "0.5").await;
+    let (again, same) = run(&mut c, &version, "0.5").await;
+    assert_eq!(digest, same, "the same params write the same model.json");
+    let m = model(&mut c).await;
+    assert_eq!(m.versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1], "{m:#?}");
+    assert_eq!(m.versions[0].run_id, first);
+    assert_eq!(m.history.len(), 1, "no alias move for the copy: {m:#?}");
+    let log = c.logs(&again, "train").await;
+    assert!(
+        log.contains(&format!("model.json is already version 1 of model churn (registered by run {first} step train)")),
+        "{log}"
+    );
+    assert!(log.contains("weir models promote churn 1 --alias ALIAS"), "{log}");
+    // Different bytes still make a new version.
+    run(&mut c, &version, "0.4").await;
+    let m = model(&mut c).await;
+    assert_eq!(m.versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+    c.stop().await;
+}

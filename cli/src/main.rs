@@ -86,7 +86,7 @@ enum Command {
 
 fn main() -> ExitCode {
     init_tracing();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(local_before_subcommand(std::env::args_os().collect()));
     match cli.command {
         Command::Offline(c) => offline::dispatch(c, &cli.conn),
         Command::Run(args) => local::run(args),
@@ -95,6 +95,29 @@ fn main() -> ExitCode {
         Command::Ui(args) => ui::run(args),
         Command::Client(c) => client::dispatch(c, &cli.conn),
     }
+}
+
+/// `--local [DIR]` takes an optional value, so in `weir --local runs` clap would read `runs` as
+/// DIR. A bare `--local` directly followed by a subcommand name means the default folder: it is
+/// written `--local=.weir` before parsing. (A data folder named like a subcommand is still
+/// reachable as `--local ./runs`.)
+fn local_before_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let is_subcommand = |a: &std::ffi::OsStr| {
+        a.to_str().is_some_and(|a| {
+            command.get_subcommands().any(|c| c.get_name() == a || c.get_all_aliases().any(|n| n == a))
+        })
+    };
+    for i in 1..args.len().saturating_sub(1) {
+        if args[i] == "--local" && is_subcommand(&args[i + 1]) {
+            args[i] = "--local=.weir".into();
+        }
+        if !args[i].to_str().is_some_and(|a| a.starts_with('-')) && is_subcommand(&args[i]) {
+            break;
+        }
+    }
+    args
 }
 
 fn init_tracing() {

@@ -143,6 +143,22 @@ fn render(data_dir: &Path, r: &Report) -> String {
         out += "every record is readable\n";
         return out;
     }
+    if r.bad.is_empty() && r.damaged.is_empty() {
+        out += "every record is readable, but the runs-by-time index (the order `weir runs` lists in) \
+                disagrees with the runs:\n";
+        for p in &r.index {
+            out += &format!("  {p}\n");
+        }
+        out += &format!(
+            "what to do: `weir store export --data-dir {} -o FILE`, then `weir store import --data-dir NEW FILE` \
+             into a fresh folder rebuilds it; start weir on NEW\n",
+            data_dir.display()
+        );
+        return out;
+    }
+    for p in &r.index {
+        out += &format!("  runs_by_time: {p}\n");
+    }
     out += &format!("{} unreadable records", r.bad.len());
     let runs = r.affected_runs();
     if !runs.is_empty() {

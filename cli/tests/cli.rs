@@ -47,6 +47,19 @@ fn validate_exit_codes() {
 }
 
 #[test]
+fn a_colon_in_a_plain_run_value_says_to_quote_it_or_use_a_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "pipeline.yaml", "name: x\nsteps:\n  a:\n    run: echo {\"a\": 1}\n");
+    let out = weir(&["validate", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("pipeline.yaml:4:"), "{err}");
+    assert!(err.contains("the command holds `: `"), "{err}");
+    assert!(err.contains("    run: 'echo {\"a\": 1}'") && err.contains("    run: |\n"), "{err}");
+    assert!(!err.contains("check the indentation"), "{err}");
+}
+
+#[test]
 fn a_folder_stands_for_its_pipeline_yaml() {
     let folder = Path::new(&example()).parent().expect("folder").display().to_string();
     let out = weir(&["validate", &folder]);

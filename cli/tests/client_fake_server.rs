@@ -646,14 +646,19 @@ fn pipelines_and_runs_follow_every_page() {
          nightly  abababababab  2         2026-11-27 12:00:01  0 3 * * *\n"
     );
 
-    let out =
-        ok(&server.weir(&["runs", "--pipeline", "demo", "--state", "failed", "--state", "cancelled", "--limit", "5"]));
+    let output =
+        server.weir(&["runs", "--pipeline", "demo", "--state", "failed", "--state", "cancelled", "--limit", "5"]);
+    let out = ok(&output);
     assert_eq!(out.lines().count(), 6, "{out}");
+    // --limit cut the list: it says so.
+    let err = text(&output.stderr);
+    assert!(err.contains("the 5 newest matching runs are listed, and there are more"), "{err}");
     assert!(out.starts_with("RUN    PIPELINE  STATE   STEPS  CREATED              DURATION\n"), "{out}");
     assert!(out.contains("r-1-0  demo      failed  2/2    2026-11-27 12:00:00  3.0s\n"), "{out}");
     let listed = server.seen.lock().unwrap().listed_runs.clone();
     let pages: Vec<(u32, &str)> = listed.iter().map(|r| (r.page_size, r.page_token.as_str())).collect();
-    assert_eq!(pages, [(5, ""), (2, "t1")]);
+    // One run past the limit is asked for, to know whether there are more.
+    assert_eq!(pages, [(6, ""), (3, "t1")]);
     assert_eq!(listed[0].pipeline, "demo");
     assert_eq!(listed[0].states, [v1::RunState::Failed as i32, v1::RunState::Cancelled as i32]);
 }

@@ -66,6 +66,30 @@ fn a_gate_that_fails_fails_the_run_with_its_message_and_the_step_logs() {
     assert!(stderr.contains("gate `metrics.rmse < params.max_rmse` is false: metrics.rmse = "), "{stderr}");
     assert!(stderr.contains("select: best of 4"), "the failed step's output is shown:\n{stderr}");
     assert!(stdout.lines().any(|l| l.starts_with("deploy") && l.contains("skipped")), "{stdout}");
+
+    // The hints are commands that work when pasted: they carry `--local DIR`.
+    let data = dir.path().join("d");
+    let hint = stderr.lines().find(|l| l.starts_with("help: `weir logs ")).expect("a logs hint");
+    let commands: Vec<&str> = hint.split('`').skip(1).step_by(2).collect();
+    let local = format!("--local {}", data.display());
+    assert_eq!(commands.len(), 2, "{hint}");
+    assert!(commands.iter().all(|c| c.ends_with(&local)), "{hint}");
+    let words: Vec<&str> = commands[0].split_whitespace().skip(1).collect();
+    let logs = Command::new(env!("CARGO_BIN_EXE_weir")).args(&words).env("NO_COLOR", "1").output().unwrap();
+    assert_eq!(logs.status.code(), Some(0), "{}: {}", commands[0], text(&logs.stderr));
+    assert!(text(&logs.stdout).contains("select: best of 4"), "{}", text(&logs.stdout));
+
+    // A global `--local` before the subcommand does not take the subcommand for its folder.
+    let weir = |cwd: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_weir")).current_dir(cwd).args(args).env("NO_COLOR", "1").output().unwrap()
+    };
+    let runs = weir(dir.path(), &["--local", &data.display().to_string(), "runs"]);
+    assert_eq!(runs.status.code(), Some(0), "{}", text(&runs.stderr));
+    assert!(text(&runs.stdout).contains("ml-retrain"), "{}", text(&runs.stdout));
+    std::fs::rename(&data, dir.path().join(".weir")).unwrap();
+    let runs = weir(dir.path(), &["--local", "runs"]);
+    assert_eq!(runs.status.code(), Some(0), "{}", text(&runs.stderr));
+    assert!(text(&runs.stdout).contains("failed"), "{}", text(&runs.stdout));
 }
 
 #[test]

@@ -70,3 +70,29 @@ async fn a_token_protected_server_runs_a_submitted_pipeline() {
     engine.kill().unwrap();
     engine.wait().unwrap();
 }
+
+/// A param the server refuses points into the pipeline file as submitted, with its line and
+/// source shown, as `weir plan` renders it (it pointed at a file called `params`).
+#[test]
+fn a_bad_param_on_start_points_at_the_submitted_pipeline_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut engine = common::server(&dir.path().join("data"), port, &[]);
+    let folder = dir.path().join("p");
+    std::fs::create_dir(&folder).unwrap();
+    let file = folder.join("sized.yaml");
+    std::fs::write(&file, "name: sized\nparams:\n  rows: {type: int, default: 5}\nsteps:\n  a:\n    run: 'true'\n")
+        .unwrap();
+    let sub = weir(&["submit", &file.display().to_string(), "--server", &url]);
+    assert_eq!(sub.status.code(), Some(0), "{}", text(&sub.stderr));
+    let out = weir(&["start", "sized", "-p", "rows=many", "--server", &url]);
+    let _ = engine.kill();
+    let _ = engine.wait();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("param `rows` expects an int, got `many`"), "{err}");
+    assert!(err.contains("--> sized.yaml:3:3"), "{err}");
+    assert!(err.contains("3 |   rows: {type: int, default: 5}"), "{err}");
+    assert!(!err.contains("--> params") && !err.contains("pipeline sized"), "{err}");
+}

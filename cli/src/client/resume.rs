@@ -58,6 +58,8 @@ async fn unfinished(client: &mut Client) -> Result<Vec<v1::Run>, tonic::Status> 
         }
         token = page.next_page_token;
     }
+    // Listed newest first.
+    all.reverse();
     Ok(all)
 }
 

@@ -50,8 +50,10 @@ pub(super) async fn runs(
     let states: Vec<i32> = states.iter().map(|s| s.wire() as i32).collect();
     let mut all = Vec::new();
     let mut token = String::new();
+    // Whether --limit left runs out: one run past the limit is asked for to know.
+    let mut more = false;
     loop {
-        let want = if limit == 0 { 0 } else { (limit - all.len()).min(100) as u32 };
+        let want = if limit == 0 { 0 } else { (limit + 1 - all.len()).min(100) as u32 };
         let request = ListRunsRequest {
             pipeline: pipeline.clone().unwrap_or_default(),
             states: states.clone(),
@@ -63,6 +65,7 @@ pub(super) async fn runs(
         let page = client.list_runs(request).await.map_err(|s| refused(&s, conn, hints))?.into_inner();
         all.extend(page.runs);
         if limit > 0 && all.len() >= limit {
+            more = all.len() > limit || !page.next_page_token.is_empty();
             all.truncate(limit);
             break;
         }
@@ -76,6 +79,11 @@ pub(super) async fn runs(
         return Ok(());
     }
     print_out(&display::runs_table(&all, now_ms()));
+    if more {
+        eprintln!(
+            "the {limit} newest matching runs are listed, and there are more: `--limit N` lists more, `--limit 0` all"
+        );
+    }
     Ok(())
 }
 

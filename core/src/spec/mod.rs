@@ -15,6 +15,7 @@ pub mod model;
 mod script;
 pub mod units;
 pub mod yaml;
+mod yaml_help;
 
 pub use decode::check_name;
 pub use model::*;

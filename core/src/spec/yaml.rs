@@ -266,6 +266,10 @@ fn scan_error(e: &ScanError, source: &str, limits: &Limits) -> Diagnostic {
     }
     if line.chars().take(span.col as usize + 1).any(|c| c == '\t') && line.trim_start_matches(' ').starts_with('\t') {
         d = d.help("YAML indentation must use spaces, not tabs");
+    } else if info.contains("mapping values are not allowed")
+        && let Some(help) = super::yaml_help::colon_in_plain_value(line, span.col as usize)
+    {
+        d = d.help(help);
     } else if info.contains("did not find expected key") || info.contains("mapping values are not allowed") {
         d = d.help("check the indentation of this line against the lines above it");
     } else if info.contains("did not find expected ',' or ']'") || info.contains("did not find expected ',' or '}'") {

@@ -60,6 +60,24 @@ fn kind(value: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_float_a_step_writes_reads_back_exactly() {
+        // serde_json's default float parser is off by one ulp on some of these (issue 18).
+        let text = "{\"acc\": 0.9283333333333333, \"sum\": 0.30000000000000004, \"tiny\": 1e-300, \
+                    \"subnormal\": 5e-324, \"huge\": 1.7976931348623157e308, \"third\": 0.3333333333333333}";
+        let m = super::metrics_from_json(text.as_bytes()).unwrap();
+        for (key, want) in [
+            ("acc", 0.9283333333333333f64),
+            ("sum", 0.1 + 0.2),
+            ("tiny", 1e-300),
+            ("subnormal", 5e-324),
+            ("huge", f64::MAX),
+            ("third", 1.0 / 3.0),
+        ] {
+            assert_eq!(m.values[key].to_bits(), want.to_bits(), "{key}: {}", m.values[key]);
+        }
+    }
+
     use super::*;
 
     /// The metrics and skipped keys expected, or the start of the error message.

@@ -633,6 +633,8 @@ impl Engine {
                 None => break,
             }
         }
+        // Listed newest first; resumed oldest first, so older runs' steps queue first again.
+        ids.reverse();
         let mut resumed = 0;
         for id in &ids {
             if self.recover_run(&mut st, id) {

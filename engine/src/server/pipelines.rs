@@ -64,12 +64,14 @@ impl Engine {
         Ok((version, created))
     }
 
-    /// Records `pipeline` (whose text is `yaml`) with its bundle: returns its version and
-    /// whether that version is new. Resubmitting a version changes nothing but the time.
+    /// Records `pipeline` (whose text is `yaml`, read from a file named `file`; empty:
+    /// `pipeline.yaml`) with its bundle: returns its version and whether that version is new.
+    /// Resubmitting a version changes nothing but the time and the file name.
     pub(crate) fn submit(
         &self,
         pipeline: &Pipeline,
         yaml: &str,
+        file: &str,
         bundle: Option<Digest>,
     ) -> Result<(String, bool), ApiError> {
         let version = version_of(pipeline, bundle.as_ref());
@@ -79,6 +81,7 @@ impl Engine {
             yaml: yaml.to_string(),
             bundle_digest: bundle,
             submitted_at: self.clock.now(),
+            file: (!file.is_empty()).then(|| file.to_string()),
         };
         self.store.put_pipeline_version(&version, &record)?;
         if self.scheduling {

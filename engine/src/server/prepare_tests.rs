@@ -25,7 +25,8 @@ fn huge() -> String {
 fn a_huge_run_is_planned_and_stored_while_another_call_holds_the_state_lock() {
     let dir = tempfile::tempdir().unwrap();
     let e = Arc::new(testkit::engine(dir.path()));
-    let version = PipelineVersion { name: "huge".into(), yaml: huge(), bundle_digest: None, submitted_at: Millis(1) };
+    let version =
+        PipelineVersion { name: "huge".into(), yaml: huge(), bundle_digest: None, submitted_at: Millis(1), file: None };
     e.store.put_pipeline_version("v1", &version).unwrap();
     let (pipeline, bundle) = e.pipeline(&mut e.lock(), "v1").unwrap();
 
@@ -54,7 +55,8 @@ fn runs_prepared_at_once_get_distinct_ids() {
     let dir = tempfile::tempdir().unwrap();
     let e = Arc::new(testkit::engine(dir.path()));
     let yaml = "name: tiny\nsteps:\n  a: {run: echo}\n".to_string();
-    let version = PipelineVersion { name: "tiny".into(), yaml, bundle_digest: None, submitted_at: Millis(1) };
+    let version =
+        PipelineVersion { name: "tiny".into(), yaml, bundle_digest: None, submitted_at: Millis(1), file: None };
     e.store.put_pipeline_version("v1", &version).unwrap();
     let (pipeline, _) = e.pipeline(&mut e.lock(), "v1").unwrap();
     let threads: Vec<_> = (0..8)

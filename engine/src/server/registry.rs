@@ -10,6 +10,12 @@
 //! expression and every value it read; the alias stays. Registration never fails the step: a
 //! problem is logged and the success stands.
 //!
+//! The same file registers once: when `model` already has a version whose file has the new
+//! output's digest (a retried deploy, a rerun with identical inputs), no version is made and
+//! no alias moves; the existing version stands, and the step's log ends with a line saying so
+//! (`weir models promote MODEL VERSION --alias A` moves an alias to it). Versions are distinct files, so `latest`
+//! never counts the same bytes twice and rollback never lands on a copy of what it left.
+//!
 //! Rollback undoes the alias's last move that was not itself undone: rolled back twice, an
 //! alias walks back two moves; there is nothing to go back to before its first move.
 //! Promotions, rollbacks and registrations all run under the engine's state lock, so the
@@ -93,6 +99,21 @@ impl Engine {
             .store
             .model(&reg.model)?
             .unwrap_or_else(|| ModelRecord { name: reg.model.clone(), ..Default::default() });
+        if head.latest > 0
+            && let Some(same) = self.store.model_versions(&reg.model)?.into_iter().find(|v| v.digest == entry.digest)
+        {
+            let note = format!(
+                "weir: {} is already version {} of model {} (registered by run {} step {}): no new version \
+                 registered and no alias moved; `weir models promote {} {} --alias ALIAS` moves an alias to it\n",
+                reg.file, same.version, reg.model, same.run_id, same.step, reg.model, same.version
+            );
+            tracing::info!(model = reg.model, version = same.version, run, step, "same digest: no new model version");
+            let attempt = weir_core::run::AttemptId { instance, number: live.machine.attempts(instance) };
+            let chunk =
+                crate::store::LogChunk { stream: crate::store::Stream::Stderr, at: now, data: note.into_bytes() };
+            batch.put_engine_log(&run, attempt, &chunk)?;
+            return Ok(());
+        }
         let candidate = ModelVersionRecord {
             model: reg.model.clone(),
             version: head.latest + 1,
@@ -425,8 +446,13 @@ steps:
     fn run_with(e: &Engine, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
         let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
-        let record =
-            PipelineVersion { name: "reg".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: e.clock.now() };
+        let record = PipelineVersion {
+            name: "reg".into(),
+            yaml: YAML.into(),
+            bundle_digest: None,
+            submitted_at: e.clock.now(),
+            file: None,
+        };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
         let params = [("rmse".to_string(), rmse.to_string())];

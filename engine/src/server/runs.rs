@@ -46,11 +46,15 @@ pub(crate) fn require_run_id(run_id: &str) -> Result<(), ApiError> {
 
 impl Engine {
     /// Params that do not fit `pipeline`'s declarations: each diagnostic names its param and
-    /// points into the pipeline file as stored (version `version`), never at a file called
-    /// `params`.
+    /// points into the pipeline file as stored (version `version`) under the file name it was
+    /// submitted as (`pipeline.yaml` when unknown), as `weir plan` renders it, never at a file
+    /// called `params`.
     pub(crate) fn params_error(&self, version: &str, pipeline: &str, diags: Vec<Diagnostic>) -> ApiError {
-        let yaml = self.store.pipeline_version(version).ok().flatten().map(|v| v.yaml).unwrap_or_default();
-        ApiError::diagnostics("invalid params", &format!("pipeline {pipeline}"), &yaml, diags)
+        let stored = self.store.pipeline_version(version).ok().flatten();
+        let file = stored.as_ref().and_then(|v| v.file.clone()).unwrap_or_else(|| "pipeline.yaml".to_string());
+        let yaml = stored.map(|v| v.yaml).unwrap_or_default();
+        tracing::debug!(pipeline, version, "params refused");
+        ApiError::diagnostics("invalid params", &file, &yaml, diags)
     }
 
     /// A run's record and every step record: from memory while it is live, else the store.

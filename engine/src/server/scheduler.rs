@@ -517,6 +517,7 @@ mod tests {
             yaml: yaml.to_string(),
             bundle_digest: None,
             submitted_at: e.clock.now(),
+            file: None,
         };
         e.store.put_pipeline_version(&version, &record).unwrap();
         let mut st = e.lock();
@@ -536,13 +537,16 @@ mod tests {
     /// Every run of `p`, by id, with its state.
     fn runs(e: &Engine) -> Vec<(String, RunState)> {
         let page = e.store.list_runs(&Default::default(), 1000, None).unwrap();
-        page.runs
+        let mut runs: Vec<_> = page
+            .runs
             .into_iter()
             .filter_map(|l| match l {
                 crate::store::Listed::Run(r) => Some((r.id, r.state)),
                 _ => None,
             })
-            .collect()
+            .collect();
+        runs.sort_by(|a, b| a.0.cmp(&b.0));
+        runs
     }
 
     fn ids(e: &Engine) -> Vec<String> {

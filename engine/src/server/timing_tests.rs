@@ -30,8 +30,13 @@ steps:
 
 fn start(e: &Engine, yaml: &str) -> String {
     let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap();
-    let version =
-        PipelineVersion { name: parsed.name().into(), yaml: yaml.into(), bundle_digest: None, submitted_at: T0 };
+    let version = PipelineVersion {
+        name: parsed.name().into(),
+        yaml: yaml.into(),
+        bundle_digest: None,
+        submitted_at: T0,
+        file: None,
+    };
     e.store.put_pipeline_version("v1", &version).unwrap();
     let run = e.create_run(&mut e.lock(), "v1", &[], Trigger::Manual { user: None }, false, None).unwrap();
     e.commit().unwrap();
@@ -190,7 +195,8 @@ steps:
   a: {run: 'true'}
 ";
     let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap();
-    let version = PipelineVersion { name: "cron".into(), yaml: yaml.into(), bundle_digest: None, submitted_at: T0 };
+    let version =
+        PipelineVersion { name: "cron".into(), yaml: yaml.into(), bundle_digest: None, submitted_at: T0, file: None };
     e.store.put_pipeline_version(parsed.hash(), &version).unwrap();
     e.sync_schedule(&mut e.lock(), "cron", parsed.hash(), e.clock.calendar()).unwrap();
     let runs = |e: &Engine| {

@@ -30,9 +30,19 @@ impl Batch {
         Batch::default()
     }
 
+    /// The run's record, and its key in the time index (the same key every time a run is
+    /// written, since `created_at` never changes, so rewriting it is harmless).
     pub fn put_run(&mut self, run: &RunRecord) -> Result<&mut Batch, Error> {
         let v = encode(TreeId::Runs.name(), run)?;
         self.ops.push(Op::Put(TreeId::Runs, keys::run(&run.id)?, v));
+        self.put_time_index(run.created_at.0, &run.id)?;
+        Ok(self)
+    }
+
+    /// The `runs_by_time` entry of run `id` created at `at`.
+    pub(super) fn put_time_index(&mut self, at: u64, id: &str) -> Result<&mut Batch, Error> {
+        let v = encode(TreeId::RunsByTime.name(), &())?;
+        self.ops.push(Op::Put(TreeId::RunsByTime, keys::by_time(at, id)?, v));
         Ok(self)
     }
 
@@ -52,6 +62,15 @@ impl Batch {
     pub fn append_event(&mut self, run: &str, event: &EventRecord) -> Result<&mut Batch, Error> {
         let value = encode(TreeId::Events.name(), event)?;
         self.ops.push(Op::Event { run: keys::run(run)?, prefix: keys::prefix(run)?, value });
+        Ok(self)
+    }
+
+    /// The engine's own last line in an attempt's log (what it did with the step's outputs),
+    /// written with the batch that records the outcome. Its seq is `u64::MAX`, after every
+    /// chunk the worker sent for the finished attempt; one such line per attempt.
+    pub fn put_engine_log(&mut self, run: &str, attempt: AttemptId, chunk: &LogChunk) -> Result<&mut Batch, Error> {
+        let v = encode(TreeId::Logs.name(), chunk)?;
+        self.ops.push(Op::Put(TreeId::Logs, keys::log(run, attempt.instance, attempt.number, u64::MAX)?, v));
         Ok(self)
     }
 

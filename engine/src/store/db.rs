@@ -37,10 +37,11 @@ pub(super) enum TreeId {
     Producers,
     Consumers,
     Workers,
+    RunsByTime,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 17] = [
+    pub(super) const ALL: [TreeId; 18] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -58,6 +59,7 @@ impl TreeId {
         TreeId::Producers,
         TreeId::Consumers,
         TreeId::Workers,
+        TreeId::RunsByTime,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -79,6 +81,7 @@ impl TreeId {
             TreeId::Producers => "producers",
             TreeId::Consumers => "consumers",
             TreeId::Workers => "workers",
+            TreeId::RunsByTime => "runs_by_time",
         }
     }
 
@@ -185,8 +188,11 @@ impl Store {
         self.get(TreeId::PipelineVersions, hash.as_bytes())
     }
 
+    /// Writes the run's record and its entry in the time index, in one transaction.
     pub fn put_run(&self, run: &RunRecord) -> Result<(), Error> {
-        self.put(TreeId::Runs, keys::run(&run.id)?, run)
+        let mut b = super::Batch::new();
+        b.put_run(run)?;
+        self.write_batch(b).map(drop)
     }
 
     /// The run's record; [`Error::Corrupt`] if it does not decode (then [`Store::quarantine`] it).
@@ -291,6 +297,7 @@ mod tests {
             yaml: "name: train\n".to_string(),
             bundle_digest: Some(Digest::of(b"bundle")),
             submitted_at: Millis(7),
+            file: None,
         };
         let manifest = Manifest::new(vec![Entry {
             path: "model.bin".to_string(),

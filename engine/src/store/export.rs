@@ -40,7 +40,8 @@ impl Store {
     /// not read.
     pub fn export(&self, out: &mut impl Write) -> Result<Exported, Error> {
         let mut exported = Exported::default();
-        for t in TreeId::ALL {
+        // The time index is derived from the runs: import writes it again.
+        for t in TreeId::ALL.into_iter().filter(|t| *t != TreeId::RunsByTime) {
             let damaged = self.salvage(t, |k, v| {
                 let mut line =
                     Line { tree: t.name().to_string(), key: keys::to_hex(k), value: None, raw: None, corrupt: None };
@@ -63,7 +64,8 @@ impl Store {
     }
 
     /// Loads an [`export`](Store::export) dump in one transaction and one flush; returns how
-    /// many records. Keys already present are overwritten.
+    /// many records. Keys already present are overwritten. Every run loaded gets its entry in
+    /// the time index; index lines (an export never holds them) are skipped.
     pub fn import(&self, input: impl BufRead) -> Result<usize, Error> {
         let mut batch = Batch::new();
         let mut n = 0;
@@ -81,6 +83,15 @@ impl Store {
                 (None, Some(raw)) => keys::from_hex(&raw).ok_or_else(|| bad("raw is not hex".to_string()))?,
                 _ => return Err(bad("a line holds exactly one of `value` and `raw`".to_string())),
             };
+            if t == TreeId::RunsByTime {
+                continue;
+            }
+            if t == TreeId::Runs {
+                let id = String::from_utf8(key.clone()).map_err(|_| bad("a run id is not UTF-8".to_string()))?;
+                batch
+                    .put_time_index(super::time_index::indexed_at(&key, &value), &id)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
             batch.put_raw(t, key, value);
             n += 1;
         }
@@ -104,6 +115,7 @@ mod tests {
             yaml: "x: 1\n".to_string(),
             bundle_digest: None,
             submitted_at: Millis(3),
+            file: None,
         };
         s.put_pipeline_version("h1", &version).unwrap();
         s.put_run(&testkit::run("r-1", "train", RunState::Running)).unwrap();
@@ -123,7 +135,7 @@ mod tests {
         assert_eq!(fresh.import(&dump[..]).unwrap(), n);
         let mut again = Vec::new();
         fresh.export(&mut again).unwrap();
-        assert_eq!(String::from_utf8(again).unwrap(), String::from_utf8(dump).unwrap());
+        assert_eq!(String::from_utf8_lossy(&again), String::from_utf8_lossy(&dump));
         assert_eq!(fresh.pipeline_version("h1").unwrap(), Some(version));
         assert!(matches!(fresh.run("r-2"), Err(Error::Corrupt { .. })));
         assert_eq!(
@@ -133,6 +145,22 @@ mod tests {
             2
         );
         assert_eq!(fresh.logs("r-1", InstanceId(0), None, 10).unwrap()[0].1.data, [0xff, b'\n']);
+        // The time index is not in the dump, and the import wrote it: both runs are listed,
+        // the torn one (no known creation time) last.
+        assert!(!String::from_utf8_lossy(&again).contains("runs_by_time"));
+        assert!(fresh.check().unwrap().index.is_empty());
+        let listed: Vec<String> = fresh
+            .list_runs(&crate::store::RunFilter::default(), 10, None)
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|l| match l {
+                crate::store::Listed::Run(r) => r.id,
+                crate::store::Listed::Quarantined { id, .. } => format!("!{id}"),
+                crate::store::Listed::Unreadable { .. } => "?".to_string(),
+            })
+            .collect();
+        assert_eq!(listed, ["r-1", "!r-2"]);
     }
 
     #[test]

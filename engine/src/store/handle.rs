@@ -52,7 +52,10 @@ impl Store {
     /// what to do next.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         let handle = Self::open_handle(dir)?;
-        Ok(Store { handle: RwLock::new(Some(Arc::new(handle))), dir: dir.to_path_buf(), fault: Mutex::new(None) })
+        let store =
+            Store { handle: RwLock::new(Some(Arc::new(handle))), dir: dir.to_path_buf(), fault: Mutex::new(None) };
+        store.ensure_time_index();
+        Ok(store)
     }
 
     fn open_handle(dir: &Path) -> Result<Handle, Error> {

@@ -42,6 +42,20 @@ pub fn log(r: &str, i: InstanceId, attempt: u32, seq: u64) -> Result<Vec<u8>, Er
     Ok(k)
 }
 
+/// `created_at · run` (the `runs_by_time` index): creation order, then run id within one
+/// millisecond, so a scan backwards lists newest first in an order that never changes.
+pub fn by_time(created_at: u64, r: &str) -> Result<Vec<u8>, Error> {
+    let mut k = created_at.to_be_bytes().to_vec();
+    k.extend_from_slice(&run(r)?);
+    Ok(k)
+}
+
+/// The run id and creation time of a `runs_by_time` key.
+pub fn split_by_time(key: &[u8]) -> Option<(u64, &[u8])> {
+    let (at, id) = key.split_at_checked(8)?;
+    Some((u64::from_be_bytes(at.try_into().ok()?), id))
+}
+
 /// The big-endian number ending at `end` bytes from the end of `key`, if the key is long enough.
 pub fn tail_u64(key: &[u8], end: usize) -> Option<u64> {
     let stop = key.len().checked_sub(end)?;

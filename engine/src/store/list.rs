@@ -1,7 +1,11 @@
-//! Listing runs a page at a time, in run id order, with a filter. A run whose record no longer
-//! decodes, or that was quarantined, is listed as [`Listed::Quarantined`] rather than failing
-//! the list: one bad record must never take the server's view of every other run with it.
-//! Page tokens are the hex of the last key returned, so they stay valid as runs are added.
+//! Listing runs a page at a time, newest first, with a filter: a backwards scan of the
+//! `runs_by_time` index (`time_index`), so the newest page costs the same with 100 or 100,000
+//! runs stored, and runs created in the same millisecond keep one order (run id, descending).
+//! The filter is applied while scanning. A run whose record no longer decodes, or that was
+//! quarantined, is listed as [`Listed::Quarantined`] rather than failing the list: one bad
+//! record must never take the server's view of every other run with it. Page tokens are `t`
+//! and the hex of the last index key returned, so they stay valid as runs are added (new runs
+//! sort before them and are not repeated).
 
 use std::ops::Bound;
 
@@ -10,6 +14,9 @@ use super::envelope::decode;
 use super::records::RunRecord;
 use super::{Error, keys};
 use weir_core::run::RunState;
+
+/// What starts a page token: tokens of the old id-ordered listing are refused, not misread.
+const TOKEN: &str = "t";
 
 /// Which runs to list; `None` matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,8 +42,8 @@ pub enum Listed {
         reason: String,
         record: Option<RunRecord>,
     },
-    /// Records sled cannot read at all (a damaged page): their run ids are unknown. `after`
-    /// is the last run read before them, if any.
+    /// Index entries sled cannot read at all (a damaged page): their run ids are unknown.
+    /// `after` is the last run listed before them, if any.
     Unreadable {
         after: Option<String>,
         reason: String,
@@ -51,84 +58,94 @@ pub struct RunPage {
 }
 
 impl Store {
-    /// Up to `page_size` (at least 1) runs matching `filter`, after `page_token`.
+    /// Up to `page_size` (at least 1) runs matching `filter`, newest first, after `page_token`.
     ///
-    /// A page of the `runs` tree that sled cannot read (it fails its checksum, or sled panics
-    /// on it) stops the forward scan; the scan then reads backwards from the end of the tree
-    /// down to the last run it read, so every run outside the damaged page is still listed.
-    /// The damaged stretch is one [`Listed::Unreadable`] entry, and the page then holds every
-    /// run after it, however many (the page is the last: a next one would meet the damage again).
+    /// A page of the index that sled cannot read (it fails its checksum, or sled panics on it)
+    /// stops the backwards scan; the scan then reads forwards from the oldest entry up to the
+    /// last one it read, so every run outside the damaged page is still listed. The damaged
+    /// stretch is one [`Listed::Unreadable`] entry, and the page then holds every run after it,
+    /// however many (the page is the last: a next one would meet the damage again). A run
+    /// record sled cannot read is [`Listed::Quarantined`] with the error.
     pub fn list_runs(&self, filter: &RunFilter, page_size: usize, page_token: Option<&str>) -> Result<RunPage, Error> {
-        let start = match page_token {
-            Some(t) => Bound::Excluded(keys::from_hex(t).ok_or_else(|| Error::BadPageToken(t.to_string()))?),
+        let bad = || Error::BadPageToken(page_token.unwrap_or_default().to_string());
+        let end = match page_token {
+            Some(t) => Bound::Excluded(t.strip_prefix(TOKEN).and_then(keys::from_hex).ok_or_else(bad)?),
             None => Bound::Unbounded,
         };
         let page_size = page_size.max(1);
         let mut runs = Vec::new();
         let mut last: Option<Vec<u8>> = None;
-        let tree = self.tree(TreeId::Runs)?;
-        let mut iter = tree.range::<Vec<u8>, _>((start.clone(), Bound::Unbounded));
+        let tree = self.tree(TreeId::RunsByTime)?;
+        let mut iter = tree.range::<Vec<u8>, _>((Bound::Unbounded, end.clone()));
         while runs.len() < page_size {
-            let (k, v) = match self.reading("listing runs", || Ok(iter.next().transpose()?)) {
-                Ok(Some(kv)) => kv,
+            let k = match self.reading("listing runs", || Ok(iter.next_back().transpose()?)) {
+                Ok(Some((k, _))) => k,
                 Ok(None) => return Ok(RunPage { runs, next_page_token: None }),
                 Err(e) => {
-                    let after = last.clone().or(match &start {
+                    let before = last.clone().or(match &end {
                         Bound::Excluded(k) => Some(k.clone()),
                         _ => None,
                     });
-                    return self.list_after_damage(filter, runs, after, e);
+                    return self.list_after_damage(filter, runs, before, e);
                 }
             };
-            runs.extend(self.listed(filter, &k, &v));
+            runs.extend(self.listed(filter, &k));
             last = Some(k.to_vec());
         }
-        let more = !matches!(self.reading("listing runs", || Ok(iter.next().transpose()?)), Ok(None));
-        Ok(RunPage { runs, next_page_token: last.filter(|_| more).map(|k| keys::to_hex(&k)) })
+        let more = !matches!(self.reading("listing runs", || Ok(iter.next_back().transpose()?)), Ok(None));
+        Ok(RunPage { runs, next_page_token: last.filter(|_| more).map(|k| format!("{TOKEN}{}", keys::to_hex(&k))) })
     }
 
-    /// The entry for one stored run (`None` when the filter leaves it out).
-    fn listed(&self, filter: &RunFilter, k: &[u8], v: &[u8]) -> Option<Listed> {
+    /// The entry for one index key (`None` when the filter leaves it out, or its run is not
+    /// stored).
+    fn listed(&self, filter: &RunFilter, index_key: &[u8]) -> Option<Listed> {
+        let (_, k) = keys::split_by_time(index_key)?;
         let id = String::from_utf8_lossy(k).into_owned();
+        let value = match self.reading("reading a run", || Ok(self.tree(TreeId::Runs)?.get(k)?)) {
+            Ok(Some(v)) => v,
+            Ok(None) => return None,
+            Err(e) => return Some(Listed::Quarantined { id, reason: e.to_string(), record: None }),
+        };
         let quarantine = match self.get::<String>(TreeId::Quarantine, k) {
             Ok(q) => q,
             Err(e) => Some(e.to_string()),
         };
-        match (decode::<RunRecord>(TreeId::Runs.name(), k, v), quarantine) {
+        match (decode::<RunRecord>(TreeId::Runs.name(), k, &value), quarantine) {
             (Ok(r), None) => filter.matches(&r).then_some(Listed::Run(r)),
             (Ok(r), Some(reason)) => filter.matches(&r).then_some(Listed::Quarantined { id, reason, record: Some(r) }),
             (Err(e), q) => Some(Listed::Quarantined { id, reason: q.unwrap_or_else(|| e.to_string()), record: None }),
         }
     }
 
-    /// Finishes a page whose forward scan failed after key `after`: the damaged stretch, then
-    /// every run readable backwards from the end of the tree down to `after`, in key order.
+    /// Finishes a page whose backwards scan failed before index key `before`: the damaged
+    /// stretch, then every entry readable forwards from the oldest up to `before`, newest first.
     fn list_after_damage(
         &self,
         filter: &RunFilter,
         mut runs: Vec<Listed>,
-        after: Option<Vec<u8>>,
+        before: Option<Vec<u8>>,
         error: Error,
     ) -> Result<RunPage, Error> {
-        let lower = after.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let upper = before.clone().map_or(Bound::Unbounded, Bound::Excluded);
         let mut tail = Vec::new();
-        let tree = self.tree(TreeId::Runs)?;
-        let mut back = tree.range::<Vec<u8>, _>((lower, Bound::Unbounded));
-        while let Ok(Some((k, v))) = self.reading("listing runs", || Ok(back.next_back().transpose()?)) {
-            tail.push((k, v));
+        let tree = self.tree(TreeId::RunsByTime)?;
+        let mut forward = tree.range::<Vec<u8>, _>((Bound::Unbounded, upper));
+        while let Ok(Some((k, _))) = self.reading("listing runs", || Ok(forward.next().transpose()?)) {
+            tail.push(k);
         }
         tail.reverse();
+        let after = before.as_deref().and_then(keys::split_by_time).map(|(_, id)| keys::show(id));
         tracing::warn!(
-            after = after.as_deref().map(keys::show).unwrap_or_default(),
+            after = after.clone().unwrap_or_default(),
             error = %error,
             readable_after = tail.len(),
-            "a page of the runs tree is unreadable; listing what is around it"
+            "a page of the runs index is unreadable; listing what is around it"
         );
-        runs.push(Listed::Unreadable { after: after.as_deref().map(keys::show), reason: error.to_string() });
-        // The rest of the tree in this page, whatever the page size: a next page would meet
+        runs.push(Listed::Unreadable { after, reason: error.to_string() });
+        // The rest of the index in this page, whatever the page size: a next page would meet
         // the damaged stretch again, and the rest was read anyway.
-        for (k, v) in &tail {
-            runs.extend(self.listed(filter, k, v));
+        for k in &tail {
+            runs.extend(self.listed(filter, k));
         }
         Ok(RunPage { runs, next_page_token: None })
     }
@@ -138,6 +155,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::testkit;
+    use weir_core::run::Millis;
 
     fn ids(page: &RunPage) -> Vec<String> {
         page.runs
@@ -153,31 +171,41 @@ mod tests {
     #[test]
     fn runs_page_by_token_with_a_filter() {
         let (_dir, s) = testkit::store();
-        for (id, pipeline, state) in [
-            ("r-1", "train", RunState::Succeeded),
-            ("r-2", "eval", RunState::Running),
-            ("r-3", "train", RunState::Running),
-            ("r-4", "train", RunState::Failed),
-            ("r-5", "train", RunState::Running),
+        // Written out of time order; ids that sort against their times; r-3 and r-4 in the
+        // same millisecond.
+        for (id, at, pipeline, state) in [
+            ("r-5", 50, "train", RunState::Running),
+            ("r-1", 90, "train", RunState::Succeeded),
+            ("r-2", 80, "eval", RunState::Running),
+            ("r-4", 70, "train", RunState::Failed),
+            ("r-3", 70, "train", RunState::Running),
         ] {
-            s.put_run(&testkit::run(id, pipeline, state)).unwrap();
+            s.put_run(&RunRecord { created_at: Millis(at), ..testkit::run(id, pipeline, state) }).unwrap();
         }
+        // A state change rewrites the record: it keeps its place.
+        s.put_run(&RunRecord { created_at: Millis(50), ..testkit::run("r-5", "train", RunState::Running) }).unwrap();
         let all = RunFilter::default();
         let p1 = s.list_runs(&all, 2, None).unwrap();
         assert_eq!(ids(&p1), ["r-1", "r-2"]);
+        // A run added between pages sorts before the token: the next page neither repeats nor
+        // skips anything.
+        s.put_run(&RunRecord { created_at: Millis(100), ..testkit::run("r-6", "train", RunState::Queued) }).unwrap();
         let p2 = s.list_runs(&all, 2, p1.next_page_token.as_deref()).unwrap();
-        assert_eq!(ids(&p2), ["r-3", "r-4"]);
+        assert_eq!(ids(&p2), ["r-4", "r-3"]);
         let p3 = s.list_runs(&all, 2, p2.next_page_token.as_deref()).unwrap();
         assert_eq!((ids(&p3), p3.next_page_token), (vec!["r-5".to_string()], None));
-        let exact = s.list_runs(&all, 5, None).unwrap();
-        assert_eq!((exact.runs.len(), exact.next_page_token), (5, None));
+        let exact = s.list_runs(&all, 6, None).unwrap();
+        assert_eq!((ids(&exact)[0].as_str(), exact.runs.len(), exact.next_page_token), ("r-6", 6, None));
 
         let train_running = RunFilter { pipeline: Some("train".to_string()), state: Some(RunState::Running) };
         let f1 = s.list_runs(&train_running, 1, None).unwrap();
         assert_eq!(ids(&f1), ["r-3"]);
         let f2 = s.list_runs(&train_running, 1, f1.next_page_token.as_deref()).unwrap();
         assert_eq!(ids(&f2), ["r-5"]);
+        let newest_train = RunFilter { pipeline: Some("train".to_string()), state: None };
+        assert_eq!(ids(&s.list_runs(&newest_train, 1, None).unwrap()), ["r-6"]);
         assert!(matches!(s.list_runs(&all, 2, Some("zz")), Err(Error::BadPageToken(_))));
+        assert!(matches!(s.list_runs(&all, 2, Some("722d31")), Err(Error::BadPageToken(_))), "an old id token");
     }
 
     #[test]
@@ -196,21 +224,21 @@ mod tests {
             testkit::overwrite(&dir.join("db"), len * k / 24, 8192, 0xa5);
             let page = s.list_runs(&RunFilter::default(), 5000, None).unwrap();
             let listed = ids(&page);
-            let mut sorted = listed.clone();
-            sorted.sort();
-            if listed.contains(&"?".to_string()) {
-                let runs: Vec<&String> = listed.iter().filter(|id| *id != "?").collect();
-                assert!(runs.windows(2).all(|w| w[0] < w[1]), "case {k}: out of order");
-                // A damaged leaf holds a few dozen runs: the rest are listed, on both sides
-                // of it. (A damaged index page hides more: then little or nothing is.)
-                if runs.len() > 1400 && runs.last().is_some_and(|id| *id == "r-1499") {
+            // Same millisecond: newest first is run id descending.
+            let runs: Vec<&str> = listed.iter().map(|id| id.trim_start_matches('!')).filter(|id| *id != "?").collect();
+            assert!(runs.windows(2).all(|w| w[0] > w[1]), "case {k}: out of order");
+            let damaged = listed.iter().any(|id| id == "?" || id.starts_with('!'));
+            if damaged {
+                // A damaged leaf of the index hides a few dozen runs, one of the runs tree
+                // quarantines the runs on it: the rest are listed, on both sides of it. (A
+                // damaged inner page hides more: then little or nothing is.)
+                if runs.len() > 1400 && runs.first().is_some_and(|id| *id == "r-1499") {
                     skipped += 1;
                 }
-                match page.runs.iter().find(|l| matches!(l, Listed::Unreadable { .. })) {
-                    Some(Listed::Unreadable { reason, .. }) => {
+                for l in &page.runs {
+                    if let Listed::Unreadable { reason, .. } | Listed::Quarantined { reason, .. } = l {
                         assert!(reason.contains("corrupted data"), "{reason}")
                     }
-                    _ => unreachable!(),
                 }
             } else {
                 assert_eq!(listed.len(), 1500, "case {k}");
@@ -230,7 +258,7 @@ mod tests {
         s.tree(TreeId::Runs).unwrap().insert("r-2", rotten).unwrap();
         s.quarantine("r-3", "replay failed").unwrap();
         let page = s.list_runs(&RunFilter::default(), 10, None).unwrap();
-        assert_eq!(ids(&page), ["r-1", "!r-2", "!r-3"]);
+        assert_eq!(ids(&page), ["!r-3", "!r-2", "r-1"]);
         match &page.runs[1] {
             Listed::Quarantined { reason, record: None, .. } => {
                 assert!(reason.contains("checksum mismatch"), "{reason}")
@@ -238,7 +266,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(
-            matches!(&page.runs[2], Listed::Quarantined { reason, record: Some(_), .. } if reason == "replay failed")
+            matches!(&page.runs[0], Listed::Quarantined { reason, record: Some(_), .. } if reason == "replay failed")
         );
         s.quarantine("r-2", "run record does not decode").unwrap();
         let page = s.list_runs(&RunFilter::default(), 10, None).unwrap();

@@ -31,6 +31,7 @@
 //! | `model_versions`    | model · version u64 (from 1)          | [`ModelVersionRecord`]       |
 //! | `model_events`      | model · seq u64 (from 1, dense)       | [`AliasEventRecord`]         |
 //! | `workers`           | worker id                             | [`WorkerRecord`] (see `workers`) |
+//! | `runs_by_time`      | created_at u64 · run                  | nothing (see `time_index`)   |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -61,6 +62,7 @@ mod models;
 mod records;
 #[cfg(test)]
 pub(crate) mod testkit;
+mod time_index;
 mod workers;
 
 use std::path::PathBuf;

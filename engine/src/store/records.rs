@@ -25,6 +25,10 @@ pub struct PipelineVersion {
     pub yaml: String,
     pub bundle_digest: Option<Digest>,
     pub submitted_at: Millis,
+    /// The file name it was submitted as (`pipeline.yaml` of a folder, or the file given), so
+    /// errors about it point at that file; unset in records written before it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// What started a run.

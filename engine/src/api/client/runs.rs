@@ -90,7 +90,7 @@ pub(super) async fn submit_pipeline(
         let (version, created) = engine.would_submit(&pipeline, bundle.as_ref())?;
         (version, created, true)
     } else {
-        let (version, created) = engine.submit(&pipeline, &header.yaml, bundle)?;
+        let (version, created) = engine.submit(&pipeline, &header.yaml, &header.file_name, bundle)?;
         (version, created, false)
     };
     Ok(Response::new(v1::SubmitPipelineResponse {

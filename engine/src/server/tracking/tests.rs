@@ -28,8 +28,13 @@ steps:
 
 fn engine(dir: &std::path::Path) -> Engine {
     let e = crate::server::testkit::engine_on(dir, crate::clock::Clock::at(Millis(1_800_000_000_000)));
-    let version =
-        PipelineVersion { name: "ml".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: Millis(1) };
+    let version = PipelineVersion {
+        name: "ml".into(),
+        yaml: YAML.into(),
+        bundle_digest: None,
+        submitted_at: Millis(1),
+        file: None,
+    };
     e.store.put_pipeline_version("v1", &version).unwrap();
     e
 }
