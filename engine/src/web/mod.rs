@@ -13,6 +13,7 @@
 mod assets;
 mod auth;
 mod dag;
+mod metrics;
 mod page;
 mod runs;
 mod workers;
@@ -41,7 +42,9 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
     let web = Web { engine, auth: Arc::new(Auth::new(client_token)?) };
     let open = Router::new()
         .route("/login", get(auth::login_page).post(auth::login))
-        .route("/static/{name}", get(assets::serve));
+        .route("/static/{name}", get(assets::serve))
+        // Prometheus scrapes without a browser session: its own bearer check (metrics.rs).
+        .route("/metrics", get(metrics::serve));
     let guarded = Router::new()
         .route("/", get(|| async { axum::response::Redirect::to("/runs") }))
         .route("/runs", get(runs::list))
