@@ -48,7 +48,8 @@ Exit status:
                   pipelines' cron schedules. `store check`, `store export` and `store import` read \
                   and restore a data folder's database when something went wrong (README, \"When \
                   things go wrong\"). \
-                  Logs go to stderr, filtered by RUST_LOG.",
+                  Logs go to stderr, filtered by RUST_LOG (`weir server`: info, others: warnings), \
+                  as text or, with --log-format json, one JSON object a line.",
     after_help = EXIT_CODES
 )]
 struct Cli {
@@ -56,6 +57,16 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     conn: client::ConnArgs,
+    /// Log lines on stderr as plain text (colours only on a terminal) or as JSON objects, one
+    /// a line, for log shippers.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,8 +96,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse_from(local_before_subcommand(std::env::args_os().collect()));
+    // The server is a service whose operators read its info lines (runs, workers, leases);
+    // every other command speaks to its user on stdout and logs warnings only.
+    let service = matches!(cli.command, Command::Server(_));
+    init_tracing(cli.log_format, service);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "weir starting");
     match cli.command {
         Command::Offline(c) => offline::dispatch(c, &cli.conn),
         Command::Run(args) => local::run(args),
@@ -120,10 +135,20 @@ fn local_before_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
     args
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat, service: bool) {
+    use std::io::IsTerminal;
+    // sled logs one line per tree when a database whose writes failed is closed (the engine
+    // reopens it after a full disk and says so itself).
+    let default = if service { "warn,weir_engine=info,weir=info,sled::tree=off" } else { "warn,sled::tree=off" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // sled logs one line per tree when a database whose writes failed is closed (the
-        // engine reopens it after a full disk and says so itself).
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled::tree=off"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Text => {
+            // No escape codes in a redirected log (or with NO_COLOR).
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).try_init()
+        }
+    };
 }

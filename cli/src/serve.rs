@@ -72,6 +72,16 @@ pub fn run(args: ServerArgs) -> ExitCode {
             }
         }
     }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %args.listen,
+        data_dir = %args.data_dir.display(),
+        tokens = args.token_file.is_some(),
+        insecure = args.insecure,
+        lease_timeout = ?config.terms.lease_timeout,
+        heartbeat_interval = ?config.terms.heartbeat_interval,
+        "weir server starting"
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod time;

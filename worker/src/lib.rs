@@ -8,6 +8,7 @@ pub mod agent;
 pub mod checkout;
 pub mod clock;
 pub mod gpu;
+pub mod metrics;
 pub mod runtime;
 pub mod wire;
 

@@ -31,7 +31,8 @@ CUDA_VISIBLE_DEVICES (`0,1`), and a step that asked for none gets CUDA_VISIBLE_D
 so it sees no GPU.
 
 Logging goes to stderr; set RUST_LOG to choose what (default `info`, for example
-RUST_LOG=weir_worker=debug).
+RUST_LOG=weir_worker=debug). Colours only on a terminal; `--log-format json` writes one JSON
+object a line. `--metrics ADDR` serves Prometheus metrics at http://ADDR/metrics.
 
 Docker steps run in containers named after their attempt. A worker killed outright (kill -9, a
 crash) leaves them running; started again with the same --work-dir, it resumes those whose
@@ -88,6 +89,20 @@ struct Args {
     /// Implies --docker on.
     #[arg(long)]
     no_process_steps: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101). Unauthenticated:
+    /// bind it where only your Prometheus reaches.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Log lines as plain text (colours only on a terminal) or as JSON objects, one a line,
+    /// for log shippers.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -99,13 +114,7 @@ fn label(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(args.log_format);
 
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => Some(token.clone()),
@@ -176,6 +185,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        if let Some(addr) = args.metrics {
+            match weir_worker::metrics::serve(addr).await {
+                Ok(bound) => tracing::info!(%bound, "serving metrics at /metrics"),
+                Err(e) => {
+                    eprintln!("error: cannot serve metrics on {addr}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         match Agent::new(config).run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -190,6 +208,21 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Logs to stderr: text with colours only on a terminal (and without NO_COLOR), or JSON lines.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).init()
+        }
+    }
 }
 
 /// Fires `shutdown` on the first Ctrl-C or SIGTERM; exits at once on the second.

@@ -30,12 +30,14 @@ pub fn download(engine: &Arc<Engine>, digest: Digest, offset: u64) -> Result<Chu
     })?;
     file.seek(SeekFrom::Start(offset)).map_err(|e| ApiError::Internal(format!("seek in blob {digest}: {e}")))?;
     let (tx, rx) = mpsc::channel(4);
+    let downloaded = engine.metrics.downloaded.clone();
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; CHUNK];
         loop {
             match file.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
+                    downloaded.inc_by(n as u64);
                     if tx.blocking_send(Ok(v1::Chunk { data: buf[..n].to_vec() })).is_err() {
                         break; // the client went away
                     }
@@ -66,7 +68,11 @@ impl Upload {
         let engine = engine.clone();
         let task = tokio::task::spawn_blocking(move || {
             let reader = ChannelReader { rx, current: Vec::new(), pos: 0 };
-            engine.blobs().put_reader(reader, Path::new(&what))
+            let stored = engine.blobs().put_reader(reader, Path::new(&what));
+            if let Ok((_, size)) = &stored {
+                engine.metrics.uploaded.inc_by(*size);
+            }
+            stored
         });
         Upload { tx: Some(tx), task, received: 0, limit }
     }

@@ -384,9 +384,12 @@ impl Engine {
                         continue;
                     }
                     tracing::info!(run = run_id, step = entry.name, from = entry.run, "cache hit");
+                    self.metrics.cache_hits.inc();
                     hits.push((*attempt, entry));
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    self.metrics.cache_misses.inc();
+                }
                 Err(e) => tracing::warn!(run = run_id, error = %e, "cannot read the cache; the step runs"),
             }
         }

@@ -190,6 +190,8 @@ pub struct Engine {
     pub(crate) limits: Limits,
     /// Whether this engine fires schedules (`weir server`) or ignores them (`weir run`).
     pub(crate) scheduling: bool,
+    /// What `/metrics` shows (`crate::metrics`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Engine {
@@ -208,6 +210,7 @@ impl Engine {
             logs,
             limits: Limits::default(),
             scheduling: false,
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
@@ -470,6 +473,8 @@ impl Engine {
                     if state.is_terminal() {
                         step.finished_at = Some(now);
                     }
+                    let pipeline = live.pipeline.name();
+                    self.metrics.step_changed(pipeline, run_id, *instance, *state, step.started_at, now);
                     touched.insert(*instance);
                     changes.push(Change::Step {
                         instance: instance.0,
@@ -479,6 +484,8 @@ impl Engine {
                     });
                 }
                 Effect::RunFinished { state } => {
+                    self.metrics.run_finished(live.pipeline.name(), *state);
+                    tracing::info!(run = run_id, pipeline = live.pipeline.name(), state = %state, "run finished");
                     live.record.state = *state;
                     live.record.finished_at = Some(now);
                     run_changed = true;
@@ -505,6 +512,8 @@ impl Engine {
             self.on_succeeded(&success, &mut batch)?;
         }
         if matches!(event, Event::Start) {
+            self.metrics.run_started(live.pipeline.name());
+            tracing::info!(run = run_id, pipeline = live.pipeline.name(), "run started");
             live.record.state = live.machine.run_state();
             changes.push(Change::Run { state: live.record.state });
         }
@@ -522,7 +531,9 @@ impl Engine {
     /// releasing the state lock and before acknowledging anything: concurrent callers share
     /// one flush (group commit), so the lock is never held across an fsync.
     pub(crate) fn commit(&self) -> Result<(), ApiError> {
+        let began = self.clock.instant();
         self.store.flush()?;
+        self.metrics.flushed(self.clock.instant().duration_since(began).as_secs_f64());
         let announced = std::mem::take(&mut self.lock().unannounced);
         for change in announced {
             let _ = self.changes.send(change);
@@ -778,7 +789,9 @@ impl Engine {
             tracing::warn!(run = key.0, attempt = %key.1, "no worker claimed the attempt after a restart");
             losses.push(key);
         }
+        self.metrics.leases_expired.inc_by(losses.len() as u64);
         for (run, attempt) in losses {
+            tracing::info!(run, %attempt, "lease expired: the attempt runs again");
             if let Err(e) = self.apply(&mut st, &run, Event::Lost { attempt }, None) {
                 tracing::debug!(run, %attempt, error = %e, "lost attempt already ended");
             }
@@ -870,7 +883,7 @@ impl Engine {
                 recent,
             },
         );
-        tracing::info!(worker = id, again = proven.is_some(), "worker registered");
+        tracing::info!(worker = id, name, again = proven.is_some(), "worker joined");
         // Attempts no worker could run so far may fit this one.
         self.ready_signal.notify_waiters();
         Ok((id, secret))

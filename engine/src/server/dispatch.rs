@@ -275,7 +275,7 @@ impl Engine {
             }
         };
         let terminal = !matches!(event, Event::Started { .. });
-        self.apply(&mut st, run, event, outputs.as_ref())?;
+        self.apply(&mut st, run, event, outputs.as_ref()).map_err(|e| self.stale(e))?;
         let key = (run.to_string(), attempt);
         let usage = Engine::usage(&st, run, attempt);
         if let Some(w) = st.workers.get_mut(worker) {
@@ -338,6 +338,14 @@ impl Engine {
         if self.leased_to(run, attempt)?.as_deref() == Some(worker) { Ok(()) } else { Err(not_yours(run, attempt)) }
     }
 
+    /// Counts a refusal of a report for an attempt that is no longer live (`/metrics`).
+    fn stale(&self, e: ApiError) -> ApiError {
+        if matches!(e, ApiError::Precondition(_)) {
+            self.metrics.stale_reports.inc();
+        }
+        e
+    }
+
     /// The worker `attempt` of `run` was leased to, from the run's stored events.
     fn leased_to(&self, run: &str, attempt: AttemptId) -> Result<Option<String>, ApiError> {
         for item in self.store.events(run, 0)? {
@@ -371,10 +379,10 @@ impl Engine {
         }
         match live.machine.live_attempt(attempt.instance) {
             Some(a) if a == attempt => Ok(()),
-            live_now => Err(ApiError::Precondition(format!(
+            live_now => Err(self.stale(ApiError::Precondition(format!(
                 "attempt {attempt} of run {run} is stale ({})",
                 live_now.map_or("no attempt is live".to_string(), |a| format!("the live attempt is {a}"))
-            ))),
+            )))),
         }
     }
 }

@@ -272,6 +272,9 @@ impl Engine {
         let overrides: Vec<(String, String)> = sched.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
         let trigger = Trigger::Schedule { schedule: sched.cron.clone(), at: Some(millis(t)), backfill };
         self.create_run(st, version, &overrides, trigger, false, Some(id.to_string()))?;
+        if !backfill {
+            self.metrics.scheduler_lag((self.clock.calendar() - t).num_milliseconds() as f64 / 1000.0);
+        }
         tracing::info!(run = id, tick = %t, backfill, "scheduled run started");
         Ok(())
     }

@@ -59,6 +59,11 @@ impl Auth {
         self.token.is_none()
     }
 
+    /// Whether `given` is the client token (any value when open); constant time.
+    pub(crate) fn token_ok(&self, given: &str) -> bool {
+        self.token.is_none_or(|t| t == blake3::hash(given.as_bytes()))
+    }
+
     /// A fresh cookie value valid from `now_ms` for a session.
     fn issue(&self, now_ms: u64) -> String {
         let expiry = now_ms + SESSION_MS;

@@ -12,7 +12,8 @@
 //! cancel and retry), `step` (a step instance's page, logs and outputs), `ansi` (log colours),
 //! `pipelines` (list, versions, source, graph, the start form, the schedule card), `metrics`
 //! and `plot` (a metric across runs as SVG, runs compared), `models` (registry, promote and
-//! rollback after a dry run, lineage), `workers` (the workers page).
+//! rollback after a dry run, lineage), `workers` (the workers page); `prometheus` serves
+//! `/metrics` for scrapers, outside the session guard.
 
 mod ansi;
 mod assets;
@@ -23,6 +24,7 @@ mod models;
 mod page;
 mod pipelines;
 mod plot;
+mod prometheus;
 mod run;
 mod runs;
 mod step;
@@ -52,7 +54,9 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
     let web = Web { engine, auth: Arc::new(Auth::new(client_token)?) };
     let open = Router::new()
         .route("/login", get(auth::login_page).post(auth::login))
-        .route("/static/{name}", get(assets::serve));
+        .route("/static/{name}", get(assets::serve))
+        // Prometheus scrapes without a browser session: its own bearer check (prometheus.rs).
+        .route("/metrics", get(prometheus::serve));
     let guarded = Router::new()
         .route("/", get(|| async { axum::response::Redirect::to("/runs") }))
         .route("/runs", get(runs::list))

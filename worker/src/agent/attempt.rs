@@ -80,6 +80,7 @@ impl From<TransferError> for Stop {
 /// Runs `assignment` to its end; `cancel` is the attempt's stop signal (stop order or shutdown).
 pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment, cancel: CancellationToken) {
     let dir = ctx.slots.take(&ctx.attempts_dir);
+    let _running = crate::metrics::Running::start();
     tracing::info!(attempt = %key, instance = %assignment.instance_name, "running an attempt");
     let ended = attempt(&ctx, &key, &assignment, &dir, &cancel).await;
     conclude(ctx, key, &assignment, dir, ended).await;
@@ -97,6 +98,7 @@ pub(crate) async fn resume(
     cancel: CancellationToken,
 ) {
     tracing::info!(attempt = %key, container = name, "resuming the container of an earlier worker process");
+    let _running = crate::metrics::Running::start();
     // The container has these GPUs already: no other attempt may get them while it runs.
     let held = ctx.gpus.take_exact(&gpus);
     let ended = match (ctx.docker.clone(), held) {
@@ -290,6 +292,7 @@ async fn judge(
     limits: &Limits,
 ) -> Result<Report, Stop> {
     tracing::info!(attempt = %key, outcome = ?outcome, "the step ended");
+    crate::metrics::exited(&outcome);
     match outcome {
         Outcome::Exited(0) => succeeded(ctx, key, a, outputs_dir).await,
         Outcome::Exited(code) => Ok(failed(format!("exit code {code}"), Some(code))),

@@ -237,8 +237,23 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             ..Default::default()
         };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            engine = %config.engine,
+            name = %config.name,
+            labels = ?config.labels,
+            runtimes = ?[config.process_steps.then_some("process"), config.docker.as_ref().map(|_| "docker")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+            capacity,
+            cpus = register.cpus_milli / 1000,
+            memory_bytes = register.memory_bytes,
+            gpus = ?gpus.iter().map(|g| format!("{}:{}", g.index, g.model)).collect::<Vec<_>>(),
+            work_dir = %config.work_dir.display(),
+            "worker starting"
+        );
         let session = Arc::new(Session::new(client, register, slot, Some(config.work_dir.join("session"))));
-        tracing::info!(engine = %config.engine, name = %config.name, capacity, work_dir = %config.work_dir.display(), "worker starting");
         let registered = tokio::select! {
             r = session.register() => r,
             () = shutdown.cancelled() => return Ok(()),

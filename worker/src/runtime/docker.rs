@@ -235,6 +235,7 @@ async fn run(
     let name = if spec.id == AttemptLabel::default() { anonymous_name() } else { container_name(&spec.id) };
     let mut container = Container::new(rt.docker.clone(), name.clone());
     let options = CreateContainerOptionsBuilder::new().name(&name).build();
+    let creating = crate::clock::instant();
     match rt.docker.create_container(Some(options), body).await {
         Ok(_) => {}
         Err(e) if status(&e) == Some(409) => {
@@ -262,6 +263,7 @@ async fn run(
         return Err(engine_error(format!("starting container {name}"), e));
     }
     tracing::debug!(container = name, "started");
+    crate::metrics::container_started(creating.elapsed().as_secs_f64());
     supervise(&rt.docker, container, &spec, cancel).await
 }
 

@@ -82,6 +82,7 @@ async fn pull(docker: &Docker, name: &str, bound: Duration) -> Result<(), String
         Ok(result) => result,
         Err(_) => Err(format!("the pull did not finish within {bound:?}")),
     };
+    crate::metrics::image_pulled(started.elapsed().as_secs_f64());
     match &result {
         Ok(()) => tracing::info!(image = name, took = ?started.elapsed(), "pulled image"),
         Err(error) => tracing::warn!(image = name, took = ?started.elapsed(), %error, "pull failed"),
