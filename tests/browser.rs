@@ -173,6 +173,86 @@ async fn a_runs_graph_and_a_steps_logs_change_live() {
     team.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_the_form_promote_a_model_and_follow_its_lineage() {
+    if !webdriver::available() {
+        return;
+    }
+    let mut team = Team::start().await;
+    let yaml = r#"name: shop
+params:
+  rows: {type: int, default: 5, description: "rows to ingest"}
+steps:
+  ingest:
+    stage: ingestion
+    run: |
+      seq 1 "$WEIR_PARAM_ROWS" > "$WEIR_OUTPUTS/data.csv"
+    outputs: [data.csv]
+  train:
+    stage: training
+    needs: [ingest]
+    run: |
+      echo "{\"run\": \"$WEIR_RUN_ID\"}" > "$WEIR_OUTPUTS/model.json"
+      echo '{"rmse": 0.3}' > "$WEIR_OUTPUTS/metrics.json"
+    outputs: [model.json, metrics.json]
+    register: {model: demo, file: model.json, alias: production}
+"#;
+    team.submit(yaml).await;
+    let base = team.server.url();
+    let mut b = Browser::start().await;
+    log_in(&mut b, &base).await;
+
+    // A bad param: the form comes back with the error beside the field.
+    b.goto(&format!("{base}/pipelines/shop")).await;
+    let rows = b.wait_for("form.start input[name='p.rows']", MINUTE).await;
+    b.fill(&rows, "many").await;
+    let go = b.wait_for("form.start button[type='submit']", MINUTE).await;
+    b.click(&go).await;
+    let err = b.wait_for("form.start .error[data-param='rows']", MINUTE).await;
+    let said = b.text(&err).await;
+    assert!(!said.is_empty(), "an inline error for rows");
+    assert!(b.url().await.ends_with("/pipelines/shop/start"), "{}", b.url().await);
+    // A good one starts a run and shows it; twice, for two model versions.
+    let mut runs = Vec::new();
+    for n in ["7", "9"] {
+        b.goto(&format!("{base}/pipelines/shop")).await;
+        let rows = b.wait_for("form.start input[name='p.rows']", MINUTE).await;
+        b.fill(&rows, n).await;
+        let go = b.wait_for("form.start button[type='submit']", MINUTE).await;
+        b.click(&go).await;
+        b.wait_until("return location.pathname.startsWith('/runs/shop-')", MINUTE).await;
+        let run = b.url().await.rsplit('/').next().unwrap().to_string();
+        b.wait_until("return !!document.querySelector(\"svg g[data-node='train'][data-state='succeeded']\")", MINUTE)
+            .await;
+        runs.push(run);
+    }
+
+    // Promote v1 back to production: the dry run first, then the move.
+    b.goto(&format!("{base}/models/demo")).await;
+    let version = b.wait_for("form[action$='/promote'] select[name='version']", MINUTE).await;
+    b.eval("arguments[0].value = '1'; return true", vec![serde_json::json!({webdriver::ELEMENT: version.id()})]).await;
+    let alias = b.wait_for("form[action$='/promote'] input[name='alias']", MINUTE).await;
+    b.fill(&alias, "production").await;
+    let check = b.wait_for("form[action$='/promote'] button", MINUTE).await;
+    b.click(&check).await;
+    let confirm = b.wait_for("form[action$='/promote'] input[name='confirm'] ~ button", MINUTE).await;
+    let preview = b.page_text().await;
+    assert!(preview.contains("v2 → v1"), "the move is shown before it is made: {preview}");
+    b.click(&confirm).await;
+    b.wait_until("return document.querySelector('#history tbody tr') !== null && document.querySelector('#history tbody tr').innerText.includes('v2 → v1')", MINUTE).await;
+
+    // Lineage of v1: from the model back to the ingested data, and on to the step that made it.
+    b.goto(&format!("{base}/models/demo?lineage=1#lineage")).await;
+    b.wait_for("#lineage svg", MINUTE).await;
+    let graph = b.eval("return document.querySelector('#lineage svg').textContent", vec![]).await;
+    assert!(graph.as_str().unwrap_or_default().contains("data.csv"), "{graph}");
+    let ingest = b.wait_for("#lineage svg g[data-node*='ingest'] a", MINUTE).await;
+    b.click(&ingest).await;
+    b.wait_until(&format!("return location.pathname === '/runs/{}/steps/ingest'", runs[0]), MINUTE).await;
+    drop(b);
+    team.stop().await;
+}
+
 /// Makes the screenshots README.md shows (docs/screenshots/*.png) from the example pipeline on
 /// a real server and worker: `cargo test -p weir-tests --test browser -- --ignored screenshots`.
 /// Not a check (what it captures depends on timing), so it does not run with the tests.

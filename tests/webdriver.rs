@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::http::Http;
 
 /// The element key the WebDriver spec defines.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+pub const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A headless Chromium under chromedriver; both stop when this is dropped.
 pub struct Browser {
@@ -25,6 +25,13 @@ pub struct Browser {
 /// An element of the current page.
 #[derive(Clone, Debug)]
 pub struct Element(String);
+
+impl Element {
+    /// Its WebDriver id (to pass it to a script as `{ELEMENT: id}`).
+    pub fn id(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Whether the browser tools are installed; under `CI` a missing one fails the test (CI
 /// installs them), elsewhere it is skipped with a loud message.
