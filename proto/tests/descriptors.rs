@@ -30,6 +30,7 @@ const RPCS: &[(&str, &str, bool, bool)] = &[
     ("WeirClient", "PromoteModel", false, false),
     ("WeirClient", "RollbackModel", false, false),
     ("WeirClient", "GetModelArtifact", false, true),
+    ("WeirClient", "ListWorkers", false, false),
     ("WeirWorker", "Register", false, false),
     ("WeirWorker", "Lease", false, false),
     ("WeirWorker", "Heartbeat", false, false),
@@ -64,6 +65,9 @@ fn services_and_rpcs_have_the_agreed_shape() {
             }
         }
     }
+    // Files come in dependency order (client.proto imports worker.proto through workers.proto):
+    // compare service by service, each in the order its RPCs are declared.
+    got.sort_by(|a, b| a.0.cmp(&b.0));
     let want: Vec<_> = RPCS.iter().map(|&(s, m, c, r)| (s.to_string(), m.to_string(), c, r)).collect();
     assert_eq!(got, want);
 }
