@@ -3,14 +3,13 @@
 //! place (written beside the target, then renamed: a damaged or cut download never replaces
 //! anything).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use weir_proto::v1;
 
 use super::conn::{Client, RUN_HINTS, refused};
-use super::models::{Sink, temp_beside};
+use super::download::{SaveError, save};
 use super::runs::get_run;
 use super::{ConnArgs, Failure, print_out};
 use crate::display::Table;
@@ -152,65 +151,23 @@ async fn fetch(
 ) -> Result<(), Failure> {
     let request = v1::GetArtifactRequest { run_id: run.into(), step: step.into(), path: entry.path.clone() };
     let mut stream = client.get_artifact(request).await.map_err(|s| refused(&s, conn, RUN_HINTS))?.into_inner();
-    let to_stdout = target.as_os_str() == "-";
-    let mut sink = if to_stdout {
-        Sink::Stdout(std::io::stdout())
-    } else {
-        let temp = temp_beside(target);
-        let file = std::fs::File::create(&temp).map_err(|e| {
-            eprintln!("error: cannot create {}: {e}", temp.display());
-            Failure::Refused
-        })?;
-        Sink::File { file, temp }
-    };
-    let cleanup = |sink: &Sink| {
-        if let Sink::File { temp, .. } = sink {
-            let _ = std::fs::remove_file(temp);
+    match save(target, entry.size, &entry.digest, &mut stream).await {
+        Ok(()) => {}
+        Err(SaveError::Stream(s)) => return Err(refused(&s, conn, RUN_HINTS)),
+        Err(SaveError::Io(e)) => {
+            eprintln!("error: {e}");
+            return Err(Failure::Refused);
         }
-    };
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    loop {
-        match stream.message().await {
-            Ok(Some(v1::GetArtifactResponse { part: Some(v1::get_artifact_response::Part::Chunk(c)) })) => {
-                hasher.update(&c);
-                size += c.len() as u64;
-                if let Err(e) = sink.write(&c) {
-                    cleanup(&sink);
-                    eprintln!("error: cannot write {}: {e}", target.display());
-                    return Err(Failure::Refused);
-                }
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(s) => {
-                cleanup(&sink);
-                return Err(refused(&s, conn, RUN_HINTS));
-            }
+        Err(SaveError::Damaged { size, digest }) => {
+            eprintln!(
+                "error: {} arrived damaged ({size} bytes, digest {digest}; expected {} bytes, digest {}); nothing was written; try again",
+                entry.path, entry.size, entry.digest
+            );
+            return Err(Failure::Refused);
         }
     }
-    let digest = hasher.finalize().to_hex().to_string();
-    if digest != entry.digest || size != entry.size {
-        cleanup(&sink);
-        eprintln!(
-            "error: {} arrived damaged ({size} bytes, digest {digest}; expected {} bytes, digest {}); nothing was written; try again",
-            entry.path, entry.size, entry.digest
-        );
-        return Err(Failure::Refused);
-    }
-    match sink {
-        Sink::Stdout(mut out) => {
-            let _ = out.flush();
-        }
-        Sink::File { file, temp } => {
-            let done = file.sync_all().and_then(|()| std::fs::rename(&temp, target));
-            if let Err(e) = done {
-                let _ = std::fs::remove_file(&temp);
-                eprintln!("error: cannot put the file at {}: {e}", target.display());
-                return Err(Failure::Refused);
-            }
-            eprintln!("{} ({} bytes, digest {}) -> {}", entry.path, entry.size, short(&entry.digest), target.display());
-        }
+    if target.as_os_str() != "-" {
+        eprintln!("{} ({} bytes, digest {}) -> {}", entry.path, entry.size, short(&entry.digest), target.display());
     }
     Ok(())
 }

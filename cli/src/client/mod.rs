@@ -16,6 +16,7 @@
 pub(crate) mod artifacts;
 pub(crate) mod cache;
 pub(crate) mod conn;
+mod download;
 pub(crate) mod models;
 pub(crate) mod resume;
 pub(crate) mod runs;

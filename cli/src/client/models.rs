@@ -5,7 +5,6 @@
 //! The `render` functions are pure (what they show, the current time included, in; text out)
 //! and tested here.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
@@ -131,28 +130,8 @@ fn print_event(name: &str, event: Option<v1::AliasEvent>, dry_run: bool) -> Resu
     Ok(())
 }
 
-/// Where the bytes go while they arrive.
-pub(super) enum Sink {
-    Stdout(std::io::Stdout),
-    File { file: std::fs::File, temp: PathBuf },
-}
-
-impl Sink {
-    pub(super) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::Stdout(out) => out.write_all(bytes),
-            Sink::File { file, .. } => file.write_all(bytes),
-        }
-    }
-}
-
-/// `.NAME.PID.partial` beside `output`, so the rename stays on one file system.
-pub(super) fn temp_beside(output: &Path) -> PathBuf {
-    let name = output.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    output.with_file_name(format!(".{name}.{}.partial", std::process::id()))
-}
-
 async fn get(client: &mut Client, conn: &ConnArgs, target: String, output: &Path) -> Result<(), Failure> {
+    use super::download::{SaveError, save};
     let request = v1::GetModelArtifactRequest { target: target.clone() };
     let mut stream = client.get_model_artifact(request).await.map_err(|s| refused(&s, conn, MODEL_HINTS))?.into_inner();
     let version = match stream.message().await {
@@ -166,66 +145,23 @@ async fn get(client: &mut Client, conn: &ConnArgs, target: String, output: &Path
         Err(s) => return Err(refused(&s, conn, MODEL_HINTS)),
     };
     let to_stdout = output.as_os_str() == "-";
-    let mut sink = if to_stdout {
-        Sink::Stdout(std::io::stdout())
-    } else {
-        let temp = temp_beside(output);
-        let file = std::fs::File::create(&temp).map_err(|e| {
-            eprintln!("error: cannot create {}: {e}", temp.display());
-            Failure::Refused
-        })?;
-        Sink::File { file, temp }
-    };
-    let cleanup = |sink: &Sink| {
-        if let Sink::File { temp, .. } = sink {
-            let _ = std::fs::remove_file(temp);
+    match save(output, version.size, &version.digest, &mut stream).await {
+        Ok(()) => {}
+        Err(SaveError::Stream(s)) => return Err(refused(&s, conn, MODEL_HINTS)),
+        Err(SaveError::Io(e)) => {
+            eprintln!("error: {e}");
+            return Err(Failure::Refused);
         }
-    };
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    loop {
-        match stream.message().await {
-            Ok(Some(v1::GetModelArtifactResponse { part: Some(v1::get_model_artifact_response::Part::Chunk(c)) })) => {
-                hasher.update(&c);
-                size += c.len() as u64;
-                if let Err(e) = sink.write(&c) {
-                    cleanup(&sink);
-                    eprintln!("error: cannot write {}: {e}", output.display());
-                    return Err(Failure::Refused);
-                }
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(s) => {
-                cleanup(&sink);
-                return Err(refused(&s, conn, MODEL_HINTS));
-            }
-        }
-    }
-    let digest = hasher.finalize().to_hex().to_string();
-    if digest != version.digest || size != version.size {
-        cleanup(&sink);
-        eprintln!(
-            "error: {} v{} arrived damaged ({size} bytes, digest {digest}; expected {} bytes, digest {}){}; try again",
-            version.model,
-            version.version,
-            version.size,
-            version.digest,
-            if to_stdout { "; what was written to stdout is not the model" } else { "; nothing was written" }
-        );
-        return Err(Failure::Refused);
-    }
-    match sink {
-        Sink::Stdout(mut out) => {
-            let _ = out.flush();
-        }
-        Sink::File { file, temp } => {
-            let done = file.sync_all().and_then(|()| std::fs::rename(&temp, output));
-            if let Err(e) = done {
-                let _ = std::fs::remove_file(&temp);
-                eprintln!("error: cannot put the file at {}: {e}", output.display());
-                return Err(Failure::Refused);
-            }
+        Err(SaveError::Damaged { size, digest }) => {
+            eprintln!(
+                "error: {} v{} arrived damaged ({size} bytes, digest {digest}; expected {} bytes, digest {}){}; try again",
+                version.model,
+                version.version,
+                version.size,
+                version.digest,
+                if to_stdout { "; what was written to stdout is not the model" } else { "; nothing was written" }
+            );
+            return Err(Failure::Refused);
         }
     }
     let to = if to_stdout { "stdout".to_string() } else { output.display().to_string() };
