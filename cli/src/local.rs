@@ -44,6 +44,20 @@ Exit status:
 /// `weir run` held before running them again.
 pub const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The engine of `weir run`, `--local` and `weir ui` on the data folder `dir`. One process: a
+/// worker cannot be lost without the engine, so short terms only make cancel and stop orders
+/// quick. No schedules (a pipeline's `schedule:` is for a `weir server`). Runs a killed
+/// `weir run` left here wait for `weir resume RUN --local`: resuming them unasked would run
+/// their steps beside this process's, and stop them again when it ends.
+pub fn local_config(dir: &std::path::Path, listen: std::net::SocketAddr) -> ServerConfig {
+    let mut config = ServerConfig::new(dir, listen);
+    config.terms.heartbeat_interval = Duration::from_millis(250);
+    config.terms.lease_timeout = LEASE_TIMEOUT;
+    config.scheduling = false;
+    config.resume = Resume::Only(Default::default());
+    config
+}
+
 /// How many trailing log lines of each failed step are printed.
 const FAILED_LOG_LINES: usize = 40;
 
@@ -123,17 +137,7 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
         eprintln!("error: --ui {listen}: the web UI of `weir run` serves loopback only (it has no tokens)");
         return ExitCode::from(2);
     }
-    let mut config = ServerConfig::new(&args.data_dir, listen);
-    // One process: a worker cannot be lost without the engine, so short terms only make
-    // cancel and stop orders quick.
-    config.terms.heartbeat_interval = Duration::from_millis(250);
-    config.terms.lease_timeout = LEASE_TIMEOUT;
-    // `weir run` runs the file once; its `schedule:` is for a `weir server`.
-    config.scheduling = false;
-    // Runs a killed `weir run` left here wait for `weir resume RUN --local`: resuming them
-    // unasked would run their steps beside this run, and stop them again when it ends.
-    config.resume = Resume::Only(Default::default());
-    let server = match server::start(config).await {
+    let server = match server::start(local_config(&args.data_dir, listen)).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot start the embedded engine: {e}");
@@ -265,10 +269,7 @@ pub async fn attach(dir: &std::path::Path, resume: &[String], worker: bool) -> R
         );
         return Err(Failure::Unreachable);
     }
-    let mut config = ServerConfig::new(dir, "127.0.0.1:0".parse().expect("a socket address"));
-    config.terms.heartbeat_interval = Duration::from_millis(250);
-    config.terms.lease_timeout = LEASE_TIMEOUT;
-    config.scheduling = false;
+    let mut config = local_config(dir, "127.0.0.1:0".parse().expect("a socket address"));
     config.resume = Resume::Only(resume.iter().cloned().collect());
     let server = server::start(config).await.map_err(|e| {
         eprintln!("error: --local {}: cannot start an engine on it: {e}", dir.display());

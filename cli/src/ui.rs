@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
-use weir_engine::server::{self, Resume, ServerConfig};
+use weir_engine::server;
 use weir_worker::agent::{Agent, AgentConfig, DockerMode, connect_docker};
 use weir_worker::runtime::ProcessRuntime;
 
-use crate::local::LEASE_TIMEOUT;
+use crate::local::local_config;
 
 /// Where `weir ui` and `weir run --ui` listen unless told otherwise.
 pub const DEFAULT_UI: &str = "127.0.0.1:7080";
@@ -60,13 +60,7 @@ pub fn run(args: UiArgs) -> ExitCode {
 }
 
 async fn serve(args: UiArgs) -> ExitCode {
-    let mut config = ServerConfig::new(&args.data_dir, args.listen);
-    config.terms.heartbeat_interval = Duration::from_millis(250);
-    config.terms.lease_timeout = LEASE_TIMEOUT;
-    config.scheduling = false;
-    // Runs a killed `weir run` left here stay as they are (`weir resume RUN --local`).
-    config.resume = Resume::Only(Default::default());
-    let server = match server::start(config).await {
+    let server = match server::start(local_config(&args.data_dir, args.listen)).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot start the engine on {}: {e}", args.data_dir.display());
