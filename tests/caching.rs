@@ -94,6 +94,14 @@ async fn the_cache_reuses_unchanged_steps_reruns_what_a_param_changes_and_says_w
     assert_eq!(digest(&r2, "s2", "m.txt"), digest(&r1, "s2", "m.txt"));
     assert_eq!(step(&r2, "s2").metrics["score"], 0.5, "metrics come with the outputs");
     assert_eq!(c.logs(&id2, "s4").await, "a=1\nb=x\n", "s4 ran on the cached outputs");
+    // On /metrics: three misses in the first run (s4 has no `cache:`), three hits in the second.
+    let scraped = weir_tests::http::Http::new(&c.url()).get("/metrics").await;
+    assert_eq!(scraped.status, 200);
+    let sample = |series: &str| -> f64 {
+        let line = scraped.body.lines().find(|l| l.split_once(' ').is_some_and(|(n, _)| n == series));
+        line.and_then(|l| l.rsplit(' ').next()?.trim().parse().ok()).unwrap_or_else(|| panic!("{series}"))
+    };
+    assert_eq!((sample("weir_cache_misses_total"), sample("weir_cache_hits_total")), (3.0, 3.0));
     let hit = explain(&mut c, &id2, "s2").await;
     assert_eq!(hit.verdict(), CacheVerdict::Hit);
     assert!(hit.message.contains(&id1), "{}", hit.message);

@@ -276,7 +276,29 @@ async fn a_run_flows_through_lease_report_and_inputs() {
     assert_eq!(steps[0].state(), v1::StepState::Cached, "{:?}", steps[0]);
     assert_eq!(steps[0].cached_from, run, "reused from the retried run");
     assert_eq!(steps[0].metrics["rows"], 7.0, "its metrics come along");
+    let text = scrape(s.addr()).await;
+    // A retry's reuse is no cache hit; the upload is counted in bytes.
+    assert_eq!(sample(&text, "weir_cache_hits_total"), 0.0, "{text}");
+    assert_eq!(sample(&text, "weir_artifact_uploaded_bytes_total"), 2.0, "n.txt's two bytes:\n{text}");
     s.shutdown().await;
+}
+
+/// `GET /metrics` (classic text) from a server without tokens.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+}
+
+/// A sample's value in exposition text; 0 for a series not there.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.split_once(' ').is_some_and(|(name, _)| name == series))
+        .map_or(0.0, |l| l.rsplit(' ').next().unwrap().trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,6 +184,16 @@ async fn missing_image_whose_pull_fails_ends_the_step() {
         assert!(took < Duration::from_secs(30), "a failed pull took {took:?}");
         assert!(!f.outputs.join("ran").exists(), "the step ran without its image");
     }
+    // Both failed pulls are timed on the worker's `/metrics` (other tests may pull too).
+    let pulls = worker_metric("weir_worker_image_pull_seconds_count");
+    assert!(pulls >= 2.0, "two failed pulls observed, got {pulls}");
+}
+
+/// A sample's value from the worker's metrics (process-wide, so shared by this binary's tests).
+fn worker_metric(series: &str) -> f64 {
+    let text = weir_worker::metrics::render();
+    let line = text.lines().find(|l| l.split_once(' ').is_some_and(|(name, _)| name == series));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
 /// A registry that accepts connections and never answers: the pull ends at its bound, and the
@@ -264,6 +274,8 @@ async fn command_replaces_the_entrypoint() {
         assert_eq!(ran.outcome, Outcome::Exited(0));
         assert_eq!(ran.stdout(), [expect], "the image's entrypoint ran");
     }
+    let starts = worker_metric("weir_worker_container_start_seconds_count");
+    assert!(starts >= 2.0, "both container starts timed on /metrics, got {starts}");
 }
 
 /// The bundle and inputs are read-only, the outputs writable and owned by the worker; the step

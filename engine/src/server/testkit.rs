@@ -34,3 +34,12 @@ pub(super) fn engine_on(dir: &Path, clock: Clock) -> Engine {
     };
     Engine::new(store, blobs, terms, clock)
 }
+
+/// A sample's value in what `/metrics` shows of `e` (OpenMetrics names: a counter's sample
+/// ends in `_total`, a histogram's in `_count` and `_sum`); 0 for a series not yet created.
+pub(super) fn metric(e: &Engine, series: &str) -> f64 {
+    let text = e.metrics.render(e);
+    text.lines()
+        .find(|l| l.split_once(' ').is_some_and(|(name, _)| name == series))
+        .map_or(0.0, |l| l.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number"))
+}

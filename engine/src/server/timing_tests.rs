@@ -88,6 +88,16 @@ async fn a_silent_worker_is_lost_exactly_a_lease_timeout_after_it_last_spoke() {
     pass(&e, 1).await;
     assert_eq!(step(&e, &run), (StepState::Ready, 2), "lost, and the step offered again");
     assert!(e.lock().workers.is_empty(), "the lost worker is forgotten");
+    assert_eq!(testkit::metric(&e, "weir_leases_granted_total"), 1.0);
+    assert_eq!(testkit::metric(&e, "weir_leases_expired_total"), 1.0, "the loss is on /metrics");
+    assert_eq!(testkit::metric(&e, "weir_stale_reports_refused_total"), 0.0);
+
+    // The lost attempt's outcome, arriving late, is refused and counted.
+    let w2 = register(&e);
+    let late = super::dispatch::Report::Failed { reason: "late".into(), permanent: false };
+    assert!(e.report(&w2.0, &w2.1, &run, a, late).is_err(), "a stale attempt's report is refused");
+    assert_eq!(testkit::metric(&e, "weir_stale_reports_refused_total"), 1.0);
+    assert_eq!(step(&e, &run), (StepState::Ready, 2), "and changes nothing");
 }
 
 #[tokio::test(start_paused = true)]
@@ -208,6 +218,8 @@ steps:
     assert!(runs(&e).is_empty(), "09:59:59: nothing due");
     pass(&e, 1).await;
     assert_eq!(runs(&e).len(), 1, "10:00:00 fires");
+    assert_eq!(testkit::metric(&e, "weir_scheduler_lag_seconds_count"), 1.0);
+    assert_eq!(testkit::metric(&e, "weir_scheduler_lag_seconds_sum"), 0.0, "on time: no lag");
     pass(&e, 60).await;
     assert_eq!(runs(&e).len(), 1, "a tick fires once");
     drop(e);
@@ -220,4 +232,7 @@ steps:
     e.tick();
     let ids = runs(&e);
     assert_eq!(ids.len(), 4, "the running 10:00 run and three caught-up ticks: {ids:?}");
+    // Each caught-up run lags its tick by the downtime: 2.5 h, 1.5 h and 0.5 h.
+    assert_eq!(testkit::metric(&e, "weir_scheduler_lag_seconds_count"), 3.0);
+    assert_eq!(testkit::metric(&e, "weir_scheduler_lag_seconds_sum"), 4.5 * 3600.0);
 }
