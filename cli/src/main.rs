@@ -96,6 +96,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = Cli::parse_from(local_before_subcommand(std::env::args_os().collect()));
     // The server is a service whose operators read its info lines (runs, workers, leases);
     // every other command speaks to its user on stdout and logs warnings only.
@@ -110,6 +111,27 @@ fn main() -> ExitCode {
         Command::Ui(args) => ui::run(args),
         Command::Client(c) => client::dispatch(c, &cli.conn),
     }
+}
+
+/// A reader that went away (`weir runs | head -1`) ends a command quietly with 141, the status
+/// a shell gives a process that SIGPIPE ended, instead of a panic and a backtrace from
+/// `println!`. Rust ignores SIGPIPE, and it stays ignored: restoring it would let a write to a
+/// peer-reset socket (`writev` has no `MSG_NOSIGNAL`) kill a client mid-request. Long-running
+/// commands (`weir server`, `weir ui`) write their lines without panicking at all.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.starts_with("failed printing to std") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }
 
 /// `--local [DIR]` takes an optional value, so in `weir --local runs` clap would read `runs` as
@@ -142,7 +164,10 @@ fn init_tracing(format: LogFormat, service: bool) {
     let default = if service { "warn,weir_engine=info,weir=info,sled::tree=off" } else { "warn,sled::tree=off" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A closed stderr (a supervisor gone, `2>&-`) must not end the process: tracing would
+    // report its failed write with `eprintln!`, which panics on that same closed stderr.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder.json().with_ansi(false).try_init(),
         LogFormat::Text => {

@@ -98,16 +98,22 @@ pub fn run(args: ServerArgs) -> ExitCode {
             }
         };
         // Scripts (and the end-to-end tests) read the address from this line.
-        println!("weir server listening on {}", server.url());
-        println!("data folder: {}", args.data_dir.display());
+        say(std::io::stdout(), format_args!("weir server listening on {}", server.url()));
+        say(std::io::stdout(), format_args!("data folder: {}", args.data_dir.display()));
         if args.token_file.is_none() {
-            println!("no tokens: only this host can connect");
+            say(std::io::stdout(), format_args!("no tokens: only this host can connect"));
         }
         wait_for_signal().await;
-        eprintln!("stopping...");
+        say(std::io::stderr(), format_args!("stopping..."));
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Writes a line to `out`, ignoring a closed or full output: a server whose stdout nobody
+/// reads any more (a finished `| head`, a supervisor that closed the pipe) keeps serving.
+pub fn say(mut out: impl std::io::Write, line: std::fmt::Arguments) {
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
 }
 
 /// Ctrl-C or SIGTERM.

@@ -80,10 +80,13 @@ async fn serve(args: UiArgs) -> ExitCode {
         agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
         Some(tokio::spawn(Agent::new(agent_config).run(stop.clone())))
     };
-    eprintln!(
-        "weir UI on {}/runs for {} (a local worker runs what you start there); Ctrl-C stops it",
-        server.url(),
-        args.data_dir.display()
+    crate::serve::say(
+        std::io::stderr(),
+        format_args!(
+            "weir UI on {}/runs for {} (a local worker runs what you start there); Ctrl-C stops it",
+            server.url(),
+            args.data_dir.display()
+        ),
     );
     let _ = tokio::signal::ctrl_c().await;
     stop.cancel();

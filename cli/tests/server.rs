@@ -96,3 +96,55 @@ fn a_bad_param_on_start_points_at_the_submitted_pipeline_file() {
     assert!(err.contains("3 |   rows: {type: int, default: 5}"), "{err}");
     assert!(!err.contains("--> params") && !err.contains("pipeline sized"), "{err}");
 }
+
+/// A server whose stdout and stderr nobody reads any more (a finished `| head`, a supervisor
+/// that closed the pipes) keeps serving and stops cleanly: it used to panic on its first line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_output_is_closed_keeps_serving() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut engine = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both read ends closed before the server writes anything.
+    drop(engine.stdout.take());
+    drop(engine.stderr.take());
+    let url = format!("http://127.0.0.1:{port}");
+    let mut c = common::client(&url).await;
+    let listed = c.list_pipelines(weir_proto::v1::ListPipelinesRequest::default()).await;
+    assert!(listed.is_ok(), "the server answers: {listed:?}");
+    assert_eq!(engine.try_wait().unwrap(), None, "and is still running");
+    // SIGTERM: it says "stopping..." to the closed stderr and exits 0.
+    unsafe { libc::kill(engine.id() as i32, libc::SIGTERM) };
+    let status = engine.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// A client command whose reader goes away ends quietly with 141 (as SIGPIPE would), not with
+/// a panic and a backtrace.
+#[test]
+fn a_client_command_whose_reader_went_away_ends_quietly() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, "name: p\nsteps:\n  a: {run: 'true'}\n").unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let ran = weir(&["run", &file.display().to_string(), "--data-dir", &data]);
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["store", "check", "--data-dir", &data])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
