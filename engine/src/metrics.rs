@@ -35,6 +35,16 @@ fn wait_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 22))
 }
 
+/// What an event did, counted when it is durable ([`Metrics::settle`]).
+#[derive(Debug)]
+pub(crate) enum Metered {
+    Step { pipeline: String, run: String, instance: InstanceId, state: StepState, started: Option<Millis>, now: Millis },
+    RunStarted { pipeline: String, run: String },
+    RunFinished { pipeline: String, run: String, state: RunState },
+    CacheHit,
+    CacheMiss,
+}
+
 /// The engine's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -52,8 +62,8 @@ pub struct Metrics {
     scheduler_lag: Histogram,
     store_size: Gauge,
     flush: Histogram,
-    pub(crate) cache_hits: Counter,
-    pub(crate) cache_misses: Counter,
+    cache_hits: Counter,
+    cache_misses: Counter,
     pub(crate) uploaded: Counter,
     pub(crate) downloaded: Counter,
     /// When each ready attempt became ready, until it is leased (or ends): the queue wait.
@@ -185,6 +195,32 @@ impl Metrics {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Counts what a stored event did, once it is durable ([`crate::server::Engine::commit`]):
+    /// a flush that fails leaves nothing counted that the store may not hold.
+    pub(crate) fn settle(&self, items: Vec<Metered>) {
+        for item in items {
+            match item {
+                Metered::Step { pipeline, run, instance, state, started, now } => {
+                    self.step_changed(&pipeline, &run, instance, state, started, now);
+                }
+                Metered::RunStarted { pipeline, run } => {
+                    self.run_started(&pipeline);
+                    tracing::info!(run, pipeline, "run started");
+                }
+                Metered::RunFinished { pipeline, run, state } => {
+                    self.run_finished(&pipeline, state);
+                    tracing::info!(run, pipeline, state = %state, "run finished");
+                }
+                Metered::CacheHit => {
+                    self.cache_hits.inc();
+                }
+                Metered::CacheMiss => {
+                    self.cache_misses.inc();
+                }
+            }
         }
     }
 

@@ -344,6 +344,7 @@ impl Engine {
         effects: &[Effect],
         current: Option<(InstanceId, &Manifest)>,
         touched: &mut BTreeSet<InstanceId>,
+        metered: &mut Vec<crate::metrics::Metered>,
         now: Millis,
     ) -> Vec<(AttemptId, CacheEntry)> {
         let mut hits = Vec::new();
@@ -384,11 +385,11 @@ impl Engine {
                         continue;
                     }
                     tracing::info!(run = run_id, step = entry.name, from = entry.run, "cache hit");
-                    self.metrics.cache_hits.inc();
+                    metered.push(crate::metrics::Metered::CacheHit);
                     hits.push((*attempt, entry));
                 }
                 Ok(_) => {
-                    self.metrics.cache_misses.inc();
+                    metered.push(crate::metrics::Metered::CacheMiss);
                 }
                 Err(e) => tracing::warn!(run = run_id, error = %e, "cannot read the cache; the step runs"),
             }

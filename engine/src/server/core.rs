@@ -25,6 +25,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::metrics::Metered;
 use crate::store::{Batch, Change, EventRecord, RunRecord, StepRecord, Store, Trigger};
 use weir_core::plan::{self, Plan};
 use weir_core::run::{AttemptId, Effect, Event, InstanceId, Millis, Rejected, RunMachine, RunState, StepState};
@@ -69,6 +70,7 @@ pub(crate) struct Prepared {
     effects: Vec<Effect>,
     seq: u64,
     hits: Vec<(AttemptId, crate::store::CacheEntry)>,
+    metered: Vec<Metered>,
     now: Millis,
 }
 
@@ -77,6 +79,7 @@ struct Recorded {
     effects: Vec<Effect>,
     batch: Batch,
     hits: Vec<(AttemptId, crate::store::CacheEntry)>,
+    metered: Vec<crate::metrics::Metered>,
 }
 
 /// A run id held by a run being prepared, released on drop.
@@ -162,6 +165,8 @@ pub(crate) struct State {
     /// `(run, seq)` of events written but not yet announced to watchers: they are announced
     /// by [`Engine::commit`], once durable.
     pub unannounced: Vec<(String, u64)>,
+    /// What those events count on `/metrics`, settled by [`Engine::commit`] with them.
+    pub unmetered: Vec<crate::metrics::Metered>,
     /// The schedules this engine fires, by pipeline name.
     pub schedules: std::collections::BTreeMap<String, super::scheduler::Sched>,
     /// Unfinished runs out of memory because reloading them met a store that cannot write
@@ -307,22 +312,24 @@ impl Engine {
         let mut live = Live { record, machine, plan, pipeline, bundle, steps };
         // The start, recorded here too: with every instance a root, it rewrites every step.
         let now = self.clock.now();
-        let Recorded { effects, mut batch, hits } = self.record(&mut live, &run_id, Event::Start, None, now)?;
+        let Recorded { effects, mut batch, hits, metered } =
+            self.record(&mut live, &run_id, Event::Start, None, now)?;
         for (i, s) in live.steps.iter().enumerate() {
             batch.put_step(&run_id, InstanceId(i as u32), s)?;
         }
         batch.put_run(&live.record)?;
         let seq = self.store.write_batch_unflushed(batch)?.last().copied().unwrap_or_default();
         drop(reserved); // the stored record now keeps the id taken
-        Ok(Prepared { live, effects, seq, hits, now })
+        Ok(Prepared { live, effects, seq, hits, metered, now })
     }
 
     /// Makes a prepared run live and performs its start's effects (queue the ready
     /// attempts): cheap, under the state lock.
     pub(crate) fn install_run(&self, st: &mut State, prepared: Prepared) -> Result<String, ApiError> {
-        let Prepared { live, effects, seq, hits, now } = prepared;
+        let Prepared { live, effects, seq, hits, metered, now } = prepared;
         let run_id = live.record.id.clone();
         st.runs.insert(run_id.clone(), live);
+        st.unmetered.extend(metered);
         self.performed(st, &run_id, &effects, seq, hits, now);
         Ok(run_id)
     }
@@ -375,7 +382,7 @@ impl Engine {
         let Some(live) = st.runs.get_mut(run_id) else {
             return Err(self.not_live(run_id));
         };
-        let Recorded { effects, batch, hits } = self.record(live, run_id, event, outputs, now)?;
+        let Recorded { effects, batch, hits, metered } = self.record(live, run_id, event, outputs, now)?;
         let seq = match self.store.write_batch_unflushed(batch) {
             Ok(seqs) => seqs.last().copied().unwrap_or_default(),
             Err(e) => {
@@ -389,6 +396,7 @@ impl Engine {
                 return Err(e);
             }
         };
+        st.unmetered.extend(metered);
         self.performed(st, run_id, &effects, seq, hits, now);
         Ok(effects)
     }
@@ -443,6 +451,7 @@ impl Engine {
         let mut changes = Vec::new();
         let mut touched = BTreeSet::new();
         let mut run_changed = matches!(event, Event::Start);
+        let mut metered = Vec::new();
         if let (Event::Succeeded { attempt, .. } | Event::Cached { attempt, .. }, Some(m)) = (&event, outputs) {
             batch.put_artifacts(run_id, attempt.instance, m)?;
         }
@@ -473,8 +482,14 @@ impl Engine {
                     if state.is_terminal() {
                         step.finished_at = Some(now);
                     }
-                    let pipeline = live.pipeline.name();
-                    self.metrics.step_changed(pipeline, run_id, *instance, *state, step.started_at, now);
+                    metered.push(Metered::Step {
+                        pipeline: live.pipeline.name().to_string(),
+                        run: run_id.to_string(),
+                        instance: *instance,
+                        state: *state,
+                        started: step.started_at,
+                        now,
+                    });
                     touched.insert(*instance);
                     changes.push(Change::Step {
                         instance: instance.0,
@@ -484,8 +499,8 @@ impl Engine {
                     });
                 }
                 Effect::RunFinished { state } => {
-                    self.metrics.run_finished(live.pipeline.name(), *state);
-                    tracing::info!(run = run_id, pipeline = live.pipeline.name(), state = %state, "run finished");
+                    let (pipeline, run) = (live.pipeline.name().to_string(), run_id.to_string());
+                    metered.push(Metered::RunFinished { pipeline, run, state: *state });
                     live.record.state = *state;
                     live.record.finished_at = Some(now);
                     run_changed = true;
@@ -498,7 +513,7 @@ impl Engine {
             (Event::Succeeded { attempt, .. } | Event::Cached { attempt, .. }, Some(m)) => Some((attempt.instance, m)),
             _ => None,
         };
-        let hits = self.cache_lookups(live, &effects, current, &mut touched, now);
+        let hits = self.cache_lookups(live, &effects, current, &mut touched, &mut metered, now);
         let ended = match (&event, outputs) {
             (Event::Succeeded { attempt, .. }, Some(m)) => Some((attempt.instance, m, StepState::Succeeded)),
             (Event::Cached { attempt, .. }, Some(m)) => Some((attempt.instance, m, StepState::Cached)),
@@ -512,8 +527,7 @@ impl Engine {
             self.on_succeeded(&success, &mut batch)?;
         }
         if matches!(event, Event::Start) {
-            self.metrics.run_started(live.pipeline.name());
-            tracing::info!(run = run_id, pipeline = live.pipeline.name(), "run started");
+            metered.push(Metered::RunStarted { pipeline: live.pipeline.name().to_string(), run: run_id.to_string() });
             live.record.state = live.machine.run_state();
             changes.push(Change::Run { state: live.record.state });
         }
@@ -524,7 +538,7 @@ impl Engine {
             batch.put_run(&live.record)?;
         }
         batch.append_event(run_id, &EventRecord { now, event, changes })?;
-        Ok(Recorded { effects, batch, hits })
+        Ok(Recorded { effects, batch, hits, metered })
     }
 
     /// Makes every event applied so far durable, then announces them to watchers. Call it after
@@ -534,7 +548,11 @@ impl Engine {
         let began = self.clock.instant();
         self.store.flush()?;
         self.metrics.flushed(self.clock.instant().duration_since(began).as_secs_f64());
-        let announced = std::mem::take(&mut self.lock().unannounced);
+        let (announced, metered) = {
+            let mut st = self.lock();
+            (std::mem::take(&mut st.unannounced), std::mem::take(&mut st.unmetered))
+        };
+        self.metrics.settle(metered);
         for change in announced {
             let _ = self.changes.send(change);
         }

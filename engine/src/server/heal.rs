@@ -54,6 +54,7 @@ impl Engine {
         let ids: BTreeSet<String> = st.runs.keys().cloned().chain(std::mem::take(&mut st.reload)).collect();
         // Events written but not made durable may be gone: never announce them.
         st.unannounced.clear();
+        st.unmetered.clear();
         for id in &ids {
             st.runs.remove(id);
             st.ready.remove_run(id);

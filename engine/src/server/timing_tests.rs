@@ -236,3 +236,19 @@ steps:
     assert_eq!(testkit::metric(&e, "weir_scheduler_lag_seconds_count"), 3.0);
     assert_eq!(testkit::metric(&e, "weir_scheduler_lag_seconds_sum"), 4.5 * 3600.0);
 }
+
+/// `/metrics` counts an event once it is durable: written but not yet flushed, a run's start
+/// is not counted (a failed flush must leave nothing counted that the store may not hold).
+#[tokio::test(start_paused = true)]
+async fn metrics_count_events_once_they_are_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = testkit::engine_on(dir.path(), Clock::at(T0));
+    let yaml = "name: one\nsteps:\n  a: {run: 'true'}\n";
+    let version =
+        PipelineVersion { name: "one".into(), yaml: yaml.into(), bundle_digest: None, submitted_at: T0, file: None };
+    e.store.put_pipeline_version("v1", &version).unwrap();
+    e.create_run(&mut e.lock(), "v1", &[], Trigger::Manual { user: None }, false, None).unwrap();
+    assert_eq!(testkit::metric(&e, r#"weir_runs_started_total{pipeline="one"}"#), 0.0, "written, not yet durable");
+    e.commit().unwrap();
+    assert_eq!(testkit::metric(&e, r#"weir_runs_started_total{pipeline="one"}"#), 1.0, "durable: counted");
+}
