@@ -90,6 +90,9 @@ pub fn run(args: ServerArgs) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // Handlers first: a SIGTERM that arrives once the port answers must stop us cleanly,
+        // not kill us with the default action.
+        let mut signals = Signals::install();
         let server = match server::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -103,7 +106,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
         if args.token_file.is_none() {
             say(std::io::stdout(), format_args!("no tokens: only this host can connect"));
         }
-        wait_for_signal().await;
+        signals.wait().await;
         say(std::io::stderr(), format_args!("stopping..."));
         server.shutdown().await;
         ExitCode::SUCCESS
@@ -116,16 +119,33 @@ pub fn say(mut out: impl std::io::Write, line: std::fmt::Arguments) {
     let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
 }
 
-/// Ctrl-C or SIGTERM.
-pub async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
+/// Ctrl-C and SIGTERM handlers, installed when created (tokio's `ctrl_c()` installs its own
+/// only when first polled, which leaves a window where the default action still kills).
+pub struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs both handlers; needs a running tokio runtime.
+    pub fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals { int: signal(SignalKind::interrupt()).ok(), term: signal(SignalKind::terminate()).ok() }
+    }
+
+    /// Until Ctrl-C or SIGTERM.
+    pub async fn wait(&mut self) {
+        async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
                 None => std::future::pending::<()>().await,
             }
-        } => {}
+        }
+        tokio::select! {
+            _ = recv(self.int.as_mut()) => {}
+            _ = recv(self.term.as_mut()) => {}
+        }
     }
 }

@@ -60,6 +60,7 @@ pub fn run(args: UiArgs) -> ExitCode {
 }
 
 async fn serve(args: UiArgs) -> ExitCode {
+    let mut signals = crate::serve::Signals::install();
     let server = match server::start(local_config(&args.data_dir, args.listen)).await {
         Ok(s) => s,
         Err(e) => {
@@ -83,12 +84,12 @@ async fn serve(args: UiArgs) -> ExitCode {
     crate::serve::say(
         std::io::stderr(),
         format_args!(
-            "weir UI on {}/runs for {} (a local worker runs what you start there); Ctrl-C stops it",
+            "weir UI on {}/runs for {} (a local worker runs what you start there); Ctrl-C (or SIGTERM) stops it",
             server.url(),
             args.data_dir.display()
         ),
     );
-    let _ = tokio::signal::ctrl_c().await;
+    signals.wait().await;
     stop.cancel();
     if let Some(agent) = agent {
         let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
