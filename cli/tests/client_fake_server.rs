@@ -497,6 +497,12 @@ impl WeirClient for Fake {
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn get_step_metrics(
+        &self,
+        _: Request<v1::GetStepMetricsRequest>,
+    ) -> Result<Response<v1::GetStepMetricsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_model(&self, _: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }

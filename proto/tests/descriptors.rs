@@ -31,6 +31,7 @@ const RPCS: &[(&str, &str, bool, bool)] = &[
     ("WeirClient", "RollbackModel", false, false),
     ("WeirClient", "GetModelArtifact", false, true),
     ("WeirClient", "ListWorkers", false, false),
+    ("WeirClient", "GetStepMetrics", false, false),
     ("WeirWorker", "Register", false, false),
     ("WeirWorker", "Lease", false, false),
     ("WeirWorker", "Heartbeat", false, false),
@@ -39,6 +40,7 @@ const RPCS: &[(&str, &str, bool, bool)] = &[
     ("WeirWorker", "UploadArtifact", true, false),
     ("WeirWorker", "DownloadBlob", false, true),
     ("WeirWorker", "DownloadBundle", false, true),
+    ("WeirWorker", "UploadMetrics", false, false),
 ];
 
 fn descriptors() -> FileDescriptorSet {

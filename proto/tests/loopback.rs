@@ -43,6 +43,13 @@ impl WeirWorker for Stub {
         Err(Status::with_details(Code::FailedPrecondition, message, prost::Message::encode_to_vec(&details).into()))
     }
 
+    async fn upload_metrics(
+        &self,
+        _: Request<weir_proto::v1::UploadMetricsRequest>,
+    ) -> Result<Response<weir_proto::v1::UploadMetricsResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
     async fn upload_logs(
         &self,
         _: Request<Streaming<UploadLogsRequest>>,

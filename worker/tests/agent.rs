@@ -252,6 +252,16 @@ impl WeirWorker for Fake {
         Ok(Response::new(chunks(rest)))
     }
 
+    async fn upload_metrics(
+        &self,
+        request: Request<v1::UploadMetricsRequest>,
+    ) -> Result<Response<v1::UploadMetricsResponse>, Status> {
+        let request = request.into_inner();
+        self.known(&request.worker_id)?;
+        let accepted = request.points.len() as u32;
+        Ok(Response::new(v1::UploadMetricsResponse { accepted, ..Default::default() }))
+    }
+
     type DownloadBundleStream = ChunkStream;
 
     async fn download_bundle(

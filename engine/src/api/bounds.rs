@@ -301,6 +301,24 @@ bounds! {
         at_most("worker_id", &self.worker_id, MAX_NAME)?;
         at_most("digest", &self.digest, MAX_DIGEST)?;
     }
+    v1::UploadMetricsRequest => |self| {
+        at_most("worker_id", &self.worker_id, MAX_NAME)?;
+        attempt("attempt", self.attempt.as_ref())?;
+        if self.points.len() > crate::server::live_metrics::MAX_BATCH {
+            return Err(ApiError::Invalid(format!(
+                "{} points in one request; at most {} are accepted",
+                self.points.len(),
+                crate::server::live_metrics::MAX_BATCH
+            )));
+        }
+        for p in &self.points {
+            at_most("points name", &p.name, MAX_NAME)?;
+        }
+    }
+    v1::GetStepMetricsRequest => |self| {
+        at_most("run_id", &self.run_id, MAX_NAME)?;
+        at_most("step", &self.step, MAX_INSTANCE)?;
+    }
 }
 
 #[cfg(test)]

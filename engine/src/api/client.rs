@@ -182,6 +182,13 @@ impl WeirClient for ClientApi {
         Ok(Response::new(v1::ListWorkersResponse { workers }))
     }
 
+    async fn get_step_metrics(
+        &self,
+        req: Request<v1::GetStepMetricsRequest>,
+    ) -> Result<Response<v1::GetStepMetricsResponse>, Status> {
+        super::live_metrics::get(&self.0, req)
+    }
+
     async fn list_models(
         &self,
         req: Request<v1::ListModelsRequest>,

@@ -9,6 +9,7 @@
 pub(crate) mod bounds;
 mod client;
 pub mod convert;
+mod live_metrics;
 pub mod status;
 pub(crate) mod transfer;
 mod worker;

@@ -109,6 +109,14 @@ impl WeirWorker for WorkerApi {
         Ok(Response::new(v1::HeartbeatResponse { stop }))
     }
 
+    async fn upload_metrics(
+        &self,
+        req: Request<v1::UploadMetricsRequest>,
+    ) -> Result<Response<v1::UploadMetricsResponse>, Status> {
+        let session = session(&req)?;
+        super::live_metrics::upload(&self.0, &session, req)
+    }
+
     async fn report(&self, req: Request<v1::ReportRequest>) -> Result<Response<v1::ReportResponse>, Status> {
         let session = session(&req);
         let r = bounded(req)?;

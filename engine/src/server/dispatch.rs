@@ -252,6 +252,13 @@ impl Engine {
         attempt: AttemptId,
         report: Report,
     ) -> Result<(), ApiError> {
+        // The last value of each live series counts as a metric too (`live_metrics`).
+        let report = match report {
+            Report::Succeeded { metrics, outputs } => {
+                Report::Succeeded { metrics: self.with_live_metrics(run, attempt, metrics)?, outputs }
+            }
+            report => report,
+        };
         let mut st = self.lock();
         self.worker_seen(&mut st, worker, session)?;
         check_holder(&st, worker, run, attempt)?;

@@ -24,6 +24,7 @@ pub(crate) mod core;
 pub(crate) mod dispatch;
 pub(crate) mod error;
 mod heal;
+pub(crate) mod live_metrics;
 pub(crate) mod logs;
 mod mlops;
 pub(crate) mod pipelines;

@@ -85,7 +85,8 @@ fn run_of(t: TreeId, key: &[u8]) -> Option<String> {
         | TreeId::EventSeq
         | TreeId::Logs
         | TreeId::Artifacts
-        | TreeId::Quarantine => key,
+        | TreeId::Quarantine
+        | TreeId::LiveMetrics => key,
         // digest (32 bytes) · run · instance
         TreeId::Producers | TreeId::Consumers => key.get(32..)?,
         _ => return None,

@@ -38,10 +38,11 @@ pub(super) enum TreeId {
     Consumers,
     Workers,
     RunsByTime,
+    LiveMetrics,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 18] = [
+    pub(super) const ALL: [TreeId; 19] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -60,6 +61,7 @@ impl TreeId {
         TreeId::Consumers,
         TreeId::Workers,
         TreeId::RunsByTime,
+        TreeId::LiveMetrics,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -82,6 +84,7 @@ impl TreeId {
             TreeId::Consumers => "consumers",
             TreeId::Workers => "workers",
             TreeId::RunsByTime => "runs_by_time",
+            TreeId::LiveMetrics => "live_metrics",
         }
     }
 

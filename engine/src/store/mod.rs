@@ -32,6 +32,7 @@
 //! | `model_events`      | model · seq u64 (from 1, dense)       | [`AliasEventRecord`]         |
 //! | `workers`           | worker id                             | [`WorkerRecord`] (see `workers`) |
 //! | `runs_by_time`      | created_at u64 · run                  | nothing (see `time_index`)   |
+//! | `live_metrics`      | run · instance u32 · attempt u32 · seq u64 | [`LivePoint`], at seq `u64::MAX` the attempt's [`LiveSummary`] (see `live_metrics`) |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -58,6 +59,7 @@ mod handle;
 mod keys;
 mod lineage;
 mod list;
+mod live_metrics;
 mod models;
 mod records;
 #[cfg(test)]
@@ -75,6 +77,7 @@ pub use export::Exported;
 pub use guard::is_no_space;
 pub use lineage::{Consumed, Indexed, Produced};
 pub use list::{Listed, RunFilter, RunPage};
+pub use live_metrics::{LivePoint, LiveSummary, Stored as LiveStored};
 pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
 pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
