@@ -1,7 +1,8 @@
 //! One leased attempt, from assignment to final report: fetch the bundle (a process step runs
 //! in its own copy of it, `attempts/<n>/src`, see [`crate::checkout`]), materialize the
 //! inputs under `attempts/<run>/<instance>.<number>/inputs`, report Started, run the step through
-//! the [`Runtime`] while its output is forwarded, then collect and upload the declared outputs,
+//! the [`Runtime`] while its output is forwarded and its live metrics file (`metrics/`,
+//! `$WEIR_METRICS`) tailed ([`super::live_metrics`]), then collect and upload the declared outputs,
 //! read `metrics.json`, and report how it ended. Every failure of the step or of its files becomes
 //! a Failed report with a reason; only a refused report or a stopping worker ends an attempt
 //! silently. The attempt's folder is removed afterwards, whatever happened.
@@ -20,6 +21,7 @@ use weir_proto::v1;
 use weir_proto::v1::report_request::Outcome as Report;
 
 use super::containers;
+use super::live_metrics;
 use super::logs;
 use super::session::{CallError, Key, Session, StopReason};
 use super::transfer::{self, Files, TransferError};
@@ -251,6 +253,9 @@ async fn attempt(
     let timeout = spec.timeout;
     let limits = spec.limits;
     let (tx, rx) = mpsc::channel(1024);
+    // The live metrics file is tailed until the step has ended, its notes in the step's log.
+    let metrics_file = spec.metrics_dir.as_ref().map(|d| d.join(crate::runtime::METRICS_FILE));
+    let (metrics_logs, step_done) = (tx.clone(), CancellationToken::new());
     let step: RunFuture<'_> = match (&ctx.docker, is_docker(a)) {
         (Some(docker), true) => {
             // Written before the container exists: a worker killed right after creating it finds
@@ -275,7 +280,18 @@ async fn attempt(
     // The start report travels while the step runs (a round trip less per step); it is
     // awaited before the outcome, so the engine always hears them in order.
     let started = ctx.session.report(key, crate::clock::wall(), Report::Started(v1::Started {}));
-    let (started, outcome, ()) = tokio::join!(started, step, logs::forward(&ctx.session, key, rx));
+    let step = async {
+        let outcome = step.await;
+        step_done.cancel();
+        outcome
+    };
+    let tail = async {
+        match metrics_file {
+            Some(file) => live_metrics::tail(&ctx.session, key, file, metrics_logs, step_done.clone()).await,
+            None => drop(metrics_logs),
+        }
+    };
+    let (started, outcome, (), ()) = tokio::join!(started, step, logs::forward(&ctx.session, key, rx), tail);
     started.map_err(Stop::Quiet)?;
     let outcome = outcome.map_err(runtime_stop)?;
     judge(ctx, key, a, &outputs_dir, outcome, timeout, &limits).await
@@ -408,8 +424,9 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     // without a bundle runs in its own attempt folder (which holds `outputs/` and nothing else).
     let inputs_dir = if a.inputs.is_empty() { ctx.no_inputs.clone() } else { dir.join("inputs") };
     let outputs_dir = dir.join("outputs");
+    let metrics_dir = dir.join("metrics");
     let make = {
-        let mut dirs = vec![outputs_dir.clone()];
+        let mut dirs = vec![outputs_dir.clone(), metrics_dir.clone()];
         if !a.inputs.is_empty() {
             dirs.push(inputs_dir.clone());
         }
@@ -465,6 +482,7 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     spec.limits = limits(a);
     spec.image = image;
     spec.capabilities = a.capabilities.as_ref().map(|c| c.names.clone());
+    spec.metrics_dir = Some(metrics_dir);
     Ok((spec, outputs_dir))
 }
 

@@ -10,7 +10,9 @@ mod containers;
 mod fence;
 mod gpus;
 mod host;
+mod live_metrics;
 mod logs;
+mod metrics_file;
 mod session;
 mod transfer;
 

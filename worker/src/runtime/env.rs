@@ -31,6 +31,16 @@ pub fn step_env(
     env
 }
 
+/// The name of the live metrics file in an attempt's metrics folder.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Sets `WEIR_METRICS` to `file`, the live metrics file as the step sees it, over anything the
+/// spec said (the worker tails that file and no other).
+pub fn set_metrics_file(env: &mut Vec<(String, String)>, file: &Path) {
+    env.retain(|(k, _)| k != "WEIR_METRICS");
+    env.push(("WEIR_METRICS".to_string(), file.display().to_string()));
+}
+
 /// Sets `CUDA_VISIBLE_DEVICES` to the GPUs assigned to a process step (`0,2`), and to the empty
 /// string when it was assigned none: CUDA then shows the step no device at all, so a step that
 /// asked for no GPU cannot take one another step holds just because it runs on a GPU host. Set

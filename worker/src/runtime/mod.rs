@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
 
 pub use docker::{DockerRuntime, Found, PIDS_LIMIT as DOCKER_PIDS_LIMIT, container_name};
-pub use env::{KEPT_VARS, set_visible_gpus, step_env};
+pub use env::{KEPT_VARS, METRICS_FILE, set_metrics_file, set_visible_gpus, step_env};
 pub use logs::MAX_LINE;
 pub use process::ProcessRuntime;
 
@@ -64,6 +64,10 @@ pub struct StepSpec {
     /// `weir_data::capabilities::SAFE`); `None` for its `DEFAULT`. The process runtime
     /// ignores it: a process step has the worker's own privileges.
     pub capabilities: Option<Vec<String>>,
+    /// A folder of the attempt's own where the step's live metrics file is
+    /// ([`METRICS_FILE`]): `WEIR_METRICS` names that file (in a container, as mounted at
+    /// `/weir/metrics`). `None`: no `WEIR_METRICS`.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 impl StepSpec {
@@ -82,6 +86,7 @@ impl StepSpec {
             gpus: Vec::new(),
             image: None,
             capabilities: None,
+            metrics_dir: None,
         }
     }
 }

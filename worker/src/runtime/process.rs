@@ -64,7 +64,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Action, Error, LogLine, Outcome, RunFuture, Runtime, StepSpec, Stream, logs, set_visible_gpus, step_env};
+use super::{
+    Action, Error, LogLine, Outcome, RunFuture, Runtime, StepSpec, Stream, logs, set_metrics_file, set_visible_gpus,
+    step_env,
+};
 
 mod reaper;
 mod session;
@@ -120,6 +123,9 @@ async fn run(
     let spawn_error = |source| Error::Spawn { program: argv[0].to_string(), workdir: spec.workdir.clone(), source };
     let mut env = step_env(std::env::vars(), &spec.env, &spec.inputs_dir, &spec.outputs_dir);
     set_visible_gpus(&mut env, &spec.gpus);
+    if let Some(dir) = &spec.metrics_dir {
+        set_metrics_file(&mut env, &dir.join(super::METRICS_FILE));
+    }
     let child = spawn::spawn(&argv, &env, &spec.workdir).map_err(spawn_error)?;
     let pgid = child.pid;
     let stdout = pipe_reader(child.stdout, std::process::ChildStdout::from, tokio::process::ChildStdout::from_std);

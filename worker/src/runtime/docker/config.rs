@@ -7,7 +7,7 @@
 //! namespace, `no-new-privileges`, every capability dropped but the step's set (the default set
 //! or the step's `capabilities:`, never one outside the safe set of
 //! `weir_data::capabilities`), at most [`PIDS_LIMIT`] processes and threads, and no
-//! mounts but the three folders of the step. The step runs as the worker's own uid:gid, so what it writes to `/weir/outputs`
+//! mounts but the folders of the step (bundle, inputs, outputs and its live metrics folder). The step runs as the worker's own uid:gid, so what it writes to `/weir/outputs`
 //! belongs on the host to the worker that uploads it (and a step gains no root by being in a
 //! container that the worker's user could not have).
 
@@ -18,7 +18,7 @@ use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, Mou
 
 use weir_data::capabilities;
 
-use crate::runtime::{Action, AttemptLabel, Error, StepSpec, step_env};
+use crate::runtime::{Action, AttemptLabel, Error, StepSpec, set_metrics_file, step_env};
 
 /// Where the pipeline bundle is mounted, read-only; the step's working directory.
 pub const SRC: &str = "/weir/src";
@@ -26,6 +26,8 @@ pub const SRC: &str = "/weir/src";
 pub const INPUTS: &str = "/weir/inputs";
 /// Where the step writes its outputs, read-write.
 pub const OUTPUTS: &str = "/weir/outputs";
+/// Where the attempt's live metrics folder is mounted, read-write (`WEIR_METRICS` is a file in it).
+pub const METRICS: &str = "/weir/metrics";
 
 /// Carried by every container weir starts, so that a worker finds its own after a restart (and
 /// never touches anyone else's).
@@ -114,6 +116,20 @@ fn host_path(path: &Path) -> Result<String, Error> {
     })
 }
 
+/// The step's folders: its bundle and inputs read-only, its outputs and live metrics folder
+/// read-write.
+fn mounts(spec: &StepSpec) -> Result<Vec<Mount>, Error> {
+    let mut mounts = vec![
+        bind(&spec.workdir, SRC, true)?,
+        bind(&spec.inputs_dir, INPUTS, true)?,
+        bind(&spec.outputs_dir, OUTPUTS, false)?,
+    ];
+    if let Some(dir) = &spec.metrics_dir {
+        mounts.push(bind(dir, METRICS, false)?);
+    }
+    Ok(mounts)
+}
+
 fn bind(source: &Path, target: &str, read_only: bool) -> Result<Mount, Error> {
     Ok(Mount {
         target: Some(target.to_string()),
@@ -143,7 +159,10 @@ pub fn kept_capabilities(spec: &StepSpec) -> Result<Vec<String>, Error> {
 pub fn create_body(spec: &StepSpec, image: &str, user: &str) -> Result<ContainerCreateBody, Error> {
     let cmd = command(&spec.action)?;
     // No worker variable at all: the image's own environment (PATH, HOME) rules in a container.
-    let env = step_env(std::iter::empty(), &spec.env, Path::new(INPUTS), Path::new(OUTPUTS));
+    let mut env = step_env(std::iter::empty(), &spec.env, Path::new(INPUTS), Path::new(OUTPUTS));
+    if spec.metrics_dir.is_some() {
+        set_metrics_file(&mut env, &Path::new(METRICS).join(crate::runtime::METRICS_FILE));
+    }
     let saturate = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let memory = spec.limits.memory_bytes.map(saturate);
     let gpus = (!spec.gpus.is_empty()).then(|| {
@@ -155,11 +174,7 @@ pub fn create_body(spec: &StepSpec, image: &str, user: &str) -> Result<Container
         }]
     });
     let host = HostConfig {
-        mounts: Some(vec![
-            bind(&spec.workdir, SRC, true)?,
-            bind(&spec.inputs_dir, INPUTS, true)?,
-            bind(&spec.outputs_dir, OUTPUTS, false)?,
-        ]),
+        mounts: Some(mounts(spec)?),
         nano_cpus: spec.limits.cpus_milli.map(|m| saturate(m.saturating_mul(1_000_000))),
         memory,
         // Equal to the memory limit: no swap, so a step over its limit is OOM-killed, not slowed.
