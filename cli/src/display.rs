@@ -6,6 +6,7 @@
 //! Unix epoch), and returns text. Nothing here reads the clock, the terminal or the network, so
 //! the tests compare exact strings; callers decide where the text goes and whether to colour it.
 
+pub mod live_metrics;
 pub mod tracking;
 
 use std::collections::{BTreeMap, HashMap};

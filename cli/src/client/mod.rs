@@ -11,12 +11,14 @@
 //! `conn` the connection, the token and status-to-exit mapping; `submit` the upload;
 //! `runs` everything about pipelines and runs once stored; `schedules` the cron schedules and
 //! backfills; `tracking` comparing runs, metrics across runs and lineage; `models` the model
-//! registry; `resume` runs left unfinished by a killed `weir run`, and `weir resume`.
+//! registry; `live_metrics` a step's live metrics (`weir metrics RUN STEP`); `resume` runs left
+//! unfinished by a killed `weir run`, and `weir resume`.
 
 pub(crate) mod artifacts;
 pub(crate) mod cache;
 pub(crate) mod conn;
 mod download;
+pub(crate) mod live_metrics;
 pub(crate) mod models;
 pub(crate) mod resume;
 pub(crate) mod runs;
@@ -302,25 +304,43 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Show one metric of a pipeline's steps across its runs, oldest first.
+    /// Show one metric of a pipeline across its runs (`weir metrics PIPELINE METRIC`), or the
+    /// live metrics of one step of a run (`weir metrics RUN STEP`).
     ///
-    /// A table (time, run, step, value; `(cached)` when a cached step reused it), then the
-    /// count, min, max, the latest value and its change from the one before, and a sparkline
-    /// when it fits. Metrics come from the `metrics.json` a step writes.
+    /// Two forms, told apart by the first argument: when it is the id of a run the server
+    /// knows (or --attempt or --json is given), it is `RUN STEP`; otherwise `PIPELINE METRIC`.
+    ///
+    /// `weir metrics PIPELINE METRIC`: a table (time, run, step, value; `(cached)` when a
+    /// cached step reused it), then the count, min, max, the latest value and its change from
+    /// the one before, and a sparkline when it fits. A step's metrics are the numbers of its
+    /// `metrics.json` and the last value of each series it wrote to `$WEIR_METRICS`.
+    ///
+    /// `weir metrics RUN STEP`: every series the step wrote to `$WEIR_METRICS` while it ran
+    /// (one JSON object a line, docs/step-contract.md), for its latest attempt or --attempt N:
+    /// per series its points, first, last, min and max value, then a sparkline each, and how
+    /// many lines were malformed or points refused past the bound per attempt. STEP is an
+    /// instance name (`train[lr=0.1]`) or a step's name when it has one instance.
     #[command(after_help = EXIT_CODES)]
     Metrics {
-        /// The pipeline's name.
-        #[arg(value_name = "PIPELINE")]
-        pipeline: String,
-        /// The metric's name as in metrics.json (`rmse`).
-        #[arg(value_name = "METRIC")]
-        metric: String,
-        /// Only this step (all its matrix instances) or one instance (`train[lr=0.1]`).
-        #[arg(long, value_name = "STEP")]
+        /// A pipeline's name (the `PIPELINE METRIC` form) or a run's id (`RUN STEP`).
+        #[arg(value_name = "PIPELINE|RUN")]
+        target: String,
+        /// After PIPELINE: the metric's name (`rmse`). After RUN: the step or instance name.
+        #[arg(value_name = "METRIC|STEP")]
+        name: String,
+        /// `PIPELINE METRIC` only: only this step (all its matrix instances) or one instance
+        /// (`train[lr=0.1]`).
+        #[arg(long, value_name = "STEP", conflicts_with_all = ["attempt", "json"])]
         step: Option<String>,
-        /// The most recent points to show.
+        /// `PIPELINE METRIC` only: the most recent points to show.
         #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
+        /// `RUN STEP` only: this attempt (from 1) instead of the latest.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        attempt: Option<u32>,
+        /// `RUN STEP` only: every point as a JSON object a line (name, value, step, time_ms).
+        #[arg(long)]
+        json: bool,
     },
     /// Show where an artifact came from: the step and run that made it, the artifacts that
     /// went in, theirs, and so on back to the ingested data; with --down, what it fed.
@@ -523,8 +543,14 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Runs { action: None, pipeline, states, trigger, limit } => {
             runs::runs(&mut connect(conn).await?, conn, pipeline, &states, trigger, limit).await
         }
-        Command::Metrics { pipeline, metric, step, limit } => {
-            tracking::metrics(&mut connect(conn).await?, conn, pipeline, metric, step, limit).await
+        Command::Metrics { target, name, step, limit, attempt, json } => {
+            let mut client = connect(conn).await?;
+            let run_form = attempt.is_some() || json || live_metrics::is_run(&mut client, conn, &target).await?;
+            if run_form {
+                live_metrics::show(&mut client, conn, &target, &name, attempt.unwrap_or(0), json).await
+            } else {
+                tracking::metrics(&mut client, conn, target, name, step, limit).await
+            }
         }
         Command::Lineage { target, down, depth } => {
             tracking::lineage(&mut connect(conn).await?, conn, target, down, depth).await
