@@ -118,8 +118,8 @@ mod tests {
         let text = step_metrics(&m, 80);
         assert!(text.starts_with("train attempt 2 of 2: 2 series, 4 points\n"), "{text}");
         assert!(text.contains("\nloss    3       0.9    0.2   0.2  0.9  3"), "{text}");
-        assert!(text.contains("\nloss  "), "a sparkline for the series with more than one point: {text}");
-        assert!(!text.contains("\nacc  "), "{text}");
+        assert!(text.contains("\nloss  █▄▁\n"), "a sparkline for the series with more than one point: {text}");
+        assert_eq!(text.lines().count(), 7, "none for a single point: {text}");
         assert!(text.contains("1 line of $WEIR_METRICS was not a metric point and was ignored"), "{text}");
         assert!(text.contains("4 points were refused past the bound of 10000 per attempt"), "{text}");
         assert_eq!(
