@@ -69,7 +69,7 @@ pub fn step_metrics(m: &GetStepMetricsResponse, width: usize) -> String {
     out
 }
 
-/// One JSON object a line: `{"name":"loss","value":0.31,"step":12,"time":"…"}`, series by
+/// One JSON object a line: `{"name":"loss","step":12,"time_ms":…,"value":0.31}`, series by
 /// series, each in the order written.
 pub fn json_lines(m: &GetStepMetricsResponse) -> String {
     let mut out = String::new();
@@ -124,8 +124,8 @@ mod tests {
         assert!(text.contains("4 points were refused past the bound of 10000 per attempt"), "{text}");
         assert_eq!(
             json_lines(&m),
-            "{\"name\":\"acc\",\"value\":0.5,\"step\":1}\n{\"name\":\"loss\",\"value\":0.9,\"step\":1}\n\
-             {\"name\":\"loss\",\"value\":0.5,\"step\":2}\n{\"name\":\"loss\",\"value\":0.2,\"step\":3}\n"
+            "{\"name\":\"acc\",\"step\":1,\"value\":0.5}\n{\"name\":\"loss\",\"step\":1,\"value\":0.9}\n\
+             {\"name\":\"loss\",\"step\":2,\"value\":0.5}\n{\"name\":\"loss\",\"step\":3,\"value\":0.2}\n"
         );
     }
 }
