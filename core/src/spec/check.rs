@@ -369,7 +369,6 @@ fn check_expr(
     let path = format!("steps.{}.{field}", d.step.name);
     let source = e.source().to_string();
     let mut ok = true;
-    let declares_metrics = |s: &Step| s.outputs.iter().any(|o| o == "metrics.json");
     for u in e.refs() {
         let needle: String = source.chars().skip(u.offset).take(u.len).collect();
         let span = cx.sub_span(node, u.offset, u.len, &needle);
@@ -408,15 +407,9 @@ fn check_expr(
                         format!("`metrics.{name}` is only known after the step ran, so `{field}` cannot use it"),
                         Some("use it in `gate`, or name an upstream step's metrics: `steps.STEP.metrics.NAME`".into()),
                     ))
-                } else if !declares_metrics(&d.step) {
-                    Some((
-                        format!(
-                            "`{path}` reads `metrics.{name}`, but step `{}` declares no `metrics.json` output",
-                            d.step.name
-                        ),
-                        Some("add `metrics.json` to `outputs`: its numbers become the step's metrics".into()),
-                    ))
                 } else {
+                    // Any step may report metrics: `metrics.json` or its live `$WEIR_METRICS`
+                    // series. One it never reported fails the gate when it is evaluated.
                     None
                 }
             }
@@ -435,9 +428,6 @@ fn check_expr(
                     ),
                     Some("select a value in a fan-in step and read that step's metrics".into()),
                 )),
-                Some(up) if !declares_metrics(&up.step) => {
-                    Some((format!("`{path}` reads metrics of `{step}`, which declares no `metrics.json` output"), None))
-                }
                 Some(_) => None,
             },
         };
