@@ -11,6 +11,12 @@ for the intercept, which is never penalised.
 Writes model.json (terms, weights, settings) and metrics.json (numbers only:
 rmse and r2 on the holdout, train_rmse, l2).
 
+While it works it streams a loss curve to $WEIR_METRICS (when set; one JSON line
+per epoch, `{"name": "loss", "value": ..., "step": epoch}`): --epochs of
+gradient descent on the same objective from zero weights, the training RMSE after
+each. The curve is a diagnostic that `weir metrics RUN STEP` and the web UI plot;
+the model is the closed-form solution either way.
+
 Usage: python3 steps/train.py --l2 0.0 --features linear|quadratic
 """
 import argparse
@@ -53,6 +59,21 @@ def rmse(w, xs, ys):
     return math.sqrt(sum((sum(a * b for a, b in zip(w, x)) - y) ** 2 for x, y in zip(xs, ys)) / len(ys))
 
 
+def loss_curve(xtx, xty, tx, ty, epochs):
+    """Gradient descent on the ridge objective from zero, one $WEIR_METRICS line per epoch."""
+    path = os.environ.get("WEIR_METRICS")
+    if not path or epochs <= 0:
+        return
+    k = len(xty)
+    rate = 1.0 / max(sum(xtx[i][i] for i in range(k)), 1e-12)  # trace >= largest eigenvalue
+    w = [0.0] * k
+    with open(path, "a", buffering=1) as out:
+        for epoch in range(1, epochs + 1):
+            grad = [sum(xtx[i][j] * w[j] for j in range(k)) - xty[i] for i in range(k)]
+            w = [wi - rate * g for wi, g in zip(w, grad)]
+            out.write(json.dumps({"name": "loss", "value": rmse(w, tx, ty), "step": epoch}) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--l2", type=float, required=True, help="ridge penalty (0 = ordinary least squares)")
@@ -62,6 +83,7 @@ def main():
     p.add_argument("--target", default="target", help="name of the target column")
     p.add_argument("--holdout", type=float, default=0.2, help="fraction held out for scoring")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/holdout shuffle")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the loss curve sent to $WEIR_METRICS")
     a = p.parse_args()
     if not (a.l2 >= 0 and math.isfinite(a.l2)):
         fail("--l2 must be a finite number >= 0, got %r" % a.l2)
@@ -101,6 +123,7 @@ def main():
     xtx = [[sum(x[i] * x[j] for x in tx) + (a.l2 if i == j and i > 0 else 0.0)
             for j in range(k)] for i in range(k)]
     xty = [sum(x[i] * y for x, y in zip(tx, ty)) for i in range(k)]
+    loss_curve(xtx, xty, tx, ty, a.epochs)
     w = solve(xtx, xty)
 
     hold_rmse = rmse(w, hx, hy)
