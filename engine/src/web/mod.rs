@@ -27,6 +27,7 @@ mod plot;
 mod prometheus;
 mod run;
 mod runs;
+mod series_plot;
 mod step;
 mod workers;
 

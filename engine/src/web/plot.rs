@@ -95,7 +95,7 @@ pub(crate) fn svg(points: &[PlotPoint]) -> (Markup, usize) {
 
 /// The range of `values`; a single value is widened by `pad` (with `relative`, by its tenth
 /// unless zero) so that a flat series sits in the middle.
-fn widen(values: impl Iterator<Item = f64>, pad: f64, relative: bool) -> (f64, f64) {
+pub(super) fn widen(values: impl Iterator<Item = f64>, pad: f64, relative: bool) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if hi > lo {
         return (lo, hi);
@@ -105,7 +105,7 @@ fn widen(values: impl Iterator<Item = f64>, pad: f64, relative: bool) -> (f64, f
 }
 
 /// About five round values covering `[lo, hi]`.
-fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+pub(super) fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     let raw = (hi - lo) / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| raw <= *s).unwrap_or(10.0 * mag);

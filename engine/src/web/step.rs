@@ -2,7 +2,8 @@
 //! download links, metrics, gate verdict, cache verdict, and its logs rendered server-side
 //! (ANSI colours via `ansi`, stderr marked, `?q=` keeping matching lines), with
 //! `logs.txt` (plain text, ANSI stripped) and `logs/events` (new lines as rendered HTML
-//! while the step runs). Data comes from `Engine::step_view`, `explain_cache` and `log_page`.
+//! while the step runs), and its live metric series as plots (`series_plot`). Data comes from
+//! `Engine::step_view`, `explain_cache`, `step_metrics` and `log_page`.
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -22,7 +23,7 @@ use weir_core::run::InstanceId;
 use super::auth::{Session, encode};
 use super::page::{self, badge, step_badge, time};
 use super::run::{segment, span, step_href};
-use super::{Web, WebError, ansi};
+use super::{Web, WebError, ansi, series_plot};
 use crate::server::error::ApiError;
 use crate::store::{LogChunk, LogCursor, Stream};
 
@@ -72,6 +73,8 @@ pub(crate) async fn show(
 ) -> Result<Response, WebError> {
     let v = web.engine.step_view(&id, &instance)?;
     let cache = web.engine.explain_cache(&id, &instance)?;
+    // None before the first attempt (there is nothing to show).
+    let live_metrics = web.engine.step_metrics(&id, &instance, 0).ok();
     let (logs, cut) = all_logs(&web, &id, v.index, MAX_CHUNKS)?;
     let now = web.engine.clock.now();
     let needle = q.q.to_lowercase();
@@ -159,6 +162,24 @@ pub(crate) async fn show(
         h2 { "Metrics" }
         @if v.step.metrics.is_empty() { p.muted { "None." } } @else {
             table #metrics { tbody { @for (k, val) in &v.step.metrics { tr { td { (k) } td.num { (val) } } } } }
+        }
+        @if let Some(m) = live_metrics.as_ref().filter(|m| !m.series.is_empty() || m.summary.malformed > 0) {
+            h2 { "Live metrics" }
+            p.muted { "Written to $WEIR_METRICS by attempt " (m.attempt) " of " (m.attempts) "; `weir metrics " (id) " " (instance) "` shows them too." }
+            @match m.summary.malformed {
+                0 => {},
+                1 => p.notice { "1 line of $WEIR_METRICS was not a metric point and was ignored (the log says why)." },
+                n => p.notice { (n) " lines of $WEIR_METRICS were not metric points and were ignored (the log says why)." },
+            }
+            @if m.summary.refused > 0 { p.notice { (m.summary.refused) " points were refused past the bound of " (m.limit) " per attempt." } }
+            div #live-metrics {
+                @for (name, points) in &m.series {
+                    figure.live-series {
+                        figcaption { code { (name) } " — " (points.len()) " points, last " (points.last().map_or(0.0, |p| p.value)) }
+                        (series_plot::svg(name, points))
+                    }
+                }
+            }
         }
         h2 { "Logs" }
         form.filters method="get" action=(base) {
