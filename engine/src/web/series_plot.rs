@@ -30,10 +30,10 @@ pub(crate) fn svg(name: &str, points: &[LivePoint]) -> Markup {
     // One slot kept for the last point.
     let every = if xy.len() > MAX_DRAWN { xy.len().div_ceil(MAX_DRAWN - 1) } else { 1 };
     let mut drawn: Vec<(f64, f64)> = xy.iter().copied().step_by(every).collect();
-    if let (Some(last), Some(shown)) = (xy.last(), drawn.last()) {
-        if last != shown {
-            drawn.push(*last);
-        }
+    if let (Some(last), Some(shown)) = (xy.last(), drawn.last())
+        && last != shown
+    {
+        drawn.push(*last);
     }
     let mut s = String::with_capacity(1024 + drawn.len() * 16);
     let _ = write!(
