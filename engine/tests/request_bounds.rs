@@ -176,6 +176,23 @@ async fn every_rpc_refuses_a_huge_id_with_a_short_invalid_argument() {
         "DownloadBundle digest",
         w.download_bundle(v1::DownloadBundleRequest { worker_id: "w".into(), digest: big() })
     );
+    let metrics = |worker_id: String, run_id: String, name: String| v1::UploadMetricsRequest {
+        worker_id,
+        attempt: attempt(run_id),
+        points: vec![v1::LiveMetricPoint { name, value: 1.0, ..Default::default() }],
+        malformed: 0,
+    };
+    call!("UploadMetrics worker_id", w.upload_metrics(metrics(big(), "r".into(), "loss".into())));
+    call!("UploadMetrics run_id", w.upload_metrics(metrics("w".into(), big(), "loss".into())));
+    call!("UploadMetrics points name", w.upload_metrics(metrics("w".into(), "r".into(), big())));
+    call!(
+        "GetStepMetrics run_id",
+        c.get_step_metrics(v1::GetStepMetricsRequest { run_id: big(), step: "s".into(), attempt: 0 })
+    );
+    call!(
+        "GetStepMetrics step",
+        c.get_step_metrics(v1::GetStepMetricsRequest { run_id: "r".into(), step: big(), attempt: 0 })
+    );
 
     for (what, result) in got {
         let status = result.err().unwrap_or_else(|| panic!("{what}: accepted a 70 KB value"));

@@ -113,8 +113,9 @@ impl WeirWorker for WorkerApi {
         &self,
         req: Request<v1::UploadMetricsRequest>,
     ) -> Result<Response<v1::UploadMetricsResponse>, Status> {
-        let session = session(&req)?;
-        super::live_metrics::upload(&self.0, &session, req)
+        let session = session(&req);
+        req.get_ref().check()?;
+        super::live_metrics::upload(&self.0, &session?, req)
     }
 
     async fn report(&self, req: Request<v1::ReportRequest>) -> Result<Response<v1::ReportResponse>, Status> {
