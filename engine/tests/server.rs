@@ -964,3 +964,63 @@ async fn a_lost_worker_back_under_its_identity_may_upload_its_old_attempts_logs(
     assert_eq!((steps[0].attempt, steps[0].state()), (2, v1::StepState::Leased));
     s.shutdown().await;
 }
+
+/// Live metrics are taken only from the worker that holds the live attempt, flushed before the
+/// answer, read back as series, and their last values join the success's `metrics.json`
+/// numbers (which win on a clash); once the attempt has ended, a late batch is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_metrics_come_from_the_holder_of_the_live_attempt_and_join_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.terms.lease_timeout = Duration::from_secs(30);
+    let s = server::start(cfg).await.unwrap();
+    let (mut c, mut a_w) = clients(&s).await;
+    submit(&mut c, "name: lm\nsteps:\n  train:\n    run: 'true'\n").await.unwrap();
+    let run = start(&mut c, "lm", &[]).await;
+    let a_id = register(&mut a_w).await;
+    let a = lease(&mut a_w, &a_id).await.unwrap();
+    a_w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &a_id, &a)).await.unwrap();
+    let batch = |worker: &str, points: &[(&str, f64, u64)]| v1::UploadMetricsRequest {
+        worker_id: worker.into(),
+        attempt: a.attempt.clone(),
+        points: points
+            .iter()
+            .map(|(n, v, s)| v1::LiveMetricPoint { name: n.to_string(), value: *v, step: Some(*s), time: None })
+            .collect(),
+        malformed: 1,
+    };
+    let got = a_w.upload_metrics(batch(&a_id, &[("loss", 0.9, 1), ("loss", 0.4, 2), ("acc", 0.5, 2)])).await;
+    assert_eq!(got.unwrap().into_inner().accepted, 3);
+
+    let (_, mut b_w) = clients(&s).await;
+    let b_id = register(&mut b_w).await;
+    let e = b_w.upload_metrics(batch(&b_id, &[("loss", 9.0, 3)])).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not leased to this worker"), "{e:?}");
+    let nan = a_w.upload_metrics(batch(&a_id, &[("loss", f64::NAN, 3)])).await.unwrap_err();
+    assert_eq!(nan.code(), Code::InvalidArgument, "{nan:?}");
+
+    a_w.report(outcome(ok(&[("acc", 1.0)], None), &a_id, &a)).await.unwrap();
+    let (_, steps) = run_state(&mut c, &run).await;
+    let metrics: std::collections::BTreeMap<_, _> = steps[0].metrics.clone().into_iter().collect();
+    assert_eq!(metrics, [("acc".to_string(), 1.0), ("loss".to_string(), 0.4)].into(), "metrics.json wins on acc");
+
+    let late = a_w.upload_metrics(batch(&a_id, &[("loss", 0.1, 3)])).await.unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+
+    let m = c
+        .get_step_metrics(v1::GetStepMetricsRequest { run_id: run.clone(), step: "train".into(), attempt: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((m.instance.as_str(), m.attempt, m.attempts, m.malformed, m.refused), ("train", 1, 1, 1, 0));
+    let series: Vec<(String, Vec<f64>)> =
+        m.series.iter().map(|s| (s.name.clone(), s.points.iter().map(|p| p.value).collect())).collect();
+    assert_eq!(series, [("acc".to_string(), vec![0.5]), ("loss".to_string(), vec![0.9, 0.4])]);
+    let none = c
+        .get_step_metrics(v1::GetStepMetricsRequest { run_id: run, step: "train".into(), attempt: 2 })
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), Code::NotFound, "{none:?}");
+    s.shutdown().await;
+}
