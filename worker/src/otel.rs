@@ -23,8 +23,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use weir_proto::v1;
-use weir_proto::v1::report_request::Outcome as Report;
 
 use crate::agent::Key;
 
@@ -51,6 +49,29 @@ impl Phase {
             Phase::UploadOutputs => "upload outputs",
         }
     }
+}
+
+/// How a traced attempt ended, as its report says (the agent converts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Succeeded,
+    Failed {
+        reason: String,
+        exit_code: Option<i32>,
+    },
+    /// Given back (the worker stopped, fenced itself): no outcome of the step's own.
+    Lost {
+        reason: String,
+    },
+    /// No report: the engine no longer wanted the attempt.
+    Unreported,
+}
+
+/// What the engine's assignment says of the attempt, for the phases' attributes.
+pub(crate) struct Attempt<'a> {
+    pub pipeline: &'a str,
+    pub step: &'a str,
+    pub instance: &'a str,
 }
 
 /// Why tracing could not start.
@@ -114,16 +135,16 @@ impl Tracer {
 
     /// Starts tracing attempt `key` under the span `traceparent` names (ignored when it is not a
     /// valid W3C `traceparent`).
-    pub(crate) fn begin(&self, key: &Key, traceparent: &str, a: &v1::Assignment) {
+    pub(crate) fn begin(&self, key: &Key, traceparent: &str, a: Attempt<'_>) {
         let Some((trace, parent)) = parse_traceparent(traceparent) else {
             tracing::debug!(attempt = %key, "ignoring an invalid traceparent");
             return;
         };
         let attributes = vec![
-            KeyValue::new("cicd.pipeline.name", a.pipeline.clone()),
+            KeyValue::new("cicd.pipeline.name", a.pipeline.to_string()),
             KeyValue::new("cicd.pipeline.run.id", key.run_id.clone()),
-            KeyValue::new("cicd.pipeline.task.name", a.step.clone()),
-            KeyValue::new("weir.step.instance", a.instance_name.clone()),
+            KeyValue::new("cicd.pipeline.task.name", a.step.to_string()),
+            KeyValue::new("weir.step.instance", a.instance.to_string()),
             KeyValue::new("weir.attempt", i64::from(key.number)),
         ];
         let open = Open { trace, parent, attributes, phases: Vec::new() };
@@ -151,7 +172,7 @@ impl Tracer {
 /// Times `phase` of attempt `key` until the guard drops; nothing when tracing is off.
 pub(crate) fn phase(tracer: &Option<Arc<Tracer>>, key: &Key, phase: Phase) -> Option<PhaseGuard> {
     let tracer = tracer.as_ref()?;
-    Some(PhaseGuard { tracer: tracer.clone(), key: key.clone(), phase, from: SystemTime::now() })
+    Some(PhaseGuard { tracer: tracer.clone(), key: key.clone(), phase, from: crate::clock::wall() })
 }
 
 /// Records its phase from its creation to its drop.
@@ -164,28 +185,28 @@ pub(crate) struct PhaseGuard {
 
 impl Drop for PhaseGuard {
     fn drop(&mut self) {
-        self.tracer.record(&self.key, self.phase, self.from, SystemTime::now());
+        self.tracer.record(&self.key, self.phase, self.from, crate::clock::wall());
     }
 }
 
 /// Ends the tracing of attempt `key` with the report it ends with (`None`: it ended without
 /// one) and exports its phase spans.
-pub(crate) fn finish(tracer: &Option<Arc<Tracer>>, key: &Key, ended: Option<&Report>) {
+pub(crate) fn finish(tracer: &Option<Arc<Tracer>>, key: &Key, ended: Ended) {
     let Some(tracer) = tracer else { return };
     let Some(open) = tracer.open.lock().unwrap_or_else(|p| p.into_inner()).remove(key) else { return };
-    let spans = spans(key, open, ended);
+    let spans = spans(key, open, &ended);
     if let Some(tx) = tracer.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         let _ = tx.send(spans);
     }
 }
 
-fn spans(key: &Key, open: Open, ended: Option<&Report>) -> Vec<SpanData> {
+fn spans(key: &Key, open: Open, ended: &Ended) -> Vec<SpanData> {
     let last = open.phases.len().saturating_sub(1);
     let (exit_code, failure) = match ended {
-        Some(Report::Succeeded(_)) => (Some(0), None),
-        Some(Report::Failed(f)) => (f.exit_code, Some(f.reason.clone())),
-        Some(Report::Lost(l)) => (None, Some(l.reason.clone())),
-        Some(Report::Started(_)) | None => (None, None),
+        Ended::Succeeded => (Some(0), None),
+        Ended::Failed { reason, exit_code } => (*exit_code, Some(reason.clone())),
+        Ended::Lost { reason } => (None, Some(reason.clone())),
+        Ended::Unreported => (None, None),
     };
     open.phases
         .iter()
@@ -281,8 +302,8 @@ mod tests {
             attributes: Vec::new(),
             phases: vec![(Phase::FetchBundle, at, at), (Phase::Run, at, at + Duration::from_secs(1))],
         };
-        let failed = Report::Failed(v1::Failed { reason: "exit code 3".into(), exit_code: Some(3), permanent: false });
-        let spans = spans(&key, open, Some(&failed));
+        let failed = Ended::Failed { reason: "exit code 3".into(), exit_code: Some(3) };
+        let spans = spans(&key, open, &failed);
         assert_eq!(spans.len(), 2);
         assert!(spans.iter().all(|s| s.parent_span_id == parent && s.span_context.trace_id() == trace));
         assert_ne!(spans[0].span_context.span_id(), spans[1].span_context.span_id());

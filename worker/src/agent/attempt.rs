@@ -139,7 +139,9 @@ async fn conclude(ctx: Arc<Context>, key: Key, assignment: &v1::Assignment, dir:
         Some(_) if ctx.session.stop_reason(&key) == Some(StopReason::Fenced) => Some(fenced()),
         ended => ended,
     };
-    otel::finish(&ctx.otel, &key, ended.as_ref());
+    if ctx.otel.is_some() {
+        otel::finish(&ctx.otel, &key, traced_end(ended.as_ref()));
+    }
     while let Some(report) = ended.take() {
         let success = matches!(report, Report::Succeeded(_));
         match ctx.session.report(&key, crate::clock::wall(), report).await {
@@ -232,6 +234,16 @@ fn empty_folder(dir: &Path) -> bool {
     std::fs::read_dir(dir.join("outputs")).is_ok_and(|mut d| d.next().is_none())
         && std::fs::read_dir(dir)
             .is_ok_and(|d| d.flatten().all(|e| e.file_name() == "outputs" || e.file_name() == "src"))
+}
+
+/// A report as the worker's tracing sees it.
+fn traced_end(report: Option<&Report>) -> otel::Ended {
+    match report {
+        Some(Report::Succeeded(_)) => otel::Ended::Succeeded,
+        Some(Report::Failed(f)) => otel::Ended::Failed { reason: f.reason.clone(), exit_code: f.exit_code },
+        Some(Report::Lost(l)) => otel::Ended::Lost { reason: l.reason.clone() },
+        Some(Report::Started(_)) | None => otel::Ended::Unreported,
+    }
 }
 
 fn failed(reason: String, exit_code: Option<i32>) -> Report {

@@ -396,7 +396,8 @@ async fn lease_loop(
             continue;
         };
         if let (Some(tracer), Some(traceparent)) = (&ctx.otel, traceparent) {
-            tracer.begin(&key, &traceparent, &assignment);
+            let (pipeline, step, instance) = (&assignment.pipeline, &assignment.step, &assignment.instance_name);
+            tracer.begin(&key, &traceparent, crate::otel::Attempt { pipeline, step, instance });
         }
         let ctx = ctx.clone();
         // A plain task, not spawn_blocking: the process runtime's parent-death signal follows
