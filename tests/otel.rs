@@ -326,3 +326,36 @@ async fn a_run_is_one_trace_across_engine_worker_and_a_restart() {
     assert!(spans.iter().any(|g| g.span.name == "run" && g.parent() == hold.id()));
     serve.abort();
 }
+
+/// `weir run --otlp-endpoint`: the engine and the worker it embeds both export, and what they
+/// hold at the end (the run span, the last phases) is sent before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_run_exports_everything_before_it_exits() {
+    let (weir, _) = weir_tests::binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = format!("http://{}", listener.local_addr().unwrap());
+    let serve = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, "name: local\nsteps:\n  only:\n    run: echo hi\n").unwrap();
+    let mut run = Command::new(&weir);
+    run.arg("run").arg(&file).arg("--data-dir").arg(dir.path().join("data")).args(["--otlp-endpoint", &otlp]);
+    let out = tokio::task::spawn_blocking(move || run.output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "weir run failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Exited: whatever was not sent by now never will be.
+    let spans = receiver.spans();
+    let root = one(&spans, "run span", |g| g.span.name == "run local");
+    assert_eq!(root.attr("cicd.pipeline.result").as_deref(), Some("success"));
+    let step = one(&spans, "step span", |g| g.span.name == "step only");
+    let attempt = one(&spans, "attempt span", |g| g.span.name == "attempt only");
+    let phase = one(&spans, "run phase", |g| g.span.name == "run");
+    assert_eq!((step.parent(), attempt.parent(), phase.parent()), (root.id(), step.id(), attempt.id()));
+    assert_eq!(phase.service, "weir-worker");
+    assert!(spans.iter().all(|g| g.trace() == root.trace()), "{}", names(&spans));
+    serve.abort();
+}
