@@ -17,6 +17,7 @@
 //! the moment between a flush and a crash of the engine.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -31,7 +32,7 @@ use weir_core::run::{InstanceId, Millis, RunState, StepState};
 
 use crate::metrics::Metered;
 use crate::server::Engine;
-use crate::server::run_view::AttemptView;
+use crate::server::run_view::{AttemptView, fold_attempts};
 use crate::store::{RunRecord, StepRecord};
 
 /// The `service.name` of the engine's spans.
@@ -119,9 +120,9 @@ async fn export_loop(
 ) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 512).await > 0 {
-        let spans: Vec<SpanData> = {
+        let spans = {
             let Some(engine) = engine.upgrade() else { return };
-            batch.drain(..).flat_map(|ended| spans_of(&engine, &ended)).collect()
+            spans_of(&engine, std::mem::take(&mut batch))
         };
         if spans.is_empty() {
             continue;
@@ -135,28 +136,56 @@ async fn export_loop(
     }
 }
 
-/// The spans of what ended, from the store; none when its records cannot be read (logged).
-fn spans_of(engine: &Engine, ended: &Ended) -> Vec<SpanData> {
-    let built = match ended {
-        Ended::Run { run } => engine
-            .store
-            .run(run)
-            .map_err(crate::server::ApiError::from)
-            .map(|record| record.and_then(|r| run_span(&r)).into_iter().collect::<Vec<_>>()),
-        Ended::Step { run, instance } => step_spans_of(engine, run, *instance),
-    };
-    built.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, ?ended, "cannot read what a span is built from; it is not exported");
-        Vec::new()
-    })
+/// The spans of what ended, from the store, reading each run's events once per batch (a step's
+/// attempts are in its run's events: one scan per ended step would grow with the square of a
+/// big run). A run whose records cannot be read gets none (logged).
+fn spans_of(engine: &Engine, ended: Vec<Ended>) -> Vec<SpanData> {
+    let mut runs: BTreeMap<String, (BTreeSet<InstanceId>, bool)> = BTreeMap::new();
+    for e in ended {
+        match e {
+            Ended::Step { run, instance } => {
+                runs.entry(run).or_default().0.insert(instance);
+            }
+            Ended::Run { run } => runs.entry(run).or_default().1 = true,
+        }
+    }
+    let mut out = Vec::new();
+    for (run, (instances, finished)) in runs {
+        match spans_of_run(engine, &run, &instances, finished) {
+            Ok(spans) => out.extend(spans),
+            Err(e) => tracing::warn!(run, error = %e, "cannot read what spans are built from; they are not exported"),
+        }
+    }
+    out
 }
 
-fn step_spans_of(engine: &Engine, run: &str, instance: InstanceId) -> Result<Vec<SpanData>, crate::server::ApiError> {
-    let (Some(record), Some(step)) = (engine.store.run(run)?, engine.store.step(run, instance)?) else {
-        return Ok(Vec::new());
-    };
-    let attempts = engine.attempts(run, instance)?;
-    Ok(step_spans(&record, instance, &step, &attempts))
+fn spans_of_run(
+    engine: &Engine,
+    run: &str,
+    instances: &BTreeSet<InstanceId>,
+    finished: bool,
+) -> Result<Vec<SpanData>, crate::server::ApiError> {
+    let Some(record) = engine.store.run(run)? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    if !instances.is_empty() {
+        let mut attempts: Vec<Vec<AttemptView>> = vec![Vec::new(); instances.len()];
+        for item in engine.store.events(run, 0)? {
+            let (_, ev) = item?;
+            for (found, i) in attempts.iter_mut().zip(instances) {
+                fold_attempts(found, *i, &ev);
+            }
+        }
+        for (mut found, i) in attempts.into_iter().zip(instances) {
+            found.sort_by_key(|a| a.number);
+            if let Some(step) = engine.store.step(run, *i)? {
+                out.extend(step_spans(&record, *i, &step, &found));
+            }
+        }
+    }
+    if finished {
+        out.extend(run_span(&record));
+    }
+    Ok(out)
 }
 
 /// Deterministic trace and span ids: BLAKE3 of what the span stands for, so the same run gets

@@ -122,10 +122,17 @@ impl Tracer {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<SpanData>>();
         let task = tokio::spawn(async move {
             let mut batches = Vec::new();
+            // A collector that is down fails every export: one line per minute, with a count.
+            let (mut warned, mut failed) = (None::<tokio::time::Instant>, 0u64);
             while rx.recv_many(&mut batches, 64).await > 0 {
                 let spans: Vec<SpanData> = batches.drain(..).flatten().collect();
                 if let Err(e) = exporter.export(spans).await {
-                    tracing::warn!(error = %e, "cannot export traces; they are dropped");
+                    failed += 1;
+                    let now = crate::clock::instant();
+                    if warned.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(60)) {
+                        tracing::warn!(error = %e, failed, "cannot export traces; they are dropped");
+                        (warned, failed) = (Some(now), 0);
+                    }
                 }
             }
         });
