@@ -17,7 +17,7 @@
 //! the moment between a flush and a crash of the engine.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -33,7 +33,7 @@ use weir_core::run::{InstanceId, Millis, RunState, StepState};
 use crate::metrics::Metered;
 use crate::server::Engine;
 use crate::server::run_view::{AttemptView, fold_attempts};
-use crate::store::{RunRecord, StepRecord};
+use crate::store::{Change, RunRecord, StepRecord};
 
 /// The `service.name` of the engine's spans.
 pub const SERVICE_NAME: &str = "weir-engine";
@@ -118,11 +118,11 @@ async fn export_loop(
     engine: Weak<Engine>,
     exporter: opentelemetry_otlp::SpanExporter,
 ) {
-    let mut batch = Vec::new();
+    let (mut batch, mut seen) = (Vec::new(), HashMap::new());
     while rx.recv_many(&mut batch, 512).await > 0 {
         let spans = {
             let Some(engine) = engine.upgrade() else { return };
-            spans_of(&engine, std::mem::take(&mut batch))
+            spans_of(&engine, std::mem::take(&mut batch), &mut seen)
         };
         if spans.is_empty() {
             continue;
@@ -136,10 +136,18 @@ async fn export_loop(
     }
 }
 
-/// The spans of what ended, from the store, reading each run's events once per batch (a step's
-/// attempts are in its run's events: one scan per ended step would grow with the square of a
-/// big run). A run whose records cannot be read gets none (logged).
-fn spans_of(engine: &Engine, ended: Vec<Ended>) -> Vec<SpanData> {
+/// What the exporting task has read of a live run's events: up to which sequence number, and
+/// the attempts found so far of the instances not yet traced. Each event is read once, so a big
+/// run's spans cost what its events do (a scan per ended step would grow with its square).
+#[derive(Default)]
+struct Seen {
+    after: u64,
+    attempts: HashMap<InstanceId, Vec<AttemptView>>,
+}
+
+/// The spans of what ended, from the store. A run whose records cannot be read gets none
+/// (logged).
+fn spans_of(engine: &Engine, ended: Vec<Ended>, seen: &mut HashMap<String, Seen>) -> Vec<SpanData> {
     let mut runs: BTreeMap<String, (BTreeSet<InstanceId>, bool)> = BTreeMap::new();
     for e in ended {
         match e {
@@ -151,9 +159,13 @@ fn spans_of(engine: &Engine, ended: Vec<Ended>) -> Vec<SpanData> {
     }
     let mut out = Vec::new();
     for (run, (instances, finished)) in runs {
-        match spans_of_run(engine, &run, &instances, finished) {
+        let read = spans_of_run(engine, &run, &instances, finished, seen.entry(run.clone()).or_default());
+        match read {
             Ok(spans) => out.extend(spans),
             Err(e) => tracing::warn!(run, error = %e, "cannot read what spans are built from; they are not exported"),
+        }
+        if finished {
+            seen.remove(&run);
         }
     }
     out
@@ -164,18 +176,26 @@ fn spans_of_run(
     run: &str,
     instances: &BTreeSet<InstanceId>,
     finished: bool,
+    seen: &mut Seen,
 ) -> Result<Vec<SpanData>, crate::server::ApiError> {
     let Some(record) = engine.store.run(run)? else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     if !instances.is_empty() {
-        let mut attempts: Vec<Vec<AttemptView>> = vec![Vec::new(); instances.len()];
-        for item in engine.store.events(run, 0)? {
-            let (_, ev) = item?;
-            for (found, i) in attempts.iter_mut().zip(instances) {
-                fold_attempts(found, *i, &ev);
+        for item in engine.store.events(run, seen.after)? {
+            let (seq, ev) = item?;
+            seen.after = seq;
+            let mut touched: BTreeSet<InstanceId> = ev.event.attempt().map(|a| a.instance).into_iter().collect();
+            for change in &ev.changes {
+                if let Change::Step { instance, .. } = change {
+                    touched.insert(InstanceId(*instance));
+                }
+            }
+            for i in touched {
+                fold_attempts(seen.attempts.entry(i).or_default(), i, &ev);
             }
         }
-        for (mut found, i) in attempts.into_iter().zip(instances) {
+        for i in instances {
+            let mut found = seen.attempts.remove(i).unwrap_or_default();
             found.sort_by_key(|a| a.number);
             if let Some(step) = engine.store.step(run, *i)? {
                 out.extend(step_spans(&record, *i, &step, &found));
