@@ -359,3 +359,61 @@ async fn weir_run_exports_everything_before_it_exits() {
     assert!(spans.iter().all(|g| g.trace() == root.trace()), "{}", names(&spans));
     serve.abort();
 }
+
+/// Tracing is the engine's to start: a worker with `--otlp-endpoint` under an engine without one
+/// gets no `traceparent` with its leases and exports nothing, checked once the worker has
+/// exited (it sends what it holds before it exits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_traces_nothing_when_its_engine_does_not() {
+    let (weir, worker_bin) = weir_tests::binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = format!("http://{}", listener.local_addr().unwrap());
+    let serve = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut engine = Command::new(&weir)
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("WEIR_OTLP_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(engine.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let _engine = Kill(engine);
+    let mut worker = Command::new(&worker_bin)
+        .args(["--engine", &url, "--capacity", "1", "--docker", "off", "--gpus", "none"])
+        .args(["--otlp-endpoint", &otlp])
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let folder = dir.path().join("pipeline");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("pipeline.yaml"), "name: quiet\nsteps:\n  a:\n    run: echo a\n").unwrap();
+    let (w, u, f) = (weir.clone(), url.clone(), folder.display().to_string());
+    tokio::task::spawn_blocking(move || {
+        cli(&w, &u, &["submit", &f]);
+        cli(&w, &u, &["start", "quiet", "--watch"]);
+    })
+    .await
+    .unwrap();
+    // SIGTERM: the worker stops cleanly, sending whatever spans it held first.
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || worker.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the worker did not stop cleanly: {status}");
+    assert!(receiver.spans().is_empty(), "spans without an engine trace:\n{}", names(&receiver.spans()));
+    serve.abort();
+}

@@ -36,7 +36,8 @@ Exit status:
      more than this machine's worker offers (gpus: 1 without a GPU, runs_on labels, docker):
      the run is cancelled at once with the reason rather than left waiting
   2  invalid: the pipeline file or a parameter has problems, or usage error
-  3  the embedded engine could not start (data folder in use by another weir, disk error)
+  3  the embedded engine could not start (data folder in use by another weir, disk error, an
+     --otlp-endpoint that is not an http:// URL)
   130  interrupted twice (Ctrl-C): stopped waiting while the run was being cancelled";
 
 /// The lease timeout of the engine in this process: one process, so a worker cannot be lost

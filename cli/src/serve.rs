@@ -16,7 +16,7 @@ Exit status:
   0  stopped by Ctrl-C or SIGTERM
   1  could not start (data folder in use, address taken, unsafe listen address, a bad token
      file: a duplicate or unknown line, one token for clients and workers, a token shorter
-     than 32 characters off loopback)
+     than 32 characters off loopback, an --otlp-endpoint that is not an http:// URL)
   2  usage error";
 
 #[derive(Args, Debug)]

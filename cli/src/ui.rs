@@ -25,7 +25,7 @@ pub const UI_EXIT_CODES: &str = "\
 Exit status:
   0  stopped by Ctrl-C
   3  the engine could not start (data folder in use by another weir, address taken, an
-     address off loopback)";
+     address off loopback, an --otlp-endpoint that is not an http:// URL)";
 
 #[derive(Args, Debug)]
 pub struct UiArgs {

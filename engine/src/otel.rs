@@ -11,8 +11,8 @@
 //! any state. The run span is the root, step spans its children, attempt spans the steps'
 //! children; the worker's phase spans hang under the attempt spans.
 //!
-//! Building reads the store outside every request path, on this module's own task, which also
-//! owns the exporter (the OTLP exporter must not be called concurrently). An export that fails
+//! Building reads the store outside every request path, on this module's own task (each of a
+//! live run's events once: it keeps a cursor per run, see [`Seen`]), which also owns the exporter (the OTLP exporter must not be called concurrently). An export that fails
 //! is logged (rate-limited) and dropped: traces never hold up a run. Not exported: what ended in
 //! the moment between a flush and a crash of the engine.
 
@@ -46,6 +46,17 @@ pub struct Error {
     reason: String,
 }
 
+/// Whether `endpoint` can be exported to: an `http(s)://` URL with a host. Checked before the
+/// server opens its data folder.
+pub(crate) fn check(endpoint: &str) -> Result<(), Error> {
+    let error = |reason: String| Error { endpoint: endpoint.to_string(), reason };
+    let uri: tonic::transport::Uri = endpoint.parse().map_err(|e| error(format!("not a URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(error("not an http:// URL with a host".to_string()));
+    }
+    Ok(())
+}
+
 /// What ended and can be traced now that it is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Ended {
@@ -65,11 +76,8 @@ impl Otel {
     /// Starts exporting to `endpoint` (OTLP over gRPC) on the current tokio runtime. The
     /// connection is lazy: an endpoint that does not answer costs failed exports, never a start.
     pub(crate) fn start(endpoint: &str, engine: Weak<Engine>) -> Result<Otel, Error> {
+        check(endpoint)?;
         let error = |reason: String| Error { endpoint: endpoint.to_string(), reason };
-        let uri: tonic::transport::Uri = endpoint.parse().map_err(|e| error(format!("not a URL: {e}")))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(error("not an http:// URL with a host".to_string()));
-        }
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)

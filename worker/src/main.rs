@@ -48,7 +48,8 @@ Exit codes:
   0  stopped by Ctrl-C or SIGTERM
   1  fatal error: the engine refused the token or the worker, the work folder is unusable, or
      --docker on without an answering Docker engine
-  2  usage error: bad arguments, unreadable token file";
+  2  usage error: bad arguments, unreadable token file, an --otlp-endpoint that is not an
+     http:// URL";
 
 /// Runs weir pipeline steps leased by a weir engine.
 #[derive(Parser, Debug)]

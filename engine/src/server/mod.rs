@@ -234,6 +234,9 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             return Err(StartError::WeakToken(config.listen));
         }
     }
+    if let Some(endpoint) = &config.otlp_endpoint {
+        crate::otel::check(endpoint)?;
+    }
     let db_dir = config.data_dir.join("db");
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Store(crate::store::Error::Io(source)))?;
     let store = crate::store::Store::open(&db_dir)?;
