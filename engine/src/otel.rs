@@ -422,6 +422,72 @@ fn error_type(reason: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The exporting task's cursor: spans built batch by batch as steps end (each event read
+    /// once) equal those built in one go from the whole history, as after a restart.
+    #[test]
+    fn spans_built_batch_by_batch_equal_those_built_at_once() {
+        use crate::server::dispatch::Report;
+        use weir_core::placement::{Offer, Usage};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("db")).unwrap();
+        let blobs = weir_data::artifact::Store::open(&dir.path().join("artifacts")).unwrap();
+        let terms = crate::server::Terms {
+            lease_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            max_wait: Duration::from_secs(1),
+        };
+        let e = Engine::new(store, blobs, terms, crate::clock::Clock::at(Millis(1_799_999_200_000)));
+        let yaml = "name: p\nsteps:\n  a:\n    run: 'true'\n  b:\n    needs: [a]\n    run: 'false'\n";
+        let version = crate::store::PipelineVersion {
+            name: "p".into(),
+            yaml: yaml.into(),
+            bundle_digest: None,
+            submitted_at: Millis(1_799_999_200_000),
+            file: None,
+        };
+        e.store.put_pipeline_version("v1", &version).unwrap();
+        let run =
+            e.create_run(&mut e.lock(), "v1", &[], crate::store::Trigger::Manual { user: None }, false, None).unwrap();
+        e.commit().unwrap();
+        let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
+        let offer =
+            Offer { labels: Default::default(), total, runtimes: vec![weir_core::spec::Runtime::Process], capacity: 0 };
+        let (worker, session) = e.register("w", offer, None).unwrap();
+        let step = |report: Report| {
+            let a = e.try_lease(&worker).unwrap().expect("an attempt is ready");
+            e.commit().unwrap();
+            e.report(&worker, &session, &run, a.attempt, Report::Started).unwrap();
+            e.report(&worker, &session, &run, a.attempt, report).unwrap();
+            a.attempt.instance
+        };
+        let mut seen = HashMap::new();
+        let a = step(Report::Succeeded { metrics: Default::default(), outputs: Default::default() });
+        let first = spans_of(&e, vec![Ended::Step { run: run.clone(), instance: a }], &mut seen);
+        let b = step(Report::Failed { reason: "exit code 1".into(), permanent: false });
+        let ended = vec![Ended::Step { run: run.clone(), instance: b }, Ended::Run { run: run.clone() }];
+        let second = spans_of(&e, ended.clone(), &mut seen);
+        assert!(seen.is_empty(), "a finished run's cursor is dropped");
+        let at_once =
+            spans_of(&e, [vec![Ended::Step { run: run.clone(), instance: a }], ended].concat(), &mut HashMap::new());
+        let show = |spans: &[SpanData]| {
+            let mut v: Vec<String> = spans
+                .iter()
+                .map(|s| format!("{} {:?} {:?} {:?}", s.name, s.span_context.span_id(), s.attributes, s.status))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(first.len(), 2, "step a and its attempt");
+        assert_eq!(second.len(), 3, "step b, its attempt and the run");
+        assert_eq!(show(&[first, second].concat()), show(&at_once));
+        assert!(
+            at_once
+                .iter()
+                .any(|s| s.name == "attempt b"
+                    && s.attributes.contains(&KeyValue::new("cicd.worker.id", worker.clone())))
+        );
+    }
+
     #[test]
     fn ids_are_stable_distinct_and_valid() {
         assert_eq!(ids::trace("r1"), ids::trace("r1"));
