@@ -36,7 +36,8 @@ Exit status:
      more than this machine's worker offers (gpus: 1 without a GPU, runs_on labels, docker):
      the run is cancelled at once with the reason rather than left waiting
   2  invalid: the pipeline file or a parameter has problems, or usage error
-  3  the embedded engine could not start (data folder in use by another weir, disk error)
+  3  the embedded engine could not start (data folder in use by another weir, disk error, an
+     --otlp-endpoint that is not an http:// URL)
   130  interrupted twice (Ctrl-C): stopped waiting while the run was being cancelled";
 
 /// The lease timeout of the engine in this process: one process, so a worker cannot be lost
@@ -89,6 +90,8 @@ pub struct RunArgs {
     /// after it ends until Ctrl-C, so the run's graph, logs and metrics can be watched live.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::ui::DEFAULT_UI)]
     ui: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    otlp: crate::otlp::OtlpArgs,
 }
 
 /// `key=value`, as `weir-worker --labels` takes them.
@@ -137,10 +140,19 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
         eprintln!("error: --ui {listen}: the web UI of `weir run` serves loopback only (it has no tokens)");
         return ExitCode::from(2);
     }
-    let server = match server::start(local_config(&args.data_dir, listen)).await {
+    let mut config = local_config(&args.data_dir, listen);
+    config.otlp_endpoint = args.otlp.endpoint();
+    let server = match server::start(config).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot start the embedded engine: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let tracer = match args.otlp.worker_tracer() {
+        Ok(tracer) => tracer,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::from(3);
         }
     };
@@ -156,7 +168,7 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
     // Docker steps run when a Docker engine answers; without one the engine shows them waiting
     // for a worker that runs docker steps.
     agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
-    let agent = tokio::spawn(Agent::new(agent_config).run(shutdown.clone()));
+    let agent = tokio::spawn(crate::otlp::run_agent(Agent::new(agent_config), tracer, shutdown.clone()));
 
     let conn = ConnArgs {
         server: server.url(),

@@ -11,6 +11,7 @@ mod client;
 mod display;
 mod local;
 mod offline;
+mod otlp;
 mod serve;
 mod source;
 mod store;

@@ -16,7 +16,7 @@ Exit status:
   0  stopped by Ctrl-C or SIGTERM
   1  could not start (data folder in use, address taken, unsafe listen address, a bad token
      file: a duplicate or unknown line, one token for clients and workers, a token shorter
-     than 32 characters off loopback)
+     than 32 characters off loopback, an --otlp-endpoint that is not an http:// URL)
   2  usage error";
 
 #[derive(Args, Debug)]
@@ -38,6 +38,8 @@ pub struct ServerArgs {
     /// A worker silent this long is lost and its steps run again elsewhere (e.g. 30s, 2m).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     lease_timeout: Duration,
+    #[command(flatten)]
+    otlp: crate::otlp::OtlpArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -56,6 +58,7 @@ pub fn read_tokens(path: &Path, listen: SocketAddr) -> Result<(String, String), 
 pub fn run(args: ServerArgs) -> ExitCode {
     let mut config = ServerConfig::new(&args.data_dir, args.listen);
     config.insecure = args.insecure;
+    config.otlp_endpoint = args.otlp.endpoint();
     config.terms.lease_timeout = args.lease_timeout;
     config.terms.heartbeat_interval = (args.lease_timeout / 6).max(Duration::from_millis(100));
     if let Some(path) = &args.token_file {

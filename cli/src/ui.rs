@@ -25,7 +25,7 @@ pub const UI_EXIT_CODES: &str = "\
 Exit status:
   0  stopped by Ctrl-C
   3  the engine could not start (data folder in use by another weir, address taken, an
-     address off loopback)";
+     address off loopback, an --otlp-endpoint that is not an http:// URL)";
 
 #[derive(Args, Debug)]
 pub struct UiArgs {
@@ -39,6 +39,8 @@ pub struct UiArgs {
     /// number of cores); 0 starts no worker (browse only).
     #[arg(long, value_name = "N")]
     workers: Option<u32>,
+    #[command(flatten)]
+    otlp: crate::otlp::OtlpArgs,
 }
 
 pub fn run(args: UiArgs) -> ExitCode {
@@ -61,7 +63,9 @@ pub fn run(args: UiArgs) -> ExitCode {
 
 async fn serve(args: UiArgs) -> ExitCode {
     let mut signals = crate::serve::Signals::install();
-    let server = match server::start(local_config(&args.data_dir, args.listen)).await {
+    let mut config = local_config(&args.data_dir, args.listen);
+    config.otlp_endpoint = args.otlp.endpoint();
+    let server = match server::start(config).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot start the engine on {}: {e}", args.data_dir.display());
@@ -79,7 +83,14 @@ async fn serve(args: UiArgs) -> ExitCode {
         agent_config.name = "local".into();
         agent_config.runtime = Arc::new(ProcessRuntime::new());
         agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
-        Some(tokio::spawn(Agent::new(agent_config).run(stop.clone())))
+        let tracer = match args.otlp.worker_tracer() {
+            Ok(tracer) => tracer,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(3);
+            }
+        };
+        Some(tokio::spawn(crate::otlp::run_agent(Agent::new(agent_config), tracer, stop.clone())))
     };
     crate::serve::say(
         std::io::stderr(),

@@ -9,6 +9,7 @@ pub mod checkout;
 pub mod clock;
 pub mod gpu;
 pub mod metrics;
+pub mod otel;
 pub mod runtime;
 pub mod wire;
 

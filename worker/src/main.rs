@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use weir_proto::auth::{Role, TokenFile};
 use weir_worker::agent::{DockerMode, connect_docker, cores, hostname};
 use weir_worker::gpu::GpuChoice;
+use weir_worker::otel::Tracer;
 use weir_worker::runtime::ProcessRuntime;
 use weir_worker::{Agent, AgentConfig};
 
@@ -32,7 +33,8 @@ so it sees no GPU.
 
 Logging goes to stderr; set RUST_LOG to choose what (default `info`, for example
 RUST_LOG=weir_worker=debug). Colours only on a terminal; `--log-format json` writes one JSON
-object a line. `--metrics ADDR` serves Prometheus metrics at http://ADDR/metrics.
+object a line. `--metrics ADDR` serves Prometheus metrics at http://ADDR/metrics;
+`--otlp-endpoint URL` exports OpenTelemetry traces of its attempts (docs/observability.md).
 
 Docker steps run in containers named after their attempt. A worker killed outright (kill -9, a
 crash) leaves them running; started again with the same --work-dir, it resumes those whose
@@ -46,7 +48,8 @@ Exit codes:
   0  stopped by Ctrl-C or SIGTERM
   1  fatal error: the engine refused the token or the worker, the work folder is unusable, or
      --docker on without an answering Docker engine
-  2  usage error: bad arguments, unreadable token file";
+  2  usage error: bad arguments, unreadable token file, an --otlp-endpoint that is not an
+     http:// URL";
 
 /// Runs weir pipeline steps leased by a weir engine.
 #[derive(Parser, Debug)]
@@ -93,6 +96,12 @@ struct Args {
     /// bind it where only your Prometheus reaches.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Export OpenTelemetry traces of the attempts it runs (fetch bundle, materialize inputs,
+    /// run, collect and upload outputs) over OTLP/gRPC to URL, e.g. http://127.0.0.1:4317, as
+    /// service `weir-worker`. They join the engine's run traces when the engine has an endpoint
+    /// too. Off when unset.
+    #[arg(long, value_name = "URL", env = "WEIR_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Log lines as plain text (colours only on a terminal) or as JSON objects, one a line,
     /// for log shippers.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
@@ -194,7 +203,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        match Agent::new(config).run(shutdown).await {
+        let mut agent = Agent::new(config);
+        let tracer = match args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()).map(Tracer::start).transpose() {
+            Ok(tracer) => tracer,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(tracer) = &tracer {
+            agent = agent.traced(tracer.clone());
+        }
+        let ran = agent.run(shutdown).await;
+        if let Some(tracer) = tracer {
+            tracer.drain(Duration::from_secs(5)).await;
+        }
+        match ran {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

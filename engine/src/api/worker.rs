@@ -88,7 +88,16 @@ impl WeirWorker for WorkerApi {
         let session = session?;
         let wait = wire::from_duration(r.wait.as_ref()).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20));
         let assignment = self.0.lease(&r.worker_id, &session, r.free, wait).await?;
-        Ok(Response::new(v1::LeaseResponse { assignment: assignment.map(wire::assignment) }))
+        // With tracing on, the attempt's span travels as W3C `traceparent` metadata (otel.rs).
+        let traceparent = match (&assignment, self.0.otel.get()) {
+            (Some(a), Some(_)) => crate::otel::traceparent(&a.run, a.attempt.instance, a.attempt.number).parse().ok(),
+            _ => None,
+        };
+        let mut response = Response::new(v1::LeaseResponse { assignment: assignment.map(wire::assignment) });
+        if let Some(traceparent) = traceparent {
+            response.metadata_mut().insert("traceparent", traceparent);
+        }
+        Ok(response)
     }
 
     async fn heartbeat(&self, req: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {

@@ -197,6 +197,8 @@ pub struct Engine {
     pub(crate) scheduling: bool,
     /// What `/metrics` shows (`crate::metrics`).
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Trace export (`crate::otel`), set at start with `--otlp-endpoint`; unset costs nothing.
+    pub(crate) otel: std::sync::OnceLock<crate::otel::Otel>,
 }
 
 impl Engine {
@@ -216,6 +218,7 @@ impl Engine {
             limits: Limits::default(),
             scheduling: false,
             metrics: crate::metrics::Metrics::new(),
+            otel: std::sync::OnceLock::new(),
         }
     }
 
@@ -552,6 +555,9 @@ impl Engine {
             let mut st = self.lock();
             (std::mem::take(&mut st.unannounced), std::mem::take(&mut st.unmetered))
         };
+        if let Some(otel) = self.otel.get() {
+            otel.flushed(&metered);
+        }
         self.metrics.settle(metered);
         for change in announced {
             let _ = self.changes.send(change);

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub resume: Resume,
     /// Where the engine's time comes from (tests pass a clock they move).
     pub clock: crate::clock::Clock,
+    /// Export OpenTelemetry traces of runs to this OTLP/gRPC endpoint (`crate::otel`); off when
+    /// unset.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
@@ -124,6 +127,7 @@ impl ServerConfig {
             scheduling: true,
             resume: Resume::All,
             clock: crate::clock::Clock::system(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -155,6 +159,8 @@ pub enum StartError {
     Recover(ApiError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Otel(#[from] crate::otel::Error),
 }
 
 /// A running server.
@@ -198,6 +204,9 @@ impl Server {
             Ok(_) => {}
             Err(_) => tracing::warn!("server did not stop within 5s"),
         }
+        if let Some(otel) = self.engine.otel.get() {
+            otel.drain(Duration::from_secs(5)).await;
+        }
     }
 
     /// Waits until the server stops by itself (it does not, short of an error).
@@ -226,6 +235,9 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             return Err(StartError::WeakToken(config.listen));
         }
     }
+    if let Some(endpoint) = &config.otlp_endpoint {
+        crate::otel::check(endpoint)?;
+    }
     let db_dir = config.data_dir.join("db");
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Store(crate::store::Error::Io(source)))?;
     let store = crate::store::Store::open(&db_dir)?;
@@ -233,6 +245,9 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let mut engine = Engine::new(store, blobs, config.terms, config.clock.clone());
     engine.scheduling = config.scheduling;
     let engine = Arc::new(engine);
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let _ = engine.otel.set(crate::otel::Otel::start(endpoint, Arc::downgrade(&engine))?);
+    }
     let resumed = engine.recover(&config.resume).map_err(StartError::Recover)?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished runs");

@@ -178,76 +178,9 @@ impl Engine {
     /// The attempts of instance `i` of `run_id`, oldest first, from the run's stored events.
     pub(crate) fn attempts(&self, run_id: &str, i: InstanceId) -> Result<Vec<AttemptView>, ApiError> {
         let mut out: Vec<AttemptView> = Vec::new();
-        fn slot(out: &mut Vec<AttemptView>, number: u32) -> &mut AttemptView {
-            match out.iter().position(|a| a.number == number) {
-                Some(k) => &mut out[k],
-                None => {
-                    out.push(AttemptView { number, ..Default::default() });
-                    out.last_mut().expect("just pushed")
-                }
-            }
-        }
         for item in self.store.events(run_id, 0)? {
             let (_, ev) = item?;
-            if let Some(a) = ev.event.attempt().filter(|a| a.instance == i) {
-                let at = slot(&mut out, a.number);
-                match &ev.event {
-                    Event::Leased { worker, .. } => {
-                        at.worker = Some(worker.clone());
-                        at.leased_at = Some(ev.now);
-                        at.outcome = "leased".into();
-                    }
-                    Event::Started { .. } => {
-                        at.started_at = Some(ev.now);
-                        at.outcome = "running".into();
-                    }
-                    Event::Succeeded { .. } => {
-                        at.ended_at = Some(ev.now);
-                        at.outcome = "succeeded".into();
-                    }
-                    Event::Failed { reason, .. } => {
-                        at.ended_at = Some(ev.now);
-                        at.outcome = "failed".into();
-                        at.reason.clone_from(reason);
-                    }
-                    Event::Lost { .. } => {
-                        at.ended_at = Some(ev.now);
-                        at.outcome = "failed".into();
-                        at.reason = "its worker was lost (silent past its lease timeout)".into();
-                    }
-                    Event::Cached { from, .. } => {
-                        at.ended_at = Some(ev.now);
-                        at.outcome = "cached".into();
-                        at.reason = format!("outputs reused from run {from}");
-                    }
-                    _ => {}
-                }
-            }
-            // What the machine made of it: a gate's verdict, a timeout, a cancel.
-            for change in &ev.changes {
-                let Change::Step { instance, state, attempt, message } = change else { continue };
-                if *instance != i.0 || *attempt == 0 {
-                    continue;
-                }
-                let leased = matches!(state, StepState::Ready | StepState::Pending);
-                if leased {
-                    // A retry is scheduled: the message says why the previous attempt ended.
-                    if let (Some(m), Some(prev)) = (message, out.iter_mut().find(|a| a.number + 1 == *attempt))
-                        && prev.reason.is_empty()
-                    {
-                        prev.reason.clone_from(m);
-                    }
-                    continue;
-                }
-                let at = slot(&mut out, *attempt);
-                if state.is_terminal() {
-                    at.outcome = state.as_str().to_string();
-                    at.ended_at.get_or_insert(ev.now);
-                    if let Some(m) = message {
-                        at.reason.clone_from(m);
-                    }
-                }
-            }
+            fold_attempts(&mut out, i, &ev);
         }
         out.sort_by_key(|a| a.number);
         Ok(out)
@@ -271,6 +204,79 @@ impl Engine {
             None => self.store.step(run_id, i)?.is_none_or(|s| s.state.is_terminal()),
         };
         Ok((self.store.logs(run_id, i, after, limit)?, finished))
+    }
+}
+
+/// Folds one stored event of a run into `out`, the attempts of instance `i` so far (in any
+/// order; sort by number when done).
+pub(crate) fn fold_attempts(out: &mut Vec<AttemptView>, i: InstanceId, ev: &crate::store::EventRecord) {
+    fn slot(out: &mut Vec<AttemptView>, number: u32) -> &mut AttemptView {
+        match out.iter().position(|a| a.number == number) {
+            Some(k) => &mut out[k],
+            None => {
+                out.push(AttemptView { number, ..Default::default() });
+                out.last_mut().expect("just pushed")
+            }
+        }
+    }
+    if let Some(a) = ev.event.attempt().filter(|a| a.instance == i) {
+        let at = slot(out, a.number);
+        match &ev.event {
+            Event::Leased { worker, .. } => {
+                at.worker = Some(worker.clone());
+                at.leased_at = Some(ev.now);
+                at.outcome = "leased".into();
+            }
+            Event::Started { .. } => {
+                at.started_at = Some(ev.now);
+                at.outcome = "running".into();
+            }
+            Event::Succeeded { .. } => {
+                at.ended_at = Some(ev.now);
+                at.outcome = "succeeded".into();
+            }
+            Event::Failed { reason, .. } => {
+                at.ended_at = Some(ev.now);
+                at.outcome = "failed".into();
+                at.reason.clone_from(reason);
+            }
+            Event::Lost { .. } => {
+                at.ended_at = Some(ev.now);
+                at.outcome = "failed".into();
+                at.reason = "its worker was lost (silent past its lease timeout)".into();
+            }
+            Event::Cached { from, .. } => {
+                at.ended_at = Some(ev.now);
+                at.outcome = "cached".into();
+                at.reason = format!("outputs reused from run {from}");
+            }
+            _ => {}
+        }
+    }
+    // What the machine made of it: a gate's verdict, a timeout, a cancel.
+    for change in &ev.changes {
+        let Change::Step { instance, state, attempt, message } = change else { continue };
+        if *instance != i.0 || *attempt == 0 {
+            continue;
+        }
+        let leased = matches!(state, StepState::Ready | StepState::Pending);
+        if leased {
+            // A retry is scheduled: the message says why the previous attempt ended.
+            if let (Some(m), Some(prev)) = (message, out.iter_mut().find(|a| a.number + 1 == *attempt))
+                && prev.reason.is_empty()
+            {
+                prev.reason.clone_from(m);
+            }
+            continue;
+        }
+        let at = slot(out, *attempt);
+        if state.is_terminal() {
+            at.outcome = state.as_str().to_string();
+            at.ended_at.get_or_insert(ev.now);
+            if let Some(m) = message {
+                at.reason.clone_from(m);
+            }
+        }
     }
 }
 

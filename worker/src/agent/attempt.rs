@@ -26,6 +26,7 @@ use super::logs;
 use super::session::{CallError, Key, Session, StopReason};
 use super::transfer::{self, Files, TransferError};
 use crate::checkout::{self, Checkouts};
+use crate::otel::{self, Phase};
 use crate::runtime::{
     Action, AttemptLabel, DockerRuntime, Error as RuntimeError, Image, Limits, Outcome, PullPolicy, RunFuture, Runtime,
     StepSpec, container_name,
@@ -52,6 +53,8 @@ pub(crate) struct Context {
     pub gpus: Arc<super::gpus::GpuPool>,
     /// Private copies of cached bundles for process steps, and the tamper check.
     pub checkouts: Arc<Checkouts>,
+    /// Phase spans of traced attempts (`--otlp-endpoint`, [`crate::otel`]).
+    pub otel: Option<Arc<crate::otel::Tracer>>,
 }
 
 /// Why an attempt ended without running to an outcome.
@@ -138,6 +141,9 @@ async fn conclude(ctx: Arc<Context>, key: Key, assignment: &v1::Assignment, dir:
         Some(_) if ctx.session.stop_reason(&key) == Some(StopReason::Fenced) => Some(fenced()),
         ended => ended,
     };
+    if ctx.otel.is_some() {
+        otel::finish(&ctx.otel, &key, traced_end(ended.as_ref()));
+    }
     while let Some(report) = ended.take() {
         let success = matches!(report, Report::Succeeded(_));
         match ctx.session.report(&key, crate::clock::wall(), report).await {
@@ -232,6 +238,16 @@ fn empty_folder(dir: &Path) -> bool {
             .is_ok_and(|d| d.flatten().all(|e| e.file_name() == "outputs" || e.file_name() == "src"))
 }
 
+/// A report as the worker's tracing sees it.
+fn traced_end(report: Option<&Report>) -> otel::Ended {
+    match report {
+        Some(Report::Succeeded(_)) => otel::Ended::Succeeded,
+        Some(Report::Failed(f)) => otel::Ended::Failed { reason: f.reason.clone(), exit_code: f.exit_code },
+        Some(Report::Lost(l)) => otel::Ended::Lost { reason: l.reason.clone() },
+        Some(Report::Started(_)) | None => otel::Ended::Unreported,
+    }
+}
+
 fn failed(reason: String, exit_code: Option<i32>) -> Report {
     Report::Failed(v1::Failed { reason, exit_code, permanent: false })
 }
@@ -247,6 +263,7 @@ async fn attempt(
         prepared = prepare(ctx, key, a, dir) => prepared?,
         () = cancel.cancelled() => return Ok(stopped(ctx, key)),
     };
+    let running = otel::phase(&ctx.otel, key, Phase::Run);
     // Held until the attempt is over (outputs uploaded), then free for the next one.
     let gpus = ctx.gpus.take(a.resources.as_ref().map_or(0, |r| r.gpus)).map_err(Stop::Fail)?;
     spec.gpus = gpus.indices().to_vec();
@@ -294,6 +311,7 @@ async fn attempt(
     let (started, outcome, (), ()) = tokio::join!(started, step, logs::forward(&ctx.session, key, rx), tail);
     started.map_err(Stop::Quiet)?;
     let outcome = outcome.map_err(runtime_stop)?;
+    drop(running);
     judge(ctx, key, a, &outputs_dir, outcome, timeout, &limits).await
 }
 
@@ -444,9 +462,11 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
     let workdir = if a.bundle_digest.is_empty() {
         dir.to_path_buf()
     } else {
+        let _fetching = otel::phase(&ctx.otel, key, Phase::FetchBundle);
         bundle_workdir(ctx, &a.bundle_digest, dir, image.is_some()).await?
     };
 
+    let materializing = if a.inputs.is_empty() { None } else { otel::phase(&ctx.otel, key, Phase::MaterializeInputs) };
     for input in &a.inputs {
         if let Err(why) = relpath::check(&input.dir) {
             return Err(Stop::Fail(format!("input folder `{}` is refused: {}", input.dir, why.describe())));
@@ -470,6 +490,7 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
         .await?
         .map_err(|e| Stop::Fail(format!("input `{shown}`: {e}")))?;
     }
+    drop(materializing);
 
     let timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());
     let mut env: Vec<(String, String)> = a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -543,6 +564,7 @@ fn pull_policy(p: i32) -> PullPolicy {
 
 /// Collects and uploads the declared outputs, reads the metrics, and builds the Succeeded report.
 async fn succeeded(ctx: &Context, key: &Key, a: &v1::Assignment, outputs_dir: &Path) -> Result<Report, Stop> {
+    let collecting = otel::phase(&ctx.otel, key, Phase::CollectOutputs);
     let store = ctx.files.store.clone();
     let dir = outputs_dir.to_path_buf();
     let declared = a.outputs.clone();
@@ -559,6 +581,8 @@ async fn succeeded(ctx: &Context, key: &Key, a: &v1::Assignment, outputs_dir: &P
         }
         metrics.extend(parsed.values);
     }
+    drop(collecting);
+    let _uploading = otel::phase(&ctx.otel, key, Phase::UploadOutputs);
     for entry in manifest.entries() {
         transfer::upload_artifact(&ctx.session, &ctx.files, key, entry).await?;
     }

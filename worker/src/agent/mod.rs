@@ -32,7 +32,8 @@ use weir_proto::v1::weir_worker_client::WeirWorkerClient;
 pub use host::{cores, hostname};
 
 use crate::runtime::{DockerRuntime, ProcessRuntime, Runtime};
-use session::{Auth, CallError, Key, Session};
+pub(crate) use session::Key;
+use session::{Auth, CallError, Session};
 
 /// How long shutdown waits, beyond the grace period, for stopped steps to be reported.
 const SHUTDOWN_REPORTS: Duration = Duration::from_secs(15);
@@ -157,11 +158,18 @@ impl AgentError {
 /// A worker's engine loop; see the module docs.
 pub struct Agent {
     config: AgentConfig,
+    tracer: Option<Arc<crate::otel::Tracer>>,
 }
 
 impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
-        Agent { config }
+        Agent { config, tracer: None }
+    }
+
+    /// Traces the attempts the engine sends a `traceparent` with (`crate::otel`).
+    pub fn traced(mut self, tracer: Arc<crate::otel::Tracer>) -> Agent {
+        self.tracer = Some(tracer);
+        self
     }
 
     /// Runs until `shutdown` fires, then stops leasing, cancels the running steps, reports them
@@ -282,6 +290,7 @@ impl Agent {
             grace: config.grace,
             gpus: gpus::GpuPool::new(gpus.iter().map(|g| g.index)),
             checkouts: Arc::new(crate::checkout::Checkouts::new()),
+            otel: self.tracer,
         });
         let slots = Arc::new(Semaphore::new(capacity as usize));
         let mut tasks = JoinSet::new();
@@ -365,8 +374,8 @@ async fn lease_loop(
             () = shutdown.cancelled() => return,
             () = session.abandoned().cancelled() => return,
         };
-        let assignment = match leased {
-            Ok(Some(assignment)) => assignment,
+        let (assignment, traceparent) = match leased {
+            Ok(Some((assignment, traceparent))) => (assignment, traceparent),
             Ok(None) => continue,
             Err(CallError::Refused(status)) => {
                 tracing::warn!(code = ?status.code(), error = status.message(), "the engine refused a lease");
@@ -388,6 +397,10 @@ async fn lease_loop(
             tracing::warn!(attempt = %key, "ignoring an assignment for an attempt already running here");
             continue;
         };
+        if let (Some(tracer), Some(traceparent)) = (&ctx.otel, traceparent) {
+            let (pipeline, step, instance) = (&assignment.pipeline, &assignment.step, &assignment.instance_name);
+            tracer.begin(&key, &traceparent, crate::otel::Attempt { pipeline, step, instance });
+        }
         let ctx = ctx.clone();
         // A plain task, not spawn_blocking: the process runtime's parent-death signal follows
         // the thread that spawned the step, and tokio's worker threads live as long as the agent.

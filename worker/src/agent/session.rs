@@ -488,7 +488,9 @@ impl Session {
     }
 
     /// Long-polls for one assignment.
-    pub(crate) async fn lease(&self, free: u32) -> Result<Option<v1::Assignment>, CallError> {
+    /// An assignment comes with the W3C `traceparent` of its attempt's span when the engine
+    /// traces runs (`crate::otel`).
+    pub(crate) async fn lease(&self, free: u32) -> Result<Option<(v1::Assignment, Option<String>)>, CallError> {
         self.call("lease", NotFound::Reregister, |mut client, id| {
             let mut request = Request::new(v1::LeaseRequest {
                 worker_id: id.to_string(),
@@ -496,7 +498,12 @@ impl Session {
                 wait: Some(wire::duration(LEASE_WAIT)),
             });
             request.set_timeout(LEASE_WAIT + Duration::from_secs(10));
-            async move { client.lease(request).await.map(|r| r.into_inner().assignment) }
+            async move {
+                client.lease(request).await.map(|r| {
+                    let traceparent = r.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    r.into_inner().assignment.map(|a| (a, traceparent))
+                })
+            }
         })
         .await
     }
