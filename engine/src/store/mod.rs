@@ -60,6 +60,7 @@ mod lineage;
 mod list;
 mod models;
 mod records;
+mod retention;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod time_index;
@@ -80,6 +81,7 @@ pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
     ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,
 };
+pub use retention::RunAge;
 pub use workers::WorkerRecord;
 
 /// Everything the store can fail with.
