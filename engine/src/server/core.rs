@@ -197,6 +197,8 @@ pub struct Engine {
     pub(crate) scheduling: bool,
     /// What `/metrics` shows (`crate::metrics`).
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Retention and blob sweeps (`retention`).
+    pub(crate) collector: super::retention::Collector,
 }
 
 impl Engine {
@@ -216,6 +218,7 @@ impl Engine {
             limits: Limits::default(),
             scheduling: false,
             metrics: crate::metrics::Metrics::new(),
+            collector: Default::default(),
         }
     }
 

@@ -31,6 +31,7 @@ pub(crate) mod pipelines;
 mod prepare_tests;
 pub(crate) mod ratelog;
 pub(crate) mod registry;
+pub(crate) mod retention;
 pub(crate) mod run_view;
 pub(crate) mod runs;
 pub(crate) mod scheduler;
@@ -59,6 +60,7 @@ pub use self::core::{Engine, Terms};
 pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
 pub use error::ApiError;
+pub use retention::GcConfig;
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -81,6 +83,8 @@ pub struct ServerConfig {
     pub resume: Resume,
     /// Where the engine's time comes from (tests pass a clock they move).
     pub clock: crate::clock::Clock,
+    /// Retention and blob sweeps: the grace, and how often a server runs them by itself.
+    pub gc: GcConfig,
 }
 
 /// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
@@ -123,6 +127,7 @@ impl ServerConfig {
             scheduling: true,
             resume: Resume::All,
             clock: crate::clock::Clock::system(),
+            gc: GcConfig::default(),
         }
     }
 }
@@ -231,6 +236,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let blobs = weir_data::artifact::Store::open(&config.data_dir.join("artifacts"))?;
     let mut engine = Engine::new(store, blobs, config.terms, config.clock.clone());
     engine.scheduling = config.scheduling;
+    engine.collector.config = config.gc;
     let engine = Arc::new(engine);
     let resumed = engine.recover(&config.resume).map_err(StartError::Recover)?;
     if resumed > 0 {
@@ -274,6 +280,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             loop {
                 interval.tick().await;
                 engine.tick();
+                engine.collect_if_due();
             }
         })
     };
