@@ -497,10 +497,7 @@ impl WeirClient for Fake {
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
-    async fn delete_runs(
-        &self,
-        _: Request<v1::DeleteRunsRequest>,
-    ) -> Result<Response<v1::DeleteRunsResponse>, Status> {
+    async fn delete_runs(&self, _: Request<v1::DeleteRunsRequest>) -> Result<Response<v1::DeleteRunsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
     async fn delete_pipeline(

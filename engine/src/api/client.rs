@@ -218,11 +218,7 @@ impl WeirClient for ClientApi {
         let report = tokio::task::spawn_blocking(move || engine.collect(dry_run))
             .await
             .map_err(|e| Status::internal(format!("gc: {e}")))??;
-        let runs = report
-            .runs
-            .into_iter()
-            .map(|(pipeline, run_ids)| v1::PipelineRuns { pipeline, run_ids })
-            .collect();
+        let runs = report.runs.into_iter().map(|(pipeline, run_ids)| v1::PipelineRuns { pipeline, run_ids }).collect();
         let s = report.swept;
         Ok(Response::new(v1::GcResponse { runs, blobs: s.blobs, bytes: s.bytes, temp_files: s.temp_files }))
     }
