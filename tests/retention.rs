@@ -54,7 +54,8 @@ steps:
     outputs: [c.txt]
 "#;
 
-const OTHER: &str = "name: other\nsteps:\n  one:\n    run: printf 'other' > \"$WEIR_OUTPUTS/o.txt\"\n    outputs: [o.txt]\n";
+const OTHER: &str =
+    "name: other\nsteps:\n  one:\n    run: printf 'other' > \"$WEIR_OUTPUTS/o.txt\"\n    outputs: [o.txt]\n";
 
 struct Env {
     weir: PathBuf,

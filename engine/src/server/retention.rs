@@ -233,8 +233,8 @@ impl Engine {
     }
 
     /// Applies every pipeline's `keep:`, then sweeps unreferenced blobs older than the grace.
-    /// With `dry_run` deletes nothing and says what would go (the sweep then counts blobs the
-    /// expired runs alone name as kept: it runs on the store as it is).
+    /// With `dry_run` deletes nothing and says what would go (marking as if the expired runs
+    /// were deleted).
     pub(crate) fn collect(&self, dry_run: bool) -> Result<GcReport, ApiError> {
         let now = self.clock.now();
         let mut runs = self.expired(now)?;
@@ -251,7 +251,12 @@ impl Engine {
             runs.retain(|_, ids| !ids.is_empty());
         }
         // Mark after the deletes are flushed; sweep only what the mark did not see.
-        let marked = self.store.referenced_blobs()?;
+        let marked = if dry_run {
+            let gone = runs.values().flatten().cloned().collect();
+            self.store.referenced_blobs_without(&gone)?
+        } else {
+            self.store.referenced_blobs()?
+        };
         let cutoff = UNIX_EPOCH + Duration::from_millis(now.0);
         let cutoff = cutoff.checked_sub(self.collector.config.grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let swept = self.blobs.sweep(|d| marked.contains(d), cutoff, dry_run)?;

@@ -185,11 +185,21 @@ impl Store {
     /// and pipeline bundles. A record that does not decode fails the call, so a sweep never
     /// runs on a partial mark.
     pub fn referenced_blobs(&self) -> Result<HashSet<Digest>, Error> {
+        self.referenced_blobs_without(&HashSet::new())
+    }
+
+    /// [`Store::referenced_blobs`] as if the runs `gone` were deleted (a dry run's mark).
+    pub fn referenced_blobs_without(&self, gone: &HashSet<String>) -> Result<HashSet<Digest>, Error> {
         let mut out = HashSet::new();
         let mut add = |m: &Manifest| out.extend(m.entries().iter().map(|e| e.digest));
         self.reading("marking referenced blobs", || {
             for kv in self.tree(TreeId::Artifacts)?.iter() {
                 let (k, v) = kv?;
+                // `run · instance u32`: the run is all but the last five bytes.
+                let run = k.len().checked_sub(5).map(|cut| String::from_utf8_lossy(&k[..cut]));
+                if run.is_some_and(|r| gone.contains(r.as_ref())) {
+                    continue;
+                }
                 add(&decode::<Manifest>(TreeId::Artifacts.name(), &k, &v)?);
             }
             Ok(())
@@ -332,6 +342,8 @@ mod tests {
         for d in [&b"b1"[..], b"b2", b"b3", b"r-1"] {
             assert!(marked.contains(&Digest::of(d)));
         }
+        let without = s.referenced_blobs_without(&HashSet::from(["r-1".to_string()])).unwrap();
+        assert!(!without.contains(&Digest::of(b"r-1")) && without.contains(&Digest::of(b"b1")));
         assert!(s.delete_pipeline("train").unwrap());
         assert!(!s.delete_pipeline("train").unwrap());
         assert!(s.pipeline("train").unwrap().is_none());
