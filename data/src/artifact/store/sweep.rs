@@ -55,10 +55,37 @@ impl Store {
         Ok(out)
     }
 
-    /// Marks the blob for `digest` as just written, so a sweep's grace covers it: a put that
-    /// finds its content already stored calls it, since the blob may be old and unreferenced
-    /// until the caller's record names it.
-    pub(super) fn touch(&self, digest: &Digest) -> Result<(), Error> {
+    /// Every blob with its size and when it was last written or touched, least recent first
+    /// (a worker's cache evicts in this order).
+    pub fn blobs_by_age(&self) -> Result<Vec<(Digest, u64, SystemTime)>, Error> {
+        let mut out = Vec::new();
+        for fan in read_dir(&self.blobs)? {
+            let Some(prefix) = fan.file_name().to_str().map(str::to_string) else { continue };
+            if prefix.len() != 2 || !fan.path().is_dir() {
+                continue;
+            }
+            for blob in read_dir(&fan.path())? {
+                let Some(rest) = blob.file_name().to_str().map(str::to_string) else { continue };
+                let Ok(digest) = format!("{prefix}{rest}").parse::<Digest>() else { continue };
+                let Ok(meta) = blob.metadata() else { continue };
+                if meta.is_file() {
+                    out.push((digest, meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+                }
+            }
+        }
+        out.sort_by_key(|(d, _, at)| (*at, *d.as_bytes()));
+        Ok(out)
+    }
+
+    /// Removes the blob for `digest`; false when it was not stored.
+    pub fn remove_blob(&self, digest: &Digest) -> Result<bool, Error> {
+        remove(&self.path_of(digest))
+    }
+
+    /// Marks the blob for `digest` as just written or used: a sweep's grace covers it, and a
+    /// worker's cache evicts it last. A put that finds its content already stored calls it,
+    /// since the blob may be old and unreferenced until the caller's record names it.
+    pub fn touch(&self, digest: &Digest) -> Result<(), Error> {
         let path = self.path_of(digest);
         let file = fs::File::open(&path).map_err(Error::io("open", &path))?;
         file.set_modified(SystemTime::now()).map_err(Error::io("touch", &path))
