@@ -243,3 +243,55 @@ fn keep_runs_deletes_and_gc_through_the_cli_against_a_real_server_and_worker() {
     assert!(!env.blob(b"output-5").exists());
     env.expect(&["status", &with_model], 0);
 }
+
+const BIG: &str = r#"name: big
+params:
+  n: 1
+steps:
+  make:
+    run: head -c 700 /dev/zero | tr '\0' "$WEIR_PARAM_N" > "$WEIR_OUTPUTS/data.bin"
+    outputs: [data.bin]
+  use:
+    needs: [make]
+    run: test "$(wc -c < "$WEIR_INPUTS/make/data.bin")" -eq 700
+"#;
+
+#[test]
+fn a_worker_keeps_its_blob_cache_under_cache_max_evicting_the_least_recently_used() {
+    let (weir, worker_bin) = weir_tests::binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, url) = start_server(&weir, &data);
+    let work = dir.path().join("work");
+    let _worker = Kill(
+        Command::new(&worker_bin)
+            .args(["--engine", &url, "--capacity", "1", "--name", "small", "--docker", "off", "--gpus", "none"])
+            .args(["--cache-max", "1K", "--work-dir"])
+            .arg(&work)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let env = Env { weir, url, data };
+    let folder = dir.path().join("big");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("pipeline.yaml"), BIG).unwrap();
+    env.expect(&["submit", folder.to_str().unwrap()], 0);
+
+    let cached = |content: &[u8]| {
+        let hex = Digest::of(content).to_string();
+        work.join("blobs").join(&hex[..2]).join(&hex[2..]).is_file()
+    };
+    let (one, two) = (vec![b'1'; 700], vec![b'2'; 700]);
+    env.run("big", &["n=1"]);
+    assert!(cached(&one), "700 bytes fit under 1K and stay cached");
+    // The second run's output (700 bytes more) passes the bound: the first one's goes, while
+    // the second run's `use` step still got its input.
+    env.run("big", &["n=2"]);
+    assert!(!cached(&one), "the least recently used blob is evicted");
+    assert!(cached(&two), "the blob just used is kept");
+    // Both runs' outputs are still on the server: eviction only touches the worker's cache.
+    assert!(env.blob(&one).is_file() && env.blob(&two).is_file());
+}
