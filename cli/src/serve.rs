@@ -40,6 +40,22 @@ pub struct ServerArgs {
     lease_timeout: Duration,
     #[command(flatten)]
     otlp: crate::otlp::OtlpArgs,
+    /// Apply every pipeline's `keep:` and sweep unreferenced blobs this often (e.g. 1h, 30m),
+    /// or `off`; `weir gc` runs one now. The first runs one period after the start.
+    #[arg(long, default_value = "1h", value_name = "DURATION|off", value_parser = parse_period)]
+    gc_every: Period,
+    /// Blobs (outputs, bundles) and unfinished uploads younger than this are never swept, so
+    /// an upload whose run does not name it yet survives a collection (e.g. 1h, 15m).
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    gc_grace: Duration,
+}
+
+/// `--gc-every`: a period, or none.
+#[derive(Clone, Copy, Debug)]
+struct Period(Option<Duration>);
+
+fn parse_period(s: &str) -> Result<Period, String> {
+    if s == "off" { Ok(Period(None)) } else { parse_duration(s).map(|d| Period(Some(d))) }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -59,6 +75,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     let mut config = ServerConfig::new(&args.data_dir, args.listen);
     config.insecure = args.insecure;
     config.otlp_endpoint = args.otlp.endpoint();
+    config.gc = server::GcConfig { grace: args.gc_grace, every: args.gc_every.0 };
     config.terms.lease_timeout = args.lease_timeout;
     config.terms.heartbeat_interval = (args.lease_timeout / 6).max(Duration::from_millis(100));
     if let Some(path) = &args.token_file {

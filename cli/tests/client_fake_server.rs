@@ -503,6 +503,18 @@ impl WeirClient for Fake {
     ) -> Result<Response<v1::GetStepMetricsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn delete_runs(&self, _: Request<v1::DeleteRunsRequest>) -> Result<Response<v1::DeleteRunsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn delete_pipeline(
+        &self,
+        _: Request<v1::DeletePipelineRequest>,
+    ) -> Result<Response<v1::DeletePipelineResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn gc(&self, _: Request<v1::GcRequest>) -> Result<Response<v1::GcResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_model(&self, _: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }

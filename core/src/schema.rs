@@ -8,7 +8,11 @@
 use serde_json::{Map, Value, json};
 
 /// Keys of the top level of a pipeline file (besides the ignored `x-` keys).
-pub const TOP_LEVEL_FIELDS: &[&str] = &["version", "name", "description", "params", "defaults", "schedule", "steps"];
+pub const TOP_LEVEL_FIELDS: &[&str] =
+    &["version", "name", "description", "params", "defaults", "schedule", "keep", "steps"];
+
+/// Keys of `keep`.
+pub const KEEP_FIELDS: &[&str] = &["runs", "days"];
 
 /// Keys of a step, in the order of the format reference.
 pub const STEP_FIELDS: &[&str] = &[
@@ -164,6 +168,19 @@ fn definitions() -> Value {
                 ),
             ],
         },
+        "keep": extended(
+            closed_object("Which finished runs retention keeps.", KEEP_FIELDS, json!({
+                "runs": {
+                    "description": "Keep at most this many finished runs, the newest.",
+                    "type": "integer", "minimum": 1, "maximum": 1_000_000,
+                },
+                "days": {
+                    "description": "Keep finished runs for this many days after they finished.",
+                    "type": "integer", "minimum": 1, "maximum": 1_000_000,
+                },
+            })),
+            json!({"minProperties": 1}),
+        ),
         "schedule": extended(
             closed_object("A cron schedule for runs.", SCHEDULE_FIELDS, schedule_properties()),
             json!({"required": ["cron"]}),
@@ -266,6 +283,11 @@ fn top_level_properties() -> Value {
             "$ref": "#/definitions/stepDefaults",
         },
         "schedule": {"description": "An optional cron schedule.", "$ref": "#/definitions/schedule"},
+        "keep": {
+            "description": "Retention: the finished runs kept; older ones are deleted unless a \
+                registered model or a cache entry needs them.",
+            "$ref": "#/definitions/keep",
+        },
         "steps": {
             "description": "The steps by name; at least one. File order is kept.",
             "type": "object",
@@ -667,6 +689,7 @@ mod tests {
             (&definitions["stepDefaults"], DEFAULTS_FIELDS),
             (&definitions["param"]["oneOf"][1], PARAM_FIELDS),
             (&definitions["schedule"], SCHEDULE_FIELDS),
+            (&definitions["keep"], KEEP_FIELDS),
             (&definitions["retries"]["oneOf"][1], RETRY_FIELDS),
             (&definitions["resources"], RESOURCE_FIELDS),
             (&definitions["register"], REGISTER_FIELDS),
@@ -682,8 +705,8 @@ mod tests {
         let schema = json_schema();
         let mut found = Vec::new();
         objects(&schema, &mut found);
-        // The top level, step, defaults, param, schedule, retries, resources, register, cache.
-        assert_eq!(found.len(), 9);
+        // The top level, step, defaults, param, schedule, keep, retries, resources, register, cache.
+        assert_eq!(found.len(), 10);
         for object in found {
             assert_eq!(object["additionalProperties"], false, "{object}");
             for (name, property) in object["properties"].as_object().unwrap() {

@@ -106,6 +106,34 @@ struct Args {
     /// for log shippers.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The most bytes of fetched inputs and collected outputs kept in the work folder's blob
+    /// cache between attempts (e.g. 10G, 500M, 2Gi, or bytes); past it the least recently used
+    /// go, never one an attempt still needs. Bundles are not counted.
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    cache_max: u64,
+}
+
+/// A size: bytes, or a number with K, M, G or T (powers of 1024; `Ki`, `Mi`... and a trailing
+/// `B` are accepted too).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let t = t.strip_suffix('i').unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown unit in {s:?}: use K, M, G or T (e.g. 10G)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size like 10G, 500M or 1048576"))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +186,7 @@ fn main() -> ExitCode {
         process_steps: !args.no_process_steps,
         grace: Duration::from_secs(args.grace),
         gpus: args.gpus.clone(),
+        cache_max: args.cache_max,
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -265,6 +294,23 @@ async fn on_signals(mut term: Signal, mut int: Signal, shutdown: CancellationTok
         } else {
             tracing::warn!("second stop signal, exiting at once");
             std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units_and_refuse_what_is_not_one() {
+        for (text, want) in
+            [("1048576", 1 << 20), ("10G", 10 << 30), ("500M", 500 << 20), ("2Gi", 2 << 30), ("1KB", 1024)]
+        {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        for bad in ["", "G", "10X", "-1", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 }

@@ -369,6 +369,7 @@ impl Setup {
             process_steps: true,
             grace: Duration::from_millis(500),
             gpus: weir_worker::gpu::GpuChoice::None,
+            cache_max: 10 << 30,
         }
     }
 

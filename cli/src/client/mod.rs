@@ -1,7 +1,8 @@
 //! The commands that talk to a weir server over its gRPC client API (`weir.v1.WeirClient`):
 //! `submit`, `pipelines`, `start`, `runs` (and `runs compare`), `status`, `logs`, `cancel`,
 //! `retry`, `resume`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`,
-//! `lineage`, `models` (and `models show|promote|rollback|get`). This module owns
+//! `lineage`, `models` (and `models show|promote|rollback|get`), `runs delete`, `pipelines
+//! delete` and `gc` (`retention`). This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
@@ -21,6 +22,7 @@ mod download;
 pub(crate) mod live_metrics;
 pub(crate) mod models;
 pub(crate) mod resume;
+pub(crate) mod retention;
 pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod submit;
@@ -148,9 +150,13 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// List the pipelines stored on the server.
-    #[command(after_help = EXIT_CODES)]
-    Pipelines,
+    /// List the pipelines stored on the server, or delete one (`weir pipelines delete NAME`).
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    Pipelines {
+        /// Delete a pipeline; lists pipelines when left out.
+        #[command(subcommand)]
+        action: Option<PipelinesAction>,
+    },
     /// Start a run of a stored pipeline and print its id.
     #[command(after_help = WATCH_EXIT_CODES)]
     Start {
@@ -166,11 +172,11 @@ pub enum Command {
         #[arg(long)]
         no_cache: bool,
     },
-    /// List runs, by pipeline name and then start time (run ids sort that way), or compare
-    /// some (`weir runs compare RUN RUN...`).
+    /// List runs, by pipeline name and then start time (run ids sort that way), compare some
+    /// (`weir runs compare RUN RUN...`) or delete some (`weir runs delete RUN...`).
     #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
     Runs {
-        /// Compare runs; lists runs when left out.
+        /// Compare or delete runs; lists runs when left out.
         #[command(subcommand)]
         action: Option<RunsAction>,
         /// Only runs of this pipeline.
@@ -379,6 +385,35 @@ pub enum Command {
     /// from it. The web UI's workers page shows the same.
     #[command(after_help = EXIT_CODES)]
     Workers,
+    /// Collect garbage now: apply every pipeline's `keep:` (deleting the finished runs it lets
+    /// go, but never one a registered model version came from or whose outputs a cache entry
+    /// reuses), then delete blobs (step outputs, pipeline bundles) that nothing references
+    /// any more and that are older than the server's --gc-grace, and unfinished uploads.
+    ///
+    /// Prints the runs deleted by pipeline, then the counts and bytes freed. `weir server`
+    /// also collects every --gc-every by itself. See docs/retention.md.
+    #[command(after_help = EXIT_CODES)]
+    Gc {
+        /// Say what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// What `weir pipelines` does besides listing.
+#[derive(Subcommand, Debug)]
+pub enum PipelinesAction {
+    /// Delete a pipeline: every stored version, its schedule, its cache entries and all its
+    /// runs (with their logs and outputs; the blobs go at the next `weir gc`).
+    ///
+    /// Refused, deleting nothing, while one of its runs has not finished (cancel it first) or
+    /// a registered model version came from one of its runs.
+    #[command(after_help = EXIT_CODES)]
+    Delete {
+        /// The pipeline's name, as `weir pipelines` lists it.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 /// What `weir runs` does besides listing.
@@ -394,6 +429,23 @@ pub enum RunsAction {
     Compare {
         /// Two or more run ids, as `weir runs` lists them.
         #[arg(value_name = "RUN", num_args = 2.., required = true)]
+        runs: Vec<String>,
+    },
+    /// Delete finished runs: their records, steps, events, logs, output manifests and
+    /// lineage (the output blobs go at the next `weir gc`, unless something else names them).
+    ///
+    /// A run that has not finished is refused (cancel it first: it could still be resumed or
+    /// retried into), and so is one that a registered model version came from or whose
+    /// outputs a cache entry reuses. Each refusal says why on stderr; the others are deleted.
+    #[command(after_help = "Exit status:
+  0  every run was deleted
+  1  some run was not deleted (unfinished, unknown or kept; each says why), the others were
+  2  usage error: unknown option, missing argument, bad --server URL or token file
+  3  cannot reach the weir server (--server, WEIR_SERVER)
+  4  the server refused the token (--token, WEIR_TOKEN, --token-file)")]
+    Delete {
+        /// One or more run ids, as `weir runs` lists them.
+        #[arg(value_name = "RUN", num_args = 1.., required = true)]
         runs: Vec<String>,
     },
 }
@@ -530,7 +582,14 @@ pub fn plan_remote(conn: &ConnArgs, pipeline: String, params: Vec<(String, Strin
 async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
     match command {
         Command::Submit { path, dry_run } => submit::submit(conn, &path, dry_run).await,
-        Command::Pipelines => runs::pipelines(&mut connect(conn).await?, conn).await,
+        Command::Pipelines { action: None } => runs::pipelines(&mut connect(conn).await?, conn).await,
+        Command::Pipelines { action: Some(PipelinesAction::Delete { name }) } => {
+            retention::delete_pipeline(&mut connect(conn).await?, conn, name).await
+        }
+        Command::Gc { dry_run } => retention::gc(&mut connect(conn).await?, conn, dry_run).await,
+        Command::Runs { action: Some(RunsAction::Delete { runs }), .. } => {
+            retention::delete_runs(&mut connect(conn).await?, conn, runs).await
+        }
         Command::Start { pipeline, params, watch, no_cache } => {
             let mut client = connect(conn).await?;
             let run_id = runs::start(&mut client, conn, pipeline, params.params, no_cache).await?;

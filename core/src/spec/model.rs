@@ -20,6 +20,9 @@ pub struct Pipeline {
     pub(crate) description: Option<String>,
     pub(crate) params: Vec<Param>,
     pub(crate) schedule: Option<Schedule>,
+    /// Absent from the hashed form when unset, so versions without it keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) keep: Option<Keep>,
     pub(crate) steps: Vec<Step>,
     #[serde(skip)]
     pub(crate) hash: String,
@@ -40,6 +43,10 @@ impl Pipeline {
     }
     pub fn schedule(&self) -> Option<&Schedule> {
         self.schedule.as_ref()
+    }
+    /// `keep:`, the pipeline's retention, when set.
+    pub fn keep(&self) -> Option<&Keep> {
+        self.keep.as_ref()
     }
     /// Steps in file order.
     pub fn steps(&self) -> &[Step] {
@@ -215,6 +222,26 @@ pub enum Concurrency {
     Allow,
     Forbid,
     Replace,
+}
+
+/// `keep:`: the finished runs of a pipeline that retention keeps. A run goes when it is older
+/// than `days` or not among the newest `runs` finished ones (whichever says so first), unless
+/// something still needs it; either may be unset, not both.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Keep {
+    pub(crate) runs: Option<u32>,
+    pub(crate) days: Option<u32>,
+}
+
+impl Keep {
+    /// The most finished runs to keep.
+    pub fn runs(&self) -> Option<u32> {
+        self.runs
+    }
+    /// The most days a finished run is kept, from when it finished.
+    pub fn days(&self) -> Option<u32> {
+        self.days
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -22,7 +22,7 @@ pub use digest::Digest;
 pub use manifest::{Entry, Manifest, check_name};
 pub use materialize::materialize;
 pub use metrics::{MAX_METRICS_BYTES, Metrics, metrics_from_json};
-pub use store::Store;
+pub use store::{Store, Swept};
 
 /// Everything that can go wrong storing, collecting or materializing artifacts. Messages name
 /// the output as the step declared it, so they can be shown to the pipeline's author as they are.

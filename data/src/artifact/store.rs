@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use super::{Digest, Error};
 
+mod sweep;
+pub use sweep::Swept;
+
 /// Bytes read, hashed and written per step of a put or a verify.
 pub(super) const CHUNK: usize = 1 << 20;
 
@@ -114,6 +117,8 @@ impl Store {
         // Deduplicate: a blob of the right size is the same content (blobs are only ever
         // installed complete). One of the wrong size was damaged: replace it.
         if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size) {
+            // The blob may be old and unreferenced: renew the garbage collector's grace.
+            self.touch(&digest)?;
             return Ok((digest, size)); // the guard removes the temporary file
         }
         fs::rename(&tmp_path, &dest).map_err(Error::io("rename into place", &dest))?;

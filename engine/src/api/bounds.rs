@@ -114,6 +114,9 @@ pub fn bounded<T: Bounded>(req: Request<T>) -> Result<T, Status> {
     Ok(inner)
 }
 
+/// The most runs one DeleteRuns names.
+const MAX_DELETE: usize = 10_000;
+
 /// `field` holding `value` is at most `max` bytes.
 fn at_most(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.len() <= max {
@@ -239,6 +242,19 @@ bounds! {
     v1::GetLineageRequest => |self| { at_most("target", &self.target, MAX_NAME)?; }
     v1::ListModelsRequest => |self| {}
     v1::ListWorkersRequest => |self| {}
+    v1::DeleteRunsRequest => |self| {
+        if self.run_ids.len() > MAX_DELETE {
+            return Err(ApiError::Invalid(format!(
+                "{} runs in one delete; at most {MAX_DELETE} are accepted: delete them in parts",
+                self.run_ids.len()
+            )));
+        }
+        for id in &self.run_ids {
+            at_most("run_ids", id, MAX_NAME)?;
+        }
+    }
+    v1::DeletePipelineRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
+    v1::GcRequest => |self| {}
     v1::GetModelRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
     v1::PromoteModelRequest => |self| {
         at_most("name", &self.name, MAX_NAME)?;

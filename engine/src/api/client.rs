@@ -189,6 +189,47 @@ impl WeirClient for ClientApi {
         super::live_metrics::get(&self.0, req)
     }
 
+    // Retention: server/retention.rs.
+
+    async fn delete_runs(
+        &self,
+        req: Request<v1::DeleteRunsRequest>,
+    ) -> Result<Response<v1::DeleteRunsResponse>, Status> {
+        let r = bounded(req)?;
+        let engine = self.0.clone();
+        let done = tokio::task::spawn_blocking(move || engine.delete_runs(&r.run_ids))
+            .await
+            .map_err(|e| Status::internal(format!("delete runs: {e}")))??;
+        let runs = done
+            .into_iter()
+            .map(|d| v1::RunDeletion { run_id: d.run, deleted: d.refused.is_empty(), refused: d.refused })
+            .collect();
+        Ok(Response::new(v1::DeleteRunsResponse { runs }))
+    }
+
+    async fn delete_pipeline(
+        &self,
+        req: Request<v1::DeletePipelineRequest>,
+    ) -> Result<Response<v1::DeletePipelineResponse>, Status> {
+        let name = bounded(req)?.name;
+        let engine = self.0.clone();
+        let n = tokio::task::spawn_blocking(move || engine.delete_pipeline(&name))
+            .await
+            .map_err(|e| Status::internal(format!("delete pipeline: {e}")))??;
+        Ok(Response::new(v1::DeletePipelineResponse { runs_deleted: n as u32 }))
+    }
+
+    async fn gc(&self, req: Request<v1::GcRequest>) -> Result<Response<v1::GcResponse>, Status> {
+        let dry_run = bounded(req)?.dry_run;
+        let engine = self.0.clone();
+        let report = tokio::task::spawn_blocking(move || engine.collect(dry_run))
+            .await
+            .map_err(|e| Status::internal(format!("gc: {e}")))??;
+        let runs = report.runs.into_iter().map(|(pipeline, run_ids)| v1::PipelineRuns { pipeline, run_ids }).collect();
+        let s = report.swept;
+        Ok(Response::new(v1::GcResponse { runs, blobs: s.blobs, bytes: s.bytes, temp_files: s.temp_files }))
+    }
+
     async fn list_models(
         &self,
         req: Request<v1::ListModelsRequest>,

@@ -199,6 +199,8 @@ pub struct Engine {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Trace export (`crate::otel`), set at start with `--otlp-endpoint`; unset costs nothing.
     pub(crate) otel: std::sync::OnceLock<crate::otel::Otel>,
+    /// Retention and blob sweeps (`retention`).
+    pub(crate) collector: super::retention::Collector,
 }
 
 impl Engine {
@@ -219,6 +221,7 @@ impl Engine {
             scheduling: false,
             metrics: crate::metrics::Metrics::new(),
             otel: std::sync::OnceLock::new(),
+            collector: Default::default(),
         }
     }
 

@@ -32,6 +32,7 @@ pub(crate) mod pipelines;
 mod prepare_tests;
 pub(crate) mod ratelog;
 pub(crate) mod registry;
+pub(crate) mod retention;
 pub(crate) mod run_view;
 pub(crate) mod runs;
 pub(crate) mod scheduler;
@@ -60,6 +61,7 @@ pub use self::core::{Engine, Terms};
 pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
 pub use error::ApiError;
+pub use retention::GcConfig;
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -85,6 +87,8 @@ pub struct ServerConfig {
     /// Export OpenTelemetry traces of runs to this OTLP/gRPC endpoint (`crate::otel`); off when
     /// unset.
     pub otlp_endpoint: Option<String>,
+    /// Retention and blob sweeps: the grace, and how often a server runs them by itself.
+    pub gc: GcConfig,
 }
 
 /// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
@@ -128,6 +132,7 @@ impl ServerConfig {
             resume: Resume::All,
             clock: crate::clock::Clock::system(),
             otlp_endpoint: None,
+            gc: GcConfig::default(),
         }
     }
 }
@@ -244,6 +249,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let blobs = weir_data::artifact::Store::open(&config.data_dir.join("artifacts"))?;
     let mut engine = Engine::new(store, blobs, config.terms, config.clock.clone());
     engine.scheduling = config.scheduling;
+    engine.collector.config = config.gc;
     let engine = Arc::new(engine);
     if let Some(endpoint) = &config.otlp_endpoint {
         let _ = engine.otel.set(crate::otel::Otel::start(endpoint, Arc::downgrade(&engine))?);
@@ -290,6 +296,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             loop {
                 interval.tick().await;
                 engine.tick();
+                engine.collect_if_due();
             }
         })
     };

@@ -16,6 +16,7 @@ use weir_data::artifact::Manifest;
 
 enum Op {
     Put(TreeId, Vec<u8>, Vec<u8>),
+    Remove(TreeId, Vec<u8>),
     Event { run: Vec<u8>, prefix: Vec<u8>, value: Vec<u8> },
 }
 
@@ -37,6 +38,12 @@ impl Batch {
         self.ops.push(Op::Put(TreeId::Runs, keys::run(&run.id)?, v));
         self.put_time_index(run.created_at.0, &run.id)?;
         Ok(self)
+    }
+
+    /// Removes `key` from tree `t` (deleting runs and pipelines: `retention`).
+    pub(super) fn remove_raw(&mut self, t: TreeId, key: Vec<u8>) -> &mut Batch {
+        self.ops.push(Op::Remove(t, key));
+        self
     }
 
     /// The `runs_by_time` entry of run `id` created at `at`.
@@ -210,6 +217,9 @@ impl Store {
                 match op {
                     Op::Put(t, k, v) => {
                         trees[*t as usize].insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Op::Remove(t, k) => {
+                        trees[*t as usize].remove(k.as_slice())?;
                     }
                     Op::Event { run, prefix, value } => {
                         let counters = &trees[TreeId::EventSeq as usize];

@@ -62,7 +62,7 @@ fn key(digest: &Digest, run: &str, i: InstanceId) -> Result<Vec<u8>, Error> {
 }
 
 /// `(run, instance)` of a key, when it has the layout above.
-fn split(k: &[u8]) -> Option<(String, InstanceId)> {
+pub(super) fn split(k: &[u8]) -> Option<(String, InstanceId)> {
     let rest = k.get(32..)?;
     let cut = rest.len().checked_sub(5)?;
     if rest[cut] != 0 {

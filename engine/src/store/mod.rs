@@ -62,6 +62,7 @@ mod list;
 mod live_metrics;
 mod models;
 mod records;
+mod retention;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod time_index;
@@ -83,6 +84,7 @@ pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
     ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,
 };
+pub use retention::RunAge;
 pub use workers::WorkerRecord;
 
 /// Everything the store can fail with.

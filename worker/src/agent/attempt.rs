@@ -473,6 +473,8 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
         }
         let manifest = wire::from_manifest(input.manifest.as_ref())
             .map_err(|e| Stop::Fail(format!("input `{}`: {}", input.dir, e.reason)))?;
+        // Kept from eviction until copied into the attempt's folder.
+        let _pinned = ctx.files.pins.pin(manifest.entries().iter().map(|e| e.digest).collect());
         for entry in manifest.entries() {
             transfer::fetch_blob(&ctx.session, &ctx.files, entry).await?;
         }
@@ -491,6 +493,7 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
         .map_err(|e| Stop::Fail(format!("input `{shown}`: {e}")))?;
     }
     drop(materializing);
+    ctx.files.evict().await;
 
     let timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());
     let mut env: Vec<(String, String)> = a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -568,9 +571,12 @@ async fn succeeded(ctx: &Context, key: &Key, a: &v1::Assignment, outputs_dir: &P
     let store = ctx.files.store.clone();
     let dir = outputs_dir.to_path_buf();
     let declared = a.outputs.clone();
-    let manifest: Manifest = blocking(move || collect_outputs(&store, &dir, &declared))
+    let pins = ctx.files.pins.clone();
+    // Collected and pinned in one go, so no eviction falls between (`evict`).
+    let (manifest, pinned) = blocking(move || pins.collecting(|| collect_outputs(&store, &dir, &declared)))
         .await?
         .map_err(|e| Stop::Fail(format!("collecting outputs: {e}")))?;
+    let manifest: Manifest = manifest;
     let mut metrics = std::collections::HashMap::new();
     if let Some(entry) = manifest.get("metrics.json") {
         let path = ctx.files.store.path_of(&entry.digest);
@@ -586,6 +592,8 @@ async fn succeeded(ctx: &Context, key: &Key, a: &v1::Assignment, outputs_dir: &P
     for entry in manifest.entries() {
         transfer::upload_artifact(&ctx.session, &ctx.files, key, entry).await?;
     }
+    drop(pinned);
+    ctx.files.evict().await;
     Ok(Report::Succeeded(v1::Succeeded { metrics, outputs: Some(wire::manifest(&manifest)) }))
 }
 

@@ -7,6 +7,7 @@
 
 mod attempt;
 mod containers;
+mod evict;
 mod fence;
 mod gpus;
 mod host;
@@ -64,7 +65,13 @@ pub struct AgentConfig {
     pub grace: Duration,
     /// Which GPUs to offer (`--gpus`); detected with nvidia-smi by default.
     pub gpus: crate::gpu::GpuChoice,
+    /// The most bytes of input and output blobs kept in `work_dir/blobs` between attempts
+    /// (`--cache-max`); the least recently used go first (`evict`).
+    pub cache_max: u64,
 }
+
+/// `--cache-max` by default: 10 GiB.
+pub const DEFAULT_CACHE_MAX: u64 = 10 << 30;
 
 impl AgentConfig {
     /// A config with the defaults: no token, the host name, no labels, one step per core, the
@@ -82,6 +89,7 @@ impl AgentConfig {
             process_steps: true,
             grace: Duration::from_secs(10),
             gpus: crate::gpu::GpuChoice::Detect,
+            cache_max: DEFAULT_CACHE_MAX,
         }
     }
 }
@@ -223,7 +231,7 @@ impl Agent {
             std::fs::set_permissions(&no_inputs, std::fs::Permissions::from_mode(0o555))
                 .map_err(|e| work_dir_error(e.to_string()))?;
         }
-        let files = transfer::Files::open(&config.work_dir).map_err(work_dir_error)?;
+        let files = transfer::Files::open(&config.work_dir, config.cache_max).map_err(work_dir_error)?;
 
         let capacity = config.capacity.max(1);
         let gpus = config.gpus.resolve().await;

@@ -47,14 +47,25 @@ pub(crate) struct Files {
     tmp: PathBuf,
     /// One download per digest at a time, across attempts.
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Blobs attempts still need, which eviction leaves (`evict`).
+    pub pins: super::evict::Pins,
+    /// The most bytes `store` keeps between attempts.
+    pub cache_max: u64,
 }
 
 impl Files {
     /// Opens `work_dir/blobs` (with its scratch `work_dir/tmp`) and `work_dir/bundles`.
-    pub(crate) fn open(work_dir: &Path) -> Result<Files, String> {
+    pub(crate) fn open(work_dir: &Path, cache_max: u64) -> Result<Files, String> {
         let store = Store::open(work_dir).map_err(|e| e.to_string())?;
         let bundles = BundleCache::open(work_dir.join("bundles")).map_err(|e| e.to_string())?;
-        Ok(Files { store, bundles, tmp: work_dir.join("tmp"), locks: Mutex::new(HashMap::new()) })
+        let (tmp, locks, pins) = (work_dir.join("tmp"), Mutex::new(HashMap::new()), Default::default());
+        Ok(Files { store, bundles, tmp, locks, pins, cache_max })
+    }
+
+    /// Evicts least recently used blobs past `cache_max` (on a blocking thread).
+    pub(crate) async fn evict(&self) {
+        let (store, pins, max) = (self.store.clone(), self.pins.clone(), self.cache_max);
+        let _ = tokio::task::spawn_blocking(move || super::evict::evict(&store, max, &pins)).await;
     }
 
     async fn lock(&self, digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
@@ -183,6 +194,8 @@ async fn restart(p: &mut Partial) -> Result<(), String> {
 /// Makes sure the blob of `entry` is in the local store, downloading it once per worker.
 pub(crate) async fn fetch_blob(session: &Session, files: &Files, entry: &Entry) -> Result<(), TransferError> {
     if files.store.contains(&entry.digest) {
+        // Used again: the cache evicts it last.
+        let _ = files.store.touch(&entry.digest);
         return Ok(());
     }
     let hex = entry.digest.to_string();
