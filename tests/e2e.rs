@@ -297,8 +297,8 @@ steps:
     assert!(message.contains("extra.txt"), "{message}");
     assert_eq!(
         c.logs(&run, "second").await,
-        "inputs\noutputs\n",
-        "outputs/ starts empty, the folder holds nothing else"
+        "inputs\nmetrics\noutputs\n",
+        "outputs/ starts empty, the folder holds only inputs/, metrics/ ($WEIR_METRICS) and outputs/"
     );
     c.stop().await;
 }

@@ -256,6 +256,9 @@ mod tests {
         s.append_event(run, &EventRecord { now: Millis(1), event: Event::Cancel, changes: vec![] }).unwrap();
         let chunk = LogChunk { stream: Stream::Stdout, at: Millis(1), data: b"hi\n".to_vec() };
         s.append_log(run, AttemptId { instance: i, number: 1 }, &chunk).unwrap();
+        let point =
+            super::super::live_metrics::LivePoint { name: "loss".into(), value: 0.5, step: Some(1), at: Millis(1) };
+        s.append_live_metrics(run, AttemptId { instance: i, number: 1 }, &[point], 0, 10).unwrap();
         s.quarantine(run, "test").unwrap();
         let d = Digest::of(run.as_bytes());
         let mut b = Batch::new();
