@@ -83,8 +83,10 @@ def main():
     p.add_argument("--bin", default=os.path.join(ROOT, "target", "debug"))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--without", help="a folder with weir and weir-worker built without the tracing code")
+    p.add_argument("--modes", help="comma-separated subset of off,on,unreachable,without")
     a = p.parse_args()
-    modes = ["off", "on", "unreachable"] + (["without"] if a.without else [])
+    p_modes = a.modes.split(",") if a.modes else ["off", "on", "unreachable"] + (["without"] if a.without else [])
+    modes = p_modes
     per = {m: [] for m in modes}
     spans = []
     for _ in range(a.rounds):
@@ -98,9 +100,11 @@ def main():
         print(f"per step, traces {m:<11}: median {med[m] * 1000:.2f} ms  "
               f"(rounds: {', '.join(f'{x * 1000:.2f}' for x in per[m])})")
     print(f"spans received per 'on' round: {spans}")
-    print(f"ratio on/off: {med['on'] / med['off']:.3f}")
-    print(f"ratio unreachable/off: {med['unreachable'] / med['off']:.3f}")
-    if a.without:
+    if "on" in med:
+        print(f"ratio on/off: {med['on'] / med['off']:.3f}")
+    if "unreachable" in med:
+        print(f"ratio unreachable/off: {med['unreachable'] / med['off']:.3f}")
+    if "without" in med:
         print(f"ratio off/without: {med['off'] / med['without']:.3f}")
 
 
