@@ -35,7 +35,8 @@ fn said(out: &Output) -> String {
 /// `docker-compose` when installed, else `docker compose` (the plugin); `None` when neither runs.
 fn compose_command() -> Option<Vec<String>> {
     for candidate in [vec!["docker-compose"], vec!["docker", "compose"]] {
-        let ok = Command::new(candidate[0]).args(&candidate[1..]).arg("version").output().is_ok_and(|o| o.status.success());
+        let ok =
+            Command::new(candidate[0]).args(&candidate[1..]).arg("version").output().is_ok_and(|o| o.status.success());
         if ok {
             return Some(candidate.into_iter().map(String::from).collect());
         }
