@@ -44,7 +44,8 @@ Exit status:
                   (`weir-worker --engine URL`) and clients on other hosts. `validate`, `plan`, `graph` and \
                   `schema` read pipeline files without running anything. `submit`, `pipelines`, `start`, \
                   `runs` (with `compare`), `status`, `logs`, `cancel`, `retry`, `resume`, `cache explain`, `schedules` (with `pause` and \
-                  `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server); \
+                  `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server, or a profile of the client config file: \
+                  `weir config show`); \
                   only a server fires \
                   pipelines' cron schedules. `store check`, `store export` and `store import` read \
                   and restore a data folder's database when something went wrong (README, \"When \
@@ -56,13 +57,13 @@ Exit status:
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    // Also accepted here, before the subcommand (`weir --local runs`).
-    #[command(flatten)]
-    conn: client::ConnArgs,
     /// Log lines on stderr as plain text (colours only on a terminal) or as JSON objects, one
     /// a line, for log shippers.
     #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    // Also accepted here, before the subcommand (`weir --local runs`).
+    #[command(flatten)]
+    conn: client::ConnArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
