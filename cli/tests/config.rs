@@ -102,6 +102,8 @@ fn profiles_and_the_environment_choose_the_server_and_the_token_file() {
     // The environment beats the profile: WEIR_SERVER, WEIR_TOKEN_FILE.
     check(&["--profile", "team"], &[("WEIR_SERVER", "http://127.0.0.1:1")], 3);
     check(&["--profile", "team"], &[("WEIR_TOKEN_FILE", &wrong)], 4);
+    // An empty variable (`VAR=` in a script or a compose file) is no setting.
+    check(&[], &[("WEIR_PROFILE", "team"), ("WEIR_SERVER", ""), ("WEIR_TOKEN_FILE", ""), ("WEIR_CONFIG", "")], 0);
     // A flag beats the environment.
     check(&["--profile", "team", "--server", url], &[("WEIR_SERVER", "http://127.0.0.1:1")], 0);
     check(&["--server", url, "--token", CLIENT_TOKEN], &[("WEIR_TOKEN_FILE", &wrong)], 0);

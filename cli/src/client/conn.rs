@@ -30,10 +30,12 @@ pub fn with_connection_options(mut command: clap::Command, talks: &[String]) -> 
 }
 
 /// Records which connection options the command line or the environment set (clap's value
-/// sources): a clap default is no setting, so the config file can still supply one.
+/// sources): a clap default is no setting, so the config file can still supply one, and neither
+/// is an empty value (`WEIR_PROFILE=`).
 pub fn note_given(conn: &mut ConnArgs, matches: &clap::ArgMatches) {
     use clap::parser::ValueSource;
     let origin = |id: &str, flag: &'static str, var: &'static str| match matches.value_source(id) {
+        _ if matches.get_raw(id).is_some_and(|mut v| v.all(|v| v.is_empty())) => None,
         Some(ValueSource::CommandLine) => Some(Origin::Flag(flag)),
         Some(ValueSource::EnvVariable) => Some(Origin::Env(var)),
         _ => None,

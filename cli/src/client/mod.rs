@@ -96,14 +96,14 @@ pub struct ConnArgs {
     pub token: Option<String>,
     /// Read the bearer token from a file: its `client=TOKEN` line, or its one line when that
     /// holds a bare token; wins over --token. Warns when others can read the file.
-    #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE", hide_env_values = true, value_parser = any_path())]
     pub token_file: Option<PathBuf>,
     /// Take the server and the token file from this `[profiles.NAME]` table of the config file.
     #[arg(long, value_name = "NAME", env = "WEIR_PROFILE", hide_env_values = true)]
     pub profile: Option<String>,
     /// The client config file; default $XDG_CONFIG_HOME/weir/config.toml, else
     /// ~/.config/weir/config.toml (`weir config show` says which was read).
-    #[arg(long, value_name = "FILE", env = "WEIR_CONFIG", hide_env_values = true)]
+    #[arg(long, value_name = "FILE", env = "WEIR_CONFIG", hide_env_values = true, value_parser = any_path())]
     pub config: Option<PathBuf>,
     /// Instead of a server, use the data folder of `weir run` (DIR, default `.weir`): an engine
     /// and a worker start in this process on it for the one command, so `weir runs`, `status`,
@@ -120,6 +120,13 @@ pub struct ConnArgs {
     /// What the command line and the environment set, and from where (`conn::note_given`).
     #[arg(skip)]
     pub(crate) given: config::Given,
+}
+
+/// A path, empty included: an empty WEIR_TOKEN_FILE or WEIR_CONFIG (`VAR=` in a script or a
+/// compose file) means unset (`conn::note_given`), not a usage error.
+fn any_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
 impl ConnArgs {
