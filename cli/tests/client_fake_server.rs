@@ -595,7 +595,7 @@ fn every_call_carries_the_token_and_a_refused_token_exits_4() {
     let out = server.weir(&["pipelines", "--token", "wrong"]);
     assert_eq!(out.status.code(), Some(4));
     let err = text(&out.stderr);
-    assert!(err.contains("the server refused the token: pass --token, WEIR_TOKEN or --token-file"), "{err}");
+    assert!(err.contains("the server refused the token: pass --token-file, WEIR_TOKEN_FILE or --token"), "{err}");
     assert!(!err.contains("wrong"), "the token was printed: {err}");
 
     let dir = tempfile::tempdir().unwrap();

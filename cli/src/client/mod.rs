@@ -17,6 +17,7 @@
 
 pub(crate) mod artifacts;
 pub(crate) mod cache;
+pub(crate) mod config;
 pub(crate) mod conn;
 mod download;
 pub(crate) mod live_metrics;
@@ -79,40 +80,53 @@ Exit status:
   4  the server refused the token (--token, WEIR_TOKEN, --token-file)
   130  interrupted (Ctrl-C): with --local the run is left unfinished again, on a server it goes on";
 
-/// Where the server is and how to prove who we are. Global: accepted before or after any
-/// subcommand. The token is never printed, not even by `Debug`.
-#[derive(Args, Clone)]
+/// Where the server is and how to prove who we are. Only the commands that talk to a server
+/// take these (`conn::with_connection_options`), before or after their subcommand; each may also
+/// come from the config file (`config`). The token is never printed, not even by `Debug`.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Connection")]
 pub struct ConnArgs {
-    /// The weir server's URL.
-    #[arg(
-        long,
-        global = true,
-        value_name = "URL",
-        env = "WEIR_SERVER",
-        hide_env_values = true,
-        default_value = "http://127.0.0.1:7070"
-    )]
+    /// The weir server's URL; else the config file's `server` (of --profile's table, then the
+    /// top level), else http://127.0.0.1:7070.
+    #[arg(long, value_name = "URL", env = "WEIR_SERVER", hide_env_values = true, default_value = config::DEFAULT_SERVER)]
     pub server: String,
     /// Bearer token for the server's client API. Other users can see it in `ps`: prefer
-    /// WEIR_TOKEN or --token-file.
-    #[arg(long, global = true, value_name = "TOKEN", env = "WEIR_TOKEN", hide_env_values = true)]
+    /// --token-file, WEIR_TOKEN_FILE or the config file's `token_file`.
+    #[arg(long, value_name = "TOKEN", env = "WEIR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Read the bearer token from a file: its `client=TOKEN` line, or its one line when that
     /// holds a bare token; wins over --token. Warns when others can read the file.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE", hide_env_values = true, value_parser = any_path())]
     pub token_file: Option<PathBuf>,
+    /// Take the server and the token file from this `[profiles.NAME]` table of the config file.
+    #[arg(long, value_name = "NAME", env = "WEIR_PROFILE", hide_env_values = true)]
+    pub profile: Option<String>,
+    /// The client config file; default $XDG_CONFIG_HOME/weir/config.toml, else
+    /// ~/.config/weir/config.toml (`weir config show` says which was read).
+    #[arg(long, value_name = "FILE", env = "WEIR_CONFIG", hide_env_values = true, value_parser = any_path())]
+    pub config: Option<PathBuf>,
     /// Instead of a server, use the data folder of `weir run` (DIR, default `.weir`): an engine
     /// and a worker start in this process on it for the one command, so `weir runs`, `status`,
     /// `cache explain`, `models`, `lineage`, ... see what `weir run` did there, and `retry` and
     /// `start` run their steps here (and follow them to the end). Refused while a `weir run`
     /// uses the folder. Runs left unfinished by a `weir run` that was killed are named and left
     /// as they are: `weir resume RUN --local` finishes one.
-    #[arg(long, global = true, value_name = "DIR", num_args = 0..=1, default_missing_value = ".weir")]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".weir")]
     pub local: Option<PathBuf>,
     /// The data folder of the `weir run` this connection belongs to (set by `weir run`, never on
     /// the command line), so that the commands it suggests carry `--local`.
     #[arg(skip)]
     pub weir_run: Option<PathBuf>,
+    /// What the command line and the environment set, and from where (`conn::note_given`).
+    #[arg(skip)]
+    pub(crate) given: config::Given,
+}
+
+/// A path, empty included: an empty WEIR_TOKEN_FILE or WEIR_CONFIG (`VAR=` in a script or a
+/// compose file) means unset (`conn::note_given`), not a usage error.
+fn any_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
 impl ConnArgs {
@@ -129,6 +143,8 @@ impl fmt::Debug for ConnArgs {
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
+            .field("profile", &self.profile)
+            .field("config", &self.config)
             .field("local", &self.local)
             .field("weir_run", &self.weir_run)
             .finish()
@@ -549,7 +565,10 @@ pub fn dispatch(command: Command, conn: &ConnArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let result = run(command, conn).await;
+        let result = match conn.resolved() {
+            Ok(conn) => run(command, &conn).await,
+            Err(f) => Err(f),
+        };
         crate::local::detach().await;
         result
     });
@@ -570,6 +589,7 @@ pub fn plan_remote(conn: &ConnArgs, pipeline: String, params: Vec<(String, Strin
         }
     };
     let result = runtime.block_on(async {
+        let conn = &conn.resolved()?;
         let mut client = connect(conn).await?;
         cache::plan_remote(&mut client, conn, pipeline, params, no_cache).await
     });
