@@ -25,11 +25,13 @@ use std::collections::BTreeMap;
 
 use crate::store::{AliasEventRecord, Batch, ModelRecord, ModelVersionRecord};
 use weir_core::expr::{self, Ref};
-use weir_core::run::{InstanceId, Millis};
+use weir_core::run::{InstanceId, Millis, StepState};
+use weir_core::spec::NotifyOn;
 use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
+use super::notify::StepCause;
 
 /// A model as `weir models show` shows it: its head (latest version, aliases), every version
 /// and every alias move.
@@ -204,6 +206,10 @@ impl Engine {
             );
             batch.put_model_version(&candidate)?;
             batch.append_model_event(&mut head, &event)?;
+            let kind = if event.refused { NotifyOn::ModelRefused } else { NotifyOn::ModelPromoted };
+            let cause = StepCause { instance, state: StepState::Succeeded, message: &event.reason, nonce: 0 };
+            let model = crate::notify::ModelRef { name: reg.model.clone(), version: candidate.version, alias: alias.clone() };
+            self.notify_step(live, kind, &cause, Some(model), batch, now)?;
         } else {
             batch.put_model_version(&candidate)?;
             tracing::info!(model = reg.model, version = candidate.version, run, step, "model version registered");
