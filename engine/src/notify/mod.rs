@@ -157,7 +157,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
-        let c = NotifyConfig { backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(5), ..Default::default() };
+        let c =
+            NotifyConfig { backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(5), ..Default::default() };
         let waits: Vec<u64> = (1..=5).map(|n| c.backoff_after(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 5, 5]);
         assert_eq!(c.backoff_after(u32::MAX), Duration::from_secs(5));

@@ -28,6 +28,8 @@ pub(crate) mod live_metrics;
 pub(crate) mod logs;
 mod mlops;
 pub(crate) mod notify;
+#[cfg(test)]
+mod notify_tests;
 mod outbox;
 pub(crate) mod pipelines;
 #[cfg(test)]

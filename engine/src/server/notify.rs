@@ -205,7 +205,9 @@ impl Engine {
             .iter()
             .filter(|(_, l)| l.record.sla_missed_at.is_none())
             .filter(|(_, l)| {
-                l.pipeline.sla().is_some_and(|sla| now.0 >= l.record.created_at.0.saturating_add(sla.as_millis() as u64))
+                l.pipeline
+                    .sla()
+                    .is_some_and(|sla| now.0 >= l.record.created_at.0.saturating_add(sla.as_millis() as u64))
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -215,15 +217,14 @@ impl Engine {
             let mut record = live.record.clone();
             record.sla_missed_at = Some(now);
             let mut batch = Batch::new();
-            let message = format!(
-                "still {} after its sla of {}",
-                record.state,
-                weir_core::spec::units::format_duration(sla)
-            );
+            let message =
+                format!("still {} after its sla of {}", record.state, weir_core::spec::units::format_duration(sla));
             let entries = Self::entries_of(live, None);
             let state = record.state.to_string();
             let written = match batch.put_run(&record) {
-                Ok(_) => self.queue(live, &entries, NotifyOn::SlaMissed, "sla", None, state, message, None, &mut batch, now),
+                Ok(_) => {
+                    self.queue(live, &entries, NotifyOn::SlaMissed, "sla", None, state, message, None, &mut batch, now)
+                }
                 Err(e) => Err(e.into()),
             };
             let written = written.and_then(|_| self.store.write_batch(batch).map_err(ApiError::from));

@@ -102,7 +102,9 @@ async fn attempt(engine: &Arc<Engine>, mut d: Delivery) -> Option<weir_core::run
             d.dead = true;
             None
         }
-        Some(_) => Some(weir_core::run::Millis(now.0.saturating_add(config.backoff_after(d.attempts).as_millis() as u64))),
+        Some(_) => {
+            Some(weir_core::run::Millis(now.0.saturating_add(config.backoff_after(d.attempts).as_millis() as u64)))
+        }
     };
     let (id, event, attempts, dead) = (d.id.clone(), d.event, d.attempts, d.dead);
     match &error {
@@ -110,7 +112,9 @@ async fn attempt(engine: &Arc<Engine>, mut d: Delivery) -> Option<weir_core::run
         Some(e) if dead => {
             tracing::warn!(delivery = id, %event, receiver = to, attempts, error = e, "notification dead-lettered")
         }
-        Some(e) => tracing::info!(delivery = id, %event, receiver = to, attempts, error = e, "notification not delivered; will retry"),
+        Some(e) => {
+            tracing::info!(delivery = id, %event, receiver = to, attempts, error = e, "notification not delivered; will retry")
+        }
     }
     d.last_error = error.clone();
     if let Some(at) = next {

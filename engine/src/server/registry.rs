@@ -208,7 +208,8 @@ impl Engine {
             batch.append_model_event(&mut head, &event)?;
             let kind = if event.refused { NotifyOn::ModelRefused } else { NotifyOn::ModelPromoted };
             let cause = StepCause { instance, state: StepState::Succeeded, message: &event.reason, nonce: 0 };
-            let model = crate::notify::ModelRef { name: reg.model.clone(), version: candidate.version, alias: alias.clone() };
+            let model =
+                crate::notify::ModelRef { name: reg.model.clone(), version: candidate.version, alias: alias.clone() };
             self.notify_step(live, kind, &cause, Some(model), batch, now)?;
         } else {
             batch.put_model_version(&candidate)?;

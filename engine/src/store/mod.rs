@@ -81,8 +81,8 @@ pub use guard::is_no_space;
 pub use lineage::{Consumed, Indexed, Produced};
 pub use list::{Listed, RunFilter, RunPage};
 pub use live_metrics::{LivePoint, LiveSummary, Stored as LiveStored};
-pub use outbox::Delivery;
 pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
+pub use outbox::Delivery;
 pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
     ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,

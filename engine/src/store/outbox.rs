@@ -7,10 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Error;
 use super::append::Batch;
 use super::db::{Store, TreeId};
 use super::envelope::{decode, encode};
-use super::Error;
 use weir_core::run::Millis;
 use weir_core::spec::{NotifyOn, NotifyTarget};
 
