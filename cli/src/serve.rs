@@ -61,6 +61,9 @@ pub struct ServerArgs {
     /// up to 5 minutes (tests shorten it).
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration, hide = true)]
     notify_backoff: Duration,
+    /// The longest wait between a notification's attempts (tests shorten it).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    notify_max_backoff: Duration,
 }
 
 /// `--gc-every`: a period, or none.
@@ -98,6 +101,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     config.gc = server::GcConfig { grace: args.gc_grace, every: args.gc_every.0 };
     config.notify.attempts = args.notify_attempts;
     config.notify.backoff = args.notify_backoff;
+    config.notify.max_backoff = args.notify_max_backoff;
     if let Some(path) = &args.notify_secrets {
         match read_notify_secrets(path) {
             Ok(secrets) => config.notify.secrets = secrets,
