@@ -139,10 +139,9 @@ mod tests {
 
     #[test]
     fn the_signature_is_hmac_sha256_over_timestamp_dot_body() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?" (here split as
-        // timestamp "what do ya want for nothing?" is not a number, so build the same bytes:
-        // a timestamp and body whose `ts.body` is a known HMAC input).
         let got = sign(b"Jefe", 1_700_000_000, b"{\"a\":1}");
+        // What docs/notifications.md's Python check computes for the same input.
+        assert_eq!(got, "sha256=fa5f6481efc59da48b19c9dc10196c9953e5651f8304b3a318b6b87d70272e0a");
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"1700000000.{\"a\":1}");
         let want: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
