@@ -105,7 +105,7 @@ impl Engine {
     }
 
     /// The entries a step's event goes to: the pipeline's and the step's own.
-    fn entries_of<'a>(live: &'a Live, instance: Option<InstanceId>) -> Vec<&'a Notify> {
+    fn entries_of(live: &Live, instance: Option<InstanceId>) -> Vec<&Notify> {
         let mut out: Vec<&Notify> = live.pipeline.notify().iter().collect();
         if let Some(i) = instance
             && let Some(inst) = live.plan.graph.node_weight(petgraph::graph::NodeIndex::new(i.index()))

@@ -50,11 +50,11 @@ async fn deliver_due(engine: &Arc<Engine>) -> Option<weir_core::run::Millis> {
             if let Some(suppressed) = super::ratelog::admit(&format!("outbox {e}")) {
                 tracing::error!(error = %e, suppressed, "cannot read the notification outbox");
             }
-            return Some(engine.clock.now());
+            return None; // try again after the idle wait
         }
         Err(_) => return None,
     };
-    pending.sort_by(|a, b| (a.next_at, a.created_at).cmp(&(b.next_at, b.created_at)));
+    pending.sort_by_key(|a| (a.next_at, a.created_at));
     let mut next: Option<weir_core::run::Millis> = None;
     for d in pending {
         let now = engine.clock.now();
@@ -130,7 +130,8 @@ async fn attempt(engine: &Arc<Engine>, mut d: Delivery) -> Option<weir_core::run
         Ok(Ok(())) => next,
         Ok(Err(e)) => {
             tracing::error!(delivery = id, error = %e, "cannot record a notification attempt; it will be attempted again");
-            Some(now)
+            // Not at once: a store that cannot write would have the receiver hammered.
+            Some(weir_core::run::Millis(now.0.saturating_add(IDLE.as_millis() as u64)))
         }
         Err(_) => None,
     }
