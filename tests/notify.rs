@@ -370,3 +370,22 @@ fn a_dead_letter_shows_in_the_cli_and_a_retry_delivers_it_with_the_same_id() {
     let (_, err) = env.expect(&["notifications", "retry", &dead[0]], 1);
     assert!(err.contains("no notification"), "delivered ones are forgotten: {err}");
 }
+
+#[test]
+fn a_bad_secrets_file_stops_the_server_naming_the_line_and_never_the_secret() {
+    let env = Env::new();
+    let file = env.dir.path().join("bad-secrets");
+    std::fs::write(&file, "ops = 0123456789abcdef0123\nml = tooshort\n").unwrap();
+    let out = Command::new(&env.weir)
+        .args(["server", "--listen", "127.0.0.1:0", "--notify-secrets"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(env.dir.path().join("data"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 2") && stderr.contains("shorter than 16 characters"), "{stderr}");
+    assert!(!stderr.contains("tooshort") && !stderr.contains("0123456789abcdef0123"), "a secret in: {stderr}");
+}
