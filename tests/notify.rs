@@ -166,11 +166,13 @@ impl Env {
         Env { weir, worker, dir, url: String::new() }
     }
 
-    /// Starts `weir server` on the env's data folder with short notification backoffs.
+    /// Starts `weir server` on the env's data folder with short notification backoffs (100 ms
+    /// doubling up to 2 s: with 100 attempts a delivery stays pending for minutes, however
+    /// slowly a loaded machine runs the test).
     fn server(&mut self, attempts: &str) -> Kill {
         let mut server = Command::new(&self.weir)
             .args(["server", "--listen", "127.0.0.1:0", "--gc-every", "off", "--notify-attempts", attempts])
-            .args(["--notify-backoff", "100ms", "--notify-max-backoff", "500ms", "--notify-secrets"])
+            .args(["--notify-backoff", "100ms", "--notify-max-backoff", "2s", "--notify-secrets"])
             .arg(self.dir.path().join("secrets"))
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -266,7 +268,7 @@ steps:
 fn every_notification_arrives_signed_after_the_receiver_was_down_and_the_server_was_killed() {
     let mut env = Env::new();
     let mut receiver = Receiver::down();
-    let server = env.server("20");
+    let server = env.server("100");
     let _worker = env.worker();
     env.submit(&pipeline(&receiver));
 
@@ -295,7 +297,7 @@ fn every_notification_arrives_signed_after_the_receiver_was_down_and_the_server_
 
     // kill -9, restart, receiver back: everything arrives.
     drop(server);
-    let _server = env.server("20");
+    let _server = env.server("100");
     receiver.up();
     let want: BTreeSet<String> = pending.iter().cloned().collect();
     let got = receiver.wait_for("all five deliveries", |g| {
