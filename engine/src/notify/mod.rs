@@ -38,7 +38,7 @@ pub struct NotifyConfig {
 }
 
 impl Default for NotifyConfig {
-    /// 1 s, 2 s, 4 s … capped at 5 minutes, 10 attempts (about 12 minutes in all), 10 s each.
+    /// 1 s, 2 s, 4 s … capped at 5 minutes, 10 attempts (the last about 8.5 minutes after the first), 10 s each.
     fn default() -> NotifyConfig {
         NotifyConfig {
             secrets: Secrets::default(),
