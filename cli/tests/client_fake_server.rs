@@ -515,6 +515,18 @@ impl WeirClient for Fake {
     async fn gc(&self, _: Request<v1::GcRequest>) -> Result<Response<v1::GcResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_notifications(
+        &self,
+        _: Request<v1::ListNotificationsRequest>,
+    ) -> Result<Response<v1::ListNotificationsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn retry_notification(
+        &self,
+        _: Request<v1::RetryNotificationRequest>,
+    ) -> Result<Response<v1::RetryNotificationResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_model(&self, _: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }

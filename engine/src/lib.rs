@@ -10,6 +10,7 @@
 pub mod api;
 pub mod clock;
 pub mod metrics;
+pub mod notify;
 pub mod otel;
 pub mod server;
 pub mod store;

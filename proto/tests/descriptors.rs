@@ -35,6 +35,8 @@ const RPCS: &[(&str, &str, bool, bool)] = &[
     ("WeirClient", "DeleteRuns", false, false),
     ("WeirClient", "DeletePipeline", false, false),
     ("WeirClient", "Gc", false, false),
+    ("WeirClient", "ListNotifications", false, false),
+    ("WeirClient", "RetryNotification", false, false),
     ("WeirWorker", "Register", false, false),
     ("WeirWorker", "Lease", false, false),
     ("WeirWorker", "Heartbeat", false, false),

@@ -22,6 +22,7 @@ pub(crate) mod conn;
 mod download;
 pub(crate) mod live_metrics;
 pub(crate) mod models;
+pub(crate) mod notifications;
 pub(crate) mod resume;
 pub(crate) mod retention;
 pub(crate) mod runs;
@@ -414,6 +415,29 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List the notifications the server has yet to deliver to `notify:` receivers (id, event,
+    /// run, receiver, attempts made, when the next is due, the last error), or with --dead the
+    /// dead letters whose every attempt failed; `weir notifications retry ID` re-queues one.
+    /// Delivered notifications are not kept. See docs/notifications.md.
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    Notifications {
+        #[command(subcommand)]
+        action: Option<NotificationsAction>,
+        /// The dead letters instead of the pending deliveries.
+        #[arg(long)]
+        dead: bool,
+    },
+}
+
+/// What `weir notifications` does besides listing.
+#[derive(Subcommand, Debug)]
+pub enum NotificationsAction {
+    /// Re-queue a dead letter for a fresh series of attempts, with the same delivery id.
+    #[command(after_help = EXIT_CODES)]
+    Retry {
+        /// The delivery id, as `weir notifications --dead` lists it.
+        id: String,
+    },
 }
 
 /// What `weir pipelines` does besides listing.
@@ -685,6 +709,13 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         }
         Command::Models { action } => models::dispatch(&mut connect(conn).await?, conn, action).await,
         Command::Workers => workers::list(&mut connect(conn).await?, conn).await,
+        Command::Notifications { action, dead } => {
+            let mut client = connect(conn).await?;
+            match action {
+                None => notifications::list(&mut client, conn, dead).await,
+                Some(NotificationsAction::Retry { id }) => notifications::retry(&mut client, conn, id).await,
+            }
+        }
         Command::Artifacts(action) => artifacts::dispatch(&mut connect(conn).await?, conn, action).await,
         Command::Backfill { pipeline, from, to, dry_run } => {
             schedules::backfill(&mut connect(conn).await?, conn, pipeline, from, to, dry_run).await

@@ -27,6 +27,10 @@ mod heal;
 pub(crate) mod live_metrics;
 pub(crate) mod logs;
 mod mlops;
+pub(crate) mod notify;
+#[cfg(test)]
+mod notify_tests;
+mod outbox;
 pub(crate) mod pipelines;
 #[cfg(test)]
 mod prepare_tests;
@@ -89,6 +93,8 @@ pub struct ServerConfig {
     pub otlp_endpoint: Option<String>,
     /// Retention and blob sweeps: the grace, and how often a server runs them by itself.
     pub gc: GcConfig,
+    /// Notification delivery: secrets, attempts, backoff.
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
@@ -133,6 +139,7 @@ impl ServerConfig {
             clock: crate::clock::Clock::system(),
             otlp_endpoint: None,
             gc: GcConfig::default(),
+            notify: Default::default(),
         }
     }
 }
@@ -175,6 +182,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     serve: JoinHandle<Result<(), tonic::transport::Error>>,
     ticker: JoinHandle<()>,
+    outbox: JoinHandle<()>,
 }
 
 impl Server {
@@ -204,6 +212,8 @@ impl Server {
         let _ = self.stop.send(true);
         self.ticker.abort();
         let _ = self.ticker.await;
+        self.outbox.abort();
+        let _ = self.outbox.await;
         match tokio::time::timeout(Duration::from_secs(5), self.serve).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
             Ok(_) => {}
@@ -250,6 +260,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let mut engine = Engine::new(store, blobs, config.terms, config.clock.clone());
     engine.scheduling = config.scheduling;
     engine.collector.config = config.gc;
+    engine.notify = config.notify.clone();
     let engine = Arc::new(engine);
     if let Some(endpoint) = &config.otlp_endpoint {
         let _ = engine.otel.set(crate::otel::Otel::start(endpoint, Arc::downgrade(&engine))?);
@@ -300,6 +311,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             }
         })
     };
+    let outbox = tokio::spawn(outbox::run(engine.clone()));
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
-    Ok(Server { addr, engine, stop, serve, ticker })
+    Ok(Server { addr, engine, stop, serve, ticker, outbox })
 }

@@ -21,12 +21,14 @@ use crate::schema::TOP_LEVEL_FIELDS;
 
 mod fields;
 mod keep;
+mod notify;
 mod params;
 mod schedule;
 mod step;
 
 use fields::defaults;
 use keep::keep;
+use notify::{notify, sla};
 use params::params;
 use schedule::schedule;
 use step::step;
@@ -110,6 +112,8 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     let schedule = fields.get("schedule").and_then(|s| schedule(cx, s, schedule_key, &params, &declared));
     let keep_key = fields.key_span(cx, "keep").unwrap_or(top);
     let keep = fields.get("keep").and_then(|k| keep(cx, k, keep_key));
+    let notify = fields.get("notify").and_then(|n| notify(cx, n, "notify", false)).unwrap_or_default();
+    let sla = fields.get("sla").and_then(|s| sla(cx, s));
     let steps_node = cx.require(&fields, "steps", "the pipeline", "a mapping of step names to steps", top);
     let mut drafts = Vec::with_capacity(steps_node.and_then(|n| cx.doc.node(n).kind.items()).unwrap_or(0));
     if let Some(steps_node) = steps_node
@@ -126,7 +130,7 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     }
     let steps = check::steps(cx, drafts, &params, &declared, limits);
     let (name, steps) = (name?, steps?);
-    let mut pipeline = Pipeline { name, description, params, schedule, keep, steps, hash: String::new() };
+    let mut pipeline = Pipeline { name, description, params, schedule, keep, sla, notify, steps, hash: String::new() };
     // Stream the canonical JSON into the hasher: no copy of the whole model in memory.
     // (buffered: the serializer's many tiny writes would each pay the hasher's call overhead).
     let mut hasher = blake3::Hasher::new();
