@@ -255,6 +255,7 @@ bounds! {
     }
     v1::DeletePipelineRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
     v1::GcRequest => |self| {}
+    v1::BackupRequest => |self| {}
     v1::GetModelRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
     v1::PromoteModelRequest => |self| {
         at_most("name", &self.name, MAX_NAME)?;

@@ -201,6 +201,8 @@ pub struct Engine {
     pub(crate) otel: std::sync::OnceLock<crate::otel::Otel>,
     /// Retention and blob sweeps (`retention`).
     pub(crate) collector: super::retention::Collector,
+    /// Blobs running backups still have to copy: the sweep keeps them (`backup`).
+    pub(crate) holds: Arc<super::backup::BlobHolds>,
 }
 
 impl Engine {
@@ -222,6 +224,7 @@ impl Engine {
             metrics: crate::metrics::Metrics::new(),
             otel: std::sync::OnceLock::new(),
             collector: Default::default(),
+            holds: Default::default(),
         }
     }
 
