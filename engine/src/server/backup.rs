@@ -75,6 +75,7 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// How many blobs it names.
+    #[cfg(test)]
     pub(crate) fn blobs(&self) -> usize {
         self.digests.len()
     }
