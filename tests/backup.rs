@@ -175,3 +175,27 @@ fn a_backup_of_a_running_server_restores_its_outputs_and_resumes_its_unfinished_
     assert_eq!(std::fs::read_to_string(&late).unwrap(), DATA, "the resumed step read the restored bundle");
     drop(server);
 }
+
+#[test]
+fn weir_backup_local_saves_a_weir_run_data_folder_that_restores_and_lists_its_runs() {
+    let (bin, _) = weir_tests::binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        "name: here\nsteps:\n  a:\n    run: printf 'local output' > \"$WEIR_OUTPUTS/o.txt\"\n    outputs: [o.txt]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("d");
+    let (out, err) = expect(&bin, None, &["run", file.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], 0);
+    let (runs, _) = expect(&bin, None, &["runs", "--local", data.to_str().unwrap()], 0);
+    assert!(runs.contains("here"), "{out}{err}{runs}");
+    let saved = dir.path().join("local.backup");
+    expect(&bin, None, &["backup", saved.to_str().unwrap(), "--local", data.to_str().unwrap()], 0);
+    let restored = dir.path().join("r");
+    restore(&bin, &saved, &restored, 0);
+    let (again, _) = expect(&bin, None, &["runs", "--local", restored.to_str().unwrap()], 0);
+    let first = |t: &str| t.lines().nth(1).and_then(|l| l.split_whitespace().next()).map(str::to_string);
+    assert!(first(&runs).is_some() && first(&again) == first(&runs), "{runs}\n{again}");
+    assert!(again.contains("succeeded"), "{again}");
+}
