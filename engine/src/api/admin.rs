@@ -40,7 +40,11 @@ impl WeirAdmin for AdminApi {
             let out = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
             if let Err(e) = engine.write_backup(snapshot, out, &mut |_| {}) {
                 // A client that went away needs no status; anyone else hears why.
-                let _ = tx.blocking_send(Err(Status::from(e)));
+                if tx.is_closed() {
+                    tracing::info!("backup abandoned: the client went away");
+                } else {
+                    let _ = tx.blocking_send(Err(Status::from(e)));
+                }
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
