@@ -158,6 +158,8 @@ fn a_backup_of_a_running_server_restores_its_outputs_and_resumes_its_unfinished_
 
     let restored = dir.path().join("restored");
     restore(&bin, &file, &restored, 0);
+    let (check, _) = expect(&bin, None, &["store", "check", "--data-dir", restored.to_str().unwrap()], 0);
+    assert!(check.contains("every record is readable"), "{check}");
     let (server, url) = start_server(&bin, &restored);
     let _worker = start_worker(&worker_bin, &url, &dir.path().join("work2"));
     let (listed_after, _) = expect(&bin, Some(&url), &["artifacts", "ls", &done], 0);

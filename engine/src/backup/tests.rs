@@ -144,3 +144,13 @@ fn restore_refuses_a_folder_that_holds_anything_and_a_file_that_is_not_a_backup(
     let text = restore(&path, &base.path().join("new"), &mut |_| {}).unwrap_err().to_string();
     assert!(text.contains("not a weir backup"), "{text}");
 }
+
+#[test]
+fn a_newer_format_is_refused_with_what_to_do() {
+    let header = serde_json::to_vec(&Header { format: FORMAT + 1, ..Header::new(Millis(1)) }).unwrap();
+    let mut w = frame::FrameWriter::new(Vec::new()).unwrap();
+    w.section(Kind::Header, "header", header.len() as u64, &header[..]).unwrap();
+    let file = w.finish().unwrap();
+    let text = verify(&file[..]).unwrap_err().to_string();
+    assert!(text.contains("newer weir") && text.contains(&format!("format {}", FORMAT + 1)), "{text}");
+}

@@ -212,6 +212,27 @@ mod tests {
     }
 
     #[test]
+    fn an_abandoned_backup_releases_its_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = testkit::engine(dir.path());
+        let bundle = engine.blobs.put_bytes(b"a bundle").unwrap();
+        let version = PipelineVersion {
+            name: "train".to_string(),
+            yaml: "x: 1\n".to_string(),
+            bundle_digest: Some(bundle),
+            submitted_at: Millis(3),
+            file: None,
+        };
+        engine.store.put_pipeline_version("h1", &version).unwrap();
+        let (first, second) = (engine.snapshot().unwrap(), engine.snapshot().unwrap());
+        assert!(engine.holds.holds(&bundle));
+        drop(first);
+        assert!(engine.holds.holds(&bundle), "the other backup still holds it");
+        drop(second);
+        assert!(!engine.holds.holds(&bundle));
+    }
+
+    #[test]
     fn the_snapshot_is_the_store_as_it_was_when_taken() {
         let dir = tempfile::tempdir().unwrap();
         let engine = testkit::engine(dir.path());
