@@ -12,6 +12,7 @@ mod display;
 mod local;
 mod offline;
 mod otlp;
+mod restore;
 mod serve;
 mod source;
 mod store;
@@ -47,7 +48,8 @@ Exit status:
                   `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server, or a profile of the client config file: \
                   `weir config show`); \
                   only a server fires \
-                  pipelines' cron schedules. `store check`, `store export` and `store import` read \
+                  pipelines' cron schedules. `backup FILE` saves a running server's store and blobs; \
+                  `restore FILE --data-dir DIR` puts such a file into a new data folder. `store check`, `store export` and `store import` read \
                   and restore a data folder's database when something went wrong (README, \"When \
                   things go wrong\"). \
                   Logs go to stderr, filtered by RUST_LOG (`weir server`: info, others: warnings), \
@@ -90,6 +92,11 @@ enum Command {
     Server(serve::ServerArgs),
     /// Check, export or import the data folder's database (with no engine running on it).
     Store(store::StoreArgs),
+    /// Restore a `weir backup` file into a new data folder (missing or empty), with no engine
+    /// running: every checksum is checked before anything is written, then the blobs and the
+    /// records are written and flushed. Start `weir server --data-dir DIR` on it after.
+    #[command(after_help = restore::RESTORE_EXIT_CODES)]
+    Restore(restore::RestoreArgs),
     /// Open `weir run`'s data folder in the web UI (loopback only), with a local worker for
     /// runs started there. `weir run FILE --ui` shows one run live instead.
     #[command(after_help = ui::UI_EXIT_CODES)]
@@ -120,6 +127,7 @@ fn main() -> ExitCode {
         Command::Run(args) => local::run(args),
         Command::Server(args) => serve::run(args),
         Command::Store(args) => store::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Ui(args) => ui::run(args),
         Command::Config(args) => client::config::run(args, &cli.conn),
         Command::Client(c) => client::dispatch(c, &cli.conn),

@@ -11,6 +11,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use weir_proto::auth::{Role, TokenFile};
+use weir_proto::v1::weir_admin_client::WeirAdminClient;
 use weir_proto::v1::weir_client_client::WeirClientClient;
 
 use super::config::{self, Effective, Given, Origin, TokenChoice};
@@ -66,6 +67,7 @@ impl Interceptor for Auth {
 }
 
 pub type Client = WeirClientClient<InterceptedService<Channel, Auth>>;
+pub type AdminClient = WeirAdminClient<InterceptedService<Channel, Auth>>;
 
 impl ConnArgs {
     /// The settings this command connects with: the command line and environment, then the
@@ -147,6 +149,31 @@ pub async fn connect_resuming(conn: &ConnArgs, resume: &[String], worker: bool) 
         return Ok(client);
     }
     let auth = conn.auth()?;
+    let channel = channel(conn).await?;
+    Ok(WeirClientClient::with_interceptor(channel, auth))
+}
+
+/// A client of the operator's service (`WeirAdmin`) on the server `conn` names, or on an
+/// engine started in this process on `--local`'s data folder (no worker).
+pub async fn connect_admin(conn: &ConnArgs) -> Result<AdminClient, Failure> {
+    if let Some(dir) = &conn.local {
+        let url = crate::local::attach(dir, &[], false).await?;
+        let local = ConnArgs {
+            server: url,
+            token: None,
+            token_file: None,
+            local: None,
+            weir_run: Some(dir.clone()),
+            ..Default::default()
+        };
+        return Ok(WeirAdminClient::with_interceptor(channel(&local).await?, Auth(None)));
+    }
+    let auth = conn.auth()?;
+    Ok(WeirAdminClient::with_interceptor(channel(conn).await?, auth))
+}
+
+/// The channel to `conn.server`, checked to be an http:// URL that answers.
+async fn channel(conn: &ConnArgs) -> Result<Channel, Failure> {
     if let Some(scheme) = conn.server.split_once("://").map(|(s, _)| s) {
         if scheme == "https" {
             eprintln!(
@@ -169,7 +196,7 @@ pub async fn connect_resuming(conn: &ConnArgs, resume: &[String], worker: bool) 
     })?;
     let endpoint = endpoint.connect_timeout(Duration::from_secs(10)).tcp_nodelay(true);
     let channel = endpoint.connect().await.map_err(|e| unreachable(conn, &e))?;
-    Ok(WeirClientClient::with_interceptor(channel, auth))
+    Ok(channel)
 }
 
 /// The error and its causes, one after another, without repeats.

@@ -2,7 +2,7 @@
 //! `submit`, `pipelines`, `start`, `runs` (and `runs compare`), `status`, `logs`, `cancel`,
 //! `retry`, `resume`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`,
 //! `lineage`, `models` (and `models show|promote|rollback|get`), `runs delete`, `pipelines
-//! delete` and `gc` (`retention`). This module owns
+//! delete` and `gc` (`retention`), `backup` (`WeirAdmin`). This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
@@ -16,6 +16,7 @@
 //! unfinished by a killed `weir run`, and `weir resume`.
 
 pub(crate) mod artifacts;
+mod backup;
 pub(crate) mod cache;
 pub(crate) mod config;
 pub(crate) mod conn;
@@ -48,6 +49,15 @@ pub const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  refused: the server knows no such pipeline or run, or refused the request (printed on stderr)
+  2  usage error: unknown option, missing argument, bad --server URL or token file
+  3  cannot reach the weir server (--server, WEIR_SERVER)
+  4  the server refused the token (--token, WEIR_TOKEN, --token-file)";
+
+pub const BACKUP_EXIT_CODES: &str = "\
+Exit status:
+  0  FILE holds the whole backup, checked
+  1  FILE exists (pass --force), the server failed the backup, or the file received does not
+     check out or cannot be written; FILE is then untouched and FILE.tmp removed
   2  usage error: unknown option, missing argument, bad --server URL or token file
   3  cannot reach the weir server (--server, WEIR_SERVER)
   4  the server refused the token (--token, WEIR_TOKEN, --token-file)";
@@ -427,6 +437,23 @@ pub enum Command {
         #[arg(long)]
         dead: bool,
     },
+    /// Save a backup of the server's store and blobs to FILE, while it runs.
+    ///
+    /// The server reads every record at one instant (its writes pause meanwhile; runs go on),
+    /// then streams them and every blob they name (step outputs, pipeline bundles), each
+    /// section checksummed. The file is written as FILE.tmp, checked end to end, fsynced and
+    /// renamed to FILE. Progress goes to stderr every few seconds. With --local DIR, backs up
+    /// `weir run`'s data folder instead (no `weir run` may be using it). Restore with `weir
+    /// restore FILE --data-dir NEW`. See docs/operations.md.
+    #[command(after_help = BACKUP_EXIT_CODES)]
+    Backup {
+        /// Where to save the backup.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// What `weir notifications` does besides listing.
@@ -629,6 +656,9 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Pipelines { action: None } => runs::pipelines(&mut connect(conn).await?, conn).await,
         Command::Pipelines { action: Some(PipelinesAction::Delete { name }) } => {
             retention::delete_pipeline(&mut connect(conn).await?, conn, name).await
+        }
+        Command::Backup { file, force } => {
+            backup::backup(&mut conn::connect_admin(conn).await?, conn, file, force).await
         }
         Command::Gc { dry_run } => retention::gc(&mut connect(conn).await?, conn, dry_run).await,
         Command::Runs { action: Some(RunsAction::Delete { runs }), .. } => {

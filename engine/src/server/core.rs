@@ -205,6 +205,8 @@ pub struct Engine {
     pub(crate) notify: crate::notify::NotifyConfig,
     /// Wakes the delivery task (`outbox`) when a notification was queued.
     pub(crate) outbox_wake: Notify,
+    /// Blobs running backups still have to copy: the sweep keeps them (`backup`).
+    pub(crate) holds: Arc<super::backup::BlobHolds>,
 }
 
 impl Engine {
@@ -228,6 +230,7 @@ impl Engine {
             collector: Default::default(),
             notify: Default::default(),
             outbox_wake: Notify::new(),
+            holds: Default::default(),
         }
     }
 

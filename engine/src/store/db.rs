@@ -107,6 +107,8 @@ pub struct Store {
     pub(super) dir: PathBuf,
     /// Why writes fail until a reopen, when they do.
     pub(super) fault: Mutex<Option<String>>,
+    /// Held shared by every write, exclusively by [`Store::paused`] (a backup's snapshot).
+    pub(super) pause: RwLock<()>,
 }
 
 impl Store {
