@@ -34,6 +34,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "when",
     "gate",
     "register",
+    "approval",
     "runs_on",
 ];
 
@@ -55,6 +56,9 @@ pub const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "gpus"];
 
 /// Keys of `register`.
 pub const REGISTER_FIELDS: &[&str] = &["model", "file", "alias", "when"];
+
+/// Keys of `approval`.
+pub const APPROVAL_FIELDS: &[&str] = &["message", "timeout"];
 
 /// Keys of `cache` in its map form.
 pub const CACHE_FIELDS: &[&str] = &["ttl"];
@@ -251,6 +255,20 @@ fn definitions() -> Value {
             })),
             json!({"required": ["model", "file"]}),
         ),
+        "approval": extended(
+            closed_object("An approval gate before the step runs.", APPROVAL_FIELDS, json!({
+                "message": {
+                    "description": "Shown to the approver; `{{ params.x }}` templates render as text.",
+                    "type": "string",
+                    "minLength": 1,
+                },
+                "timeout": {
+                    "description": "Without a decision by then the step fails; default: wait until decided.",
+                    "$ref": "#/definitions/duration",
+                },
+            })),
+            json!({"required": ["message"]}),
+        ),
         "step": extended(
             closed_object("A step: exactly one of `run` and `command`.", STEP_FIELDS, steps),
             json!({"oneOf": [{"required": ["run"]}, {"required": ["command"]}]}),
@@ -385,6 +403,10 @@ fn step_properties() -> Value {
         "register": {
             "description": "Register `file` (one of `outputs`) as a version of `model`.",
             "$ref": "#/definitions/register",
+        },
+        "approval": {
+            "description": "A person approves (`weir approve RUN STEP`) or rejects the step before it runs.",
+            "$ref": "#/definitions/approval",
         },
         "runs_on": {
             "description": "Worker labels the step requires.",
@@ -694,6 +716,7 @@ mod tests {
             (&definitions["resources"], RESOURCE_FIELDS),
             (&definitions["register"], REGISTER_FIELDS),
             (&definitions["cache"]["oneOf"][1], CACHE_FIELDS),
+            (&definitions["approval"], APPROVAL_FIELDS),
         ];
         for (object, fields) in cases {
             assert_eq!(sorted_keys(&object["properties"]), sorted(fields));
@@ -705,8 +728,9 @@ mod tests {
         let schema = json_schema();
         let mut found = Vec::new();
         objects(&schema, &mut found);
-        // The top level, step, defaults, param, schedule, keep, retries, resources, register, cache.
-        assert_eq!(found.len(), 10);
+        // The top level, step, defaults, param, schedule, keep, retries, resources, register,
+        // approval, cache.
+        assert_eq!(found.len(), 11);
         for object in found {
             assert_eq!(object["additionalProperties"], false, "{object}");
             for (name, property) in object["properties"].as_object().unwrap() {

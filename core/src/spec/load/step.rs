@@ -11,7 +11,7 @@ use super::fields::{
 use super::{Defaults, StepDraft};
 use crate::diag::Diagnostic;
 use crate::expr::{self, Expr};
-use crate::schema::{REGISTER_FIELDS, STEP_FIELDS};
+use crate::schema::{APPROVAL_FIELDS, REGISTER_FIELDS, STEP_FIELDS};
 use crate::spec::Limits;
 use crate::spec::decode::{Cx, check_name, suggest_name};
 use crate::spec::model::*;
@@ -64,6 +64,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
             when: None,
             gate: None,
             register: None,
+            approval: None,
             runs_on: defaults.runs_on.clone(),
             span: cx.span(key),
         },
@@ -233,6 +234,14 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
                 draft.register_node = Some(v);
                 register(cx, v, &path).map(|r| draft.step.register = Some(r)).is_some()
             }
+            "approval" => match approval(cx, v, &path) {
+                Some((a, message_node)) => {
+                    draft.templates.push((a.message.clone(), message_node));
+                    draft.step.approval = Some(a);
+                    true
+                }
+                None => false,
+            },
             "runs_on" => label_map(cx, v, &path)
                 .map(|m| {
                     draft.step.runs_on.extend(m);
@@ -439,4 +448,27 @@ fn register(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Register> {
         None => None,
     };
     Some(Register { model: model?, file: file?, alias, when })
+}
+
+/// `approval: {message, timeout}`, and the node of `message` (its templates are checked with
+/// the step's others).
+fn approval(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<(Approval, NodeId)> {
+    let fields = cx.fields(id, path, "approval", APPROVAL_FIELDS)?;
+    let at = cx.span(id);
+    let message = cx.require(&fields, "message", path, "the text shown to the approver", at);
+    let timeout = match fields.get("timeout") {
+        Some(n) => Some(duration(cx, n, &format!("{path}.timeout"))?),
+        None => None,
+    };
+    let node = message?;
+    let text = cx.string(node, &format!("{path}.message"))?;
+    if text.trim().is_empty() {
+        cx.push(
+            Diagnostic::error(format!("`{path}.message` is empty"))
+                .at(cx.span(node), "expected the text shown to the approver"),
+        );
+        return None;
+    }
+    let message = template(cx, node, text, &format!("{path}.message"))?;
+    Some((Approval { message, timeout }, node))
 }
