@@ -6,6 +6,7 @@
 //! Unix epoch), and returns text. Nothing here reads the clock, the terminal or the network, so
 //! the tests compare exact strings; callers decide where the text goes and whether to colour it.
 
+pub mod approvals;
 pub mod live_metrics;
 pub mod tracking;
 
@@ -82,6 +83,7 @@ fn state_color(state: &str) -> &'static str {
         "running" => "36",
         "skipped" | "cancelled" => "33",
         "cached" => "34",
+        "awaiting_approval" => "35",
         _ => "",
     }
 }

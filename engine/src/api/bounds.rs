@@ -255,6 +255,12 @@ bounds! {
     }
     v1::DeletePipelineRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
     v1::GcRequest => |self| {}
+    v1::ApproveRequest => |self| {
+        at_most("run_id", &self.run_id, MAX_NAME)?;
+        at_most("step", &self.step, MAX_INSTANCE)?;
+        at_most("comment", &self.comment, MAX_TEXT)?;
+        at_most("decided_by", &self.decided_by, MAX_NAME)?;
+    }
     v1::GetModelRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
     v1::PromoteModelRequest => |self| {
         at_most("name", &self.name, MAX_NAME)?;

@@ -81,8 +81,8 @@ pub use list::{Listed, RunFilter, RunPage};
 pub use live_metrics::{LivePoint, LiveSummary, Stored as LiveStored};
 pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
 pub use records::{
-    BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
-    ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,
+    ApprovalRecord, BackfillQueue, CacheKey, Change, Decision, EventRecord, LogChunk, LogCursor, PipelineIndex,
+    PipelineVersion, RunRecord, ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,
 };
 pub use retention::RunAge;
 pub use workers::WorkerRecord;

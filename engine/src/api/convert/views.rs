@@ -74,6 +74,22 @@ pub fn step(i: InstanceId, s: &StepRecord, stage: String, outputs: Option<&Manif
         // Filled by GetRun from `Engine::waiting`, for ready steps only (`waiting`).
         waiting_reason: String::new(),
         unplaceable: false,
+        approval: s.approval.as_ref().map(approval),
+    }
+}
+
+/// A step's approval request and decision.
+pub fn approval(a: &crate::store::ApprovalRecord) -> v1::StepApproval {
+    let d = a.decision.as_ref();
+    v1::StepApproval {
+        message: a.message.clone(),
+        requested_at: Some(timestamp(a.requested_at)),
+        due_at: a.due_at.map(timestamp),
+        decided: d.is_some(),
+        approved: d.is_some_and(|d| d.approved),
+        decided_by: d.map(|d| d.by.clone()).unwrap_or_default(),
+        decided_at: d.map(|d| timestamp(d.at)),
+        comment: d.map(|d| d.comment.clone()).unwrap_or_default(),
     }
 }
 
