@@ -234,14 +234,12 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
                 draft.register_node = Some(v);
                 register(cx, v, &path).map(|r| draft.step.register = Some(r)).is_some()
             }
-            "approval" => match approval(cx, v, &path) {
-                Some((a, message_node)) => {
-                    draft.templates.push((a.message.clone(), message_node));
-                    draft.step.approval = Some(a);
-                    true
-                }
-                None => false,
-            },
+            "approval" => {
+                let (a, message) = approval(cx, v, &path);
+                // The message's templates are checked even when another part has problems.
+                draft.templates.extend(message);
+                a.map(|a| draft.step.approval = Some(a)).is_some()
+            }
             "runs_on" => label_map(cx, v, &path)
                 .map(|m| {
                     draft.step.runs_on.extend(m);
@@ -450,25 +448,36 @@ fn register(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Register> {
     Some(Register { model: model?, file: file?, alias, when })
 }
 
-/// `approval: {message, timeout}`, and the node of `message` (its templates are checked with
-/// the step's others).
-fn approval(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<(Approval, NodeId)> {
-    let fields = cx.fields(id, path, "approval", APPROVAL_FIELDS)?;
+/// `approval: {message, timeout}` when valid, and `message` as a template with its node when it
+/// parses (its references are checked with the step's other templates).
+fn approval(cx: &mut Cx<'_>, id: NodeId, path: &str) -> (Option<Approval>, Option<(Template, NodeId)>) {
+    let Some(fields) = cx.fields(id, path, "step approval", APPROVAL_FIELDS) else { return (None, None) };
     let at = cx.span(id);
-    let message = cx.require(&fields, "message", path, "the text shown to the approver", at);
-    let timeout = match fields.get("timeout") {
-        Some(n) => Some(duration(cx, n, &format!("{path}.timeout"))?),
-        None => None,
+    let node = cx.require(&fields, "message", path, "the text shown to the approver", at);
+    // Each part is checked even when another has problems, so one pass reports them all.
+    let (timeout, timeout_ok) = match fields.get("timeout") {
+        Some(n) => {
+            let d = duration(cx, n, &format!("{path}.timeout"));
+            (d, d.is_some())
+        }
+        None => (None, true),
     };
-    let node = message?;
-    let text = cx.string(node, &format!("{path}.message"))?;
-    if text.trim().is_empty() {
-        cx.push(
-            Diagnostic::error(format!("`{path}.message` is empty"))
-                .at(cx.span(node), "expected the text shown to the approver"),
-        );
-        return None;
+    let message = node.and_then(|node| {
+        let text = cx.string(node, &format!("{path}.message"))?;
+        if text.trim().is_empty() {
+            cx.push(
+                Diagnostic::error(format!("`{path}.message` is empty"))
+                    .at(cx.span(node), "expected the text shown to the approver"),
+            );
+            return None;
+        }
+        template(cx, node, text, &format!("{path}.message"))
+    });
+    match (message, node) {
+        (Some(message), Some(node)) => {
+            let approval = timeout_ok.then(|| Approval { message: message.clone(), timeout });
+            (approval, Some((message, node)))
+        }
+        _ => (None, None),
     }
-    let message = template(cx, node, text, &format!("{path}.message"))?;
-    Some((Approval { message, timeout }, node))
 }
