@@ -284,6 +284,8 @@ async fn a_step_awaiting_approval_is_approved_and_rejected_from_its_page() {
     };
     assert!(page.body.contains("✋") && page.body.contains("awaiting_approval"), "{}", page.body);
     assert!(page.body.contains("<strong>ship it?</strong>"), "{}", page.body);
+    let list = web.get("/runs").await;
+    assert!(list.body.contains(r#"data-state="awaiting_approval""#), "the runs list says it waits: {}", list.body);
     let csrf = page.csrf().expect("csrf");
     let forged = web.post(&format!("/runs/{id}/steps/deploy/approve"), &[("decision", "approve")]).await;
     assert_eq!(forged.status, 403, "no csrf, no decision");

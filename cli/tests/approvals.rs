@@ -131,7 +131,9 @@ async fn approve_reject_and_timeout_through_the_cli() {
     until(&url, &run, "deploy", v1::StepState::AwaitingApproval).await;
     let status = weir(&url, &["status", &run]).await;
     let out = text(&status.stdout);
-    assert!(out.contains("awaiting_approval"), "{out}");
+    assert!(out.contains("awaiting_approval") && out.contains(", 1 awaiting approval\n"), "{out}");
+    let runs = text(&weir(&url, &["runs"]).await.stdout);
+    assert!(runs.contains("running (awaiting approval)"), "{runs}");
     assert!(out.contains("deploy: awaiting approval since "), "{out}");
     assert!(out.contains(": ship churn to production?\n"), "{out}");
     assert!(out.contains(&format!("approve: weir approve {run} deploy [--comment TEXT]")), "{out}");

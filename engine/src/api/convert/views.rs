@@ -34,6 +34,7 @@ pub fn run(record: &RunRecord, steps: &[StepRecord], message: String) -> v1::Run
         } as i32,
         steps_total: steps.len() as u32,
         steps_done: done as u32,
+        steps_awaiting_approval: steps.iter().filter(|s| s.state == StepState::AwaitingApproval).count() as u32,
         scheduled_time: match record.trigger {
             Trigger::Schedule { at: Some(at), .. } => Some(timestamp(at)),
             _ => None,
