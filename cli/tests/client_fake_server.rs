@@ -515,6 +515,9 @@ impl WeirClient for Fake {
     async fn gc(&self, _: Request<v1::GcRequest>) -> Result<Response<v1::GcResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn approve(&self, _: Request<v1::ApproveRequest>) -> Result<Response<v1::ApproveResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_model(&self, _: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }

@@ -14,7 +14,7 @@ use super::machine::RunMachine;
 impl RunMachine {
     /// Instance `i` would be offered, but a person must decide first: it awaits approval, with
     /// its timeout armed when it has one.
-    pub(super) fn await_approval(&mut self, i: usize, now: Millis, out: &mut Vec<Effect>) {
+    pub(super) fn ask_approval(&mut self, i: usize, now: Millis, out: &mut Vec<Effect>) {
         let message = self.slots[i].approval.clone().unwrap_or_default();
         if let Some(timeout) = self.steps[self.slots[i].step].approval_timeout {
             self.set_timer(i, now.plus(timeout));

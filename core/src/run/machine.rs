@@ -174,11 +174,11 @@ impl RunMachine {
                 self.reuse(i, metrics, from, now, &mut out);
             }
             Event::Approved { instance, by: _, comment: _ } => {
-                let i = self.awaiting(instance)?;
+                let i = self.deciding(instance)?;
                 self.approve(i, &mut out);
             }
             Event::ApprovalRejected { instance, by, comment } => {
-                let i = self.awaiting(instance)?;
+                let i = self.deciding(instance)?;
                 self.reject(i, &by, &comment, &mut out);
             }
         }
@@ -209,7 +209,7 @@ impl RunMachine {
 
     /// The index of `instance` if the run is running and it awaits approval: the check an
     /// approval or rejection passes before anything changes.
-    fn awaiting(&self, instance: InstanceId) -> Result<usize, Rejected> {
+    fn deciding(&self, instance: InstanceId) -> Result<usize, Rejected> {
         match self.state {
             RunState::Queued => return Err(Rejected::NotStarted),
             RunState::Running => {}

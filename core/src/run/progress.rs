@@ -43,7 +43,7 @@ impl RunMachine {
             let i = i as usize;
             match self.judge(i, false) {
                 Check::True if self.slots[i].approval.is_some() && !self.slots[i].approved => {
-                    self.await_approval(i, now, out)
+                    self.ask_approval(i, now, out)
                 }
                 Check::True => self.offer(i, out),
                 Check::False(message) => {
