@@ -785,6 +785,8 @@ mod tests {
             ["6-field cron", "/schedule", {"cron": "0 */5 * * * *", "catchup": true}],
             ["schedule params", "/schedule", {"cron": "@hourly", "params": {"rows": 5}}],
             ["defaults", "/defaults", {"env": {"A": "1"}, "cache": false, "runs_on": {}}],
+            ["approval", "/steps/a/approval", {"message": "ship it?", "timeout": "24h"}],
+            ["approval forever", "/steps/a/approval", {"message": "ship it?"}],
         ]);
         let failures = mismatches(&cases, true);
         assert!(failures.is_empty(), "rejected: {failures:#?}");
@@ -830,6 +832,9 @@ mod tests {
             ["int pattern", "/params", {"r": {"type": "int", "pattern": "x"}}],
             ["cron words", "/schedule", {"cron": "every day"}],
             ["no cron", "/schedule", {"timezone": "UTC"}],
+            ["approval without message", "/steps/a/approval", {"timeout": "1h"}],
+            ["approval by", "/steps/a/approval", {"message": "go?", "by": "alice"}],
+            ["approval as text", "/steps/a/approval", "go?"],
         ]);
         let failures = mismatches(&cases, false);
         assert!(failures.is_empty(), "accepted: {failures:#?}");
