@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "weir/v1/common.proto",
     "weir/v1/admin.proto",
+    "weir/v1/approvals.proto",
     "weir/v1/registry.proto",
     "weir/v1/retention.proto",
     "weir/v1/tracking.proto",

@@ -1,7 +1,8 @@
 //! A run's page over a real server and worker: the DAG (stages, matrix groups that expand,
 //! `needs` edges, state by text and icon), the instance table, the step page (attempts,
 //! outputs and their download, metrics, gate, cache verdict, logs with colours, search and
-//! download), the live streams of a run and of a step's log, and cancel and retry.
+//! download), the live streams of a run and of a step's log, cancel and retry, and approval
+//! buttons.
 
 use std::time::Duration;
 
@@ -254,5 +255,55 @@ async fn a_matrix_group_node_gets_its_state_and_counts_from_the_stream() {
     );
     let ingest = events.iter().find(|(e, d)| e == "step" && d.contains("\"instance\":\"ingest\"")).unwrap();
     assert!(ingest.1.contains("\"group\":null"), "a step of one instance is its own node: {ingest:?}");
+    c.stop().await;
+}
+
+const APPROVAL: &str = r#"
+name: webapproval
+steps:
+  deploy:
+    approval: {message: "ship it?"}
+    run: echo deployed
+  again:
+    approval: {message: "and this?"}
+    run: echo again
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_awaiting_approval_is_approved_and_rejected_from_its_page() {
+    let mut c = Cluster::start(1, 2).await;
+    let version = c.submit(APPROVAL, None).await;
+    let id = c.start_run(&version, &[]).await;
+    let mut web = Http::new(&c.url());
+    let page = loop {
+        let page = web.get(&format!("/runs/{id}/steps/deploy")).await;
+        if page.body.contains("Approve</button>") {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(page.body.contains("✋") && page.body.contains("awaiting_approval"), "{}", page.body);
+    assert!(page.body.contains("<strong>ship it?</strong>"), "{}", page.body);
+    let list = web.get("/runs").await;
+    assert!(list.body.contains(r#"data-state="awaiting_approval""#), "the runs list says it waits: {}", list.body);
+    let csrf = page.csrf().expect("csrf");
+    let forged = web.post(&format!("/runs/{id}/steps/deploy/approve"), &[("decision", "approve")]).await;
+    assert_eq!(forged.status, 403, "no csrf, no decision");
+    let form = [("csrf", csrf.as_str()), ("decision", "approve"), ("name", "carol"), ("comment", "go")];
+    let done = web.post(&format!("/runs/{id}/steps/deploy/approve"), &form).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let form = [("csrf", csrf.as_str()), ("decision", "reject"), ("name", ""), ("comment", "not today")];
+    let no = web.post(&format!("/runs/{id}/steps/again/approve"), &form).await;
+    assert_eq!(no.status, 303, "{}", no.body);
+    c.wait(&id, MINUTE).await;
+    let deploy = web.get(&format!("/runs/{id}/steps/deploy")).await;
+    assert!(deploy.body.contains("Approved by carol (web session) at "), "{}", deploy.body);
+    assert!(!deploy.body.contains("Approve</button>"), "decided: no buttons");
+    let again = web.get(&format!("/runs/{id}/steps/again")).await;
+    assert!(again.body.contains("Rejected by web session at "), "{}", again.body);
+    assert!(again.body.contains("rejected by web session: not today"), "{}", again.body);
+    let late = web.post(&format!("/runs/{id}/steps/again/approve"), &form).await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    assert!(late.body.contains("already finished as failed"), "{}", late.body);
     c.stop().await;
 }

@@ -6,6 +6,7 @@
 //! Unix epoch), and returns text. Nothing here reads the clock, the terminal or the network, so
 //! the tests compare exact strings; callers decide where the text goes and whether to colour it.
 
+pub mod approvals;
 pub mod live_metrics;
 pub mod tracking;
 
@@ -82,6 +83,7 @@ fn state_color(state: &str) -> &'static str {
         "running" => "36",
         "skipped" | "cancelled" => "33",
         "cached" => "34",
+        "awaiting_approval" => "35",
         _ => "",
     }
 }
@@ -167,7 +169,11 @@ pub fn runs_table(runs: &[Run], now: u64) -> String {
         t.push(vec![
             if r.run_id.is_empty() { "?".into() } else { r.run_id.clone() },
             r.pipeline.clone(),
-            damaged.map_or_else(|| run_state(r.state).to_string(), str::to_string),
+            match damaged {
+                Some(d) => d.to_string(),
+                None if r.steps_awaiting_approval > 0 => format!("{} (awaiting approval)", run_state(r.state)),
+                None => run_state(r.state).to_string(),
+            },
             format!("{}/{}", r.steps_done, r.steps_total),
             millis(r.created_at.as_ref()).map_or_else(|| "-".into(), datetime),
             span(r.started_at.as_ref(), r.finished_at.as_ref(), now),
@@ -185,7 +191,11 @@ pub fn run_header(run: &Run, now: u64) -> String {
     let _ = writeln!(out, "run       {}", run.run_id);
     let _ = writeln!(out, "pipeline  {} (version {})", run.pipeline, short(&run.version));
     let state = run_state(run.state);
-    let _ = writeln!(out, "state     {state}, {}/{} steps done", run.steps_done, run.steps_total);
+    let awaiting = match run.steps_awaiting_approval {
+        0 => String::new(),
+        n => format!(", {n} awaiting approval"),
+    };
+    let _ = writeln!(out, "state     {state}, {}/{} steps done{awaiting}", run.steps_done, run.steps_total);
     if run.trigger == v1::Trigger::Schedule as i32 {
         // The issue and the docs call a schedule's trigger `cron`. The run carries the tick but
         // not the schedule's zone, so the tick shows in UTC.

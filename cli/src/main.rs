@@ -44,7 +44,7 @@ Exit status:
                   (engine, store and workers in one process). `weir server` serves the engine to workers \
                   (`weir-worker --engine URL`) and clients on other hosts. `validate`, `plan`, `graph` and \
                   `schema` read pipeline files without running anything. `submit`, `pipelines`, `start`, \
-                  `runs` (with `compare`), `status`, `logs`, `cancel`, `retry`, `resume`, `cache explain`, `schedules` (with `pause` and \
+                  `runs` (with `compare`), `status`, `approve`, `logs`, `cancel`, `retry`, `resume`, `cache explain`, `schedules` (with `pause` and \
                   `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server, or a profile of the client config file: \
                   `weir config show`); \
                   only a server fires \

@@ -527,6 +527,9 @@ impl WeirClient for Fake {
     ) -> Result<Response<v1::RetryNotificationResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn approve(&self, _: Request<v1::ApproveRequest>) -> Result<Response<v1::ApproveResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_model(&self, _: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }

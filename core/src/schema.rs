@@ -37,6 +37,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "when",
     "gate",
     "register",
+    "approval",
     "runs_on",
     "notify",
 ];
@@ -59,6 +60,9 @@ pub const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "gpus"];
 
 /// Keys of `register`.
 pub const REGISTER_FIELDS: &[&str] = &["model", "file", "alias", "when"];
+
+/// Keys of `approval`.
+pub const APPROVAL_FIELDS: &[&str] = &["message", "timeout"];
 
 /// Keys of `cache` in its map form.
 pub const CACHE_FIELDS: &[&str] = &["ttl"];
@@ -284,6 +288,20 @@ fn definitions() -> Value {
             })),
             json!({"required": ["model", "file"]}),
         ),
+        "approval": extended(
+            closed_object("An approval gate before the step runs.", APPROVAL_FIELDS, json!({
+                "message": {
+                    "description": "Shown to the approver; `{{ params.x }}` templates render as text.",
+                    "type": "string",
+                    "minLength": 1,
+                },
+                "timeout": {
+                    "description": "Without a decision by then the step fails; default: wait until decided.",
+                    "$ref": "#/definitions/duration",
+                },
+            })),
+            json!({"required": ["message"]}),
+        ),
         "step": extended(
             closed_object("A step: exactly one of `run` and `command`.", STEP_FIELDS, steps),
             json!({"oneOf": [{"required": ["run"]}, {"required": ["command"]}]}),
@@ -423,6 +441,10 @@ fn step_properties() -> Value {
         "register": {
             "description": "Register `file` (one of `outputs`) as a version of `model`.",
             "$ref": "#/definitions/register",
+        },
+        "approval": {
+            "description": "A person approves (`weir approve RUN STEP`) or rejects the step before it runs.",
+            "$ref": "#/definitions/approval",
         },
         "runs_on": {
             "description": "Worker labels the step requires.",
@@ -734,6 +756,7 @@ mod tests {
             (&definitions["resources"], RESOURCE_FIELDS),
             (&definitions["register"], REGISTER_FIELDS),
             (&definitions["cache"]["oneOf"][1], CACHE_FIELDS),
+            (&definitions["approval"], APPROVAL_FIELDS),
         ];
         for (object, fields) in cases {
             assert_eq!(sorted_keys(&object["properties"]), sorted(fields));
@@ -745,7 +768,8 @@ mod tests {
         let schema = json_schema();
         let mut found = Vec::new();
         objects(&schema, &mut found);
-        // The top level, step, defaults, param, schedule, keep, notify, retries, resources, register, cache.
+        // The top level, step, defaults, param, schedule, keep, notify, retries, resources, register,
+        // approval, cache.
         assert_eq!(found.len(), 11);
         for object in found {
             assert_eq!(object["additionalProperties"], false, "{object}");
@@ -801,6 +825,8 @@ mod tests {
             ["6-field cron", "/schedule", {"cron": "0 */5 * * * *", "catchup": true}],
             ["schedule params", "/schedule", {"cron": "@hourly", "params": {"rows": 5}}],
             ["defaults", "/defaults", {"env": {"A": "1"}, "cache": false, "runs_on": {}}],
+            ["approval", "/steps/a/approval", {"message": "ship it?", "timeout": "24h"}],
+            ["approval forever", "/steps/a/approval", {"message": "ship it?"}],
         ]);
         let failures = mismatches(&cases, true);
         assert!(failures.is_empty(), "rejected: {failures:#?}");
@@ -846,6 +872,9 @@ mod tests {
             ["int pattern", "/params", {"r": {"type": "int", "pattern": "x"}}],
             ["cron words", "/schedule", {"cron": "every day"}],
             ["no cron", "/schedule", {"timezone": "UTC"}],
+            ["approval without message", "/steps/a/approval", {"timeout": "1h"}],
+            ["approval by", "/steps/a/approval", {"message": "go?", "by": "alice"}],
+            ["approval as text", "/steps/a/approval", "go?"],
         ]);
         let failures = mismatches(&cases, false);
         assert!(failures.is_empty(), "accepted: {failures:#?}");

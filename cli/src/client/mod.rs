@@ -1,6 +1,6 @@
 //! The commands that talk to a weir server over its gRPC client API (`weir.v1.WeirClient`):
 //! `submit`, `pipelines`, `start`, `runs` (and `runs compare`), `status`, `logs`, `cancel`,
-//! `retry`, `resume`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`,
+//! `retry`, `approve`, `resume`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`,
 //! `lineage`, `models` (and `models show|promote|rollback|get`), `runs delete`, `pipelines
 //! delete` and `gc` (`retention`), `backup` (`WeirAdmin`). This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
@@ -15,6 +15,7 @@
 //! registry; `live_metrics` a step's live metrics (`weir metrics RUN STEP`); `resume` runs left
 //! unfinished by a killed `weir run`, and `weir resume`.
 
+pub(crate) mod approvals;
 pub(crate) mod artifacts;
 mod backup;
 pub(crate) mod cache;
@@ -256,6 +257,32 @@ pub enum Command {
         /// Why, recorded with the cancellation.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+    },
+    /// Approve or reject a step awaiting approval (a step with `approval:` in its pipeline).
+    ///
+    /// Approved, the step runs as soon as a worker takes it; rejected, it fails with "rejected
+    /// by NAME: COMMENT" and the steps that need it are skipped. Who decided, when and why are
+    /// stored and `weir status RUN` shows them. Refused (exit 1) when the step is not awaiting
+    /// approval: not yet, decided already, timed out, or the run is over.
+    #[command(after_help = EXIT_CODES)]
+    Approve {
+        /// The run's id.
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// The step instance awaiting approval, as `weir status RUN` names it (`deploy`,
+        /// `deploy[region=eu]`).
+        #[arg(value_name = "STEP")]
+        step: String,
+        /// Reject instead of approving: the step fails.
+        #[arg(long)]
+        reject: bool,
+        /// Why; stored and shown with the decision.
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// Who decides, as recorded; default $USER. Not verified: the server records it beside
+        /// "client token", since tokens carry no name.
+        #[arg(long = "as", value_name = "NAME")]
+        name: Option<String>,
     },
     /// Run a failed or cancelled run's unfinished steps again, keeping the succeeded ones; or,
     /// with --from, re-run one step and everything downstream of it in any finished run.
@@ -709,6 +736,10 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
             // a worker, so that none of its steps starts before the cancel.
             let resume = if conn.local.is_some() { std::slice::from_ref(&run) } else { &[] };
             runs::cancel(&mut conn::connect_resuming(conn, resume, false).await?, conn, &run, reason).await
+        }
+        Command::Approve { run, step, reject, comment, name } => {
+            let a = approvals::Approve { run, step, reject, comment, name };
+            approvals::approve(&mut connect(conn).await?, conn, a).await
         }
         Command::Retry { run, from, dry_run, watch } => {
             let mut client = connect(conn).await?;

@@ -155,6 +155,7 @@ pub(super) async fn status(client: &mut Client, conn: &ConnArgs, run_id: &str) -
     let mut text = r.run.as_ref().map(|run| display::run_header(run, now)).unwrap_or_default();
     text.push('\n');
     text.push_str(&display::steps_table(&r.steps, now));
+    text.push_str(&display::approvals::block(run_id, &r.steps, &conn.local_flag()));
     text.push_str(&display::tracking::outputs_block(&r.steps));
     print_out(&text);
     Ok(())

@@ -2,7 +2,7 @@
 //! `retries.delay_after(n)` while retries are left, a lost worker gets a new attempt at once
 //! (not counted against retries, up to [`MAX_LOST`] losses), a `Tick` offers instances whose
 //! backoff passed and stops attempts past their timeout. Each instance has at most one timer
-//! (a backoff while pending, a deadline while held), kept in one ordered set so the next
+//! (a backoff while pending, a deadline while held or awaiting approval), kept in one ordered set so the next
 //! wake-up is its first entry. `RunMachine` methods, pure like the rest of the module.
 
 use crate::spec::units::format_duration;
@@ -65,6 +65,9 @@ impl RunMachine {
             let state = self.slots[i].state;
             if state == StepState::Pending {
                 self.offer(i, out);
+            } else if state == StepState::AwaitingApproval {
+                let timeout = self.steps[self.slots[i].step].approval_timeout.map(format_duration).unwrap_or_default();
+                self.fail_for_good(i, format!("approval timed out after {timeout}"), out);
             } else if state.is_held() {
                 let timeout = self.steps[self.slots[i].step].timeout.map(format_duration).unwrap_or_default();
                 let attempt = AttemptId { instance: InstanceId(i as u32), number: self.slots[i].attempts };

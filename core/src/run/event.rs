@@ -43,6 +43,12 @@ pub enum Event {
     /// The instance ends `cached` and satisfies its dependents like a success; no gate is
     /// evaluated again (the supplying attempt passed it over the same metrics).
     Cached { attempt: AttemptId, metrics: BTreeMap<String, f64>, from: String },
+    /// Someone approved an instance awaiting approval: it is offered to workers. `by` is who
+    /// (as the engine could tell), `comment` why; both only recorded.
+    Approved { instance: InstanceId, by: String, comment: String },
+    /// Someone rejected an instance awaiting approval: it fails, no retry, and what needs it
+    /// is skipped as upstream failed.
+    ApprovalRejected { instance: InstanceId, by: String, comment: String },
 }
 
 impl Event {
@@ -58,6 +64,8 @@ impl Event {
             Event::Tick => "tick",
             Event::Cancel => "cancel",
             Event::Cached { .. } => "cached",
+            Event::Approved { .. } => "approved",
+            Event::ApprovalRejected { .. } => "approval_rejected",
         }
     }
 
@@ -70,7 +78,9 @@ impl Event {
             | Event::Failed { attempt, .. }
             | Event::Lost { attempt }
             | Event::Cached { attempt, .. } => Some(*attempt),
-            Event::Start | Event::Tick | Event::Cancel => None,
+            Event::Start | Event::Tick | Event::Cancel | Event::Approved { .. } | Event::ApprovalRejected { .. } => {
+                None
+            }
         }
     }
 }
@@ -92,6 +102,9 @@ pub enum Effect {
     StepChanged { instance: InstanceId, state: StepState, message: Option<String> },
     /// Every instance is terminal, or the run was cancelled.
     RunFinished { state: RunState },
+    /// An instance began awaiting approval: tell the people who decide (the notification
+    /// outbox's signal). `message` is its `approval.message`, rendered.
+    ApprovalRequested { instance: InstanceId, message: String },
 }
 
 /// Why an event was refused. The state is unchanged.
@@ -108,6 +121,11 @@ pub enum Rejected {
     /// The fencing check: the report is not about the instance's live attempt.
     #[error("attempt {attempt} is stale ({})", LiveDisplay(*live))]
     StaleAttempt { attempt: AttemptId, live: Option<AttemptId> },
+    #[error("instance {0} is not in this run")]
+    NoInstance(InstanceId),
+    /// An approval or rejection of an instance that is not awaiting one.
+    #[error("instance {instance} is not awaiting approval (it is {state})")]
+    NotAwaitingApproval { instance: InstanceId, state: StepState },
     /// The attempt is live, but the event does not fit its state (`started` before `leased`).
     #[error("`{event}` does not apply to attempt {attempt}, which is {state}")]
     InvalidTransition { attempt: AttemptId, state: StepState, event: &'static str },

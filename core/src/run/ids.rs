@@ -69,6 +69,9 @@ pub enum StepState {
     Pending,
     /// Offered for dispatch; no worker holds it yet.
     Ready,
+    /// Its needs are met, but its `approval:` waits for a person to approve or reject it.
+    #[serde(rename = "awaiting_approval")]
+    AwaitingApproval,
     /// A worker holds the lease but has not reported the start.
     Leased,
     Running,
@@ -107,6 +110,7 @@ impl StepState {
         match self {
             StepState::Pending => "pending",
             StepState::Ready => "ready",
+            StepState::AwaitingApproval => "awaiting_approval",
             StepState::Leased => "leased",
             StepState::Running => "running",
             StepState::Succeeded => "succeeded",
@@ -175,5 +179,10 @@ mod tests {
             .to_vec();
         assert_eq!(terminal, [false, false, true, true]);
         assert_eq!(serde_json::to_string(&StepState::Succeeded).unwrap(), "\"succeeded\"");
+        let awaiting = serde_json::to_string(&StepState::AwaitingApproval).unwrap();
+        assert_eq!(
+            (awaiting.as_str(), StepState::AwaitingApproval.as_str()),
+            ("\"awaiting_approval\"", "awaiting_approval")
+        );
     }
 }

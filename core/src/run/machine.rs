@@ -12,7 +12,7 @@ use crate::spec::Pipeline;
 
 use super::event::{Effect, Event, Rejected};
 use super::ids::{AttemptId, InstanceId, Millis, RunState, StepState};
-use super::rules::{StepRules, matrix_values};
+use super::rules::{StepRules, approval_message, matrix_values};
 
 /// One step instance: what it is, and where it stands.
 #[derive(Clone, Debug)]
@@ -37,6 +37,10 @@ pub(super) struct Slot {
     /// Why the instance is where it is (skip or failure reason), for people.
     pub message: Option<String>,
     pub metrics: BTreeMap<String, f64>,
+    /// With `approval:`, the rendered message shown while it awaits a decision.
+    pub approval: Option<String>,
+    /// Someone approved it in this run: later attempts (retries, lost workers) ask no more.
+    pub approved: bool,
 }
 
 /// The state machine of one run. See the module documentation for the rules.
@@ -84,6 +88,8 @@ impl RunMachine {
                     timer: None,
                     message: None,
                     metrics: BTreeMap::new(),
+                    approval: approval_message(&pipeline.steps()[inst.step], inst, plan),
+                    approved: false,
                 }
             })
             .collect();
@@ -121,7 +127,7 @@ impl RunMachine {
                 self.state = RunState::Running;
                 let roots: Vec<u32> =
                     (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].waiting == 0).collect();
-                self.activate(roots, &mut out);
+                self.activate(roots, now, &mut out);
             }
             Event::Cancel => {
                 if self.state.is_terminal() {
@@ -149,7 +155,7 @@ impl RunMachine {
             }
             Event::Succeeded { attempt, metrics } => {
                 let i = self.live(attempt, "succeeded", StepState::is_held)?;
-                self.succeed(i, metrics, &mut out);
+                self.succeed(i, metrics, now, &mut out);
             }
             Event::Failed { attempt, reason, permanent } => {
                 let i = self.live(attempt, "failed", StepState::is_held)?;
@@ -165,7 +171,15 @@ impl RunMachine {
             }
             Event::Cached { attempt, metrics, from } => {
                 let i = self.live(attempt, "cached", |s| s == StepState::Ready)?;
-                self.reuse(i, metrics, from, &mut out);
+                self.reuse(i, metrics, from, now, &mut out);
+            }
+            Event::Approved { instance, by: _, comment: _ } => {
+                let i = self.deciding(instance)?;
+                self.approve(i, &mut out);
+            }
+            Event::ApprovalRejected { instance, by, comment } => {
+                let i = self.deciding(instance)?;
+                self.reject(i, &by, &comment, &mut out);
             }
         }
         self.finish_if_done(&mut out);
@@ -191,6 +205,21 @@ impl RunMachine {
             return Err(Rejected::InvalidTransition { attempt, state: slot.state, event });
         }
         Ok(i)
+    }
+
+    /// The index of `instance` if the run is running and it awaits approval: the check an
+    /// approval or rejection passes before anything changes.
+    fn deciding(&self, instance: InstanceId) -> Result<usize, Rejected> {
+        match self.state {
+            RunState::Queued => return Err(Rejected::NotStarted),
+            RunState::Running => {}
+            done => return Err(Rejected::Finished(done)),
+        }
+        let slot = self.slots.get(instance.index()).ok_or(Rejected::NoInstance(instance))?;
+        if slot.state != StepState::AwaitingApproval {
+            return Err(Rejected::NotAwaitingApproval { instance, state: slot.state });
+        }
+        Ok(instance.index())
     }
 
     /// Sends `WakeAt` when the earliest timer moved since the last announcement.
@@ -250,6 +279,11 @@ impl RunMachine {
     /// Why the instance is skipped or failed, or why it is waiting for a retry.
     pub fn message(&self, id: InstanceId) -> Option<&str> {
         self.slots[id.index()].message.as_deref()
+    }
+
+    /// The rendered `approval.message` of an instance with `approval:`.
+    pub fn approval_message(&self, id: InstanceId) -> Option<&str> {
+        self.slots[id.index()].approval.as_deref()
     }
 
     /// The worker holding (or that last held) the instance.

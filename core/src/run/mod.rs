@@ -9,7 +9,7 @@
 //! rejections, `rules` what the machine copies out of the pipeline (retries, timeouts, `when`,
 //! `gate`) and how it evaluates expressions, `machine` the state and the dispatch of events,
 //! `progress` readiness, gates, upstream failure, cancel and the end of the run, and
-//! `attempts` failures, retries, lost workers and timers.
+//! `attempts` failures, retries, lost workers and timers, `approval` approval gates.
 //!
 //! Semantics, decided here and tested in each file:
 //! - An instance is offered (`Effect::Ready`) once every instance it needs has succeeded or was
@@ -36,7 +36,11 @@
 //! - `Cached` takes a ready attempt to `cached` with the metrics of the attempt that supplied
 //!   it (the engine's step cache, or the run a `retry --from` reuses): no worker, no gate (it
 //!   passed over the same metrics), and its dependents are released as for a success.
+//! - A step with `approval:` awaits a person (`awaiting_approval`, `Effect::ApprovalRequested`)
+//!   where it would be offered; `Approved` offers it, `ApprovalRejected` fails it, its timeout
+//!   fails it (see `approval`).
 
+mod approval;
 mod attempts;
 mod event;
 mod ids;

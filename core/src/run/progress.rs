@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::event::Effect;
-use super::ids::{AttemptId, InstanceId, RunState, StepState};
+use super::ids::{AttemptId, InstanceId, Millis, RunState, StepState};
 use super::machine::RunMachine;
 use super::rules::{Check, Scope, evaluate};
 
@@ -37,11 +37,14 @@ impl RunMachine {
 
     /// Instances whose needs are all met: each is judged by its `when`, then offered, skipped
     /// (which may in turn release its dependents) or failed.
-    pub(super) fn activate(&mut self, start: Vec<u32>, out: &mut Vec<Effect>) {
+    pub(super) fn activate(&mut self, start: Vec<u32>, now: Millis, out: &mut Vec<Effect>) {
         let mut queue: VecDeque<u32> = start.into();
         while let Some(i) = queue.pop_front() {
             let i = i as usize;
             match self.judge(i, false) {
+                Check::True if self.slots[i].approval.is_some() && !self.slots[i].approved => {
+                    self.ask_approval(i, now, out)
+                }
                 Check::True => self.offer(i, out),
                 Check::False(message) => {
                     self.change(i, StepState::Skipped, Some(message), out);
@@ -87,26 +90,33 @@ impl RunMachine {
     }
 
     /// The live attempt of `i` succeeded: the gate decides.
-    pub(super) fn succeed(&mut self, i: usize, metrics: BTreeMap<String, f64>, out: &mut Vec<Effect>) {
+    pub(super) fn succeed(&mut self, i: usize, metrics: BTreeMap<String, f64>, now: Millis, out: &mut Vec<Effect>) {
         self.clear_timer(i);
         self.slots[i].metrics = metrics;
         match self.judge(i, true) {
             Check::True => {
                 self.change(i, StepState::Succeeded, None, out);
                 let unblocked = self.release(i);
-                self.activate(unblocked, out);
+                self.activate(unblocked, now, out);
             }
             Check::False(message) | Check::Error(message) => self.fail_for_good(i, message, out),
         }
     }
 
     /// The ready attempt of `i` is supplied by run `from`: `cached`, and its dependents go on.
-    pub(super) fn reuse(&mut self, i: usize, metrics: BTreeMap<String, f64>, from: String, out: &mut Vec<Effect>) {
+    pub(super) fn reuse(
+        &mut self,
+        i: usize,
+        metrics: BTreeMap<String, f64>,
+        from: String,
+        now: Millis,
+        out: &mut Vec<Effect>,
+    ) {
         self.clear_timer(i);
         self.slots[i].metrics = metrics;
         self.change(i, StepState::Cached, Some(format!("from run {from}")), out);
         let unblocked = self.release(i);
-        self.activate(unblocked, out);
+        self.activate(unblocked, now, out);
     }
 
     /// Fails `i` with no retry and skips everything downstream of it.

@@ -18,6 +18,8 @@ pub(super) struct StepRules {
     pub timeout: Option<Duration>,
     pub when: Option<Expr>,
     pub gate: Option<Expr>,
+    /// With `approval:`, how long a decision may take (`None`: no limit).
+    pub approval_timeout: Option<Duration>,
     /// The step's instances are `first..first + count` (the planner adds them in step order).
     pub first: u32,
     pub count: u32,
@@ -31,6 +33,7 @@ impl StepRules {
             timeout: step.timeout,
             when: step.when.clone(),
             gate: step.gate.clone(),
+            approval_timeout: step.approval.as_ref().and_then(|a| a.timeout),
             first: 0,
             count: 0,
         }
@@ -51,6 +54,23 @@ pub(super) fn matrix_values(step: &Step, cells: &[(String, String)]) -> Vec<(Str
             (key.clone(), value)
         })
         .collect()
+}
+
+/// The `approval.message` of an instance, its templates rendered as plain text (for people
+/// only: it never reaches a script), or `None` for a step without `approval:`.
+pub(super) fn approval_message(step: &Step, inst: &crate::plan::Instance, plan: &crate::plan::Plan) -> Option<String> {
+    use crate::template::Ref;
+    let approval = step.approval.as_ref()?;
+    let params: Vec<(String, String)> = plan.params.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let lookup = |r: &Ref| -> &str {
+        match r {
+            Ref::Param(p) => params.iter().find(|(n, _)| n == p).map_or("", |(_, v)| v.as_str()),
+            Ref::Matrix(k) => inst.matrix.iter().find(|(key, _)| key == k).map_or("", |(_, v)| v.as_str()),
+            Ref::RunId => plan.run_id.as_str(),
+            Ref::StepName => inst.name.as_str(),
+        }
+    };
+    Some(approval.message.render_raw(&lookup))
 }
 
 /// Everything an expression of one instance may read.

@@ -68,6 +68,17 @@ impl Driver {
                 let (from, metrics_text) = arg.split_once(' ').unwrap_or((arg, ""));
                 Event::Cached { attempt: self.attempt(target), metrics: metrics(metrics_text), from: from.to_string() }
             }
+            // `approve deploy alice looks good` / `reject deploy bob too risky`
+            "approve" | "reject" => {
+                let instance = self.machine.find(target).unwrap_or_else(|| panic!("no instance `{target}`"));
+                let (by, comment) = arg.split_once(' ').unwrap_or((arg, ""));
+                let (by, comment) = (by.to_string(), comment.to_string());
+                if verb == "approve" {
+                    Event::Approved { instance, by, comment }
+                } else {
+                    Event::ApprovalRejected { instance, by, comment }
+                }
+            }
             other => panic!("unknown scripted event `{other}`"),
         };
         match self.machine.apply(event, self.now) {
@@ -115,6 +126,9 @@ impl Driver {
                 format!("{} -> {state}: {m}", self.machine.name(*instance))
             }
             Effect::RunFinished { state } => format!("run {state}"),
+            Effect::ApprovalRequested { instance, message } => {
+                format!("approval requested for {}: {message}", self.machine.name(*instance))
+            }
         }
     }
 }

@@ -395,6 +395,18 @@ pub struct Register {
     pub when: Option<Expr>,
 }
 
+/// `approval:`: once its needs are met (and its `when` holds) the step waits in `awaiting
+/// approval` until someone approves or rejects it, or `timeout` passes (absent: it waits until
+/// a decision or a cancel). `message` is shown to the approver; its templates render as text
+/// for display only, never into a script.
+#[derive(Clone, Debug, Serialize)]
+pub struct Approval {
+    #[serde(serialize_with = "ser_source")]
+    pub message: Template,
+    #[serde(serialize_with = "ser_duration", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
 /// One matrix axis: a key and its values as written (`0.01` stays `0.01`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Axis {
@@ -469,6 +481,10 @@ pub struct Step {
     pub gate: Option<Expr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<Register>,
+    /// `approval:`: a person approves (or rejects) the step before it runs. Left out of the
+    /// canonical JSON when absent, so earlier pipelines keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub runs_on: BTreeMap<String, String>,
     /// The step's own `notify:` entries (step events only), beside the pipeline's.

@@ -258,6 +258,12 @@ bounds! {
     v1::ListNotificationsRequest => |self| {}
     v1::RetryNotificationRequest => |self| { at_most("id", &self.id, MAX_NAME)?; }
     v1::BackupRequest => |self| {}
+    v1::ApproveRequest => |self| {
+        at_most("run_id", &self.run_id, MAX_NAME)?;
+        at_most("step", &self.step, MAX_INSTANCE)?;
+        at_most("comment", &self.comment, MAX_TEXT)?;
+        at_most("decided_by", &self.decided_by, MAX_NAME)?;
+    }
     v1::GetModelRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
     v1::PromoteModelRequest => |self| {
         at_most("name", &self.name, MAX_NAME)?;

@@ -219,6 +219,24 @@ impl WeirClient for ClientApi {
         Ok(Response::new(v1::DeletePipelineResponse { runs_deleted: n as u32 }))
     }
 
+    async fn approve(&self, req: Request<v1::ApproveRequest>) -> Result<Response<v1::ApproveResponse>, Status> {
+        let r = bounded(req)?;
+        let decide = crate::server::approvals::Decide {
+            run_id: &r.run_id,
+            step: &r.step,
+            approve: r.approve,
+            comment: &r.comment,
+            name: &r.decided_by,
+            // Client tokens carry no name yet: the caller is known only as a holder of one.
+            credential: "client token",
+        };
+        let (state, message) = self.0.approve(&decide)?;
+        Ok(Response::new(v1::ApproveResponse {
+            state: wire::step_state(state) as i32,
+            message: message.unwrap_or_default(),
+        }))
+    }
+
     async fn gc(&self, req: Request<v1::GcRequest>) -> Result<Response<v1::GcResponse>, Status> {
         let dry_run = bounded(req)?.dry_run;
         let engine = self.0.clone();

@@ -163,6 +163,7 @@ pub fn step_state(s: StepState) -> v1::StepState {
         StepState::Skipped => v1::StepState::Skipped,
         StepState::Cancelled => v1::StepState::Cancelled,
         StepState::Cached => v1::StepState::Cached,
+        StepState::AwaitingApproval => v1::StepState::AwaitingApproval,
     }
 }
 
@@ -178,6 +179,7 @@ pub fn from_step_state(s: v1::StepState) -> Option<StepState> {
         v1::StepState::Skipped => StepState::Skipped,
         v1::StepState::Cancelled => StepState::Cancelled,
         v1::StepState::Cached => StepState::Cached,
+        v1::StepState::AwaitingApproval => StepState::AwaitingApproval,
     })
 }
 

@@ -486,6 +486,16 @@ impl Engine {
                             step.finished_at = None;
                         }
                         StepState::Running => step.heard_at = Some(now),
+                        StepState::AwaitingApproval => {
+                            let inst = &live.plan.graph[petgraph::graph::NodeIndex::new(instance.index())];
+                            let timeout = live.pipeline.steps()[inst.step].approval.as_ref().and_then(|a| a.timeout);
+                            step.approval = Some(crate::store::ApprovalRecord {
+                                message: message.clone().unwrap_or_default(),
+                                requested_at: now,
+                                due_at: timeout.map(|t| now.plus(t)),
+                                decision: None,
+                            });
+                        }
                         StepState::Succeeded => step.metrics = live.machine.metrics(*instance).clone(),
                         StepState::Cached => {
                             step.metrics = live.machine.metrics(*instance).clone();
@@ -522,8 +532,19 @@ impl Engine {
                     run_changed = true;
                     changes.push(Change::Run { state: *state });
                 }
-                Effect::Ready { .. } | Effect::Stop { .. } | Effect::WakeAt { .. } => {}
+                Effect::Ready { .. }
+                | Effect::Stop { .. }
+                | Effect::WakeAt { .. }
+                | Effect::ApprovalRequested { .. } => {}
             }
+        }
+        if let Event::Approved { instance, by, comment } | Event::ApprovalRejected { instance, by, comment } = &event
+            && let Some(approval) = live.steps[instance.index()].approval.as_mut()
+        {
+            let approved = matches!(event, Event::Approved { .. });
+            approval.decision =
+                Some(crate::store::Decision { approved, by: by.clone(), at: now, comment: comment.clone() });
+            touched.insert(*instance);
         }
         let current = match (&event, outputs) {
             (Event::Succeeded { attempt, .. } | Event::Cached { attempt, .. }, Some(m)) => Some((attempt.instance, m)),
@@ -612,6 +633,12 @@ impl Engine {
                     }
                 }
                 Effect::RunFinished { .. } => finished = true,
+                Effect::ApprovalRequested { instance, message } => {
+                    // Its notification went into the event's batch (`notify_effects`); the log
+                    // says how to decide.
+                    let step = st.runs.get(run_id).map(|l| l.machine.name(*instance).to_string()).unwrap_or_default();
+                    tracing::info!(run = run_id, step, message, "approval requested: `weir approve {run_id} {step}`");
+                }
                 Effect::StepChanged { .. } | Effect::WakeAt { .. } => {}
             }
         }

@@ -17,6 +17,7 @@
 //! worker tokens, and, off loopback, tokens shorter than [`tokens::MIN_TOKEN_LEN`]. Token
 //! files are read by `tokens`.
 
+pub(crate) mod approvals;
 pub(crate) mod backup;
 pub(crate) mod browse;
 pub(crate) mod cache;

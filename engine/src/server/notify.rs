@@ -151,6 +151,10 @@ impl Engine {
                     let entries = Self::entries_of(live, None);
                     self.queue(live, &entries, kind, "run", None, state.to_string(), message, None, batch, now)?;
                 }
+                Effect::ApprovalRequested { instance, message } => {
+                    let request = ApprovalRequested { instance: *instance, message };
+                    self.notify_approval_requested(live, &request, batch, now)?;
+                }
                 _ => {}
             }
         }
@@ -177,9 +181,8 @@ impl Engine {
         self.queue(live, &entries, kind, &key, Some(name), state, cause.message.to_string(), model, batch, now)
     }
 
-    /// Queues `approval_requested` for a step waiting for a person (the approvals feature calls
-    /// this with the batch that records the wait).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Queues `approval_requested` for a step waiting for a person, in the batch that records
+    /// the wait.
     pub(crate) fn notify_approval_requested(
         &self,
         live: &Live,

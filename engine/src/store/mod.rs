@@ -84,8 +84,8 @@ pub use live_metrics::{LivePoint, LiveSummary, Stored as LiveStored};
 pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
 pub use outbox::Delivery;
 pub use records::{
-    BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
-    ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,
+    ApprovalRecord, BackfillQueue, CacheKey, Change, Decision, EventRecord, LogChunk, LogCursor, PipelineIndex,
+    PipelineVersion, RunRecord, ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,
 };
 pub use retention::RunAge;
 pub use workers::WorkerRecord;

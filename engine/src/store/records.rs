@@ -132,6 +132,33 @@ pub struct StepRecord {
     /// For a `cached` instance, the run whose successful attempt supplied its outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<String>,
+    /// For a step with `approval:` that began awaiting it: what was asked and what was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
+}
+
+/// A step's approval gate: the request, set when it began awaiting approval, and the decision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// The rendered `approval.message`.
+    pub message: String,
+    pub requested_at: Millis,
+    /// When it times out, with `approval.timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// Who approved or rejected a step, when and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub approved: bool,
+    /// `alice (client token)`: the name the caller gave, and how it proved itself.
+    pub by: String,
+    pub at: Millis,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
 }
 
 /// A step instance's cache key and the parts it hashes, so `weir cache explain` can say which

@@ -16,6 +16,7 @@
 //! `/metrics` for scrapers, outside the session guard.
 
 mod ansi;
+mod approvals;
 mod assets;
 mod auth;
 mod dag;
@@ -68,6 +69,7 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
         .route("/runs/{id}/cancel", axum::routing::post(run::cancel))
         .route("/runs/{id}/retry", get(run::retry_plan).post(run::retry))
         .route("/runs/{id}/steps/{instance}", get(step::show))
+        .route("/runs/{id}/steps/{instance}/approve", axum::routing::post(approvals::decide))
         .route("/runs/{id}/steps/{instance}/logs.txt", get(step::logs_txt))
         .route("/runs/{id}/steps/{instance}/logs/events", get(step::log_events))
         .route("/runs/{id}/steps/{instance}/outputs/{*path}", get(step::output))

@@ -93,6 +93,7 @@ pub(crate) fn icon(state: &str) -> &'static str {
         "cancelled" => "⊘",
         "skipped" => "↷",
         "cached" => "♻",
+        "awaiting_approval" => "✋",
         _ => "?",
     }
 }

@@ -96,7 +96,12 @@ pub(crate) async fn list(
                                 tr data-run=(rec.id) {
                                     td { a.mono href={"/runs/" (rec.id)} { (rec.id) } @if !r.message.is_empty() { " " span.error { (r.message) } } }
                                     td { a href={"/pipelines/" (rec.pipeline)} { (rec.pipeline) } }
-                                    td.state { (run_badge(rec.state)) }
+                                    td.state {
+                                        (run_badge(rec.state))
+                                        @if r.steps.iter().any(|s| s.state == weir_core::run::StepState::AwaitingApproval) {
+                                            " " (badge("awaiting_approval"))
+                                        }
+                                    }
                                     td { (rec.trigger.kind()) }
                                     td { (time(rec.created_at)) }
                                     td.num { (duration(took)) }

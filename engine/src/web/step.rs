@@ -118,6 +118,7 @@ pub(crate) async fn show(
                 dt { "Gate" } dd #gate data-verdict=(g.verdict) { code { (g.expression) } " — " strong { (g.verdict) } ": " (g.detail) }
             }
         }
+        (super::approvals::block(&id, &instance, &v.step, &session))
         @if run_done {
             div.actions {
                 a href={"/runs/" (segment(&id)) "/retry?from=" (encode(&v.step_name))} { "Retry from this step…" }

@@ -11,7 +11,7 @@ use super::fields::{
 use super::{Defaults, StepDraft};
 use crate::diag::Diagnostic;
 use crate::expr::{self, Expr};
-use crate::schema::{REGISTER_FIELDS, STEP_FIELDS};
+use crate::schema::{APPROVAL_FIELDS, REGISTER_FIELDS, STEP_FIELDS};
 use crate::spec::Limits;
 use crate::spec::decode::{Cx, check_name, suggest_name};
 use crate::spec::model::*;
@@ -64,6 +64,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
             when: None,
             gate: None,
             register: None,
+            approval: None,
             runs_on: defaults.runs_on.clone(),
             notify: Vec::new(),
             span: cx.span(key),
@@ -235,6 +236,12 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
                 register(cx, v, &path).map(|r| draft.step.register = Some(r)).is_some()
             }
             "notify" => super::notify::notify(cx, v, &path, true).map(|n| draft.step.notify = n).is_some(),
+            "approval" => {
+                let (a, message) = approval(cx, v, &path);
+                // The message's templates are checked even when another part has problems.
+                draft.templates.extend(message);
+                a.map(|a| draft.step.approval = Some(a)).is_some()
+            }
             "runs_on" => label_map(cx, v, &path)
                 .map(|m| {
                     draft.step.runs_on.extend(m);
@@ -441,4 +448,38 @@ fn register(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Register> {
         None => None,
     };
     Some(Register { model: model?, file: file?, alias, when })
+}
+
+/// `approval: {message, timeout}` when valid, and `message` as a template with its node when it
+/// parses (its references are checked with the step's other templates).
+fn approval(cx: &mut Cx<'_>, id: NodeId, path: &str) -> (Option<Approval>, Option<(Template, NodeId)>) {
+    let Some(fields) = cx.fields(id, path, "step approval", APPROVAL_FIELDS) else { return (None, None) };
+    let at = cx.span(id);
+    let node = cx.require(&fields, "message", path, "the text shown to the approver", at);
+    // Each part is checked even when another has problems, so one pass reports them all.
+    let (timeout, timeout_ok) = match fields.get("timeout") {
+        Some(n) => {
+            let d = duration(cx, n, &format!("{path}.timeout"));
+            (d, d.is_some())
+        }
+        None => (None, true),
+    };
+    let message = node.and_then(|node| {
+        let text = cx.string(node, &format!("{path}.message"))?;
+        if text.trim().is_empty() {
+            cx.push(
+                Diagnostic::error(format!("`{path}.message` is empty"))
+                    .at(cx.span(node), "expected the text shown to the approver"),
+            );
+            return None;
+        }
+        template(cx, node, text, &format!("{path}.message"))
+    });
+    match (message, node) {
+        (Some(message), Some(node)) => {
+            let approval = timeout_ok.then(|| Approval { message: message.clone(), timeout });
+            (approval, Some((message, node)))
+        }
+        _ => (None, None),
+    }
 }

@@ -34,6 +34,7 @@ pub fn run(record: &RunRecord, steps: &[StepRecord], message: String) -> v1::Run
         } as i32,
         steps_total: steps.len() as u32,
         steps_done: done as u32,
+        steps_awaiting_approval: steps.iter().filter(|s| s.state == StepState::AwaitingApproval).count() as u32,
         scheduled_time: match record.trigger {
             Trigger::Schedule { at: Some(at), .. } => Some(timestamp(at)),
             _ => None,
@@ -74,6 +75,22 @@ pub fn step(i: InstanceId, s: &StepRecord, stage: String, outputs: Option<&Manif
         // Filled by GetRun from `Engine::waiting`, for ready steps only (`waiting`).
         waiting_reason: String::new(),
         unplaceable: false,
+        approval: s.approval.as_ref().map(approval),
+    }
+}
+
+/// A step's approval request and decision.
+pub fn approval(a: &crate::store::ApprovalRecord) -> v1::StepApproval {
+    let d = a.decision.as_ref();
+    v1::StepApproval {
+        message: a.message.clone(),
+        requested_at: Some(timestamp(a.requested_at)),
+        due_at: a.due_at.map(timestamp),
+        decided: d.is_some(),
+        approved: d.is_some_and(|d| d.approved),
+        decided_by: d.map(|d| d.by.clone()).unwrap_or_default(),
+        decided_at: d.map(|d| timestamp(d.at)),
+        comment: d.map(|d| d.comment.clone()).unwrap_or_default(),
     }
 }
 
