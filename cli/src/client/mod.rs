@@ -368,12 +368,15 @@ pub enum Command {
     /// live metrics of one step of a run (`weir metrics RUN STEP`).
     ///
     /// Two forms, told apart by the first argument: when it is the id of a run the server
-    /// knows (or --attempt or --json is given), it is `RUN STEP`; otherwise `PIPELINE METRIC`.
+    /// knows (or --attempt or --json is given), it is `RUN STEP`; otherwise `PIPELINE METRIC`
+    /// (always, when --step is given).
     ///
     /// `weir metrics PIPELINE METRIC`: a table (time, run, step, value; `(cached)` when a
     /// cached step reused it), then the count, min, max, the latest value and its change from
     /// the one before, and a sparkline when it fits. A step's metrics are the numbers of its
-    /// `metrics.json` and the last value of each series it wrote to `$WEIR_METRICS`.
+    /// `metrics.json` and the last value of each series it wrote to `$WEIR_METRICS`. One
+    /// series is one step's: when several steps write METRIC (a train's and a validate's
+    /// `rmse`), the command is refused, naming them, until --step picks one.
     ///
     /// `weir metrics RUN STEP`: every series the step wrote to `$WEIR_METRICS` while it ran
     /// (one JSON object a line, docs/step-contract.md), for its latest attempt or --attempt N:
@@ -705,7 +708,8 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         }
         Command::Metrics { target, name, step, limit, attempt, json } => {
             let mut client = connect(conn).await?;
-            let run_form = attempt.is_some() || json || live_metrics::is_run(&mut client, conn, &target).await?;
+            let run_form = step.is_none()
+                && (attempt.is_some() || json || live_metrics::is_run(&mut client, conn, &target).await?);
             if run_form {
                 live_metrics::show(&mut client, conn, &target, &name, attempt.unwrap_or(0), json).await
             } else {

@@ -34,8 +34,11 @@ pub(super) async fn metrics(
         step: step.unwrap_or_default(),
         limit,
     };
-    let hints =
-        Hints { not_found: "`weir pipelines` lists pipelines; `weir status RUN` a run's steps", ..Hints::default() };
+    let hints = Hints {
+        not_found: "`weir pipelines` lists pipelines; `weir status RUN` a run's steps",
+        invalid: "one series is one step's: `weir metrics PIPELINE METRIC --step STEP` shows one step's",
+        precondition: "",
+    };
     let answer = client.metric_history(request).await.map_err(|s| refused(&s, conn, hints))?.into_inner();
     if answer.points.is_empty() {
         if answer.metrics.is_empty() {

@@ -137,6 +137,7 @@ impl Engine {
             pipeline: (!pipeline.is_empty()).then(|| pipeline.to_string()),
             state: if states.len() == 1 { Some(states[0]) } else { None },
         };
+        let first_page = token.is_empty();
         let mut token = (!token.is_empty()).then(|| token.to_string());
         let mut runs = Vec::new();
         let listing = |id: String, record: Option<RunRecord>, steps: Vec<StepRecord>, message: String| RunListing {
@@ -192,9 +193,19 @@ impl Engine {
             match page.next_page_token {
                 Some(t) if runs.len() < size => token = Some(t),
                 Some(t) => return Ok((runs, t)),
+                None if runs.is_empty() && first_page => return self.no_runs_of(pipeline),
                 None => return Ok((runs, String::new())),
             }
         }
+    }
+
+    /// No run matched: an empty list, unless the filter names a pipeline that is not stored,
+    /// which is a mistyped name more often than a pipeline without runs (`did you mean`).
+    fn no_runs_of(&self, pipeline: &str) -> Result<(Vec<RunListing>, String), ApiError> {
+        if !pipeline.is_empty() && self.store.pipeline(pipeline)?.is_none() {
+            return Err(self.no_pipeline(pipeline));
+        }
+        Ok((Vec::new(), String::new()))
     }
 
     /// Run `run_id`'s state and how many of its step instances have finished, of how many:
