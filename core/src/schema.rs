@@ -9,7 +9,16 @@ use serde_json::{Map, Value, json};
 
 /// Keys of the top level of a pipeline file (besides the ignored `x-` keys).
 pub const TOP_LEVEL_FIELDS: &[&str] =
-    &["version", "name", "description", "params", "defaults", "schedule", "keep", "steps"];
+    &["version", "name", "description", "params", "defaults", "schedule", "keep", "on", "steps"];
+
+/// Keys of `on`: the trigger kinds.
+pub const ON_FIELDS: &[&str] = &["files", "pipeline", "webhook"];
+/// Keys of a `files` trigger.
+pub const FILES_TRIGGER_FIELDS: &[&str] = &["path", "glob", "settle"];
+/// Keys of a `pipeline` trigger.
+pub const PIPELINE_TRIGGER_FIELDS: &[&str] = &["name", "when", "params"];
+/// Keys of the `webhook` trigger.
+pub const WEBHOOK_TRIGGER_FIELDS: &[&str] = &["params"];
 
 /// Keys of `keep`.
 pub const KEEP_FIELDS: &[&str] = &["runs", "days"];
@@ -287,6 +296,13 @@ fn top_level_properties() -> Value {
             "description": "Retention: the finished runs kept; older ones are deleted unless a \
                 registered model or a cache entry needs them.",
             "$ref": "#/definitions/keep",
+        },
+        "on": {
+            "description": "Triggers beside the schedule: `files` (new or changed files in an \
+                absolute folder on the engine's host: path, glob, settle), `pipeline` (another \
+                pipeline's successful runs: name, when, params) and `webhook` (a signed POST to \
+                /hooks/PIPELINE: params as JSON pointers). docs/triggers.md has the details.",
+            "type": "object",
         },
         "steps": {
             "description": "The steps by name; at least one. File order is kept.",

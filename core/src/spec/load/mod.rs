@@ -3,7 +3,7 @@
 //!
 //! This file owns the entry point [`pipeline`], the top-level fields (with `x-` extension keys
 //! ignored), and the drafts the readers fill in ([`StepDraft`], [`Defaults`]). The readers live
-//! in the submodules: `params`, `schedule`, `fields` (what steps and `defaults:` share) and
+//! in the submodules: `params`, `schedule`, `triggers` (`on:`), `fields` (what steps and `defaults:` share) and
 //! `step`. It must not read a field of its own beyond the top level.
 
 use std::collections::BTreeMap;
@@ -24,12 +24,14 @@ mod keep;
 mod params;
 mod schedule;
 mod step;
+mod triggers;
 
 use fields::defaults;
 use keep::keep;
 use params::params;
 use schedule::schedule;
 use step::step;
+use triggers::triggers;
 
 /// What `defaults:` may set; each field is `None` when not given.
 #[derive(Default)]
@@ -110,6 +112,8 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     let schedule = fields.get("schedule").and_then(|s| schedule(cx, s, schedule_key, &params, &declared));
     let keep_key = fields.key_span(cx, "keep").unwrap_or(top);
     let keep = fields.get("keep").and_then(|k| keep(cx, k, keep_key));
+    let on_key = fields.key_span(cx, "on").unwrap_or(top);
+    let triggers = fields.get("on").map(|o| triggers(cx, o, on_key, &params, &declared)).unwrap_or_default();
     let steps_node = cx.require(&fields, "steps", "the pipeline", "a mapping of step names to steps", top);
     let mut drafts = Vec::with_capacity(steps_node.and_then(|n| cx.doc.node(n).kind.items()).unwrap_or(0));
     if let Some(steps_node) = steps_node
@@ -126,7 +130,7 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     }
     let steps = check::steps(cx, drafts, &params, &declared, limits);
     let (name, steps) = (name?, steps?);
-    let mut pipeline = Pipeline { name, description, params, schedule, keep, steps, hash: String::new() };
+    let mut pipeline = Pipeline { name, description, params, schedule, keep, triggers, steps, hash: String::new() };
     // Stream the canonical JSON into the hasher: no copy of the whole model in memory.
     // (buffered: the serializer's many tiny writes would each pay the hasher's call overhead).
     let mut hasher = blake3::Hasher::new();
