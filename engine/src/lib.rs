@@ -12,6 +12,7 @@ pub mod clock;
 pub mod metrics;
 pub mod otel;
 pub mod server;
+pub mod signing;
 pub mod store;
 pub mod time;
 mod web;

@@ -324,6 +324,11 @@ impl Engine {
             batch.put_step(&run_id, InstanceId(i as u32), s)?;
         }
         batch.put_run(&live.record)?;
+        // A triggered run and the trigger's note that it fired are one write: exactly once.
+        if let Some((trigger, fired_for)) = live.record.trigger.fired() {
+            let fired = crate::store::Fired { run: run_id.clone(), at: now };
+            batch.put_triggered(&live.record.pipeline, trigger, &fired_for, &fired)?;
+        }
         let seq = self.store.write_batch_unflushed(batch)?.last().copied().unwrap_or_default();
         drop(reserved); // the stored record now keeps the id taken
         Ok(Prepared { live, effects, seq, hits, metered, now })

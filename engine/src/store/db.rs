@@ -39,10 +39,11 @@ pub(super) enum TreeId {
     Workers,
     RunsByTime,
     LiveMetrics,
+    Triggered,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 19] = [
+    pub(super) const ALL: [TreeId; 20] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -62,6 +63,7 @@ impl TreeId {
         TreeId::Workers,
         TreeId::RunsByTime,
         TreeId::LiveMetrics,
+        TreeId::Triggered,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -85,6 +87,7 @@ impl TreeId {
             TreeId::Workers => "workers",
             TreeId::RunsByTime => "runs_by_time",
             TreeId::LiveMetrics => "live_metrics",
+            TreeId::Triggered => "triggered",
         }
     }
 

@@ -32,6 +32,7 @@
 //! | `model_events`      | model · seq u64 (from 1, dense)       | [`AliasEventRecord`]         |
 //! | `workers`           | worker id                             | [`WorkerRecord`] (see `workers`) |
 //! | `runs_by_time`      | created_at u64 · run                  | nothing (see `time_index`)   |
+//! | `triggered`         | pipeline · trigger · key              | [`Fired`] (see `triggered`)  |
 //! | `live_metrics`      | run · instance u32 · attempt u32 · seq u64 | [`LivePoint`], at seq `u64::MAX` the attempt's [`LiveSummary`] (see `live_metrics`) |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
@@ -66,6 +67,7 @@ mod retention;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod time_index;
+mod triggered;
 mod workers;
 
 use std::path::PathBuf;
@@ -82,8 +84,9 @@ pub use live_metrics::{LivePoint, LiveSummary, Stored as LiveStored};
 pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
 pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
-    ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,
+    ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger, TriggerFile,
 };
+pub use triggered::Fired;
 pub use retention::RunAge;
 pub use workers::WorkerRecord;
 

@@ -47,7 +47,9 @@ fn coverage(t: TreeId) -> Coverage {
         | TreeId::Models
         | TreeId::ModelVersions
         | TreeId::ModelEvents
-        | TreeId::Workers => Coverage::NotByRun,
+        | TreeId::Workers
+        // What an `on:` trigger fired stays fired when its run is deleted: the file is not new.
+        | TreeId::Triggered => Coverage::NotByRun,
     }
 }
 
@@ -148,6 +150,9 @@ impl Store {
             }
         }
         b.remove_raw(TreeId::Schedules, name.as_bytes().to_vec());
+        for k in self.keys_with_prefix(TreeId::Triggered, &keys::prefix(name)?)? {
+            b.remove_raw(TreeId::Triggered, k);
+        }
         for k in self.keys_with_prefix(TreeId::Cache, &keys::prefix(name)?)? {
             b.remove_raw(TreeId::Cache, k);
         }

@@ -190,6 +190,17 @@ fn trigger(t: &Trigger) -> Markup {
                 "retry of " a.mono href={"/runs/" (segment(of))} { (of) }
                 @if let Some(f) = from { " from " code { (f) } }
             }
+            Trigger::Files { trigger, files } => {
+                "new data (" code { (trigger) } ")"
+                @for f in files { br; code { (f.path) } " " (f.size) " bytes, blake3 " span.mono { (f.digest) } }
+            }
+            Trigger::Upstream { trigger, pipeline, run, why } => {
+                "after run " a.mono href={"/runs/" (segment(run))} { (run) } " of " (pipeline) " (" code { (trigger) } ")"
+                @if !why.is_empty() { ": " code { (why) } }
+            }
+            Trigger::Webhook { trigger, key } => {
+                "webhook (" code { (trigger) } "), delivery " code { (key) }
+            }
         }
     }
 }
