@@ -194,6 +194,16 @@ pub fn run_header(run: &Run, now: u64) -> String {
         let backfill = if run.backfill { " (backfill)" } else { "" };
         let _ = writeln!(out, "scheduled {tick}{backfill}");
     }
+    let kind = match v1::Trigger::try_from(run.trigger) {
+        Ok(v1::Trigger::Files) => Some("files"),
+        Ok(v1::Trigger::Pipeline) => Some("pipeline"),
+        Ok(v1::Trigger::Webhook) => Some("webhook"),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        let _ = writeln!(out, "trigger   {kind} ({})", run.trigger_name);
+        let _ = writeln!(out, "why       {}", run.trigger_detail);
+    }
     if let Some(c) = millis(run.created_at.as_ref()) {
         let _ = writeln!(out, "created   {}", datetime(c));
     }

@@ -204,6 +204,21 @@ pub fn upstream(t: &PipelineTrigger, up: &Upstream) -> Fire {
     Fire::Start(params)
 }
 
+/// What `t`'s condition read of `up`, as `metrics.psi > 0.2 (metrics.psi=0.31)`, for the
+/// triggered run's record; empty without a condition.
+pub fn explain(t: &PipelineTrigger, up: &Upstream) -> String {
+    let Some(when) = &t.when else { return String::new() };
+    let (_, trace) = when.eval_bool_traced(&|r: &Ref| up.lookup(r));
+    let mut parts: Vec<String> = Vec::new();
+    for (r, v) in trace {
+        let part = format!("{r}={v}");
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    format!("{} ({})", when.source(), parts.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +304,7 @@ mod tests {
             params: BTreeMap::new(),
         };
         assert_eq!(upstream(t, &run(0.5)), Fire::Start(vec![("psi".into(), "0.5".into())]));
+        assert_eq!(explain(t, &run(0.5)), "metrics.psi > 0.2 (metrics.psi=0.5)");
         assert!(matches!(upstream(t, &run(0.1)), Fire::Skip(r) if r.contains("is false")));
         assert!(matches!(upstream(t, &Upstream::default()), Fire::Skip(r) if r.contains("cannot be evaluated")));
     }

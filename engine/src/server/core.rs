@@ -201,6 +201,8 @@ pub struct Engine {
     pub(crate) otel: std::sync::OnceLock<crate::otel::Otel>,
     /// Retention and blob sweeps (`retention`).
     pub(crate) collector: super::retention::Collector,
+    /// What `on:` triggers remember between passes, and the webhook secrets.
+    pub(crate) triggers: super::triggers::Triggers,
 }
 
 impl Engine {
@@ -222,6 +224,7 @@ impl Engine {
             metrics: crate::metrics::Metrics::new(),
             otel: std::sync::OnceLock::new(),
             collector: Default::default(),
+            triggers: Default::default(),
         }
     }
 

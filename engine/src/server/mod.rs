@@ -6,7 +6,8 @@
 //!
 //! Layout: `core` (state, the one place events are applied and made durable, recovery, timers),
 //! `pipelines` (submitting, listing), `runs` (reading, starting, listing, cancelling and
-//! retrying runs), `logs`, `scheduler` (firing `schedule:` ticks, backfill), `schedules` (what
+//! retrying runs), `logs`, `scheduler` (firing `schedule:` ticks, backfill), `triggers` (firing
+//! `on:` triggers: files, upstream pipelines, webhooks), `schedules` (what
 //! clients ask of them), `dispatch` (leases, heartbeats, reports), `cache`, `registry`,
 //! `tracking`, `error` (the domain error), and here configuration. The services take and return domain values; they
 //! never name a proto type or a gRPC status (that is `crate::api`'s job).
@@ -43,6 +44,7 @@ mod testkit;
 mod timing_tests;
 pub use crate::api::tokens;
 pub(crate) mod tracking;
+pub(crate) mod triggers;
 mod waiting;
 pub(crate) mod workers;
 
@@ -62,6 +64,7 @@ pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
 pub use error::ApiError;
 pub use retention::GcConfig;
+pub use triggers::{Delivery, Secrets, SecretsError};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -89,6 +92,10 @@ pub struct ServerConfig {
     pub otlp_endpoint: Option<String>,
     /// Retention and blob sweeps: the grace, and how often a server runs them by itself.
     pub gc: GcConfig,
+    /// How often `on:` triggers look for new files and upstream runs (with `scheduling`).
+    pub trigger_every: Duration,
+    /// The secrets webhook deliveries are signed with, by pipeline (`--webhook-secrets`).
+    pub webhook_secrets: Secrets,
 }
 
 /// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
@@ -133,6 +140,8 @@ impl ServerConfig {
             clock: crate::clock::Clock::system(),
             otlp_endpoint: None,
             gc: GcConfig::default(),
+            trigger_every: Duration::from_secs(2),
+            webhook_secrets: Secrets::default(),
         }
     }
 }
@@ -175,6 +184,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     serve: JoinHandle<Result<(), tonic::transport::Error>>,
     ticker: JoinHandle<()>,
+    triggering: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -204,6 +214,10 @@ impl Server {
         let _ = self.stop.send(true);
         self.ticker.abort();
         let _ = self.ticker.await;
+        if let Some(t) = self.triggering {
+            t.abort();
+            let _ = t.await;
+        }
         match tokio::time::timeout(Duration::from_secs(5), self.serve).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
             Ok(_) => {}
@@ -250,6 +264,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let mut engine = Engine::new(store, blobs, config.terms, config.clock.clone());
     engine.scheduling = config.scheduling;
     engine.collector.config = config.gc;
+    engine.triggers = triggers::Triggers::new(config.webhook_secrets.clone());
     let engine = Arc::new(engine);
     if let Some(endpoint) = &config.otlp_endpoint {
         let _ = engine.otel.set(crate::otel::Otel::start(endpoint, Arc::downgrade(&engine))?);
@@ -300,6 +315,20 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             }
         })
     };
+    // `on:` triggers read folders and the store: their own task, so a slow disk or a big file
+    // being hashed never delays the engine's timers.
+    let triggering = config.scheduling.then(|| {
+        let engine = engine.clone();
+        let every = config.trigger_every;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                engine.fire_triggers().await;
+            }
+        })
+    });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
-    Ok(Server { addr, engine, stop, serve, ticker })
+    Ok(Server { addr, engine, stop, serve, ticker, triggering })
 }
