@@ -86,7 +86,9 @@ async fn submit(c: &mut Client, yaml: &str) {
 async fn runs(c: &mut Client, pipeline: &str) -> Vec<v1::Run> {
     let req = v1::ListRunsRequest { pipeline: pipeline.into(), page_size: 1000, ..Default::default() };
     let mut runs = c.list_runs(req).await.expect("list runs").into_inner().runs;
-    runs.sort_by(|a, b| a.created_at.as_ref().map(|t| (t.seconds, t.nanos)).cmp(&b.created_at.as_ref().map(|t| (t.seconds, t.nanos))));
+    runs.sort_by(|a, b| {
+        a.created_at.as_ref().map(|t| (t.seconds, t.nanos)).cmp(&b.created_at.as_ref().map(|t| (t.seconds, t.nanos)))
+    });
     runs
 }
 

@@ -113,7 +113,10 @@ fn scalar_text(param: &str, v: &serde_json::Value) -> Result<Option<String>, Dia
 /// values they point at (a missing one leaves the param's default); without, the payload's
 /// top-level fields. Types are the caller's to check against the declarations
 /// (`plan::resolve_params`), so the diagnostics say what each param is declared as.
-pub fn webhook_params(trigger: &WebhookTrigger, payload: &serde_json::Value) -> Result<Vec<(String, String)>, Vec<Diagnostic>> {
+pub fn webhook_params(
+    trigger: &WebhookTrigger,
+    payload: &serde_json::Value,
+) -> Result<Vec<(String, String)>, Vec<Diagnostic>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let mut take = |name: &str, v: &serde_json::Value| match scalar_text(name, v) {

@@ -37,15 +37,25 @@ pub enum Refused {
     NoTimestamp,
     #[error("the timestamp is not a whole number of seconds since the Unix epoch")]
     BadTimestamp,
-    #[error("the timestamp is {0} s away from the server's time (at most {MAX_SKEW_SECS} s): a stale or replayed delivery")]
+    #[error(
+        "the timestamp is {0} s away from the server's time (at most {MAX_SKEW_SECS} s): a stale or replayed delivery"
+    )]
     Stale(i64),
-    #[error("the signature does not match the body (expected `sha256=` and 64 hex digits of HMAC-SHA256 over `TIMESTAMP.BODY`)")]
+    #[error(
+        "the signature does not match the body (expected `sha256=` and 64 hex digits of HMAC-SHA256 over `TIMESTAMP.BODY`)"
+    )]
     Mismatch,
 }
 
 /// Checks `signature` (`sha256=HEX`) and `timestamp` (Unix seconds, as text) of `body` under
 /// `secret` at `now` (Unix seconds). The comparison takes the same time wherever it differs.
-pub fn verify(secret: &[u8], signature: Option<&str>, timestamp: Option<&str>, body: &[u8], now: i64) -> Result<(), Refused> {
+pub fn verify(
+    secret: &[u8],
+    signature: Option<&str>,
+    timestamp: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), Refused> {
     let signature = signature.ok_or(Refused::NoSignature)?;
     let timestamp = timestamp.ok_or(Refused::NoTimestamp)?;
     let ts: i64 = timestamp.trim().parse().map_err(|_| Refused::BadTimestamp)?;

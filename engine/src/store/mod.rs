@@ -86,8 +86,8 @@ pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
     ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger, TriggerFile,
 };
-pub use triggered::Fired;
 pub use retention::RunAge;
+pub use triggered::Fired;
 pub use workers::WorkerRecord;
 
 /// Everything the store can fail with.

@@ -33,7 +33,13 @@ fn key(pipeline: &str, trigger: &str, fired_for: &str) -> Result<Vec<u8>, Error>
 
 impl Batch {
     /// Records that `trigger` of `pipeline` fired for `fired_for`.
-    pub fn put_triggered(&mut self, pipeline: &str, trigger: &str, fired_for: &str, f: &Fired) -> Result<&mut Batch, Error> {
+    pub fn put_triggered(
+        &mut self,
+        pipeline: &str,
+        trigger: &str,
+        fired_for: &str,
+        f: &Fired,
+    ) -> Result<&mut Batch, Error> {
         let value = encode(TreeId::Triggered.name(), f)?;
         self.put_raw(TreeId::Triggered, key(pipeline, trigger, fired_for)?, value);
         Ok(self)

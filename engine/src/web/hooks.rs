@@ -54,6 +54,8 @@ pub(crate) async fn deliver(
             let status = crate::api::status::status(e);
             json(http_status(status.code()), serde_json::json!({"error": status.message()}))
         }
-        Err(e) => json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": format!("delivery failed: {e}")})),
+        Err(e) => {
+            json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": format!("delivery failed: {e}")}))
+        }
     }
 }

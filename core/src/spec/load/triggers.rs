@@ -132,13 +132,7 @@ fn check_upstream(cx: &mut Cx<'_>, e: &crate::expr::Expr, node: NodeId, path: &s
     true
 }
 
-fn upstream(
-    cx: &mut Cx<'_>,
-    id: NodeId,
-    path: &str,
-    params: &[Param],
-    declared: &[String],
-) -> Option<PipelineTrigger> {
+fn upstream(cx: &mut Cx<'_>, id: NodeId, path: &str, params: &[Param], declared: &[String]) -> Option<PipelineTrigger> {
     let fields = cx.fields(id, path, "pipeline trigger", PIPELINE_TRIGGER_FIELDS)?;
     let name = cx.require(&fields, "name", path, "the upstream pipeline's name", cx.span(id));
     let name = name.and_then(|n| {
@@ -146,7 +140,9 @@ fn upstream(
         match check_name(text) {
             Ok(()) => Some(text.to_string()),
             Err(e) => {
-                cx.push(Diagnostic::error(format!("invalid pipeline name `{text}` in `{path}.name`")).at(cx.span(n), e));
+                cx.push(
+                    Diagnostic::error(format!("invalid pipeline name `{text}` in `{path}.name`")).at(cx.span(n), e),
+                );
                 None
             }
         }

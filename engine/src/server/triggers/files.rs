@@ -59,14 +59,15 @@ fn digest_of(path: &Path) -> std::io::Result<Digest> {
 }
 
 fn modified_nanos(m: &std::fs::Metadata) -> i128 {
-    m.modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i128)
+    m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// One scan of `t`'s folder: what is seen now (from `prev`), and the settled files not taken.
-fn scan(t: &FilesTrigger, prev: &HashMap<PathBuf, Seen>, now: Millis) -> std::io::Result<(HashMap<PathBuf, Seen>, Vec<Candidate>)> {
+fn scan(
+    t: &FilesTrigger,
+    prev: &HashMap<PathBuf, Seen>,
+    now: Millis,
+) -> std::io::Result<(HashMap<PathBuf, Seen>, Vec<Candidate>)> {
     let mut seen = HashMap::new();
     let mut ready = Vec::new();
     for entry in std::fs::read_dir(&t.path)? {
@@ -91,7 +92,11 @@ fn scan(t: &FilesTrigger, prev: &HashMap<PathBuf, Seen>, now: Millis) -> std::io
             // Written to while it was read: not settled after all.
             let after = path.symlink_metadata()?;
             if after.len() != s.obs.size || modified_nanos(&after) != s.obs.modified {
-                s = Seen { obs: Observed::next(None, after.len(), modified_nanos(&after), now), digest: None, taken: false };
+                s = Seen {
+                    obs: Observed::next(None, after.len(), modified_nanos(&after), now),
+                    digest: None,
+                    taken: false,
+                };
             } else {
                 s.digest = Some(digest);
             }
@@ -137,8 +142,12 @@ impl Engine {
                 tracing::info!(pipeline, trigger = name, path = %path.display(), digest = %digest, "new data noticed");
                 self.pause_point(false, &id).await;
                 let file = TriggerFile { path: path.display().to_string(), size, digest };
-                let started =
-                    self.start_triggered(pipeline, version, Trigger::Files { trigger: name.into(), files: vec![file] }, &[]);
+                let started = self.start_triggered(
+                    pipeline,
+                    version,
+                    Trigger::Files { trigger: name.into(), files: vec![file] },
+                    &[],
+                );
                 match started {
                     Ok((run, _)) => self.pause_point(true, &run).await,
                     Err(e) => {

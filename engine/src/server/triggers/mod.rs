@@ -25,8 +25,8 @@ use crate::store::Trigger;
 use super::core::{Engine, State};
 use super::error::ApiError;
 
-pub use webhook::{Delivery, Secrets, SecretsError};
 pub(crate) use webhook::WebhookError;
+pub use webhook::{Delivery, Secrets, SecretsError};
 
 /// What the engine's triggers remember between passes. Nothing here is needed for
 /// correctness after a restart: it saves rereading and rehashing.

@@ -42,7 +42,8 @@ impl Engine {
             if self.triggers.upstream.lock().unwrap_or_else(|p| p.into_inner()).0.contains(&key) {
                 continue;
             }
-            let decided = |e: &Engine| e.triggers.upstream.lock().unwrap_or_else(|p| p.into_inner()).0.insert(key.clone());
+            let decided =
+                |e: &Engine| e.triggers.upstream.lock().unwrap_or_else(|p| p.into_inner()).0.insert(key.clone());
             if up.finished_at.is_none_or(|f| f < since) || self.fired(&self.lock(), pipeline, name, &up.id)?.is_some() {
                 decided(self);
                 continue;
@@ -65,8 +66,12 @@ impl Engine {
                 }
                 Fire::Start(params) => {
                     let why = weir_core::trigger::explain(t, &offer);
-                    let trigger =
-                        Trigger::Upstream { trigger: name.into(), pipeline: t.pipeline.clone(), run: up.id.clone(), why };
+                    let trigger = Trigger::Upstream {
+                        trigger: name.into(),
+                        pipeline: t.pipeline.clone(),
+                        run: up.id.clone(),
+                        why,
+                    };
                     if let Err(e) = self.start_triggered(pipeline, version, trigger, &params) {
                         // Params the declarations refuse stay refused: decided, and said so.
                         if matches!(e, ApiError::Diagnostics { .. } | ApiError::Invalid(_)) {

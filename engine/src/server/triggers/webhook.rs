@@ -38,7 +38,9 @@ pub enum SecretsError {
     Syntax { line: usize },
     #[error("line {line}: `{name}` is not a pipeline name: {why}")]
     Name { line: usize, name: String, why: String },
-    #[error("line {line}: the secret for `{name}` is shorter than {MIN_SECRET_LEN} characters: generate one with `openssl rand -hex 32`")]
+    #[error(
+        "line {line}: the secret for `{name}` is shorter than {MIN_SECRET_LEN} characters: generate one with `openssl rand -hex 32`"
+    )]
     Weak { line: usize, name: String },
     #[error("line {line}: `{name}` has a secret already (line {first})")]
     Duplicate { line: usize, name: String, first: usize },
