@@ -130,7 +130,9 @@ fn lines(path: &Path) -> Vec<String> {
 fn files_pipeline(name: &str, incoming: &Path, settle: &str, counter: &Path) -> String {
     format!(
         "name: {name}\non:\n  files: {{path: {}, glob: \"*.csv\", settle: {settle}}}\n\
-         steps:\n  take:\n    run: echo \"$WEIR_TRIGGER_FILES $WEIR_TRIGGER_DIGESTS\" >> {}\n",
+         steps:\n  take:\n    outputs: [seen.txt]\n    run: |\n      \
+         echo \"$WEIR_TRIGGER_FILES $WEIR_TRIGGER_DIGESTS\" >> {}\n      \
+         wc -c < \"$WEIR_TRIGGER_FILES\" > \"$WEIR_OUTPUTS/seen.txt\"\n",
         incoming.display(),
         counter.display()
     )
@@ -241,6 +243,14 @@ async fn a_file_still_being_written_is_not_taken_until_it_settles() {
     assert_eq!(got.len(), 2, "{got:#?}");
     let full = digest(&grow);
     assert!(got[1].trigger_detail.contains(&full), "the whole file's digest: {:?}", got[1]);
+
+    // Lineage: from the step's output back to the file that triggered its run.
+    let r = c.get_run(v1::GetRunRequest { run_id: got[1].run_id.clone(), ..Default::default() }).await.unwrap();
+    let out = r.into_inner().steps.remove(0).outputs.expect("outputs").files.remove(0).digest;
+    let req = v1::GetLineageRequest { target: out, ..Default::default() };
+    let lineage = c.get_lineage(req).await.expect("lineage").into_inner();
+    let data = lineage.nodes.iter().find(|n| n.digest == full).unwrap_or_else(|| panic!("{lineage:#?}"));
+    assert_eq!(data.path, grow.display().to_string());
     w.stop().await;
     kill_9(engine);
 }
@@ -329,6 +339,23 @@ async fn a_webhook_delivered_twice_starts_one_run_and_bad_deliveries_start_none(
     assert!(text.contains("rows") && text.contains("int"), "the diagnostic names the param and its type: {text}");
     let (code, text) = post(port, "/hooks/unknown", &signed(body, unix_now(), Some("delivery-5")), body);
     assert_eq!(code, 404, "{text}");
+
+    // The gRPC call, with the client token instead of a signature: the same key, the same run.
+    let req = v1::FireWebhookRequest {
+        pipeline: "hooked".into(),
+        idempotency_key: "delivery-1".into(),
+        payload_json: String::from_utf8(body.to_vec()).unwrap(),
+    };
+    let fired = c.fire_webhook(req).await.expect("fire").into_inner();
+    assert_eq!((fired.run_id.as_str(), fired.created), (first["run_id"].as_str().unwrap(), false));
+    let req = v1::FireWebhookRequest {
+        pipeline: "hooked".into(),
+        idempotency_key: "grpc-2".into(),
+        payload_json: r#"{"rows": 1.5}"#.into(),
+    };
+    let e = c.fire_webhook(req).await.expect_err("a float for an int");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("rows"), "{e:?}");
 
     let got = wait_runs(&mut c, "hooked", "the delivery's run", all_succeeded(1)).await;
     assert_eq!(got.len(), 1, "one run for every delivery: {got:#?}");

@@ -44,6 +44,7 @@ use crate::server::Engine;
 use crate::server::error::ApiError;
 
 pub(crate) use auth::Auth;
+pub(crate) use hooks::MAX_BODY as MAX_HOOK_BODY;
 
 /// What every handler gets: the engine and the session rules.
 #[derive(Clone)]

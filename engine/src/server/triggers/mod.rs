@@ -26,7 +26,7 @@ use super::core::{Engine, State};
 use super::error::ApiError;
 
 pub(crate) use webhook::WebhookError;
-pub use webhook::{Delivery, Secrets, SecretsError};
+pub use webhook::{Delivery, MAX_KEY_LEN, Secrets, SecretsError};
 
 /// What the engine's triggers remember between passes. Nothing here is needed for
 /// correctness after a restart: it saves rereading and rehashing.

@@ -116,31 +116,40 @@ impl Engine {
         let secret = self.triggers.secrets.0.get(&d.pipeline).ok_or_else(no_hook)?;
         let now = self.clock.calendar().timestamp();
         signing::verify(secret, d.signature.as_deref(), d.timestamp.as_deref(), &d.body, now)?;
-        let key = d.key.as_deref().map(str::trim).unwrap_or_default();
+        self.accept_delivery(&d.pipeline, d.key.as_deref().unwrap_or_default(), &d.body).map_err(WebhookError::Api)
+    }
+
+    /// Starts the run of an authenticated delivery to `pipeline`'s webhook trigger (a signed
+    /// POST, or the FireWebhook call with the client token), once per idempotency `key`.
+    pub(crate) fn accept_delivery(
+        self: &Arc<Self>,
+        pipeline: &str,
+        key: &str,
+        body: &[u8],
+    ) -> Result<(String, bool), ApiError> {
+        let key = key.trim();
         if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
             return Err(ApiError::Invalid(format!(
                 "Idempotency-Key: give each delivery a key of 1 to {MAX_KEY_LEN} printable characters (a retry sends the same one)"
-            ))
-            .into());
+            )));
         }
-        let version = self.store.pipeline(&d.pipeline).map_err(ApiError::from)?.ok_or_else(no_hook)?.latest;
-        let (pipeline, _) = self.pipeline(&mut self.lock(), &version)?;
-        let Some((trigger, hook)) = pipeline.webhook() else {
+        let no_hook = || ApiError::NotFound(format!("no webhook for pipeline {pipeline}"));
+        let version = self.store.pipeline(pipeline)?.ok_or_else(no_hook)?.latest;
+        let (parsed, _) = self.pipeline(&mut self.lock(), &version)?;
+        let Some((trigger, hook)) = parsed.webhook() else {
             return Err(ApiError::NotFound(format!(
-                "pipeline {} has no `webhook` trigger in its latest version: add `on: {{webhook: {{}}}}`",
-                d.pipeline
-            ))
-            .into());
+                "pipeline {pipeline} has no `webhook` trigger in its latest version: add `on: {{webhook: {{}}}}`"
+            )));
         };
-        let payload: serde_json::Value = if d.body.iter().all(u8::is_ascii_whitespace) {
+        let payload: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
             serde_json::Value::Null
         } else {
-            serde_json::from_slice(&d.body).map_err(|e| ApiError::Invalid(format!("the payload is not JSON: {e}")))?
+            serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("the payload is not JSON: {e}")))?
         };
         let overrides = weir_core::trigger::webhook_params(hook, &payload)
-            .map_err(|diags| self.params_error(&version, &d.pipeline, diags))?;
+            .map_err(|diags| self.params_error(&version, pipeline, diags))?;
         let trigger = Trigger::Webhook { trigger: trigger.name.clone(), key: key.to_string() };
-        Ok(self.start_triggered(&d.pipeline, &version, trigger, &overrides)?)
+        self.start_triggered(pipeline, &version, trigger, &overrides)
     }
 }
 
