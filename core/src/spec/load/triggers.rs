@@ -19,6 +19,16 @@ use crate::trigger::glob_ok;
 const MAX_PER_KIND: usize = 32;
 
 pub(super) fn triggers(cx: &mut Cx<'_>, id: NodeId, key: Span, params: &[Param], declared: &[String]) -> Vec<Trigger> {
+    if !matches!(cx.doc.node(id).kind, Kind::Map(_)) {
+        let found = cx.doc.describe(id);
+        cx.push(
+            Diagnostic::error("`on` must be a mapping of triggers")
+                .at(cx.span(id), format!("found {found}"))
+                .note("weir's triggers are `files` (new data), `pipeline` (another pipeline's result) and `webhook`")
+                .help("write `on: {files: {path: /data/in, glob: \"*.csv\"}}`; for git events, send a webhook"),
+        );
+        return Vec::new();
+    }
     let Some(fields) = cx.fields(id, "on", "trigger", ON_FIELDS) else { return Vec::new() };
     if fields.entries.is_empty() {
         cx.push(
@@ -281,6 +291,7 @@ mod tests {
         check("on: {webhook: {params: {rows: rows}}}", Err("must be a JSON pointer"));
         check("on: {webhook: {params: {rowz: /rows}}}", Err("did you mean"));
         check("on: {}", Err("names no trigger"));
+        check("on: push", Err("`on` must be a mapping of triggers"));
     }
 
     #[test]
