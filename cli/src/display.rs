@@ -1230,4 +1230,21 @@ mod tests {
         run.backfill = false;
         assert!(run_header(&run, T0).contains("\nscheduled 2026-11-27 02:00:00 UTC\ncreated"));
     }
+
+    #[test]
+    fn status_of_a_triggered_run_says_which_trigger_and_why() {
+        let mut run = sample_run().run.unwrap();
+        run.trigger = v1::Trigger::Files as i32;
+        run.trigger_name = "files-2".into();
+        run.trigger_detail = "files-2: new data /in/a.csv (8 bytes, blake3 ab12)".into();
+        assert!(
+            run_header(&run, T0).contains(
+                "\ntrigger   files (files-2)\nwhy       files-2: new data /in/a.csv (8 bytes, blake3 ab12)\ncreated"
+            ),
+            "{}",
+            run_header(&run, T0)
+        );
+        run.trigger = v1::Trigger::Manual as i32;
+        assert!(!run_header(&run, T0).contains("trigger"));
+    }
 }
