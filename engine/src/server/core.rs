@@ -613,6 +613,8 @@ impl Engine {
             }
         }
         if finished {
+            // `pipeline` triggers scan for successful upstream runs only after one finished.
+            self.triggers.finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             st.runs.remove(run_id);
             st.ready.remove_run(run_id);
         }

@@ -34,6 +34,9 @@ pub use webhook::{Delivery, MAX_KEY_LEN, Secrets, SecretsError};
 pub(crate) struct Triggers {
     files: Mutex<files::Watched>,
     upstream: Mutex<upstream::Decided>,
+    /// Bumped whenever a run finishes: `pipeline` triggers list the upstream's runs (a scan of
+    /// the run index) only when it moved since their last pass.
+    pub(crate) finished: std::sync::atomic::AtomicU64,
     /// The webhook secrets by pipeline (`weir server --webhook-secrets`).
     pub(crate) secrets: Secrets,
     /// A test hook: where the files trigger stops (see [`Pause`]).

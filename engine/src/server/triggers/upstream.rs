@@ -1,12 +1,13 @@
-//! The `pipeline` trigger: each pass reads the newest successful runs of the upstream pipeline
-//! and decides each one once (`weir_core::trigger::upstream`: the `when` over the run's
+//! The `pipeline` trigger: a pass after some run finished (and the first after a start) reads
+//! the newest successful runs of the upstream pipeline and decides each one once (`weir_core::trigger::upstream`: the `when` over the run's
 //! metrics and params, and the params it passes on). Only runs that finished after the
 //! version with the trigger was submitted count, so submitting a trigger does not fire it on
 //! history. Decisions not to fire are remembered in memory only: after a restart they are made
 //! again, alike, from the same stored metrics.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use weir_core::run::RunState;
 use weir_core::spec::PipelineTrigger;
@@ -20,9 +21,10 @@ use super::super::error::ApiError;
 /// How many of the upstream's newest successful runs a pass looks at.
 const LOOK_BACK: usize = 50;
 
-/// (pipeline, trigger, upstream run) decided already.
+/// (pipeline, trigger, upstream run) decided already, and the finished-runs count at each
+/// trigger's last complete pass.
 #[derive(Default)]
-pub(super) struct Decided(HashSet<(String, String, String)>);
+pub(super) struct Decided(HashSet<(String, String, String)>, HashMap<(String, String), u64>);
 
 impl Engine {
     /// One pass of pipeline trigger `name` of `pipeline` (latest version `version`).
@@ -33,6 +35,11 @@ impl Engine {
         name: &str,
         t: &PipelineTrigger,
     ) -> Result<(), ApiError> {
+        let finished = self.triggers.finished.load(Ordering::SeqCst);
+        let pass = (pipeline.to_string(), name.to_string());
+        if self.triggers.upstream.lock().unwrap_or_else(|p| p.into_inner()).1.get(&pass) == Some(&finished) {
+            return Ok(()); // no run finished since the last pass
+        }
         let since = self.store.pipeline_version(version)?.map(|v| v.submitted_at).unwrap_or_default();
         let filter = RunFilter { pipeline: Some(t.pipeline.clone()), state: Some(RunState::Succeeded) };
         let page = self.store.list_runs(&filter, LOOK_BACK, None)?;
@@ -84,6 +91,7 @@ impl Engine {
             }
             decided(self);
         }
+        self.triggers.upstream.lock().unwrap_or_else(|p| p.into_inner()).1.insert(pass, finished);
         Ok(())
     }
 }
