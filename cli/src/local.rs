@@ -170,13 +170,7 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
     agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
     let agent = tokio::spawn(crate::otlp::run_agent(Agent::new(agent_config), tracer, shutdown.clone()));
 
-    let conn = ConnArgs {
-        server: server.url(),
-        token: None,
-        token_file: None,
-        local: None,
-        weir_run: Some(args.data_dir.clone()),
-    };
+    let conn = ConnArgs { server: server.url(), weir_run: Some(args.data_dir.clone()), ..ConnArgs::default() };
     if let Ok(mut client) = conn::connect(&conn).await {
         crate::client::resume::announce_interrupted(&mut client, &args.data_dir, &[]).await;
     }

@@ -12,6 +12,7 @@ mod display;
 mod local;
 mod offline;
 mod otlp;
+mod restore;
 mod serve;
 mod source;
 mod store;
@@ -44,9 +45,11 @@ Exit status:
                   (`weir-worker --engine URL`) and clients on other hosts. `validate`, `plan`, `graph` and \
                   `schema` read pipeline files without running anything. `submit`, `pipelines`, `start`, \
                   `runs` (with `compare`), `status`, `logs`, `cancel`, `retry`, `resume`, `cache explain`, `schedules` (with `pause` and \
-                  `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server); \
+                  `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server, or a profile of the client config file: \
+                  `weir config show`); \
                   only a server fires \
-                  pipelines' cron schedules. `store check`, `store export` and `store import` read \
+                  pipelines' cron schedules. `backup FILE` saves a running server's store and blobs; \
+                  `restore FILE --data-dir DIR` puts such a file into a new data folder. `store check`, `store export` and `store import` read \
                   and restore a data folder's database when something went wrong (README, \"When \
                   things go wrong\"). \
                   Logs go to stderr, filtered by RUST_LOG (`weir server`: info, others: warnings), \
@@ -56,12 +59,13 @@ Exit status:
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    conn: client::ConnArgs,
     /// Log lines on stderr as plain text (colours only on a terminal) or as JSON objects, one
     /// a line, for log shippers.
     #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    // Also accepted here, before the subcommand (`weir --local runs`).
+    #[command(flatten)]
+    conn: client::ConnArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,17 +92,31 @@ enum Command {
     Server(serve::ServerArgs),
     /// Check, export or import the data folder's database (with no engine running on it).
     Store(store::StoreArgs),
+    /// Restore a `weir backup` file into a new data folder (missing or empty), with no engine
+    /// running: every checksum is checked before anything is written, then the blobs and the
+    /// records are written and flushed. Start `weir server --data-dir DIR` on it after.
+    #[command(after_help = restore::RESTORE_EXIT_CODES)]
+    Restore(restore::RestoreArgs),
     /// Open `weir run`'s data folder in the web UI (loopback only), with a local worker for
     /// runs started there. `weir run FILE --ui` shows one run live instead.
     #[command(after_help = ui::UI_EXIT_CODES)]
     Ui(ui::UiArgs),
+    /// Show the settings the server commands connect with and where each came from: the
+    /// config file read, the profile, the server URL and the token's source (never the token).
+    #[command(after_help = client::config::CONFIG_HELP)]
+    Config(client::config::ConfigArgs),
     #[command(flatten)]
     Client(client::Command),
 }
 
 fn main() -> ExitCode {
     quiet_broken_pipe();
-    let cli = Cli::parse_from(local_before_subcommand(std::env::args_os().collect()));
+    let matches = command().get_matches_from(local_before_subcommand(std::env::args_os().collect()));
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.format(&mut command()).exit(),
+    };
+    client::conn::note_given(&mut cli.conn, &matches);
     // The server is a service whose operators read its info lines (runs, workers, leases);
     // every other command speaks to its user on stdout and logs warnings only.
     let service = matches!(cli.command, Command::Server(_));
@@ -109,9 +127,22 @@ fn main() -> ExitCode {
         Command::Run(args) => local::run(args),
         Command::Server(args) => serve::run(args),
         Command::Store(args) => store::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Ui(args) => ui::run(args),
+        Command::Config(args) => client::config::run(args, &cli.conn),
         Command::Client(c) => client::dispatch(c, &cli.conn),
     }
+}
+
+/// The command line: `Cli` with the connection options on exactly the commands that talk to a
+/// server (the client commands, `plan` for its `--remote` and `config`), so `weir server --help`
+/// or `weir run --help` never offer a `--server` they would ignore.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let client = client::Command::augment_subcommands(clap::Command::new("client"));
+    let mut talks: Vec<String> = client.get_subcommands().map(|c| c.get_name().to_string()).collect();
+    talks.extend(["plan".to_string(), "config".to_string()]);
+    client::conn::with_connection_options(Cli::command(), &talks)
 }
 
 /// A reader that went away (`weir runs | head -1`) ends a command quietly with 141, the status

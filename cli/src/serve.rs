@@ -16,8 +16,8 @@ Exit status:
   0  stopped by Ctrl-C or SIGTERM
   1  could not start (data folder in use, address taken, unsafe listen address, a bad token
      file: a duplicate or unknown line, one token for clients and workers, a token shorter
-     than 32 characters off loopback, an --otlp-endpoint that is not an http:// URL, a
-     --webhook-secrets file that cannot be read or has a bad line)
+     than 32 characters off loopback, an --otlp-endpoint that is not an http:// URL, an
+     unreadable --notify-secrets or --webhook-secrets file or a bad line in one)
   2  usage error";
 
 #[derive(Args, Debug)]
@@ -58,6 +58,21 @@ pub struct ServerArgs {
     /// How often `on:` triggers look for new files and upstream runs (e.g. 2s, 1m).
     #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
     trigger_every: Duration,
+    /// File with the secrets that sign webhook notifications: lines `NAME = SECRET` (at least
+    /// 16 characters; `openssl rand -hex 32`), `#` comments. A `notify:` entry names one with
+    /// `secret: NAME`. Read once at start, never logged. Keep it private (`chmod 600`).
+    #[arg(long, value_name = "FILE", env = "WEIR_NOTIFY_SECRETS")]
+    notify_secrets: Option<PathBuf>,
+    /// Attempts at a notification before it becomes a dead letter (`weir notifications --dead`).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    notify_attempts: u32,
+    /// The wait after a notification's first failed attempt, doubled after each further one
+    /// up to 5 minutes (tests shorten it).
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    notify_backoff: Duration,
+    /// The longest wait between a notification's attempts (tests shorten it).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    notify_max_backoff: Duration,
 }
 
 /// `--gc-every`: a period, or none.
@@ -81,11 +96,30 @@ pub fn read_tokens(path: &Path, listen: SocketAddr) -> Result<(String, String), 
     Ok((client.into_secret(), worker.into_secret()))
 }
 
+/// The notification secrets of `path`; an error names the file and line, never a secret.
+fn read_notify_secrets(path: &Path) -> Result<weir_engine::notify::Secrets, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the notify secrets file {}: {e}", path.display()))?;
+    weir_engine::notify::Secrets::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 pub fn run(args: ServerArgs) -> ExitCode {
     let mut config = ServerConfig::new(&args.data_dir, args.listen);
     config.insecure = args.insecure;
     config.otlp_endpoint = args.otlp.endpoint();
     config.gc = server::GcConfig { grace: args.gc_grace, every: args.gc_every.0 };
+    config.notify.attempts = args.notify_attempts;
+    config.notify.backoff = args.notify_backoff;
+    config.notify.max_backoff = args.notify_max_backoff;
+    if let Some(path) = &args.notify_secrets {
+        match read_notify_secrets(path) {
+            Ok(secrets) => config.notify.secrets = secrets,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     config.terms.lease_timeout = args.lease_timeout;
     config.trigger_every = args.trigger_every.max(Duration::from_millis(100));
     if let Some(path) = &args.webhook_secrets {

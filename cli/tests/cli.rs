@@ -197,8 +197,23 @@ fn schema_is_json() {
 #[test]
 fn help_names_every_command_and_the_exit_codes() {
     let help = text(&weir(&["--help"]).stdout);
-    for word in ["validate", "plan", "graph", "schema", "schedules", "backfill", "Exit status", "usage error"] {
+    for word in [
+        "validate",
+        "plan",
+        "graph",
+        "schema",
+        "schedules",
+        "backfill",
+        "backup",
+        "restore",
+        "Exit status",
+        "usage error",
+    ] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+    let restore_help = text(&weir(&["restore", "--help"]).stdout);
+    for word in ["FILE", "--data-dir", "missing or empty", "Exit status", "truncated"] {
+        assert!(restore_help.contains(word), "restore --help lacks {word}:\n{restore_help}");
     }
     let plan_help = text(&weir(&["plan", "--help"]).stdout);
     for word in ["--param", "--json", "--run-id", "--max-file-size", "--max-matrix", "--max-steps"] {

@@ -147,6 +147,7 @@ fn help_of_each_client_command_names_its_flags_and_exit_codes() {
         ("logs", &["--follow", "-f", "--attempt", "STEP"]),
         ("cancel", &["--reason", "RUN"]),
         ("retry", &["RUN"]),
+        ("backup", &["FILE", "--force", "FILE.tmp", "--local", "weir restore"]),
     ];
     for (command, flags) in cases {
         let out = weir(&[command, "--help"]);

@@ -521,6 +521,18 @@ impl WeirClient for Fake {
     async fn gc(&self, _: Request<v1::GcRequest>) -> Result<Response<v1::GcResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_notifications(
+        &self,
+        _: Request<v1::ListNotificationsRequest>,
+    ) -> Result<Response<v1::ListNotificationsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn retry_notification(
+        &self,
+        _: Request<v1::RetryNotificationRequest>,
+    ) -> Result<Response<v1::RetryNotificationResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_model(&self, _: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
@@ -601,7 +613,7 @@ fn every_call_carries_the_token_and_a_refused_token_exits_4() {
     let out = server.weir(&["pipelines", "--token", "wrong"]);
     assert_eq!(out.status.code(), Some(4));
     let err = text(&out.stderr);
-    assert!(err.contains("the server refused the token: pass --token, WEIR_TOKEN or --token-file"), "{err}");
+    assert!(err.contains("the server refused the token: pass --token-file, WEIR_TOKEN_FILE or --token"), "{err}");
     assert!(!err.contains("wrong"), "the token was printed: {err}");
 
     let dir = tempfile::tempdir().unwrap();

@@ -32,6 +32,7 @@ fn run(id: &str) -> RunRecord {
         finished_at: Some(Millis(2_000)),
         trigger: Trigger::Manual { user: None },
         no_cache: false,
+        sla_missed_at: None,
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 /// Keys of the top level of a pipeline file (besides the ignored `x-` keys).
 pub const TOP_LEVEL_FIELDS: &[&str] =
-    &["version", "name", "description", "params", "defaults", "schedule", "keep", "on", "steps"];
+    &["version", "name", "description", "params", "defaults", "schedule", "keep", "sla", "notify", "on", "steps"];
 
 /// Keys of `on`: the trigger kinds.
 pub const ON_FIELDS: &[&str] = &["files", "pipeline", "webhook"];
@@ -19,6 +19,9 @@ pub const FILES_TRIGGER_FIELDS: &[&str] = &["path", "glob", "settle"];
 pub const PIPELINE_TRIGGER_FIELDS: &[&str] = &["name", "when", "params"];
 /// Keys of the `webhook` trigger.
 pub const WEBHOOK_TRIGGER_FIELDS: &[&str] = &["params"];
+
+/// Keys of a `notify` entry.
+pub const NOTIFY_FIELDS: &[&str] = &["on", "webhook", "slack", "secret"];
 
 /// Keys of `keep`.
 pub const KEEP_FIELDS: &[&str] = &["runs", "days"];
@@ -44,6 +47,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "gate",
     "register",
     "runs_on",
+    "notify",
 ];
 
 /// Keys of `defaults`: the step fields that can be set for every step at once.
@@ -190,6 +194,35 @@ fn definitions() -> Value {
             })),
             json!({"minProperties": 1}),
         ),
+        "notify": {
+            "description": "Where to send notifications, and for which events.",
+            "type": "array",
+            "maxItems": 32,
+            "items": extended(
+                closed_object("One receiver and the events it gets.", NOTIFY_FIELDS, json!({
+                    "on": {
+                        "description": "The events; in a step only its own (step_failed, gate_refused, \
+                            model_promoted, model_refused, approval_requested).",
+                        "type": "array", "minItems": 1,
+                        "items": {"enum": crate::spec::NotifyOn::ALL.map(|e| e.name())},
+                    },
+                    "webhook": {
+                        "description": "An http:// URL that gets weir's JSON payload (https awaits a TLS client).",
+                        "type": "string", "pattern": "^http://",
+                    },
+                    "slack": {
+                        "description": "An http:// Slack-compatible incoming-webhook URL (`{\"text\": ...}`).",
+                        "type": "string", "pattern": "^http://",
+                    },
+                    "secret": {
+                        "description": "The name of a secret in the engine's --notify-secrets file that \
+                            signs webhook deliveries (HMAC-SHA256).",
+                        "$ref": "#/definitions/name",
+                    },
+                })),
+                json!({"required": ["on"], "oneOf": [{"required": ["webhook"]}, {"required": ["slack"]}]}),
+            ),
+        },
         "schedule": extended(
             closed_object("A cron schedule for runs.", SCHEDULE_FIELDS, schedule_properties()),
             json!({"required": ["cron"]}),
@@ -297,6 +330,11 @@ fn top_level_properties() -> Value {
                 registered model or a cache entry needs them.",
             "$ref": "#/definitions/keep",
         },
+        "sla": {
+            "description": "How long a run may stay unfinished before `sla_missed` is notified (once).",
+            "$ref": "#/definitions/duration",
+        },
+        "notify": {"description": "Notifications for the pipeline's runs.", "$ref": "#/definitions/notify"},
         "on": {
             "description": "Triggers beside the schedule: `files` (new or changed files in an \
                 absolute folder on the engine's host: path, glob, settle), `pipeline` (another \
@@ -406,6 +444,7 @@ fn step_properties() -> Value {
             "description": "Worker labels the step requires.",
             "$ref": "#/definitions/stringMap",
         },
+        "notify": {"description": "Notifications for this step's events.", "$ref": "#/definitions/notify"},
     })
 }
 
@@ -706,6 +745,7 @@ mod tests {
             (&definitions["param"]["oneOf"][1], PARAM_FIELDS),
             (&definitions["schedule"], SCHEDULE_FIELDS),
             (&definitions["keep"], KEEP_FIELDS),
+            (&definitions["notify"]["items"], NOTIFY_FIELDS),
             (&definitions["retries"]["oneOf"][1], RETRY_FIELDS),
             (&definitions["resources"], RESOURCE_FIELDS),
             (&definitions["register"], REGISTER_FIELDS),
@@ -721,8 +761,8 @@ mod tests {
         let schema = json_schema();
         let mut found = Vec::new();
         objects(&schema, &mut found);
-        // The top level, step, defaults, param, schedule, keep, retries, resources, register, cache.
-        assert_eq!(found.len(), 10);
+        // The top level, step, defaults, param, schedule, keep, notify, retries, resources, register, cache.
+        assert_eq!(found.len(), 11);
         for object in found {
             assert_eq!(object["additionalProperties"], false, "{object}");
             for (name, property) in object["properties"].as_object().unwrap() {

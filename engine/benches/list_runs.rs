@@ -34,6 +34,7 @@ fn record(i: u64) -> RunRecord {
         finished_at: Some(Millis(1_700_000_000_000 + i * 10 + 5)),
         trigger: Trigger::Manual { user: None },
         no_cache: false,
+        sla_missed_at: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! weir's engine: the core services that keep runs going (`server`: runs, dispatch, the
 //! scheduler, cache, registry, tracking) over the sled state store (`store`), and the gRPC
-//! adapter that serves them (`api`: the only place that names a proto type). What a pipeline means and what
+//! adapter that serves them (`api`: the only place that names a proto type), and the backup file
+//! (`backup`). What a pipeline means and what
 //! happens to a run is decided in `weir-core`; artifacts and bundles are `weir-data`'s.
 
 // A `Diagnostic` is ~150 bytes and only ever travels on the error path, where it is built
@@ -8,8 +9,10 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod backup;
 pub mod clock;
 pub mod metrics;
+pub mod notify;
 pub mod otel;
 pub mod server;
 pub mod signing;

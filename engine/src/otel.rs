@@ -534,6 +534,7 @@ mod tests {
             finished_at: Some(Millis(9_000)),
             trigger: crate::store::Trigger::Manual { user: None },
             no_cache: false,
+            sla_missed_at: None,
         };
         let step = StepRecord {
             name: "train".into(),

@@ -482,6 +482,22 @@ async fn tokens_are_required_per_service_and_open_listening_needs_them() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let h = health.check(tonic_health::pb::HealthCheckRequest { service: "weir.v1.WeirClient".into() }).await.unwrap();
     assert_eq!(h.into_inner().status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+
+    // Backups (WeirAdmin) take the client token, not the worker's.
+    let mut admin = v1::weir_admin_client::WeirAdminClient::new(ch);
+    assert_eq!(admin.backup(v1::BackupRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    let backup_with = |token: &str| {
+        let mut r = Request::new(v1::BackupRequest {});
+        r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    assert_eq!(admin.backup(backup_with("w-secret")).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut stream = admin.backup(backup_with("c-secret")).await.unwrap().into_inner();
+    let mut file = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        file.extend(chunk.data);
+    }
+    weir_engine::backup::verify(&file[..]).unwrap();
     s.shutdown().await;
 }
 

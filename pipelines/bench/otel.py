@@ -9,8 +9,12 @@ crate, which counts the spans it gets). "unreachable": both point at a port wher
 listens, so every export fails (the cost of a collector that is down). Rounds rotate the
 modes to share the machine's noise; the ratios are of the medians.
 
+"without" (only with --without DIR): the binaries in DIR, built from a commit without the
+tracing code at all (the parent of the merge that added it, see BENCHMARKS.md), run as "off".
+"off" against "without" is what the tracing code costs when it is not used.
+
 Usage: cargo build -p weir-cli -p weir-worker && cargo build -p weir-tests --example otlp_sink
-       python3 pipelines/bench/otel.py [--bin target/debug] [--rounds N]
+       python3 pipelines/bench/otel.py [--bin target/debug] [--rounds N] [--without DIR]
 """
 
 import argparse
@@ -31,7 +35,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def round_(bins, mode):
+def round_(bins, mode, without=None):
+    if mode == "without":
+        bins, mode = without, "off"
     weir, worker = os.path.join(bins, "weir"), os.path.join(bins, "weir-worker")
     sink, endpoint = None, None
     if mode == "on":
@@ -76,13 +82,16 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bin", default=os.path.join(ROOT, "target", "debug"))
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--without", help="a folder with weir and weir-worker built without the tracing code")
+    p.add_argument("--modes", help="comma-separated subset of off,on,unreachable,without")
     a = p.parse_args()
-    modes = ["off", "on", "unreachable"]
+    p_modes = a.modes.split(",") if a.modes else ["off", "on", "unreachable"] + (["without"] if a.without else [])
+    modes = p_modes
     per = {m: [] for m in modes}
     spans = []
     for _ in range(a.rounds):
         for m in modes:
-            took, n = round_(a.bin, m)
+            took, n = round_(a.bin, m, a.without)
             per[m].append(took)
             if n is not None:
                 spans.append(n)
@@ -91,8 +100,12 @@ def main():
         print(f"per step, traces {m:<11}: median {med[m] * 1000:.2f} ms  "
               f"(rounds: {', '.join(f'{x * 1000:.2f}' for x in per[m])})")
     print(f"spans received per 'on' round: {spans}")
-    print(f"ratio on/off: {med['on'] / med['off']:.3f}")
-    print(f"ratio unreachable/off: {med['unreachable'] / med['off']:.3f}")
+    if "on" in med:
+        print(f"ratio on/off: {med['on'] / med['off']:.3f}")
+    if "unreachable" in med:
+        print(f"ratio unreachable/off: {med['unreachable'] / med['off']:.3f}")
+    if "without" in med:
+        print(f"ratio off/without: {med['off'] / med['without']:.3f}")
 
 
 if __name__ == "__main__":

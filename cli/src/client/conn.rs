@@ -1,6 +1,7 @@
-//! The connection to a weir server: the endpoint, the bearer token sent on every call (never
-//! printed), and the one place that turns a gRPC status into a message, a next step and an
-//! exit code.
+//! The connection to a weir server: the connection options (only on the commands that talk to
+//! a server), the endpoint and bearer token they settle on with the config file, the token sent
+//! on every call (never printed), and the one place that turns a gRPC status into a message, a
+//! next step and an exit code.
 
 use std::time::Duration;
 
@@ -10,9 +11,47 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use weir_proto::auth::{Role, TokenFile};
+use weir_proto::v1::weir_admin_client::WeirAdminClient;
 use weir_proto::v1::weir_client_client::WeirClientClient;
 
+use super::config::{self, Effective, Given, Origin, TokenChoice};
 use super::{ConnArgs, Failure};
+
+/// Adds the connection options (`ConnArgs`) to each subcommand named in `talks`, global there so
+/// that their own subcommands (`runs compare`, `models show`) take them too. The other commands
+/// (`server`, `run`, `validate`, ...) never list them in their --help.
+pub fn with_connection_options(mut command: clap::Command, talks: &[String]) -> clap::Command {
+    use clap::Args;
+    let options: Vec<clap::Arg> =
+        ConnArgs::augment_args(clap::Command::new("conn")).get_arguments().map(|a| a.clone().global(true)).collect();
+    for name in talks {
+        command = command.mut_subcommand(name, |sub| sub.args(options.iter().cloned()));
+    }
+    command
+}
+
+/// Records which connection options the command line or the environment set (clap's value
+/// sources): a clap default is no setting, so the config file can still supply one, and neither
+/// is an empty value (`WEIR_PROFILE=`).
+pub fn note_given(conn: &mut ConnArgs, matches: &clap::ArgMatches) {
+    use clap::parser::ValueSource;
+    let origin = |id: &str, flag: &'static str, var: &'static str| match matches.value_source(id) {
+        _ if matches.get_raw(id).is_some_and(|mut v| v.all(|v| v.is_empty())) => None,
+        Some(ValueSource::CommandLine) => Some(Origin::Flag(flag)),
+        Some(ValueSource::EnvVariable) => Some(Origin::Env(var)),
+        _ => None,
+    };
+    conn.given = Given {
+        server: origin("server", "--server", "WEIR_SERVER").map(|o| (conn.server.clone(), o)),
+        token: origin("token", "--token", "WEIR_TOKEN").filter(|_| conn.token.as_ref().is_some_and(|t| !t.is_empty())),
+        token_file: conn
+            .token_file
+            .clone()
+            .and_then(|f| origin("token_file", "--token-file", "WEIR_TOKEN_FILE").map(|o| (f, o))),
+        profile: conn.profile.clone().and_then(|p| origin("profile", "--profile", "WEIR_PROFILE").map(|o| (p, o))),
+        config: conn.config.clone().and_then(|c| origin("config", "--config", "WEIR_CONFIG").map(|o| (c, o))),
+    };
+}
 
 /// Adds `authorization: Bearer <token>` to every call when a token is set.
 #[derive(Clone)]
@@ -28,8 +67,40 @@ impl Interceptor for Auth {
 }
 
 pub type Client = WeirClientClient<InterceptedService<Channel, Auth>>;
+pub type AdminClient = WeirAdminClient<InterceptedService<Channel, Auth>>;
 
 impl ConnArgs {
+    /// The settings this command connects with: the command line and environment, then the
+    /// config file. An error is printed; it means exit 2.
+    pub fn effective(&self) -> Result<Effective, Failure> {
+        let env = |var: &str| std::env::var_os(var);
+        let file = match config::locate(&self.given, &env) {
+            Some((path, explicit)) => config::read(&path, explicit),
+            None => Ok(None),
+        };
+        file.and_then(|file| config::decide(&self.given, file.as_ref())).map_err(|e| {
+            eprintln!("error: {}", e.0);
+            Failure::Usage
+        })
+    }
+
+    /// These arguments with the server and the token file settled by [`Self::effective`];
+    /// unchanged with `--local` (no server, so no config file is read).
+    pub fn resolved(&self) -> Result<ConnArgs, Failure> {
+        if self.local.is_some() || self.weir_run.is_some() {
+            return Ok(self.clone());
+        }
+        let settled = self.effective()?;
+        let mut conn = self.clone();
+        conn.server = settled.server.0;
+        match settled.token {
+            TokenChoice::None => (conn.token, conn.token_file) = (None, None),
+            TokenChoice::Literal(_) => conn.token_file = None,
+            TokenChoice::File(path, _) => (conn.token, conn.token_file) = (None, Some(path)),
+        }
+        Ok(conn)
+    }
+
     /// The token to send: `--token-file`'s contents, else `--token` or `WEIR_TOKEN`.
     pub(super) fn auth(&self) -> Result<Auth, Failure> {
         let token = match &self.token_file {
@@ -72,12 +143,37 @@ pub async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
 pub async fn connect_resuming(conn: &ConnArgs, resume: &[String], worker: bool) -> Result<Client, Failure> {
     if let Some(dir) = &conn.local {
         let url = crate::local::attach(dir, resume, worker).await?;
-        let local = ConnArgs { server: url, token: None, token_file: None, local: None, weir_run: Some(dir.clone()) };
+        let local = ConnArgs { server: url, weir_run: Some(dir.clone()), ..ConnArgs::default() };
         let mut client = Box::pin(connect(&local)).await?;
         super::resume::announce_interrupted(&mut client, dir, resume).await;
         return Ok(client);
     }
     let auth = conn.auth()?;
+    let channel = channel(conn).await?;
+    Ok(WeirClientClient::with_interceptor(channel, auth))
+}
+
+/// A client of the operator's service (`WeirAdmin`) on the server `conn` names, or on an
+/// engine started in this process on `--local`'s data folder (no worker).
+pub async fn connect_admin(conn: &ConnArgs) -> Result<AdminClient, Failure> {
+    if let Some(dir) = &conn.local {
+        let url = crate::local::attach(dir, &[], false).await?;
+        let local = ConnArgs {
+            server: url,
+            token: None,
+            token_file: None,
+            local: None,
+            weir_run: Some(dir.clone()),
+            ..Default::default()
+        };
+        return Ok(WeirAdminClient::with_interceptor(channel(&local).await?, Auth(None)));
+    }
+    let auth = conn.auth()?;
+    Ok(WeirAdminClient::with_interceptor(channel(conn).await?, auth))
+}
+
+/// The channel to `conn.server`, checked to be an http:// URL that answers.
+async fn channel(conn: &ConnArgs) -> Result<Channel, Failure> {
     if let Some(scheme) = conn.server.split_once("://").map(|(s, _)| s) {
         if scheme == "https" {
             eprintln!(
@@ -100,7 +196,7 @@ pub async fn connect_resuming(conn: &ConnArgs, resume: &[String], worker: bool) 
     })?;
     let endpoint = endpoint.connect_timeout(Duration::from_secs(10)).tcp_nodelay(true);
     let channel = endpoint.connect().await.map_err(|e| unreachable(conn, &e))?;
-    Ok(WeirClientClient::with_interceptor(channel, auth))
+    Ok(channel)
 }
 
 /// The error and its causes, one after another, without repeats.
@@ -119,7 +215,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 fn unreachable(conn: &ConnArgs, e: &dyn std::error::Error) -> Failure {
     eprintln!(
-        "error: cannot reach the weir server at {}: {}; start one with `weir server` or set --server / WEIR_SERVER",
+        "error: cannot reach the weir server at {}: {}; start one with `weir server` or set --server, WEIR_SERVER or `server` in the config file (`weir config show`)",
         conn.server,
         chain(e)
     );
@@ -142,7 +238,9 @@ pub(super) fn refused(status: &Status, conn: &ConnArgs, hints: Hints<'_>) -> Fai
     let message = if status.message().is_empty() { status.code().description() } else { status.message() };
     match status.code() {
         Code::Unauthenticated => {
-            eprintln!("error: the server refused the token: pass --token, WEIR_TOKEN or --token-file ({message})");
+            eprintln!(
+                "error: the server refused the token: pass --token-file, WEIR_TOKEN_FILE or --token, or set `token_file` in the config file (`weir config show` says which one was sent) ({message})"
+            );
             Failure::Unauthenticated
         }
         Code::Unavailable => unreachable(conn, status),

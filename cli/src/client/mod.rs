@@ -2,7 +2,7 @@
 //! `submit`, `pipelines`, `start`, `runs` (and `runs compare`), `status`, `logs`, `cancel`,
 //! `retry`, `resume`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`,
 //! `lineage`, `models` (and `models show|promote|rollback|get`), `runs delete`, `pipelines
-//! delete` and `gc` (`retention`). This module owns
+//! delete` and `gc` (`retention`), `backup` (`WeirAdmin`). This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
@@ -16,11 +16,14 @@
 //! unfinished by a killed `weir run`, and `weir resume`.
 
 pub(crate) mod artifacts;
+mod backup;
 pub(crate) mod cache;
+pub(crate) mod config;
 pub(crate) mod conn;
 mod download;
 pub(crate) mod live_metrics;
 pub(crate) mod models;
+pub(crate) mod notifications;
 pub(crate) mod resume;
 pub(crate) mod retention;
 pub(crate) mod runs;
@@ -46,6 +49,15 @@ pub const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  refused: the server knows no such pipeline or run, or refused the request (printed on stderr)
+  2  usage error: unknown option, missing argument, bad --server URL or token file
+  3  cannot reach the weir server (--server, WEIR_SERVER)
+  4  the server refused the token (--token, WEIR_TOKEN, --token-file)";
+
+pub const BACKUP_EXIT_CODES: &str = "\
+Exit status:
+  0  FILE holds the whole backup, checked
+  1  FILE exists (pass --force), the server failed the backup, or the file received does not
+     check out or cannot be written; FILE is then untouched and FILE.tmp removed
   2  usage error: unknown option, missing argument, bad --server URL or token file
   3  cannot reach the weir server (--server, WEIR_SERVER)
   4  the server refused the token (--token, WEIR_TOKEN, --token-file)";
@@ -79,40 +91,53 @@ Exit status:
   4  the server refused the token (--token, WEIR_TOKEN, --token-file)
   130  interrupted (Ctrl-C): with --local the run is left unfinished again, on a server it goes on";
 
-/// Where the server is and how to prove who we are. Global: accepted before or after any
-/// subcommand. The token is never printed, not even by `Debug`.
-#[derive(Args, Clone)]
+/// Where the server is and how to prove who we are. Only the commands that talk to a server
+/// take these (`conn::with_connection_options`), before or after their subcommand; each may also
+/// come from the config file (`config`). The token is never printed, not even by `Debug`.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Connection")]
 pub struct ConnArgs {
-    /// The weir server's URL.
-    #[arg(
-        long,
-        global = true,
-        value_name = "URL",
-        env = "WEIR_SERVER",
-        hide_env_values = true,
-        default_value = "http://127.0.0.1:7070"
-    )]
+    /// The weir server's URL; else the config file's `server` (of --profile's table, then the
+    /// top level), else http://127.0.0.1:7070.
+    #[arg(long, value_name = "URL", env = "WEIR_SERVER", hide_env_values = true, default_value = config::DEFAULT_SERVER)]
     pub server: String,
     /// Bearer token for the server's client API. Other users can see it in `ps`: prefer
-    /// WEIR_TOKEN or --token-file.
-    #[arg(long, global = true, value_name = "TOKEN", env = "WEIR_TOKEN", hide_env_values = true)]
+    /// --token-file, WEIR_TOKEN_FILE or the config file's `token_file`.
+    #[arg(long, value_name = "TOKEN", env = "WEIR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Read the bearer token from a file: its `client=TOKEN` line, or its one line when that
     /// holds a bare token; wins over --token. Warns when others can read the file.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE", hide_env_values = true, value_parser = any_path())]
     pub token_file: Option<PathBuf>,
+    /// Take the server and the token file from this `[profiles.NAME]` table of the config file.
+    #[arg(long, value_name = "NAME", env = "WEIR_PROFILE", hide_env_values = true)]
+    pub profile: Option<String>,
+    /// The client config file; default $XDG_CONFIG_HOME/weir/config.toml, else
+    /// ~/.config/weir/config.toml (`weir config show` says which was read).
+    #[arg(long, value_name = "FILE", env = "WEIR_CONFIG", hide_env_values = true, value_parser = any_path())]
+    pub config: Option<PathBuf>,
     /// Instead of a server, use the data folder of `weir run` (DIR, default `.weir`): an engine
     /// and a worker start in this process on it for the one command, so `weir runs`, `status`,
     /// `cache explain`, `models`, `lineage`, ... see what `weir run` did there, and `retry` and
     /// `start` run their steps here (and follow them to the end). Refused while a `weir run`
     /// uses the folder. Runs left unfinished by a `weir run` that was killed are named and left
     /// as they are: `weir resume RUN --local` finishes one.
-    #[arg(long, global = true, value_name = "DIR", num_args = 0..=1, default_missing_value = ".weir")]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".weir")]
     pub local: Option<PathBuf>,
     /// The data folder of the `weir run` this connection belongs to (set by `weir run`, never on
     /// the command line), so that the commands it suggests carry `--local`.
     #[arg(skip)]
     pub weir_run: Option<PathBuf>,
+    /// What the command line and the environment set, and from where (`conn::note_given`).
+    #[arg(skip)]
+    pub(crate) given: config::Given,
+}
+
+/// A path, empty included: an empty WEIR_TOKEN_FILE or WEIR_CONFIG (`VAR=` in a script or a
+/// compose file) means unset (`conn::note_given`), not a usage error.
+fn any_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
 impl ConnArgs {
@@ -129,6 +154,8 @@ impl fmt::Debug for ConnArgs {
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
+            .field("profile", &self.profile)
+            .field("config", &self.config)
             .field("local", &self.local)
             .field("weir_run", &self.weir_run)
             .finish()
@@ -398,6 +425,46 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List the notifications the server has yet to deliver to `notify:` receivers (id, event,
+    /// run, receiver, attempts made, when the next is due, the last error), or with --dead the
+    /// dead letters whose every attempt failed; `weir notifications retry ID` re-queues one.
+    /// Delivered notifications are not kept. See docs/notifications.md.
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    Notifications {
+        #[command(subcommand)]
+        action: Option<NotificationsAction>,
+        /// The dead letters instead of the pending deliveries.
+        #[arg(long)]
+        dead: bool,
+    },
+    /// Save a backup of the server's store and blobs to FILE, while it runs.
+    ///
+    /// The server reads every record at one instant (its writes pause meanwhile; runs go on),
+    /// then streams them and every blob they name (step outputs, pipeline bundles), each
+    /// section checksummed. The file is written as FILE.tmp, checked end to end, fsynced and
+    /// renamed to FILE. Progress goes to stderr every few seconds. With --local DIR, backs up
+    /// `weir run`'s data folder instead (no `weir run` may be using it). Restore with `weir
+    /// restore FILE --data-dir NEW`. See docs/operations.md.
+    #[command(after_help = BACKUP_EXIT_CODES)]
+    Backup {
+        /// Where to save the backup.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// What `weir notifications` does besides listing.
+#[derive(Subcommand, Debug)]
+pub enum NotificationsAction {
+    /// Re-queue a dead letter for a fresh series of attempts, with the same delivery id.
+    #[command(after_help = EXIT_CODES)]
+    Retry {
+        /// The delivery id, as `weir notifications --dead` lists it.
+        id: String,
+    },
 }
 
 /// What `weir pipelines` does besides listing.
@@ -549,7 +616,10 @@ pub fn dispatch(command: Command, conn: &ConnArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let result = run(command, conn).await;
+        let result = match conn.resolved() {
+            Ok(conn) => run(command, &conn).await,
+            Err(f) => Err(f),
+        };
         crate::local::detach().await;
         result
     });
@@ -570,6 +640,7 @@ pub fn plan_remote(conn: &ConnArgs, pipeline: String, params: Vec<(String, Strin
         }
     };
     let result = runtime.block_on(async {
+        let conn = &conn.resolved()?;
         let mut client = connect(conn).await?;
         cache::plan_remote(&mut client, conn, pipeline, params, no_cache).await
     });
@@ -585,6 +656,9 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Pipelines { action: None } => runs::pipelines(&mut connect(conn).await?, conn).await,
         Command::Pipelines { action: Some(PipelinesAction::Delete { name }) } => {
             retention::delete_pipeline(&mut connect(conn).await?, conn, name).await
+        }
+        Command::Backup { file, force } => {
+            backup::backup(&mut conn::connect_admin(conn).await?, conn, file, force).await
         }
         Command::Gc { dry_run } => retention::gc(&mut connect(conn).await?, conn, dry_run).await,
         Command::Runs { action: Some(RunsAction::Delete { runs }), .. } => {
@@ -665,6 +739,13 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         }
         Command::Models { action } => models::dispatch(&mut connect(conn).await?, conn, action).await,
         Command::Workers => workers::list(&mut connect(conn).await?, conn).await,
+        Command::Notifications { action, dead } => {
+            let mut client = connect(conn).await?;
+            match action {
+                None => notifications::list(&mut client, conn, dead).await,
+                Some(NotificationsAction::Retry { id }) => notifications::retry(&mut client, conn, id).await,
+            }
+        }
         Command::Artifacts(action) => artifacts::dispatch(&mut connect(conn).await?, conn, action).await,
         Command::Backfill { pipeline, from, to, dry_run } => {
             schedules::backfill(&mut connect(conn).await?, conn, pipeline, from, to, dry_run).await

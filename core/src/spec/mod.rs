@@ -12,6 +12,7 @@ pub mod cron;
 mod decode;
 mod load;
 pub mod model;
+pub mod notify;
 mod script;
 pub mod units;
 pub mod yaml;
@@ -19,6 +20,7 @@ mod yaml_help;
 
 pub use decode::check_name;
 pub use model::*;
+pub use notify::{Notify, NotifyOn, NotifyTarget};
 
 use crate::diag::{Diagnostic, Span};
 

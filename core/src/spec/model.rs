@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::notify::Notify;
 use crate::diag::Span;
 use crate::expr::Expr;
 use crate::template::{Ref, Template};
@@ -23,6 +24,11 @@ pub struct Pipeline {
     /// Absent from the hashed form when unset, so versions without it keep their hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) keep: Option<Keep>,
+    /// `sla:`, absent from the hashed form when unset (as every later field).
+    #[serde(serialize_with = "ser_duration", skip_serializing_if = "Option::is_none")]
+    pub(crate) sla: Option<Duration>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) notify: Vec<Notify>,
     /// `on:`, the triggers beside `schedule:`; absent from the hashed form when empty, so
     /// versions without them keep their hash.
     #[serde(rename = "on", skip_serializing_if = "Vec::is_empty")]
@@ -51,6 +57,14 @@ impl Pipeline {
     /// `keep:`, the pipeline's retention, when set.
     pub fn keep(&self) -> Option<&Keep> {
         self.keep.as_ref()
+    }
+    /// `sla:`: how long a run may stay unfinished before `sla_missed` is sent.
+    pub fn sla(&self) -> Option<Duration> {
+        self.sla
+    }
+    /// The pipeline's own `notify:` entries (each step has its own in [`Step::notify`]).
+    pub fn notify(&self) -> &[Notify] {
+        &self.notify
     }
     /// The triggers of `on:`, in file order; names are unique.
     pub fn triggers(&self) -> &[Trigger] {
@@ -547,6 +561,9 @@ pub struct Step {
     pub register: Option<Register>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub runs_on: BTreeMap<String, String>,
+    /// The step's own `notify:` entries (step events only), beside the pipeline's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
     #[serde(skip)]
     pub span: Span,
 }

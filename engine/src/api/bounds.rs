@@ -260,6 +260,9 @@ bounds! {
     }
     v1::DeletePipelineRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
     v1::GcRequest => |self| {}
+    v1::ListNotificationsRequest => |self| {}
+    v1::RetryNotificationRequest => |self| { at_most("id", &self.id, MAX_NAME)?; }
+    v1::BackupRequest => |self| {}
     v1::GetModelRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
     v1::PromoteModelRequest => |self| {
         at_most("name", &self.name, MAX_NAME)?;

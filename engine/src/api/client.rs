@@ -244,6 +244,35 @@ impl WeirClient for ClientApi {
         Ok(Response::new(v1::GcResponse { runs, blobs: s.blobs, bytes: s.bytes, temp_files: s.temp_files }))
     }
 
+    // Notifications: server/notify.rs.
+
+    async fn list_notifications(
+        &self,
+        req: Request<v1::ListNotificationsRequest>,
+    ) -> Result<Response<v1::ListNotificationsResponse>, Status> {
+        let dead = bounded(req)?.dead;
+        let engine = self.0.clone();
+        let listed = tokio::task::spawn_blocking(move || engine.list_notifications(dead))
+            .await
+            .map_err(|e| Status::internal(format!("list notifications: {e}")))??;
+        let notifications = listed.into_iter().map(wire::notification).collect();
+        Ok(Response::new(v1::ListNotificationsResponse { notifications }))
+    }
+
+    async fn retry_notification(
+        &self,
+        req: Request<v1::RetryNotificationRequest>,
+    ) -> Result<Response<v1::RetryNotificationResponse>, Status> {
+        let id = bounded(req)?.id;
+        let engine = self.0.clone();
+        let d = tokio::task::spawn_blocking(move || engine.retry_notification(&id))
+            .await
+            .map_err(|e| Status::internal(format!("retry notification: {e}")))??;
+        let receiver = crate::server::notify::receiver(d.target.url());
+        let listed = crate::server::notify::Listed { delivery: d, receiver };
+        Ok(Response::new(v1::RetryNotificationResponse { notification: Some(wire::notification(listed)) }))
+    }
+
     async fn list_models(
         &self,
         req: Request<v1::ListModelsRequest>,

@@ -10,7 +10,7 @@ mod views;
 
 pub(crate) use answers::{
     alias_event, assignment, backfill_tick, explanation, lineage, metric_history, model, model_summary, model_version,
-    plan_target, schedule, start_target,
+    notification, plan_target, schedule, start_target,
 };
 pub use answers::{planned_step, verdict};
 pub(crate) use views::{pipeline_summary, run_listing, worker_info};

@@ -1,4 +1,5 @@
-//! The gRPC adapter: the `WeirClient` (`client`) and `WeirWorker` (`worker`) services, with
+//! The gRPC adapter: the `WeirClient` (`client`), `WeirWorker` (`worker`) and `WeirAdmin`
+//! (`admin`: backups, behind the client token) services, with
 //! health checking and reflection beside them on one router, and the bearer-token interceptor.
 //! Each handler checks its request's bounds (`bounds`), decodes it (`convert`), calls the
 //! engine's services in domain terms, and encodes the answer; every error becomes a status in
@@ -6,6 +7,7 @@
 //! schedules, the cache and the registry are never made here: they are in `crate::server` and
 //! `weir-core`.
 
+mod admin;
 pub(crate) mod bounds;
 mod client;
 pub mod convert;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 use tonic::service::{Interceptor, Routes};
 use tonic::{Request, Status};
+use weir_proto::v1::weir_admin_server::WeirAdminServer;
 use weir_proto::v1::weir_client_server::WeirClientServer;
 use weir_proto::v1::weir_worker_server::WeirWorkerServer;
 
@@ -36,6 +39,7 @@ pub(crate) async fn routes(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WeirClientServer<client::ClientApi>>().await;
     health.set_serving::<WeirWorkerServer<worker::WorkerApi>>().await;
+    health.set_serving::<WeirAdminServer<admin::AdminApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -48,12 +52,15 @@ pub(crate) async fn routes(
         .map_err(|e| format!("reflection: {e}"))?;
     let client =
         WeirClientServer::with_interceptor(client::ClientApi(engine.clone()), Bearer::new(client_token, "client"));
+    // The operator's calls (backup) take the client token too.
+    let admin = WeirAdminServer::with_interceptor(admin::AdminApi(engine.clone()), Bearer::new(client_token, "client"));
     let worker = WeirWorkerServer::with_interceptor(worker::WorkerApi(engine), Bearer::new(worker_token, "worker"));
     Ok(Routes::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(client)
+        .add_service(admin)
         .add_service(worker)
         .clone()
         .routes())

@@ -201,6 +201,12 @@ pub struct Engine {
     pub(crate) otel: std::sync::OnceLock<crate::otel::Otel>,
     /// Retention and blob sweeps (`retention`).
     pub(crate) collector: super::retention::Collector,
+    /// Notification delivery terms and signing secrets (`crate::notify`).
+    pub(crate) notify: crate::notify::NotifyConfig,
+    /// Wakes the delivery task (`outbox`) when a notification was queued.
+    pub(crate) outbox_wake: Notify,
+    /// Blobs running backups still have to copy: the sweep keeps them (`backup`).
+    pub(crate) holds: Arc<super::backup::BlobHolds>,
     /// What `on:` triggers remember between passes, and the webhook secrets.
     pub(crate) triggers: super::triggers::Triggers,
 }
@@ -224,6 +230,9 @@ impl Engine {
             metrics: crate::metrics::Metrics::new(),
             otel: std::sync::OnceLock::new(),
             collector: Default::default(),
+            notify: Default::default(),
+            outbox_wake: Notify::new(),
+            holds: Default::default(),
             triggers: Default::default(),
         }
     }
@@ -309,6 +318,7 @@ impl Engine {
             finished_at: None,
             trigger,
             no_cache,
+            sla_missed_at: None,
         };
         let steps: Vec<StepRecord> = machine
             .instances()
@@ -545,6 +555,7 @@ impl Engine {
             live.record.state = live.machine.run_state();
             changes.push(Change::Run { state: live.record.state });
         }
+        self.notify_effects(live, &event, &effects, &mut batch, now)?;
         for i in &touched {
             batch.put_step(run_id, *i, &live.steps[i.index()])?;
         }
@@ -850,6 +861,7 @@ impl Engine {
         if self.scheduling {
             self.fire_schedules(&mut st, self.clock.calendar());
         }
+        self.check_slas(&mut st);
         let dirty = !st.unannounced.is_empty();
         drop(st);
         if dirty

@@ -18,6 +18,7 @@
 //! worker tokens, and, off loopback, tokens shorter than [`tokens::MIN_TOKEN_LEN`]. Token
 //! files are read by `tokens`.
 
+pub(crate) mod backup;
 pub(crate) mod browse;
 pub(crate) mod cache;
 pub(crate) mod compare;
@@ -28,6 +29,10 @@ mod heal;
 pub(crate) mod live_metrics;
 pub(crate) mod logs;
 mod mlops;
+pub(crate) mod notify;
+#[cfg(test)]
+mod notify_tests;
+mod outbox;
 pub(crate) mod pipelines;
 #[cfg(test)]
 mod prepare_tests;
@@ -92,6 +97,8 @@ pub struct ServerConfig {
     pub otlp_endpoint: Option<String>,
     /// Retention and blob sweeps: the grace, and how often a server runs them by itself.
     pub gc: GcConfig,
+    /// Notification delivery: secrets, attempts, backoff.
+    pub notify: crate::notify::NotifyConfig,
     /// How often `on:` triggers look for new files and upstream runs (with `scheduling`).
     pub trigger_every: Duration,
     /// The secrets webhook deliveries are signed with, by pipeline (`--webhook-secrets`).
@@ -140,6 +147,7 @@ impl ServerConfig {
             clock: crate::clock::Clock::system(),
             otlp_endpoint: None,
             gc: GcConfig::default(),
+            notify: Default::default(),
             trigger_every: Duration::from_secs(2),
             webhook_secrets: Secrets::default(),
         }
@@ -184,6 +192,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     serve: JoinHandle<Result<(), tonic::transport::Error>>,
     ticker: JoinHandle<()>,
+    outbox: JoinHandle<()>,
     triggering: Option<JoinHandle<()>>,
 }
 
@@ -214,6 +223,8 @@ impl Server {
         let _ = self.stop.send(true);
         self.ticker.abort();
         let _ = self.ticker.await;
+        self.outbox.abort();
+        let _ = self.outbox.await;
         if let Some(t) = self.triggering {
             t.abort();
             let _ = t.await;
@@ -264,6 +275,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let mut engine = Engine::new(store, blobs, config.terms, config.clock.clone());
     engine.scheduling = config.scheduling;
     engine.collector.config = config.gc;
+    engine.notify = config.notify.clone();
     engine.triggers = triggers::Triggers::new(config.webhook_secrets.clone());
     let engine = Arc::new(engine);
     if let Some(endpoint) = &config.otlp_endpoint {
@@ -315,6 +327,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             }
         })
     };
+    let outbox = tokio::spawn(outbox::run(engine.clone()));
     // `on:` triggers read folders and the store: their own task, so a slow disk or a big file
     // being hashed never delays the engine's timers.
     let triggering = config.scheduling.then(|| {
@@ -330,5 +343,5 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         })
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
-    Ok(Server { addr, engine, stop, serve, ticker, triggering })
+    Ok(Server { addr, engine, stop, serve, ticker, outbox, triggering })
 }

@@ -25,11 +25,13 @@ use std::collections::BTreeMap;
 
 use crate::store::{AliasEventRecord, Batch, ModelRecord, ModelVersionRecord};
 use weir_core::expr::{self, Ref};
-use weir_core::run::{InstanceId, Millis};
+use weir_core::run::{InstanceId, Millis, StepState};
+use weir_core::spec::NotifyOn;
 use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
+use super::notify::StepCause;
 
 /// A model as `weir models show` shows it: its head (latest version, aliases), every version
 /// and every alias move.
@@ -204,6 +206,11 @@ impl Engine {
             );
             batch.put_model_version(&candidate)?;
             batch.append_model_event(&mut head, &event)?;
+            let kind = if event.refused { NotifyOn::ModelRefused } else { NotifyOn::ModelPromoted };
+            let cause = StepCause { instance, state: StepState::Succeeded, message: &event.reason, nonce: 0 };
+            let model =
+                crate::notify::ModelRef { name: reg.model.clone(), version: candidate.version, alias: alias.clone() };
+            self.notify_step(live, kind, &cause, Some(model), batch, now)?;
         } else {
             batch.put_model_version(&candidate)?;
             tracing::info!(model = reg.model, version = candidate.version, run, step, "model version registered");
@@ -444,11 +451,16 @@ steps:
 
     /// Runs the pipeline with param `rmse`; both steps succeed reporting `metrics`.
     fn run_with(e: &Engine, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
-        let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
+        run_yaml(e, YAML, rmse, metrics)
+    }
+
+    /// [`run_with`] for another version of the pipeline.
+    fn run_yaml(e: &Engine, yaml: &str, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
+        let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
         let record = PipelineVersion {
             name: "reg".into(),
-            yaml: YAML.into(),
+            yaml: yaml.into(),
             bundle_digest: None,
             submitted_at: e.clock.now(),
             file: None,
@@ -474,6 +486,39 @@ steps:
         drop(st);
         e.commit().unwrap();
         id
+    }
+
+    #[test]
+    fn an_alias_move_notifies_model_promoted_and_a_refusal_model_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let yaml = YAML.replace(
+            "steps:\n",
+            "notify:\n  - {on: [model_promoted, model_refused], webhook: \"http://127.0.0.1:9/m\"}\nsteps:\n",
+        );
+        let metrics = |rmse: f64| BTreeMap::from([("rmse".to_string(), rmse)]);
+        run_yaml(&e, &yaml, 0.5, metrics(0.5)); // v1 of both models: both aliases move
+        run_yaml(&e, &yaml, 0.9, metrics(0.9)); // churn v2 is worse: refused; plain moves
+        let mut got: Vec<(String, String, u64)> = e
+            .store
+            .deliveries()
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                let b: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+                let model = (b["model"]["name"].as_str().unwrap().to_string(), b["model"]["version"].as_u64().unwrap());
+                (d.event.to_string(), model.0, model.1)
+            })
+            .collect();
+        got.sort();
+        let want = [
+            ("model_promoted", "churn", 1),
+            ("model_promoted", "plain", 1),
+            ("model_promoted", "plain", 2),
+            ("model_refused", "churn", 2),
+        ]
+        .map(|(e, m, v)| (e.to_string(), m.to_string(), v));
+        assert_eq!(got, want);
     }
 
     #[test]

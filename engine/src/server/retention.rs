@@ -13,6 +13,7 @@
 //! did not see and that are older than the grace (an upload in flight, or a put that found its
 //! content already stored, is younger). Removing a blob nothing names is always safe, so a
 //! crash at any point leaves a consistent store and at worst blobs the next sweep removes.
+//! Blobs a running backup holds (`backup.rs`) are kept too, whatever the mark says.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -259,7 +260,8 @@ impl Engine {
         };
         let cutoff = UNIX_EPOCH + Duration::from_millis(now.0);
         let cutoff = cutoff.checked_sub(self.collector.config.grace).unwrap_or(SystemTime::UNIX_EPOCH);
-        let swept = self.blobs.sweep(|d| marked.contains(d), cutoff, dry_run)?;
+        // A blob a running backup still has to copy is kept even when its run just went.
+        let swept = self.blobs.sweep(|d| marked.contains(d) || self.holds.holds(d), cutoff, dry_run)?;
         let n: usize = runs.values().map(Vec::len).sum();
         tracing::info!(dry_run, runs = n, blobs = swept.blobs, bytes = swept.bytes, "garbage collected");
         Ok(GcReport { runs, swept })

@@ -39,11 +39,12 @@ pub(super) enum TreeId {
     Workers,
     RunsByTime,
     LiveMetrics,
+    Outbox,
     Triggered,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 20] = [
+    pub(super) const ALL: [TreeId; 21] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -63,6 +64,7 @@ impl TreeId {
         TreeId::Workers,
         TreeId::RunsByTime,
         TreeId::LiveMetrics,
+        TreeId::Outbox,
         TreeId::Triggered,
     ];
 
@@ -87,6 +89,7 @@ impl TreeId {
             TreeId::Workers => "workers",
             TreeId::RunsByTime => "runs_by_time",
             TreeId::LiveMetrics => "live_metrics",
+            TreeId::Outbox => "outbox",
             TreeId::Triggered => "triggered",
         }
     }
@@ -107,6 +110,8 @@ pub struct Store {
     pub(super) dir: PathBuf,
     /// Why writes fail until a reopen, when they do.
     pub(super) fault: Mutex<Option<String>>,
+    /// Held shared by every write, exclusively by [`Store::paused`] (a backup's snapshot).
+    pub(super) pause: RwLock<()>,
 }
 
 impl Store {

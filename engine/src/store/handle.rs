@@ -52,8 +52,12 @@ impl Store {
     /// what to do next.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         let handle = Self::open_handle(dir)?;
-        let store =
-            Store { handle: RwLock::new(Some(Arc::new(handle))), dir: dir.to_path_buf(), fault: Mutex::new(None) };
+        let store = Store {
+            handle: RwLock::new(Some(Arc::new(handle))),
+            dir: dir.to_path_buf(),
+            fault: Mutex::new(None),
+            pause: RwLock::new(()),
+        };
         store.ensure_time_index();
         Ok(store)
     }
@@ -105,11 +109,21 @@ impl Store {
     }
 
     /// Runs a write `f`, containing a panic inside sled and noting a failure that needs a reopen.
+    /// Waits while [`Store::paused`] runs. Writes never nest, so the shared hold is never
+    /// taken twice by one thread.
     pub(super) fn writing<T>(&self, what: &'static str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let _pause = self.pause.read().unwrap_or_else(|p| p.into_inner());
         match guard::contain(f) {
             Ok(r) => r.map_err(|e| self.write_failed(e)),
             Err(message) => Err(self.write_failed(Error::Panicked { dir: self.dir.clone(), what, message })),
         }
+    }
+
+    /// Runs `f` with every write of this store waiting until it returns: what `f` reads of
+    /// several trees is one point in time (sled 0.34 has no snapshots). `f` must not write.
+    pub fn paused<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _pause = self.pause.write().unwrap_or_else(|p| p.into_inner());
+        f()
     }
 
     /// Runs a read `f`, containing a panic inside sled.

@@ -34,6 +34,7 @@
 //! | `runs_by_time`      | created_at u64 · run                  | nothing (see `time_index`)   |
 //! | `triggered`         | pipeline · trigger · key              | [`Fired`] (see `triggered`)  |
 //! | `live_metrics`      | run · instance u32 · attempt u32 · seq u64 | [`LivePoint`], at seq `u64::MAX` the attempt's [`LiveSummary`] (see `live_metrics`) |
+//! | `outbox`            | delivery id                           | [`Delivery`] (see `outbox`)  |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -62,6 +63,7 @@ mod lineage;
 mod list;
 mod live_metrics;
 mod models;
+mod outbox;
 mod records;
 mod retention;
 #[cfg(test)]
@@ -82,6 +84,7 @@ pub use lineage::{Consumed, Indexed, Produced};
 pub use list::{Listed, RunFilter, RunPage};
 pub use live_metrics::{LivePoint, LiveSummary, Stored as LiveStored};
 pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
+pub use outbox::Delivery;
 pub use records::{
     BackfillQueue, CacheKey, Change, EventRecord, LogChunk, LogCursor, PipelineIndex, PipelineVersion, RunRecord,
     ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger, TriggerFile,

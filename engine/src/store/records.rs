@@ -155,6 +155,10 @@ pub struct RunRecord {
     /// Caching turned off for this run (`--no-cache`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_cache: bool,
+    /// When the pipeline's `sla:` passed with the run unfinished and `sla_missed` was queued:
+    /// set once, in the batch that queues it, so it is sent exactly once across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_missed_at: Option<Millis>,
 }
 
 /// `steps`: one step instance of a run. The fields after `message` were added with the engine

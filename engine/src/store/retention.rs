@@ -48,6 +48,8 @@ fn coverage(t: TreeId) -> Coverage {
         | TreeId::ModelVersions
         | TreeId::ModelEvents
         | TreeId::Workers
+        // A notification outlives its run: it is delivered or dead-lettered, then forgotten.
+        | TreeId::Outbox
         // What an `on:` trigger fired stays fired when its run is deleted: the file is not new.
         | TreeId::Triggered => Coverage::NotByRun,
     }

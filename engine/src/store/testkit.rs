@@ -24,6 +24,7 @@ pub fn run(id: &str, pipeline: &str, state: RunState) -> RunRecord {
         finished_at: state.is_terminal().then_some(Millis(2_000)),
         trigger: Trigger::Manual { user: Some("ada".to_string()) },
         no_cache: false,
+        sla_missed_at: None,
     }
 }
 

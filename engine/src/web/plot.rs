@@ -21,12 +21,8 @@ pub(crate) struct PlotPoint {
     pub tip: String,
 }
 
-const W: f64 = 720.0;
-const H: f64 = 320.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 16.0;
-const BOTTOM: f64 = 40.0;
+/// The size and margins of the runs plot.
+const DIMS: Dims = Dims { w: 720.0, h: 320.0, left: 70.0, right: 20.0, top: 16.0, bottom: 40.0 };
 
 /// The plot of `points` (in time order) and how many were skipped for not being finite.
 pub(crate) fn svg(points: &[PlotPoint]) -> (Markup, usize) {
@@ -35,62 +31,106 @@ pub(crate) fn svg(points: &[PlotPoint]) -> (Markup, usize) {
     let mut s = String::with_capacity(1024 + shown.len() * 200);
     let _ = write!(
         s,
-        r#"<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="the metric across runs over time">"#
+        r#"<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="the metric across runs over time">"#,
+        w = DIMS.w,
+        h = DIMS.h
     );
     if shown.is_empty() {
         s.push_str(r#"<text x="20" y="40">No values to plot.</text></svg>"#);
         return (PreEscaped(s), skipped);
     }
-    let (x0, x1) = widen(shown.iter().map(|p| p.at as f64), 60_000.0, false);
-    let (ylo, yhi) = widen(shown.iter().map(|p| p.value), 1.0, true);
-    let yticks = ticks(ylo, yhi);
-    let (y0, y1) = (yticks[0].min(ylo), yticks[yticks.len() - 1].max(yhi));
-    let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * (W - LEFT - RIGHT);
-    let py = |y: f64| H - BOTTOM - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM);
-    let _ = write!(
-        s,
-        r#"<line class="axis" x1="{LEFT}" y1="{b}" x2="{r}" y2="{b}"/><line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{b}"/>"#,
-        b = H - BOTTOM,
-        r = W - RIGHT
-    );
-    for t in &yticks {
-        let y = py(*t);
-        let _ = write!(
-            s,
-            r#"<line class="grid" x1="{LEFT}" y1="{y:.1}" x2="{r}" y2="{y:.1}"/><text class="tick y" x="{tx}" y="{ty:.1}" text-anchor="end">{v}</text>"#,
-            r = W - RIGHT,
-            tx = LEFT - 6.0,
-            ty = y + 4.0,
-            v = escape(&number(*t))
-        );
-    }
-    for t in ticks(x0, x1) {
-        let x = px(t);
+    let xs = widen(shown.iter().map(|p| p.at as f64), 60_000.0, false);
+    let frame = Frame::new(DIMS, xs, widen(shown.iter().map(|p| p.value), 1.0, true));
+    let xticks = ticks(xs.0, xs.1).into_iter().map(|t| {
         let label = chrono::DateTime::from_timestamp_millis(t as i64)
             .map(|d| d.format("%m-%d %H:%M").to_string())
             .unwrap_or_default();
-        let _ = write!(
-            s,
-            r#"<line class="axis" x1="{x:.1}" y1="{b}" x2="{x:.1}" y2="{b2}"/><text class="tick x" x="{x:.1}" y="{ty}" text-anchor="middle">{label}</text>"#,
-            b = H - BOTTOM,
-            b2 = H - BOTTOM + 5.0,
-            ty = H - BOTTOM + 18.0
-        );
-    }
-    let line: Vec<String> = shown.iter().map(|p| format!("{:.1},{:.1}", px(p.at as f64), py(p.value))).collect();
+        (t, label)
+    });
+    frame.axes(&mut s, xticks);
+    let line: Vec<String> =
+        shown.iter().map(|p| format!("{:.1},{:.1}", frame.px(p.at as f64), frame.py(p.value))).collect();
     let _ = write!(s, r#"<polyline class="series" fill="none" points="{}"/>"#, line.join(" "));
     for p in &shown {
         let _ = write!(
             s,
             r#"<a class="point" href="{}"><circle cx="{:.1}" cy="{:.1}" r="4"><title>{}</title></circle></a>"#,
             escape(&p.href),
-            px(p.at as f64),
-            py(p.value),
+            frame.px(p.at as f64),
+            frame.py(p.value),
             escape(&p.tip)
         );
     }
     s.push_str("</svg>");
     (PreEscaped(s), skipped)
+}
+
+/// A plot's size and margins, in SVG units.
+#[derive(Clone, Copy)]
+pub(super) struct Dims {
+    pub w: f64,
+    pub h: f64,
+    pub left: f64,
+    pub right: f64,
+    pub top: f64,
+    pub bottom: f64,
+}
+
+/// Where values land in a plot: the x range as given, the y range stretched to its round ticks.
+pub(super) struct Frame {
+    d: Dims,
+    x: (f64, f64),
+    y: (f64, f64),
+    yticks: Vec<f64>,
+}
+
+impl Frame {
+    /// A frame of `d` over x in `x` and y covering `y` (both from [`widen`]).
+    pub(super) fn new(d: Dims, x: (f64, f64), y: (f64, f64)) -> Frame {
+        let yticks = ticks(y.0, y.1);
+        let y = (yticks[0].min(y.0), yticks[yticks.len() - 1].max(y.1));
+        Frame { d, x, y, yticks }
+    }
+
+    pub(super) fn px(&self, x: f64) -> f64 {
+        self.d.left + (x - self.x.0) / (self.x.1 - self.x.0) * (self.d.w - self.d.left - self.d.right)
+    }
+
+    pub(super) fn py(&self, y: f64) -> f64 {
+        self.d.h - self.d.bottom - (y - self.y.0) / (self.y.1 - self.y.0) * (self.d.h - self.d.top - self.d.bottom)
+    }
+
+    /// Writes both axes, the y grid with its labels, and a tick with its label at each x.
+    pub(super) fn axes(&self, s: &mut String, xticks: impl Iterator<Item = (f64, String)>) {
+        let Dims { w, h, left, right, top, bottom } = self.d;
+        let b = h - bottom;
+        let _ = write!(
+            s,
+            r#"<line class="axis" x1="{left}" y1="{b}" x2="{r}" y2="{b}"/><line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{b}"/>"#,
+            r = w - right
+        );
+        for t in &self.yticks {
+            let y = self.py(*t);
+            let _ = write!(
+                s,
+                r#"<line class="grid" x1="{left}" y1="{y:.1}" x2="{r}" y2="{y:.1}"/><text class="tick y" x="{tx}" y="{ty:.1}" text-anchor="end">{v}</text>"#,
+                r = w - right,
+                tx = left - 6.0,
+                ty = y + 4.0,
+                v = escape(&number(*t))
+            );
+        }
+        for (t, label) in xticks {
+            let x = self.px(t);
+            let _ = write!(
+                s,
+                r#"<line class="axis" x1="{x:.1}" y1="{b}" x2="{x:.1}" y2="{b2}"/><text class="tick x" x="{x:.1}" y="{ty}" text-anchor="middle">{l}</text>"#,
+                b2 = b + 5.0,
+                ty = b + 18.0,
+                l = escape(&label)
+            );
+        }
+    }
 }
 
 /// The range of `values`; a single value is widened by `pad` (with `relative`, by its tenth

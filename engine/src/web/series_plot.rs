@@ -9,19 +9,14 @@ use std::fmt::Write as _;
 use maud::{Markup, PreEscaped};
 
 use super::page::escape;
-use super::plot::{ticks, widen};
+use super::plot::{Dims, Frame, ticks, widen};
 use crate::server::compare::number;
 use crate::store::LivePoint;
 
 /// The most points drawn per series.
 pub(crate) const MAX_DRAWN: usize = 500;
 
-const W: f64 = 480.0;
-const H: f64 = 200.0;
-const LEFT: f64 = 60.0;
-const RIGHT: f64 = 12.0;
-const TOP: f64 = 12.0;
-const BOTTOM: f64 = 32.0;
+const DIMS: Dims = Dims { w: 480.0, h: 200.0, left: 60.0, right: 12.0, top: 12.0, bottom: 32.0 };
 
 /// The plot of one series named `name`.
 pub(crate) fn svg(name: &str, points: &[LivePoint]) -> Markup {
@@ -38,48 +33,21 @@ pub(crate) fn svg(name: &str, points: &[LivePoint]) -> Markup {
     let mut s = String::with_capacity(1024 + drawn.len() * 16);
     let _ = write!(
         s,
-        r#"<svg class="plot live-series" data-series="{n}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="{n} by step">"#,
-        n = escape(name)
+        r#"<svg class="plot live-series" data-series="{n}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{n} by step">"#,
+        n = escape(name),
+        w = DIMS.w,
+        h = DIMS.h
     );
     let _ = write!(s, "<title>{}</title>", escape(name));
     if drawn.is_empty() {
         s.push_str(r#"<text x="20" y="40">No values to plot.</text></svg>"#);
         return PreEscaped(s);
     }
-    let (x0, x1) = widen(drawn.iter().map(|p| p.0), 1.0, false);
-    let (ylo, yhi) = widen(drawn.iter().map(|p| p.1), 1.0, true);
-    let yticks = ticks(ylo, yhi);
-    let (y0, y1) = (yticks[0].min(ylo), yticks[yticks.len() - 1].max(yhi));
-    let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * (W - LEFT - RIGHT);
-    let py = |y: f64| H - BOTTOM - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM);
-    let b = H - BOTTOM;
-    let _ = write!(
-        s,
-        r#"<line class="axis" x1="{LEFT}" y1="{b}" x2="{r}" y2="{b}"/><line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{b}"/>"#,
-        r = W - RIGHT
-    );
-    for t in &yticks {
-        let y = py(*t);
-        let _ = write!(
-            s,
-            r#"<line class="grid" x1="{LEFT}" y1="{y:.1}" x2="{r}" y2="{y:.1}"/><text class="tick y" x="{tx}" y="{ty:.1}" text-anchor="end">{v}</text>"#,
-            r = W - RIGHT,
-            tx = LEFT - 6.0,
-            ty = y + 4.0,
-            v = escape(&number(*t))
-        );
-    }
-    for t in ticks(x0, x1).into_iter().filter(|t| *t >= x0 && *t <= x1) {
-        let x = px(t);
-        let _ = write!(
-            s,
-            r#"<line class="axis" x1="{x:.1}" y1="{b}" x2="{x:.1}" y2="{b2}"/><text class="tick x" x="{x:.1}" y="{ty}" text-anchor="middle">{v}</text>"#,
-            b2 = b + 5.0,
-            ty = b + 18.0,
-            v = escape(&number(t))
-        );
-    }
-    let line: Vec<String> = drawn.iter().map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();
+    let xs = widen(drawn.iter().map(|p| p.0), 1.0, false);
+    let frame = Frame::new(DIMS, xs, widen(drawn.iter().map(|p| p.1), 1.0, true));
+    let xticks = ticks(xs.0, xs.1).into_iter().filter(|t| *t >= xs.0 && *t <= xs.1).map(|t| (t, number(t)));
+    frame.axes(&mut s, xticks);
+    let line: Vec<String> = drawn.iter().map(|(x, y)| format!("{:.1},{:.1}", frame.px(*x), frame.py(*y))).collect();
     let _ = write!(s, r#"<polyline class="series" fill="none" points="{}"/>"#, line.join(" "));
     s.push_str("</svg>");
     PreEscaped(s)

@@ -21,6 +21,7 @@ use crate::schema::TOP_LEVEL_FIELDS;
 
 mod fields;
 mod keep;
+mod notify;
 mod params;
 mod schedule;
 mod step;
@@ -28,6 +29,7 @@ mod triggers;
 
 use fields::defaults;
 use keep::keep;
+use notify::{notify, sla};
 use params::params;
 use schedule::schedule;
 use step::step;
@@ -112,6 +114,8 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     let schedule = fields.get("schedule").and_then(|s| schedule(cx, s, schedule_key, &params, &declared));
     let keep_key = fields.key_span(cx, "keep").unwrap_or(top);
     let keep = fields.get("keep").and_then(|k| keep(cx, k, keep_key));
+    let notify = fields.get("notify").and_then(|n| notify(cx, n, "notify", false)).unwrap_or_default();
+    let sla = fields.get("sla").and_then(|s| sla(cx, s));
     let on_key = fields.key_span(cx, "on").unwrap_or(top);
     let triggers = fields.get("on").map(|o| triggers(cx, o, on_key, &params, &declared)).unwrap_or_default();
     let steps_node = cx.require(&fields, "steps", "the pipeline", "a mapping of step names to steps", top);
@@ -130,7 +134,8 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     }
     let steps = check::steps(cx, drafts, &params, &declared, limits);
     let (name, steps) = (name?, steps?);
-    let mut pipeline = Pipeline { name, description, params, schedule, keep, triggers, steps, hash: String::new() };
+    let mut pipeline =
+        Pipeline { name, description, params, schedule, keep, sla, notify, triggers, steps, hash: String::new() };
     // Stream the canonical JSON into the hasher: no copy of the whole model in memory.
     // (buffered: the serializer's many tiny writes would each pay the hasher's call overhead).
     let mut hasher = blake3::Hasher::new();

@@ -65,6 +65,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
             gate: None,
             register: None,
             runs_on: defaults.runs_on.clone(),
+            notify: Vec::new(),
             span: cx.span(key),
         },
         needs_nodes: Vec::new(),
@@ -233,6 +234,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
                 draft.register_node = Some(v);
                 register(cx, v, &path).map(|r| draft.step.register = Some(r)).is_some()
             }
+            "notify" => super::notify::notify(cx, v, &path, true).map(|n| draft.step.notify = n).is_some(),
             "runs_on" => label_map(cx, v, &path)
                 .map(|m| {
                     draft.step.runs_on.extend(m);

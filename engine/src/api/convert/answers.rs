@@ -158,6 +158,28 @@ pub(crate) fn plan_target(p: Option<v1::plan_run_request::Pipeline>) -> Option<P
     })
 }
 
+/// One delivery of the outbox, as `weir notifications` shows it (never the receiver's path).
+pub(crate) fn notification(l: crate::server::notify::Listed) -> v1::Notification {
+    let d = l.delivery;
+    let kind = match d.target {
+        weir_core::spec::NotifyTarget::Webhook(_) => "webhook",
+        weir_core::spec::NotifyTarget::Slack(_) => "slack",
+    };
+    v1::Notification {
+        id: d.id,
+        event: d.event.to_string(),
+        kind: kind.to_string(),
+        receiver: l.receiver,
+        pipeline: d.pipeline,
+        run_id: d.run_id,
+        created_at: Some(timestamp(d.created_at)),
+        attempts: d.attempts,
+        next_at: (!d.dead).then(|| timestamp(d.next_at)),
+        last_error: d.last_error.unwrap_or_default(),
+        dead: d.dead,
+    }
+}
+
 pub(crate) fn model_summary(m: ModelRecord) -> v1::ModelSummary {
     v1::ModelSummary {
         name: m.name,

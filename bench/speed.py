@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""weir against a plain baseline and Luigi on the four workloads of issue 19, interleaved.
+
+Workloads (each written fresh into a temporary folder by this script):
+  W0  one no-op task
+  W1  a chain of 100 `true` steps
+  W2  fan-out 1 -> 200 -> 1 (`true` steps)
+  W3  an ML-like pipeline: ingest, preprocess, train x4, validate, deploy, each a small
+      Python program (standard library) passing files on
+
+Contenders, in rotating order within each round so they share the machine's noise:
+  base   W0: `python3 -c pass` (the floor of any Python orchestrator);
+         W1, W2: the same steps run one after another by a shell script, each as
+         `sh -c true` (a process per step, as weir's process runtime starts them);
+         W3: the same Python programs run one after another, a process per stage
+  weir   `weir run FILE --data-dir <fresh>` (embedded engine, store and worker)
+  luigi  Luigi with a local scheduler and 2 workers, each task running the same command in a
+         subprocess (`sh -c true` for W1 and W2) (for W0 a task whose run() does nothing); Luigi is installed from PyPI
+         into a virtual environment by this script (bench/.venv, reused), unless --no-luigi
+
+For every workload and contender the median wall time over the rounds is printed, then the
+ratios (Luigi / weir, weir / base), the CPU time (user + system of the whole process tree) per
+step, peak RSS (the largest process of the tree: for weir the engine and worker together),
+and the 1-minute load average before and after, because this 2-core machine is shared.
+
+Usage: cargo build --release -p weir-cli
+       python3 bench/speed.py [--rounds 5] [--weir target/release/weir] [--no-luigi] [W0 W1 ...]
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+VENV = os.path.join(HERE, ".venv")
+
+STAGE_PY = r'''
+"""One stage of the W3 workload: python3 stage.py ROLE OUT_DIR [INPUTS...]"""
+import json, math, os, random, sys
+
+role, out = sys.argv[1], sys.argv[2]
+args = sys.argv[3:]
+os.makedirs(out, exist_ok=True)
+if role == "ingest":
+    r = random.Random(7)
+    with open(os.path.join(out, "data.csv"), "w") as f:
+        for _ in range(2000):
+            x = [r.random() for _ in range(4)]
+            y = 3 * x[0] - 2 * x[1] + 0.5 * x[2] + r.gauss(0, 0.3)
+            f.write(",".join(f"{v:.6f}" for v in x + [y]) + "\n")
+elif role == "preprocess":
+    rows = [list(map(float, l.split(","))) for l in open(args[0])]
+    cols = list(zip(*rows))
+    mu = [sum(c) / len(c) for c in cols]
+    sd = [math.sqrt(sum((v - m) ** 2 for v in c) / len(c)) or 1 for c, m in zip(cols, mu)]
+    with open(os.path.join(out, "clean.csv"), "w") as f:
+        for r in rows:
+            f.write(",".join(f"{(v - m) / s:.6f}" for v, m, s in zip(r[:-1], mu, sd)) + f",{r[-1]:.6f}\n")
+elif role == "train":
+    rows = [list(map(float, l.split(","))) for l in open(args[0])]
+    l2 = [0.0, 0.1, 1.0, 10.0][int(args[1])]
+    n = len(rows[0]) - 1
+    a = [[sum(r[i] * r[j] for r in rows) + (l2 if i == j else 0) for j in range(n)] for i in range(n)]
+    b = [sum(r[i] * r[-1] for r in rows) for i in range(n)]
+    for i in range(n):
+        p = a[i][i]
+        for j in range(i + 1, n):
+            f = a[j][i] / p
+            a[j] = [x - f * y for x, y in zip(a[j], a[i])]
+            b[j] -= f * b[i]
+    w = [0.0] * n
+    for i in reversed(range(n)):
+        w[i] = (b[i] - sum(a[i][j] * w[j] for j in range(i + 1, n))) / a[i][i]
+    mean = sum(r[-1] for r in rows) / len(rows)
+    rmse = math.sqrt(sum((sum(wi * xi for wi, xi in zip(w, r)) + mean - r[-1]) ** 2 for r in rows) / len(rows))
+    json.dump({"l2": l2, "w": w, "rmse": rmse}, open(os.path.join(out, "model.json"), "w"))
+elif role == "validate":
+    best = min((json.load(open(p)) for p in args), key=lambda m: m["rmse"])
+    json.dump(best, open(os.path.join(out, "best.json"), "w"))
+elif role == "deploy":
+    best = json.load(open(args[0]))
+    json.dump({"deployed": True, "rmse": best["rmse"]}, open(os.path.join(out, "deployed.json"), "w"))
+'''
+
+W3_YAML = """name: w3
+steps:
+  ingest:
+    run: python3 stage.py ingest "$WEIR_OUTPUTS"
+    outputs: [data.csv]
+  preprocess:
+    needs: ingest
+    run: python3 stage.py preprocess "$WEIR_OUTPUTS" "$WEIR_INPUTS/ingest/data.csv"
+    outputs: [clean.csv]
+  train:
+    needs: preprocess
+    matrix: {k: [0, 1, 2, 3]}
+    run: python3 stage.py train "$WEIR_OUTPUTS" "$WEIR_INPUTS/preprocess/clean.csv" "{{ matrix.k }}"
+    outputs: [model.json]
+  validate:
+    needs: train
+    run: python3 stage.py validate "$WEIR_OUTPUTS" "$WEIR_INPUTS"/train/*/model.json
+    outputs: [best.json]
+  deploy:
+    needs: validate
+    run: python3 stage.py deploy "$WEIR_OUTPUTS" "$WEIR_INPUTS/validate/best.json"
+    outputs: [deployed.json]
+"""
+
+LUIGI_PY = r'''
+"""The workloads as Luigi tasks: python3 wl.py W OUT_DIR (runs Luigi in process)."""
+import os, subprocess, sys
+import luigi
+
+W, OUT = sys.argv[1], sys.argv[2]
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+class Cmd(luigi.Task):
+    name = luigi.Parameter()
+    cmd = luigi.ListParameter(default=["sh", "-c", "true"])
+    after = luigi.ListParameter(default=[])
+    def requires(self):
+        return [TASKS[d] for d in self.after]
+    def output(self):
+        return luigi.LocalTarget(os.path.join(OUT, "done", self.name))
+    def run(self):
+        subprocess.run(list(self.cmd), check=True, cwd=HERE)
+        with self.output().open("w") as f:
+            f.write("")
+
+class Noop(luigi.Task):
+    def output(self):
+        return luigi.LocalTarget(os.path.join(OUT, "done", "noop"))
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("")
+
+TASKS = {}
+def add(name, cmd=("sh", "-c", "true"), deps=()):
+    TASKS[name] = Cmd(name=name, cmd=list(cmd), after=list(deps))
+    return TASKS[name]
+
+if W == "W0":
+    root = Noop()
+elif W == "W1":
+    prev = ()
+    for i in range(100):
+        add(f"s{i}", deps=prev)
+        prev = (f"s{i}",)
+    root = TASKS["s99"]
+elif W == "W2":
+    add("start")
+    for i in range(200):
+        add(f"w{i}", deps=("start",))
+    root = add("end", deps=[f"w{i}" for i in range(200)])
+else:
+    o = lambda n: os.path.join(OUT, n)
+    add("ingest", ["python3", "stage.py", "ingest", o("ingest")])
+    add("preprocess", ["python3", "stage.py", "preprocess", o("preprocess"), o("ingest/data.csv")], ["ingest"])
+    for k in range(4):
+        add(f"train{k}", ["python3", "stage.py", "train", o(f"train{k}"), o("preprocess/clean.csv"), str(k)], ["preprocess"])
+    add("validate", ["python3", "stage.py", "validate", o("validate")] + [o(f"train{k}/model.json") for k in range(4)],
+        [f"train{k}" for k in range(4)])
+    root = add("deploy", ["python3", "stage.py", "deploy", o("deploy"), o("validate/best.json")], ["validate"])
+
+ok = luigi.build([root], local_scheduler=True, workers=2, log_level="ERROR")
+sys.exit(0 if ok else 1)
+'''
+
+STEPS = {"W0": 1, "W1": 100, "W2": 202, "W3": 8}
+
+
+def write_workloads(d):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "stage.py"), "w") as f:
+        f.write(STAGE_PY)
+    with open(os.path.join(d, "wl.py"), "w") as f:
+        f.write(LUIGI_PY)
+    with open(os.path.join(d, "W0.yaml"), "w") as f:
+        f.write('name: w0\nsteps:\n  noop:\n    run: "true"\n')
+    with open(os.path.join(d, "W1.yaml"), "w") as f:
+        f.write("name: w1\nsteps:\n")
+        for i in range(100):
+            f.write(f'  s{i}:\n    run: "true"\n' + (f"    needs: s{i - 1}\n" if i else ""))
+    with open(os.path.join(d, "W2.yaml"), "w") as f:
+        f.write('name: w2\nsteps:\n  start:\n    run: "true"\n  work:\n    needs: start\n'
+                f'    matrix: {{i: [{", ".join(str(i) for i in range(200))}]}}\n    run: "true"\n'
+                '  end:\n    needs: work\n    run: "true"\n')
+    with open(os.path.join(d, "W3.yaml"), "w") as f:
+        f.write(W3_YAML)
+    # The baselines: the same commands, one after another.
+    with open(os.path.join(d, "W1.sh"), "w") as f:
+        f.write("sh -c true\n" * 100)
+    with open(os.path.join(d, "W2.sh"), "w") as f:
+        f.write("sh -c true\n" * 202)
+    with open(os.path.join(d, "W3.sh"), "w") as f:
+        f.write('set -e\nO="$1"\n'
+                'python3 stage.py ingest "$O/ingest"\n'
+                'python3 stage.py preprocess "$O/preprocess" "$O/ingest/data.csv"\n'
+                + "".join(f'python3 stage.py train "$O/train{k}" "$O/preprocess/clean.csv" {k}\n' for k in range(4))
+                + 'python3 stage.py validate "$O/validate" "$O"/train*/model.json\n'
+                'python3 stage.py deploy "$O/deploy" "$O/validate/best.json"\n')
+
+
+def command(who, w, d, out, a):
+    if who == "base":
+        if w == "W0":
+            return [sys.executable, "-c", "pass"]
+        return ["sh", os.path.join(d, f"{w}.sh"), out]
+    if who == "weir":
+        return [a.weir, "run", os.path.join(d, f"{w}.yaml"), "--data-dir", out]
+    return [os.path.join(VENV, "bin", "python"), os.path.join(d, "wl.py"), w, out]
+
+
+def timed(cmd, cwd):
+    """Wall seconds, CPU seconds of the process tree, and peak RSS in KiB of its largest process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, RUST_LOG="error"))
+    _, err = p.communicate()
+    took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}): {err.decode(errors='replace')[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: measured in a fresh process below.
+    return took, cpu
+
+
+def peak_rss(cmd, cwd):
+    """Peak RSS (KiB) of the largest process cmd's tree waited for, measured in a fresh Python."""
+    probe = ("import resource, subprocess, sys; "
+             "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe] + cmd, cwd=cwd, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def ensure_luigi():
+    py = os.path.join(VENV, "bin", "python")
+    if os.path.exists(py) and subprocess.run([py, "-c", "import luigi"], capture_output=True).returncode == 0:
+        return
+    print("installing Luigi into bench/.venv from PyPI ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "luigi"], check=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weir", default=os.path.join(ROOT, "target", "release", "weir"))
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--no-luigi", action="store_true")
+    p.add_argument("workloads", nargs="*", default=["W0", "W1", "W2", "W3"])
+    a = p.parse_args()
+    a.weir = os.path.abspath(a.weir)
+    if not os.path.exists(a.weir):
+        sys.exit(f"{a.weir} does not exist: build it with `cargo build --release -p weir-cli` or pass --weir")
+    who = ["base", "weir"] + ([] if a.no_luigi else ["luigi"])
+    if not a.no_luigi:
+        ensure_luigi()
+    load0 = os.getloadavg()[0]
+    wall = {(w, c): [] for w in a.workloads for c in who}
+    cpu = {(w, c): [] for w in a.workloads for c in who}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = os.path.join(tmp, "wl")
+        write_workloads(d)
+        n = 0
+        for r in range(a.rounds):
+            for w in a.workloads:
+                order = who[r % len(who):] + who[:r % len(who)]
+                for c in order:
+                    n += 1
+                    out = os.path.join(tmp, f"out{n}")
+                    os.makedirs(out)
+                    t, u = timed(command(c, w, d, out, a), d)
+                    wall[(w, c)].append(t)
+                    cpu[(w, c)].append(u)
+                    shutil.rmtree(out, ignore_errors=True)
+            print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
+        rss = {}
+        for w in a.workloads:
+            for c in who:
+                n += 1
+                out = os.path.join(tmp, f"out{n}")
+                os.makedirs(out)
+                rss[(w, c)] = peak_rss(command(c, w, d, out, a), d)
+                shutil.rmtree(out, ignore_errors=True)
+    load1 = os.getloadavg()[0]
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    print(f"load average (1 min): {load0:.2f} before, {load1:.2f} after; {a.rounds} rounds, medians\n")
+    head = "| workload | " + " | ".join(f"{c} wall" for c in who) + " | weir / base |" + (" Luigi / weir (above 1: weir faster) |" if "luigi" in who else "")
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+    for w in a.workloads:
+        row = f"| {w} | " + " | ".join(f"{med[(w, c)]:.3f} s" for c in who)
+        row += f" | {med[(w, 'weir')] / med[(w, 'base')]:.2f}x |"
+        if "luigi" in who:
+            row += f" {med[(w, 'luigi')] / med[(w, 'weir')]:.2f}x |"
+        print(row)
+    print()
+    print("| workload | steps | " + " | ".join(f"{c} CPU/step" for c in who) + " | weir CPU / base CPU | "
+          + " | ".join(f"{c} peak RSS" for c in who) + " |")
+    print("|---" * (3 + 2 * len(who)) + "|")
+    for w in a.workloads:
+        s = STEPS[w]
+        c_med = {c: statistics.median(cpu[(w, c)]) for c in who}
+        row = f"| {w} | {s} | " + " | ".join(f"{c_med[c] / s * 1000:.2f} ms" for c in who)
+        row += f" | {c_med['weir'] / c_med['base']:.2f}x | " + " | ".join(f"{rss[(w, c)] / 1024:.0f} MB" for c in who) + " |"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
