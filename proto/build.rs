@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "weir/v1/registry.proto",
     "weir/v1/retention.proto",
     "weir/v1/tracking.proto",
+    "weir/v1/triggers.proto",
     "weir/v1/workers.proto",
     "weir/v1/live_metrics.proto",
     "weir/v1/notify.proto",

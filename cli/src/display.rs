@@ -204,6 +204,16 @@ pub fn run_header(run: &Run, now: u64) -> String {
         let backfill = if run.backfill { " (backfill)" } else { "" };
         let _ = writeln!(out, "scheduled {tick}{backfill}");
     }
+    let kind = match v1::Trigger::try_from(run.trigger) {
+        Ok(v1::Trigger::Files) => Some("files"),
+        Ok(v1::Trigger::Pipeline) => Some("pipeline"),
+        Ok(v1::Trigger::Webhook) => Some("webhook"),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        let _ = writeln!(out, "trigger   {kind} ({})", run.trigger_name);
+        let _ = writeln!(out, "why       {}", run.trigger_detail);
+    }
     if let Some(c) = millis(run.created_at.as_ref()) {
         let _ = writeln!(out, "created   {}", datetime(c));
     }
@@ -1229,5 +1239,22 @@ mod tests {
         );
         run.backfill = false;
         assert!(run_header(&run, T0).contains("\nscheduled 2026-11-27 02:00:00 UTC\ncreated"));
+    }
+
+    #[test]
+    fn status_of_a_triggered_run_says_which_trigger_and_why() {
+        let mut run = sample_run().run.unwrap();
+        run.trigger = v1::Trigger::Files as i32;
+        run.trigger_name = "files-2".into();
+        run.trigger_detail = "files-2: new data /in/a.csv (8 bytes, blake3 ab12)".into();
+        assert!(
+            run_header(&run, T0).contains(
+                "\ntrigger   files (files-2)\nwhy       files-2: new data /in/a.csv (8 bytes, blake3 ab12)\ncreated"
+            ),
+            "{}",
+            run_header(&run, T0)
+        );
+        run.trigger = v1::Trigger::Manual as i32;
+        assert!(!run_header(&run, T0).contains("trigger"));
     }
 }

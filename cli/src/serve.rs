@@ -17,7 +17,7 @@ Exit status:
   1  could not start (data folder in use, address taken, unsafe listen address, a bad token
      file: a duplicate or unknown line, one token for clients and workers, a token shorter
      than 32 characters off loopback, an --otlp-endpoint that is not an http:// URL, an
-     unreadable --notify-secrets file or a bad line in it)
+     unreadable --notify-secrets or --webhook-secrets file or a bad line in one)
   2  usage error";
 
 #[derive(Args, Debug)]
@@ -49,6 +49,15 @@ pub struct ServerArgs {
     /// an upload whose run does not name it yet survives a collection (e.g. 1h, 15m).
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
     gc_grace: Duration,
+    /// File with webhook secrets for pipelines with `on: {webhook: ...}`: lines
+    /// `PIPELINE = SECRET` (at least 16 characters; `openssl rand -hex 32`), `#` comments.
+    /// Senders sign `TIMESTAMP.BODY` with HMAC-SHA256 under the secret and POST to
+    /// /hooks/PIPELINE (docs/triggers.md). Read once at start, never logged. Keep it private.
+    #[arg(long, value_name = "FILE", env = "WEIR_WEBHOOK_SECRETS")]
+    webhook_secrets: Option<PathBuf>,
+    /// How often `on:` triggers look for new files and upstream runs (e.g. 2s, 1m).
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    trigger_every: Duration,
     /// File with the secrets that sign webhook notifications: lines `NAME = SECRET` (at least
     /// 16 characters; `openssl rand -hex 32`), `#` comments. A `notify:` entry names one with
     /// `secret: NAME`. Read once at start, never logged. Keep it private (`chmod 600`).
@@ -112,6 +121,17 @@ pub fn run(args: ServerArgs) -> ExitCode {
         }
     }
     config.terms.lease_timeout = args.lease_timeout;
+    config.trigger_every = args.trigger_every.max(Duration::from_millis(100));
+    if let Some(path) = &args.webhook_secrets {
+        let read = std::fs::read_to_string(path).map_err(|e| e.to_string());
+        match read.and_then(|text| server::Secrets::parse(&text).map_err(|e| e.to_string())) {
+            Ok(secrets) => config.webhook_secrets = secrets,
+            Err(e) => {
+                eprintln!("error: --webhook-secrets {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
     config.terms.heartbeat_interval = (args.lease_timeout / 6).max(Duration::from_millis(100));
     if let Some(path) = &args.token_file {
         match read_tokens(path, args.listen) {
@@ -132,6 +152,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
         listen = %args.listen,
         data_dir = %args.data_dir.display(),
         tokens = args.token_file.is_some(),
+        webhook_secrets = config.webhook_secrets.len(),
         insecure = args.insecure,
         lease_timeout = ?config.terms.lease_timeout,
         heartbeat_interval = ?config.terms.heartbeat_interval,

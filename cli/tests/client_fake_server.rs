@@ -485,6 +485,12 @@ impl WeirClient for Fake {
     ) -> Result<Response<v1::MetricHistoryResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn fire_webhook(
+        &self,
+        _: Request<v1::FireWebhookRequest>,
+    ) -> Result<Response<v1::FireWebhookResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_lineage(&self, _: Request<v1::GetLineageRequest>) -> Result<Response<v1::GetLineageResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }

@@ -1,6 +1,6 @@
 //! weir's pure core: what a pipeline file means and what happens to a run, as values. Pipeline
 //! files (`spec`), the expression language (`expr`), templates (`template`), planning (`plan`),
-//! the run state machine (`run`), schedule maths (`schedule`), placement of steps on workers
+//! the run state machine (`run`), schedule maths (`schedule`), the decisions of `on:` triggers (`trigger`), placement of steps on workers
 //! (`placement`), graph rendering (`graph`) and layout for drawing (`layout`), the JSON Schema
 //! (`schema`) and diagnostics (`diag`).
 //!
@@ -25,3 +25,4 @@ pub mod schedule;
 pub mod schema;
 pub mod spec;
 pub mod template;
+pub mod trigger;

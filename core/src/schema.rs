@@ -9,7 +9,16 @@ use serde_json::{Map, Value, json};
 
 /// Keys of the top level of a pipeline file (besides the ignored `x-` keys).
 pub const TOP_LEVEL_FIELDS: &[&str] =
-    &["version", "name", "description", "params", "defaults", "schedule", "keep", "sla", "notify", "steps"];
+    &["version", "name", "description", "params", "defaults", "schedule", "keep", "sla", "notify", "on", "steps"];
+
+/// Keys of `on`: the trigger kinds.
+pub const ON_FIELDS: &[&str] = &["files", "pipeline", "webhook"];
+/// Keys of a `files` trigger.
+pub const FILES_TRIGGER_FIELDS: &[&str] = &["path", "glob", "settle"];
+/// Keys of a `pipeline` trigger.
+pub const PIPELINE_TRIGGER_FIELDS: &[&str] = &["name", "when", "params"];
+/// Keys of the `webhook` trigger.
+pub const WEBHOOK_TRIGGER_FIELDS: &[&str] = &["params"];
 
 /// Keys of a `notify` entry.
 pub const NOTIFY_FIELDS: &[&str] = &["on", "webhook", "slack", "secret"];
@@ -344,6 +353,13 @@ fn top_level_properties() -> Value {
             "$ref": "#/definitions/duration",
         },
         "notify": {"description": "Notifications for the pipeline's runs.", "$ref": "#/definitions/notify"},
+        "on": {
+            "description": "Triggers beside the schedule: `files` (new or changed files in an \
+                absolute folder on the engine's host: path, glob, settle), `pipeline` (another \
+                pipeline's successful runs: name, when, params) and `webhook` (a signed POST to \
+                /hooks/PIPELINE: params as JSON pointers). docs/triggers.md has the details.",
+            "type": "object",
+        },
         "steps": {
             "description": "The steps by name; at least one. File order is kept.",
             "type": "object",
@@ -770,7 +786,7 @@ mod tests {
         objects(&schema, &mut found);
         // The top level, step, defaults, param, schedule, keep, notify, retries, resources, register,
         // approval, cache.
-        assert_eq!(found.len(), 11);
+        assert_eq!(found.len(), 12);
         for object in found {
             assert_eq!(object["additionalProperties"], false, "{object}");
             for (name, property) in object["properties"].as_object().unwrap() {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notify;
 pub mod otel;
 pub mod server;
+pub mod signing;
 pub mod store;
 pub mod time;
 mod web;

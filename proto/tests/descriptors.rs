@@ -7,6 +7,7 @@ use prost_types::{FileDescriptorProto, FileDescriptorSet};
 
 /// (service, method, client streaming, server streaming), in declaration order.
 const RPCS: &[(&str, &str, bool, bool)] = &[
+    ("WeirAdmin", "Backup", false, true),
     ("WeirClient", "SubmitPipeline", true, false),
     ("WeirClient", "ListPipelines", false, false),
     ("WeirClient", "StartRun", false, false),
@@ -37,6 +38,8 @@ const RPCS: &[(&str, &str, bool, bool)] = &[
     ("WeirClient", "Gc", false, false),
     ("WeirClient", "ListNotifications", false, false),
     ("WeirClient", "RetryNotification", false, false),
+    ("WeirClient", "Approve", false, false),
+    ("WeirClient", "FireWebhook", false, false),
     ("WeirWorker", "Register", false, false),
     ("WeirWorker", "Lease", false, false),
     ("WeirWorker", "Heartbeat", false, false),

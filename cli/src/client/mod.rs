@@ -214,7 +214,7 @@ pub enum Command {
         #[arg(long = "state", value_name = "STATE", value_enum)]
         states: Vec<StateArg>,
         /// Only runs started this way.
-        #[arg(long, value_name = "KIND", value_parser = ["manual", "cron", "backfill", "retry"])]
+        #[arg(long, value_name = "KIND", value_parser = ["manual", "cron", "backfill", "retry", "files", "pipeline", "webhook"])]
         trigger: Option<String>,
         /// The most runs to list; 0 lists them all.
         #[arg(long, value_name = "N", default_value_t = 20)]

@@ -12,6 +12,7 @@ pub fn free_port() -> u16 {
 
 /// Starts `weir server` on `port` with `data` and `extra` flags, and waits for its
 /// "listening" line.
+#[allow(dead_code)] // triggers.rs starts its servers with an environment of its own
 pub fn server(data: &Path, port: u16, extra: &[&str]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["server", "--listen", &format!("127.0.0.1:{port}")])

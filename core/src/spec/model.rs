@@ -29,6 +29,10 @@ pub struct Pipeline {
     pub(crate) sla: Option<Duration>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) notify: Vec<Notify>,
+    /// `on:`, the triggers beside `schedule:`; absent from the hashed form when empty, so
+    /// versions without them keep their hash.
+    #[serde(rename = "on", skip_serializing_if = "Vec::is_empty")]
+    pub(crate) triggers: Vec<Trigger>,
     pub(crate) steps: Vec<Step>,
     #[serde(skip)]
     pub(crate) hash: String,
@@ -61,6 +65,21 @@ impl Pipeline {
     /// The pipeline's own `notify:` entries (each step has its own in [`Step::notify`]).
     pub fn notify(&self) -> &[Notify] {
         &self.notify
+    }
+    /// The triggers of `on:`, in file order; names are unique.
+    pub fn triggers(&self) -> &[Trigger] {
+        &self.triggers
+    }
+    /// Trigger `name` of `on:`.
+    pub fn trigger(&self, name: &str) -> Option<&Trigger> {
+        self.triggers.iter().find(|t| t.name == name)
+    }
+    /// The `webhook` trigger, when the pipeline has one (at most one: its URL is the pipeline's).
+    pub fn webhook(&self) -> Option<(&Trigger, &WebhookTrigger)> {
+        self.triggers.iter().find_map(|t| match &t.kind {
+            TriggerKind::Webhook(w) => Some((t, w)),
+            _ => None,
+        })
     }
     /// Steps in file order.
     pub fn steps(&self) -> &[Step] {
@@ -270,6 +289,77 @@ pub struct Schedule {
     pub params: BTreeMap<String, Value>,
     #[serde(skip)]
     pub parsed: croner::Cron,
+}
+
+/// One trigger of `on:`: its name (the kind, or `KIND-N` for the Nth of a list) and what
+/// starts a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Trigger {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: TriggerKind,
+}
+
+/// What starts a run.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// `files:` new or changed files in a folder on the engine's host.
+    Files(FilesTrigger),
+    /// `pipeline:` another pipeline's successful runs.
+    Pipeline(PipelineTrigger),
+    /// `webhook:` a signed POST to the pipeline's URL.
+    Webhook(WebhookTrigger),
+}
+
+impl TriggerKind {
+    /// `files`, `pipeline` or `webhook`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TriggerKind::Files(_) => "files",
+            TriggerKind::Pipeline(_) => "pipeline",
+            TriggerKind::Webhook(_) => "webhook",
+        }
+    }
+}
+
+/// `on: {files: {path, glob, settle}}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct FilesTrigger {
+    /// An absolute folder on the engine's host.
+    pub path: String,
+    /// Which file names in it count (`*` and `?`); every file when `*`.
+    pub glob: String,
+    /// How long a file's size and modification time must stay unchanged before it is taken.
+    #[serde(serialize_with = "ser_duration_plain")]
+    pub settle: Duration,
+}
+
+/// `on: {pipeline: {name, when, params}}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineTrigger {
+    /// The upstream pipeline.
+    pub pipeline: String,
+    /// Over the upstream run's `metrics.NAME` (every step's, merged), `steps.STEP.metrics.NAME`
+    /// and `params.NAME`; none: every successful run.
+    #[serde(serialize_with = "ser_expr", skip_serializing_if = "Option::is_none")]
+    pub when: Option<Expr>,
+    /// This pipeline's params, each an expression over the same values.
+    #[serde(serialize_with = "ser_exprs", skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, Expr>,
+}
+
+/// `on: {webhook: {params}}`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WebhookTrigger {
+    /// Param name to a JSON pointer (`/head_commit/id`) into the payload; empty: the payload's
+    /// top-level fields are the params.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+}
+
+fn ser_exprs<S: serde::Serializer>(m: &BTreeMap<String, Expr>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|(k, v)| (k, v.source())))
 }
 
 fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {

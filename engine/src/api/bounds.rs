@@ -240,6 +240,11 @@ bounds! {
         at_most("step", &self.step, MAX_INSTANCE)?;
     }
     v1::GetLineageRequest => |self| { at_most("target", &self.target, MAX_NAME)?; }
+    v1::FireWebhookRequest => |self| {
+        at_most("pipeline", &self.pipeline, MAX_NAME)?;
+        at_most("idempotency_key", &self.idempotency_key, crate::server::triggers::MAX_KEY_LEN)?;
+        at_most("payload_json", &self.payload_json, crate::web::MAX_HOOK_BODY)?;
+    }
     v1::ListModelsRequest => |self| {}
     v1::ListWorkersRequest => |self| {}
     v1::DeleteRunsRequest => |self| {

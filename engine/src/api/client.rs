@@ -171,6 +171,20 @@ impl WeirClient for ClientApi {
         Ok(Response::new(wire::lineage(self.0.lineage(&r.target, r.down, r.depth)?)))
     }
 
+    async fn fire_webhook(
+        &self,
+        req: Request<v1::FireWebhookRequest>,
+    ) -> Result<Response<v1::FireWebhookResponse>, Status> {
+        let r = bounded(req)?;
+        let engine = self.0.clone();
+        let (run_id, created) = tokio::task::spawn_blocking(move || {
+            engine.accept_delivery(&r.pipeline, &r.idempotency_key, r.payload_json.as_bytes())
+        })
+        .await
+        .map_err(|e| crate::server::ApiError::Internal(format!("the delivery failed: {e}")))??;
+        Ok(Response::new(v1::FireWebhookResponse { run_id, created }))
+    }
+
     // The model registry: server/registry.rs.
 
     async fn list_workers(

@@ -10,7 +10,6 @@ mod secrets;
 
 use std::time::Duration;
 
-use hmac::{KeyInit, Mac};
 use serde::Serialize;
 
 pub use http::{Sent, post};
@@ -118,23 +117,16 @@ impl Payload {
     }
 }
 
-/// `sha256=HEX` of HMAC-SHA256 with `secret` over `timestamp.body`: the `X-Weir-Signature`.
+/// `sha256=HEX` of HMAC-SHA256 with `secret` over `timestamp.body`: the `X-Weir-Signature`
+/// (the one scheme of `crate::signing`, which also checks the webhooks weir receives).
 pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let bytes = mac.finalize().into_bytes();
-    let mut hex = String::with_capacity(7 + 64);
-    hex.push_str("sha256=");
-    for b in bytes.iter() {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
+    crate::signing::sign(secret, i64::try_from(timestamp).unwrap_or(i64::MAX), body)
 }
 
 #[cfg(test)]
 mod tests {
+    use hmac::{KeyInit, Mac};
+
     use super::*;
 
     #[test]

@@ -207,6 +207,8 @@ pub struct Engine {
     pub(crate) outbox_wake: Notify,
     /// Blobs running backups still have to copy: the sweep keeps them (`backup`).
     pub(crate) holds: Arc<super::backup::BlobHolds>,
+    /// What `on:` triggers remember between passes, and the webhook secrets.
+    pub(crate) triggers: super::triggers::Triggers,
 }
 
 impl Engine {
@@ -231,6 +233,7 @@ impl Engine {
             notify: Default::default(),
             outbox_wake: Notify::new(),
             holds: Default::default(),
+            triggers: Default::default(),
         }
     }
 
@@ -334,6 +337,11 @@ impl Engine {
             batch.put_step(&run_id, InstanceId(i as u32), s)?;
         }
         batch.put_run(&live.record)?;
+        // A triggered run and the trigger's note that it fired are one write: exactly once.
+        if let Some((trigger, fired_for)) = live.record.trigger.fired() {
+            let fired = crate::store::Fired { run: run_id.clone(), at: now };
+            batch.put_triggered(&live.record.pipeline, trigger, &fired_for, &fired)?;
+        }
         let seq = self.store.write_batch_unflushed(batch)?.last().copied().unwrap_or_default();
         drop(reserved); // the stored record now keeps the id taken
         Ok(Prepared { live, effects, seq, hits, metered, now })
@@ -643,6 +651,8 @@ impl Engine {
             }
         }
         if finished {
+            // `pipeline` triggers scan for successful upstream runs only after one finished.
+            self.triggers.finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             st.runs.remove(run_id);
             st.ready.remove_run(run_id);
         }

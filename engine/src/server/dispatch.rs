@@ -472,6 +472,22 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
         let tick = super::scheduler::instant(*at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         env.insert("WEIR_SCHEDULED_TIME".into(), tick);
     }
+    if let Some((trigger, _)) = live.record.trigger.fired() {
+        env.insert("WEIR_TRIGGER".into(), trigger.to_string());
+    }
+    match &live.record.trigger {
+        // Paths on the engine's host, one a line (names holding a newline are never taken).
+        crate::store::Trigger::Files { files, .. } => {
+            let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+            let digests: Vec<String> = files.iter().map(|f| f.digest.to_string()).collect();
+            env.insert("WEIR_TRIGGER_FILES".into(), paths.join("\n"));
+            env.insert("WEIR_TRIGGER_DIGESTS".into(), digests.join("\n"));
+        }
+        crate::store::Trigger::Upstream { run, .. } => {
+            env.insert("WEIR_TRIGGER_RUN".into(), run.clone());
+        }
+        _ => {}
+    }
     let mut inputs = Vec::new();
     let mut needs: Vec<_> = live.plan.graph.neighbors_directed(node, petgraph::Direction::Incoming).collect();
     needs.sort_unstable();

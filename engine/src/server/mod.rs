@@ -6,7 +6,8 @@
 //!
 //! Layout: `core` (state, the one place events are applied and made durable, recovery, timers),
 //! `pipelines` (submitting, listing), `runs` (reading, starting, listing, cancelling and
-//! retrying runs), `logs`, `scheduler` (firing `schedule:` ticks, backfill), `schedules` (what
+//! retrying runs), `logs`, `scheduler` (firing `schedule:` ticks, backfill), `triggers` (firing
+//! `on:` triggers: files, upstream pipelines, webhooks), `schedules` (what
 //! clients ask of them), `dispatch` (leases, heartbeats, reports), `cache`, `registry`,
 //! `tracking`, `error` (the domain error), and here configuration. The services take and return domain values; they
 //! never name a proto type or a gRPC status (that is `crate::api`'s job).
@@ -49,6 +50,7 @@ mod testkit;
 mod timing_tests;
 pub use crate::api::tokens;
 pub(crate) mod tracking;
+pub(crate) mod triggers;
 mod waiting;
 pub(crate) mod workers;
 
@@ -68,6 +70,7 @@ pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
 pub use error::ApiError;
 pub use retention::GcConfig;
+pub use triggers::{Delivery, Secrets, SecretsError};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -97,6 +100,10 @@ pub struct ServerConfig {
     pub gc: GcConfig,
     /// Notification delivery: secrets, attempts, backoff.
     pub notify: crate::notify::NotifyConfig,
+    /// How often `on:` triggers look for new files and upstream runs (with `scheduling`).
+    pub trigger_every: Duration,
+    /// The secrets webhook deliveries are signed with, by pipeline (`--webhook-secrets`).
+    pub webhook_secrets: Secrets,
 }
 
 /// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
@@ -142,6 +149,8 @@ impl ServerConfig {
             otlp_endpoint: None,
             gc: GcConfig::default(),
             notify: Default::default(),
+            trigger_every: Duration::from_secs(2),
+            webhook_secrets: Secrets::default(),
         }
     }
 }
@@ -185,6 +194,7 @@ pub struct Server {
     serve: JoinHandle<Result<(), tonic::transport::Error>>,
     ticker: JoinHandle<()>,
     outbox: JoinHandle<()>,
+    triggering: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -216,6 +226,10 @@ impl Server {
         let _ = self.ticker.await;
         self.outbox.abort();
         let _ = self.outbox.await;
+        if let Some(t) = self.triggering {
+            t.abort();
+            let _ = t.await;
+        }
         match tokio::time::timeout(Duration::from_secs(5), self.serve).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
             Ok(_) => {}
@@ -223,6 +237,16 @@ impl Server {
         }
         if let Some(otel) = self.engine.otel.get() {
             otel.drain(Duration::from_secs(5)).await;
+        }
+        // A blocking store call that an aborted task had started (the outbox's flush, a
+        // trigger's scan) still holds the engine and so the store; wait for it (bounded), so the
+        // data folder can be opened again as soon as this returns.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.engine) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if Arc::strong_count(&self.engine) > 1 {
+            tracing::warn!("the engine is still in use 5s after shutdown; its store stays open until released");
         }
     }
 
@@ -263,6 +287,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     engine.scheduling = config.scheduling;
     engine.collector.config = config.gc;
     engine.notify = config.notify.clone();
+    engine.triggers = triggers::Triggers::new(config.webhook_secrets.clone());
     let engine = Arc::new(engine);
     if let Some(endpoint) = &config.otlp_endpoint {
         let _ = engine.otel.set(crate::otel::Otel::start(endpoint, Arc::downgrade(&engine))?);
@@ -314,6 +339,20 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         })
     };
     let outbox = tokio::spawn(outbox::run(engine.clone()));
+    // `on:` triggers read folders and the store: their own task, so a slow disk or a big file
+    // being hashed never delays the engine's timers.
+    let triggering = config.scheduling.then(|| {
+        let engine = engine.clone();
+        let every = config.trigger_every;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                engine.fire_triggers().await;
+            }
+        })
+    });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
-    Ok(Server { addr, engine, stop, serve, ticker, outbox })
+    Ok(Server { addr, engine, stop, serve, ticker, outbox, triggering })
 }

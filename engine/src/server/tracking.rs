@@ -7,14 +7,15 @@
 //! own batch records each output file in `producers` and each input file in `consumers`
 //! (`store/lineage.rs`), keyed by digest. [`Engine::lineage`] walks that index breadth first:
 //! upstream from an artifact to the instance that made it, that instance's inputs, their
-//! makers, and on to artifacts made from nothing (the ingested data); downstream from an
-//! artifact to the instances that took it and what they made.
+//! makers, and on to artifacts made from nothing (the ingested data), or, for a run a `files`
+//! trigger started, to the triggering files (its input dataset, in the run's record);
+//! downstream from an artifact to the instances that took it and what they made.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use petgraph::graph::NodeIndex;
 
-use crate::store::{Batch, Consumed, Indexed, Listed, Produced, RunFilter, RunRecord};
+use crate::store::{Batch, Consumed, Indexed, Listed, Produced, RunFilter, RunRecord, Trigger};
 use weir_core::run::{InstanceId, Millis, RunState, StepState};
 use weir_data::artifact::{Digest, Manifest};
 
@@ -410,6 +411,15 @@ impl<'a> Walk<'a> {
         let Some(p) = &self.made_by[at] else { return Ok(Vec::new()) };
         let store = &self.engine.store;
         let mut out = Vec::new();
+        // A root instance of a run a `files` trigger started took the triggering files: they
+        // are its input dataset, with no maker (the data came from outside).
+        if p.value.needs.is_empty()
+            && let Some(RunRecord { trigger: Trigger::Files { files, .. }, .. }) = store.run(&p.run)?
+        {
+            for f in files {
+                out.push((f.digest, None, f.path, f.size));
+            }
+        }
         for need in &p.value.needs {
             let need = InstanceId(*need);
             let Some(m) = store.artifacts(&p.run, need)? else { continue };

@@ -40,10 +40,11 @@ pub(super) enum TreeId {
     RunsByTime,
     LiveMetrics,
     Outbox,
+    Triggered,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 20] = [
+    pub(super) const ALL: [TreeId; 21] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -64,6 +65,7 @@ impl TreeId {
         TreeId::RunsByTime,
         TreeId::LiveMetrics,
         TreeId::Outbox,
+        TreeId::Triggered,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -88,6 +90,7 @@ impl TreeId {
             TreeId::RunsByTime => "runs_by_time",
             TreeId::LiveMetrics => "live_metrics",
             TreeId::Outbox => "outbox",
+            TreeId::Triggered => "triggered",
         }
     }
 

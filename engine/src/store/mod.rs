@@ -32,6 +32,7 @@
 //! | `model_events`      | model · seq u64 (from 1, dense)       | [`AliasEventRecord`]         |
 //! | `workers`           | worker id                             | [`WorkerRecord`] (see `workers`) |
 //! | `runs_by_time`      | created_at u64 · run                  | nothing (see `time_index`)   |
+//! | `triggered`         | pipeline · trigger · key              | [`Fired`] (see `triggered`)  |
 //! | `live_metrics`      | run · instance u32 · attempt u32 · seq u64 | [`LivePoint`], at seq `u64::MAX` the attempt's [`LiveSummary`] (see `live_metrics`) |
 //! | `outbox`            | delivery id                           | [`Delivery`] (see `outbox`)  |
 //!
@@ -68,6 +69,7 @@ mod retention;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod time_index;
+mod triggered;
 mod workers;
 
 use std::path::PathBuf;
@@ -85,9 +87,10 @@ pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
 pub use outbox::Delivery;
 pub use records::{
     ApprovalRecord, BackfillQueue, CacheKey, Change, Decision, EventRecord, LogChunk, LogCursor, PipelineIndex,
-    PipelineVersion, RunRecord, ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger,
+    PipelineVersion, RunRecord, ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger, TriggerFile,
 };
 pub use retention::RunAge;
+pub use triggered::Fired;
 pub use workers::WorkerRecord;
 
 /// Everything the store can fail with.

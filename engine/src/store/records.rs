@@ -56,11 +56,39 @@ pub enum Trigger {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<String>,
     },
+    /// A `files` trigger of `on:` took a new or changed file (trigger `files`).
+    Files {
+        trigger: String,
+        files: Vec<TriggerFile>,
+    },
+    /// A `pipeline` trigger of `on:` fired on an upstream run that succeeded (trigger
+    /// `pipeline`).
+    Upstream {
+        trigger: String,
+        pipeline: String,
+        run: String,
+        /// What the condition read, as `metrics.psi=0.31`.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        why: String,
+    },
+    /// A signed webhook delivery (trigger `webhook`), by its idempotency key.
+    Webhook {
+        trigger: String,
+        key: String,
+    },
+}
+
+/// A file a `files` trigger took: where it was, its size and content digest (BLAKE3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerFile {
+    pub path: String,
+    pub size: u64,
+    pub digest: Digest,
 }
 
 impl Trigger {
-    /// The kinds a listing filters on: `manual`, `cron`, `backfill` or `retry`.
-    pub const KINDS: [&'static str; 4] = ["manual", "cron", "backfill", "retry"];
+    /// The kinds a listing filters on.
+    pub const KINDS: [&'static str; 7] = ["manual", "cron", "backfill", "retry", "files", "pipeline", "webhook"];
 
     /// This trigger's kind, one of [`Trigger::KINDS`].
     pub fn kind(&self) -> &'static str {
@@ -69,6 +97,45 @@ impl Trigger {
             Trigger::Schedule { backfill: false, .. } => "cron",
             Trigger::Schedule { backfill: true, .. } => "backfill",
             Trigger::Retry { .. } => "retry",
+            Trigger::Files { .. } => "files",
+            Trigger::Upstream { .. } => "pipeline",
+            Trigger::Webhook { .. } => "webhook",
+        }
+    }
+
+    /// For a run started by an `on:` trigger: the trigger's name and the key it fired for (the
+    /// file's digest, the upstream run, the idempotency key), which the `triggered` tree keeps.
+    pub fn fired(&self) -> Option<(&str, String)> {
+        match self {
+            Trigger::Files { trigger, files } => Some((trigger, files.iter().map(|f| f.digest.to_string()).collect())),
+            Trigger::Upstream { trigger, run, .. } => Some((trigger, run.clone())),
+            Trigger::Webhook { trigger, key } => Some((trigger, key.clone())),
+            _ => None,
+        }
+    }
+
+    /// One line on why the run started, for `weir status` and the run page.
+    pub fn describe(&self) -> String {
+        match self {
+            Trigger::Manual { user: Some(u) } => format!("manual by {u}"),
+            Trigger::Manual { user: None } => "manual".into(),
+            Trigger::Schedule { schedule, backfill, .. } => {
+                format!("{} `{schedule}`", if *backfill { "backfill of" } else { "cron" })
+            }
+            Trigger::Retry { of, from: Some(f) } => format!("retry of {of} from {f}"),
+            Trigger::Retry { of, from: None } => format!("retry of {of}"),
+            Trigger::Files { trigger, files } => {
+                let shown: Vec<String> =
+                    files.iter().map(|f| format!("{} ({} bytes, blake3 {})", f.path, f.size, f.digest)).collect();
+                format!("{trigger}: new data {}", shown.join(", "))
+            }
+            Trigger::Upstream { trigger, pipeline, run, why } if why.is_empty() => {
+                format!("{trigger}: run {run} of {pipeline} succeeded")
+            }
+            Trigger::Upstream { trigger, pipeline, run, why } => {
+                format!("{trigger}: run {run} of {pipeline} succeeded with {why}")
+            }
+            Trigger::Webhook { trigger, key } => format!("{trigger}: delivery {key}"),
         }
     }
 }

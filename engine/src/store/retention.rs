@@ -49,7 +49,9 @@ fn coverage(t: TreeId) -> Coverage {
         | TreeId::ModelEvents
         | TreeId::Workers
         // A notification outlives its run: it is delivered or dead-lettered, then forgotten.
-        | TreeId::Outbox => Coverage::NotByRun,
+        | TreeId::Outbox
+        // What an `on:` trigger fired stays fired when its run is deleted: the file is not new.
+        | TreeId::Triggered => Coverage::NotByRun,
     }
 }
 
@@ -150,6 +152,9 @@ impl Store {
             }
         }
         b.remove_raw(TreeId::Schedules, name.as_bytes().to_vec());
+        for k in self.keys_with_prefix(TreeId::Triggered, &keys::prefix(name)?)? {
+            b.remove_raw(TreeId::Triggered, k);
+        }
         for k in self.keys_with_prefix(TreeId::Cache, &keys::prefix(name)?)? {
             b.remove_raw(TreeId::Cache, k);
         }

@@ -13,13 +13,15 @@
 //! `pipelines` (list, versions, source, graph, the start form, the schedule card), `metrics`
 //! and `plot` (a metric across runs as SVG, runs compared), `models` (registry, promote and
 //! rollback after a dry run, lineage), `workers` (the workers page); `prometheus` serves
-//! `/metrics` for scrapers, outside the session guard.
+//! `/metrics` for scrapers and `hooks` webhook deliveries (`/hooks/PIPELINE`), both outside
+//! the session guard.
 
 mod ansi;
 mod approvals;
 mod assets;
 mod auth;
 mod dag;
+mod hooks;
 mod metrics;
 mod models;
 mod page;
@@ -43,6 +45,7 @@ use crate::server::Engine;
 use crate::server::error::ApiError;
 
 pub(crate) use auth::Auth;
+pub(crate) use hooks::MAX_BODY as MAX_HOOK_BODY;
 
 /// What every handler gets: the engine and the session rules.
 #[derive(Clone)]
@@ -58,7 +61,12 @@ pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/static/{name}", get(assets::serve))
         // Prometheus scrapes without a browser session: its own bearer check (prometheus.rs).
-        .route("/metrics", get(prometheus::serve));
+        .route("/metrics", get(prometheus::serve))
+        // Webhook senders sign with the pipeline's secret instead of a session (hooks.rs).
+        .route(
+            "/hooks/{pipeline}",
+            axum::routing::post(hooks::deliver).layer(axum::extract::DefaultBodyLimit::max(hooks::MAX_BODY)),
+        );
     let guarded = Router::new()
         .route("/", get(|| async { axum::response::Redirect::to("/runs") }))
         .route("/runs", get(runs::list))

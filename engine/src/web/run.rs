@@ -190,6 +190,17 @@ fn trigger(t: &Trigger) -> Markup {
                 "retry of " a.mono href={"/runs/" (segment(of))} { (of) }
                 @if let Some(f) = from { " from " code { (f) } }
             }
+            Trigger::Files { trigger, files } => {
+                "new data (" code { (trigger) } ")"
+                @for f in files { br; code { (f.path) } " " (f.size) " bytes, blake3 " span.mono { (f.digest) } }
+            }
+            Trigger::Upstream { trigger, pipeline, run, why } => {
+                "after run " a.mono href={"/runs/" (segment(run))} { (run) } " of " (pipeline) " (" code { (trigger) } ")"
+                @if !why.is_empty() { ": " code { (why) } }
+            }
+            Trigger::Webhook { trigger, key } => {
+                "webhook (" code { (trigger) } "), delivery " code { (key) }
+            }
         }
     }
 }
@@ -329,4 +340,31 @@ pub(crate) async fn retry(
     let (new, _, _) = web.engine.retry(&id, from, false)?;
     let to = new.map(|n| format!("/runs/{}", segment(&n))).unwrap_or_else(|| format!("/runs/{}", segment(&id)));
     Ok(Redirect::to(&to).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TriggerFile;
+
+    #[test]
+    fn the_trigger_line_says_what_started_the_run_escaped() {
+        let digest = weir_data::artifact::Digest::of(b"x,y\n");
+        let files = Trigger::Files {
+            trigger: "files".into(),
+            files: vec![TriggerFile { path: "/in/<a>.csv".into(), size: 4, digest }],
+        };
+        let html = trigger(&files).into_string();
+        assert!(html.contains("/in/&lt;a&gt;.csv") && html.contains(&digest.to_string()), "{html}");
+        let up = Trigger::Upstream {
+            trigger: "pipeline".into(),
+            pipeline: "monitor".into(),
+            run: "monitor-1".into(),
+            why: "metrics.psi > 0.2 (metrics.psi=0.5)".into(),
+        };
+        let html = trigger(&up).into_string();
+        assert!(html.contains("href=\"/runs/monitor-1\"") && html.contains("metrics.psi=0.5"), "{html}");
+        let hook = trigger(&Trigger::Webhook { trigger: "webhook".into(), key: "d-1".into() }).into_string();
+        assert!(hook.contains("webhook") && hook.contains("d-1"), "{hook}");
+    }
 }

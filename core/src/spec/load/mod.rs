@@ -3,7 +3,7 @@
 //!
 //! This file owns the entry point [`pipeline`], the top-level fields (with `x-` extension keys
 //! ignored), and the drafts the readers fill in ([`StepDraft`], [`Defaults`]). The readers live
-//! in the submodules: `params`, `schedule`, `fields` (what steps and `defaults:` share) and
+//! in the submodules: `params`, `schedule`, `triggers` (`on:`), `fields` (what steps and `defaults:` share) and
 //! `step`. It must not read a field of its own beyond the top level.
 
 use std::collections::BTreeMap;
@@ -25,6 +25,7 @@ mod notify;
 mod params;
 mod schedule;
 mod step;
+mod triggers;
 
 use fields::defaults;
 use keep::keep;
@@ -32,6 +33,7 @@ use notify::{notify, sla};
 use params::params;
 use schedule::schedule;
 use step::step;
+use triggers::triggers;
 
 /// What `defaults:` may set; each field is `None` when not given.
 #[derive(Default)]
@@ -114,6 +116,8 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     let keep = fields.get("keep").and_then(|k| keep(cx, k, keep_key));
     let notify = fields.get("notify").and_then(|n| notify(cx, n, "notify", false)).unwrap_or_default();
     let sla = fields.get("sla").and_then(|s| sla(cx, s));
+    let on_key = fields.key_span(cx, "on").unwrap_or(top);
+    let triggers = fields.get("on").map(|o| triggers(cx, o, on_key, &params, &declared)).unwrap_or_default();
     let steps_node = cx.require(&fields, "steps", "the pipeline", "a mapping of step names to steps", top);
     let mut drafts = Vec::with_capacity(steps_node.and_then(|n| cx.doc.node(n).kind.items()).unwrap_or(0));
     if let Some(steps_node) = steps_node
@@ -130,7 +134,8 @@ pub(crate) fn pipeline(cx: &mut Cx<'_>, limits: &Limits) -> Option<Pipeline> {
     }
     let steps = check::steps(cx, drafts, &params, &declared, limits);
     let (name, steps) = (name?, steps?);
-    let mut pipeline = Pipeline { name, description, params, schedule, keep, sla, notify, steps, hash: String::new() };
+    let mut pipeline =
+        Pipeline { name, description, params, schedule, keep, sla, notify, triggers, steps, hash: String::new() };
     // Stream the canonical JSON into the hasher: no copy of the whole model in memory.
     // (buffered: the serializer's many tiny writes would each pay the hasher's call overhead).
     let mut hasher = blake3::Hasher::new();

@@ -385,7 +385,7 @@ fn matrix(cx: &mut Cx<'_>, id: NodeId, path: &str, limits: &Limits) -> (Vec<Axis
     (axes, ok)
 }
 
-fn expression(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Expr> {
+pub(super) fn expression(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Expr> {
     let text = match cx.doc.scalar(id) {
         Some(Scalar::Bool(b)) => {
             if b {

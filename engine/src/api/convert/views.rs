@@ -31,6 +31,9 @@ pub fn run(record: &RunRecord, steps: &[StepRecord], message: String) -> v1::Run
         trigger: match record.trigger {
             Trigger::Manual { .. } | Trigger::Retry { .. } => v1::Trigger::Manual,
             Trigger::Schedule { .. } => v1::Trigger::Schedule,
+            Trigger::Files { .. } => v1::Trigger::Files,
+            Trigger::Upstream { .. } => v1::Trigger::Pipeline,
+            Trigger::Webhook { .. } => v1::Trigger::Webhook,
         } as i32,
         steps_total: steps.len() as u32,
         steps_done: done as u32,
@@ -48,6 +51,11 @@ pub fn run(record: &RunRecord, steps: &[StepRecord], message: String) -> v1::Run
         retry_from: match &record.trigger {
             Trigger::Retry { from: Some(from), .. } => from.clone(),
             _ => String::new(),
+        },
+        trigger_name: record.trigger.fired().map(|(name, _)| name.to_string()).unwrap_or_default(),
+        trigger_detail: match &record.trigger {
+            Trigger::Manual { .. } => String::new(),
+            t => t.describe(),
         },
     }
 }
