@@ -10,19 +10,11 @@
 //! same digests, and the unfinished run resumes (its bundle restored too) and finishes once the
 //! gate opens.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use weir_tests::procs::{self, Kill};
 
 const PIPELINE: &str = r#"name: backed
 params:
@@ -63,35 +55,11 @@ fn expect(bin: &Path, url: Option<&str>, args: &[&str], code: i32) -> (String, S
 }
 
 fn start_server(weir: &Path, data: &Path) -> (Kill, String) {
-    let mut server = Command::new(weir)
-        .args(["server", "--listen", "127.0.0.1:0", "--lease-timeout", "3s", "--data-dir"])
-        .arg(data)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut out = BufReader::new(server.stdout.take().unwrap());
-    out.read_line(&mut line).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://"), "no address in {line:?}");
-    (Kill(server), url)
+    procs::server(weir, data, &["--lease-timeout", "3s"])
 }
 
 fn start_worker(worker: &Path, url: &str, work: &Path) -> Kill {
-    Kill(
-        Command::new(worker)
-            .args(["--engine", url, "--capacity", "2", "--name", "w1", "--docker", "off", "--gpus", "none"])
-            .arg("--work-dir")
-            .arg(work)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    procs::spawn(procs::worker(worker, url, work, "w1", 2))
 }
 
 /// `weir restore FILE --data-dir DIR`, expecting `code`; returns stderr.

@@ -16,22 +16,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{KeyInit, Mac};
+use weir_tests::procs::{self, Kill};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
@@ -170,38 +162,17 @@ impl Env {
     /// doubling up to 2 s: with 100 attempts a delivery stays pending for minutes, however
     /// slowly a loaded machine runs the test).
     fn server(&mut self, attempts: &str) -> Kill {
-        let mut server = Command::new(&self.weir)
-            .args(["server", "--listen", "127.0.0.1:0", "--gc-every", "off", "--notify-attempts", attempts])
-            .args(["--notify-backoff", "100ms", "--notify-max-backoff", "2s", "--notify-secrets"])
-            .arg(self.dir.path().join("secrets"))
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut out = BufReader::new(server.stdout.take().unwrap());
-        out.read_line(&mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        self.url = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(self.url.starts_with("http://"), "no address in {line:?}");
-        Kill(server)
+        let secrets = self.dir.path().join("secrets");
+        let secrets = secrets.to_str().unwrap();
+        let args = ["--gc-every", "off", "--notify-attempts", attempts, "--notify-backoff", "100ms"];
+        let args = [&args[..], &["--notify-max-backoff", "2s", "--notify-secrets", secrets]].concat();
+        let (server, url) = procs::server(&self.weir, &self.dir.path().join("data"), &args);
+        self.url = url;
+        server
     }
 
     fn worker(&self) -> Kill {
-        Kill(
-            Command::new(&self.worker)
-                .args(["--engine", &self.url, "--capacity", "2", "--name", "w1", "--docker", "off", "--gpus", "none"])
-                .arg("--work-dir")
-                .arg(self.dir.path().join("work"))
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
+        procs::spawn(procs::worker(&self.worker, &self.url, &self.dir.path().join("work"), "w1", 2))
     }
 
     fn weir(&self, args: &[&str]) -> Output {

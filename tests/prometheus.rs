@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
+use weir_tests::procs::Kill;
 
 const CLIENT: &str = "client-token-0123456789abcdef0123456789";
 const WORKER: &str = "worker-token-0123456789abcdef0123456789";
@@ -29,15 +30,6 @@ steps:
     needs: [slow]
     run: echo after
 ";
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn prometheus_ready() -> bool {
     let found = Command::new("prometheus").arg("--version").output().is_ok_and(|o| o.status.success())

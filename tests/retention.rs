@@ -11,21 +11,12 @@
 //! swept: `weir store check` passes on the data folder, and a restarted server's `weir gc`
 //! sweeps what the deleted run left.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use weir_data::artifact::Digest;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use weir_tests::procs::{self, Kill};
 
 const KEEPY: &str = r#"name: keepy
 keep: {runs: 2}
@@ -96,35 +87,11 @@ impl Env {
 }
 
 fn start_server(weir: &Path, data: &Path) -> (Kill, String) {
-    let mut server = Command::new(weir)
-        .args(["server", "--listen", "127.0.0.1:0", "--gc-every", "off", "--gc-grace", "1h", "--data-dir"])
-        .arg(data)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut out = BufReader::new(server.stdout.take().unwrap());
-    out.read_line(&mut line).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://"), "no address in {line:?}");
-    (Kill(server), url)
+    procs::server(weir, data, &["--gc-every", "off", "--gc-grace", "1h"])
 }
 
 fn start_worker(worker: &Path, url: &str, work: &Path) -> Kill {
-    Kill(
-        Command::new(worker)
-            .args(["--engine", url, "--capacity", "2", "--name", "w1", "--docker", "off", "--gpus", "none"])
-            .arg("--work-dir")
-            .arg(work)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    procs::spawn(procs::worker(worker, url, work, "w1", 2))
 }
 
 /// Sets a file's modification time two hours back: older than the server's 1h grace.
@@ -263,17 +230,9 @@ fn a_worker_keeps_its_blob_cache_under_cache_max_evicting_the_least_recently_use
     let data = dir.path().join("data");
     let (_server, url) = start_server(&weir, &data);
     let work = dir.path().join("work");
-    let _worker = Kill(
-        Command::new(&worker_bin)
-            .args(["--engine", &url, "--capacity", "1", "--name", "small", "--docker", "off", "--gpus", "none"])
-            .args(["--cache-max", "1K", "--work-dir"])
-            .arg(&work)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut small = procs::worker(&worker_bin, &url, &work, "small", 1);
+    small.args(["--cache-max", "1K"]);
+    let _worker = procs::spawn(small);
     let env = Env { weir, url, data };
     let folder = dir.path().join("big");
     std::fs::create_dir_all(&folder).unwrap();
