@@ -227,6 +227,67 @@ fn definitions() -> Value {
                 json!({"required": ["on"], "oneOf": [{"required": ["webhook"]}, {"required": ["slack"]}]}),
             ),
         },
+        "on": extended(
+            closed_object(
+                "Triggers beside the schedule; each of `files` and `pipeline` is one trigger or a list \
+                    of up to 32. docs/triggers.md has the details.",
+                ON_FIELDS,
+                json!({
+                    "files": {
+                        "description": "New or changed files in a folder on the engine's host: one run each.",
+                        "oneOf": [
+                            {"$ref": "#/definitions/filesTrigger"},
+                            {"type": "array", "minItems": 1, "maxItems": 32, "items": {"$ref": "#/definitions/filesTrigger"}},
+                        ],
+                    },
+                    "pipeline": {
+                        "description": "Another pipeline's successful runs: one run each that meets `when`.",
+                        "oneOf": [
+                            {"$ref": "#/definitions/pipelineTrigger"},
+                            {"type": "array", "minItems": 1, "maxItems": 32, "items": {"$ref": "#/definitions/pipelineTrigger"}},
+                        ],
+                    },
+                    "webhook": {
+                        "description": "A signed POST to /hooks/PIPELINE (one per pipeline).",
+                        "$ref": "#/definitions/webhookTrigger",
+                    },
+                }),
+            ),
+            json!({"minProperties": 1}),
+        ),
+        "filesTrigger": extended(
+            closed_object("A folder watched for new data.", FILES_TRIGGER_FIELDS, json!({
+                "path": {"description": "An absolute folder on the engine's host.", "type": "string", "pattern": "^/"},
+                "glob": {"description": "Which file names count (default `*`).", "type": "string"},
+                "settle": {
+                    "description": "How long a file must stay unchanged before it is taken (default 30s).",
+                    "$ref": "#/definitions/duration",
+                },
+            })),
+            json!({"required": ["path"]}),
+        ),
+        "pipelineTrigger": extended(
+            closed_object("Another pipeline's successful runs.", PIPELINE_TRIGGER_FIELDS, json!({
+                "name": {"description": "The upstream pipeline.", "$ref": "#/definitions/name"},
+                "when": {
+                    "description": "Expression over the upstream run (`metrics.psi > 0.2`); absent: every success.",
+                    "type": "string",
+                },
+                "params": {
+                    "description": "This pipeline's params, each an expression over the upstream run.",
+                    "type": "object",
+                    "additionalProperties": {"$ref": "#/definitions/scalar"},
+                },
+            })),
+            json!({"required": ["name"]}),
+        ),
+        "webhookTrigger": closed_object("A signed webhook delivery starts a run.", WEBHOOK_TRIGGER_FIELDS, json!({
+            "params": {
+                "description": "This pipeline's params, each a JSON pointer into the delivery's body (`/data/rows`).",
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+            },
+        })),
         "schedule": extended(
             closed_object("A cron schedule for runs.", SCHEDULE_FIELDS, schedule_properties()),
             json!({"required": ["cron"]}),
@@ -358,7 +419,7 @@ fn top_level_properties() -> Value {
                 absolute folder on the engine's host: path, glob, settle), `pipeline` (another \
                 pipeline's successful runs: name, when, params) and `webhook` (a signed POST to \
                 /hooks/PIPELINE: params as JSON pointers). docs/triggers.md has the details.",
-            "type": "object",
+            "$ref": "#/definitions/on",
         },
         "steps": {
             "description": "The steps by name; at least one. File order is kept.",
@@ -773,6 +834,10 @@ mod tests {
             (&definitions["register"], REGISTER_FIELDS),
             (&definitions["cache"]["oneOf"][1], CACHE_FIELDS),
             (&definitions["approval"], APPROVAL_FIELDS),
+            (&definitions["on"], ON_FIELDS),
+            (&definitions["filesTrigger"], FILES_TRIGGER_FIELDS),
+            (&definitions["pipelineTrigger"], PIPELINE_TRIGGER_FIELDS),
+            (&definitions["webhookTrigger"], WEBHOOK_TRIGGER_FIELDS),
         ];
         for (object, fields) in cases {
             assert_eq!(sorted_keys(&object["properties"]), sorted(fields));
@@ -784,9 +849,9 @@ mod tests {
         let schema = json_schema();
         let mut found = Vec::new();
         objects(&schema, &mut found);
-        // The top level, step, defaults, param, schedule, keep, notify, retries, resources, register,
-        // approval, cache.
-        assert_eq!(found.len(), 12);
+        // The top level, step, defaults, param, schedule, keep, notify, on and its three triggers,
+        // retries, resources, register, approval, cache.
+        assert_eq!(found.len(), 16);
         for object in found {
             assert_eq!(object["additionalProperties"], false, "{object}");
             for (name, property) in object["properties"].as_object().unwrap() {
@@ -843,6 +908,10 @@ mod tests {
             ["defaults", "/defaults", {"env": {"A": "1"}, "cache": false, "runs_on": {}}],
             ["approval", "/steps/a/approval", {"message": "ship it?", "timeout": "24h"}],
             ["approval forever", "/steps/a/approval", {"message": "ship it?"}],
+            ["files trigger", "/on", {"files": {"path": "/data/in", "glob": "*.csv", "settle": "10s"}}],
+            ["files triggers", "/on", {"files": [{"path": "/a"}, {"path": "/b"}]}],
+            ["pipeline trigger", "/on", {"pipeline": {"name": "drift-monitor", "when": "metrics.psi > 0.2"}}],
+            ["webhook trigger", "/on", {"webhook": {}}],
         ]);
         let failures = mismatches(&cases, true);
         assert!(failures.is_empty(), "rejected: {failures:#?}");
@@ -891,6 +960,12 @@ mod tests {
             ["approval without message", "/steps/a/approval", {"timeout": "1h"}],
             ["approval by", "/steps/a/approval", {"message": "go?", "by": "alice"}],
             ["approval as text", "/steps/a/approval", "go?"],
+            ["relative trigger folder", "/on", {"files": {"path": "data/in"}}],
+            ["trigger kind typo", "/on", {"file": {"path": "/a"}}],
+            ["files trigger without path", "/on", {"files": {"glob": "*"}}],
+            ["webhook list", "/on", {"webhook": [{}]}],
+            ["no trigger", "/on", {}],
+            ["trigger settle words", "/on", {"files": {"path": "/a", "settle": "a while"}}],
         ]);
         let failures = mismatches(&cases, false);
         assert!(failures.is_empty(), "accepted: {failures:#?}");
