@@ -8,7 +8,7 @@ use weir_core::run::{Millis, RunState};
 use weir_data::artifact::{self, Digest};
 
 use super::*;
-use crate::store::{PipelineVersion, Store};
+use crate::store::Store;
 
 /// A data folder with two runs, a pipeline whose bundle is a blob, and `blobs` output blobs;
 /// returns the backup file's bytes.
@@ -16,14 +16,7 @@ fn backup_of(dir: &Path, blobs: &[&[u8]]) -> Vec<u8> {
     let store = Store::open(&dir.join("db")).unwrap();
     let art = artifact::Store::open(&dir.join("artifacts")).unwrap();
     let bundle = art.put_bytes(b"bundle bytes").unwrap();
-    let version = PipelineVersion {
-        name: "train".to_string(),
-        yaml: "x: 1\n".to_string(),
-        bundle_digest: Some(bundle),
-        submitted_at: Millis(3),
-        file: None,
-    };
-    store.put_pipeline_version("h1", &version).unwrap();
+    crate::store::testkit::train_with_bundle(&store, bundle);
     store.put_run(&crate::store::testkit::run("r-1", "train", RunState::Succeeded)).unwrap();
     store.put_run(&crate::store::testkit::run("r-2", "train", RunState::Running)).unwrap();
     let mut digests: Vec<Digest> = blobs.iter().map(|b| art.put_bytes(b).unwrap()).collect();

@@ -170,24 +170,14 @@ mod tests {
 
     use std::time::{Duration, SystemTime};
 
-    use weir_core::run::Millis;
-
     use super::super::testkit;
-    use crate::store::PipelineVersion;
 
     #[test]
     fn a_collection_during_a_backup_keeps_the_blobs_the_backup_still_copies() {
         let dir = tempfile::tempdir().unwrap();
         let engine = testkit::engine(dir.path());
         let bundle = engine.blobs.put_bytes(b"the only copy of a bundle").unwrap();
-        let version = PipelineVersion {
-            name: "train".to_string(),
-            yaml: "x: 1\n".to_string(),
-            bundle_digest: Some(bundle),
-            submitted_at: Millis(3),
-            file: None,
-        };
-        engine.store.put_pipeline_version("h1", &version).unwrap();
+        crate::store::testkit::train_with_bundle(&engine.store, bundle);
         let long_ago = SystemTime::now() - Duration::from_secs(7200);
         std::fs::File::open(engine.blobs.path_of(&bundle)).unwrap().set_modified(long_ago).unwrap();
 
@@ -216,14 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = testkit::engine(dir.path());
         let bundle = engine.blobs.put_bytes(b"a bundle").unwrap();
-        let version = PipelineVersion {
-            name: "train".to_string(),
-            yaml: "x: 1\n".to_string(),
-            bundle_digest: Some(bundle),
-            submitted_at: Millis(3),
-            file: None,
-        };
-        engine.store.put_pipeline_version("h1", &version).unwrap();
+        crate::store::testkit::train_with_bundle(&engine.store, bundle);
         let (first, second) = (engine.snapshot().unwrap(), engine.snapshot().unwrap());
         assert!(engine.holds.holds(&bundle));
         drop(first);

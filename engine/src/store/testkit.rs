@@ -3,14 +3,27 @@
 
 use std::collections::BTreeMap;
 
-use super::{RunRecord, StepRecord, Store, Trigger};
+use super::{PipelineVersion, RunRecord, StepRecord, Store, Trigger};
 use weir_core::run::{Millis, RunState, StepState};
+use weir_data::artifact::Digest;
 
 /// A store in a new temporary folder; keep the folder alive as long as the store.
 pub fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     (dir, store)
+}
+
+/// Stores version `h1` of pipeline `train` with `bundle` as its bundle.
+pub fn train_with_bundle(store: &Store, bundle: Digest) {
+    let version = PipelineVersion {
+        name: "train".to_string(),
+        yaml: "x: 1\n".to_string(),
+        bundle_digest: Some(bundle),
+        submitted_at: Millis(3),
+        file: None,
+    };
+    store.put_pipeline_version("h1", &version).unwrap();
 }
 
 pub fn run(id: &str, pipeline: &str, state: RunState) -> RunRecord {
