@@ -161,6 +161,19 @@ pub(crate) fn change_window(then: &str, now: &str) -> (String, String) {
     (cut(&a), cut(&b))
 }
 
+/// The name a run's input dataset has among a cache key's inputs (`input.trigger files`).
+const TRIGGER_FILES_INPUT: &str = "trigger files";
+
+/// Whether `step`'s command, script or env names `WEIR_TRIGGER_FILES` or `WEIR_TRIGGER_DIGESTS`.
+fn reads_trigger_files(step: &weir_core::spec::Step) -> bool {
+    let mut templates: Vec<&Template> = match &step.action {
+        Action::Run(t) => vec![t],
+        Action::Command(argv) => argv.iter().collect(),
+    };
+    templates.extend(step.env.iter().map(|(_, t)| t));
+    templates.iter().any(|t| t.source().contains("WEIR_TRIGGER_FILES") || t.source().contains("WEIR_TRIGGER_DIGESTS"))
+}
+
 /// The params a step uses: named in its templates, or by their variable in its text.
 fn used_params(pipeline: &Pipeline, step: &weir_core::spec::Step) -> BTreeSet<String> {
     let mut templates: Vec<&Template> = match &step.action {
@@ -330,6 +343,14 @@ impl Engine {
                 None
             };
             inputs.push((live.plan.graph[need].name.clone(), digest));
+        }
+        // A step that reads the run's input dataset (`$WEIR_TRIGGER_FILES`) is keyed on its
+        // bytes, not on the names in its text: new data under an old file name runs it again.
+        let step = &live.pipeline.steps()[live.plan.graph[node].step];
+        if reads_trigger_files(step) {
+            let files = self.input_dataset(&live.record)?;
+            let digests: Vec<String> = files.iter().map(|f| f.digest.to_string()).collect();
+            inputs.push((TRIGGER_FILES_INPUT.into(), Some(digests.join(","))));
         }
         Ok(inputs)
     }

@@ -475,18 +475,18 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
     if let Some((trigger, _)) = live.record.trigger.fired() {
         env.insert("WEIR_TRIGGER".into(), trigger.to_string());
     }
-    match &live.record.trigger {
-        // Paths on the engine's host, one a line (names holding a newline are never taken).
-        crate::store::Trigger::Files { files, .. } => {
-            let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-            let digests: Vec<String> = files.iter().map(|f| f.digest.to_string()).collect();
-            env.insert("WEIR_TRIGGER_FILES".into(), paths.join("\n"));
-            env.insert("WEIR_TRIGGER_DIGESTS".into(), digests.join("\n"));
-        }
-        crate::store::Trigger::Upstream { run, .. } => {
-            env.insert("WEIR_TRIGGER_RUN".into(), run.clone());
-        }
-        _ => {}
+    if let crate::store::Trigger::Upstream { run, .. } = &live.record.trigger {
+        env.insert("WEIR_TRIGGER_RUN".into(), run.clone());
+    }
+    // The run's input dataset: its trigger's files, or those of the upstream run (or retried
+    // run) it came from. Paths on the engine's host, one a line (names holding a newline are
+    // never taken).
+    let files = engine.input_dataset(&live.record)?;
+    if !files.is_empty() {
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let digests: Vec<String> = files.iter().map(|f| f.digest.to_string()).collect();
+        env.insert("WEIR_TRIGGER_FILES".into(), paths.join("\n"));
+        env.insert("WEIR_TRIGGER_DIGESTS".into(), digests.join("\n"));
     }
     let mut inputs = Vec::new();
     let mut needs: Vec<_> = live.plan.graph.neighbors_directed(node, petgraph::Direction::Incoming).collect();

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use petgraph::graph::NodeIndex;
 
-use crate::store::{Batch, Consumed, Indexed, Listed, Produced, RunFilter, RunRecord, Trigger};
+use crate::store::{Batch, Consumed, Indexed, Listed, Produced, RunFilter, RunRecord};
 use weir_core::run::{InstanceId, Millis, RunState, StepState};
 use weir_data::artifact::{Digest, Manifest};
 
@@ -74,6 +74,8 @@ const DEFAULT_POINTS: usize = 1000;
 pub(crate) const MAX_NODES: usize = 2000;
 /// The most producers or consumers read for one digest.
 const MAX_PER_DIGEST: usize = 10_000;
+/// `Consumed::from` of a file of the run's input dataset: made by no instance of the run.
+pub(crate) const DATASET: u32 = u32::MAX;
 /// The fewest hex characters of a digest a target may give.
 const MIN_PREFIX: usize = 8;
 
@@ -103,6 +105,7 @@ impl Engine {
             .neighbors_directed(NodeIndex::new(instance.index()), petgraph::Direction::Incoming)
             .collect();
         needs.sort_unstable();
+        let root = needs.is_empty();
         let mut inputs = Vec::new();
         for need in needs {
             let id = InstanceId(need.index() as u32);
@@ -111,7 +114,16 @@ impl Engine {
             }
         }
         let name = live.steps.get(instance.index()).map_or_else(|| live.machine.name(instance), |s| s.name.as_str());
-        record_lineage_of(run, instance, name, outputs, &inputs, batch, now)
+        record_lineage_of(run, instance, name, outputs, &inputs, batch, now)?;
+        // A root instance of a run with an input dataset (new data, directly or through an
+        // upstream run) took those files: `weir lineage FILE-DIGEST --down` starts here.
+        if root {
+            for f in self.input_dataset(&live.record)? {
+                let c = Consumed { path: f.path.clone(), step: name.to_string(), from: DATASET, at: now };
+                batch.put_consumed(&f.digest, run, instance, &c)?;
+            }
+        }
+        Ok(())
     }
 
     /// `metric` across the runs of `pipeline` (of `step` only, unless empty), the most recent
@@ -245,7 +257,11 @@ impl Engine {
         let hex = target.bytes().all(|b| b.is_ascii_hexdigit());
         if hex && target.len() >= MIN_PREFIX && target.len() <= 64 {
             let lower = target.to_ascii_lowercase();
-            let found = self.store.produced_digests(&lower, 11)?;
+            let mut found = self.store.produced_digests(&lower, 11)?;
+            if found.is_empty() {
+                // Data no step made: a file a trigger brought in, known by the steps it fed.
+                found = self.store.consumed_digests(&lower, 11)?;
+            }
             match found.as_slice() {
                 [one] => return Ok((*one, None)),
                 [] => {}
@@ -348,6 +364,10 @@ impl<'a> Walk<'a> {
             && let Some(m) = model
         {
             (node.run_id, node.step) = (m.run_id.clone(), m.step.clone());
+        } else if chosen.is_none()
+            && let Some(c) = store.consumers(&root, 1)?.into_iter().next()
+        {
+            node.path = c.value.path; // a file a trigger brought in: its path when it came
         }
         self.push(root, node, chosen);
         let mut queue = VecDeque::from([0usize]);
@@ -364,6 +384,9 @@ impl<'a> Walk<'a> {
             let mut links: Vec<String> = Vec::new();
             for (digest, producer, path, size) in next {
                 let text = digest.to_string();
+                if text == self.nodes[at].digest {
+                    continue; // a step that passed its input on unchanged (a copy of the data)
+                }
                 if !links.contains(&text) {
                     links.push(text);
                 }
@@ -411,12 +434,13 @@ impl<'a> Walk<'a> {
         let Some(p) = &self.made_by[at] else { return Ok(Vec::new()) };
         let store = &self.engine.store;
         let mut out = Vec::new();
-        // A root instance of a run a `files` trigger started took the triggering files: they
-        // are its input dataset, with no maker (the data came from outside).
+        // A root instance of a run a trigger started for new data took its input dataset:
+        // the triggering files, or those of the upstream run whose result started it, with no
+        // maker (the data came from outside).
         if p.value.needs.is_empty()
-            && let Some(RunRecord { trigger: Trigger::Files { files, .. }, .. }) = store.run(&p.run)?
+            && let Some(record) = store.run(&p.run)?
         {
-            for f in files {
+            for f in self.engine.input_dataset(&record)? {
                 out.push((f.digest, None, f.path, f.size));
             }
         }

@@ -140,9 +140,20 @@ impl Store {
     /// The distinct digests some instance made whose lowercase hex starts with `hex` (at least
     /// two characters), in order, at most `limit`.
     pub fn produced_digests(&self, hex: &str, limit: usize) -> Result<Vec<Digest>, Error> {
+        self.digests(TreeId::Producers, hex, limit)
+    }
+
+    /// The distinct digests some instance took as an input whose lowercase hex starts with
+    /// `hex`, in order, at most `limit`: with [`Store::produced_digests`], every digest lineage
+    /// knows (a trigger's file is taken but made by no step).
+    pub fn consumed_digests(&self, hex: &str, limit: usize) -> Result<Vec<Digest>, Error> {
+        self.digests(TreeId::Consumers, hex, limit)
+    }
+
+    fn digests(&self, t: TreeId, hex: &str, limit: usize) -> Result<Vec<Digest>, Error> {
         let even = &hex[..hex.len() & !1];
         let Some(prefix) = keys::from_hex(even) else { return Ok(Vec::new()) };
-        let tree = self.tree(TreeId::Producers)?;
+        let tree = self.tree(t)?;
         let mut out: Vec<Digest> = Vec::new();
         let mut start = prefix.clone();
         while out.len() < limit {

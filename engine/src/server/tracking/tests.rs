@@ -295,3 +295,96 @@ fn an_instance_found_cached_is_recorded_like_one_that_ran() {
     let cached = e.store.produced(&features, &second, InstanceId(1)).unwrap().unwrap();
     assert_eq!((cached.at, cached.needs), (Millis(9), vec![0]));
 }
+
+/// A run of `version` started by `trigger`, at its own millisecond.
+fn start(e: &Engine, version: &str, trigger: Trigger) -> String {
+    e.clock.advance(Duration::from_millis(3));
+    let mut st = e.lock();
+    e.create_run(&mut st, version, &[], trigger, false, None).unwrap()
+}
+
+fn file(path: &str, text: &str) -> crate::store::TriggerFile {
+    crate::store::TriggerFile { path: path.into(), size: text.len() as u64, digest: Digest::of(text.as_bytes()) }
+}
+
+fn upstream_of(run: &str) -> Trigger {
+    Trigger::Upstream { trigger: "pipeline".into(), pipeline: "ml".into(), run: run.into(), why: String::new() }
+}
+
+#[test]
+fn a_run_an_upstream_run_started_has_its_input_dataset_both_ways_in_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let new = file("/incoming/new.csv", "drifted rows");
+    // The monitor: started by the file; the retrain: started by the monitor's success.
+    let monitor = start(&e, "v1", Trigger::Files { trigger: "files".into(), files: vec![new.clone()] });
+    succeed(&e, &monitor, "ingest", &[("report.json", "psi 0.4")], &[("psi", 0.4)]);
+    let retrain = start(&e, "v1", upstream_of(&monitor));
+    let record = e.store.run(&retrain).unwrap().unwrap();
+    assert_eq!(e.input_dataset(&record).unwrap(), vec![new.clone()], "inherited from the monitor");
+    // A retry of the retrain has it too; a manual run has none.
+    let retry = start(&e, "v1", Trigger::Retry { of: retrain.clone(), from: None });
+    assert_eq!(e.input_dataset(&e.store.run(&retry).unwrap().unwrap()).unwrap(), vec![new.clone()]);
+    let (manual, _) = run(&e, "1", "0.1", 0.5);
+    assert!(e.input_dataset(&e.store.run(&manual).unwrap().unwrap()).unwrap().is_empty());
+
+    // The retrain's ingest passes the file on unchanged (same bytes), its prep and train go on.
+    succeed(&e, &retrain, "ingest", &[("data.csv", "drifted rows")], &[]);
+    succeed(&e, &retrain, "prep", &[("features.csv", "features of drifted rows")], &[]);
+    succeed(&e, &retrain, "train", &[("model.bin", "model of drifted rows")], &[]);
+    e.commit().unwrap();
+    let model = Digest::of(b"model of drifted rows").to_string();
+    let up = lineage(&e, &model, false, 0).unwrap();
+    assert_eq!(up.nodes.last().unwrap().digest, new.digest.to_string(), "{up:#?}");
+    assert!(up.nodes.iter().all(|n| !n.links.contains(&n.digest)), "no node links to itself: {up:#?}");
+
+    // Downstream from the file, named only by a prefix of its digest: the monitor's report and
+    // everything the retrain made from it.
+    let other = file("/incoming/other.csv", "other rows");
+    let second = start(&e, "v1", Trigger::Files { trigger: "files".into(), files: vec![other.clone()] });
+    succeed(&e, &second, "ingest", &[("report.json", "psi 0.01")], &[("psi", 0.01)]);
+    e.commit().unwrap();
+    let down = lineage(&e, &other.digest.to_string()[..12], true, 0).unwrap();
+    assert_eq!(down.digest, other.digest.to_string());
+    assert_eq!(down.nodes[0].path, "/incoming/other.csv", "an outside file is shown by its path");
+    assert_eq!(digests(&down)[1..], [Digest::of(b"psi 0.01").to_string()]);
+    let down = lineage(&e, &new.digest.to_string(), true, 0).unwrap();
+    for d in ["psi 0.4", "features of drifted rows", "model of drifted rows"] {
+        assert!(digests(&down).contains(&Digest::of(d.as_bytes()).to_string()), "{d}: {down:#?}");
+    }
+    let fed: Vec<(String, u32)> =
+        e.store.consumers(&other.digest, 10).unwrap().into_iter().map(|c| (c.run, c.value.from)).collect();
+    assert_eq!(fed, [(second.clone(), DATASET)], "only root instances take the dataset");
+}
+
+#[test]
+fn a_step_that_reads_the_trigger_files_is_cached_on_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let yaml = "name: ml\nsteps:\n  ingest:\n    run: cp \"$WEIR_TRIGGER_FILES\" \"$WEIR_OUTPUTS/\"\n    cache: true\n  \
+                other:\n    run: echo\n    cache: true\n";
+    let version = PipelineVersion {
+        name: "ml".into(),
+        yaml: yaml.into(),
+        bundle_digest: None,
+        submitted_at: Millis(1),
+        file: None,
+    };
+    e.store.put_pipeline_version("v2", &version).unwrap();
+    let key = |run: &str, step: usize| {
+        let st = e.lock();
+        let k = st.runs.get(run).unwrap().steps[step].cache.clone().expect("a cache key");
+        (k.key, k.parts)
+    };
+    // The same path with other bytes: another key for ingest, the same for the step that
+    // does not read the files.
+    let a = start(&e, "v2", Trigger::Files { trigger: "files".into(), files: vec![file("/in/d.csv", "one")] });
+    let b = start(&e, "v2", Trigger::Files { trigger: "files".into(), files: vec![file("/in/d.csv", "two")] });
+    let (ka, parts) = key(&a, 0);
+    assert_ne!(ka, key(&b, 0).0);
+    assert!(
+        parts.iter().any(|(k, v)| k == "input.trigger files" && v.contains(&Digest::of(b"one").to_string()[..8])),
+        "{parts:?}"
+    );
+    assert_eq!(key(&a, 1).0, key(&b, 1).0);
+}

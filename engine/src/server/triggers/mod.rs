@@ -12,6 +12,7 @@
 //! nothing. The record outlives the run, so retention deleting the run does not make an old
 //! file new again.
 
+mod dataset;
 mod files;
 mod upstream;
 mod webhook;
