@@ -421,6 +421,11 @@ pub enum Command {
         /// How many steps to walk; 0 walks to the end.
         #[arg(long, value_name = "N", default_value_t = 0)]
         depth: u32,
+        /// One JSON object instead of the tree, for scripts: `digest`, `model`, `truncated`
+        /// (the reason, or null) and `nodes` (`digest`, `path`, `size`, `run_id`, `step`,
+        /// `depth`, `links`: the digests it came from, or fed with --down), the target first.
+        #[arg(long)]
+        json: bool,
     },
     /// List the model registry's models (name, latest version, aliases, last registration),
     /// or show, promote, roll back or download one.
@@ -716,8 +721,8 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
                 tracking::metrics(&mut client, conn, target, name, step, limit).await
             }
         }
-        Command::Lineage { target, down, depth } => {
-            tracking::lineage(&mut connect(conn).await?, conn, target, down, depth).await
+        Command::Lineage { target, down, depth, json } => {
+            tracking::lineage(&mut connect(conn).await?, conn, target, down, depth, json).await
         }
         Command::Status { run, watch } => {
             let mut client = connect(conn).await?;

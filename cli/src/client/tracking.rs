@@ -65,6 +65,7 @@ pub(super) async fn lineage(
     target: String,
     down: bool,
     depth: u32,
+    json: bool,
 ) -> Result<(), Failure> {
     let hints = Hints {
         not_found: "`weir status RUN` lists each step's outputs with their digests",
@@ -76,6 +77,6 @@ pub(super) async fn lineage(
         .await
         .map_err(|s| refused(&s, conn, hints))?
         .into_inner();
-    print_out(&show::lineage(&answer, down));
+    print_out(&if json { show::lineage_json(&answer) } else { show::lineage(&answer, down) });
     Ok(())
 }

@@ -210,6 +210,24 @@ pub fn lineage(r: &v1::GetLineageResponse, down: bool) -> String {
     out
 }
 
+/// `weir lineage --json`: the walk as one JSON object (see the flag's help), a line.
+pub fn lineage_json(r: &v1::GetLineageResponse) -> String {
+    let nodes: Vec<serde_json::Value> = r
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "digest": n.digest, "path": n.path, "size": n.size, "run_id": n.run_id,
+                "step": n.step, "depth": n.depth, "links": n.links,
+            })
+        })
+        .collect();
+    let model = (!r.model.is_empty()).then_some(r.model.as_str());
+    let truncated = r.truncated.then_some(r.truncated_reason.as_str());
+    let o = serde_json::json!({"digest": r.digest, "model": model, "truncated": truncated, "nodes": nodes});
+    format!("{o}\n")
+}
+
 fn node_line(n: &v1::LineageNode) -> String {
     let path = if n.path.is_empty() { "?" } else { &n.path };
     let maker = if n.run_id.is_empty() {
