@@ -624,8 +624,12 @@ pub fn predict(
             out.push(p);
             continue;
         }
-        let inputs: Inputs =
+        let mut inputs: Inputs =
             needs.iter().map(|n| (plan.graph[*n].name.clone(), Some(known[n].digest().to_string()))).collect();
+        if reads_trigger_files(step) {
+            // A planned run is started by hand: no input dataset, as `live_inputs` keys it.
+            inputs.push((TRIGGER_FILES_INPUT.into(), Some(String::new())));
+        }
         let key = key_of(pipeline, plan, node, bundle, &inputs);
         p.cache_key.clone_from(&key.key);
         match store.cache_entry(pipeline.name(), &step.name, &key.key)? {
