@@ -128,7 +128,8 @@ async fn drifted_data_retrains_and_registers_a_model_whose_lineage_reaches_the_f
     }
     let root = weir_tests::root();
     // The statistics themselves, on inputs with known answers.
-    let said = run_ok(Command::new("python3").arg(root.join("pipelines/drift-monitor/steps/drift.py")).arg("--self-test"));
+    let said =
+        run_ok(Command::new("python3").arg(root.join("pipelines/drift-monitor/steps/drift.py")).arg("--self-test"));
     assert!(said.contains("self-test ok"), "{said}");
 
     let (weir, worker) = weir_tests::binaries();
@@ -144,7 +145,10 @@ async fn drifted_data_retrains_and_registers_a_model_whose_lineage_reaches_the_f
     let mut c: Client = procs_client(&url).await;
 
     // The baseline: synthetic data, model version 1 in production.
-    let req = v1::StartRunRequest { pipeline: Some(v1::start_run_request::Pipeline::Name("ml-retrain".into())), ..Default::default() };
+    let req = v1::StartRunRequest {
+        pipeline: Some(v1::start_run_request::Pipeline::Name("ml-retrain".into())),
+        ..Default::default()
+    };
     let baseline = c.start_run(req).await.expect("start").into_inner().run.unwrap().run_id;
     finished(&mut c, "ml-retrain", 1).await;
     let model = |c: &mut Client| {
@@ -178,7 +182,8 @@ async fn drifted_data_retrains_and_registers_a_model_whose_lineage_reaches_the_f
     let retrain = &retrains[1];
     assert_eq!(retrain.trigger_name, "pipeline");
     assert!(
-        retrain.trigger_detail.contains(&second.run_id) && retrain.trigger_detail.contains("metrics.psi > params.psi_threshold"),
+        retrain.trigger_detail.contains(&second.run_id)
+            && retrain.trigger_detail.contains("metrics.psi > params.psi_threshold"),
         "fired by the drifted monitor run, not the quiet one: {}",
         retrain.trigger_detail
     );
