@@ -8,7 +8,8 @@
 //! a monitor run over the threshold, which fires one ml-retrain run through its `on: pipeline`
 //! trigger; that run trains on the dropped file, its model (a lower RMSE than version 1's)
 //! becomes version 2 and takes `production` (champion/challenger), and lineage leads from
-//! version 2 to the file's digest and from the file's digest down to version 2.
+//! version 2 to the file's digest and from the file's digest down to version 2. A third file
+//! from the drifted population is then compared with the file version 2 was trained on.
 //!
 //! Needs python3: with `CI` set its absence fails the test, elsewhere it skips loudly. No timed
 //! assertion: "no retrain for the quiet file" is shown by the later drifted file's pass, which
@@ -207,6 +208,21 @@ async fn drifted_data_retrains_and_registers_a_model_whose_lineage_reaches_the_f
     let quiet_down: serde_json::Value =
         serde_json::from_str(&cli(&["lineage", &quiet.to_string(), "--down", "--json"])).unwrap();
     assert!(!digests(&quiet_down).contains(&v2.digest), "the quiet file fed no model: {quiet_down:#}");
+    // Only the steps that read the file took it: the monitor's drift step, not its reference
+    // step, so the baseline's data (the reference) is not downstream of the file.
+    let text = cli(&["lineage", &drifted.to_string(), "--down"]);
+    assert!(text.contains(&format!("{}/drift", second.run_id)) && text.contains(&retrain.run_id), "{text}");
+    assert!(!text.contains("reference.csv") && !text.contains(&baseline), "{text}");
+
+    // The reference follows production: a new sample of the drifted population is compared
+    // with the file version 2 was trained on (the retrain's raw.csv is its byte copy).
+    drop_file(&incoming, "2026-12-03.csv", &["--seed", "13", "--shift", "1", "--rows", "1500"]);
+    let three = finished(&mut c, "drift-monitor", 3).await;
+    let reference = cli(&["artifacts", "get", &three[2].run_id, "reference", "reference.json", "-o", "-"]);
+    assert!(reference.contains(&format!("\"run\": \"{}\"", retrain.run_id)), "{reference}");
+    assert!(reference.contains(&drifted.to_string()), "the reference is the dropped file's bytes: {reference}");
+    let psi = metric(&mut c, &three[2].run_id, "drift", "psi").await;
+    assert!(psi < 0.2, "like the data production was trained on: psi {psi}");
 }
 
 async fn procs_client(url: &str) -> Client {

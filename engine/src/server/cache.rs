@@ -26,6 +26,7 @@ use weir_data::artifact::Manifest;
 
 use super::core::{Engine, Live};
 use super::error::ApiError;
+use super::triggers::reads_trigger_files;
 
 /// What the cache does (or would do) for a step instance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,16 +164,6 @@ pub(crate) fn change_window(then: &str, now: &str) -> (String, String) {
 
 /// The name a run's input dataset has among a cache key's inputs (`input.trigger files`).
 const TRIGGER_FILES_INPUT: &str = "trigger files";
-
-/// Whether `step`'s command, script or env names `WEIR_TRIGGER_FILES` or `WEIR_TRIGGER_DIGESTS`.
-fn reads_trigger_files(step: &weir_core::spec::Step) -> bool {
-    let mut templates: Vec<&Template> = match &step.action {
-        Action::Run(t) => vec![t],
-        Action::Command(argv) => argv.iter().collect(),
-    };
-    templates.extend(step.env.iter().map(|(_, t)| t));
-    templates.iter().any(|t| t.source().contains("WEIR_TRIGGER_FILES") || t.source().contains("WEIR_TRIGGER_DIGESTS"))
-}
 
 /// The params a step uses: named in its templates, or by their variable in its text.
 fn used_params(pipeline: &Pipeline, step: &weir_core::spec::Step) -> BTreeSet<String> {

@@ -115,9 +115,10 @@ impl Engine {
         }
         let name = live.steps.get(instance.index()).map_or_else(|| live.machine.name(instance), |s| s.name.as_str());
         record_lineage_of(run, instance, name, outputs, &inputs, batch, now)?;
-        // A root instance of a run with an input dataset (new data, directly or through an
+        // An instance that reads its run's input dataset (new data, directly or through an
         // upstream run) took those files: `weir lineage FILE-DIGEST --down` starts here.
-        if root {
+        let step = &live.pipeline.steps()[live.plan.graph[NodeIndex::new(instance.index())].step];
+        if super::triggers::takes_dataset(&live.pipeline, step, root) {
             for f in self.input_dataset(&live.record)? {
                 let c = Consumed { path: f.path.clone(), step: name.to_string(), from: DATASET, at: now };
                 batch.put_consumed(&f.digest, run, instance, &c)?;
@@ -434,16 +435,6 @@ impl<'a> Walk<'a> {
         let Some(p) = &self.made_by[at] else { return Ok(Vec::new()) };
         let store = &self.engine.store;
         let mut out = Vec::new();
-        // A root instance of a run a trigger started for new data took its input dataset:
-        // the triggering files, or those of the upstream run whose result started it, with no
-        // maker (the data came from outside).
-        if p.value.needs.is_empty()
-            && let Some(record) = store.run(&p.run)?
-        {
-            for f in self.engine.input_dataset(&record)? {
-                out.push((f.digest, None, f.path, f.size));
-            }
-        }
         for need in &p.value.needs {
             let need = InstanceId(*need);
             let Some(m) = store.artifacts(&p.run, need)? else { continue };
@@ -454,6 +445,21 @@ impl<'a> Walk<'a> {
                     None => first(store.producers(&e.digest, MAX_PER_DIGEST)?),
                 };
                 out.push((e.digest, producer, e.path.clone(), e.size));
+            }
+        }
+        // An instance that took its run's input dataset (the triggering files, or those of the
+        // upstream run whose result started it) was made from them; they have no maker (the
+        // data came from outside). Runs recorded before consumption was: their root instances.
+        if let Some(record) = store.run(&p.run)? {
+            for f in self.engine.input_dataset(&record)? {
+                let took = store.consumed(&f.digest, &p.run, p.instance)?.is_some_and(|c| c.from == DATASET)
+                    || (p.value.needs.is_empty()
+                        && matches!(record.trigger, crate::store::Trigger::Files { .. })
+                        && !store.consumers(&f.digest, MAX_PER_DIGEST)?.iter().any(|c| c.run == p.run));
+                // Bytes a need of the run made too are shown with that maker.
+                if took && !out.iter().any(|o: &Step| o.0 == f.digest) {
+                    out.push((f.digest, None, f.path, f.size));
+                }
             }
         }
         Ok(out)

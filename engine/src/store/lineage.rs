@@ -132,6 +132,11 @@ impl Store {
         self.get(TreeId::Producers, &key(digest, run, i)?)
     }
 
+    /// The entry for instance `i` of `run` taking `digest` as an input, if it did.
+    pub fn consumed(&self, digest: &Digest, run: &str, i: InstanceId) -> Result<Option<Consumed>, Error> {
+        self.get(TreeId::Consumers, &key(digest, run, i)?)
+    }
+
     /// Up to `limit` instances that took `digest` as an input, by run id and instance.
     pub fn consumers(&self, digest: &Digest, limit: usize) -> Result<Vec<Indexed<Consumed>>, Error> {
         self.scan_digest(TreeId::Consumers, digest, limit)

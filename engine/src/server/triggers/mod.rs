@@ -26,6 +26,7 @@ use crate::store::Trigger;
 use super::core::{Engine, State};
 use super::error::ApiError;
 
+pub(crate) use dataset::{reads_trigger_files, takes_dataset};
 pub(crate) use webhook::WebhookError;
 pub use webhook::{Delivery, MAX_KEY_LEN, Secrets, SecretsError};
 
