@@ -35,6 +35,8 @@ pub(crate) mod notify;
 mod notify_tests;
 mod outbox;
 pub(crate) mod pipelines;
+mod model_notify;
+pub(crate) mod protect;
 #[cfg(test)]
 mod prepare_tests;
 pub(crate) mod ratelog;
