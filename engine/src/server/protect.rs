@@ -263,3 +263,86 @@ fn closing(p: &PendingMove, head: &ModelRecord, now: Millis) -> AliasEventRecord
         comment: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Protection against a real store, runs driven through the engine's own `apply` (the
+    //! registry tests' `run_yaml`), time moved by hand on a test clock.
+
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::server::registry::tests::run_yaml;
+    use crate::server::testkit::engine_on;
+
+    const YAML: &str = r#"name: reg
+params: {rmse: 0.5}
+notify:
+  - {on: [approval_requested, model_promoted, model_refused], webhook: "http://127.0.0.1:9/m"}
+steps:
+  train:
+    run: "true"
+    outputs: [model.json]
+    register: {model: churn, file: model.json, alias: production, approval: {timeout: 1h}}
+  plain:
+    run: "true"
+    outputs: [model.json]
+    register: {model: plain, file: model.json, alias: staging}
+"#;
+
+    fn events(e: &Engine) -> Vec<(String, String, u64)> {
+        let mut got: Vec<(String, String, u64)> = e
+            .store
+            .deliveries()
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                let b: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+                (d.event.to_string(), b["model"]["name"].as_str().unwrap().into(), b["model"]["version"].as_u64().unwrap())
+            })
+            .collect();
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn a_request_times_out_refused_and_protection_outlives_a_pipeline_that_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine_on(dir.path(), Clock::at(Millis(1_800_000_000_000)));
+        let metrics = || BTreeMap::from([("rmse".to_string(), 0.5)]);
+        run_yaml(&e, YAML, 0.5, metrics());
+        let churn = e.store.model("churn").unwrap().unwrap();
+        assert_eq!((churn.aliases.get("production"), churn.pending.len()), (None, 1));
+        assert_eq!(e.store.model("plain").unwrap().unwrap().aliases.get("staging"), Some(&1), "unprotected: moved");
+        e.tick();
+        assert_eq!(e.store.model("churn").unwrap().unwrap().pending.len(), 1, "not due yet");
+
+        e.clock.advance(Duration::from_secs(3601));
+        e.tick();
+        let churn = e.store.model("churn").unwrap().unwrap();
+        assert!(churn.pending.is_empty());
+        let last = e.store.model_events("churn").unwrap().pop().unwrap();
+        assert!(last.refused && last.decided_by.as_deref() == Some("timeout"), "{last:?}");
+        assert!(last.reason.contains("no decision within its timeout"), "{}", last.reason);
+        assert_eq!(
+            events(&e),
+            [("approval_requested", "churn", 1), ("model_promoted", "plain", 1), ("model_refused", "churn", 1)]
+                .map(|(a, b, c)| (a.to_string(), b.to_string(), c))
+        );
+
+        // A pipeline without `approval:` does not lift the protection the model holds.
+        let unprotected = YAML.replace(", approval: {timeout: 1h}", "");
+        run_yaml(&e, &unprotected, 0.4, metrics());
+        let churn = e.store.model("churn").unwrap().unwrap();
+        assert_eq!((churn.aliases.get("production"), churn.pending.len()), (None, 1));
+        assert_eq!(churn.pending[0].due_at.map(|d| d.0 > e.clock.now().0), Some(true));
+        // A manual promotion of the same alias supersedes the waiting request.
+        e.promote_model("churn", "production", 1, "", false).unwrap();
+        let churn = e.store.model("churn").unwrap().unwrap();
+        assert_eq!(churn.pending.iter().map(|p| (p.id, p.to)).collect::<Vec<_>>(), [(3, 1)]);
+        let superseded = &e.store.model_events("churn").unwrap()[3];
+        assert!(superseded.refused && superseded.reason.starts_with("request 2 superseded by request 3"));
+    }
+}

@@ -447,7 +447,7 @@ fn show_values(compared: &[(String, String)]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The registry against a real store in a temporary folder: runs are created and driven
     //! through the engine's own `apply_at` (lease, success with metrics and outputs), so
     //! registration rides the success's batch exactly as it does under a worker.
@@ -486,7 +486,7 @@ steps:
     }
 
     /// [`run_with`] for another version of the pipeline.
-    fn run_yaml(e: &Engine, yaml: &str, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
+    pub(crate) fn run_yaml(e: &Engine, yaml: &str, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
         let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
         let record = PipelineVersion {
