@@ -30,15 +30,15 @@ mod heal;
 pub(crate) mod live_metrics;
 pub(crate) mod logs;
 mod mlops;
+mod model_notify;
 pub(crate) mod notify;
 #[cfg(test)]
 mod notify_tests;
 mod outbox;
 pub(crate) mod pipelines;
-mod model_notify;
-pub(crate) mod protect;
 #[cfg(test)]
 mod prepare_tests;
+pub(crate) mod protect;
 pub(crate) mod ratelog;
 pub(crate) mod registry;
 pub(crate) mod retention;

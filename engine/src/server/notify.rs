@@ -150,7 +150,18 @@ impl Engine {
                     };
                     let message = run_summary(live, *state);
                     let entries = Self::entries_of(live, None);
-                    self.queue(&live.record, &entries, kind, "run", None, state.to_string(), message, None, batch, now)?;
+                    self.queue(
+                        &live.record,
+                        &entries,
+                        kind,
+                        "run",
+                        None,
+                        state.to_string(),
+                        message,
+                        None,
+                        batch,
+                        now,
+                    )?;
                 }
                 Effect::ApprovalRequested { instance, message } => {
                     let request = ApprovalRequested { instance: *instance, message };
@@ -307,7 +318,11 @@ pub(crate) fn page_url(base: &str, run: &str, step: Option<&str>, model: Option<
 fn segment(text: &str) -> String {
     text.bytes()
         .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
         })
         .collect()
 }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use crate::store::PipelineVersion;
-use weir_core::run::Millis;
 use weir_core::diag::Diagnostic;
+use weir_core::run::Millis;
 use weir_core::spec::Pipeline;
 use weir_data::artifact::Digest;
 use weir_data::bundle::is_digest;
@@ -64,7 +64,12 @@ impl Engine {
         if diags.is_empty() {
             return Ok(());
         }
-        Err(ApiError::diagnostics("the pipeline names a notification secret this server does not hold", file, yaml, diags))
+        Err(ApiError::diagnostics(
+            "the pipeline names a notification secret this server does not hold",
+            file,
+            yaml,
+            diags,
+        ))
     }
 
     /// A pipeline file that is not stored, with the digest of its folder's bundle (empty for

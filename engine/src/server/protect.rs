@@ -70,10 +70,7 @@ pub(super) fn request_message(head: &ModelRecord, event: &AliasEventRecord) -> S
         None => format!("move {} of model {} to v{}?", event.alias, head.name, event.to),
     };
     let id = event.request.unwrap_or(0);
-    format!(
-        "{asked} ({}); `weir models approve {} {id}` or `--reject`",
-        event.reason, head.name
-    )
+    format!("{asked} ({}); `weir models approve {} {id}` or `--reject`", event.reason, head.name)
 }
 
 impl Engine {
@@ -100,11 +97,8 @@ impl Engine {
             };
             batch.append_model_event(head, &superseded)?;
         }
-        let due_at = head
-            .protected
-            .get(&event.alias)
-            .and_then(|p| p.timeout_ms)
-            .map(|ms| Millis(now.0.saturating_add(ms)));
+        let due_at =
+            head.protected.get(&event.alias).and_then(|p| p.timeout_ms).map(|ms| Millis(now.0.saturating_add(ms)));
         event.awaiting = true;
         event.request = Some(id);
         event.reason = format!("{}; {} is protected: awaiting approval (request {id})", event.reason, event.alias);
@@ -121,7 +115,13 @@ impl Engine {
             compared: event.compared.clone(),
         });
         self.alias_due.note(due_at);
-        tracing::info!(model = head.name, alias = event.alias, to = event.to, request = id, "alias move awaits approval");
+        tracing::info!(
+            model = head.name,
+            alias = event.alias,
+            to = event.to,
+            request = id,
+            "alias move awaits approval"
+        );
         Ok(())
     }
 
@@ -172,7 +172,14 @@ impl Engine {
             event.reason = format!("{}; rejected by {by}{why} ({stays})", p.reason);
         }
         self.close_request(&mut st, &mut head, &event, now)?;
-        tracing::info!(model = d.model, alias = p.alias, request = p.id, approved = d.approve, by, "alias move decided");
+        tracing::info!(
+            model = d.model,
+            alias = p.alias,
+            request = p.id,
+            approved = d.approve,
+            by,
+            "alias move decided"
+        );
         Ok(event)
     }
 
@@ -300,7 +307,11 @@ steps:
             .into_iter()
             .map(|d| {
                 let b: serde_json::Value = serde_json::from_str(&d.body).unwrap();
-                (d.event.to_string(), b["model"]["name"].as_str().unwrap().into(), b["model"]["version"].as_u64().unwrap())
+                (
+                    d.event.to_string(),
+                    b["model"]["name"].as_str().unwrap().into(),
+                    b["model"]["version"].as_u64().unwrap(),
+                )
             })
             .collect();
         got.sort();

@@ -96,13 +96,7 @@ pub fn model(m: &v1::GetModelResponse) -> String {
     }
     let mut h = Table::new(&["TIME", "ALIAS", "MOVE", "OUTCOME", "REASON"]);
     for e in &m.history {
-        h.push(vec![
-            when(e.time.as_ref()),
-            e.alias.clone(),
-            from_to(e),
-            outcome(e),
-            e.reason.clone(),
-        ]);
+        h.push(vec![when(e.time.as_ref()), e.alias.clone(), from_to(e), outcome(e), e.reason.clone()]);
     }
     if !m.history.is_empty() {
         for line in h.render().lines() {
@@ -279,10 +273,7 @@ mod tests {
         let text = model(&m);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "model churn: latest v3, aliases production=v2");
-        assert!(
-            lines[2].starts_with("VERSION  DIGEST        RUN   STEP    METRICS   ALIASES     CREATED"),
-            "{text}"
-        );
+        assert!(lines[2].starts_with("VERSION  DIGEST        RUN   STEP    METRICS   ALIASES     CREATED"), "{text}");
         assert_eq!(lines[3], "v3       3abababababa  ml-3  deploy  rmse=0.9  -           2026-11-27 12:00:04");
         assert_eq!(lines[4], "v2       2abababababa  ml-2  deploy  rmse=0.3  production  2026-11-27 12:00:03");
         assert_eq!(lines[7], "alias history (oldest first):");
@@ -339,7 +330,9 @@ mod tests {
         };
         let text = model(&m);
         assert!(
-            text.contains("protected: production (moves await approval; timeout 1h; declared by run ml-1 step deploy)\n"),
+            text.contains(
+                "protected: production (moves await approval; timeout 1h; declared by run ml-1 step deploy)\n"
+            ),
             "{text}"
         );
         assert!(text.contains("awaiting approval (`weir models approve NAME ID [--reject]`):\n"), "{text}");
