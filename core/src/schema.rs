@@ -869,8 +869,8 @@ mod tests {
         let mut found = Vec::new();
         objects(&schema, &mut found);
         // The top level, step, defaults, param, schedule, keep, notify, on and its three triggers,
-        // retries, resources, register, approval, cache.
-        assert_eq!(found.len(), 16);
+        // retries, resources, register, register's approval, approval, cache.
+        assert_eq!(found.len(), 17);
         for object in found {
             assert_eq!(object["additionalProperties"], false, "{object}");
             for (name, property) in object["properties"].as_object().unwrap() {
