@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "weir/v1/admin.proto",
     "weir/v1/approvals.proto",
     "weir/v1/registry.proto",
+    "weir/v1/protect.proto",
     "weir/v1/retention.proto",
     "weir/v1/tracking.proto",
     "weir/v1/triggers.proto",

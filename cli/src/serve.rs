@@ -70,9 +70,35 @@ pub struct ServerArgs {
     /// up to 5 minutes (tests shorten it).
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration, hide = true)]
     notify_backoff: Duration,
+    /// The server's address as people reach its web UI, e.g. https://weir.example.com: each
+    /// notification then carries a `url` to the run, step or model page it is about. Unset:
+    /// no `url` field.
+    #[arg(long, value_name = "URL", env = "WEIR_PUBLIC_URL", value_parser = parse_public_url)]
+    public_url: Option<String>,
+    /// Dead letters kept (`weir notifications --dead`): when one more becomes dead, the
+    /// oldest beyond this many are forgotten.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    notify_keep_dead: usize,
     /// The longest wait between a notification's attempts (tests shorten it).
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration, hide = true)]
     notify_max_backoff: Duration,
+}
+
+/// `--public-url`: an `http://` or `https://` URL with a host, and no user, query or fragment
+/// (notifications append `/runs/ID` to it); a trailing `/` is dropped.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    let Some(rest) = rest else {
+        return Err("expected an http:// or https:// URL, e.g. https://weir.example.com".into());
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("expected a host after the scheme, e.g. https://weir.example.com".into());
+    }
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '@')) {
+        return Err(format!("a public URL holds no {c:?}: give the scheme, host, port and path only"));
+    }
+    Ok(s.trim_end_matches('/').to_string())
 }
 
 /// `--gc-every`: a period, or none.
@@ -111,6 +137,8 @@ pub fn run(args: ServerArgs) -> ExitCode {
     config.notify.attempts = args.notify_attempts;
     config.notify.backoff = args.notify_backoff;
     config.notify.max_backoff = args.notify_max_backoff;
+    config.notify.public_url = args.public_url.clone();
+    config.notify.keep_dead = args.notify_keep_dead;
     if let Some(path) = &args.notify_secrets {
         match read_notify_secrets(path) {
             Ok(secrets) => config.notify.secrets = secrets,
@@ -222,6 +250,20 @@ impl Signals {
         tokio::select! {
             _ = recv(self.int.as_mut()) => {}
             _ = recv(self.term.as_mut()) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_url_is_http_or_https_with_a_host_and_nothing_after_the_path() {
+        assert_eq!(parse_public_url("https://weir.example.com/").unwrap(), "https://weir.example.com");
+        assert_eq!(parse_public_url("http://10.0.0.5:7070/weir").unwrap(), "http://10.0.0.5:7070/weir");
+        for bad in ["weir.example.com", "ftp://x", "https://", "https://u:p@host", "http://h/?a=1", "http://h/ x"] {
+            assert!(parse_public_url(bad).is_err(), "{bad}");
         }
     }
 }

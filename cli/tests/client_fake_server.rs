@@ -491,6 +491,12 @@ impl WeirClient for Fake {
     ) -> Result<Response<v1::FireWebhookResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn decide_alias_move(
+        &self,
+        _: Request<v1::DecideAliasMoveRequest>,
+    ) -> Result<Response<v1::DecideAliasMoveResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_lineage(&self, _: Request<v1::GetLineageRequest>) -> Result<Response<v1::GetLineageResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }

@@ -68,7 +68,10 @@ pub const RETRY_FIELDS: &[&str] = &["limit", "backoff", "max_backoff"];
 pub const RESOURCE_FIELDS: &[&str] = &["cpus", "memory", "gpus"];
 
 /// Keys of `register`.
-pub const REGISTER_FIELDS: &[&str] = &["model", "file", "alias", "when"];
+pub const REGISTER_FIELDS: &[&str] = &["model", "file", "alias", "when", "approval"];
+
+/// Keys of `register.approval`.
+pub const ALIAS_APPROVAL_FIELDS: &[&str] = &["message", "timeout"];
 
 /// Keys of `approval`.
 pub const APPROVAL_FIELDS: &[&str] = &["message", "timeout"];
@@ -355,6 +358,22 @@ fn definitions() -> Value {
                         the version the alias holds now.",
                     "type": "string",
                 },
+                "approval": closed_object(
+                    "Protects the alias (needs `alias`): every move of it, by this step or by hand, \
+                     waits for `weir models approve`.",
+                    ALIAS_APPROVAL_FIELDS,
+                    json!({
+                        "message": {
+                            "description": "Shown to the approver and sent with the approval request.",
+                            "type": "string",
+                            "minLength": 1,
+                        },
+                        "timeout": {
+                            "description": "Without a decision by then the move is refused; default: wait until decided.",
+                            "$ref": "#/definitions/duration",
+                        },
+                    }),
+                ),
             })),
             json!({"required": ["model", "file"]}),
         ),
@@ -850,8 +869,8 @@ mod tests {
         let mut found = Vec::new();
         objects(&schema, &mut found);
         // The top level, step, defaults, param, schedule, keep, notify, on and its three triggers,
-        // retries, resources, register, approval, cache.
-        assert_eq!(found.len(), 16);
+        // retries, resources, register, register's approval, approval, cache.
+        assert_eq!(found.len(), 17);
         for object in found {
             assert_eq!(object["additionalProperties"], false, "{object}");
             for (name, property) in object["properties"].as_object().unwrap() {

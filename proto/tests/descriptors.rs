@@ -40,6 +40,7 @@ const RPCS: &[(&str, &str, bool, bool)] = &[
     ("WeirClient", "RetryNotification", false, false),
     ("WeirClient", "Approve", false, false),
     ("WeirClient", "FireWebhook", false, false),
+    ("WeirClient", "DecideAliasMove", false, false),
     ("WeirWorker", "Register", false, false),
     ("WeirWorker", "Lease", false, false),
     ("WeirWorker", "Heartbeat", false, false),

@@ -270,4 +270,39 @@ steps:
         assert_eq!(p.param("lr").unwrap().max, Some(1.0));
         assert!(p.param("tag").unwrap().pattern.is_some());
     }
+
+    #[test]
+    fn a_register_approval_protects_its_alias_and_needs_one() {
+        let yaml =
+            |reg: &str| format!("name: p\nsteps:\n  a:\n    run: x\n    outputs: [m.json]\n    register: {reg}\n");
+        let p = load(
+            &yaml("{model: m, file: m.json, alias: production, approval: {message: ship?, timeout: 2h}}"),
+            &Limits::default(),
+        )
+        .unwrap();
+        let a = p.step("a").unwrap().register.as_ref().unwrap().approval.clone().unwrap();
+        assert_eq!((a.message.as_deref(), a.timeout), (Some("ship?"), Some(std::time::Duration::from_secs(7200))));
+        let p = load(&yaml("{model: m, file: m.json, alias: prod, approval: {}}"), &Limits::default()).unwrap();
+        assert_eq!(
+            p.step("a").unwrap().register.as_ref().unwrap().approval,
+            Some(AliasApproval { message: None, timeout: None })
+        );
+        let errors = |reg: &str| {
+            load(&yaml(reg), &Limits::default())
+                .unwrap_err()
+                .iter()
+                .map(|d| d.message.clone())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(
+            errors("{model: m, file: m.json, approval: {}}")
+                .contains("`steps.a.register.approval` protects an alias, but names no alias")
+        );
+        assert!(
+            errors("{model: m, file: m.json, alias: p, approval: {timeout: soon}}")
+                .contains("steps.a.register.approval.timeout")
+        );
+        assert!(errors("{model: m, file: m.json, alias: p, approval: {msg: x}}").contains("msg"));
+    }
 }

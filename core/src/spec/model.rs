@@ -483,6 +483,21 @@ pub struct Register {
     /// `current.metrics.X` the metric of the version the alias holds now.
     #[serde(serialize_with = "ser_expr", skip_serializing_if = "Option::is_none")]
     pub when: Option<Expr>,
+    /// `approval:` (needs `alias`): the alias is protected. Recorded with the model when the
+    /// step registers, so every later move of it (this step's, `weir models promote`,
+    /// `rollback`) waits for a person's approval instead of happening at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<AliasApproval>,
+}
+
+/// `register.approval:`: what a protected alias's approver is told, and how long a request
+/// waits before it is refused (absent: until someone decides).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AliasApproval {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(serialize_with = "ser_duration", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// `approval:`: once its needs are met (and its `when` holds) the step waits in `awaiting

@@ -87,6 +87,10 @@ pub struct Notify {
     pub(crate) target: NotifyTarget,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) secret: Option<String>,
+    /// Where `secret` was written: its field path (`notify[0].secret`) and span, so an engine
+    /// that holds no such secret can say where (not part of the pipeline's meaning).
+    #[serde(skip)]
+    pub(crate) secret_site: Option<(String, crate::diag::Span)>,
 }
 
 impl Notify {
@@ -100,6 +104,10 @@ impl Notify {
     /// The name of the engine-held secret that signs its deliveries, when set.
     pub fn secret(&self) -> Option<&str> {
         self.secret.as_deref()
+    }
+    /// Where the secret's name stands in the file: its field path and span.
+    pub fn secret_site(&self) -> Option<(&str, crate::diag::Span)> {
+        self.secret_site.as_ref().map(|(p, s)| (p.as_str(), *s))
     }
     pub fn wants(&self, event: NotifyOn) -> bool {
         self.on.contains(&event)

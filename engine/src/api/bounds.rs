@@ -281,6 +281,12 @@ bounds! {
         at_most("reason", &self.reason, MAX_TEXT)?;
     }
     v1::GetModelArtifactRequest => |self| { at_most("target", &self.target, MAX_NAME)?; }
+    v1::DecideAliasMoveRequest => |self| {
+        at_most("model", &self.model, MAX_NAME)?;
+        at_most("target", &self.target, MAX_NAME)?;
+        at_most("comment", &self.comment, MAX_TEXT)?;
+        at_most("decided_by", &self.decided_by, MAX_NAME)?;
+    }
 
     // ---- WeirWorker ----
     v1::RegisterRequest => |self| {

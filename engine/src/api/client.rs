@@ -324,6 +324,25 @@ impl WeirClient for ClientApi {
         Ok(Response::new(v1::RollbackModelResponse { event: Some(wire::alias_event(&event)) }))
     }
 
+    async fn decide_alias_move(
+        &self,
+        req: Request<v1::DecideAliasMoveRequest>,
+    ) -> Result<Response<v1::DecideAliasMoveResponse>, Status> {
+        let r = bounded(req)?;
+        let decide = crate::server::protect::DecideMove {
+            model: &r.model,
+            target: &r.target,
+            approve: r.approve,
+            comment: &r.comment,
+            name: &r.decided_by,
+            // Client tokens carry no name yet: the caller is known only as a holder of one.
+            credential: "client token",
+        };
+        let event = self.0.decide_alias_move(&decide)?;
+        self.0.commit()?;
+        Ok(Response::new(v1::DecideAliasMoveResponse { event: Some(wire::alias_event(&event)) }))
+    }
+
     type GetModelArtifactStream = Stream<v1::GetModelArtifactResponse>;
 
     /// Streams a model version's file: the version first, then its bytes.

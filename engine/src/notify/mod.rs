@@ -34,6 +34,11 @@ pub struct NotifyConfig {
     pub attempts: u32,
     /// How long one attempt may take (connect, send, answer).
     pub timeout: Duration,
+    /// The server's URL as people reach it (`weir server --public-url`): payloads link to the
+    /// page they are about. `None`: no `url` field.
+    pub public_url: Option<String>,
+    /// Dead letters kept: beyond this many, the oldest are forgotten.
+    pub keep_dead: usize,
 }
 
 impl Default for NotifyConfig {
@@ -45,6 +50,8 @@ impl Default for NotifyConfig {
             max_backoff: Duration::from_secs(300),
             attempts: 10,
             timeout: Duration::from_secs(10),
+            public_url: None,
+            keep_dead: 1000,
         }
     }
 }
@@ -67,6 +74,10 @@ pub struct Payload {
     pub time: String,
     pub pipeline: String,
     pub run_id: String,
+    /// The page it is about on the server's web UI, when the server knows its public URL
+    /// (`weir server --public-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     /// The run's state, or the step's for a step event.
@@ -98,6 +109,7 @@ impl Payload {
             NotifyOn::GateRefused => "gate refused",
             NotifyOn::ModelPromoted => "model promoted",
             NotifyOn::ModelRefused => "model promotion refused",
+            NotifyOn::ApprovalRequested if self.model.is_some() => "alias move awaits approval",
             NotifyOn::ApprovalRequested => "approval requested",
             NotifyOn::SlaMissed => "SLA missed",
         };
@@ -112,6 +124,9 @@ impl Payload {
             let line = self.message.lines().next().unwrap_or_default();
             let short: String = line.chars().take(300).collect();
             text.push_str(&format!(": {short}"));
+        }
+        if let Some(url) = &self.url {
+            text.push_str(&format!(" <{url}>"));
         }
         serde_json::json!({ "text": text }).to_string()
     }
@@ -167,6 +182,7 @@ mod tests {
             state: "failed".into(),
             message: "exit status 3\nmore".into(),
             model: None,
+            url: None,
         };
         let v: serde_json::Value = serde_json::from_str(&p.slack()).unwrap();
         assert_eq!(v["text"], "weir: step failed: train run train-1 step fit: exit status 3");

@@ -209,6 +209,8 @@ pub struct Engine {
     pub(crate) holds: Arc<super::backup::BlobHolds>,
     /// What `on:` triggers remember between passes, and the webhook secrets.
     pub(crate) triggers: super::triggers::Triggers,
+    /// When a pending alias move next times out (`protect`).
+    pub(crate) alias_due: super::protect::AliasDue,
 }
 
 impl Engine {
@@ -234,6 +236,7 @@ impl Engine {
             outbox_wake: Notify::new(),
             holds: Default::default(),
             triggers: Default::default(),
+            alias_due: Default::default(),
         }
     }
 
@@ -889,6 +892,7 @@ impl Engine {
             self.fire_schedules(&mut st, self.clock.calendar());
         }
         self.check_slas(&mut st);
+        self.expire_alias_moves(&mut st);
         let dirty = !st.unannounced.is_empty();
         drop(st);
         if dirty

@@ -30,6 +30,7 @@ mod heal;
 pub(crate) mod live_metrics;
 pub(crate) mod logs;
 mod mlops;
+mod model_notify;
 pub(crate) mod notify;
 #[cfg(test)]
 mod notify_tests;
@@ -37,6 +38,7 @@ mod outbox;
 pub(crate) mod pipelines;
 #[cfg(test)]
 mod prepare_tests;
+pub(crate) mod protect;
 pub(crate) mod ratelog;
 pub(crate) mod registry;
 pub(crate) mod retention;

@@ -14,7 +14,7 @@ use weir_core::run::{Effect, Event, InstanceId, Millis, RunState, StepState};
 use weir_core::spec::{Notify, NotifyOn};
 
 use crate::notify::{ModelRef, Payload};
-use crate::store::{Batch, Delivery};
+use crate::store::{Batch, Delivery, RunRecord};
 
 use super::core::{Engine, Live, State};
 use super::error::ApiError;
@@ -47,9 +47,9 @@ pub struct Listed {
 impl Engine {
     /// Queues a notification of `event` into `batch` for every entry of `entries` that wants it.
     #[allow(clippy::too_many_arguments)]
-    fn queue(
+    pub(super) fn queue(
         &self,
-        live: &Live,
+        record: &RunRecord,
         entries: &[&Notify],
         event: NotifyOn,
         cause: &str,
@@ -62,7 +62,7 @@ impl Engine {
     ) -> Result<bool, ApiError> {
         let mut queued = false;
         for (n, entry) in entries.iter().enumerate().filter(|(_, e)| e.wants(event)) {
-            let run = &live.record.id;
+            let run = &record.id;
             let key = format!("{run}\0{event}\0{cause}\0{n}\0{}", entry.target().url());
             let id = format!("d-{}", &blake3::hash(key.as_bytes()).to_hex()[..24]);
             let time = chrono::DateTime::from_timestamp_millis(now.0 as i64).unwrap_or_default();
@@ -70,8 +70,9 @@ impl Engine {
                 id: id.clone(),
                 event,
                 time: time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                pipeline: live.record.pipeline.clone(),
+                pipeline: record.pipeline.clone(),
                 run_id: run.clone(),
+                url: self.notify.public_url.as_deref().map(|base| page_url(base, run, step.as_deref(), model.as_ref())),
                 step: step.clone(),
                 state: state.clone(),
                 message: message.clone(),
@@ -86,7 +87,7 @@ impl Engine {
                 event,
                 target: entry.target().clone(),
                 secret: entry.secret().map(str::to_string),
-                pipeline: live.record.pipeline.clone(),
+                pipeline: record.pipeline.clone(),
                 run_id: run.clone(),
                 body,
                 created_at: now,
@@ -105,7 +106,7 @@ impl Engine {
     }
 
     /// The entries a step's event goes to: the pipeline's and the step's own.
-    fn entries_of(live: &Live, instance: Option<InstanceId>) -> Vec<&Notify> {
+    pub(super) fn entries_of(live: &Live, instance: Option<InstanceId>) -> Vec<&Notify> {
         let mut out: Vec<&Notify> = live.pipeline.notify().iter().collect();
         if let Some(i) = instance
             && let Some(inst) = live.plan.graph.node_weight(petgraph::graph::NodeIndex::new(i.index()))
@@ -149,7 +150,18 @@ impl Engine {
                     };
                     let message = run_summary(live, *state);
                     let entries = Self::entries_of(live, None);
-                    self.queue(live, &entries, kind, "run", None, state.to_string(), message, None, batch, now)?;
+                    self.queue(
+                        &live.record,
+                        &entries,
+                        kind,
+                        "run",
+                        None,
+                        state.to_string(),
+                        message,
+                        None,
+                        batch,
+                        now,
+                    )?;
                 }
                 Effect::ApprovalRequested { instance, message } => {
                     let request = ApprovalRequested { instance: *instance, message };
@@ -178,7 +190,7 @@ impl Engine {
             None => format!("{}\0{}", cause.instance.0, cause.nonce),
         };
         let state = cause.state.to_string();
-        self.queue(live, &entries, kind, &key, Some(name), state, cause.message.to_string(), model, batch, now)
+        self.queue(&live.record, &entries, kind, &key, Some(name), state, cause.message.to_string(), model, batch, now)
     }
 
     /// Queues `approval_requested` for a step waiting for a person, in the batch that records
@@ -226,7 +238,8 @@ impl Engine {
             let state = record.state.to_string();
             let written = match batch.put_run(&record) {
                 Ok(_) => {
-                    self.queue(live, &entries, NotifyOn::SlaMissed, "sla", None, state, message, None, &mut batch, now)
+                    let r = &live.record;
+                    self.queue(r, &entries, NotifyOn::SlaMissed, "sla", None, state, message, None, &mut batch, now)
                 }
                 Err(e) => Err(e.into()),
             };
@@ -288,6 +301,30 @@ pub(crate) fn receiver(url: &str) -> String {
         Ok(r) => format!("http://{}:{}", r.host, r.port),
         Err(_) => "(unusable URL)".to_string(),
     }
+}
+
+/// The web page a notification is about under the server's public URL `base`: the model's
+/// page for a model event, else the step's, else the run's.
+pub(crate) fn page_url(base: &str, run: &str, step: Option<&str>, model: Option<&ModelRef>) -> String {
+    let base = base.trim_end_matches('/');
+    match (model, step) {
+        (Some(m), _) => format!("{base}/models/{}", segment(&m.name)),
+        (None, Some(step)) => format!("{base}/runs/{}/steps/{}", segment(run), segment(step)),
+        (None, None) => format!("{base}/runs/{}", segment(run)),
+    }
+}
+
+/// `text` as one percent-encoded path segment.
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// A run's end in one line: which steps failed.

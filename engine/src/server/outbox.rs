@@ -4,7 +4,8 @@
 //! whose cause could still be lost in a crash), POSTs each due delivery with its id, a fresh
 //! timestamp and, when its entry names a secret, the HMAC-SHA256 signature, and then removes it
 //! after a 2xx or records the failure and the next attempt's time (1 s, 2 s, 4 s … capped);
-//! after the last attempt it stays as a dead letter. Delivery is at least once: a crash after
+//! after the last attempt it stays as a dead letter, and only the newest `keep_dead` dead
+//! letters are kept (`--notify-keep-dead`; the oldest are forgotten). Delivery is at least once: a crash after
 //! the receiver answered and before the removal is flushed sends it again, with the same id.
 //!
 //! [`Clock`]: crate::clock::Clock
@@ -121,9 +122,19 @@ async fn attempt(engine: &Arc<Engine>, mut d: Delivery) -> Option<weir_core::run
         d.next_at = at;
     }
     let e = engine.clone();
+    let keep = config.keep_dead;
     let written = tokio::task::spawn_blocking(move || match error {
         None => e.store.remove_delivery(&d.id),
-        Some(_) => e.store.put_delivery(&d),
+        Some(_) => {
+            e.store.put_delivery(&d)?;
+            if d.dead {
+                let trimmed = e.store.trim_dead(keep)?;
+                if trimmed > 0 {
+                    tracing::info!(trimmed, keep, "oldest dead letters forgotten (--notify-keep-dead)");
+                }
+            }
+            Ok(())
+        }
     })
     .await;
     match written {

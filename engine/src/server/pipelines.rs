@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::store::PipelineVersion;
+use weir_core::diag::Diagnostic;
 use weir_core::run::Millis;
 use weir_core::spec::Pipeline;
 use weir_data::artifact::Digest;
@@ -35,6 +36,40 @@ impl Engine {
         let file = if file.is_empty() { "pipeline.yaml" } else { file };
         weir_core::spec::load(yaml, &self.limits)
             .map_err(|d| ApiError::diagnostics("the pipeline is invalid", file, yaml, d))
+    }
+
+    /// Every `notify:` entry's `secret:` names a secret this server holds (`--notify-secrets`):
+    /// one it lacks would fail every delivery long after the submission, so the submission is
+    /// refused with where each unknown name stands in `file` (whose text is `yaml`).
+    pub(crate) fn check_notify_secrets(&self, pipeline: &Pipeline, yaml: &str, file: &str) -> Result<(), ApiError> {
+        let file = if file.is_empty() { "pipeline.yaml" } else { file };
+        let secrets = &self.notify.secrets;
+        let entries = pipeline.notify().iter().chain(pipeline.steps().iter().flat_map(|s| s.notify.iter()));
+        let diags: Vec<Diagnostic> = entries
+            .filter_map(|n| {
+                let name = n.secret().filter(|name| secrets.get(name).is_none())?;
+                let (path, span) = n.secret_site().unwrap_or(("notify.secret", Default::default()));
+                let hint = weir_core::diag::did_you_mean(name, secrets.names());
+                Some(
+                    Diagnostic::error(format!("`{path}` names secret `{name}`, which this server does not hold"))
+                        .at(span, "not in the server's --notify-secrets file")
+                        .help_opt(hint)
+                        .note(
+                            "add a line `NAME = SECRET` to the file given to `weir server --notify-secrets` and \
+                             restart the server, or remove `secret:` to send unsigned",
+                        ),
+                )
+            })
+            .collect();
+        if diags.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::diagnostics(
+            "the pipeline names a notification secret this server does not hold",
+            file,
+            yaml,
+            diags,
+        ))
     }
 
     /// A pipeline file that is not stored, with the digest of its folder's bundle (empty for

@@ -139,6 +139,9 @@ impl Engine {
         // a failed read leaves nothing half-registered in the success's batch.
         let by = format!("registered by run {run} step {step}");
         if let Some(alias) = &reg.alias {
+            if let Some(approval) = &reg.approval {
+                super::protect::declare(&mut head, alias, approval, format!("run {run} step {step}"), now);
+            }
             let from = head.aliases.get(alias).copied();
             let mut event = AliasEventRecord {
                 alias: alias.clone(),
@@ -146,10 +149,7 @@ impl Engine {
                 to: candidate.version,
                 at: now,
                 reason: by.clone(),
-                refused: false,
-                rollback: false,
-                expression: None,
-                compared: Vec::new(),
+                ..Default::default()
             };
             match (&reg.when, from) {
                 (None, _) => {}
@@ -193,21 +193,33 @@ impl Engine {
                     }
                 }
             }
+            // Written before the request's events, which name the new version.
+            batch.put_model_version(&candidate)?;
             if !event.refused {
-                head.aliases.insert(alias.clone(), candidate.version);
+                if head.protected.contains_key(alias) {
+                    self.request_move(&mut head, &mut event, batch, now)?;
+                } else {
+                    head.aliases.insert(alias.clone(), candidate.version);
+                }
             }
             tracing::info!(
                 model = reg.model,
                 version = candidate.version,
                 alias,
                 refused = event.refused,
+                awaiting = event.awaiting,
                 reason = event.reason,
                 "model version registered"
             );
-            batch.put_model_version(&candidate)?;
             batch.append_model_event(&mut head, &event)?;
-            let kind = if event.refused { NotifyOn::ModelRefused } else { NotifyOn::ModelPromoted };
-            let cause = StepCause { instance, state: StepState::Succeeded, message: &event.reason, nonce: 0 };
+            let (kind, message) = if event.refused {
+                (NotifyOn::ModelRefused, event.reason.clone())
+            } else if event.awaiting {
+                (NotifyOn::ApprovalRequested, super::protect::request_message(&head, &event))
+            } else {
+                (NotifyOn::ModelPromoted, event.reason.clone())
+            };
+            let cause = StepCause { instance, state: StepState::Succeeded, message: &message, nonce: 0 };
             let model =
                 crate::notify::ModelRef { name: reg.model.clone(), version: candidate.version, alias: alias.clone() };
             self.notify_step(live, kind, &cause, Some(model), batch, now)?;
@@ -256,7 +268,7 @@ impl Engine {
         self.version(&head, version)
     }
 
-    fn head(&self, name: &str) -> Result<ModelRecord, ApiError> {
+    pub(super) fn head(&self, name: &str) -> Result<ModelRecord, ApiError> {
         self.store.model(name)?.ok_or_else(|| {
             let known =
                 self.store.models().map(|m| m.into_iter().map(|m| m.name).collect::<Vec<_>>()).unwrap_or_default();
@@ -302,11 +314,11 @@ impl Engine {
         if version == 0 {
             return Err(ApiError::Invalid("versions count from 1: give the version to promote".into()));
         }
-        let _st = self.lock();
+        let mut st = self.lock();
         let mut head = self.head(name)?;
         self.version(&head, version)?;
         let reason = with_reason("promoted by hand", reason);
-        self.move_alias(&mut head, alias, version, reason, false, dry_run)
+        self.move_alias(&mut st, &mut head, alias, version, reason, false, dry_run)
     }
 
     /// Moves an alias back (see the module doc); with `dry_run`, only says where to. The
@@ -320,7 +332,7 @@ impl Engine {
     ) -> Result<AliasEventRecord, ApiError> {
         check_name("model", name)?;
         check_name("alias", alias)?;
-        let _st = self.lock();
+        let mut st = self.lock();
         let mut head = self.head(name)?;
         let Some(&now_at) = head.aliases.get(alias) else {
             return Err(ApiError::NotFound(format!(
@@ -337,7 +349,7 @@ impl Engine {
         })?;
         self.version(&head, target)?;
         let reason = with_reason("rollback", reason);
-        self.move_alias(&mut head, alias, target, reason, true, dry_run)
+        self.move_alias(&mut st, &mut head, alias, target, reason, true, dry_run)
     }
 
     /// The model version `target` (`model`, `model@alias`, `model:version`) names, and the
@@ -348,10 +360,14 @@ impl Engine {
         Ok((v, aliases))
     }
 
-    /// Records a move of `alias` to `to` and writes it with the head; durable with the caller's
-    /// [`Engine::commit`]. With `dry_run`, the move that would be recorded, unwritten.
+    /// Records a move of `alias` to `to` and writes it with the head, notifying
+    /// `model_promoted`; for a protected alias, records a request awaiting approval instead
+    /// (`protect`), notifying `approval_requested`. Durable with the caller's
+    /// [`Engine::commit`]. With `dry_run`, the event that would be recorded, unwritten.
+    #[allow(clippy::too_many_arguments)]
     fn move_alias(
         &self,
+        st: &mut super::core::State,
         head: &mut ModelRecord,
         alias: &str,
         to: u64,
@@ -359,27 +375,42 @@ impl Engine {
         rollback: bool,
         dry_run: bool,
     ) -> Result<AliasEventRecord, ApiError> {
-        let event = AliasEventRecord {
+        let now = self.clock.now();
+        let mut event = AliasEventRecord {
             alias: alias.to_string(),
             from: head.aliases.get(alias).copied(),
             to,
-            at: self.clock.now(),
+            at: now,
             reason,
-            refused: false,
             rollback,
-            expression: None,
-            compared: Vec::new(),
+            ..Default::default()
         };
+        let protected = head.protected.contains_key(alias);
         if dry_run {
+            if protected {
+                event.awaiting = true;
+                event.reason = format!("{}; {alias} is protected: the move would await approval", event.reason);
+            }
             return Ok(event);
         }
-        head.aliases.insert(alias.to_string(), to);
         let mut batch = Batch::new();
+        if protected {
+            self.request_move(head, &mut event, &mut batch, now)?;
+        } else {
+            head.aliases.insert(alias.to_string(), to);
+        }
         batch.append_model_event(head, &event)?;
         batch.put_model(head)?;
+        let (kind, message) = if protected {
+            (NotifyOn::ApprovalRequested, super::protect::request_message(head, &event))
+        } else {
+            (NotifyOn::ModelPromoted, event.reason.clone())
+        };
+        let seq = head.events;
+        self.notify_alias_event(st, kind, &head.name, &event, &message, seq, &mut batch, now);
         // Under the state lock, so no fsync here: the RPC commits (flushes) before it answers.
         self.store.write_batch_unflushed(batch)?;
-        tracing::info!(model = head.name, alias, from = ?event.from, to, reason = event.reason, "alias moved");
+        tracing::info!(model = head.name, alias, from = ?event.from, to, awaiting = protected, reason = event.reason, "alias moved");
         Ok(event)
     }
 }
@@ -388,7 +419,7 @@ impl Engine {
 /// popping the move it undid; the answer is where the top move came from.
 fn rollback_target(events: &[AliasEventRecord], alias: &str) -> Option<u64> {
     let mut stack: Vec<Option<u64>> = Vec::new();
-    for e in events.iter().filter(|e| e.alias == alias && !e.refused) {
+    for e in events.iter().filter(|e| e.alias == alias && !e.refused && !e.awaiting) {
         if e.rollback {
             stack.pop();
         } else {
@@ -416,7 +447,7 @@ fn show_values(compared: &[(String, String)]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The registry against a real store in a temporary folder: runs are created and driven
     //! through the engine's own `apply_at` (lease, success with metrics and outputs), so
     //! registration rides the success's batch exactly as it does under a worker.
@@ -455,7 +486,7 @@ steps:
     }
 
     /// [`run_with`] for another version of the pipeline.
-    fn run_yaml(e: &Engine, yaml: &str, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
+    pub(crate) fn run_yaml(e: &Engine, yaml: &str, rmse: f64, metrics: BTreeMap<String, f64>) -> String {
         let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap();
         let version = parsed.hash().to_string();
         let record = PipelineVersion {

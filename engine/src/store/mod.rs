@@ -83,7 +83,7 @@ pub use guard::is_no_space;
 pub use lineage::{Consumed, Indexed, Produced};
 pub use list::{Listed, RunFilter, RunPage};
 pub use live_metrics::{LivePoint, LiveSummary, Stored as LiveStored};
-pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord};
+pub use models::{AliasEventRecord, ModelRecord, ModelVersionRecord, PendingMove, Protection};
 pub use outbox::Delivery;
 pub use records::{
     ApprovalRecord, BackfillQueue, CacheKey, Change, Decision, EventRecord, LogChunk, LogCursor, PipelineIndex,

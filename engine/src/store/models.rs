@@ -29,6 +29,53 @@ pub struct ModelRecord {
     pub aliases: BTreeMap<String, u64>,
     /// How many events the model has (the next one is `events + 1`).
     pub events: u64,
+    /// Protected aliases (a `register:` with `approval:` declared them): their moves wait for
+    /// a person's approval. Never lifted by a pipeline that stops declaring it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub protected: BTreeMap<String, Protection>,
+    /// Moves of protected aliases awaiting approval, oldest first; at most one per alias.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingMove>,
+    /// How many moves were ever requested (the next request's id is `requests + 1`).
+    #[serde(default)]
+    pub requests: u64,
+}
+
+/// A protected alias: what its approver is told, how long a request waits, who declared it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Protection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Milliseconds a request waits before it is refused; `None`: until someone decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// `run R step S`, where the `register:` declared it.
+    pub declared_by: String,
+    pub since: Millis,
+}
+
+/// A move of a protected alias awaiting approval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingMove {
+    /// The request's id, per model, from 1.
+    pub id: u64,
+    pub alias: String,
+    /// The version the alias held when the move was requested.
+    pub from: Option<u64>,
+    pub to: u64,
+    pub requested_at: Millis,
+    /// Why, as a move records it (`registered by run R step S; ...`, `promoted by hand: ...`).
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// When it is refused without a decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<Millis>,
+    /// For a gated registration: the expression and what it compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compared: Vec<(String, String)>,
 }
 
 /// `model_versions`: one version of a model, as its step made it.
@@ -49,8 +96,9 @@ pub struct ModelVersionRecord {
     pub created_at: Millis,
 }
 
-/// `model_events`: an alias moved, or a gated promotion was refused (the alias did not move).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `model_events`: an alias moved, or a gated promotion was refused (the alias did not move),
+/// or a move of a protected alias was requested or decided.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AliasEventRecord {
     pub alias: String,
     /// The version the alias held before; `None` when it was new.
@@ -70,6 +118,18 @@ pub struct AliasEventRecord {
     /// For a gated promotion: every value the expression read, as `(reference, value)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compared: Vec<(String, String)>,
+    /// The move of a protected alias was requested, not made: it awaits approval.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting: bool,
+    /// The request (`PendingMove::id`) this event asks for or decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
+    /// Who decided the request (`alice (client token)`, or `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// Why, as the approver gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// `name · n`: a version or event key.
@@ -175,6 +235,10 @@ mod tests {
             rollback: false,
             expression: None,
             compared: Vec::new(),
+            awaiting: false,
+            request: None,
+            decided_by: None,
+            comment: None,
         }
     }
 

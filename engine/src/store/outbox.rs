@@ -70,6 +70,26 @@ impl Store {
         self.flush()
     }
 
+    /// Forgets the oldest dead letters (by creation, then id) beyond the newest `keep`, flushed;
+    /// returns how many went. Pending deliveries are never touched.
+    pub fn trim_dead(&self, keep: usize) -> Result<usize, Error> {
+        let mut dead: Vec<Delivery> = self.deliveries()?.into_iter().filter(|d| d.dead).collect();
+        if dead.len() <= keep {
+            return Ok(0);
+        }
+        dead.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let excess = dead.len() - keep;
+        self.writing("trimming dead letters", || {
+            let tree = self.tree(TreeId::Outbox)?;
+            for d in &dead[..excess] {
+                tree.remove(d.id.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        self.flush()?;
+        Ok(excess)
+    }
+
     /// Every delivery in the outbox, pending and dead; one that does not decode is skipped
     /// with a warning (it is kept as evidence for `weir store check`).
     pub fn deliveries(&self) -> Result<Vec<Delivery>, Error> {
@@ -126,5 +146,21 @@ mod tests {
         s.remove_delivery("a").unwrap();
         assert_eq!(s.delivery("a").unwrap(), None);
         assert_eq!(s.delivery("b").unwrap().unwrap().attempts, 5);
+    }
+
+    #[test]
+    fn trimming_keeps_the_newest_dead_letters_and_every_pending_delivery() {
+        let (_dir, s) = testkit::store();
+        let mut b = Batch::new();
+        for (id, at, dead) in [("d1", 1, true), ("d2", 2, true), ("p", 0, false), ("d3", 3, true), ("d0", 0, true)] {
+            b.put_delivery(&Delivery { created_at: Millis(at), dead, ..delivery(id) }).unwrap();
+        }
+        s.write_batch(b).unwrap();
+        assert_eq!(s.trim_dead(5).unwrap(), 0);
+        assert_eq!(s.trim_dead(2).unwrap(), 2);
+        let left: Vec<String> = s.deliveries().unwrap().into_iter().map(|d| d.id).collect();
+        assert_eq!(left, ["d2", "d3", "p"]);
+        assert_eq!(s.trim_dead(0).unwrap(), 2);
+        assert_eq!(s.deliveries().unwrap().into_iter().map(|d| d.id).collect::<Vec<_>>(), ["p"]);
     }
 }

@@ -59,6 +59,7 @@ fn entry(cx: &mut Cx<'_>, id: NodeId, path: &str, step: bool) -> Option<Notify> 
         (Some(w), None) => url(cx, w, &format!("{path}.webhook")).map(NotifyTarget::Webhook),
         (None, Some(s)) => url(cx, s, &format!("{path}.slack")).map(NotifyTarget::Slack),
     };
+    let secret_site = fields.get("secret").map(|n| (format!("{path}.secret"), cx.span(n)));
     let secret = match fields.get("secret") {
         None => Some(None),
         Some(n) => {
@@ -82,7 +83,7 @@ fn entry(cx: &mut Cx<'_>, id: NodeId, path: &str, step: bool) -> Option<Notify> 
             }
         }
     };
-    Some(Notify { on: on?, target: target?, secret: secret? })
+    Some(Notify { on: on?, target: target?, secret: secret?, secret_site })
 }
 
 fn events(cx: &mut Cx<'_>, id: NodeId, path: &str, step: bool) -> Option<Vec<NotifyOn>> {

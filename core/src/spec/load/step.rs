@@ -11,7 +11,7 @@ use super::fields::{
 use super::{Defaults, StepDraft};
 use crate::diag::Diagnostic;
 use crate::expr::{self, Expr};
-use crate::schema::{APPROVAL_FIELDS, REGISTER_FIELDS, STEP_FIELDS};
+use crate::schema::{ALIAS_APPROVAL_FIELDS, APPROVAL_FIELDS, REGISTER_FIELDS, STEP_FIELDS};
 use crate::spec::Limits;
 use crate::spec::decode::{Cx, check_name, suggest_name};
 use crate::spec::model::*;
@@ -447,7 +447,46 @@ fn register(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<Register> {
         }
         None => None,
     };
-    Some(Register { model: model?, file: file?, alias, when })
+    let approval = match fields.get("approval") {
+        Some(n) => {
+            let a = alias_approval(cx, n, &format!("{path}.approval"))?;
+            if alias.is_none() {
+                cx.push(
+                    Diagnostic::error(format!("`{path}.approval` protects an alias, but names no alias"))
+                        .at(cx.span(n), "`approval` needs `alias`")
+                        .help("add `alias: production`: its moves then wait for `weir models approve`"),
+                );
+                return None;
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    Some(Register { model: model?, file: file?, alias, when, approval })
+}
+
+/// `register.approval: {message, timeout}` (both optional; `{}` protects with defaults).
+fn alias_approval(cx: &mut Cx<'_>, id: NodeId, path: &str) -> Option<AliasApproval> {
+    let fields = cx.fields(id, path, "alias approval", ALIAS_APPROVAL_FIELDS)?;
+    let timeout = match fields.get("timeout") {
+        Some(n) => Some(duration(cx, n, &format!("{path}.timeout"))?),
+        None => None,
+    };
+    let message = match fields.get("message") {
+        Some(n) => {
+            let text = cx.string(n, &format!("{path}.message"))?;
+            if text.trim().is_empty() {
+                cx.push(
+                    Diagnostic::error(format!("`{path}.message` is empty"))
+                        .at(cx.span(n), "expected the text shown to the approver, or leave `message` out"),
+                );
+                return None;
+            }
+            Some(text.to_string())
+        }
+        None => None,
+    };
+    Some(AliasApproval { message, timeout })
 }
 
 /// `approval: {message, timeout}` when valid, and `message` as a template with its node when it

@@ -31,6 +31,7 @@ pub(super) async fn submit_pipeline(
     };
     header.check()?;
     let pipeline = engine.check_pipeline(&header.yaml, &header.file_name)?;
+    engine.check_notify_secrets(&pipeline, &header.yaml, &header.file_name)?;
     let limits = BundleLimits::default();
     let bundle = if header.bundle_digest.is_empty() && header.bundle_size == 0 {
         None

@@ -12,7 +12,7 @@ use crate::server::dispatch::Assignment;
 use crate::server::registry::ModelView;
 use crate::server::scheduler::{BackfillOutcome, BackfillTick, ScheduleView};
 use crate::server::tracking::{Lineage, MetricHistory};
-use crate::store::{AliasEventRecord, ModelRecord, ModelVersionRecord};
+use crate::store::{AliasEventRecord, ModelRecord, ModelVersionRecord, PendingMove, Protection};
 use weir_core::plan::Resolved;
 use weir_core::spec::{Concurrency, PullPolicy, Runtime};
 
@@ -186,6 +186,7 @@ pub(crate) fn model_summary(m: ModelRecord) -> v1::ModelSummary {
         latest_version: m.latest,
         updated_at: Some(timestamp(m.updated_at)),
         aliases: m.aliases.into_iter().collect(),
+        pending_moves: m.pending.len() as u32,
     }
 }
 
@@ -195,6 +196,8 @@ pub(crate) fn model(m: ModelView) -> v1::GetModelResponse {
         versions: m.versions.into_iter().map(|v| model_version(v, aliases)).collect(),
         history: m.history.iter().map(alias_event).collect(),
         aliases: aliases.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        pending: m.head.pending.iter().map(pending_move).collect(),
+        protected: m.head.protected.iter().map(|(a, p)| (a.clone(), protection(p))).collect(),
         name: m.head.name,
     }
 }
@@ -227,6 +230,32 @@ pub(crate) fn alias_event(e: &AliasEventRecord) -> v1::AliasEvent {
         expression: e.expression.clone().unwrap_or_default(),
         compared: e.compared.iter().cloned().collect(),
         rollback: e.rollback,
+        awaiting_approval: e.awaiting,
+        request_id: e.request.unwrap_or(0),
+        decided_by: e.decided_by.clone().unwrap_or_default(),
+        comment: e.comment.clone().unwrap_or_default(),
+    }
+}
+
+fn pending_move(p: &PendingMove) -> v1::PendingAliasMove {
+    v1::PendingAliasMove {
+        id: p.id,
+        alias: p.alias.clone(),
+        from_version: p.from.unwrap_or(0),
+        to_version: p.to,
+        requested_at: Some(timestamp(p.requested_at)),
+        reason: p.reason.clone(),
+        rollback: p.rollback,
+        due_at: p.due_at.map(timestamp),
+    }
+}
+
+fn protection(p: &Protection) -> v1::AliasProtection {
+    v1::AliasProtection {
+        message: p.message.clone().unwrap_or_default(),
+        timeout_ms: p.timeout_ms.unwrap_or(0),
+        declared_by: p.declared_by.clone(),
+        since: Some(timestamp(p.since)),
     }
 }
 
