@@ -209,6 +209,8 @@ pub struct Engine {
     pub(crate) holds: Arc<super::backup::BlobHolds>,
     /// What `on:` triggers remember between passes, and the webhook secrets.
     pub(crate) triggers: super::triggers::Triggers,
+    /// The key step secrets are sealed with, and whether they may travel in plaintext.
+    pub(crate) secrets: super::secrets::ServerSecrets,
 }
 
 impl Engine {
@@ -234,6 +236,7 @@ impl Engine {
             outbox_wake: Notify::new(),
             holds: Default::default(),
             triggers: Default::default(),
+            secrets: Default::default(),
         }
     }
 
