@@ -143,3 +143,115 @@ impl Engine {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::secrets::SecretsKey;
+    use crate::server::testkit;
+    use crate::store::{PipelineVersion, Trigger};
+    use weir_core::placement::{Offer, Usage};
+    use weir_core::run::{InstanceId, StepState};
+    use weir_core::spec::Runtime;
+
+    const VALUE: &str = "engine-test-secret-4b1f";
+    const YAML: &str = "name: s\nsteps:\n  a:\n    run: 'echo \"$DB_PASSWORD\"'\n    secrets: [DB_PASSWORD]\n";
+
+    fn key() -> SecretsKey {
+        SecretsKey::from_bytes(&[5u8; 32], Path::new("key")).unwrap()
+    }
+
+    fn start(e: &Engine) -> String {
+        let version =
+            PipelineVersion { name: "s".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: Millis(1), file: None };
+        e.store.put_pipeline_version("v1", &version).unwrap();
+        let run = e.create_run(&mut e.lock(), "v1", &[], Trigger::Manual { user: None }, false, None).unwrap();
+        e.commit().unwrap();
+        run
+    }
+
+    fn worker(e: &Engine) -> String {
+        let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
+        let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0 };
+        e.register("w", offer, None).unwrap().0
+    }
+
+    fn export(e: &Engine) -> String {
+        let mut out = Vec::new();
+        e.store.export(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_lease_carries_the_value_and_no_record_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = testkit::engine(dir.path());
+        e.secrets = ServerSecrets { key: Some(key()), plaintext_ok: true };
+        assert!(!e.set_secret("DB_PASSWORD", "first").unwrap());
+        assert!(e.set_secret("DB_PASSWORD", VALUE).unwrap());
+        let listed = e.list_secrets().unwrap();
+        assert_eq!(listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["DB_PASSWORD"]);
+        assert!(listed[0].created_at <= listed[0].updated_at);
+        let run = start(&e);
+        let w = worker(&e);
+        let a = e.try_lease(&w).unwrap().expect("the step is leased");
+        assert_eq!(a.secrets.0.get("DB_PASSWORD").map(String::as_str), Some(VALUE));
+        assert!(!format!("{a:?}").contains(VALUE), "an assignment's Debug shows names only");
+        assert_eq!(e.lock().runs[&run].machine.state(InstanceId(0)), StepState::Leased);
+        assert!(!export(&e).contains(VALUE), "the value is in a stored record");
+        // The fingerprint follows the value and is not the value.
+        let names = vec!["DB_PASSWORD".to_string()];
+        let before = e.secret_fingerprints(&names);
+        e.set_secret("DB_PASSWORD", "changed").unwrap();
+        assert_ne!(e.secret_fingerprints(&names), before);
+        assert!(!before["DB_PASSWORD"].contains(VALUE));
+        e.delete_secret("DB_PASSWORD").unwrap();
+        assert!(matches!(e.delete_secret("DB_PASSWORD"), Err(ApiError::NotFound(_))));
+        assert_eq!(e.secret_fingerprints(&names)["DB_PASSWORD"], "not set");
+        assert!(matches!(e.set_secret("WEIR_X", "v"), Err(ApiError::Invalid(_))));
+        assert!(matches!(e.set_secret("A", ""), Err(ApiError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_step_whose_secret_cannot_be_delivered_fails_naming_it() {
+        let cases: &[(Option<SecretsKey>, bool, bool, &str)] = &[
+            (None, true, false, "--secrets-key"),
+            (Some(key()), true, false, "is not set on the server: set it with `weir secrets set DB_PASSWORD`"),
+            (Some(key()), false, true, "secrets travel only over TLS"),
+        ];
+        for (key, plaintext_ok, set_first, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let mut e = testkit::engine(dir.path());
+            e.secrets = ServerSecrets { key: key.clone(), plaintext_ok: true };
+            if *set_first {
+                e.set_secret("DB_PASSWORD", VALUE).unwrap();
+            }
+            e.secrets.plaintext_ok = *plaintext_ok;
+            let run = start(&e);
+            let w = worker(&e);
+            assert!(e.try_lease(&w).unwrap().is_none(), "{want}");
+            assert_eq!(e.store.step(&run, InstanceId(0)).unwrap().unwrap().state, StepState::Failed, "{want}");
+            let stored = export(&e);
+            assert!(stored.contains(want) && stored.contains("DB_PASSWORD"), "{want}: {stored}");
+            assert!(!stored.contains(VALUE));
+            match e.set_secret("OTHER", "v") {
+                Err(ApiError::Precondition(m)) => assert!(key.is_none() || !plaintext_ok, "{m}"),
+                other => assert!(key.is_some() && *plaintext_ok, "{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn plaintext_is_ok_on_loopback_or_when_insecure() {
+        use crate::server::ServerConfig;
+        for (listen, insecure, ok) in
+            [("127.0.0.1:0", false, true), ("[::1]:0", false, true), ("0.0.0.0:0", false, false), ("0.0.0.0:0", true, true)]
+        {
+            let mut c = ServerConfig::new("/nowhere", listen.parse().unwrap());
+            c.insecure = insecure;
+            assert_eq!(c.secrets_over_plaintext_ok(), ok, "{listen} {insecure}");
+        }
+    }
+}
