@@ -129,10 +129,15 @@ impl SecretsKey {
     /// The value of secret `name` from its record.
     pub fn open(&self, name: &str, record: &SecretRecord) -> Result<String, Error> {
         if record.key_id != self.id {
-            return Err(Error::OtherKey { name: name.to_string(), stored: record.key_id.clone(), ours: self.id.clone() });
+            return Err(Error::OtherKey {
+                name: name.to_string(),
+                stored: record.key_id.clone(),
+                ours: self.id.clone(),
+            });
         }
         let damaged = || Error::Damaged { name: name.to_string() };
-        let nonce: [u8; 24] = decode_hex(record.nonce.as_bytes()).and_then(|n| n.try_into().ok()).ok_or_else(damaged)?;
+        let nonce: [u8; 24] =
+            decode_hex(record.nonce.as_bytes()).and_then(|n| n.try_into().ok()).ok_or_else(damaged)?;
         let sealed = decode_hex(record.sealed.as_bytes()).ok_or_else(damaged)?;
         let plain = self
             .cipher
@@ -170,7 +175,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.chunks(2)

@@ -12,8 +12,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use weir_proto::auth::{Role, TokenFile};
 use weir_proto::v1::weir_admin_client::WeirAdminClient;
-use weir_proto::v1::weir_secrets_client::WeirSecretsClient;
 use weir_proto::v1::weir_client_client::WeirClientClient;
+use weir_proto::v1::weir_secrets_client::WeirSecretsClient;
 
 use super::config::{self, Effective, Given, Origin, TokenChoice};
 use super::{ConnArgs, Failure};

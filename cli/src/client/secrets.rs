@@ -11,13 +11,14 @@ use super::conn::{Hints, SecretsClient, refused};
 use super::{ConnArgs, Failure, SecretsAction, print_out};
 use crate::display::{Table, datetime, millis};
 
-const HINTS: Hints<'static> = Hints {
-    not_found: "`weir secrets list` shows the secrets set",
-    invalid: "",
-    precondition: "see docs/secrets.md",
-};
+const HINTS: Hints<'static> =
+    Hints { not_found: "`weir secrets list` shows the secrets set", invalid: "", precondition: "see docs/secrets.md" };
 
-pub(super) async fn dispatch(client: &mut SecretsClient, conn: &ConnArgs, action: SecretsAction) -> Result<(), Failure> {
+pub(super) async fn dispatch(
+    client: &mut SecretsClient,
+    conn: &ConnArgs,
+    action: SecretsAction,
+) -> Result<(), Failure> {
     match action {
         SecretsAction::Set { name } => {
             let value = read_value(&name)?;

@@ -143,7 +143,9 @@ mod tests {
 
     #[test]
     fn secrets_are_names_kept_in_order_and_hashed_only_when_present() {
-        let p = ok("name: s\nsteps:\n  a:\n    run: 'true'\n    secrets: [DB_PASSWORD, api_token]\n  b:\n    run: 'true'\n");
+        let p = ok(
+            "name: s\nsteps:\n  a:\n    run: 'true'\n    secrets: [DB_PASSWORD, api_token]\n  b:\n    run: 'true'\n",
+        );
         assert_eq!(p.step("a").unwrap().secrets, ["DB_PASSWORD", "api_token"]);
         assert!(p.step("b").unwrap().secrets.is_empty());
         // A pipeline written before `secrets:` existed keeps its hash.

@@ -116,7 +116,8 @@ impl Engine {
             if live.machine.live_attempt(i) != Some(attempt) || live.machine.state(i) != StepState::Ready {
                 continue; // withdrawn (cancelled) or superseded
             }
-            let names = &live.pipeline.steps()[live.plan.graph[petgraph::graph::NodeIndex::new(i.index())].step].secrets;
+            let names =
+                &live.pipeline.steps()[live.plan.graph[petgraph::graph::NodeIndex::new(i.index())].step].secrets;
             let secrets = self.secret_values(names);
             let mut assignment = match assignment(self, live, &run, attempt) {
                 Ok(a) => a,

@@ -164,8 +164,13 @@ mod tests {
     }
 
     fn start(e: &Engine) -> String {
-        let version =
-            PipelineVersion { name: "s".into(), yaml: YAML.into(), bundle_digest: None, submitted_at: Millis(1), file: None };
+        let version = PipelineVersion {
+            name: "s".into(),
+            yaml: YAML.into(),
+            bundle_digest: None,
+            submitted_at: Millis(1),
+            file: None,
+        };
         e.store.put_pipeline_version("v1", &version).unwrap();
         let run = e.create_run(&mut e.lock(), "v1", &[], Trigger::Manual { user: None }, false, None).unwrap();
         e.commit().unwrap();
@@ -246,9 +251,12 @@ mod tests {
     #[test]
     fn plaintext_is_ok_on_loopback_or_when_insecure() {
         use crate::server::ServerConfig;
-        for (listen, insecure, ok) in
-            [("127.0.0.1:0", false, true), ("[::1]:0", false, true), ("0.0.0.0:0", false, false), ("0.0.0.0:0", true, true)]
-        {
+        for (listen, insecure, ok) in [
+            ("127.0.0.1:0", false, true),
+            ("[::1]:0", false, true),
+            ("0.0.0.0:0", false, false),
+            ("0.0.0.0:0", true, true),
+        ] {
             let mut c = ServerConfig::new("/nowhere", listen.parse().unwrap());
             c.insecure = insecure;
             assert_eq!(c.secrets_over_plaintext_ok(), ok, "{listen} {insecure}");

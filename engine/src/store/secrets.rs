@@ -52,7 +52,8 @@ impl Store {
 
     /// Forgets secret `name`; whether it was set. Flushed before it returns.
     pub fn remove_secret(&self, name: &str) -> Result<bool, Error> {
-        let removed = self.writing("removing a secret", || Ok(self.tree(TreeId::Secrets)?.remove(name.as_bytes())?))?;
+        let removed =
+            self.writing("removing a secret", || Ok(self.tree(TreeId::Secrets)?.remove(name.as_bytes())?))?;
         self.flush()?;
         Ok(removed.is_some())
     }

@@ -284,8 +284,13 @@ async fn attempt(
         (Some(docker), true) => {
             // Written before the container exists: a worker killed right after creating it finds
             // the record on restart and resumes the container instead of leaving it behind.
-            let (records, name, slot, a, gpus) =
-                (ctx.records.clone(), container_name(&spec.id), dir.to_path_buf(), without_secrets(a), spec.gpus.clone());
+            let (records, name, slot, a, gpus) = (
+                ctx.records.clone(),
+                container_name(&spec.id),
+                dir.to_path_buf(),
+                without_secrets(a),
+                spec.gpus.clone(),
+            );
             blocking(move || containers::remember(&records, &name, &slot, &a, &gpus))
                 .await?
                 .map_err(|e| Stop::Fail(format!("cannot record the container in the work folder: {e}")))?;

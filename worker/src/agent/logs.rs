@@ -255,10 +255,7 @@ mod tests {
         }
         out.extend(m.finish());
         let (o, e) = (v1::LogStream::Stdout as i32, v1::LogStream::Stderr as i32);
-        assert_eq!(
-            texts(out),
-            [(o, "pw ***\n".to_string()), (e, "err hun\n".to_string()), (o, "tail\n".to_string())]
-        );
+        assert_eq!(texts(out), [(o, "pw ***\n".to_string()), (e, "err hun\n".to_string()), (o, "tail\n".to_string())]);
     }
 
     #[test]
