@@ -55,10 +55,10 @@ fn files_holding(dir: &Path, needle: &[u8], found: &mut Vec<PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             files_holding(&path, needle, found);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(path);
-            }
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            found.push(path);
         }
     }
 }

@@ -91,7 +91,9 @@ mod tests {
 
     #[test]
     fn masks_whole_split_repeated_and_overlapping_values() {
-        let cases: &[(&[&str], &[&[u8]], &[u8])] = &[
+        // (values, the pieces fed, what comes out)
+        type Case<'a> = (&'a [&'a str], &'a [&'a [u8]], &'a [u8]);
+        let cases: &[Case<'_>] = &[
             (&["s3cret"], &[b"pw=s3cret\n"], b"pw=***\n"),
             (&["s3cret"], &[b"pw=s3c", b"ret\n"], b"pw=***\n"),
             (&["s3cret"], &[b"s", b"3", b"c", b"r", b"e", b"t"], b"***"),
