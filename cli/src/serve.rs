@@ -63,6 +63,13 @@ pub struct ServerArgs {
     /// `secret: NAME`. Read once at start, never logged. Keep it private (`chmod 600`).
     #[arg(long, value_name = "FILE", env = "WEIR_NOTIFY_SECRETS")]
     notify_secrets: Option<PathBuf>,
+    /// The key file step secrets are sealed with at rest (`weir secrets set`): 32 random bytes
+    /// (`head -c 32 /dev/urandom > FILE && chmod 600 FILE`) or 64 hex digits, readable by its
+    /// owner only. Read once at start, never logged. Without it the server keeps no secrets and
+    /// a step naming one fails. Keep it: secrets set under a key do not open under another
+    /// (docs/secrets.md).
+    #[arg(long, value_name = "FILE", env = "WEIR_SECRETS_KEY")]
+    secrets_key: Option<PathBuf>,
     /// Attempts at a notification before it becomes a dead letter (`weir notifications --dead`).
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     notify_attempts: u32,
@@ -144,6 +151,15 @@ pub fn run(args: ServerArgs) -> ExitCode {
             Ok(secrets) => config.notify.secrets = secrets,
             Err(e) => {
                 eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if let Some(path) = &args.secrets_key {
+        match weir_engine::secrets::SecretsKey::load(path) {
+            Ok(key) => config.secrets_key = Some(key),
+            Err(e) => {
+                eprintln!("error: --secrets-key: {e}");
                 return ExitCode::from(1);
             }
         }

@@ -49,6 +49,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "approval",
     "runs_on",
     "notify",
+    "secrets",
 ];
 
 /// Keys of `defaults`: the step fields that can be set for every step at once.
@@ -547,6 +548,13 @@ fn step_properties() -> Value {
             "$ref": "#/definitions/stringMap",
         },
         "notify": {"description": "Notifications for this step's events.", "$ref": "#/definitions/notify"},
+        "secrets": {
+            "description": "Names of the server's secrets (`weir secrets set NAME`) the step receives as environment variables of the same names; values never appear in the file, the run record, the cache key or the logs (docs/secrets.md).",
+            "type": "array",
+            "maxItems": 64,
+            "uniqueItems": true,
+            "items": {"$ref": "#/definitions/envName"},
+        },
     })
 }
 
@@ -931,6 +939,7 @@ mod tests {
             ["files triggers", "/on", {"files": [{"path": "/a"}, {"path": "/b"}]}],
             ["pipeline trigger", "/on", {"pipeline": {"name": "drift-monitor", "when": "metrics.psi > 0.2"}}],
             ["webhook trigger", "/on", {"webhook": {}}],
+            ["secrets", "/steps/a/secrets", ["DB_PASSWORD", "_api_token"]],
         ]);
         let failures = mismatches(&cases, true);
         assert!(failures.is_empty(), "rejected: {failures:#?}");
@@ -950,6 +959,10 @@ mod tests {
             ["runtime podman", "/steps/a/runtime", "podman"],
             ["concurrency", "/schedule", {"cron": "@daily", "concurrency": "sometimes"}],
             ["reserved env", "/steps/a/env", {"WEIR_X": "1"}],
+            ["reserved secret", "/steps/a/secrets", ["WEIR_TOKEN"]],
+            ["secret named twice", "/steps/a/secrets", ["A", "A"]],
+            ["secret not a list", "/steps/a/secrets", "A"],
+            ["secret name with a dash", "/steps/a/secrets", ["DB-PASSWORD"]],
             ["empty matrix list", "/steps/a/matrix", {"lr": []}],
             ["matrix object", "/steps/a/matrix", {"lr": [{"a": 1}]}],
             ["version 2", "/version", 2],

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod metrics;
 pub mod notify;
 pub mod otel;
+pub mod secrets;
 pub mod server;
 pub mod signing;
 pub mod store;

@@ -13,6 +13,7 @@ use tonic::{Code, Request, Status};
 use weir_proto::auth::{Role, TokenFile};
 use weir_proto::v1::weir_admin_client::WeirAdminClient;
 use weir_proto::v1::weir_client_client::WeirClientClient;
+use weir_proto::v1::weir_secrets_client::WeirSecretsClient;
 
 use super::config::{self, Effective, Given, Origin, TokenChoice};
 use super::{ConnArgs, Failure};
@@ -68,6 +69,7 @@ impl Interceptor for Auth {
 
 pub type Client = WeirClientClient<InterceptedService<Channel, Auth>>;
 pub type AdminClient = WeirAdminClient<InterceptedService<Channel, Auth>>;
+pub type SecretsClient = WeirSecretsClient<InterceptedService<Channel, Auth>>;
 
 impl ConnArgs {
     /// The settings this command connects with: the command line and environment, then the
@@ -170,6 +172,13 @@ pub async fn connect_admin(conn: &ConnArgs) -> Result<AdminClient, Failure> {
     }
     let auth = conn.auth()?;
     Ok(WeirAdminClient::with_interceptor(channel(conn).await?, auth))
+}
+
+/// A client of the server's step secrets (`WeirSecrets`), with the client token. There is no
+/// `--local`: `weir run` keeps no secrets.
+pub async fn connect_secrets(conn: &ConnArgs) -> Result<SecretsClient, Failure> {
+    let auth = conn.auth()?;
+    Ok(WeirSecretsClient::with_interceptor(channel(conn).await?, auth))
 }
 
 /// The channel to `conn.server`, checked to be an http:// URL that answers.

@@ -29,6 +29,7 @@ pub(crate) mod resume;
 pub(crate) mod retention;
 pub(crate) mod runs;
 pub(crate) mod schedules;
+pub(crate) mod secrets;
 pub(crate) mod submit;
 pub(crate) mod tracking;
 pub(crate) mod workers;
@@ -472,6 +473,16 @@ pub enum Command {
         #[arg(long)]
         dead: bool,
     },
+    /// Manage the server's step secrets: `set NAME` (value from stdin), `list`, `rm NAME`.
+    ///
+    /// A step receives the secrets it names (`secrets: [NAME]`) as environment variables of
+    /// those names; the server keeps them encrypted under its --secrets-key and the worker masks
+    /// them in logs as `***`. No command ever prints a value. See docs/secrets.md.
+    #[command(after_help = EXIT_CODES)]
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Save a backup of the server's store and blobs to FILE, while it runs.
     ///
     /// The server reads every record at one instant (its writes pause meanwhile; runs go on),
@@ -488,6 +499,28 @@ pub enum Command {
         /// Replace FILE if it exists.
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// What `weir secrets` does.
+#[derive(Subcommand, Debug)]
+pub enum SecretsAction {
+    /// Create or replace secret NAME with the value read from stdin (to its end; one trailing
+    /// newline is dropped). On a terminal the value is read without echo, up to Enter.
+    #[command(after_help = EXIT_CODES)]
+    Set {
+        /// The secret's name, which is also the environment variable a step sees:
+        /// `[A-Za-z_][A-Za-z0-9_]*`, not `WEIR_…`.
+        name: String,
+    },
+    /// List the secrets: names, when each was created and last set. Never values.
+    #[command(after_help = EXIT_CODES)]
+    List,
+    /// Delete secret NAME. Runs whose steps name it fail until it is set again.
+    #[command(after_help = EXIT_CODES)]
+    Rm {
+        /// The secret's name, as `weir secrets list` shows it.
+        name: String,
     },
 }
 
@@ -695,6 +728,7 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Backup { file, force } => {
             backup::backup(&mut conn::connect_admin(conn).await?, conn, file, force).await
         }
+        Command::Secrets { action } => secrets::dispatch(&mut conn::connect_secrets(conn).await?, conn, action).await,
         Command::Gc { dry_run } => retention::gc(&mut connect(conn).await?, conn, dry_run).await,
         Command::Runs { action: Some(RunsAction::Delete { runs }), .. } => {
             retention::delete_runs(&mut connect(conn).await?, conn, runs).await

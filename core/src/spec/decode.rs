@@ -253,6 +253,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// Identifiers of params and matrix keys: `[A-Za-z_][A-Za-z0-9_]*`.
 pub(crate) fn is_ident(name: &str) -> bool {
+    is_ident_text(name)
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+pub(crate) fn is_ident_text(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -14,6 +14,7 @@ mod load;
 pub mod model;
 pub mod notify;
 mod script;
+pub mod secrets;
 pub mod units;
 pub mod yaml;
 mod yaml_help;
@@ -138,6 +139,22 @@ mod tests {
         assert_eq!(a.hash(), b.hash());
         assert_ne!(a.hash(), c.hash());
         assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn secrets_are_names_kept_in_order_and_hashed_only_when_present() {
+        let p = ok(
+            "name: s\nsteps:\n  a:\n    run: 'true'\n    secrets: [DB_PASSWORD, api_token]\n  b:\n    run: 'true'\n",
+        );
+        assert_eq!(p.step("a").unwrap().secrets, ["DB_PASSWORD", "api_token"]);
+        assert!(p.step("b").unwrap().secrets.is_empty());
+        // A pipeline written before `secrets:` existed keeps its hash.
+        assert!(!serde_json::to_string(p.step("b").unwrap()).unwrap().contains("secrets"));
+        for (name, ok) in [("A", true), ("_a1", true), ("", false), ("1A", false), ("A-B", false), ("weir_x", false)] {
+            assert_eq!(secrets::check_name(name).is_ok(), ok, "{name:?}");
+        }
+        assert!(secrets::check_name(&"A".repeat(secrets::MAX_NAME)).is_ok());
+        assert!(secrets::check_name(&"A".repeat(secrets::MAX_NAME + 1)).is_err());
     }
 
     #[test]

@@ -595,6 +595,11 @@ pub struct Step {
     /// The step's own `notify:` entries (step events only), beside the pipeline's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
+    /// `secrets:`: the names of the server's secrets the step receives as environment
+    /// variables (never their values: see [`super::secrets`]). Left out of the canonical JSON
+    /// when empty, so earlier pipelines keep their hash.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     #[serde(skip)]
     pub span: Span,
 }

@@ -12,6 +12,7 @@ pub(crate) mod bounds;
 mod client;
 pub mod convert;
 mod live_metrics;
+mod secrets;
 pub mod status;
 pub(crate) mod transfer;
 mod worker;
@@ -25,6 +26,7 @@ use tonic::service::{Interceptor, Routes};
 use tonic::{Request, Status};
 use weir_proto::v1::weir_admin_server::WeirAdminServer;
 use weir_proto::v1::weir_client_server::WeirClientServer;
+use weir_proto::v1::weir_secrets_server::WeirSecretsServer;
 use weir_proto::v1::weir_worker_server::WeirWorkerServer;
 
 use crate::server::Engine;
@@ -40,6 +42,7 @@ pub(crate) async fn routes(
     health.set_serving::<WeirClientServer<client::ClientApi>>().await;
     health.set_serving::<WeirWorkerServer<worker::WorkerApi>>().await;
     health.set_serving::<WeirAdminServer<admin::AdminApi>>().await;
+    health.set_serving::<WeirSecretsServer<secrets::SecretsApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -54,6 +57,9 @@ pub(crate) async fn routes(
         WeirClientServer::with_interceptor(client::ClientApi(engine.clone()), Bearer::new(client_token, "client"));
     // The operator's calls (backup) take the client token too.
     let admin = WeirAdminServer::with_interceptor(admin::AdminApi(engine.clone()), Bearer::new(client_token, "client"));
+    // Step secrets (set, list, rm) take the client token too.
+    let secrets =
+        WeirSecretsServer::with_interceptor(secrets::SecretsApi(engine.clone()), Bearer::new(client_token, "client"));
     let worker = WeirWorkerServer::with_interceptor(worker::WorkerApi(engine), Bearer::new(worker_token, "worker"));
     Ok(Routes::builder()
         .add_service(health_service)
@@ -61,6 +67,7 @@ pub(crate) async fn routes(
         .add_service(reflection_alpha)
         .add_service(client)
         .add_service(admin)
+        .add_service(secrets)
         .add_service(worker)
         .clone()
         .routes())

@@ -10,8 +10,14 @@ use weir_data::artifact::{self, Digest};
 use super::*;
 use crate::store::Store;
 
-/// A data folder with two runs, a pipeline whose bundle is a blob, and `blobs` output blobs;
-/// returns the backup file's bytes.
+/// The key of the step secret every fixture holds, sealed, and its value.
+fn secrets_key() -> crate::secrets::SecretsKey {
+    crate::secrets::SecretsKey::from_bytes(&[9u8; 32], Path::new("key")).unwrap()
+}
+const SECRET_VALUE: &str = "backed-up-secret-value-0d9f";
+
+/// A data folder with two runs, a pipeline whose bundle is a blob, a sealed step secret and
+/// `blobs` output blobs; returns the backup file's bytes.
 fn backup_of(dir: &Path, blobs: &[&[u8]]) -> Vec<u8> {
     let store = Store::open(&dir.join("db")).unwrap();
     let art = artifact::Store::open(&dir.join("artifacts")).unwrap();
@@ -19,6 +25,7 @@ fn backup_of(dir: &Path, blobs: &[&[u8]]) -> Vec<u8> {
     crate::store::testkit::train_with_bundle(&store, bundle);
     store.put_run(&crate::store::testkit::run("r-1", "train", RunState::Succeeded)).unwrap();
     store.put_run(&crate::store::testkit::run("r-2", "train", RunState::Running)).unwrap();
+    store.put_secret("DB_PASSWORD", &secrets_key().seal("DB_PASSWORD", SECRET_VALUE, Millis(1), Millis(2))).unwrap();
     let mut digests: Vec<Digest> = blobs.iter().map(|b| art.put_bytes(b).unwrap()).collect();
     digests.push(bundle);
     let mut records = Vec::new();
@@ -70,6 +77,10 @@ fn a_backup_restores_into_a_fresh_folder_with_every_record_and_blob() {
         art.verify(&d).unwrap();
     }
     assert!(!target.join("restore-records.tmp").exists());
+    // Step secrets travel sealed and open again under the same key file.
+    assert!(!file.windows(SECRET_VALUE.len()).any(|w| w == SECRET_VALUE.as_bytes()), "plaintext in the backup");
+    let sealed = b.secret("DB_PASSWORD").unwrap().expect("the secret is restored");
+    assert_eq!(secrets_key().open("DB_PASSWORD", &sealed).unwrap(), SECRET_VALUE);
 }
 
 #[test]

@@ -197,6 +197,7 @@ pub(crate) fn key_of(
     node: NodeIndex,
     bundle: Option<&str>,
     inputs: &Inputs,
+    secrets: &BTreeMap<String, String>,
 ) -> CacheKey {
     let inst = &plan.graph[node];
     let step = &pipeline.steps()[inst.step];
@@ -236,6 +237,11 @@ pub(crate) fn key_of(
         full.insert(format!("input.{name}"), digest.clone().unwrap_or_else(|| "none (skipped)".into()));
     }
     full.insert("bundle".into(), bundle.unwrap_or("none").to_string());
+    // A secret's value counts (a new password voids the entry) only as its keyed fingerprint
+    // (`crate::secrets`): the key, its parts and `weir cache explain` never hold the value.
+    for (name, fingerprint) in secrets {
+        full.insert(format!("secret.{name}"), fingerprint.clone());
+    }
     // The step as declared (outputs, gate, retries, ...), for pipelines submitted without a
     // bundle; minus `cache:` (a longer ttl must not void entries) and the matrix (a new value
     // must not void the other instances; each instance's values are under `matrix.`).
@@ -375,7 +381,8 @@ impl Engine {
                     continue;
                 }
             };
-            let key = key_of(&live.pipeline, &live.plan, node, live.bundle.as_deref(), &inputs);
+            let secrets = self.secret_fingerprints(&step.secrets);
+            let key = key_of(&live.pipeline, &live.plan, node, live.bundle.as_deref(), &inputs, &secrets);
             let forced = matches!(&live.record.trigger, Trigger::Retry { from: Some(s), .. } if *s == step.name);
             let (pipeline, name, ttl) = (live.pipeline.name().to_string(), step.name.clone(), step.cache.ttl);
             live.steps[attempt.instance.index()].cache = Some(key.clone());
@@ -466,7 +473,9 @@ impl Engine {
         let params = plan::resolve_params(&pipeline, &overrides)
             .map_err(|diags| self.params_error(&version, pipeline.name(), diags))?;
         let plan = plan::plan(&pipeline, &params, "planned");
-        let steps = predict(&self.store, &pipeline, &plan, bundle.as_deref(), no_cache, self.clock.now())?;
+        let fingerprints = |names: &[String]| self.secret_fingerprints(names);
+        let steps =
+            predict(&self.store, &pipeline, &plan, bundle.as_deref(), no_cache, self.clock.now(), &fingerprints)?;
         Ok((version, steps))
     }
 
@@ -587,6 +596,7 @@ pub fn predict(
     bundle: Option<&str>,
     no_cache: bool,
     now: Millis,
+    fingerprints: &dyn Fn(&[String]) -> BTreeMap<String, String>,
 ) -> Result<Vec<PlannedStep>, ApiError> {
     // The outputs an instance would have, when known (it comes from the cache).
     let mut known: HashMap<NodeIndex, Manifest> = HashMap::new();
@@ -621,7 +631,7 @@ pub fn predict(
             // A planned run is started by hand: no input dataset, as `live_inputs` keys it.
             inputs.push((TRIGGER_FILES_INPUT.into(), Some(String::new())));
         }
-        let key = key_of(pipeline, plan, node, bundle, &inputs);
+        let key = key_of(pipeline, plan, node, bundle, &inputs, &fingerprints(&step.secrets));
         p.cache_key.clone_from(&key.key);
         match store.cache_entry(pipeline.name(), &step.name, &key.key)? {
             Some(e) if fresh(&e, step.cache.ttl, now) => {
@@ -659,7 +669,7 @@ mod tests {
         let overrides: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let plan = plan::plan(p, &plan::resolve_params(p, &overrides).unwrap(), "r1");
         let node = plan.graph.node_indices().find(|n| plan.graph[*n].name == step).unwrap();
-        key_of(p, &plan, node, Some(bundle), inputs)
+        key_of(p, &plan, node, Some(bundle), inputs, &BTreeMap::new())
     }
 
     const YAML: &str = "name: p\nparams:\n  rows: 10\n  seed: 1\n  other: x\nsteps:\n  ingest:\n    run: gen --rows {{ params.rows }}\n    cache: true\n  train:\n    needs: [ingest]\n    run: fit --seed \"$WEIR_PARAM_SEED\"\n    env: {MODE: fast}\n    cache: {ttl: 1h}\n";
@@ -695,7 +705,7 @@ mod tests {
         let plan = |run: &str| plan::plan(&p, &plan::resolve_params(&p, &[]).unwrap(), run);
         let k = |plan: &Plan, name: &str| {
             let node = plan.graph.node_indices().find(|n| plan.graph[*n].name == name).unwrap();
-            key_of(&p, plan, node, Some("b"), &Vec::new())
+            key_of(&p, plan, node, Some("b"), &Vec::new(), &BTreeMap::new())
         };
         let (r1, r2) = (plan("r1"), plan("r2"));
         assert_eq!(

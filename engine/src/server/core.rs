@@ -211,6 +211,8 @@ pub struct Engine {
     pub(crate) triggers: super::triggers::Triggers,
     /// When a pending alias move next times out (`protect`).
     pub(crate) alias_due: super::protect::AliasDue,
+    /// The key step secrets are sealed with, and whether they may travel in plaintext.
+    pub(crate) secrets: super::secrets::ServerSecrets,
 }
 
 impl Engine {
@@ -237,6 +239,7 @@ impl Engine {
             holds: Default::default(),
             triggers: Default::default(),
             alias_due: Default::default(),
+            secrets: Default::default(),
         }
     }
 

@@ -45,6 +45,8 @@ pub(crate) struct Assignment {
     pub resources: Resources,
     pub pull: PullPolicy,
     pub capabilities: Option<Vec<String>>,
+    /// The values of the step's `secrets:`, for this worker only (never stored).
+    pub secrets: crate::secrets::Revealed,
 }
 
 /// What a worker reported.
@@ -97,6 +99,8 @@ impl Engine {
         if w.offer.capacity > 0 && w.held.len() >= w.offer.capacity as usize {
             return Ok(None); // full, whatever its `free` says
         }
+        // Attempts failed here because their secrets cannot be delivered: committed before return.
+        let mut failed = false;
         loop {
             let entry = {
                 // Disjoint borrows: no copy of the worker's offer per lease.
@@ -112,7 +116,10 @@ impl Engine {
             if live.machine.live_attempt(i) != Some(attempt) || live.machine.state(i) != StepState::Ready {
                 continue; // withdrawn (cancelled) or superseded
             }
-            let assignment = match assignment(self, live, &run, attempt) {
+            let names =
+                &live.pipeline.steps()[live.plan.graph[petgraph::graph::NodeIndex::new(i.index())].step].secrets;
+            let secrets = self.secret_values(names);
+            let mut assignment = match assignment(self, live, &run, attempt) {
                 Ok(a) => a,
                 Err(e) => {
                     // Keep it ready for the next lease rather than losing it from the queue.
@@ -121,6 +128,16 @@ impl Engine {
                 }
             };
             self.apply(&mut st, &run, Event::Leased { attempt, worker: worker.to_string() }, None)?;
+            match secrets {
+                Ok(values) => assignment.secrets = crate::secrets::Revealed(values),
+                Err(reason) => {
+                    // No retry can do better until someone sets the secret (or the key).
+                    tracing::warn!(run, %attempt, reason, "a step's secrets cannot be delivered; the attempt fails");
+                    self.apply(&mut st, &run, Event::Failed { attempt, reason, permanent: true }, None)?;
+                    failed = true;
+                    continue;
+                }
+            }
             if let Some(w) = st.workers.get_mut(worker) {
                 w.held.insert((run.clone(), attempt), Held { since: self.clock.instant(), usage: entry.need.usage });
             }
@@ -128,6 +145,10 @@ impl Engine {
             drop(st);
             self.commit()?;
             return Ok(Some(assignment));
+        }
+        if failed {
+            drop(st);
+            self.commit()?;
         }
         Ok(None)
     }
@@ -519,6 +540,7 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
         resources: step.resources,
         pull: step.pull,
         capabilities: step.capabilities.clone(),
+        secrets: Default::default(),
     })
 }
 

@@ -46,6 +46,7 @@ pub(crate) mod run_view;
 pub(crate) mod runs;
 pub(crate) mod scheduler;
 mod schedules;
+pub(crate) mod secrets;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
@@ -72,6 +73,7 @@ pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
 pub use error::ApiError;
 pub use retention::GcConfig;
+pub use secrets::{SecretInfo, ServerSecrets};
 pub use triggers::{Delivery, Secrets, SecretsError};
 
 /// How the server runs.
@@ -106,6 +108,9 @@ pub struct ServerConfig {
     pub trigger_every: Duration,
     /// The secrets webhook deliveries are signed with, by pipeline (`--webhook-secrets`).
     pub webhook_secrets: Secrets,
+    /// The key step secrets are sealed with at rest (`--secrets-key`); `None`: the server keeps
+    /// no secrets and refuses steps that name one.
+    pub secrets_key: Option<crate::secrets::SecretsKey>,
 }
 
 /// Which of the unfinished runs in the store [`start`] resumes. A run it leaves stays as it was
@@ -153,7 +158,16 @@ impl ServerConfig {
             notify: Default::default(),
             trigger_every: Duration::from_secs(2),
             webhook_secrets: Secrets::default(),
+            secrets_key: None,
         }
+    }
+
+    /// Whether step secrets may travel over this server's transport when it is not TLS: when it
+    /// listens on loopback only, or `insecure` says the network is trusted. (A TLS transport
+    /// carries them whatever this says.) Otherwise `SetSecret` is refused and a step naming a
+    /// secret fails instead of receiving it.
+    pub fn secrets_over_plaintext_ok(&self) -> bool {
+        self.listen.ip().is_loopback() || self.insecure
     }
 }
 
@@ -290,6 +304,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     engine.collector.config = config.gc;
     engine.notify = config.notify.clone();
     engine.triggers = triggers::Triggers::new(config.webhook_secrets.clone());
+    engine.secrets =
+        secrets::ServerSecrets { key: config.secrets_key.clone(), plaintext_ok: config.secrets_over_plaintext_ok() };
     let engine = Arc::new(engine);
     if let Some(endpoint) = &config.otlp_endpoint {
         let _ = engine.otel.set(crate::otel::Otel::start(endpoint, Arc::downgrade(&engine))?);

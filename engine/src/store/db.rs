@@ -41,10 +41,11 @@ pub(super) enum TreeId {
     LiveMetrics,
     Outbox,
     Triggered,
+    Secrets,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 21] = [
+    pub(super) const ALL: [TreeId; 22] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -66,6 +67,7 @@ impl TreeId {
         TreeId::LiveMetrics,
         TreeId::Outbox,
         TreeId::Triggered,
+        TreeId::Secrets,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -91,6 +93,7 @@ impl TreeId {
             TreeId::LiveMetrics => "live_metrics",
             TreeId::Outbox => "outbox",
             TreeId::Triggered => "triggered",
+            TreeId::Secrets => "secrets",
         }
     }
 

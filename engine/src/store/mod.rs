@@ -35,6 +35,7 @@
 //! | `triggered`         | pipeline · trigger · key              | [`Fired`] (see `triggered`)  |
 //! | `live_metrics`      | run · instance u32 · attempt u32 · seq u64 | [`LivePoint`], at seq `u64::MAX` the attempt's [`LiveSummary`] (see `live_metrics`) |
 //! | `outbox`            | delivery id                           | [`Delivery`] (see `outbox`)  |
+//! | `secrets`           | secret name                           | [`SecretRecord`] (see `secrets`): the value sealed, never plain |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -66,6 +67,7 @@ mod models;
 mod outbox;
 mod records;
 mod retention;
+mod secrets;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod time_index;
@@ -90,6 +92,7 @@ pub use records::{
     PipelineVersion, RunRecord, ScheduleRecord, SkippedTicks, StepRecord, Stream, Ticks, Trigger, TriggerFile,
 };
 pub use retention::RunAge;
+pub use secrets::SecretRecord;
 pub use triggered::Fired;
 pub use workers::WorkerRecord;
 

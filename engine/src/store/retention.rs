@@ -51,7 +51,9 @@ fn coverage(t: TreeId) -> Coverage {
         // A notification outlives its run: it is delivered or dead-lettered, then forgotten.
         | TreeId::Outbox
         // What an `on:` trigger fired stays fired when its run is deleted: the file is not new.
-        | TreeId::Triggered => Coverage::NotByRun,
+        | TreeId::Triggered
+        // A step secret belongs to the server, not to a run.
+        | TreeId::Secrets => Coverage::NotByRun,
     }
 }
 

@@ -114,7 +114,7 @@ pub(crate) async fn resume(
             let (timeout, limits) = (spec.timeout, spec.limits);
             let (tx, rx) = mpsc::channel(1024);
             let (outcome, ()) =
-                tokio::join!(docker.resume(name, spec, tx, cancel.clone()), logs::forward(&ctx.session, &key, rx));
+                tokio::join!(docker.resume(name, spec, tx, cancel.clone()), logs::forward(&ctx.session, &key, rx, &[]));
             match outcome {
                 Ok(outcome) => judge(&ctx, &key, &assignment, &outputs_dir, outcome, timeout, &limits).await,
                 Err(e) => Err(runtime_stop(e)),
@@ -248,6 +248,12 @@ fn traced_end(report: Option<&Report>) -> otel::Ended {
     }
 }
 
+/// The assignment as the work folder may keep it (to resume its container after a restart):
+/// without the secret values, which never touch the worker's disk.
+fn without_secrets(a: &v1::Assignment) -> v1::Assignment {
+    v1::Assignment { secrets: Default::default(), ..a.clone() }
+}
+
 fn failed(reason: String, exit_code: Option<i32>) -> Report {
     Report::Failed(v1::Failed { reason, exit_code, permanent: false })
 }
@@ -270,6 +276,7 @@ async fn attempt(
     let timeout = spec.timeout;
     let limits = spec.limits;
     let (tx, rx) = mpsc::channel(1024);
+    let secrets: Vec<String> = a.secrets.values().cloned().collect();
     // The live metrics file is tailed until the step has ended, its notes in the step's log.
     let metrics_file = spec.metrics_dir.as_ref().map(|d| d.join(crate::runtime::METRICS_FILE));
     let (metrics_logs, step_done) = (tx.clone(), CancellationToken::new());
@@ -277,8 +284,13 @@ async fn attempt(
         (Some(docker), true) => {
             // Written before the container exists: a worker killed right after creating it finds
             // the record on restart and resumes the container instead of leaving it behind.
-            let (records, name, slot, a, gpus) =
-                (ctx.records.clone(), container_name(&spec.id), dir.to_path_buf(), a.clone(), spec.gpus.clone());
+            let (records, name, slot, a, gpus) = (
+                ctx.records.clone(),
+                container_name(&spec.id),
+                dir.to_path_buf(),
+                without_secrets(a),
+                spec.gpus.clone(),
+            );
             blocking(move || containers::remember(&records, &name, &slot, &a, &gpus))
                 .await?
                 .map_err(|e| Stop::Fail(format!("cannot record the container in the work folder: {e}")))?;
@@ -308,7 +320,7 @@ async fn attempt(
             None => drop(metrics_logs),
         }
     };
-    let (started, outcome, (), ()) = tokio::join!(started, step, logs::forward(&ctx.session, key, rx), tail);
+    let (started, outcome, (), ()) = tokio::join!(started, step, logs::forward(&ctx.session, key, rx, &secrets), tail);
     started.map_err(Stop::Quiet)?;
     let outcome = outcome.map_err(runtime_stop)?;
     drop(running);
@@ -497,6 +509,10 @@ async fn prepare(ctx: &Context, key: &Key, a: &v1::Assignment, dir: &Path) -> Re
 
     let timeout = wire::from_duration(a.timeout.as_ref()).filter(|d| !d.is_zero());
     let mut env: Vec<(String, String)> = a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    // Secrets arrive as the variables of their names (docs/secrets.md); the engine refused
+    // `env:` that would set the same name, and `WEIR_` names.
+    env.retain(|(k, _)| !a.secrets.contains_key(k));
+    env.extend(a.secrets.iter().filter(|(k, _)| !k.starts_with("WEIR_")).map(|(k, v)| (k.clone(), v.clone())));
     env.sort();
     let mut spec = StepSpec::new(action, workdir, inputs_dir, outputs_dir.clone());
     spec.env = env;

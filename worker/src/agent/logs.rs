@@ -3,7 +3,9 @@
 //! each batch one UploadLogs call retried until the engine takes it. Lines are always read from
 //! the runtime at once, so a slow or absent engine never blocks the step: past [`MAX_PENDING`]
 //! bytes waiting, lines are dropped and a note saying how much is put in their place. It never
-//! reorders lines and returns only when every line is uploaded (or refused).
+//! reorders lines and returns only when every line is uploaded (or refused). The attempt's
+//! secret values are masked (`mask`) per stream before a byte is queued, so none is ever
+//! uploaded, held for upload, or counted in a note.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -14,6 +16,7 @@ use tokio::sync::{Notify, mpsc};
 use tonic::codegen::tokio_stream;
 use weir_proto::v1;
 
+use super::mask::Masker;
 use super::session::{CallError, Key, NotFound, Session};
 use crate::runtime::{LogLine, Stream};
 
@@ -82,12 +85,16 @@ impl Pending {
 fn chunk(line: LogLine) -> v1::LogChunk {
     let mut data = line.line;
     data.push(b'\n');
-    let stream = match line.stream {
+    bytes_chunk(line.stream, line.at, data)
+}
+
+fn bytes_chunk(stream: Stream, at: std::time::SystemTime, data: Vec<u8>) -> v1::LogChunk {
+    let stream = match stream {
         Stream::Stdout => v1::LogStream::Stdout,
         Stream::Stderr => v1::LogStream::Stderr,
     };
     v1::LogChunk {
-        time: Some(wire::system_time(line.at)),
+        time: Some(wire::system_time(at)),
         stream: stream as i32,
         data,
         instance_name: String::new(),
@@ -96,19 +103,27 @@ fn chunk(line: LogLine) -> v1::LogChunk {
 }
 
 /// Uploads every line from `lines` for the attempt `key`; returns once `lines` is closed and
-/// all it carried is uploaded, refused, or abandoned.
-pub(crate) async fn forward(session: &Session, key: &Key, mut lines: mpsc::Receiver<LogLine>) {
+/// all it carried is uploaded, refused, or abandoned. Every occurrence of one of `secrets`
+/// (the attempt's secret values) is replaced with `***` first.
+pub(crate) async fn forward(session: &Session, key: &Key, mut lines: mpsc::Receiver<LogLine>, secrets: &[String]) {
     let pending = Mutex::new(Pending::default());
     let wake = Notify::new();
     let collect = async {
+        let mut masks = Masks::new(secrets);
         while let Some(line) = lines.recv().await {
+            let Some(chunk) = masks.chunk(line) else { continue };
             let mut p = pending.lock().expect("pending lock");
-            p.push(chunk(line));
+            p.push(chunk);
             if p.bytes >= FLUSH_BYTES {
                 wake.notify_one();
             }
         }
-        pending.lock().expect("pending lock").closed = true;
+        let mut p = pending.lock().expect("pending lock");
+        for chunk in masks.finish() {
+            p.push(chunk);
+        }
+        p.closed = true;
+        drop(p);
         wake.notify_one();
     };
     let upload = async {
@@ -151,6 +166,44 @@ pub(crate) async fn forward(session: &Session, key: &Key, mut lines: mpsc::Recei
     tokio::join!(collect, upload);
 }
 
+/// One [`Masker`] per stream: a value split across two lines of one stream is masked too.
+struct Masks {
+    stdout: Masker,
+    stderr: Masker,
+}
+
+impl Masks {
+    fn new(secrets: &[String]) -> Masks {
+        let m = Masker::new(secrets.iter().map(String::as_str));
+        Masks { stdout: m.clone(), stderr: m }
+    }
+
+    /// `line` as a chunk, masked; `None` when all of it is held back for now.
+    fn chunk(&mut self, line: LogLine) -> Option<v1::LogChunk> {
+        let m = match line.stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        if m.is_empty() {
+            return Some(chunk(line));
+        }
+        let mut data = line.line;
+        data.push(b'\n');
+        let data = m.push(&data);
+        (!data.is_empty()).then(|| bytes_chunk(line.stream, line.at, data))
+    }
+
+    /// What each stream held back at its end.
+    fn finish(&mut self) -> Vec<v1::LogChunk> {
+        let at = crate::clock::wall();
+        [(Stream::Stdout, self.stdout.finish()), (Stream::Stderr, self.stderr.finish())]
+            .into_iter()
+            .filter(|(_, data)| !data.is_empty())
+            .map(|(stream, data)| bytes_chunk(stream, at, data))
+            .collect()
+    }
+}
+
 async fn upload(session: &Session, key: &Key, messages: Vec<Vec<v1::LogChunk>>) -> Result<(), CallError> {
     session
         .call("upload logs", NotFound::Reregister, |mut client, id| {
@@ -188,6 +241,21 @@ mod tests {
         assert_eq!(messages[0][0].data, b"a\n");
         assert_eq!(messages[0][0].stream, v1::LogStream::Stdout as i32);
         assert_eq!(p.bytes, 0);
+    }
+
+    #[test]
+    fn each_stream_is_masked_apart_and_what_is_held_comes_out_at_the_end() {
+        let mut m = Masks::new(&["hunter2".to_string()]);
+        let texts = |chunks: Vec<v1::LogChunk>| -> Vec<(i32, String)> {
+            chunks.into_iter().map(|c| (c.stream, String::from_utf8(c.data).unwrap())).collect()
+        };
+        let mut out = Vec::new();
+        for (stream, text) in [(Stream::Stdout, "pw hunter2"), (Stream::Stderr, "err hun"), (Stream::Stdout, "tail")] {
+            out.extend(m.chunk(line(stream, text)));
+        }
+        out.extend(m.finish());
+        let (o, e) = (v1::LogStream::Stdout as i32, v1::LogStream::Stderr as i32);
+        assert_eq!(texts(out), [(o, "pw ***\n".to_string()), (e, "err hun\n".to_string()), (o, "tail\n".to_string())]);
     }
 
     #[test]

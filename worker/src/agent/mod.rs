@@ -13,6 +13,7 @@ mod gpus;
 mod host;
 mod live_metrics;
 mod logs;
+mod mask;
 mod metrics_file;
 mod session;
 mod transfer;

@@ -67,6 +67,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
             approval: None,
             runs_on: defaults.runs_on.clone(),
             notify: Vec::new(),
+            secrets: Vec::new(),
             span: cx.span(key),
         },
         needs_nodes: Vec::new(),
@@ -86,6 +87,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
     draft.image_given |= fields.get("image").is_some();
     let mut res = defaults.resources.unwrap_or_default();
     let mut env_vars: Vec<(String, Template, NodeId)> = defaults.env.clone();
+    let mut secrets: Vec<(String, NodeId)> = Vec::new();
     draft.inherited = defaults.env.iter().map(|(_, _, n)| *n).chain(defaults.image.as_ref().map(|(_, n)| *n)).collect();
 
     match (fields.get("run"), fields.get("command")) {
@@ -242,6 +244,7 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
                 draft.templates.extend(message);
                 a.map(|a| draft.step.approval = Some(a)).is_some()
             }
+            "secrets" => crate::spec::secrets::load(cx, v, &path).map(|s| secrets = s).is_some(),
             "runs_on" => label_map(cx, v, &path)
                 .map(|m| {
                     draft.step.runs_on.extend(m);
@@ -253,6 +256,19 @@ pub(super) fn step(cx: &mut Cx<'_>, key: NodeId, v: NodeId, defaults: &Defaults,
     }
     draft.step.resources =
         Resources { cpus_milli: res.cpus_milli, memory_bytes: res.memory_bytes, gpus: res.gpus.unwrap_or(0) };
+    // A secret arrives as the variable of its name: one `env:` sets as well would hide it.
+    for (name, node) in secrets {
+        if let Some((_, _, env_node)) = env_vars.iter().find(|(k, _, _)| *k == name) {
+            cx.push(
+                Diagnostic::error(format!("step `{}` names `{name}` both as a secret and in `env`", draft.step.name))
+                    .at(cx.span(node), "the secret arrives as the environment variable of this name")
+                    .related(cx.span(*env_node), "`env` sets it here")
+                    .help("rename the `env` variable, or drop it: the secret's value is what the step sees"),
+            );
+            continue;
+        }
+        draft.step.secrets.push(name);
+    }
     for (k, t, n) in env_vars {
         draft.templates.push((t.clone(), n));
         draft.step.env.push((k, t));

@@ -100,6 +100,7 @@ pub(crate) fn assignment(a: Assignment) -> v1::Assignment {
             PullPolicy::Never => v1::PullPolicy::Never,
         } as i32,
         capabilities: a.capabilities.map(|names| v1::Capabilities { names }),
+        secrets: a.secrets.0.into_iter().collect(),
     }
 }
 
