@@ -261,8 +261,13 @@ impl TokenFile {
             Role::Client => &self.client,
             Role::Worker => &self.worker,
         };
-        match entry.as_ref().or(self.bare.as_ref()) {
-            Some(e) => Ok(e.token.clone()),
+        // A file of one named token (a person's or a system's own file) is that token.
+        let only_named = match self.named.as_slice() {
+            [n] if (n.role == "worker") == (role == Role::Worker) => Some(n.token.clone()),
+            _ => None,
+        };
+        match entry.as_ref().or(self.bare.as_ref()).map(|e| e.token.clone()).or(only_named) {
+            Some(token) => Ok(token),
             None => Err(self.error(None, Problem::Missing { role: role.key() })),
         }
     }
@@ -530,6 +535,10 @@ mod tests {
             ("ci.bot", "worker", "x1"),
         ];
         assert_eq!(got.unwrap(), want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).to_vec());
+        // a file of one named line is its holder's token
+        let f = parse("alice:operator=a1\n").unwrap();
+        assert_eq!(f.token(Role::Client).map(Token::into_secret), Ok("a1".to_string()));
+        assert!(f.token(Role::Worker).is_err());
         // named lines alone make a server (no client= or worker= needed)
         assert_eq!(principals("ann:admin=a\n", LOOPBACK).unwrap().len(), 1);
 

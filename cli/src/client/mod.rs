@@ -15,6 +15,7 @@
 //! registry; `live_metrics` a step's live metrics (`weir metrics RUN STEP`); `resume` runs left
 //! unfinished by a killed `weir run`, and `weir resume`.
 
+pub(crate) mod access;
 pub(crate) mod approvals;
 pub(crate) mod artifacts;
 mod backup;
@@ -467,6 +468,17 @@ pub enum Command {
         #[arg(long)]
         dead: bool,
     },
+    /// Manage named tokens with roles: `create NAME --role ROLE`, `list`, `revoke NAME`
+    /// (admin role). See docs/auth.md.
+    Tokens {
+        #[command(subcommand)]
+        action: access::TokensAction,
+    },
+    /// Show the audit log: every mutating request (submit, start, cancel, retry, approve,
+    /// promote, rollback, schedule pause/resume/backfill, token changes, deletes, backups) with
+    /// when, who (and their role), what and the outcome, oldest first (admin role).
+    #[command(after_help = EXIT_CODES)]
+    Audit(access::AuditArgs),
     /// Save a backup of the server's store and blobs to FILE, while it runs.
     ///
     /// The server reads every record at one instant (its writes pause meanwhile; runs go on),
@@ -690,6 +702,8 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
         Command::Backup { file, force } => {
             backup::backup(&mut conn::connect_admin(conn).await?, conn, file, force).await
         }
+        Command::Tokens { action } => access::tokens(&mut conn::connect_access(conn).await?, conn, action).await,
+        Command::Audit(args) => access::audit(&mut conn::connect_access(conn).await?, conn, args).await,
         Command::Gc { dry_run } => retention::gc(&mut connect(conn).await?, conn, dry_run).await,
         Command::Runs { action: Some(RunsAction::Delete { runs }), .. } => {
             retention::delete_runs(&mut connect(conn).await?, conn, runs).await

@@ -41,10 +41,12 @@ pub(super) enum TreeId {
     LiveMetrics,
     Outbox,
     Triggered,
+    Tokens,
+    Audit,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 21] = [
+    pub(super) const ALL: [TreeId; 23] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -66,6 +68,8 @@ impl TreeId {
         TreeId::LiveMetrics,
         TreeId::Outbox,
         TreeId::Triggered,
+        TreeId::Tokens,
+        TreeId::Audit,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -91,6 +95,8 @@ impl TreeId {
             TreeId::LiveMetrics => "live_metrics",
             TreeId::Outbox => "outbox",
             TreeId::Triggered => "triggered",
+            TreeId::Tokens => "tokens",
+            TreeId::Audit => "audit",
         }
     }
 

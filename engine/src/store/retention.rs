@@ -51,7 +51,10 @@ fn coverage(t: TreeId) -> Coverage {
         // A notification outlives its run: it is delivered or dead-lettered, then forgotten.
         | TreeId::Outbox
         // What an `on:` trigger fired stays fired when its run is deleted: the file is not new.
-        | TreeId::Triggered => Coverage::NotByRun,
+        | TreeId::Triggered
+        // Who may call, and what they did, outlive every run.
+        | TreeId::Tokens
+        | TreeId::Audit => Coverage::NotByRun,
     }
 }
 
