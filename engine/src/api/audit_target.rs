@@ -54,7 +54,6 @@ impl Methods {
                         .map(|d| {
                             d.field
                                 .iter()
-                                .filter(|f| f.oneof_index.is_none() || f.proto3_optional())
                                 .filter(|f| f.label() != prost_types::field_descriptor_proto::Label::Repeated)
                                 .filter(|f| !HIDDEN.iter().any(|h| f.name().contains(h)))
                                 .filter_map(|f| {

@@ -234,6 +234,7 @@ impl WeirClient for ClientApi {
     }
 
     async fn approve(&self, req: Request<v1::ApproveRequest>) -> Result<Response<v1::ApproveResponse>, Status> {
+        let who = req.extensions().get::<crate::access::Principal>().map_or("anonymous".to_string(), |p| p.name.clone());
         let r = bounded(req)?;
         let decide = crate::server::approvals::Decide {
             run_id: &r.run_id,
@@ -241,8 +242,8 @@ impl WeirClient for ClientApi {
             approve: r.approve,
             comment: &r.comment,
             name: &r.decided_by,
-            // Client tokens carry no name yet: the caller is known only as a holder of one.
-            credential: "client token",
+            // The token's holder (the guard's principal): the decision names the person.
+            credential: &who,
         };
         let (state, message) = self.0.approve(&decide)?;
         Ok(Response::new(v1::ApproveResponse {

@@ -131,7 +131,7 @@ fn render(
                 }
             }
         }
-        section.actions {
+        @if session.may(crate::access::Role::Admin) { section.actions {
             h2 { "Promote" }
             form method="post" action={(base) "/promote"} {
                 input type="hidden" name="csrf" value=(session.csrf);
@@ -147,7 +147,7 @@ fn render(
                 label { " reason " input type="text" name="reason"; }
                 button type="submit" { "Check" }
             }
-        }
+        } }
         section #lineage {
             h2 { "Lineage of v" (chosen) }
             @match &lineage {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use weir_core::spec::{Param, ParamType};
 
 use super::auth::{Session, encode};
+use crate::access::Role;
 use super::dag::{self, DagNode};
 use super::page::{self, run_badge, time};
 use super::{Web, WebError};
@@ -112,7 +113,7 @@ fn render(web: &Web, session: &Session, d: &PipelineDetail, f: Forms, code: Stat
                 }
             }
         }
-        section.start { h2 { "Start a run" } (start_form(session, d, &f, &base)) }
+        @if session.may(Role::Operator) { section.start { h2 { "Start a run" } (start_form(session, d, &f, &base)) } }
         section.graph { h2 { "Graph" } div.dag { (dag::svg(&nodes, &d.edges)) } }
         @for s in &schedules { (schedule_card(session, s, &f, &base)) }
         section.source {
@@ -208,6 +209,7 @@ fn schedule_card(session: &Session, s: &crate::server::scheduler::ScheduleView, 
                 ul.skipped { @for k in &t.skipped { li { (k.count) " tick(s) " (in_zone(k.first)) " – " (in_zone(k.last)) ": " (k.reason) } } }
             }
             @if s.backfill_left > 0 { p { (s.backfill_left) " backfill tick(s) still to start." } }
+            @if session.may(Role::Operator) {
             form method="post" action={(base) "/pause"} {
                 input type="hidden" name="csrf" value=(session.csrf);
                 input type="hidden" name="paused" value=(if t.paused { "false" } else { "true" });
@@ -231,6 +233,7 @@ fn schedule_card(session: &Session, s: &crate::server::scheduler::ScheduleView, 
                     input type="hidden" name="confirm" value="true";
                     button type="submit" { "Run this backfill" }
                 }
+            }
             }
         }
     }

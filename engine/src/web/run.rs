@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use weir_core::run::{Millis, RunState, StepState};
 
 use super::auth::{Session, encode};
+use crate::access::Role;
 use super::dag::{self, DagNode};
 use super::page::{self, duration, run_badge, step_badge, time};
 use super::{Web, WebError};
@@ -136,13 +137,13 @@ pub(crate) async fn show(
             @if rec.no_cache { dt { "Cache" } dd { "off for this run (--no-cache)" } }
         }
         div.actions {
-            @if live {
+            @if live && session.may(Role::Operator) {
                 form method="post" action={"/runs/" (segment(&rec.id)) "/cancel"} data-confirm="Cancel this run?" {
                     input type="hidden" name="csrf" value=(session.csrf);
                     button type="submit" { "Cancel run" }
                 }
             }
-            @if matches!(rec.state, RunState::Failed | RunState::Cancelled) {
+            @if matches!(rec.state, RunState::Failed | RunState::Cancelled) && session.may(Role::Operator) {
                 form method="post" action={"/runs/" (segment(&rec.id)) "/retry"} {
                     input type="hidden" name="csrf" value=(session.csrf);
                     button type="submit" { "Retry what did not succeed" }
