@@ -59,7 +59,7 @@ fn run_id(stdout: &str) -> String {
 async fn every_kind_of_mutation_is_listed_with_its_actor_after_a_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("ada:admin={ADA}\notto:operator={OTTO}\nvic:viewer={VIC}\n")).unwrap();
+    std::fs::write(&tokens, format!("ada:admin={ADA}\notto:operator={OTTO}\nvic:viewer={VIC}\nbuilder:worker=worker-token-0123456789abcdef0123456\n")).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

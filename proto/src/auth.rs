@@ -320,12 +320,21 @@ impl TokenFile {
                 None => all.push(n.clone()),
             }
         }
-        if all.is_empty() {
-            problems.push(self.error(None, Problem::Empty));
+        // Both sides need a token, or one would be open to anyone who can connect.
+        if !all.iter().any(|n| n.role != "worker") {
+            problems.push(self.error(None, Problem::Missing { role: "client" }));
+        }
+        if !all.iter().any(|n| n.role == "worker") {
+            problems.push(self.error(None, Problem::Missing { role: "worker" }));
         }
         for (i, n) in all.iter().enumerate() {
             if let Some(first) = all[..i].iter().find(|a| a.token == n.token) {
-                problems.push(self.error(Some(n.line), Problem::SameToken { first: first.line }));
+                let problem = if first.name == "client" && n.name == "worker" {
+                    Problem::Same { client: first.line, worker: n.line }
+                } else {
+                    Problem::SameToken { first: first.line }
+                };
+                problems.push(self.error(Some(n.line), problem));
             }
             if !listen.ip().is_loopback() && n.token.0.len() < MIN_TOKEN_LEN {
                 let role = if n.name == "worker" { "worker" } else { "client" };
@@ -539,16 +548,18 @@ mod tests {
         let f = parse("alice:operator=a1\n").unwrap();
         assert_eq!(f.token(Role::Client).map(Token::into_secret), Ok("a1".to_string()));
         assert!(f.token(Role::Worker).is_err());
-        // named lines alone make a server (no client= or worker= needed)
-        assert_eq!(principals("ann:admin=a\n", LOOPBACK).unwrap().len(), 1);
+        // named lines alone make a server (no client= or worker= needed), with both sides
+        assert_eq!(principals("ann:admin=a\nci:worker=b\n", LOOPBACK).unwrap().len(), 2);
 
         let refused: &[(&str, &str, &[&str])] = &[
-            ("alice:root=a\n", LOOPBACK, &["tokens`:1: unknown role `root`: expected `viewer`, `operator`"]),
-            ("alice:viewer=a\nalice:admin=b\n", LOOPBACK, &["tokens`:2: a second token named `alice` (the first is on line 1)"]),
-            ("client=a\nclient:viewer=b\n", LOOPBACK, &["tokens`:2: a second token named `client` (the first is on line 1)"]),
-            ("alice:viewer=a\nbob:admin=a\n", LOOPBACK, &["tokens`:2: the token on line 1 is used again here"]),
-            ("alice:viewer=\n", LOOPBACK, &["tokens`:1: `NAME:ROLE=` has no token after it"]),
-            ("alice:viewer=short\n", OPEN, &["tokens`:1: the client token has 5 characters"]),
+            ("ann:admin=a\n", LOOPBACK, &["no `worker=TOKEN` line"]),
+            ("ci:worker=a\n", LOOPBACK, &["no `client=TOKEN` line"]),
+            ("alice:root=a\nw:worker=x\n", LOOPBACK, &["tokens`:1: unknown role `root`: expected `viewer`, `operator`"]),
+            ("alice:viewer=a\nalice:admin=b\nw:worker=x\n", LOOPBACK, &["tokens`:2: a second token named `alice` (the first is on line 1)"]),
+            ("client=a\nclient:viewer=b\nworker=x\n", LOOPBACK, &["tokens`:2: a second token named `client` (the first is on line 1)"]),
+            ("alice:viewer=a\nbob:admin=a\nw:worker=x\n", LOOPBACK, &["tokens`:2: the token on line 1 is used again here"]),
+            ("alice:viewer=\nb:admin=y\nw:worker=x\n", LOOPBACK, &["tokens`:1: `NAME:ROLE=` has no token after it"]),
+            ("alice:viewer=short\nw:worker=0123456789abcdef0123456789abcdef\n", OPEN, &["tokens`:1: the client token has 5 characters"]),
             ("s3cret\n", LOOPBACK, &["one token for clients and workers alike"]),
         ];
         for (text, listen, wanted) in refused {
