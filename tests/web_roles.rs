@@ -1,7 +1,8 @@
 //! The web UI by role, over HTTP against a real server with named tokens: a viewer sees a
 //! running run without its cancel button and a cancel it forges (with its own valid CSRF
 //! token) is refused and changes nothing; an operator sees the button and cancels; a worker's
-//! token cannot log in; revoking a token ends its web session at once.
+//! token cannot log in; revoking a token ends its web session at once; the web's mutations
+//! are in the audit log with their people.
 
 use tonic::Request;
 use weir_engine::access::{Grant, Role};
@@ -65,6 +66,18 @@ async fn a_viewer_sees_no_cancel_button_and_a_forged_cancel_is_refused() {
     let got = client.get_run(bearer(Request::new(v1::GetRunRequest { run_id: run.clone(), ..Default::default() }), VIC)).await.unwrap().into_inner();
     assert_eq!(state(&got), v1::RunState::Cancelled as i32);
 
+    // the web's mutations are in the audit log with their people, the refusal included
+    let mut access = v1::weir_access_client::WeirAccessClient::connect(s.url()).await.unwrap();
+    let log = access.list_audit(bearer(Request::new(v1::ListAuditRequest::default()), ADA)).await.unwrap().into_inner();
+    let web: Vec<(String, String, String)> = log
+        .entries
+        .into_iter()
+        .filter(|e| e.target.starts_with("web "))
+        .map(|e| (e.who, e.action, e.outcome))
+        .collect();
+    let want = [("vic", "cancel", "http_403"), ("otto", "cancel", "ok")].map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+    assert_eq!(web, want);
+
     // a worker's token is no way into the UI
     let mut wes = Http::new(&s.url());
     let refused = wes.login(WES).await;
@@ -72,7 +85,6 @@ async fn a_viewer_sees_no_cancel_button_and_a_forged_cancel_is_refused() {
     assert!(wes.cookie.is_none());
 
     // revoking a token ends its session at once
-    let mut access = v1::weir_access_client::WeirAccessClient::connect(s.url()).await.unwrap();
     let create = v1::CreateTokenRequest { name: "temp".into(), role: "operator".into() };
     let temp = access.create_token(bearer(Request::new(create), ADA)).await.unwrap().into_inner().token;
     let mut web = Http::new(&s.url());

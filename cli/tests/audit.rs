@@ -143,6 +143,7 @@ async fn every_kind_of_mutation_is_listed_with_its_actor_after_a_kill_9() {
     // the approval names the person, not "client"
     let status = ok(u, ADA, &["status", &first]);
     assert!(status.contains("approved by otto"), "{status}");
+    assert!(status.contains("started   by otto"), "the run names who started it: {status}");
     // only admins read the log
     let peek = weir(u, OTTO, &["audit"]);
     assert_eq!(peek.status.code(), Some(1), "{}", text(&peek.stderr));

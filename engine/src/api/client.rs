@@ -309,8 +309,9 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::PromoteModelRequest>,
     ) -> Result<Response<v1::PromoteModelResponse>, Status> {
+        let by = req.extensions().get::<crate::access::Principal>().map(|p| p.name.clone());
         let r = bounded(req)?;
-        let event = self.0.promote_model(&r.name, &r.alias, r.version, &r.reason, r.dry_run)?;
+        let event = self.0.promote_model(&r.name, &r.alias, r.version, &r.reason, r.dry_run, by.as_deref())?;
         self.0.commit()?;
         Ok(Response::new(v1::PromoteModelResponse { event: Some(wire::alias_event(&event)) }))
     }
@@ -319,8 +320,9 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::RollbackModelRequest>,
     ) -> Result<Response<v1::RollbackModelResponse>, Status> {
+        let by = req.extensions().get::<crate::access::Principal>().map(|p| p.name.clone());
         let r = bounded(req)?;
-        let event = self.0.rollback_model(&r.name, &r.alias, &r.reason, r.dry_run)?;
+        let event = self.0.rollback_model(&r.name, &r.alias, &r.reason, r.dry_run, by.as_deref())?;
         self.0.commit()?;
         Ok(Response::new(v1::RollbackModelResponse { event: Some(wire::alias_event(&event)) }))
     }

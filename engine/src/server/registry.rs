@@ -150,6 +150,7 @@ impl Engine {
                 rollback: false,
                 expression: None,
                 compared: Vec::new(),
+                by: None,
             };
             match (&reg.when, from) {
                 (None, _) => {}
@@ -296,6 +297,7 @@ impl Engine {
         version: u64,
         reason: &str,
         dry_run: bool,
+        by: Option<&str>,
     ) -> Result<AliasEventRecord, ApiError> {
         check_name("model", name)?;
         check_name("alias", alias)?;
@@ -306,7 +308,7 @@ impl Engine {
         let mut head = self.head(name)?;
         self.version(&head, version)?;
         let reason = with_reason("promoted by hand", reason);
-        self.move_alias(&mut head, alias, version, reason, false, dry_run)
+        self.move_alias(&mut head, alias, version, reason, false, dry_run, by)
     }
 
     /// Moves an alias back (see the module doc); with `dry_run`, only says where to. The
@@ -317,6 +319,7 @@ impl Engine {
         alias: &str,
         reason: &str,
         dry_run: bool,
+        by: Option<&str>,
     ) -> Result<AliasEventRecord, ApiError> {
         check_name("model", name)?;
         check_name("alias", alias)?;
@@ -337,7 +340,7 @@ impl Engine {
         })?;
         self.version(&head, target)?;
         let reason = with_reason("rollback", reason);
-        self.move_alias(&mut head, alias, target, reason, true, dry_run)
+        self.move_alias(&mut head, alias, target, reason, true, dry_run, by)
     }
 
     /// The model version `target` (`model`, `model@alias`, `model:version`) names, and the
@@ -358,6 +361,7 @@ impl Engine {
         reason: String,
         rollback: bool,
         dry_run: bool,
+        by: Option<&str>,
     ) -> Result<AliasEventRecord, ApiError> {
         let event = AliasEventRecord {
             alias: alias.to_string(),
@@ -369,6 +373,7 @@ impl Engine {
             rollback,
             expression: None,
             compared: Vec::new(),
+            by: by.map(str::to_string),
         };
         if dry_run {
             return Ok(event);
@@ -633,9 +638,9 @@ steps:
             run(&e, r);
         }
         let promote = |version: u64, reason: &str| {
-            e.promote_model("churn", "production", version, reason, false).map(|ev| convert::alias_event(&ev))
+            e.promote_model("churn", "production", version, reason, false, None).map(|ev| convert::alias_event(&ev))
         };
-        let rollback = || e.rollback_model("churn", "production", "", false).map(|ev| convert::alias_event(&ev));
+        let rollback = || e.rollback_model("churn", "production", "", false, None).map(|ev| convert::alias_event(&ev));
         let ev = promote(3, "load test passed").unwrap();
         assert_eq!((ev.from_version, ev.to_version, ev.reason.as_str()), (2, 3, "promoted by hand: load test passed"));
         let ev = rollback().unwrap();
@@ -649,7 +654,7 @@ steps:
 
         let err = promote(9, "").unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("versions are 1 to 3")), "{err:?}");
-        let err = e.promote_model("chrun", "x", 1, "", false).unwrap_err();
+        let err = e.promote_model("chrun", "x", 1, "", false, None).unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("did you mean `churn`?")), "{err:?}");
         let err = e.get_model("Bad Name").unwrap_err();
         assert!(matches!(&err, ApiError::Invalid(m) if m.contains("lowercase letters")), "{err:?}");

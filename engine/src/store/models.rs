@@ -70,6 +70,9 @@ pub struct AliasEventRecord {
     /// For a gated promotion: every value the expression read, as `(reference, value)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compared: Vec<(String, String)>,
+    /// Who moved it by hand (the principal's name); `None` for a run's registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// `name · n`: a version or event key.
@@ -175,6 +178,7 @@ mod tests {
             rollback: false,
             expression: None,
             compared: Vec::new(),
+            by: None,
         }
     }
 

@@ -194,10 +194,19 @@ pub(crate) async fn require(State(web): State<Web>, req: Request, next: Next) ->
     if !principal.role.covers(need) {
         tracing::info!(who = %principal.name, role = %principal.role, path = parts.uri.path(), "web request refused");
         let why = format!("`{}` ({}) may not do this: it needs the {need} role", principal.name, principal.role);
+        if let Some(action) = super::audit::action(&parts.method, parts.uri.path()) {
+            super::audit::record(&web, &principal, action, parts.uri.path(), StatusCode::FORBIDDEN).await;
+        }
         return (StatusCode::FORBIDDEN, why).into_response();
     }
-    parts.extensions.insert(Session { csrf: auth.csrf(&session_key), principal });
-    next.run(Request::from_parts(parts, body)).await
+    let action = super::audit::action(&parts.method, parts.uri.path());
+    let path = parts.uri.path().to_string();
+    parts.extensions.insert(Session { csrf: auth.csrf(&session_key), principal: principal.clone() });
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if let Some(action) = action {
+        super::audit::record(&web, &principal, action, &path, response.status()).await;
+    }
+    response
 }
 
 /// The least role a web request needs, as the gRPC method it calls would: reading needs

@@ -19,6 +19,7 @@
 mod ansi;
 mod approvals;
 mod assets;
+mod audit;
 mod auth;
 mod dag;
 mod hooks;

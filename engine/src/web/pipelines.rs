@@ -271,7 +271,7 @@ pub(crate) async fn start(
     let overrides: Vec<(String, String)> =
         values.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
     let target = Some(PipelineRef::Version(detail.version.clone()));
-    match web.engine.start_run(target, overrides, no_cache).await {
+    match web.engine.start_run(target, overrides, no_cache, Some(session.principal.name.clone())).await {
         Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
         Err(ApiError::Diagnostics { message, diagnostics, .. }) => {
             let errors = param_of_diagnostics(&detail.pipeline, &diagnostics);

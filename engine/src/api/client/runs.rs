@@ -124,9 +124,10 @@ pub(super) async fn start_run(
     req: Request<v1::StartRunRequest>,
 ) -> Result<Response<v1::StartRunResponse>, Status> {
     let note = req.extensions().get::<AuditNote>().cloned();
+    let by = req.extensions().get::<crate::access::Principal>().map(|p| p.name.clone());
     let r = bounded(req)?;
     let overrides = r.params.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
-    let run_id = engine.start_run(wire::start_target(r.pipeline), overrides, r.no_cache).await?;
+    let run_id = engine.start_run(wire::start_target(r.pipeline), overrides, r.no_cache, by).await?;
     let (record, steps, message) = engine.load_run(&run_id)?;
     if let Some(note) = note {
         note.push(format!("pipeline={} run={run_id}", record.pipeline));

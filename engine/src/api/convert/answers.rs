@@ -227,6 +227,7 @@ pub(crate) fn alias_event(e: &AliasEventRecord) -> v1::AliasEvent {
         expression: e.expression.clone().unwrap_or_default(),
         compared: e.compared.iter().cloned().collect(),
         rollback: e.rollback,
+        by: e.by.clone().unwrap_or_default(),
     }
 }
 
