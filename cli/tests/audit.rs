@@ -35,6 +35,7 @@ fn weir(url: &str, token: &str, args: &[&str]) -> Output {
         .args(args)
         .args(["--server", url, "--token", token])
         .env("NO_COLOR", "1")
+        .env("USER", "laptop-user")
         .output()
         .expect("run weir")
 }
@@ -140,9 +141,9 @@ async fn every_kind_of_mutation_is_listed_with_its_actor_after_a_kill_9() {
     assert_eq!(table.lines().count(), 1 + 7, "{table}");
     assert!(table.lines().skip(1).all(|l| l.contains("otto")), "{table}");
     assert_eq!(ok(u, ADA, &["audit", "--since", "2999-01-01", "--json"]), "");
-    // the approval names the person, not "client"
+    // the approval names the principal beside the name the caller gave, not "client token"
     let status = ok(u, ADA, &["status", &first]);
-    assert!(status.contains("approved by otto"), "{status}");
+    assert!(status.contains("approved by laptop-user (otto)"), "{status}");
     assert!(status.contains("started   by otto"), "the run names who started it: {status}");
     // only admins read the log
     let peek = weir(u, OTTO, &["audit"]);
