@@ -92,7 +92,8 @@ fn methods() -> Vec<(String, bool, bool)> {
 async fn server_with_people() -> (tempfile::TempDir, server::Server) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir.path().join("engine"));
-    config.grants = PEOPLE.iter().map(|(n, r, t)| Grant { name: n.to_string(), role: *r, token: t.to_string() }).collect();
+    config.grants =
+        PEOPLE.iter().map(|(n, r, t)| Grant { name: n.to_string(), role: *r, token: t.to_string() }).collect();
     let s = server::start(config).await.unwrap();
     (dir, s)
 }
@@ -100,7 +101,13 @@ async fn server_with_people() -> (tempfile::TempDir, server::Server) {
 /// Calls `path` with an empty request (and no request at all when it streams them) and
 /// `token`; the status, `Ok` when the call was answered or is still going after a while (a
 /// long poll the guard let through).
-async fn call(channel: &Channel, path: &str, client_streaming: bool, server_streaming: bool, token: Option<&str>) -> Result<(), Status> {
+async fn call(
+    channel: &Channel,
+    path: &str,
+    client_streaming: bool,
+    server_streaming: bool,
+    token: Option<&str>,
+) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
     let path = PathAndQuery::from_str(path).unwrap();
@@ -156,7 +163,10 @@ async fn every_method_admits_exactly_the_roles_of_the_table() {
             let got = call(&channel, path, *cs, *ss, Some(token)).await;
             let allowed = role.covers(need);
             if allowed == refused_by_guard(&got) {
-                problems.push(format!("{path} as {name} ({role}): expected {}, got {got:?}", if allowed { "through" } else { "refused" }));
+                problems.push(format!(
+                    "{path} as {name} ({role}): expected {}, got {got:?}",
+                    if allowed { "through" } else { "refused" }
+                ));
             }
             if !allowed && got.as_ref().err().map(Status::code) != Some(Code::PermissionDenied) {
                 problems.push(format!("{path} as {name} ({role}): refused with {got:?}, expected PERMISSION_DENIED"));
@@ -198,9 +208,17 @@ async fn a_viewer_cannot_start_or_cancel_a_worker_cannot_call_clients_and_revoki
     };
     let denied = client.start_run(bearer(Request::new(start.clone()), vic)).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    assert!(denied.message().contains("`vic` (viewer) may not call /weir.v1.WeirClient/StartRun: it needs the operator role"), "{denied:?}");
+    assert!(
+        denied
+            .message()
+            .contains("`vic` (viewer) may not call /weir.v1.WeirClient/StartRun: it needs the operator role"),
+        "{denied:?}"
+    );
     let cancel = v1::CancelRunRequest { run_id: "r-1".into(), reason: String::new() };
-    assert_eq!(client.cancel_run(bearer(Request::new(cancel.clone()), vic)).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        client.cancel_run(bearer(Request::new(cancel.clone()), vic)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
     // the operator gets through to the service, which knows no such pipeline or run
     assert_eq!(client.start_run(bearer(Request::new(start), otto)).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(client.cancel_run(bearer(Request::new(cancel), otto)).await.unwrap_err().code(), Code::NotFound);

@@ -26,7 +26,12 @@ async fn a_viewer_sees_no_cancel_button_and_a_forged_cancel_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir.path().join("engine"));
     let g = |name: &str, role, token: &str| Grant { name: name.into(), role, token: token.into() };
-    config.grants = vec![g("ada", Role::Admin, ADA), g("otto", Role::Operator, OTTO), g("vic", Role::Viewer, VIC), g("wes", Role::Worker, WES)];
+    config.grants = vec![
+        g("ada", Role::Admin, ADA),
+        g("otto", Role::Operator, OTTO),
+        g("vic", Role::Viewer, VIC),
+        g("wes", Role::Worker, WES),
+    ];
     let s = server::start(config).await.unwrap();
     let mut client = v1::weir_client_client::WeirClientClient::connect(s.url()).await.unwrap();
     let header = v1::SubmitPipelineHeader {
@@ -37,7 +42,10 @@ async fn a_viewer_sees_no_cancel_button_and_a_forged_cancel_is_refused() {
     let msgs = vec![v1::SubmitPipelineRequest { part: Some(v1::submit_pipeline_request::Part::Header(header)) }];
     client.submit_pipeline(bearer(Request::new(tokio_stream::iter(msgs)), ADA)).await.unwrap();
     // no worker: the run stays running (its step queued) for as long as the test needs
-    let start = v1::StartRunRequest { pipeline: Some(v1::start_run_request::Pipeline::Name("slow".into())), ..Default::default() };
+    let start = v1::StartRunRequest {
+        pipeline: Some(v1::start_run_request::Pipeline::Name("slow".into())),
+        ..Default::default()
+    };
     let run = client.start_run(bearer(Request::new(start), OTTO)).await.unwrap().into_inner().run.unwrap().run_id;
     let path = format!("/runs/{run}");
 
@@ -51,7 +59,11 @@ async fn a_viewer_sees_no_cancel_button_and_a_forged_cancel_is_refused() {
     assert_eq!(forged.status, 403);
     assert!(forged.body.contains("`vic` (viewer) may not do this: it needs the operator role"), "{}", forged.body);
     let state = |c: &v1::GetRunResponse| c.run.as_ref().unwrap().state;
-    let got = client.get_run(bearer(Request::new(v1::GetRunRequest { run_id: run.clone(), ..Default::default() }), VIC)).await.unwrap().into_inner();
+    let got = client
+        .get_run(bearer(Request::new(v1::GetRunRequest { run_id: run.clone(), ..Default::default() }), VIC))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(state(&got), v1::RunState::Running as i32, "the forged cancel changed nothing");
     // nor can a viewer start runs from the pipeline page
     let pipeline = vic.get("/pipelines/slow").await;
@@ -63,7 +75,11 @@ async fn a_viewer_sees_no_cancel_button_and_a_forged_cancel_is_refused() {
     assert!(page.body.contains("Cancel run"), "{}", page.body);
     let csrf = page.csrf().unwrap();
     assert_eq!(otto.post(&format!("{path}/cancel"), &[("csrf", &csrf)]).await.status, 303);
-    let got = client.get_run(bearer(Request::new(v1::GetRunRequest { run_id: run.clone(), ..Default::default() }), VIC)).await.unwrap().into_inner();
+    let got = client
+        .get_run(bearer(Request::new(v1::GetRunRequest { run_id: run.clone(), ..Default::default() }), VIC))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(state(&got), v1::RunState::Cancelled as i32);
 
     // the web's mutations are in the audit log with their people, the refusal included
@@ -75,13 +91,18 @@ async fn a_viewer_sees_no_cancel_button_and_a_forged_cancel_is_refused() {
         .filter(|e| e.target.starts_with("web "))
         .map(|e| (e.who, e.action, e.outcome))
         .collect();
-    let want = [("vic", "cancel", "http_403"), ("otto", "cancel", "ok")].map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+    let want = [("vic", "cancel", "http_403"), ("otto", "cancel", "ok")]
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
     assert_eq!(web, want);
 
     // a worker's token is no way into the UI
     let mut wes = Http::new(&s.url());
     let refused = wes.login(WES).await;
-    assert!(refused.header("location").unwrap_or_default().starts_with("/login?failed=true"), "{:?}", refused.header("location"));
+    assert!(
+        refused.header("location").unwrap_or_default().starts_with("/login?failed=true"),
+        "{:?}",
+        refused.header("location")
+    );
     assert!(wes.cookie.is_none());
 
     // revoking a token ends its session at once

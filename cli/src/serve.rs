@@ -94,7 +94,8 @@ pub fn read_tokens(path: &Path, listen: SocketAddr) -> Result<Vec<weir_engine::a
     let file = TokenFile::read(path).map_err(show)?;
     let named = file.server_principals(listen).map_err(show)?;
     let grant = |n: tokens::Named| {
-        let role = weir_engine::access::Role::parse(&n.role).ok_or_else(|| vec![format!("unknown role `{}`", n.role)])?;
+        let role =
+            weir_engine::access::Role::parse(&n.role).ok_or_else(|| vec![format!("unknown role `{}`", n.role)])?;
         Ok(weir_engine::access::Grant { name: n.name, role, token: n.token.into_secret() })
     };
     named.into_iter().map(grant).collect()

@@ -108,7 +108,13 @@ async fn every_kind_of_mutation_is_listed_with_its_actor_after_a_kill_9() {
     let entries: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let seen: Vec<(String, String, String)> = entries
         .iter()
-        .map(|e| (e["who"].as_str().unwrap().into(), e["action"].as_str().unwrap().into(), e["outcome"].as_str().unwrap().into()))
+        .map(|e| {
+            (
+                e["who"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+                e["outcome"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let want = [
         ("ada", "submit", "ok"),
@@ -125,9 +131,11 @@ async fn every_kind_of_mutation_is_listed_with_its_actor_after_a_kill_9() {
         ("ada", "token.create", "ok"),
         ("ada", "token.revoke", "ok"),
     ];
-    let want: Vec<(String, String, String)> = want.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+    let want: Vec<(String, String, String)> =
+        want.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
     assert_eq!(seen, want, "{json}");
-    let target = |action: &str| entries.iter().find(|e| e["action"] == action).unwrap()["target"].as_str().unwrap().to_string();
+    let target =
+        |action: &str| entries.iter().find(|e| e["action"] == action).unwrap()["target"].as_str().unwrap().to_string();
     assert_eq!(target("submit"), "pipeline=nightly");
     assert!(target("cancel").contains(&format!("run_id={first}")), "{}", target("cancel"));
     assert!(target("approve").contains("step=gate"), "{}", target("approve"));

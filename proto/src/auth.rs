@@ -195,7 +195,8 @@ impl TokenFile {
                 } else if !ROLES.contains(&role) {
                     problems.push(err(Some(line), Problem::UnknownRole { role: role.to_string() }));
                 } else if let Some(first) = named.iter().find(|n: &&Named| n.name == name) {
-                    problems.push(err(Some(line), Problem::DuplicateName { name: name.to_string(), first: first.line }));
+                    problems
+                        .push(err(Some(line), Problem::DuplicateName { name: name.to_string(), first: first.line }));
                 } else if value.is_empty() {
                     problems.push(err(Some(line), Problem::EmptyToken { role: "NAME:ROLE" }));
                 } else {
@@ -355,7 +356,8 @@ fn named_line(l: &str) -> Option<(&str, &str, &str)> {
     let (name, role) = key.split_once(':')?;
     let (name, role) = (name.trim(), role.trim());
     // A word before and after the colon: a bare token holding `:` and `=` is not a named line.
-    let word = |w: &str| !w.is_empty() && w.len() <= 64 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let word =
+        |w: &str| !w.is_empty() && w.len() <= 64 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     (word(name) && word(role)).then(|| (name, role, value.trim()))
 }
 
@@ -535,7 +537,8 @@ mod tests {
 
     #[test]
     fn named_lines_give_each_token_a_name_and_a_role() {
-        let got = principals("client=c1\nworker=w1\nalice:operator=a1\n bob : viewer = b1\nci.bot:worker=x1\n", LOOPBACK);
+        let got =
+            principals("client=c1\nworker=w1\nalice:operator=a1\n bob : viewer = b1\nci.bot:worker=x1\n", LOOPBACK);
         let want = [
             ("client", "admin", "c1"),
             ("worker", "worker", "w1"),
@@ -554,12 +557,32 @@ mod tests {
         let refused: &[(&str, &str, &[&str])] = &[
             ("ann:admin=a\n", LOOPBACK, &["no `worker=TOKEN` line"]),
             ("ci:worker=a\n", LOOPBACK, &["no `client=TOKEN` line"]),
-            ("alice:root=a\nw:worker=x\n", LOOPBACK, &["tokens`:1: unknown role `root`: expected `viewer`, `operator`"]),
-            ("alice:viewer=a\nalice:admin=b\nw:worker=x\n", LOOPBACK, &["tokens`:2: a second token named `alice` (the first is on line 1)"]),
-            ("client=a\nclient:viewer=b\nworker=x\n", LOOPBACK, &["tokens`:2: a second token named `client` (the first is on line 1)"]),
-            ("alice:viewer=a\nbob:admin=a\nw:worker=x\n", LOOPBACK, &["tokens`:2: the token on line 1 is used again here"]),
+            (
+                "alice:root=a\nw:worker=x\n",
+                LOOPBACK,
+                &["tokens`:1: unknown role `root`: expected `viewer`, `operator`"],
+            ),
+            (
+                "alice:viewer=a\nalice:admin=b\nw:worker=x\n",
+                LOOPBACK,
+                &["tokens`:2: a second token named `alice` (the first is on line 1)"],
+            ),
+            (
+                "client=a\nclient:viewer=b\nworker=x\n",
+                LOOPBACK,
+                &["tokens`:2: a second token named `client` (the first is on line 1)"],
+            ),
+            (
+                "alice:viewer=a\nbob:admin=a\nw:worker=x\n",
+                LOOPBACK,
+                &["tokens`:2: the token on line 1 is used again here"],
+            ),
             ("alice:viewer=\nb:admin=y\nw:worker=x\n", LOOPBACK, &["tokens`:1: `NAME:ROLE=` has no token after it"]),
-            ("alice:viewer=short\nw:worker=0123456789abcdef0123456789abcdef\n", OPEN, &["tokens`:1: the client token has 5 characters"]),
+            (
+                "alice:viewer=short\nw:worker=0123456789abcdef0123456789abcdef\n",
+                OPEN,
+                &["tokens`:1: the client token has 5 characters"],
+            ),
             ("s3cret\n", LOOPBACK, &["one token for clients and workers alike"]),
         ];
         for (text, listen, wanted) in refused {

@@ -118,7 +118,14 @@ pub(super) async fn audit(client: &mut AccessClient, conn: &ConnArgs, args: Audi
     }
     let mut t = Table::new(&["TIME (UTC)", "WHO", "ROLE", "ACTION", "TARGET", "OUTCOME"]);
     for e in r.entries {
-        t.push(vec![datetime(e.at_ms), e.who, e.role, e.action, if e.target.is_empty() { "-".into() } else { e.target }, e.outcome]);
+        t.push(vec![
+            datetime(e.at_ms),
+            e.who,
+            e.role,
+            e.action,
+            if e.target.is_empty() { "-".into() } else { e.target },
+            e.outcome,
+        ]);
     }
     print_out(&t.render());
     Ok(())
@@ -136,7 +143,9 @@ fn since(text: &str, now_ms: u64) -> Result<u64, String> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis().max(0) as u64));
     }
-    Err(format!("`{text}`: expected a duration like `2h` or `7d`, or a UTC time like `2026-12-01T09:00:00Z` or `2026-12-01`"))
+    Err(format!(
+        "`{text}`: expected a duration like `2h` or `7d`, or a UTC time like `2026-12-01T09:00:00Z` or `2026-12-01`"
+    ))
 }
 
 #[cfg(test)]

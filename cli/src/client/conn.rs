@@ -177,7 +177,9 @@ pub async fn connect_admin(conn: &ConnArgs) -> Result<AdminClient, Failure> {
 /// A client of the tokens and audit service (`WeirAccess`) on the server `conn` names.
 pub async fn connect_access(conn: &ConnArgs) -> Result<AccessClient, Failure> {
     if conn.local.is_some() {
-        eprintln!("error: tokens and the audit log belong to a `weir server`; --local has neither (its engine is open)");
+        eprintln!(
+            "error: tokens and the audit log belong to a `weir server`; --local has neither (its engine is open)"
+        );
         return Err(Failure::Usage);
     }
     let auth = conn.auth()?;

@@ -108,7 +108,9 @@ pub struct TokenInfo {
 pub enum Refusal {
     #[error("a token is required: send `authorization: Bearer <token>` (weir: --token-file or WEIR_TOKEN)")]
     NoToken,
-    #[error("the token is not valid (unknown or revoked): ask an admin for one (`weir tokens create NAME --role ROLE`)")]
+    #[error(
+        "the token is not valid (unknown or revoked): ask an admin for one (`weir tokens create NAME --role ROLE`)"
+    )]
     BadToken,
     #[error("`{name}` ({role}) may not call {method}: it needs the {need} role")]
     Role { name: String, role: Role, method: String, need: Role },
@@ -301,7 +303,10 @@ mod tests {
             assert_eq!(access.check("/weir.v1.WeirClient/GetRun", Some("x")), Err(Refusal::BadToken));
             assert!(matches!(access.check("/weir.v1.WeirClient/Nope", Some("c")), Err(Refusal::Unlisted(_))));
             let t = access.create(&store, "alice", "operator", "client", Millis(5)).unwrap();
-            assert!(matches!(access.create(&store, "alice", "viewer", "client", Millis(5)), Err(TokenError::Exists(_))));
+            assert!(matches!(
+                access.create(&store, "alice", "viewer", "client", Millis(5)),
+                Err(TokenError::Exists(_))
+            ));
             assert!(matches!(access.create(&store, "vic", "viewer", "client", Millis(5)), Err(TokenError::Exists(_))));
             assert!(matches!(access.create(&store, "a b", "viewer", "client", Millis(5)), Err(TokenError::BadName(_))));
             assert!(matches!(access.create(&store, "bob", "root", "client", Millis(5)), Err(TokenError::BadRole(_))));

@@ -36,7 +36,10 @@ impl From<TokenError> for Status {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, TokenError> + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("token task: {e}")))?.map_err(Status::from)
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("token task: {e}")))?
+        .map_err(Status::from)
 }
 
 #[tonic::async_trait]
@@ -64,7 +67,13 @@ impl WeirAccess for AccessApi {
                     Source::File => ("file", 0, String::new()),
                     Source::Store { created_at, created_by } => ("store", created_at.0, created_by),
                 };
-                v1::TokenInfo { name: t.name, role: t.role.name().into(), source: source.into(), created_at_ms, created_by }
+                v1::TokenInfo {
+                    name: t.name,
+                    role: t.role.name().into(),
+                    source: source.into(),
+                    created_at_ms,
+                    created_by,
+                }
             })
             .collect();
         Ok(Response::new(v1::ListTokensResponse { tokens }))

@@ -170,7 +170,10 @@ impl AuditNote {
     /// `target` with what the handler added.
     pub(crate) fn joined(&self, target: String) -> String {
         let added = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let all: Vec<&str> = std::iter::once(target.as_str()).chain(added.iter().map(String::as_str)).filter(|s| !s.is_empty()).collect();
+        let all: Vec<&str> = std::iter::once(target.as_str())
+            .chain(added.iter().map(String::as_str))
+            .filter(|s| !s.is_empty())
+            .collect();
         clip_to(all.join(" "), MAX_TARGET)
     }
 }
@@ -198,7 +201,9 @@ mod tests {
         assert!(m.client_streaming("/weir.v1.WeirClient/SubmitPipeline"));
         assert!(!m.client_streaming("/weir.v1.WeirClient/CancelRun"));
         // garbage never panics
-        for bad in [&b""[..], &[0, 0, 0, 0, 9, 0xff, 0xff][..], &[1, 0, 0, 0, 1, 8][..], &[0, 0, 0, 0, 3, 0x0a, 200, 1][..]] {
+        for bad in
+            [&b""[..], &[0, 0, 0, 0, 9, 0xff, 0xff][..], &[1, 0, 0, 0, 1, 8][..], &[0, 0, 0, 0, 3, 0x0a, 200, 1][..]]
+        {
             let _ = m.target("/weir.v1.WeirClient/CancelRun", bad);
         }
         let long = frame(v1::CancelRunRequest { run_id: "r".repeat(500), ..Default::default() });

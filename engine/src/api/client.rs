@@ -234,7 +234,8 @@ impl WeirClient for ClientApi {
     }
 
     async fn approve(&self, req: Request<v1::ApproveRequest>) -> Result<Response<v1::ApproveResponse>, Status> {
-        let who = req.extensions().get::<crate::access::Principal>().map_or("anonymous".to_string(), |p| p.name.clone());
+        let who =
+            req.extensions().get::<crate::access::Principal>().map_or("anonymous".to_string(), |p| p.name.clone());
         let r = bounded(req)?;
         let decide = crate::server::approvals::Decide {
             run_id: &r.run_id,

@@ -15,10 +15,10 @@ mod audit_target;
 pub(crate) mod bounds;
 mod client;
 pub mod convert;
+mod guard;
 mod live_metrics;
 pub mod status;
 pub(crate) mod transfer;
-mod guard;
 mod worker;
 
 /// Token files (`weir server --token-file`), read where the wire's credentials are defined.

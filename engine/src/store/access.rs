@@ -164,7 +164,8 @@ mod tests {
         );
         assert_eq!(all(AuditFilter { since: Some(Millis(20)), limit: many, ..Default::default() }).len(), 2);
         assert_eq!(all(AuditFilter { limit: 1, ..Default::default() }), vec![(30, "cancel".to_string())]);
-        let ids: Vec<u64> = s.audit(&AuditFilter { limit: many, ..Default::default() }).unwrap().iter().map(|r| r.id).collect();
+        let ids: Vec<u64> =
+            s.audit(&AuditFilter { limit: many, ..Default::default() }).unwrap().iter().map(|r| r.id).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
         assert!(s.remove_token("alice").unwrap());
         assert!(!s.remove_token("alice").unwrap());

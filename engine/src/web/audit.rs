@@ -28,8 +28,11 @@ pub(crate) fn action(method: &Method, path: &str) -> Option<&'static str> {
 }
 
 pub(crate) async fn record(web: &Web, who: &Principal, action: &'static str, path: &str, status: StatusCode) {
-    let outcome =
-        if status.is_success() || status.is_redirection() { "ok".to_string() } else { format!("http_{}", status.as_u16()) };
+    let outcome = if status.is_success() || status.is_redirection() {
+        "ok".to_string()
+    } else {
+        format!("http_{}", status.as_u16())
+    };
     let entry = AuditRecord {
         id: 0,
         at: web.engine.clock.now(),

@@ -151,7 +151,8 @@ fn local_path(next: &str) -> &str {
 pub(crate) async fn require(State(web): State<Web>, req: Request, next: Next) -> Response {
     let auth = &web.auth;
     let cookie = cookie(req.headers()).unwrap_or_default();
-    let principal = if auth.open() { Some(Principal::anonymous(Role::Admin)) } else { auth.valid(&cookie, now_ms(&web)) };
+    let principal =
+        if auth.open() { Some(Principal::anonymous(Role::Admin)) } else { auth.valid(&cookie, now_ms(&web)) };
     let Some(principal) = principal else {
         let wants_html = req.method() == Method::GET
             && req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_none_or(|a| a.contains("text/html"));

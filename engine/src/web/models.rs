@@ -264,7 +264,8 @@ pub(crate) async fn promote(
     Path(name): Path<String>,
     Form(f): Form<MoveForm>,
 ) -> Result<Response, WebError> {
-    let event = web.engine.promote_model(&name, &f.alias, f.version, &f.reason, !f.confirm, Some(&session.principal.name))?;
+    let event =
+        web.engine.promote_model(&name, &f.alias, f.version, &f.reason, !f.confirm, Some(&session.principal.name))?;
     if f.confirm {
         web.engine.commit()?;
         return Ok(Redirect::to(&format!("/models/{}", encode(&name))).into_response());

@@ -14,10 +14,10 @@ use serde::Deserialize;
 use weir_core::spec::{Param, ParamType};
 
 use super::auth::{Session, encode};
-use crate::access::Role;
 use super::dag::{self, DagNode};
 use super::page::{self, run_badge, time};
 use super::{Web, WebError};
+use crate::access::Role;
 use crate::server::browse::{PipelineDetail, param_of_diagnostics};
 use crate::server::cache::PipelineRef;
 use crate::server::error::ApiError;

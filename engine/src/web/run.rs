@@ -18,10 +18,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use weir_core::run::{Millis, RunState, StepState};
 
 use super::auth::{Session, encode};
-use crate::access::Role;
 use super::dag::{self, DagNode};
 use super::page::{self, duration, run_badge, step_badge, time};
 use super::{Web, WebError};
+use crate::access::Role;
 use crate::server::run_view::group_state;
 use crate::server::runs::step_and_matrix;
 use crate::store::{Change, Trigger};

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 use weir_proto::v1;
 
+use super::super::AuditNote;
 use super::super::bounds::{Bounded, bounded};
 use super::super::convert as wire;
 use super::super::transfer::Upload;
-use super::super::AuditNote;
 use crate::server::core::Engine;
 use crate::server::error::ApiError;
 use weir_core::run::{InstanceId, RunState};
