@@ -25,10 +25,13 @@ enum Kind {
     Flag,
 }
 
+/// A request field worth recording: its number, name and kind.
+type Field = (u32, String, Kind);
+
 /// Every method's request fields worth recording, and whether it streams its requests.
 #[derive(Default)]
 pub(crate) struct Methods {
-    by_path: HashMap<String, (Vec<(u32, String, Kind)>, bool)>,
+    by_path: HashMap<String, (Vec<Field>, bool)>,
 }
 
 impl Methods {
