@@ -2,7 +2,8 @@
 //! `submit`, `pipelines`, `start`, `runs` (and `runs compare`), `status`, `logs`, `cancel`,
 //! `retry`, `approve`, `resume`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`,
 //! `lineage`, `models` (and `models show|promote|rollback|get`), `runs delete`, `pipelines
-//! delete` and `gc` (`retention`), `backup` (`WeirAdmin`). This module owns
+//! delete` and `gc` (`retention`), `backup` (`WeirAdmin`), `tokens` and `audit`
+//! (`WeirAccess`, in `access`). This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
