@@ -18,6 +18,7 @@ const PROTOS: &[&str] = &[
     "weir/v1/live_metrics.proto",
     "weir/v1/notify.proto",
     "weir/v1/secrets.proto",
+    "weir/v1/access.proto",
     "weir/v1/client.proto",
     "weir/v1/worker.proto",
 ];

@@ -297,11 +297,11 @@ async fn a_step_awaiting_approval_is_approved_and_rejected_from_its_page() {
     assert_eq!(no.status, 303, "{}", no.body);
     c.wait(&id, MINUTE).await;
     let deploy = web.get(&format!("/runs/{id}/steps/deploy")).await;
-    assert!(deploy.body.contains("Approved by carol (web session) at "), "{}", deploy.body);
+    assert!(deploy.body.contains("Approved by carol (anonymous) at "), "{}", deploy.body);
     assert!(!deploy.body.contains("Approve</button>"), "decided: no buttons");
     let again = web.get(&format!("/runs/{id}/steps/again")).await;
-    assert!(again.body.contains("Rejected by web session at "), "{}", again.body);
-    assert!(again.body.contains("rejected by web session: not today"), "{}", again.body);
+    assert!(again.body.contains("Rejected by anonymous at "), "{}", again.body);
+    assert!(again.body.contains("rejected by anonymous: not today"), "{}", again.body);
     let late = web.post(&format!("/runs/{id}/steps/again/approve"), &form).await;
     assert_eq!(late.status, 409, "{}", late.body);
     assert!(late.body.contains("already finished as failed"), "{}", late.body);

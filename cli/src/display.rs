@@ -214,6 +214,9 @@ pub fn run_header(run: &Run, now: u64) -> String {
         let _ = writeln!(out, "trigger   {kind} ({})", run.trigger_name);
         let _ = writeln!(out, "why       {}", run.trigger_detail);
     }
+    if !run.started_by.is_empty() {
+        let _ = writeln!(out, "started   by {}", run.started_by);
+    }
     if let Some(c) = millis(run.created_at.as_ref()) {
         let _ = writeln!(out, "created   {}", datetime(c));
     }

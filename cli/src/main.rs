@@ -48,7 +48,8 @@ Exit status:
                   `resume`), `backfill`, `metrics`, `lineage` and `models` talk to a weir server (--server, or a profile of the client config file: \
                   `weir config show`); \
                   only a server fires \
-                  pipelines' cron schedules. `backup FILE` saves a running server's store and blobs; \
+                  pipelines' cron schedules. `tokens` creates, lists and revokes named tokens with roles, \
+                  and `audit` shows who did what (admin role). `backup FILE` saves a running server's store and blobs; \
                   `restore FILE --data-dir DIR` puts such a file into a new data folder. `store check`, `store export` and `store import` read \
                   and restore a data folder's database when something went wrong (README, \"When \
                   things go wrong\"). \

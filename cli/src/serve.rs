@@ -120,13 +120,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     weir_core::spec::units::parse_duration(s)
 }
 
-/// The client and worker tokens of `path`, checked for a server listening on `listen`; every
-/// problem with its line.
-pub fn read_tokens(path: &Path, listen: SocketAddr) -> Result<(String, String), Vec<String>> {
+/// The named tokens of `path` with their roles (`client=` as `client`, admin; `worker=` as
+/// `worker`), checked for a server listening on `listen`; every problem with its line.
+pub fn read_tokens(path: &Path, listen: SocketAddr) -> Result<Vec<weir_engine::access::Grant>, Vec<String>> {
     let show = |es: Vec<tokens::Error>| es.iter().map(ToString::to_string).collect::<Vec<_>>();
     let file = TokenFile::read(path).map_err(show)?;
-    let (client, worker) = file.server_tokens(listen).map_err(show)?;
-    Ok((client.into_secret(), worker.into_secret()))
+    let named = file.server_principals(listen).map_err(show)?;
+    let grant = |n: tokens::Named| {
+        let role =
+            weir_engine::access::Role::parse(&n.role).ok_or_else(|| vec![format!("unknown role `{}`", n.role)])?;
+        Ok(weir_engine::access::Grant { name: n.name, role, token: n.token.into_secret() })
+    };
+    named.into_iter().map(grant).collect()
 }
 
 /// The notification secrets of `path`; an error names the file and line, never a secret.
@@ -179,10 +184,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     config.terms.heartbeat_interval = (args.lease_timeout / 6).max(Duration::from_millis(100));
     if let Some(path) = &args.token_file {
         match read_tokens(path, args.listen) {
-            Ok((c, w)) => {
-                config.client_token = Some(c);
-                config.worker_token = Some(w);
-            }
+            Ok(grants) => config.grants = grants,
             Err(problems) => {
                 for p in problems {
                     eprintln!("error: {p}");

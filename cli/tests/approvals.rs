@@ -160,7 +160,7 @@ async fn approve_reject_and_timeout_through_the_cli() {
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again.stderr).contains("already finished as succeeded"), "{}", text(&again.stderr));
     let out = text(&weir(&url, &["status", &run]).await.stdout);
-    assert!(out.contains("deploy: approved by alice (client token) at "), "{out}");
+    assert!(out.contains("deploy: approved by alice (anonymous) at "), "{out}");
     assert!(out.contains(": metrics look fine\n"), "{out}");
 
     // Reject: the step fails with who and why, what needs it is skipped.
@@ -168,14 +168,14 @@ async fn approve_reject_and_timeout_through_the_cli() {
     until(&url, &run, "deploy", v1::StepState::AwaitingApproval).await;
     let no = weir(&url, &["approve", &run, "deploy", "--reject", "--comment", "drift too high"]).await;
     assert_eq!(no.status.code(), Some(0), "{}", text(&no.stderr));
-    assert!(text(&no.stdout).contains("rejected by tester (client token): drift too high"), "{}", text(&no.stdout));
+    assert!(text(&no.stdout).contains("rejected by tester (anonymous): drift too high"), "{}", text(&no.stdout));
     run_state(&url, &run, v1::RunState::Failed).await;
     let out = text(&weir(&url, &["status", &run]).await.stdout);
     let deploy = out.lines().find(|l| l.starts_with("deploy ")).unwrap();
-    assert!(deploy.contains("failed") && deploy.contains("rejected by tester (client token): drift too high"), "{out}");
+    assert!(deploy.contains("failed") && deploy.contains("rejected by tester (anonymous): drift too high"), "{out}");
     let notify = out.lines().find(|l| l.starts_with("notify ")).unwrap();
     assert!(notify.contains("skipped") && notify.contains("upstream failed: deploy"), "{out}");
-    assert!(out.contains("deploy: rejected by tester (client token) at "), "{out}");
+    assert!(out.contains("deploy: rejected by tester (anonymous) at "), "{out}");
 
     // Timeout: nobody decides within 2 s, the step fails with a clear reason.
     let run = start(&url, "quick").await;

@@ -96,6 +96,18 @@ async fn weir_models_lists_shows_promotes_rolls_back_and_downloads() {
     );
     let back = w(&["models", "rollback", "churn", "--alias", "production"]).await;
     assert_eq!(text(&back.stdout), "churn: production v3 -> v2 (rollback)\n", "{}", text(&back.stderr));
+    // the history names who moved the alias by hand (on a server without tokens: anonymous),
+    // and `-` for a run's registration
+    let shown = text(&w(&["models", "show", "churn"]).await.stdout);
+    let moves: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.contains("promoted by hand: canary ok") || l.contains("(rollback)") || l.contains("  rollback"))
+        .collect();
+    assert!(!moves.is_empty() && moves.iter().all(|l| l.contains(" anonymous ")), "{shown}");
+    assert!(
+        shown.lines().any(|l| l.contains(" -    registered by run") || l.contains(" -          registered by run")),
+        "{shown}"
+    );
 
     let file = dir.path().join("out").join("model.json");
     std::fs::create_dir(dir.path().join("out")).unwrap();

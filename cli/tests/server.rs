@@ -35,7 +35,9 @@ async fn a_token_protected_server_runs_a_submitted_pipeline() {
     let refused = weir(&["runs", "--server", &url]);
     assert_eq!(refused.status.code(), Some(4), "{}", text(&refused.stderr));
     let wrong = weir(&["runs", "--server", &url, "--token", "w-9876543210"]);
-    assert_eq!(wrong.status.code(), Some(4), "the worker token does not open the client API");
+    // a valid token whose role may not list runs: refused (exit 1), saying why
+    assert_eq!(wrong.status.code(), Some(1), "the worker token does not open the client API");
+    assert!(text(&wrong.stderr).contains("`worker` (worker) may not call"), "{}", text(&wrong.stderr));
     assert!(!text(&wrong.stderr).contains("9876543210"), "tokens are never printed");
 
     let folder = dir.path().join("hello");

@@ -8,6 +8,7 @@
 // once per problem; boxing it would cost clarity and buy nothing measurable.
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod api;
 pub mod backup;
 pub mod clock;

@@ -1,4 +1,5 @@
 //! Token files, read the same way by `weir server`, `weir-worker` and the `weir` client: lines
+//! `NAME:ROLE=TOKEN` (a person or system with a role of [`ROLES`], server only),
 //! `client=TOKEN` and `worker=TOKEN` (blank lines and `#` comments ignored), or a single bare
 //! token, which a client or a worker takes as its own. Every problem is reported at once with
 //! the file and line and what to do. A file that group or others can read or write gets one
@@ -83,6 +84,14 @@ pub enum Problem {
         "the token holds a space or a character that is not visible ASCII, so it cannot be sent in a header: generate one with `openssl rand -hex 32`"
     )]
     BadChar,
+    #[error("unknown role `{role}`: expected `viewer`, `operator`, `admin` or `worker` (`NAME:ROLE=TOKEN`)")]
+    UnknownRole { role: String },
+    #[error("the name `{name}` is not allowed: use 1 to 64 letters, digits, `-`, `_` or `.` (`NAME:ROLE=TOKEN`)")]
+    BadName { name: String },
+    #[error("a second token named `{name}` (the first is on line {first}): keep one")]
+    DuplicateName { name: String, first: usize },
+    #[error("the token on line {first} is used again here: give each name its own (`openssl rand -hex 32`)")]
+    SameToken { first: usize },
     #[error("no `{role}=TOKEN` line: add one (generate the token with `openssl rand -hex 32`)")]
     Missing { role: &'static str },
     #[error(
@@ -116,10 +125,33 @@ struct Entry {
     line: usize,
 }
 
+/// A named token line, `NAME:ROLE=TOKEN`, or `client=`/`worker=` as the names `client`
+/// (role `admin`) and `worker` (role `worker`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    pub name: String,
+    /// One of [`ROLES`].
+    pub role: String,
+    pub token: Token,
+    pub line: usize,
+}
+
+/// The roles a named token can have, least to most: `viewer` reads, `operator` also starts,
+/// cancels, retries, approves and pauses, `admin` also submits pipelines, moves registry aliases
+/// and manages tokens; `worker` calls only the worker RPCs.
+pub const ROLES: [&str; 4] = ["viewer", "operator", "admin", "worker"];
+
+/// Whether `name` may name a token (and appear in the audit log as is).
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 /// A parsed token file.
 #[derive(Clone, Debug)]
 pub struct TokenFile {
     path: PathBuf,
+    /// `NAME:ROLE=TOKEN` lines.
+    named: Vec<Named>,
     /// The file's one line when it has no role: the reader's own token.
     bare: Option<Entry>,
     client: Option<Entry>,
@@ -148,11 +180,31 @@ impl TokenFile {
         let mut problems = Vec::new();
         let err = |line: Option<usize>, problem| Error { path: path.to_path_buf(), line, problem };
         let (mut bare, mut client, mut worker): (Vec<Entry>, Option<Entry>, Option<Entry>) = (Vec::new(), None, None);
+        let mut named: Vec<Named> = Vec::new();
         let mut keyed = 0;
         for (n, raw) in text.lines().enumerate() {
             let line = n + 1;
             let l = raw.trim();
             if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            if let Some((name, role, value)) = named_line(l) {
+                keyed += 1;
+                if !valid_name(name) {
+                    problems.push(err(Some(line), Problem::BadName { name: name.to_string() }));
+                } else if !ROLES.contains(&role) {
+                    problems.push(err(Some(line), Problem::UnknownRole { role: role.to_string() }));
+                } else if let Some(first) = named.iter().find(|n: &&Named| n.name == name) {
+                    problems
+                        .push(err(Some(line), Problem::DuplicateName { name: name.to_string(), first: first.line }));
+                } else if value.is_empty() {
+                    problems.push(err(Some(line), Problem::EmptyToken { role: "NAME:ROLE" }));
+                } else {
+                    match checked(value) {
+                        Ok(token) => named.push(Named { name: name.into(), role: role.into(), token, line }),
+                        Err(p) => problems.push(err(Some(line), p)),
+                    }
+                }
                 continue;
             }
             let Some((key, value)) = l.split_once('=').filter(|(k, _)| is_key(k.trim())) else {
@@ -201,7 +253,7 @@ impl TokenFile {
             return Err(problems);
         }
         let bare = if keyed == 0 { bare.into_iter().next() } else { None };
-        Ok(TokenFile { path: path.to_path_buf(), bare, client, worker })
+        Ok(TokenFile { path: path.to_path_buf(), named, bare, client, worker })
     }
 
     /// The token a client or worker sends: its role's line, else the file's one bare token.
@@ -210,8 +262,13 @@ impl TokenFile {
             Role::Client => &self.client,
             Role::Worker => &self.worker,
         };
-        match entry.as_ref().or(self.bare.as_ref()) {
-            Some(e) => Ok(e.token.clone()),
+        // A file of one named token (a person's or a system's own file) is that token.
+        let only_named = match self.named.as_slice() {
+            [n] if (n.role == "worker") == (role == Role::Worker) => Some(n.token.clone()),
+            _ => None,
+        };
+        match entry.as_ref().or(self.bare.as_ref()).map(|e| e.token.clone()).or(only_named) {
+            Some(token) => Ok(token),
             None => Err(self.error(None, Problem::Missing { role: role.key() })),
         }
     }
@@ -242,9 +299,66 @@ impl TokenFile {
         }
     }
 
+    /// Every token a server accepts, named, with its role: `client=` as `client` (admin),
+    /// `worker=` as `worker` (worker), then the `NAME:ROLE=` lines. Refused: a bare token, no
+    /// token at all, a name or a token used twice, and off loopback a token shorter than
+    /// [`MIN_TOKEN_LEN`].
+    pub fn server_principals(&self, listen: SocketAddr) -> Result<Vec<Named>, Vec<Error>> {
+        if let Some(bare) = &self.bare {
+            return Err(vec![self.error(Some(bare.line), Problem::Shared)]);
+        }
+        let mut all = Vec::new();
+        for (entry, name, role) in [(&self.client, "client", "admin"), (&self.worker, "worker", "worker")] {
+            if let Some(e) = entry {
+                all.push(Named { name: name.into(), role: role.into(), token: e.token.clone(), line: e.line });
+            }
+        }
+        let mut problems = Vec::new();
+        for n in &self.named {
+            match all.iter().find(|a: &&Named| a.name == n.name) {
+                Some(first) => problems
+                    .push(self.error(Some(n.line), Problem::DuplicateName { name: n.name.clone(), first: first.line })),
+                None => all.push(n.clone()),
+            }
+        }
+        // Both sides need a token, or one would be open to anyone who can connect.
+        if !all.iter().any(|n| n.role != "worker") {
+            problems.push(self.error(None, Problem::Missing { role: "client" }));
+        }
+        if !all.iter().any(|n| n.role == "worker") {
+            problems.push(self.error(None, Problem::Missing { role: "worker" }));
+        }
+        for (i, n) in all.iter().enumerate() {
+            if let Some(first) = all[..i].iter().find(|a| a.token == n.token) {
+                let problem = if first.name == "client" && n.name == "worker" {
+                    Problem::Same { client: first.line, worker: n.line }
+                } else {
+                    Problem::SameToken { first: first.line }
+                };
+                problems.push(self.error(Some(n.line), problem));
+            }
+            if !listen.ip().is_loopback() && n.token.0.len() < MIN_TOKEN_LEN {
+                let role = if n.name == "worker" { "worker" } else { "client" };
+                problems.push(self.error(Some(n.line), Problem::Short { role, len: n.token.0.len(), listen }));
+            }
+        }
+        if problems.is_empty() { Ok(all) } else { Err(problems) }
+    }
+
     fn error(&self, line: Option<usize>, problem: Problem) -> Error {
         Error { path: self.path.clone(), line, problem }
     }
+}
+
+/// A `NAME:ROLE=TOKEN` line as its three parts (trimmed).
+fn named_line(l: &str) -> Option<(&str, &str, &str)> {
+    let (key, value) = l.split_once('=')?;
+    let (name, role) = key.split_once(':')?;
+    let (name, role) = (name.trim(), role.trim());
+    // A word before and after the colon: a bare token holding `:` and `=` is not a named line.
+    let word =
+        |w: &str| !w.is_empty() && w.len() <= 64 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    (word(name) && word(role)).then(|| (name, role, value.trim()))
 }
 
 /// The rest of [`Problem::UnknownKey`]'s message.
@@ -407,6 +521,72 @@ mod tests {
         ];
         for (text, listen, wanted) in refused {
             let got = server(text, listen).expect_err(text);
+            assert_eq!(got.len(), wanted.len(), "{text:?}: {got:#?}");
+            for (g, w) in got.iter().zip(wanted.iter()) {
+                assert!(g.contains(w), "{text:?}: {g:?} should contain {w:?}");
+            }
+        }
+    }
+
+    fn principals(text: &str, listen: &str) -> Result<Vec<(String, String, String)>, Vec<String>> {
+        let file = parse(text)?;
+        file.server_principals(listen.parse().unwrap())
+            .map(|all| all.into_iter().map(|n| (n.name, n.role, n.token.into_secret())).collect())
+            .map_err(|es| es.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn named_lines_give_each_token_a_name_and_a_role() {
+        let got =
+            principals("client=c1\nworker=w1\nalice:operator=a1\n bob : viewer = b1\nci.bot:worker=x1\n", LOOPBACK);
+        let want = [
+            ("client", "admin", "c1"),
+            ("worker", "worker", "w1"),
+            ("alice", "operator", "a1"),
+            ("bob", "viewer", "b1"),
+            ("ci.bot", "worker", "x1"),
+        ];
+        assert_eq!(got.unwrap(), want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).to_vec());
+        // a file of one named line is its holder's token
+        let f = parse("alice:operator=a1\n").unwrap();
+        assert_eq!(f.token(Role::Client).map(Token::into_secret), Ok("a1".to_string()));
+        assert!(f.token(Role::Worker).is_err());
+        // named lines alone make a server (no client= or worker= needed), with both sides
+        assert_eq!(principals("ann:admin=a\nci:worker=b\n", LOOPBACK).unwrap().len(), 2);
+
+        let refused: &[(&str, &str, &[&str])] = &[
+            ("ann:admin=a\n", LOOPBACK, &["no `worker=TOKEN` line"]),
+            ("ci:worker=a\n", LOOPBACK, &["no `client=TOKEN` line"]),
+            (
+                "alice:root=a\nw:worker=x\n",
+                LOOPBACK,
+                &["tokens`:1: unknown role `root`: expected `viewer`, `operator`"],
+            ),
+            (
+                "alice:viewer=a\nalice:admin=b\nw:worker=x\n",
+                LOOPBACK,
+                &["tokens`:2: a second token named `alice` (the first is on line 1)"],
+            ),
+            (
+                "client=a\nclient:viewer=b\nworker=x\n",
+                LOOPBACK,
+                &["tokens`:2: a second token named `client` (the first is on line 1)"],
+            ),
+            (
+                "alice:viewer=a\nbob:admin=a\nw:worker=x\n",
+                LOOPBACK,
+                &["tokens`:2: the token on line 1 is used again here"],
+            ),
+            ("alice:viewer=\nb:admin=y\nw:worker=x\n", LOOPBACK, &["tokens`:1: `NAME:ROLE=` has no token after it"]),
+            (
+                "alice:viewer=short\nw:worker=0123456789abcdef0123456789abcdef\n",
+                OPEN,
+                &["tokens`:1: the client token has 5 characters"],
+            ),
+            ("s3cret\n", LOOPBACK, &["one token for clients and workers alike"]),
+        ];
+        for (text, listen, wanted) in refused {
+            let got = principals(text, listen).expect_err(text);
             assert_eq!(got.len(), wanted.len(), "{text:?}: {got:#?}");
             for (g, w) in got.iter().zip(wanted.iter()) {
                 assert!(g.contains(w), "{text:?}: {g:?} should contain {w:?}");

@@ -11,6 +11,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use weir_proto::auth::{Role, TokenFile};
+use weir_proto::v1::weir_access_client::WeirAccessClient;
 use weir_proto::v1::weir_admin_client::WeirAdminClient;
 use weir_proto::v1::weir_client_client::WeirClientClient;
 use weir_proto::v1::weir_secrets_client::WeirSecretsClient;
@@ -70,6 +71,7 @@ impl Interceptor for Auth {
 pub type Client = WeirClientClient<InterceptedService<Channel, Auth>>;
 pub type AdminClient = WeirAdminClient<InterceptedService<Channel, Auth>>;
 pub type SecretsClient = WeirSecretsClient<InterceptedService<Channel, Auth>>;
+pub type AccessClient = WeirAccessClient<InterceptedService<Channel, Auth>>;
 
 impl ConnArgs {
     /// The settings this command connects with: the command line and environment, then the
@@ -179,6 +181,16 @@ pub async fn connect_admin(conn: &ConnArgs) -> Result<AdminClient, Failure> {
 pub async fn connect_secrets(conn: &ConnArgs) -> Result<SecretsClient, Failure> {
     let auth = conn.auth()?;
     Ok(WeirSecretsClient::with_interceptor(channel(conn).await?, auth))
+/// A client of the tokens and audit service (`WeirAccess`) on the server `conn` names.
+pub async fn connect_access(conn: &ConnArgs) -> Result<AccessClient, Failure> {
+    if conn.local.is_some() {
+        eprintln!(
+            "error: tokens and the audit log belong to a `weir server`; --local has neither (its engine is open)"
+        );
+        return Err(Failure::Usage);
+    }
+    let auth = conn.auth()?;
+    Ok(WeirAccessClient::with_interceptor(channel(conn).await?, auth))
 }
 
 /// The channel to `conn.server`, checked to be an http:// URL that answers.

@@ -2,7 +2,8 @@
 //! `submit`, `pipelines`, `start`, `runs` (and `runs compare`), `status`, `logs`, `cancel`,
 //! `retry`, `approve`, `resume`, `schedules` (and `schedules pause|resume`), `backfill`, `metrics`,
 //! `lineage`, `models` (and `models show|promote|rollback|get`), `runs delete`, `pipelines
-//! delete` and `gc` (`retention`), `backup` (`WeirAdmin`). This module owns
+//! delete` and `gc` (`retention`), `backup` (`WeirAdmin`), `tokens` and `audit`
+//! (`WeirAccess`, in `access`). This module owns
 //! the connection (URL, bearer token), turns gRPC statuses into messages with a next step and
 //! into exit codes, and prints what the server answers through `display`. It must never decide
 //! anything the server decides: a pipeline is validated locally only to fail fast with exact
@@ -15,6 +16,7 @@
 //! registry; `live_metrics` a step's live metrics (`weir metrics RUN STEP`); `resume` runs left
 //! unfinished by a killed `weir run`, and `weir resume`.
 
+pub(crate) mod access;
 pub(crate) mod approvals;
 pub(crate) mod artifacts;
 mod backup;
@@ -483,6 +485,17 @@ pub enum Command {
         #[command(subcommand)]
         action: SecretsAction,
     },
+    /// Manage named tokens with roles: `create NAME --role ROLE`, `list`, `revoke NAME`
+    /// (admin role). See docs/auth.md.
+    Tokens {
+        #[command(subcommand)]
+        action: access::TokensAction,
+    },
+    /// Show the audit log: every mutating request (submit, start, cancel, retry, approve,
+    /// promote, rollback, schedule pause/resume/backfill, token changes, deletes, backups) with
+    /// when, who (and their role), what and the outcome, oldest first (admin role).
+    #[command(after_help = EXIT_CODES)]
+    Audit(access::AuditArgs),
     /// Save a backup of the server's store and blobs to FILE, while it runs.
     ///
     /// The server reads every record at one instant (its writes pause meanwhile; runs go on),
@@ -729,6 +742,8 @@ async fn run(command: Command, conn: &ConnArgs) -> Result<(), Failure> {
             backup::backup(&mut conn::connect_admin(conn).await?, conn, file, force).await
         }
         Command::Secrets { action } => secrets::dispatch(&mut conn::connect_secrets(conn).await?, conn, action).await,
+        Command::Tokens { action } => access::tokens(&mut conn::connect_access(conn).await?, conn, action).await,
+        Command::Audit(args) => access::audit(&mut conn::connect_access(conn).await?, conn, args).await,
         Command::Gc { dry_run } => retention::gc(&mut connect(conn).await?, conn, dry_run).await,
         Command::Runs { action: Some(RunsAction::Delete { runs }), .. } => {
             retention::delete_runs(&mut connect(conn).await?, conn, runs).await

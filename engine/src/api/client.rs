@@ -234,6 +234,8 @@ impl WeirClient for ClientApi {
     }
 
     async fn approve(&self, req: Request<v1::ApproveRequest>) -> Result<Response<v1::ApproveResponse>, Status> {
+        let who =
+            req.extensions().get::<crate::access::Principal>().map_or("anonymous".to_string(), |p| p.name.clone());
         let r = bounded(req)?;
         let decide = crate::server::approvals::Decide {
             run_id: &r.run_id,
@@ -241,8 +243,8 @@ impl WeirClient for ClientApi {
             approve: r.approve,
             comment: &r.comment,
             name: &r.decided_by,
-            // Client tokens carry no name yet: the caller is known only as a holder of one.
-            credential: "client token",
+            // The token's holder (the guard's principal): the decision names the person.
+            credential: &who,
         };
         let (state, message) = self.0.approve(&decide)?;
         Ok(Response::new(v1::ApproveResponse {
@@ -308,8 +310,9 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::PromoteModelRequest>,
     ) -> Result<Response<v1::PromoteModelResponse>, Status> {
+        let by = req.extensions().get::<crate::access::Principal>().map(|p| p.name.clone());
         let r = bounded(req)?;
-        let event = self.0.promote_model(&r.name, &r.alias, r.version, &r.reason, r.dry_run)?;
+        let event = self.0.promote_model(&r.name, &r.alias, r.version, &r.reason, r.dry_run, by.as_deref())?;
         self.0.commit()?;
         Ok(Response::new(v1::PromoteModelResponse { event: Some(wire::alias_event(&event)) }))
     }
@@ -318,8 +321,9 @@ impl WeirClient for ClientApi {
         &self,
         req: Request<v1::RollbackModelRequest>,
     ) -> Result<Response<v1::RollbackModelResponse>, Status> {
+        let by = req.extensions().get::<crate::access::Principal>().map(|p| p.name.clone());
         let r = bounded(req)?;
-        let event = self.0.rollback_model(&r.name, &r.alias, &r.reason, r.dry_run)?;
+        let event = self.0.rollback_model(&r.name, &r.alias, &r.reason, r.dry_run, by.as_deref())?;
         self.0.commit()?;
         Ok(Response::new(v1::RollbackModelResponse { event: Some(wire::alias_event(&event)) }))
     }

@@ -1,16 +1,21 @@
-//! The gRPC adapter: the `WeirClient` (`client`), `WeirWorker` (`worker`) and `WeirAdmin`
-//! (`admin`: backups, behind the client token) services, with
-//! health checking and reflection beside them on one router, and the bearer-token interceptor.
+//! The gRPC adapter: the `WeirClient` (`client`), `WeirWorker` (`worker`), `WeirAdmin`
+//! (`admin`: backups) and `WeirAccess` (`access`: tokens, the audit log) services, with
+//! health checking and reflection beside them on one router, all behind the guard (`guard`:
+//! bearer token to principal, the role table, the audit log; `audit_target` what an entry
+//! says a request was about).
 //! Each handler checks its request's bounds (`bounds`), decodes it (`convert`), calls the
 //! engine's services in domain terms, and encodes the answer; every error becomes a status in
 //! one place (`status`). Blob streams are `transfer`'s. Decisions about runs, leases,
 //! schedules, the cache and the registry are never made here: they are in `crate::server` and
 //! `weir-core`.
 
+mod access;
 mod admin;
+mod audit_target;
 pub(crate) mod bounds;
 mod client;
 pub mod convert;
+mod guard;
 mod live_metrics;
 mod secrets;
 pub mod status;
@@ -22,27 +27,29 @@ pub use weir_proto::auth as tokens;
 
 use std::sync::Arc;
 
-use tonic::service::{Interceptor, Routes};
-use tonic::{Request, Status};
+use tonic::service::Routes;
+use weir_proto::v1::weir_access_server::WeirAccessServer;
 use weir_proto::v1::weir_admin_server::WeirAdminServer;
 use weir_proto::v1::weir_client_server::WeirClientServer;
 use weir_proto::v1::weir_secrets_server::WeirSecretsServer;
 use weir_proto::v1::weir_worker_server::WeirWorkerServer;
 
+pub(crate) use audit_target::AuditNote;
+use audit_target::Methods;
+
+use crate::access::Access;
 use crate::server::Engine;
 
-/// Both services for `engine`, behind their tokens (none: open), with health and reflection,
-/// as routes the server merges with the web UI's (one port, told apart by path).
-pub(crate) async fn routes(
-    engine: Arc<Engine>,
-    client_token: Option<&str>,
-    worker_token: Option<&str>,
-) -> Result<Routes, String> {
+/// The services for `engine` with health and reflection, as routes the server merges with the
+/// web UI's (one port, told apart by path), every one behind the guard (`guard.rs`): the
+/// caller's token and role for each method as `access` says, and the audit log.
+pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>) -> Result<Routes, String> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WeirClientServer<client::ClientApi>>().await;
     health.set_serving::<WeirWorkerServer<worker::WorkerApi>>().await;
     health.set_serving::<WeirAdminServer<admin::AdminApi>>().await;
     health.set_serving::<WeirSecretsServer<secrets::SecretsApi>>().await;
+    health.set_serving::<WeirAccessServer<access::AccessApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -53,57 +60,19 @@ pub(crate) async fn routes(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
-    let client =
-        WeirClientServer::with_interceptor(client::ClientApi(engine.clone()), Bearer::new(client_token, "client"));
-    // The operator's calls (backup) take the client token too.
-    let admin = WeirAdminServer::with_interceptor(admin::AdminApi(engine.clone()), Bearer::new(client_token, "client"));
-    // Step secrets (set, list, rm) take the client token too.
-    let secrets =
-        WeirSecretsServer::with_interceptor(secrets::SecretsApi(engine.clone()), Bearer::new(client_token, "client"));
-    let worker = WeirWorkerServer::with_interceptor(worker::WorkerApi(engine), Bearer::new(worker_token, "worker"));
-    Ok(Routes::builder()
+    let guard = Arc::new(guard::Guard { access: access.clone(), engine: engine.clone(), methods: Methods::load() });
+    let router = Routes::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(client)
-        .add_service(admin)
-        .add_service(secrets)
-        .add_service(worker)
+        .add_service(WeirClientServer::new(client::ClientApi(engine.clone())))
+        .add_service(WeirAdminServer::new(admin::AdminApi(engine.clone())))
+        .add_service(WeirSecretsServer::new(secrets::SecretsApi(engine.clone())))
+        .add_service(WeirAccessServer::new(access::AccessApi { engine: engine.clone(), access }))
+        .add_service(WeirWorkerServer::new(worker::WorkerApi(engine)))
         .clone()
-        .routes())
-}
-
-/// Checks `authorization: Bearer <token>` against one expected token, in constant time.
-#[derive(Clone)]
-struct Bearer {
-    /// BLAKE3 of the expected token: comparing hashes makes the check independent of where
-    /// the first differing byte is and of the token's length (`blake3::Hash` compares in
-    /// constant time).
-    expected: Option<blake3::Hash>,
-    who: &'static str,
-}
-
-impl Bearer {
-    fn new(token: Option<&str>, who: &'static str) -> Bearer {
-        Bearer { expected: token.map(|t| blake3::hash(t.as_bytes())), who }
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = self.expected else { return Ok(req) };
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        match given {
-            Some(token) if blake3::hash(token.trim().as_bytes()) == expected => Ok(req),
-            Some(_) => Err(Status::unauthenticated(format!("the {} token is not valid", self.who))),
-            None => Err(Status::unauthenticated(format!(
-                "a {} token is required: send `authorization: Bearer <token>`",
-                self.who
-            ))),
-        }
-    }
+        .routes()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard));
+    Ok(Routes::from(router))
 }

@@ -1,8 +1,8 @@
 //! Deciding approval gates: [`Engine::approve`] records that someone approved or rejected a step
 //! instance awaiting approval, through the run machine (`Approved` / `ApprovalRejected`), and
 //! answers only once the decision is flushed. Who decided is the name the caller gives (not
-//! verified: client tokens carry no name yet) beside how it proved itself (`client token`,
-//! `web session`). It decides nothing the machine does not: a step that is not awaiting
+//! verified) beside the principal whose token or web session made the call (`alice`; on a
+//! server without tokens `anonymous`). It decides nothing the machine does not: a step that is not awaiting
 //! approval is refused with a message that says what it is doing instead.
 
 use weir_core::run::{Effect, Event, StepState};
@@ -23,7 +23,7 @@ pub(crate) struct Decide<'a> {
     pub comment: &'a str,
     /// The name the caller gives; may be empty.
     pub name: &'a str,
-    /// How the caller proved itself: `client token`, `web session`.
+    /// Whose token (or web session) made the call: the principal's name.
     pub credential: &'a str,
 }
 

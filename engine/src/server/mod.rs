@@ -12,11 +12,12 @@
 //! `tracking`, `error` (the domain error), and here configuration. The services take and return domain values; they
 //! never name a proto type or a gRPC status (that is `crate::api`'s job).
 //!
-//! Authentication: bearer tokens, one for clients and one for workers, checked by the adapter's
-//! interceptor in constant time; health and reflection are open. Listening on anything but
-//! loopback without both tokens is refused unless `insecure` is set; so are equal client and
-//! worker tokens, and, off loopback, tokens shorter than [`tokens::MIN_TOKEN_LEN`]. Token
-//! files are read by `tokens`.
+//! Authentication: bearer tokens, each naming a principal with a role (`crate::access`: the
+//! client token is `client`, an admin; the worker token `worker`; `NAME:ROLE=` lines and
+//! `weir tokens create` add more), checked by the adapter's guard against the role table;
+//! health and reflection are open. Listening on anything but loopback without client-side and
+//! worker tokens is refused unless `insecure` is set; so are two equal tokens, and, off
+//! loopback, tokens shorter than [`tokens::MIN_TOKEN_LEN`]. Token files are read by `tokens`.
 
 pub(crate) mod approvals;
 pub(crate) mod backup;
@@ -68,6 +69,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 pub use self::core::{Engine, Terms};
+use crate::access::{Access, Grant, Role};
 
 pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
@@ -86,6 +88,9 @@ pub struct ServerConfig {
     pub client_token: Option<String>,
     /// Required from workers when set.
     pub worker_token: Option<String>,
+    /// Named tokens with roles (`NAME:ROLE=TOKEN` lines of the token file), beside
+    /// `client_token` (named `client`, role admin) and `worker_token` (`worker`, role worker).
+    pub grants: Vec<crate::access::Grant>,
     /// Allow listening off loopback without tokens.
     pub insecure: bool,
     pub terms: Terms,
@@ -143,6 +148,7 @@ impl ServerConfig {
             listen,
             client_token: None,
             worker_token: None,
+            grants: Vec::new(),
             insecure: false,
             terms: Terms {
                 lease_timeout: Duration::from_secs(30),
@@ -276,19 +282,35 @@ impl Server {
     }
 }
 
+/// Every token `config` names: the client token as `client` (admin), the worker token as
+/// `worker`, then the named ones.
+fn grants(config: &ServerConfig) -> Vec<Grant> {
+    let mut out = Vec::new();
+    if let Some(t) = &config.client_token {
+        out.push(Grant { name: "client".into(), role: Role::Admin, token: t.clone() });
+    }
+    if let Some(t) = &config.worker_token {
+        out.push(Grant { name: "worker".into(), role: Role::Worker, token: t.clone() });
+    }
+    out.extend(config.grants.iter().cloned());
+    out
+}
+
 /// Opens the data folder, resumes unfinished runs and serves on `config.listen`.
 pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
-    let open = config.client_token.is_none() || config.worker_token.is_none();
+    let grants = grants(&config);
+    // A side without any token of its own is open (`crate::access`).
+    let open = !grants.iter().any(|g| g.role == Role::Worker) || !grants.iter().any(|g| g.role != Role::Worker);
     if open && !config.listen.ip().is_loopback() && !config.insecure {
         return Err(StartError::Unauthenticated(config.listen));
     }
     // `weir server` checks its token file with lines to point at (`tokens`); this guards
     // every other way of configuring a server.
-    if let (Some(c), Some(w)) = (&config.client_token, &config.worker_token) {
-        if c == w {
+    for (i, g) in grants.iter().enumerate() {
+        if grants[..i].iter().any(|h| h.token == g.token) {
             return Err(StartError::SameTokens);
         }
-        if !config.listen.ip().is_loopback() && c.len().min(w.len()) < tokens::MIN_TOKEN_LEN {
+        if !config.listen.ip().is_loopback() && g.token.len() < tokens::MIN_TOKEN_LEN {
             return Err(StartError::WeakToken(config.listen));
         }
     }
@@ -322,10 +344,12 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
-    let grpc = crate::api::routes(engine.clone(), config.client_token.as_deref(), config.worker_token.as_deref())
+    let access = Arc::new(Access::load(&grants, &engine.store)?);
+    let grpc = crate::api::routes(engine.clone(), access.clone())
         .await
         .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
-    let web = crate::web::router(engine.clone(), config.client_token.as_deref())
+    let key_material: String = grants.iter().map(|g| g.token.as_str()).collect::<Vec<_>>().join("\n");
+    let web = crate::web::router(engine.clone(), access, (!grants.is_empty()).then_some(key_material.as_str()))
         .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
     // One port: gRPC services by their `/package.Service/` paths, the web UI by the rest.
     // HTTP/1.1 is accepted for browsers (gRPC stays on HTTP/2).

@@ -308,6 +308,7 @@ impl Engine {
         version: u64,
         reason: &str,
         dry_run: bool,
+        by: Option<&str>,
     ) -> Result<AliasEventRecord, ApiError> {
         check_name("model", name)?;
         check_name("alias", alias)?;
@@ -318,7 +319,7 @@ impl Engine {
         let mut head = self.head(name)?;
         self.version(&head, version)?;
         let reason = with_reason("promoted by hand", reason);
-        self.move_alias(&mut st, &mut head, alias, version, reason, false, dry_run)
+        self.move_alias(&mut st, &mut head, alias, version, reason, false, dry_run, by)
     }
 
     /// Moves an alias back (see the module doc); with `dry_run`, only says where to. The
@@ -329,6 +330,7 @@ impl Engine {
         alias: &str,
         reason: &str,
         dry_run: bool,
+        by: Option<&str>,
     ) -> Result<AliasEventRecord, ApiError> {
         check_name("model", name)?;
         check_name("alias", alias)?;
@@ -349,7 +351,7 @@ impl Engine {
         })?;
         self.version(&head, target)?;
         let reason = with_reason("rollback", reason);
-        self.move_alias(&mut st, &mut head, alias, target, reason, true, dry_run)
+        self.move_alias(&mut st, &mut head, alias, target, reason, true, dry_run, by)
     }
 
     /// The model version `target` (`model`, `model@alias`, `model:version`) names, and the
@@ -364,6 +366,7 @@ impl Engine {
     /// `model_promoted`; for a protected alias, records a request awaiting approval instead
     /// (`protect`), notifying `approval_requested`. Durable with the caller's
     /// [`Engine::commit`]. With `dry_run`, the event that would be recorded, unwritten.
+    // Each argument is one fact of the move; a struct for them would only be unpacked here.
     #[allow(clippy::too_many_arguments)]
     fn move_alias(
         &self,
@@ -374,6 +377,7 @@ impl Engine {
         reason: String,
         rollback: bool,
         dry_run: bool,
+        by: Option<&str>,
     ) -> Result<AliasEventRecord, ApiError> {
         let now = self.clock.now();
         let mut event = AliasEventRecord {
@@ -383,6 +387,7 @@ impl Engine {
             at: now,
             reason,
             rollback,
+            by: by.map(str::to_string),
             ..Default::default()
         };
         let protected = head.protected.contains_key(alias);
@@ -664,9 +669,9 @@ steps:
             run(&e, r);
         }
         let promote = |version: u64, reason: &str| {
-            e.promote_model("churn", "production", version, reason, false).map(|ev| convert::alias_event(&ev))
+            e.promote_model("churn", "production", version, reason, false, None).map(|ev| convert::alias_event(&ev))
         };
-        let rollback = || e.rollback_model("churn", "production", "", false).map(|ev| convert::alias_event(&ev));
+        let rollback = || e.rollback_model("churn", "production", "", false, None).map(|ev| convert::alias_event(&ev));
         let ev = promote(3, "load test passed").unwrap();
         assert_eq!((ev.from_version, ev.to_version, ev.reason.as_str()), (2, 3, "promoted by hand: load test passed"));
         let ev = rollback().unwrap();
@@ -680,7 +685,7 @@ steps:
 
         let err = promote(9, "").unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("versions are 1 to 3")), "{err:?}");
-        let err = e.promote_model("chrun", "x", 1, "", false).unwrap_err();
+        let err = e.promote_model("chrun", "x", 1, "", false, None).unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("did you mean `churn`?")), "{err:?}");
         let err = e.get_model("Bad Name").unwrap_err();
         assert!(matches!(&err, ApiError::Invalid(m) if m.contains("lowercase letters")), "{err:?}");

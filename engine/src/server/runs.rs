@@ -99,6 +99,7 @@ impl Engine {
         target: Option<PipelineRef>,
         overrides: Vec<(String, String)>,
         no_cache: bool,
+        by: Option<String>,
     ) -> Result<String, ApiError> {
         let version = match target {
             Some(PipelineRef::Name(name)) => self.store.pipeline(&name)?.ok_or_else(|| self.no_pipeline(&name))?.latest,
@@ -108,7 +109,7 @@ impl Engine {
         let (pipeline, bundle) = self.pipeline(&mut self.lock(), &version)?;
         let planner = self.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            let trigger = Trigger::Manual { user: None };
+            let trigger = Trigger::Manual { user: by };
             planner.prepare_run(pipeline, bundle, &version, &overrides, trigger, no_cache, None)
         })
         .await

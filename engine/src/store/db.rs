@@ -42,10 +42,12 @@ pub(super) enum TreeId {
     Outbox,
     Triggered,
     Secrets,
+    Tokens,
+    Audit,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 22] = [
+    pub(super) const ALL: [TreeId; 24] = [
         TreeId::Pipelines,
         TreeId::PipelineVersions,
         TreeId::Runs,
@@ -68,6 +70,8 @@ impl TreeId {
         TreeId::Outbox,
         TreeId::Triggered,
         TreeId::Secrets,
+        TreeId::Tokens,
+        TreeId::Audit,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -94,6 +98,8 @@ impl TreeId {
             TreeId::Outbox => "outbox",
             TreeId::Triggered => "triggered",
             TreeId::Secrets => "secrets",
+            TreeId::Tokens => "tokens",
+            TreeId::Audit => "audit",
         }
     }
 

@@ -36,6 +36,8 @@
 //! | `live_metrics`      | run · instance u32 · attempt u32 · seq u64 | [`LivePoint`], at seq `u64::MAX` the attempt's [`LiveSummary`] (see `live_metrics`) |
 //! | `outbox`            | delivery id                           | [`Delivery`] (see `outbox`)  |
 //! | `secrets`           | secret name                           | [`SecretRecord`] (see `secrets`): the value sealed, never plain |
+//! | `tokens`            | token name                            | [`TokenRecord`] (see `access`) |
+//! | `audit`             | id u64 (increasing)                   | [`AuditRecord`] (see `access`) |
 //!
 //! One key per step instance, never one document per run, so a 10,000-wide fan-out stays
 //! cheap to update and pages. Log seqs come from sled's `generate_id`: increasing, not dense.
@@ -51,6 +53,7 @@
 //! `check`); a write that fails on I/O leaves sled refusing writes until reopened, so the store
 //! remembers the fault ([`Store::fault`]) and [`Store::reopen`] reopens it once there is room.
 
+mod access;
 mod append;
 mod cache;
 mod check;
@@ -76,6 +79,7 @@ mod workers;
 
 use std::path::PathBuf;
 
+pub use access::{AuditFilter, AuditRecord, TokenRecord};
 pub use append::Batch;
 pub use cache::CacheEntry;
 pub use check::{BadRecord, Damage, Report, TreeCount};

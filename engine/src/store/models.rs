@@ -130,6 +130,9 @@ pub struct AliasEventRecord {
     /// Why, as the approver gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Who moved it by hand (the principal's name); `None` for a run's registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// `name · n`: a version or event key.
@@ -239,6 +242,7 @@ mod tests {
             request: None,
             decided_by: None,
             comment: None,
+            by: None,
         }
     }
 

@@ -221,7 +221,8 @@ pub struct ApprovalRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub approved: bool,
-    /// `alice (client token)`: the name the caller gave, and how it proved itself.
+    /// `Alice (alice)`: the name the caller gave, and the principal whose token made the call
+    /// (just `alice` when no name was given).
     pub by: String,
     pub at: Millis,
     #[serde(default, skip_serializing_if = "String::is_empty")]

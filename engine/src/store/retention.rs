@@ -54,6 +54,9 @@ fn coverage(t: TreeId) -> Coverage {
         | TreeId::Triggered
         // A step secret belongs to the server, not to a run.
         | TreeId::Secrets => Coverage::NotByRun,
+        // Who may call, and what they did, outlive every run.
+        | TreeId::Tokens
+        | TreeId::Audit => Coverage::NotByRun,
     }
 }
 

@@ -1,7 +1,8 @@
 //! A step's approval gate on its page: what was asked and, while it awaits, the approve and
 //! reject buttons (a POST with the session's CSRF token, an optional name and comment); after,
 //! who decided, when and why. The decision goes through `Engine::approve`, the service the
-//! Approve RPC uses, recorded as made from a "web session" (sessions carry no name).
+//! Approve RPC uses, recorded as made by the session's principal. Only roles that may approve
+//! (operator, admin) see the buttons.
 
 use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -30,7 +31,7 @@ pub(crate) fn block(run: &str, instance: &str, step: &StepRecord, session: &Sess
                     (if d.approved { "Approved" } else { "Rejected" }) " by " (d.by) " at " (time(d.at))
                     @if !d.comment.is_empty() { ": " (d.comment) }
                 }
-            } @else if step.state == StepState::AwaitingApproval {
+            } @else if step.state == StepState::AwaitingApproval && session.may(crate::access::Role::Operator) {
                 form method="post" action=(action) {
                     input type="hidden" name="csrf" value=(session.csrf);
                     label { "Your name " input type="text" name="name" maxlength="256"; }
@@ -57,6 +58,7 @@ pub(crate) struct DecisionForm {
 pub(crate) async fn decide(
     State(web): State<Web>,
     Path((id, instance)): Path<(String, String)>,
+    axum::Extension(session): axum::Extension<Session>,
     Form(f): Form<DecisionForm>,
 ) -> Result<Response, WebError> {
     let approve = match f.decision.as_str() {
@@ -69,8 +71,8 @@ pub(crate) async fn decide(
             .into());
         }
     };
-    let d =
-        Decide { run_id: &id, step: &instance, approve, comment: &f.comment, name: &f.name, credential: "web session" };
+    let who = &session.principal.name;
+    let d = Decide { run_id: &id, step: &instance, approve, comment: &f.comment, name: &f.name, credential: who };
     web.engine.approve(&d)?;
     Ok(Redirect::to(&step_href(&id, &instance)).into_response())
 }

@@ -1,11 +1,13 @@
 //! Who may use the web UI, and proof that a form was sent by a page of ours.
 //!
-//! With a client token configured, the login page asks for it once (in a POST body, never a
-//! URL) and sets a session cookie: `HttpOnly` (no script reads it), `SameSite=Strict` (no
-//! other site's page sends it) and `Path=/`, valid 12 hours. The cookie is `EXPIRY.MAC`, a
-//! keyed BLAKE3 of its expiry under a key derived from the token: the server keeps no
-//! session table, sessions survive restarts, and replacing the token ends every session at
-//! once. Without a token the UI is open, as the API is (the server then listens on loopback
+//! With tokens configured, the login page asks for one once (in a POST body, never a URL)
+//! and sets a session cookie: `HttpOnly` (no script reads it), `SameSite=Strict` (no other
+//! site's page sends it) and `Path=/`, valid 12 hours. The cookie is `EXPIRY|ROLE|NAME|MAC`, a
+//! keyed BLAKE3 of the rest under a key derived from the configured tokens: the server keeps
+//! no session table and sessions survive restarts. Every request checks that NAME still holds
+//! a live token with ROLE (`crate::access`), so revoking a token ends its sessions at once, and
+//! that the role may do what is asked (`needs`: the same split as the gRPC role table); pages
+//! show only the buttons the role may use ([`Session::may`]). Worker tokens cannot log in. Without a token the UI is open, as the API is (the server then listens on loopback
 //! only, unless `--insecure`).
 //!
 //! Every request that is not a GET must carry the CSRF token of its session (a keyed hash of
@@ -21,7 +23,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
 use super::{Web, page};
+use crate::access::{Access, Principal, Role};
 
 /// The session cookie's name.
 pub(crate) const COOKIE: &str = "weir_session";
@@ -31,51 +36,67 @@ const SESSION_MS: u64 = 12 * 3600 * 1000;
 const MAX_FORM: usize = 256 * 1024;
 
 pub(crate) struct Auth {
-    /// BLAKE3 of the client token, compared in constant time; `None`: open.
-    token: Option<blake3::Hash>,
+    /// Who holds which token, live: a revoked token ends its sessions at once.
+    access: Arc<Access>,
     /// Signs session cookies and CSRF tokens.
     key: [u8; 32],
     /// Add `Secure` to the cookie (the server speaks TLS).
     pub secure: bool,
 }
 
-/// What the middleware learnt of a request, for the handlers (the CSRF token their forms
-/// carry).
+/// What the middleware learnt of a request, for the handlers: the CSRF token their forms
+/// carry, and who is logged in (pages show only the buttons their role may use).
 #[derive(Clone, Debug)]
 pub(crate) struct Session {
     pub csrf: String,
+    pub principal: Principal,
+}
+
+impl Session {
+    /// Whether the logged-in role may do what `need` may.
+    pub(crate) fn may(&self, need: Role) -> bool {
+        self.principal.role.covers(need)
+    }
 }
 
 impl Auth {
-    pub(crate) fn new(client_token: Option<&str>) -> Result<Auth, String> {
-        let key = match client_token {
-            Some(t) => blake3::derive_key("weir web session v1", t.as_bytes()),
+    /// `key_material`: the server's configured tokens (sessions then survive restarts and end
+    /// when the tokens change); none: a random key.
+    pub(crate) fn new(access: Arc<Access>, key_material: Option<&str>) -> Result<Auth, String> {
+        let key = match key_material {
+            Some(t) => blake3::derive_key("weir web session v2", t.as_bytes()),
             None => random_key()?,
         };
-        Ok(Auth { token: client_token.map(|t| blake3::hash(t.as_bytes())), key, secure: false })
+        Ok(Auth { access, key, secure: false })
     }
 
     pub(crate) fn open(&self) -> bool {
-        self.token.is_none()
+        self.access.open()
     }
 
-    /// Whether `given` is the client token (any value when open); constant time.
+    /// Whether `given` is a live token of a person (not a worker); constant time.
     pub(crate) fn token_ok(&self, given: &str) -> bool {
-        self.token.is_none_or(|t| t == blake3::hash(given.as_bytes()))
+        self.access.principal(given).is_some_and(|p| p.role != Role::Worker)
     }
 
-    /// A fresh cookie value valid from `now_ms` for a session.
-    fn issue(&self, now_ms: u64) -> String {
+    /// A fresh cookie value valid from `now_ms` for a session of `who`: `EXPIRY|ROLE|NAME|MAC`.
+    fn issue(&self, who: &Principal, now_ms: u64) -> String {
         let expiry = now_ms + SESSION_MS;
-        format!("{expiry}.{}", self.mac(&format!("session:{expiry}")))
+        let body = format!("{expiry}|{}|{}", who.role.name(), who.name);
+        format!("{body}|{}", self.mac(&format!("session:{body}")))
     }
 
-    /// Whether `cookie` is a session this server issued and that has not expired.
-    fn valid(&self, cookie: &str, now_ms: u64) -> bool {
-        let Some((expiry, mac)) = cookie.split_once('.') else { return false };
-        let Ok(at) = expiry.parse::<u64>() else { return false };
-        let Ok(given) = blake3::Hash::from_hex(mac) else { return false };
-        at > now_ms && given == blake3::keyed_hash(&self.key, format!("session:{expiry}").as_bytes())
+    /// Who `cookie` is a session of, if this server issued it, it has not expired and its
+    /// token is still live with the same role.
+    fn valid(&self, cookie: &str, now_ms: u64) -> Option<Principal> {
+        let (body, mac) = cookie.rsplit_once('|')?;
+        let mut parts = body.splitn(3, '|');
+        let (expiry, role, name) = (parts.next()?, parts.next()?, parts.next()?);
+        let at = expiry.parse::<u64>().ok()?;
+        let given = blake3::Hash::from_hex(mac).ok()?;
+        let role = Role::parse(role)?;
+        let signed = given == blake3::keyed_hash(&self.key, format!("session:{body}").as_bytes());
+        (signed && at > now_ms && self.access.is_live(name, role)).then(|| Principal { name: name.to_string(), role })
     }
 
     fn mac(&self, what: &str) -> String {
@@ -130,7 +151,9 @@ fn local_path(next: &str) -> &str {
 pub(crate) async fn require(State(web): State<Web>, req: Request, next: Next) -> Response {
     let auth = &web.auth;
     let cookie = cookie(req.headers()).unwrap_or_default();
-    if !auth.open() && !auth.valid(&cookie, now_ms(&web)) {
+    let principal =
+        if auth.open() { Some(Principal::anonymous(Role::Admin)) } else { auth.valid(&cookie, now_ms(&web)) };
+    let Some(principal) = principal else {
         let wants_html = req.method() == Method::GET
             && req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_none_or(|a| a.contains("text/html"));
         if wants_html {
@@ -139,7 +162,7 @@ pub(crate) async fn require(State(web): State<Web>, req: Request, next: Next) ->
             return Redirect::to(&to).into_response();
         }
         return (StatusCode::UNAUTHORIZED, "log in first: /login").into_response();
-    }
+    };
     let session_key = if auth.open() { String::new() } else { cookie };
     let (mut parts, mut body) = req.into_parts();
     // Not a GET: prove the request came from one of our pages.
@@ -168,8 +191,37 @@ pub(crate) async fn require(State(web): State<Web>, req: Request, next: Next) ->
                 .into_response();
         }
     }
-    parts.extensions.insert(Session { csrf: auth.csrf(&session_key) });
-    next.run(Request::from_parts(parts, body)).await
+    let need = needs(&parts.method, parts.uri.path());
+    if !principal.role.covers(need) {
+        tracing::info!(who = %principal.name, role = %principal.role, path = parts.uri.path(), "web request refused");
+        let why = format!("`{}` ({}) may not do this: it needs the {need} role", principal.name, principal.role);
+        if let Some(action) = super::audit::action(&parts.method, parts.uri.path()) {
+            super::audit::record(&web, &principal, action, parts.uri.path(), StatusCode::FORBIDDEN).await;
+        }
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    let action = super::audit::action(&parts.method, parts.uri.path());
+    let path = parts.uri.path().to_string();
+    parts.extensions.insert(Session { csrf: auth.csrf(&session_key), principal: principal.clone() });
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if let Some(action) = action {
+        super::audit::record(&web, &principal, action, &path, response.status()).await;
+    }
+    response
+}
+
+/// The least role a web request needs, as the gRPC method it calls would: reading needs
+/// `viewer`; what operators do to runs and schedules `operator`; registry moves and anything
+/// not listed `admin`.
+fn needs(method: &Method, path: &str) -> Role {
+    if method == Method::GET || method == Method::HEAD || path == "/logout" {
+        return Role::Viewer;
+    }
+    let last = path.rsplit('/').next().unwrap_or_default();
+    match last {
+        "cancel" | "retry" | "approve" | "start" | "pause" | "resume" | "backfill" => Role::Operator,
+        _ => Role::Admin,
+    }
 }
 
 /// Refuses a request another site's page sent (when the browser says so).
@@ -218,14 +270,14 @@ pub(crate) async fn login_page(State(web): State<Web>, Query(q): Query<NextQuery
     let body = html! {
         section.login {
             h1 { "Log in to weir" }
-            @if q.failed { p.error role="alert" { "That token is not valid. Use the client token of this server's token file." } }
+            @if q.failed { p.error role="alert" { "That token is not valid. Use your own token (from the server's token file or `weir tokens create`); a worker's token cannot log in." } }
             form method="post" action="/login" {
                 input type="hidden" name="next" value=(next);
-                label for="token" { "Client token" }
+                label for="token" { "Token" }
                 input #token type="password" name="token" autocomplete="current-password" required autofocus;
                 button type="submit" { "Log in" }
             }
-            p.hint { "The token is the `client` line of the server's token file. It is sent once, in this form; the browser then keeps a session cookie." }
+            p.hint { "Your token: a `NAME:ROLE=` or the `client=` line of the server's token file, or one made with `weir tokens create`. It is sent once, in this form; the browser then keeps a session cookie, which ends when the token is revoked." }
         }
     };
     page::bare("Log in", body).into_response()
@@ -245,15 +297,19 @@ pub(crate) async fn login(State(web): State<Web>, headers: HeaderMap, Form(f): F
         return (StatusCode::FORBIDDEN, why).into_response();
     }
     let next = local_path(&f.next).to_string();
-    let Some(expected) = web.auth.token else { return Redirect::to(&next).into_response() };
-    if blake3::hash(f.token.trim().as_bytes()) != expected {
-        tracing::warn!("web login refused: the token is not valid");
+    if web.auth.open() {
+        return Redirect::to(&next).into_response();
+    }
+    let who = web.auth.access.principal(f.token.trim()).filter(|p| p.role != Role::Worker);
+    let Some(who) = who else {
+        tracing::warn!("web login refused: the token is not valid (or is a worker's)");
         // Slows guessing; tokens off loopback are 32+ characters anyway.
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         let to = format!("/login?failed=true&next={}", encode(&next));
         return Redirect::to(&to).into_response();
-    }
-    let value = web.auth.issue(now_ms(&web));
+    };
+    tracing::info!(who = %who.name, role = %who.role, "web login");
+    let value = web.auth.issue(&who, now_ms(&web));
     let mut resp = Redirect::to(&next).into_response();
     resp.headers_mut().insert(header::SET_COOKIE, web.auth.cookie_header(&value, SESSION_MS / 1000));
     resp
@@ -272,18 +328,36 @@ mod tests {
 
     #[test]
     fn sessions_are_signed_expire_and_die_with_the_token() {
-        let a = Auth::new(Some("a-token-long-enough-for-anything-1")).unwrap();
-        let c = a.issue(1000);
-        assert!(a.valid(&c, 1001));
-        assert!(!a.valid(&c, 1000 + SESSION_MS), "expired");
-        let forged = format!("{}.{}", 1000 + SESSION_MS * 100, c.split_once('.').unwrap().1);
-        assert!(!a.valid(&forged, 1001), "a later expiry with the old MAC");
-        let b = Auth::new(Some("another-token-long-enough-for-all-2")).unwrap();
-        assert!(!b.valid(&c, 1001), "a new token ends old sessions");
-        assert!(!a.valid("garbage", 1) && !a.valid("1.zz", 0));
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let grants = [crate::access::Grant { name: "client".into(), role: Role::Admin, token: "c".into() }];
+        let access = Arc::new(Access::load(&grants, &store).unwrap());
+        let t = access.create(&store, "vic", "viewer", "client", weir_core::run::Millis(0)).unwrap();
+        let a = Auth::new(access.clone(), Some("a-token-long-enough-for-anything-1")).unwrap();
+        let vic = access.principal(&t).unwrap();
+        let c = a.issue(&vic, 1000);
+        assert_eq!(a.valid(&c, 1001), Some(vic.clone()));
+        assert_eq!(a.valid(&c, 1000 + SESSION_MS), None, "expired");
+        let forged = c.replacen("|viewer|", "|admin|", 1);
+        assert_eq!(a.valid(&forged, 1001), None, "a role raised under the old MAC");
+        let b = Auth::new(access.clone(), Some("another-token-long-enough-for-all-2")).unwrap();
+        assert_eq!(b.valid(&c, 1001), None, "new tokens end old sessions");
+        assert!(a.valid("garbage", 1).is_none() && a.valid("1|viewer|x|zz", 0).is_none());
         assert!(a.csrf_ok(&c, &a.csrf(&c)));
         assert!(!a.csrf_ok(&c, &a.csrf("other")));
         assert!(!a.csrf_ok(&c, ""));
+        access.revoke(&store, "vic").unwrap();
+        assert_eq!(a.valid(&c, 1001), None, "revoking the token ends the session");
+    }
+
+    #[test]
+    fn web_requests_need_the_roles_their_rpcs_need() {
+        assert_eq!(needs(&Method::GET, "/runs/x"), Role::Viewer);
+        assert_eq!(needs(&Method::POST, "/logout"), Role::Viewer);
+        assert_eq!(needs(&Method::POST, "/runs/x/cancel"), Role::Operator);
+        assert_eq!(needs(&Method::POST, "/runs/x/steps/0/approve"), Role::Operator);
+        assert_eq!(needs(&Method::POST, "/models/m/promote"), Role::Admin);
+        assert_eq!(needs(&Method::POST, "/anything/new"), Role::Admin);
     }
 
     #[test]

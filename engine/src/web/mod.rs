@@ -19,6 +19,7 @@
 mod ansi;
 mod approvals;
 mod assets;
+mod audit;
 mod auth;
 mod dag;
 mod hooks;
@@ -54,9 +55,14 @@ pub(crate) struct Web {
     pub auth: Arc<Auth>,
 }
 
-/// The UI's routes for `engine`; `client_token` (none: open, loopback only) guards them.
-pub(crate) fn router(engine: Arc<Engine>, client_token: Option<&str>) -> Result<Router, String> {
-    let web = Web { engine, auth: Arc::new(Auth::new(client_token)?) };
+/// The UI's routes for `engine`; `access` (open: loopback only) guards them, and sessions are
+/// signed under a key derived from `key_material` (the configured tokens; none: random).
+pub(crate) fn router(
+    engine: Arc<Engine>,
+    access: Arc<crate::access::Access>,
+    key_material: Option<&str>,
+) -> Result<Router, String> {
+    let web = Web { engine, auth: Arc::new(Auth::new(access, key_material)?) };
     let open = Router::new()
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/static/{name}", get(assets::serve))

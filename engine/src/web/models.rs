@@ -113,7 +113,7 @@ fn render(
         section.history {
             h2 { "Alias history" }
             table #history {
-                thead { tr { th { "When" } th { "Alias" } th { "Move" } th { "Outcome" } th { "Reason" } th { "Gate" } } }
+                thead { tr { th { "When" } th { "Alias" } th { "Move" } th { "Outcome" } th { "By" } th { "Reason" } th { "Gate" } } }
                 tbody {
                     @for e in m.history.iter().rev() {
                         tr.refused[e.refused] {
@@ -121,6 +121,7 @@ fn render(
                             td { (e.alias) }
                             td { (from_to(e)) }
                             td { @if e.refused { span.badge.st-failed { "✗ refused" } } @else if e.rollback { "↶ rolled back" } @else { "✓ moved" } }
+                            td { (e.by.as_deref().unwrap_or("-")) }
                             td { (e.reason) }
                             td.mono {
                                 @if let Some(x) = &e.expression { code { (x) } br; }
@@ -131,7 +132,7 @@ fn render(
                 }
             }
         }
-        section.actions {
+        @if session.may(crate::access::Role::Admin) { section.actions {
             h2 { "Promote" }
             form method="post" action={(base) "/promote"} {
                 input type="hidden" name="csrf" value=(session.csrf);
@@ -147,7 +148,7 @@ fn render(
                 label { " reason " input type="text" name="reason"; }
                 button type="submit" { "Check" }
             }
-        }
+        } }
         section #lineage {
             h2 { "Lineage of v" (chosen) }
             @match &lineage {
@@ -263,7 +264,8 @@ pub(crate) async fn promote(
     Path(name): Path<String>,
     Form(f): Form<MoveForm>,
 ) -> Result<Response, WebError> {
-    let event = web.engine.promote_model(&name, &f.alias, f.version, &f.reason, !f.confirm)?;
+    let event =
+        web.engine.promote_model(&name, &f.alias, f.version, &f.reason, !f.confirm, Some(&session.principal.name))?;
     if f.confirm {
         web.engine.commit()?;
         return Ok(Redirect::to(&format!("/models/{}", encode(&name))).into_response());
@@ -277,7 +279,7 @@ pub(crate) async fn rollback(
     Path(name): Path<String>,
     Form(f): Form<MoveForm>,
 ) -> Result<Response, WebError> {
-    let event = web.engine.rollback_model(&name, &f.alias, &f.reason, !f.confirm)?;
+    let event = web.engine.rollback_model(&name, &f.alias, &f.reason, !f.confirm, Some(&session.principal.name))?;
     if f.confirm {
         web.engine.commit()?;
         return Ok(Redirect::to(&format!("/models/{}", encode(&name))).into_response());

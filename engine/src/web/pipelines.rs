@@ -17,6 +17,7 @@ use super::auth::{Session, encode};
 use super::dag::{self, DagNode};
 use super::page::{self, run_badge, time};
 use super::{Web, WebError};
+use crate::access::Role;
 use crate::server::browse::{PipelineDetail, param_of_diagnostics};
 use crate::server::cache::PipelineRef;
 use crate::server::error::ApiError;
@@ -112,7 +113,7 @@ fn render(web: &Web, session: &Session, d: &PipelineDetail, f: Forms, code: Stat
                 }
             }
         }
-        section.start { h2 { "Start a run" } (start_form(session, d, &f, &base)) }
+        @if session.may(Role::Operator) { section.start { h2 { "Start a run" } (start_form(session, d, &f, &base)) } }
         section.graph { h2 { "Graph" } div.dag { (dag::svg(&nodes, &d.edges)) } }
         @for s in &schedules { (schedule_card(session, s, &f, &base)) }
         section.source {
@@ -208,6 +209,7 @@ fn schedule_card(session: &Session, s: &crate::server::scheduler::ScheduleView, 
                 ul.skipped { @for k in &t.skipped { li { (k.count) " tick(s) " (in_zone(k.first)) " – " (in_zone(k.last)) ": " (k.reason) } } }
             }
             @if s.backfill_left > 0 { p { (s.backfill_left) " backfill tick(s) still to start." } }
+            @if session.may(Role::Operator) {
             form method="post" action={(base) "/pause"} {
                 input type="hidden" name="csrf" value=(session.csrf);
                 input type="hidden" name="paused" value=(if t.paused { "false" } else { "true" });
@@ -231,6 +233,7 @@ fn schedule_card(session: &Session, s: &crate::server::scheduler::ScheduleView, 
                     input type="hidden" name="confirm" value="true";
                     button type="submit" { "Run this backfill" }
                 }
+            }
             }
         }
     }
@@ -268,7 +271,7 @@ pub(crate) async fn start(
     let overrides: Vec<(String, String)> =
         values.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
     let target = Some(PipelineRef::Version(detail.version.clone()));
-    match web.engine.start_run(target, overrides, no_cache).await {
+    match web.engine.start_run(target, overrides, no_cache, Some(session.principal.name.clone())).await {
         Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
         Err(ApiError::Diagnostics { message, diagnostics, .. }) => {
             let errors = param_of_diagnostics(&detail.pipeline, &diagnostics);

@@ -21,6 +21,7 @@ use super::auth::{Session, encode};
 use super::dag::{self, DagNode};
 use super::page::{self, duration, run_badge, step_badge, time};
 use super::{Web, WebError};
+use crate::access::Role;
 use crate::server::run_view::group_state;
 use crate::server::runs::step_and_matrix;
 use crate::store::{Change, Trigger};
@@ -136,13 +137,13 @@ pub(crate) async fn show(
             @if rec.no_cache { dt { "Cache" } dd { "off for this run (--no-cache)" } }
         }
         div.actions {
-            @if live {
+            @if live && session.may(Role::Operator) {
                 form method="post" action={"/runs/" (segment(&rec.id)) "/cancel"} data-confirm="Cancel this run?" {
                     input type="hidden" name="csrf" value=(session.csrf);
                     button type="submit" { "Cancel run" }
                 }
             }
-            @if matches!(rec.state, RunState::Failed | RunState::Cancelled) {
+            @if matches!(rec.state, RunState::Failed | RunState::Cancelled) && session.may(Role::Operator) {
                 form method="post" action={"/runs/" (segment(&rec.id)) "/retry"} {
                     input type="hidden" name="csrf" value=(session.csrf);
                     button type="submit" { "Retry what did not succeed" }

@@ -94,9 +94,16 @@ pub fn model(m: &v1::GetModelResponse) -> String {
     if m.history.is_empty() {
         out.push_str("  none: no alias has pointed at a version yet\n");
     }
-    let mut h = Table::new(&["TIME", "ALIAS", "MOVE", "OUTCOME", "REASON"]);
+    let mut h = Table::new(&["TIME", "ALIAS", "MOVE", "OUTCOME", "BY", "REASON"]);
     for e in &m.history {
-        h.push(vec![when(e.time.as_ref()), e.alias.clone(), from_to(e), outcome(e), e.reason.clone()]);
+        h.push(vec![
+            when(e.time.as_ref()),
+            e.alias.clone(),
+            from_to(e),
+            outcome(e),
+            if e.by.is_empty() { "-".into() } else { e.by.clone() },
+            e.reason.clone(),
+        ]);
     }
     if !m.history.is_empty() {
         for line in h.render().lines() {
@@ -270,6 +277,8 @@ mod tests {
             ],
             ..Default::default()
         };
+        let mut m = m;
+        m.history[1].by = "ada".into();
         let text = model(&m);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "model churn: latest v3, aliases production=v2");
@@ -277,14 +286,15 @@ mod tests {
         assert_eq!(lines[3], "v3       3abababababa  ml-3  deploy  rmse=0.9  -           2026-11-27 12:00:04");
         assert_eq!(lines[4], "v2       2abababababa  ml-2  deploy  rmse=0.3  production  2026-11-27 12:00:03");
         assert_eq!(lines[7], "alias history (oldest first):");
-        assert_eq!(lines[8], "  TIME                 ALIAS       MOVE       OUTCOME  REASON");
+        assert_eq!(lines[8], "  TIME                 ALIAS       MOVE       OUTCOME  BY   REASON");
         assert_eq!(
             lines[9],
-            "  2026-11-27 12:00:02  production  new -> v1  moved    registered by run ml-1 step deploy"
+            "  2026-11-27 12:00:02  production  new -> v1  moved    -    registered by run ml-1 step deploy"
         );
+        assert!(lines[10].contains("moved    ada  registered by run ml-2"), "{}", lines[10]);
         assert_eq!(
             lines[11],
-            "  2026-11-27 12:00:04  production  v2 -> v3   REFUSED  promotion refused: \
+            "  2026-11-27 12:00:04  production  v2 -> v3   REFUSED  -    promotion refused: \
              `metrics.rmse < current.metrics.rmse` is false with metrics.rmse = 0.9, current.metrics.rmse = 0.3"
         );
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 use weir_proto::v1;
 
+use super::super::AuditNote;
 use super::super::bounds::{Bounded, bounded};
 use super::super::convert as wire;
 use super::super::transfer::Upload;
@@ -24,6 +25,7 @@ pub(super) async fn submit_pipeline(
     engine: &Arc<Engine>,
     req: Request<Streaming<v1::SubmitPipelineRequest>>,
 ) -> Result<Response<v1::SubmitPipelineResponse>, Status> {
+    let note = req.extensions().get::<AuditNote>().cloned();
     let mut stream = req.into_inner();
     let header = match stream.message().await?.and_then(|m| m.part) {
         Some(v1::submit_pipeline_request::Part::Header(h)) => h,
@@ -32,6 +34,9 @@ pub(super) async fn submit_pipeline(
     header.check()?;
     let pipeline = engine.check_pipeline(&header.yaml, &header.file_name)?;
     engine.check_notify_secrets(&pipeline, &header.yaml, &header.file_name)?;
+    if let Some(note) = &note {
+        note.push(format!("pipeline={}", pipeline.name()));
+    }
     let limits = BundleLimits::default();
     let bundle = if header.bundle_digest.is_empty() && header.bundle_size == 0 {
         None
@@ -119,10 +124,15 @@ pub(super) async fn start_run(
     engine: &Arc<Engine>,
     req: Request<v1::StartRunRequest>,
 ) -> Result<Response<v1::StartRunResponse>, Status> {
+    let note = req.extensions().get::<AuditNote>().cloned();
+    let by = req.extensions().get::<crate::access::Principal>().map(|p| p.name.clone());
     let r = bounded(req)?;
     let overrides = r.params.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
-    let run_id = engine.start_run(wire::start_target(r.pipeline), overrides, r.no_cache).await?;
+    let run_id = engine.start_run(wire::start_target(r.pipeline), overrides, r.no_cache, by).await?;
     let (record, steps, message) = engine.load_run(&run_id)?;
+    if let Some(note) = note {
+        note.push(format!("pipeline={} run={run_id}", record.pipeline));
+    }
     Ok(Response::new(v1::StartRunResponse { run: Some(wire::run(&record, &steps, message)) }))
 }
 

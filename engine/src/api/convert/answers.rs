@@ -257,6 +257,7 @@ fn protection(p: &Protection) -> v1::AliasProtection {
         timeout_ms: p.timeout_ms.unwrap_or(0),
         declared_by: p.declared_by.clone(),
         since: Some(timestamp(p.since)),
+        by: e.by.clone().unwrap_or_default(),
     }
 }
 

@@ -52,6 +52,10 @@ pub fn run(record: &RunRecord, steps: &[StepRecord], message: String) -> v1::Run
             Trigger::Retry { from: Some(from), .. } => from.clone(),
             _ => String::new(),
         },
+        started_by: match &record.trigger {
+            Trigger::Manual { user: Some(u) } => u.clone(),
+            _ => String::new(),
+        },
         trigger_name: record.trigger.fired().map(|(name, _)| name.to_string()).unwrap_or_default(),
         trigger_detail: match &record.trigger {
             Trigger::Manual { .. } => String::new(),
