@@ -18,4 +18,5 @@ pub mod server;
 pub mod signing;
 pub mod store;
 pub mod time;
+pub mod tls;
 mod web;

@@ -12,6 +12,7 @@ pub(crate) mod bounds;
 mod client;
 pub mod convert;
 mod live_metrics;
+mod peer;
 pub mod status;
 pub(crate) mod transfer;
 mod worker;
@@ -35,6 +36,7 @@ pub(crate) async fn routes(
     engine: Arc<Engine>,
     client_token: Option<&str>,
     worker_token: Option<&str>,
+    worker_cert: bool,
 ) -> Result<Routes, String> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WeirClientServer<client::ClientApi>>().await;
@@ -54,7 +56,13 @@ pub(crate) async fn routes(
         WeirClientServer::with_interceptor(client::ClientApi(engine.clone()), Bearer::new(client_token, "client"));
     // The operator's calls (backup) take the client token too.
     let admin = WeirAdminServer::with_interceptor(admin::AdminApi(engine.clone()), Bearer::new(client_token, "client"));
-    let worker = WeirWorkerServer::with_interceptor(worker::WorkerApi(engine), Bearer::new(worker_token, "worker"));
+    let mut bearer = Bearer::new(worker_token, "worker");
+    // Under mTLS a worker's every call comes with a verified client certificate, checked before
+    // its token (transport first); the handshake already refused a certificate the CA did not sign.
+    let worker = WeirWorkerServer::with_interceptor(worker::WorkerApi(engine), move |req: Request<()>| {
+        peer::require_certificate(&req, worker_cert)?;
+        bearer.call(req)
+    });
     Ok(Routes::builder()
         .add_service(health_service)
         .add_service(reflection)

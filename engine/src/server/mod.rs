@@ -16,7 +16,8 @@
 //! interceptor in constant time; health and reflection are open. Listening on anything but
 //! loopback without both tokens is refused unless `insecure` is set; so are equal client and
 //! worker tokens, and, off loopback, tokens shorter than [`tokens::MIN_TOKEN_LEN`]. Token
-//! files are read by `tokens`.
+//! files are read by `tokens`. Off loopback, plain text (no `tls`) needs `insecure` too, and
+//! each such start logs a warning; `crate::tls` terminates TLS for the whole port.
 
 pub(crate) mod approvals;
 pub(crate) mod backup;
@@ -70,6 +71,7 @@ pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
 pub use error::ApiError;
 pub use retention::GcConfig;
+pub use crate::tls::TlsConfig;
 pub use triggers::{Delivery, Secrets, SecretsError};
 
 /// How the server runs.
@@ -82,8 +84,11 @@ pub struct ServerConfig {
     pub client_token: Option<String>,
     /// Required from workers when set.
     pub worker_token: Option<String>,
-    /// Allow listening off loopback without tokens.
+    /// Allow listening off loopback without tokens or without TLS (a warning at each start).
     pub insecure: bool,
+    /// TLS on the one port (gRPC, web UI, `/metrics`, `/hooks`), mTLS for workers with a
+    /// client CA (`crate::tls`). `None`: plain text, which off loopback needs `insecure`.
+    pub tls: Option<crate::tls::TlsConfig>,
     pub terms: Terms,
     /// How often timers, lost workers, unclaimed attempts and schedules are checked.
     pub tick: Duration,
@@ -137,6 +142,7 @@ impl ServerConfig {
             client_token: None,
             worker_token: None,
             insecure: false,
+            tls: None,
             terms: Terms {
                 lease_timeout: Duration::from_secs(30),
                 heartbeat_interval: Duration::from_secs(5),
@@ -164,6 +170,12 @@ pub enum StartError {
     )]
     Unauthenticated(SocketAddr),
     #[error(
+        "refusing to listen on {0} in plain text: tokens and pages would cross the network readable by anyone \
+         on it; give --tls-cert and --tls-key (docs/tls.md), listen on 127.0.0.1, or pass --insecure if the \
+         network is trusted"
+    )]
+    PlainText(SocketAddr),
+    #[error(
         "the client and worker tokens are the same: any worker could act as a client and any client as a \
          worker; give each its own (`openssl rand -hex 32`)"
     )]
@@ -189,6 +201,7 @@ pub enum StartError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    tls: bool,
     engine: Arc<Engine>,
     stop: watch::Sender<bool>,
     serve: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -203,9 +216,14 @@ impl Server {
         self.addr
     }
 
-    /// `http://ADDR`, for clients and workers.
+    /// `http://ADDR`, or `https://ADDR` with TLS, for clients and workers.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// Whether it speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -266,6 +284,15 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     if open && !config.listen.ip().is_loopback() && !config.insecure {
         return Err(StartError::Unauthenticated(config.listen));
     }
+    if config.tls.is_none() && !config.listen.ip().is_loopback() {
+        if !config.insecure {
+            return Err(StartError::PlainText(config.listen));
+        }
+        tracing::warn!(
+            listen = %config.listen,
+            "listening off loopback WITHOUT TLS (--insecure): tokens, logs and pages cross the network in clear text"
+        );
+    }
     // `weir server` checks its token file with lines to point at (`tokens`); this guards
     // every other way of configuring a server.
     if let (Some(c), Some(w)) = (&config.client_token, &config.worker_token) {
@@ -304,8 +331,14 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
-    let grpc = crate::api::routes(engine.clone(), config.client_token.as_deref(), config.worker_token.as_deref())
-        .await
+    let worker_cert = config.tls.as_ref().is_some_and(|t| t.mtls);
+    let grpc = crate::api::routes(
+        engine.clone(),
+        config.client_token.as_deref(),
+        config.worker_token.as_deref(),
+        worker_cert,
+    )
+    .await
         .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
     let web = crate::web::router(engine.clone(), config.client_token.as_deref())
         .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
@@ -322,9 +355,14 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     // call of a short step waits ~40 ms (measured: 50 ms per `true` step before, BENCHMARKS.md).
     // Keepalive probes notice a worker host that vanished without closing its connection.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(20)));
-    let serve = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+    let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
-    }));
+    };
+    // With TLS, the engine's own acceptor (ALPN h2 and http/1.1, so browsers keep HTTP/1.1).
+    let serve = match &config.tls {
+        None => tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown)),
+        Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(crate::tls::incoming(incoming, tls), shutdown)),
+    };
     let ticker = {
         let engine = engine.clone();
         let every = config.tick;
@@ -353,6 +391,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             }
         })
     });
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
-    Ok(Server { addr, engine, stop, serve, ticker, outbox, triggering })
+    let tls = config.tls.is_some();
+    tracing::info!(%addr, tls, mtls = worker_cert, data_dir = %config.data_dir.display(), "weir server listening");
+    Ok(Server { addr, tls, engine, stop, serve, ticker, outbox, triggering })
 }
