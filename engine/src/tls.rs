@@ -62,7 +62,12 @@ impl std::fmt::Debug for TlsConfig {
 impl TlsConfig {
     /// Reads the certificate chain and key (`--tls-cert`, `--tls-key`) and, for mTLS, the CA
     /// that signs client certificates (`--client-ca`).
-    pub fn from_files(cert: &Path, key: &Path, client_ca: Option<&Path>, required: bool) -> Result<TlsConfig, TlsError> {
+    pub fn from_files(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        required: bool,
+    ) -> Result<TlsConfig, TlsError> {
         let (_, chain) = read_certs("--tls-cert", cert)?;
         let (_, key_der) = read_key("--tls-key", key)?;
         let provider = Arc::new(ring_provider());
@@ -90,7 +95,9 @@ impl TlsConfig {
                 builder.with_client_cert_verifier(verifier)
             }
             None if required => {
-                return Err(TlsError::Usage("--client-ca-required needs --client-ca, the CA of the client certificates".into()));
+                return Err(TlsError::Usage(
+                    "--client-ca-required needs --client-ca, the CA of the client certificates".into(),
+                ));
             }
             None => builder.with_no_client_auth(),
         };

@@ -28,9 +28,11 @@ fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|source| TlsError::Read { flag, path: path.into(), source })?;
     let mut bytes = Vec::new();
-    file.take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| TlsError::Read { flag, path: path.into(), source })?;
+    file.take(MAX_PEM_BYTES + 1).read_to_end(&mut bytes).map_err(|source| TlsError::Read {
+        flag,
+        path: path.into(),
+        source,
+    })?;
     if bytes.len() as u64 > MAX_PEM_BYTES {
         return Err(TlsError::Invalid { flag, path: path.into(), what: "larger than 1 MiB: not a PEM file".into() });
     }
@@ -133,18 +135,43 @@ impl ClientTls {
     }
 }
 
+/// The error and its causes, one after another, without repeats (a transport failure's reason,
+/// a TLS alert say, is only in its sources).
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
 /// The hint for a connection to `url` that the server closed or refused: a plain-text URL
 /// against a TLS server, or TLS against a plain-text one. Empty when neither fits.
 pub fn hint(url: &str, error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
     if url.starts_with("http://")
-        && (e.contains("insufficient security") || e.contains("connection reset") || e.contains("broken pipe"))
+        && (e.contains("insufficient security")
+            || e.contains("h2 protocol error")
+            || e.contains("connection reset")
+            || e.contains("broken pipe"))
     {
         "the server may require TLS: use an https:// URL (with --ca FILE when its certificate is not signed by a public CA)"
     } else if url.starts_with("https://") && (e.contains("invalidcontenttype") || e.contains("corrupt message")) {
         "the server speaks plain text, not TLS: use an http:// URL, or start it with --tls-cert and --tls-key"
+    } else if e.contains("alert")
+        && (e.contains("unknownca") || e.contains("badcertificate") || e.contains("certificaterequired"))
+    {
+        "the server refused this client's certificate: give one signed by the server's --client-ca (--tls-cert, --tls-key)"
     } else if e.contains("unknownissuer") || e.contains("invalid peer certificate") {
         "the server's certificate is not trusted: pass its CA with --ca FILE"
+    } else if e.contains("connection closed") && !url.starts_with("http://") {
+        "the server closed the connection: if it requires client certificates (--client-ca), this one is missing or \
+         not signed by that CA (the server's log says why)"
     } else {
         ""
     }

@@ -236,7 +236,8 @@ pub(super) fn refused(status: &Status, conn: &ConnArgs, hints: Hints<'_>) -> Fai
             );
             Failure::Unauthenticated
         }
-        Code::Unavailable => unreachable(conn, status),
+        // A connection the transport gave up on (a TLS or protocol refusal) comes as CANCELLED.
+        Code::Unavailable | Code::Cancelled => unreachable(conn, status),
         Code::Unimplemented => {
             eprintln!(
                 "error: the server at {} does not serve this call ({message}); is it a weir server of this version?",

@@ -67,11 +67,11 @@ use tonic::transport::server::TcpIncoming;
 
 pub use self::core::{Engine, Terms};
 
+pub use crate::tls::TlsConfig;
 pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
 pub use error::ApiError;
 pub use retention::GcConfig;
-pub use crate::tls::TlsConfig;
 pub use triggers::{Delivery, Secrets, SecretsError};
 
 /// How the server runs.
@@ -332,14 +332,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
     let worker_cert = config.tls.as_ref().is_some_and(|t| t.mtls);
-    let grpc = crate::api::routes(
-        engine.clone(),
-        config.client_token.as_deref(),
-        config.worker_token.as_deref(),
-        worker_cert,
-    )
-    .await
-        .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
+    let grpc =
+        crate::api::routes(engine.clone(), config.client_token.as_deref(), config.worker_token.as_deref(), worker_cert)
+            .await
+            .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
     let web = crate::web::router(engine.clone(), config.client_token.as_deref())
         .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
     // One port: gRPC services by their `/package.Service/` paths, the web UI by the rest.
