@@ -140,11 +140,12 @@ impl TlsArgs {
 }
 
 /// Off loopback a token file that group or others can read is refused: anyone with a shell on
-/// the server host could act as any worker or client. On loopback (one user's laptop) it is
-/// only warned about (`TokenFile::read`).
-fn check_token_file_mode(path: &Path, listen: SocketAddr) -> Result<(), String> {
+/// the server host could act as any worker or client. On loopback (one user's laptop), and with
+/// --insecure (a container's read-only secret mount is often 0444), it is only warned about
+/// (`TokenFile::read`).
+fn check_token_file_mode(path: &Path, listen: SocketAddr, insecure: bool) -> Result<(), String> {
     match tokens::loose_mode(path) {
-        Some(mode) if !listen.ip().is_loopback() => Err(format!(
+        Some(mode) if !listen.ip().is_loopback() && !insecure => Err(format!(
             "{}: the token file can be read or changed by other users (mode {mode:03o}) and this server listens \
              on {listen}: `chmod 600 {}`",
             path.display(),
@@ -192,7 +193,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     }
     config.terms.heartbeat_interval = (args.lease_timeout / 6).max(Duration::from_millis(100));
     if let Some(path) = &args.token_file {
-        if let Err(e) = check_token_file_mode(path, args.listen) {
+        if let Err(e) = check_token_file_mode(path, args.listen, args.insecure) {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
