@@ -14,6 +14,7 @@ pub mod convert;
 mod live_metrics;
 mod peer;
 pub mod status;
+pub mod tls;
 pub(crate) mod transfer;
 mod worker;
 
