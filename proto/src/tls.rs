@@ -157,6 +157,8 @@ pub fn hint(url: &str, error: &str) -> &'static str {
     if url.starts_with("http://")
         && (e.contains("insufficient security")
             || e.contains("h2 protocol error")
+            // the GOAWAY may be lost to the close that follows it
+            || e.contains("connection closed")
             || e.contains("connection reset")
             || e.contains("broken pipe"))
     {
