@@ -5,7 +5,8 @@
 #   the shared libraries `ldd` lists for them and the dynamic loader, copied from this host
 #   /bin/busybox (static) and its applets: the process runtime runs `run:` steps with `sh -c`
 # The root file system is scripts/node-image.sh's (the image tests/hosts.rs runs); this adds
-# what a deployment wants: `weir server` as the default command, listening on 0.0.0.0:7070,
+# what a deployment wants: `weir server` as the default command, listening on 0.0.0.0:7070 in plain text
+# (`--insecure`: give the command --tls-cert/--tls-key for TLS, docs/tls.md),
 # its data folder /data (a volume), its token file at /run/secrets/weir-tokens (WEIR_TOKEN_FILE,
 # which the `weir` client in the image reads too), port 7070. `weir-worker` runs with a command
 # override (deploy/compose.yaml starts a server and two workers).
@@ -64,7 +65,7 @@ docker commit \
   --change 'WORKDIR /data' \
   --change 'EXPOSE 7070' \
   --change 'LABEL org.opencontainers.image.title=weir' \
-  --change 'CMD ["weir", "server"]' \
+  --change 'CMD ["weir", "server", "--insecure"]' \
   "$cid" "$tag" >/dev/null
 echo "weir-image.sh: built $tag from ${bins[0]} and ${bins[1]}" >&2
 echo "$tag"

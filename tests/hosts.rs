@@ -514,6 +514,8 @@ impl Cluster {
             "server",
             "--listen",
             "0.0.0.0:7070",
+            // plain text on the test's private Docker network (TLS is tests/tls.rs's)
+            "--insecure",
             "--data-dir",
             "/tmp/weir",
             "--token-file",

@@ -140,7 +140,7 @@ impl Http {
 
 /// One response: to its Content-Length, to the end of its chunks, or to EOF (servers that
 /// keep the connection open despite `Connection: close`, as chromedriver does, are covered).
-async fn read_response(stream: &mut TcpStream) -> Vec<u8> {
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16384];
     loop {
@@ -162,6 +162,16 @@ async fn read_response(stream: &mut TcpStream) -> Vec<u8> {
             return raw;
         }
     }
+}
+
+/// One request written as it is (`head`, ending in a blank line) on any stream (a TLS one in
+/// `tls.rs`), and its response read to its end.
+pub async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: &mut S, head: &str) -> Resp {
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let raw = tokio::time::timeout(Duration::from_secs(60), read_response(stream))
+        .await
+        .expect("the server answers within 60s");
+    parse(&raw)
 }
 
 fn parse(raw: &[u8]) -> Resp {

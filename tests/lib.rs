@@ -3,6 +3,7 @@
 //! all in the test process. Nothing is mocked.
 
 pub mod http;
+pub mod pki;
 pub mod procs;
 pub mod webdriver;
 

@@ -39,7 +39,10 @@ pub fn serve(mut cmd: Command) -> (Kill, String) {
     out.read_line(&mut line).expect("the server's first line");
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
-    assert!(url.starts_with("http://"), "no address in the server's first line {line:?}");
+    assert!(
+        url.starts_with("http://") || url.starts_with("https://"),
+        "no address in the server's first line {line:?}"
+    );
     (Kill(child), url)
 }
 

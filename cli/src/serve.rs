@@ -17,12 +17,15 @@ Exit status:
   1  could not start (data folder in use, address taken, unsafe listen address, a bad token
      file: a duplicate or unknown line, one token for clients and workers, a token shorter
      than 32 characters off loopback, an --otlp-endpoint that is not an http:// URL, an
-     unreadable --notify-secrets or --webhook-secrets file or a bad line in one)
+     unreadable --notify-secrets or --webhook-secrets file or a bad line in one, plain text
+     off loopback without --insecure, a --tls-cert/--tls-key/--client-ca file that is missing
+     or not PEM, a key that does not go with its certificate, a token file others can read
+     while listening off loopback)
   2  usage error";
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// Address to listen on. Anything but loopback needs tokens (or --insecure).
+    /// Address to listen on. Anything but loopback needs tokens and TLS (or --insecure).
     #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR", env = "WEIR_LISTEN")]
     listen: SocketAddr,
     /// Folder for the run database, artifacts and bundles.
@@ -33,9 +36,12 @@ pub struct ServerArgs {
     /// send theirs as `authorization: Bearer TOKEN`. Keep the file private (`chmod 600`).
     #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// Listen off loopback without tokens (only on a network you trust).
+    /// Listen off loopback without tokens or without TLS (only on a network you trust; a
+    /// warning is logged at each start).
     #[arg(long)]
     insecure: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// A worker silent this long is lost and its steps run again elsewhere (e.g. 30s, 2m).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     lease_timeout: Duration,
@@ -141,9 +147,62 @@ fn read_notify_secrets(path: &Path) -> Result<weir_engine::notify::Secrets, Stri
     weir_engine::notify::Secrets::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// `weir server`'s TLS flags (docs/tls.md).
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// Serve TLS on the port (gRPC, web UI, /metrics, /hooks) with this PEM certificate chain
+    /// (the server's certificate first); clients and workers then use https:// URLs.
+    #[arg(long, value_name = "FILE", env = "WEIR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, RSA or EC). Keep it private (`chmod 600`).
+    #[arg(long, value_name = "FILE", env = "WEIR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// mTLS: verify client certificates against this PEM CA. Workers must present one signed
+    /// by it (`weir-worker --tls-cert --tls-key`) or every worker call is refused; the CLI and
+    /// browsers may connect without one (see --client-ca-required).
+    #[arg(long, value_name = "FILE", env = "WEIR_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// With --client-ca: refuse every connection without a valid client certificate in the TLS
+    /// handshake, the CLI's and browsers' too.
+    #[arg(long, requires = "client_ca")]
+    client_ca_required: bool,
+}
+
+impl TlsArgs {
+    fn config(&self) -> Result<Option<server::TlsConfig>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        server::TlsConfig::from_files(cert, key, self.client_ca.as_deref(), self.client_ca_required)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Off loopback a token file that group or others can read is refused: anyone with a shell on
+/// the server host could act as any worker or client. On loopback (one user's laptop), and with
+/// --insecure (a container's read-only secret mount is often 0444), it is only warned about
+/// (`TokenFile::read`).
+fn check_token_file_mode(path: &Path, listen: SocketAddr, insecure: bool) -> Result<(), String> {
+    match tokens::loose_mode(path) {
+        Some(mode) if !listen.ip().is_loopback() && !insecure => Err(format!(
+            "{}: the token file can be read or changed by other users (mode {mode:03o}) and this server listens \
+             on {listen}: `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn run(args: ServerArgs) -> ExitCode {
     let mut config = ServerConfig::new(&args.data_dir, args.listen);
     config.insecure = args.insecure;
+    match args.tls.config() {
+        Ok(tls) => config.tls = tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    }
     config.otlp_endpoint = args.otlp.endpoint();
     config.gc = server::GcConfig { grace: args.gc_grace, every: args.gc_every.0 };
     config.notify.attempts = args.notify_attempts;
@@ -183,6 +242,10 @@ pub fn run(args: ServerArgs) -> ExitCode {
     }
     config.terms.heartbeat_interval = (args.lease_timeout / 6).max(Duration::from_millis(100));
     if let Some(path) = &args.token_file {
+        if let Err(e) = check_token_file_mode(path, args.listen, args.insecure) {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
         match read_tokens(path, args.listen) {
             Ok(grants) => config.grants = grants,
             Err(problems) => {
@@ -200,6 +263,8 @@ pub fn run(args: ServerArgs) -> ExitCode {
         tokens = args.token_file.is_some(),
         webhook_secrets = config.webhook_secrets.len(),
         insecure = args.insecure,
+        tls = config.tls.is_some(),
+        mtls = config.tls.as_ref().is_some_and(|t| t.mtls),
         lease_timeout = ?config.terms.lease_timeout,
         heartbeat_interval = ?config.terms.heartbeat_interval,
         "weir server starting"

@@ -20,4 +20,6 @@ pub mod server;
 pub mod signing;
 pub mod store;
 pub mod time;
+/// The server's TLS (`api::tls`: it reads PEM files with the wire's helpers, so it lives in the adapter).
+pub use api::tls;
 mod web;

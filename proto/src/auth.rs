@@ -381,7 +381,7 @@ fn checked(s: &str) -> Result<Token, Problem> {
 }
 
 /// The permission bits of `path` when group or others have any access to it.
-fn loose_mode(path: &Path) -> Option<u32> {
+pub fn loose_mode(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

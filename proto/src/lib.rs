@@ -11,6 +11,7 @@
 //! engine's `api/` adapter and the worker's agent, next to the code that owns the domain types.
 
 pub mod auth;
+pub mod tls;
 
 /// The metadata entry that carries a worker's session secret on every call after Register.
 pub const SESSION_HEADER: &str = "x-weir-session";

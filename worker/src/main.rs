@@ -55,9 +55,19 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(name = "weir-worker", version, after_help = AFTER_HELP)]
 struct Args {
-    /// The engine's address, for example http://127.0.0.1:7070.
+    /// The engine's address, for example http://127.0.0.1:7070, or https://weir.internal:7070
+    /// for an engine serving TLS (--ca for its CA, --tls-cert/--tls-key under mTLS).
     #[arg(long, value_name = "URL")]
     engine: String,
+    /// Trust this PEM CA for an https:// engine (else the system's roots).
+    #[arg(long, value_name = "FILE", env = "WEIR_CA")]
+    ca: Option<PathBuf>,
+    /// This worker's client certificate (PEM), for an engine started with --client-ca (mTLS).
+    #[arg(long, value_name = "FILE", env = "WEIR_WORKER_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert. Keep it private (`chmod 600`).
+    #[arg(long, value_name = "FILE", env = "WEIR_WORKER_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The worker token the engine expects [default: $WEIR_WORKER_TOKEN, unless --token-file].
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
@@ -177,6 +187,7 @@ fn main() -> ExitCode {
     let config = AgentConfig {
         engine: args.engine.clone(),
         token,
+        tls: weir_proto::tls::ClientTls { ca: args.ca.clone(), cert: args.tls_cert.clone(), key: args.tls_key.clone() },
         name,
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         capacity: args.capacity.unwrap_or_else(cores),
@@ -251,7 +262,12 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
-                if e.is_auth() {
+                if e.to_string().contains("client certificate") {
+                    eprintln!(
+                        "hint: the engine requires mTLS: give this worker a certificate signed by the engine's \
+                         --client-ca (--tls-cert and --tls-key)"
+                    );
+                } else if e.is_auth() {
                     eprintln!(
                         "hint: give the worker the token the engine was started with \
                          (--token-file, or WEIR_WORKER_TOKEN)"

@@ -360,6 +360,7 @@ impl Setup {
         AgentConfig {
             engine: format!("http://127.0.0.1:{}", self.port),
             token: Some(token.to_string()),
+            tls: Default::default(),
             name: "test-worker".into(),
             labels: BTreeMap::from([("pool".to_string(), "cpu".to_string())]),
             capacity: 4,

@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use weir_proto::auth::{Role, TokenFile};
 use weir_proto::v1::weir_access_client::WeirAccessClient;
+use weir_proto::tls::ClientTls;
 use weir_proto::v1::weir_admin_client::WeirAdminClient;
 use weir_proto::v1::weir_client_client::WeirClientClient;
 use weir_proto::v1::weir_secrets_client::WeirSecretsClient;
@@ -181,6 +182,8 @@ pub async fn connect_admin(conn: &ConnArgs) -> Result<AdminClient, Failure> {
 pub async fn connect_secrets(conn: &ConnArgs) -> Result<SecretsClient, Failure> {
     let auth = conn.auth()?;
     Ok(WeirSecretsClient::with_interceptor(channel(conn).await?, auth))
+}
+
 /// A client of the tokens and audit service (`WeirAccess`) on the server `conn` names.
 pub async fn connect_access(conn: &ConnArgs) -> Result<AccessClient, Failure> {
     if conn.local.is_some() {
@@ -193,26 +196,12 @@ pub async fn connect_access(conn: &ConnArgs) -> Result<AccessClient, Failure> {
     Ok(WeirAccessClient::with_interceptor(channel(conn).await?, auth))
 }
 
-/// The channel to `conn.server`, checked to be an http:// URL that answers.
+/// The channel to `conn.server`, an http:// URL, or an https:// one with TLS (`--ca`, the
+/// system's roots, a client certificate), that answers.
 async fn channel(conn: &ConnArgs) -> Result<Channel, Failure> {
-    if let Some(scheme) = conn.server.split_once("://").map(|(s, _)| s) {
-        if scheme == "https" {
-            eprintln!(
-                "error: --server `{}`: this weir is built without TLS; use http:// or a TLS-terminating proxy",
-                conn.server
-            );
-            return Err(Failure::Usage);
-        }
-        if scheme != "http" {
-            eprintln!("error: --server `{}` is not an http:// URL", conn.server);
-            return Err(Failure::Usage);
-        }
-    } else {
-        eprintln!("error: --server `{}` is not a URL; expected like http://127.0.0.1:7070", conn.server);
-        return Err(Failure::Usage);
-    }
-    let endpoint = Endpoint::from_shared(conn.server.clone()).map_err(|e| {
-        eprintln!("error: --server `{}` is not a URL ({e}); expected like http://127.0.0.1:7070", conn.server);
+    let tls = ClientTls { ca: conn.ca.clone(), cert: conn.tls_cert.clone(), key: conn.tls_key.clone() };
+    let endpoint: Endpoint = tls.endpoint(&conn.server).map_err(|e| {
+        eprintln!("error: --server: {e}");
         Failure::Usage
     })?;
     let endpoint = endpoint.connect_timeout(Duration::from_secs(10)).tcp_nodelay(true);
@@ -235,10 +224,16 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn unreachable(conn: &ConnArgs, e: &dyn std::error::Error) -> Failure {
+    let why = chain(e);
+    let hint = weir_proto::tls::hint(&conn.server, &why);
+    if !hint.is_empty() {
+        eprintln!("error: cannot talk to the weir server at {}: {why}", conn.server);
+        eprintln!("help: {hint}");
+        return Failure::Unreachable;
+    }
     eprintln!(
-        "error: cannot reach the weir server at {}: {}; start one with `weir server` or set --server, WEIR_SERVER or `server` in the config file (`weir config show`)",
+        "error: cannot reach the weir server at {}: {why}; start one with `weir server` or set --server, WEIR_SERVER or `server` in the config file (`weir config show`)",
         conn.server,
-        chain(e)
     );
     Failure::Unreachable
 }
@@ -264,7 +259,8 @@ pub(super) fn refused(status: &Status, conn: &ConnArgs, hints: Hints<'_>) -> Fai
             );
             Failure::Unauthenticated
         }
-        Code::Unavailable => unreachable(conn, status),
+        // A connection the transport gave up on (a TLS or protocol refusal) comes as CANCELLED.
+        Code::Unavailable | Code::Cancelled => unreachable(conn, status),
         Code::Unimplemented => {
             eprintln!(
                 "error: the server at {} does not serve this call ({message}); is it a weir server of this version?",
@@ -280,6 +276,7 @@ pub(super) fn refused(status: &Status, conn: &ConnArgs, hints: Hints<'_>) -> Fai
                 Code::FailedPrecondition => hints.precondition,
                 _ => "",
             };
+            let hint = if hint.is_empty() { weir_proto::tls::hint(&conn.server, message) } else { hint };
             if !hint.is_empty() {
                 eprintln!("help: {hint}");
             }

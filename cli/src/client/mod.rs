@@ -113,6 +113,16 @@ pub struct ConnArgs {
     /// holds a bare token; wins over --token. Warns when others can read the file.
     #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE", hide_env_values = true, value_parser = any_path())]
     pub token_file: Option<PathBuf>,
+    /// Trust this PEM CA for an https:// server (else the system's roots, or the config file's
+    /// `ca`): for a server certificate from your own CA (docs/tls.md).
+    #[arg(long, value_name = "FILE", env = "WEIR_CA", hide_env_values = true, value_parser = any_path())]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a server that requires one (`--client-ca-required`).
+    #[arg(long, value_name = "FILE", env = "WEIR_CLIENT_CERT", hide_env_values = true, value_parser = any_path(), requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "WEIR_CLIENT_KEY", hide_env_values = true, value_parser = any_path(), requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Take the server and the token file from this `[profiles.NAME]` table of the config file.
     #[arg(long, value_name = "NAME", env = "WEIR_PROFILE", hide_env_values = true)]
     pub profile: Option<String>,

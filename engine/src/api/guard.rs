@@ -27,6 +27,8 @@ pub(crate) struct Guard {
     pub access: Arc<Access>,
     pub engine: Arc<Engine>,
     pub methods: Methods,
+    /// Under mTLS: worker calls need a verified client certificate (`peer.rs`).
+    pub worker_cert: bool,
 }
 
 /// The bearer token of `req`, if any.
@@ -39,6 +41,11 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
     let method = req.uri().path().to_string();
     if table::public(&method) {
         return next.run(req).await;
+    }
+    if method.starts_with("/weir.v1.WeirWorker/")
+        && let Err(status) = super::peer::require_certificate(req.extensions(), g.worker_cert)
+    {
+        return status.into_http();
     }
     let action = table::rule(&method).and_then(|r| r.action);
     let principal = match g.access.check(&method, bearer(&req)) {

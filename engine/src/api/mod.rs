@@ -18,7 +18,9 @@ pub mod convert;
 mod guard;
 mod live_metrics;
 mod secrets;
+mod peer;
 pub mod status;
+pub mod tls;
 pub(crate) mod transfer;
 mod worker;
 
@@ -42,8 +44,9 @@ use crate::server::Engine;
 
 /// The services for `engine` with health and reflection, as routes the server merges with the
 /// web UI's (one port, told apart by path), every one behind the guard (`guard.rs`): the
-/// caller's token and role for each method as `access` says, and the audit log.
-pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>) -> Result<Routes, String> {
+/// caller's token and role for each method as `access` says, and the audit log; under mTLS (`worker_cert`) worker calls
+/// need a verified client certificate first (`peer.rs`).
+pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>, worker_cert: bool) -> Result<Routes, String> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WeirClientServer<client::ClientApi>>().await;
     health.set_serving::<WeirWorkerServer<worker::WorkerApi>>().await;
@@ -60,7 +63,7 @@ pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>) -> Result<R
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
-    let guard = Arc::new(guard::Guard { access: access.clone(), engine: engine.clone(), methods: Methods::load() });
+    let guard = Arc::new(guard::Guard { access: access.clone(), engine: engine.clone(), methods: Methods::load(), worker_cert });
     let router = Routes::builder()
         .add_service(health_service)
         .add_service(reflection)

@@ -18,6 +18,8 @@
 //! health and reflection are open. Listening on anything but loopback without client-side and
 //! worker tokens is refused unless `insecure` is set; so are two equal tokens, and, off
 //! loopback, tokens shorter than [`tokens::MIN_TOKEN_LEN`]. Token files are read by `tokens`.
+//! Off loopback, plain text (no `tls`) needs `insecure` too, and each such start logs a
+//! warning; `crate::tls` terminates TLS for the whole port.
 
 pub(crate) mod approvals;
 pub(crate) mod backup;
@@ -71,6 +73,7 @@ use tonic::transport::server::TcpIncoming;
 pub use self::core::{Engine, Terms};
 use crate::access::{Access, Grant, Role};
 
+pub use crate::tls::TlsConfig;
 pub use cache::{PlannedStep, Verdict};
 pub use dispatch::input_dir;
 pub use error::ApiError;
@@ -91,8 +94,11 @@ pub struct ServerConfig {
     /// Named tokens with roles (`NAME:ROLE=TOKEN` lines of the token file), beside
     /// `client_token` (named `client`, role admin) and `worker_token` (`worker`, role worker).
     pub grants: Vec<crate::access::Grant>,
-    /// Allow listening off loopback without tokens.
+    /// Allow listening off loopback without tokens or without TLS (a warning at each start).
     pub insecure: bool,
+    /// TLS on the one port (gRPC, web UI, `/metrics`, `/hooks`), mTLS for workers with a
+    /// client CA (`crate::tls`). `None`: plain text, which off loopback needs `insecure`.
+    pub tls: Option<crate::tls::TlsConfig>,
     pub terms: Terms,
     /// How often timers, lost workers, unclaimed attempts and schedules are checked.
     pub tick: Duration,
@@ -150,6 +156,7 @@ impl ServerConfig {
             worker_token: None,
             grants: Vec::new(),
             insecure: false,
+            tls: None,
             terms: Terms {
                 lease_timeout: Duration::from_secs(30),
                 heartbeat_interval: Duration::from_secs(5),
@@ -175,6 +182,12 @@ impl ServerConfig {
     pub fn secrets_over_plaintext_ok(&self) -> bool {
         self.listen.ip().is_loopback() || self.insecure
     }
+
+    /// Whether step secrets may travel to workers: over TLS, or where plaintext is acceptable
+    /// ([`ServerConfig::secrets_over_plaintext_ok`]).
+    pub fn secrets_may_travel(&self) -> bool {
+        self.tls.is_some() || self.secrets_over_plaintext_ok()
+    }
 }
 
 /// Why the server did not start.
@@ -185,6 +198,12 @@ pub enum StartError {
          (--token-file), listen on 127.0.0.1, or pass --insecure if the network is trusted"
     )]
     Unauthenticated(SocketAddr),
+    #[error(
+        "refusing to listen on {0} in plain text: tokens and pages would cross the network readable by anyone \
+         on it; give --tls-cert and --tls-key (docs/tls.md), listen on 127.0.0.1, or pass --insecure if the \
+         network is trusted"
+    )]
+    PlainText(SocketAddr),
     #[error(
         "the client and worker tokens are the same: any worker could act as a client and any client as a \
          worker; give each its own (`openssl rand -hex 32`)"
@@ -211,6 +230,7 @@ pub enum StartError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    tls: bool,
     engine: Arc<Engine>,
     stop: watch::Sender<bool>,
     serve: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -225,9 +245,14 @@ impl Server {
         self.addr
     }
 
-    /// `http://ADDR`, for clients and workers.
+    /// `http://ADDR`, or `https://ADDR` with TLS, for clients and workers.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// Whether it speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -304,6 +329,15 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     if open && !config.listen.ip().is_loopback() && !config.insecure {
         return Err(StartError::Unauthenticated(config.listen));
     }
+    if config.tls.is_none() && !config.listen.ip().is_loopback() {
+        if !config.insecure {
+            return Err(StartError::PlainText(config.listen));
+        }
+        tracing::warn!(
+            listen = %config.listen,
+            "listening off loopback WITHOUT TLS (--insecure): tokens, logs and pages cross the network in clear text"
+        );
+    }
     // `weir server` checks its token file with lines to point at (`tokens`); this guards
     // every other way of configuring a server.
     for (i, g) in grants.iter().enumerate() {
@@ -327,7 +361,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     engine.notify = config.notify.clone();
     engine.triggers = triggers::Triggers::new(config.webhook_secrets.clone());
     engine.secrets =
-        secrets::ServerSecrets { key: config.secrets_key.clone(), plaintext_ok: config.secrets_over_plaintext_ok() };
+        secrets::ServerSecrets { key: config.secrets_key.clone(), plaintext_ok: config.secrets_may_travel() };
     let engine = Arc::new(engine);
     if let Some(endpoint) = &config.otlp_endpoint {
         let _ = engine.otel.set(crate::otel::Otel::start(endpoint, Arc::downgrade(&engine))?);
@@ -344,8 +378,9 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
+    let worker_cert = config.tls.as_ref().is_some_and(|t| t.mtls);
     let access = Arc::new(Access::load(&grants, &engine.store)?);
-    let grpc = crate::api::routes(engine.clone(), access.clone())
+    let grpc = crate::api::routes(engine.clone(), access.clone(), worker_cert)
         .await
         .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
     let key_material: String = grants.iter().map(|g| g.token.as_str()).collect::<Vec<_>>().join("\n");
@@ -364,9 +399,14 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     // call of a short step waits ~40 ms (measured: 50 ms per `true` step before, BENCHMARKS.md).
     // Keepalive probes notice a worker host that vanished without closing its connection.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(20)));
-    let serve = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+    let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
-    }));
+    };
+    // With TLS, the engine's own acceptor (ALPN h2 and http/1.1, so browsers keep HTTP/1.1).
+    let serve = match &config.tls {
+        None => tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown)),
+        Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(crate::tls::incoming(incoming, tls), shutdown)),
+    };
     let ticker = {
         let engine = engine.clone();
         let every = config.tick;
@@ -395,6 +435,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
             }
         })
     });
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "weir server listening");
-    Ok(Server { addr, engine, stop, serve, ticker, outbox, triggering })
+    let tls = config.tls.is_some();
+    tracing::info!(%addr, tls, mtls = worker_cert, data_dir = %config.data_dir.display(), "weir server listening");
+    Ok(Server { addr, tls, engine, stop, serve, ticker, outbox, triggering })
 }

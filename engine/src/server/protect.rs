@@ -268,6 +268,7 @@ fn closing(p: &PendingMove, head: &ModelRecord, now: Millis) -> AliasEventRecord
         request: Some(p.id),
         decided_by: None,
         comment: None,
+        by: None,
     }
 }
 
@@ -350,7 +351,7 @@ steps:
         assert_eq!((churn.aliases.get("production"), churn.pending.len()), (None, 1));
         assert_eq!(churn.pending[0].due_at.map(|d| d.0 > e.clock.now().0), Some(true));
         // A manual promotion of the same alias supersedes the waiting request.
-        e.promote_model("churn", "production", 1, "", false).unwrap();
+        e.promote_model("churn", "production", 1, "", false, None).unwrap();
         let churn = e.store.model("churn").unwrap().unwrap();
         assert_eq!(churn.pending.iter().map(|p| (p.id, p.to)).collect::<Vec<_>>(), [(3, 1)]);
         let superseded = &e.store.model_events("churn").unwrap()[3];

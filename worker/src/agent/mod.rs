@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub engine: String,
     /// Sent as `authorization: Bearer <token>` on every call; never logged.
     pub token: Option<String>,
+    /// TLS for an `https://` engine: the CA to trust, the client certificate for mTLS.
+    pub tls: weir_proto::tls::ClientTls,
     /// A name for people; [`hostname`] by default.
     pub name: String,
     /// What steps' `runs_on` select on.
@@ -81,6 +83,7 @@ impl AgentConfig {
         AgentConfig {
             engine: engine.into(),
             token: None,
+            tls: Default::default(),
             name: hostname(),
             labels: BTreeMap::new(),
             capacity: cores(),
@@ -100,6 +103,7 @@ impl fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("engine", &self.engine)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .field("name", &self.name)
             .field("labels", &self.labels)
             .field("capacity", &self.capacity)
@@ -141,12 +145,8 @@ pub async fn connect_docker(mode: DockerMode) -> Result<Option<Arc<DockerRuntime
 /// Why an agent stopped other than by its shutdown signal.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("`{url}` is not an engine address: {source}")]
-    BadEngineUrl {
-        url: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    #[error("{0}")]
+    Tls(#[from] weir_proto::tls::TlsError),
     #[error("the token cannot be sent: it must be printable ASCII")]
     BadToken,
     #[error("cannot prepare the work folder `{}`: {reason}", path.display())]
@@ -191,8 +191,8 @@ impl Agent {
         config.work_dir = std::path::absolute(&config.work_dir)
             .map_err(|e| AgentError::WorkDir { path: config.work_dir.clone(), reason: e.to_string() })?;
         let auth = Auth::new(config.token.as_deref()).ok_or(AgentError::BadToken)?;
-        let endpoint = Endpoint::from_shared(config.engine.clone())
-            .map_err(|source| AgentError::BadEngineUrl { url: config.engine.clone(), source })?
+        let endpoint: Endpoint = config.tls.endpoint(&config.engine)?;
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))

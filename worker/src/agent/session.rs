@@ -359,7 +359,10 @@ impl Session {
                 }
                 (Verdict::Retry, _) => {
                     if backoff.tries == 0 {
-                        tracing::warn!(call = what, code = ?status.code(), error = status.message(), "engine unreachable, retrying");
+                        // The transport's causes too: a TLS refusal is only there.
+                        let error = weir_proto::tls::causes(&status);
+                        let hint = weir_proto::tls::hint("", &error);
+                        tracing::warn!(call = what, code = ?status.code(), error, hint, "engine unreachable, retrying");
                     } else {
                         tracing::debug!(call = what, code = ?status.code(), error = status.message(), "engine still unreachable");
                     }

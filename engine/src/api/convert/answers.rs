@@ -235,6 +235,7 @@ pub(crate) fn alias_event(e: &AliasEventRecord) -> v1::AliasEvent {
         request_id: e.request.unwrap_or(0),
         decided_by: e.decided_by.clone().unwrap_or_default(),
         comment: e.comment.clone().unwrap_or_default(),
+        by: e.by.clone().unwrap_or_default(),
     }
 }
 
@@ -257,7 +258,6 @@ fn protection(p: &Protection) -> v1::AliasProtection {
         timeout_ms: p.timeout_ms.unwrap_or(0),
         declared_by: p.declared_by.clone(),
         since: Some(timestamp(p.since)),
-        by: e.by.clone().unwrap_or_default(),
     }
 }
 
