@@ -90,7 +90,7 @@ enum Command {
     Run(local::RunArgs),
     /// Serve the engine over gRPC for workers and clients on other hosts.
     #[command(after_help = serve::SERVER_EXIT_CODES)]
-    Server(serve::ServerArgs),
+    Server(Box<serve::ServerArgs>),
     /// Check, export or import the data folder's database (with no engine running on it).
     Store(store::StoreArgs),
     /// Restore a `weir backup` file into a new data folder (missing or empty), with no engine
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Offline(c) => offline::dispatch(c, &cli.conn),
         Command::Run(args) => local::run(args),
-        Command::Server(args) => serve::run(args),
+        Command::Server(args) => serve::run(*args),
         Command::Store(args) => store::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Ui(args) => ui::run(args),

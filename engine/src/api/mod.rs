@@ -17,8 +17,8 @@ mod client;
 pub mod convert;
 mod guard;
 mod live_metrics;
-mod secrets;
 mod peer;
+mod secrets;
 pub mod status;
 pub mod tls;
 pub(crate) mod transfer;
@@ -63,7 +63,12 @@ pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>, worker_cert
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
-    let guard = Arc::new(guard::Guard { access: access.clone(), engine: engine.clone(), methods: Methods::load(), worker_cert });
+    let guard = Arc::new(guard::Guard {
+        access: access.clone(),
+        engine: engine.clone(),
+        methods: Methods::load(),
+        worker_cert,
+    });
     let router = Routes::builder()
         .add_service(health_service)
         .add_service(reflection)
