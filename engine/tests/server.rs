@@ -468,7 +468,8 @@ async fn tokens_are_required_per_service_and_open_listening_needs_them() {
         r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         r
     };
-    assert_eq!(c.list_runs(with("w-secret")).await.unwrap_err().code(), Code::Unauthenticated);
+    // A known token of the wrong role: authenticated, not allowed (the role table).
+    assert_eq!(c.list_runs(with("w-secret")).await.unwrap_err().code(), Code::PermissionDenied);
     assert!(!c.list_runs(with("w-secret")).await.unwrap_err().message().contains("secret"), "tokens never echo");
     c.list_runs(with("c-secret")).await.unwrap();
     let reg = w.register(v1::RegisterRequest::default()).await.unwrap_err();
@@ -491,7 +492,7 @@ async fn tokens_are_required_per_service_and_open_listening_needs_them() {
         r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         r
     };
-    assert_eq!(admin.backup(backup_with("w-secret")).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(admin.backup(backup_with("w-secret")).await.unwrap_err().code(), Code::PermissionDenied);
     let mut stream = admin.backup(backup_with("c-secret")).await.unwrap().into_inner();
     let mut file = Vec::new();
     while let Some(chunk) = stream.message().await.unwrap() {

@@ -8,6 +8,8 @@ fn config(dir: &std::path::Path, listen: &str, client: &str, worker: &str) -> Se
     let mut c = ServerConfig::new(dir, listen.parse().unwrap());
     c.client_token = Some(client.into());
     c.worker_token = Some(worker.into());
+    // Off loopback plain text needs `insecure` (or TLS); the token rules hold either way.
+    c.insecure = !c.listen.ip().is_loopback();
     c
 }
 

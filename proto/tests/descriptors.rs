@@ -7,6 +7,10 @@ use prost_types::{FileDescriptorProto, FileDescriptorSet};
 
 /// (service, method, client streaming, server streaming), in declaration order.
 const RPCS: &[(&str, &str, bool, bool)] = &[
+    ("WeirAccess", "CreateToken", false, false),
+    ("WeirAccess", "ListTokens", false, false),
+    ("WeirAccess", "RevokeToken", false, false),
+    ("WeirAccess", "ListAudit", false, false),
     ("WeirAdmin", "Backup", false, true),
     ("WeirClient", "SubmitPipeline", true, false),
     ("WeirClient", "ListPipelines", false, false),
