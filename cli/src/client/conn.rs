@@ -209,22 +209,8 @@ async fn channel(conn: &ConnArgs) -> Result<Channel, Failure> {
     Ok(channel)
 }
 
-/// The error and its causes, one after another, without repeats.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 fn unreachable(conn: &ConnArgs, e: &dyn std::error::Error) -> Failure {
-    let why = chain(e);
+    let why = weir_proto::tls::causes(e);
     let hint = weir_proto::tls::hint(&conn.server, &why);
     if !hint.is_empty() {
         eprintln!("error: cannot talk to the weir server at {}: {why}", conn.server);
