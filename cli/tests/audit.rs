@@ -6,8 +6,9 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 const ADA: &str = "ada-admin-token-0123456789abcdef0123";
 const OTTO: &str = "otto-operator-token-0123456789abcdef";
@@ -47,8 +48,28 @@ fn ok(url: &str, token: &str, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// The server, with the token file and a key that seals step secrets (its file beside the tokens).
 fn start_server(data: &Path, port: u16, tokens: &Path) -> std::process::Child {
-    common::server(data, port, &["--token-file", &tokens.display().to_string()])
+    let key = tokens.with_file_name("secrets.key");
+    common::server(
+        data,
+        port,
+        &["--token-file", &tokens.display().to_string(), "--secrets-key", &key.display().to_string()],
+    )
+}
+
+/// `weir secrets set NAME` with `value` on its standard input, which must succeed.
+fn set_secret(url: &str, token: &str, name: &str, value: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["secrets", "set", name, "--server", url, "--token", token])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run weir");
+    child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "weir secrets set: {}", text(&out.stderr));
 }
 
 /// The run id `weir start` printed.
@@ -65,6 +86,9 @@ async fn every_kind_of_mutation_is_listed_with_its_actor_after_a_kill_9() {
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let key = dir.path().join("secrets.key");
+        std::fs::write(&key, "5e".repeat(32)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let data = dir.path().join("data");
     let port = common::free_port();
@@ -95,6 +119,9 @@ async fn every_kind_of_mutation_is_listed_with_its_actor_after_a_kill_9() {
     assert!(ci.starts_with("weir_") && ci.len() > 60, "{made}");
     ok(u, &ci, &["runs"]);
     ok(u, ADA, &["tokens", "revoke", "ci-bot"]);
+    // secret changes are recorded by name; the value never
+    set_secret(u, ADA, "DB_PASSWORD", "hunter2-sealed-value");
+    ok(u, ADA, &["secrets", "rm", "DB_PASSWORD"]);
     let after = weir(u, &ci, &["runs"]);
     assert_eq!(after.status.code(), Some(4), "a revoked token is refused at once: {}", text(&after.stderr));
 
@@ -130,6 +157,8 @@ async fn every_kind_of_mutation_is_listed_with_its_actor_after_a_kill_9() {
         ("ada", "rollback", "not_found"),
         ("ada", "token.create", "ok"),
         ("ada", "token.revoke", "ok"),
+        ("ada", "secret.set", "ok"),
+        ("ada", "secret.delete", "ok"),
     ];
     let want: Vec<(String, String, String)> =
         want.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
@@ -141,6 +170,8 @@ async fn every_kind_of_mutation_is_listed_with_its_actor_after_a_kill_9() {
     assert!(target("approve").contains("step=gate"), "{}", target("approve"));
     assert_eq!(target("token.create"), "name=ci-bot role=operator");
     assert!(!json.contains(&ci) && !json.contains(ADA), "no token reaches the log");
+    assert!(target("secret.set").contains("DB_PASSWORD"), "{}", target("secret.set"));
+    assert!(!json.contains("hunter2"), "no secret value reaches the log: {json}");
     assert!(entries.iter().all(|e| e["role"] == "admin" || e["role"] == "operator" || e["role"] == "viewer"));
 
     // the table, and the filters
