@@ -54,17 +54,19 @@ impl Masker {
         let mut i = 0;
         'scan: while i < buf.len() {
             let rest = &buf[i..];
+            // The stream stops inside what may be a value: wait for more before deciding, even
+            // when a shorter value already matches here (the longer one wins, however the
+            // stream was cut).
+            if !end && self.values.iter().any(|v| v.len() > rest.len() && v.starts_with(rest)) {
+                self.held = rest.to_vec();
+                return out;
+            }
             for v in &self.values {
                 if rest.starts_with(v) {
                     out.extend_from_slice(MASK);
                     i += v.len();
                     continue 'scan;
                 }
-            }
-            // The stream stops inside what may be a value: wait for more before deciding.
-            if !end && self.values.iter().any(|v| v.len() > rest.len() && v.starts_with(rest)) {
-                self.held = rest.to_vec();
-                return out;
             }
             out.push(buf[i]);
             i += 1;
@@ -101,6 +103,8 @@ mod tests {
             (&["abc", "abcdef"], &[b"abcdefabc"], b"******"),
             (&["ab", "b"], &[b"abb"], b"******"),
             (&["abc", "b"], &[b"xab"], b"xa***"),
+            // a shorter value at the end of a piece waits: the longer may still follow
+            (&["b", "bba"], &[b"aab", b"ba"], b"aa***"),
             (&["line1\nline2"], &[b"x line1\n", b"line2 y\n"], b"x *** y\n"),
             (&[], &[b"nothing"], b"nothing"),
             (&[""], &[b"empty values mask nothing"], b"empty values mask nothing"),
