@@ -131,10 +131,16 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    rt.block_on(embedded(args, file))
+    // Asking dockerd for its version costs a `weir run` tens of milliseconds (a third of a
+    // one-step run): only a pipeline with a docker step asks.
+    let docker = pipeline.steps().iter().any(|s| s.runtime == spec::model::Runtime::Docker);
+    rt.block_on(embedded(args, file, docker))
 }
 
-async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
+/// `docker`: whether the pipeline has a docker step, so the worker needs a Docker engine. Without
+/// one the worker neither connects to Docker nor tidies containers an earlier killed `weir run`
+/// left (`weir resume --local` and the next pipeline with a docker step do).
+async fn embedded(args: RunArgs, file: PathBuf, docker: bool) -> ExitCode {
     let listen = args.ui.unwrap_or_else(|| "127.0.0.1:0".parse().expect("a socket address"));
     if !listen.ip().is_loopback() {
         eprintln!("error: --ui {listen}: the web UI of `weir run` serves loopback only (it has no tokens)");
@@ -167,7 +173,9 @@ async fn embedded(args: RunArgs, file: PathBuf) -> ExitCode {
     agent_config.runtime = Arc::new(ProcessRuntime::new());
     // Docker steps run when a Docker engine answers; without one the engine shows them waiting
     // for a worker that runs docker steps.
-    agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
+    if docker {
+        agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
+    }
     let agent = tokio::spawn(crate::otlp::run_agent(Agent::new(agent_config), tracer, shutdown.clone()));
 
     let conn = ConnArgs { server: server.url(), weir_run: Some(args.data_dir.clone()), ..ConnArgs::default() };

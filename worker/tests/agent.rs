@@ -545,8 +545,9 @@ echo "$MY_VAR""#,
     assert_eq!(downloads, (1, 1), "each blob and bundle is fetched once per worker");
 
     // Attempt folders are emptied once reported (and kept for the next attempt): nothing of a
-    // finished step, inputs or outputs, stays behind. A bundle copy (`src`) does, for the next
-    // step of the same bundle, which reuses it only if untouched (weir_worker::checkout).
+    // finished step, inputs or outputs, stays behind; the empty `outputs/` and `metrics/` stay,
+    // saving two mkdir and two rmdir per step. A bundle copy (`src`) does, for the next step of
+    // the same bundle, which reuses it only if untouched (weir_worker::checkout).
     let attempts = setup.path("work/attempts");
     let leftovers = || {
         let mut left = Vec::new();
@@ -555,7 +556,8 @@ echo "$MY_VAR""#,
                 if e.file_name() == "src" {
                     continue;
                 }
-                if e.file_name() != "outputs" || std::fs::read_dir(e.path()).unwrap().next().is_some() {
+                let kept = e.file_name() == "outputs" || e.file_name() == "metrics";
+                if !kept || std::fs::read_dir(e.path()).unwrap().next().is_some() {
                     left.push(e.path());
                 }
             }

@@ -8,7 +8,7 @@
 //! does not grow with the worker's memory. A `pre_exec` hook, or anything else that must run
 //! between fork and exec, would force `fork` again, which copies the page tables of the whole
 //! worker (tens of milliseconds per step for a worker of 100 MB): keep it that way. `argv[0]` is
-//! looked up in the step's own `PATH`. The leader is waited for on a small thread of its own and
+//! looked up in the step's own `PATH`. The leader's exit is awaited through a pidfd on the event loop and
 //! left a zombie until the runtime's last kill of the step, so its pid, group id and session id
 //! cannot be recycled under that kill.
 //!
@@ -223,7 +223,7 @@ fn exit_outcome(status: ExitStatus) -> Outcome {
 struct Group<'a> {
     pgid: i32,
     reaper: &'a reaper::Reaper,
-    reap: Option<std::sync::mpsc::Sender<()>>,
+    reap: Option<oneshot::Sender<()>>,
     pumps: Vec<JoinHandle<()>>,
     /// Set once `run` did the final kill itself.
     finished: bool,

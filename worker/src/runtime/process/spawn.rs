@@ -1,6 +1,7 @@
 //! Starting a step without `fork`: `posix_spawn` (a `vfork`-like clone in glibc and musl, whose
 //! cost does not grow with the worker's memory, unlike `fork`, which copies its page tables), and
-//! waiting for it on a thread of its own. This module starts one process and reports its exit; it
+//! waiting for its exit through a pidfd on the event loop (a small thread where the kernel has
+//! no pidfd). Must be called within a tokio runtime. This module starts one process and reports its exit; it
 //! never signals a step and never reads its output.
 
 use std::ffi::{CString, OsStr};
@@ -11,6 +12,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 // Declared here rather than taken from `libc`, which has it for glibc only; musl has it too.
@@ -32,7 +35,7 @@ pub(super) struct Child {
     /// (or sent to), so that its pid, group id and session id cannot be recycled while the
     /// runtime still signals them.
     pub exited: oneshot::Receiver<io::Result<ExitStatus>>,
-    pub reap: std::sync::mpsc::Sender<()>,
+    pub reap: oneshot::Sender<()>,
 }
 
 /// Starts `argv` (`argv[0]` is looked up in the `PATH` of `env`, as `Command` does when the
@@ -88,20 +91,56 @@ pub(super) fn spawn(argv: &[&str], env: &[(String, String)], workdir: &Path) -> 
     drop((stdout_w, stderr_w));
 
     let (exit_tx, exited) = oneshot::channel();
-    let (reap, reap_rx) = std::sync::mpsc::channel::<()>();
-    let waiter = std::thread::Builder::new().name("weir-step-wait".into()).stack_size(64 * 1024).spawn(move || {
-        let _ = exit_tx.send(wait_exit(pid));
-        // Reap once the runtime has done its last kill (or gave up on the step).
-        let _ = reap_rx.recv();
-        reap_pid(pid);
-    });
-    if let Err(error) = waiter {
-        // SAFETY: the leader is our unreaped child, so the group and session ids are still ours.
-        unsafe { libc::killpg(pid, libc::SIGKILL) };
-        reap_pid(pid);
-        return Err(error);
+    let (reap, reap_rx) = oneshot::channel::<()>();
+    match pidfd(pid) {
+        // The exit arrives on the event loop: no thread, no futex hand-off per step.
+        Ok(fd) => {
+            tokio::spawn(async move {
+                let status = match fd.readable().await {
+                    // Readable once the leader has exited: waitid answers without blocking.
+                    Ok(_) => wait_exit(pid),
+                    Err(_) => tokio::task::spawn_blocking(move || wait_exit(pid))
+                        .await
+                        .unwrap_or_else(|e| Err(io::Error::other(e))),
+                };
+                let _ = exit_tx.send(status);
+                // Reap once the runtime has done its last kill (or gave up on the step).
+                let _ = reap_rx.await;
+                reap_pid(pid);
+            });
+        }
+        // No pidfd (a kernel before 5.3, or a seccomp filter): a small thread waits instead.
+        Err(_) => {
+            let waiter =
+                std::thread::Builder::new().name("weir-step-wait".into()).stack_size(64 * 1024).spawn(move || {
+                    let _ = exit_tx.send(wait_exit(pid));
+                    let _ = reap_rx.blocking_recv();
+                    reap_pid(pid);
+                });
+            if let Err(error) = waiter {
+                // SAFETY: the leader is our unreaped child, so the group and session ids are still ours.
+                unsafe { libc::killpg(pid, libc::SIGKILL) };
+                reap_pid(pid);
+                return Err(error);
+            }
+        }
     }
     Ok(Child { pid, stdout, stderr, exited, reap })
+}
+
+/// A pidfd of our child `pid`, registered with the event loop: it becomes readable when the
+/// child exits.
+fn pidfd(pid: libc::pid_t) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just gave us (close-on-exec, as pidfds always are).
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    // SAFETY: the `OwnedFd` moves into the `AsyncFd`, which alone closes it; its raw descriptor
+    // never changes.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
 }
 
 /// Waits until `pid` (our child) has exited, without reaping it.
