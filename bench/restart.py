@@ -40,7 +40,7 @@ import time
 import grpc
 
 import procs
-from scale import cli, start_server, start_worker
+from scale import cli, log_tails, start_server, start_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, ".cache", "restart-10000-100")
@@ -174,6 +174,9 @@ def build_fixture(a):
     """Makes CACHE/data: FINISHED finished runs, UNFINISHED unfinished ones, server killed -9."""
     shutil.rmtree(CACHE, ignore_errors=True)
     os.makedirs(os.path.dirname(CACHE), exist_ok=True)
+    for old in os.listdir(os.path.dirname(CACHE)):
+        if old.startswith("building-"):  # what an interrupted build left
+            shutil.rmtree(os.path.join(os.path.dirname(CACHE), old), ignore_errors=True)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(CACHE), prefix="building-")
     t0 = time.perf_counter()
     for name, run in (("noop", "true"), ("sleeper", "exec sleep 120")):
@@ -195,6 +198,9 @@ def build_fixture(a):
             wait_until(f"{UNFINISHED} sleeper runs listed unfinished",
                        lambda: client.count((QUEUED, RUNNING)) == UNFINISHED, 60)
             time.sleep(2)  # the worker leases some: the restart sees held attempts too
+        except BaseException:
+            log_tails(slog.name, wlog.name)
+            raise
         finally:
             client.close()
             procs.stop(server, signal.SIGKILL)

@@ -80,10 +80,13 @@ def start_worker(worker_bin, url, work, capacity, log):
                        stdout=subprocess.DEVNULL, stderr=log)
 
 
-def cli(weir, *args, quiet=False):
+def cli(weir, *args, quiet=False, timeout=1800):
     """Runs a weir client command; its stdout (None when quiet: a watch prints a line a step)."""
-    done = subprocess.run([weir, *args], stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+    try:
+        done = subprocess.run([weir, *args], stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        sys.exit(f"error: weir {' '.join(args)} did not end within {timeout} s")
     if done.returncode != 0:
         sys.exit(f"error: weir {' '.join(args)} failed ({done.returncode}):\n{(done.stdout or '')[-2000:]}{done.stderr[-2000:]}")
     return done.stdout
@@ -101,11 +104,25 @@ def dist(name, tmp, a):
             run = cli(a.weir, "start", name, "--server", url).split()[0]
             cli(a.weir, "status", run, "--watch", "--server", url, quiet=True)
             wall = time.perf_counter() - t0
+        except SystemExit:
+            log_tails(slog.name, wlog.name)
+            raise
         finally:
             wru = procs.stop(worker)
             sru = procs.stop(server)
     shutil.rmtree(data, ignore_errors=True)
     return wall, procs.cpu(wru) + procs.cpu(sru), wru.ru_maxrss + sru.ru_maxrss
+
+
+def log_tails(*paths, lines=20):
+    """Prints the end of each log to stderr: the temporary folder holding them goes on exit."""
+    for path in paths:
+        try:
+            with open(path, errors="replace") as f:
+                tail = f.readlines()[-lines:]
+        except OSError:
+            continue
+        print(f"--- last lines of {os.path.basename(path)}:\n" + "".join(tail), file=sys.stderr)
 
 
 HOW = {"shell": shell, "run": weir_run, "dist": dist}
