@@ -23,8 +23,24 @@ ratios (Luigi / weir, weir / base), the CPU time (user + system of the whole pro
 step, peak RSS (the largest process of the tree: for weir the engine and worker together),
 and the 1-minute load average before and after, because this 2-core machine is shared.
 
-Usage: cargo build --release -p weir-cli
-       python3 bench/speed.py [--rounds 5] [--weir target/release/weir] [--no-luigi] [W0 W1 ...]
+Beside W0-W3, the same invocation runs (each its own module, documented there):
+  scale    bench/scale.py: the 1,000-step chain and the 1 -> 10,000 -> 1 fan-out of
+           pipelines/bench/ through `weir run` against a shell running the same commands: CPU
+           per step and its ratio, steps/s, peak RSS (engine + embedded worker)
+  dist     bench/scale.py: the same two through `weir server` + a separate `weir-worker` on
+           loopback, against the `weir run` figures of the same rounds; RSS of both summed
+  restart  bench/restart.py (run with bench/.venv's Python for grpcio): `weir server` on a
+           cached data folder of 10,000 finished and 100 unfinished runs (built once, in
+           bench/.cache): time until it serves with the 100 resumed, and listing the newest 50
+Luigi and grpcio are installed from PyPI into bench/.venv by this script when missing.
+Server and worker processes are stopped on any exit, Ctrl-C and SIGTERM included.
+
+Usage: cargo build --release --bin weir --bin weir-worker
+       python3 bench/speed.py [--weir target/release/weir] [--worker (beside --weir)]
+                              [--only W0,W1,W2,W3,scale,dist,restart] [--no-luigi]
+                              [--rounds 5] [--scale-rounds 3] [--restart-rounds 3]
+                              [--rebuild-fixture]
+A quick run: python3 bench/speed.py --rounds 2 --scale-rounds 1 --restart-rounds 1
 """
 
 import argparse
@@ -36,6 +52,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import procs
+import scale
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -242,28 +261,75 @@ def peak_rss(cmd, cwd):
     return int(out.stdout.strip())
 
 
-def ensure_luigi():
+def ensure_venv(luigi, grpc):
+    """bench/.venv with Luigi (W0-W3) and grpcio (restart's gRPC client), installed from PyPI."""
     py = os.path.join(VENV, "bin", "python")
-    if os.path.exists(py) and subprocess.run([py, "-c", "import luigi"], capture_output=True).returncode == 0:
+    want = (["luigi"] if luigi else []) + (["grpcio"] if grpc else [])
+    missing = [m for m in want if not (os.path.exists(py) and subprocess.run(
+        [py, "-c", f"import {'grpc' if m == 'grpcio' else m}"], capture_output=True).returncode == 0)]
+    if not missing:
         return
-    print("installing Luigi into bench/.venv from PyPI ...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-    subprocess.run([py, "-m", "pip", "install", "-q", "luigi"], check=True)
+    print(f"installing {', '.join(missing)} into bench/.venv from PyPI ...", file=sys.stderr)
+    if not os.path.exists(py):
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q"] + missing, check=True)
+
+
+PARTS = ["W0", "W1", "W2", "W3", "scale", "dist", "restart"]
+
+
+def options():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weir", default=os.path.join(ROOT, "target", "release", "weir"), help="the weir binary")
+    p.add_argument("--worker", help="the weir-worker binary (default: beside --weir)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of W0-W3")
+    p.add_argument("--scale-rounds", type=int, default=3, help="rounds of scale and dist")
+    p.add_argument("--restart-rounds", type=int, default=3, help="restarts on a copy of the fixture")
+    p.add_argument("--rebuild-fixture", action="store_true", help="build the cached restart fixture again")
+    p.add_argument("--no-luigi", action="store_true")
+    p.add_argument("--only", help="comma-separated parts: " + ",".join(PARTS) + " (default: all)")
+    p.add_argument("workloads", nargs="*", help="W0-W3 only (the older form of --only)")
+    a = p.parse_args()
+    a.weir = os.path.abspath(a.weir)
+    a.worker = os.path.abspath(a.worker or os.path.join(os.path.dirname(a.weir), "weir-worker"))
+    parts = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else (a.workloads or PARTS)
+    bad = [x for x in parts if x not in PARTS]
+    if bad:
+        p.error(f"unknown part {', '.join(bad)}: expected some of {', '.join(PARTS)}")
+    a.parts = [x for x in PARTS if x in parts]
+    a.workloads = [x for x in a.parts if x.startswith("W")]
+    procs.require(a.weir, "weir")
+    if {"dist", "restart"} & set(a.parts):
+        procs.require(a.worker, "weir-worker")
+    return a
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weir", default=os.path.join(ROOT, "target", "release", "weir"))
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--no-luigi", action="store_true")
-    p.add_argument("workloads", nargs="*", default=["W0", "W1", "W2", "W3"])
-    a = p.parse_args()
-    a.weir = os.path.abspath(a.weir)
-    if not os.path.exists(a.weir):
-        sys.exit(f"{a.weir} does not exist: build it with `cargo build --release -p weir-cli` or pass --weir")
+    a = options()
+    procs.install()
+    need_venv = (a.workloads and not a.no_luigi) or "restart" in a.parts
+    if need_venv:
+        ensure_venv(luigi=bool(a.workloads) and not a.no_luigi, grpc="restart" in a.parts)
+    load0 = os.getloadavg()[0]
+    print(f"weir: {a.weir} ({subprocess.run([a.weir, '--version'], capture_output=True, text=True).stdout.strip()}); "
+          f"parts: {','.join(a.parts)}; {os.cpu_count()} cores; load average (1 min) {load0:.2f} at start",
+          flush=True)
+    if a.workloads:
+        workloads(a)
+    if {"scale", "dist"} & set(a.parts):
+        res = scale.measure(a, a.parts, a.scale_rounds)
+        scale.report(res, a.scale_rounds)
+        sys.stdout.flush()
+    if "restart" in a.parts:
+        cmd = [os.path.join(VENV, "bin", "python"), os.path.join(HERE, "restart.py"), "--weir", a.weir,
+               "--worker", a.worker, "--rounds", str(a.restart_rounds)] + (["--rebuild"] if a.rebuild_fixture else [])
+        if procs.run_child_script(cmd) != 0:
+            sys.exit("error: the restart part failed (above)")
+    print(f"\nload average (1 min): {load0:.2f} at start, {os.getloadavg()[0]:.2f} at the end")
+
+
+def workloads(a):
     who = ["base", "weir"] + ([] if a.no_luigi else ["luigi"])
-    if not a.no_luigi:
-        ensure_luigi()
     load0 = os.getloadavg()[0]
     wall = {(w, c): [] for w in a.workloads for c in who}
     cpu = {(w, c): [] for w in a.workloads for c in who}
