@@ -128,9 +128,10 @@ async fn run(
     }
     let child = spawn::spawn(&argv, &env, &spec.workdir).map_err(spawn_error)?;
     let pgid = child.pid;
+    let born = session::Born { leader: pgid, at: crate::clock::instant() };
     let stdout = pipe_reader(child.stdout, std::process::ChildStdout::from, tokio::process::ChildStdout::from_std);
     let stderr = pipe_reader(child.stderr, std::process::ChildStderr::from, tokio::process::ChildStderr::from_std);
-    let mut guard = Group { pgid, reaper, reap: Some(child.reap), pumps: Vec::new(), finished: false };
+    let mut guard = Group { pgid, born, reaper, reap: Some(child.reap), pumps: Vec::new(), finished: false };
     let (stdout, stderr) = match (stdout, stderr) {
         (Ok(stdout), Ok(stderr)) => (stdout, stderr),
         (Err(e), _) | (_, Err(e)) => return Err(spawn_error(e)), // `guard` kills the step
@@ -159,11 +160,11 @@ async fn run(
     let outcome = match stop {
         Err(status) => exit_outcome(exit_status(status)?),
         Ok(stop) => {
-            kill_step(pgid, libc::SIGTERM);
+            kill_step(born, libc::SIGTERM);
             let status = match tokio::time::timeout(spec.grace, &mut exited).await {
                 Ok(status) => status,
                 Err(_) => {
-                    kill_step(pgid, libc::SIGKILL);
+                    kill_step(born, libc::SIGKILL);
                     exited.await
                 }
             };
@@ -175,7 +176,7 @@ async fn run(
         }
     };
     // Leftovers (`sleep 100 &`) die with the step; then the pipes close and the pumps finish.
-    kill_step(pgid, libc::SIGKILL);
+    kill_step(born, libc::SIGKILL);
     guard.finished = true;
     let pumps = std::mem::take(&mut guard.pumps);
     drop(guard); // unregisters the session from the reaper, then reaps the leader
@@ -222,6 +223,7 @@ fn exit_outcome(status: ExitStatus) -> Outcome {
 /// (the leader's zombie holds the session id until then).
 struct Group<'a> {
     pgid: i32,
+    born: session::Born,
     reaper: &'a reaper::Reaper,
     reap: Option<oneshot::Sender<()>>,
     pumps: Vec<JoinHandle<()>>,
@@ -232,7 +234,7 @@ struct Group<'a> {
 impl Drop for Group<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            kill_step(self.pgid, libc::SIGKILL);
+            kill_step(self.born, libc::SIGKILL);
             self.pumps.iter().for_each(JoinHandle::abort);
         }
         self.reaper.del(self.pgid);
@@ -242,8 +244,9 @@ impl Drop for Group<'_> {
 
 /// Signals every process of the step: its group and the rest of its session (which holds the
 /// children that moved to groups of their own). ESRCH (all gone) is expected.
-fn kill_step(pgid: i32, signal: i32) {
+fn kill_step(born: session::Born, signal: i32) {
+    let pgid = born.leader;
     // SAFETY: killpg has no memory-safety preconditions.
     unsafe { libc::killpg(pgid, signal) };
-    session::kill_session(pgid, signal, pgid);
+    session::kill_session(pgid, signal, pgid, Some(born));
 }
