@@ -619,6 +619,9 @@ async fn succeeded(ctx: &Context, key: &Key, a: &v1::Assignment, outputs_dir: &P
         .await?
         .map_err(|e| Stop::Fail(format!("collecting outputs: {e}")))?;
     let manifest: Manifest = manifest;
+    if !manifest.entries().is_empty() {
+        ctx.files.grew();
+    }
     let mut metrics = std::collections::HashMap::new();
     if let Some(entry) = manifest.get("metrics.json") {
         let path = ctx.files.store.path_of(&entry.digest);

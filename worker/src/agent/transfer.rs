@@ -51,6 +51,10 @@ pub(crate) struct Files {
     pub pins: super::evict::Pins,
     /// The most bytes `store` keeps between attempts.
     pub cache_max: u64,
+    /// Whether `store` may have grown since the last eviction. Listing the store costs a
+    /// `stat` per blob, so an eviction runs only after a download or stored outputs (and once
+    /// at start, for a bound lowered since the last run), not twice per step.
+    grown: std::sync::atomic::AtomicBool,
 }
 
 impl Files {
@@ -59,11 +63,21 @@ impl Files {
         let store = Store::open(work_dir).map_err(|e| e.to_string())?;
         let bundles = BundleCache::open(work_dir.join("bundles")).map_err(|e| e.to_string())?;
         let (tmp, locks, pins) = (work_dir.join("tmp"), Mutex::new(HashMap::new()), Default::default());
-        Ok(Files { store, bundles, tmp, locks, pins, cache_max })
+        let grown = std::sync::atomic::AtomicBool::new(true);
+        Ok(Files { store, bundles, tmp, locks, pins, cache_max, grown })
     }
 
-    /// Evicts least recently used blobs past `cache_max` (on a blocking thread).
+    /// Notes that `store` gained blobs: the next [`Files::evict`] looks at it.
+    pub(crate) fn grew(&self) {
+        self.grown.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Evicts least recently used blobs past `cache_max` (on a blocking thread), if the store
+    /// grew since the last time.
     pub(crate) async fn evict(&self) {
+        if !self.grown.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         let (store, pins, max) = (self.store.clone(), self.pins.clone(), self.cache_max);
         let _ = tokio::task::spawn_blocking(move || super::evict::evict(&store, max, &pins)).await;
     }
@@ -222,6 +236,7 @@ pub(crate) async fn fetch_blob(session: &Session, files: &Files, entry: &Entry) 
         .await
         .map_err(|e| TransferError::Failed(format!("storing a blob: {e}")))?
         .map_err(|e| TransferError::Failed(e.to_string()))?;
+    files.grew();
     if stored.0 != entry.digest {
         return Err(TransferError::Failed(format!("input `{}`: blob {hex} changed on disk while stored", entry.path)));
     }
