@@ -83,7 +83,7 @@
 #![doc(
     html_logo_url = "https://raw.githubusercontent.com/spacejam/sled/master/art/tree_face_anti-transphobia.png"
 )]
-#![deny(
+#![allow(
     missing_docs,
     future_incompatible,
     nonstandard_style,
@@ -94,7 +94,7 @@
     unsafe_code,
     unused_qualifications
 )]
-#![deny(
+#![allow(
     // over time, consider enabling the commented-out lints below
     clippy::cast_lossless,
     clippy::cast_possible_truncation,
@@ -157,6 +157,10 @@
 #![warn(clippy::multiple_crate_versions)]
 #![allow(clippy::mem_replace_with_default)] // Not using std::mem::take() due to MSRV of 1.37 (intro'd in 1.40)
 #![allow(clippy::match_like_matches_macro)] // Not using std::matches! due to MSRV of 1.37 (intro'd in 1.42)
+// weir: built as a path dependency, so cargo does not cap its lints as it does for crates.io
+// ones; newer compilers' lints must not fail the build of this unchanged code (the two `deny`
+// lists above are `allow` here for the same reason).
+#![allow(warnings, clippy::all)]
 
 macro_rules! io_fail {
     ($config:expr, $e:expr) => {
