@@ -474,7 +474,10 @@ async fn runs_steps_with_bundle_and_inputs_and_uploads_outputs() {
         state.blobs.insert(input_digest.clone(), input.clone());
         let mut train = assignment(
             "r1",
+            // The sleep outlasts the worker's delay before a start report (20 ms), so this step
+            // reports Started; a step that ends sooner reports its outcome only.
             r#"set -e
+sleep 1
 for i in $(seq 1 200); do echo "out $i"; done
 echo "err line" >&2
 test -f pipeline.yaml
