@@ -92,7 +92,9 @@ impl Scope<'_> {
             Ref::Metric(name) => self.metrics?.get(name).copied().map(Value::Float),
             Ref::StepMetric { step, metric } => (self.upstream)(step)?.get(metric).copied().map(Value::Float),
             // Only `register.when` reads a champion's metrics; validation keeps it out of here.
-            Ref::CurrentMetric(_) => None,
+            // Only `register.when` reads explanations (the engine, from the registered
+            // version); validation keeps them out of `when` and `gate`.
+            Ref::CurrentMetric(_) | Ref::Explain { .. } => None,
         }
     }
 }

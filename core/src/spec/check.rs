@@ -395,6 +395,14 @@ fn check_expr(
                 Some("use it in `register.when`, to compare with the version the alias holds now".into()),
             )),
             expr::Ref::CurrentMetric(_) => None,
+            expr::Ref::Explain { .. } if field != "register.when" => Some((
+                format!(
+                    "`{}` reads the explanation of a registered model version, so `{field}` cannot use it",
+                    u.reference
+                ),
+                Some("use it in `register.when` of the step whose outputs hold explain.json".into()),
+            )),
+            expr::Ref::Explain { .. } => None,
             expr::Ref::StepMetric { step, .. } if field == "register.when" => Some((
                 format!("`{path}` reads metrics of step `{step}`; a promotion gate compares models only"),
                 Some(
@@ -463,6 +471,7 @@ fn check_expr(
                 }
             }),
             expr::Ref::Metric(_) | expr::Ref::StepMetric { .. } | expr::Ref::CurrentMetric(_) => Some(Type::Float),
+            expr::Ref::Explain { item, .. } => Some(item.type_of()),
         }
     };
     if let Err(t) = e.check_bool(&types) {
