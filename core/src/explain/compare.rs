@@ -110,7 +110,8 @@ mod tests {
     #[test]
     fn the_diff_lists_moves_appearances_and_vanishings() {
         let d = diff(&ranked(&["income", "age", "zip"]), &ranked(&["customer_id", "age", "income"]));
-        let got: Vec<(&str, Option<usize>, Option<usize>, Option<i64>)> = d
+        type Row<'a> = (&'a str, Option<usize>, Option<usize>, Option<i64>);
+        let got: Vec<Row> = d
             .changes
             .iter()
             .map(|c| (c.feature.as_str(), c.before.map(|b| b.0), c.after.map(|a| a.0), c.moved()))

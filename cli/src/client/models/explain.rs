@@ -15,8 +15,8 @@ const WIDTH: usize = 30;
 fn bar(fraction: f64) -> String {
     let eighths = (fraction.clamp(0.0, 1.0) * (WIDTH * 8) as f64).round() as usize;
     let mut out = "█".repeat(eighths / 8);
-    if eighths % 8 > 0 {
-        out.push(['▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8 - 1]);
+    if let Some(part) = (eighths % 8).checked_sub(1) {
+        out.push(['▏', '▎', '▍', '▌', '▋', '▊', '▉'][part]);
     }
     if out.is_empty() { "▏".into() } else { out }
 }
