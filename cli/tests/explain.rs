@@ -145,3 +145,58 @@ async fn explanations_are_kept_charted_compared_and_gate_promotions() {
     engine.kill().unwrap();
     engine.wait().unwrap();
 }
+
+const GATED: &str = r#"name: gated
+params:
+  variant: good
+steps:
+  train:
+    run: |
+      if [ "$WEIR_PARAM_VARIANT" = good ]; then
+        echo '{"method": "shap", "importances": {"income": 0.3, "customer_id": 0.01}}'
+      else
+        echo '{"method": "shap", "importances": {"customer_id": 0.7, "income": 0.3}}'
+      fi > "$WEIR_OUTPUTS/explain.json"
+    outputs: [explain.json]
+    gate: "explain.top != 'customer_id' && explain.importance.customer_id < 0.1"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_gate_reads_its_own_explanation_and_names_the_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut engine = common::server(&dir.path().join("data"), port, &[]);
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(Agent::new(AgentConfig::new(url.clone(), dir.path().join("worker"))).run(stop.clone()));
+    let folder = dir.path().join("gated");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("pipeline.yaml"), GATED).unwrap();
+    let w = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--server".to_string(), url.clone()]);
+        async move {
+            tokio::task::spawn_blocking(move || weir(&all.iter().map(String::as_str).collect::<Vec<_>>()))
+                .await
+                .unwrap()
+        }
+    };
+    let sub = w(&["submit", &folder.display().to_string()]).await;
+    assert_eq!(sub.status.code(), Some(0), "{}", text(&sub.stderr));
+    let good = w(&["start", "gated", "-p", "variant=good", "--watch"]).await;
+    assert_eq!(good.status.code(), Some(0), "{}\n{}", text(&good.stdout), text(&good.stderr));
+    let leaky = w(&["start", "gated", "-p", "variant=leaky", "--watch"]).await;
+    assert_eq!(leaky.status.code(), Some(1), "{}\n{}", text(&leaky.stdout), text(&leaky.stderr));
+    let run = text(&leaky.stdout).lines().next().unwrap().to_string();
+    let status = w(&["status", &run]).await;
+    let out = text(&status.stdout);
+    assert!(
+        out.contains("gate `explain.top != 'customer_id' && explain.importance.customer_id < 0.1` is false: explain.top = 'customer_id'"),
+        "{out}"
+    );
+
+    stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), agent).await;
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+}

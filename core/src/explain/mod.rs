@@ -1,7 +1,7 @@
 //! Explanations as values: what a step's `explain.json` says drives its model (global feature
 //! importances with the method that measured them, optional partial dependence and a bounded
 //! sample of per-prediction attributions), how two explanations compare, and the values the
-//! `explain.*` references of an expression read. See docs/explainability.md for the format.
+//! `explain.*` references of an expression read (a step's `gate`, `register.when`). See docs/explainability.md for the format.
 //!
 //! `format` parses and validates the file's bytes (every problem becomes a warning naming the
 //! field; what is wrong is left out, never a panic or a failed step); `compare` ranks and diffs

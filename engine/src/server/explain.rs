@@ -1,6 +1,8 @@
 //! Explanations (`explain.json` among a step's outputs, see docs/explainability.md): collected
-//! when a step succeeds, kept with the model version it registers, compared between versions,
-//! and read by `register.when` (`explain.*`, `current.explain.*`).
+//! when a step succeeds, read by the step's own `gate` (`core.rs` hands it to the run machine
+//! before the success, and again when it replays one), kept with the model version it
+//! registers, compared between versions, and read by `register.when` (`explain.*`,
+//! `current.explain.*`).
 //!
 //! The format is `weir_core::explain`'s; this module reads the file from the blob store (its
 //! size checked against the manifest before a byte is read), turns every warning into a line of
