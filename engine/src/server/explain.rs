@@ -135,3 +135,90 @@ pub(super) fn lookup(
 ) -> Option<Value> {
     if current { explain::value(item, champion?, None) } else { explain::value(item, candidate?, champion) }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A gate on `explain.*` against a real store: judged on the explain.json among the
+    //! reported outputs, and judged alike when a restarted engine replays the success.
+
+    use weir_core::run::{AttemptId, Event};
+    use weir_data::artifact::{Digest, Entry};
+
+    use super::*;
+    use crate::server::testkit::engine;
+    use crate::store::{PipelineVersion, Trigger};
+
+    const YAML: &str = r#"name: gated
+steps:
+  train:
+    run: "true"
+    outputs: [explain.json]
+    gate: "explain.top != 'customer_id' && explain.rank.income == 1"
+  after:
+    needs: [train]
+    run: "true"
+"#;
+
+    /// Starts a run and reports `train` succeeded with an explain.json of `json`.
+    fn run_with(e: &Engine, json: &str) -> String {
+        let parsed = weir_core::spec::load(YAML, &Default::default()).unwrap();
+        let version = parsed.hash().to_string();
+        let record = PipelineVersion {
+            name: "gated".into(),
+            yaml: YAML.into(),
+            bundle_digest: None,
+            submitted_at: e.clock.now(),
+            file: None,
+        };
+        e.store.put_pipeline_version(&version, &record).unwrap();
+        let digest = e.blobs.put_bytes(json.as_bytes()).unwrap();
+        let outputs = Manifest::new(vec![Entry {
+            path: "explain.json".into(),
+            digest,
+            size: json.len() as u64,
+            executable: false,
+        }])
+        .unwrap();
+        assert_eq!(digest, Digest::of(json.as_bytes()));
+        let mut st = e.lock();
+        let id = e.create_run(&mut st, &version, &[], Trigger::Manual { user: None }, false, None).unwrap();
+        let attempt = AttemptId { instance: InstanceId(0), number: 1 };
+        e.apply(&mut st, &id, Event::Leased { attempt, worker: "w".into() }, None).unwrap();
+        let metrics = Default::default();
+        e.apply(&mut st, &id, Event::Succeeded { attempt, metrics }, Some(&outputs)).unwrap();
+        drop(st);
+        e.commit().unwrap();
+        id
+    }
+
+    /// Train's state and message as stored.
+    fn train(e: &Engine, run: &str) -> (weir_core::run::StepState, Option<String>) {
+        let steps = e.store.steps(run, None, usize::MAX).unwrap();
+        let (_, step) = steps.into_iter().find(|(i, _)| *i == InstanceId(0)).expect("train's record");
+        (step.state, step.message)
+    }
+
+    #[test]
+    fn a_gate_reads_the_reported_explanation_and_a_replay_reads_it_again() {
+        use weir_core::run::StepState;
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let good = run_with(&e, r#"{"method": "gain", "importances": {"income": 0.5, "customer_id": 0.1}}"#);
+        assert_eq!(train(&e, &good).0, StepState::Succeeded);
+        let leaky = run_with(&e, r#"{"method": "gain", "importances": {"customer_id": 0.9, "income": 0.5}}"#);
+        let (state, message) = train(&e, &leaky);
+        assert_eq!(state, StepState::Failed);
+        let message = message.unwrap_or_default();
+        assert!(message.contains("is false: explain.top = 'customer_id'"), "{message}");
+
+        // The good run is unfinished (`after` is ready): a restarted engine replays train's
+        // success, whose gate reads the stored explain.json again and still holds.
+        drop(e);
+        let e = engine(dir.path());
+        e.recover(&crate::server::Resume::All).unwrap();
+        assert_eq!(train(&e, &good).0, StepState::Succeeded, "the replayed gate judged alike");
+        let st = e.lock();
+        let after = st.runs.get(&good).unwrap().machine.state(InstanceId(1));
+        assert_eq!(after, StepState::Ready);
+    }
+}
