@@ -25,7 +25,12 @@ async fn the_example_pipeline_runs_with_inputs_outputs_matrix_and_gate() {
     assert_eq!(state(&got), RunState::Succeeded, "{:#?}", got.steps);
     let deploy = weir_tests::step(&got, "deploy");
     let files: Vec<&str> = deploy.outputs.as_ref().unwrap().files.iter().map(|f| f.path.as_str()).collect();
-    assert_eq!(files, ["manifest.json", "metrics.json", "model.json"]);
+    assert_eq!(files, ["explain.json", "manifest.json", "metrics.json", "model.json"]);
+    // The registered version keeps the explanation train computed (permutation importance).
+    let model =
+        c.client.get_model(weir_proto::v1::GetModelRequest { name: "churn".into() }).await.unwrap().into_inner();
+    let explained = model.versions[0].explanation.as_ref().expect("version 1 keeps its explanation");
+    assert_eq!((explained.method.as_str(), explained.importances.len()), ("permutation", 4), "{explained:?}");
     let validate = weir_tests::step(&got, "validate");
     assert!(validate.metrics["rmse"] > 0.0, "{validate:?}");
     assert!(c.logs(&run, "validate").await.contains("best of 4"));

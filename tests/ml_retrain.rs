@@ -62,7 +62,7 @@ fn every_planned_step_runs_and_the_gate_passes() {
                 Ref::Param(p) => param(p),
                 Ref::Matrix(k) => matrix.get(k.as_str()).map(|v| Value::Str(v.to_string())),
                 Ref::Metric(m) => metrics(&outputs).get(m).map(|v| Value::Float(*v)),
-                Ref::StepMetric { .. } | Ref::CurrentMetric(_) => None,
+                Ref::StepMetric { .. } | Ref::CurrentMetric(_) | Ref::Explain { .. } => None,
             }
         };
         if let Some(when) = &step.when {

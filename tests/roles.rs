@@ -46,6 +46,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("WeirSecrets/ListSecrets", "admin"),
     ("WeirSecrets/DeleteSecret", "admin"),
     ("WeirClient/GetModelArtifact", "viewer"),
+    ("WeirClient/DiffModelExplanations", "viewer"),
     ("WeirClient/ListWorkers", "viewer"),
     ("WeirClient/GetStepMetrics", "viewer"),
     ("WeirClient/DeleteRuns", "admin"),

@@ -545,6 +545,12 @@ impl WeirClient for Fake {
     async fn get_model(&self, _: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn diff_model_explanations(
+        &self,
+        _: Request<v1::DiffModelExplanationsRequest>,
+    ) -> Result<Response<v1::DiffModelExplanationsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn promote_model(
         &self,
         _: Request<v1::PromoteModelRequest>,

@@ -2,7 +2,7 @@
 //! files (`spec`), the expression language (`expr`), templates (`template`), planning (`plan`),
 //! the run state machine (`run`), schedule maths (`schedule`), the decisions of `on:` triggers (`trigger`), placement of steps on workers
 //! (`placement`), graph rendering (`graph`) and layout for drawing (`layout`), the JSON Schema
-//! (`schema`) and diagnostics (`diag`).
+//! (`schema`), diagnostics (`diag`) and the explanation format steps write (`explain`).
 //!
 //! Nothing here does I/O, reads the clock, awaits or names a proto type: callers read files and
 //! pass text, pass `now`, and perform the effects the machines return. The tidy test
@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod diag;
+pub mod explain;
 pub mod expr;
 pub mod graph;
 pub mod layout;

@@ -168,7 +168,7 @@ impl Upstream {
                     Value::Str(text.clone())
                 }
             }),
-            Ref::Matrix(_) | Ref::CurrentMetric(_) => None,
+            Ref::Matrix(_) | Ref::CurrentMetric(_) | Ref::Explain { .. } => None,
         }
     }
 }

@@ -111,6 +111,10 @@ async fn every_rpc_refuses_a_huge_id_with_a_short_invalid_argument() {
     call!("GetLineage target", c.get_lineage(v1::GetLineageRequest { target: big(), ..Default::default() }));
     call!("GetModel name", c.get_model(v1::GetModelRequest { name: big() }));
     call!(
+        "DiffModelExplanations model",
+        c.diff_model_explanations(v1::DiffModelExplanationsRequest { model: big(), from_version: 1, to_version: 2 })
+    );
+    call!(
         "PromoteModel name",
         c.promote_model(v1::PromoteModelRequest { name: big(), alias: "a".into(), ..Default::default() })
     );

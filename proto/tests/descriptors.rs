@@ -35,6 +35,7 @@ const RPCS: &[(&str, &str, bool, bool)] = &[
     ("WeirClient", "PromoteModel", false, false),
     ("WeirClient", "RollbackModel", false, false),
     ("WeirClient", "GetModelArtifact", false, true),
+    ("WeirClient", "DiffModelExplanations", false, false),
     ("WeirClient", "ListWorkers", false, false),
     ("WeirClient", "GetStepMetrics", false, false),
     ("WeirClient", "DeleteRuns", false, false),

@@ -1,5 +1,6 @@
 //! `weir models`: the model registry on the server. `weir models` lists the models, `show` one
-//! model's versions and alias history (refused promotions with the values their gate compared),
+//! model's versions, its newest explanation as importance bars and its alias history (refused
+//! promotions with the values their gate compared), `diff` two versions' explanations,
 //! `promote` and `rollback` move an alias (or, for a protected alias, request the move),
 //! `approve` approves or rejects a requested move, `get` downloads a version's file and checks its
 //! BLAKE3 digest before it is in place. The server decides everything; these ask and print.
@@ -36,6 +37,21 @@ pub enum ModelAction {
         /// The model's name.
         #[arg(value_name = "NAME")]
         name: String,
+    },
+    /// Compare the explanations two versions keep (their steps' explain.json): each feature's
+    /// rank and importance before and after, features that appeared or vanished, and the rank
+    /// shift a `register.when` reads as `explain.rank_shift`.
+    #[command(after_help = EXIT_CODES)]
+    Diff {
+        /// The model's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The baseline version.
+        #[arg(value_name = "A", value_parser = clap::value_parser!(u64).range(1..))]
+        from: u64,
+        /// The version compared with it.
+        #[arg(value_name = "B", value_parser = clap::value_parser!(u64).range(1..))]
+        to: u64,
     },
     /// Point an alias at a version (the alias is created when new). Recorded with the time and
     /// `promoted by hand` plus --reason. No `when:` gate applies to a promotion by hand.
@@ -117,6 +133,12 @@ pub(super) async fn dispatch(client: &mut Client, conn: &ConnArgs, action: Optio
     match action {
         None => list(client, conn).await,
         Some(ModelAction::Show { name }) => show(client, conn, name).await,
+        Some(ModelAction::Diff { name, from, to }) => {
+            let request = v1::DiffModelExplanationsRequest { model: name, from_version: from, to_version: to };
+            let response = client.diff_model_explanations(request).await.map_err(|s| refused(&s, conn, MODEL_HINTS))?;
+            print_out(&explain::diff(&response.into_inner()));
+            Ok(())
+        }
         Some(ModelAction::Promote { name, version, alias, reason, dry_run }) => {
             let reason = reason.unwrap_or_default();
             let request = v1::PromoteModelRequest { name: name.clone(), version, alias, reason, dry_run };
@@ -208,5 +230,7 @@ async fn get(client: &mut Client, conn: &ConnArgs, target: String, output: &Path
     Ok(())
 }
 
+/// Pure rendering of explanations: importance bars and version diffs.
+pub(crate) mod explain;
 /// Pure rendering of the registry's answers.
 pub(crate) mod render;

@@ -46,6 +46,48 @@ pub enum Ref {
     /// `current.metrics.NAME`: in `register.when`, the metrics of the model version the alias
     /// holds now (the champion)
     CurrentMetric(String),
+    /// `explain.ITEM`: the step's explanation (`explain.json`, see `crate::explain`); with
+    /// `current`, `current.explain.ITEM`: that of the model version the alias holds now
+    Explain { current: bool, item: ExplainItem },
+}
+
+/// What an `explain.*` reference reads of an explanation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ExplainItem {
+    /// `explain.top`: the name of the most important feature (a string)
+    Top,
+    /// `explain.method`: `permutation`, `shap`, `coefficients`, `gain` or `other`
+    Method,
+    /// `explain.importance.FEATURE`: its importance (0.0 when the explanation does not list it)
+    Importance(String),
+    /// `explain.rank.FEATURE`: its rank, from 1 (an int)
+    Rank(String),
+    /// `explain.rank_shift`: in `register.when`, the largest rank move of a top feature
+    /// against the version the alias holds now (an int)
+    RankShift,
+}
+
+impl ExplainItem {
+    /// The static type of its value.
+    pub fn type_of(&self) -> Type {
+        match self {
+            ExplainItem::Top | ExplainItem::Method => Type::Str,
+            ExplainItem::Importance(_) => Type::Float,
+            ExplainItem::Rank(_) | ExplainItem::RankShift => Type::Int,
+        }
+    }
+}
+
+impl fmt::Display for ExplainItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExplainItem::Top => f.write_str("top"),
+            ExplainItem::Method => f.write_str("method"),
+            ExplainItem::Importance(n) => write!(f, "importance.{n}"),
+            ExplainItem::Rank(n) => write!(f, "rank.{n}"),
+            ExplainItem::RankShift => f.write_str("rank_shift"),
+        }
+    }
 }
 
 /// One occurrence of a reference, with the character span of its path in the source.
@@ -136,6 +178,7 @@ impl fmt::Display for Ref {
             Ref::Metric(n) => write!(f, "metrics.{n}"),
             Ref::StepMetric { step, metric } => write!(f, "steps.{step}.metrics.{metric}"),
             Ref::CurrentMetric(n) => write!(f, "current.metrics.{n}"),
+            Ref::Explain { current, item } => write!(f, "{}explain.{item}", if *current { "current." } else { "" }),
         }
     }
 }

@@ -4,9 +4,10 @@
 //! (`check`, `eval`).
 
 use super::lex::{Tok, Token};
-use super::{Kind, MAX_DEPTH, MAX_HEIGHT, Node, ParseError, Ref, Value, node, perr, snippet};
+use super::{ExplainItem, Kind, MAX_DEPTH, MAX_HEIGHT, Node, ParseError, Ref, Value, node, perr, snippet};
 
 const REF_FORMS: &str = "expected params.NAME, matrix.KEY, metrics.NAME or steps.STEP.metrics.NAME";
+const EXPLAIN_FORMS: &str = " (an explanation reads explain.top, explain.method, explain.rank_shift, explain.importance.FEATURE or explain.rank.FEATURE)";
 /// Binary operators by precedence, loosest first; levels 2 and 3 do not associate.
 const LEVELS: [&[&str]; 6] =
     [&["||"], &["&&"], &["==", "!="], &["<", "<=", ">", ">=", "in"], &["+", "-"], &["*", "/", "%"]];
@@ -34,6 +35,21 @@ fn to_ref(segs: &[String]) -> Option<Ref> {
         [r, n] if r == "metrics" => Ref::Metric(n.clone()),
         [r, s, m, n] if r == "steps" && m == "metrics" => Ref::StepMetric { step: s.clone(), metric: n.clone() },
         [r, m, n] if r == "current" && m == "metrics" => Ref::CurrentMetric(n.clone()),
+        [r, rest @ ..] if r == "explain" => Ref::Explain { current: false, item: explain_item(rest)? },
+        [c, r, rest @ ..] if c == "current" && r == "explain" => {
+            Ref::Explain { current: true, item: explain_item(rest)? }
+        }
+        _ => return None,
+    })
+}
+
+fn explain_item(segs: &[String]) -> Option<ExplainItem> {
+    Some(match segs {
+        [i] if i == "top" => ExplainItem::Top,
+        [i] if i == "method" => ExplainItem::Method,
+        [i] if i == "rank_shift" => ExplainItem::RankShift,
+        [i, f] if i == "importance" => ExplainItem::Importance(f.clone()),
+        [i, f] if i == "rank" => ExplainItem::Rank(f.clone()),
         _ => return None,
     })
 }
@@ -169,6 +185,7 @@ impl Parser<'_> {
                             Some(b) => format!(" (did you mean `{b}`?)"),
                             None => format!(" (for text, write '{text}')"),
                         },
+                        [e, ..] | [_, e, ..] if e == "explain" => EXPLAIN_FORMS.to_string(),
                         _ => String::new(),
                     };
                     let msg = format!("unknown reference `{text}`: {REF_FORMS}{hint}");

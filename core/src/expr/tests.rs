@@ -329,3 +329,23 @@ fn displays() {
     assert_eq!(e.render("params.x = 1"), rendered);
     assert_eq!(Ref::Matrix("lr".into()).to_string(), "matrix.lr");
 }
+
+#[test]
+fn explain_references_parse_and_display() {
+    let expr = parse(
+        "explain.top != 'customer_id' && explain.rank_shift <= 2 && current.explain.importance.age > explain.rank.age",
+    )
+    .unwrap();
+    let got: Vec<String> = expr.refs().iter().map(|u| u.reference.to_string()).collect();
+    assert_eq!(got, ["explain.top", "explain.rank_shift", "current.explain.importance.age", "explain.rank.age"]);
+    assert_eq!(expr.refs()[2].reference, Ref::Explain { current: true, item: ExplainItem::Importance("age".into()) });
+    assert_eq!(
+        parse("explain.method").unwrap().refs()[0].reference,
+        Ref::Explain { current: false, item: ExplainItem::Method }
+    );
+    for bad in ["explain.importance", "explain.topp", "current.explain.rank.a.b"] {
+        let e = parse(bad).unwrap_err();
+        assert!(e.message.contains("explain.importance.FEATURE"), "{bad}: {}", e.message);
+    }
+    assert_eq!(ExplainItem::RankShift.type_of(), Type::Int);
+}

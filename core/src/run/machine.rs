@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::expr::Value;
+use crate::expr::{Ref, Value};
 use crate::plan::Plan;
 use crate::spec::Pipeline;
 
@@ -37,6 +37,9 @@ pub(super) struct Slot {
     /// Why the instance is where it is (skip or failure reason), for people.
     pub message: Option<String>,
     pub metrics: BTreeMap<String, f64>,
+    /// The explanation its `gate` reads (`explain.*`), set by the caller with the outputs of
+    /// the attempt that reports success (`RunMachine::explained`), before that report.
+    pub explanation: Option<crate::explain::Explanation>,
     /// With `approval:`, the rendered message shown while it awaits a decision.
     pub approval: Option<String>,
     /// Someone approved it in this run: later attempts (retries, lost workers) ask no more.
@@ -88,6 +91,7 @@ impl RunMachine {
                     timer: None,
                     message: None,
                     metrics: BTreeMap::new(),
+                    explanation: None,
                     approval: approval_message(&pipeline.steps()[inst.step], inst, plan),
                     approved: false,
                 }
@@ -294,6 +298,22 @@ impl RunMachine {
     /// The metrics of the last successful report.
     pub fn metrics(&self, id: InstanceId) -> &BTreeMap<String, f64> {
         &self.slots[id.index()].metrics
+    }
+
+    /// Whether the `gate` of `id` reads its explanation (`explain.*`): then the caller hands
+    /// it over with [`RunMachine::explained`] before applying a success.
+    pub fn gate_reads_explanation(&self, id: InstanceId) -> bool {
+        let rules = &self.steps[self.slots[id.index()].step];
+        rules.gate.as_ref().is_some_and(|g| g.refs().iter().any(|r| matches!(r.reference, Ref::Explain { .. })))
+    }
+
+    /// The explanation (from the `explain.json` among the outputs) that the `gate` of `id`
+    /// reads when its success is applied next. Not an event: the caller sets it again from the
+    /// stored outputs when it replays the success, so a replay judges the gate alike.
+    pub fn explained(&mut self, id: InstanceId, explanation: Option<crate::explain::Explanation>) {
+        if let Some(slot) = self.slots.get_mut(id.index()) {
+            slot.explanation = explanation;
+        }
     }
 
     /// The attempt reports are accepted for: the current one while ready, leased or running.

@@ -19,7 +19,8 @@
 //!   instance's matrix values and the recorded metrics of upstream steps. False skips it; an
 //!   evaluation error fails it (no retry: the inputs will not change). An upstream step that
 //!   was skipped has no metrics, so reading `steps.X.metrics.Y` of it is such an error.
-//! - `gate` is evaluated when an attempt reports success, over its metrics. False (or an
+//! - `gate` is evaluated when an attempt reports success, over its metrics (and its
+//!   explanation, which the caller hands over first: `RunMachine::explained`). False (or an
 //!   evaluation error) fails the step with the expression and every value it read, and never
 //!   retries: a gate over the same outputs is deterministic.
 //! - A failed attempt (non-zero exit, timeout) with retries left waits `retries.delay_after(n)`

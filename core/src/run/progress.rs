@@ -85,6 +85,7 @@ impl RunMachine {
             matrix: &slot.matrix,
             metrics: gate.then_some(&slot.metrics),
             upstream: &upstream,
+            explanation: if gate { slot.explanation.as_ref() } else { None },
         };
         evaluate(field, expr, &scope)
     }

@@ -81,6 +81,8 @@ pub(super) struct Scope<'a> {
     pub metrics: Option<&'a BTreeMap<String, f64>>,
     /// The recorded metrics of an upstream step, by step name.
     pub upstream: &'a dyn Fn(&str) -> Option<&'a BTreeMap<String, f64>>,
+    /// The instance's own explanation: only while judging its `gate`.
+    pub explanation: Option<&'a crate::explain::Explanation>,
 }
 
 impl Scope<'_> {
@@ -91,8 +93,10 @@ impl Scope<'_> {
             Ref::Matrix(key) => find(self.matrix, key),
             Ref::Metric(name) => self.metrics?.get(name).copied().map(Value::Float),
             Ref::StepMetric { step, metric } => (self.upstream)(step)?.get(metric).copied().map(Value::Float),
-            // Only `register.when` reads a champion's metrics; validation keeps it out of here.
-            Ref::CurrentMetric(_) => None,
+            // A gate reads its own explanation, without a champion (no `rank_shift`).
+            Ref::Explain { current: false, item } => crate::explain::value(item, self.explanation?, None),
+            // Only `register.when` reads a champion's; validation keeps them out of here.
+            Ref::CurrentMetric(_) | Ref::Explain { current: true, .. } => None,
         }
     }
 }
@@ -133,7 +137,8 @@ mod tests {
         let metrics = BTreeMap::from([("rmse".to_string(), 0.71)]);
         let up = BTreeMap::from([("acc".to_string(), 0.9)]);
         let upstream = |step: &str| (step == "eval").then_some(&up);
-        let scope = Scope { params: &params, matrix: &matrix, metrics: Some(&metrics), upstream: &upstream };
+        let scope =
+            Scope { params: &params, matrix: &matrix, metrics: Some(&metrics), upstream: &upstream, explanation: None };
         let false_ = |m: &str| Check::False(m.to_string());
         let error = |m: &str| Check::Error(m.to_string());
         let cases = [
@@ -159,5 +164,24 @@ mod tests {
             let expr = parse(source).unwrap();
             assert_eq!(evaluate("gate", &expr, &scope), expected, "{source}");
         }
+    }
+
+    #[test]
+    fn a_gate_reads_its_own_explanation() {
+        let json = r#"{"method": "shap", "importances": {"customer_id": 0.7, "income": 0.3}}"#;
+        let explanation = crate::explain::parse(json.as_bytes()).explanation.unwrap();
+        let upstream = |_: &str| None;
+        let mut scope = Scope { params: &[], matrix: &[], metrics: None, upstream: &upstream, explanation: None };
+        let expr = parse("explain.top != 'customer_id'").unwrap();
+        let unset = "gate `explain.top != 'customer_id'` cannot be evaluated: explain.top is not set";
+        assert_eq!(evaluate("gate", &expr, &scope), Check::Error(unset.into()));
+        scope.explanation = Some(&explanation);
+        let refused = "gate `explain.top != 'customer_id'` is false: explain.top = 'customer_id'";
+        assert_eq!(evaluate("gate", &expr, &scope), Check::False(refused.into()));
+        let expr = parse("explain.rank.income == 2 && explain.importance.age == 0.0").unwrap();
+        assert_eq!(evaluate("gate", &expr, &scope), Check::True);
+        // No champion in a gate: a rank shift is never set (validation refuses it there).
+        let expr = parse("explain.rank_shift < 3").unwrap();
+        assert!(matches!(evaluate("gate", &expr, &scope), Check::Error(_)));
     }
 }

@@ -395,6 +395,23 @@ fn check_expr(
                 Some("use it in `register.when`, to compare with the version the alias holds now".into()),
             )),
             expr::Ref::CurrentMetric(_) => None,
+            expr::Ref::Explain { .. } if field == "when" => Some((
+                format!("`{}` is only known after the step ran, so `when` cannot use it", u.reference),
+                Some("use it in `gate` (the step's own explain.json) or `register.when`".into()),
+            )),
+            expr::Ref::Explain { current: true, .. } if field != "register.when" => Some((
+                format!("`{}` reads the model version an alias holds, so `{field}` cannot use it", u.reference),
+                Some("use it in `register.when`, to compare with the version the alias holds now".into()),
+            )),
+            expr::Ref::Explain { item: expr::ExplainItem::RankShift, .. } if field != "register.when" => Some((
+                format!("`{}` compares with the model version an alias holds, so `{field}` cannot use it", u.reference),
+                Some("use it in `register.when`; a gate reads explain.top, explain.method, explain.importance.F, explain.rank.F".into()),
+            )),
+            expr::Ref::Explain { .. } if !d.step.outputs.iter().any(|o| o == crate::explain::FILE) => Some((
+                format!("`{path}` reads `{}`, but step `{}` does not declare explain.json in `outputs`", u.reference, d.step.name),
+                Some("add explain.json to its outputs and write it (docs/explainability.md)".into()),
+            )),
+            expr::Ref::Explain { .. } => None,
             expr::Ref::StepMetric { step, .. } if field == "register.when" => Some((
                 format!("`{path}` reads metrics of step `{step}`; a promotion gate compares models only"),
                 Some(
@@ -463,6 +480,7 @@ fn check_expr(
                 }
             }),
             expr::Ref::Metric(_) | expr::Ref::StepMetric { .. } | expr::Ref::CurrentMetric(_) => Some(Type::Float),
+            expr::Ref::Explain { item, .. } => Some(item.type_of()),
         }
     };
     if let Err(t) = e.check_bool(&types) {

@@ -46,6 +46,7 @@ pub const RULES: &[Rule] = &[
     r("/weir.v1.WeirClient/ListModels", Viewer, None),
     r("/weir.v1.WeirClient/GetModel", Viewer, None),
     r("/weir.v1.WeirClient/GetModelArtifact", Viewer, None),
+    r("/weir.v1.WeirClient/DiffModelExplanations", Viewer, None),
     r("/weir.v1.WeirClient/ListWorkers", Viewer, None),
     r("/weir.v1.WeirClient/GetStepMetrics", Viewer, None),
     r("/weir.v1.WeirClient/ListNotifications", Viewer, None),

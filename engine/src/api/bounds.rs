@@ -270,6 +270,7 @@ bounds! {
         at_most("decided_by", &self.decided_by, MAX_NAME)?;
     }
     v1::GetModelRequest => |self| { at_most("name", &self.name, MAX_NAME)?; }
+    v1::DiffModelExplanationsRequest => |self| { at_most("model", &self.model, MAX_NAME)?; }
     v1::PromoteModelRequest => |self| {
         at_most("name", &self.name, MAX_NAME)?;
         at_most("alias", &self.alias, MAX_NAME)?;

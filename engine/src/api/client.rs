@@ -306,6 +306,15 @@ impl WeirClient for ClientApi {
         Ok(Response::new(wire::model(self.0.get_model(&bounded(req)?.name)?)))
     }
 
+    async fn diff_model_explanations(
+        &self,
+        req: Request<v1::DiffModelExplanationsRequest>,
+    ) -> Result<Response<v1::DiffModelExplanationsResponse>, Status> {
+        let r = bounded(req)?;
+        let diff = self.0.diff_explanations(&r.model, r.from_version, r.to_version)?;
+        Ok(Response::new(wire::explanation_diff(diff)))
+    }
+
     async fn promote_model(
         &self,
         req: Request<v1::PromoteModelRequest>,

@@ -1,11 +1,12 @@
 //! Every conversion between the engine's domain types and the `weir.v1` protobuf messages.
 //! Here the shared pieces: attempt references, manifests, states, timestamps, diagnostics;
 //! `views.rs` the run, step and pipeline views; `answers.rs` what the other services answer
-//! (assignments, plans, schedules, models, lineage). One place, so no two handlers can
+//! (assignments, plans, schedules, models, lineage), `explain.rs` model explanations. One place, so no two handlers can
 //! disagree about a field; the worker's side is `worker/src/wire.rs`, and `tests/wire.rs`
 //! checks that the two agree. Pure.
 
 mod answers;
+mod explain;
 mod views;
 
 pub(crate) use answers::{
@@ -13,6 +14,7 @@ pub(crate) use answers::{
     notification, plan_target, schedule, start_target,
 };
 pub use answers::{planned_step, verdict};
+pub(crate) use explain::{explanation_diff, model_explanation};
 pub(crate) use views::{pipeline_summary, run_listing, worker_info};
 pub use views::{run, step, waiting};
 

@@ -476,6 +476,13 @@ impl Engine {
         outputs: Option<&Manifest>,
         now: Millis,
     ) -> Result<Recorded, ApiError> {
+        // A gate that reads `explain.*` judges the explain.json among the reported outputs.
+        if let (Event::Succeeded { attempt, .. }, Some(m)) = (&event, outputs)
+            && live.machine.live_attempt(attempt.instance) == Some(*attempt)
+            && live.machine.gate_reads_explanation(attempt.instance)
+        {
+            live.machine.explained(attempt.instance, self.collect_explanation(m).0);
+        }
         let effects = live.machine.apply(event.clone(), now).map_err(|r| rejected(run_id, r))?;
         let mut batch = Batch::new();
         let mut changes = Vec::new();
@@ -783,6 +790,13 @@ impl Engine {
         for item in self.store.events(run_id, 0)? {
             let (seq, ev) = item?;
             started |= matches!(ev.event, Event::Start);
+            // As `record` did: the gate of a replayed success reads the same stored outputs.
+            if let Event::Succeeded { attempt, .. } = &ev.event
+                && machine.gate_reads_explanation(attempt.instance)
+            {
+                let outputs = self.store.artifacts(run_id, attempt.instance)?;
+                machine.explained(attempt.instance, outputs.and_then(|m| self.collect_explanation(&m).0));
+            }
             machine
                 .apply(ev.event, ev.now)
                 .map_err(|r| ApiError::Internal(format!("event {seq} does not replay: {r}")))?;

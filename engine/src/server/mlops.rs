@@ -1,6 +1,7 @@
 //! What happens when a step instance succeeds, beyond the run machine: the [`SuccessHook`]s.
 //! The cache entry its key now has (`cache.rs`), the lineage of its outputs (`tracking.rs`),
-//! and the model version a `register:` creates (`registry.rs`). Each writes into the same
+//! the warnings of its `explain.json` (`explain.rs`) and the model version a `register:`
+//! creates (`registry.rs`). Each writes into the same
 //! [`Batch`] as the success itself, so all of it is durable together or not at all. This file
 //! only names the hooks and calls them in order; what each records is in its own module.
 
@@ -57,6 +58,16 @@ impl SuccessHook for Lineage {
     }
 }
 
+/// The warnings of a fresh success's `explain.json`, in its log. The explanation itself is
+/// kept by the model version a `register:` makes (`Registry`, after this hook).
+struct Explain;
+
+impl SuccessHook for Explain {
+    fn record(&self, engine: &Engine, s: &Success<'_>, batch: &mut Batch) -> Result<(), ApiError> {
+        engine.check_explanation(s.live, s.instance, s.outputs, batch, s.now)
+    }
+}
+
 /// The model version a `register:` creates. Only fresh successes: a reused step's version is
 /// not registered twice.
 struct Registry;
@@ -68,7 +79,7 @@ impl SuccessHook for Registry {
 }
 
 /// Every hook, in the order they record.
-const HOOKS: &[&dyn SuccessHook] = &[&CacheEntry, &Lineage, &Registry];
+const HOOKS: &[&dyn SuccessHook] = &[&CacheEntry, &Lineage, &Explain, &Registry];
 
 impl Engine {
     /// Called by `apply_at` for an instance that ended with outputs (succeeded, or `cached`),

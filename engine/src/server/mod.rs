@@ -29,6 +29,7 @@ pub(crate) mod compare;
 pub(crate) mod core;
 pub(crate) mod dispatch;
 pub(crate) mod error;
+pub(crate) mod explain;
 mod heal;
 pub(crate) mod live_metrics;
 pub(crate) mod logs;

@@ -5,7 +5,8 @@
 //! `latest + 1` of `model` from its output `file`, in the same batch as the success. With an
 //! `alias` and no `when`, the alias moves to it. With `when`, the alias moves only if the
 //! expression holds, `metrics.X` being the new version's metric and `current.metrics.X` that
-//! of the version the alias holds now (champion/challenger); an alias that holds nothing yet
+//! of the version the alias holds now (champion/challenger), `explain.*` and
+//! `current.explain.*` their explanations (`explain.rs`); an alias that holds nothing yet
 //! moves without a comparison. A refusal (false, or an evaluation error) is recorded with the
 //! expression and every value it read; the alias stays. Registration never fails the step: a
 //! problem is logged and the success stands.
@@ -132,6 +133,7 @@ impl Engine {
                 .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
                 .collect(),
             created_at: now,
+            explanation: self.collect_explanation(outputs).0,
         };
         head.latest = candidate.version;
         head.updated_at = now;
@@ -166,6 +168,12 @@ impl Engine {
                             Ref::Metric(n) => candidate.metrics.get(n).copied().map(expr::Value::Float),
                             Ref::CurrentMetric(n) => champion.as_ref()?.metrics.get(n).copied().map(expr::Value::Float),
                             Ref::Param(n) => params.iter().find(|(p, _)| p == n).map(|(_, v)| v.clone()),
+                            Ref::Explain { current, item } => super::explain::lookup(
+                                *current,
+                                item,
+                                candidate.explanation.as_ref(),
+                                champion.as_ref().and_then(|c| c.explanation.as_ref()),
+                            ),
                             Ref::Matrix(_) | Ref::StepMetric { .. } => None,
                         }
                     };

@@ -94,6 +94,10 @@ pub struct ModelVersionRecord {
     /// The run's params, as text.
     pub params: BTreeMap<String, String>,
     pub created_at: Millis,
+    /// What its step's `explain.json` said drives it (`weir_core::explain`), when it wrote a
+    /// usable one. Absent in records written before explanations were collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<weir_core::explain::Explanation>,
 }
 
 /// `model_events`: an alias moved, or a gated promotion was refused (the alias did not move),
@@ -224,6 +228,7 @@ mod tests {
             metrics: BTreeMap::from([("rmse".to_string(), 0.5)]),
             params: BTreeMap::from([("lr".to_string(), "0.1".to_string())]),
             created_at: Millis(n),
+            explanation: None,
         }
     }
 

@@ -22,6 +22,7 @@ mod assets;
 mod audit;
 mod auth;
 mod dag;
+mod explain;
 mod hooks;
 mod metrics;
 mod models;

@@ -2,7 +2,8 @@
 //! their whole history (refused promotions with the values their gate compared), promote and
 //! rollback forms whose first submit shows what the registry would do (its dry run) before a
 //! confirm button does it, and a version's lineage back to the ingested data as a graph whose
-//! nodes open their runs and steps.
+//! nodes open their runs and steps; the newest explanation's importance bars and its
+//! comparison with the explained version before it (`explain.rs`).
 
 use std::collections::HashMap;
 
@@ -82,6 +83,13 @@ fn render(
         .engine
         .lineage(&format!("{name}@{chosen}"), false, 0)
         .map_err(|e| crate::api::status::status(e).message().to_string());
+    // The newest explained version's bars, compared with the explained version before it.
+    let explained: Vec<(u64, &weir_core::explain::Explanation)> =
+        m.versions.iter().filter_map(|v| Some((v.version, v.explanation.as_ref()?))).collect();
+    let comparison = match explained.as_slice() {
+        [.., (a, _), (b, _)] => web.engine.diff_explanations(name, *a, *b).ok(),
+        _ => None,
+    };
     let body = html! {
         h1 { "Model " (name) }
         @if let Some(p) = &preview { (preview_card(session, &base, p)) }
@@ -107,6 +115,16 @@ fn render(
                             td { a href={(base) "?lineage=" (v.version) "#lineage"} { "lineage" } }
                         }
                     }
+                }
+            }
+        }
+        @if let Some((version, e)) = explained.last() {
+            section #explanation {
+                h2 { "Explanation of v" (version) }
+                (super::explain::bars(e))
+                @if let Some(d) = &comparison {
+                    h3 { "Compared with v" (d.from) }
+                    (super::explain::comparison(d))
                 }
             }
         }

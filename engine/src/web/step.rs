@@ -3,7 +3,8 @@
 //! (ANSI colours via `ansi`, stderr marked, `?q=` keeping matching lines), with
 //! `logs.txt` (plain text, ANSI stripped) and `logs/events` (new lines as rendered HTML
 //! while the step runs), and its live metric series as plots (`series_plot`). Data comes from
-//! `Engine::step_view`, `explain_cache`, `step_metrics` and `log_page`.
+//! `Engine::step_view`, `explain_cache`, `step_metrics`, `step_explanation` (the bars of the
+//! explain.json it wrote, `explain.rs`) and `log_page`.
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -75,6 +76,8 @@ pub(crate) async fn show(
     let cache = web.engine.explain_cache(&id, &instance)?;
     // None before the first attempt (there is nothing to show).
     let live_metrics = web.engine.step_metrics(&id, &instance, 0).ok();
+    // The explain.json its outputs hold, if any (a success's; a malformed file shows nothing).
+    let explanation = web.engine.step_explanation(&id, v.index)?;
     let (logs, cut) = all_logs(&web, &id, v.index, MAX_CHUNKS)?;
     let now = web.engine.clock.now();
     let needle = q.q.to_lowercase();
@@ -163,6 +166,12 @@ pub(crate) async fn show(
         h2 { "Metrics" }
         @if v.step.metrics.is_empty() { p.muted { "None." } } @else {
             table #metrics { tbody { @for (k, val) in &v.step.metrics { tr { td { (k) } td.num { (val) } } } } }
+        }
+        @if let Some(e) = &explanation {
+            section #explanation {
+                h2 { "Explanation" }
+                (super::explain::bars(e))
+            }
         }
         @if let Some(m) = live_metrics.as_ref().filter(|m| !m.series.is_empty() || m.summary.malformed > 0) {
             h2 { "Live metrics" }

@@ -6,6 +6,8 @@ Reads best.json (written by select.py) and writes into --out:
                  so the registry's promotion gate can compare it with the current champion
   manifest.json  model name, run id, sha256 of model.json, UTC creation time,
                  the model's metrics and where it came from
+  explain.json   the selected model's explanation (validate's, next to best.json), kept
+                 by the registry with the version; its promotion gate reads explain.*
 
 The model name comes from $MODEL_NAME, else $WEIR_PARAM_MODEL_NAME, else --name;
 the run id from $RUN_ID, else $WEIR_RUN_ID, else "local".
@@ -17,6 +19,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import sys
 
 
@@ -74,6 +77,9 @@ def main():
     with open(os.path.join(a.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, sort_keys=True)
         f.write("\n")
+    explain = os.path.join(os.path.dirname(path), "explain.json")
+    if os.path.exists(explain):
+        shutil.copyfile(explain, os.path.join(a.out, "explain.json"))
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")

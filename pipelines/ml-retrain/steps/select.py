@@ -7,7 +7,8 @@ that sorts first, so the choice is deterministic.
 
 Writes best.json (the chosen model, its metrics, where it came from, and a
 leaderboard of all candidates) and metrics.json (numbers only: rmse and r2 of
-the best, and the candidate count), which the pipeline's gate reads.
+the best, and the candidate count), which the pipeline's gate reads, and the
+best candidate's explain.json (its permutation importances) when it has one.
 
 Usage: python3 steps/select.py --out "$WEIR_OUTPUTS" [--inputs "$WEIR_INPUTS"]
 """
@@ -15,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 
 
@@ -70,6 +72,9 @@ def main():
         summary["r2"] = best["metrics"]["r2"]
     with open(os.path.join(a.out, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    explain = os.path.join(a.inputs, best["source"], "explain.json")
+    if os.path.exists(explain):
+        shutil.copyfile(explain, os.path.join(a.out, "explain.json"))
 
     for row in leaderboard:
         print("select: #%d %-45s rmse=%.4f" % (row["rank"], row["source"], row["rmse"]))

@@ -9,7 +9,10 @@ by Gaussian elimination with partial pivoting; I' is the identity with a zero
 for the intercept, which is never penalised.
 
 Writes model.json (terms, weights, settings) and metrics.json (numbers only:
-rmse and r2 on the holdout, train_rmse, l2).
+rmse and r2 on the holdout, train_rmse, l2), and explain.json (docs/explainability.md):
+the permutation importance of each input feature, i.e. how much the holdout RMSE grows
+when that feature's holdout column is shuffled (mean of --repeats seeded shuffles), so
+the registry can keep what drives each model and a promotion gate can compare rankings.
 
 While it works it streams a loss curve to $WEIR_METRICS (when set; one JSON line
 per epoch, `{"name": "loss", "value": ..., "step": epoch}`): --epochs of
@@ -59,6 +62,21 @@ def rmse(w, xs, ys):
     return math.sqrt(sum((sum(a * b for a, b in zip(w, x)) - y) ** 2 for x, y in zip(xs, ys)) / len(ys))
 
 
+def permutation_importance(w, raw, ys, quadratic, names, base, seed, repeats):
+    """Mean holdout RMSE increase when each feature's column is shuffled (standard library only)."""
+    out = {}
+    for j, name in enumerate(names):
+        rng = random.Random(seed * 7919 + j)
+        rises = []
+        for _ in range(repeats):
+            column = [row[j] for row in raw]
+            rng.shuffle(column)
+            xs = [design(row[:j] + [v] + row[j + 1:], quadratic) for row, v in zip(raw, column)]
+            rises.append(rmse(w, xs, ys) - base)
+        out[name] = sum(rises) / len(rises)
+    return out
+
+
 def loss_curve(xtx, xty, tx, ty, epochs):
     """Gradient descent on the ridge objective from zero, one $WEIR_METRICS line per epoch."""
     path = os.environ.get("WEIR_METRICS")
@@ -84,6 +102,7 @@ def main():
     p.add_argument("--holdout", type=float, default=0.2, help="fraction held out for scoring")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/holdout shuffle")
     p.add_argument("--epochs", type=int, default=20, help="epochs of the loss curve sent to $WEIR_METRICS")
+    p.add_argument("--repeats", type=int, default=5, help="shuffles per feature for the permutation importance")
     a = p.parse_args()
     if not (a.l2 >= 0 and math.isfinite(a.l2)):
         fail("--l2 must be a finite number >= 0, got %r" % a.l2)
@@ -115,7 +134,8 @@ def main():
     n_hold = int(round(len(rows) * a.holdout))
     if n_hold < 1 or len(rows) - n_hold < len(terms):
         fail("too few rows (%d) for %d terms and a holdout" % (len(rows), len(terms)))
-    xs = [design([v for i, v in enumerate(r) if i != t], quadratic) for r in rows]
+    raw = [[v for i, v in enumerate(r) if i != t] for r in rows]
+    xs = [design(r, quadratic) for r in raw]
     ys = [r[t] for r in rows]
     hx, hy, tx, ty = xs[:n_hold], ys[:n_hold], xs[n_hold:], ys[n_hold:]
 
@@ -140,6 +160,13 @@ def main():
         json.dump(model, f, indent=2)
     with open(os.path.join(a.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    importances = permutation_importance(w, raw[:n_hold], hy, quadratic, names, hold_rmse, a.split_seed,
+                                         max(a.repeats, 1))
+    with open(os.path.join(a.out, "explain.json"), "w") as f:
+        json.dump({"format": 1, "method": "permutation", "metric": "holdout rmse increase",
+                   "importances": importances}, f, indent=2)
+    top = max(importances, key=lambda n: abs(importances[n]))
+    print("train: most important feature %s (holdout rmse +%.4f when shuffled)" % (top, importances[top]))
     print("train: features=%s l2=%g on %d rows, %d held out" % (a.features, a.l2, len(ty), len(hy)))
     print("train: holdout rmse=%.4f r2=%.4f, train rmse=%.4f" % (hold_rmse, r2, metrics["train_rmse"]))
 

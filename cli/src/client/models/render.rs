@@ -85,6 +85,11 @@ pub fn model(m: &v1::GetModelResponse) -> String {
         ]);
     }
     out.push_str(&t.render());
+    // The newest version that keeps an explanation: its top features as bars.
+    if let Some((v, e)) = m.versions.iter().rev().find_map(|v| Some((v.version, v.explanation.as_ref()?))) {
+        out.push('\n');
+        out.push_str(&super::explain::chart(v, e));
+    }
     let waiting = pending(m);
     if !waiting.is_empty() {
         out.push('\n');
@@ -222,6 +227,7 @@ mod tests {
             params: Default::default(),
             created_at: ts(T0 + n * 1000),
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            explanation: None,
         }
     }
 

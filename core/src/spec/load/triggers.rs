@@ -109,7 +109,7 @@ fn upstream_type(r: &Ref) -> Option<Type> {
     match r {
         Ref::Metric(_) | Ref::StepMetric { .. } => Some(Type::Float),
         Ref::Param(_) => Some(Type::Any),
-        Ref::Matrix(_) | Ref::CurrentMetric(_) => None,
+        Ref::Matrix(_) | Ref::CurrentMetric(_) | Ref::Explain { .. } => None,
     }
 }
 

@@ -217,6 +217,7 @@ pub(crate) fn model_version(v: ModelVersionRecord, aliases: &BTreeMap<String, u6
         metrics: v.metrics.into_iter().collect(),
         params: v.params.into_iter().collect(),
         created_at: Some(timestamp(v.created_at)),
+        explanation: v.explanation.as_ref().map(super::model_explanation),
     }
 }
 
