@@ -22,6 +22,17 @@ use crate::expr::{ExplainItem, Value};
 /// The file a step writes among its outputs for its explanation to be collected.
 pub const FILE: &str = "explain.json";
 
+/// An importance as the CLI's charts and the web UI's bars show it: four decimals at most,
+/// trailing zeros dropped, scientific below 0.001.
+pub fn shown(x: f64) -> String {
+    if x != 0.0 && x.abs() < 1e-3 {
+        return format!("{x:.3e}");
+    }
+    let text = format!("{x:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0".into() } else { text.to_string() }
+}
+
 /// The value of `explain.ITEM` for `explanation`, with `champion` the explanation of the model
 /// version an alias holds (for `rank_shift`). `None` when the value does not exist: the method
 /// has no top feature (no importances), a rank of a feature it does not list, a rank shift with

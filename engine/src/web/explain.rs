@@ -38,7 +38,7 @@ pub(super) fn bars(e: &Explanation) -> Markup {
                         rect.pt.neg[i.value < 0.0] x=(LABEL) y=(y + 3) width=(format!("{w:.1}")) height=(ROW - 6) {
                             title { (i.feature) ": " (i.value) }
                         }
-                        text.tick x=(format!("{:.1}", LABEL as f64 + w + 6.0)) y=(y + 15) { (number(i.value)) }
+                        text.tick x=(format!("{:.1}", LABEL as f64 + w + 6.0)) y=(y + 15) { (weir_core::explain::shown(i.value)) }
                     }
                 }
             }
@@ -82,14 +82,5 @@ fn rank(x: Option<(usize, f64)>) -> String {
 }
 
 fn value(x: Option<(usize, f64)>) -> String {
-    x.map_or_else(|| "-".to_string(), |(_, v)| number(v))
-}
-
-fn number(x: f64) -> String {
-    if x != 0.0 && x.abs() < 1e-3 {
-        return format!("{x:.3e}");
-    }
-    let text = format!("{x:.4}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" { "0".into() } else { text.to_string() }
+    x.map_or_else(|| "-".to_string(), |(_, v)| weir_core::explain::shown(v))
 }

@@ -21,16 +21,6 @@ fn bar(fraction: f64) -> String {
     if out.is_empty() { "▏".into() } else { out }
 }
 
-/// An importance for a chart or table: four significant decimals at most.
-fn number(x: f64) -> String {
-    if x != 0.0 && x.abs() < 1e-3 {
-        return format!("{x:.3e}");
-    }
-    let text = format!("{x:.4}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" { "0".into() } else { text.to_string() }
-}
-
 /// The explanation block of `weir models show`: which version, how it was measured, and its
 /// top features as bars scaled to the largest absolute importance.
 pub fn chart(version: u64, e: &v1::Explanation) -> String {
@@ -49,7 +39,7 @@ pub fn chart(version: u64, e: &v1::Explanation) -> String {
             i.rank,
             i.feature,
             " ".repeat(pad),
-            number(i.importance)
+            weir_core::explain::shown(i.importance)
         ));
     }
     out
@@ -69,7 +59,7 @@ pub fn diff(d: &v1::DiffModelExplanationsResponse) -> String {
     );
     let mut t = Table::new(&["FEATURE", "RANK", "CHANGE", "IMPORTANCE"]);
     let rank = |r: u32| if r == 0 { "-".to_string() } else { r.to_string() };
-    let value = |r: u32, v: f64| if r == 0 { "-".to_string() } else { number(v) };
+    let value = |r: u32, v: f64| if r == 0 { "-".to_string() } else { weir_core::explain::shown(v) };
     for c in &d.changes {
         let change = match (c.from_rank, c.to_rank) {
             (0, _) => "appeared".to_string(),
