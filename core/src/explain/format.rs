@@ -139,10 +139,13 @@ fn parse_into(bytes: &[u8], warn: &mut Vec<String>) -> Option<Explanation> {
     let method = method(object.get("method"), warn);
     let metric = match object.get("metric") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= MAX_NAME_CHARS => Some(s.clone()),
+        // Shown in `weir models show` on a terminal: no control characters (an escape sequence).
+        Some(Value::String(s)) if s.chars().count() <= MAX_NAME_CHARS && !s.chars().any(char::is_control) => {
+            Some(s.clone())
+        }
         Some(v) => {
             warn.push(format!(
-                "`metric` must be a string of at most {MAX_NAME_CHARS} characters, found {}: ignored",
+                "`metric` must be a string of at most {MAX_NAME_CHARS} characters and no control characters, found {}: ignored",
                 describe(v)
             ));
             None
@@ -489,5 +492,16 @@ mod tests {
         let long = "x".repeat(MAX_NAME_CHARS + 1);
         let json = format!("{{\"method\": \"gain\", \"importances\": {{\"a\": 1, \"{long}\": 2}}}}");
         check(&json, Some(&["a"]), &["`importances.xxxxx"]);
+        // Names and the metric reach a terminal: an escape sequence is refused in either.
+        let json = r#"{"method": "gain", "metric": "\u001b[2Jgone", "importances": {"a": 1, "\u001b[31mb": 2}}"#;
+        check(
+            json,
+            Some(&["a"]),
+            &[
+                "`metric` must be a string of at most 200 characters and no control characters, found a string \"?[2Jgone\": ignored",
+                "`importances.",
+            ],
+        );
+        assert_eq!(parse(json.as_bytes()).explanation.unwrap().metric, None);
     }
 }
