@@ -20,6 +20,49 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A real `weir server` (a child) with a worker agent in this process, and the pipeline `yaml`
+/// submitted from a folder `name`.
+struct Setup {
+    _dir: tempfile::TempDir,
+    url: String,
+    engine: std::process::Child,
+    stop: CancellationToken,
+    agent: tokio::task::JoinHandle<Result<(), weir_worker::AgentError>>,
+}
+
+impl Setup {
+    async fn submitted(name: &str, yaml: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let engine = common::server(&dir.path().join("data"), port, &[]);
+        let stop = CancellationToken::new();
+        let agent =
+            tokio::spawn(Agent::new(AgentConfig::new(url.clone(), dir.path().join("worker"))).run(stop.clone()));
+        let folder = dir.path().join(name);
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("pipeline.yaml"), yaml).unwrap();
+        let setup = Setup { _dir: dir, url, engine, stop, agent };
+        let sub = setup.weir(&["submit", &folder.display().to_string()]).await;
+        assert_eq!(sub.status.code(), Some(0), "{}", text(&sub.stderr));
+        setup
+    }
+
+    /// `weir ARGS --server URL`, off the async threads.
+    async fn weir(&self, args: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--server".to_string(), self.url.clone()]);
+        tokio::task::spawn_blocking(move || weir(&all.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.agent).await;
+        self.engine.kill().unwrap();
+        self.engine.wait().unwrap();
+    }
+}
+
 const YAML: &str = r#"name: expl
 params:
   variant: good
@@ -43,37 +86,17 @@ steps:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explanations_are_kept_charted_compared_and_gate_promotions() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut engine = common::server(&dir.path().join("data"), port, &[]);
-    let stop = CancellationToken::new();
-    let agent = tokio::spawn(Agent::new(AgentConfig::new(url.clone(), dir.path().join("worker"))).run(stop.clone()));
-
-    let folder = dir.path().join("expl");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::write(folder.join("pipeline.yaml"), YAML).unwrap();
-    let w = |args: &[&str]| {
-        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        all.extend(["--server".to_string(), url.clone()]);
-        async move {
-            tokio::task::spawn_blocking(move || weir(&all.iter().map(String::as_str).collect::<Vec<_>>()))
-                .await
-                .unwrap()
-        }
-    };
-    let sub = w(&["submit", &folder.display().to_string()]).await;
-    assert_eq!(sub.status.code(), Some(0), "{}", text(&sub.stderr));
+    let setup = Setup::submitted("expl", YAML).await;
     let mut runs = Vec::new();
     for variant in ["good", "good2", "leaky", "malformed"] {
-        let run = w(&["start", "expl", "-p", &format!("variant={variant}"), "--watch"]).await;
+        let run = setup.weir(&["start", "expl", "-p", &format!("variant={variant}"), "--watch"]).await;
         assert_eq!(run.status.code(), Some(0), "{variant}: {}\n{}", text(&run.stdout), text(&run.stderr));
         runs.push(text(&run.stdout).lines().next().unwrap().to_string());
     }
 
     // v1 moved production (it held nothing), v2 kept the ranking close enough (shift 1), the
     // leaky v3 was refused with the value its gate read, and v4 has no explanation to read.
-    let show = w(&["models", "show", "churn"]).await;
+    let show = setup.weir(&["models", "show", "churn"]).await;
     let out = text(&show.stdout);
     assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
     assert!(out.starts_with("model churn: latest v4, aliases production=v2\n"), "{out}");
@@ -95,7 +118,7 @@ async fn explanations_are_kept_charted_compared_and_gate_promotions() {
     assert!(chart[1].starts_with(&format!("   1  customer_id  {}", "█".repeat(30))), "{out}");
     assert!(chart[1].ends_with(" 0.61") && chart[4].contains("age") && chart[4].ends_with(" 0.02"), "{out}");
 
-    let diff = w(&["models", "diff", "churn", "1", "3"]).await;
+    let diff = setup.weir(&["models", "diff", "churn", "1", "3"]).await;
     assert_eq!(diff.status.code(), Some(0), "{}", text(&diff.stderr));
     let lines: Vec<String> = text(&diff.stdout).lines().map(|l| l.trim_end().to_string()).collect();
     assert_eq!(
@@ -110,12 +133,12 @@ async fn explanations_are_kept_charted_compared_and_gate_promotions() {
             "age          3 -> 4  down 1    0.05 -> 0.02",
         ]
     );
-    let none = w(&["models", "diff", "churn", "1", "4"]).await;
+    let none = setup.weir(&["models", "diff", "churn", "1", "4"]).await;
     assert_eq!(none.status.code(), Some(1));
     assert!(text(&none.stderr).contains("version 4 of model churn has no explanation"), "{}", text(&none.stderr));
 
     // The same through the API.
-    let mut client = common::client(&url).await;
+    let mut client = common::client(&setup.url).await;
     let request = v1::DiffModelExplanationsRequest { model: "churn".into(), from_version: 1, to_version: 2 };
     let d = client.diff_model_explanations(request).await.unwrap().into_inner();
     assert_eq!((d.rank_shift, d.from_method.as_str(), d.changes.len()), (1, "permutation", 3));
@@ -128,9 +151,9 @@ async fn explanations_are_kept_charted_compared_and_gate_promotions() {
     assert!(model.versions.iter().find(|v| v.version == 4).unwrap().explanation.is_none());
 
     // The malformed file: the step succeeded, its log says which field was wrong.
-    let status = w(&["status", &runs[3]]).await;
+    let status = setup.weir(&["status", &runs[3]]).await;
     assert!(text(&status.stdout).contains("succeeded"), "{}", text(&status.stdout));
-    let logs = w(&["logs", &runs[3], "train"]).await;
+    let logs = setup.weir(&["logs", &runs[3], "train"]).await;
     let all = format!("{}{}", text(&logs.stdout), text(&logs.stderr));
     assert!(
         all.contains(
@@ -140,10 +163,7 @@ async fn explanations_are_kept_charted_compared_and_gate_promotions() {
     );
     assert!(all.contains("the step has no explanation; the step's success stands"), "{all}");
 
-    stop.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), agent).await;
-    engine.kill().unwrap();
-    engine.wait().unwrap();
+    setup.stop().await;
 }
 
 const GATED: &str = r#"name: gated
@@ -163,40 +183,18 @@ steps:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_gate_reads_its_own_explanation_and_names_the_values() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut engine = common::server(&dir.path().join("data"), port, &[]);
-    let stop = CancellationToken::new();
-    let agent = tokio::spawn(Agent::new(AgentConfig::new(url.clone(), dir.path().join("worker"))).run(stop.clone()));
-    let folder = dir.path().join("gated");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::write(folder.join("pipeline.yaml"), GATED).unwrap();
-    let w = |args: &[&str]| {
-        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        all.extend(["--server".to_string(), url.clone()]);
-        async move {
-            tokio::task::spawn_blocking(move || weir(&all.iter().map(String::as_str).collect::<Vec<_>>()))
-                .await
-                .unwrap()
-        }
-    };
-    let sub = w(&["submit", &folder.display().to_string()]).await;
-    assert_eq!(sub.status.code(), Some(0), "{}", text(&sub.stderr));
-    let good = w(&["start", "gated", "-p", "variant=good", "--watch"]).await;
+    let setup = Setup::submitted("gated", GATED).await;
+    let good = setup.weir(&["start", "gated", "-p", "variant=good", "--watch"]).await;
     assert_eq!(good.status.code(), Some(0), "{}\n{}", text(&good.stdout), text(&good.stderr));
-    let leaky = w(&["start", "gated", "-p", "variant=leaky", "--watch"]).await;
+    let leaky = setup.weir(&["start", "gated", "-p", "variant=leaky", "--watch"]).await;
     assert_eq!(leaky.status.code(), Some(1), "{}\n{}", text(&leaky.stdout), text(&leaky.stderr));
     let run = text(&leaky.stdout).lines().next().unwrap().to_string();
-    let status = w(&["status", &run]).await;
+    let status = setup.weir(&["status", &run]).await;
     let out = text(&status.stdout);
     assert!(
         out.contains("gate `explain.top != 'customer_id' && explain.importance.customer_id < 0.1` is false: explain.top = 'customer_id'"),
         "{out}"
     );
 
-    stop.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), agent).await;
-    engine.kill().unwrap();
-    engine.wait().unwrap();
+    setup.stop().await;
 }
