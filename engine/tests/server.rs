@@ -446,6 +446,65 @@ async fn an_unclaimed_attempt_after_a_restart_runs_again() {
     s.shutdown().await;
 }
 
+/// The engine dies between making a lease durable and answering it: the worker never saw the
+/// attempt. When that worker comes back under its identity, the attempt is handed to it again
+/// at once, as the same attempt 1, rather than waiting out the orphan deadline to run as
+/// attempt 2. An attempt the worker reported started is never handed out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_answer_lost_in_a_crash_is_handed_to_its_worker_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let run = start(&mut c, "two", &[]).await;
+    let id = register(&mut w).await;
+    let lost = lease(&mut w, &id).await.unwrap(); // durable; pretend the answer never arrived
+    let session = w.session();
+    s.shutdown().await;
+
+    let (s, _clock) = timed(dir.path()).await;
+    let (c, mut w) = clients(&s).await;
+    w.set_session(&session);
+    let again = v1::RegisterRequest {
+        name: "hand".into(),
+        capacity: 4,
+        previous_worker_id: id.clone(),
+        previous_session: session.clone(),
+        ..Default::default()
+    };
+    assert_eq!(w.register(again).await.unwrap().into_inner().worker_id, id);
+    // A first heartbeat that does not mention it (the worker does not know of it) changes nothing.
+    w.heartbeat(v1::HeartbeatRequest { worker_id: id.clone(), ..Default::default() }).await.unwrap();
+    let a = lease_now(&mut w, &id).await.expect("handed again without waiting for the orphan deadline");
+    assert_eq!(a.attempt, lost.attempt, "the same attempt: {a:?}");
+    assert_eq!(a.instance_name, "make");
+    assert!(lease_now(&mut w, &id).await.is_none(), "handed again once, not on every lease");
+    w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &id, &a)).await.unwrap();
+    let session = w.session();
+    s.shutdown().await;
+
+    // Started, then the engine dies again: a running orphan is left to its worker's claim.
+    let (s, _clock) = timed(dir.path()).await;
+    let (mut c2, mut w) = clients(&s).await;
+    w.set_session(&session);
+    let again = v1::RegisterRequest {
+        name: "hand".into(),
+        capacity: 4,
+        previous_worker_id: id.clone(),
+        previous_session: session.clone(),
+        ..Default::default()
+    };
+    w.register(again).await.unwrap();
+    assert!(lease_now(&mut w, &id).await.is_none(), "a started attempt is never handed out twice");
+    let hb = v1::HeartbeatRequest { worker_id: id.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
+    assert!(w.heartbeat(hb).await.unwrap().into_inner().stop.is_empty(), "claimed by its worker");
+    w.report(outcome(ok(&[], None), &id, &a)).await.unwrap();
+    let (_, steps) = run_state(&mut c2, &run).await;
+    assert_eq!((steps[0].state(), steps[0].attempt), (v1::StepState::Succeeded, 1));
+    drop(c);
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_required_per_service_and_open_listening_needs_them() {
     let dir = tempfile::tempdir().unwrap();

@@ -101,6 +101,13 @@ impl Engine {
         }
         // Attempts failed here because their secrets cannot be delivered: committed before return.
         let mut failed = false;
+        if let Some(a) = self.redeliver(&mut st, worker, &mut failed)? {
+            drop(st);
+            if failed {
+                self.commit()?;
+            }
+            return Ok(Some(a));
+        }
         loop {
             let entry = {
                 // Disjoint borrows: no copy of the worker's offer per lease.
@@ -151,6 +158,64 @@ impl Engine {
             self.commit()?;
         }
         Ok(None)
+    }
+
+    /// An attempt leased to `worker` by an engine process that died before the worker told
+    /// it started (an orphan still `leased`), handed to the same worker identity again, under
+    /// the same attempt number. The commonest cause is a lease answer lost with the dying
+    /// process: the lease was durable, the worker never saw it, and without this the step
+    /// would wait for the orphan deadline (1.35 lease timeouts) to run as a new attempt.
+    /// A worker that did get the first answer holds the attempt and ignores the copy (its
+    /// lease calls are sequential: the first answer is taken before this one is asked for);
+    /// one whose attempt ended keeps holding it until the engine took the outcome, after which
+    /// the attempt is no longer `leased`. A `running` orphan is never handed out again: its
+    /// process may have run, and only its worker's claim or its deadline decides.
+    /// Sets `failed` when it failed an attempt whose secrets cannot be delivered (to commit).
+    fn redeliver(&self, st: &mut State, worker: &str, failed: &mut bool) -> Result<Option<Assignment>, ApiError> {
+        if st.orphans.is_empty() {
+            return Ok(None);
+        }
+        let Some(w) = st.workers.get(worker) else { return Ok(None) };
+        let used = w.used();
+        let mut mine: Vec<(String, AttemptId)> = st
+            .orphans
+            .keys()
+            .filter(|(run, attempt)| {
+                st.runs.get(run).is_some_and(|l| {
+                    let i = attempt.instance;
+                    i.index() < l.machine.len()
+                        && l.machine.live_attempt(i) == Some(*attempt)
+                        && l.machine.state(i) == StepState::Leased
+                        && l.machine.worker(i) == Some(worker)
+                        && w.offer.fits_now(&l.need(i), used)
+                })
+            })
+            .cloned()
+            .collect();
+        mine.sort(); // oldest run first (run ids start with their time), then by instance
+        let Some((run, attempt)) = mine.into_iter().next() else { return Ok(None) };
+        let live = st.runs.get(&run).expect("filtered above");
+        let names = &live.pipeline.steps()
+            [live.plan.graph[petgraph::graph::NodeIndex::new(attempt.instance.index())].step]
+            .secrets;
+        let secrets = self.secret_values(names);
+        let mut assignment = assignment(self, live, &run, attempt)?;
+        let usage = live.need(attempt.instance).usage;
+        st.orphans.remove(&(run.clone(), attempt));
+        match secrets {
+            Ok(values) => assignment.secrets = crate::secrets::Revealed(values),
+            Err(reason) => {
+                tracing::warn!(run, %attempt, reason, "a step's secrets cannot be delivered; the attempt fails");
+                self.apply(st, &run, Event::Failed { attempt, reason, permanent: true }, None)?;
+                *failed = true;
+                return Ok(None);
+            }
+        }
+        if let Some(w) = st.workers.get_mut(worker) {
+            w.held.insert((run.clone(), attempt), Held { since: self.clock.instant(), usage });
+        }
+        tracing::info!(run, %attempt, worker, "handed an attempt leased before a restart to its worker again");
+        Ok(Some(assignment))
     }
 
     /// What `attempt` of `run` uses of a worker, for attempts a worker holds without a lease
