@@ -139,6 +139,18 @@ async fn register(w: &mut W) -> String {
     w.register(req).await.unwrap().into_inner().worker_id
 }
 
+/// Registers again under a proven identity (`id` and its session secret); returns the id given.
+async fn register_again(w: &mut W, id: &str, session: &str) -> String {
+    let req = v1::RegisterRequest {
+        name: "hand".into(),
+        capacity: 4,
+        previous_worker_id: id.into(),
+        previous_session: session.into(),
+        ..Default::default()
+    };
+    w.register(req).await.unwrap().into_inner().worker_id
+}
+
 async fn lease(w: &mut W, id: &str) -> Option<v1::Assignment> {
     let req =
         v1::LeaseRequest { worker_id: id.into(), free: 1, wait: Some(prost_types::Duration { seconds: 3, nanos: 0 }) };
@@ -396,14 +408,7 @@ async fn a_restart_resumes_runs_and_a_worker_keeps_the_step_it_was_running() {
     assert_eq!(resp.into_inner().stop.len(), 1, "a claim on another worker's orphan is told to stop");
 
     // The worker registers again with its identity, keeps its id and re-adopts the attempt.
-    let again = v1::RegisterRequest {
-        name: "hand".into(),
-        capacity: 4,
-        previous_worker_id: id.clone(),
-        previous_session: session.clone(),
-        ..Default::default()
-    };
-    let id2 = w.register(again).await.unwrap().into_inner().worker_id;
+    let id2 = register_again(&mut w, &id, &session).await;
     assert_eq!(id2, id, "a proven identity is kept");
     let resp = w.heartbeat(v1::HeartbeatRequest { worker_id: id2.clone(), ..hb }).await.unwrap().into_inner();
     assert!(resp.stop.is_empty(), "the running attempt is re-adopted, not stopped: {resp:?}");
@@ -465,14 +470,7 @@ async fn a_lease_answer_lost_in_a_crash_is_handed_to_its_worker_again() {
     let (s, _clock) = timed(dir.path()).await;
     let (c, mut w) = clients(&s).await;
     w.set_session(&session);
-    let again = v1::RegisterRequest {
-        name: "hand".into(),
-        capacity: 4,
-        previous_worker_id: id.clone(),
-        previous_session: session.clone(),
-        ..Default::default()
-    };
-    assert_eq!(w.register(again).await.unwrap().into_inner().worker_id, id);
+    assert_eq!(register_again(&mut w, &id, &session).await, id);
     // A first heartbeat that does not mention it (the worker does not know of it) changes nothing.
     w.heartbeat(v1::HeartbeatRequest { worker_id: id.clone(), ..Default::default() }).await.unwrap();
     let a = lease_now(&mut w, &id).await.expect("handed again without waiting for the orphan deadline");
@@ -487,14 +485,7 @@ async fn a_lease_answer_lost_in_a_crash_is_handed_to_its_worker_again() {
     let (s, _clock) = timed(dir.path()).await;
     let (mut c2, mut w) = clients(&s).await;
     w.set_session(&session);
-    let again = v1::RegisterRequest {
-        name: "hand".into(),
-        capacity: 4,
-        previous_worker_id: id.clone(),
-        previous_session: session.clone(),
-        ..Default::default()
-    };
-    w.register(again).await.unwrap();
+    register_again(&mut w, &id, &session).await;
     assert!(lease_now(&mut w, &id).await.is_none(), "a started attempt is never handed out twice");
     let hb = v1::HeartbeatRequest { worker_id: id.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
     assert!(w.heartbeat(hb).await.unwrap().into_inner().stop.is_empty(), "claimed by its worker");
@@ -989,13 +980,7 @@ async fn heartbeats_keep_an_old_lease_claimable_after_a_restart() {
     cfg.clock = Clock::at(clock.now()); // the restart comes 3 s after the lease
     let s = server::start(cfg).await.unwrap();
     let (mut c, mut w) = clients(&s).await;
-    let again = v1::RegisterRequest {
-        capacity: 4,
-        previous_worker_id: id.clone(),
-        previous_session: session,
-        ..Default::default()
-    };
-    assert_eq!(w.register(again).await.unwrap().into_inner().worker_id, id);
+    assert_eq!(register_again(&mut w, &id, &session).await, id);
     let resp = w.heartbeat(hb).await.unwrap().into_inner();
     assert!(resp.stop.is_empty(), "re-adopted, not lost: {resp:?}");
     let run = start(&mut c, "two", &[]).await; // the engine still answers normally
@@ -1024,13 +1009,7 @@ async fn a_lost_worker_back_under_its_identity_may_upload_its_old_attempts_logs(
     let b = lease(&mut other, &other_id).await.expect("the step is offered again");
     assert_eq!(b.attempt.as_ref().unwrap().attempt.as_ref().unwrap().number, 2);
 
-    let again = v1::RegisterRequest {
-        capacity: 4,
-        previous_worker_id: id.clone(),
-        previous_session: session,
-        ..Default::default()
-    };
-    assert_eq!(w.register(again).await.unwrap().into_inner().worker_id, id);
+    assert_eq!(register_again(&mut w, &id, &session).await, id);
     logs(&mut w, &id, &a, "the last lines of attempt 1\n").await.expect("its own old attempt's logs");
     let refused = logs(&mut other, &other_id, &a, "forged\n").await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
