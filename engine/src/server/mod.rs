@@ -266,8 +266,9 @@ impl Server {
         self.engine.tick()
     }
 
-    /// Stops accepting calls, ends open streams and timers, and waits for them. The data
-    /// folder is unlocked once the returned future completes and the last handle is dropped.
+    /// Stops accepting calls, ends open streams and timers, and waits for them. Unless a
+    /// caller still holds the engine (then when it drops it), the data folder is unlocked
+    /// once the returned future completes.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.ticker.abort();
@@ -295,6 +296,16 @@ impl Server {
         }
         if Arc::strong_count(&self.engine) > 1 {
             tracing::warn!("the engine is still in use 5s after shutdown; its store stays open until released");
+            return;
+        }
+        // Dropping the last handle closes the store, but sled's own background tasks let go of
+        // the folder's lock a moment later: wait for that too (bounded), off the async threads.
+        let dir = self.engine.store.dir().to_path_buf();
+        drop(self.engine);
+        let unlocked =
+            tokio::task::spawn_blocking(move || crate::store::Store::wait_unlocked(&dir, Duration::from_secs(5))).await;
+        if !matches!(unlocked, Ok(true)) {
+            tracing::warn!("the data folder is still locked 5s after shutdown");
         }
     }
 

@@ -47,6 +47,25 @@ impl Handle {
 }
 
 impl Store {
+    /// Waits (up to `within`) until no process holds the database lock of `dir`, and says
+    /// whether none does. A dropped `Store` lets go of it only once sled's last background
+    /// task closes the file, a moment after the drop: whoever promises that the folder can be
+    /// opened again (a server's shutdown) waits here.
+    pub fn wait_unlocked(dir: &Path, within: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            // sled takes an exclusive flock on `<dir>/db`; so does this probe, released at once.
+            let free = match std::fs::File::open(dir.join("db")) {
+                Ok(f) => f.try_lock().is_ok(),
+                Err(_) => true, // no database file: nothing holds it
+            };
+            if free || start.elapsed() >= within {
+                return free;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Opens (or creates) the database in `dir`. A database sled cannot read (a truncated or
     /// overwritten file, even one that makes sled panic) is [`Error::Unopenable`], which says
     /// what to do next.
