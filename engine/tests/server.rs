@@ -151,6 +151,17 @@ async fn register_again(w: &mut W, id: &str, session: &str) -> String {
     w.register(req).await.unwrap().into_inner().worker_id
 }
 
+/// Clients of `s`, with pipeline `two` submitted and run, and its first step leased to a new
+/// worker: (client, worker, run id, worker id, the assignment).
+async fn two_leased(s: &Server) -> (WeirClientClient<Channel>, W, String, String, v1::Assignment) {
+    let (mut c, mut w) = clients(s).await;
+    submit(&mut c, TWO_STEPS).await.unwrap();
+    let run = start(&mut c, "two", &[]).await;
+    let id = register(&mut w).await;
+    let a = lease(&mut w, &id).await.unwrap();
+    (c, w, run, id, a)
+}
+
 async fn lease(w: &mut W, id: &str) -> Option<v1::Assignment> {
     let req =
         v1::LeaseRequest { worker_id: id.into(), free: 1, wait: Some(prost_types::Duration { seconds: 3, nanos: 0 }) };
@@ -381,11 +392,7 @@ async fn a_worker_cut_off_in_a_long_poll_is_lost_after_the_lease_timeout() {
 async fn a_restart_resumes_runs_and_a_worker_keeps_the_step_it_was_running() {
     let dir = tempfile::tempdir().unwrap();
     let s = server::start(config(dir.path())).await.unwrap();
-    let (mut c, mut w) = clients(&s).await;
-    submit(&mut c, TWO_STEPS).await.unwrap();
-    let run = start(&mut c, "two", &[]).await;
-    let id = register(&mut w).await;
-    let a = lease(&mut w, &id).await.unwrap();
+    let (_c, mut w, run, id, a) = two_leased(&s).await;
     w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &id, &a)).await.unwrap();
 
     // A second engine on the same folder is refused while the first holds it.
@@ -431,11 +438,7 @@ async fn a_restart_resumes_runs_and_a_worker_keeps_the_step_it_was_running() {
 async fn an_unclaimed_attempt_after_a_restart_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let s = server::start(config(dir.path())).await.unwrap();
-    let (mut c, mut w) = clients(&s).await;
-    submit(&mut c, TWO_STEPS).await.unwrap();
-    let run = start(&mut c, "two", &[]).await;
-    let id = register(&mut w).await;
-    let a = lease(&mut w, &id).await.unwrap();
+    let (_c, _w, run, _id, a) = two_leased(&s).await;
     s.shutdown().await;
     let (s, clock) = timed(dir.path()).await;
     let (mut c, mut w) = clients(&s).await;
@@ -459,11 +462,7 @@ async fn an_unclaimed_attempt_after_a_restart_runs_again() {
 async fn a_lease_answer_lost_in_a_crash_is_handed_to_its_worker_again() {
     let dir = tempfile::tempdir().unwrap();
     let s = server::start(config(dir.path())).await.unwrap();
-    let (mut c, mut w) = clients(&s).await;
-    submit(&mut c, TWO_STEPS).await.unwrap();
-    let run = start(&mut c, "two", &[]).await;
-    let id = register(&mut w).await;
-    let lost = lease(&mut w, &id).await.unwrap(); // durable; pretend the answer never arrived
+    let (_c, w, run, id, lost) = two_leased(&s).await; // durable; pretend the answer never arrived
     let session = w.session();
     s.shutdown().await;
 
@@ -922,11 +921,7 @@ async fn a_restart_storm_cannot_postpone_an_orphans_deadline() {
         c
     };
     let s = server::start(at(0)).await.unwrap();
-    let (mut c, mut w) = clients(&s).await;
-    submit(&mut c, TWO_STEPS).await.unwrap();
-    let run = start(&mut c, "two", &[]).await;
-    let id = register(&mut w).await;
-    let a = lease(&mut w, &id).await.unwrap();
+    let (_c, mut w, run, id, a) = two_leased(&s).await;
     w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &id, &a)).await.unwrap();
     s.shutdown().await; // the worker vanishes with it
 
@@ -963,11 +958,7 @@ async fn a_restart_storm_cannot_postpone_an_orphans_deadline() {
 async fn heartbeats_keep_an_old_lease_claimable_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (s, clock) = timed(dir.path()).await;
-    let (mut c, mut w) = clients(&s).await;
-    submit(&mut c, TWO_STEPS).await.unwrap();
-    start(&mut c, "two", &[]).await;
-    let id = register(&mut w).await;
-    let a = lease(&mut w, &id).await.unwrap();
+    let (_c, mut w, _, id, a) = two_leased(&s).await;
     let hb = v1::HeartbeatRequest { worker_id: id.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
     // 3 s of heartbeats: longer than the deadline a lease alone would give (2 s).
     for _ in 0..15 {
@@ -995,11 +986,7 @@ async fn heartbeats_keep_an_old_lease_claimable_after_a_restart() {
 async fn a_lost_worker_back_under_its_identity_may_upload_its_old_attempts_logs() {
     let dir = tempfile::tempdir().unwrap();
     let (s, clock) = timed(dir.path()).await; // lease timeout 800 ms
-    let (mut c, mut w) = clients(&s).await;
-    submit(&mut c, TWO_STEPS).await.unwrap();
-    let run = start(&mut c, "two", &[]).await;
-    let id = register(&mut w).await;
-    let a = lease(&mut w, &id).await.unwrap();
+    let (mut c, mut w, run, id, a) = two_leased(&s).await;
     w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &id, &a)).await.unwrap();
     let session = w.session();
     // Silent past the lease timeout: lost, and attempt 2 is offered.
