@@ -346,3 +346,50 @@ steps:
     assert!(!canary.exists(), "a payload ran");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_worker_needs_no_socket_and_still_passes_the_guard() {
+    // `weir run`'s embedded worker calls the engine's router directly. Its engine URL here
+    // points where nothing listens, so every call, the streams of a bundle, logs and artifacts
+    // included, can only have gone in-process.
+    let mut c = Cluster::start(0, 1).await;
+    let transport = c.transport();
+    assert!(transport.is_local());
+    c.add_worker_with(2, |config| {
+        config.engine = "http://127.0.0.1:9".into();
+        config.local = Some(transport);
+    });
+    let folder = c.dir.path().join("bundle");
+    std::fs::create_dir_all(folder.join("steps")).unwrap();
+    std::fs::write(folder.join("steps/make.sh"), "echo made by $1 > \"$WEIR_OUTPUTS/made.txt\"\n").unwrap();
+    let yaml = "name: inproc
+steps:
+  make:
+    run: sh steps/make.sh bundle; echo making
+    outputs: [made.txt]
+  use:
+    needs: [make]
+    run: cat \"$WEIR_INPUTS/make/made.txt\"
+";
+    let version = c.submit(yaml, Some(&folder)).await;
+    let run = c.start_run(&version, &[]).await;
+    let got = c.wait(&run, MINUTE).await;
+    assert_eq!(state(&got), RunState::Succeeded, "{:#?}", got.steps);
+    assert_eq!(c.logs(&run, "make").await, "making\n");
+    assert_eq!(c.logs(&run, "use").await, "made by bundle\n");
+    c.stop().await;
+
+    // The guard sees in-process calls like any other: a server that wants a worker token
+    // refuses an in-process worker without one.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = weir_tests::test_config(dir.path());
+    config.worker_token = Some("w".repeat(32));
+    config.client_token = Some("c".repeat(32));
+    let server = weir_engine::server::start(config).await.unwrap();
+    let mut agent = weir_worker::AgentConfig::new("http://127.0.0.1:9", dir.path().join("worker"));
+    agent.local = Some(server.transport());
+    let ended = tokio::time::timeout(MINUTE, weir_worker::Agent::new(agent).run(Default::default())).await;
+    let Ok(Err(refused)) = ended else { panic!("the worker without a token must be refused: {ended:?}") };
+    assert!(refused.is_auth(), "{refused}");
+    server.shutdown().await;
+}

@@ -62,6 +62,11 @@ impl Cluster {
         self.server.as_ref().expect("running").url()
     }
 
+    /// The in-process transport to the server (as `weir run`'s embedded worker uses).
+    pub fn transport(&self) -> weir_proto::transport::Transport {
+        self.server.as_ref().expect("running").transport()
+    }
+
     /// Starts one more worker agent; returns its index.
     pub fn add_worker(&mut self, capacity: u32) -> usize {
         self.add_worker_with(capacity, |_| {})

@@ -168,6 +168,7 @@ async fn embedded(args: RunArgs, file: PathBuf, docker: bool) -> ExitCode {
         agent_config.capacity = n;
     }
     agent_config.name = "local".into();
+    agent_config.local = Some(server.transport());
     agent_config.labels = args.labels.iter().cloned().collect();
     agent_config.grace = Duration::from_secs(args.grace);
     agent_config.runtime = Arc::new(ProcessRuntime::new());
@@ -296,6 +297,7 @@ pub async fn attach(dir: &std::path::Path, resume: &[String], worker: bool) -> R
     }
     let mut agent_config = AgentConfig::new(url.clone(), dir.join("worker"));
     agent_config.name = "local".into();
+    agent_config.local = Some(server.transport());
     agent_config.runtime = Arc::new(ProcessRuntime::new());
     agent_config.docker = connect_docker(DockerMode::Auto).await.unwrap_or_default();
     let stop = CancellationToken::new();

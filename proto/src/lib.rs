@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod tls;
+pub mod transport;
 
 /// The metadata entry that carries a worker's session secret on every call after Register.
 pub const SESSION_HEADER: &str = "x-weir-session";

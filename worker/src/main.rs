@@ -198,6 +198,7 @@ fn main() -> ExitCode {
         grace: Duration::from_secs(args.grace),
         gpus: args.gpus.clone(),
         cache_max: args.cache_max,
+        local: None,
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

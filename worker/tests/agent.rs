@@ -371,6 +371,7 @@ impl Setup {
             grace: Duration::from_millis(500),
             gpus: weir_worker::gpu::GpuChoice::None,
             cache_max: 10 << 30,
+            local: None,
         }
     }
 

@@ -238,6 +238,8 @@ pub struct Server {
     ticker: JoinHandle<()>,
     outbox: JoinHandle<()>,
     triggering: Option<JoinHandle<()>>,
+    /// The gRPC routes (guard included) for callers in this process ([`Server::transport`]).
+    local: tonic::service::Routes,
 }
 
 impl Server {
@@ -249,6 +251,13 @@ impl Server {
     /// `http://ADDR`, or `https://ADDR` with TLS, for clients and workers.
     pub fn url(&self) -> String {
         format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// A transport for a client in this process (`weir run`'s embedded worker): its calls go
+    /// straight into the gRPC routes, guard included, without a socket. It holds the engine:
+    /// drop it (stop the worker) before [`Server::shutdown`], which otherwise waits for it.
+    pub fn transport(&self) -> weir_proto::transport::Transport {
+        weir_proto::transport::Transport::local(self.local.clone())
     }
 
     /// Whether it speaks TLS.
@@ -270,6 +279,7 @@ impl Server {
     /// caller still holds the engine (then when it drops it), the data folder is unlocked
     /// once the returned future completes.
     pub async fn shutdown(self) {
+        drop(self.local);
         let _ = self.stop.send(true);
         self.ticker.abort();
         let _ = self.ticker.await;
@@ -400,6 +410,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
     // One port: gRPC services by their `/package.Service/` paths, the web UI by the rest.
     // HTTP/1.1 is accepted for browsers (gRPC stays on HTTP/2).
+    let local = grpc.clone();
     let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(web).fallback(crate::web::not_found));
     let router = tonic::transport::Server::builder()
         .accept_http1(true)
@@ -449,5 +460,5 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     });
     let tls = config.tls.is_some();
     tracing::info!(%addr, tls, mtls = worker_cert, data_dir = %config.data_dir.display(), "weir server listening");
-    Ok(Server { addr, tls, engine, stop, serve, ticker, outbox, triggering })
+    Ok(Server { addr, tls, engine, stop, serve, ticker, outbox, triggering, local })
 }

@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
+use weir_proto::transport::Transport;
 use weir_proto::v1;
 use weir_proto::v1::weir_worker_client::WeirWorkerClient;
 
@@ -71,6 +72,9 @@ pub struct AgentConfig {
     /// The most bytes of input and output blobs kept in `work_dir/blobs` between attempts
     /// (`--cache-max`); the least recently used go first (`evict`).
     pub cache_max: u64,
+    /// An engine in this same process (`weir run`): calls go straight into its router, with
+    /// no socket in between (`weir_proto::transport`); `engine` then only names it in logs.
+    pub local: Option<weir_proto::transport::Transport>,
 }
 
 /// `--cache-max` by default: 10 GiB.
@@ -94,6 +98,7 @@ impl AgentConfig {
             grace: Duration::from_secs(10),
             gpus: crate::gpu::GpuChoice::Detect,
             cache_max: DEFAULT_CACHE_MAX,
+            local: None,
         }
     }
 }
@@ -110,6 +115,7 @@ impl fmt::Debug for AgentConfig {
             .field("work_dir", &self.work_dir)
             .field("docker", &self.docker.is_some())
             .field("grace", &self.grace)
+            .field("local", &self.local.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -198,7 +204,11 @@ impl Agent {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         let slot = auth.session_slot();
-        let client = WeirWorkerClient::with_interceptor(endpoint.connect_lazy(), auth);
+        let transport = match &config.local {
+            Some(local) => local.clone(),
+            None => Transport::from(endpoint.connect_lazy()),
+        };
+        let client = WeirWorkerClient::with_interceptor(transport, auth);
 
         let work_dir_error = |reason: String| AgentError::WorkDir { path: config.work_dir.clone(), reason };
         let attempts_dir = config.work_dir.join("attempts");

@@ -20,8 +20,8 @@ use crate::wire;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::InterceptedService;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
+use weir_proto::transport::Transport;
 use weir_proto::v1;
 use weir_proto::v1::weir_worker_client::WeirWorkerClient;
 
@@ -29,7 +29,7 @@ use super::AgentError;
 use super::fence::{self, Contact};
 
 /// The generated client, with the token interceptor.
-pub(crate) type Client = WeirWorkerClient<InterceptedService<Channel, Auth>>;
+pub(crate) type Client = WeirWorkerClient<InterceptedService<Transport, Auth>>;
 
 /// How long a Lease call may be held by the engine.
 pub(crate) const LEASE_WAIT: Duration = Duration::from_secs(20);
