@@ -84,6 +84,18 @@ async fn own_signal_is_reported() {
 }
 
 #[tokio::test]
+async fn a_script_runs_in_bin_sh_whatever_its_path_says() {
+    // As system(3) and make: `/bin/sh -c`, so a step's own PATH (here one without any shell)
+    // decides what its commands find, not which shell reads them; `$0` is still `sh`.
+    let f = Fixture::new();
+    let mut spec = f.script("echo $0; echo \"$PATH\"");
+    spec.env.push(("PATH".into(), "/nonexistent".into()));
+    let ran = run_plain(&ProcessRuntime::new(), spec).await;
+    assert_eq!(ran.outcome, Outcome::Exited(0), "{:?}", ran.lines);
+    assert_eq!(ran.stdout(), ["sh", "/nonexistent"]);
+}
+
+#[tokio::test]
 async fn spawn_errors() {
     let f = Fixture::new();
     let rt = ProcessRuntime::new();

@@ -115,10 +115,12 @@ async fn run(
     logs: mpsc::Sender<LogLine>,
     cancel: CancellationToken,
 ) -> Result<Outcome, Error> {
-    let argv: Vec<&str> = match &spec.action {
-        Action::Script(script) => vec!["sh", "-c", script],
+    // A script runs as `system(3)` and make run one: `/bin/sh -c`, found without a walk of
+    // `PATH` (an `access` call per entry for every step); `$0` stays `sh`.
+    let (program, argv): (&str, Vec<&str>) = match &spec.action {
+        Action::Script(script) => ("/bin/sh", vec!["sh", "-c", script]),
         Action::Argv(argv) if argv.is_empty() => return Err(Error::EmptyArgv),
-        Action::Argv(argv) => argv.iter().map(String::as_str).collect(),
+        Action::Argv(argv) => (argv[0].as_str(), argv.iter().map(String::as_str).collect()),
     };
     let spawn_error = |source| Error::Spawn { program: argv[0].to_string(), workdir: spec.workdir.clone(), source };
     let mut env = step_env(std::env::vars(), &spec.env, &spec.inputs_dir, &spec.outputs_dir);
@@ -126,7 +128,7 @@ async fn run(
     if let Some(dir) = &spec.metrics_dir {
         set_metrics_file(&mut env, &dir.join(super::METRICS_FILE));
     }
-    let child = spawn::spawn(&argv, &env, &spec.workdir).map_err(spawn_error)?;
+    let child = spawn::spawn(program, &argv, &env, &spec.workdir).map_err(spawn_error)?;
     let pgid = child.pid;
     let born = session::Born { leader: pgid, at: crate::clock::instant() };
     let stdout = pipe_reader(child.stdout, std::process::ChildStdout::from, tokio::process::ChildStdout::from_std);

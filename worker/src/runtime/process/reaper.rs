@@ -66,7 +66,7 @@ impl Reaper {
     pub(super) fn add(&self, sid: libc::pid_t) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.sids.insert(sid);
-        state.send(format_args!("add {sid}\n"))
+        state.send(&format!("add {sid}\n"))
     }
 
     /// Stops guarding session `sid` (after the step's final kill, before its leader is reaped).
@@ -74,7 +74,7 @@ impl Reaper {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.sids.remove(&sid) {
             // A failure restarted the reaper without `sid`: nothing is lost.
-            let _ = state.send(format_args!("del {sid}\n"));
+            let _ = state.send(&format!("del {sid}\n"));
         }
     }
 
@@ -86,10 +86,12 @@ impl Reaper {
 
 impl State {
     /// Sends one line to the reaper; if there is none, or it cannot take the line (it died, or
-    /// stopped reading), starts a new one and tells it every guarded session.
-    fn send(&mut self, line: std::fmt::Arguments<'_>) -> io::Result<()> {
+    /// stopped reading), starts a new one and tells it every guarded session. One `write` per
+    /// line (a pipe takes up to 4 KiB at once): written in pieces, each piece would wake the
+    /// reaper's shell, which reads a byte at a time.
+    fn send(&mut self, line: &str) -> io::Result<()> {
         if let Some(live) = &mut self.live
-            && live.stdin.write_fmt(line).is_ok()
+            && live.stdin.write_all(line.as_bytes()).is_ok()
         {
             return Ok(());
         }

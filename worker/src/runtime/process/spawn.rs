@@ -38,14 +38,14 @@ pub(super) struct Child {
     pub reap: oneshot::Sender<()>,
 }
 
-/// Starts `argv` (`argv[0]` is looked up in the `PATH` of `env`, as `Command` does when the
-/// child's environment sets `PATH`) in `workdir`, leading a new session and so a new group, with
+/// Starts `program` with `argv` (`program`, unless it holds a `/`, is looked up in the `PATH` of
+/// `env`, as `Command` does when the child's environment sets `PATH`) in `workdir`, leading a new session and so a new group, with
 /// exactly `env`, stdin on `/dev/null`, stdout and stderr on fresh pipes, an empty signal mask and
 /// every signal at its default disposition (the worker ignores SIGPIPE, and ignored signals would
 /// survive `exec`).
-pub(super) fn spawn(argv: &[&str], env: &[(String, String)], workdir: &Path) -> io::Result<Child> {
+pub(super) fn spawn(program: &str, argv: &[&str], env: &[(String, String)], workdir: &Path) -> io::Result<Child> {
     let cstring = |bytes: &[u8]| CString::new(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
-    let program = resolve(argv[0], env, workdir)?;
+    let program = resolve(program, env, workdir)?;
     let program = cstring(program.as_os_str().as_bytes())?;
     let argv: Vec<CString> = argv.iter().map(|a| cstring(a.as_bytes())).collect::<io::Result<_>>()?;
     let envp: Vec<CString> =
