@@ -179,11 +179,18 @@ async fn embedded(args: RunArgs, file: PathBuf, docker: bool) -> ExitCode {
     }
     let agent = tokio::spawn(crate::otlp::run_agent(Agent::new(agent_config), tracer, shutdown.clone()));
 
-    let conn = ConnArgs { server: server.url(), weir_run: Some(args.data_dir.clone()), ..ConnArgs::default() };
+    let conn = ConnArgs {
+        server: server.url(),
+        weir_run: Some(args.data_dir.clone()),
+        transport: Some(server.transport()),
+        ..ConnArgs::default()
+    };
     if let Ok(mut client) = conn::connect(&conn).await {
         crate::client::resume::announce_interrupted(&mut client, &args.data_dir, &[]).await;
     }
     let result = drive(&conn, &args, &file).await;
+    // Its transport holds the engine, which shutdown waits to be free.
+    drop(conn);
     if args.ui.is_some() && !matches!(result, Err(Failure::Interrupted)) {
         eprintln!("the web UI stays up at {}/runs: Ctrl-C stops it", server.url());
         let _ = tokio::signal::ctrl_c().await;

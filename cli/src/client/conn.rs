@@ -8,10 +8,11 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Request, Status};
 use weir_proto::auth::{Role, TokenFile};
 use weir_proto::tls::ClientTls;
+use weir_proto::transport::Transport;
 use weir_proto::v1::weir_access_client::WeirAccessClient;
 use weir_proto::v1::weir_admin_client::WeirAdminClient;
 use weir_proto::v1::weir_client_client::WeirClientClient;
@@ -69,10 +70,10 @@ impl Interceptor for Auth {
     }
 }
 
-pub type Client = WeirClientClient<InterceptedService<Channel, Auth>>;
-pub type AdminClient = WeirAdminClient<InterceptedService<Channel, Auth>>;
-pub type SecretsClient = WeirSecretsClient<InterceptedService<Channel, Auth>>;
-pub type AccessClient = WeirAccessClient<InterceptedService<Channel, Auth>>;
+pub type Client = WeirClientClient<InterceptedService<Transport, Auth>>;
+pub type AdminClient = WeirAdminClient<InterceptedService<Transport, Auth>>;
+pub type SecretsClient = WeirSecretsClient<InterceptedService<Transport, Auth>>;
+pub type AccessClient = WeirAccessClient<InterceptedService<Transport, Auth>>;
 
 impl ConnArgs {
     /// The settings this command connects with: the command line and environment, then the
@@ -198,7 +199,10 @@ pub async fn connect_access(conn: &ConnArgs) -> Result<AccessClient, Failure> {
 
 /// The channel to `conn.server`, an http:// URL, or an https:// one with TLS (`--ca`, the
 /// system's roots, a client certificate), that answers.
-async fn channel(conn: &ConnArgs) -> Result<Channel, Failure> {
+async fn channel(conn: &ConnArgs) -> Result<Transport, Failure> {
+    if let Some(local) = &conn.transport {
+        return Ok(local.clone());
+    }
     let tls = ClientTls { ca: conn.ca.clone(), cert: conn.tls_cert.clone(), key: conn.tls_key.clone() };
     let endpoint: Endpoint = tls.endpoint(&conn.server).map_err(|e| {
         eprintln!("error: --server: {e}");
@@ -206,7 +210,7 @@ async fn channel(conn: &ConnArgs) -> Result<Channel, Failure> {
     })?;
     let endpoint = endpoint.connect_timeout(Duration::from_secs(10)).tcp_nodelay(true);
     let channel = endpoint.connect().await.map_err(|e| unreachable(conn, &e))?;
-    Ok(channel)
+    Ok(Transport::from(channel))
 }
 
 fn unreachable(conn: &ConnArgs, e: &dyn std::error::Error) -> Failure {

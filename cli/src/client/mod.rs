@@ -145,6 +145,9 @@ pub struct ConnArgs {
     /// What the command line and the environment set, and from where (`conn::note_given`).
     #[arg(skip)]
     pub(crate) given: config::Given,
+    /// `weir run`'s engine, in this process: calls go straight into its router (no socket).
+    #[arg(skip)]
+    pub(crate) transport: Option<weir_proto::transport::Transport>,
 }
 
 /// A path, empty included: an empty WEIR_TOKEN_FILE or WEIR_CONFIG (`VAR=` in a script or a
