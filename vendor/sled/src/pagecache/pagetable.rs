@@ -2,9 +2,11 @@
 #![allow(unsafe_code)]
 
 use std::{
-    alloc::{alloc_zeroed, Layout},
+    alloc::{handle_alloc_error, GlobalAlloc, Layout, System},
     convert::TryFrom,
-    mem::{align_of, size_of},
+    mem::size_of,
+    ops::Deref,
+    ptr::NonNull,
     sync::atomic::Ordering::{Acquire, Relaxed, Release},
 };
 
@@ -28,42 +30,65 @@ const FAN_MASK: u64 = (NODE2_FAN_OUT - 1) as u64;
 pub type PageId = u64;
 
 struct Node1 {
-    children: [Atomic<Node2>; NODE1_FAN_OUT],
+    children: Children<Node2, NODE1_FAN_OUT>,
 }
 
 struct Node2 {
-    children: [Atomic<Page>; NODE2_FAN_OUT],
+    children: Children<Page, NODE2_FAN_OUT>,
+}
+
+// weir: a node's child pointers (4 MiB for the head, 2 MiB for each second-level node) come
+// zeroed from the system allocator, not from the global one. glibc serves such sizes with a
+// fresh mmap, whose pages are zero without being written and resident only once used; mimalloc
+// (weir's global allocator) wrote zeros over all 6 MiB at every store opening: a third of a
+// one-step `weir run`'s page faults and ~8% of its CPU (vendor/sled/WEIR.md).
+struct Children<T, const N: usize> {
+    ptr: NonNull<[Atomic<T>; N]>,
+}
+
+// The array is owned by its node alone; `Atomic<T>` is itself `Send + Sync`.
+unsafe impl<T, const N: usize> Send for Children<T, N> {}
+unsafe impl<T, const N: usize> Sync for Children<T, N> {}
+
+impl<T, const N: usize> Children<T, N> {
+    fn layout() -> Layout {
+        Layout::new::<[Atomic<T>; N]>()
+    }
+
+    fn new() -> Self {
+        let layout = Self::layout();
+        // A null `Atomic` is all zero bytes, as the original `alloc_zeroed` relied on too.
+        let raw = unsafe { System.alloc_zeroed(layout) } as *mut [Atomic<T>; N];
+        match NonNull::new(raw) {
+            Some(ptr) => Self { ptr },
+            None => handle_alloc_error(layout),
+        }
+    }
+}
+
+impl<T, const N: usize> Deref for Children<T, N> {
+    type Target = [Atomic<T>; N];
+
+    fn deref(&self) -> &Self::Target {
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T, const N: usize> Drop for Children<T, N> {
+    fn drop(&mut self) {
+        unsafe { System.dealloc(self.ptr.as_ptr() as *mut u8, Self::layout()) }
+    }
 }
 
 impl Node1 {
     fn new() -> Owned<Self> {
-        let size = size_of::<Self>();
-        let align = align_of::<Self>();
-
-        unsafe {
-            let layout = Layout::from_size_align_unchecked(size, align);
-
-            #[allow(clippy::cast_ptr_alignment)]
-            let ptr = alloc_zeroed(layout) as *mut Self;
-
-            Owned::from_raw(ptr)
-        }
+        Owned::new(Node1 { children: Children::new() })
     }
 }
 
 impl Node2 {
     fn new() -> Owned<Node2> {
-        let size = size_of::<Self>();
-        let align = align_of::<Self>();
-
-        unsafe {
-            let layout = Layout::from_size_align_unchecked(size, align);
-
-            #[allow(clippy::cast_ptr_alignment)]
-            let ptr = alloc_zeroed(layout) as *mut Self;
-
-            Owned::from_raw(ptr)
-        }
+        Owned::new(Node2 { children: Children::new() })
     }
 }
 
