@@ -20,6 +20,8 @@ pub use sweep::Swept;
 
 /// Bytes read, hashed and written per step of a put or a verify.
 pub(super) const CHUNK: usize = 1 << 20;
+/// The first read buffer of a put (it grows to [`CHUNK`] while reads fill it).
+const FIRST_CHUNK: usize = 64 * 1024;
 
 /// The blob store rooted at a folder of the data folder.
 #[derive(Debug, Clone)]
@@ -88,7 +90,10 @@ impl Store {
         // Removes the temporary file on every early return; disarmed once it is renamed away.
         let mut guard = RemoveOnDrop(Some(tmp_path.clone()));
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK];
+        // Small first: most puts (bundles, logs, metrics) are a few KiB, and zeroing a 1 MiB
+        // buffer for each was a visible part of a short step's cost (BENCHMARKS.md, issue 19).
+        // A read that fills the buffer doubles it, up to CHUNK, for big files.
+        let mut buf = vec![0u8; FIRST_CHUNK];
         let mut size = 0u64;
         loop {
             let n = match reader.read(&mut buf) {
@@ -100,6 +105,9 @@ impl Store {
             hasher.update(&buf[..n]);
             tmp.write_all(&buf[..n]).map_err(Error::io("write", &tmp_path))?;
             size += n as u64;
+            if n == buf.len() && buf.len() < CHUNK {
+                buf.resize(buf.len() * 2, 0);
+            }
         }
         let digest = Digest::from(hasher.finalize());
         tmp.set_permissions(fs::Permissions::from_mode(0o444)).map_err(Error::io("set permissions of", &tmp_path))?;
@@ -140,7 +148,8 @@ impl Store {
     pub fn verify(&self, digest: &Digest) -> Result<(), Error> {
         let mut file = self.open_blob(digest)?;
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK];
+        let len = file.metadata().map_or(CHUNK as u64, |m| m.len());
+        let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
         loop {
             match file.read(&mut buf) {
                 Ok(0) => break,

@@ -31,8 +31,9 @@ pub fn download(engine: &Arc<Engine>, digest: Digest, offset: u64) -> Result<Chu
     file.seek(SeekFrom::Start(offset)).map_err(|e| ApiError::Internal(format!("seek in blob {digest}: {e}")))?;
     let (tx, rx) = mpsc::channel(4);
     let downloaded = engine.metrics.downloaded.clone();
+    let left = file.metadata().map_or(CHUNK as u64, |m| m.len().saturating_sub(offset));
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; CHUNK.min(left as usize).max(1)];
         loop {
             match file.read(&mut buf) {
                 Ok(0) => break,

@@ -306,12 +306,13 @@ pub(crate) async fn upload_artifact(
                 })),
             };
             let blob = blob.clone();
+            let size = entry.size;
             async move {
                 let (tx, rx) = mpsc::channel(2);
                 let read = async move {
                     tx.send(header).await.map_err(|_| None::<io::Error>)?;
                     let mut file = tokio::fs::File::open(&blob).await.map_err(Some)?;
-                    let mut buf = vec![0u8; CHUNK];
+                    let mut buf = vec![0u8; CHUNK.min(size as usize).max(1)];
                     loop {
                         let n = file.read(&mut buf).await.map_err(Some)?;
                         if n == 0 {
