@@ -590,6 +590,23 @@ async fn a_client_built_from_reflection_alone_lists_the_services() {
         .flat_map(|s| s.method.into_iter().map(|m| m.name().to_string()))
         .collect();
     assert!(methods.contains(&"Lease".to_string()) && methods.contains(&"Report".to_string()), "{methods:?}");
+
+    // The older v1alpha protocol (grpcurl before 1.9 asks it) is served too.
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let ch = Channel::from_shared(s.url()).unwrap().connect().await.unwrap();
+    let list = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::ListServices(String::new())),
+    };
+    let mut stream =
+        AlphaClient::new(ch).server_reflection_info(tokio_stream::iter([list])).await.unwrap().into_inner();
+    let Some(AlphaResponse::ListServicesResponse(list)) = stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("a v1alpha service list")
+    };
+    assert!(list.service.iter().any(|s| s.name == "weir.v1.WeirClient"), "{:?}", list.service);
     s.shutdown().await;
 }
 

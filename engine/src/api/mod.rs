@@ -16,6 +16,7 @@ pub(crate) mod bounds;
 mod client;
 pub mod convert;
 mod guard;
+mod lazy;
 mod live_metrics;
 mod peer;
 mod secrets;
@@ -46,23 +47,29 @@ use crate::server::Engine;
 /// web UI's (one port, told apart by path), every one behind the guard (`guard.rs`): the
 /// caller's token and role for each method as `access` says, and the audit log; under mTLS (`worker_cert`) worker calls
 /// need a verified client certificate first (`peer.rs`).
-pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>, worker_cert: bool) -> Result<Routes, String> {
+pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>, worker_cert: bool) -> Routes {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WeirClientServer<client::ClientApi>>().await;
     health.set_serving::<WeirWorkerServer<worker::WorkerApi>>().await;
     health.set_serving::<WeirAdminServer<admin::AdminApi>>().await;
     health.set_serving::<WeirSecretsServer<secrets::SecretsApi>>().await;
     health.set_serving::<WeirAccessServer<access::AccessApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| format!("reflection: {e}"))?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| format!("reflection: {e}"))?;
+    // Built at the first reflection call (`lazy`); the descriptor sets are compiled in, so the
+    // build cannot fail but for a broken build (the tests call both versions).
+    let reflection = lazy::Lazy::new(|| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the compiled-in descriptor sets make a reflection service")
+    });
+    let reflection_alpha = lazy::Lazy::new(|| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .expect("the compiled-in descriptor sets make a reflection service")
+    });
     let guard = Arc::new(guard::Guard {
         access: access.clone(),
         engine: engine.clone(),
@@ -82,5 +89,5 @@ pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>, worker_cert
         .routes()
         .into_axum_router()
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard));
-    Ok(Routes::from(router))
+    Routes::from(router)
 }

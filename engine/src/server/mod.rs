@@ -402,9 +402,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
 
     let worker_cert = config.tls.as_ref().is_some_and(|t| t.mtls);
     let access = Arc::new(Access::load(&grants, &engine.store)?);
-    let grpc = crate::api::routes(engine.clone(), access.clone(), worker_cert)
-        .await
-        .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
+    let grpc = crate::api::routes(engine.clone(), access.clone(), worker_cert).await;
     let key_material: String = grants.iter().map(|g| g.token.as_str()).collect::<Vec<_>>().join("\n");
     let web = crate::web::router(engine.clone(), access, (!grants.is_empty()).then_some(key_material.as_str()))
         .map_err(|e| StartError::Recover(ApiError::Internal(e)))?;
