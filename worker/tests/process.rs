@@ -358,3 +358,25 @@ async fn step_and_grandchild_die_with_their_worker() {
 async fn worker_with_closed_stdin_guards_its_step() {
     worker_dies(true).await;
 }
+
+/// `warm` starts the reaper before any step (a worker calls it while it registers), and the
+/// first step then uses that reaper rather than starting its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warmed_runtime_has_its_reaper_before_the_first_step() {
+    let f = Fixture::new();
+    let rt = ProcessRuntime::new();
+    rt.warm();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reaper = loop {
+        if let Some(pid) = rt.reaper_pid() {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no reaper 5 s after warm");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(alive(reaper as i32));
+    assert_eq!(run_plain(&rt, f.script("true")).await.outcome, Outcome::Exited(0));
+    assert_eq!(rt.reaper_pid(), Some(reaper), "the step started a second reaper");
+    drop(rt);
+    assert!(dies_within(reaper as i32, Duration::from_secs(2)).await, "reaper {reaper} outlived its runtime");
+}

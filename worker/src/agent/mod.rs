@@ -244,6 +244,10 @@ impl Agent {
         }
         let files = transfer::Files::open(&config.work_dir, config.cache_max).map_err(work_dir_error)?;
 
+        if config.process_steps {
+            // The reaper starts while the worker registers, not when the first step does.
+            config.runtime.warm();
+        }
         let capacity = config.capacity.max(1);
         let gpus = config.gpus.resolve().await;
         let register = v1::RegisterRequest {

@@ -199,4 +199,9 @@ pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, Error>> + S
 /// sent. Dropping the returned future kills the step too.
 pub trait Runtime: Send + Sync {
     fn run(&self, spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> RunFuture<'_>;
+
+    /// Prepares, in the background, what the first step would otherwise wait for (the process
+    /// runtime's reaper). A worker calls it once it has decided to take such steps; a runtime
+    /// works the same without it.
+    fn warm(&self) {}
 }

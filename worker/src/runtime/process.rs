@@ -100,6 +100,20 @@ impl Runtime for ProcessRuntime {
     fn run(&self, spec: StepSpec, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> RunFuture<'_> {
         Box::pin(run(&self.reaper, spec, logs, cancel))
     }
+
+    /// Starts the reaper on a blocking thread, so that the first step does not wait for a shell
+    /// to start (about a millisecond of a one-step run). A failure here is only logged: the
+    /// first step tries again and refuses to run without a reaper.
+    fn warm(&self) {
+        let reaper = self.reaper.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn_blocking(move || {
+                if let Err(e) = reaper.start() {
+                    tracing::warn!(error = %e, "cannot start the step reaper yet; the first step will try again");
+                }
+            });
+        }
+    }
 }
 
 /// Why the step stopped before exiting by itself.

@@ -78,6 +78,15 @@ impl Reaper {
         }
     }
 
+    /// Starts the reaper if none runs (and tells it every guarded session).
+    pub(super) fn start(&self) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.live.is_some() {
+            return Ok(());
+        }
+        state.send("")
+    }
+
     /// The reaper's pid, if it runs.
     pub(super) fn pid(&self) -> Option<u32> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).live.as_ref().map(|l| l.child.id())
@@ -113,9 +122,10 @@ impl State {
 
 impl Live {
     fn start() -> io::Result<Self> {
-        // No pre_exec and no PATH change: std starts it with posix_spawn too. Its own group keeps
-        // it out of the worker's (a terminal's ^C) and out of every step's.
-        let mut child = Command::new("sh")
+        // No pre_exec and no PATH change: std starts it with posix_spawn too. `/bin/sh`, as for
+        // steps' scripts: no walk of `PATH`. Its own group keeps it out of the worker's (a
+        // terminal's ^C) and out of every step's.
+        let mut child = Command::new("/bin/sh")
             .args(["-c", SCRIPT, "weir-reaper"])
             .current_dir("/")
             .stdin(Stdio::piped())
