@@ -6,7 +6,7 @@
 //! before the answer leaves. Refusals of mutating methods are recorded too. Health checking and
 //! reflection pass untouched. It decides nothing else: the rules are `access`'s.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -26,9 +26,17 @@ const MAX_UNARY: usize = 4 * 1024 * 1024 + 5;
 pub(crate) struct Guard {
     pub access: Arc<Access>,
     pub engine: Arc<Engine>,
-    pub methods: Methods,
+    /// Decoded from the compiled descriptors on a blocking thread at start (`super::routes`),
+    /// so that it does not delay serving; [`Guard::methods`] waits for it if need be.
+    pub methods: Arc<OnceLock<Methods>>,
     /// Under mTLS: worker calls need a verified client certificate (`peer.rs`).
     pub worker_cert: bool,
+}
+
+impl Guard {
+    fn methods(&self) -> &Methods {
+        self.methods.get_or_init(Methods::load)
+    }
 }
 
 /// The bearer token of `req`, if any.
@@ -72,12 +80,12 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
     let note = AuditNote::default();
     parts.extensions.insert(principal.clone());
     parts.extensions.insert(note.clone());
-    let (body, target) = if g.methods.client_streaming(&method) {
+    let (body, target) = if g.methods().client_streaming(&method) {
         (body, String::new())
     } else {
         match axum::body::to_bytes(body, MAX_UNARY).await {
             Ok(bytes) => {
-                let target = g.methods.target(&method, &bytes);
+                let target = g.methods().target(&method, &bytes);
                 (Body::from(bytes), target)
             }
             Err(_) => return Status::resource_exhausted("the request is too large").into_http(),

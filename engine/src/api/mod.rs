@@ -70,10 +70,16 @@ pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>, worker_cert
             .build_v1alpha()
             .expect("the compiled-in descriptor sets make a reflection service")
     });
+    // Decoding the method table takes about a millisecond: off the path to serving.
+    let methods = Arc::new(std::sync::OnceLock::new());
+    let warm = methods.clone();
+    tokio::task::spawn_blocking(move || {
+        warm.get_or_init(Methods::load);
+    });
     let guard = Arc::new(guard::Guard {
         access: access.clone(),
         engine: engine.clone(),
-        methods: Methods::load(),
+        methods: methods.clone(),
         worker_cert,
     });
     let router = Routes::builder()

@@ -300,9 +300,13 @@ impl Server {
         // A blocking store call that an aborted task had started (the outbox's flush, a
         // trigger's scan) still holds the engine and so the store; wait for it (bounded), so the
         // data folder can be opened again as soon as this returns.
+        // Polled from 50 µs up, doubling to 2 ms: usually the last holder lets go within a
+        // fraction of a millisecond, and a `weir run` exits only after this.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut pause = Duration::from_micros(50);
         while Arc::strong_count(&self.engine) > 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(2));
         }
         if Arc::strong_count(&self.engine) > 1 {
             tracing::warn!("the engine is still in use 5s after shutdown; its store stays open until released");
