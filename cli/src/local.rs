@@ -148,6 +148,8 @@ async fn embedded(args: RunArgs, file: PathBuf, docker: bool) -> ExitCode {
     }
     let mut config = local_config(&args.data_dir, listen);
     config.otlp_endpoint = args.otlp.endpoint();
+    // A data folder without a database holds no run a killed `weir run` could have left.
+    let fresh = !config.data_dir.join("db").exists();
     let server = match server::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -185,7 +187,7 @@ async fn embedded(args: RunArgs, file: PathBuf, docker: bool) -> ExitCode {
         transport: Some(server.transport()),
         ..ConnArgs::default()
     };
-    if let Ok(mut client) = conn::connect(&conn).await {
+    if !fresh && let Ok(mut client) = conn::connect(&conn).await {
         crate::client::resume::announce_interrupted(&mut client, &args.data_dir, &[]).await;
     }
     let result = drive(&conn, &args, &file).await;
