@@ -56,20 +56,8 @@ pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>, worker_cert
     health.set_serving::<WeirAccessServer<access::AccessApi>>().await;
     // Built at the first reflection call (`lazy`); the descriptor sets are compiled in, so the
     // build cannot fail but for a broken build (the tests call both versions).
-    let reflection = lazy::Lazy::new(|| {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .expect("the compiled-in descriptor sets make a reflection service")
-    });
-    let reflection_alpha = lazy::Lazy::new(|| {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .expect("the compiled-in descriptor sets make a reflection service")
-    });
+    let reflection = lazy::Lazy::new(|| reflection_builder().build_v1().expect(BUILT));
+    let reflection_alpha = lazy::Lazy::new(|| reflection_builder().build_v1alpha().expect(BUILT));
     // Decoding the method table takes about a millisecond: off the path to serving.
     let methods = Arc::new(std::sync::OnceLock::new());
     let warm = methods.clone();
@@ -96,4 +84,13 @@ pub(crate) async fn routes(engine: Arc<Engine>, access: Arc<Access>, worker_cert
         .into_axum_router()
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard));
     Routes::from(router)
+}
+
+const BUILT: &str = "the compiled-in descriptor sets make a reflection service";
+
+/// Reflection over weir's services and health's.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
