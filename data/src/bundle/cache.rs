@@ -2,8 +2,9 @@
 //! fetched and extracted at most once. [`BundleCache::get_or_fetch`] takes a per-digest lock
 //! (`.<digest>.lock`, an OS file lock, so it holds across threads and processes), fetches into
 //! a temporary file capped at the largest archive the limits allow, and extracts with
-//! [`extract`], which verifies the digest and renames the folder into place only when complete.
-//! A folder named by a digest therefore always holds exactly that bundle. Leftovers of a crashed
+//! [`extract_with`], which verifies the digest and renames the folder into place only when complete.
+//! A folder named by a digest therefore always holds exactly that bundle (in an
+//! [`BundleCache::unsynced`] cache, until a power loss: see [`Durability::Unsynced`]). Leftovers of a crashed
 //! fetch are swept by the next fetch of the same digest, under its lock; lock files stay (they
 //! are empty, and removing them would race with waiters). Nothing here evicts old bundles yet.
 
@@ -12,13 +13,14 @@ use std::io::{self, BufReader, BufWriter, Seek, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BundleLimits, Error, extract, is_digest};
+use super::{BundleLimits, Durability, Error, extract_with, is_digest};
 
 /// Extracted bundles by digest; see the module docs.
 #[derive(Clone, Debug)]
 pub struct BundleCache {
     root: PathBuf,
     limits: BundleLimits,
+    durability: Durability,
 }
 
 impl BundleCache {
@@ -26,7 +28,14 @@ impl BundleCache {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(Error::io(&root))?;
-        Ok(Self { root, limits: BundleLimits::default() })
+        Ok(Self { root, limits: BundleLimits::default(), durability: Durability::Synced })
+    }
+
+    /// Extracts without fsyncing ([`Durability::Unsynced`]): for a reader that re-checks every
+    /// bundle it finds here after a restart.
+    pub fn unsynced(mut self) -> Self {
+        self.durability = Durability::Unsynced;
+        self
     }
 
     /// The limits fetched archives must respect.
@@ -71,7 +80,7 @@ impl BundleCache {
 
         let mut file = file;
         file.rewind().map_err(Error::io(&temp.0))?;
-        extract(BufReader::new(file), digest, &dir, self.limits)?;
+        extract_with(BufReader::new(file), digest, &dir, self.limits, self.durability)?;
         Ok(dir)
     }
 

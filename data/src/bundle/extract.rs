@@ -29,6 +29,30 @@ const EXTRA_DIRS: u64 = 256;
 /// Reads the archive from `reader`, checks it against `expected_digest` and `limits`, and
 /// materialises it as the new folder `dest` (which must not exist; its parent must).
 pub fn extract(reader: impl Read, expected_digest: &str, dest: &Path, limits: BundleLimits) -> Result<(), Error> {
+    extract_with(reader, expected_digest, dest, limits, Durability::Synced)
+}
+
+/// Whether [`extract_with`] fsyncs what it wrote before and after the rename.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every file and folder, then the parent: after a power loss `dest` is complete or absent.
+    Synced,
+    /// None: after a process crash `dest` is still complete or absent (the rename comes last and
+    /// the page cache survives), but after a power loss it may name files the disk never got.
+    /// Only for a cache whose reader re-checks what it finds (the worker's bundle cache re-hashes
+    /// a bundle at each process's first use of it).
+    Unsynced,
+}
+
+/// [`extract`], choosing whether the result is fsynced.
+pub fn extract_with(
+    reader: impl Read,
+    expected_digest: &str,
+    dest: &Path,
+    limits: BundleLimits,
+    durability: Durability,
+) -> Result<(), Error> {
+    let synced = durability == Durability::Synced;
     if !is_digest(expected_digest) {
         return Err(Error::BadDigest(expected_digest.to_string()));
     }
@@ -37,7 +61,7 @@ pub fn extract(reader: impl Read, expected_digest: &str, dest: &Path, limits: Bu
     }
     let staging = Staging::create(dest)?;
     let mut input = BufReader::with_capacity(CHUNK, HashReader { inner: reader, hasher: blake3::Hasher::new() });
-    let dirs = unpack(&mut input, &staging.path, limits)?;
+    let dirs = unpack(&mut input, &staging.path, limits, synced)?;
     let mut probe = [0u8; 1];
     if input.read(&mut probe).map_err(Error::Stream)? != 0 {
         return Err(Error::Malformed("data after the last entry".into()));
@@ -49,7 +73,7 @@ pub fn extract(reader: impl Read, expected_digest: &str, dest: &Path, limits: Bu
     // Deepest first, so each folder's entries are durable before the folder above names it.
     let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    for dir in dirs.iter().chain([&staging.path]) {
+    for dir in dirs.iter().chain([&staging.path]).filter(|_| synced) {
         sync_dir(dir)?;
     }
     fs::rename(&staging.path, dest).map_err(|e| match dest.symlink_metadata() {
@@ -57,11 +81,16 @@ pub fn extract(reader: impl Read, expected_digest: &str, dest: &Path, limits: Bu
         Err(_) => Error::Io { path: dest.to_path_buf(), source: e },
     })?;
     staging.keep();
-    sync_dir(parent_of(dest))
+    if synced { sync_dir(parent_of(dest)) } else { Ok(()) }
 }
 
 /// Writes every entry under `root`; returns the folders it created.
-fn unpack(input: &mut impl BufRead, root: &Path, limits: BundleLimits) -> Result<BTreeSet<PathBuf>, Error> {
+fn unpack(
+    input: &mut impl BufRead,
+    root: &Path,
+    limits: BundleLimits,
+    synced: bool,
+) -> Result<BTreeSet<PathBuf>, Error> {
     let header: Header = read_line(input)?;
     if header.format != FORMAT || header.version != VERSION {
         return Err(Error::Malformed(format!("unknown format {} version {}", header.format, header.version)));
@@ -119,7 +148,7 @@ fn unpack(input: &mut impl BufRead, root: &Path, limits: BundleLimits) -> Result
             })?;
             dirs.insert(dir);
         }
-        write_file(input, &target, &entry, &mut buf)?;
+        write_file(input, &target, &entry, &mut buf, synced)?;
         previous = Some(entry.path);
     }
     if total != header.bytes {
@@ -128,7 +157,13 @@ fn unpack(input: &mut impl BufRead, root: &Path, limits: BundleLimits) -> Result
     Ok(dirs)
 }
 
-fn write_file(input: &mut impl Read, target: &Path, entry: &EntryLine, buf: &mut [u8]) -> Result<(), Error> {
+fn write_file(
+    input: &mut impl Read,
+    target: &Path,
+    entry: &EntryLine,
+    buf: &mut [u8],
+    synced: bool,
+) -> Result<(), Error> {
     let mut file =
         fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(target).map_err(Error::io(target))?;
     let mut hasher = blake3::Hasher::new();
@@ -150,7 +185,7 @@ fn write_file(input: &mut impl Read, target: &Path, entry: &EntryLine, buf: &mut
     }
     let mode = if entry.exec { 0o755 } else { 0o644 };
     file.set_permissions(fs::Permissions::from_mode(mode)).map_err(Error::io(target))?;
-    file.sync_all().map_err(Error::io(target))
+    if synced { file.sync_all().map_err(Error::io(target)) } else { Ok(()) }
 }
 
 /// Reads one newline-terminated JSON line of at most [`MAX_LINE`] bytes.
@@ -288,6 +323,41 @@ mod tests {
 
         let err = extract(&archive[..], bundle.digest(), &dest, BundleLimits::default()).unwrap_err();
         assert!(matches!(err, Error::Exists { .. }), "{err}");
+    }
+
+    /// Unsynced extraction (the worker's cache) checks exactly what synced extraction checks:
+    /// the same folder from a good archive, nothing at all from one with a wrong digest or a
+    /// file whose contents do not match.
+    #[test]
+    fn unsynced_extraction_checks_the_same() {
+        let src = tempfile::tempdir().unwrap();
+        populate(src.path(), PIPELINE);
+        let bundle = Bundle::build(src.path(), BundleLimits::default()).unwrap();
+        let mut archive = Vec::new();
+        bundle.write_to(&mut archive).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let dest = work.path().join("out");
+        extract_with(&archive[..], bundle.digest(), &dest, BundleLimits::default(), Durability::Unsynced).unwrap();
+        assert_eq!(snapshot(&dest), snapshot(src.path()));
+
+        let other = work.path().join("other");
+        let wrong = digest(b"something else");
+        let err =
+            extract_with(&archive[..], &wrong, &other, BundleLimits::default(), Durability::Unsynced).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        let bad = craft(&[("a.txt", b"hello")]);
+        let mut bad = String::from_utf8(bad).unwrap();
+        bad = bad.replacen("hello", "hellO", 1);
+        let err = extract_with(
+            bad.as_bytes(),
+            &digest(bad.as_bytes()),
+            &other,
+            BundleLimits::default(),
+            Durability::Unsynced,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Malformed(_)), "{err}");
+        assert_eq!(listing(work.path()), ["out"], "a refused archive leaves nothing behind");
     }
 
     /// A well-formed archive of `entries`, in the order given.

@@ -30,7 +30,7 @@ mod ignore;
 
 pub use build::{Bundle, Entry};
 pub use cache::BundleCache;
-pub use extract::extract;
+pub use extract::{Durability, extract, extract_with};
 pub use ignore::Ignore;
 
 use std::io;

@@ -61,7 +61,11 @@ impl Files {
     /// Opens `work_dir/blobs` (with its scratch `work_dir/tmp`) and `work_dir/bundles`.
     pub(crate) fn open(work_dir: &Path, cache_max: u64) -> Result<Files, String> {
         let store = Store::open(work_dir).map_err(|e| e.to_string())?;
-        let bundles = BundleCache::open(work_dir.join("bundles")).map_err(|e| e.to_string())?;
+        // Unsynced: every worker process re-hashes a cached bundle at its first use
+        // (`checkout::first_verify`) and fetches a mismatch again, so a power loss that tore an
+        // extraction costs a download, and the fsyncs of each file and folder (three for a
+        // one-file bundle, on a first step's path) buy nothing here.
+        let bundles = BundleCache::open(work_dir.join("bundles")).map_err(|e| e.to_string())?.unsynced();
         let (tmp, locks, pins) = (work_dir.join("tmp"), Mutex::new(HashMap::new()), Default::default());
         let grown = std::sync::atomic::AtomicBool::new(true);
         Ok(Files { store, bundles, tmp, locks, pins, cache_max, grown })
