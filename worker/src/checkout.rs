@@ -409,6 +409,12 @@ mod tests {
             std::os::unix::fs::symlink("/etc/hostname", p.join("steps/a.sh")).unwrap();
         });
         check("removed", &|p: &Path| fs::remove_file(p.join("steps/lib/u.py")).unwrap());
+        // What a power loss can leave of an unsynced extraction (the cache does not fsync):
+        // a file whose data never reached the disk.
+        check("emptied", &|p: &Path| {
+            fs::set_permissions(p.join("steps/a.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+            fs::File::create(p.join("steps/a.sh")).unwrap();
+        });
     }
 
     #[test]

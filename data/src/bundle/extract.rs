@@ -73,8 +73,10 @@ pub fn extract_with(
     // Deepest first, so each folder's entries are durable before the folder above names it.
     let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    for dir in dirs.iter().chain([&staging.path]).filter(|_| synced) {
-        sync_dir(dir)?;
+    if synced {
+        for dir in dirs.iter().chain([&staging.path]) {
+            sync_dir(dir)?;
+        }
     }
     fs::rename(&staging.path, dest).map_err(|e| match dest.symlink_metadata() {
         Ok(_) => Error::Exists { path: dest.to_path_buf() },

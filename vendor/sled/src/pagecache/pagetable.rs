@@ -46,9 +46,10 @@ struct Children<T, const N: usize> {
     ptr: NonNull<[Atomic<T>; N]>,
 }
 
-// The array is owned by its node alone; `Atomic<T>` is itself `Send + Sync`.
-unsafe impl<T, const N: usize> Send for Children<T, N> {}
-unsafe impl<T, const N: usize> Sync for Children<T, N> {}
+// The array is owned by its node alone, so it may cross threads as its `Atomic<T>`s could
+// (which are `Send + Sync` when `T` is), as the inline array it replaces did.
+unsafe impl<T: Send + Sync, const N: usize> Send for Children<T, N> {}
+unsafe impl<T: Send + Sync, const N: usize> Sync for Children<T, N> {}
 
 impl<T, const N: usize> Children<T, N> {
     fn layout() -> Layout {
