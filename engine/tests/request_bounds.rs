@@ -149,12 +149,17 @@ async fn every_rpc_refuses_a_huge_id_with_a_short_invalid_argument() {
             worker_id: big(),
             attempt: attempt("r".into()),
             outcome: failed.clone(),
-            time: None
+            ..Default::default()
         })
     );
     call!(
         "Report run_id",
-        w.report(v1::ReportRequest { worker_id: "w".into(), attempt: attempt(big()), outcome: failed, time: None })
+        w.report(v1::ReportRequest {
+            worker_id: "w".into(),
+            attempt: attempt(big()),
+            outcome: failed,
+            ..Default::default()
+        })
     );
     let logs = |worker_id: String, run_id: String| {
         tokio_stream::iter(vec![v1::UploadLogsRequest { worker_id, attempt: attempt(run_id), chunks: Vec::new() }])

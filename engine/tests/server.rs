@@ -179,7 +179,18 @@ async fn lease_when_ready(w: &mut W, id: &str) -> v1::Assignment {
 }
 
 fn outcome(o: v1::report_request::Outcome, id: &str, a: &v1::Assignment) -> v1::ReportRequest {
-    v1::ReportRequest { worker_id: id.into(), attempt: a.attempt.clone(), time: None, outcome: Some(o) }
+    v1::ReportRequest {
+        worker_id: id.into(),
+        attempt: a.attempt.clone(),
+        time: None,
+        outcome: Some(o),
+        lease_next: false,
+    }
+}
+
+/// [`outcome`], asking the engine to lease the next attempt in the same call.
+fn outcome_and_lease(o: v1::report_request::Outcome, id: &str, a: &v1::Assignment) -> v1::ReportRequest {
+    v1::ReportRequest { lease_next: true, ..outcome(o, id, a) }
 }
 
 fn ok(metrics: &[(&str, f64)], outputs: Option<v1::Manifest>) -> v1::report_request::Outcome {
@@ -492,6 +503,52 @@ async fn a_lease_answer_lost_in_a_crash_is_handed_to_its_worker_again() {
     let (_, steps) = run_state(&mut c2, &run).await;
     assert_eq!((steps[0].state(), steps[0].attempt), (v1::StepState::Succeeded, 1));
     drop(c);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_leases_the_next_attempt_in_the_same_durable_call() {
+    const CHAIN: &str =
+        "name: chain\nsteps:\n  a: {run: 'true'}\n  b: {run: 'true', needs: [a]}\n  c: {run: 'true', needs: [b]}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, CHAIN).await.unwrap();
+    let run = start(&mut c, "chain", &[]).await;
+    let id = register(&mut w).await;
+    let a = lease(&mut w, &id).await.unwrap();
+    let started = v1::report_request::Outcome::Started(v1::Started {});
+    let answer = w.report(outcome_and_lease(started, &id, &a)).await.unwrap().into_inner();
+    assert_eq!(answer.next, None, "a progress report frees no slot and leases nothing");
+    // The outcome makes `b` ready, and the same call leases it to this worker.
+    let b = w.report(outcome_and_lease(ok(&[], None), &id, &a)).await.unwrap().into_inner().next;
+    let b = b.expect("the step this outcome made ready, leased with the answer");
+    assert_eq!(b.instance_name, "b");
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!((steps[0].state(), steps[1].state()), (v1::StepState::Succeeded, v1::StepState::Leased));
+    assert!(lease_now(&mut w, &id).await.is_none(), "leased once: a Lease call does not get it again");
+    let session = w.session();
+    s.shutdown().await;
+
+    // Answered means durable: after a restart `b` is still leased to this worker (and handed to
+    // it again, as any lease whose answer may have been lost), `a` still succeeded.
+    let (s, _clock) = timed(dir.path()).await;
+    let (mut c, mut w) = clients(&s).await;
+    w.set_session(&session);
+    register_again(&mut w, &id, &session).await;
+    let again = lease_now(&mut w, &id).await.expect("the lease made with the report survived the restart");
+    assert_eq!(again.attempt, b.attempt);
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!(steps[0].state(), v1::StepState::Succeeded);
+    // Without the flag, a report leases nothing; `c` waits for a Lease call.
+    let answer = w.report(outcome(ok(&[], None), &id, &b)).await.unwrap().into_inner();
+    assert_eq!(answer.next, None);
+    let last = lease_now(&mut w, &id).await.expect("c is ready");
+    assert_eq!(last.instance_name, "c");
+    // Nothing left to lease: the report is still taken, with no assignment.
+    let answer = w.report(outcome_and_lease(ok(&[], None), &id, &last)).await.unwrap().into_inner();
+    assert_eq!(answer.next, None);
+    wait_state(&mut c, &run, v1::RunState::Succeeded).await;
     s.shutdown().await;
 }
 

@@ -54,6 +54,8 @@ struct State {
     refuse_paths: HashSet<String>,
     /// Calls refused for a missing or wrong token.
     unauthenticated: usize,
+    /// Handed out only in the answer to an outcome's report that asks for the next lease.
+    chained: VecDeque<v1::Assignment>,
 }
 
 #[derive(Clone, Default)]
@@ -182,8 +184,12 @@ impl WeirWorker for Fake {
         let request = request.into_inner();
         self.known(&request.worker_id)?;
         assert!(request.time.is_some(), "a report without a time");
-        self.state().reports.push((request.worker_id.clone(), request));
-        Ok(Response::new(v1::ReportResponse {}))
+        let started = matches!(request.outcome, Some(v1::report_request::Outcome::Started(_)));
+        assert!(!(started && request.lease_next), "a progress report asked for the next lease");
+        let mut state = self.state();
+        let next = if request.lease_next { state.chained.pop_front() } else { None };
+        state.reports.push((request.worker_id.clone(), request));
+        Ok(Response::new(v1::ReportResponse { next }))
     }
 
     async fn upload_logs(
@@ -630,6 +636,36 @@ async fn failures_are_reported_with_their_reason() {
     let (why, _) = reason("bad-input").await;
     assert_eq!(why, "input folder `../up` is refused: `..` would leave the folder");
     assert!(fake.state().artifacts.is_empty(), "nothing of a failed step is uploaded");
+    setup.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_leased_with_a_report_runs_in_the_slot_it_freed() {
+    let fake = Fake::default();
+    let mut setup = Setup::new(fake.clone());
+    {
+        let mut state = fake.state();
+        state.queue.push_back(assignment("first", "echo one"));
+        state.chained.push_back(assignment("second", "echo two"));
+        state.chained.push_back(assignment("third", "echo three"));
+    }
+    setup.start_agent();
+    // Neither `second` nor `third` is ever answered to a Lease: only to the reports before them.
+    for run in ["first", "second", "third"] {
+        let (_, outcome) = until(run, || fake.outcome(run)).await;
+        succeeded(&outcome);
+    }
+    assert_eq!(fake.log("second", v1::LogStream::Stdout), "two\n");
+    assert_eq!(fake.log("third", v1::LogStream::Stdout), "three\n");
+    let asked: Vec<(String, bool)> = fake
+        .state()
+        .reports
+        .iter()
+        .filter(|(_, r)| !matches!(r.outcome, Some(v1::report_request::Outcome::Started(_))))
+        .map(|(_, r)| (r.attempt.as_ref().unwrap().run_id.clone(), r.lease_next))
+        .collect();
+    let every = ["first", "second", "third"].map(|r| (r.to_string(), true));
+    assert_eq!(asked, every, "every outcome asks for the next lease while the worker runs");
     setup.stop_agent().await;
 }
 

@@ -25,6 +25,20 @@ const MAX_ARTIFACT: u64 = 64 << 30;
 
 pub struct WorkerApi(pub Arc<Engine>);
 
+impl WorkerApi {
+    /// With tracing on, a leased attempt's span travels as W3C `traceparent` metadata
+    /// (otel.rs), on Lease and on a Report that leased the next attempt.
+    fn traceparent(
+        &self,
+        assignment: Option<&crate::server::dispatch::Assignment>,
+    ) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        match (assignment, self.0.otel.get()) {
+            (Some(a), Some(_)) => crate::otel::traceparent(&a.run, a.attempt.instance, a.attempt.number).parse().ok(),
+            _ => None,
+        }
+    }
+}
+
 /// The session secret every call after Register carries in [`wire::SESSION_HEADER`].
 fn session<T>(req: &Request<T>) -> Result<String, Status> {
     let given = req.metadata().get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok());
@@ -88,11 +102,7 @@ impl WeirWorker for WorkerApi {
         let session = session?;
         let wait = wire::from_duration(r.wait.as_ref()).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20));
         let assignment = self.0.lease(&r.worker_id, &session, r.free, wait).await?;
-        // With tracing on, the attempt's span travels as W3C `traceparent` metadata (otel.rs).
-        let traceparent = match (&assignment, self.0.otel.get()) {
-            (Some(a), Some(_)) => crate::otel::traceparent(&a.run, a.attempt.instance, a.attempt.number).parse().ok(),
-            _ => None,
-        };
+        let traceparent = self.traceparent(assignment.as_ref());
         let mut response = Response::new(v1::LeaseResponse { assignment: assignment.map(wire::assignment) });
         if let Some(traceparent) = traceparent {
             response.metadata_mut().insert("traceparent", traceparent);
@@ -142,8 +152,13 @@ impl WeirWorker for WorkerApi {
             Some(v1::report_request::Outcome::Lost(l)) => Report::Lost { reason: l.reason },
             None => return Err(ApiError::Invalid("outcome: is required".into()).into()),
         };
-        self.0.report(&r.worker_id, &session, &run, attempt, report)?;
-        Ok(Response::new(v1::ReportResponse {}))
+        let next = self.0.report_and_lease(&r.worker_id, &session, &run, attempt, report, r.lease_next)?;
+        let traceparent = self.traceparent(next.as_ref());
+        let mut response = Response::new(v1::ReportResponse { next: next.map(wire::assignment) });
+        if let Some(traceparent) = traceparent {
+            response.metadata_mut().insert("traceparent", traceparent);
+        }
+        Ok(response)
     }
 
     async fn upload_logs(

@@ -91,22 +91,30 @@ impl Engine {
     /// after the worker last spoke.
     pub(crate) fn try_lease(&self, worker: &str) -> Result<Option<Assignment>, ApiError> {
         let mut st = self.lock();
+        let (assignment, dirty) = self.lease_locked(&mut st, worker)?;
+        drop(st);
+        if dirty {
+            self.commit()?;
+        }
+        Ok(assignment)
+    }
+
+    /// [`Engine::try_lease`] under the caller's lock, without the commit: returns what was
+    /// leased and whether events were applied (a lease, or attempts failed for want of their
+    /// secrets), which the caller must commit before it answers anyone.
+    fn lease_locked(&self, st: &mut State, worker: &str) -> Result<(Option<Assignment>, bool), ApiError> {
         let Some(w) = st.workers.get(worker) else {
             return Err(ApiError::NotFound(format!(
                 "worker {worker} is not registered (lost, or the engine restarted?): register again"
             )));
         };
         if w.offer.capacity > 0 && w.held.len() >= w.offer.capacity as usize {
-            return Ok(None); // full, whatever its `free` says
+            return Ok((None, false)); // full, whatever its `free` says
         }
         // Attempts failed here because their secrets cannot be delivered: committed before return.
         let mut failed = false;
-        if let Some(a) = self.redeliver(&mut st, worker, &mut failed)? {
-            drop(st);
-            if failed {
-                self.commit()?;
-            }
-            return Ok(Some(a));
+        if let Some(a) = self.redeliver(st, worker, &mut failed)? {
+            return Ok((Some(a), failed));
         }
         loop {
             let entry = {
@@ -134,13 +142,13 @@ impl Engine {
                     return Err(e);
                 }
             };
-            self.apply(&mut st, &run, Event::Leased { attempt, worker: worker.to_string() }, None)?;
+            self.apply(st, &run, Event::Leased { attempt, worker: worker.to_string() }, None)?;
             match secrets {
                 Ok(values) => assignment.secrets = crate::secrets::Revealed(values),
                 Err(reason) => {
                     // No retry can do better until someone sets the secret (or the key).
                     tracing::warn!(run, %attempt, reason, "a step's secrets cannot be delivered; the attempt fails");
-                    self.apply(&mut st, &run, Event::Failed { attempt, reason, permanent: true }, None)?;
+                    self.apply(st, &run, Event::Failed { attempt, reason, permanent: true }, None)?;
                     failed = true;
                     continue;
                 }
@@ -149,15 +157,9 @@ impl Engine {
                 w.held.insert((run.clone(), attempt), Held { since: self.clock.instant(), usage: entry.need.usage });
             }
             tracing::debug!(run, %attempt, worker, step = assignment.instance_name, "leased");
-            drop(st);
-            self.commit()?;
-            return Ok(Some(assignment));
+            return Ok((Some(assignment), true));
         }
-        if failed {
-            drop(st);
-            self.commit()?;
-        }
-        Ok(None)
+        Ok((None, failed))
     }
 
     /// An attempt leased to `worker` by an engine process that died before the worker told
@@ -330,6 +332,7 @@ impl Engine {
     }
 
     /// Applies a worker's report on `attempt` of `run`.
+    #[cfg(test)]
     pub(crate) fn report(
         &self,
         worker: &str,
@@ -338,6 +341,23 @@ impl Engine {
         attempt: AttemptId,
         report: Report,
     ) -> Result<(), ApiError> {
+        self.report_and_lease(worker, session, run, attempt, report, false).map(drop)
+    }
+
+    /// [`Engine::report`], and with `lease_next` and an outcome, the lease of the next attempt
+    /// that fits `worker` now ([`Engine::try_lease`], no waiting) in the same lock and the same
+    /// commit: the outcome and the lease become durable in one flush, before either is
+    /// answered. In a chain the attempt this outcome made ready goes straight back to the
+    /// worker that freed the slot, without a long-poll wake-up, a second call or a second flush.
+    pub(crate) fn report_and_lease(
+        &self,
+        worker: &str,
+        session: &str,
+        run: &str,
+        attempt: AttemptId,
+        report: Report,
+        lease_next: bool,
+    ) -> Result<Option<Assignment>, ApiError> {
         // The last value of each live series counts as a metric too (`live_metrics`).
         let report = match report {
             Report::Succeeded { metrics, outputs } => {
@@ -381,13 +401,26 @@ impl Engine {
                 w.held.entry(key).or_insert_with(|| Held { since: self.clock.instant(), usage });
             }
         }
+        let next = if terminal && lease_next {
+            // The outcome is applied whatever happens here: a lease that cannot be made now
+            // leaves the worker to its long-poll.
+            match self.lease_locked(&mut st, worker) {
+                Ok((next, _)) => next,
+                Err(e) => {
+                    tracing::debug!(worker, error = %e, "no lease with this report");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         drop(st);
         // `started` is advisory: lost in a crash, the machine still accepts the outcome from
         // `leased`, so it rides along with the next commit instead of paying for a flush.
         if terminal {
             self.commit()?;
         }
-        Ok(())
+        Ok(next)
     }
 
     /// Checks that `attempt` of `run` was dispatched (it may since have ended) to `worker`:

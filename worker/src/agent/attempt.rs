@@ -86,13 +86,24 @@ impl From<TransferError> for Stop {
 const STARTED_AFTER: Duration = Duration::from_millis(20);
 
 /// Runs `assignment` to its end; `cancel` is the attempt's stop signal (stop order or shutdown).
-pub(crate) async fn run(ctx: Arc<Context>, key: Key, assignment: v1::Assignment, cancel: CancellationToken) {
+/// Returns the next attempt the engine leased with this one's outcome, if `lease_next` asked
+/// for one (ReportRequest.lease_next): the caller runs it in the slot this one frees.
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    key: Key,
+    assignment: v1::Assignment,
+    cancel: CancellationToken,
+    lease_next: &CancellationToken,
+) -> Option<Leased> {
     let (dir, ready) = ctx.slots.take(&ctx.attempts_dir);
     let _running = crate::metrics::Running::start();
     tracing::info!(attempt = %key, instance = %assignment.instance_name, "running an attempt");
     let ended = attempt(&ctx, &key, &assignment, &dir, ready, &cancel).await;
-    conclude(ctx, key, &assignment, dir, ended).await;
+    conclude(ctx, key, &assignment, dir, ended, Some(lease_next)).await
 }
+
+/// An assignment and its W3C traceparent, as Lease (or a Report that leased) returned it.
+pub(crate) type Leased = (v1::Assignment, Option<String>);
 
 /// Picks up the container of an attempt this worker started before it restarted (see
 /// [`containers`]): waits for it, then collects and reports exactly as for a fresh attempt.
@@ -125,11 +136,20 @@ pub(crate) async fn resume(
         }
         (None, Ok(_)) => Err(Stop::Fail("this worker no longer runs docker steps".to_string())),
     };
-    conclude(ctx, key, &assignment, dir, ended).await;
+    conclude(ctx, key, &assignment, dir, ended, None).await;
 }
 
 /// Reports how an attempt ended, forgets its container record, and empties its folder for reuse.
-async fn conclude(ctx: Arc<Context>, key: Key, assignment: &v1::Assignment, dir: PathBuf, ended: Result<Report, Stop>) {
+/// With `lease_next` not cancelled (the agent is not stopping), the outcome's report asks the
+/// engine to lease the next attempt in the same call, returned here.
+async fn conclude(
+    ctx: Arc<Context>,
+    key: Key,
+    assignment: &v1::Assignment,
+    dir: PathBuf,
+    ended: Result<Report, Stop>,
+    lease_next: Option<&CancellationToken>,
+) -> Option<Leased> {
     let ended = match ended {
         Ok(report) => Some(report),
         Err(Stop::Fail(reason)) => Some(failed(reason, None)),
@@ -147,10 +167,15 @@ async fn conclude(ctx: Arc<Context>, key: Key, assignment: &v1::Assignment, dir:
     if ctx.otel.is_some() {
         otel::finish(&ctx.otel, &key, traced_end(ended.as_ref()));
     }
+    let mut next = None;
     while let Some(report) = ended.take() {
         let success = matches!(report, Report::Succeeded(_));
-        match ctx.session.report(&key, crate::clock::wall(), report).await {
-            Ok(()) => tracing::info!(attempt = %key, "reported the outcome"),
+        let lease = lease_next.is_some_and(|stopping| !stopping.is_cancelled());
+        match ctx.session.report_and_lease(&key, crate::clock::wall(), report, lease).await {
+            Ok(leased) => {
+                tracing::info!(attempt = %key, "reported the outcome");
+                next = leased;
+            }
             // A success the engine will not take (a manifest it refuses) is still an outcome:
             // report it as a failure, so the attempt does not hang until its lease runs out.
             Err(CallError::Refused(status)) if success && status.code() != tonic::Code::FailedPrecondition => {
@@ -177,6 +202,7 @@ async fn conclude(ctx: Arc<Context>, key: Key, assignment: &v1::Assignment, dir:
         }
     })
     .await;
+    next
 }
 
 /// Reusable attempt folders (`attempts/<n>/`), each holding `outputs/` and, when the step has

@@ -332,7 +332,8 @@ impl Agent {
             let Some(cancel) = session.hold(&key) else { continue };
             let ctx = ctx.clone();
             tasks.spawn(async move {
-                let _release = Release { session: ctx.session.clone(), key: key.clone(), _slot: permit };
+                let _slot = permit;
+                let _release = Release { session: ctx.session.clone(), key: key.clone() };
                 attempt::resume(ctx, key, assignment, slot, name, gpus, cancel).await;
             });
         }
@@ -409,29 +410,57 @@ async fn lease_loop(
             }
             Err(CallError::Abandoned) => return,
         };
-        let key = match Key::of(assignment.attempt.as_ref()) {
-            Ok(key) => key,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring an assignment without a valid attempt");
-                continue;
-            }
-        };
-        let Some(cancel) = session.hold(&key) else {
-            tracing::warn!(attempt = %key, "ignoring an assignment for an attempt already running here");
-            continue;
-        };
-        if let (Some(tracer), Some(traceparent)) = (&ctx.otel, traceparent) {
-            let (pipeline, step, instance) = (&assignment.pipeline, &assignment.step, &assignment.instance_name);
-            tracer.begin(&key, &traceparent, crate::otel::Attempt { pipeline, step, instance });
-        }
-        let ctx = ctx.clone();
+        let Some((key, cancel)) = accept(ctx, &assignment, traceparent, shutdown) else { continue };
+        let (ctx, stopping) = (ctx.clone(), shutdown.clone());
         // A plain task, not spawn_blocking: the process runtime's parent-death signal follows
         // the thread that spawned the step, and tokio's worker threads live as long as the agent.
         tasks.spawn(async move {
-            let _release = Release { session: ctx.session.clone(), key: key.clone(), _slot: slot };
-            attempt::run(ctx, key, assignment, cancel).await;
+            let _slot = slot;
+            let mut current = Some((key, assignment, cancel));
+            // Each outcome's report leases the next attempt for this slot when one is ready
+            // (ReportRequest.lease_next): a chain runs here without going back to the long-poll.
+            while let Some((key, assignment, cancel)) = current.take() {
+                let release = Release { session: ctx.session.clone(), key: key.clone() };
+                let next = attempt::run(ctx.clone(), key, assignment, cancel, &stopping).await;
+                drop(release);
+                current = next.and_then(|(assignment, traceparent)| {
+                    let (key, cancel) = accept(&ctx, &assignment, traceparent, &stopping)?;
+                    Some((key, assignment, cancel))
+                });
+            }
         });
     }
+}
+
+/// Holds a leased attempt for this worker: its key and cancel token, or `None` (logged) for an
+/// assignment without a valid attempt or one already running here. Begins its trace. One that
+/// arrives while the worker stops (leased with a report sent just before) is stopped at once,
+/// so it reports as every other attempt stopped by the shutdown does.
+fn accept(
+    ctx: &attempt::Context,
+    assignment: &v1::Assignment,
+    traceparent: Option<String>,
+    stopping: &CancellationToken,
+) -> Option<(Key, CancellationToken)> {
+    let key = match Key::of(assignment.attempt.as_ref()) {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an assignment without a valid attempt");
+            return None;
+        }
+    };
+    let Some(cancel) = ctx.session.hold(&key) else {
+        tracing::warn!(attempt = %key, "ignoring an assignment for an attempt already running here");
+        return None;
+    };
+    if let (Some(tracer), Some(traceparent)) = (&ctx.otel, traceparent) {
+        let (pipeline, step, instance) = (&assignment.pipeline, &assignment.step, &assignment.instance_name);
+        tracer.begin(&key, &traceparent, crate::otel::Attempt { pipeline, step, instance });
+    }
+    if stopping.is_cancelled() {
+        ctx.session.stop_all();
+    }
+    Some((key, cancel))
 }
 
 /// The containers of this worker (`owner`) that an earlier process started, with their attempt
@@ -470,11 +499,11 @@ async fn adoptable(
     adoptable
 }
 
-/// Forgets a held attempt and frees its slot when its task ends, even by a panic.
+/// Forgets a held attempt when its run ends, even by a panic (the task's slot permit is
+/// dropped with the task).
 struct Release {
     session: Arc<Session>,
     key: Key,
-    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for Release {

@@ -518,15 +518,33 @@ impl Session {
         at: std::time::SystemTime,
         outcome: v1::report_request::Outcome,
     ) -> Result<(), CallError> {
+        self.report_and_lease(key, at, outcome, false).await.map(drop)
+    }
+
+    /// [`Session::report`]; with `lease_next`, the engine leases the next attempt that fits in
+    /// the same call (ReportRequest.lease_next), returned as [`Session::lease`] returns one.
+    pub(crate) async fn report_and_lease(
+        &self,
+        key: &Key,
+        at: std::time::SystemTime,
+        outcome: v1::report_request::Outcome,
+        lease_next: bool,
+    ) -> Result<Option<(v1::Assignment, Option<String>)>, CallError> {
         self.call("report", NotFound::Reregister, |mut client, id| {
             let mut request = Request::new(v1::ReportRequest {
                 worker_id: id.to_string(),
                 attempt: Some(key.to_ref()),
                 time: Some(wire::system_time(at)),
                 outcome: Some(outcome.clone()),
+                lease_next,
             });
             request.set_timeout(CALL_TIMEOUT);
-            async move { client.report(request).await.map(drop) }
+            async move {
+                client.report(request).await.map(|r| {
+                    let traceparent = r.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    r.into_inner().next.map(|a| (a, traceparent))
+                })
+            }
         })
         .await
     }
