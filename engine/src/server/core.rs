@@ -123,6 +123,9 @@ pub(crate) struct Worker {
 /// How many ended attempts a worker may still upload logs for.
 pub(crate) const RECENT: usize = 256;
 
+/// Step records per sled transaction when a run starts ([`Engine::prepare_run`]).
+const STEP_CHUNK: usize = 256;
+
 /// One attempt a worker holds.
 pub(crate) struct Held {
     pub since: Instant,
@@ -339,8 +342,19 @@ impl Engine {
         let now = self.clock.now();
         let Recorded { effects, mut batch, hits, metered } =
             self.record(&mut live, &run_id, Event::Start, None, now)?;
-        for (i, s) in live.steps.iter().enumerate() {
-            batch.put_step(&run_id, InstanceId(i as u32), s)?;
+        // Every step record, STEP_CHUNK to a transaction, before the run's own batch (which
+        // rewrites those the start touched): sled frees the tree nodes a write replaces only
+        // once no transaction that began before it is still open, so 10,000 records in one
+        // transaction kept every node version they made resident at once (~15 MB, the peak of a
+        // large fan-out's memory). Unflushed like the rest and ordered before the run record
+        // in sled's log: a crash between them leaves step records under an id that has no run
+        // record, which no reader reaches and `new_run_id` never hands out again.
+        for (n, chunk) in live.steps.chunks(STEP_CHUNK).enumerate() {
+            let mut steps = Batch::new();
+            for (j, s) in chunk.iter().enumerate() {
+                steps.put_step(&run_id, InstanceId((n * STEP_CHUNK + j) as u32), s)?;
+            }
+            self.store.write_batch_unflushed(steps)?;
         }
         batch.put_run(&live.record)?;
         // A triggered run and the trigger's note that it fired are one write: exactly once.
@@ -376,7 +390,8 @@ impl Engine {
                 continue; // another call is preparing a run with this id
             }
             let reserved = Reserved { engine: self, id };
-            if self.store.run(&reserved.id)?.is_none() {
+            // Step records without a run record are what a crash in `prepare_run` leaves.
+            if self.store.run(&reserved.id)?.is_none() && self.store.steps(&reserved.id, None, 1)?.is_empty() {
                 return Ok(reserved);
             }
         }

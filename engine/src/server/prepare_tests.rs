@@ -78,3 +78,33 @@ fn runs_prepared_at_once_get_distinct_ids() {
     ids.dedup();
     assert_eq!(ids.len(), 200, "every run has its own id");
 }
+
+#[test]
+fn an_id_whose_step_records_a_crash_left_behind_is_never_handed_out_again() {
+    // What a crash between a start's step records and its run record leaves: step records
+    // under an id with no run. A run started at the same instant must take another id, or it
+    // would list the orphans among its own steps.
+    let clock = crate::clock::Clock::at(Millis(1_780_000_000_000));
+    let yaml = "name: tiny\nsteps:\n  a: {run: echo}\n".to_string();
+    let version =
+        PipelineVersion { name: "tiny".into(), yaml, bundle_digest: None, submitted_at: Millis(1), file: None };
+    let start = |dir: &std::path::Path, orphan: Option<&str>| {
+        let e = testkit::engine_on(dir, clock.clone());
+        e.store.put_pipeline_version("v1", &version).unwrap();
+        if let Some(id) = orphan {
+            let left = crate::store::StepRecord { name: "z".into(), step: "z".into(), ..Default::default() };
+            e.store.put_step(id, InstanceId(7), &left).unwrap();
+        }
+        let (pipeline, _) = e.pipeline(&mut e.lock(), "v1").unwrap();
+        let trigger = Trigger::Manual { user: None };
+        let p = e.prepare_run(pipeline, None, "v1", &[], trigger, false, None).unwrap();
+        let id = e.install_run(&mut e.lock(), p).unwrap();
+        e.commit().unwrap();
+        let steps = e.store.steps(&id, None, usize::MAX).unwrap();
+        (id, steps.len())
+    };
+    let (first, _) = start(tempfile::tempdir().unwrap().path(), None);
+    let (second, steps) = start(tempfile::tempdir().unwrap().path(), Some(&first));
+    assert_ne!(second, first, "the same clock gives the same first choice; the orphans rule it out");
+    assert_eq!(steps, 1, "only its own step");
+}
