@@ -1,12 +1,7 @@
 //! The `weir` binary. Each module owns its subcommands; this file only parses the command line,
 //! sets up logging and dispatches.
 
-// mimalloc instead of glibc malloc: loading a pipeline is allocation-bound (many small
-// strings and vectors), and mimalloc cuts load + plan of 100k steps from ~1.1 s to ~0.65 s
-// on the benchmark machine (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+mod alloc;
 mod client;
 mod display;
 mod local;
@@ -111,6 +106,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    alloc::tune();
     quiet_broken_pipe();
     let matches = command().get_matches_from(local_before_subcommand(std::env::args_os().collect()));
     let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
