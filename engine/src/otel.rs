@@ -456,8 +456,8 @@ mod tests {
         let step = |report: Report| {
             let a = e.try_lease(&worker).unwrap().expect("an attempt is ready");
             e.commit().unwrap();
-            e.report(&worker, &session, &run, a.attempt, Report::Started).unwrap();
-            e.report(&worker, &session, &run, a.attempt, report).unwrap();
+            e.report(&worker, &session, &run, a.attempt, Report::Started, false).unwrap();
+            e.report(&worker, &session, &run, a.attempt, report, false).unwrap();
             a.attempt.instance
         };
         let mut seen = HashMap::new();

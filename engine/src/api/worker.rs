@@ -152,7 +152,7 @@ impl WeirWorker for WorkerApi {
             Some(v1::report_request::Outcome::Lost(l)) => Report::Lost { reason: l.reason },
             None => return Err(ApiError::Invalid("outcome: is required".into()).into()),
         };
-        let next = self.0.report_and_lease(&r.worker_id, &session, &run, attempt, report, r.lease_next)?;
+        let next = self.0.report(&r.worker_id, &session, &run, attempt, report, r.lease_next)?;
         let traceparent = self.traceparent(next.as_ref());
         let mut response = Response::new(v1::ReportResponse { next: next.map(wire::assignment) });
         if let Some(traceparent) = traceparent {

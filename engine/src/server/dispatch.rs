@@ -331,25 +331,12 @@ impl Engine {
         Ok(stops)
     }
 
-    /// Applies a worker's report on `attempt` of `run`.
-    #[cfg(test)]
-    pub(crate) fn report(
-        &self,
-        worker: &str,
-        session: &str,
-        run: &str,
-        attempt: AttemptId,
-        report: Report,
-    ) -> Result<(), ApiError> {
-        self.report_and_lease(worker, session, run, attempt, report, false).map(drop)
-    }
-
-    /// [`Engine::report`], and with `lease_next` and an outcome, the lease of the next attempt
-    /// that fits `worker` now ([`Engine::try_lease`], no waiting) in the same lock and the same
-    /// commit: the outcome and the lease become durable in one flush, before either is
-    /// answered. In a chain the attempt this outcome made ready goes straight back to the
+    /// Applies a worker's report on `attempt` of `run`; with `lease_next` and an outcome, also
+    /// leases the next attempt that fits `worker` now ([`Engine::try_lease`], no waiting) in
+    /// the same lock and the same commit: the outcome and the lease become durable in one
+    /// flush, before either is answered. In a chain the attempt this outcome made ready goes straight back to the
     /// worker that freed the slot, without a long-poll wake-up, a second call or a second flush.
-    pub(crate) fn report_and_lease(
+    pub(crate) fn report(
         &self,
         worker: &str,
         session: &str,

@@ -45,8 +45,8 @@ fn finish(e: &Engine, run: &str, report: Report) {
     let (worker, session) = e.register("w", offer, None).unwrap();
     assert!(e.try_lease(&worker).unwrap().is_some(), "an attempt is ready");
     let attempt = e.lock().runs[run].machine.live_attempt(InstanceId(0)).unwrap();
-    e.report(&worker, &session, run, attempt, Report::Started).unwrap();
-    e.report(&worker, &session, run, attempt, report).unwrap();
+    e.report(&worker, &session, run, attempt, Report::Started, false).unwrap();
+    e.report(&worker, &session, run, attempt, report, false).unwrap();
 }
 
 fn outbox(e: &Engine) -> Vec<(NotifyOn, String)> {

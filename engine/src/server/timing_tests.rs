@@ -53,7 +53,7 @@ fn register(e: &Engine) -> (String, String) {
 fn lease_and_start(e: &Engine, (worker, session): &(String, String), run: &str) -> AttemptId {
     assert!(e.try_lease(worker).unwrap().is_some(), "an attempt is ready");
     let attempt = e.lock().runs[run].machine.live_attempt(InstanceId(0)).unwrap();
-    e.report(worker, session, run, attempt, super::dispatch::Report::Started).unwrap();
+    e.report(worker, session, run, attempt, super::dispatch::Report::Started, false).unwrap();
     attempt
 }
 
@@ -95,7 +95,7 @@ async fn a_silent_worker_is_lost_exactly_a_lease_timeout_after_it_last_spoke() {
     // The lost attempt's outcome, arriving late, is refused and counted.
     let w2 = register(&e);
     let late = super::dispatch::Report::Failed { reason: "late".into(), permanent: false };
-    assert!(e.report(&w2.0, &w2.1, &run, a, late).is_err(), "a stale attempt's report is refused");
+    assert!(e.report(&w2.0, &w2.1, &run, a, late, false).is_err(), "a stale attempt's report is refused");
     assert_eq!(testkit::metric(&e, "weir_stale_reports_refused_total"), 1.0);
     assert_eq!(step(&e, &run), (StepState::Ready, 2), "and changes nothing");
 }
