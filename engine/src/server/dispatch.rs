@@ -334,8 +334,9 @@ impl Engine {
     /// Applies a worker's report on `attempt` of `run`; with `lease_next` and an outcome, also
     /// leases the next attempt that fits `worker` now ([`Engine::try_lease`], no waiting) in
     /// the same lock and the same commit: the outcome and the lease become durable in one
-    /// flush, before either is answered. In a chain the attempt this outcome made ready goes straight back to the
-    /// worker that freed the slot, without a long-poll wake-up, a second call or a second flush.
+    /// flush, before either is answered. In a chain the attempt this outcome made ready goes
+    /// straight back to the worker that freed the slot, without a long-poll wake-up, a second
+    /// call or a second flush.
     pub(crate) fn report(
         &self,
         worker: &str,
