@@ -133,6 +133,31 @@ impl Checkouts {
         Ok(())
     }
 
+    /// [`Checkouts::checkout`] when it takes no more than a `stat` per entry, few enough to
+    /// run on an async task: `digest` was verified before, its bundle holds at most `max`
+    /// folders and files, and the copy this value left at `dest` is of `digest` and untouched.
+    /// `None` when it would take more (a first verification, a larger bundle, a copy to make),
+    /// for the caller to run `checkout` where blocking is fine; `Some(Err)` when the cached
+    /// bundle changed, as `checkout` says it.
+    pub fn reuse(&self, digest: &str, cached: &Path, dest: &Path, max: usize) -> Option<Result<(), Error>> {
+        let snapshot = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(digest).cloned()?;
+        if snapshot.dirs.len() + snapshot.files.len() > max {
+            return None;
+        }
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let (was, stamps) = kept.get(dest)?;
+        if was != digest {
+            return None;
+        }
+        if let Err(e) = unchanged(digest, &snapshot, cached) {
+            return Some(Err(e));
+        }
+        let untouched = stamps
+            .iter()
+            .all(|(rel, stamp)| fs::symlink_metadata(dest.join(rel)).is_ok_and(|now| Stamp::of(&now) == *stamp));
+        untouched.then_some(Ok(()))
+    }
+
     /// Removes the copy at `dest`, if any (a folder about to serve a step without one).
     pub fn discard(&self, dest: &Path) -> io::Result<()> {
         self.kept.lock().unwrap_or_else(|p| p.into_inner()).remove(dest);
@@ -151,13 +176,7 @@ impl Checkouts {
                 return Ok(snapshot);
             }
         };
-        for (rel, stamp) in snapshot.dirs.iter().chain(&snapshot.files) {
-            let path = cached.join(rel);
-            let now = fs::symlink_metadata(&path).map_err(|e| tampered(digest, format!("{}: {e}", rel.display())))?;
-            if Stamp::of(&now) != *stamp {
-                return Err(tampered(digest, format!("`{}` changed", rel.display())));
-            }
-        }
+        unchanged(digest, &snapshot, cached)?;
         Ok(snapshot)
     }
 
@@ -189,6 +208,18 @@ fn remove_all(path: &Path) -> io::Result<()> {
         }
     }
     fs::remove_dir_all(path)
+}
+
+/// Checks the cached bundle `cached` against its `snapshot`: a `stat` per folder and file.
+fn unchanged(digest: &str, snapshot: &Snapshot, cached: &Path) -> Result<(), Error> {
+    for (rel, stamp) in snapshot.dirs.iter().chain(&snapshot.files) {
+        let path = cached.join(rel);
+        let now = fs::symlink_metadata(&path).map_err(|e| tampered(digest, format!("{}: {e}", rel.display())))?;
+        if Stamp::of(&now) != *stamp {
+            return Err(tampered(digest, format!("`{}` changed", rel.display())));
+        }
+    }
+    Ok(())
 }
 
 fn tampered(digest: &str, what: String) -> Error {
@@ -415,6 +446,34 @@ mod tests {
             fs::set_permissions(p.join("steps/a.sh"), fs::Permissions::from_mode(0o755)).unwrap();
             fs::File::create(p.join("steps/a.sh")).unwrap();
         });
+    }
+
+    #[test]
+    fn reuse_takes_only_an_untouched_copy_of_a_small_verified_bundle() {
+        let (root, cached, digest) = bundle(FILES);
+        let c = Checkouts::new();
+        let one = root.path().join("one");
+        // Nothing verified, nothing kept: the caller must check out.
+        assert!(c.reuse(&digest, &cached, &one, 64).is_none());
+        c.checkout(&digest, &cached, &one).unwrap();
+        assert!(matches!(c.reuse(&digest, &cached, &one, 64), Some(Ok(()))));
+        // Five entries (two folders, three files): more than `max` is not small.
+        assert!(c.reuse(&digest, &cached, &one, 4).is_none());
+        // No copy kept in another folder, nor one of another digest.
+        assert!(c.reuse(&digest, &cached, &root.path().join("two"), 64).is_none());
+        let (_other_root, other, other_digest) = bundle(&FILES[..1]);
+        c.checkout(&other_digest, &other, &root.path().join("two")).unwrap();
+        assert!(c.reuse(&digest, &cached, &root.path().join("two"), 64).is_none());
+        // A copy the step changed needs a fresh one: not reused, and `checkout` makes it.
+        fs::write(one.join("steps/a.sh"), "echo poisoned\n").unwrap();
+        assert!(c.reuse(&digest, &cached, &one, 64).is_none());
+        c.checkout(&digest, &cached, &one).unwrap();
+        assert_eq!(fs::read_to_string(one.join("steps/a.sh")).unwrap(), "echo a\n");
+        assert!(matches!(c.reuse(&digest, &cached, &one, 64), Some(Ok(()))));
+        // A changed cache is tampering, as `checkout` says.
+        fs::set_permissions(cached.join("steps"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(cached.join("steps/evil.sh"), "x").unwrap();
+        assert!(matches!(c.reuse(&digest, &cached, &one, 64), Some(Err(Error::Tampered { .. }))));
     }
 
     #[test]

@@ -44,6 +44,16 @@ impl BundleCache {
         self
     }
 
+    /// The extracted folder of `digest` when it is already here: one `stat`, no lock and no
+    /// fetch (what [`BundleCache::get_or_fetch`] looks at first), cheap enough for an async task.
+    pub fn cached(&self, digest: &str) -> Option<PathBuf> {
+        if !is_digest(digest) {
+            return None;
+        }
+        let dir = self.root.join(digest);
+        dir.is_dir().then_some(dir)
+    }
+
     /// The extracted folder of `digest`, calling `fetch` to write the archive only when no
     /// earlier call (in any thread or process sharing the root) already did.
     pub fn get_or_fetch(
@@ -166,9 +176,12 @@ mod tests {
             fetches.fetch_add(1, Ordering::SeqCst);
             bundle.write_to(w).map(drop).map_err(io::Error::other)
         };
+        assert_eq!(cache.cached(bundle.digest()), None, "not fetched yet");
         let first = cache.get_or_fetch(bundle.digest(), fetch).unwrap();
         let second = cache.get_or_fetch(bundle.digest(), fetch).unwrap();
         assert_eq!(first, second);
+        assert_eq!(cache.cached(bundle.digest()), Some(first.clone()));
+        assert_eq!(cache.cached("../../etc"), None, "not a digest");
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         assert_eq!(fs::read_to_string(first.join("pipeline.yaml")).unwrap(), "name: churn\n");
         assert_eq!(visible(&root.path().join("bundles")), [bundle.digest()]);

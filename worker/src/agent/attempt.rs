@@ -191,18 +191,49 @@ async fn conclude(
     if is_docker(assignment) {
         containers::forget(&ctx.records, &container_name(&label(&ctx, &key, assignment)));
     }
-    let slots = ctx.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        // Emptied and reused: creating and deleting folders for every step cost a real share
-        // of a short step on ext4 (BENCHMARKS.md). One that cannot be emptied is dropped.
-        if empty_folder(&dir) {
-            slots.slots.give_back(dir);
-        } else {
-            remove_tree(&dir);
-        }
-    })
-    .await;
+    // Emptied and reused: creating and deleting folders for every step cost a real share of a
+    // short step on ext4 (BENCHMARKS.md). A folder the step left clean (most are) is seen so
+    // with a few reads of folders, done here; one with something to remove goes to the
+    // blocking pool; one that cannot be emptied is dropped.
+    if is_clean(&dir) {
+        ctx.slots.give_back(dir);
+    } else {
+        let slots = ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if empty_folder(&dir) {
+                slots.slots.give_back(dir);
+            } else {
+                remove_tree(&dir);
+            }
+        })
+        .await;
+    }
     next
+}
+
+/// Whether `dir` holds what [`empty_folder`] leaves and nothing more: `outputs/` and `metrics/`
+/// folders, both empty, and maybe `src/`. Only reads the three folders; removes nothing.
+fn is_clean(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let mut kept = 0;
+    for entry in entries {
+        let Ok(entry) = entry else { return false };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            return false;
+        }
+        let name = entry.file_name();
+        if name == "src" {
+            continue;
+        }
+        if name != "outputs" && name != "metrics" {
+            return false;
+        }
+        if !std::fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none()) {
+            return false;
+        }
+        kept += 1;
+    }
+    kept == 2
 }
 
 /// Reusable attempt folders (`attempts/<n>/`), each holding `outputs/` and, when the step has
@@ -599,6 +630,11 @@ async fn bundle_workdir(ctx: &Context, digest: &str, dir: &Path, docker: bool) -
     loop {
         let cached = transfer::bundle_dir(&ctx.session, &ctx.files, digest).await?;
         let copy = dir.join("src");
+        // A small bundle's copy left by the step before is checked here, a `stat` per entry:
+        // cheaper than a trip to the blocking pool (two thread wake-ups) for a short step.
+        if !docker && let Some(Ok(())) = ctx.checkouts.reuse(digest, &cached, &copy, SMALL_BUNDLE) {
+            return Ok(copy);
+        }
         let (checkouts, d, from, to) = (ctx.checkouts.clone(), digest.to_string(), cached.clone(), copy.clone());
         let checked = blocking(move || {
             if docker {
@@ -625,6 +661,11 @@ async fn bundle_workdir(ctx: &Context, digest: &str, dir: &Path, docker: bool) -
         }
     }
 }
+
+/// The most folders and files a bundle may hold for its reused copy to be checked on the
+/// async task rather than on the blocking pool (`Checkouts::reuse`): 64 `stat`s take about
+/// as long as the trip to the pool and back.
+const SMALL_BUNDLE: usize = 64;
 
 /// Moves a cached bundle folder out of the cache's way in one rename (a concurrent fetch then
 /// extracts it anew), then removes it. The name is one the cache sweeps if this is cut short.
@@ -654,9 +695,11 @@ async fn succeeded(ctx: &Context, key: &Key, a: &v1::Assignment, outputs_dir: &P
     let declared = a.outputs.clone();
     let pins = ctx.files.pins.clone();
     // Collected and pinned in one go, so no eviction falls between (`evict`).
-    let (manifest, pinned) = blocking(move || pins.collecting(|| collect_outputs(&store, &dir, &declared)))
-        .await?
-        .map_err(|e| Stop::Fail(format!("collecting outputs: {e}")))?;
+    let collect = move || pins.collecting(|| collect_outputs(&store, &dir, &declared));
+    // With no outputs declared, collecting is one `stat` of the folder: done here, it saves a
+    // trip to the blocking pool that costs more than the `stat`.
+    let collected = if a.outputs.is_empty() { collect() } else { blocking(collect).await? };
+    let (manifest, pinned) = collected.map_err(|e| Stop::Fail(format!("collecting outputs: {e}")))?;
     let manifest: Manifest = manifest;
     if !manifest.entries().is_empty() {
         ctx.files.grew();
@@ -755,6 +798,37 @@ mod tests {
         // A step that removed its outputs folder leaves one that cannot be handed out as ready.
         std::fs::remove_dir(dir.join("outputs")).unwrap();
         assert!(!empty_folder(&dir));
+    }
+
+    #[test]
+    fn a_clean_folder_is_seen_without_removing_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("0");
+        for d in ["outputs", "metrics", "src/steps"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("src/steps/a.sh"), b"kept").unwrap();
+        assert!(is_clean(&dir));
+        std::fs::remove_dir_all(dir.join("src")).unwrap();
+        assert!(is_clean(&dir), "src/ is optional");
+        // Anything a step leaves is dirt for `empty_folder`, and stays where it is.
+        type Dirt<'a> = (&'a str, &'a dyn Fn(&Path));
+        let dirt: [Dirt; 5] = [
+            ("an output", &|d| std::fs::write(d.join("outputs/model.bin"), b"m").unwrap()),
+            ("a metrics file", &|d| std::fs::write(d.join("metrics/live.jsonl"), b"{}").unwrap()),
+            ("a stray file", &|d| std::fs::write(d.join("stray"), b"s").unwrap()),
+            ("a stray folder", &|d| std::fs::create_dir(d.join("inputs")).unwrap()),
+            ("src as a file", &|d| std::fs::write(d.join("src"), b"s").unwrap()),
+        ];
+        for (name, make) in dirt {
+            make(&dir);
+            assert!(!is_clean(&dir), "{name}");
+            assert!(empty_folder(&dir), "{name}: emptied");
+            assert!(is_clean(&dir), "{name}: clean once emptied");
+        }
+        std::fs::remove_dir(dir.join("metrics")).unwrap();
+        assert!(!is_clean(&dir), "a missing metrics/ folder");
+        assert!(!is_clean(&tmp.path().join("none")));
     }
 
     #[test]

@@ -189,6 +189,13 @@ async fn say(logs: &mpsc::Sender<LogLine>, text: String) {
 /// file yet). A note when the file is now shorter than `offset`: it is read again from its
 /// start.
 async fn read(path: &std::path::Path, offset: u64) -> (Option<Vec<u8>>, Option<String>) {
+    // No file yet, or nothing new in it (every poll of most steps, and the last one of a
+    // short step): one `stat` tells, here rather than on the blocking pool.
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (None, None),
+        Ok(m) if m.len() == offset => return (None, None),
+        _ => {}
+    }
     let path = path.to_path_buf();
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Option<Vec<u8>>, Option<String>)> {
         let mut file = match std::fs::File::open(&path) {

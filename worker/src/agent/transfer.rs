@@ -249,6 +249,11 @@ pub(crate) async fn fetch_blob(session: &Session, files: &Files, entry: &Entry) 
 
 /// The extracted folder of the bundle `digest`, downloading it when not cached.
 pub(crate) async fn bundle_dir(session: &Session, files: &Files, digest: &str) -> Result<PathBuf, TransferError> {
+    // The usual case, a bundle extracted for an earlier step, is one `stat`: cheaper here than
+    // a trip to the blocking pool and back (two thread wake-ups).
+    if let Some(dir) = files.bundles.cached(digest) {
+        return Ok(dir);
+    }
     let cached = |fetch: Option<PathBuf>| {
         let cache = files.bundles.clone();
         let digest = digest.to_string();
