@@ -20,7 +20,7 @@ use weir_core::run::{AttemptId, Event, StepState};
 use weir_core::spec::{PullPolicy, Resources, Runtime};
 use weir_data::artifact::Manifest;
 
-use super::core::{Engine, Held, Live, State};
+use super::core::{Engine, Held, Live, Staged, State};
 use super::error::ApiError;
 use weir_core::placement::Usage;
 
@@ -134,7 +134,7 @@ impl Engine {
             let names =
                 &live.pipeline.steps()[live.plan.graph[petgraph::graph::NodeIndex::new(i.index())].step].secrets;
             let secrets = self.secret_values(names);
-            let mut assignment = match assignment(self, live, &run, attempt) {
+            let mut assignment = match assignment(self, live, st.staged.as_ref(), &run, attempt) {
                 Ok(a) => a,
                 Err(e) => {
                     // Keep it ready for the next lease rather than losing it from the queue.
@@ -201,7 +201,7 @@ impl Engine {
             [live.plan.graph[petgraph::graph::NodeIndex::new(attempt.instance.index())].step]
             .secrets;
         let secrets = self.secret_values(names);
-        let mut assignment = assignment(self, live, &run, attempt)?;
+        let mut assignment = assignment(self, live, st.staged.as_ref(), &run, attempt)?;
         let usage = live.need(attempt.instance).usage;
         st.orphans.remove(&(run.clone(), attempt));
         match secrets {
@@ -376,7 +376,15 @@ impl Engine {
             }
         };
         let terminal = !matches!(event, Event::Started { .. });
-        self.apply(&mut st, run, event, outputs.as_ref()).map_err(|e| self.stale(e))?;
+        // The outcome and the lease it makes are written in one transaction (`Staged`).
+        if terminal && lease_next {
+            st.staged = Some(Staged::default());
+        }
+        if let Err(e) = self.apply(&mut st, run, event, outputs.as_ref()) {
+            // Staged before the failure (cache hits write what is staged): written anyway.
+            let _ = self.write_staged(&mut st);
+            return Err(self.stale(e));
+        }
         let key = (run.to_string(), attempt);
         let usage = Engine::usage(&st, run, attempt);
         if let Some(w) = st.workers.get_mut(worker) {
@@ -402,6 +410,21 @@ impl Engine {
         } else {
             None
         };
+        if let Err(e) = self.write_staged(&mut st) {
+            // Neither the outcome nor the lease was stored; their runs were reloaded from the
+            // store. The worker still holds the attempt it reports on (it reports again), and
+            // not the one leased here, which is ready again.
+            let since = self.clock.instant();
+            if let Some(w) = st.workers.get_mut(worker) {
+                if let Some(a) = &next {
+                    w.held.remove(&(a.run.clone(), a.attempt));
+                }
+                if terminal {
+                    w.held.entry((run.to_string(), attempt)).or_insert(Held { since, usage });
+                }
+            }
+            return Err(e);
+        }
         drop(st);
         // `started` is advisory: lost in a crash, the machine still accepts the outcome from
         // `leased`, so it rides along with the next commit instead of paying for a flush.
@@ -564,7 +587,13 @@ pub fn input_dir(name: &str) -> String {
     }
 }
 
-fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Result<Assignment, ApiError> {
+fn assignment(
+    engine: &Engine,
+    live: &Live,
+    staged: Option<&Staged>,
+    run: &str,
+    attempt: AttemptId,
+) -> Result<Assignment, ApiError> {
     let node = petgraph::graph::NodeIndex::new(attempt.instance.index());
     let inst = &live.plan.graph[node];
     let step = &live.pipeline.steps()[inst.step];
@@ -603,7 +632,8 @@ fn assignment(engine: &Engine, live: &Live, run: &str, attempt: AttemptId) -> Re
         if !live.machine.state(need_id).is_success() {
             continue; // skipped by its `when`: no outputs
         }
-        let manifest = engine.store.artifacts(run, need_id)?.unwrap_or_default();
+        // Staged when the outcome that made this attempt ready is in the same call (`report`).
+        let manifest = engine.artifacts_of(staged, run, need_id)?.unwrap_or_default();
         if manifest.entries().is_empty() {
             continue; // nothing to show: no folder (and no work for the worker)
         }

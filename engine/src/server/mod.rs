@@ -52,6 +52,8 @@ pub(crate) mod scheduler;
 mod schedules;
 pub(crate) mod secrets;
 #[cfg(test)]
+mod staged_tests;
+#[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod timing_tests;

@@ -31,6 +31,26 @@ impl Batch {
         Batch::default()
     }
 
+    /// Adds the writes of `other` after this batch's own: one transaction for both, in order
+    /// (an event of `other` takes the seq after one of the same run here).
+    pub fn append(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+
+    /// The artifacts of `run`'s instance `i` this batch writes, if it writes them (the last
+    /// write wins, as in the transaction): a reader of a batch not yet written.
+    pub fn artifacts(&self, run: &str, i: InstanceId) -> Result<Option<Manifest>, Error> {
+        let key = keys::instance(run, i)?;
+        for op in self.ops.iter().rev() {
+            if let Op::Put(TreeId::Artifacts, k, v) = op
+                && *k == key
+            {
+                return decode(TreeId::Artifacts.name(), k, v).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// The run's record, and its key in the time index (the same key every time a run is
     /// written, since `created_at` never changes, so rewriting it is harmless).
     pub fn put_run(&mut self, run: &RunRecord) -> Result<&mut Batch, Error> {
@@ -207,6 +227,11 @@ impl Store {
     /// reports); never acknowledge anything else written this way.
     pub fn write_batch_unflushed(&self, batch: Batch) -> Result<Vec<u64>, Error> {
         let h = self.handle()?;
+        #[cfg(test)]
+        if self.fail_next_batch.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Io(std::io::Error::other("injected: the batch was not written")));
+        }
+        self.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.writing("writing a batch", || Self::transact(&h, &batch))
     }
 

@@ -121,12 +121,23 @@ pub struct Store {
     pub(super) fault: Mutex<Option<String>>,
     /// Held shared by every write, exclusively by [`Store::paused`] (a backup's snapshot).
     pub(super) pause: RwLock<()>,
+    /// How many batches were written ([`Store::transactions`]).
+    pub(super) transactions: std::sync::atomic::AtomicU64,
+    /// Fails the next batch write, once: a fault a real disk gives only at random.
+    #[cfg(test)]
+    pub(crate) fail_next_batch: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
     /// The folder the database lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many batches this value wrote, each one sled transaction: what a call costs in
+    /// log writes (a transaction writes sled's log twice).
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(super) fn tree(&self, t: TreeId) -> Result<sled::Tree, Error> {

@@ -78,6 +78,9 @@ impl Store {
             handle: RwLock::new(Some(Arc::new(handle))),
             dir: dir.to_path_buf(),
             fault: Mutex::new(None),
+            transactions: Default::default(),
+            #[cfg(test)]
+            fail_next_batch: Default::default(),
             pause: RwLock::new(()),
         };
         store.ensure_time_index();
