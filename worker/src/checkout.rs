@@ -133,29 +133,28 @@ impl Checkouts {
         Ok(())
     }
 
-    /// [`Checkouts::checkout`] when it takes no more than a `stat` per entry, few enough to
-    /// run on an async task: `digest` was verified before, its bundle holds at most `max`
-    /// folders and files, and the copy this value left at `dest` is of `digest` and untouched.
-    /// `None` when it would take more (a first verification, a larger bundle, a copy to make),
-    /// for the caller to run `checkout` where blocking is fine; `Some(Err)` when the cached
-    /// bundle changed, as `checkout` says it.
-    pub fn reuse(&self, digest: &str, cached: &Path, dest: &Path, max: usize) -> Option<Result<(), Error>> {
-        let snapshot = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(digest).cloned()?;
-        if snapshot.dirs.len() + snapshot.files.len() > max {
-            return None;
+    /// Whether the copy this value left at `dest` can serve a step of `digest` as it is, checked
+    /// with no more than a `stat` per entry, few enough to run on an async task: `digest` was
+    /// verified before, its bundle holds at most `max` folders and files, and the copy is of
+    /// `digest` and untouched. The cached bundle is not looked at: nothing of it reaches a
+    /// reused copy (the next fresh copy checks it first, as `checkout` does). False when the
+    /// caller must run `checkout` (a first verification, a larger bundle, a copy to make).
+    pub fn reuse(&self, digest: &str, dest: &Path, max: usize) -> bool {
+        let small = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .is_some_and(|s| s.dirs.len() + s.files.len() <= max);
+        if !small {
+            return false;
         }
         let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        let (was, stamps) = kept.get(dest)?;
-        if was != digest {
-            return None;
-        }
-        if let Err(e) = unchanged(digest, &snapshot, cached) {
-            return Some(Err(e));
-        }
-        let untouched = stamps
-            .iter()
-            .all(|(rel, stamp)| fs::symlink_metadata(dest.join(rel)).is_ok_and(|now| Stamp::of(&now) == *stamp));
-        untouched.then_some(Ok(()))
+        let Some((was, stamps)) = kept.get(dest) else { return false };
+        was == digest
+            && stamps
+                .iter()
+                .all(|(rel, stamp)| fs::symlink_metadata(dest.join(rel)).is_ok_and(|now| Stamp::of(&now) == *stamp))
     }
 
     /// Removes the copy at `dest`, if any (a folder about to serve a step without one).
@@ -454,26 +453,37 @@ mod tests {
         let c = Checkouts::new();
         let one = root.path().join("one");
         // Nothing verified, nothing kept: the caller must check out.
-        assert!(c.reuse(&digest, &cached, &one, 64).is_none());
+        assert!(!c.reuse(&digest, &one, 64));
         c.checkout(&digest, &cached, &one).unwrap();
-        assert!(matches!(c.reuse(&digest, &cached, &one, 64), Some(Ok(()))));
+        assert!(c.reuse(&digest, &one, 64));
         // Five entries (two folders, three files): more than `max` is not small.
-        assert!(c.reuse(&digest, &cached, &one, 4).is_none());
+        assert!(!c.reuse(&digest, &one, 4));
         // No copy kept in another folder, nor one of another digest.
-        assert!(c.reuse(&digest, &cached, &root.path().join("two"), 64).is_none());
+        assert!(!c.reuse(&digest, &root.path().join("two"), 64));
         let (_other_root, other, other_digest) = bundle(&FILES[..1]);
         c.checkout(&other_digest, &other, &root.path().join("two")).unwrap();
-        assert!(c.reuse(&digest, &cached, &root.path().join("two"), 64).is_none());
+        assert!(!c.reuse(&digest, &root.path().join("two"), 64));
         // A copy the step changed needs a fresh one: not reused, and `checkout` makes it.
-        fs::write(one.join("steps/a.sh"), "echo poisoned\n").unwrap();
-        assert!(c.reuse(&digest, &cached, &one, 64).is_none());
-        c.checkout(&digest, &cached, &one).unwrap();
-        assert_eq!(fs::read_to_string(one.join("steps/a.sh")).unwrap(), "echo a\n");
-        assert!(matches!(c.reuse(&digest, &cached, &one, 64), Some(Ok(()))));
-        // A changed cache is tampering, as `checkout` says.
+        let changes: [&dyn Fn(&Path); 3] = [
+            &|d| fs::write(d.join("steps/a.sh"), "echo poisoned\n").unwrap(),
+            &|d| fs::write(d.join("steps/new.sh"), "x").unwrap(),
+            &|d| fs::remove_file(d.join("pipeline.yaml")).unwrap(),
+        ];
+        for change in changes {
+            change(&one);
+            assert!(!c.reuse(&digest, &one, 64));
+            c.checkout(&digest, &cached, &one).unwrap();
+            assert_eq!(fs::read_to_string(one.join("steps/a.sh")).unwrap(), "echo a\n");
+            assert!(!one.join("steps/new.sh").exists());
+            assert!(c.reuse(&digest, &one, 64));
+        }
+        // A changed cache does not reach an untouched copy; a fresh copy refuses it, as
+        // `checkout` always did.
         fs::set_permissions(cached.join("steps"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(cached.join("steps/evil.sh"), "x").unwrap();
-        assert!(matches!(c.reuse(&digest, &cached, &one, 64), Some(Err(Error::Tampered { .. }))));
+        assert!(c.reuse(&digest, &one, 64));
+        let err = c.checkout(&digest, &cached, &root.path().join("three")).unwrap_err();
+        assert!(matches!(err, Error::Tampered { .. }), "{err}");
     }
 
     #[test]

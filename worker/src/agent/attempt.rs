@@ -632,7 +632,7 @@ async fn bundle_workdir(ctx: &Context, digest: &str, dir: &Path, docker: bool) -
         let copy = dir.join("src");
         // A small bundle's copy left by the step before is checked here, a `stat` per entry:
         // cheaper than a trip to the blocking pool (two thread wake-ups) for a short step.
-        if !docker && let Some(Ok(())) = ctx.checkouts.reuse(digest, &cached, &copy, SMALL_BUNDLE) {
+        if !docker && ctx.checkouts.reuse(digest, &copy, SMALL_BUNDLE) {
             return Ok(copy);
         }
         let (checkouts, d, from, to) = (ctx.checkouts.clone(), digest.to_string(), cached.clone(), copy.clone());
