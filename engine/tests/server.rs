@@ -1140,3 +1140,46 @@ async fn live_metrics_come_from_the_holder_of_the_live_attempt_and_join_its_metr
     assert_eq!(none.code(), Code::NotFound, "{none:?}");
     s.shutdown().await;
 }
+
+/// Every page of `run`'s steps at `size` a page: (the names on each page, the run's
+/// (total, done) as each page tells it).
+async fn pages(c: &mut WeirClientClient<Channel>, run: &str, size: u32) -> (Vec<Vec<String>>, Vec<(u32, u32)>) {
+    let (mut names, mut counts, mut token) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let req = v1::GetRunRequest { run_id: run.into(), step_page_size: size, step_page_token: token.clone() };
+        let page = c.get_run(req).await.unwrap().into_inner();
+        names.push(page.steps.iter().map(|s| s.name.clone()).collect());
+        let r = page.run.unwrap();
+        counts.push((r.steps_total, r.steps_done));
+        if page.next_step_page_token.is_empty() {
+            return (names, counts);
+        }
+        token = page.next_step_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_steps_page_in_order_and_every_page_counts_them_all() {
+    const FIVE: &str = "name: five\nsteps:\n  s0: {run: 'true'}\n  s1: {run: 'true'}\n  s2: {run: 'true'}\n  s3: {run: 'true'}\n  s4: {run: 'true'}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let s = server::start(config(dir.path())).await.unwrap();
+    let (mut c, mut w) = clients(&s).await;
+    submit(&mut c, FIVE).await.unwrap();
+    let run = start(&mut c, "five", &[]).await;
+    let id = register(&mut w).await;
+    let first = lease(&mut w, &id).await.unwrap();
+    w.report(outcome(ok(&[], None), &id, &first)).await.unwrap();
+    let want: Vec<Vec<String>> =
+        vec![vec!["s0".into(), "s1".into()], vec!["s2".into(), "s3".into()], vec!["s4".into()]];
+    // Live: from the engine's memory.
+    assert_eq!(pages(&mut c, &run, 2).await, (want.clone(), vec![(5, 1); 3]));
+    while let Some(a) = lease_now(&mut w, &id).await {
+        w.report(outcome(ok(&[], None), &id, &a)).await.unwrap();
+    }
+    wait_state(&mut c, &run, v1::RunState::Succeeded).await;
+    // Finished: from the store, only the page decoded in full.
+    assert_eq!(pages(&mut c, &run, 2).await, (want, vec![(5, 5); 3]));
+    let (all, counts) = pages(&mut c, &run, 0).await;
+    assert_eq!((all[0].len(), counts), (5, vec![(5, 5)]), "the default page holds them all");
+    s.shutdown().await;
+}

@@ -16,7 +16,7 @@ pub(crate) use answers::{
 pub use answers::{planned_step, verdict};
 pub(crate) use explain::{explanation_diff, model_explanation};
 pub(crate) use views::{pipeline_summary, run_listing, worker_info};
-pub use views::{run, step, waiting};
+pub use views::{run, run_counted, step, waiting};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};

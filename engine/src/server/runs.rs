@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::cache::PipelineRef;
-use crate::store::{Listed, RunFilter, RunRecord, StepRecord, Trigger};
+use crate::store::{Listed, RunFilter, RunRecord, StepPage, StepRecord, Trigger};
 use weir_core::diag::Diagnostic;
 use weir_core::plan;
 use weir_core::run::{Earlier, Event, InstanceId, RunState, StepState, plan_retry};
@@ -68,6 +68,39 @@ impl Engine {
                 return Ok((live.record.clone(), steps, self.fault().unwrap_or_default()));
             }
         }
+        let (record, message) = self.stored_run(run_id)?;
+        let steps = self.store.steps(run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect();
+        Ok((record, steps, message))
+    }
+
+    /// [`Engine::load_run`] for the step records at positions `from..from + size` only, with the
+    /// counts of all: a page of a big run costs the page, not a copy or decode of every record.
+    pub(crate) fn load_run_page(
+        &self,
+        run_id: &str,
+        from: usize,
+        size: usize,
+    ) -> Result<(RunRecord, StepPage, String), ApiError> {
+        require_run_id(run_id)?;
+        {
+            let st = self.lock();
+            if let Some(live) = st.runs.get(run_id) {
+                let all = &live.steps;
+                let page = StepPage {
+                    steps: all.iter().skip(from).take(size).cloned().collect(),
+                    total: all.len(),
+                    done: all.iter().filter(|s| s.state.is_terminal()).count(),
+                    awaiting_approval: all.iter().filter(|s| s.state == StepState::AwaitingApproval).count(),
+                };
+                return Ok((live.record.clone(), page, self.fault().unwrap_or_default()));
+            }
+        }
+        let (record, message) = self.stored_run(run_id)?;
+        Ok((record, self.store.step_page(run_id, from, size)?, message))
+    }
+
+    /// A run's stored record, and the note that it is quarantined if it is.
+    fn stored_run(&self, run_id: &str) -> Result<(RunRecord, String), ApiError> {
         let quarantined = self.store.quarantined(run_id)?;
         let record = match self.store.run(run_id) {
             Ok(Some(r)) => r,
@@ -86,9 +119,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        let steps = self.store.steps(run_id, None, usize::MAX)?.into_iter().map(|(_, s)| s).collect();
-        let message = quarantined.map(|q| format!("quarantined: {q}")).unwrap_or_default();
-        Ok((record, steps, message))
+        Ok((record, quarantined.map(|q| format!("quarantined: {q}")).unwrap_or_default()))
     }
 
     /// Starts a run of `target` with `overrides` and returns its id. Plans outside the state

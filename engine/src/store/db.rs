@@ -114,6 +114,17 @@ impl TreeId {
 /// A write that fails on I/O (a full disk) leaves sled refusing every later write until the
 /// database is opened again: the store then says so in [`Store::fault`], and
 /// [`Store::reopen`] closes and reopens it, keeping what was flushed.
+/// A page of a run's step records and the counts of all of them ([`Store::step_page`]).
+#[derive(Debug, Default)]
+pub struct StepPage {
+    /// The records at the requested positions.
+    pub steps: Vec<StepRecord>,
+    pub total: usize,
+    /// Steps in a terminal state.
+    pub done: usize,
+    pub awaiting_approval: usize,
+}
+
 pub struct Store {
     pub(super) handle: RwLock<Option<Arc<Handle>>>,
     pub(super) dir: PathBuf,
@@ -268,6 +279,37 @@ impl Store {
         })
     }
 
+    /// The step records of `run` from position `from` (at most `size`), with the count and
+    /// states of all of them: only the page is decoded in full, the rest for its state alone
+    /// (a page of a 10,000-step run used to decode all 10,000 records).
+    pub fn step_page(&self, run: &str, from: usize, size: usize) -> Result<StepPage, Error> {
+        /// The state of a step record, its other fields skipped unparsed.
+        #[derive(serde::Deserialize)]
+        struct StateOnly {
+            state: weir_core::run::StepState,
+        }
+        let prefix = keys::prefix(run)?;
+        self.reading("reading steps", || {
+            let mut page = StepPage::default();
+            for kv in self.tree(TreeId::Steps)?.scan_prefix(&prefix) {
+                let (k, v) = kv?;
+                let n = page.total;
+                let state = if n >= from && n - from < size {
+                    let step: StepRecord = decode(TreeId::Steps.name(), &k, &v)?;
+                    let state = step.state;
+                    page.steps.push(step);
+                    state
+                } else {
+                    decode::<StateOnly>(TreeId::Steps.name(), &k, &v)?.state
+                };
+                page.total += 1;
+                page.done += usize::from(state.is_terminal());
+                page.awaiting_approval += usize::from(state == weir_core::run::StepState::AwaitingApproval);
+            }
+            Ok(page)
+        })
+    }
+
     pub fn put_artifacts(&self, run: &str, i: InstanceId, m: &Manifest) -> Result<(), Error> {
         self.put(TreeId::Artifacts, keys::instance(run, i)?, m)
     }
@@ -319,6 +361,31 @@ mod tests {
     use crate::store::testkit;
     use weir_core::run::{Millis, RunState, StepState};
     use weir_data::artifact::{Digest, Entry};
+
+    #[test]
+    fn a_step_page_decodes_its_records_and_counts_every_state() {
+        let (_dir, s) = testkit::store();
+        let states = [StepState::Succeeded, StepState::Failed, StepState::AwaitingApproval, StepState::Running];
+        for (i, state) in states.iter().enumerate() {
+            let mut step = testkit::step(&format!("s{i}"), *state);
+            step.message = Some(format!("message {i}"));
+            s.put_step("r-1", InstanceId(i as u32), &step).unwrap();
+        }
+        s.put_step("r-10", InstanceId(0), &testkit::step("other run", StepState::Succeeded)).unwrap();
+        let all: Vec<StepRecord> = s.steps("r-1", None, usize::MAX).unwrap().into_iter().map(|(_, s)| s).collect();
+        for (from, size) in [(0, 10), (1, 2), (3, 5), (4, 1), (0, 0)] {
+            let page = s.step_page("r-1", from, size).unwrap();
+            let want: Vec<StepRecord> = all.iter().skip(from).take(size).cloned().collect();
+            assert_eq!(page.steps, want, "from {from}, size {size}: the same records, decoded in full");
+            assert_eq!((page.total, page.done, page.awaiting_approval), (4, 2, 1), "from {from}, size {size}");
+        }
+        // A record that does not read back fails the page wherever it is, as a full read does.
+        let key = keys::instance("r-1", InstanceId(3)).unwrap();
+        let mut rotten = s.tree(TreeId::Steps).unwrap().get(&key).unwrap().unwrap().to_vec();
+        *rotten.last_mut().unwrap() ^= 0x20;
+        s.tree(TreeId::Steps).unwrap().insert(key, rotten).unwrap();
+        assert!(matches!(s.step_page("r-1", 0, 1), Err(Error::Corrupt { .. })));
+    }
 
     #[test]
     fn every_record_kind_round_trips_and_survives_a_reopen() {

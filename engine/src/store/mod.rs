@@ -83,7 +83,7 @@ pub use access::{AuditFilter, AuditRecord, TokenRecord};
 pub use append::Batch;
 pub use cache::CacheEntry;
 pub use check::{BadRecord, Damage, Report, TreeCount};
-pub use db::Store;
+pub use db::{StepPage, Store};
 pub use export::Exported;
 pub use guard::is_no_space;
 pub use lineage::{Consumed, Indexed, Produced};

@@ -141,7 +141,6 @@ pub(super) async fn get_run(
     req: Request<v1::GetRunRequest>,
 ) -> Result<Response<v1::GetRunResponse>, Status> {
     let r = bounded(req)?;
-    let (record, steps, message) = engine.load_run(&r.run_id)?;
     let from: usize = if r.step_page_token.is_empty() {
         0
     } else {
@@ -150,10 +149,11 @@ pub(super) async fn get_run(
             .map_err(|_| ApiError::Invalid("step_page_token was not issued by this server".into()))?
     };
     let size = page_size(r.step_page_size, 1000, 10_000);
+    let (record, page, message) = engine.load_run_page(&r.run_id, from, size)?;
     let waiting = engine.waiting(&r.run_id);
     let mut views = Vec::new();
-    for (i, s) in steps.iter().enumerate().skip(from).take(size) {
-        let i = InstanceId(i as u32);
+    for (n, s) in page.steps.iter().enumerate() {
+        let i = InstanceId((from + n) as u32);
         let (stage, outputs) = engine.step_extras(&record, i, s)?;
         let mut view = wire::step(i, s, stage, outputs.as_ref());
         if let Some(w) = waiting.get(&i) {
@@ -161,9 +161,9 @@ pub(super) async fn get_run(
         }
         views.push(view);
     }
-    let next = if from + size < steps.len() { (from + size).to_string() } else { String::new() };
+    let next = if from + size < page.total { (from + size).to_string() } else { String::new() };
     Ok(Response::new(v1::GetRunResponse {
-        run: Some(wire::run(&record, &steps, message)),
+        run: Some(wire::run_counted(&record, page.total, page.done, page.awaiting_approval, message)),
         steps: views,
         next_step_page_token: next,
     }))

@@ -14,6 +14,12 @@ use weir_data::artifact::Manifest;
 /// A run record as the API shows it, with step counts from `steps`.
 pub fn run(record: &RunRecord, steps: &[StepRecord], message: String) -> v1::Run {
     let done = steps.iter().filter(|s| s.state.is_terminal()).count();
+    let awaiting = steps.iter().filter(|s| s.state == StepState::AwaitingApproval).count();
+    run_counted(record, steps.len(), done, awaiting, message)
+}
+
+/// [`run`] from the counts of its steps (a page of them is all the caller holds).
+pub fn run_counted(record: &RunRecord, total: usize, done: usize, awaiting: usize, message: String) -> v1::Run {
     v1::Run {
         run_id: record.id.clone(),
         pipeline: record.pipeline.clone(),
@@ -35,9 +41,9 @@ pub fn run(record: &RunRecord, steps: &[StepRecord], message: String) -> v1::Run
             Trigger::Upstream { .. } => v1::Trigger::Pipeline,
             Trigger::Webhook { .. } => v1::Trigger::Webhook,
         } as i32,
-        steps_total: steps.len() as u32,
+        steps_total: total as u32,
         steps_done: done as u32,
-        steps_awaiting_approval: steps.iter().filter(|s| s.state == StepState::AwaitingApproval).count() as u32,
+        steps_awaiting_approval: awaiting as u32,
         scheduled_time: match record.trigger {
             Trigger::Schedule { at: Some(at), .. } => Some(timestamp(at)),
             _ => None,
