@@ -15,7 +15,9 @@
 //!   least any YAML-based loader can cost;
 //! * `load`: [`spec::load`], i.e. the spanned YAML tree, decoding and every validation check;
 //! * `load_plan`: `load`, then [`plan::resolve_params`] and [`plan::plan`] (matrix expansion,
-//!   template rendering, the instance DAG and its stable topological order).
+//!   template rendering, the instance DAG and its stable topological order);
+//! * `load_plan_machine`: `load_plan`, then the run's state machine ([`RunMachine::new`]: an
+//!   instance's typed matrix values, its dependents), what starting a run costs in this crate.
 //!
 //! Each iteration also drops what it built. Throughput is reported in elements = step instances
 //! after expansion. Run with `cargo bench -p weir-engine --bench plan`; `bench/report.py` turns
@@ -28,6 +30,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use saphyr_parser::Parser;
 use weir_core::plan;
+use weir_core::run::RunMachine;
 
 // The allocator the `weir` binary ships with, so the figures are what users get.
 #[global_allocator]
@@ -71,6 +74,14 @@ fn load_plan(text: &str, limits: &Limits) -> plan::Plan {
     plan::plan(&pipeline, &params, "bench-run")
 }
 
+fn load_plan_machine(text: &str, limits: &Limits) -> (plan::Plan, RunMachine) {
+    let pipeline = load(text, limits);
+    let params = plan::resolve_params(&pipeline, &[]).expect("no params to resolve");
+    let planned = plan::plan(&pipeline, &params, "bench-run");
+    let machine = RunMachine::new(&pipeline, &planned);
+    (planned, machine)
+}
+
 /// Plans `text` once and checks that every instance is there; prints the size of the workload.
 fn check_workload(shape: Shape, steps: usize, text: &str, limits: &Limits) {
     let planned = load_plan(text, limits);
@@ -109,6 +120,10 @@ fn bench(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("load_plan", steps), &text, |b, t| {
                 check();
                 b.iter(|| load_plan(t, &limits))
+            });
+            group.bench_with_input(BenchmarkId::new("load_plan_machine", steps), &text, |b, t| {
+                check();
+                b.iter(|| load_plan_machine(t, &limits))
             });
         }
         group.finish();

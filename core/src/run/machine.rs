@@ -12,7 +12,7 @@ use crate::spec::Pipeline;
 
 use super::event::{Effect, Event, Rejected};
 use super::ids::{AttemptId, InstanceId, Millis, RunState, StepState};
-use super::rules::{StepRules, approval_message, matrix_values};
+use super::rules::{MatrixIndex, StepRules, approval_message, matrix_values};
 
 /// One step instance: what it is, and where it stands.
 #[derive(Clone, Debug)]
@@ -67,6 +67,7 @@ impl RunMachine {
     /// A queued run of `plan`, which must have been planned from `pipeline`.
     pub fn new(pipeline: &Pipeline, plan: &Plan) -> RunMachine {
         let mut steps: Vec<StepRules> = pipeline.steps().iter().map(StepRules::new).collect();
+        let matrices: Vec<MatrixIndex> = pipeline.steps().iter().map(MatrixIndex::of).collect();
         let mut slots: Vec<Slot> = plan
             .graph
             .node_indices()
@@ -80,7 +81,7 @@ impl RunMachine {
                 Slot {
                     name: inst.name.clone(),
                     step: inst.step,
-                    matrix: matrix_values(&pipeline.steps()[inst.step], &inst.matrix),
+                    matrix: matrix_values(&matrices[inst.step], &inst.matrix),
                     dependents: Vec::new(),
                     waiting: 0,
                     state: StepState::Pending,

@@ -4,7 +4,7 @@
 //! expressions into a [`Check`] whose messages name the expression and every value it read.
 //! Pure: values come in as arguments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::expr::{Expr, Ref, Value};
@@ -40,17 +40,32 @@ impl StepRules {
     }
 }
 
-/// The typed value of a matrix cell, as the static check saw it (`0.01` is a float).
-pub(super) fn matrix_values(step: &Step, cells: &[(String, String)]) -> Vec<(String, Value)> {
+/// The typed values of one step's matrix cells, by axis and text, built once per step: looking
+/// each instance's cells up in the axis lists was quadratic (a 10,000-value axis cost 50 million
+/// string comparisons to start its run).
+pub(super) struct MatrixIndex<'a>(HashMap<(&'a str, &'a str), Value>);
+
+impl<'a> MatrixIndex<'a> {
+    pub(super) fn of(step: &'a Step) -> MatrixIndex<'a> {
+        let mut typed = HashMap::new();
+        for axis in &step.matrix {
+            for v in &axis.values {
+                // The first axis of a key and the first value of a text win, as a search would.
+                typed.entry((axis.key.as_str(), v.text.as_str())).or_insert_with(|| v.to_expr());
+            }
+        }
+        MatrixIndex(typed)
+    }
+}
+
+/// The typed value of a matrix cell, as the static check saw it (`0.01` is a float); a cell
+/// the step does not declare stays a string.
+pub(super) fn matrix_values(index: &MatrixIndex<'_>, cells: &[(String, String)]) -> Vec<(String, Value)> {
     cells
         .iter()
         .map(|(key, text)| {
-            let value = step
-                .matrix
-                .iter()
-                .find(|a| a.key == *key)
-                .and_then(|a| a.values.iter().find(|v| v.text == *text))
-                .map_or_else(|| Value::Str(text.clone()), |v| v.to_expr());
+            let value =
+                index.0.get(&(key.as_str(), text.as_str())).cloned().unwrap_or_else(|| Value::Str(text.clone()));
             (key.clone(), value)
         })
         .collect()
@@ -129,6 +144,28 @@ pub(super) fn evaluate(field: &str, expr: &Expr, scope: &Scope<'_>) -> Check {
 mod tests {
     use super::*;
     use crate::expr::parse;
+
+    #[test]
+    fn matrix_cells_take_their_declared_type_and_unknown_ones_stay_text() {
+        let yaml = "name: m\nsteps:\n  t:\n    matrix: {lr: [0.01, 2, '3'], opt: [adam, true]}\n    run: 'true'\n";
+        let p = crate::spec::load(yaml, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"));
+        let index = MatrixIndex::of(&p.steps()[0]);
+        let cells: Vec<(String, String)> =
+            [("lr", "0.01"), ("lr", "2"), ("lr", "3"), ("opt", "adam"), ("opt", "true"), ("x", "y")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let typed: Vec<Value> = matrix_values(&index, &cells).into_iter().map(|(_, v)| v).collect();
+        let want: Vec<Value> = vec![
+            Value::Float(0.01),
+            Value::Int(2),
+            p.steps()[0].matrix[0].values[2].to_expr(),
+            Value::Str("adam".into()),
+            p.steps()[0].matrix[1].values[1].to_expr(),
+            Value::Str("y".into()),
+        ];
+        assert_eq!(typed, want, "as the static check typed each value; an undeclared cell is text");
+    }
 
     #[test]
     fn checks_name_the_expression_and_the_values_read() {
