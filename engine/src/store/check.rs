@@ -220,20 +220,30 @@ mod tests {
                 testkit::overwrite(&dir.join("db"), len * k / 24, 8192, 0xa5);
                 s
             };
-            let report = damaged("check").check().unwrap();
-            let mut exported = Vec::new();
-            let export = damaged("export").export(&mut exported).unwrap();
             // Both walks meet the damage in the same trees. (The export leaves the derived time
             // index out.) Not compared: the key after which each met it. Under load the two
             // copies' walks sometimes stopped at different keys of the same tree (seen twice in
-            // seven full runs after the live-metrics tree was added, never alone): which pages
-            // sled holds in memory when the damage lands depends on its flusher thread.
+            // seven full runs after the live-metrics tree was added, never alone), and once (on
+            // 2026-12-07, under a parallel test run) in different trees: which pages sled holds
+            // in memory when the damage lands depends on its background threads. A walk that
+            // differs is a fault only if it differs again on fresh copies: the race does not
+            // repeat, a walk that reads differently does.
             let met = |d: &[Damage]| {
                 let mut trees = d.iter().filter(|d| d.tree != "runs_by_time").map(|d| d.tree).collect::<Vec<_>>();
                 trees.dedup();
                 trees
             };
-            assert_eq!(met(&export.damaged), met(&report.damaged), "case {k}: export and check walk alike");
+            let mut tries = 0;
+            let report = loop {
+                tries += 1;
+                let report = damaged(&format!("check{tries}")).check().unwrap();
+                let mut exported = Vec::new();
+                let export = damaged(&format!("export{tries}")).export(&mut exported).unwrap();
+                if met(&export.damaged) == met(&report.damaged) || tries == 3 {
+                    assert_eq!(met(&export.damaged), met(&report.damaged), "case {k}: export and check walk alike");
+                    break report;
+                }
+            };
             if report.damaged.iter().any(|d| d.tree == "runs") {
                 assert!(!report.is_clean());
                 if report.readable("runs") > 1400 {
