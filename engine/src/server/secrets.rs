@@ -151,10 +151,7 @@ mod tests {
     use super::*;
     use crate::secrets::SecretsKey;
     use crate::server::testkit;
-    use crate::store::{PipelineVersion, Trigger};
-    use weir_core::placement::{Offer, Usage};
     use weir_core::run::{InstanceId, StepState};
-    use weir_core::spec::Runtime;
 
     const VALUE: &str = "engine-test-secret-4b1f";
     const YAML: &str = "name: s\nsteps:\n  a:\n    run: 'echo \"$DB_PASSWORD\"'\n    secrets: [DB_PASSWORD]\n";
@@ -164,23 +161,11 @@ mod tests {
     }
 
     fn start(e: &Engine) -> String {
-        let version = PipelineVersion {
-            name: "s".into(),
-            yaml: YAML.into(),
-            bundle_digest: None,
-            submitted_at: Millis(1),
-            file: None,
-        };
-        e.store.put_pipeline_version("v1", &version).unwrap();
-        let run = e.create_run(&mut e.lock(), "v1", &[], Trigger::Manual { user: None }, false, None).unwrap();
-        e.commit().unwrap();
-        run
+        testkit::start_run(e, YAML, Millis(1))
     }
 
     fn worker(e: &Engine) -> String {
-        let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
-        let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0 };
-        e.register("w", offer, None).unwrap().0
+        testkit::register(e).0
     }
 
     fn export(e: &Engine) -> String {

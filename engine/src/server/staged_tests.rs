@@ -6,10 +6,7 @@
 use super::core::Engine;
 use super::dispatch::Report;
 use super::testkit;
-use crate::store::{PipelineVersion, Trigger};
-use weir_core::placement::{Offer, Usage};
 use weir_core::run::{AttemptId, InstanceId, Millis, StepState};
-use weir_core::spec::Runtime;
 use weir_data::artifact::{Entry, Manifest};
 
 /// `a` writes `m.txt`, which `b` gets as its input; `c` follows `b`. `b` is cached.
@@ -21,23 +18,7 @@ steps:
 ";
 
 fn start(e: &Engine) -> String {
-    let version = PipelineVersion {
-        name: "chain".into(),
-        yaml: CHAIN.into(),
-        bundle_digest: None,
-        submitted_at: Millis(1),
-        file: None,
-    };
-    e.store.put_pipeline_version("v1", &version).unwrap();
-    let run = e.create_run(&mut e.lock(), "v1", &[], Trigger::Manual { user: None }, false, None).unwrap();
-    e.commit().unwrap();
-    run
-}
-
-fn register(e: &Engine) -> (String, String) {
-    let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
-    let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0 };
-    e.register("w", offer, None).unwrap()
+    testkit::start_run(e, CHAIN, Millis(1))
 }
 
 /// `a`'s success with `m.txt` (stored in the engine's blob store first, as an upload does).
@@ -65,7 +46,7 @@ fn an_outcome_and_the_lease_it_makes_are_one_transaction_and_the_lease_sees_its_
     let dir = tempfile::tempdir().unwrap();
     let e = testkit::engine(dir.path());
     let run = start(&e);
-    let (worker, session) = register(&e);
+    let (worker, session) = testkit::register(&e);
     let a = e.try_lease(&worker).unwrap().expect("a is ready");
     let (done, manifest) = a_succeeded(&e);
     let before = e.store.transactions();
@@ -93,7 +74,7 @@ fn cache_hits_write_what_is_staged_before_their_own_events() {
     let e = testkit::engine(dir.path());
     // A first run fills `b`'s cache entry.
     let first = start(&e);
-    let (worker, session) = register(&e);
+    let (worker, session) = testkit::register(&e);
     let mut next = e.try_lease(&worker).unwrap();
     while let Some(a) = next {
         let report = if a.instance_name == "a" { a_succeeded(&e).0 } else { ok() };
@@ -134,7 +115,7 @@ fn a_staged_write_that_fails_stores_neither_and_the_worker_reports_again() {
     let dir = tempfile::tempdir().unwrap();
     let e = testkit::engine(dir.path());
     let run = start(&e);
-    let (worker, session) = register(&e);
+    let (worker, session) = testkit::register(&e);
     let a = e.try_lease(&worker).unwrap().expect("a is ready");
     let (done, manifest) = a_succeeded(&e);
     e.store.fail_next_batch.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use super::core::{Engine, Terms};
 use crate::clock::Clock;
-use crate::store::{Error, Store};
+use crate::store::{Error, PipelineVersion, Store, Trigger};
+use weir_core::placement::{Offer, Usage};
+use weir_core::run::Millis;
+use weir_core::spec::Runtime;
 
 /// An engine on `dir`'s store (`dir/db`, `dir/artifacts`), firing no schedules. Reopening right
 /// after a drop retries while sled's background flusher, which holds the file lock a moment
@@ -42,4 +45,28 @@ pub(super) fn metric(e: &Engine, series: &str) -> f64 {
     text.lines()
         .find(|l| l.split_once(' ').is_some_and(|(name, _)| name == series))
         .map_or(0.0, |l| l.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number"))
+}
+
+/// Stores `yaml` as version `v1`, submitted at `at`, and starts a run of it (committed).
+pub(super) fn start_run(e: &Engine, yaml: &str, at: Millis) -> String {
+    let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let version = PipelineVersion {
+        name: parsed.name().into(),
+        yaml: yaml.into(),
+        bundle_digest: None,
+        submitted_at: at,
+        file: None,
+    };
+    e.store.put_pipeline_version("v1", &version).unwrap();
+    let run = e.create_run(&mut e.lock(), "v1", &[], Trigger::Manual { user: None }, false, None).unwrap();
+    e.commit().unwrap();
+    run
+}
+
+/// Registers a worker offering 4 cpus, 1 GiB and the process runtime, with no bound on how
+/// many attempts it holds: its id and session.
+pub(super) fn register(e: &Engine) -> (String, String) {
+    let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
+    let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0 };
+    e.register("w", offer, None).unwrap()
 }

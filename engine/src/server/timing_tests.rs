@@ -12,9 +12,7 @@ use super::core::Engine;
 use super::testkit;
 use crate::clock::Clock;
 use crate::store::{PipelineVersion, Trigger};
-use weir_core::placement::{Offer, Usage};
 use weir_core::run::{AttemptId, InstanceId, Millis, StepState};
-use weir_core::spec::Runtime;
 
 /// 2027-01-15T08:00:00Z.
 const T0: Millis = Millis(1_799_999_200_000);
@@ -29,24 +27,11 @@ steps:
 ";
 
 fn start(e: &Engine, yaml: &str) -> String {
-    let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap();
-    let version = PipelineVersion {
-        name: parsed.name().into(),
-        yaml: yaml.into(),
-        bundle_digest: None,
-        submitted_at: T0,
-        file: None,
-    };
-    e.store.put_pipeline_version("v1", &version).unwrap();
-    let run = e.create_run(&mut e.lock(), "v1", &[], Trigger::Manual { user: None }, false, None).unwrap();
-    e.commit().unwrap();
-    run
+    testkit::start_run(e, yaml, T0)
 }
 
 fn register(e: &Engine) -> (String, String) {
-    let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
-    let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0 };
-    e.register("w", offer, None).unwrap()
+    testkit::register(e)
 }
 
 /// Leases the ready attempt to `worker` and reports it started.
