@@ -205,7 +205,11 @@ async fn a_full_disk_fails_clearly_logs_little_and_the_run_finishes_once_space_i
     })
     .await;
     log_stays_quiet(&log).await;
-    assert!(text(&log).lines().count() <= 30, "{}", text(&log));
+    // About 26 lines, and 7 more when the `logs` step's report lands while the store still
+    // cannot write (seen once in CI, 2026-12-07): the failed write, the run reloaded from the
+    // store, the reloaded attempt found unclaimed and run again, the reloads after the heal.
+    // A flood is hundreds (the 5 s check above); a race is a few.
+    assert!(text(&log).lines().count() <= 40, "{}", text(&log));
 
     // Space comes back: the run finishes without a restart, and the watch with it.
     std::fs::remove_file(&filler).unwrap();
