@@ -115,9 +115,7 @@ impl Checkouts {
         let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).remove(dest);
         if let Some((was, stamps)) = kept
             && was == digest
-            && stamps
-                .iter()
-                .all(|(rel, stamp)| fs::symlink_metadata(dest.join(rel)).is_ok_and(|now| Stamp::of(&now) == *stamp))
+            && untouched(dest, &stamps)
         {
             self.kept.lock().unwrap_or_else(|p| p.into_inner()).insert(dest.to_path_buf(), (was, stamps));
             return Ok(());
@@ -151,10 +149,7 @@ impl Checkouts {
         }
         let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         let Some((was, stamps)) = kept.get(dest) else { return false };
-        was == digest
-            && stamps
-                .iter()
-                .all(|(rel, stamp)| fs::symlink_metadata(dest.join(rel)).is_ok_and(|now| Stamp::of(&now) == *stamp))
+        was == digest && untouched(dest, stamps)
     }
 
     /// Removes the copy at `dest`, if any (a folder about to serve a step without one).
@@ -207,6 +202,12 @@ fn remove_all(path: &Path) -> io::Result<()> {
         }
     }
     fs::remove_dir_all(path)
+}
+
+/// Whether every folder and file of the copy at `dest` still has the stamp taken when it was
+/// made.
+fn untouched(dest: &Path, stamps: &[(PathBuf, Stamp)]) -> bool {
+    stamps.iter().all(|(rel, stamp)| fs::symlink_metadata(dest.join(rel)).is_ok_and(|now| Stamp::of(&now) == *stamp))
 }
 
 /// Checks the cached bundle `cached` against its `snapshot`: a `stat` per folder and file.
