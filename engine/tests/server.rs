@@ -1181,5 +1181,12 @@ async fn a_runs_steps_page_in_order_and_every_page_counts_them_all() {
     assert_eq!(pages(&mut c, &run, 2).await, (want, vec![(5, 5); 3]));
     let (all, counts) = pages(&mut c, &run, 0).await;
     assert_eq!((all[0].len(), counts), (5, vec![(5, 5)]), "the default page holds them all");
+    // A forged token past every step, up to the largest number, is an empty last page.
+    for token in ["5", "1000000", &usize::MAX.to_string()] {
+        let req = v1::GetRunRequest { run_id: run.clone(), step_page_size: 10_000, step_page_token: token.into() };
+        let page = c.get_run(req).await.unwrap().into_inner();
+        assert!(page.steps.is_empty() && page.next_step_page_token.is_empty(), "{token}");
+        assert_eq!(page.run.unwrap().steps_total, 5);
+    }
     s.shutdown().await;
 }

@@ -161,7 +161,9 @@ pub(super) async fn get_run(
         }
         views.push(view);
     }
-    let next = if from + size < page.total { (from + size).to_string() } else { String::new() };
+    // Saturating: a forged token near usize::MAX must give an empty last page, not wrap.
+    let end = from.saturating_add(size);
+    let next = if end < page.total { end.to_string() } else { String::new() };
     Ok(Response::new(v1::GetRunResponse {
         run: Some(wire::run_counted(&record, page.total, page.done, page.awaiting_approval, message)),
         steps: views,
