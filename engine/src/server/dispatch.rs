@@ -423,6 +423,9 @@ impl Engine {
                     w.held.entry((run.to_string(), attempt)).or_insert(Held { since, usage });
                 }
             }
+            // Released above, the attempt was not held during the reload: it is this worker's
+            // again, not an orphan (see `replay`).
+            st.orphans.remove(&(run.to_string(), attempt));
             return Err(e);
         }
         drop(st);

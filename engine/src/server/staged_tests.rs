@@ -124,11 +124,9 @@ fn a_staged_write_that_fails_stores_neither_and_the_worker_reports_again() {
     assert_eq!((state(&e, &run, 0), state(&e, &run, 1)), (StepState::Leased, StepState::Pending));
     let held: Vec<AttemptId> = e.lock().workers[&worker].held.keys().map(|(_, a)| *a).collect();
     assert_eq!(held, [a.attempt]);
-    // As after any reload: `a`, leased and not started, is offered again to its own worker
-    // (which holds it and ignores the copy); `b` waits for `a`.
-    let again = e.try_lease(&worker).unwrap().map(|x| x.attempt);
-    assert_eq!(again, Some(a.attempt));
-    assert!(e.try_lease(&worker).unwrap().is_none(), "b waits for a");
+    // The worker that holds `a` keeps it (not an orphan to redeliver or expire); `b` waits.
+    assert!(e.lock().orphans.is_empty());
+    assert!(e.try_lease(&worker).unwrap().is_none(), "a is the worker's; b waits for a");
     // The worker's retry is taken as the first report would have been.
     let (done, _) = a_succeeded(&e);
     let b = e.report(&worker, &session, &run, a.attempt, done, true).unwrap().expect("b");

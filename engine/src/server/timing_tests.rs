@@ -237,3 +237,36 @@ async fn metrics_count_events_once_they_are_flushed() {
     e.commit().unwrap();
     assert_eq!(testkit::metric(&e, r#"weir_runs_started_total{pipeline="one"}"#), 1.0, "durable: counted");
 }
+
+/// A write that fails while a connected worker holds an attempt reloads its run from the
+/// store, and the worker's hold survives the reload: the attempt is not made an orphan whose
+/// deadline comes from the stored `heard_at` (which the failing store could not refresh), so
+/// it is not declared lost and run a second time; the worker's retried report is taken.
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_leaves_a_connected_workers_attempt_with_it() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let e = testkit::engine_on(dir.path(), Clock::at(T0));
+    let run = start(&e, "name: one\nsteps:\n  a: {run: 'true'}\n");
+    let w = register(&e);
+    let a = lease_and_start(&e, &w, &run); // stored as heard at T0
+    for _ in 0..7 {
+        // 35 s of heartbeats whose `heard_at` writes fail.
+        advance(Duration::from_secs(5)).await;
+        e.store.fail_next_batch.store(true, Relaxed);
+        heartbeat(&e, &w, &run, a);
+        e.tick();
+    }
+    e.store.fail_next_batch.store(true, Relaxed);
+    let ok = || super::dispatch::Report::Succeeded { metrics: Default::default(), outputs: Default::default() };
+    assert!(e.report(&w.0, &w.1, &run, a, ok(), false).is_err(), "the outcome's write failed");
+    assert_eq!(step(&e, &run), (StepState::Running, 1), "reloaded from the store");
+    assert!(e.lock().orphans.is_empty(), "still held by its worker, not an orphan");
+    // Past the deadline an orphan would have had (stored heard_at T0 + 38.5 s).
+    heartbeat(&e, &w, &run, a);
+    pass(&e, 5).await;
+    assert_eq!(step(&e, &run), (StepState::Running, 1), "not lost, not run again");
+    e.report(&w.0, &w.1, &run, a, ok(), false).unwrap();
+    let stored = e.store.step(&run, InstanceId(0)).unwrap().expect("a step record");
+    assert_eq!((stored.state, stored.attempts), (StepState::Succeeded, 1), "ran once");
+}
