@@ -74,12 +74,10 @@ impl Bundle {
         let mut entries = Vec::with_capacity(found.len());
         let mut sources = Vec::with_capacity(found.len());
         for f in found {
-            let (size, digest) = hash_file(&f.source)?;
+            let (size, digest) = hash_file(&f.source, f.size)?;
             entries.push(Entry { path: f.path, size, executable: f.executable, digest });
             sources.push(f.source);
         }
-        // A file may have grown since the walk: check again what was actually read.
-        check_bytes(entries.iter().map(|e| (&e.path, e.size)), limits)?;
         let bytes = entries.iter().map(|e| e.size).sum();
         let mut bundle = Bundle { digest: String::new(), bytes, archive_len: 0, entries, sources };
         let mut hasher = HashWriter(blake3::Hasher::new());
@@ -234,10 +232,17 @@ fn busiest(found: &[Found]) -> Vec<(String, u64)> {
     list
 }
 
-fn hash_file(path: &Path) -> Result<(u64, String), Error> {
-    let mut file = fs::File::open(path).map_err(Error::io(path))?;
+/// Size and digest of `path`, which the walk saw at `walked` bytes. A file that grew since is
+/// [`Error::Changed`] once it passes that size: read no further, since a file written while
+/// it is read (a log in the pipeline folder) may grow as fast as it is read, or faster.
+fn hash_file(path: &Path, walked: u64) -> Result<(u64, String), Error> {
+    let file = fs::File::open(path).map_err(Error::io(path))?;
     let mut hasher = blake3::Hasher::new();
-    let size = io::copy(&mut file, &mut HashWriter(&mut hasher)).map_err(Error::io(path))?;
+    let size =
+        io::copy(&mut file.take(walked.saturating_add(1)), &mut HashWriter(&mut hasher)).map_err(Error::io(path))?;
+    if size > walked {
+        return Err(Error::Changed { path: path.to_path_buf() });
+    }
     Ok((size, hasher.finalize().to_hex().to_string()))
 }
 
@@ -292,6 +297,19 @@ pub(super) mod tests {
         ("steps/lib/util.py", "X = 1\n", false),
         ("data/small.csv", "a,b\n1,2\n", false),
     ];
+
+    #[test]
+    fn a_file_that_grew_since_the_walk_is_read_no_further_than_its_walked_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.log");
+        fs::write(&path, "0123456789").unwrap();
+        assert!(matches!(hash_file(&path, 5), Err(Error::Changed { .. })));
+        let (size, digest) = hash_file(&path, 10).unwrap();
+        assert_eq!((size, digest), (10, blake3::hash(b"0123456789").to_hex().to_string()));
+        // Shrunk since the walk: what is there now (the archive's own check catches a change
+        // after this read).
+        assert_eq!(hash_file(&path, 20).unwrap().0, 10);
+    }
 
     fn build(dir: &Path) -> Result<Bundle, Error> {
         Bundle::build(dir, BundleLimits::default())

@@ -113,7 +113,7 @@ pub enum Error {
     Unsupported { path: PathBuf, kind: &'static str },
     #[error("{}: file name is not UTF-8", path.display())]
     NonUtf8 { path: PathBuf },
-    #[error("{}: changed while the bundle was being read", path.display())]
+    #[error("{}: changed while the bundle was being read; if something writes it during runs, list it in .weirignore", path.display())]
     Changed { path: PathBuf },
     #[error("`{0}` is not a bundle digest (64 lowercase hex digits)")]
     BadDigest(String),
