@@ -914,12 +914,14 @@ impl Engine {
                     st.ready.push_back(Need::of(step), run_id.to_string(), attempt)
                 }
                 s if s.is_held() => {
-                    // Held by a worker registered with this engine process: a reload after a
-                    // failed write, not a restart. The worker still has it and its heartbeats
-                    // keep it; as an orphan it would get a deadline from the stored `heard_at`,
-                    // which the failing store could not refresh, be declared lost and run twice.
+                    // Held by the worker it is leased to, registered with this engine process:
+                    // a reload after a failed write, not a restart. The worker still has it and
+                    // its heartbeats keep it; as an orphan it would get a deadline from the
+                    // stored `heard_at`, which the failing store could not refresh, be declared
+                    // lost and run twice.
                     let key = (run_id.to_string(), attempt);
-                    if st.workers.values().any(|w| w.held.contains_key(&key)) {
+                    let holder = machine.worker(i).and_then(|w| st.workers.get(w));
+                    if holder.is_some_and(|w| w.held.contains_key(&key)) {
                         continue;
                     }
                     let step = &steps[i.index()];
