@@ -235,19 +235,43 @@ impl Store {
         self.writing("writing a batch", || Self::transact(&h, &batch))
     }
 
+    /// One sled transaction over the trees `batch` writes, and only those: sled sets up and
+    /// commits every tree a transaction names, and a step's outcome touches 4 of the 24.
     fn transact(h: &Handle, batch: &Batch) -> Result<Vec<u64>, Error> {
-        let seqs = h.trees.as_slice().transaction(|trees: &Vec<TransactionalTree>| {
+        if batch.ops.is_empty() {
+            return Ok(Vec::new()); // sled's transaction over no tree would index its first
+        }
+        const NONE: usize = usize::MAX;
+        let mut at = [NONE; TreeId::ALL.len()];
+        let mut named: Vec<sled::Tree> = Vec::new();
+        let mut name = |t: TreeId| {
+            if at[t as usize] == NONE {
+                at[t as usize] = named.len();
+                named.push(h.trees[t as usize].clone());
+            }
+        };
+        for op in &batch.ops {
+            match op {
+                Op::Put(t, ..) | Op::Remove(t, _) => name(*t),
+                Op::Event { .. } => {
+                    name(TreeId::EventSeq);
+                    name(TreeId::Events);
+                }
+            }
+        }
+        let seqs = named.as_slice().transaction(|trees: &Vec<TransactionalTree>| {
+            let tree = |t: TreeId| &trees[at[t as usize]];
             let mut seqs = Vec::new();
             for op in &batch.ops {
                 match op {
                     Op::Put(t, k, v) => {
-                        trees[*t as usize].insert(k.as_slice(), v.as_slice())?;
+                        tree(*t).insert(k.as_slice(), v.as_slice())?;
                     }
                     Op::Remove(t, k) => {
-                        trees[*t as usize].remove(k.as_slice())?;
+                        tree(*t).remove(k.as_slice())?;
                     }
                     Op::Event { run, prefix, value } => {
-                        let counters = &trees[TreeId::EventSeq as usize];
+                        let counters = tree(TreeId::EventSeq);
                         let last: u64 = match counters.get(run)? {
                             Some(b) => decode(TreeId::EventSeq.name(), run, &b).map_err(abort)?,
                             None => 0,
@@ -256,7 +280,7 @@ impl Store {
                         counters.insert(run.as_slice(), encode(TreeId::EventSeq.name(), &seq).map_err(abort)?)?;
                         let mut key = prefix.clone();
                         key.extend_from_slice(&seq.to_be_bytes());
-                        trees[TreeId::Events as usize].insert(key, value.as_slice())?;
+                        tree(TreeId::Events).insert(key, value.as_slice())?;
                         seqs.push(seq);
                     }
                 }
@@ -322,6 +346,8 @@ mod tests {
         assert_eq!(s.artifacts("r-1", InstanceId(0)).unwrap(), Some(Manifest::default()));
         assert!(s.run("r-1").unwrap().is_some());
         assert!(Batch::new().append_event("a\0b", &ev(1, Event::Tick)).is_err());
+        // A transaction names only the trees its batch writes: an empty one names none.
+        assert_eq!(s.write_batch(Batch::new()).unwrap(), Vec::<u64>::new());
     }
 
     #[test]
