@@ -366,14 +366,24 @@ impl Engine {
         // transaction kept every node version they made resident at once (~15 MB, the peak of a
         // large fan-out's memory). Unflushed like the rest and ordered before the run record
         // in sled's log: a crash between them leaves step records under an id that has no run
-        // record, which no reader reaches and `new_run_id` never hands out again.
+        // record, which no reader reaches and `new_run_id` never hands out again. The last
+        // chunk goes first in the run's own transaction (every chunk of a run of up to
+        // STEP_CHUNK instances): a transaction is two synced log writes.
+        let chunks = live.steps.len().div_ceil(STEP_CHUNK);
+        let mut last = Batch::new();
         for (n, chunk) in live.steps.chunks(STEP_CHUNK).enumerate() {
             let mut steps = Batch::new();
             for (j, s) in chunk.iter().enumerate() {
                 steps.put_step(&run_id, InstanceId((n * STEP_CHUNK + j) as u32), s)?;
             }
-            self.store.write_batch_unflushed(steps)?;
+            if n + 1 == chunks {
+                last = steps;
+            } else {
+                self.store.write_batch_unflushed(steps)?;
+            }
         }
+        last.append(batch);
+        let mut batch = last;
         batch.put_run(&live.record)?;
         // A triggered run and the trigger's note that it fired are one write: exactly once.
         if let Some((trigger, fired_for)) = live.record.trigger.fired() {

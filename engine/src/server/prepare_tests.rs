@@ -109,3 +109,28 @@ async fn an_id_whose_step_records_a_crash_left_behind_is_never_handed_out_again(
     assert_ne!(second, first, "the same clock gives the same first choice; the orphans rule it out");
     assert_eq!(steps, 1, "only its own step");
 }
+
+/// A run of up to STEP_CHUNK instances is stored in one transaction (its step records, its
+/// start and its run record); a bigger one in a transaction per further chunk of step records.
+#[test]
+fn a_small_run_starts_in_one_transaction_and_a_big_one_in_one_per_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = testkit::engine(dir.path());
+    let before = e.store.transactions();
+    let run =
+        testkit::start_run(&e, "name: two\nsteps:\n  a: {run: 'true'}\n  b: {run: 'true', needs: [a]}\n", Millis(1));
+    assert_eq!(e.store.transactions() - before, 1);
+    assert_eq!(e.store.steps(&run, None, 10).unwrap().len(), 2);
+    assert!(e.store.run(&run).unwrap().is_some());
+    // 600 instances: two chunks of 256 on their own, the last 88 with the run.
+    let values: Vec<String> = (0..600).map(|i| i.to_string()).collect();
+    let yaml = format!("name: wide\nsteps:\n  w:\n    run: 'true'\n    matrix: {{i: [{}]}}\n", values.join(", "));
+    let parsed = weir_core::spec::load(&yaml, &Default::default()).unwrap();
+    let version =
+        PipelineVersion { name: parsed.name().into(), yaml, bundle_digest: None, submitted_at: Millis(2), file: None };
+    e.store.put_pipeline_version("v2", &version).unwrap();
+    let before = e.store.transactions();
+    let run = e.create_run(&mut e.lock(), "v2", &[], Trigger::Manual { user: None }, false, None).unwrap();
+    assert_eq!(e.store.transactions() - before, 3);
+    assert_eq!(e.store.steps(&run, None, 1000).unwrap().len(), 600);
+}
