@@ -358,8 +358,7 @@ impl Engine {
         let mut live = Live { record, machine, plan, pipeline, bundle, steps };
         // The start, recorded here too: with every instance a root, it rewrites every step.
         let now = self.clock.now();
-        let Recorded { effects, mut batch, hits, metered } =
-            self.record(&mut live, &run_id, Event::Start, None, now)?;
+        let Recorded { effects, batch, hits, metered } = self.record(&mut live, &run_id, Event::Start, None, now)?;
         // Every step record, STEP_CHUNK to a transaction, before the run's own batch (which
         // rewrites those the start touched): sled frees the tree nodes a write replaces only
         // once no transaction that began before it is still open, so 10,000 records in one
