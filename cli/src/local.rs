@@ -134,7 +134,16 @@ pub fn run(args: RunArgs) -> ExitCode {
     // Asking dockerd for its version costs a `weir run` tens of milliseconds (a third of a
     // one-step run): only a pipeline with a docker step asks.
     let docker = pipeline.steps().iter().any(|s| s.runtime == spec::model::Runtime::Docker);
-    rt.block_on(embedded(args, file, docker))
+    // On a worker thread, not this one: a task on the main thread is woken from a worker thread
+    // (a futex wake and a context switch) by every event of the run it follows.
+    match rt.block_on(rt.spawn(embedded(args, file, docker))) {
+        Ok(code) => code,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => {
+            eprintln!("error: the run was stopped: {e}");
+            ExitCode::from(3)
+        }
+    }
 }
 
 /// `docker`: whether the pipeline has a docker step, so the worker needs a Docker engine. Without

@@ -60,8 +60,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::BufReader;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -147,44 +146,51 @@ async fn run(
     let born = session::Born { leader: pgid, at: crate::clock::instant() };
     let stdout = pipe_reader(child.stdout, std::process::ChildStdout::from, tokio::process::ChildStdout::from_std);
     let stderr = pipe_reader(child.stderr, std::process::ChildStderr::from, tokio::process::ChildStderr::from_std);
-    let mut guard = Group { pgid, born, reaper, reap: Some(child.reap), pumps: Vec::new(), finished: false };
+    let mut guard = Group { pgid, born, reaper, exit: Some(child.exit), exited: false, finished: false };
     let (stdout, stderr) = match (stdout, stderr) {
         (Ok(stdout), Ok(stderr)) => (stdout, stderr),
         (Err(e), _) | (_, Err(e)) => return Err(spawn_error(e)), // `guard` kills the step
     };
-    guard.pumps = vec![
-        tokio::spawn(logs::pump(BufReader::new(stdout), Stream::Stdout, logs.clone())),
-        tokio::spawn(logs::pump(BufReader::new(stderr), Stream::Stderr, logs)),
-    ];
     if let Err(error) = reaper.add(pgid) {
         // Without a reaper the step would outlive a killed worker: do not run it.
         return Err(spawn_error(error));
     }
-    let mut exited = child.exited;
+    // The output is read on this task while it waits for the exit, not on tasks of its own:
+    // each task spawned per step could wake the other runtime thread to take it.
+    let mut pumps = Pumps::new(async move {
+        tokio::join!(
+            logs::pump(BufReader::new(stdout), Stream::Stdout, logs.clone()),
+            logs::pump(BufReader::new(stderr), Stream::Stderr, logs),
+        );
+    });
 
-    let timeout = async {
+    let mut timeout = std::pin::pin!(async {
         match spec.timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
-    };
-    let stop = tokio::select! {
-        status = &mut exited => Err(status),
-        () = timeout => Ok(Stop::Timeout),
-        () = cancel.cancelled() => Ok(Stop::Cancel),
-    };
+    });
+    let stop = pumps
+        .meanwhile(async {
+            tokio::select! {
+                status = guard.wait() => Err(status),
+                () = &mut timeout => Ok(Stop::Timeout),
+                () = cancel.cancelled() => Ok(Stop::Cancel),
+            }
+        })
+        .await;
     let outcome = match stop {
-        Err(status) => exit_outcome(exit_status(status)?),
+        Err(status) => exit_outcome(status.map_err(Error::Wait)?),
         Ok(stop) => {
             kill_step(born, libc::SIGTERM);
-            let status = match tokio::time::timeout(spec.grace, &mut exited).await {
+            let status = match pumps.meanwhile(tokio::time::timeout(spec.grace, guard.wait())).await {
                 Ok(status) => status,
                 Err(_) => {
                     kill_step(born, libc::SIGKILL);
-                    exited.await
+                    pumps.meanwhile(guard.wait()).await
                 }
             };
-            exit_status(status)?;
+            status.map_err(Error::Wait)?;
             match stop {
                 Stop::Timeout => Outcome::TimedOut,
                 Stop::Cancel => Outcome::Cancelled,
@@ -194,19 +200,42 @@ async fn run(
     // Leftovers (`sleep 100 &`) die with the step; then the pipes close and the pumps finish.
     kill_step(born, libc::SIGKILL);
     guard.finished = true;
-    let pumps = std::mem::take(&mut guard.pumps);
     drop(guard); // unregisters the session from the reaper, then reaps the leader
-    let aborts: Vec<_> = pumps.iter().map(JoinHandle::abort_handle).collect();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        for pump in pumps {
-            let _ = pump.await;
-        }
-    })
-    .await;
-    if drained.is_err() {
-        aborts.iter().for_each(|a| a.abort());
-    }
+    // Output a process that escaped the session still writes is dropped with the pumps.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, pumps.drained()).await;
     Ok(outcome)
+}
+
+/// The output pumps of a step, polled by the task that runs it.
+struct Pumps<F> {
+    pumps: std::pin::Pin<Box<F>>,
+    done: bool,
+}
+
+impl<F: Future<Output = ()>> Pumps<F> {
+    fn new(pumps: F) -> Self {
+        Pumps { pumps: Box::pin(pumps), done: false }
+    }
+
+    /// Runs `f` to its end while the pumps go on reading.
+    async fn meanwhile<T>(&mut self, f: impl Future<Output = T>) -> T {
+        let mut f = std::pin::pin!(f);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut f => return out,
+                () = &mut self.pumps, if !self.done => self.done = true,
+            }
+        }
+    }
+
+    /// Until both pipes are at their end.
+    async fn drained(&mut self) {
+        if !self.done {
+            (&mut self.pumps).await;
+            self.done = true;
+        }
+    }
 }
 
 /// A pipe's read end as a tokio reader, by way of the std type tokio knows how to register.
@@ -216,11 +245,6 @@ fn pipe_reader<S, T>(
     to_tokio: impl FnOnce(S) -> io::Result<T>,
 ) -> io::Result<T> {
     to_tokio(to_std(fd))
-}
-
-/// The leader's exit status as the waiting thread reported it.
-fn exit_status(status: Result<io::Result<ExitStatus>, oneshot::error::RecvError>) -> Result<ExitStatus, Error> {
-    status.map_err(|_| Error::Wait(io::Error::other("the thread waiting for the step died")))?.map_err(Error::Wait)
 }
 
 fn exit_outcome(status: ExitStatus) -> Outcome {
@@ -241,20 +265,33 @@ struct Group<'a> {
     pgid: i32,
     born: session::Born,
     reaper: &'a reaper::Reaper,
-    reap: Option<oneshot::Sender<()>>,
-    pumps: Vec<JoinHandle<()>>,
+    /// Taken by the drop, which reaps.
+    exit: Option<spawn::Exit>,
+    /// Whether the leader's exit was seen.
+    exited: bool,
     /// Set once `run` did the final kill itself.
     finished: bool,
+}
+
+impl Group<'_> {
+    /// Waits for the leader's exit (without reaping it).
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let exit = self.exit.as_mut().expect("the exit is taken only by the drop");
+        let status = exit.wait(self.pgid).await;
+        self.exited |= status.is_ok();
+        status
+    }
 }
 
 impl Drop for Group<'_> {
     fn drop(&mut self) {
         if !self.finished {
             kill_step(self.born, libc::SIGKILL);
-            self.pumps.iter().for_each(JoinHandle::abort);
         }
         self.reaper.del(self.pgid);
-        drop(self.reap.take());
+        if let Some(exit) = self.exit.take() {
+            exit.reap(self.pgid, self.exited);
+        }
     }
 }
 

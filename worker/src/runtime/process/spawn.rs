@@ -1,7 +1,7 @@
 //! Starting a step without `fork`: `posix_spawn` (a `vfork`-like clone in glibc and musl, whose
 //! cost does not grow with the worker's memory, unlike `fork`, which copies its page tables), and
-//! waiting for its exit through a pidfd on the event loop (a small thread where the kernel has
-//! no pidfd). Must be called within a tokio runtime. This module starts one process and reports its exit; it
+//! waiting for its exit through a pidfd that the caller's own task polls (a small thread where
+//! the kernel has no pidfd). Must be called within a tokio runtime. This module starts one process and reports its exit; it
 //! never signals a step and never reads its output.
 
 use std::ffi::{CString, OsStr};
@@ -31,11 +31,58 @@ pub(super) struct Child {
     /// The read ends of the leader's stdout and stderr.
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
-    /// The leader's exit, once it happened. The leader is left a zombie until `reap` is dropped
-    /// (or sent to), so that its pid, group id and session id cannot be recycled while the
-    /// runtime still signals them.
-    pub exited: oneshot::Receiver<io::Result<ExitStatus>>,
-    pub reap: oneshot::Sender<()>,
+    /// The leader's exit. The leader is left a zombie until [`Exit::reap`], so that its pid, group
+    /// id and session id cannot be recycled while the runtime still signals them.
+    pub exit: Exit,
+}
+
+/// How the leader's exit is seen: a pidfd the caller's own task waits on (no other task or
+/// thread per step), or, where the kernel has no pidfd, a small thread that waits and reaps.
+pub(super) enum Exit {
+    Pidfd(AsyncFd<OwnedFd>),
+    Thread { exited: oneshot::Receiver<io::Result<ExitStatus>>, reap: oneshot::Sender<()> },
+}
+
+impl Exit {
+    /// Waits until the leader `pid` has exited, without reaping it. May be called again after it
+    /// returned or was dropped unfinished.
+    pub async fn wait(&mut self, pid: libc::pid_t) -> io::Result<ExitStatus> {
+        match self {
+            Exit::Pidfd(fd) => match fd.readable().await {
+                // Readable once the leader has exited: waitid answers without blocking.
+                Ok(_) => wait_exit(pid),
+                Err(_) => tokio::task::spawn_blocking(move || wait_exit(pid))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e))),
+            },
+            Exit::Thread { exited, .. } => match exited.await {
+                Ok(status) => status,
+                Err(_) => Err(io::Error::other("the thread waiting for the step died")),
+            },
+        }
+    }
+
+    /// Reaps the leader `pid` without blocking the caller: at once when `exited` (its exit was
+    /// seen), else once it exits (the caller has killed it).
+    pub fn reap(self, pid: libc::pid_t, exited: bool) {
+        match self {
+            Exit::Pidfd(_) if exited => reap_pid(pid),
+            Exit::Pidfd(fd) => match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn(async move {
+                    let _ = fd.readable().await;
+                    reap_pid(pid);
+                })),
+                Err(_) => {
+                    let _ = std::thread::Builder::new()
+                        .name("weir-step-wait".into())
+                        .stack_size(64 * 1024)
+                        .spawn(move || reap_pid(pid));
+                }
+            },
+            // The waiting thread reaps once told.
+            Exit::Thread { reap, .. } => drop(reap),
+        }
+    }
 }
 
 /// Starts `program` with `argv` (`program`, unless it holds a `/`, is looked up in the `PATH` of
@@ -90,27 +137,13 @@ pub(super) fn spawn(program: &str, argv: &[&str], env: &[(String, String)], work
     // Only the leader may hold the write ends now: the log readers wait for their end of file.
     drop((stdout_w, stderr_w));
 
-    let (exit_tx, exited) = oneshot::channel();
-    let (reap, reap_rx) = oneshot::channel::<()>();
-    match pidfd(pid) {
-        // The exit arrives on the event loop: no thread, no futex hand-off per step.
-        Ok(fd) => {
-            tokio::spawn(async move {
-                let status = match fd.readable().await {
-                    // Readable once the leader has exited: waitid answers without blocking.
-                    Ok(_) => wait_exit(pid),
-                    Err(_) => tokio::task::spawn_blocking(move || wait_exit(pid))
-                        .await
-                        .unwrap_or_else(|e| Err(io::Error::other(e))),
-                };
-                let _ = exit_tx.send(status);
-                // Reap once the runtime has done its last kill (or gave up on the step).
-                let _ = reap_rx.await;
-                reap_pid(pid);
-            });
-        }
+    let exit = match pidfd(pid) {
+        // The exit arrives on the event loop of the task that runs the step.
+        Ok(fd) => Exit::Pidfd(fd),
         // No pidfd (a kernel before 5.3, or a seccomp filter): a small thread waits instead.
         Err(_) => {
+            let (exit_tx, exited) = oneshot::channel();
+            let (reap, reap_rx) = oneshot::channel::<()>();
             let waiter =
                 std::thread::Builder::new().name("weir-step-wait".into()).stack_size(64 * 1024).spawn(move || {
                     let _ = exit_tx.send(wait_exit(pid));
@@ -123,9 +156,10 @@ pub(super) fn spawn(program: &str, argv: &[&str], env: &[(String, String)], work
                 reap_pid(pid);
                 return Err(error);
             }
+            Exit::Thread { exited, reap }
         }
-    }
-    Ok(Child { pid, stdout, stderr, exited, reap })
+    };
+    Ok(Child { pid, stdout, stderr, exit })
 }
 
 /// A pidfd of our child `pid`, registered with the event loop: it becomes readable when the
