@@ -72,7 +72,8 @@ pub struct RunArgs {
     /// Folder for the run database, artifacts and the worker's cache; runs accumulate there.
     #[arg(long, default_value = ".weir", value_name = "DIR", env = "WEIR_DATA_DIR")]
     data_dir: PathBuf,
-    /// Steps run at once (default: the number of cores).
+    /// Steps run at once (default: the number of cores). As many more attempts wait leased,
+    /// each to start the moment a running step exits, while that step's outcome is recorded.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     workers: Option<u32>,
     /// Seconds a stopped step gets between SIGTERM and SIGKILL.
@@ -178,6 +179,8 @@ async fn embedded(args: RunArgs, file: PathBuf, docker: bool) -> ExitCode {
     if let Some(n) = args.workers {
         agent_config.capacity = n;
     }
+    // The engine's only worker: an attempt held ahead could not have run anywhere else.
+    agent_config.ahead = agent_config.capacity;
     agent_config.name = "local".into();
     agent_config.local = Some(server.transport());
     agent_config.labels = args.labels.iter().cloned().collect();

@@ -370,6 +370,7 @@ impl Setup {
             name: "test-worker".into(),
             labels: BTreeMap::from([("pool".to_string(), "cpu".to_string())]),
             capacity: 4,
+            ahead: 0,
             work_dir: self.work.path().join("work"),
             runtime: Arc::new(ProcessRuntime::new()),
             docker: None,
@@ -666,6 +667,36 @@ async fn an_attempt_leased_with_a_report_runs_in_the_slot_it_freed() {
         .collect();
     let every = ["first", "second", "third"].map(|r| (r.to_string(), true));
     assert_eq!(asked, every, "every outcome asks for the next lease while the worker runs");
+    setup.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_held_ahead_starts_only_when_a_running_step_ends() {
+    let fake = Fake::default();
+    let mut setup = Setup::new(fake.clone());
+    let (go, done) = (setup.path("go"), setup.path("done"));
+    {
+        let mut state = fake.state();
+        state.queue.push_back(assignment("first", &gated(&go, &done)));
+        // Fails if it runs while `first` does.
+        let check = format!("test -f '{}' || {{ echo 'ran beside first'; exit 1; }}; echo after", done.display());
+        state.queue.push_back(assignment("second", &check));
+    }
+    let mut config = setup.config(TOKEN);
+    (config.capacity, config.ahead) = (1, 1);
+    setup.agent = Some(tokio::spawn(Agent::new(config).run(setup.shutdown.clone())));
+    until("a heartbeat holding both attempts", || {
+        let state = fake.state();
+        state.heartbeats.iter().any(|h| h.attempts.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(fake.state().registrations[0].capacity, 2, "the engine may lease one attempt ahead");
+    std::fs::write(&go, "").unwrap();
+    for run in ["first", "second"] {
+        let (_, outcome) = until(run, || fake.outcome(run)).await;
+        succeeded(&outcome);
+    }
+    assert_eq!(fake.log("second", v1::LogStream::Stdout), "after\n");
     setup.stop_agent().await;
 }
 

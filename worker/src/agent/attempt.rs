@@ -49,6 +49,9 @@ pub(crate) struct Context {
     /// An empty, read-only folder: `WEIR_INPUTS` of steps that need nothing.
     pub no_inputs: PathBuf,
     pub slots: Slots,
+    /// A permit per step that may run at once (`AgentConfig::capacity`); the worker may hold
+    /// more attempts than that (`AgentConfig::ahead`), which wait here for a step to end.
+    pub running: Arc<tokio::sync::Semaphore>,
     pub grace: Duration,
     pub gpus: Arc<super::gpus::GpuPool>,
     /// Private copies of cached bundles for process steps, and the tamper check.
@@ -344,6 +347,10 @@ async fn attempt(
         prepared = prepare(ctx, key, a, dir, ready) => prepared?,
         () = cancel.cancelled() => return Ok(stopped(ctx, key)),
     };
+    let slot = tokio::select! {
+        slot = ctx.running.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        () = cancel.cancelled() => return Ok(stopped(ctx, key)),
+    };
     let running = otel::phase(&ctx.otel, key, Phase::Run);
     // Held until the attempt is over (outputs uploaded), then free for the next one.
     let gpus = ctx.gpus.take(a.resources.as_ref().map_or(0, |r| r.gpus)).map_err(Stop::Fail)?;
@@ -406,6 +413,13 @@ async fn attempt(
         }
     };
     let (started, outcome, (), ()) = tokio::join!(started, step, logs::forward(&ctx.session, key, rx, &secrets), tail);
+    // The step has ended: an attempt held ahead starts while this one's outcome is judged, its
+    // outputs uploaded and its report flushed. Woken on this thread, it would wait behind the
+    // flush that blocks it: let it start its step first.
+    drop(slot);
+    if ctx.running.available_permits() == 0 {
+        tokio::task::yield_now().await;
+    }
     started.map_err(Stop::Quiet)?;
     let outcome = outcome.map_err(runtime_stop)?;
     drop(running);

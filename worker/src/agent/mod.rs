@@ -56,6 +56,12 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// How many steps run at once.
     pub capacity: u32,
+    /// How many attempts the worker holds beyond `capacity`, each waiting for a running step to
+    /// end: one starts the moment a step exits, while that step's outcome is still being
+    /// reported (and flushed), so no core idles through the report. 0 (the default) for a
+    /// worker that shares its engine with others, where an attempt waiting here could have run
+    /// elsewhere; `weir run`, the engine's only worker, holds one per step slot.
+    pub ahead: u32,
     /// `bundles/`, `blobs/`, `tmp/` and `attempts/` live under it.
     pub work_dir: PathBuf,
     pub runtime: Arc<dyn Runtime>,
@@ -91,6 +97,7 @@ impl AgentConfig {
             name: hostname(),
             labels: BTreeMap::new(),
             capacity: cores(),
+            ahead: 0,
             work_dir: work_dir.into(),
             runtime: Arc::new(ProcessRuntime::new()),
             docker: None,
@@ -112,6 +119,7 @@ impl fmt::Debug for AgentConfig {
             .field("name", &self.name)
             .field("labels", &self.labels)
             .field("capacity", &self.capacity)
+            .field("ahead", &self.ahead)
             .field("work_dir", &self.work_dir)
             .field("docker", &self.docker.is_some())
             .field("grace", &self.grace)
@@ -248,7 +256,9 @@ impl Agent {
             // The reaper starts while the worker registers, not when the first step does.
             config.runtime.warm();
         }
-        let capacity = config.capacity.max(1);
+        let running = config.capacity.max(1);
+        // What the engine may lease to this worker at once.
+        let capacity = running.saturating_add(config.ahead);
         let gpus = config.gpus.resolve().await;
         let register = v1::RegisterRequest {
             name: config.name.clone(),
@@ -279,7 +289,8 @@ impl Agent {
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>(),
-            capacity,
+            capacity = running,
+            ahead = config.ahead,
             cpus = register.cpus_milli / 1000,
             memory_bytes = register.memory_bytes,
             gpus = ?gpus.iter().map(|g| format!("{}:{}", g.index, g.model)).collect::<Vec<_>>(),
@@ -310,6 +321,7 @@ impl Agent {
             attempts_dir,
             no_inputs,
             slots,
+            running: Arc::new(Semaphore::new(running as usize)),
             grace: config.grace,
             gpus: gpus::GpuPool::new(gpus.iter().map(|g| g.index)),
             checkouts: Arc::new(crate::checkout::Checkouts::new()),
