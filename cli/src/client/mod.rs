@@ -690,13 +690,18 @@ pub enum Failure {
 
 impl Failure {
     pub fn exit_code(self) -> ExitCode {
-        ExitCode::from(match self {
+        ExitCode::from(self.status())
+    }
+
+    /// The process exit status `exit_code` stands for.
+    pub fn status(self) -> u8 {
+        match self {
             Failure::Refused | Failure::RunFailed => 1,
             Failure::Usage => 2,
             Failure::Unreachable => 3,
             Failure::Unauthenticated => 4,
             Failure::Interrupted => 130,
-        })
+        }
     }
 }
 
