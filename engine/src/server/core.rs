@@ -123,7 +123,7 @@ pub(crate) struct Worker {
 /// How many ended attempts a worker may still upload logs for.
 pub(crate) const RECENT: usize = 256;
 
-/// Step records per sled transaction when a run starts ([`Engine::prepare_run`]).
+/// Step records per store batch when a run starts ([`Engine::prepare_run`]).
 const STEP_CHUNK: usize = 256;
 
 /// One attempt a worker holds.

@@ -134,9 +134,14 @@ pub struct Store {
     pub(super) pause: RwLock<()>,
     /// How many batches were written ([`Store::transactions`]).
     pub(super) transactions: std::sync::atomic::AtomicU64,
+    /// Held while a batch is written: one batch at a time through the journal.
+    pub(super) journal: Mutex<()>,
     /// Fails the next batch write, once: a fault a real disk gives only at random.
     #[cfg(test)]
     pub(crate) fail_next_batch: std::sync::atomic::AtomicBool,
+    /// Stops a batch, as a crash would, after this many of its writes (`usize::MAX`: never).
+    #[cfg(test)]
+    pub(crate) cut_batch_after: std::sync::atomic::AtomicUsize,
 }
 
 impl Store {
@@ -145,8 +150,7 @@ impl Store {
         &self.dir
     }
 
-    /// How many batches this value wrote, each one sled transaction: what a call costs in
-    /// log writes (a transaction writes sled's log twice).
+    /// How many batches this value wrote: what a call costs in atomic writes.
     pub fn transactions(&self) -> u64 {
         self.transactions.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -230,7 +234,7 @@ impl Store {
         self.get(TreeId::PipelineVersions, hash.as_bytes())
     }
 
-    /// Writes the run's record and its entry in the time index, in one transaction.
+    /// Writes the run's record and its entry in the time index, in one atomic batch.
     pub fn put_run(&self, run: &RunRecord) -> Result<(), Error> {
         let mut b = super::Batch::new();
         b.put_run(run)?;

@@ -63,7 +63,7 @@ impl Store {
         Ok(exported)
     }
 
-    /// Loads an [`export`](Store::export) dump in one transaction and one flush; returns how
+    /// Loads an [`export`](Store::export) dump in one atomic batch and one flush; returns how
     /// many records. Keys already present are overwritten. Every run loaded gets its entry in
     /// the time index; index lines (an export never holds them) are skipped.
     pub fn import(&self, input: impl BufRead) -> Result<usize, Error> {

@@ -42,7 +42,11 @@ impl Handle {
             e => Error::Sled(e),
         })?;
         let trees = TreeId::ALL.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>()?;
-        Ok(Handle { db, trees })
+        let handle = Handle { db, trees };
+        if super::append::replay(&handle)? {
+            tracing::warn!(dir = %dir.display(), "completed a batch of writes a crash had interrupted");
+        }
+        Ok(handle)
     }
 }
 
@@ -79,8 +83,11 @@ impl Store {
             dir: dir.to_path_buf(),
             fault: Mutex::new(None),
             transactions: Default::default(),
+            journal: Mutex::new(()),
             #[cfg(test)]
             fail_next_batch: Default::default(),
+            #[cfg(test)]
+            cut_batch_after: std::sync::atomic::AtomicUsize::new(usize::MAX),
             pause: RwLock::new(()),
         };
         store.ensure_time_index();

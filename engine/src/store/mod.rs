@@ -45,8 +45,8 @@
 //! be the thing that no longer decodes and its bytes are kept as evidence.
 //!
 //! Durability: every public write flushes before it returns; [`Batch`] groups several records
-//! into one transaction and one flush. Tests here prove durability across a drop and reopen in
-//! one process only; kill -9 tests belong to the engine issue.
+//! into one atomic batch and one flush (atomic through a journal entry: `append.rs`, whose
+//! kill -9 campaign proves it against a real writer process).
 //!
 //! Damage and full disks: sled is only called through `guard` (a panic inside it is a typed
 //! error); a page sled cannot read is got past by scanning the rest backwards (`list`,

@@ -3,7 +3,7 @@
 //! alias moves and refused promotions per model ([`AliasEventRecord`]). Keys: `models` by name;
 //! `model_versions` and `model_events` by name · big-endian u64, so a model's versions and
 //! events scan in order and one model's keys never interleave with another's (model names hold
-//! no NUL). Registration writes through [`Batch`] helpers, so it lands in the same transaction
+//! no NUL). Registration writes through [`Batch`] helpers, so it lands in the same atomic batch
 //! as the step's success; the engine decides what to write, this module only stores it.
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! Deleting what retention and `weir runs delete` / `weir pipelines delete` let go, and the
 //! mark half of the blob sweep. [`Store::delete_run`] removes every key of one run from every
-//! tree keyed by it, in one transaction and one flush, so a crash leaves the run whole or gone;
+//! tree keyed by it, in one atomic batch and one flush, so a crash leaves the run whole or gone;
 //! [`Store::delete_pipeline`] the pipeline's index, versions, schedule and cache entries.
 //! [`Store::referenced_blobs`] lists every digest a record still names (step outputs, cache
 //! entries, model versions, pipeline bundles): the blobs the sweep must keep.
@@ -84,7 +84,7 @@ impl Store {
         })
     }
 
-    /// Removes every key of run `id` from every tree keyed by it, in one transaction, flushed.
+    /// Removes every key of run `id` from every tree keyed by it, in one atomic batch, flushed.
     /// Whether the run may go is the caller's decision. Returns whether it had a record.
     pub fn delete_run(&self, id: &str) -> Result<bool, Error> {
         let run_key = keys::run(id)?;
@@ -141,7 +141,7 @@ impl Store {
     }
 
     /// Removes pipeline `name`: its index, every version it lists, its schedule and its cache
-    /// entries, in one transaction, flushed. Its runs must have been deleted first. Returns
+    /// entries, in one atomic batch, flushed. Its runs must have been deleted first. Returns
     /// whether it existed.
     pub fn delete_pipeline(&self, name: &str) -> Result<bool, Error> {
         let Some(index) = self.get::<PipelineIndex>(TreeId::Pipelines, name.as_bytes())? else {
