@@ -6,6 +6,9 @@ fan-out of pipelines/bench/, three ways, interleaved round by round (rotating or
   dist   a fresh `weir server` (loopback, fresh data folder) and a separate `weir-worker`
          (`--capacity` = cores, as `weir run` defaults to), driven by `weir submit`, then
          `weir start` and `weir status RUN --watch`
+  dist+ahead  the same with `weir-worker --ahead` = cores: the worker holds one attempt per
+         step slot ahead, as `weir run`'s embedded worker does (`--ahead` is 0 by default,
+         for workers that share an engine; see `weir-worker --help`)
 
 What is measured, per round:
   wall   shell, run: the whole process. dist: from `weir start` until `weir status --watch`
@@ -74,9 +77,10 @@ def start_server(weir, data, log):
     return server, line.split()[-1]
 
 
-def start_worker(worker_bin, url, work, capacity, log):
+def start_worker(worker_bin, url, work, capacity, log, ahead=0):
     return procs.start([worker_bin, "--engine", url, "--name", "bench", "--capacity", str(capacity),
-                        "--docker", "off", "--gpus", "none", "--work-dir", work, "--grace", "1"],
+                        "--ahead", str(ahead), "--docker", "off", "--gpus", "none", "--work-dir", work,
+                        "--grace", "1"],
                        stdout=subprocess.DEVNULL, stderr=log)
 
 
@@ -92,12 +96,12 @@ def cli(weir, *args, quiet=False, timeout=1800):
     return done.stdout
 
 
-def dist(name, tmp, a):
+def dist(name, tmp, a, ahead=0):
     d = _pipeline_dir(tmp, name)
     data = tempfile.mkdtemp(dir=tmp, prefix="dist-")
     with open(os.path.join(data, "server.log"), "w") as slog, open(os.path.join(data, "worker.log"), "w") as wlog:
         server, url = start_server(a.weir, os.path.join(data, "data"), slog)
-        worker = start_worker(a.worker, url, os.path.join(data, "work"), os.cpu_count() or 1, wlog)
+        worker = start_worker(a.worker, url, os.path.join(data, "work"), os.cpu_count() or 1, wlog, ahead)
         try:
             cli(a.weir, "submit", os.path.join(d, "pipeline.yaml"), "--server", url)
             t0 = time.perf_counter()
@@ -125,12 +129,17 @@ def log_tails(*paths, lines=20):
         print(f"--- last lines of {os.path.basename(path)}:\n" + "".join(tail), file=sys.stderr)
 
 
-HOW = {"shell": shell, "run": weir_run, "dist": dist}
+def dist_ahead(name, tmp, a):
+    return dist(name, tmp, a, ahead=os.cpu_count() or 1)
+
+
+HOW = {"shell": shell, "run": weir_run, "dist": dist, "dist+ahead": dist_ahead}
+WHO = list(HOW)
 
 
 def measure(a, parts, rounds):
     """parts: a subset of {"scale", "dist"}. Returns {(workload, who): [(wall, cpu, rss_kib)]}."""
-    who = ["shell", "run"] + (["dist"] if "dist" in parts else [])
+    who = ["shell", "run"] + (["dist", "dist+ahead"] if "dist" in parts else [])
     res = {(w, c): [] for w in WORKLOADS for c in who}
     with tempfile.TemporaryDirectory(prefix="weir-scale-") as tmp:
         for r in range(rounds):
@@ -146,7 +155,7 @@ def _goal(ok):
 
 
 def report(res, rounds):
-    who = sorted({c for _, c in res}, key=["shell", "run", "dist"].index)
+    who = sorted({c for _, c in res}, key=WHO.index)
     med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in res.items()}
     print(f"\nscale ({rounds} rounds, medians; CPU = user+sys of the measured processes and the steps they reaped)\n")
     print("| workload | steps | how | wall | steps/s | CPU/step | CPU / shell's | peak RSS |")
@@ -165,9 +174,11 @@ def report(res, rounds):
         if w.startswith("fanout"):
             print(f"- {w}: `weir run` {n / run[0]:,.0f} steps/s (goal >= 1,200): {_goal(n / run[0] >= 1200)}; "
                   f"peak RSS {run[2] / 1024:.0f} MB (goal <= 100 MB): {_goal(run[2] <= 100 * 1024)}")
-        if "dist" in who:
-            dd = med[(w, "dist")]
+        for c, how in (("dist", "server + worker"), ("dist+ahead", "server + worker --ahead")):
+            if c not in who:
+                continue
+            dd = med[(w, c)]
             cpu_r, wall_r = dd[1] / run[1], dd[0] / run[0]
-            print(f"- {w}: server + worker CPU/step {cpu_r:.2f}x `weir run`'s, wall {wall_r:.2f}x its "
+            print(f"- {w}: {how} CPU/step {cpu_r:.2f}x `weir run`'s, wall {wall_r:.2f}x its "
                   f"({n / dd[0]:,.0f} steps/s) (goal: both within 1.25x): {_goal(cpu_r <= 1.25 and wall_r <= 1.25)}; "
                   f"peak RSS server + worker {dd[2] / 1024:.0f} MB")
