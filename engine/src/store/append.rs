@@ -286,24 +286,46 @@ impl Store {
         for (run, seq) in &counted {
             writes.push((TreeId::EventSeq, (*run).into(), Some(seq.as_slice())));
         }
+        if h.cut.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Reopening { dir: self.dir.clone(), reason: CUT.to_string() });
+        }
         let journaled = writes.len() > 1;
         if journaled {
             h.db.insert(JOURNAL, journal::encode(&writes))?;
         }
-        for (n, (t, k, v)) in writes.iter().enumerate() {
-            #[cfg(test)]
-            if self.cut_batch_after.load(std::sync::atomic::Ordering::Relaxed) == n {
-                return Err(Error::Io(std::io::Error::other("injected: a crash in the middle of a batch")));
+        let applied = (|| {
+            for (n, (t, k, v)) in writes.iter().enumerate() {
+                #[cfg(test)]
+                if self.cut_batch_after.load(std::sync::atomic::Ordering::Relaxed) == n {
+                    return Err(Error::Io(std::io::Error::other("injected: a crash in the middle of a batch")));
+                }
+                let _ = n;
+                apply(h, *t, k, *v)?;
             }
-            let _ = n;
-            apply(h, *t, k, *v)?;
-        }
-        if journaled {
-            h.db.remove(JOURNAL)?;
+            if journaled {
+                h.db.remove(JOURNAL)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = applied {
+            // The trees hold part of the batch, or all of it with its journal entry still there
+            // (a later write's replay would undo what came after). No batch is written and the
+            // store counts as failed until it is reopened, which completes this one from the
+            // journal (or finds none, if the entry never reached the disk): the engine reopens
+            // a failed store before it reloads anything from it (`Engine::heal`).
+            h.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+            if fault.is_none() {
+                *fault = Some(format!("{CUT} ({e})"));
+            }
+            return Err(e);
         }
         Ok(seqs)
     }
 }
+
+/// Why a store refuses batches after one was cut short ([`Store::transact`]).
+const CUT: &str = "a batch of writes was cut short; reopening the store completes it";
 
 /// One write of a batch, its event seqs resolved: a put (with the value) or a remove.
 type Write<'a> = (TreeId, std::borrow::Cow<'a, [u8]>, Option<&'a [u8]>);
@@ -482,6 +504,10 @@ mod tests {
         // Cut after one write, as a crash would: the step record is written, the event not.
         s.cut_batch_after.store(1, std::sync::atomic::Ordering::Relaxed);
         assert!(s.write_batch(batch()).is_err());
+        s.cut_batch_after.store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
+        // Until it is reopened the store takes no batch: one would replace the journal entry.
+        assert!(s.fault().is_some_and(|f| f.contains("cut short")));
+        assert!(matches!(s.write_batch(batch()), Err(Error::Reopening { .. })));
         s.flush().unwrap();
         assert_eq!(s.step("r-1", InstanceId(0)).unwrap().unwrap().state, StepState::Succeeded);
         assert_eq!(seqs(&s, "r-1", 0), [1], "the event is not written yet");
@@ -492,6 +518,15 @@ mod tests {
         assert_eq!(seqs(&s, "r-1", 0), [1, 2]);
         assert_eq!(s.run("r-1").unwrap().unwrap().state, RunState::Succeeded);
         assert_eq!(s.append_event("r-1", &ev(3, Event::Cancel)).unwrap(), 3, "the counter came with the batch");
+        // The same cut, then the reopen by which the engine heals a failed store.
+        s.cut_batch_after.store(2, std::sync::atomic::Ordering::Relaxed);
+        assert!(s.write_batch(batch()).is_err());
+        s.cut_batch_after.store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(seqs(&s, "r-1", 0), [1, 2, 3, 4], "the event is written, its counter not");
+        s.reopen().unwrap();
+        assert_eq!(s.fault(), None);
+        assert!(s.handle().unwrap().db.get(JOURNAL).unwrap().is_none());
+        assert_eq!(s.append_event("r-1", &ev(5, Event::Cancel)).unwrap(), 5, "the counter was completed");
         // Whole batches leave no journal entry behind to replay over later writes.
         s.write_batch(batch()).unwrap();
         assert!(s.handle().unwrap().db.get(JOURNAL).unwrap().is_none());

@@ -28,6 +28,8 @@ const REOPEN_WAIT: Duration = Duration::from_secs(2);
 pub(super) struct Handle {
     pub(super) db: sled::Db,
     pub(super) trees: Vec<sled::Tree>,
+    /// A batch was cut short in this handle: no other is written until a reopen replaces it.
+    pub(super) cut: std::sync::atomic::AtomicBool,
 }
 
 impl Handle {
@@ -42,7 +44,7 @@ impl Handle {
             e => Error::Sled(e),
         })?;
         let trees = TreeId::ALL.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>()?;
-        let handle = Handle { db, trees };
+        let handle = Handle { db, trees, cut: Default::default() };
         if super::append::replay(&handle)? {
             tracing::warn!(dir = %dir.display(), "completed a batch of writes a crash had interrupted");
         }
