@@ -250,6 +250,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let _one = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if h.cut.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Reopening { dir: self.dir.clone(), reason: CUT.to_string() });
+        }
         let mut seqs = Vec::new();
         // The last seq of each run this batch appends to (a batch touches a run or two).
         let mut counters: Vec<(&[u8], u64)> = Vec::new();
@@ -285,9 +288,6 @@ impl Store {
             .collect::<Result<_, Error>>()?;
         for (run, seq) in &counted {
             writes.push((TreeId::EventSeq, (*run).into(), Some(seq.as_slice())));
-        }
-        if h.cut.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Error::Reopening { dir: self.dir.clone(), reason: CUT.to_string() });
         }
         let journaled = writes.len() > 1;
         if journaled {
@@ -342,17 +342,40 @@ fn apply(h: &Handle, t: TreeId, key: &[u8], value: Option<&[u8]>) -> Result<(), 
     Ok(())
 }
 
+/// Where [`replay`] keeps a journal entry it cannot read, as evidence.
+pub(super) const JOURNAL_DAMAGED: &[u8] = b"weir-journal-damaged";
+
+/// What [`replay`] found in the journal.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Replayed {
+    Nothing,
+    /// A batch a crash interrupted, now applied whole and durable.
+    Completed,
+    /// An entry that does not decode (a newer format, a bug): kept under
+    /// [`JOURNAL_DAMAGED`] and not applied, so the store still opens; the batch it held may
+    /// be in the trees in part, as a damaged record is (quarantine and `weir store check`).
+    Damaged(String),
+}
+
 /// Applies the batch a crash interrupted, if the journal holds one, and makes it durable:
-/// called as the database is opened, before anyone reads it. Says whether there was one.
-pub(super) fn replay(h: &Handle) -> Result<bool, Error> {
-    let Some(entry) = h.db.get(JOURNAL)? else { return Ok(false) };
-    let writes = journal::decode(&entry)?;
-    for (t, k, v) in &writes {
-        apply(h, *t, k, v.as_deref())?;
-    }
+/// called as the database is opened, before anyone reads it.
+pub(super) fn replay(h: &Handle) -> Result<Replayed, Error> {
+    let Some(entry) = h.db.get(JOURNAL)? else { return Ok(Replayed::Nothing) };
+    let found = match journal::decode(&entry) {
+        Ok(writes) => {
+            for (t, k, v) in &writes {
+                apply(h, *t, k, v.as_deref())?;
+            }
+            Replayed::Completed
+        }
+        Err(e) => {
+            h.db.insert(JOURNAL_DAMAGED, entry)?;
+            Replayed::Damaged(e.to_string())
+        }
+    };
     h.db.remove(JOURNAL)?;
     h.db.flush()?;
-    Ok(true)
+    Ok(found)
 }
 
 /// The journal entry: a format byte, the number of writes (u32 BE), then each write as `[tree u8][1 put | 0 remove]
@@ -612,6 +635,24 @@ mod tests {
         }
         eprintln!("{seen} batches; {mid_batch} of 25 kills came in the middle of one");
         assert!(seen > 25, "the writer wrote {seen} batches in 25 lives");
+    }
+
+    /// A journal entry this build cannot read does not keep the store closed: it is kept aside
+    /// as evidence, said, and not applied.
+    #[test]
+    fn an_unreadable_journal_entry_is_kept_aside_and_the_store_still_opens() {
+        let (dir, s) = testkit::store();
+        s.put_step("r-1", InstanceId(0), &testkit::step("fit", StepState::Leased)).unwrap();
+        s.handle().unwrap().db.insert(JOURNAL, &[9u8, 0, 0][..]).unwrap();
+        drop(s);
+        let s = testkit::reopen(dir.path());
+        let h = s.handle().unwrap();
+        assert!(h.db.get(JOURNAL).unwrap().is_none());
+        assert_eq!(h.db.get(JOURNAL_DAMAGED).unwrap().as_deref(), Some(&[9u8, 0, 0][..]));
+        assert_eq!(s.step("r-1", InstanceId(0)).unwrap().unwrap().state, StepState::Leased);
+        assert_eq!(replay(&h).unwrap(), Replayed::Nothing);
+        h.db.insert(JOURNAL, &[1u8][..]).unwrap();
+        assert!(matches!(replay(&h).unwrap(), Replayed::Damaged(why) if why.contains("journal")));
     }
 
     #[test]

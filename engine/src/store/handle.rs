@@ -45,8 +45,18 @@ impl Handle {
         })?;
         let trees = TreeId::ALL.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>()?;
         let handle = Handle { db, trees, cut: Default::default() };
-        if super::append::replay(&handle)? {
-            tracing::warn!(dir = %dir.display(), "completed a batch of writes a crash had interrupted");
+        match super::append::replay(&handle)? {
+            super::append::Replayed::Nothing => {}
+            super::append::Replayed::Completed => {
+                tracing::warn!(dir = %dir.display(), "completed a batch of writes a crash had interrupted")
+            }
+            super::append::Replayed::Damaged(why) => tracing::error!(
+                dir = %dir.display(),
+                error = why,
+                "a batch of writes a crash interrupted cannot be read, so it was not completed: its \
+                 runs may hold part of it; kept as `weir-journal-damaged` in the database; run \
+                 `weir store check`"
+            ),
         }
         Ok(handle)
     }
