@@ -6,9 +6,10 @@ fan-out of pipelines/bench/, three ways, interleaved round by round (rotating or
   dist   a fresh `weir server` (loopback, fresh data folder) and a separate `weir-worker`
          (`--capacity` = cores, as `weir run` defaults to), driven by `weir submit`, then
          `weir start` and `weir status RUN --watch`
-  dist+ahead  the same with `weir-worker --ahead` = cores: the worker holds one attempt per
-         step slot ahead, as `weir run`'s embedded worker does (`--ahead` is 0 by default,
-         for workers that share an engine; see `weir-worker --help`)
+         The worker is at its defaults: it holds an attempt ahead of each step slot (one held
+         over 250 ms goes back to the engine; see `weir-worker --help`)
+  dist-ahead0  the same with `weir-worker --ahead 0`: nothing held ahead (the default before
+         attempts held too long were given back)
 
 What is measured, per round:
   wall   shell, run: the whole process. dist: from `weir start` until `weir status --watch`
@@ -77,10 +78,10 @@ def start_server(weir, data, log):
     return server, line.split()[-1]
 
 
-def start_worker(worker_bin, url, work, capacity, log, ahead=0):
-    return procs.start([worker_bin, "--engine", url, "--name", "bench", "--capacity", str(capacity),
-                        "--ahead", str(ahead), "--docker", "off", "--gpus", "none", "--work-dir", work,
-                        "--grace", "1"],
+def start_worker(worker_bin, url, work, capacity, log, ahead=None):
+    held = [] if ahead is None else ["--ahead", str(ahead)]
+    return procs.start([worker_bin, "--engine", url, "--name", "bench", "--capacity", str(capacity), *held,
+                        "--docker", "off", "--gpus", "none", "--work-dir", work, "--grace", "1"],
                        stdout=subprocess.DEVNULL, stderr=log)
 
 
@@ -96,7 +97,7 @@ def cli(weir, *args, quiet=False, timeout=1800):
     return done.stdout
 
 
-def dist(name, tmp, a, ahead=0):
+def dist(name, tmp, a, ahead=None):
     d = _pipeline_dir(tmp, name)
     data = tempfile.mkdtemp(dir=tmp, prefix="dist-")
     with open(os.path.join(data, "server.log"), "w") as slog, open(os.path.join(data, "worker.log"), "w") as wlog:
@@ -129,17 +130,17 @@ def log_tails(*paths, lines=20):
         print(f"--- last lines of {os.path.basename(path)}:\n" + "".join(tail), file=sys.stderr)
 
 
-def dist_ahead(name, tmp, a):
-    return dist(name, tmp, a, ahead=os.cpu_count() or 1)
+def dist_ahead0(name, tmp, a):
+    return dist(name, tmp, a, ahead=0)
 
 
-HOW = {"shell": shell, "run": weir_run, "dist": dist, "dist+ahead": dist_ahead}
+HOW = {"shell": shell, "run": weir_run, "dist": dist, "dist-ahead0": dist_ahead0}
 WHO = list(HOW)
 
 
 def measure(a, parts, rounds):
     """parts: a subset of {"scale", "dist"}. Returns {(workload, who): [(wall, cpu, rss_kib)]}."""
-    who = ["shell", "run"] + (["dist", "dist+ahead"] if "dist" in parts else [])
+    who = ["shell", "run"] + (["dist", "dist-ahead0"] if "dist" in parts else [])
     res = {(w, c): [] for w in WORKLOADS for c in who}
     with tempfile.TemporaryDirectory(prefix="weir-scale-") as tmp:
         for r in range(rounds):
@@ -174,7 +175,7 @@ def report(res, rounds):
         if w.startswith("fanout"):
             print(f"- {w}: `weir run` {n / run[0]:,.0f} steps/s (goal >= 1,200): {_goal(n / run[0] >= 1200)}; "
                   f"peak RSS {run[2] / 1024:.0f} MB (goal <= 100 MB): {_goal(run[2] <= 100 * 1024)}")
-        for c, how in (("dist", "server + worker"), ("dist+ahead", "server + worker --ahead")):
+        for c, how in (("dist", "server + worker"), ("dist-ahead0", "server + worker --ahead 0")):
             if c not in who:
                 continue
             dd = med[(w, c)]

@@ -29,7 +29,7 @@ Beside W0-W3, the same invocation runs (each its own module, documented there):
            per step and its ratio, steps/s, peak RSS (engine + embedded worker)
   dist     bench/scale.py: the same two through `weir server` + a separate `weir-worker` on
            loopback, against the `weir run` figures of the same rounds; RSS of both summed;
-           twice: the worker at its defaults, and with `--ahead` = cores (as `weir run`)
+           twice: the worker at its defaults (an attempt held ahead per slot), and `--ahead 0`
   restart  bench/restart.py (run with bench/.venv's Python for grpcio): `weir server` on a
            cached data folder of 10,000 finished and 100 unfinished runs (built once, in
            bench/.cache): time until it serves with the 100 resumed, and listing the newest 50

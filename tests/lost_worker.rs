@@ -4,6 +4,9 @@
 //! worker's step processes must not outlive it, and a frozen worker that wakes up late must
 //! have its report refused (the stored output is attempt 2's, not its own).
 //!
+//! A worker at its defaults holds an attempt ahead of each step slot; behind a long step it
+//! gives that attempt back, and the step runs on an idle worker instead of waiting.
+//!
 //! Docker steps outlive a killed worker: restarted with the same work folder, the worker resumes
 //! the container of a still-live attempt (no second attempt) and removes one whose attempt the
 //! engine has given up on. These need the Docker engine and the `weir-test/busybox:1` image
@@ -60,6 +63,17 @@ fn spawn_worker(url: &str, dir: &Path, name: &str, docker: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start weir-worker")
+}
+
+/// A worker child that is killed (SIGKILL) when dropped, so a test that fails midway leaves no
+/// worker behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        signal(&self.0, libc::SIGKILL);
+        let _ = self.0.wait();
+    }
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -229,6 +243,52 @@ async fn kill_9_of_a_worker_mid_step_runs_the_step_again_elsewhere_and_leaves_no
     assert_eq!(stored_attempt(&mut s, &run).await, "2");
     signal(&second, libc::SIGTERM);
     let _ = second.wait();
+    s.server.shutdown().await;
+}
+
+/// Two one-slot workers at their defaults (each holds one attempt ahead). The first leases
+/// both steps of a fan-out: `long` runs, `short` waits behind it. It gives `short` back, and
+/// the second worker runs it while `long` still runs. Held until `long` ended, `short` would
+/// never run before the test lets `long` end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_held_behind_a_long_step_is_given_back_and_runs_on_the_idle_worker() {
+    let mut s = setup_with(Duration::from_secs(30)).await;
+    let go = s.dir.path().join("go");
+    let yaml = format!(
+        "name: held\nsteps:\n  long: {{run: 'while [ ! -f {} ]; do sleep 0.05; done'}}\n  short: {{run: 'echo short'}}\n",
+        go.display()
+    );
+    let run = start_yaml(&mut s, yaml).await;
+    let first = Killed(worker(&s.server.url(), s.dir.path(), "first"));
+    let start = Instant::now();
+    // Alone, the first worker leases both; the second joins once `long` runs.
+    loop {
+        let got = get(&mut s, &run).await;
+        if got.steps.iter().any(|st| st.name == "long" && st.state() == v1::StepState::Running) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "long never started: {:#?}", got.steps);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = Killed(worker(&s.server.url(), s.dir.path(), "second"));
+    let got = loop {
+        let got = get(&mut s, &run).await;
+        if got.steps.iter().any(|st| st.name == "short" && st.state() == v1::StepState::Succeeded) {
+            break got;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "short never ran beside long: {:#?}", got.steps);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let by_name = |name: &str| got.steps.iter().find(|st| st.name == name).unwrap().clone();
+    let (long, short) = (by_name("long"), by_name("short"));
+    assert_eq!(long.state(), v1::StepState::Running, "{long:?}");
+    assert!(long.worker_id.starts_with("first"), "{long:?}");
+    assert!(short.worker_id.starts_with("second"), "{short:?}");
+    assert_eq!(short.attempt, 2, "attempt 1 was leased to the first worker and given back: {short:?}");
+    std::fs::write(&go, "").unwrap();
+    let got = finish(&mut s, &run).await;
+    assert!(got.steps.iter().all(|st| st.state() == v1::StepState::Succeeded), "{:#?}", got.steps);
+    drop((first, second));
     s.server.shutdown().await;
 }
 

@@ -184,8 +184,10 @@ async fn embedded(args: RunArgs, file: PathBuf, docker: bool) -> u8 {
     if let Some(n) = args.workers {
         agent_config.capacity = n;
     }
-    // The engine's only worker: an attempt held ahead could not have run anywhere else.
+    // The engine's only worker: an attempt held ahead could not have run anywhere else, so it
+    // is never given back.
     agent_config.ahead = agent_config.capacity;
+    agent_config.hold = None;
     agent_config.name = "local".into();
     agent_config.local = Some(server.transport());
     agent_config.labels = args.labels.iter().cloned().collect();

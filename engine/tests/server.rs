@@ -1190,3 +1190,48 @@ async fn a_runs_steps_page_in_order_and_every_page_counts_them_all() {
     }
     s.shutdown().await;
 }
+
+/// An attempt a worker held ahead and gives back unstarted is offered again to any worker, not
+/// to the one that gave it back, as a new attempt that spends no retry; the old attempt is
+/// fenced off, a started attempt cannot be given back, and all of it is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_attempt_goes_to_another_worker_and_spends_no_retry() {
+    const ONE: &str = "name: one\nsteps:\n  a: {run: 'true'}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.terms.lease_timeout = Duration::from_secs(30); // nobody is lost during the test
+    let s = server::start(cfg).await.unwrap();
+    let (mut c, mut a_w) = clients(&s).await;
+    submit(&mut c, ONE).await.unwrap();
+    let run = start(&mut c, "one", &[]).await;
+    let a_id = register(&mut a_w).await;
+    let first = lease(&mut a_w, &a_id).await.unwrap();
+    let released = || v1::report_request::Outcome::Released(v1::Released { reason: "held ahead".into() });
+    // Even asked to lease the next attempt, the engine does not hand it straight back.
+    let answer = a_w.report(outcome_and_lease(released(), &a_id, &first)).await.unwrap().into_inner();
+    assert_eq!(answer.next, None, "what a worker gives back is not leased back to it in the same call");
+    let (_, steps) = run_state(&mut c, &run).await;
+    assert_eq!((steps[0].state(), steps[0].attempt), (v1::StepState::Ready, 2));
+
+    let (_, mut b_w) = clients(&s).await;
+    let b_id = register(&mut b_w).await;
+    let second = lease(&mut b_w, &b_id).await.expect("the released step is ready for any worker");
+    assert_eq!(second.instance_name, "a");
+    assert_ne!(second.attempt, first.attempt, "a new attempt, so the old one is fenced off");
+    let e = a_w.report(outcome(ok(&[], None), &a_id, &first)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    b_w.report(outcome(v1::report_request::Outcome::Started(v1::Started {}), &b_id, &second)).await.unwrap();
+    let e = b_w.report(outcome(released(), &b_id, &second)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "a started attempt cannot be given back: {e:?}");
+    assert!(e.message().contains("released"), "{e:?}");
+    // The step has no retries: had the release counted as a failure, the run would have failed.
+    b_w.report(outcome(ok(&[], None), &b_id, &second)).await.unwrap();
+    wait_state(&mut c, &run, v1::RunState::Succeeded).await;
+    s.shutdown().await;
+
+    let (s, _clock) = timed(dir.path()).await;
+    let (mut c, _) = clients(&s).await;
+    let (state, steps) = run_state(&mut c, &run).await;
+    assert_eq!((state, steps[0].state(), steps[0].attempt), (v1::RunState::Succeeded, v1::StepState::Succeeded, 2));
+    s.shutdown().await;
+}

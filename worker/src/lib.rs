@@ -13,4 +13,4 @@ pub mod otel;
 pub mod runtime;
 pub mod wire;
 
-pub use agent::{Agent, AgentConfig, AgentError};
+pub use agent::{Agent, AgentConfig, AgentError, DEFAULT_HOLD};

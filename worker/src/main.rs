@@ -82,11 +82,12 @@ struct Args {
     capacity: Option<u32>,
     /// How many attempts to hold beyond --capacity, each waiting for a running step to end: the
     /// next step starts the moment one exits, while that one's outcome is still reported, which
-    /// keeps the cores busy through short steps (the fan-out of `true` steps runs ~15% faster
-    /// with as many as --capacity). An attempt held here cannot run on another worker
-    /// meanwhile, so leave it at 0 where several workers share the engine and steps are long.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    ahead: u32,
+    /// keeps the cores busy through short steps (the fan-out of `true` steps runs ~15% faster).
+    /// One held longer than 250 ms is given back to the engine for another worker, and this
+    /// worker holds nothing more until one of its steps ends, so long steps are not hoarded.
+    /// 0 turns holding off [default: --capacity].
+    #[arg(long, value_name = "N")]
+    ahead: Option<u32>,
     /// A name for people in the engine's listings [default: the host name].
     #[arg(long)]
     name: Option<String>,
@@ -198,7 +199,8 @@ fn main() -> ExitCode {
         name,
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         capacity: args.capacity.unwrap_or_else(cores),
-        ahead: args.ahead,
+        ahead: args.ahead.unwrap_or_else(|| args.capacity.unwrap_or_else(cores)),
+        hold: Some(weir_worker::DEFAULT_HOLD),
         work_dir,
         runtime: Arc::new(ProcessRuntime::new()),
         docker: None,

@@ -63,6 +63,8 @@ pub(crate) enum Ended {
     Lost {
         reason: String,
     },
+    /// Given back to the engine unstarted (held ahead too long): not a failure.
+    Released,
     /// No report: the engine no longer wanted the attempt.
     Unreported,
 }
@@ -213,7 +215,7 @@ fn spans(key: &Key, open: Open, ended: &Ended) -> Vec<SpanData> {
         Ended::Succeeded => (Some(0), None),
         Ended::Failed { reason, exit_code } => (*exit_code, Some(reason.clone())),
         Ended::Lost { reason } => (None, Some(reason.clone())),
-        Ended::Unreported => (None, None),
+        Ended::Released | Ended::Unreported => (None, None),
     };
     open.phases
         .iter()

@@ -56,6 +56,11 @@ struct State {
     unauthenticated: usize,
     /// Handed out only in the answer to an outcome's report that asks for the next lease.
     chained: VecDeque<v1::Assignment>,
+    /// Like the engine, offer an attempt given back (`Released`) again.
+    requeue_released: bool,
+    /// Each assignment Lease handed out, and whether `watch` existed then.
+    leased: Vec<(v1::Assignment, bool)>,
+    watch: Option<PathBuf>,
 }
 
 #[derive(Clone, Default)]
@@ -141,7 +146,16 @@ impl WeirWorker for Fake {
         let request = request.into_inner();
         self.known(&request.worker_id)?;
         assert!(request.free > 0, "leased with no free slot");
-        if let Some(assignment) = self.state().queue.pop_front() {
+        let handed = {
+            let mut state = self.state();
+            let assignment = state.queue.pop_front();
+            if let Some(a) = &assignment {
+                let seen = state.watch.as_ref().is_some_and(|w| w.exists());
+                state.leased.push((a.clone(), seen));
+            }
+            assignment
+        };
+        if let Some(assignment) = handed {
             return Ok(Response::new(v1::LeaseResponse { assignment: Some(assignment) }));
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -187,6 +201,15 @@ impl WeirWorker for Fake {
         let started = matches!(request.outcome, Some(v1::report_request::Outcome::Started(_)));
         assert!(!(started && request.lease_next), "a progress report asked for the next lease");
         let mut state = self.state();
+        if let Some(v1::report_request::Outcome::Released(_)) = &request.outcome {
+            assert!(!request.lease_next, "an attempt given back asked for the next lease");
+            if state.requeue_released {
+                let run = &request.attempt.as_ref().unwrap().run_id;
+                let again = state.leased.iter().map(|(a, _)| a).find(|a| &a.attempt.as_ref().unwrap().run_id == run);
+                let again = again.cloned();
+                state.queue.extend(again);
+            }
+        }
         let next = if request.lease_next { state.chained.pop_front() } else { None };
         state.reports.push((request.worker_id.clone(), request));
         Ok(Response::new(v1::ReportResponse { next }))
@@ -371,6 +394,7 @@ impl Setup {
             labels: BTreeMap::from([("pool".to_string(), "cpu".to_string())]),
             capacity: 4,
             ahead: 0,
+            hold: None,
             work_dir: self.work.path().join("work"),
             runtime: Arc::new(ProcessRuntime::new()),
             docker: None,
@@ -700,6 +724,61 @@ async fn an_attempt_held_ahead_starts_only_when_a_running_step_ends() {
     setup.stop_agent().await;
 }
 
+/// Behind a long step, an attempt held ahead is given back once `hold` has passed (a report
+/// that asks for no lease in its place), and the worker leases nothing more until its running
+/// step has ended: had it leased at once, the engine could have handed the same attempt back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_held_ahead_too_long_is_given_back_and_not_leased_again_until_a_step_ends() {
+    let fake = Fake::default();
+    let mut setup = Setup::new(fake.clone());
+    let (go, done) = (setup.path("go"), setup.path("done"));
+    {
+        let mut state = fake.state();
+        state.queue.push_back(assignment("first", &gated(&go, &done)));
+        state.queue.push_back(assignment("second", "echo second"));
+        state.requeue_released = true;
+        state.watch = Some(done.clone());
+    }
+    let mut config = setup.config(TOKEN);
+    (config.capacity, config.ahead, config.hold) = (1, 1, Some(Duration::from_millis(100)));
+    setup.agent = Some(tokio::spawn(Agent::new(config).run(setup.shutdown.clone())));
+    let released = |fake: &Fake| {
+        let state = fake.state();
+        state.reports.iter().find_map(|(_, r)| match &r.outcome {
+            Some(v1::report_request::Outcome::Released(g)) => {
+                Some((r.attempt.as_ref().unwrap().run_id.clone(), g.reason.clone()))
+            }
+            _ => None,
+        })
+    };
+    let (run, reason) = until("an attempt given back", || released(&fake)).await;
+    assert_eq!(run, "second");
+    assert_eq!(reason, "held 100ms ahead while every step slot stayed busy");
+    // Time for a worker that did not wait to lease `second` again (ten heartbeats).
+    let beats = fake.state().heartbeats.len();
+    until("ten heartbeats", || (fake.state().heartbeats.len() >= beats + 10).then_some(())).await;
+    std::fs::write(&go, "").unwrap();
+    let final_of = |run: &str| {
+        let state = fake.state();
+        state.reports.iter().find_map(|(_, r)| {
+            let this = r.attempt.as_ref().is_some_and(|a| a.run_id == run);
+            match &r.outcome {
+                Some(o @ v1::report_request::Outcome::Succeeded(_)) if this => Some(o.clone()),
+                _ => None,
+            }
+        })
+    };
+    for run in ["first", "second"] {
+        until(run, || final_of(run)).await;
+    }
+    let leased: Vec<(String, bool)> =
+        fake.state().leased.iter().map(|(a, done)| (a.attempt.as_ref().unwrap().run_id.clone(), *done)).collect();
+    let want = [("first", false), ("second", false), ("second", true)].map(|(r, d)| (r.to_string(), d));
+    assert_eq!(leased, want, "leased again only once `first` had ended");
+    assert_eq!(fake.log("second", v1::LogStream::Stdout), "second\n", "it ran once, after it came back");
+    setup.stop_agent().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_order_cancels_the_running_step() {
     let fake = Fake::default();
@@ -858,7 +937,8 @@ async fn the_binary_exit_codes() {
     {
         let state = fake.state();
         let r = &state.registrations[0];
-        assert_eq!((r.name.as_str(), r.capacity, r.labels.len()), ("bin", 2, 2));
+        // Two step slots, and by default an attempt held ahead for each.
+        assert_eq!((r.name.as_str(), r.capacity, r.labels.len()), ("bin", 4, 2));
     }
     // SAFETY: kill with a valid pid and signal number has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);

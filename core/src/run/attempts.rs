@@ -1,6 +1,7 @@
 //! How attempts end besides success, and the timers that drive them: a failure retries after
 //! `retries.delay_after(n)` while retries are left, a lost worker gets a new attempt at once
-//! (not counted against retries, up to [`MAX_LOST`] losses), a `Tick` offers instances whose
+//! (not counted against retries, up to [`MAX_LOST`] losses), an attempt given back unstarted
+//! is offered again as a new attempt (counted as nothing), a `Tick` offers instances whose
 //! backoff passed and stops attempts past their timeout. Each instance has at most one timer
 //! (a backoff while pending, a deadline while held or awaiting approval), kept in one ordered set so the next
 //! wake-up is its first entry. `RunMachine` methods, pure like the rest of the module.
@@ -51,6 +52,14 @@ impl RunMachine {
         } else {
             self.offer(i, out);
         }
+    }
+
+    /// The worker of `i`'s leased attempt gave it back unstarted: offer a new attempt at once.
+    /// Nothing went wrong, so neither retries nor losses are spent, and the step's timeout
+    /// starts again with the next lease.
+    pub(super) fn give_back(&mut self, i: usize, out: &mut Vec<Effect>) {
+        self.clear_timer(i);
+        self.offer(i, out);
     }
 
     /// Fires every timer due at `now`: backoffs offer a new attempt, deadlines stop the attempt
@@ -241,5 +250,37 @@ steps:
         d.check("lost a.2", &["a -> ready", "ready a.3"]);
         d.send("leased a.3 w2");
         d.check("failed a.3 exit code 1", &["a -> failed: exit code 1 (failed 2 times)", "run failed"]);
+    }
+
+    #[test]
+    fn a_released_attempt_is_offered_again_spending_nothing() {
+        let mut d = Driver::new(
+            "name: l
+steps:
+  a:
+    run: 'true'
+    timeout: 1h
+    retries: {limit: 1, backoff: 1s}
+",
+        );
+        d.send("start");
+        d.check("leased a.1 w1", &["a -> leased: worker w1", "wake 3600000"]);
+        d.check("released a.1", &["a -> ready", "ready a.2"]);
+        assert_eq!(d.machine.next_wakeup(), None, "the released attempt's deadline is gone");
+        d.check("succeeded a.1", &["rejected: attempt #0.1 is stale (the live attempt is #0.2)"]);
+        // Given back any number of times, it is never a loss nor a failure.
+        for n in 2..=6 {
+            d.send(&format!("leased a.{n} w1"));
+            d.check(&format!("released a.{n}"), &["a -> ready", &format!("ready a.{}", n + 1)]);
+        }
+        d.send("leased a.7 w2");
+        // The one retry is still there.
+        d.check("failed a.7 exit code 1", &["a -> pending: exit code 1; retry 1 of 1 in 1s", "wake 1000"]);
+        d.send("tick 1000");
+        d.send("leased a.8 w2");
+        d.send("started a.8");
+        // A started attempt cannot be given back.
+        d.check("released a.8", &["rejected: `released` does not apply to attempt #0.8, which is running"]);
+        d.check("succeeded a.8", &["a -> succeeded", "run succeeded"]);
     }
 }

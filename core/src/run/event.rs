@@ -34,6 +34,10 @@ pub enum Event {
     },
     /// The worker holding the attempt was lost (silent past its lease timeout).
     Lost { attempt: AttemptId },
+    /// The worker gives back an attempt it was leased but never started (one it held ahead
+    /// while its slots stayed busy): offered again at once as a new attempt, counted neither
+    /// as a failure nor as a loss. Only from `leased`: a started attempt cannot be given back.
+    Released { attempt: AttemptId },
     /// Time passed: fire every timer due at `now` (backoffs, timeouts).
     Tick,
     /// The user cancelled the run.
@@ -61,6 +65,7 @@ impl Event {
             Event::Succeeded { .. } => "succeeded",
             Event::Failed { .. } => "failed",
             Event::Lost { .. } => "lost",
+            Event::Released { .. } => "released",
             Event::Tick => "tick",
             Event::Cancel => "cancel",
             Event::Cached { .. } => "cached",
@@ -77,6 +82,7 @@ impl Event {
             | Event::Succeeded { attempt, .. }
             | Event::Failed { attempt, .. }
             | Event::Lost { attempt }
+            | Event::Released { attempt }
             | Event::Cached { attempt, .. } => Some(*attempt),
             Event::Start | Event::Tick | Event::Cancel | Event::Approved { .. } | Event::ApprovalRejected { .. } => {
                 None

@@ -174,6 +174,10 @@ impl RunMachine {
                 let i = self.live(attempt, "lost", StepState::is_held)?;
                 self.lose(i, now, &mut out);
             }
+            Event::Released { attempt } => {
+                let i = self.live(attempt, "released", |s| s == StepState::Leased)?;
+                self.give_back(i, &mut out);
+            }
             Event::Cached { attempt, metrics, from } => {
                 let i = self.live(attempt, "cached", |s| s == StepState::Ready)?;
                 self.reuse(i, metrics, from, now, &mut out);

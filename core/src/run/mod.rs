@@ -28,6 +28,8 @@
 //! - A lost worker does not count against `retries`: the instance is offered again at once as
 //!   a new attempt. After [`MAX_LOST`] losses of one instance the next loss counts as an
 //!   ordinary failure, so a step that keeps killing its workers still ends.
+//! - A worker may give back (`Released`) an attempt it was leased and never started: it is
+//!   offered again at once as a new attempt, spending neither retries nor losses.
 //! - A timeout is measured from the lease (so image pulls and start-up count), fires on the
 //!   first `Tick` at or after the deadline, stops the attempt and counts as a failure.
 //! - Every attempt has an [`AttemptId`], the fencing token: a report naming anything other than

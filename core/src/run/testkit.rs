@@ -63,6 +63,7 @@ impl Driver {
             "failed" => Event::Failed { attempt: self.attempt(target), reason: arg.to_string(), permanent: false },
             "failed!" => Event::Failed { attempt: self.attempt(target), reason: arg.to_string(), permanent: true },
             "lost" => Event::Lost { attempt: self.attempt(target) },
+            "released" => Event::Released { attempt: self.attempt(target) },
             // `cached a.1 r0 rmse=0.2`: supplied by run r0 with those metrics.
             "cached" => {
                 let (from, metrics_text) = arg.split_once(' ').unwrap_or((arg, ""));

@@ -313,6 +313,9 @@ bounds! {
     v1::ReportRequest => |self| {
         at_most("worker_id", &self.worker_id, MAX_NAME)?;
         attempt("attempt", self.attempt.as_ref())?;
+        if let Some(v1::report_request::Outcome::Released(r)) = &self.outcome {
+            at_most("released reason", &r.reason, MAX_MESSAGE)?;
+        }
         if let Some(v1::report_request::Outcome::Succeeded(s)) = &self.outcome {
             for e in s.outputs.iter().flat_map(|m| &m.files) {
                 at_most("outputs path", &e.path, MAX_INSTANCE)?;

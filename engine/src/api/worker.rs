@@ -150,6 +150,7 @@ impl WeirWorker for WorkerApi {
             },
             Some(v1::report_request::Outcome::Failed(f)) => Report::Failed { reason: f.reason, permanent: f.permanent },
             Some(v1::report_request::Outcome::Lost(l)) => Report::Lost { reason: l.reason },
+            Some(v1::report_request::Outcome::Released(r)) => Report::Released { reason: r.reason },
             None => return Err(ApiError::Invalid("outcome: is required".into()).into()),
         };
         let next = self.0.report(&r.worker_id, &session, &run, attempt, report, r.lease_next)?;

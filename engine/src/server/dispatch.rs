@@ -64,6 +64,10 @@ pub(crate) enum Report {
     Lost {
         reason: String,
     },
+    /// Given back unstarted (held ahead while the worker's slots stayed busy).
+    Released {
+        reason: String,
+    },
 }
 
 impl Engine {
@@ -374,7 +378,13 @@ impl Engine {
                 tracing::warn!(worker, run, %attempt, reason, "worker lost an attempt");
                 (Event::Lost { attempt }, None)
             }
+            Report::Released { reason } => {
+                tracing::info!(worker, run, %attempt, reason, "worker gave back an attempt it never started");
+                (Event::Released { attempt }, None)
+            }
         };
+        // What a worker gives back goes to whichever worker asks first, not back to it.
+        let lease_next = lease_next && !matches!(event, Event::Released { .. });
         let terminal = !matches!(event, Event::Started { .. });
         // The outcome and the lease it makes are written in one transaction (`Staged`).
         if terminal && lease_next {

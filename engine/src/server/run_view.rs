@@ -245,6 +245,11 @@ pub(crate) fn fold_attempts(out: &mut Vec<AttemptView>, i: InstanceId, ev: &crat
                 at.outcome = "failed".into();
                 at.reason = "its worker was lost (silent past its lease timeout)".into();
             }
+            Event::Released { .. } => {
+                at.ended_at = Some(ev.now);
+                at.outcome = "released".into();
+                at.reason = "given back unstarted by its worker, whose slots stayed busy".into();
+            }
             Event::Cached { from, .. } => {
                 at.ended_at = Some(ev.now);
                 at.outcome = "cached".into();

@@ -88,6 +88,7 @@ pub(crate) fn icon(state: &str) -> &'static str {
         "failed" => "✗",
         "running" => "▶",
         "leased" => "◔",
+        "released" => "↩",
         "ready" => "◌",
         "pending" | "queued" => "○",
         "cancelled" => "⊘",

@@ -52,6 +52,12 @@ pub(crate) struct Context {
     /// A permit per step that may run at once (`AgentConfig::capacity`); the worker may hold
     /// more attempts than that (`AgentConfig::ahead`), which wait here for a step to end.
     pub running: Arc<tokio::sync::Semaphore>,
+    /// How long an attempt held ahead waits for a running step to end before it is given back
+    /// to the engine (`AgentConfig::hold`); `None`: as long as it takes.
+    pub hold: Option<Duration>,
+    /// Set when an attempt was given back: the lease loop leases nothing more ahead until a
+    /// running step ends, so that what was given back goes to another worker, not back here.
+    pub gave_back: std::sync::atomic::AtomicBool,
     pub grace: Duration,
     pub gpus: Arc<super::gpus::GpuPool>,
     /// Private copies of cached bundles for process steps, and the tamper check.
@@ -69,6 +75,8 @@ enum Stop {
     Permanent(String),
     /// Report nothing more (refused, stopped, or the worker is going away).
     Quiet(CallError),
+    /// Give the attempt back unstarted (held ahead past `Context::hold`), with this reason.
+    GiveBack(String),
 }
 
 impl From<TransferError> for Stop {
@@ -162,6 +170,11 @@ async fn conclude(
             None
         }
         Err(Stop::Quiet(CallError::Abandoned)) => None,
+        Err(Stop::GiveBack(reason)) => {
+            tracing::info!(attempt = %key, reason, "giving back an attempt held ahead");
+            ctx.gave_back.store(true, std::sync::atomic::Ordering::Release);
+            Some(Report::Released(v1::Released { reason }))
+        }
     };
     let mut ended = match ended {
         Some(_) if ctx.session.stop_reason(&key) == Some(StopReason::Fenced) => Some(fenced()),
@@ -173,7 +186,9 @@ async fn conclude(
     let mut next = None;
     while let Some(report) = ended.take() {
         let success = matches!(report, Report::Succeeded(_));
-        let lease = lease_next.is_some_and(|stopping| !stopping.is_cancelled());
+        // What is given back is for the other workers: this slot asks for nothing in its place.
+        let lease =
+            lease_next.is_some_and(|stopping| !stopping.is_cancelled()) && !matches!(report, Report::Released(_));
         match ctx.session.report_and_lease(&key, crate::clock::wall(), report, lease).await {
             Ok(leased) => {
                 tracing::info!(attempt = %key, "reported the outcome");
@@ -321,6 +336,7 @@ fn traced_end(report: Option<&Report>) -> otel::Ended {
         Some(Report::Succeeded(_)) => otel::Ended::Succeeded,
         Some(Report::Failed(f)) => otel::Ended::Failed { reason: f.reason.clone(), exit_code: f.exit_code },
         Some(Report::Lost(l)) => otel::Ended::Lost { reason: l.reason.clone() },
+        Some(Report::Released(_)) => otel::Ended::Released,
         Some(Report::Started(_)) | None => otel::Ended::Unreported,
     }
 }
@@ -347,9 +363,30 @@ async fn attempt(
         prepared = prepare(ctx, key, a, dir, ready) => prepared?,
         () = cancel.cancelled() => return Ok(stopped(ctx, key)),
     };
-    let slot = tokio::select! {
-        slot = ctx.running.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        () = cancel.cancelled() => return Ok(stopped(ctx, key)),
+    let slot = match ctx.running.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        // Held ahead: it waits for a running step to end, but not past `hold`. Past it, the
+        // steps here are long ones, and the attempt goes back to the engine for a worker that
+        // is free (two one-slot workers and four hour-long trainings: the second training must
+        // not wait an hour behind the first while the other worker idles).
+        Err(_) => {
+            let waited = async {
+                match ctx.hold {
+                    Some(hold) => tokio::time::timeout(hold, ctx.running.clone().acquire_owned()).await.ok(),
+                    None => Some(ctx.running.clone().acquire_owned().await),
+                }
+            };
+            tokio::select! {
+                slot = waited => match slot {
+                    Some(slot) => slot.expect("the semaphore is never closed"),
+                    None => {
+                        let held = ctx.hold.unwrap_or_default().as_millis();
+                        return Err(Stop::GiveBack(format!("held {held}ms ahead while every step slot stayed busy")));
+                    }
+                },
+                () = cancel.cancelled() => return Ok(stopped(ctx, key)),
+            }
+        }
     };
     let running = otel::phase(&ctx.otel, key, Phase::Run);
     // Held until the attempt is over (outputs uploaded), then free for the next one.

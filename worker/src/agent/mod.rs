@@ -58,10 +58,17 @@ pub struct AgentConfig {
     pub capacity: u32,
     /// How many attempts the worker holds beyond `capacity`, each waiting for a running step to
     /// end: one starts the moment a step exits, while that step's outcome is still being
-    /// reported (and flushed), so no core idles through the report. 0 (the default) for a
-    /// worker that shares its engine with others, where an attempt waiting here could have run
-    /// elsewhere; `weir run`, the engine's only worker, holds one per step slot.
+    /// reported (and flushed), so no core idles through the report. An attempt held longer
+    /// than `hold` is given back to the engine (see there), which makes holding safe where
+    /// several workers share the engine. `weir-worker` holds one per step slot by default;
+    /// this library default is 0.
     pub ahead: u32,
+    /// How long an attempt held ahead waits for a running step to end before the worker gives
+    /// it back to the engine unstarted (`Released`), to run on whichever worker asks first, and
+    /// leases nothing more ahead until one of its steps ends. Short steps start well within it;
+    /// behind long ones it is the most an attempt waits here while another worker idles.
+    /// `None`: held until a slot frees (`weir run`, whose worker is the engine's only one).
+    pub hold: Option<Duration>,
     /// `bundles/`, `blobs/`, `tmp/` and `attempts/` live under it.
     pub work_dir: PathBuf,
     pub runtime: Arc<dyn Runtime>,
@@ -83,6 +90,10 @@ pub struct AgentConfig {
     pub local: Option<weir_proto::transport::Transport>,
 }
 
+/// [`AgentConfig::hold`] by default: some hundred times a short step's exit-to-start gap, and
+/// nothing beside a long step it would wait behind.
+pub const DEFAULT_HOLD: Duration = Duration::from_millis(250);
+
 /// `--cache-max` by default: 10 GiB.
 pub const DEFAULT_CACHE_MAX: u64 = 10 << 30;
 
@@ -98,6 +109,7 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             capacity: cores(),
             ahead: 0,
+            hold: Some(DEFAULT_HOLD),
             work_dir: work_dir.into(),
             runtime: Arc::new(ProcessRuntime::new()),
             docker: None,
@@ -120,6 +132,7 @@ impl fmt::Debug for AgentConfig {
             .field("labels", &self.labels)
             .field("capacity", &self.capacity)
             .field("ahead", &self.ahead)
+            .field("hold", &self.hold)
             .field("work_dir", &self.work_dir)
             .field("docker", &self.docker.is_some())
             .field("grace", &self.grace)
@@ -322,6 +335,8 @@ impl Agent {
             no_inputs,
             slots,
             running: Arc::new(Semaphore::new(running as usize)),
+            hold: config.hold,
+            gave_back: std::sync::atomic::AtomicBool::new(false),
             grace: config.grace,
             gpus: gpus::GpuPool::new(gpus.iter().map(|g| g.index)),
             checkouts: Arc::new(crate::checkout::Checkouts::new()),
@@ -405,6 +420,17 @@ async fn lease_loop(
             () = shutdown.cancelled() => return,
             () = session.abandoned().cancelled() => return,
         };
+        // An attempt was given back because the steps here are long: lease again only once
+        // one of them has ended, else the engine could hand the same attempt straight back
+        // (a permit taken here and dropped at once, behind any attempt already waiting).
+        if ctx.gave_back.load(std::sync::atomic::Ordering::Acquire) {
+            tokio::select! {
+                ended = ctx.running.clone().acquire_owned() => drop(ended),
+                () = shutdown.cancelled() => return,
+                () = session.abandoned().cancelled() => return,
+            }
+            ctx.gave_back.store(false, std::sync::atomic::Ordering::Release);
+        }
         let leased = tokio::select! {
             leased = session.lease(session.free()) => leased,
             () = shutdown.cancelled() => return,
