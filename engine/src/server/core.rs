@@ -53,9 +53,25 @@ pub(crate) struct Live {
     pub bundle: Option<String>,
     /// Mirrors the `steps` tree, so a change rewrites one record without reading it.
     pub steps: Vec<StepRecord>,
+    /// Whether the pipeline or any of its steps has `notify:`, found once: every event asks,
+    /// and scanning a 1,000-step pipeline's steps for it was the largest cost of recording
+    /// an event (BENCHMARKS.md, issue 19, seventh round).
+    pub notifies: bool,
 }
 
 impl Live {
+    pub fn new(
+        record: RunRecord,
+        machine: RunMachine,
+        plan: Plan,
+        pipeline: Arc<Pipeline>,
+        bundle: Option<String>,
+        steps: Vec<StepRecord>,
+    ) -> Live {
+        let notifies = !pipeline.notify().is_empty() || pipeline.steps().iter().any(|s| !s.notify.is_empty());
+        Live { record, machine, plan, pipeline, bundle, steps, notifies }
+    }
+
     /// What an attempt of `instance` needs of its worker.
     pub fn need(&self, instance: InstanceId) -> Need {
         let inst = &self.plan.graph[petgraph::graph::NodeIndex::new(instance.index())];
@@ -355,7 +371,7 @@ impl Engine {
                 StepRecord { name: machine.name(i).to_string(), step, matrix, ..StepRecord::default() }
             })
             .collect();
-        let mut live = Live { record, machine, plan, pipeline, bundle, steps };
+        let mut live = Live::new(record, machine, plan, pipeline, bundle, steps);
         // The start, recorded here too: with every instance a root, it rewrites every step.
         let now = self.clock.now();
         let Recorded { effects, batch, hits, metered } = self.record(&mut live, &run_id, Event::Start, None, now)?;
@@ -942,7 +958,7 @@ impl Engine {
             }
         }
         let finished = machine.run_state().is_terminal();
-        let live = Live { record, machine, plan, pipeline, bundle, steps };
+        let live = Live::new(record, machine, plan, pipeline, bundle, steps);
         st.runs.insert(run_id.to_string(), live);
         if !started {
             self.apply(st, run_id, Event::Start, None)?;

@@ -125,7 +125,7 @@ impl Engine {
         batch: &mut Batch,
         now: Millis,
     ) -> Result<(), ApiError> {
-        if live.pipeline.notify().is_empty() && live.pipeline.steps().iter().all(|s| s.notify.is_empty()) {
+        if !live.notifies {
             return Ok(());
         }
         for effect in effects {
