@@ -222,6 +222,30 @@ async fn one_reaper_per_runtime_goes_with_it() {
     assert!(dies_within(reaper as i32, Duration::from_secs(2)).await, "reaper {reaper} outlived its runtime");
 }
 
+/// The leader of a step is kept unreaped until the reaper has been told the session ended (the
+/// `del` waits a moment for the next step's `add`), but not for longer: with no step after it,
+/// it is gone, zombie and all, shortly after its step. Consecutive steps all end reaped too.
+#[tokio::test]
+async fn a_finished_steps_leader_is_reaped_without_a_next_step() {
+    let f = Fixture::new();
+    let rt = ProcessRuntime::new();
+    let mut leaders = Vec::new();
+    for _ in 0..3 {
+        let ran = run_plain(&rt, f.script(r#"echo $$ > "$WEIR_OUTPUTS/pid""#)).await;
+        assert_eq!(ran.outcome, Outcome::Exited(0));
+        leaders.push(read_pid(&f.outputs.join("pid")));
+    }
+    for pid in leaders {
+        let start = Instant::now();
+        // Not even a zombie: reaped.
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(start.elapsed() < Duration::from_secs(5), "the leader {pid} was never reaped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(alive(rt.reaper_pid().expect("a reaper") as i32));
+}
+
 /// A reaper killed while a step runs is replaced at the next write, and the new one guards the
 /// steps still running (the mini-worker below checks the kill itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

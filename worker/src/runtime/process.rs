@@ -18,7 +18,9 @@
 //! (close-on-exec, so no step inherits it; the steps' own pipes are close-on-exec too, so the
 //! reaper never holds them; like every child it does inherit what the worker holds without
 //! close-on-exec, such as a jobserver pipe from cargo). The runtime writes `add <sid>` once a step
-//! started and `del <sid>` after its final kill. When the worker process is gone, however it died,
+//! started and `del <sid>` after its final kill; the `del` waits up to 20 ms to share the write of
+//! the next `add` (one wake-up of the reaper a step, not two), and the leader's zombie is kept
+//! until it is sent, so the id the reaper holds is never anyone else's. When the worker process is gone, however it died,
 //! the kernel closes the write end; at that end of file the reaper SIGKILLs each guarded session's
 //! group and every other member of those sessions found in `/proc`, then exits. Dropping the runtime (all its clones) closes the pipe too, and the reaper
 //! exits. If a write finds the reaper dead or hung, a new one is started and told every session
@@ -123,7 +125,7 @@ enum Stop {
 }
 
 async fn run(
-    reaper: &reaper::Reaper,
+    reaper: &Arc<reaper::Reaper>,
     spec: StepSpec,
     logs: mpsc::Sender<LogLine>,
     cancel: CancellationToken,
@@ -264,7 +266,7 @@ fn exit_outcome(status: ExitStatus) -> Outcome {
 struct Group<'a> {
     pgid: i32,
     born: session::Born,
-    reaper: &'a reaper::Reaper,
+    reaper: &'a Arc<reaper::Reaper>,
     /// Taken by the drop, which reaps.
     exit: Option<spawn::Exit>,
     /// Whether the leader's exit was seen.
@@ -288,9 +290,8 @@ impl Drop for Group<'_> {
         if !self.finished {
             kill_step(self.born, libc::SIGKILL);
         }
-        self.reaper.del(self.pgid);
         if let Some(exit) = self.exit.take() {
-            exit.reap(self.pgid, self.exited);
+            self.reaper.end(self.pgid, exit, self.exited);
         }
     }
 }

@@ -8,7 +8,14 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::spawn::Exit;
+
+/// How long the `del` of a session whose step ended waits for the next `add` to share its write
+/// (see [`Reaper::end`]).
+const DEL_DELAY: Duration = Duration::from_millis(20);
 
 /// Reads `add <sid>` and `del <sid>` lines on stdin; at end of file (the worker is gone: the
 /// kernel closed its write end) SIGKILLs each guarded session's group, then every other live
@@ -52,6 +59,24 @@ struct State {
     live: Option<Live>,
     /// The sessions of the steps running now: replayed to a new reaper if the old one died.
     sids: BTreeSet<libc::pid_t>,
+    /// Sessions whose steps ended, not yet told to the reaper, with their unreaped leaders.
+    ended: Vec<Ended>,
+    /// Whether a task will send `ended`'s lines after [`DEL_DELAY`].
+    flush_due: bool,
+}
+
+/// A session the reaper still guards, though its step ended, and its leader, reaped once the
+/// reaper was told: until then the leader's zombie keeps its pid, the session's id, from reuse.
+struct Ended {
+    sid: libc::pid_t,
+    exit: Exit,
+    exited: bool,
+}
+
+impl std::fmt::Debug for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ended").field("sid", &self.sid).field("exited", &self.exited).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -62,20 +87,70 @@ struct Live {
 }
 
 impl Reaper {
-    /// Guards session `sid` from now on, starting the reaper if need be.
+    /// Guards session `sid` from now on, starting the reaper if need be. The `del` lines of
+    /// steps that ended meanwhile go in the same write, then their leaders are reaped.
     pub(super) fn add(&self, sid: libc::pid_t) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.sids.insert(sid);
-        state.send(&format!("add {sid}\n"))
+        let mut lines = state.dels();
+        lines.push_str(&format!("add {sid}\n"));
+        let sent = state.send(&lines);
+        let ended = std::mem::take(&mut state.ended);
+        drop(state);
+        reap(ended);
+        sent
     }
 
-    /// Stops guarding session `sid` (after the step's final kill, before its leader is reaped).
-    pub(super) fn del(&self, sid: libc::pid_t) {
+    /// The step of session `sid` ended and its processes were killed: stops guarding the
+    /// session, then reaps its leader (`exit`, `exited` as [`Exit::reap`] takes them), in that
+    /// order. The `del` line waits up to [`DEL_DELAY`] for the next `add` and shares its write:
+    /// one wake-up of the reaper a step instead of two. Until the line is sent the leader stays
+    /// unreaped, so the id the reaper still holds names no one else's session.
+    pub(super) fn end(self: &Arc<Self>, sid: libc::pid_t, exit: Exit, exited: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.sids.remove(&sid) {
-            // A failure restarted the reaper without `sid`: nothing is lost.
-            let _ = state.send(&format!("del {sid}\n"));
+        if !state.sids.remove(&sid) {
+            // Never added, or a failure restarted the reaper without `sid`: nothing to tell.
+            drop(state);
+            exit.reap(sid, exited);
+            return;
         }
+        state.ended.push(Ended { sid, exit, exited });
+        if state.flush_due {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                state.flush_due = true;
+                drop(state);
+                // Weak: a runtime dropped meanwhile sends the lines from its drop, at once.
+                let reaper = Arc::downgrade(self);
+                drop(handle.spawn(async move {
+                    tokio::time::sleep(DEL_DELAY).await;
+                    if let Some(reaper) = reaper.upgrade() {
+                        reaper.flush();
+                    }
+                }));
+            }
+            Err(_) => {
+                drop(state);
+                self.flush();
+            }
+        }
+    }
+
+    /// Sends the `del` lines of the sessions that ended, then reaps their leaders.
+    fn flush(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.flush_due = false;
+        if state.ended.is_empty() {
+            return;
+        }
+        let lines = state.dels();
+        // A failure restarted the reaper without these sessions: nothing is lost.
+        let _ = state.send(&lines);
+        let ended = std::mem::take(&mut state.ended);
+        drop(state);
+        reap(ended);
     }
 
     /// Starts the reaper if none runs (and tells it every guarded session).
@@ -93,8 +168,20 @@ impl Reaper {
     }
 }
 
+/// Reaps the leaders of sessions the reaper was told about.
+fn reap(ended: Vec<Ended>) {
+    for Ended { sid, exit, exited } in ended {
+        exit.reap(sid, exited);
+    }
+}
+
 impl State {
-    /// Sends one line to the reaper; if there is none, or it cannot take the line (it died, or
+    /// The `del` lines of the sessions that ended.
+    fn dels(&self) -> String {
+        self.ended.iter().map(|e| format!("del {}\n", e.sid)).collect()
+    }
+
+    /// Sends lines to the reaper; if there is none, or it cannot take the line (it died, or
     /// stopped reading), starts a new one and tells it every guarded session. One `write` per
     /// line (a pipe takes up to 4 KiB at once): written in pieces, each piece would wake the
     /// reaper's shell, which reads a byte at a time.
@@ -143,10 +230,18 @@ impl Live {
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        // The runtime and its clones are gone, so no step of theirs runs: closing the pipe makes
-        // the reaper exit (having killed whatever leaked). Reap it off this thread, which may be
+        // The runtime and its clones are gone, so no step of theirs runs: the sessions that ended
+        // are told first (with nothing left to guard, the reaper exits without scanning `/proc`),
+        // then closing the pipe makes the reaper exit (having killed whatever leaked). Reap it off this thread, which may be
         // a tokio one.
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !state.ended.is_empty() {
+            let lines = state.dels();
+            if let Some(live) = &mut state.live {
+                let _ = live.stdin.write_all(lines.as_bytes());
+            }
+            reap(std::mem::take(&mut state.ended));
+        }
         if let Some(Live { mut child, stdin }) = state.live.take() {
             drop(stdin);
             let _ = std::thread::Builder::new().name("weir-reaper-wait".into()).spawn(move || child.wait());
