@@ -154,7 +154,7 @@ impl Engine {
         let index = InstanceId(i as u32);
         let step = steps[i].clone();
         let (step_name, matrix) = step_and_matrix(&step);
-        let (stage, outputs) = self.step_extras(&record, index, &step)?;
+        let (stage, outputs) = self.step_extras(&record, index, &step, &self.stages(&record))?;
         let gate = {
             let (pipeline, _) = self.pipeline(&mut self.lock(), &record.version)?;
             pipeline.step(&step_name).and_then(|s| s.gate.as_ref()).map(|g| g.source().to_string())

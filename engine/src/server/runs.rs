@@ -304,21 +304,28 @@ impl Engine {
         Ok(entry.clone())
     }
 
-    /// What a step view shows beyond its record: the stage its step belongs to (empty: none)
-    /// and, once it succeeded, its outputs.
+    /// The stage of each step of `run`'s pipeline that has one, by step name: found once for a
+    /// page of step views (a search of the pipeline per step made a 1,000-step run's GetRun
+    /// quadratic).
+    pub(crate) fn stages(&self, run: &RunRecord) -> std::collections::HashMap<String, String> {
+        let mut st = self.lock();
+        let Ok((pipeline, _)) = self.pipeline(&mut st, &run.version) else { return Default::default() };
+        pipeline.steps().iter().filter_map(|s| Some((s.name.clone(), s.stage.clone()?))).collect()
+    }
+
+    /// What a step view shows beyond its record: the stage its step belongs to (empty: none;
+    /// `stages` from [`Engine::stages`]) and, once it succeeded, its outputs.
     pub(crate) fn step_extras(
         &self,
         run: &RunRecord,
         i: InstanceId,
         s: &StepRecord,
+        stages: &std::collections::HashMap<String, String>,
     ) -> Result<(String, Option<Manifest>), ApiError> {
-        let step = step_and_matrix(s).0;
-        let stage = {
-            let mut st = self.lock();
-            self.pipeline(&mut st, &run.version)
-                .ok()
-                .and_then(|(p, _)| p.step(&step).and_then(|s| s.stage.clone()))
-                .unwrap_or_default()
+        let stage = if stages.is_empty() {
+            String::new()
+        } else {
+            stages.get(&step_and_matrix(s).0).cloned().unwrap_or_default()
         };
         let outputs = if s.state.is_success() { self.store.artifacts(&run.id, i)? } else { None };
         Ok((stage, outputs))

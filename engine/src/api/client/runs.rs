@@ -151,10 +151,11 @@ pub(super) async fn get_run(
     let size = page_size(r.step_page_size, 1000, 10_000);
     let (record, page, message) = engine.load_run_page(&r.run_id, from, size)?;
     let waiting = engine.waiting(&r.run_id);
+    let stages = engine.stages(&record);
     let mut views = Vec::new();
     for (n, s) in page.steps.iter().enumerate() {
         let i = InstanceId((from + n) as u32);
-        let (stage, outputs) = engine.step_extras(&record, i, s)?;
+        let (stage, outputs) = engine.step_extras(&record, i, s, &stages)?;
         let mut view = wire::step(i, s, stage, outputs.as_ref());
         if let Some(w) = waiting.get(&i) {
             wire::waiting(&mut view, w);
