@@ -32,7 +32,7 @@ pub(super) async fn submit_pipeline(
         _ => return Err(ApiError::Invalid("the first message of a submission must be its header".into()).into()),
     };
     header.check()?;
-    let pipeline = engine.check_pipeline(&header.yaml, &header.file_name)?;
+    let pipeline = Arc::new(engine.check_pipeline(&header.yaml, &header.file_name)?);
     engine.check_notify_secrets(&pipeline, &header.yaml, &header.file_name)?;
     if let Some(note) = &note {
         note.push(format!("pipeline={}", pipeline.name()));
