@@ -51,7 +51,7 @@ impl Write for ChunkWriter {
 }
 
 pub(super) async fn submit(conn: &ConnArgs, path: &Path, dry_run: bool) -> Result<(), Failure> {
-    let response = send(conn, path, None, dry_run).await?;
+    let response = send(conn, path, None, dry_run, false).await?;
     print_out(&render_submitted(&response));
     Ok(())
 }
@@ -71,24 +71,27 @@ pub fn render_submitted(r: &v1::SubmitPipelineResponse) -> String {
     format!("submitted {} version {} ({})\n", r.name, r.version, if r.created { "new" } else { "unchanged" })
 }
 
-/// Validates, bundles and submits `path`; the server's answer, printing only problems.
-/// `skip`: a folder inside the pipeline's that stays out of the bundle (`weir run`'s data
-/// folder).
+/// Bundles and submits `path`, which the caller validated already (`weir run` does, before it
+/// starts its engine); the server's answer, printing only problems. The server validates it
+/// again, so the file changed since is still checked. `skip`: a folder inside the pipeline's
+/// that stays out of the bundle (`weir run`'s data folder).
 pub async fn submit_quietly(
     conn: &ConnArgs,
     path: &Path,
     skip: Option<&Path>,
 ) -> Result<v1::SubmitPipelineResponse, Failure> {
-    send(conn, path, skip, false).await
+    send(conn, path, skip, false, true).await
 }
 
 /// [`submit_quietly`]; with `validate_only` the server checks and stores nothing, and no
-/// bundle bytes are sent.
+/// bundle bytes are sent. Unless `validated` (by the caller, with the same limits), the file is
+/// checked here first, so that its problems are shown with their positions and no server.
 async fn send(
     conn: &ConnArgs,
     path: &Path,
     skip: Option<&Path>,
     validate_only: bool,
+    validated: bool,
 ) -> Result<v1::SubmitPipelineResponse, Failure> {
     // Validate before connecting: problems get exact positions and need no server.
     let file = offline::pipeline_file(path);
@@ -97,10 +100,13 @@ async fn send(
         offline::report(&file, "", &[d]);
         Failure::Refused
     })?;
-    let pipeline = spec::load(&source, &limits).map_err(|diags| {
-        offline::report(&file, &source, &diags);
-        Failure::Refused
-    })?;
+    // A 1,000-step pipeline takes ~15 ms to load: `weir run` loaded it already.
+    if !validated {
+        spec::load(&source, &limits).map_err(|diags| {
+            offline::report(&file, &source, &diags);
+            Failure::Refused
+        })?;
+    }
     let folder = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -109,7 +115,7 @@ async fn send(
         eprintln!("error: cannot bundle the pipeline folder `{}`: {e}", folder.display());
         Failure::Refused
     })?;
-    tracing::debug!(pipeline = pipeline.name(), files = bundle.files().len(), bytes = bundle.archive_len(), "bundled");
+    tracing::debug!(pipeline = %file.display(), files = bundle.files().len(), bytes = bundle.archive_len(), "bundled");
 
     let mut client = connect(conn).await?;
     let file_name = file.file_name().map_or_else(|| "pipeline.yaml".into(), |n| n.to_string_lossy().into_owned());
