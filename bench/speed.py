@@ -18,7 +18,9 @@ Contenders, in rotating order within each round so they share the machine's nois
          subprocess (`sh -c true` for W1 and W2) (for W0 a task whose run() does nothing); Luigi is installed from PyPI
          into a virtual environment by this script (bench/.venv, reused), unless --no-luigi
 
-For every workload and contender the median wall time over the rounds is printed, then the
+W0 runs three times in each round (a round of it is a fraction of a second, and its ratio is
+the one most moved by what ran just before). For every workload and contender the median wall
+time over the rounds is printed, then the
 ratios (Luigi / weir, weir / base), the CPU time (user + system of the whole process tree) per
 step, peak RSS (the largest process of the tree: for weir the engine and worker together),
 and the 1-minute load average before and after, because this 2-core machine is shared.
@@ -329,6 +331,10 @@ def main():
     print(f"\nload average (1 min): {load0:.2f} at start, {os.getloadavg()[0]:.2f} at the end")
 
 
+# How many times W0 runs in each round (see `workloads`).
+W0_REPEAT = 3
+
+
 def workloads(a):
     who = ["base", "weir"] + ([] if a.no_luigi else ["luigi"])
     load0 = os.getloadavg()[0]
@@ -341,7 +347,10 @@ def workloads(a):
         for r in range(a.rounds):
             for w in a.workloads:
                 order = who[r % len(who):] + who[:r % len(who)]
-                for c in order:
+                # W0 is a few hundred milliseconds a round and its ratio moves most from run to
+                # run (a one-step run is mostly process start, sensitive to what ran before):
+                # it runs W0_REPEAT times a round.
+                for c in order * (W0_REPEAT if w == "W0" else 1):
                     n += 1
                     out = os.path.join(tmp, f"out{n}")
                     os.makedirs(out)
@@ -360,7 +369,8 @@ def workloads(a):
                 shutil.rmtree(out, ignore_errors=True)
     load1 = os.getloadavg()[0]
     med = {k: statistics.median(v) for k, v in wall.items()}
-    print(f"load average (1 min): {load0:.2f} before, {load1:.2f} after; {a.rounds} rounds, medians\n")
+    print(f"load average (1 min): {load0:.2f} before, {load1:.2f} after; {a.rounds} rounds (W0 {W0_REPEAT} times "
+          f"each), medians\n")
     head = "| workload | " + " | ".join(f"{c} wall" for c in who) + " | weir / base |" + (" Luigi / weir (above 1: weir faster) |" if "luigi" in who else "")
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
