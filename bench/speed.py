@@ -19,7 +19,9 @@ Contenders, in rotating order within each round so they share the machine's nois
          into a virtual environment by this script (bench/.venv, reused), unless --no-luigi
 
 W0 runs three times in each round (a round of it is a fraction of a second, and its ratio is
-the one most moved by what ran just before). For every workload and contender the median wall
+the one most moved by what ran just before), and after each contender's run its folder is
+removed and the filesystem synced, outside the timing: otherwise the next contender's first
+fsync (weir's store) paid for committing the previous run's writes and removal. For every workload and contender the median wall
 time over the rounds is printed, then the
 ratios (Luigi / weir, weir / base), the CPU time (user + system of the whole process tree) per
 step, peak RSS (the largest process of the tree: for weir the engine and worker together),
@@ -358,6 +360,10 @@ def workloads(a):
                     wall[(w, c)].append(t)
                     cpu[(w, c)].append(u)
                     shutil.rmtree(out, ignore_errors=True)
+                    # Each contender starts from a clean slate: writing back what the last one
+                    # wrote and removed is not the next one's cost (weir's first fsync would
+                    # otherwise commit the filesystem's journal of the previous run's removal).
+                    os.sync()
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
         rss = {}
         for w in a.workloads:
