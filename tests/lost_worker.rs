@@ -247,40 +247,45 @@ async fn kill_9_of_a_worker_mid_step_runs_the_step_again_elsewhere_and_leaves_no
 }
 
 /// Two one-slot workers at their defaults (each holds one attempt ahead). The first leases
-/// both steps of a fan-out: `long` runs, `short` waits behind it. It gives `short` back, and
-/// the second worker runs it while `long` still runs. Held until `long` ended, `short` would
-/// never run before the test lets `long` end.
+/// both steps of a fan-out: the one that starts first takes a lock and runs until the test
+/// lets it end (the long one), the other waits behind it. The first worker gives that one back,
+/// and the second worker runs it (it finds the lock taken and ends at once) while the long one
+/// still runs. Held until the long one ended, it would never run before the test lets it end.
+/// Which step is long is decided when they run, as the worker may start either first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_held_behind_a_long_step_is_given_back_and_runs_on_the_idle_worker() {
     let mut s = setup_with(Duration::from_secs(30)).await;
-    let go = s.dir.path().join("go");
-    let yaml = format!(
-        "name: held\nsteps:\n  long: {{run: 'while [ ! -f {} ]; do sleep 0.05; done'}}\n  short: {{run: 'echo short'}}\n",
+    let (go, lock) = (s.dir.path().join("go"), s.dir.path().join("lock"));
+    let script = format!(
+        "mkdir {} 2>/dev/null && {{ while [ ! -f {} ]; do sleep 0.05; done; }} || echo short",
+        lock.display(),
         go.display()
     );
+    let yaml = format!("name: held\nsteps:\n  x: {{run: '{script}'}}\n  y: {{run: '{script}'}}\n");
     let run = start_yaml(&mut s, yaml).await;
     let first = Killed(worker(&s.server.url(), s.dir.path(), "first"));
     let start = Instant::now();
-    // Alone, the first worker leases both; the second joins once `long` runs.
-    loop {
+    // Alone, the first worker leases both; the second joins once one of them runs.
+    let long = loop {
         let got = get(&mut s, &run).await;
-        if got.steps.iter().any(|st| st.name == "long" && st.state() == v1::StepState::Running) {
-            break;
+        if let Some(st) = got.steps.iter().find(|st| st.state() == v1::StepState::Running) {
+            break st.name.clone();
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "long never started: {:#?}", got.steps);
+        assert!(start.elapsed() < Duration::from_secs(60), "no step started: {:#?}", got.steps);
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
+    let short = if long == "x" { "y" } else { "x" };
     let second = Killed(worker(&s.server.url(), s.dir.path(), "second"));
     let got = loop {
         let got = get(&mut s, &run).await;
-        if got.steps.iter().any(|st| st.name == "short" && st.state() == v1::StepState::Succeeded) {
+        if got.steps.iter().any(|st| st.name == short && st.state() == v1::StepState::Succeeded) {
             break got;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "short never ran beside long: {:#?}", got.steps);
+        assert!(start.elapsed() < Duration::from_secs(60), "{short} never ran beside {long}: {:#?}", got.steps);
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let by_name = |name: &str| got.steps.iter().find(|st| st.name == name).unwrap().clone();
-    let (long, short) = (by_name("long"), by_name("short"));
+    let (long, short) = (by_name(&long), by_name(short));
     assert_eq!(long.state(), v1::StepState::Running, "{long:?}");
     assert!(long.worker_id.starts_with("first"), "{long:?}");
     assert!(short.worker_id.starts_with("second"), "{short:?}");

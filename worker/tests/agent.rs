@@ -698,17 +698,16 @@ async fn an_attempt_leased_with_a_report_runs_in_the_slot_it_freed() {
 async fn an_attempt_held_ahead_starts_only_when_a_running_step_ends() {
     let fake = Fake::default();
     let mut setup = Setup::new(fake.clone());
-    let (go, done) = (setup.path("go"), setup.path("done"));
-    {
-        let mut state = fake.state();
-        state.queue.push_back(assignment("first", &gated(&go, &done)));
-        // Fails if it runs while `first` does.
-        let check = format!("test -f '{}' || {{ echo 'ran beside first'; exit 1; }}; echo after", done.display());
-        state.queue.push_back(assignment("second", &check));
-    }
+    let (go, done, started) = (setup.path("go"), setup.path("done"), setup.path("started"));
+    fake.state().queue.push_back(assignment("first", &started_then(&started, &gated(&go, &done))));
     let mut config = setup.config(TOKEN);
     (config.capacity, config.ahead) = (1, 1);
     setup.agent = Some(tokio::spawn(Agent::new(config).run(setup.shutdown.clone())));
+    // Offered once `first` holds the step slot, so that `second` is the one held ahead.
+    until("first to start", || started.exists().then_some(())).await;
+    // Fails if it runs while `first` does.
+    let check = format!("test -f '{}' || {{ echo 'ran beside first'; exit 1; }}; echo after", done.display());
+    fake.state().queue.push_back(assignment("second", &check));
     until("a heartbeat holding both attempts", || {
         let state = fake.state();
         state.heartbeats.iter().any(|h| h.attempts.len() == 2).then_some(())
@@ -731,17 +730,19 @@ async fn an_attempt_held_ahead_starts_only_when_a_running_step_ends() {
 async fn an_attempt_held_ahead_too_long_is_given_back_and_not_leased_again_until_a_step_ends() {
     let fake = Fake::default();
     let mut setup = Setup::new(fake.clone());
-    let (go, done) = (setup.path("go"), setup.path("done"));
+    let (go, done, started) = (setup.path("go"), setup.path("done"), setup.path("started"));
     {
         let mut state = fake.state();
-        state.queue.push_back(assignment("first", &gated(&go, &done)));
-        state.queue.push_back(assignment("second", "echo second"));
+        state.queue.push_back(assignment("first", &started_then(&started, &gated(&go, &done))));
         state.requeue_released = true;
         state.watch = Some(done.clone());
     }
     let mut config = setup.config(TOKEN);
     (config.capacity, config.ahead, config.hold) = (1, 1, Some(Duration::from_millis(100)));
     setup.agent = Some(tokio::spawn(Agent::new(config).run(setup.shutdown.clone())));
+    // Offered once `first` holds the step slot, so that `second` is the one held ahead.
+    until("first to start", || started.exists().then_some(())).await;
+    fake.state().queue.push_back(assignment("second", "echo second"));
     let released = |fake: &Fake| {
         let state = fake.state();
         state.reports.iter().find_map(|(_, r)| match &r.outcome {
@@ -824,6 +825,11 @@ async fn a_broken_download_resumes_where_it_stopped() {
     assert_eq!(fake.state().artifacts["big.bin"], blob, "the input arrived whole, and went back up in chunks");
     assert_eq!(fake.state().blob_offsets, [0, 1 << 20]);
     setup.stop_agent().await;
+}
+
+/// `script`, after creating `started`.
+fn started_then(started: &Path, script: &str) -> String {
+    format!("touch '{}'; {script}", started.display())
 }
 
 /// A step that waits for `go` to exist, then writes `done` and says so.
