@@ -935,6 +935,9 @@ async fn a_worker_cannot_report_upload_log_or_claim_for_another_workers_attempt(
     denied(b_w.report(outcome(failed("forged"), &b_id, &a)).await, "B reports failure");
     let lost = v1::report_request::Outcome::Lost(v1::Lost { reason: "forged".into() });
     denied(b_w.report(outcome(lost, &b_id, &a)).await, "B reports a loss");
+    // Giving back another worker's attempt would take it from under that worker.
+    let released = v1::report_request::Outcome::Released(v1::Released { reason: "forged".into() });
+    denied(b_w.report(outcome(released, &b_id, &a)).await, "B gives back A's attempt");
     denied(logs(&mut b_w, &b_id, &a, "forged log\n").await, "B uploads logs");
     let claim = v1::HeartbeatRequest { worker_id: b_id.clone(), attempts: vec![a.attempt.clone().unwrap()], free: 0 };
     let stops = b_w.heartbeat(claim).await.unwrap().into_inner().stop;
