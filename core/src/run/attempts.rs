@@ -8,10 +8,10 @@
 
 use crate::spec::units::format_duration;
 
-use super::MAX_LOST;
 use super::event::Effect;
 use super::ids::{AttemptId, InstanceId, Millis, StepState};
 use super::machine::RunMachine;
+use super::{MAX_LOST, MAX_RELEASED};
 
 impl RunMachine {
     /// The live attempt of `i` failed: retry after a backoff while retries are left.
@@ -56,8 +56,13 @@ impl RunMachine {
 
     /// The worker of `i`'s leased attempt gave it back unstarted: offer a new attempt at once.
     /// Nothing went wrong, so neither retries nor losses are spent, and the step's timeout
-    /// starts again with the next lease.
-    pub(super) fn give_back(&mut self, i: usize, out: &mut Vec<Effect>) {
+    /// starts again with the next lease; past [`MAX_RELEASED`] give-backs it is a loss.
+    pub(super) fn give_back(&mut self, i: usize, now: Millis, out: &mut Vec<Effect>) {
+        self.slots[i].released += 1;
+        if self.slots[i].released > MAX_RELEASED {
+            self.lose(i, now, out);
+            return;
+        }
         self.clear_timer(i);
         self.offer(i, out);
     }
@@ -282,5 +287,38 @@ steps:
         // A started attempt cannot be given back.
         d.check("released a.8", &["rejected: `released` does not apply to attempt #0.8, which is running"]);
         d.check("succeeded a.8", &["a -> succeeded", "run succeeded"]);
+    }
+
+    #[test]
+    fn an_instance_given_back_too_often_spends_losses_then_retries() {
+        let mut d = Driver::new(
+            "name: l
+steps:
+  a:
+    run: 'true'
+    retries: {limit: 1, backoff: 1s}
+",
+        );
+        d.send("start");
+        let mut n = 1;
+        // Every give-back up to the bound is free.
+        for _ in 0..super::MAX_RELEASED {
+            d.send(&format!("leased a.{n} w1"));
+            d.check(&format!("released a.{n}"), &["a -> ready", &format!("ready a.{}", n + 1)]);
+            n += 1;
+        }
+        // Past it, each one is a loss, and past the losses a failure, which retries.
+        for _ in 0..super::MAX_LOST {
+            d.send(&format!("leased a.{n} w1"));
+            d.check(&format!("released a.{n}"), &["a -> ready", &format!("ready a.{}", n + 1)]);
+            assert_eq!(d.machine.slots[0].lost, d.machine.slots[0].released - super::MAX_RELEASED);
+            n += 1;
+        }
+        d.send(&format!("leased a.{n} w1"));
+        d.check(&format!("released a.{n}"), &["a -> pending: worker lost 4 times; retry 1 of 1 in 1s", "wake 1000"]);
+        d.send("tick 1000");
+        n += 1;
+        d.send(&format!("leased a.{n} w1"));
+        d.check(&format!("released a.{n}"), &["a -> failed: worker lost 5 times (failed 2 times)", "run failed"]);
     }
 }

@@ -31,6 +31,8 @@ pub(super) struct Slot {
     pub failures: u32,
     /// Attempts whose worker was lost.
     pub lost: u32,
+    /// Attempts given back unstarted (`Released`).
+    pub released: u32,
     pub worker: Option<String>,
     /// The instance's one timer: a backoff while `Pending`, a deadline while held.
     pub timer: Option<Millis>,
@@ -88,6 +90,7 @@ impl RunMachine {
                     attempts: 0,
                     failures: 0,
                     lost: 0,
+                    released: 0,
                     worker: None,
                     timer: None,
                     message: None,
@@ -176,7 +179,7 @@ impl RunMachine {
             }
             Event::Released { attempt } => {
                 let i = self.live(attempt, "released", |s| s == StepState::Leased)?;
-                self.give_back(i, &mut out);
+                self.give_back(i, now, &mut out);
             }
             Event::Cached { attempt, metrics, from } => {
                 let i = self.live(attempt, "cached", |s| s == StepState::Ready)?;

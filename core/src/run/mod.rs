@@ -29,7 +29,9 @@
 //!   a new attempt. After [`MAX_LOST`] losses of one instance the next loss counts as an
 //!   ordinary failure, so a step that keeps killing its workers still ends.
 //! - A worker may give back (`Released`) an attempt it was leased and never started: it is
-//!   offered again at once as a new attempt, spending neither retries nor losses.
+//!   offered again at once as a new attempt, spending neither retries nor losses. Past
+//!   [`MAX_RELEASED`] give-backs of one instance, each further one counts as a loss, so a
+//!   worker that leases and gives back in a loop cannot grow a run's events without end.
 //! - A timeout is measured from the lease (so image pulls and start-up count), fires on the
 //!   first `Tick` at or after the deadline, stops the attempt and counts as a failure.
 //! - Every attempt has an [`AttemptId`], the fencing token: a report naming anything other than
@@ -61,3 +63,9 @@ pub use retry::{Earlier, RetryPlan, plan_retry};
 
 /// How many times an instance may lose its worker before a loss counts as a failure.
 pub const MAX_LOST: u32 = 3;
+
+/// How many times an instance may be given back unstarted before a give-back counts as a loss.
+/// Honest workers give a step back only while all their slots are busy, and pause leasing until
+/// one frees, so a step is given back a few times at most; this bound is for a worker that
+/// leases and gives back in a loop (a bug, or a stolen token).
+pub const MAX_RELEASED: u32 = 100;
