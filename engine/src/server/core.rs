@@ -178,8 +178,9 @@ pub(crate) struct State {
     /// Held attempts found on recovery, claimable by their worker's heartbeat until the
     /// deadline.
     pub orphans: HashMap<(String, AttemptId), Instant>,
-    /// Parsed pipelines and their bundle digests, by version.
-    pub pipelines: HashMap<String, (Arc<Pipeline>, Option<String>)>,
+    /// Parsed pipelines and their bundle digests, by version, the most recently used
+    /// [`Parsed::CAPACITY`] of them.
+    pub pipelines: Parsed,
     pub next_worker: u64,
     /// `(run, seq)` of events written but not yet announced to watchers: they are announced
     /// by [`Engine::commit`], once durable.
@@ -291,7 +292,7 @@ impl Engine {
     /// the rest of the call).
     pub(crate) fn pipeline(&self, st: &mut State, version: &str) -> Result<(Arc<Pipeline>, Option<String>), ApiError> {
         if let Some(cached) = st.pipelines.get(version) {
-            return Ok(cached.clone());
+            return Ok(cached);
         }
         let stored = self
             .store
@@ -1188,5 +1189,89 @@ fn rejected(run_id: &str, r: Rejected) -> ApiError {
     match r {
         Rejected::UnknownInstance(_) => ApiError::NotFound(format!("run {run_id}: {r}")),
         _ => ApiError::Precondition(format!("run {run_id}: {r}")),
+    }
+}
+
+/// A parsed pipeline version and its bundle digest.
+pub(crate) type ParsedVersion = (Arc<Pipeline>, Option<String>);
+
+/// The engine's parsed pipeline versions, bounded: a flood of distinct submissions (each is
+/// cached as it is stored) must not grow the engine without end. Past [`Parsed::CAPACITY`]
+/// versions the least recently used goes; a live run holds its own `Arc`, so eviction only
+/// means a later parse of the stored text.
+#[derive(Default)]
+pub(crate) struct Parsed {
+    entries: HashMap<String, (ParsedVersion, u64)>,
+    /// Bumped on every use: the entry with the smallest stamp is the least recently used.
+    clock: u64,
+}
+
+impl Parsed {
+    pub(crate) const CAPACITY: usize = 256;
+
+    pub(crate) fn get(&mut self, version: &str) -> Option<ParsedVersion> {
+        self.clock += 1;
+        let (entry, used) = self.entries.get_mut(version)?;
+        *used = self.clock;
+        Some(entry.clone())
+    }
+
+    pub(crate) fn insert(&mut self, version: String, entry: ParsedVersion) {
+        self.clock += 1;
+        if self.entries.len() >= Self::CAPACITY && !self.entries.contains_key(&version) {
+            // A scan of at most CAPACITY entries, only when a new version arrives at the bound.
+            if let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(v, _)| v.clone()) {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.entries.insert(version, (entry, self.clock));
+    }
+
+    /// Forgets every version of the pipeline `name` (it was deleted).
+    pub(crate) fn forget_pipeline(&mut self, name: &str) {
+        self.entries.retain(|_, ((p, _), _)| p.name() != name);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Parsed;
+    use crate::server::testkit;
+    use crate::store::PipelineVersion;
+    use weir_core::run::Millis;
+
+    #[test]
+    fn the_parsed_pipeline_cache_keeps_the_most_recently_used_versions_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = testkit::engine(dir.path());
+        let total = Parsed::CAPACITY + 44;
+        for n in 0..total {
+            let yaml = format!("name: p{n}\nsteps:\n  a: {{run: echo {n}}}\n");
+            let version = PipelineVersion {
+                name: format!("p{n}"),
+                yaml,
+                bundle_digest: None,
+                submitted_at: Millis(1),
+                file: None,
+            };
+            e.store.put_pipeline_version(&format!("v{n}"), &version).unwrap();
+            e.pipeline(&mut e.lock(), &format!("v{n}")).unwrap();
+            // v0 is used all along, so it is never the least recently used.
+            e.pipeline(&mut e.lock(), "v0").unwrap();
+        }
+        let mut st = e.lock();
+        assert_eq!(st.pipelines.len(), Parsed::CAPACITY);
+        assert!(st.pipelines.get("v0").is_some(), "the version in use stayed");
+        assert!(st.pipelines.get("v1").is_none(), "the least recently used went");
+        assert!(st.pipelines.get(&format!("v{}", total - 1)).is_some());
+        // What went is parsed again from the store when asked for.
+        let (again, _) = e.pipeline(&mut st, "v1").unwrap();
+        assert_eq!(again.name(), "p1");
+        assert_eq!(st.pipelines.len(), Parsed::CAPACITY);
     }
 }

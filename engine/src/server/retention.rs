@@ -185,7 +185,7 @@ impl Engine {
             let mut st = self.lock();
             self.store.delete_pipeline(name)?;
             st.schedules.remove(name);
-            st.pipelines.retain(|_, (p, _)| p.name() != name);
+            st.pipelines.forget_pipeline(name);
         }
         tracing::info!(pipeline = name, runs = deleted, "pipeline deleted");
         Ok(deleted)
