@@ -8,13 +8,14 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use weir_engine::server::{self, ServerConfig};
 use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
+use weir_tests::procs::{self, Kill};
 
 const H200: &str = include_str!("../worker/tests/fixtures/nvidia-smi-h200.txt");
 
@@ -31,21 +32,21 @@ fn fake_nvidia_smi(dir: &Path) -> std::path::PathBuf {
     bin
 }
 
-fn worker(url: &str, dir: &Path, name: &str, extra: &[&str]) -> Child {
+/// Killed and reaped when dropped, so a failing test leaves no worker behind.
+fn worker(url: &str, dir: &Path, name: &str, extra: &[&str]) -> Kill {
     let path = format!("{}:{}", fake_nvidia_smi(dir).display(), std::env::var("PATH").unwrap_or_default());
-    Command::new(weir_tests::binaries().1)
-        .args(["--engine", url, "--capacity", "4", "--name", name, "--grace", "1"])
+    let mut cmd = Command::new(weir_tests::binaries().1);
+    cmd.args(["--engine", url, "--capacity", "4", "--name", name, "--grace", "1"])
         .args(extra)
         .arg("--work-dir")
         .arg(dir.join(name))
         .env("PATH", path)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start weir-worker")
+        .stderr(Stdio::null());
+    procs::spawn(cmd)
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Kill) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);

@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 use weir_engine::server::{self, ServerConfig};
 use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
+use weir_tests::procs::{self, Kill};
 
 const STEP: &str = "name: lost
 steps:
@@ -44,36 +45,25 @@ steps:
     outputs: [attempt.txt]
 ";
 
-fn worker(url: &str, dir: &Path, name: &str) -> Child {
+fn worker(url: &str, dir: &Path, name: &str) -> Kill {
     spawn_worker(url, dir, name, "off")
 }
 
 /// A worker that runs docker steps (`--docker on`).
-fn docker_worker(url: &str, dir: &Path, name: &str) -> Child {
+fn docker_worker(url: &str, dir: &Path, name: &str) -> Kill {
     spawn_worker(url, dir, name, "on")
 }
 
-fn spawn_worker(url: &str, dir: &Path, name: &str, docker: &str) -> Child {
-    Command::new(weir_tests::binaries().1)
-        .args(["--engine", url, "--capacity", "1", "--name", name, "--grace", "1", "--docker", docker])
+/// Killed (SIGKILL) and reaped when dropped, so a test that fails midway leaves no worker behind.
+fn spawn_worker(url: &str, dir: &Path, name: &str, docker: &str) -> Kill {
+    let mut cmd = Command::new(weir_tests::binaries().1);
+    cmd.args(["--engine", url, "--capacity", "1", "--name", name, "--grace", "1", "--docker", docker])
         .arg("--work-dir")
         .arg(dir.join(name))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start weir-worker")
-}
-
-/// A worker child that is killed (SIGKILL) when dropped, so a test that fails midway leaves no
-/// worker behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        signal(&self.0, libc::SIGKILL);
-        let _ = self.0.wait();
-    }
+        .stderr(Stdio::null());
+    procs::spawn(cmd)
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -263,7 +253,7 @@ async fn an_attempt_held_behind_a_long_step_is_given_back_and_runs_on_the_idle_w
     );
     let yaml = format!("name: held\nsteps:\n  x: {{run: '{script}'}}\n  y: {{run: '{script}'}}\n");
     let run = start_yaml(&mut s, yaml).await;
-    let first = Killed(worker(&s.server.url(), s.dir.path(), "first"));
+    let first = worker(&s.server.url(), s.dir.path(), "first");
     let start = Instant::now();
     // Alone, the first worker leases both; the second joins once one of them runs.
     let long = loop {
@@ -275,7 +265,7 @@ async fn an_attempt_held_behind_a_long_step_is_given_back_and_runs_on_the_idle_w
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let short = if long == "x" { "y" } else { "x" };
-    let second = Killed(worker(&s.server.url(), s.dir.path(), "second"));
+    let second = worker(&s.server.url(), s.dir.path(), "second");
     let got = loop {
         let got = get(&mut s, &run).await;
         if got.steps.iter().any(|st| st.name == short && st.state() == v1::StepState::Succeeded) {

@@ -12,8 +12,22 @@ pub struct Kill(pub Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
+        // A child the test already reaped is not signalled again (std knows it exited).
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Kill {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kill {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
     }
 }
 

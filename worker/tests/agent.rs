@@ -918,6 +918,16 @@ async fn a_refused_token_stops_the_agent() {
     assert!(fake.state().registrations.is_empty());
 }
 
+/// A child process killed and reaped when dropped, so a failing test leaves no worker behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `weir-worker` binary against the fake engine: SIGTERM is a clean stop (exit 0), a refused
 /// token exits 1 with a hint, bad arguments exit 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -929,16 +939,18 @@ async fn the_binary_exit_codes() {
     let token_file = setup.path("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
 
-    let mut child = std::process::Command::new(bin)
-        .args(["--engine", &engine, "--labels", "pool=cpu,zone=a", "--capacity", "2", "--name", "bin"])
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--work-dir")
-        .arg(setup.path("bin-work"))
-        .env_remove("WEIR_WORKER_TOKEN")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(bin)
+            .args(["--engine", &engine, "--labels", "pool=cpu,zone=a", "--capacity", "2", "--name", "bin"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--work-dir")
+            .arg(setup.path("bin-work"))
+            .env_remove("WEIR_WORKER_TOKEN")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     until("the binary to register", || (!fake.state().registrations.is_empty()).then_some(())).await;
     {
         let state = fake.state();
@@ -947,8 +959,8 @@ async fn the_binary_exit_codes() {
         assert_eq!((r.name.as_str(), r.capacity, r.labels.len()), ("bin", 4, 2));
     }
     // SAFETY: kill with a valid pid and signal number has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+    let status = until("the binary to exit", || child.0.try_wait().unwrap()).await;
     assert_eq!(status.code(), Some(0));
 
     let out = std::process::Command::new(bin)
