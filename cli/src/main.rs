@@ -135,11 +135,12 @@ fn main() -> ExitCode {
 /// server (the client commands, `plan` for its `--remote` and `config`), so `weir server --help`
 /// or `weir run --help` never offer a `--server` they would ignore.
 fn command() -> clap::Command {
-    use clap::CommandFactory;
-    let client = client::Command::augment_subcommands(clap::Command::new("client"));
-    let mut talks: Vec<String> = client.get_subcommands().map(|c| c.get_name().to_string()).collect();
-    talks.extend(["plan".to_string(), "config".to_string()]);
-    client::conn::with_connection_options(Cli::command(), &talks)
+    use clap::{CommandFactory, Subcommand};
+    // Told apart by name (`has_subcommand` matches names without building anything): building
+    // the client commands a second time to list them cost a tenth of a one-step `weir run`.
+    client::conn::with_connection_options(Cli::command(), |name| {
+        client::Command::has_subcommand(name) || name == "plan" || name == "config"
+    })
 }
 
 /// A reader that went away (`weir runs | head -1`) ends a command quietly with 141, the status
@@ -169,6 +170,10 @@ fn quiet_broken_pipe() {
 /// reachable as `--local ./runs`.)
 fn local_before_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     use clap::CommandFactory;
+    // The command is only built when there is a `--local` to judge.
+    if !args.iter().any(|a| a == "--local") {
+        return args;
+    }
     let command = Cli::command();
     let is_subcommand = |a: &std::ffi::OsStr| {
         a.to_str().is_some_and(|a| {

@@ -21,17 +21,16 @@ use weir_proto::v1::weir_secrets_client::WeirSecretsClient;
 use super::config::{self, Effective, Given, Origin, TokenChoice};
 use super::{ConnArgs, Failure};
 
-/// Adds the connection options (`ConnArgs`) to each subcommand named in `talks`, global there so
+/// Adds the connection options (`ConnArgs`) to each subcommand whose name `talks` accepts, global there so
 /// that their own subcommands (`runs compare`, `models show`) take them too. The other commands
 /// (`server`, `run`, `validate`, ...) never list them in their --help.
-pub fn with_connection_options(mut command: clap::Command, talks: &[String]) -> clap::Command {
+pub fn with_connection_options(command: clap::Command, talks: impl Fn(&str) -> bool) -> clap::Command {
     use clap::Args;
     let options: Vec<clap::Arg> =
         ConnArgs::augment_args(clap::Command::new("conn")).get_arguments().map(|a| a.clone().global(true)).collect();
-    for name in talks {
-        command = command.mut_subcommand(name, |sub| sub.args(options.iter().cloned()));
-    }
-    command
+    // One pass in place: `mut_subcommand` per name moved each command to the end of the list,
+    // shifting the others, which cost more than building them.
+    command.mut_subcommands(|sub| if talks(sub.get_name()) { sub.args(options.iter().cloned()) } else { sub })
 }
 
 /// Records which connection options the command line or the environment set (clap's value
