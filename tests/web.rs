@@ -146,42 +146,57 @@ async fn grpc_and_the_web_share_one_port_and_unknown_paths_say_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_are_listed_with_what_they_hold_in_the_api_the_page_and_the_cli() {
     let mut c = Cluster::start(0, 1).await;
-    c.add_worker_with(2, |w| {
+    // One step slot and one attempt held ahead of it, held until the slot frees: of two long
+    // steps, one runs and the other waits leased.
+    c.add_worker_with(1, |w| {
         w.labels.insert("zone".into(), "north".into());
+        w.ahead = 1;
+        w.hold = None;
     });
     let marker = c.dir.path().join("started");
-    let yaml = format!("name: holder\nsteps:\n  hold:\n    run: touch {m}; sleep 30\n", m = marker.display());
+    let yaml = format!(
+        "name: holder\nsteps:\n  hold:\n    run: touch {m}; sleep 30\n  wait:\n    run: touch {m}; sleep 30\n",
+        m = marker.display()
+    );
     let version = c.submit(&yaml, None).await;
     let run = c.start_run(&version, &[]).await;
     let deadline = std::time::Instant::now() + MINUTE;
-    while !marker.exists() {
-        assert!(std::time::Instant::now() < deadline, "the step did not start");
+    // Both leased, and the one that started has said so (its Started report follows its start).
+    let w = loop {
+        let listed = c.client.list_workers(weir_proto::v1::ListWorkersRequest {}).await.unwrap().into_inner();
+        assert_eq!(listed.workers.len(), 1);
+        let w = listed.workers[0].clone();
+        if marker.exists() && w.attempts.len() == 2 && w.attempts.iter().any(|a| a.running) {
+            break w;
+        }
+        assert!(std::time::Instant::now() < deadline, "one step did not start and the other was not held: {w:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    let listed = c.client.list_workers(weir_proto::v1::ListWorkersRequest {}).await.unwrap().into_inner();
-    assert_eq!(listed.workers.len(), 1);
-    let w = &listed.workers[0];
+    };
     assert!(w.name.starts_with("w0"), "{w:?}");
     assert_eq!(w.labels.get("zone").map(String::as_str), Some("north"));
     assert_eq!(w.runtimes, ["process"]);
-    assert_eq!(w.capacity, 2);
-    assert_eq!(w.attempts.len(), 1, "{w:?}");
-    assert_eq!((w.attempts[0].run_id.as_str(), w.attempts[0].step.as_str()), (run.as_str(), "hold"));
+    assert_eq!((w.capacity, w.ahead), (2, 1), "one slot and one held ahead: {w:?}");
+    let running: Vec<&str> = w.attempts.iter().filter(|a| a.running).map(|a| a.step.as_str()).collect();
+    let leased: Vec<&str> = w.attempts.iter().filter(|a| !a.running).map(|a| a.step.as_str()).collect();
+    assert_eq!((running.len(), leased.len()), (1, 1), "{w:?}");
+    assert!(w.attempts.iter().all(|a| a.run_id == run), "{w:?}");
     assert!(w.last_heard.is_some() && w.total.is_some());
 
     let mut web = Http::new(&c.url());
     let page = web.get("/workers").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains(&w.name) && page.body.contains("zone=north"), "{}", page.body);
-    assert!(page.body.contains(&format!("href=\"/runs/{run}/steps/hold\"")), "{}", page.body);
+    assert!(page.body.contains(&format!("href=\"/runs/{run}/steps/{}\"", running[0])), "{}", page.body);
+    assert!(page.body.contains("runs at most 1 at once, holds 1 more ahead"), "{}", page.body);
+    assert!(page.body.contains(" running") && page.body.contains(" leased"), "{}", page.body);
 
     let (weir, _) = weir_tests::binaries();
     let out = std::process::Command::new(weir).args(["workers", "--server", &c.url()]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("NAME") && text.contains(&w.name) && text.contains("zone=north"), "{text}");
-    assert!(text.contains(&format!("{run}/hold#1")), "{text}");
+    assert!(text.contains(&format!("{run}/{}#1 ", running[0])), "{text}");
+    assert!(text.contains(&format!("{run}/{}#1(leased)", leased[0])), "{text}");
 
     c.client.cancel_run(weir_proto::v1::CancelRunRequest { run_id: run.clone(), reason: "done".into() }).await.unwrap();
     c.wait(&run, MINUTE).await;

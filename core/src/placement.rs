@@ -99,6 +99,9 @@ pub struct Offer {
     pub runtimes: Vec<Runtime>,
     /// How many attempts it may hold at once; 0 is no limit beyond the `free` of its Lease.
     pub capacity: u32,
+    /// Of `capacity`, how many it holds ahead of its running steps (for people; placement
+    /// reads `capacity` alone).
+    pub ahead: u32,
 }
 
 impl Offer {
@@ -277,6 +280,7 @@ mod tests {
             total: Usage { cpus_milli, memory_bytes, gpus },
             runtimes: runtimes.to_vec(),
             capacity: 4,
+            ahead: 0,
         }
     }
 

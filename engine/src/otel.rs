@@ -450,8 +450,13 @@ mod tests {
             e.create_run(&mut e.lock(), "v1", &[], crate::store::Trigger::Manual { user: None }, false, None).unwrap();
         e.commit().unwrap();
         let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
-        let offer =
-            Offer { labels: Default::default(), total, runtimes: vec![weir_core::spec::Runtime::Process], capacity: 0 };
+        let offer = Offer {
+            labels: Default::default(),
+            total,
+            runtimes: vec![weir_core::spec::Runtime::Process],
+            capacity: 0,
+            ahead: 0,
+        };
         let (worker, session) = e.register("w", offer, None).unwrap();
         let step = |report: Report| {
             let a = e.try_lease(&worker).unwrap().expect("an attempt is ready");

@@ -956,7 +956,7 @@ async fn the_binary_exit_codes() {
         let state = fake.state();
         let r = &state.registrations[0];
         // Two step slots, and by default an attempt held ahead for each.
-        assert_eq!((r.name.as_str(), r.capacity, r.labels.len()), ("bin", 4, 2));
+        assert_eq!((r.name.as_str(), r.capacity, r.ahead, r.labels.len()), ("bin", 4, 2, 2));
     }
     // SAFETY: kill with a valid pid and signal number has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);

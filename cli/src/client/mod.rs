@@ -459,8 +459,9 @@ pub enum Command {
     #[command(subcommand, after_help = EXIT_CODES)]
     Artifacts(artifacts::ArtifactAction),
     /// List the workers connected to the server: labels, runtimes, CPUs, memory and GPUs
-    /// (free/total), the attempts each holds (RUN/STEP#ATTEMPT) and when the engine last heard
-    /// from it. The web UI's workers page shows the same.
+    /// (free/total), the attempts each holds (RUN/STEP#ATTEMPT, marked `(leased)` while its step
+    /// has not started: held ahead or being prepared) and when the engine last heard from it.
+    /// The web UI's workers page shows the same, and how many of a worker's attempts run at once.
     #[command(after_help = EXIT_CODES)]
     Workers,
     /// Collect garbage now: apply every pipeline's `keep:` (deleting the finished runs it lets

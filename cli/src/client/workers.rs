@@ -44,8 +44,12 @@ pub(crate) mod render {
             let (free, total) = (w.free.unwrap_or_default(), w.total.unwrap_or_default());
             let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             labels.sort();
-            let attempts: Vec<String> =
-                w.attempts.iter().map(|a| format!("{}/{}#{}", a.run_id, a.step, a.attempt)).collect();
+            // An attempt whose step has not said it started is marked: held ahead, or preparing.
+            let attempts: Vec<String> = w
+                .attempts
+                .iter()
+                .map(|a| format!("{}/{}#{}{}", a.run_id, a.step, a.attempt, if a.running { "" } else { "(leased)" }))
+                .collect();
             let heard = millis(w.last_heard.as_ref())
                 .map(|at| format!("{}s ago", now_ms.saturating_sub(at) / 1000))
                 .unwrap_or_else(|| "-".into());
@@ -76,14 +80,29 @@ pub(crate) mod render {
                 runtimes: vec!["process".into(), "docker".into()],
                 total: r(8000, 32 << 30, 2),
                 free: r(6500, 30 << 30, 1),
-                attempts: vec![v1::HeldAttempt { run_id: "r1".into(), step: "train".into(), attempt: 2, since: None }],
+                attempts: vec![
+                    v1::HeldAttempt {
+                        run_id: "r1".into(),
+                        step: "train".into(),
+                        attempt: 2,
+                        since: None,
+                        running: true,
+                    },
+                    v1::HeldAttempt {
+                        run_id: "r1".into(),
+                        step: "eval".into(),
+                        attempt: 1,
+                        since: None,
+                        running: false,
+                    },
+                ],
                 last_heard: Some(prost_types::Timestamp { seconds: 95, nanos: 0 }),
                 ..Default::default()
             };
             let text = workers_table(&[w], 100_000);
             assert!(text.contains("gpu-1") && text.contains("zone=a") && text.contains("process,docker"), "{text}");
             assert!(text.contains("6.5/8") && text.contains("30.0G/32.0G") && text.contains("1/2"), "{text}");
-            assert!(text.contains("r1/train#2") && text.contains("5s ago"), "{text}");
+            assert!(text.contains("r1/train#2 r1/eval#1(leased)") && text.contains("5s ago"), "{text}");
         }
     }
 }

@@ -302,6 +302,12 @@ bounds! {
         for g in &self.gpus {
             at_most("gpu model", &g.model, MAX_NAME)?;
         }
+        if self.ahead > 0 && self.ahead >= self.capacity {
+            return Err(ApiError::Invalid(format!(
+                "ahead ({}) must be less than capacity ({}): the attempts held ahead are part of it",
+                self.ahead, self.capacity
+            )));
+        }
     }
     v1::LeaseRequest => |self| { at_most("worker_id", &self.worker_id, MAX_NAME)?; }
     v1::HeartbeatRequest => |self| {
@@ -386,6 +392,17 @@ mod tests {
 
         let err = check(&v1::DownloadBlobRequest { digest: "a".repeat(65), ..Default::default() }).unwrap_err();
         assert!(err.starts_with("digest is 65 bytes long; at most 64"), "{err}");
+    }
+
+    #[test]
+    fn a_worker_holds_ahead_fewer_attempts_than_its_capacity() {
+        let register = |capacity, ahead| check(&v1::RegisterRequest { capacity, ahead, ..Default::default() });
+        assert_eq!(register(4, 2), Ok(()));
+        assert_eq!(register(0, 0), Ok(()), "no limit, nothing said of holding");
+        for (capacity, ahead) in [(2, 2), (1, 3), (0, 1)] {
+            let err = register(capacity, ahead).unwrap_err();
+            assert!(err.contains(&format!("ahead ({ahead}) must be less than capacity ({capacity})")), "{err}");
+        }
     }
 
     #[test]

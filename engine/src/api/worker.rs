@@ -74,6 +74,7 @@ impl WeirWorker for WorkerApi {
             total: Usage { cpus_milli: r.cpus_milli, memory_bytes: r.memory_bytes, gpus: r.gpus.len() as u32 },
             runtimes,
             capacity: r.capacity,
+            ahead: r.ahead,
         };
         tracing::info!(
             name = r.name,
@@ -87,7 +88,7 @@ impl WeirWorker for WorkerApi {
         let previous =
             (!r.previous_worker_id.is_empty()).then_some((r.previous_worker_id.as_str(), r.previous_session.as_str()));
         let (id, session) = self.0.register(&r.name, offer, previous)?;
-        tracing::info!(worker = id, capacity = r.capacity, version = r.version, "registered");
+        tracing::info!(worker = id, capacity = r.capacity, ahead = r.ahead, version = r.version, "registered");
         Ok(Response::new(v1::RegisterResponse {
             worker_id: id,
             lease_timeout: Some(wire::duration(self.0.terms.lease_timeout)),

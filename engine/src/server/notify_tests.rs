@@ -41,7 +41,7 @@ fn start(e: &Engine, yaml: &str) -> String {
 /// Leases the first ready attempt and reports `report` for it.
 fn finish(e: &Engine, run: &str, report: Report) {
     let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
-    let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0 };
+    let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0, ahead: 0 };
     let (worker, session) = e.register("w", offer, None).unwrap();
     assert!(e.try_lease(&worker).unwrap().is_some(), "an attempt is ready");
     let attempt = e.lock().runs[run].machine.live_attempt(InstanceId(0)).unwrap();

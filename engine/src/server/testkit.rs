@@ -67,6 +67,6 @@ pub(super) fn start_run(e: &Engine, yaml: &str, at: Millis) -> String {
 /// many attempts it holds: its id and session.
 pub(super) fn register(e: &Engine) -> (String, String) {
     let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
-    let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0 };
+    let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0, ahead: 0 };
     e.register("w", offer, None).unwrap()
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use weir_core::placement::Usage;
-use weir_core::run::Millis;
+use weir_core::run::{Millis, StepState};
 use weir_core::spec::Runtime;
 
 use super::core::Engine;
@@ -20,6 +20,8 @@ pub(crate) struct WorkerView {
     pub total: Usage,
     pub free: Usage,
     pub capacity: u32,
+    /// Of `capacity`, how many it holds ahead of its running steps.
+    pub ahead: u32,
     pub attempts: Vec<HeldView>,
     pub last_heard: Millis,
     /// Waiting in a Lease call now.
@@ -33,6 +35,8 @@ pub(crate) struct HeldView {
     pub step: String,
     pub attempt: u32,
     pub since: Millis,
+    /// Its step has started (the worker said so); else it is leased: held ahead or prepared.
+    pub running: bool,
 }
 
 impl Engine {
@@ -50,16 +54,21 @@ impl Engine {
                 let mut attempts: Vec<HeldView> = w
                     .held
                     .iter()
-                    .map(|((run, attempt), held)| HeldView {
-                        run: run.clone(),
-                        step: st
-                            .runs
-                            .get(run)
-                            .and_then(|live| live.steps.get(attempt.instance.index()))
-                            .map(|s| s.name.clone())
-                            .unwrap_or_else(|| format!("#{}", attempt.instance.index())),
-                        attempt: attempt.number,
-                        since: at(held.since),
+                    .map(|((run, attempt), held)| {
+                        let live = st.runs.get(run);
+                        HeldView {
+                            run: run.clone(),
+                            step: live
+                                .and_then(|live| live.steps.get(attempt.instance.index()))
+                                .map(|s| s.name.clone())
+                                .unwrap_or_else(|| format!("#{}", attempt.instance.index())),
+                            attempt: attempt.number,
+                            since: at(held.since),
+                            running: live.is_some_and(|live| {
+                                live.machine.live_attempt(attempt.instance) == Some(*attempt)
+                                    && live.machine.state(attempt.instance) == StepState::Running
+                            }),
+                        }
                     })
                     .collect();
                 attempts.sort_by(|a, b| (&a.run, &a.step).cmp(&(&b.run, &b.step)));
@@ -78,6 +87,7 @@ impl Engine {
                     total: w.offer.total,
                     free: w.offer.total.minus(w.used()),
                     capacity: w.offer.capacity,
+                    ahead: w.offer.ahead,
                     attempts,
                     last_heard: at(w.last_seen),
                     polling: w.polling > 0,

@@ -37,9 +37,17 @@ pub(crate) async fn list(State(web): State<Web>, Extension(session): Extension<S
                             td {
                                 @if w.attempts.is_empty() { span.muted { "none" } }
                                 @for a in &w.attempts {
-                                    div { a.mono href={"/runs/" (a.run) "/steps/" (a.step)} { (a.run) " · " (a.step) " #" (a.attempt) } " since " (time(a.since)) }
+                                    div {
+                                        a.mono href={"/runs/" (a.run) "/steps/" (a.step)} { (a.run) " · " (a.step) " #" (a.attempt) }
+                                        @if a.running { " running" } @else { span.muted { " leased" } }
+                                        " since " (time(a.since))
+                                    }
                                 }
-                                @if w.capacity > 0 { div.muted { "holds at most " (w.capacity) } }
+                                @if w.capacity > 0 && w.ahead > 0 {
+                                    div.muted { "runs at most " (w.capacity - w.ahead) " at once, holds " (w.ahead) " more ahead" }
+                                } @else if w.capacity > 0 {
+                                    div.muted { "holds at most " (w.capacity) }
+                                }
                             }
                             td {
                                 (time(w.last_heard)) " "

@@ -291,6 +291,7 @@ impl Agent {
             .flatten()
             .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            ahead: capacity - running,
             ..Default::default()
         };
         tracing::info!(

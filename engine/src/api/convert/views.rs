@@ -165,9 +165,11 @@ pub(crate) fn worker_info(w: WorkerView) -> v1::WorkerInfo {
                 step: a.step,
                 attempt: a.attempt,
                 since: Some(timestamp(a.since)),
+                running: a.running,
             })
             .collect(),
         last_heard: Some(timestamp(w.last_heard)),
         polling: w.polling,
+        ahead: w.ahead,
     }
 }
