@@ -46,9 +46,15 @@ impl RunMachine {
     pub(super) fn lose(&mut self, i: usize, now: Millis, out: &mut Vec<Effect>) {
         self.clear_timer(i);
         self.slots[i].lost += 1;
-        let lost = self.slots[i].lost;
+        let (lost, released) = (self.slots[i].lost, self.slots[i].released);
         if lost > MAX_LOST {
-            self.fail_attempt(i, format!("worker lost {lost} times"), now, out);
+            // Past the give-back bound, give-backs count as losses: say so.
+            let reason = if released > MAX_RELEASED {
+                format!("worker lost {lost} times (given back unstarted {released} times)")
+            } else {
+                format!("worker lost {lost} times")
+            };
+            self.fail_attempt(i, reason, now, out);
         } else {
             self.offer(i, out);
         }
@@ -315,10 +321,16 @@ steps:
             n += 1;
         }
         d.send(&format!("leased a.{n} w1"));
-        d.check(&format!("released a.{n}"), &["a -> pending: worker lost 4 times; retry 1 of 1 in 1s", "wake 1000"]);
+        d.check(
+            &format!("released a.{n}"),
+            &["a -> pending: worker lost 4 times (given back unstarted 104 times); retry 1 of 1 in 1s", "wake 1000"],
+        );
         d.send("tick 1000");
         n += 1;
         d.send(&format!("leased a.{n} w1"));
-        d.check(&format!("released a.{n}"), &["a -> failed: worker lost 5 times (failed 2 times)", "run failed"]);
+        d.check(
+            &format!("released a.{n}"),
+            &["a -> failed: worker lost 5 times (given back unstarted 105 times) (failed 2 times)", "run failed"],
+        );
     }
 }
