@@ -65,7 +65,8 @@ impl Engine {
                             attempt: attempt.number,
                             since: at(held.since),
                             running: live.is_some_and(|live| {
-                                live.machine.live_attempt(attempt.instance) == Some(*attempt)
+                                attempt.instance.index() < live.machine.len()
+                                    && live.machine.live_attempt(attempt.instance) == Some(*attempt)
                                     && live.machine.state(attempt.instance) == StepState::Running
                             }),
                         }

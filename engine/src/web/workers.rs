@@ -44,7 +44,7 @@ pub(crate) async fn list(State(web): State<Web>, Extension(session): Extension<S
                                     }
                                 }
                                 @if w.capacity > 0 && w.ahead > 0 {
-                                    div.muted { "runs at most " (w.capacity - w.ahead) " at once, holds " (w.ahead) " more ahead" }
+                                    div.muted { "runs at most " (w.capacity.saturating_sub(w.ahead)) " at once, holds " (w.ahead) " more ahead" }
                                 } @else if w.capacity > 0 {
                                     div.muted { "holds at most " (w.capacity) }
                                 }
