@@ -11,6 +11,7 @@
 //! engine's `api/` adapter and the worker's agent, next to the code that owns the domain types.
 
 pub mod auth;
+pub mod direct;
 pub mod tls;
 pub mod transport;
 

@@ -1,5 +1,6 @@
-//! How a client's calls reach an engine: over a connection ([`Transport::Channel`], TCP with or
-//! without TLS), or, when the engine runs in the same process (`weir run`'s embedded worker),
+//! How a client's calls reach an engine: over a connection ([`Transport::Channel`], tonic's, TCP
+//! with or without TLS; [`Transport::Direct`], plain-text HTTP/2 sent from the caller's task,
+//! see [`crate::direct`]), or, when the engine runs in the same process (`weir run`'s embedded worker),
 //! straight into its gRPC router ([`Transport::local`]): the generated client encodes the
 //! request as usual and the router's guard and handlers decode it, but there is no socket, no
 //! HTTP/2 framing and no connection task in between, so a call is a function call on the
@@ -23,6 +24,8 @@ use tracing::Instrument as _;
 pub enum Transport {
     /// A connection to an engine elsewhere.
     Channel(Channel),
+    /// A plain-text connection to an engine elsewhere, without tonic's task hops.
+    Direct(crate::direct::Direct),
     /// An engine in this process: its router, called directly.
     Local(BoxCloneSyncService<Request<Body>, Response<Body>, StdError>),
 }
@@ -44,6 +47,12 @@ impl Transport {
     }
 }
 
+impl From<crate::direct::Direct> for Transport {
+    fn from(direct: crate::direct::Direct) -> Transport {
+        Transport::Direct(direct)
+    }
+}
+
 impl From<Channel> for Transport {
     fn from(channel: Channel) -> Transport {
         Transport::Channel(channel)
@@ -58,6 +67,7 @@ impl Service<Request<Body>> for Transport {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StdError>> {
         match self {
             Transport::Channel(c) => c.poll_ready(cx).map_err(Into::into),
+            Transport::Direct(_) => Poll::Ready(Ok(())),
             Transport::Local(s) => s.poll_ready(cx),
         }
     }
@@ -66,6 +76,10 @@ impl Service<Request<Body>> for Transport {
         match self {
             Transport::Channel(c) => {
                 let call = c.call(request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+            Transport::Direct(d) => {
+                let call = d.call(request);
                 Box::pin(async move { call.await.map_err(Into::into) })
             }
             Transport::Local(s) => {

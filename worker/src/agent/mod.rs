@@ -225,8 +225,20 @@ impl Agent {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         let slot = auth.session_slot();
+        // A plain-text engine gets calls sent from the caller's task (`weir_proto::direct`): one
+        // write per unary call and no task hops before it; TLS goes through tonic's channel.
         let transport = match &config.local {
             Some(local) => local.clone(),
+            None if config.engine.starts_with("http://") => {
+                let settings = weir_proto::direct::Settings {
+                    connect_timeout: Duration::from_secs(5),
+                    keep_alive_interval: Some(Duration::from_secs(10)),
+                    keep_alive_timeout: Duration::from_secs(10),
+                };
+                let direct = weir_proto::direct::Direct::new(&config.engine, settings)
+                    .map_err(|reason| AgentError::Tls(weir_proto::tls::TlsError::Usage(reason)))?;
+                Transport::from(direct)
+            }
             None => Transport::from(endpoint.connect_lazy()),
         };
         let client = WeirWorkerClient::with_interceptor(transport, auth);
