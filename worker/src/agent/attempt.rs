@@ -191,7 +191,8 @@ async fn conclude(
             lease_next.is_some_and(|stopping| !stopping.is_cancelled()) && !matches!(report, Report::Released(_));
         match ctx.session.report_and_lease(&key, crate::clock::wall(), report, lease).await {
             Ok(leased) => {
-                tracing::info!(attempt = %key, "reported the outcome");
+                // At debug: "running" and "ended" are the two lines an attempt logs at info.
+                tracing::debug!(attempt = %key, "reported the outcome");
                 next = leased;
             }
             // A success the engine will not take (a manifest it refuses) is still an outcome:

@@ -8,6 +8,19 @@ use std::path::Path;
 /// The worker variables a step inherits, besides every `LC_*`.
 pub const KEPT_VARS: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR"];
 
+/// The part of this process's environment a step inherits, read once: copying the whole
+/// environment into strings at every step was about a tenth of the worker's own instructions
+/// per step of a chain of short steps (callgrind, BENCHMARKS.md issue 19). weir never changes
+/// its own environment after it starts.
+pub fn kept_from_process() -> &'static [(String, String)] {
+    static KEPT: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    KEPT.get_or_init(|| std::env::vars().filter(|(k, _)| kept(k)).collect())
+}
+
+fn kept(name: &str) -> bool {
+    KEPT_VARS.contains(&name) || name.starts_with("LC_")
+}
+
 /// The environment of a step: the kept part of `worker` (the worker's own environment, passed in),
 /// then the spec's variables (which may override those), then `WEIR_INPUTS` and `WEIR_OUTPUTS`
 /// (which the spec cannot override). `inputs` and `outputs` are the paths as the step sees them.
@@ -17,8 +30,7 @@ pub fn step_env(
     inputs: &Path,
     outputs: &Path,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> =
-        worker.into_iter().filter(|(k, _)| KEPT_VARS.contains(&k.as_str()) || k.starts_with("LC_")).collect();
+    let mut env: Vec<(String, String)> = worker.into_iter().filter(|(k, _)| kept(k)).collect();
     let mut set = |k: &str, v: String| match env.iter_mut().find(|(ek, _)| ek == k) {
         Some(slot) => slot.1 = v,
         None => env.push((k.to_string(), v)),
@@ -82,6 +94,17 @@ mod tests {
                 ("WEIR_INPUTS", "/in"),
             ])
         );
+    }
+
+    #[test]
+    fn the_process_environment_is_read_once_and_only_its_kept_part() {
+        let kept = kept_from_process();
+        let path = std::env::var("PATH").expect("tests run with a PATH");
+        assert!(kept.contains(&("PATH".to_string(), path)), "{kept:?}");
+        // cargo sets CARGO_* for every test process: never carried to a step.
+        assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO_")));
+        assert!(kept.iter().all(|(k, _)| KEPT_VARS.contains(&k.as_str()) || k.starts_with("LC_")), "{kept:?}");
+        assert!(std::ptr::eq(kept, kept_from_process()), "read again");
     }
 
     #[test]

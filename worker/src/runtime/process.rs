@@ -138,7 +138,8 @@ async fn run(
         Action::Argv(argv) => (argv[0].as_str(), argv.iter().map(String::as_str).collect()),
     };
     let spawn_error = |source| Error::Spawn { program: argv[0].to_string(), workdir: spec.workdir.clone(), source };
-    let mut env = step_env(std::env::vars(), &spec.env, &spec.inputs_dir, &spec.outputs_dir);
+    let mut env =
+        step_env(super::env::kept_from_process().iter().cloned(), &spec.env, &spec.inputs_dir, &spec.outputs_dir);
     set_visible_gpus(&mut env, &spec.gpus);
     if let Some(dir) = &spec.metrics_dir {
         set_metrics_file(&mut env, &dir.join(super::METRICS_FILE));
