@@ -2,22 +2,25 @@
 //! a real engine on loopback: outputs, inputs and a bundle far larger than HTTP/2's flow-control
 //! windows cross it both ways; a connection the engine closed is replaced at the next call; a
 //! peer that stops answering is noticed by the keep-alive ping instead of hanging a call; a
-//! call's deadline holds.
+//! call's deadline holds; over TLS, with and without a client certificate (mTLS), a worker runs
+//! steps and a client that does not trust the engine's certificate is told so.
 
 use std::time::{Duration, Instant};
 
 use tonic::Code;
 use weir_proto::direct::{Direct, Settings};
+use weir_proto::tls::ClientTls;
 use weir_proto::transport::Transport;
 use weir_proto::v1;
 use weir_proto::v1::weir_client_client::WeirClientClient;
 use weir_proto::v1::weir_worker_client::WeirWorkerClient;
+use weir_tests::pki::Pki;
 use weir_tests::{Cluster, summary, test_config};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn direct(url: &str, settings: Settings) -> Transport {
-    Transport::from(Direct::new(url, settings).expect("an http:// URL"))
+    Transport::from(Direct::new(url, settings, None).expect("an http:// URL"))
 }
 
 /// 12 MB up (UploadArtifact, a client stream) and down again (DownloadBlob, a server stream),
@@ -148,4 +151,71 @@ async fn engine_statuses_arrive_as_the_engine_sent_them() {
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("no worker session"), "{err:?}");
     c.stop().await;
+}
+
+/// An `https://` engine that verifies client certificates: a worker with one signed by the
+/// engine's client CA runs a step over the direct transport; a direct client that trusts the
+/// system's roots instead of the engine's CA fails with UNAVAILABLE and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_client_certificate_a_worker_runs_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let mut config = test_config(&dir.path().join("engine"));
+    config.tls = Some(
+        weir_engine::server::TlsConfig::from_files(&pki.server_cert, &pki.server_key, Some(&pki.ca), false)
+            .expect("the test certificates"),
+    );
+    let server = weir_engine::server::start(config).await.expect("server starts");
+    let url = server.url().replace("127.0.0.1", "localhost");
+    assert!(url.starts_with("https://"), "{url}");
+
+    let tls =
+        ClientTls { ca: Some(pki.ca.clone()), cert: Some(pki.worker_cert.clone()), key: Some(pki.worker_key.clone()) };
+    let work = dir.path().join("worker");
+    let mut agent = weir_worker::AgentConfig::new(url.clone(), work);
+    agent.tls = tls.clone();
+    agent.name = "w-tls".into();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(weir_worker::Agent::new(agent).run(stop.clone()));
+
+    let mut client = WeirClientClient::new(Transport::from(
+        Direct::new(&url, Settings::default(), Some(tls.rustls_config().unwrap())).unwrap(),
+    ));
+    let header = v1::SubmitPipelineHeader {
+        yaml: "name: tls\nsteps:\n  a:\n    run: echo over-direct-tls\n".into(),
+        file_name: "pipeline.yaml".into(),
+        ..Default::default()
+    };
+    let submit = v1::SubmitPipelineRequest { part: Some(v1::submit_pipeline_request::Part::Header(header)) };
+    let version = client.submit_pipeline(tokio_stream::iter([submit])).await.expect("submitted").into_inner().version;
+    let start =
+        v1::StartRunRequest { pipeline: Some(v1::start_run_request::Pipeline::Version(version)), ..Default::default() };
+    let run = client.start_run(start).await.expect("started").into_inner().run.unwrap().run_id;
+    let began = Instant::now();
+    loop {
+        let got = client
+            .get_run(v1::GetRunRequest { run_id: run.clone(), ..Default::default() })
+            .await
+            .expect("get")
+            .into_inner();
+        if got.run.as_ref().unwrap().state() == v1::RunState::Succeeded {
+            break;
+        }
+        assert!(began.elapsed() < MINUTE, "{:#?}", got.steps);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let workers = client.list_workers(v1::ListWorkersRequest::default()).await.expect("workers").into_inner();
+    assert!(workers.workers.iter().any(|w| w.name.starts_with("w-tls")), "{workers:?}");
+
+    // The system's roots do not hold the test CA.
+    let untrusting = ClientTls::default().rustls_config().unwrap();
+    let mut stranger =
+        WeirClientClient::new(Transport::from(Direct::new(&url, Settings::default(), Some(untrusting)).unwrap()));
+    let err = stranger.list_pipelines(v1::ListPipelinesRequest::default()).await.expect_err("an untrusted certificate");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("UnknownIssuer") || err.message().contains("invalid peer certificate"), "{err:?}");
+
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    server.shutdown().await;
 }

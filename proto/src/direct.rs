@@ -1,6 +1,6 @@
-//! A gRPC client connection over plain HTTP/2 that sends each call from the caller's own task:
-//! the request's HEADERS and its first DATA frame are queued on the connection together, so a
-//! unary call leaves in one write and wakes the engine once. tonic's `Channel` puts three task
+//! A gRPC client connection over HTTP/2 (plain or TLS) that sends each call from the caller's
+//! own task: the request's HEADERS and its first DATA frame are queued on the connection
+//! together, so a unary call leaves in one write and wakes the engine once. tonic's `Channel` puts three task
 //! hops in front of every call (its `Buffer` worker, hyper's per-request send task, and a body
 //! pipe task that waits for flow-control capacity before the first byte of the message, so the
 //! HEADERS and DATA frames go out in two writes from two threads). For a worker whose steps
@@ -12,8 +12,8 @@
 //! (`grpc-timeout`, as [`tonic::Request::set_timeout`] sets it; like tonic's, it bounds the wait
 //! for the response headers), and flow control for streaming request bodies (uploads). A call on
 //! a connection that broke fails with UNAVAILABLE, which callers retry; the next call connects
-//! again. Plain text only: `https://` engines go through tonic's channel and its TLS
-//! ([`crate::tls`]).
+//! again. `https://` engines get TLS from rustls with the settings [`crate::tls::ClientTls`]
+//! reads (roots, client certificate), ALPN `h2` required, as tonic's channel does.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -25,9 +25,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme, Uri};
 use http_body::{Body as _, Frame};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http::{HeaderValue, Request, Response};
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// How a [`Direct`] connection is made and kept.
 #[derive(Clone, Debug)]
@@ -67,6 +74,8 @@ pub struct Direct {
 
 struct Inner {
     scheme: Scheme,
+    /// For `https://`: the TLS settings and the name the server's certificate must carry.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     authority: Authority,
     /// `host:port` to connect to.
     address: String,
@@ -86,23 +95,37 @@ struct Live {
 }
 
 impl Direct {
-    /// A client for the `http://host:port` engine at `url` (port 80 when none is given);
-    /// connects at the first call.
-    pub fn new(url: &str, settings: Settings) -> Result<Direct, String> {
+    /// A client for the engine at `url`: `http://host:port` in plain text (port 80 when none
+    /// is given), or `https://host:port` (443) with `tls`, which an `https://` URL needs
+    /// ([`crate::tls::ClientTls::rustls_config`]). Connects at the first call.
+    pub fn new(url: &str, settings: Settings, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Direct, String> {
         let uri: Uri =
             url.parse().map_err(|e| format!("`{url}` is not a URL ({e}); expected like http://host:7070"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(format!("`{url}` is not an http:// URL"));
-        }
+        let (scheme, default_port) = match uri.scheme_str() {
+            Some("http") => (Scheme::HTTP, 80),
+            Some("https") => (Scheme::HTTPS, 443),
+            _ => return Err(format!("`{url}` is not an http:// or https:// URL")),
+        };
         let authority = uri.authority().cloned().ok_or_else(|| format!("`{url}` names no host"))?;
-        // Where to connect: the port given, else HTTP's.
+        // Where to connect: the port given, else the scheme's.
         let address = match authority.port_u16() {
             Some(_) => authority.to_string(),
-            None => format!("{}:80", authority.host()),
+            None => format!("{}:{default_port}", authority.host()),
+        };
+        let tls = match (scheme == Scheme::HTTPS, tls) {
+            (true, Some(config)) => {
+                let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+                let name = ServerName::try_from(host).map_err(|e| format!("`{url}`: not a server name ({e})"))?;
+                Some((config, name))
+            }
+            (true, None) => return Err(format!("`{url}` is an https:// URL: TLS settings are needed")),
+            (false, Some(_)) => return Err(format!("`{url}` is a plain-text http:// URL but TLS settings are given")),
+            (false, None) => None,
         };
         Ok(Direct {
             inner: Arc::new(Inner {
-                scheme: Scheme::HTTP,
+                scheme,
+                tls,
                 authority,
                 address,
                 settings,
@@ -199,16 +222,31 @@ impl Inner {
 
     async fn connect(&self) -> Result<Live, Status> {
         let address = self.address.as_str();
-        let io = tokio::net::TcpStream::connect(address)
+        let tcp = tokio::net::TcpStream::connect(address)
             .await
             .map_err(|e| Status::unavailable(format!("cannot connect to {address}: {e}")))?;
-        let _ = io.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some((config, name)) => {
+                let tls =
+                    tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp).await.map_err(|e| {
+                        Status::unavailable(format!("TLS with {address} failed: {}", crate::tls::causes(&e)))
+                    })?;
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err(Status::unavailable(format!(
+                        "TLS with {address}: the server did not agree to HTTP/2 (ALPN h2)"
+                    )));
+                }
+                Box::new(tls)
+            }
+        };
         let (send, mut connection) = h2::client::Builder::new()
             .enable_push(false)
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_send_buffer_size(SEND_BUFFER)
-            .handshake::<_, Bytes>(io)
+            .handshake::<Box<dyn Io>, Bytes>(io)
             .await
             .map_err(|e| Status::unavailable(format!("cannot speak HTTP/2 with {address}: {e}")))?;
         let dead = Arc::new(AtomicBool::new(false));
@@ -421,13 +459,18 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_urls_are_taken() {
-        let address = |url| Direct::new(url, Settings::default()).map(|d| d.inner.address.clone());
+    fn urls_and_tls_settings_go_together() {
+        let address = |url| Direct::new(url, Settings::default(), None).map(|d| d.inner.address.clone());
         assert_eq!(address("http://127.0.0.1:7070").as_deref(), Ok("127.0.0.1:7070"));
         assert_eq!(address("http://weir.internal").as_deref(), Ok("weir.internal:80"));
         assert_eq!(address("http://[::1]:7070/").as_deref(), Ok("[::1]:7070"));
         for bad in ["https://127.0.0.1:7070", "127.0.0.1:7070", "not a url", "/path"] {
-            assert!(Direct::new(bad, Settings::default()).is_err(), "{bad}");
+            assert!(Direct::new(bad, Settings::default(), None).is_err(), "{bad}");
         }
+        let tls = crate::tls::ClientTls::default().rustls_config().expect("the system's roots");
+        let https = |url| Direct::new(url, Settings::default(), Some(tls.clone())).map(|d| d.inner.address.clone());
+        assert_eq!(https("https://weir.internal").as_deref(), Ok("weir.internal:443"));
+        assert_eq!(https("https://[::1]:7070").as_deref(), Ok("[::1]:7070"));
+        assert!(https("http://127.0.0.1:7070").is_err(), "TLS settings with a plain-text URL");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -77,6 +78,15 @@ pub fn read_key(flag: &'static str, path: &Path) -> Result<(Vec<u8>, PrivateKeyD
     Ok((bytes, key))
 }
 
+/// rustls over ring, the provider tonic's `tls-ring` uses (aws-lc-rs would need a C and cmake
+/// build; DEPENDENCIES.md). rustls 0.23.48 deprecated ring's provider for lacking post-quantum key
+/// exchange: still supported, and tonic's clients use it too. The engine's acceptor and the
+/// worker's direct connection both take it from here.
+#[allow(deprecated)]
+pub fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
 /// How a client or worker speaks TLS to the server: the CA to trust (else the system's roots)
 /// and a client certificate with its key for mTLS.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -113,6 +123,54 @@ impl ClientTls {
             }
         }
         Ok(config)
+    }
+
+    /// The rustls settings for a worker's direct connection ([`crate::direct`]): the same roots
+    /// and client certificate as [`ClientTls::config`] (every file read and checked), ring as the
+    /// provider, ALPN `h2`.
+    pub fn rustls_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca {
+            Some(ca) => {
+                for cert in read_certs("--ca", ca)?.1 {
+                    roots.add(cert).map_err(|e| TlsError::Invalid {
+                        flag: "--ca",
+                        path: ca.clone(),
+                        what: format!("holds a certificate that cannot be a trust anchor ({e})"),
+                    })?;
+                }
+            }
+            // As tonic's `with_native_roots`: what the system has that parses.
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let provider = std::sync::Arc::new(ring_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Usage(format!("TLS: {e}")))?
+            .with_root_certificates(roots);
+        let mut config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let (_, chain) = read_certs("--tls-cert", cert)?;
+                let (_, key_der) = read_key("--tls-key", key)?;
+                builder.with_client_auth_cert(chain, key_der).map_err(|e| TlsError::Invalid {
+                    flag: "--tls-key",
+                    path: key.clone(),
+                    what: format!("cannot be used with the certificate of --tls-cert ({e})"),
+                })?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(TlsError::Usage(
+                    "--tls-cert and --tls-key go together: give the client certificate and its private key".into(),
+                ));
+            }
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(std::sync::Arc::new(config))
     }
 
     /// An endpoint for `url`: `https://` speaks TLS with these settings, `http://` plain text

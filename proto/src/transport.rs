@@ -1,5 +1,5 @@
 //! How a client's calls reach an engine: over a connection ([`Transport::Channel`], tonic's, TCP
-//! with or without TLS; [`Transport::Direct`], plain-text HTTP/2 sent from the caller's task,
+//! with or without TLS; [`Transport::Direct`], HTTP/2 sent from the caller's task, plain or TLS,
 //! see [`crate::direct`]), or, when the engine runs in the same process (`weir run`'s embedded worker),
 //! straight into its gRPC router ([`Transport::local`]): the generated client encodes the
 //! request as usual and the router's guard and handlers decode it, but there is no socket, no
@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 pub enum Transport {
     /// A connection to an engine elsewhere.
     Channel(Channel),
-    /// A plain-text connection to an engine elsewhere, without tonic's task hops.
+    /// A connection to an engine elsewhere, plain or TLS, without tonic's task hops.
     Direct(crate::direct::Direct),
     /// An engine in this process: its router, called directly.
     Local(BoxCloneSyncService<Request<Body>, Response<Body>, StdError>),

@@ -32,13 +32,8 @@ use weir_proto::tls::{TlsError, read_certs, read_key};
 /// The longest a peer may take to finish its handshake (or its first bytes).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// rustls over ring, the provider tonic's `tls-ring` uses (aws-lc-rs would need a C and cmake
-/// build; DEPENDENCIES.md). rustls 0.23.48 deprecated ring's provider for lacking post-quantum key
-/// exchange: still supported, and the clients (tonic) use it too.
-#[allow(deprecated)]
-pub fn ring_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
+/// rustls over ring, as every weir client uses it too.
+pub use weir_proto::tls::ring_provider;
 
 /// The server's TLS settings, checked and built when made.
 #[derive(Clone)]

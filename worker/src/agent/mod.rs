@@ -27,7 +27,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use weir_proto::transport::Transport;
 use weir_proto::v1;
 use weir_proto::v1::weir_worker_client::WeirWorkerClient;
@@ -218,28 +217,27 @@ impl Agent {
         config.work_dir = std::path::absolute(&config.work_dir)
             .map_err(|e| AgentError::WorkDir { path: config.work_dir.clone(), reason: e.to_string() })?;
         let auth = Auth::new(config.token.as_deref()).ok_or(AgentError::BadToken)?;
-        let endpoint: Endpoint = config.tls.endpoint(&config.engine)?;
-        let endpoint = endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
+        // The URL and the TLS settings, checked with the messages the CLI gives for them.
+        config.tls.endpoint(&config.engine)?;
         let slot = auth.session_slot();
-        // A plain-text engine gets calls sent from the caller's task (`weir_proto::direct`): one
-        // write per unary call and no task hops before it; TLS goes through tonic's channel.
+        // Calls go out from the caller's task over h2 (`weir_proto::direct`): one write per unary
+        // call and no task hops before it; TLS with the same settings tonic's channel would use.
         let transport = match &config.local {
             Some(local) => local.clone(),
-            None if config.engine.starts_with("http://") => {
+            None => {
+                let tls = match config.engine.starts_with("https://") {
+                    true => Some(config.tls.rustls_config()?),
+                    false => None,
+                };
                 let settings = weir_proto::direct::Settings {
                     connect_timeout: Duration::from_secs(5),
                     keep_alive_interval: Some(Duration::from_secs(10)),
                     keep_alive_timeout: Duration::from_secs(10),
                 };
-                let direct = weir_proto::direct::Direct::new(&config.engine, settings)
+                let direct = weir_proto::direct::Direct::new(&config.engine, settings, tls)
                     .map_err(|reason| AgentError::Tls(weir_proto::tls::TlsError::Usage(reason)))?;
                 Transport::from(direct)
             }
-            None => Transport::from(endpoint.connect_lazy()),
         };
         let client = WeirWorkerClient::with_interceptor(transport, auth);
 
