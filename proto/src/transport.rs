@@ -1,7 +1,7 @@
 //! How a client's calls reach an engine: over a connection ([`Transport::Channel`], tonic's, TCP
 //! with or without TLS; [`Transport::Direct`], HTTP/2 sent from the caller's task, plain or TLS,
-//! see [`crate::direct`]), or, when the engine runs in the same process (`weir run`'s embedded worker),
-//! straight into its gRPC router ([`Transport::local`]): the generated client encodes the
+//! see [`crate::direct`]), or, when the engine runs in the same process (`weir run`'s embedded
+//! worker), straight into its gRPC router ([`Transport::local`]): the generated client encodes the
 //! request as usual and the router's guard and handlers decode it, but there is no socket, no
 //! HTTP/2 framing and no connection task in between, so a call is a function call on the
 //! caller's own task. The guard still checks every call the same way (a local call carries no

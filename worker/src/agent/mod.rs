@@ -225,10 +225,7 @@ impl Agent {
         let transport = match &config.local {
             Some(local) => local.clone(),
             None => {
-                let tls = match config.engine.starts_with("https://") {
-                    true => Some(config.tls.rustls_config()?),
-                    false => None,
-                };
+                let tls = if config.engine.starts_with("https://") { Some(config.tls.rustls_config()?) } else { None };
                 let settings = weir_proto::direct::Settings {
                     connect_timeout: Duration::from_secs(5),
                     keep_alive_interval: Some(Duration::from_secs(10)),
