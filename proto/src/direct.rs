@@ -61,10 +61,17 @@ impl Default for Settings {
 /// initial window HTTP/2 guarantees every stream (RFC 9113, 6.9.2).
 const EAGER_BYTES: usize = 65_535;
 /// hyper's client defaults, which tonic's channel used: a 2 MiB stream window, 5 MiB for the
-/// connection, and at most 1 MiB queued for sending per stream.
+/// connection, at most 1 MiB queued for sending per stream, 16 KiB frames, and at most 16 KiB
+/// of response headers (h2's own default would take 16 MiB from a broken or hostile engine),
+/// 100 streams before the engine says how many it takes, and a connection dropped after 1,024
+/// streams it had to reset for errors of its own.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 const SEND_BUFFER: usize = 1024 * 1024;
+const MAX_FRAME: u32 = 16 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+const FIRST_MAX_STREAMS: usize = 100;
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// A cheap-to-clone handle; clones share the connection.
 #[derive(Clone)]
@@ -92,6 +99,17 @@ struct Live {
     send: h2::client::SendRequest<Bytes>,
     /// Set by the connection's task when it ends, and by a call that found it broken.
     dead: Arc<AtomicBool>,
+}
+
+impl Live {
+    /// The status a call fails with on `e`. A failure of the connection itself (`gone`, an I/O
+    /// error, a GOAWAY) marks it dead, so that the next call makes a new one.
+    fn failed(&self, e: &h2::Error, gone: bool) -> Status {
+        if gone || e.is_io() || e.is_go_away() {
+            self.dead.store(true, Ordering::Release);
+        }
+        h2_status(e)
+    }
 }
 
 impl Direct {
@@ -160,14 +178,8 @@ impl Direct {
 impl Inner {
     async fn send(self: Arc<Self>, request: Request<Body>) -> Result<Response<Body>, Status> {
         let live = self.connection().await?;
-        let send = match live.send.clone().ready().await {
-            Ok(send) => send,
-            Err(e) => {
-                live.dead.store(true, Ordering::Release);
-                return Err(h2_status(&e));
-            }
-        };
-        let mut send = send;
+        // A handle that cannot become ready belongs to a connection that is gone.
+        let mut send = live.send.clone().ready().await.map_err(|e| live.failed(&e, true))?;
         let (mut parts, body) = request.into_parts();
         let mut uri = Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone());
         if let Some(path) = parts.uri.path_and_query() {
@@ -176,24 +188,12 @@ impl Inner {
         parts.uri = uri.build().map_err(|e| Status::internal(format!("request URI: {e}")))?;
         parts.headers.entry(http::header::USER_AGENT).or_insert_with(|| self.user_agent.clone());
         let eos = body.is_end_stream();
-        let (response, stream) = match send.send_request(Request::from_parts(parts, ()), eos) {
-            Ok(sent) => sent,
-            Err(e) => {
-                if e.is_io() || e.is_go_away() {
-                    live.dead.store(true, Ordering::Release);
-                }
-                return Err(h2_status(&e));
-            }
-        };
+        let (response, stream) =
+            send.send_request(Request::from_parts(parts, ()), eos).map_err(|e| live.failed(&e, false))?;
         if !eos {
             send_body(body, stream).await?;
         }
-        let response = response.await.map_err(|e| {
-            if e.is_io() || e.is_go_away() {
-                live.dead.store(true, Ordering::Release);
-            }
-            h2_status(&e)
-        })?;
+        let response = response.await.map_err(|e| live.failed(&e, false))?;
         Ok(response.map(|recv| Body::new(Recv { stream: recv, data_done: false, done: false })))
     }
 
@@ -246,6 +246,10 @@ impl Inner {
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_send_buffer_size(SEND_BUFFER)
+            .max_frame_size(MAX_FRAME)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .initial_max_send_streams(FIRST_MAX_STREAMS)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
             .handshake::<Box<dyn Io>, Bytes>(io)
             .await
             .map_err(|e| Status::unavailable(format!("cannot speak HTTP/2 with {address}: {e}")))?;
@@ -456,6 +460,29 @@ mod tests {
         for bad in ["", "S", "10", "10x", "123456789S", "-1S", "1.5S"] {
             assert_eq!(grpc_timeout(&HeaderValue::from_str(bad).unwrap()), None, "{bad}");
         }
+    }
+
+    /// A broken or hostile engine cannot make a worker hold more than 16 KiB of response
+    /// headers (h2's own limit would be 16 MiB); within the bound, answers pass as sent.
+    #[tokio::test]
+    async fn response_headers_past_16_kib_are_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::handshake(socket).await.unwrap();
+            while let Some(Ok((request, mut respond))) = conn.accept().await {
+                let padding = if request.uri().path() == "/big" { "a".repeat(32 * 1024) } else { "small".into() };
+                let response = http::Response::builder().status(200).header("x-padding", padding).body(()).unwrap();
+                let _ = respond.send_response(response, true);
+            }
+        });
+        let direct = Direct::new(&url, Settings::default(), None).unwrap();
+        let call = |path: &str| direct.call(Request::builder().uri(path).body(Body::empty()).unwrap());
+        let small = call("/small").await.expect("headers within the bound");
+        assert_eq!(small.headers()["x-padding"], "small");
+        let refused = call("/big").await;
+        assert!(refused.is_err(), "32 KiB of headers were taken: {:?}", refused.map(|r| r.headers().len()));
     }
 
     #[test]
