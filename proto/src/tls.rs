@@ -176,16 +176,29 @@ impl ClientTls {
     /// An endpoint for `url`: `https://` speaks TLS with these settings, `http://` plain text
     /// (refused when TLS settings are given, which would otherwise be ignored silently).
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, TlsError> {
+        match self.parse(url)? {
+            (endpoint, true) => endpoint.tls_config(self.config()?).map_err(|e| TlsError::Usage(format!("TLS: {e}"))),
+            (endpoint, false) => Ok(endpoint),
+        }
+    }
+
+    /// Checks `url` as [`ClientTls::endpoint`] does, with its messages, without reading a file;
+    /// returns whether it is `https://`.
+    pub fn check_url(&self, url: &str) -> Result<bool, TlsError> {
+        self.parse(url).map(|(_, https)| https)
+    }
+
+    fn parse(&self, url: &str) -> Result<(Endpoint, bool), TlsError> {
         let scheme = url.split_once("://").map(|(s, _)| s);
         let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| {
             TlsError::Usage(format!("`{url}` is not a URL ({e}); expected like https://weir.internal:7070"))
         })?;
         match scheme {
-            Some("https") => endpoint.tls_config(self.config()?).map_err(|e| TlsError::Usage(format!("TLS: {e}"))),
+            Some("https") => Ok((endpoint, true)),
             Some("http") if self.is_set() => Err(TlsError::Usage(format!(
                 "`{url}` is a plain-text http:// URL but TLS settings (--ca, --tls-cert, --tls-key) are given: use https://"
             ))),
-            Some("http") => Ok(endpoint),
+            Some("http") => Ok((endpoint, false)),
             _ => Err(TlsError::Usage(format!(
                 "`{url}` is not an http:// or https:// URL; expected like https://weir.internal:7070"
             ))),
@@ -240,6 +253,20 @@ pub fn hint(url: &str, error: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_checked_as_endpoints_are_without_reading_a_file() {
+        let missing = ClientTls { ca: Some("/nonexistent/ca.pem".into()), ..Default::default() };
+        assert!(matches!(missing.check_url("https://weir.internal:7070"), Ok(true)));
+        assert!(missing.endpoint("https://weir.internal:7070").is_err(), "endpoint reads the --ca file");
+        assert!(matches!(ClientTls::default().check_url("http://127.0.0.1:7070"), Ok(false)));
+        let plain = missing.check_url("http://127.0.0.1:7070").unwrap_err().to_string();
+        assert!(plain.contains("use https://"), "{plain}");
+        for bad in ["ftp://host:1", "host:7070", "http://"] {
+            let e = ClientTls::default().check_url(bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("expected like https://"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn a_file_without_a_certificate_is_named_with_what_was_expected() {

@@ -218,14 +218,14 @@ impl Agent {
             .map_err(|e| AgentError::WorkDir { path: config.work_dir.clone(), reason: e.to_string() })?;
         let auth = Auth::new(config.token.as_deref()).ok_or(AgentError::BadToken)?;
         // The URL and the TLS settings, checked with the messages the CLI gives for them.
-        config.tls.endpoint(&config.engine)?;
+        let https = config.tls.check_url(&config.engine)?;
         let slot = auth.session_slot();
         // Calls go out from the caller's task over h2 (`weir_proto::direct`): one write per unary
         // call and no task hops before it; TLS with the same settings tonic's channel would use.
         let transport = match &config.local {
             Some(local) => local.clone(),
             None => {
-                let tls = if config.engine.starts_with("https://") { Some(config.tls.rustls_config()?) } else { None };
+                let tls = if https { Some(config.tls.rustls_config()?) } else { None };
                 let settings = weir_proto::direct::Settings {
                     connect_timeout: Duration::from_secs(5),
                     keep_alive_interval: Some(Duration::from_secs(10)),
