@@ -66,10 +66,17 @@ impl Exit {
     /// seen), else once it exits (the caller has killed it).
     pub fn reap(self, pid: libc::pid_t, exited: bool) {
         match self {
-            Exit::Pidfd(_) if exited => reap_pid(pid),
+            // The pidfd leaves the event loop first: reaping with it still registered makes it
+            // ready again, and that wakes a runtime thread parked on the loop for nothing (one
+            // wake-up of the other core a step).
+            Exit::Pidfd(fd) if exited => {
+                drop(fd);
+                reap_pid(pid);
+            }
             Exit::Pidfd(fd) => match tokio::runtime::Handle::try_current() {
                 Ok(handle) => drop(handle.spawn(async move {
                     let _ = fd.readable().await;
+                    drop(fd);
                     reap_pid(pid);
                 })),
                 Err(_) => {
