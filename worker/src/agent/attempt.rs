@@ -450,7 +450,9 @@ async fn attempt(
             None => drop(metrics_logs),
         }
     };
-    let (started, outcome, (), ()) = tokio::join!(started, step, logs::forward(&ctx.session, key, rx, &secrets), tail);
+    // `join4`, not `tokio::join!`: the step's end wakes the other three within this task's poll.
+    let (started, outcome, (), ()) =
+        super::join::join4(started, step, logs::forward(&ctx.session, key, rx, &secrets), tail).await;
     // The step has ended: an attempt held ahead starts while this one's outcome is judged, its
     // outputs uploaded and its report flushed. Woken on this thread, it would wait behind the
     // flush that blocks it: let it start its step first.

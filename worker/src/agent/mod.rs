@@ -11,6 +11,7 @@ mod evict;
 mod fence;
 mod gpus;
 mod host;
+mod join;
 mod live_metrics;
 mod logs;
 mod mask;
