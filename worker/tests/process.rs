@@ -154,7 +154,7 @@ fn stat_fields(pid: i32) -> Vec<String> {
 }
 
 /// One reaper per runtime, started with its first step and shared by every step (and clone): a
-/// child of the worker in no step's group or session, holding nothing but its pipe (so not the
+/// child of the worker in no step's group or session, holding nothing but its pipes (so not the
 /// steps' stdout and stderr) and no directory; it outlives the steps and goes with the runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_reaper_per_runtime_goes_with_it() {
@@ -197,8 +197,11 @@ async fn one_reaper_per_runtime_goes_with_it() {
                     "the reaper holds a step's {target:?}"
                 );
                 match fd.as_str() {
-                    "0" => assert!(target.to_string_lossy().starts_with("pipe:"), "reaper stdin: {target:?}"),
-                    "1" | "2" => assert_eq!(target, Path::new("/dev/null"), "reaper descriptor {fd}"),
+                    // The guard and the list of sessions.
+                    "0" | "1" => {
+                        assert!(target.to_string_lossy().starts_with("pipe:"), "reaper descriptor {fd}: {target:?}")
+                    }
+                    "2" => assert_eq!(target, Path::new("/dev/null"), "reaper stderr"),
                     _ => assert!(ours.contains(&(fd.clone(), target.clone())), "the reaper holds {fd}: {target:?}"),
                 }
             }
@@ -246,6 +249,32 @@ async fn a_finished_steps_leader_is_reaped_without_a_next_step() {
     assert!(alive(rt.reaper_pid().expect("a reaper") as i32));
 }
 
+/// The voluntary context switches of `pid` so far: how often it blocked and was woken.
+fn wake_ups(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Telling the reaper of a step's start and end does not wake it: it reads the list of sessions
+/// only every few hundred steps (and when its worker is gone). It was woken at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_do_not_wake_the_reaper() {
+    let f = Fixture::new();
+    let rt = ProcessRuntime::new();
+    assert_eq!(run_plain(&rt, f.script("true")).await.outcome, Outcome::Exited(0));
+    let reaper = rt.reaper_pid().expect("a reaper");
+    // Let it settle into its wait on the guard.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = wake_ups(reaper);
+    for _ in 0..60 {
+        assert_eq!(run_plain(&rt, f.script("true")).await.outcome, Outcome::Exited(0));
+    }
+    let woken = wake_ups(reaper) - before;
+    assert!(woken < 10, "the reaper was woken {woken} times for 60 steps");
+    assert_eq!(rt.reaper_pid(), Some(reaper));
+}
+
 /// A reaper killed while a step runs is replaced at the next write, and the new one guards the
 /// steps still running (the mini-worker below checks the kill itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,6 +317,7 @@ async fn child_in_another_group_goes_with_the_step() {
 
 const HELPER_ENV: &str = "WEIR_WORKER_TEST_PDEATH_DIR";
 const HELPER_CLOSE_STDIN: &str = "WEIR_WORKER_TEST_CLOSE_STDIN";
+const HELPER_STEPS_BEFORE: &str = "WEIR_WORKER_TEST_STEPS_BEFORE";
 
 /// Not a test on its own: when re-run by [`worker_dies`] with [`HELPER_ENV`] set, this process is
 /// a mini-worker that starts a long step and waits to be killed. The step's background `sleep`s
@@ -318,6 +348,19 @@ async fn pdeath_helper() {
         unsafe { libc::close(0) };
     }
     let rt = ProcessRuntime::new();
+    let before: usize = std::env::var(HELPER_STEPS_BEFORE).map_or(0, |n| n.parse().unwrap());
+    for _ in 0..before {
+        let short = weir_worker::runtime::StepSpec::new(
+            Action::Script("true".into()),
+            dir.to_path_buf(),
+            dir.to_path_buf(),
+            dir.to_path_buf(),
+        );
+        let (tx, mut rx) = mpsc::channel(8);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        assert_eq!(rt.run(short, tx, CancellationToken::new()).await.unwrap(), Outcome::Exited(0));
+        drain.await.unwrap();
+    }
     let step = rt.run(spec, tx, CancellationToken::new());
     let reaper = async {
         let start = Instant::now();
@@ -338,7 +381,7 @@ async fn pdeath_helper() {
 
 /// Starts a mini-worker, waits until its step runs, SIGKILLs the worker, and checks that the step,
 /// its background grandchild, its child in another group and the runtime's reaper all die.
-async fn worker_dies(close_stdin: bool) {
+async fn worker_dies(close_stdin: bool, steps_before: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut helper = std::process::Command::new(std::env::current_exe().unwrap());
     helper
@@ -348,12 +391,13 @@ async fn worker_dies(close_stdin: bool) {
     if close_stdin {
         helper.env(HELPER_CLOSE_STDIN, "1");
     }
+    helper.env(HELPER_STEPS_BEFORE, steps_before.to_string());
     let mut worker = helper.spawn().unwrap();
     let pid_file = dir.path().join("pids");
     let reaper_file = dir.path().join("reaper");
     let start = Instant::now();
     while !reaper_file.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the mini-worker never started its step");
+        assert!(start.elapsed() < Duration::from_secs(60), "the mini-worker never started its step");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pids = std::fs::read_to_string(&pid_file).unwrap();
@@ -375,12 +419,19 @@ async fn worker_dies(close_stdin: bool) {
 
 #[tokio::test]
 async fn step_and_grandchild_die_with_their_worker() {
-    worker_dies(false).await;
+    worker_dies(false, 0).await;
+}
+
+/// The same after 1,000 steps: the reaper has read its list at several `sync` marks (about 20
+/// bytes a step, one mark per 8 KiB) and still holds the running step's session.
+#[tokio::test]
+async fn a_step_after_many_dies_with_its_worker() {
+    worker_dies(false, 1000).await;
 }
 
 #[tokio::test]
 async fn worker_with_closed_stdin_guards_its_step() {
-    worker_dies(true).await;
+    worker_dies(true, 0).await;
 }
 
 /// `warm` starts the reaper before any step (a worker calls it while it registers), and the

@@ -13,24 +13,27 @@
 //! cannot be recycled under that kill.
 //!
 //! A step's processes die with their worker by the reaper (see `reaper`): one `sh` per runtime,
-//! started with its first step in a group of its own, in `/`, with stdout and stderr on
-//! `/dev/null` and stdin the read end of a pipe whose write end only the worker holds
-//! (close-on-exec, so no step inherits it; the steps' own pipes are close-on-exec too, so the
+//! started with its first step in a group of its own, in `/`, with stderr on `/dev/null` and
+//! stdin and stdout the read ends of two pipes whose write ends only the worker holds
+//! (close-on-exec, so no step inherits them; the steps' own pipes are close-on-exec too, so the
 //! reaper never holds them; like every child it does inherit what the worker holds without
-//! close-on-exec, such as a jobserver pipe from cargo). The runtime writes `add <sid>` once a step
-//! started and `del <sid>` after its final kill; the `del` waits up to 20 ms to share the write of
-//! the next `add` (one wake-up of the reaper a step, not two), and the leader's zombie is kept
-//! until it is sent, so the id the reaper holds is never anyone else's. When the worker process is gone, however it died,
-//! the kernel closes the write end; at that end of file the reaper SIGKILLs each guarded session's
-//! group and every other member of those sessions found in `/proc`, then exits. Dropping the runtime (all its clones) closes the pipe too, and the reaper
-//! exits. If a write finds the reaper dead or hung, a new one is started and told every session
-//! still running.
+//! close-on-exec, such as a jobserver pipe from cargo). The runtime writes `add <sid>` to the
+//! list pipe once a step started and `del <sid>` after its final kill; the reaper reads that list
+//! only every few hundred steps (told on the other pipe, the guard) and at the end, so telling it
+//! wakes nothing. The `del` waits up to 20 ms to share the write of the next `add`, and the
+//! leader's zombie is kept until it is written, so the id the reaper holds is never anyone
+//! else's. When the worker process is gone, however it died, the kernel closes both write ends;
+//! at the guard's end of file the reaper reads the rest of the list, SIGKILLs each guarded
+//! session's group and every other member of those sessions found in `/proc`, then exits.
+//! Dropping the runtime (all its clones) closes the pipes too, and the reaper exits. If a write
+//! finds the reaper dead or hung, a new one is started and told every session still running.
 //!
 //! Known limits, stated so the next reader does not rediscover them:
 //! - A process that starts a session of its own (`setsid`, daemons) escapes every kill here; so
 //!   does the rest of the session when `/proc` is not mounted. Holding those needs a cgroup per
 //!   step (`cgroup.kill`); that takes root or a delegated cgroup, and is not done here.
-//! - Between the worker's death and the reaper's kill, a step runs on for a few milliseconds, and
+//! - Between the worker's death and the reaper's kill, a step runs on for a few milliseconds (the
+//!   reaper first reads what it had not read of the list, at most 8 KiB a byte at a time), and
 //!   its leader is reaped by init; if every process of a session is gone by then and its id was
 //!   recycled meanwhile (the pid space wrapped within those milliseconds), the reaper's kill hits
 //!   a stranger. Steps that end while the worker lives never risk it (their leader is reaped only
@@ -38,7 +41,7 @@
 //! - The reaper is no member of the steps: a SIGKILL sent to the reaper alone (or an OOM kill)
 //!   leaves the running steps unguarded until the runtime next writes to it (the next step's start
 //!   or end), which starts a new reaper. A SIGSTOPped reaper guards nothing until continued; the
-//!   runtime replaces it when its pipe fills.
+//!   runtime replaces it when its list pipe fills.
 //! - A step is registered just after `posix_spawn` returns: a worker killed in between leaves
 //!   that one step unguarded. That is microseconds, but on a loaded machine the worker's thread
 //!   can be descheduled there for much longer while the step already runs (seen once in a full
