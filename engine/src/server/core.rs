@@ -94,6 +94,8 @@ pub(crate) struct Prepared {
 struct Recorded {
     effects: Vec<Effect>,
     batch: Batch,
+    /// What the event changed, for its announcement.
+    seen: Arc<Seen>,
     hits: Vec<(AttemptId, crate::store::CacheEntry)>,
     metered: Vec<crate::metrics::Metered>,
 }
@@ -182,9 +184,9 @@ pub(crate) struct State {
     /// [`Parsed::CAPACITY`] of them.
     pub pipelines: Parsed,
     pub next_worker: u64,
-    /// `(run, seq)` of events written but not yet announced to watchers: they are announced
-    /// by [`Engine::commit`], once durable.
-    pub unannounced: Vec<(String, u64)>,
+    /// Events written but not yet announced to watchers: they are announced by
+    /// [`Engine::commit`], once durable.
+    pub unannounced: Vec<Announcement>,
     /// What those events count on `/metrics`, settled by [`Engine::commit`] with them.
     pub unmetered: Vec<crate::metrics::Metered>,
     /// The schedules this engine fires, by pipeline name.
@@ -210,8 +212,28 @@ pub(crate) struct State {
 #[derive(Default)]
 pub(crate) struct Staged {
     batch: Batch,
-    /// The run of each staged event, in order (one event per batch).
-    runs: Vec<String>,
+    /// The run of each staged event and what the event changed, in order (one event per
+    /// batch).
+    runs: Vec<(String, Arc<Seen>)>,
+}
+
+/// What [`Engine::changes`] carries once an applied event is durable.
+#[derive(Clone, Debug)]
+pub(crate) struct Announcement {
+    pub run: String,
+    /// The event's seq in its run (1, 2, …).
+    pub seq: u64,
+    /// When it happened and what it changed, so that a watcher that has seen every event
+    /// before it needs no read of the store; `None` for the events of a batch of several (a
+    /// run's start), which watchers read from the store.
+    pub event: Option<Arc<Seen>>,
+}
+
+/// The visible part of a stored event ([`EventRecord`] without the event itself).
+#[derive(Debug)]
+pub(crate) struct Seen {
+    pub now: Millis,
+    pub changes: Vec<Change>,
 }
 
 /// The engine: state, store and the signals between them.
@@ -226,8 +248,8 @@ pub struct Engine {
     pub(crate) clock: Clock,
     /// Wakes `Lease` long-polls when something became ready.
     pub(crate) ready_signal: Notify,
-    /// `(run, last event seq)` after every applied event, for `WatchRun`.
-    pub(crate) changes: broadcast::Sender<(String, u64)>,
+    /// Every applied event once durable, for `WatchRun` and the web UI's live pages.
+    pub(crate) changes: broadcast::Sender<Announcement>,
     /// Bumped after every stored log batch, for `StreamLogs --follow`.
     pub(crate) logs: watch::Sender<u64>,
     pub(crate) limits: Limits,
@@ -375,7 +397,8 @@ impl Engine {
         let mut live = Live::new(record, machine, plan, pipeline, bundle, steps);
         // The start, recorded here too: with every instance a root, it rewrites every step.
         let now = self.clock.now();
-        let Recorded { effects, batch, hits, metered } = self.record(&mut live, &run_id, Event::Start, None, now)?;
+        let Recorded { effects, batch, hits, metered, .. } =
+            self.record(&mut live, &run_id, Event::Start, None, now)?;
         // Every step record, STEP_CHUNK to a transaction, before the run's own batch (which
         // rewrites those the start touched): sled frees the tree nodes a write replaces only
         // once no transaction that began before it is still open, so 10,000 records in one
@@ -418,7 +441,7 @@ impl Engine {
         let run_id = live.record.id.clone();
         st.runs.insert(run_id.clone(), live);
         st.unmetered.extend(metered);
-        self.performed(st, &run_id, &effects, Some(seq), hits, now);
+        self.performed(st, &run_id, &effects, Some((seq, None)), hits, now);
         Ok(run_id)
     }
 
@@ -471,10 +494,10 @@ impl Engine {
         let Some(live) = st.runs.get_mut(run_id) else {
             return Err(self.not_live(run_id));
         };
-        let Recorded { effects, batch, hits, metered } = self.record(live, run_id, event, outputs, now)?;
+        let Recorded { effects, batch, seen, hits, metered } = self.record(live, run_id, event, outputs, now)?;
         if let Some(staged) = st.staged.as_mut() {
             staged.batch.append(batch);
-            staged.runs.push(run_id.to_string());
+            staged.runs.push((run_id.to_string(), seen));
             st.unmetered.extend(metered);
             if !hits.is_empty() {
                 // The cache hits apply events whose records read the store: it must hold
@@ -498,7 +521,7 @@ impl Engine {
             }
         };
         st.unmetered.extend(metered);
-        self.performed(st, run_id, &effects, Some(seq), hits, now);
+        self.performed(st, run_id, &effects, Some((seq, Some(seen))), hits, now);
         Ok(effects)
     }
 
@@ -513,7 +536,11 @@ impl Engine {
         match self.store.write_batch_unflushed(batch) {
             Ok(seqs) => {
                 debug_assert_eq!(seqs.len(), runs.len(), "one event per staged batch");
-                st.unannounced.extend(runs.into_iter().zip(seqs));
+                st.unannounced.extend(runs.into_iter().zip(seqs).map(|((run, seen), seq)| Announcement {
+                    run,
+                    seq,
+                    event: Some(seen),
+                }));
                 Ok(())
             }
             Err(e) => {
@@ -521,7 +548,7 @@ impl Engine {
                 if let Some(suppressed) = super::ratelog::admit(&e.to_string()) {
                     tracing::error!(error = %e, suppressed, "cannot store events; reloading their runs from the store");
                 }
-                let mut runs = runs;
+                let mut runs: Vec<String> = runs.into_iter().map(|(run, _)| run).collect();
                 runs.sort_unstable();
                 runs.dedup();
                 for run_id in &runs {
@@ -548,14 +575,15 @@ impl Engine {
     }
 
     /// After an event's batch is written (or staged): performs its effects (a ready attempt the
-    /// cache supplies is never offered to a worker), queues the announcement of `seq` (a staged
-    /// event has none yet: `write_staged` announces it), applies the cache hits.
+    /// cache supplies is never offered to a worker), queues the announcement of `written` (its
+    /// seq, and what it changed unless it was one of several; a staged event has none yet:
+    /// `write_staged` announces it), applies the cache hits.
     fn performed(
         &self,
         st: &mut State,
         run_id: &str,
         effects: &[Effect],
-        seq: Option<u64>,
+        written: Option<(u64, Option<Arc<Seen>>)>,
         hits: Vec<(AttemptId, crate::store::CacheEntry)>,
         now: Millis,
     ) {
@@ -567,8 +595,8 @@ impl Engine {
             let performed: Vec<Effect> = effects.iter().filter(offered).cloned().collect();
             self.perform(st, run_id, &performed);
         }
-        if let Some(seq) = seq {
-            st.unannounced.push((run_id.to_string(), seq));
+        if let Some((seq, event)) = written {
+            st.unannounced.push(Announcement { run: run_id.to_string(), seq, event });
         }
         for (attempt, entry) in hits {
             let event = Event::Cached { attempt, metrics: entry.metrics, from: entry.run };
@@ -715,8 +743,10 @@ impl Engine {
         if run_changed {
             batch.put_run(&live.record)?;
         }
-        batch.append_event(run_id, &EventRecord { now, event, changes })?;
-        Ok(Recorded { effects, batch, hits, metered })
+        let record = EventRecord { now, event, changes };
+        batch.append_event(run_id, &record)?;
+        let seen = Arc::new(Seen { now, changes: record.changes });
+        Ok(Recorded { effects, batch, seen, hits, metered })
     }
 
     /// Makes every event applied so far durable, then announces them to watchers. Call it after

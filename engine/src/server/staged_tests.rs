@@ -134,3 +134,36 @@ fn a_staged_write_that_fails_stores_neither_and_the_worker_reports_again() {
     let held: Vec<AttemptId> = e.lock().workers[&worker].held.keys().map(|(_, a)| *a).collect();
     assert_eq!(held, [b.attempt]);
 }
+
+/// Each event is announced once durable with what it changed, as stored: a watcher that has
+/// seen the one before needs no read of the store (`WatchRun`). So are the staged events of a
+/// report that leased (two events, one write) and an outcome reported alone.
+#[test]
+fn announcements_carry_the_changes_of_each_event_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = testkit::engine(dir.path());
+    let run = start(&e);
+    let mut changes = e.changes.subscribe();
+    let (worker, session) = testkit::register(&e);
+    let a = e.try_lease(&worker).unwrap().expect("a is ready");
+    let (done, _) = a_succeeded(&e);
+    let b = e.report(&worker, &session, &run, a.attempt, done, true).unwrap().expect("b");
+    assert!(e.report(&worker, &session, &run, b.attempt, ok(), false).unwrap().is_none());
+    let stored: Vec<(u64, super::super::store::EventRecord)> =
+        e.store.events(&run, 0).unwrap().collect::<Result<_, _>>().unwrap();
+    let mut announced = Vec::new();
+    while let Ok(a) = changes.try_recv() {
+        assert_eq!(a.run, run);
+        announced.push(a);
+    }
+    // a leased, a succeeded + b leased (staged), b succeeded (and c ready: the same event).
+    assert!(announced.len() >= 4, "{announced:?}");
+    for a in &announced {
+        let seen = a.event.as_ref().unwrap_or_else(|| panic!("event {} announced without its changes", a.seq));
+        let (_, record) = stored.iter().find(|(seq, _)| *seq == a.seq).expect("an announced event is stored");
+        assert_eq!((seen.now, &seen.changes), (record.now, &record.changes), "event {}", a.seq);
+    }
+    let seqs: Vec<u64> = announced.iter().map(|a| a.seq).collect();
+    let last = stored.last().unwrap().0;
+    assert_eq!(seqs, ((last + 1 - seqs.len() as u64)..=last).collect::<Vec<_>>(), "in order, none missing");
+}

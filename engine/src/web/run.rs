@@ -276,7 +276,7 @@ pub(crate) async fn events(State(web): State<Web>, Path(id): Path<String>) -> Re
             let wait = async {
                 loop {
                     match changes.recv().await {
-                        Ok((run, seq)) if run == id && seq > last => return,
+                        Ok(a) if a.run == id && a.seq > last => return,
                         Ok(_) => {}
                         Err(RecvError::Lagged(_) | RecvError::Closed) => return,
                     }

@@ -134,7 +134,7 @@ pub(crate) async fn events(State(web): State<Web>) -> impl IntoResponse {
         let mut sent: HashMap<String, (RunState, usize)> = HashMap::new();
         loop {
             let run = match changes.recv().await {
-                Ok((run, _seq)) => run,
+                Ok(announced) => announced.run,
                 Err(RecvError::Lagged(_)) => {
                     if tx.send(Ok(Event::default().event("reload").data("{}"))).await.is_err() {
                         return;

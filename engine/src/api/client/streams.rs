@@ -9,13 +9,14 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
+use weir_core::run::Millis;
 use weir_proto::v1;
 
 use super::super::bounds::bounded;
 use super::super::convert as wire;
 use super::super::transfer;
 use super::Stream;
-use crate::server::core::Engine;
+use crate::server::core::{Engine, Seen};
 use crate::server::error::ApiError;
 use crate::store::{Change, LogCursor};
 
@@ -32,72 +33,69 @@ pub(super) async fn watch_run(
     tokio::spawn(
         async move {
             let mut last = r.after_seq;
+            // The next event, as its announcement carried it: sent without reading the store.
+            let mut next: Option<(u64, Arc<Seen>)> = None;
             loop {
                 let mut ended = false;
-                let events = match engine.store.events(&r.run_id, last) {
-                    Ok(it) => it,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
-                        return;
+                if let Some((seq, seen)) = next.take() {
+                    last = seq;
+                    for change in &seen.changes {
+                        ended |= matches!(change, Change::Run { state } if state.is_terminal());
+                        if tx.send(Ok(run_event(&names, seq, seen.now, change.clone()))).await.is_err() {
+                            return;
+                        }
                     }
-                };
-                for item in events {
-                    let (seq, ev) = match item {
-                        Ok(x) => x,
+                } else {
+                    let events = match engine.store.events(&r.run_id, last) {
+                        Ok(it) => it,
                         Err(e) => {
                             let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
                             return;
                         }
                     };
-                    last = seq;
-                    for change in ev.changes {
-                        let kind = match change {
-                            Change::Step { instance, state, attempt, message } => {
-                                v1::run_event::Kind::Step(v1::StepChanged {
-                                    instance,
-                                    name: names.get(instance as usize).cloned().unwrap_or_default(),
-                                    state: wire::step_state(state) as i32,
-                                    attempt,
-                                    message: message.unwrap_or_default(),
-                                })
-                            }
-                            Change::Run { state } => {
-                                ended |= state.is_terminal();
-                                v1::run_event::Kind::Run(v1::RunChanged {
-                                    state: wire::run_state(state) as i32,
-                                    message: String::new(),
-                                })
+                    for item in events {
+                        let (seq, ev) = match item {
+                            Ok(x) => x,
+                            Err(e) => {
+                                let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
+                                return;
                             }
                         };
-                        let event = v1::RunEvent { seq, time: Some(wire::timestamp(ev.now)), kind: Some(kind) };
-                        if tx.send(Ok(event)).await.is_err() {
+                        last = seq;
+                        for change in ev.changes {
+                            ended |= matches!(&change, Change::Run { state } if state.is_terminal());
+                            if tx.send(Ok(run_event(&names, seq, ev.now, change))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if !ended && engine.store.run(&r.run_id).ok().flatten().is_some_and(|rec| rec.state.is_terminal()) {
+                        // Finished before this watcher saw the change (or a replayed finish).
+                        if !crate::server::runs::has_more(&engine, &r.run_id, last) {
                             return;
                         }
+                        continue;
                     }
                 }
                 if ended {
                     return;
                 }
-                if engine.store.run(&r.run_id).ok().flatten().is_some_and(|rec| rec.state.is_terminal()) {
-                    // Finished before this watcher saw the change (or a replayed finish).
-                    if !crate::server::runs::has_more(&engine, &r.run_id, last) {
-                        return;
-                    }
-                    continue;
-                }
-                // Wait for a change of this run; a lag or a quiet minute re-reads the store.
+                // Wait for a change of this run; a lag or a quiet minute re-reads the store. The
+                // event right after the last one sent, announced with its changes, needs no read.
                 let wait = async {
                     loop {
                         match changes.recv().await {
-                            Ok((run, seq)) if run == r.run_id && seq > last => return,
+                            Ok(a) if a.run == r.run_id && a.seq > last => {
+                                return a.event.filter(|_| a.seq == last + 1).map(|seen| (a.seq, seen));
+                            }
                             Ok(_) => {}
-                            Err(broadcast::error::RecvError::Lagged(_)) => return,
-                            Err(broadcast::error::RecvError::Closed) => return,
+                            Err(broadcast::error::RecvError::Lagged(_)) => return None,
+                            Err(broadcast::error::RecvError::Closed) => return None,
                         }
                     }
                 };
                 tokio::select! {
-                    _ = wait => {}
+                    got = wait => next = got,
                     _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     _ = tx.closed() => return,
                 }
@@ -106,6 +104,23 @@ pub(super) async fn watch_run(
         .in_current_span(),
     );
     Ok(Response::new(ReceiverStream::new(rx)))
+}
+
+/// One change of an event as `WatchRun` sends it.
+fn run_event(names: &[String], seq: u64, now: Millis, change: Change) -> v1::RunEvent {
+    let kind = match change {
+        Change::Step { instance, state, attempt, message } => v1::run_event::Kind::Step(v1::StepChanged {
+            instance,
+            name: names.get(instance as usize).cloned().unwrap_or_default(),
+            state: wire::step_state(state) as i32,
+            attempt,
+            message: message.unwrap_or_default(),
+        }),
+        Change::Run { state } => {
+            v1::run_event::Kind::Run(v1::RunChanged { state: wire::run_state(state) as i32, message: String::new() })
+        }
+    };
+    v1::RunEvent { seq, time: Some(wire::timestamp(now)), kind: Some(kind) }
 }
 
 pub(super) async fn stream_logs(
