@@ -198,6 +198,9 @@ pub(crate) struct State {
     pub heal_at: Option<Instant>,
     /// Events applied but not yet written, while a caller stages (see [`Staged`]).
     pub staged: Option<Staged>,
+    /// Something became ready (or free) while a report staged: its caller wakes the `Lease`
+    /// long-polls once it has leased for itself, and only if something is left for them.
+    pub woke_while_staged: bool,
 }
 
 /// The batches of events applied while a caller of [`Engine::apply`] stages them, written in
@@ -819,6 +822,18 @@ impl Engine {
             st.ready.remove_run(run_id);
         }
         if woke {
+            self.wake_lease_polls(st);
+        }
+    }
+
+    /// Wakes the `Lease` long-polls: something is ready, or resources are free. While a report
+    /// stages, not yet: the report may lease the very attempt itself (`lease_next`, a chain's
+    /// next step), and a long-poll woken for it would only find the queue empty, having cost a
+    /// wake-up of the other runtime thread and a wait for the state lock.
+    pub(crate) fn wake_lease_polls(&self, st: &mut State) {
+        if st.staged.is_some() {
+            st.woke_while_staged = true;
+        } else {
             self.ready_signal.notify_waiters();
         }
     }

@@ -393,6 +393,9 @@ impl Engine {
         if let Err(e) = self.apply(&mut st, run, event, outputs.as_ref()) {
             // Staged before the failure (cache hits write what is staged): written anyway.
             let _ = self.write_staged(&mut st);
+            if std::mem::take(&mut st.woke_while_staged) {
+                self.ready_signal.notify_waiters();
+            }
             return Err(self.stale(e));
         }
         let key = (run.to_string(), attempt);
@@ -401,7 +404,7 @@ impl Engine {
             if terminal {
                 if w.release(&key) {
                     // What it used is free again: a long-poll skipped for want of it may fit now.
-                    self.ready_signal.notify_waiters();
+                    self.wake_lease_polls(&mut st);
                 }
             } else {
                 w.held.entry(key).or_insert_with(|| Held { since: self.clock.instant(), usage });
@@ -420,7 +423,14 @@ impl Engine {
         } else {
             None
         };
-        if let Err(e) = self.write_staged(&mut st) {
+        let staged_wake = std::mem::take(&mut st.woke_while_staged);
+        let written = self.write_staged(&mut st);
+        // Past the staging: the long-polls are woken if anything is left for them (a failed
+        // write reloaded runs and may have queued their attempts again: woken then too).
+        if staged_wake && (written.is_err() || !st.ready.is_empty()) {
+            self.ready_signal.notify_waiters();
+        }
+        if let Err(e) = written {
             // Neither the outcome nor the lease was stored; their runs were reloaded from the
             // store. The worker still holds the attempt it reports on (it reports again), and
             // not the one leased here, which is ready again.

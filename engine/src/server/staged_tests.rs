@@ -167,3 +167,34 @@ fn announcements_carry_the_changes_of_each_event_as_stored() {
     let last = stored.last().unwrap().0;
     assert_eq!(seqs, ((last + 1 - seqs.len() as u64)..=last).collect::<Vec<_>>(), "in order, none missing");
 }
+
+/// Whether `notified` has fired, without waiting.
+fn fired(notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+    let waker = std::task::Waker::noop();
+    notified.poll(&mut std::task::Context::from_waker(waker)).is_ready()
+}
+
+/// A report that leases the next attempt itself wakes no `Lease` long-poll when nothing is left
+/// for them (a chain's next step): each such wake-up cost the other runtime thread a wake and a
+/// wait for the state lock. When something is left (a fan-out), they are woken.
+#[test]
+fn a_report_that_leases_the_only_ready_attempt_wakes_no_long_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = testkit::engine(dir.path());
+    let run = testkit::start_run(
+        &e,
+        "name: c\nsteps:\n  a: {run: 'true'}\n  b: {run: 'true', needs: [a]}\n  c: {run: 'true', needs: [b]}\n  d: {run: 'true', needs: [b]}\n",
+        Millis(1),
+    );
+    let (worker, session) = testkit::register(&e);
+    let a = e.try_lease(&worker).unwrap().expect("a is ready");
+    let notified = e.ready_signal.notified();
+    let mut notified = std::pin::pin!(notified);
+    notified.as_mut().enable();
+    let b = e.report(&worker, &session, &run, a.attempt, ok(), true).unwrap().expect("b, leased with a's outcome");
+    assert!(!fired(notified.as_mut()), "woken for b, which the report leased itself");
+    // b's end makes c and d ready: the report leases one, the other is left for the polls.
+    let next = e.report(&worker, &session, &run, b.attempt, ok(), true).unwrap().expect("c or d");
+    assert!(["c", "d"].contains(&next.instance_name.as_str()));
+    assert!(fired(notified.as_mut()), "not woken though an attempt is left ready");
+}
