@@ -39,6 +39,18 @@ impl WorkerApi {
     }
 }
 
+/// The answer to a worker's call that failed with `e`, marked [`weir_proto::HEARD_HEADER`] when
+/// the engine heard the worker during the call (it began at `since`): the worker counts such
+/// an answer as contact, as the engine counted the call, and does not fence itself while the
+/// engine still counts it alive (a store that cannot write fails the calls, not the worker).
+fn failed(engine: &Engine, worker: &str, session: &str, since: tokio::time::Instant, e: ApiError) -> Status {
+    let mut status = Status::from(e);
+    if engine.heard_since(worker, session, since) {
+        status.metadata_mut().insert(weir_proto::HEARD_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    }
+    status
+}
+
 /// The session secret every call after Register carries in [`wire::SESSION_HEADER`].
 fn session<T>(req: &Request<T>) -> Result<String, Status> {
     let given = req.metadata().get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok());
@@ -102,7 +114,12 @@ impl WeirWorker for WorkerApi {
         let r = bounded(req)?;
         let session = session?;
         let wait = wire::from_duration(r.wait.as_ref()).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20));
-        let assignment = self.0.lease(&r.worker_id, &session, r.free, wait).await?;
+        let since = self.0.clock.instant();
+        let assignment = self
+            .0
+            .lease(&r.worker_id, &session, r.free, wait)
+            .await
+            .map_err(|e| failed(&self.0, &r.worker_id, &session, since, e))?;
         let traceparent = self.traceparent(assignment.as_ref());
         let mut response = Response::new(v1::LeaseResponse { assignment: assignment.map(wire::assignment) });
         if let Some(traceparent) = traceparent {
@@ -121,7 +138,11 @@ impl WeirWorker for WorkerApi {
             .map(|a| wire::from_attempt_ref(Some(a)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::from)?;
-        let stops = self.0.heartbeat(&r.worker_id, &session, attempts)?;
+        let since = self.0.clock.instant();
+        let stops = self
+            .0
+            .heartbeat(&r.worker_id, &session, attempts)
+            .map_err(|e| failed(&self.0, &r.worker_id, &session, since, e))?;
         let stop = stops
             .into_iter()
             .map(|(run, a, reason)| v1::StopOrder { attempt: Some(wire::attempt_ref(&run, a)), reason })
@@ -154,7 +175,11 @@ impl WeirWorker for WorkerApi {
             Some(v1::report_request::Outcome::Released(r)) => Report::Released { reason: r.reason },
             None => return Err(ApiError::Invalid("outcome: is required".into()).into()),
         };
-        let next = self.0.report(&r.worker_id, &session, &run, attempt, report, r.lease_next)?;
+        let since = self.0.clock.instant();
+        let next = self
+            .0
+            .report(&r.worker_id, &session, &run, attempt, report, r.lease_next)
+            .map_err(|e| failed(&self.0, &r.worker_id, &session, since, e))?;
         let traceparent = self.traceparent(next.as_ref());
         let mut response = Response::new(v1::ReportResponse { next: next.map(wire::assignment) });
         if let Some(traceparent) = traceparent {
@@ -263,5 +288,57 @@ impl WeirWorker for WorkerApi {
         let session = session?;
         self.0.check_session(&r.worker_id, &session)?;
         Ok(Response::new(transfer::download(&self.0, digest(&r.digest)?, 0)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use tonic::Code;
+    use weir_core::run::{AttemptId, Millis};
+    use weir_proto::HEARD_HEADER;
+
+    use super::*;
+    use crate::server::testkit;
+
+    /// A report of `attempt`'s failure by `worker`, with `session` as its secret.
+    fn failed_report(worker: &str, session: &str, run: &str, attempt: AttemptId) -> Request<v1::ReportRequest> {
+        let failed = v1::Failed { reason: "exit 1".into(), exit_code: Some(1), permanent: true };
+        let mut req = Request::new(v1::ReportRequest {
+            worker_id: worker.to_string(),
+            attempt: Some(wire::attempt_ref(run, attempt)),
+            outcome: Some(v1::report_request::Outcome::Failed(failed)),
+            ..Default::default()
+        });
+        req.metadata_mut().insert(wire::SESSION_HEADER, session.parse().unwrap());
+        req
+    }
+
+    /// A report the engine counted as a sign of life but could not store (its store fails the
+    /// write, as on a full disk) fails with an answer that says the engine heard the worker,
+    /// so the worker does not fence itself while the engine still counts it alive. A call the
+    /// engine did not count (a session that is not the worker's) is not marked; the retry of
+    /// the report succeeds once the store writes again.
+    #[tokio::test]
+    async fn a_call_that_fails_after_the_engine_heard_the_worker_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Arc::new(testkit::engine(dir.path()));
+        let run = testkit::start_run(&e, "name: one\nsteps:\n  a: {run: 'true'}\n", Millis(1));
+        let (worker, session) = testkit::register(&e);
+        let a = e.try_lease(&worker).unwrap().expect("a is ready").attempt;
+        let api = WorkerApi(e.clone());
+
+        e.store.fail_next_batch.store(true, Relaxed);
+        let status = api.report(failed_report(&worker, &session, &run, a)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert_eq!(status.metadata().get(HEARD_HEADER).map(|v| v.to_str().unwrap()), Some("1"), "{status:?}");
+
+        let status = api.report(failed_report(&worker, "not-the-session", &run, a)).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(status.metadata().get(HEARD_HEADER).is_none(), "{status:?}");
+
+        let answer = api.report(failed_report(&worker, &session, &run, a)).await.unwrap();
+        assert!(answer.metadata().get(HEARD_HEADER).is_none());
     }
 }

@@ -84,6 +84,14 @@ impl Engine {
         Ok(w)
     }
 
+    /// Whether `worker`, with `session`, was heard at `since` or later: a call begun at `since`
+    /// that fails after the engine counted it as a sign of life says so to the worker
+    /// (`weir_proto::HEARD_HEADER`), since the lease clock the worker fences by restarted too.
+    pub(crate) fn heard_since(&self, worker: &str, session: &str, since: tokio::time::Instant) -> bool {
+        let st = self.lock();
+        self.authenticate(&st, worker, session).is_ok() && st.workers.get(worker).is_some_and(|w| w.last_seen >= since)
+    }
+
     /// Authenticates a call that concerns no attempt (downloads).
     pub(crate) fn check_session(&self, worker: &str, session: &str) -> Result<(), ApiError> {
         self.authenticate(&self.lock(), worker, session)

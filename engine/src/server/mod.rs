@@ -54,7 +54,7 @@ pub(crate) mod secrets;
 #[cfg(test)]
 mod staged_tests;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod timing_tests;
 pub use crate::api::tokens;

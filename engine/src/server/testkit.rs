@@ -13,12 +13,12 @@ use weir_core::spec::Runtime;
 /// An engine on `dir`'s store (`dir/db`, `dir/artifacts`), firing no schedules. Reopening right
 /// after a drop retries while sled's background flusher, which holds the file lock a moment
 /// longer, winds down.
-pub(super) fn engine(dir: &Path) -> Engine {
+pub(crate) fn engine(dir: &Path) -> Engine {
     engine_on(dir, Clock::system())
 }
 
 /// [`engine`] taking its time from `clock` (a test clock moved by hand or by paused time).
-pub(super) fn engine_on(dir: &Path, clock: Clock) -> Engine {
+pub(crate) fn engine_on(dir: &Path, clock: Clock) -> Engine {
     // A real-time bound on a real file lock, released by sled's own thread: never paused.
     let start = Instant::now();
     let store = loop {
@@ -48,7 +48,7 @@ pub(super) fn metric(e: &Engine, series: &str) -> f64 {
 }
 
 /// Stores `yaml` as version `v1`, submitted at `at`, and starts a run of it (committed).
-pub(super) fn start_run(e: &Engine, yaml: &str, at: Millis) -> String {
+pub(crate) fn start_run(e: &Engine, yaml: &str, at: Millis) -> String {
     let parsed = weir_core::spec::load(yaml, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"));
     let version = PipelineVersion {
         name: parsed.name().into(),
@@ -65,7 +65,7 @@ pub(super) fn start_run(e: &Engine, yaml: &str, at: Millis) -> String {
 
 /// Registers a worker offering 4 cpus, 1 GiB and the process runtime, with no bound on how
 /// many attempts it holds: its id and session.
-pub(super) fn register(e: &Engine) -> (String, String) {
+pub(crate) fn register(e: &Engine) -> (String, String) {
     let total = Usage { cpus_milli: 4000, memory_bytes: 1 << 30, gpus: 0 };
     let offer = Offer { labels: Default::default(), total, runtimes: vec![Runtime::Process], capacity: 0, ahead: 0 };
     e.register("w", offer, None).unwrap()

@@ -5,7 +5,9 @@
 //! (counting Register, Heartbeat, Report and the start of a Lease poll: `worker_seen` in the
 //! engine's `dispatch.rs`), and then hands its attempts out again. The worker cannot know when
 //! the engine last heard from it, but it knows a lower bound: the send time of the last of those
-//! calls that got an answer ([`Contact::answered`], fed by `Session::call`). So a worker whose
+//! calls that got an answer ([`Contact::answered`], fed by `Session::call`): a success, or an
+//! error the engine marks as heard (`weir_proto::HEARD_HEADER`: it counted the call, then
+//! failed to do what was asked, e.g. with its store unwritable on a full disk). So a worker whose
 //! calls have gone unanswered for [`Window::fence_after`] since that instant stops every attempt
 //! it holds ([`watch`]): SIGTERM, then SIGKILL after [`Window::kill_grace`], and never reports
 //! them as succeeded (they report Lost, which the engine refuses if it already moved on). The

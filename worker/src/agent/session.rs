@@ -3,7 +3,8 @@
 //! folder, readable by this user only, so a restarted worker registers again as the same
 //! worker and keeps its attempts), the attempts this worker holds, and the one retry rule
 //! every call goes through. An engine that is away (UNAVAILABLE, a broken connection) is retried
-//! with exponential backoff and jitter; NOT_FOUND (the engine forgot this worker id, after a
+//! with exponential backoff and jitter (an error the engine marks as heard, `HEARD_HEADER`,
+//! counts as contact and is retried at least once a heartbeat interval); NOT_FOUND (the engine forgot this worker id, after a
 //! restart) registers again and retries with the new id; FAILED_PRECONDITION and INVALID_ARGUMENT
 //! are refusals the caller drops; UNAUTHENTICATED stops the agent. This module never runs steps
 //! and never touches the work folder.
@@ -222,10 +223,11 @@ impl Backoff {
         Backoff { next: BACKOFF_FIRST, tries: 0 }
     }
 
-    async fn wait(&mut self, abandon: &CancellationToken) -> Result<(), CallError> {
+    /// Waits the next backoff, but never longer than `most`.
+    async fn wait(&mut self, most: Duration, abandon: &CancellationToken) -> Result<(), CallError> {
         let random = RandomState::new().hash_one(self.tries);
         let fraction = 0.5 + (random % 1000) as f64 / 2000.0;
-        let wait = self.next.mul_f64(fraction);
+        let wait = self.next.mul_f64(fraction).min(most);
         self.next = (self.next * 2).min(BACKOFF_MAX);
         self.tries += 1;
         tokio::select! {
@@ -343,6 +345,13 @@ impl Session {
                 }
                 Err(status) => status,
             };
+            // An error the engine marks as heard still proves it heard this worker when the
+            // call was sent (its store cannot write, say): the lease clock restarted there, so
+            // it restarts here, and the retries come at least once a heartbeat interval.
+            let heard = fence::COUNTED.contains(&what) && status.metadata().contains_key(weir_proto::HEARD_HEADER);
+            if heard {
+                self.contact.answered(sent);
+            }
             match (verdict(status.code()), not_found) {
                 (Verdict::Refused, _) | (Verdict::UnknownWorker, NotFound::Refused) => {
                     return Err(CallError::Refused(status));
@@ -366,7 +375,8 @@ impl Session {
                     } else {
                         tracing::debug!(call = what, code = ?status.code(), error = status.message(), "engine still unreachable");
                     }
-                    backoff.wait(&self.abandon).await?;
+                    let most = if heard { self.heartbeat_interval() } else { BACKOFF_MAX };
+                    backoff.wait(most, &self.abandon).await?;
                 }
             }
         }
@@ -607,6 +617,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     #[test]
     fn status_codes_sort_into_verdicts() {
@@ -639,7 +650,7 @@ mod tests {
         for _ in 0..8 {
             let ceiling = b.next;
             let start = tokio::time::Instant::now();
-            b.wait(&never).await.unwrap();
+            b.wait(BACKOFF_MAX, &never).await.unwrap();
             let waited = start.elapsed();
             assert!(waited >= ceiling / 2 && waited <= ceiling, "{waited:?} vs {ceiling:?}");
             ceilings.push(ceiling.as_millis());
@@ -647,6 +658,75 @@ mod tests {
         assert_eq!(ceilings, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
         let gone = CancellationToken::new();
         gone.cancel();
-        assert!(matches!(b.wait(&gone).await, Err(CallError::Abandoned)));
+        assert!(matches!(b.wait(BACKOFF_MAX, &gone).await, Err(CallError::Abandoned)));
+    }
+
+    /// A session whose calls the test answers itself (the client is never used: it points at
+    /// a port nobody listens on and connects only when called).
+    fn session() -> Session {
+        let auth = Auth::new(None).unwrap();
+        let slot = auth.session_slot();
+        let settings = weir_proto::direct::Settings {
+            connect_timeout: Duration::from_secs(1),
+            keep_alive_interval: None,
+            keep_alive_timeout: Duration::from_secs(1),
+        };
+        let direct = weir_proto::direct::Direct::new("http://127.0.0.1:9", settings, None).unwrap();
+        let client = WeirWorkerClient::with_interceptor(Transport::from(direct), auth);
+        Session::new(client, v1::RegisterRequest::default(), slot, None)
+    }
+
+    /// `what` failing with UNAVAILABLE `failures` times, then answered: for each try, its
+    /// instant and the contact the session counted when it was made.
+    async fn tries(s: &Session, what: &'static str, heard: bool, failures: usize) -> Vec<(Instant, Instant)> {
+        let mut tries = Vec::new();
+        s.call(what, NotFound::Reregister, |_, _| {
+            tries.push((Instant::now(), s.contact.last()));
+            let n = tries.len();
+            async move {
+                if n > failures {
+                    return Ok(());
+                }
+                let mut status = Status::unavailable("the store cannot write");
+                if heard {
+                    status.metadata_mut().insert(weir_proto::HEARD_HEADER, MetadataValue::from_static("1"));
+                }
+                Err(status)
+            }
+        })
+        .await
+        .unwrap();
+        tries
+    }
+
+    fn gaps(tries: &[(Instant, Instant)]) -> Vec<Duration> {
+        tries.windows(2).map(|w| w[1].0 - w[0].0).collect()
+    }
+
+    /// An error the engine marks as heard (its store could not write, say, after it counted
+    /// the call) counts as contact as of its send time, and its retries come at least once a
+    /// heartbeat interval, so the worker keeps the engine hearing it instead of backing off to
+    /// 5 s and fencing its steps. An unmarked error (an engine away) counts for nothing and
+    /// backs off as before; neither does a marked error of a call that is no sign of life.
+    #[tokio::test(start_paused = true)]
+    async fn an_error_the_engine_heard_counts_as_contact_and_is_retried_each_heartbeat() {
+        let s = session();
+        *s.heartbeat.lock().unwrap() = Duration::from_secs(1);
+        let heard = tries(&s, "heartbeat", true, 7).await;
+        for w in heard.windows(2) {
+            assert_eq!(w[1].1, w[0].0, "each failed try counted as contact by the next");
+        }
+        assert!(gaps(&heard).iter().all(|g| *g <= Duration::from_secs(1)), "{:?}", gaps(&heard));
+
+        let s = session();
+        *s.heartbeat.lock().unwrap() = Duration::from_secs(1);
+        let away = tries(&s, "heartbeat", false, 7).await;
+        assert!(away.iter().all(|t| t.1 == away[0].1), "no failed try counts: {away:?}");
+        assert!(gaps(&away).iter().any(|g| *g > Duration::from_secs(2)), "{:?}", gaps(&away));
+
+        let s = session();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let other = tries(&s, "upload logs", true, 2).await;
+        assert!(other.iter().all(|t| t.1 == other[0].1), "not a sign of life: {other:?}");
     }
 }
