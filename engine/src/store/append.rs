@@ -125,6 +125,8 @@ impl Store {
         run: &str,
         after_seq: u64,
     ) -> Result<impl Iterator<Item = Result<(u64, EventRecord), Error>> + use<>, Error> {
+        #[cfg(test)]
+        self.event_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prefix = keys::prefix(run)?;
         let tree = self.tree(TreeId::Events)?;
         let iter = match after_seq.checked_add(1) {

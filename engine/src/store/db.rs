@@ -142,6 +142,9 @@ pub struct Store {
     /// Stops a batch, as a crash would, after this many of its writes (`usize::MAX`: never).
     #[cfg(test)]
     pub(crate) cut_batch_after: std::sync::atomic::AtomicUsize,
+    /// How many times a run's events were read ([`Store::events`]): what a watcher costs.
+    #[cfg(test)]
+    pub(crate) event_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl Store {

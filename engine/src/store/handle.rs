@@ -100,6 +100,8 @@ impl Store {
             fail_next_batch: Default::default(),
             #[cfg(test)]
             cut_batch_after: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            #[cfg(test)]
+            event_reads: Default::default(),
             pause: RwLock::new(()),
         };
         store.ensure_time_index();

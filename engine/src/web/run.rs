@@ -206,15 +206,59 @@ fn trigger(t: &Trigger) -> Markup {
     }
 }
 
+/// What the live stream of a run page knows of its steps, to draw each change.
+struct Drawn {
+    states: Vec<StepState>,
+    /// Each instance's step, and whether the step is a matrix (drawn as one node).
+    parts: Vec<(String, bool)>,
+    names: Vec<String>,
+}
+
+impl Drawn {
+    /// The SSE event that draws `change` (`None` for an instance the page does not know), and
+    /// whether it ends the run.
+    fn event(&mut self, change: Change) -> (Option<Event>, bool) {
+        let send = |ev: &str, data: serde_json::Value| Event::default().event(ev).data(data.to_string());
+        match change {
+            Change::Step { instance, state, attempt, message } => {
+                let i = instance as usize;
+                let Some(slot) = self.states.get_mut(i) else { return (None, false) };
+                *slot = state;
+                let (step, grouped) = &self.parts[i];
+                let group = grouped.then(|| {
+                    let of: Vec<StepState> = self
+                        .parts
+                        .iter()
+                        .zip(&self.states)
+                        .filter(|((s, _), _)| s == step)
+                        .map(|(_, st)| *st)
+                        .collect();
+                    let (state, detail) = group_state(&of);
+                    serde_json::json!({"key": step, "state": state.as_str(), "detail": detail})
+                });
+                let data = serde_json::json!({"instance": self.names[i], "step": step, "state": state.as_str(),
+                    "attempt": attempt, "message": message.unwrap_or_default(), "group": group});
+                (Some(send("step", data)), false)
+            }
+            Change::Run { state } => {
+                (Some(send("run", serde_json::json!({"state": state.as_str()}))), state.is_terminal())
+            }
+        }
+    }
+}
+
 /// The run's changes as they happen: `step` with `{"instance", "step", "state", "attempt",
 /// "message", "group"}` (`group`: `{"key", "state", "detail"}` for a step drawn as one node)
 /// for each step change, `run` with `{"state"}`, and `end` once the run has finished. Starts
-/// from the run's first event, so nothing between the page and the stream is missed.
+/// from the run's first event, so nothing between the page and the stream is missed. As
+/// `WatchRun` does, the event right after the last one drawn comes from its announcement,
+/// which carries its changes: a page open on a busy run reads the store only at its start, on
+/// a gap or a lag, and after a quiet minute.
 pub(crate) async fn events(State(web): State<Web>, Path(id): Path<String>) -> Result<Response, WebError> {
     let engine = web.engine.clone();
     let mut changes = engine.changes.subscribe();
     let (_, steps, _) = engine.load_run(&id)?;
-    let mut states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
+    let states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
     let parts: Vec<(String, bool)> = steps
         .iter()
         .map(|s| {
@@ -223,67 +267,60 @@ pub(crate) async fn events(State(web): State<Web>, Path(id): Path<String>) -> Re
         })
         .collect();
     let names: Vec<String> = steps.into_iter().map(|s| s.name).collect();
+    let mut drawn = Drawn { states, parts, names };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(256);
     tokio::spawn(async move {
-        let send = |ev: &str, data: serde_json::Value| Event::default().event(ev).data(data.to_string());
         let mut last = 0;
+        let mut next: Option<(u64, std::sync::Arc<crate::server::core::Seen>)> = None;
         loop {
             let mut ended = false;
-            let Ok(events) = engine.store.events(&id, last) else { return };
-            for item in events {
-                let Ok((seq, ev)) = item else { return };
+            if let Some((seq, seen)) = next.take() {
                 last = seq;
-                for change in ev.changes {
-                    let msg = match change {
-                        Change::Step { instance, state, attempt, message } => {
-                            let i = instance as usize;
-                            let Some(slot) = states.get_mut(i) else { continue };
-                            *slot = state;
-                            let (step, grouped) = &parts[i];
-                            let group = grouped.then(|| {
-                                let of: Vec<StepState> = parts
-                                    .iter()
-                                    .zip(&states)
-                                    .filter(|((s, _), _)| s == step)
-                                    .map(|(_, st)| *st)
-                                    .collect();
-                                let (state, detail) = group_state(&of);
-                                serde_json::json!({"key": step, "state": state.as_str(), "detail": detail})
-                            });
-                            send(
-                                "step",
-                                serde_json::json!({"instance": names[i], "step": step, "state": state.as_str(),
-                                    "attempt": attempt, "message": message.unwrap_or_default(), "group": group}),
-                            )
-                        }
-                        Change::Run { state } => {
-                            ended |= state.is_terminal();
-                            send("run", serde_json::json!({"state": state.as_str()}))
-                        }
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
+                for change in &seen.changes {
+                    let (event, end) = drawn.event(change.clone());
+                    ended |= end;
+                    if let Some(event) = event
+                        && tx.send(Ok(event)).await.is_err()
+                    {
                         return;
                     }
                 }
+            } else {
+                let Ok(events) = engine.store.events(&id, last) else { return };
+                for item in events {
+                    let Ok((seq, ev)) = item else { return };
+                    last = seq;
+                    for change in ev.changes {
+                        let (event, end) = drawn.event(change);
+                        ended |= end;
+                        if let Some(event) = event
+                            && tx.send(Ok(event)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                // Finished before this page saw the change (or a replayed finish).
+                ended |= engine.store.run(&id).ok().flatten().is_some_and(|r| r.state.is_terminal())
+                    && !crate::server::runs::has_more(&engine, &id, last);
             }
-            let finished = ended
-                || (engine.store.run(&id).ok().flatten().is_some_and(|r| r.state.is_terminal())
-                    && !crate::server::runs::has_more(&engine, &id, last));
-            if finished {
+            if ended {
                 let _ = tx.send(Ok(Event::default().event("end").data("{}"))).await;
                 return;
             }
             let wait = async {
                 loop {
                     match changes.recv().await {
-                        Ok(a) if a.run == id && a.seq > last => return,
+                        Ok(a) if a.run == id && a.seq > last => {
+                            return a.event.filter(|_| a.seq == last + 1).map(|seen| (a.seq, seen));
+                        }
                         Ok(_) => {}
-                        Err(RecvError::Lagged(_) | RecvError::Closed) => return,
+                        Err(RecvError::Lagged(_) | RecvError::Closed) => return None,
                     }
                 }
             };
             tokio::select! {
-                _ = wait => {}
+                got = wait => next = got,
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                 _ = tx.closed() => return,
             }
@@ -345,8 +382,71 @@ pub(crate) async fn retry(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use http_body_util::BodyExt as _;
+
     use super::*;
+    use crate::server::dispatch::Report;
+    use crate::server::testkit;
     use crate::store::TriggerFile;
+
+    /// The `(event, data)` pairs of SSE text.
+    fn sse(text: &str) -> Vec<(String, serde_json::Value)> {
+        text.split("\n\n")
+            .filter_map(|block| {
+                let event = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+                let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+                Some((event.to_string(), serde_json::from_str(data).unwrap()))
+            })
+            .collect()
+    }
+
+    /// A page open on a running chain draws every change of its steps and its end from the
+    /// announcements, which carry them: the run's events are read from the store once, as the
+    /// stream starts, where before they were read again at each announcement.
+    #[tokio::test]
+    async fn the_live_stream_draws_announced_changes_without_reading_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Arc::new(testkit::engine(dir.path()));
+        let yaml =
+            "name: chain\nsteps:\n  a: {run: 'true'}\n  b: {run: 'true', needs: [a]}\n  c: {run: 'true', needs: [b]}\n";
+        let run = testkit::start_run(&e, yaml, Millis(1));
+        let (worker, session) = testkit::register(&e);
+        let access = Arc::new(crate::access::Access::load(&[], &e.store).unwrap());
+        let web = Web { engine: e.clone(), auth: Arc::new(super::super::auth::Auth::new(access, None).unwrap()) };
+        let Ok(response) = events(State(web), Path(run.clone())).await else { panic!("no stream") };
+        let mut body = response.into_body();
+        let mut text = String::new();
+        let read = async |body: &mut axum::body::Body| {
+            let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("a frame in 10 s");
+            String::from_utf8(frame.expect("the stream goes on").unwrap().into_data().unwrap().to_vec()).unwrap()
+        };
+        text.push_str(&read(&mut body).await); // the stream has read the run so far
+        let reads = e.store.event_reads.load(Relaxed);
+
+        let ok = || Report::Succeeded { metrics: Default::default(), outputs: Default::default() };
+        let mut attempt = e.try_lease(&worker).unwrap().expect("a is ready").attempt;
+        for _ in 0..2 {
+            attempt = e.report(&worker, &session, &run, attempt, ok(), true).unwrap().expect("the next step").attempt;
+        }
+        assert!(e.report(&worker, &session, &run, attempt, ok(), true).unwrap().is_none());
+        while !text.contains("event: end") {
+            text.push_str(&read(&mut body).await);
+        }
+        let events = sse(&text);
+        for step in ["a", "b", "c"] {
+            let drawn: Vec<&str> = events
+                .iter()
+                .filter(|(ev, d)| ev == "step" && d["instance"] == step)
+                .map(|(_, d)| d["state"].as_str().unwrap())
+                .collect();
+            assert!(drawn.ends_with(&["leased", "succeeded"]), "{step}: {drawn:?}\n{text}");
+        }
+        assert!(events.iter().any(|(ev, d)| ev == "run" && d["state"] == "succeeded"), "{text}");
+        assert_eq!(e.store.event_reads.load(Relaxed), reads, "no read of the store after the start:\n{text}");
+    }
 
     #[test]
     fn the_trigger_line_says_what_started_the_run_escaped() {
