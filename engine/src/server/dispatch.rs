@@ -400,10 +400,7 @@ impl Engine {
         }
         if let Err(e) = self.apply(&mut st, run, event, outputs.as_ref()) {
             // Staged before the failure (cache hits write what is staged): written anyway.
-            let _ = self.write_staged(&mut st);
-            if std::mem::take(&mut st.woke_while_staged) {
-                self.ready_signal.notify_waiters();
-            }
+            let _ = self.write_staged_and_wake(&mut st);
             return Err(self.stale(e));
         }
         let key = (run.to_string(), attempt);
@@ -431,14 +428,7 @@ impl Engine {
         } else {
             None
         };
-        let staged_wake = std::mem::take(&mut st.woke_while_staged);
-        let written = self.write_staged(&mut st);
-        // Past the staging: the long-polls are woken if anything is left for them (a failed
-        // write reloaded runs and may have queued their attempts again: woken then too).
-        if staged_wake && (written.is_err() || !st.ready.is_empty()) {
-            self.ready_signal.notify_waiters();
-        }
-        if let Err(e) = written {
+        if let Err(e) = self.write_staged_and_wake(&mut st) {
             // Neither the outcome nor the lease was stored; their runs were reloaded from the
             // store. The worker still holds the attempt it reports on (it reports again), and
             // not the one leased here, which is ready again.
@@ -463,6 +453,18 @@ impl Engine {
             self.commit()?;
         }
         Ok(next)
+    }
+
+    /// Writes what a report staged; then, if its events woke the `Lease` long-polls while it
+    /// staged, wakes them, but only if anything is left for them (a failed write reloaded runs
+    /// and may have queued their attempts again: woken then too).
+    fn write_staged_and_wake(&self, st: &mut State) -> Result<(), ApiError> {
+        let woke = std::mem::take(&mut st.woke_while_staged);
+        let written = self.write_staged(st);
+        if woke && (written.is_err() || !st.ready.is_empty()) {
+            self.ready_signal.notify_waiters();
+        }
+        written
     }
 
     /// Checks that `attempt` of `run` was dispatched (it may since have ended) to `worker`:
