@@ -62,7 +62,7 @@ fn spawn_worker(url: &str, dir: &Path, name: &str, docker: &str) -> Kill {
         .arg(dir.join(name))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(dir.join(format!("{name}.worker.log"))).expect("create the worker's log"));
     procs::spawn(cmd)
 }
 
@@ -181,9 +181,28 @@ async fn attempts(s: &Setup, n: usize) -> Vec<(u32, i32)> {
         if lines.len() >= n {
             return lines;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "only {} attempts started: {lines:?}", lines.len());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {} attempts started: {lines:?}\n{}",
+            lines.len(),
+            worker_logs(s.dir.path())
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The last lines of every worker's log in `dir`, to say why a run did not finish.
+fn worker_logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.to_string_lossy().ends_with(".worker.log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!("--- {}:\n{}\n", path.display(), lines[lines.len().saturating_sub(40)..].join("\n"));
+        }
+    }
+    out
 }
 
 async fn finish(s: &mut Setup, run: &str) -> v1::GetRunResponse {
@@ -193,7 +212,12 @@ async fn finish(s: &mut Setup, run: &str) -> v1::GetRunResponse {
         if got.run.as_ref().unwrap().state() == v1::RunState::Succeeded {
             return got;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "run did not succeed: {:#?}", got.steps);
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "run did not succeed: {:#?}\n{}",
+            got.steps,
+            worker_logs(s.dir.path())
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
