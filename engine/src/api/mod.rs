@@ -14,6 +14,7 @@ mod admin;
 mod audit_target;
 pub(crate) mod bounds;
 mod client;
+pub(crate) mod coalesce;
 pub mod convert;
 mod guard;
 mod lazy;

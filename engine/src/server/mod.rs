@@ -430,9 +430,15 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         let _ = stopped.wait_for(|s| *s).await;
     };
     // With TLS, the engine's own acceptor (ALPN h2 and http/1.1, so browsers keep HTTP/1.1).
+    // Each connection's writes as one (`api::coalesce`): a unary answer leaves in one write.
+    use crate::api::coalesce::Coalesced;
+    use tokio_stream::StreamExt as _;
     let serve = match &config.tls {
-        None => tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown)),
-        Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(crate::tls::incoming(incoming, tls), shutdown)),
+        None => tokio::spawn(router.serve_with_incoming_shutdown(incoming.map(|io| io.map(Coalesced)), shutdown)),
+        Some(tls) => {
+            let incoming = crate::tls::incoming(incoming, tls).map(|io| io.map(Coalesced));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
     };
     let ticker = {
         let engine = engine.clone();
