@@ -232,6 +232,26 @@ pub(crate) struct Announcement {
     pub event: Option<Arc<Seen>>,
 }
 
+/// Waits on `changes` for the next announcement of `run` after seq `last`: that event with its
+/// changes when it is the very next one and carries them, so a watcher needs no read of the
+/// store; `None` when the watcher must read the store instead (a gap, a batch of several, a lag,
+/// the engine gone). `WatchRun` and the run page's live stream both follow a run this way.
+pub(crate) async fn next_announced(
+    changes: &mut broadcast::Receiver<Announcement>,
+    run: &str,
+    last: u64,
+) -> Option<(u64, Arc<Seen>)> {
+    loop {
+        match changes.recv().await {
+            Ok(a) if a.run == run && a.seq > last => {
+                return a.event.filter(|_| a.seq == last + 1).map(|seen| (a.seq, seen));
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
 /// The visible part of a stored event ([`EventRecord`] without the event itself).
 #[derive(Debug)]
 pub(crate) struct Seen {

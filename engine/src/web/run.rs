@@ -13,7 +13,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use weir_core::run::{Millis, RunState, StepState};
 
@@ -217,13 +216,13 @@ struct Drawn {
 impl Drawn {
     /// The SSE event that draws `change` (`None` for an instance the page does not know), and
     /// whether it ends the run.
-    fn event(&mut self, change: Change) -> (Option<Event>, bool) {
+    fn event(&mut self, change: &Change) -> (Option<Event>, bool) {
         let send = |ev: &str, data: serde_json::Value| Event::default().event(ev).data(data.to_string());
         match change {
             Change::Step { instance, state, attempt, message } => {
-                let i = instance as usize;
+                let i = *instance as usize;
                 let Some(slot) = self.states.get_mut(i) else { return (None, false) };
-                *slot = state;
+                *slot = *state;
                 let (step, grouped) = &self.parts[i];
                 let group = grouped.then(|| {
                     let of: Vec<StepState> = self
@@ -237,7 +236,7 @@ impl Drawn {
                     serde_json::json!({"key": step, "state": state.as_str(), "detail": detail})
                 });
                 let data = serde_json::json!({"instance": self.names[i], "step": step, "state": state.as_str(),
-                    "attempt": attempt, "message": message.unwrap_or_default(), "group": group});
+                    "attempt": attempt, "message": message.as_deref().unwrap_or_default(), "group": group});
                 (Some(send("step", data)), false)
             }
             Change::Run { state } => {
@@ -277,7 +276,7 @@ pub(crate) async fn events(State(web): State<Web>, Path(id): Path<String>) -> Re
             if let Some((seq, seen)) = next.take() {
                 last = seq;
                 for change in &seen.changes {
-                    let (event, end) = drawn.event(change.clone());
+                    let (event, end) = drawn.event(change);
                     ended |= end;
                     if let Some(event) = event
                         && tx.send(Ok(event)).await.is_err()
@@ -290,7 +289,7 @@ pub(crate) async fn events(State(web): State<Web>, Path(id): Path<String>) -> Re
                 for item in events {
                     let Ok((seq, ev)) = item else { return };
                     last = seq;
-                    for change in ev.changes {
+                    for change in &ev.changes {
                         let (event, end) = drawn.event(change);
                         ended |= end;
                         if let Some(event) = event
@@ -301,24 +300,15 @@ pub(crate) async fn events(State(web): State<Web>, Path(id): Path<String>) -> Re
                     }
                 }
                 // Finished before this page saw the change (or a replayed finish).
-                ended |= engine.store.run(&id).ok().flatten().is_some_and(|r| r.state.is_terminal())
-                    && !crate::server::runs::has_more(&engine, &id, last);
+                ended = ended
+                    || (engine.store.run(&id).ok().flatten().is_some_and(|r| r.state.is_terminal())
+                        && !crate::server::runs::has_more(&engine, &id, last));
             }
             if ended {
                 let _ = tx.send(Ok(Event::default().event("end").data("{}"))).await;
                 return;
             }
-            let wait = async {
-                loop {
-                    match changes.recv().await {
-                        Ok(a) if a.run == id && a.seq > last => {
-                            return a.event.filter(|_| a.seq == last + 1).map(|seen| (a.seq, seen));
-                        }
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(_) | RecvError::Closed) => return None,
-                    }
-                }
-            };
+            let wait = crate::server::core::next_announced(&mut changes, &id, last);
             tokio::select! {
                 got = wait => next = got,
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -82,18 +82,7 @@ pub(super) async fn watch_run(
                 }
                 // Wait for a change of this run; a lag or a quiet minute re-reads the store. The
                 // event right after the last one sent, announced with its changes, needs no read.
-                let wait = async {
-                    loop {
-                        match changes.recv().await {
-                            Ok(a) if a.run == r.run_id && a.seq > last => {
-                                return a.event.filter(|_| a.seq == last + 1).map(|seen| (a.seq, seen));
-                            }
-                            Ok(_) => {}
-                            Err(broadcast::error::RecvError::Lagged(_)) => return None,
-                            Err(broadcast::error::RecvError::Closed) => return None,
-                        }
-                    }
-                };
+                let wait = crate::server::core::next_announced(&mut changes, &r.run_id, last);
                 tokio::select! {
                     got = wait => next = got,
                     _ = tokio::time::sleep(Duration::from_secs(60)) => {}
