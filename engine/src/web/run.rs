@@ -214,6 +214,26 @@ struct Drawn {
 }
 
 impl Drawn {
+    /// Sends the events that draw `changes`: whether one of them ended the run, or `None` once
+    /// the page has gone.
+    async fn send(
+        &mut self,
+        tx: &tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
+        changes: &[Change],
+    ) -> Option<bool> {
+        let mut ended = false;
+        for change in changes {
+            let (event, end) = self.event(change);
+            ended |= end;
+            if let Some(event) = event
+                && tx.send(Ok(event)).await.is_err()
+            {
+                return None;
+            }
+        }
+        Some(ended)
+    }
+
     /// The SSE event that draws `change` (`None` for an instance the page does not know), and
     /// whether it ends the run.
     fn event(&mut self, change: &Change) -> (Option<Event>, bool) {
@@ -275,29 +295,15 @@ pub(crate) async fn events(State(web): State<Web>, Path(id): Path<String>) -> Re
             let mut ended = false;
             if let Some((seq, seen)) = next.take() {
                 last = seq;
-                for change in &seen.changes {
-                    let (event, end) = drawn.event(change);
-                    ended |= end;
-                    if let Some(event) = event
-                        && tx.send(Ok(event)).await.is_err()
-                    {
-                        return;
-                    }
-                }
+                let Some(end) = drawn.send(&tx, &seen.changes).await else { return };
+                ended = end;
             } else {
                 let Ok(events) = engine.store.events(&id, last) else { return };
                 for item in events {
                     let Ok((seq, ev)) = item else { return };
                     last = seq;
-                    for change in &ev.changes {
-                        let (event, end) = drawn.event(change);
-                        ended |= end;
-                        if let Some(event) = event
-                            && tx.send(Ok(event)).await.is_err()
-                        {
-                            return;
-                        }
-                    }
+                    let Some(end) = drawn.send(&tx, &ev.changes).await else { return };
+                    ended |= end;
                 }
                 // Finished before this page saw the change (or a replayed finish).
                 ended = ended
