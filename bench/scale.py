@@ -193,3 +193,18 @@ def report(res, rounds):
                 ok = sh <= 2.5 and (not w.startswith("fanout") or n / dd[0] >= 960)
                 print(f"  against the goals' figures x 1.25 instead: CPU/step {sh:.2f}x the shell's (<= 2.5x)"
                       f"{rate}: {_goal(ok)}")
+    return med
+
+
+def split_floor(med, call_ms):
+    """Prints the least `dist` can cost on the chain against `weir run`: `weir run`'s CPU a step
+    plus one gRPC call between steps (`call_ms`, from the floor bench of the same invocation),
+    beside what dist measured. The chain only: there each call comes after a step, with both
+    processes idle while it ran; in the fan-out, calls overlap the other slot's running step."""
+    w, n = "chain-1000", WORKLOADS["chain-1000"]
+    if (w, "dist") not in med:
+        return
+    run, dd = med[(w, "run")][1] / n * 1000, med[(w, "dist")][1] / n * 1000
+    print(f"\nthe split's floor on {w}: `weir run`'s CPU/step + one gRPC call between steps, measured alone by "
+          f"the floor bench: {run:.3f} + {call_ms:.3f} ms = {(run + call_ms) / run:.2f}x `weir run`'s; server + "
+          f"worker measured {dd / run:.2f}x ({dd:.3f} ms, {dd - run - call_ms:+.3f} ms against the floor)")

@@ -37,12 +37,15 @@ Beside W0-W3, the same invocation runs (each its own module, documented there):
   restart  bench/restart.py (run with bench/.venv's Python for grpcio): `weir server` on a
            cached data folder of 10,000 finished and 100 unfinished runs (built once, in
            bench/.cache): time until it serves with the 100 resumed, and listing the newest 50
+  floor    `cargo bench -p weir-engine --bench floor` (built on first use): what a step cannot
+           avoid (its process, a durable transaction) and what one gRPC call between steps
+           costs alone; with dist, the least server + worker can cost against `weir run`
 Luigi and grpcio are installed from PyPI into bench/.venv by this script when missing.
 Server and worker processes are stopped on any exit, Ctrl-C and SIGTERM included.
 
 Usage: cargo build --release --bin weir --bin weir-worker
        python3 bench/speed.py [--weir target/release/weir] [--worker (beside --weir)]
-                              [--only W0,W1,W2,W3,scale,dist,restart] [--no-luigi]
+                              [--only W0,W1,W2,W3,scale,dist,restart,floor] [--no-luigi]
                               [--rounds 5] [--scale-rounds 3] [--restart-rounds 3]
                               [--rebuild-fixture]
 A quick run: python3 bench/speed.py --rounds 2 --scale-rounds 1 --restart-rounds 1
@@ -280,7 +283,7 @@ def ensure_venv(luigi, grpc):
     subprocess.run([py, "-m", "pip", "install", "-q"] + missing, check=True)
 
 
-PARTS = ["W0", "W1", "W2", "W3", "scale", "dist", "restart"]
+PARTS = ["W0", "W1", "W2", "W3", "scale", "dist", "restart", "floor"]
 
 
 def options():
@@ -321,16 +324,36 @@ def main():
           flush=True)
     if a.workloads:
         workloads(a)
+    med = None
     if {"scale", "dist"} & set(a.parts):
         res = scale.measure(a, a.parts, a.scale_rounds)
-        scale.report(res, a.scale_rounds)
+        med = scale.report(res, a.scale_rounds)
         sys.stdout.flush()
     if "restart" in a.parts:
         cmd = [os.path.join(VENV, "bin", "python"), os.path.join(HERE, "restart.py"), "--weir", a.weir,
                "--worker", a.worker, "--rounds", str(a.restart_rounds)] + (["--rebuild"] if a.rebuild_fixture else [])
         if procs.run_child_script(cmd) != 0:
             sys.exit("error: the restart part failed (above)")
+    if "floor" in a.parts:
+        call = floor()
+        if med is not None and "dist" in a.parts:
+            scale.split_floor(med, call)
     print(f"\nload average (1 min): {load0:.2f} at start, {os.getloadavg()[0]:.2f} at the end")
+
+
+def floor():
+    """Runs the floor bench (`cargo bench -p weir-engine --bench floor`, built on first use),
+    prints its table and returns what one gRPC call between steps costs, in CPU ms."""
+    print("\nfloor (cargo bench -p weir-engine --bench floor -- 1000)", flush=True)
+    done = subprocess.run(["cargo", "bench", "-q", "-p", "weir-engine", "--bench", "floor", "--", "1000"], cwd=ROOT,
+                          stdout=subprocess.PIPE, text=True)
+    print(done.stdout, end="")
+    if done.returncode != 0:
+        sys.exit(f"error: the floor bench failed ({done.returncode}; its errors are above)")
+    for line in done.stdout.splitlines():
+        if line.startswith("a grpc call between steps"):
+            return float(line.split()[5])
+    sys.exit("error: the floor bench printed no `a grpc call between steps` line")
 
 
 # How many times W0 runs in each round (see `workloads`).

@@ -13,11 +13,20 @@
 //! * and beside them, one step record written and flushed alone (no transaction, so no batch
 //!   marker): what the transaction's atomicity adds, by difference.
 //!
+//! * and what the split into `weir server` + `weir-worker` adds (`floor/rpc.rs`): one gRPC
+//!   call a step, through the engine's HTTP/2 server (another process) and the worker's
+//!   client with a handler that answers at once, made between steps as a chain makes it, and
+//!   beside it the same bytes over plain TCP, the kernel's part. `weir run`'s CPU a step plus
+//!   that call is the least the split can cost; `bench/speed.py` prints the ratio it allows.
+//!
 //! `spawn + durable` is a floor no orchestration can go under while it keeps a durable state
 //! per step; the rest of a step's CPU in `weir run` (leasing, reporting, output pumps, task
 //! wake-ups) is the orchestration itself. Run with
 //! `cargo bench -p weir-engine --bench floor [-- STEPS]` (default 1,000 a part, three rounds,
 //! medians); BENCHMARKS.md has the figures.
+
+#[path = "floor/rpc.rs"]
+mod rpc;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -43,6 +52,13 @@ fn per_step(steps: u32, f: impl FnOnce()) -> (f64, f64) {
     let (c, t) = (cpu(), Instant::now());
     f();
     ((cpu() - c) * 1e3 / f64::from(steps), t.elapsed().as_secs_f64() * 1e3 / f64::from(steps))
+}
+
+/// [`per_step`] of a part of the gRPC pair, counting the server process's CPU too.
+fn per_step_grpc(steps: u32, g: &rpc::Grpc, f: impl FnOnce(&rpc::Grpc)) -> (f64, f64) {
+    let before = g.server_cpu();
+    let (c, w) = per_step(steps, || f(g));
+    (c + (g.server_cpu() - before) * 1e3 / f64::from(steps), w)
 }
 
 /// `cargo bench` puts its target folders on `LD_LIBRARY_PATH`, where every `sh` would first
@@ -116,19 +132,35 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    rpc::serve_if_asked();
     // `cargo bench` passes `--bench`; a number among the arguments is the steps per part.
     let steps: u32 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1000);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("db")).expect("store");
     let (mut sh, mut sp, mut du, mut one) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut grpc, mut tcp, mut on_rt, mut stepped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut tcp_stepped = Vec::new();
+    let (g, t) = (rpc::Grpc::start(), rpc::Tcp::start());
+    // For `perf stat` or `perf record` of one part alone: `FLOOR_ONLY=steps|stepped`.
+    match std::env::var("FLOOR_ONLY").as_deref() {
+        Ok("steps") => return g.steps(steps),
+        Ok("stepped") => return g.calls(0, steps, true),
+        _ => {}
+    }
     for round in 0..3 {
         let run = format!("chain-{round}");
         // Rotated each round so the parts share the machine's drift.
-        let mut parts: [&mut dyn FnMut(); 4] = [
+        let first = 1000 + round as u32 * steps;
+        let mut parts: [&mut dyn FnMut(); 9] = [
             &mut || sh.push(per_step(steps, || shell(steps))),
             &mut || sp.push(per_step(steps, || spawn(steps))),
             &mut || du.push(per_step(steps, || durable(&store, &run, steps))),
             &mut || one.push(per_step(steps, || one_record(&store, &format!("one-{round}"), steps))),
+            &mut || grpc.push(per_step_grpc(steps, &g, |g| g.calls(first, steps, false))),
+            &mut || on_rt.push(per_step_grpc(steps, &g, |g| g.steps(steps))),
+            &mut || stepped.push(per_step_grpc(steps, &g, |g| g.calls(first, steps, true))),
+            &mut || tcp.push(per_step(steps, || t.calls(steps, false))),
+            &mut || tcp_stepped.push(per_step(steps, || t.calls(steps, true))),
         ];
         parts.rotate_left(round);
         for p in parts {
@@ -154,4 +186,18 @@ fn main() {
     let floor = cpu_of(&sp) + cpu_of(&du);
     println!("{:<34} {:>10.3} {:>10} {:>11.2}x", "spawn + durable", floor, "", floor / base);
     println!("{:<34} {:>10.3} {:>10} {:>11}", "left for all else under the 2x goal", 2.0 * base - floor, "", "");
+    println!("\nwhat a second process adds: one Report (a step done, the next leased) a step");
+    for (name, v) in [
+        ("grpc: back to back", &grpc),
+        ("tcp: the same messages, blocking", &tcp),
+        ("steps on the worker's runtime", &on_rt),
+        ("steps, each then a grpc call", &stepped),
+        ("spawn, each then a tcp round trip", &tcp_stepped),
+    ] {
+        println!("{name:<34} {:>10.3} {:>10.3} {:>11.2}x", cpu_of(v), wall_of(v), cpu_of(v) / base);
+    }
+    let split = cpu_of(&stepped) - cpu_of(&on_rt);
+    println!("{:<34} {:>10.3} {:>10} {:>11.2}x", "a grpc call between steps", split, "", split / base);
+    let kernel = cpu_of(&tcp_stepped) - cpu_of(&sp);
+    println!("{:<34} {:>10.3} {:>10} {:>11.2}x", "a tcp round trip between steps", kernel, "", kernel / base);
 }

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
 /// `T`, reporting no vectored writes.
-pub(crate) struct Coalesced<T>(pub T);
+pub struct Coalesced<T>(pub T);
 
 impl<T: AsyncRead + Unpin> AsyncRead for Coalesced<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {

@@ -14,7 +14,8 @@ mod admin;
 mod audit_target;
 pub(crate) mod bounds;
 mod client;
-pub(crate) mod coalesce;
+/// Public for `benches/floor.rs`, which serves as `weir server` does.
+pub mod coalesce;
 pub mod convert;
 mod guard;
 mod lazy;
