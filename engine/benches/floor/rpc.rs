@@ -15,9 +15,11 @@
 //!   thread at each end (two writes, two reads, two wake-ups): the kernel's part of a round
 //!   trip, which no transport over TCP avoids; again back to back and after each step.
 //!
-//! `FLOOR_SERVER_RT=current` or `FLOOR_CLIENT_RT=current` puts that end on a current-thread
-//! runtime instead of a multi-thread one (one thread a core): whether the runtime's threads
-//! are what a call costs.
+//! Knobs, for finding out what a call's cost is made of: `FLOOR_SERVER_RT=current` or
+//! `FLOOR_CLIENT_RT=current` puts that end on a current-thread runtime instead of a
+//! multi-thread one (one thread a core): whether the runtime's threads are the cost;
+//! `FLOOR_SLEEP=1` makes each step a 0.7 ms sleep instead of a process: whether the cost is
+//! the idle gap or what the step's process leaves in the caches.
 
 use std::cell::RefCell;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -82,8 +84,13 @@ fn answer(i: u32) -> pb::ReportResponse {
     }
 }
 
-/// `sh -c true` in a process group of its own, its output piped, waited for on the runtime.
+/// `sh -c true` in a process group of its own, its output piped, waited for on the runtime
+/// (with `FLOOR_SLEEP`, a sleep as long instead).
 async fn step() {
+    if std::env::var_os("FLOOR_SLEEP").is_some() {
+        std::thread::sleep(std::time::Duration::from_micros(700));
+        return;
+    }
     let status = tokio::process::Command::new("/bin/sh")
         .args(["-c", "true"])
         .env_remove("LD_LIBRARY_PATH")
