@@ -345,8 +345,12 @@ def floor():
     """Runs the floor bench (`cargo bench -p weir-engine --bench floor`, built on first use),
     prints its table and returns what one gRPC call between steps costs, in CPU ms."""
     print("\nfloor (cargo bench -p weir-engine --bench floor -- 1000)", flush=True)
-    done = subprocess.run(["cargo", "bench", "-q", "-p", "weir-engine", "--bench", "floor", "--", "1000"], cwd=ROOT,
-                          stdout=subprocess.PIPE, text=True)
+    try:
+        done = subprocess.run(["cargo", "bench", "-q", "-p", "weir-engine", "--bench", "floor", "--", "1000"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        sys.exit("error: the floor part needs cargo on PATH (it builds and runs the floor bench); "
+                 "leave it out with --only")
     print(done.stdout, end="")
     if done.returncode != 0:
         sys.exit(f"error: the floor bench failed ({done.returncode}; its errors are above)")
